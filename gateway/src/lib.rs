@@ -1,0 +1,18 @@
+//! emla: a secure S/MIME e-mail gateway for mutual legal assistance.
+//!
+//! The modules follow the flow of a message: [`smime`] parses and checks the
+//! signature, [`trust`] validates the signer's chain, [`policy`] holds what
+//! administrators configured, and [`verify`] makes the one decision every
+//! later stage relies on.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+
+pub mod clock;
+pub mod policy;
+pub mod reason;
+pub mod smime;
+pub mod trust;
+pub mod verify;
+
+pub use clock::EvalTime;
+pub use reason::Reason;

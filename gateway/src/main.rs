@@ -1,0 +1,204 @@
+//! The `emla` command line: parses arguments and calls the library.
+#![forbid(unsafe_code)]
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use emla::policy;
+use emla::verify::{self, Envelope};
+use emla::EvalTime;
+
+/// Exit codes (DESIGN.md): 0 accepted / fine, 1 rejected / broken, 2 usage or configuration.
+const EXIT_REJECTED: u8 = 1;
+const EXIT_CONFIG: u8 = 2;
+
+#[derive(Parser)]
+#[command(name = "emla", version, about = "Secure S/MIME mail gateway for mutual legal assistance")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Judge one message as the gateway would: accept or reject with a reason code.
+    Verify {
+        /// The raw message (RFC 5322), or `-` for standard input.
+        message: PathBuf,
+        /// Policy directory.
+        #[arg(long, default_value = "policy")]
+        policy: PathBuf,
+        /// Envelope sender (MAIL FROM).
+        #[arg(long = "mail-from")]
+        mail_from: Option<String>,
+        /// Envelope recipient (RCPT TO); repeat for several.
+        #[arg(long = "rcpt")]
+        rcpt: Vec<String>,
+        /// Judge as of this instant (RFC 3339) instead of now.
+        #[arg(long)]
+        at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Policy administration.
+    Policy {
+        #[command(subcommand)]
+        command: PolicyCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PolicyCommand {
+    /// Validate the policy files; print each problem as `file:line:col: message`.
+    Check {
+        /// Policy directory.
+        #[arg(default_value = "policy")]
+        dir: PathBuf,
+        /// Judge certificate and CRL validity as of this instant (RFC 3339).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Verify {
+            message,
+            policy,
+            mail_from,
+            rcpt,
+            at,
+            json,
+        } => run_verify(message, policy, mail_from, rcpt, at, json),
+        Command::Policy {
+            command: PolicyCommand::Check { dir, at, json },
+        } => run_policy_check(dir, at, json),
+    }
+}
+
+fn eval_time(at: Option<String>) -> Result<EvalTime, ExitCode> {
+    match at {
+        None => Ok(EvalTime::now()),
+        Some(s) => EvalTime::parse_rfc3339(&s).map_err(|e| {
+            eprintln!("emla: --at: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
+fn load_policy(dir: &std::path::Path, at: EvalTime) -> Result<policy::Policy, ExitCode> {
+    policy::load(dir, at).map_err(|diags| {
+        for d in &diags {
+            eprintln!("{d}");
+        }
+        eprintln!(
+            "emla: policy {} has {} problem(s); run `emla policy check {}`",
+            dir.display(),
+            diags.len(),
+            dir.display()
+        );
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn read_message(path: &std::path::Path) -> Result<Vec<u8>, ExitCode> {
+    let result = if path.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
+    } else {
+        std::fs::read(path)
+    };
+    result.map_err(|e| {
+        eprintln!("emla: cannot read message {}: {e}", path.display());
+        ExitCode::from(EXIT_CONFIG)
+    })
+}
+
+fn run_verify(
+    message: PathBuf,
+    policy_dir: PathBuf,
+    mail_from: Option<String>,
+    rcpt: Vec<String>,
+    at: Option<String>,
+    json: bool,
+) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let at = eval_time(at)?;
+        let policy = load_policy(&policy_dir, at)?;
+        let raw = read_message(&message)?;
+        let envelope = Envelope {
+            mail_from: mail_from.as_deref(),
+            rcpt_to: &rcpt,
+        };
+        let verdict = verify::verify(&policy, &raw, &envelope, at);
+        if json {
+            println!("{}", verdict.to_json());
+        } else {
+            print!("{}", verdict.to_text());
+        }
+        Ok(if verdict.accepted() {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::from(EXIT_REJECTED)
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
+    let at = match eval_time(at) {
+        Ok(t) => t,
+        Err(code) => return code,
+    };
+    match policy::load(&dir, at) {
+        Ok(p) => {
+            if json {
+                let v = serde_json::json!({
+                    "ok": true,
+                    "version": p.version,
+                    "authorities": p.authorities.len(),
+                    "routes": p.routes.len(),
+                    "problems": [],
+                });
+                println!("{v}");
+            } else {
+                println!(
+                    "{}: ok ({} authorities, {} routes, version {})",
+                    dir.display(),
+                    p.authorities.len(),
+                    p.routes.len(),
+                    &p.version[..p.version.len().min(16)]
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(diags) => {
+            if json {
+                let problems: Vec<_> = diags
+                    .iter()
+                    .map(|d| {
+                        serde_json::json!({
+                            "file": d.file.display().to_string(),
+                            "line": d.line,
+                            "col": d.col,
+                            "message": d.message,
+                        })
+                    })
+                    .collect();
+                println!("{}", serde_json::json!({"ok": false, "problems": problems}));
+            } else {
+                for d in &diags {
+                    println!("{d}");
+                }
+                eprintln!("{}: {} problem(s)", dir.display(), diags.len());
+            }
+            ExitCode::from(EXIT_REJECTED)
+        }
+    }
+}

@@ -1,0 +1,240 @@
+//! The loaded, validated policy: what every decision reads.
+//!
+//! A `Policy` is built once per load (start, SIGHUP, `emla policy reload`)
+//! with its trust anchors and CRLs parsed into an index, so no decision ever
+//! touches the file system.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
+use webpki::CertRevocationList;
+
+/// Everything an administrator configured, validated.
+pub struct Policy {
+    /// The directory the policy was loaded from.
+    pub dir: PathBuf,
+    /// SHA-256 over the policy files and the files they reference, hex.
+    pub version: String,
+    /// `[gateway]` settings.
+    pub gateway: GatewaySettings,
+    /// `[limits]` settings.
+    pub limits: Limits,
+    /// The authorities, in file-name order.
+    pub authorities: Vec<Authority>,
+    /// The routes, first match wins.
+    pub routes: Vec<Route>,
+    /// Lower-case mail domain → index into `authorities`.
+    pub domain_index: HashMap<String, usize>,
+}
+
+/// `[gateway]` settings.
+#[derive(Clone, Debug)]
+pub struct GatewaySettings {
+    /// Host name used in EHLO and Received headers.
+    pub hostname: String,
+}
+
+/// `[limits]` settings; every limit has a documented default.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// Largest message accepted, in bytes.
+    pub max_message_size: u64,
+    /// Most recipients per message.
+    pub max_recipients: usize,
+    /// Largest header section of the message, in bytes.
+    pub max_header_size: usize,
+    /// Deepest MIME nesting accepted (the top-level entity is depth 1).
+    pub max_mime_depth: usize,
+    /// How far in the future a signingTime attribute may lie.
+    pub signing_time_skew: Duration,
+    /// Smallest RSA modulus accepted, in bits (never below 2048).
+    pub min_rsa_bits: usize,
+    /// Digest algorithms accepted for signatures.
+    pub digests: Vec<DigestAlg>,
+    /// What to do when a CRL needed for a check is missing or stale.
+    pub crl: CrlPolicy,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_size: 25 * 1024 * 1024,
+            max_recipients: 50,
+            max_header_size: 64 * 1024,
+            max_mime_depth: 10,
+            signing_time_skew: Duration::from_secs(300),
+            min_rsa_bits: 2048,
+            digests: vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
+            crl: CrlPolicy::HardFail,
+        }
+    }
+}
+
+/// A digest algorithm the policy may allow. MD5 and SHA-1 are not
+/// representable: they are always refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigestAlg {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+/// Handling of a missing or stale CRL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrlPolicy {
+    /// Reject with `crl-unavailable` (the default).
+    HardFail,
+    /// Accept when the revocation status cannot be established (logged).
+    SoftFail,
+}
+
+/// One central or diplomatic authority of a country.
+pub struct Authority {
+    /// Stable identifier, e.g. `fr-moj`.
+    pub id: String,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: String,
+    /// Display name.
+    pub name: String,
+    /// Mail domains it owns, lower case.
+    pub domains: Vec<String>,
+    /// Its trust anchors, for path validation.
+    pub anchors: Vec<TrustAnchor<'static>>,
+    /// The anchors' certificates as loaded (for reports and evidence).
+    pub anchor_certs: Vec<CertificateDer<'static>>,
+    /// Configured intermediate CA certificates: they sign CRLs and help
+    /// path building when a message omits them.
+    pub intermediates: Vec<CertificateDer<'static>>,
+    /// Its CRLs, already checked to be signed by a configured CA.
+    pub crls: Vec<CertRevocationList<'static>>,
+    /// Where mail for its domains is relayed.
+    pub next_hop: NextHop,
+}
+
+/// The counterpart MTA receiving an authority's mail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NextHop {
+    /// Host name or IP literal.
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// TLS requirement towards that host.
+    pub tls: TlsMode,
+}
+
+/// TLS requirement for a next hop.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TlsMode {
+    /// STARTTLS with a certificate valid for `host` (system roots or `ca_file`).
+    Required {
+        /// PEM file of CA certificates to trust instead of the system roots.
+        ca_file: Option<PathBuf>,
+    },
+    /// STARTTLS when offered, plain otherwise.
+    Opportunistic,
+    /// STARTTLS with a certificate whose SHA-256 (of the DER) is this value.
+    Pinned {
+        /// SHA-256 of the certificate DER.
+        sha256: [u8; 32],
+    },
+}
+
+/// One routing rule.
+#[derive(Clone, Debug)]
+pub struct Route {
+    /// Name shown in logs and replies.
+    pub name: String,
+    /// Senders it applies to (any of them).
+    pub from: Vec<Matcher>,
+    /// Recipients it applies to (any of them).
+    pub to: Vec<Matcher>,
+    /// What happens on a match.
+    pub action: RouteAction,
+    /// Human reason, quoted in rejections and the audit log.
+    pub reason: String,
+    /// Delivery lane.
+    pub lane: Lane,
+}
+
+/// Matches an address by authority, country, domain or pattern.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Matcher {
+    /// Any address.
+    Any,
+    /// Any address in a domain of this authority id.
+    Authority(String),
+    /// Any address in a domain of an authority of this country.
+    Country(String),
+    /// Any address in this domain (lower case).
+    Domain(String),
+    /// An address glob (`*` matches any run of characters), lower case.
+    Pattern(String),
+}
+
+/// A route's action.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RouteAction {
+    /// Relay to the recipient authority's next hop.
+    Relay,
+    /// Refuse with `route-denied`.
+    Reject,
+}
+
+/// Delivery lane; the urgent lane has a shorter queue lifetime.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lane {
+    /// Ordinary requests.
+    Normal,
+    /// Urgent requests.
+    Urgent,
+}
+
+/// The routing outcome for one sender/recipient pair.
+#[derive(Debug, PartialEq, Eq)]
+pub enum RouteDecision<'p> {
+    /// Relay along `route` to `authority`'s next hop.
+    Relay {
+        /// The matching rule.
+        route: &'p Route,
+        /// The recipient's authority.
+        authority: &'p Authority,
+    },
+    /// A rule refuses it.
+    Reject {
+        /// The matching rule.
+        route: &'p Route,
+    },
+    /// The recipient domain belongs to no authority.
+    UnknownRecipientDomain,
+    /// No rule matches.
+    NoRoute,
+}
+
+impl std::fmt::Debug for Authority {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authority")
+            .field("id", &self.id)
+            .field("country", &self.country)
+            .field("domains", &self.domains)
+            .finish_non_exhaustive()
+    }
+}
+
+impl PartialEq for Authority {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for Authority {}
+
+impl PartialEq for Route {
+    fn eq(&self, other: &Self) -> bool {
+        self.name == other.name && self.from == other.from && self.to == other.to
+    }
+}
+impl Eq for Route {}

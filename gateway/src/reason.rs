@@ -1,0 +1,124 @@
+//! The fixed vocabulary of reason codes (see DESIGN.md, "Contracts").
+//!
+//! Every verdict carries exactly one code. Codes appear in SMTP replies, the
+//! audit log, `emla verify --json` and metrics, so their spelling is a
+//! contract: add codes, never rename or reuse one.
+
+use std::fmt;
+
+/// Why a message was accepted or rejected.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Reason {
+    /// Every check passed.
+    Ok,
+    /// The message carries no S/MIME signature (plain, encrypted-only, PGP).
+    Unsigned,
+    /// The MIME structure or the CMS object cannot be parsed.
+    Malformed,
+    /// A signature does not verify with the signer certificate's key.
+    BadSignature,
+    /// The messageDigest attribute differs from the digest of the signed bytes.
+    DigestMismatch,
+    /// The signer certificate does not chain to the authority's trust anchors.
+    UntrustedChain,
+    /// A certificate of the chain has expired at the evaluation time.
+    Expired,
+    /// A certificate (or the signing time) lies in the future.
+    NotYetValid,
+    /// A certificate of the chain is listed in a CRL.
+    Revoked,
+    /// A required CRL is missing or stale.
+    CrlUnavailable,
+    /// keyUsage or extKeyUsage does not allow e-mail signing.
+    WrongUsage,
+    /// `From:` or the envelope sender does not match the signer.
+    SenderMismatch,
+    /// A sender or recipient domain belongs to no authority.
+    UnauthorizedDomain,
+    /// A route rule refuses the sender/recipient pair, or none matches.
+    RouteDenied,
+    /// MD5, SHA-1, a short RSA key or another refused algorithm.
+    WeakAlgorithm,
+    /// Bare LF or bare CR in the SMTP data.
+    Smuggling,
+    /// The message exceeds the size limit.
+    TooLarge,
+    /// The MIME structure is nested deeper than allowed.
+    TooDeep,
+    /// More recipients than allowed.
+    TooManyRecipients,
+    /// The gateway cannot decide now; the client should retry.
+    TemporaryFailure,
+}
+
+impl Reason {
+    /// Every code, in documentation order.
+    pub const ALL: [Reason; 20] = [
+        Reason::Ok,
+        Reason::Unsigned,
+        Reason::Malformed,
+        Reason::BadSignature,
+        Reason::DigestMismatch,
+        Reason::UntrustedChain,
+        Reason::Expired,
+        Reason::NotYetValid,
+        Reason::Revoked,
+        Reason::CrlUnavailable,
+        Reason::WrongUsage,
+        Reason::SenderMismatch,
+        Reason::UnauthorizedDomain,
+        Reason::RouteDenied,
+        Reason::WeakAlgorithm,
+        Reason::Smuggling,
+        Reason::TooLarge,
+        Reason::TooDeep,
+        Reason::TooManyRecipients,
+        Reason::TemporaryFailure,
+    ];
+
+    /// The code as written in replies and logs, e.g. `bad-signature`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Ok => "ok",
+            Reason::Unsigned => "unsigned",
+            Reason::Malformed => "malformed",
+            Reason::BadSignature => "bad-signature",
+            Reason::DigestMismatch => "digest-mismatch",
+            Reason::UntrustedChain => "untrusted-chain",
+            Reason::Expired => "expired",
+            Reason::NotYetValid => "not-yet-valid",
+            Reason::Revoked => "revoked",
+            Reason::CrlUnavailable => "crl-unavailable",
+            Reason::WrongUsage => "wrong-usage",
+            Reason::SenderMismatch => "sender-mismatch",
+            Reason::UnauthorizedDomain => "unauthorized-domain",
+            Reason::RouteDenied => "route-denied",
+            Reason::WeakAlgorithm => "weak-algorithm",
+            Reason::Smuggling => "smuggling",
+            Reason::TooLarge => "too-large",
+            Reason::TooDeep => "too-deep",
+            Reason::TooManyRecipients => "too-many-recipients",
+            Reason::TemporaryFailure => "temporary-failure",
+        }
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serde_spelling_matches_as_str() {
+        for r in Reason::ALL {
+            let json = serde_json::to_string(&r).unwrap();
+            assert_eq!(json, format!("\"{}\"", r.as_str()));
+        }
+    }
+}

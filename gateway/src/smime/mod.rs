@@ -1,0 +1,1 @@
+//! S/MIME structure and CMS signature checks.

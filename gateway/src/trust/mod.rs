@@ -1,0 +1,1 @@
+//! Certificate path validation and revocation.
