@@ -2,8 +2,13 @@
 //! and `emla verify` both call.
 
 use crate::clock::EvalTime;
-use crate::policy::Policy;
+use crate::policy::{Authority, Policy, RouteDecision};
 use crate::reason::Reason;
+use crate::smime::cms::{self, CmsError, Signer};
+use crate::smime::mime::{self, DepthError, Entity};
+use crate::smime::signature::{self, AlgError};
+use crate::smime::{self as smime, ExtractError, Form};
+use crate::trust::{self, cert::CertInfo};
 
 /// The SMTP envelope of a message, when known.
 #[derive(Clone, Copy, Debug, Default)]
@@ -115,8 +120,390 @@ impl Verdict {
     }
 }
 
+/// A rejection: the reason code and what failed.
+type Reject = (Reason, String);
+
 /// Judges `raw` (the message exactly as received) against `policy` at `at`.
 pub fn verify(policy: &Policy, raw: &[u8], envelope: &Envelope<'_>, at: EvalTime) -> Verdict {
-    let _ = (policy, raw, envelope, at);
-    todo!()
+    let mut verdict = Verdict {
+        reason: Reason::Ok,
+        detail: String::new(),
+        signers: Vec::new(),
+        recipients: Vec::new(),
+        authority: None,
+        evaluated_at: at.to_rfc3339(),
+    };
+    match judge(policy, raw, envelope, at, &mut verdict) {
+        Ok(detail) => verdict.detail = detail,
+        Err((reason, detail)) => {
+            verdict.reason = reason;
+            verdict.detail = detail;
+            verdict.recipients.clear();
+        }
+    }
+    verdict
+}
+
+fn judge(
+    policy: &Policy,
+    raw: &[u8],
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+    out: &mut Verdict,
+) -> Result<String, Reject> {
+    let limits = &policy.limits;
+    if raw.len() as u64 > limits.max_message_size {
+        return Err((
+            Reason::TooLarge,
+            format!(
+                "message is {} bytes, the limit is {}",
+                raw.len(),
+                limits.max_message_size
+            ),
+        ));
+    }
+    let header_len = mime::header_len(raw);
+    if header_len > limits.max_header_size {
+        return Err((
+            Reason::TooLarge,
+            format!(
+                "header section is {header_len} bytes, the limit is {}",
+                limits.max_header_size
+            ),
+        ));
+    }
+    if envelope.rcpt_to.len() > limits.max_recipients {
+        return Err((
+            Reason::TooManyRecipients,
+            format!(
+                "{} recipients, the limit is {}",
+                envelope.rcpt_to.len(),
+                limits.max_recipients
+            ),
+        ));
+    }
+
+    // Envelope and headers: who claims to send, and may they reach the recipients?
+    let envelope_authority = match envelope.mail_from {
+        Some(sender) => Some(policy.authority_for_address(sender).ok_or_else(|| {
+            (
+                Reason::UnauthorizedDomain,
+                format!("envelope sender <{sender}> is not in a domain of any authority"),
+            )
+        })?),
+        None => None,
+    };
+    let top = Entity::parse(raw).map_err(|e| (Reason::Malformed, e))?;
+    let from = match top.from.as_slice() {
+        [one] if one.contains('@') => one.as_str(),
+        [] => return Err((Reason::SenderMismatch, "the message has no From: address".into())),
+        many => {
+            return Err((
+                Reason::SenderMismatch,
+                format!(
+                    "From: must hold exactly one address, found {}: {}",
+                    many.len(),
+                    many.join(", ")
+                ),
+            ))
+        }
+    };
+    let authority = policy.authority_for_address(from).ok_or_else(|| {
+        (
+            Reason::UnauthorizedDomain,
+            format!("From: <{from}> is not in a domain of any authority"),
+        )
+    })?;
+    out.authority = Some(authority.id.clone());
+    if let Some(env) = envelope_authority {
+        if env.id != authority.id {
+            return Err((
+                Reason::SenderMismatch,
+                format!(
+                    "envelope sender <{}> belongs to authority {}, but From: <{from}> to {}",
+                    envelope.mail_from.unwrap_or_default(),
+                    env.id,
+                    authority.id
+                ),
+            ));
+        }
+    }
+    let route_sender = envelope.mail_from.unwrap_or(from);
+    for rcpt in envelope.rcpt_to {
+        out.recipients.push(route(policy, route_sender, rcpt)?);
+    }
+
+    // Structure, then the signature container.
+    match mime::check_depth(raw, limits.max_mime_depth) {
+        Ok(_) => {}
+        Err(DepthError::TooDeep) => {
+            return Err((
+                Reason::TooDeep,
+                format!("MIME nesting exceeds {} levels", limits.max_mime_depth),
+            ))
+        }
+        Err(DepthError::Malformed(e)) => return Err((Reason::Malformed, e)),
+    }
+    let container = smime::extract(&top).map_err(|e| match e {
+        ExtractError::Unsigned(d) => (Reason::Unsigned, d),
+        ExtractError::Malformed(d) => (Reason::Malformed, d),
+    })?;
+    let signed = cms::parse(&container.cms_der).map_err(|e| match e {
+        CmsError::NotSigned(d) => (Reason::Unsigned, d),
+        CmsError::Malformed(d) => (Reason::Malformed, format!("CMS: {d}")),
+    })?;
+    let content: &[u8] = match (container.form, container.detached_content, signed.content) {
+        (Form::Detached, Some(c), None) => c,
+        (Form::Detached, _, Some(_)) => {
+            return Err((
+                Reason::Malformed,
+                "a detached signature must not encapsulate content".into(),
+            ))
+        }
+        (Form::Opaque, _, Some(c)) => {
+            if limits.max_mime_depth < 2 {
+                return Err((Reason::TooDeep, "signed content nests too deeply".into()));
+            }
+            match mime::check_depth(c, limits.max_mime_depth - 1) {
+                Ok(_) => {}
+                Err(DepthError::TooDeep) => {
+                    return Err((
+                        Reason::TooDeep,
+                        format!(
+                            "MIME nesting inside the signature exceeds {} levels",
+                            limits.max_mime_depth
+                        ),
+                    ))
+                }
+                Err(DepthError::Malformed(e)) => return Err((Reason::Malformed, e)),
+            }
+            c
+        }
+        _ => {
+            return Err((
+                Reason::Unsigned,
+                "the signature covers no content".into(),
+            ))
+        }
+    };
+
+    let certs: Vec<CertInfo<'_>> = signed
+        .certificates
+        .iter()
+        .map(|der| CertInfo::parse(der))
+        .collect::<Result<_, _>>()
+        .map_err(|e| (Reason::Malformed, format!("certificate in the message: {e}")))?;
+    if let Some(weak) = certs.iter().find_map(|c| c.weakness(limits.min_rsa_bits)) {
+        return Err((Reason::WeakAlgorithm, weak));
+    }
+
+    // Every SignerInfo must verify cryptographically.
+    let mut signer_certs = Vec::with_capacity(signed.signers.len());
+    for (n, signer) in signed.signers.iter().enumerate() {
+        let cert = certs
+            .iter()
+            .find(|c| c.matches(&signer.info.sid))
+            .ok_or_else(|| {
+                (
+                    Reason::UntrustedChain,
+                    format!("signer {n}: its certificate is not included in the message"),
+                )
+            })?;
+        let report = check_signer(signer, cert, &signed, content, container.form, policy, at)?;
+        out.signers.push(report);
+        signer_certs.push(cert);
+    }
+
+    // A signer whose certificate names the From: address must chain to
+    // the trust anchors of the authority owning that domain.
+    let mut failure: Option<Reject> = None;
+    for (n, cert) in signer_certs.iter().enumerate() {
+        if !cert.emails.iter().any(|e| same_address(e, from)) {
+            continue;
+        }
+        match validate_signer(policy, authority, cert, &signed.certificates, at) {
+            Ok(path) => {
+                out.signers[n].authority = Some(authority.id.clone());
+                out.signers[n].chain = chain_subjects(cert, &path, authority);
+                return Ok(format!(
+                    "signed by <{from}> ({}), chain valid to authority {} ({})",
+                    out.signers[n].key_algorithm, authority.id, authority.country
+                ));
+            }
+            Err(e) => {
+                failure.get_or_insert(e);
+            }
+        }
+    }
+    Err(failure.unwrap_or_else(|| {
+        let names: Vec<String> = signer_certs.iter().flat_map(|c| c.emails.clone()).collect();
+        (
+            Reason::SenderMismatch,
+            format!(
+                "From: <{from}> is not an e-mail address of any signer certificate (they name: {})",
+                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+            ),
+        )
+    }))
+}
+
+fn validate_signer(
+    policy: &Policy,
+    authority: &Authority,
+    cert: &CertInfo<'_>,
+    message_certs: &[&[u8]],
+    at: EvalTime,
+) -> Result<trust::ValidPath, Reject> {
+    let path = trust::validate(authority, policy.limits.crl, cert.der, message_certs, at)?;
+    if cert.signing_usage == Some(false) {
+        return Err((
+            Reason::WrongUsage,
+            format!(
+                "signer certificate {} has keyUsage without digitalSignature or nonRepudiation",
+                cert.subject()
+            ),
+        ));
+    }
+    Ok(path)
+}
+
+fn chain_subjects(cert: &CertInfo<'_>, path: &trust::ValidPath, authority: &Authority) -> Vec<String> {
+    let mut chain = vec![cert.subject()];
+    for der in &path.intermediates {
+        if let Ok(c) = CertInfo::parse(der) {
+            chain.push(c.subject());
+        }
+    }
+    if let Some(anchor) = path.anchor.and_then(|i| authority.anchor_certs.get(i)) {
+        if let Ok(c) = CertInfo::parse(anchor) {
+            chain.push(c.subject());
+        }
+    }
+    chain
+}
+
+/// Local parts compare exactly, domains case-insensitively.
+fn same_address(a: &str, b: &str) -> bool {
+    match (a.rsplit_once('@'), b.rsplit_once('@')) {
+        (Some((la, da)), Some((lb, db))) => la == lb && da.eq_ignore_ascii_case(db),
+        _ => false,
+    }
+}
+
+fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Reject> {
+    match policy.route(sender, rcpt) {
+        RouteDecision::Relay { route, authority } => Ok(RecipientRoute {
+            recipient: rcpt.to_string(),
+            route: Some(route.name.clone()),
+            authority: Some(authority.id.clone()),
+            next_hop: Some(format!("{}:{}", authority.next_hop.host, authority.next_hop.port)),
+        }),
+        RouteDecision::Reject { route } => Err((
+            Reason::RouteDenied,
+            format!("route {} refuses <{sender}> to <{rcpt}>: {}", route.name, route.reason),
+        )),
+        RouteDecision::UnknownRecipientDomain => Err((
+            Reason::UnauthorizedDomain,
+            format!("recipient <{rcpt}> is not in a domain of any authority"),
+        )),
+        RouteDecision::NoRoute => Err((
+            Reason::RouteDenied,
+            format!("no route allows <{sender}> to write to <{rcpt}>"),
+        )),
+    }
+}
+
+/// Digest, signature and signing-time checks of one SignerInfo.
+fn check_signer(
+    signer: &Signer,
+    cert: &CertInfo<'_>,
+    signed: &cms::SignedData<'_>,
+    content: &[u8],
+    form: Form,
+    policy: &Policy,
+    at: EvalTime,
+) -> Result<SignerReport, Reject> {
+    let limits = &policy.limits;
+    let weak = |e: AlgError| match e {
+        AlgError::Weak(d) => (Reason::WeakAlgorithm, d),
+        AlgError::Malformed(d) => (Reason::Malformed, d),
+    };
+    let digest = signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
+    let (alg, alg_name) = signature::signature_alg(signer, cert.key, digest).map_err(weak)?;
+    let report = SignerReport {
+        emails: cert.emails.clone(),
+        subject: cert.subject(),
+        issuer: cert.issuer(),
+        serial: cert.serial_hex(),
+        sha256: cert.sha256_hex(),
+        key_algorithm: cert.key.to_string(),
+        signature_algorithm: alg_name,
+        chain: Vec::new(),
+        authority: None,
+    };
+    let sig_value = cms::signature_value(signer);
+    let who = || report.emails.first().cloned().unwrap_or_else(|| report.subject.clone());
+    match &signer.signed_attrs {
+        Some(attrs_der) => {
+            let attrs = signer
+                .attributes()
+                .map_err(|e| (Reason::Malformed, format!("{e:?}")))?;
+            let expected = attrs.message_digest.ok_or_else(|| {
+                (Reason::Malformed, "signed attributes lack messageDigest".to_string())
+            })?;
+            let actual = match form {
+                Form::Detached => signature::digest_canonical(digest, content),
+                Form::Opaque => signature::digest_plain(digest, content),
+            };
+            if expected != actual.as_slice() {
+                return Err((
+                    Reason::DigestMismatch,
+                    format!(
+                        "the {} digest of the signed content differs from the messageDigest signed by {}",
+                        digest.name(),
+                        who()
+                    ),
+                ));
+            }
+            if attrs.content_type != Some(signed.content_type) {
+                return Err((
+                    Reason::BadSignature,
+                    "the contentType attribute does not match the signed content type".into(),
+                ));
+            }
+            signature::verify_signature(cert.der, alg, attrs_der, sig_value).map_err(|e| {
+                (
+                    Reason::BadSignature,
+                    format!("signature of {} over the signed attributes does not verify: {e}", who()),
+                )
+            })?;
+            if let Some(t) = attrs.signing_time {
+                let limit = at.unix() + limits.signing_time_skew.as_secs();
+                if t > limit {
+                    return Err((
+                        Reason::NotYetValid,
+                        format!(
+                            "signingTime {} is more than {} s after the evaluation time {}",
+                            EvalTime::from_unix(t).to_rfc3339(),
+                            limits.signing_time_skew.as_secs(),
+                            at.to_rfc3339()
+                        ),
+                    ));
+                }
+            }
+        }
+        None => {
+            let data = match form {
+                Form::Detached => signature::canonical(content),
+                Form::Opaque => content.into(),
+            };
+            signature::verify_signature(cert.der, alg, &data, sig_value).map_err(|e| {
+                (
+                    Reason::BadSignature,
+                    format!("signature of {} over the content does not verify: {e}", who()),
+                )
+            })?;
+        }
+    }
+    Ok(report)
 }

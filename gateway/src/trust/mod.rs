@@ -1,1 +1,151 @@
-//! Certificate path validation and revocation.
+//! Certificate path validation and revocation: does a signer certificate
+//! chain to the trust anchors of one particular authority?
+
+pub mod cert;
+
+use rustls_pki_types::CertificateDer;
+use webpki::{
+    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, RevocationCheckDepth,
+    RevocationOptionsBuilder, UnknownStatusPolicy,
+};
+
+use crate::clock::EvalTime;
+use crate::policy::{Authority, CrlPolicy};
+use crate::reason::Reason;
+
+/// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
+const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
+
+/// Signature algorithms accepted on certificates and CRLs. SHA-1 and MD5
+/// are absent, so chains using them cannot validate.
+pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
+    webpki::ring::ECDSA_P256_SHA256,
+    webpki::ring::ECDSA_P256_SHA384,
+    webpki::ring::ECDSA_P384_SHA256,
+    webpki::ring::ECDSA_P384_SHA384,
+    webpki::ring::ED25519,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
+    webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
+    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+];
+
+/// A chain that validated: DER certificates from the signer to the anchor's
+/// issuer-side (intermediates only; the anchor is reported separately).
+pub struct ValidPath {
+    /// Intermediate certificates used, signer side first.
+    pub intermediates: Vec<Vec<u8>>,
+    /// Index of the anchor in `Authority::anchor_certs`, when identified.
+    pub anchor: Option<usize>,
+}
+
+/// Validates `signer` against `authority`'s anchors at `at`, with
+/// intermediates from the message and the authority's configuration, and
+/// revocation from the authority's CRLs.
+pub fn validate(
+    authority: &Authority,
+    crl_policy: CrlPolicy,
+    signer: &[u8],
+    message_certs: &[&[u8]],
+    at: EvalTime,
+) -> Result<ValidPath, (Reason, String)> {
+    let signer_der = CertificateDer::from(signer);
+    let ee = EndEntityCert::try_from(&signer_der)
+        .map_err(|e| (Reason::Malformed, format!("signer certificate: {e}")))?;
+    let mut intermediates: Vec<CertificateDer<'_>> = message_certs
+        .iter()
+        .filter(|c| **c != signer)
+        .map(|c| CertificateDer::from(*c))
+        .collect();
+    intermediates.extend(authority.intermediates.iter().cloned());
+
+    let crls: Vec<&CertRevocationList<'_>> = authority.crls.iter().collect();
+    let revocation = match RevocationOptionsBuilder::new(&crls) {
+        Ok(builder) => Some(
+            builder
+                .with_depth(RevocationCheckDepth::Chain)
+                .with_status_policy(match crl_policy {
+                    CrlPolicy::HardFail => UnknownStatusPolicy::Deny,
+                    CrlPolicy::SoftFail => UnknownStatusPolicy::Allow,
+                })
+                .with_expiration_policy(match crl_policy {
+                    CrlPolicy::HardFail => ExpirationPolicy::Enforce,
+                    CrlPolicy::SoftFail => ExpirationPolicy::Ignore,
+                })
+                .build(),
+        ),
+        Err(_) if crl_policy == CrlPolicy::SoftFail => None,
+        Err(_) => {
+            return Err((
+                Reason::CrlUnavailable,
+                format!(
+                    "authority {} has no CRL configured and the policy requires revocation checks",
+                    authority.id
+                ),
+            ))
+        }
+    };
+
+    let path = ee
+        .verify_for_usage(
+            CHAIN_ALGORITHMS,
+            &authority.anchors,
+            &intermediates,
+            at.to_webpki(),
+            KeyUsage::required(EMAIL_PROTECTION),
+            revocation,
+            None,
+        )
+        .map_err(|e| map_error(&e, authority))?;
+
+    let anchor_subject = path.anchor().subject.as_ref();
+    let anchor = authority.anchor_certs.iter().position(|c| {
+        webpki::anchor_from_trusted_cert(c)
+            .map(|a| a.subject.as_ref() == anchor_subject)
+            .unwrap_or(false)
+    });
+    Ok(ValidPath {
+        intermediates: path
+            .intermediate_certificates()
+            .map(|c| c.der().to_vec())
+            .collect(),
+        anchor,
+    })
+}
+
+fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
+    use webpki::Error as E;
+    let reason = match e {
+        E::CertExpired { .. } => Reason::Expired,
+        E::CertNotValidYet { .. } => Reason::NotYetValid,
+        E::CertRevoked => Reason::Revoked,
+        E::UnknownRevocationStatus | E::CrlExpired { .. } => Reason::CrlUnavailable,
+        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            Reason::WrongUsage
+        }
+        E::CaUsedAsEndEntity => Reason::WrongUsage,
+        E::UnsupportedSignatureAlgorithmContext(_)
+        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => Reason::WeakAlgorithm,
+        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions => {
+            Reason::Malformed
+        }
+        _ => Reason::UntrustedChain,
+    };
+    let detail = match reason {
+        Reason::UntrustedChain => format!(
+            "signer certificate does not chain to the trust anchors of authority {} ({}): {e:?}",
+            authority.id, authority.country
+        ),
+        Reason::CrlUnavailable => format!(
+            "revocation status unknown with the CRLs of authority {}: {e:?}",
+            authority.id
+        ),
+        _ => format!("certificate path: {e:?}"),
+    };
+    (reason, detail)
+}

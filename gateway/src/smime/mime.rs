@@ -1,0 +1,255 @@
+//! MIME structure: headers, multipart splitting and nesting depth.
+//!
+//! Bodies are never decoded or copied here: parts are slices of the message
+//! exactly as transmitted, which is what a detached signature covers.
+
+use mail_parser::{MessageParser, MimeHeaders};
+use memchr::memmem;
+
+/// A MIME entity (a message or a body part) as transmitted.
+pub struct Entity<'a> {
+    /// The whole entity, headers included.
+    pub raw: &'a [u8],
+    /// Offset of the body within `raw`.
+    pub body_start: usize,
+    /// Lower-case `type/subtype`, `text/plain` when absent.
+    pub content_type: String,
+    /// Content-Type parameters, names lower-cased.
+    pub params: Vec<(String, String)>,
+    /// Lower-case Content-Transfer-Encoding, if any.
+    pub transfer_encoding: Option<String>,
+    /// Addresses of the `From:` field (empty when absent).
+    pub from: Vec<String>,
+}
+
+impl<'a> Entity<'a> {
+    /// Parses the header section of `raw`.
+    pub fn parse(raw: &'a [u8]) -> Result<Self, String> {
+        let message = MessageParser::new()
+            .parse_headers(raw)
+            .ok_or("cannot parse the MIME header section")?;
+        // parse_headers leaves offset_body at the end of the input.
+        let body_start = header_len(raw);
+        let (content_type, params) = match message.content_type() {
+            Some(ct) => (
+                format!(
+                    "{}/{}",
+                    ct.ctype().to_ascii_lowercase(),
+                    ct.subtype().unwrap_or("").to_ascii_lowercase()
+                ),
+                ct.attributes()
+                    .unwrap_or(&[])
+                    .iter()
+                    .map(|a| (a.name.to_ascii_lowercase(), a.value.to_string()))
+                    .collect(),
+            ),
+            None => ("text/plain".to_string(), Vec::new()),
+        };
+        let transfer_encoding = message
+            .content_transfer_encoding()
+            .map(|s| s.trim().to_ascii_lowercase());
+        // Every From: field counts, so a second one cannot hide behind the first.
+        let from = message
+            .header_values(mail_parser::HeaderName::From)
+            .flat_map(|v| match v.as_address() {
+                Some(a) => a
+                    .iter()
+                    .map(|addr| addr.address().unwrap_or("").to_string())
+                    .collect::<Vec<_>>(),
+                None => vec![String::new()],
+            })
+            .collect();
+        Ok(Entity {
+            raw,
+            body_start,
+            content_type,
+            params,
+            transfer_encoding,
+            from,
+        })
+    }
+
+    /// The body, as transmitted.
+    pub fn body(&self) -> &'a [u8] {
+        &self.raw[self.body_start..]
+    }
+
+    /// A Content-Type parameter (name compared case-insensitively).
+    pub fn param(&self, name: &str) -> Option<&str> {
+        self.params
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Whether the entity is a `multipart/*`.
+    pub fn is_multipart(&self) -> bool {
+        self.content_type.starts_with("multipart/")
+    }
+
+    /// The body parts of a multipart entity.
+    pub fn parts(&self) -> Result<Vec<&'a [u8]>, String> {
+        let boundary = self
+            .param("boundary")
+            .filter(|b| !b.is_empty())
+            .ok_or_else(|| format!("{} without a boundary parameter", self.content_type))?;
+        split_multipart(self.body(), boundary)
+    }
+}
+
+/// Splits a multipart body into its parts (RFC 2046 §5.1.1). Each part runs
+/// from after its delimiter line to before the line break that precedes the
+/// next delimiter: that line break belongs to the delimiter.
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, String> {
+    let delimiter = format!("--{boundary}");
+    let finder = memmem::Finder::new(delimiter.as_bytes());
+    let mut parts = Vec::new();
+    let mut current: Option<usize> = None;
+    let mut search = 0;
+    while let Some(found) = finder.find(&body[search..]) {
+        let at = search + found;
+        search = at + delimiter.len();
+        if at != 0 && body[at - 1] != b'\n' {
+            continue; // not at a line start: part of the content
+        }
+        let rest = &body[at + delimiter.len()..];
+        let closing = rest.starts_with(b"--");
+        let after = if closing { &rest[2..] } else { rest };
+        // Only transport padding may follow a delimiter on its line.
+        let pad = after
+            .iter()
+            .take_while(|&&c| c == b' ' || c == b'\t')
+            .count();
+        let eol = match &after[pad..] {
+            [b'\r', b'\n', ..] => 2,
+            [b'\n', ..] => 1,
+            [] if closing => 0,
+            _ => continue, // a longer boundary that merely starts the same way
+        };
+        if let Some(start) = current.take() {
+            let mut end = at;
+            if end > 0 && body[end - 1] == b'\n' {
+                end -= 1;
+                if end > 0 && body[end - 1] == b'\r' {
+                    end -= 1;
+                }
+            }
+            parts.push(&body[start..end.max(start)]);
+        }
+        if closing {
+            if parts.is_empty() {
+                return Err(format!("multipart body with boundary {boundary:?} has no parts"));
+            }
+            return Ok(parts);
+        }
+        let line_end = at + delimiter.len() + pad + eol;
+        current = Some(line_end);
+        search = line_end;
+    }
+    Err(format!(
+        "multipart body is missing its closing boundary --{boundary}--"
+    ))
+}
+
+/// Outcome of [`depth`] when the structure is too deep or broken.
+#[derive(Debug, PartialEq, Eq)]
+pub enum DepthError {
+    /// Deeper than the limit.
+    TooDeep,
+    /// A multipart could not be split.
+    Malformed(String),
+}
+
+/// Checks that MIME nesting (the entity itself counting as 1) stays within
+/// `limit`, walking multiparts and `message/rfc822` without decoding.
+pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, DepthError> {
+    fn walk(raw: &[u8], level: usize, limit: usize) -> Result<usize, DepthError> {
+        if level > limit {
+            return Err(DepthError::TooDeep);
+        }
+        let entity = Entity::parse(raw).map_err(DepthError::Malformed)?;
+        let mut deepest = level;
+        if entity.is_multipart() {
+            for part in entity.parts().map_err(DepthError::Malformed)? {
+                deepest = deepest.max(walk(part, level + 1, limit)?);
+            }
+        } else if entity.content_type == "message/rfc822"
+            && !matches!(entity.transfer_encoding.as_deref(), Some("base64" | "quoted-printable"))
+        {
+            deepest = deepest.max(walk(entity.body(), level + 1, limit)?);
+        }
+        Ok(deepest)
+    }
+    walk(raw, 1, limit)
+}
+
+/// Length of the header section, up to and including the blank line.
+pub fn header_len(raw: &[u8]) -> usize {
+    if raw.starts_with(b"\r\n") {
+        return 2;
+    }
+    if raw.starts_with(b"\n") {
+        return 1;
+    }
+    let crlf = memmem::find(raw, b"\r\n\r\n").map(|p| p + 4);
+    let lf = memmem::find(raw, b"\n\n").map(|p| p + 2);
+    match (crlf, lf) {
+        (Some(a), Some(b)) => a.min(b),
+        (Some(a), None) | (None, Some(a)) => a,
+        (None, None) => raw.len(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SIGNED: &[u8] = b"Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; micalg=sha-256; boundary=\"BB\"\r\n\r\nThis is an S/MIME signed message\r\n\r\n--BB\r\nContent-Type: text/plain\r\n\r\nhello\r\n--BB-not\r\n\r\n--BB\r\nContent-Type: application/pkcs7-signature\r\n\r\nAAAA\r\n--BB--\r\n";
+
+    #[test]
+    fn splits_signed_parts_exactly() {
+        let e = Entity::parse(SIGNED).unwrap();
+        assert_eq!(e.content_type, "multipart/signed");
+        assert_eq!(e.param("Protocol"), Some("application/pkcs7-signature"));
+        let parts = e.parts().unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0], b"Content-Type: text/plain\r\n\r\nhello\r\n--BB-not\r\n");
+        assert_eq!(parts[1], b"Content-Type: application/pkcs7-signature\r\n\r\nAAAA");
+    }
+
+    #[test]
+    fn splits_lf_only_bodies() {
+        let body = b"preamble\n--x\nA: b\n\none\n--x\n\ntwo\n--x--\n";
+        let parts = split_multipart(body, "x").unwrap();
+        assert_eq!(parts, vec![&b"A: b\n\none"[..], &b"\ntwo"[..]]);
+    }
+
+    #[test]
+    fn missing_close_is_an_error() {
+        assert!(split_multipart(b"--x\r\nhi\r\n", "x").is_err());
+    }
+
+    #[test]
+    fn depth_counts_nesting() {
+        let mut msg = b"Content-Type: text/plain\r\n\r\nleaf\r\n".to_vec();
+        for i in 0..5 {
+            let b = format!("b{i}");
+            let mut outer = format!(
+                "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
+            )
+            .into_bytes();
+            outer.extend_from_slice(&msg);
+            outer.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
+            msg = outer;
+        }
+        assert_eq!(check_depth(&msg, 10), Ok(6));
+        assert_eq!(check_depth(&msg, 5), Err(DepthError::TooDeep));
+    }
+
+    #[test]
+    fn header_len_finds_blank_line() {
+        assert_eq!(header_len(b"A: b\r\n\r\nbody"), 8);
+        assert_eq!(header_len(b"A: b\n\nbody"), 6);
+        assert_eq!(header_len(b"\r\nbody"), 2);
+    }
+}

@@ -1,0 +1,266 @@
+//! Digest and signature checks of one SignerInfo.
+
+use der::asn1::ObjectIdentifier;
+use der::Decode;
+use ring::digest;
+use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm};
+use webpki::EndEntityCert;
+
+use super::cms::Signer;
+use crate::policy::DigestAlg;
+use crate::trust::cert::KeyAlg;
+
+/// Why a SignerInfo's algorithms cannot be used.
+#[derive(Debug, PartialEq, Eq)]
+pub enum AlgError {
+    /// A refused algorithm (MD5, SHA-1, not allowed by policy, unsupported).
+    Weak(String),
+    /// Inconsistent or unparsable algorithm identifiers.
+    Malformed(String),
+}
+
+const MD5: &str = "1.2.840.113549.2.5";
+const SHA1: &str = "1.3.14.3.2.26";
+const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+const SHA384: &str = "2.16.840.1.101.3.4.2.2";
+const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+
+/// The digest algorithm a SignerInfo names, if the policy allows it.
+pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<DigestAlg, AlgError> {
+    let alg = match oid.to_string().as_str() {
+        MD5 => return Err(AlgError::Weak("the signature uses the MD5 digest".into())),
+        SHA1 => return Err(AlgError::Weak("the signature uses the SHA-1 digest".into())),
+        SHA256 => DigestAlg::Sha256,
+        SHA384 => DigestAlg::Sha384,
+        SHA512 => DigestAlg::Sha512,
+        other => {
+            return Err(AlgError::Weak(format!(
+                "digest algorithm {other} is not supported"
+            )))
+        }
+    };
+    if !allowed.contains(&alg) {
+        return Err(AlgError::Weak(format!(
+            "digest {} is not allowed by the policy",
+            alg.name()
+        )));
+    }
+    Ok(alg)
+}
+
+impl DigestAlg {
+    /// Lower-case name, e.g. `sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlg::Sha256 => "sha256",
+            DigestAlg::Sha384 => "sha384",
+            DigestAlg::Sha512 => "sha512",
+        }
+    }
+
+    fn ring(self) -> &'static digest::Algorithm {
+        match self {
+            DigestAlg::Sha256 => &digest::SHA256,
+            DigestAlg::Sha384 => &digest::SHA384,
+            DigestAlg::Sha512 => &digest::SHA512,
+        }
+    }
+}
+
+/// Digest of `data`, with bare LF line endings hashed as CRLF (the
+/// canonical form S/MIME signs, RFC 8551 §3.1.1), without copying `data`.
+pub fn digest_canonical(alg: DigestAlg, data: &[u8]) -> Vec<u8> {
+    let mut ctx = digest::Context::new(alg.ring());
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', data) {
+        if nl == 0 || data[nl - 1] != b'\r' {
+            ctx.update(&data[start..nl]);
+            ctx.update(b"\r\n");
+            start = nl + 1;
+        }
+    }
+    ctx.update(&data[start..]);
+    ctx.finish().as_ref().to_vec()
+}
+
+/// Digest of `data` as is.
+pub fn digest_plain(alg: DigestAlg, data: &[u8]) -> Vec<u8> {
+    digest::digest(alg.ring(), data).as_ref().to_vec()
+}
+
+/// `data` with bare LF line endings turned into CRLF (borrowed when none).
+pub fn canonical(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let bare = memchr::memchr_iter(b'\n', data).any(|nl| nl == 0 || data[nl - 1] != b'\r');
+    if !bare {
+        return data.into();
+    }
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out.into()
+}
+
+/// The verification algorithm for a signer's signature, chosen from the
+/// key, the digest algorithm and the signatureAlgorithm identifier.
+pub fn signature_alg(
+    signer: &Signer,
+    key: KeyAlg,
+    digest: DigestAlg,
+) -> Result<(&'static dyn SignatureVerificationAlgorithm, String), AlgError> {
+    use webpki::ring as alg;
+    let sig_oid = signer.info.signature_algorithm.oid.to_string();
+    let named_hash = match sig_oid.as_str() {
+        "1.2.840.113549.1.1.4" | "1.2.840.113549.1.1.2" => {
+            return Err(AlgError::Weak("the signature uses md5WithRSA".into()))
+        }
+        "1.2.840.113549.1.1.5" | "1.2.840.10045.4.1" => {
+            return Err(AlgError::Weak("the signature uses SHA-1".into()))
+        }
+        "1.2.840.113549.1.1.11" | "1.2.840.10045.4.3.2" => Some(DigestAlg::Sha256),
+        "1.2.840.113549.1.1.12" | "1.2.840.10045.4.3.3" => Some(DigestAlg::Sha384),
+        "1.2.840.113549.1.1.13" | "1.2.840.10045.4.3.4" => Some(DigestAlg::Sha512),
+        _ => None,
+    };
+    if let Some(h) = named_hash {
+        if h != digest {
+            return Err(AlgError::Malformed(format!(
+                "signatureAlgorithm {sig_oid} disagrees with digestAlgorithm {}",
+                digest.name()
+            )));
+        }
+    }
+    let rsa_family = matches!(
+        sig_oid.as_str(),
+        "1.2.840.113549.1.1.1"
+            | "1.2.840.113549.1.1.11"
+            | "1.2.840.113549.1.1.12"
+            | "1.2.840.113549.1.1.13"
+    );
+    let ecdsa_family = matches!(
+        sig_oid.as_str(),
+        "1.2.840.10045.2.1" | "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4"
+    );
+    let chosen: &'static dyn SignatureVerificationAlgorithm = match (key, sig_oid.as_str()) {
+        (KeyAlg::Rsa { .. }, _) if rsa_family => match digest {
+            DigestAlg::Sha256 => alg::RSA_PKCS1_2048_8192_SHA256,
+            DigestAlg::Sha384 => alg::RSA_PKCS1_2048_8192_SHA384,
+            DigestAlg::Sha512 => alg::RSA_PKCS1_2048_8192_SHA512,
+        },
+        (KeyAlg::Rsa { .. }, "1.2.840.113549.1.1.10") => {
+            let hash = pss_hash(signer)?;
+            if hash != digest {
+                return Err(AlgError::Malformed(
+                    "RSASSA-PSS hash disagrees with digestAlgorithm".into(),
+                ));
+            }
+            match hash {
+                DigestAlg::Sha256 => alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+                DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+                DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+            }
+        }
+        (KeyAlg::EcP256, _) if ecdsa_family => match digest {
+            DigestAlg::Sha256 => alg::ECDSA_P256_SHA256,
+            DigestAlg::Sha384 => alg::ECDSA_P256_SHA384,
+            DigestAlg::Sha512 => {
+                return Err(AlgError::Weak(
+                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
+                ))
+            }
+        },
+        (KeyAlg::EcP384, _) if ecdsa_family => match digest {
+            DigestAlg::Sha256 => alg::ECDSA_P384_SHA256,
+            DigestAlg::Sha384 => alg::ECDSA_P384_SHA384,
+            DigestAlg::Sha512 => {
+                return Err(AlgError::Weak(
+                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
+                ))
+            }
+        },
+        (KeyAlg::Ed25519, "1.3.101.112") => alg::ED25519,
+        (key, oid) => {
+            return Err(AlgError::Weak(format!(
+                "signature algorithm {oid} with a {key} key is not supported"
+            )))
+        }
+    };
+    let name = match sig_oid.as_str() {
+        "1.2.840.113549.1.1.10" => format!("{}-rsa-pss", digest.name()),
+        "1.3.101.112" => "ed25519".to_string(),
+        _ if ecdsa_family => format!("{}-ecdsa", digest.name()),
+        _ => format!("{}-rsa-pkcs1", digest.name()),
+    };
+    Ok((chosen, name))
+}
+
+/// The hash named in RSASSA-PSS parameters (SHA-1 when absent: refused).
+fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
+    let params = signer
+        .info
+        .signature_algorithm
+        .parameters
+        .as_ref()
+        .ok_or_else(|| AlgError::Weak("RSASSA-PSS without parameters defaults to SHA-1".into()))?;
+    let bytes = der::Encode::to_der(params).map_err(|e| AlgError::Malformed(e.to_string()))?;
+    let seq = super::der::Reader::new(&bytes)
+        .expect(0x30, "RSASSA-PSS parameters are not a SEQUENCE")
+        .map_err(|e| AlgError::Malformed(e.to_string()))?;
+    let mut r = super::der::Reader::new(seq.value);
+    if r.peek_tag() != Some(0xa0) {
+        return Err(AlgError::Weak("RSASSA-PSS with the default SHA-1 hash".into()));
+    }
+    let hash = r.read().map_err(|e| AlgError::Malformed(e.to_string()))?;
+    let ai = spki_alg_oid(hash.value)?;
+    digest_alg(&ai, &[DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512])
+}
+
+fn spki_alg_oid(algorithm_identifier: &[u8]) -> Result<ObjectIdentifier, AlgError> {
+    let ai = x509_cert::spki::AlgorithmIdentifierOwned::from_der(algorithm_identifier)
+        .map_err(|e| AlgError::Malformed(format!("AlgorithmIdentifier: {e}")))?;
+    Ok(ai.oid)
+}
+
+/// Verifies `signature` over `message` with the key of `cert`.
+pub fn verify_signature(
+    cert: &[u8],
+    alg: &dyn SignatureVerificationAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), String> {
+    let der = CertificateDer::from(cert);
+    let ee = EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
+    ee.verify_signature(alg, message, signature)
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn canonical_digest_equals_digest_of_crlf_copy() {
+        let lf = b"line one\nline two\r\nthree\n";
+        let crlf = canonical(lf);
+        assert_eq!(&*crlf, b"line one\r\nline two\r\nthree\r\n");
+        assert_eq!(
+            digest_canonical(DigestAlg::Sha256, lf),
+            digest_plain(DigestAlg::Sha256, &crlf)
+        );
+        assert!(matches!(canonical(b"a\r\nb"), std::borrow::Cow::Borrowed(_)));
+    }
+
+    #[test]
+    fn refuses_weak_and_disallowed_digests() {
+        let all = [DigestAlg::Sha256];
+        let sha1 = ObjectIdentifier::new_unwrap(SHA1);
+        assert!(matches!(digest_alg(&sha1, &all), Err(AlgError::Weak(_))));
+        let sha512 = ObjectIdentifier::new_unwrap(SHA512);
+        assert!(matches!(digest_alg(&sha512, &all), Err(AlgError::Weak(_))));
+        let sha256 = ObjectIdentifier::new_unwrap(SHA256);
+        assert_eq!(digest_alg(&sha256, &all), Ok(DigestAlg::Sha256));
+    }
+}
