@@ -355,6 +355,20 @@ fn validate_signer(
     at: EvalTime,
 ) -> Result<trust::ValidPath, Reject> {
     let path = trust::validate(authority, policy.limits.crl, cert.der, message_certs, at)?;
+    if cert.email_protection != Some(true) {
+        return Err((
+            Reason::WrongUsage,
+            format!(
+                "signer certificate {} {}",
+                cert.subject(),
+                if cert.email_protection.is_none() {
+                    "has no extKeyUsage; emailProtection is required"
+                } else {
+                    "has an extKeyUsage without emailProtection"
+                }
+            ),
+        ));
+    }
     if cert.signing_usage == Some(false) {
         return Err((
             Reason::WrongUsage,

@@ -3,7 +3,7 @@
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
 use x509_cert::ext::pkix::name::GeneralName;
-use x509_cert::ext::pkix::{KeyUsage, SubjectAltName, SubjectKeyIdentifier};
+use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::Certificate;
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
@@ -11,6 +11,7 @@ const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.11354
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
+const EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// Certificate signature algorithms that are refused wherever they appear.
@@ -67,6 +68,8 @@ pub struct CertInfo<'a> {
     pub ski: Option<Vec<u8>>,
     /// keyUsage allows digitalSignature or nonRepudiation (`None`: no extension).
     pub signing_usage: Option<bool>,
+    /// extKeyUsage includes emailProtection (`None`: no extension).
+    pub email_protection: Option<bool>,
 }
 
 impl<'a> CertInfo<'a> {
@@ -91,6 +94,11 @@ impl<'a> CertInfo<'a> {
             Ok(None) => None,
             Err(_) => Some(false),
         };
+        let email_protection = match tbs.get::<ExtendedKeyUsage>() {
+            Ok(Some((_, eku))) => Some(eku.0.contains(&EMAIL_PROTECTION)),
+            Ok(None) => None,
+            Err(_) => Some(false),
+        };
         let key = key_alg(&cert);
         Ok(CertInfo {
             der,
@@ -99,6 +107,7 @@ impl<'a> CertInfo<'a> {
             key,
             ski,
             signing_usage,
+            email_protection,
         })
     }
 

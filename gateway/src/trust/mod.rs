@@ -97,7 +97,9 @@ pub fn validate(
             &authority.anchors,
             &intermediates,
             at.to_webpki(),
-            KeyUsage::required(EMAIL_PROTECTION),
+            // CA certificates commonly carry no EKU; the signer's own EKU is
+            // required by the caller (`verify`), which sees the whole picture.
+            KeyUsage::required_if_present(EMAIL_PROTECTION),
             revocation,
             None,
         )
