@@ -22,6 +22,8 @@ pub struct Envelope<'a> {
 /// What was learned about one signer.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct SignerReport {
+    /// The signer's address: the SAN matching `From:`, else the first SAN.
+    pub email: Option<String>,
     /// rfc822Name SANs of the signer certificate.
     pub emails: Vec<String>,
     /// Subject DN (RFC 4514).
@@ -324,6 +326,7 @@ fn judge(
         match validate_signer(policy, authority, cert, &signed.certificates, at) {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());
+                out.signers[n].email = cert.emails.iter().find(|e| same_address(e, from)).cloned();
                 out.signers[n].chain = chain_subjects(cert, &path, authority);
                 return Ok(format!(
                     "signed by <{from}> ({}), chain valid to authority {} ({})",
@@ -445,6 +448,7 @@ fn check_signer(
     let digest = signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
     let (alg, alg_name) = signature::signature_alg(signer, cert.key, digest).map_err(weak)?;
     let report = SignerReport {
+        email: cert.emails.first().cloned(),
         emails: cert.emails.clone(),
         subject: cert.subject(),
         issuer: cert.issuer(),

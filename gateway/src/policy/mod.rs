@@ -2,7 +2,14 @@
 //!
 //! See `policy/README.md` at the repository root for the file reference.
 
+mod authority;
+mod check;
+mod files;
+mod gateway;
 mod model;
+mod pki;
+mod route;
+mod routes;
 
 pub use model::*;
 
@@ -39,9 +46,84 @@ impl fmt::Display for Diagnostic {
 
 /// Loads and validates the policy in `dir`, judging certificate and CRL
 /// validity at `now`. Returns every problem found, not just the first.
+///
+/// Diagnostics come sorted by file, line and column.
 pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
-    let _ = (dir, now);
-    todo!("policy loading")
+    if let Err(e) = std::fs::read_dir(dir) {
+        return Err(vec![files::file_diag(
+            dir,
+            format!("cannot read the policy directory: {}", files::io_reason(&e)),
+        )]);
+    }
+    let mut diags = Vec::new();
+    let mut fileset = files::FileSet::default();
+
+    let (gateway, limits) = match files::read_source(dir, gateway::FILE, &mut fileset) {
+        Ok(Some(src)) => gateway::parse(&src, &mut diags),
+        Ok(None) => (
+            GatewaySettings {
+                hostname: "localhost".to_owned(),
+            },
+            Limits::default(),
+        ),
+        Err(d) => {
+            diags.push(d);
+            (
+                GatewaySettings {
+                    hostname: "localhost".to_owned(),
+                },
+                Limits::default(),
+            )
+        }
+    };
+
+    let (authority_specs, complete) = authority::load_all(dir, now, &mut fileset, &mut diags);
+    let directory = check::authorities(&authority_specs, &mut diags);
+
+    let route_specs = match files::read_source(dir, routes::FILE, &mut fileset) {
+        Ok(Some(src)) => {
+            let specs = routes::parse(&src, &mut diags);
+            check::routes(&src, &specs, &directory, complete, &mut diags);
+            specs
+        }
+        Ok(None) => {
+            diags.push(files::file_diag(
+                &dir.join(routes::FILE),
+                "cannot read file: no such file or directory",
+            ));
+            Vec::new()
+        }
+        Err(d) => {
+            diags.push(d);
+            Vec::new()
+        }
+    };
+
+    if !diags.is_empty() {
+        diags.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+        diags.dedup();
+        return Err(diags);
+    }
+    // No diagnostic means every authority and route was built.
+    let authorities: Vec<Authority> = authority_specs
+        .into_iter()
+        .filter_map(|s| s.built)
+        .collect();
+    let routes: Vec<Route> = route_specs.into_iter().filter_map(|s| s.built).collect();
+    let domain_index = authorities
+        .iter()
+        .enumerate()
+        .flat_map(|(i, a)| a.domains.iter().map(move |d| (d.clone(), i)))
+        .collect();
+    Ok(Policy {
+        dir: dir.to_path_buf(),
+        version: fileset.version(),
+        gateway,
+        limits,
+        authorities,
+        routes,
+        domain_index,
+    })
 }
 
 impl Policy {
@@ -59,8 +141,12 @@ impl Policy {
     }
 
     /// The routing decision for one sender/recipient pair (first match wins).
+    ///
+    /// The recipient's domain must belong to an authority
+    /// ([`RouteDecision::UnknownRecipientDomain`] otherwise); then the first
+    /// route whose `from` matches the sender and whose `to` matches the
+    /// recipient decides ([`RouteDecision::NoRoute`] when none does).
     pub fn route(&self, from: &str, to: &str) -> RouteDecision<'_> {
-        let _ = (from, to);
-        todo!("routing")
+        route::decide(self, from, to)
     }
 }

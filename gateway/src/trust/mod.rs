@@ -138,15 +138,44 @@ fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
         }
         _ => Reason::UntrustedChain,
     };
-    let detail = match reason {
-        Reason::UntrustedChain => format!(
-            "signer certificate does not chain to the trust anchors of authority {} ({}): {e:?}",
-            authority.id, authority.country
+    let when = |t: &rustls_pki_types::UnixTime| EvalTime::from_unix(t.as_secs()).to_rfc3339();
+    let detail = match e {
+        E::CertExpired { time, not_after } => format!(
+            "a certificate of the signer's chain expired at {} (evaluation time {})",
+            when(not_after),
+            when(time)
         ),
-        Reason::CrlUnavailable => format!(
-            "revocation status unknown with the CRLs of authority {}: {e:?}",
+        E::CertNotValidYet { time, not_before } => format!(
+            "a certificate of the signer's chain is valid only from {} (evaluation time {})",
+            when(not_before),
+            when(time)
+        ),
+        E::CertRevoked => format!(
+            "a certificate of the signer's chain is revoked by a CRL of authority {}",
             authority.id
         ),
+        E::CrlExpired { time, next_update } => format!(
+            "a CRL of authority {} is stale: its nextUpdate was {} (evaluation time {})",
+            authority.id,
+            when(next_update),
+            when(time)
+        ),
+        E::UnknownRevocationStatus => format!(
+            "no CRL of authority {} covers a certificate of the signer's chain",
+            authority.id
+        ),
+        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
+            "a certificate of the signer's chain restricts extKeyUsage without emailProtection"
+                .to_string()
+        }
+        E::CaUsedAsEndEntity => "the signer certificate is a CA certificate".to_string(),
+        _ if reason == Reason::UntrustedChain => format!(
+            "the signer certificate does not chain to the trust anchors of authority {} ({}): {e:?}",
+            authority.id, authority.country
+        ),
+        _ if reason == Reason::WeakAlgorithm => {
+            format!("the signer's chain uses a refused signature algorithm: {e:?}")
+        }
         _ => format!("certificate path: {e:?}"),
     };
     (reason, detail)

@@ -1,0 +1,213 @@
+//! `gateway.toml`: the `[gateway]` settings and the `[limits]`.
+
+use std::time::Duration;
+
+use super::files::{one_of, Source, TableReader};
+use super::{CrlPolicy, DigestAlg, Diagnostic, GatewaySettings, Limits};
+
+/// The file name inside the policy directory.
+pub(super) const FILE: &str = "gateway.toml";
+
+const LIMIT_KEYS: &[&str] = &[
+    "max_message_size",
+    "max_recipients",
+    "max_header_size",
+    "max_mime_depth",
+    "signing_time_skew_secs",
+    "min_rsa_bits",
+    "digests",
+    "crl",
+];
+
+/// Reads `gateway.toml` from `src` (already read from disk); every problem
+/// goes to `diags`, and defaults stand in for whatever is absent or wrong.
+pub(super) fn parse(src: &Source, diags: &mut Vec<Diagnostic>) -> (GatewaySettings, Limits) {
+    let mut gateway = GatewaySettings {
+        hostname: "localhost".to_owned(),
+    };
+    let mut limits = Limits::default();
+    let doc = match src.parse() {
+        Ok(doc) => doc,
+        Err(d) => {
+            diags.push(d);
+            return (gateway, limits);
+        }
+    };
+    let top = TableReader::new(src, doc.get_ref(), 0..0, "", &["gateway", "limits"], diags);
+    if let Some((table, header)) = top.table("gateway", diags) {
+        let t = TableReader::new(src, table, header, "[gateway]", &["hostname"], diags);
+        if let Some((name, span)) = t.string("hostname", diags) {
+            if super::files::is_dns_name(&name.to_ascii_lowercase()) {
+                gateway.hostname = name;
+            } else {
+                diags.push(src.diag(&span, format!("invalid hostname {name:?}")));
+            }
+        }
+    }
+    if let Some((table, header)) = top.table("limits", diags) {
+        let t = TableReader::new(src, table, header, "[limits]", LIMIT_KEYS, diags);
+        parse_limits(&t, &mut limits, diags);
+    }
+    (gateway, limits)
+}
+
+/// Fills `limits` from the `[limits]` table.
+fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Diagnostic>) {
+    let src = t.src();
+    // A positive integer that fits `T`.
+    let positive = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<u64> {
+        let (n, span) = t.integer(key, diags)?;
+        if n < 1 {
+            diags.push(src.diag(&span, format!("{key} must be at least 1, found {n}")));
+            return None;
+        }
+        u64::try_from(n).ok()
+    };
+    if let Some(n) = positive("max_message_size", diags) {
+        limits.max_message_size = n;
+    }
+    if let Some(n) = positive("max_recipients", diags) {
+        limits.max_recipients = n as usize;
+    }
+    if let Some(n) = positive("max_header_size", diags) {
+        limits.max_header_size = n as usize;
+    }
+    if let Some(n) = positive("max_mime_depth", diags) {
+        limits.max_mime_depth = n as usize;
+    }
+    if let Some((n, span)) = t.integer("signing_time_skew_secs", diags) {
+        match u64::try_from(n) {
+            Ok(secs) => limits.signing_time_skew = Duration::from_secs(secs),
+            Err(_) => diags.push(src.diag(
+                &span,
+                format!("signing_time_skew_secs must not be negative, found {n}"),
+            )),
+        }
+    }
+    if let Some((n, span)) = t.integer("min_rsa_bits", diags) {
+        if n < 2048 {
+            diags.push(src.diag(
+                &span,
+                format!("min_rsa_bits = {n} is below the minimum of 2048"),
+            ));
+        } else {
+            limits.min_rsa_bits = n as usize;
+        }
+    }
+    if let Some(list) = t.string_list("digests", diags) {
+        let mut digests = Vec::new();
+        for (name, span) in &list {
+            match name.to_ascii_lowercase().as_str() {
+                "sha256" => digests.push(DigestAlg::Sha256),
+                "sha384" => digests.push(DigestAlg::Sha384),
+                "sha512" => digests.push(DigestAlg::Sha512),
+                "md5" | "sha1" | "sha-1" => diags.push(src.diag(
+                    span,
+                    format!("digest {name:?} is refused: MD5 and SHA-1 are never accepted"),
+                )),
+                _ => diags.push(src.diag(
+                    span,
+                    format!("unknown digest {name:?}; expected one of: \"sha256\", \"sha384\", \"sha512\""),
+                )),
+            }
+        }
+        if list.is_empty() {
+            let span = t.span_of("digests").unwrap_or_else(|| t.header());
+            diags.push(src.diag(&span, "digests must not be empty"));
+        } else if !digests.is_empty() {
+            digests.dedup();
+            limits.digests = digests;
+        }
+    }
+    if let Some(value) = t.string("crl", diags) {
+        let choices = [
+            ("hard-fail", CrlPolicy::HardFail),
+            ("soft-fail", CrlPolicy::SoftFail),
+        ];
+        if let Some(p) = one_of(src, "crl", &value, &choices, diags) {
+            limits.crl = p;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(text: &str) -> (GatewaySettings, Limits, Vec<String>) {
+        let src = Source::new("p/gateway.toml".into(), text.to_owned());
+        let mut diags = Vec::new();
+        let (g, l) = parse(&src, &mut diags);
+        (g, l, diags.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn empty_file_gives_defaults() {
+        let (g, l, d) = run("");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.hostname, "localhost");
+        assert_eq!(l.max_message_size, 26_214_400);
+        assert_eq!(l.max_recipients, 50);
+        assert_eq!(l.max_header_size, 65_536);
+        assert_eq!(l.max_mime_depth, 10);
+        assert_eq!(l.signing_time_skew, Duration::from_secs(300));
+        assert_eq!(l.min_rsa_bits, 2048);
+        assert_eq!(
+            l.digests,
+            vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512]
+        );
+        assert_eq!(l.crl, CrlPolicy::HardFail);
+    }
+
+    #[test]
+    fn every_limit_is_read() {
+        let (g, l, d) = run(concat!(
+            "[gateway]\nhostname = \"emla.example.org\"\n",
+            "[limits]\nmax_message_size = 1_000\nmax_recipients = 3\n",
+            "max_header_size = 100\nmax_mime_depth = 4\nsigning_time_skew_secs = 0\n",
+            "min_rsa_bits = 3072\ndigests = [\"sha512\"]\ncrl = \"soft-fail\"\n",
+        ));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.hostname, "emla.example.org");
+        assert_eq!(l.max_message_size, 1000);
+        assert_eq!(l.max_recipients, 3);
+        assert_eq!(l.max_header_size, 100);
+        assert_eq!(l.max_mime_depth, 4);
+        assert_eq!(l.signing_time_skew, Duration::ZERO);
+        assert_eq!(l.min_rsa_bits, 3072);
+        assert_eq!(l.digests, vec![DigestAlg::Sha512]);
+        assert_eq!(l.crl, CrlPolicy::SoftFail);
+    }
+
+    #[test]
+    fn problems_are_located() {
+        let (_, _, d) = run(concat!(
+            "[limits]\n",
+            "max_size = 5\n",
+            "min_rsa_bits = 1024\n",
+            "digests = [\"sha256\", \"sha1\"]\n",
+            "crl = \"maybe\"\n",
+            "max_recipients = \"ten\"\n",
+        ));
+        assert_eq!(
+            d,
+            vec![
+                "p/gateway.toml:2:1: unknown key \"max_size\" in [limits]; expected one of: \
+                 max_message_size, max_recipients, max_header_size, max_mime_depth, \
+                 signing_time_skew_secs, min_rsa_bits, digests, crl",
+                "p/gateway.toml:6:18: key \"max_recipients\" in [limits] must be an integer, found string",
+                "p/gateway.toml:3:16: min_rsa_bits = 1024 is below the minimum of 2048",
+                "p/gateway.toml:4:22: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
+                "p/gateway.toml:5:7: invalid crl \"maybe\"; expected one of: \"hard-fail\", \"soft-fail\"",
+            ]
+        );
+    }
+
+    #[test]
+    fn syntax_error_is_located() {
+        let (_, _, d) = run("[limits]\nmax_recipients = \n");
+        assert_eq!(d.len(), 1);
+        assert!(d[0].starts_with("p/gateway.toml:2:"), "{d:?}");
+        assert!(d[0].contains("syntax error"), "{d:?}");
+    }
+}
