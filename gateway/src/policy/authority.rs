@@ -5,7 +5,9 @@ use std::fs;
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
-use super::files::{file_diag, io_reason, is_dns_name, one_of, read_source, At, FileSet, Source, TableReader};
+use super::files::{
+    file_diag, io_reason, is_dns_name, one_of, read_source, At, FileSet, Source, TableReader,
+};
 use super::pki::{self, Ctx, Role};
 use super::{Authority, Diagnostic, NextHop, TlsMode};
 use crate::clock::EvalTime;
@@ -73,7 +75,12 @@ pub(super) fn load_all(
         let rel = format!("{DIR}/{name}");
         match read_source(dir, &rel, files) {
             Ok(Some(src)) => match parse(src, dir, now, files, diags) {
-                Some(spec) => specs.push(spec),
+                Some(spec) => {
+                    // An invalid id or country would make routes naming it
+                    // look wrong too: judge references only when all are known.
+                    complete &= spec.id.is_some() && spec.country.is_some();
+                    specs.push(spec);
+                }
                 None => complete = false,
             },
             Ok(None) => complete = false,
@@ -119,7 +126,9 @@ fn parse(
         if !ok {
             diags.push(src.diag(
                 span,
-                format!("invalid country {cc:?}: expected two upper-case letters (ISO 3166-1 alpha-2)"),
+                format!(
+                    "invalid country {cc:?}: expected two upper-case letters (ISO 3166-1 alpha-2)"
+                ),
             ));
         }
         ok
@@ -143,13 +152,24 @@ fn parse(
         }
     }
 
-    let ctx = Ctx { dir, src: &src, now };
-    let anchor_paths = top.required_list("trust_anchors", diags).unwrap_or_default();
+    let ctx = Ctx {
+        dir,
+        src: &src,
+        now,
+    };
+    let anchor_paths = top
+        .required_list("trust_anchors", diags)
+        .unwrap_or_default();
     let (anchors, anchors_ok) =
         ctx.load_cas("trust_anchors", Role::Anchor, &anchor_paths, files, diags);
     let inter_paths = top.string_list("intermediates", diags).unwrap_or_default();
-    let (intermediates, inter_ok) =
-        ctx.load_cas("intermediates", Role::Intermediate, &inter_paths, files, diags);
+    let (intermediates, inter_ok) = ctx.load_cas(
+        "intermediates",
+        Role::Intermediate,
+        &inter_paths,
+        files,
+        diags,
+    );
     let crl_paths = top.string_list("crls", diags).unwrap_or_default();
     let label = id.as_ref().map_or("?", |(id, _)| id.as_str());
     let cas: Vec<&pki::CaCert> = anchors.iter().chain(&intermediates).collect();
@@ -204,8 +224,7 @@ fn parse(
 /// Whether `s` is a valid authority id: `[a-z0-9-]+`.
 pub(super) fn is_id(s: &str) -> bool {
     !s.is_empty()
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
@@ -280,7 +299,9 @@ fn parse_next_hop(
                     if hex::decode_to_slice(hexpin, &mut sha256).is_err() {
                         diags.push(src.diag(
                             span,
-                            format!("invalid pin_sha256 {hexpin:?}: expected 64 hexadecimal digits"),
+                            format!(
+                                "invalid pin_sha256 {hexpin:?}: expected 64 hexadecimal digits"
+                            ),
                         ));
                         return None;
                     }
@@ -370,9 +391,15 @@ mod tests {
             parse_url("smtp://mx.justice.aa.example"),
             Ok(("mx.justice.aa.example".to_owned(), 25))
         );
-        assert_eq!(parse_url("smtp://MX.example:2525/"), Ok(("mx.example".to_owned(), 2525)));
+        assert_eq!(
+            parse_url("smtp://MX.example:2525/"),
+            Ok(("mx.example".to_owned(), 2525))
+        );
         assert_eq!(parse_url("smtp://[::1]:26"), Ok(("::1".to_owned(), 26)));
-        assert_eq!(parse_url("smtp://192.0.2.1"), Ok(("192.0.2.1".to_owned(), 25)));
+        assert_eq!(
+            parse_url("smtp://192.0.2.1"),
+            Ok(("192.0.2.1".to_owned(), 25))
+        );
         assert!(parse_url("http://mx.example").is_err());
         assert!(parse_url("smtp://mx.example:0").is_err());
         assert!(parse_url("smtp://mx.example:99999").is_err());

@@ -112,15 +112,20 @@ pub(super) fn routes(
         let (Some(from), Some(to)) = (&later.from, &later.to) else {
             continue;
         };
-        let shadow = specs[..i].iter().find(|earlier| match (&earlier.from, &earlier.to) {
-            (Some(ef), Some(et)) => all_covered(ef, from, dir) && all_covered(et, to, dir),
-            _ => false,
-        });
+        let shadow = specs[..i]
+            .iter()
+            .find(|earlier| match (&earlier.from, &earlier.to) {
+                (Some(ef), Some(et)) => all_covered(ef, from, dir) && all_covered(et, to, dir),
+                _ => false,
+            });
         if let Some(earlier) = shadow {
             let name = later.name.as_ref().map_or("?", |(n, _)| n.as_str());
             let earlier_name = earlier.name.as_ref().map_or("?", |(n, _)| n.as_str());
             let line = src.position(earlier.header.start).0;
-            let span = later.name.as_ref().map_or(later.header.clone(), |(_, s)| s.clone());
+            let span = later
+                .name
+                .as_ref()
+                .map_or(later.header.clone(), |(_, s)| s.clone());
             diags.push(src.diag(
                 &span,
                 format!(
@@ -209,13 +214,23 @@ mod tests {
         let aa = Matcher::Authority("aa-moj".into());
         let bb = Matcher::Authority("bb-moj".into());
         let specs = vec![
-            spec(&src, "first", vec![Matcher::Country("AA".into())], vec![bb.clone()]),
+            spec(
+                &src,
+                "first",
+                vec![Matcher::Country("AA".into())],
+                vec![bb.clone()],
+            ),
             // Covered on both sides by "first".
             spec(&src, "second", vec![aa.clone()], vec![bb.clone()]),
             // Sender side not covered (BB is not AA).
             spec(&src, "third", vec![bb.clone()], vec![bb.clone()]),
             // One matcher out of two not covered: reachable.
-            spec(&src, "fourth", vec![aa.clone(), bb.clone()], vec![bb.clone()]),
+            spec(
+                &src,
+                "fourth",
+                vec![aa.clone(), bb.clone()],
+                vec![bb.clone()],
+            ),
         ];
         let mut diags = Vec::new();
         routes(&src, &specs, &dir(), true, &mut diags);
@@ -244,7 +259,9 @@ mod tests {
         let mut diags = Vec::new();
         routes(&src, &specs, &dir(), true, &mut diags);
         assert_eq!(diags.len(), 1);
-        assert!(diags[0].message.starts_with("route \"second\" is unreachable"));
+        assert!(diags[0]
+            .message
+            .starts_with("route \"second\" is unreachable"));
     }
 
     #[test]

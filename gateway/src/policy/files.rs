@@ -89,7 +89,12 @@ pub(super) fn read_source(
     let bytes = match std::fs::read(&path) {
         Ok(b) => b,
         Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(file_diag(&path, format!("cannot read file: {}", io_reason(&e)))),
+        Err(e) => {
+            return Err(file_diag(
+                &path,
+                format!("cannot read file: {}", io_reason(&e)),
+            ))
+        }
     };
     files.add(rel, &bytes);
     match String::from_utf8(bytes) {
@@ -299,10 +304,10 @@ impl<'a, 'i> TableReader<'a, 'i> {
         match parsed {
             Some(n) => Some((n, v.span())),
             None => {
-                diags.push(self.src.diag(
-                    &v.span(),
-                    format!("key {} is out of range", self.name(key)),
-                ));
+                diags.push(
+                    self.src
+                        .diag(&v.span(), format!("key {} is out of range", self.name(key))),
+                );
                 None
             }
         }
@@ -342,21 +347,17 @@ impl<'a, 'i> TableReader<'a, 'i> {
     }
 
     /// A required, non-empty string or array of strings.
-    pub fn required_list(
-        &self,
-        key: &str,
-        diags: &mut Vec<Diagnostic>,
-    ) -> Option<Vec<At<String>>> {
+    pub fn required_list(&self, key: &str, diags: &mut Vec<Diagnostic>) -> Option<Vec<At<String>>> {
         let Some(v) = self.get(key) else {
             self.missing(key, diags);
             return None;
         };
         let list = self.string_list(key, diags)?;
         if list.is_empty() {
-            diags.push(
-                self.src
-                    .diag(&v.span(), format!("key {} must not be empty", self.name(key))),
-            );
+            diags.push(self.src.diag(
+                &v.span(),
+                format!("key {} must not be empty", self.name(key)),
+            ));
             return None;
         }
         Some(list)

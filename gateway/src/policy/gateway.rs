@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::files::{one_of, Source, TableReader};
-use super::{CrlPolicy, DigestAlg, Diagnostic, GatewaySettings, Limits};
+use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits};
 
 /// The file name inside the policy directory.
 pub(super) const FILE: &str = "gateway.toml";

@@ -150,3 +150,63 @@ impl Policy {
         route::decide(self, from, to)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The sample policy shipped in `policy/` loads and routes as its
+    /// comments say.
+    #[test]
+    fn sample_policy_routes() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy");
+        let p = load(&dir, EvalTime::now()).unwrap_or_else(|d| panic!("{d:?}"));
+        assert_eq!(p.authorities.len(), 3);
+        assert_eq!(p.version.len(), 64);
+        assert_eq!(p.gateway.hostname, "emla.example.org");
+        let relay = |from: &str, to: &str| match p.route(from, to) {
+            RouteDecision::Relay { route, authority } => {
+                (route.name.clone(), authority.id.clone(), route.lane)
+            }
+            other => panic!("{from} -> {to}: {other:?}"),
+        };
+        assert_eq!(
+            relay("urgent@justice.aa.example", "x@Justice.BB.example"),
+            (
+                "aa-urgent-to-bb-central".into(),
+                "bb-moj".into(),
+                Lane::Urgent
+            )
+        );
+        assert_eq!(
+            relay("clerk@justice.aa.example", "x@justice.bb.example"),
+            ("central-to-central".into(), "bb-moj".into(), Lane::Normal)
+        );
+        assert_eq!(
+            relay("envoy@mfa.bb.example", "x@justice.aa.example").0,
+            "bb-diplomatic-to-aa-central"
+        );
+        assert!(matches!(
+            p.route("clerk@justice.bb.example", "envoy@mfa.bb.example"),
+            RouteDecision::Reject { route } if route.name == "no-domestic-bb"
+        ));
+        assert_eq!(
+            p.route("envoy@mfa.bb.example", "x@justice.bb.example"),
+            RouteDecision::Reject {
+                route: &p.routes[4]
+            }
+        );
+        assert_eq!(
+            p.route("x@elsewhere.example", "x@justice.bb.example"),
+            RouteDecision::NoRoute
+        );
+        let bb_moj = p.authority_for_domain("justice.bb.example").unwrap();
+        assert_eq!(bb_moj.anchors.len(), 1);
+        assert_eq!(bb_moj.intermediates.len(), 1);
+        assert_eq!(bb_moj.crls.len(), 2);
+        assert!(matches!(
+            bb_moj.next_hop.tls,
+            TlsMode::Required { ca_file: Some(_) }
+        ));
+    }
+}

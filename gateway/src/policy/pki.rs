@@ -147,7 +147,11 @@ impl Ctx<'_> {
             Err(e) => {
                 diags.push(self.src.diag(
                     span,
-                    format!("cannot read {key} entry {:?}: {}", entry.shown, io_reason(&e)),
+                    format!(
+                        "cannot read {key} entry {:?}: {}",
+                        entry.shown,
+                        io_reason(&e)
+                    ),
                 ));
                 None
             }
@@ -175,10 +179,10 @@ impl Ctx<'_> {
                 let ders = match decode::<CertificateDer<'static>>(&bytes) {
                     Ok(d) if !d.is_empty() => d,
                     Ok(_) => {
-                        diags.push(self.src.diag(
-                            span,
-                            format!("{:?} holds no certificate", entry.shown),
-                        ));
+                        diags.push(
+                            self.src
+                                .diag(span, format!("{:?} holds no certificate", entry.shown)),
+                        );
                         continue;
                     }
                     Err(e) => {
@@ -224,12 +228,12 @@ impl Ctx<'_> {
         let mut ok = true;
         if !is_ca(&cert) {
             let role = match role {
-                Role::Anchor => "trust anchor",
-                Role::Intermediate => "intermediate",
+                Role::Anchor => "a trust anchor",
+                Role::Intermediate => "an intermediate",
             };
             diags.push(self.src.diag(
                 span,
-                format!("{what} is not a CA certificate (basicConstraints cA is not set); a {role} must be a CA"),
+                format!("{what} is not a CA certificate (basicConstraints cA is not set); {role} must be a CA"),
             ));
             ok = false;
         }
@@ -261,10 +265,10 @@ impl Ctx<'_> {
             Role::Intermediate => webpki::EndEntityCert::try_from(&der).map(|_| ()),
         };
         if let Err(e) = usable {
-            diags.push(
-                self.src
-                    .diag(span, format!("{what} cannot be used for path validation: {e}")),
-            );
+            diags.push(self.src.diag(
+                span,
+                format!("{what} cannot be used for path validation: {e}"),
+            ));
             ok = false;
         }
         ok.then(|| CaCert {
@@ -302,10 +306,10 @@ impl Ctx<'_> {
                         continue;
                     }
                     Err(e) => {
-                        diags.push(self.src.diag(
-                            span,
-                            format!("cannot parse CRL in {:?}: {e}", entry.shown),
-                        ));
+                        diags.push(
+                            self.src
+                                .diag(span, format!("cannot parse CRL in {:?}: {e}", entry.shown)),
+                        );
                         continue;
                     }
                 };
@@ -435,9 +439,11 @@ fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
     let tbs = r.tlv_bytes()?;
     let alg = AnyRef::decode(&mut r)?.value();
     let sig = BitStringRef::decode(&mut r)?;
-    let sig = sig
-        .as_bytes()
-        .ok_or_else(|| der::Error::from(der::ErrorKind::Length { tag: der::Tag::BitString }))?;
+    let sig = sig.as_bytes().ok_or_else(|| {
+        der::Error::from(der::ErrorKind::Length {
+            tag: der::Tag::BitString,
+        })
+    })?;
     r.finish(())?;
     Ok((tbs, alg, sig))
 }

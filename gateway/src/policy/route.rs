@@ -68,9 +68,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{
-        Authority, GatewaySettings, Lane, Limits, NextHop, Route, TlsMode,
-    };
+    use crate::policy::{Authority, GatewaySettings, Lane, Limits, NextHop, Route, TlsMode};
     use std::collections::HashMap;
 
     fn authority(id: &str, country: &str, domain: &str) -> Authority {

@@ -90,7 +90,10 @@ fn parse_route(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> RouteSpe
             src,
             "action",
             &v,
-            &[("relay", RouteAction::Relay), ("reject", RouteAction::Reject)],
+            &[
+                ("relay", RouteAction::Relay),
+                ("reject", RouteAction::Reject),
+            ],
             diags,
         )
     });
@@ -98,7 +101,9 @@ fn parse_route(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> RouteSpe
     if action == Some(RouteAction::Reject)
         && reason.as_ref().is_none_or(|(r, _)| r.trim().is_empty())
     {
-        let span = reason.as_ref().map_or_else(|| t.header(), |(_, s)| s.clone());
+        let span = reason
+            .as_ref()
+            .map_or_else(|| t.header(), |(_, s)| s.clone());
         diags.push(src.diag(
             &span,
             "a route with action = \"reject\" requires a non-empty reason",
@@ -190,7 +195,10 @@ mod tests {
             parse_matcher("authority:aa-moj"),
             Ok(Matcher::Authority("aa-moj".into()))
         );
-        assert_eq!(parse_matcher("country:bb"), Ok(Matcher::Country("BB".into())));
+        assert_eq!(
+            parse_matcher("country:bb"),
+            Ok(Matcher::Country("BB".into()))
+        );
         assert_eq!(
             parse_matcher("domain:Justice.AA.example"),
             Ok(Matcher::Domain("justice.aa.example".into()))

@@ -1,0 +1,662 @@
+//! End-to-end tests of `emla policy check`: the real binary on policy
+//! directories built in a temporary directory, one test per class of
+//! problem, each asserting the exact `file:line:col: message` lines.
+//!
+//! The certificates and CRLs are made once per run with the `openssl` CLI,
+//! with fixed validity dates so messages are deterministic; every check runs
+//! with `--at 2030-01-01T00:00:00Z`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use tempfile::TempDir;
+
+const AT: &str = "2030-01-01T00:00:00Z";
+
+/// Makes the test PKI (once per run) and returns its directory.
+fn pki() -> &'static Path {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy_check_pki");
+        let _ = fs::remove_dir_all(&dir);
+        fs::create_dir_all(&dir).unwrap();
+        let out = Command::new("sh")
+            .arg("-c")
+            .arg(PKI_SCRIPT)
+            .current_dir(&dir)
+            .output()
+            .expect("run sh");
+        assert!(
+            out.status.success(),
+            "making the test PKI failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        dir
+    })
+}
+
+/// Shell script making the test PKI in the current directory with `openssl ca`
+/// (which, unlike `openssl req -x509`, takes explicit validity dates).
+const PKI_SCRIPT: &str = r#"
+set -eu
+cat > ca.cnf <<'CONF'
+[ ca ]
+default_ca = d
+[ d ]
+dir = .
+database = ./index.txt
+new_certs_dir = ./newcerts
+serial = ./serial
+crlnumber = ./crlnumber
+default_md = sha256
+default_days = 3650
+default_crl_days = 3650
+policy = p
+unique_subject = no
+email_in_dn = no
+crl_extensions = crl_ext
+[ p ]
+commonName = supplied
+[ ca_ext ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign, cRLSign
+subjectKeyIdentifier = hash
+[ leaf_ext ]
+basicConstraints = critical, CA:FALSE
+keyUsage = critical, digitalSignature
+[ crl_ext ]
+authorityKeyIdentifier = keyid:always
+CONF
+mkdir newcerts
+: > index.txt
+echo 1000 > serial
+echo 01 > crlnumber
+run() { "$@" 2>err.txt || { cat err.txt >&2; exit 1; }; }
+key_csr() {
+    run openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out "$1.key"
+    run openssl req -new -key "$1.key" -subj "/CN=$2" -out "$1.csr"
+}
+# selfsign NAME CN START END
+selfsign() {
+    key_csr "$1" "$2"
+    run openssl ca -batch -notext -config ca.cnf -selfsign -keyfile "$1.key" -in "$1.csr" \
+        -startdate "$3" -enddate "$4" -extensions ca_ext -out "$1.pem"
+}
+# sign NAME CN ISSUER EXTENSIONS
+sign() {
+    key_csr "$1" "$2"
+    run openssl ca -batch -notext -config ca.cnf -cert "$3.pem" -keyfile "$3.key" -in "$1.csr" \
+        -startdate 20200101000000Z -enddate 20991231000000Z -extensions "$4" -out "$1.pem"
+}
+crl() {
+    run openssl ca -batch -config ca.cnf -gencrl -cert "$1.pem" -keyfile "$1.key" -out "$1.crl.pem"
+}
+selfsign aa-root "AA Root CA" 20200101000000Z 20991231000000Z
+sign aa-issuing "AA Issuing CA" aa-root ca_ext
+sign aa-clerk "AA Clerk" aa-issuing leaf_ext
+selfsign bb-root "BB Root CA" 20200101000000Z 20991231000000Z
+selfsign expired "Expired CA" 20200101000000Z 20210101000000Z
+selfsign future "Future CA" 20900101000000Z 20950101000000Z
+crl aa-root
+crl aa-issuing
+crl bb-root
+"#;
+
+/// A policy directory (`policy/`) with its certificates (`certs/`) in a
+/// temporary directory; starts as a valid policy with two authorities.
+struct Fixture {
+    root: TempDir,
+}
+
+const AA_MOJ: &str = r#"id = "aa-moj"
+country = "AA"
+name = "Ministry of Justice of AA"
+domains = ["justice.aa.example"]
+trust_anchors = ["../certs/aa-root.pem"]
+intermediates = ["../certs/aa-issuing.pem"]
+crls = ["../certs/aa-root.crl.pem", "../certs/aa-issuing.crl.pem"]
+
+[next_hop]
+url = "smtp://mx.justice.aa.example"
+"#;
+
+const BB_MOJ: &str = r#"id = "bb-moj"
+country = "BB"
+name = "Ministry of Justice of BB"
+domains = ["justice.bb.example"]
+trust_anchors = ["../certs/bb"]
+crls = ["../certs/bb-crls"]
+
+[next_hop]
+url = "smtp://mx.justice.bb.example:2525"
+tls = "opportunistic"
+"#;
+
+const ROUTES: &str = r#"[[route]]
+name = "aa-to-bb"
+from = "authority:aa-moj"
+to = "country:BB"
+action = "relay"
+
+[[route]]
+name = "bb-to-aa"
+from = "authority:bb-moj"
+to = "authority:aa-moj"
+action = "relay"
+lane = "urgent"
+"#;
+
+impl Fixture {
+    fn new() -> Self {
+        let pki = pki();
+        let root = tempfile::tempdir().unwrap();
+        let certs = root.path().join("certs");
+        fs::create_dir_all(certs.join("bb")).unwrap();
+        fs::create_dir_all(certs.join("bb-crls")).unwrap();
+        for entry in fs::read_dir(pki).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|x| x == "pem") {
+                fs::copy(&path, certs.join(path.file_name().unwrap())).unwrap();
+            }
+        }
+        fs::copy(pki.join("bb-root.pem"), certs.join("bb/root.pem")).unwrap();
+        fs::copy(pki.join("bb-root.crl.pem"), certs.join("bb-crls/root.crl")).unwrap();
+        let f = Fixture { root };
+        f.write("policy/authorities/aa-moj.toml", AA_MOJ);
+        f.write("policy/authorities/bb-moj.toml", BB_MOJ);
+        f.write("policy/routes.toml", ROUTES);
+        f
+    }
+
+    fn path(&self, rel: &str) -> PathBuf {
+        self.root.path().join(rel)
+    }
+
+    fn write(&self, rel: &str, text: &str) {
+        let path = self.path(rel);
+        fs::create_dir_all(path.parent().unwrap()).unwrap();
+        fs::write(path, text).unwrap();
+    }
+
+    /// Replaces the one occurrence of `from` in `rel` with `to`.
+    fn edit(&self, rel: &str, from: &str, to: &str) {
+        let text = fs::read_to_string(self.path(rel)).unwrap();
+        assert_eq!(text.matches(from).count(), 1, "{from:?} in {rel}");
+        self.write(rel, &text.replacen(from, to, 1));
+    }
+
+    /// Runs `emla policy check policy --at AT` in the fixture; exit code and
+    /// standard output.
+    fn check(&self) -> (i32, String) {
+        self.check_at(AT)
+    }
+
+    fn check_at(&self, at: &str) -> (i32, String) {
+        run(self.root.path(), &["policy", "check", "policy", "--at", at])
+    }
+
+    /// Asserts that the check fails with exactly these problems.
+    fn assert_problems(&self, expected: &[&str]) {
+        self.assert_problems_at(AT, expected);
+    }
+
+    fn assert_problems_at(&self, at: &str, expected: &[&str]) {
+        let (code, stdout) = self.check_at(at);
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(lines, expected);
+        assert_eq!(code, 1);
+    }
+}
+
+fn run(cwd: &Path, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run emla");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8(out.stdout).unwrap(),
+    )
+}
+
+#[test]
+fn sample_policy_passes() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (code, stdout) = run(repo, &["policy", "check", "policy"]);
+    assert!(
+        stdout.starts_with("policy: ok (3 authorities, 5 routes, version "),
+        "{stdout}"
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn fixture_policy_passes() {
+    let f = Fixture::new();
+    let (code, stdout) = f.check();
+    assert!(
+        stdout.starts_with("policy: ok (2 authorities, 2 routes, version "),
+        "{stdout}"
+    );
+    assert_eq!(code, 0);
+}
+
+#[test]
+fn version_covers_referenced_files() {
+    let f = Fixture::new();
+    let (code, before) = f.check();
+    assert_eq!(code, 0, "{before}");
+    let crl = f.path("certs/aa-root.crl.pem");
+    let mut bytes = fs::read(&crl).unwrap();
+    bytes.push(b'\n');
+    fs::write(&crl, bytes).unwrap();
+    let (code, after) = f.check();
+    assert_eq!(code, 0, "{after}");
+    assert_ne!(before, after);
+}
+
+#[test]
+fn toml_syntax_error() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/routes.toml",
+        "action = \"relay\"\n\n",
+        "action = relay\n\n",
+    );
+    f.assert_problems(&["policy/routes.toml:5:10: syntax error: string values must be quoted, expected literal string"]);
+}
+
+#[test]
+fn unknown_key() {
+    let f = Fixture::new();
+    f.write(
+        "policy/gateway.toml",
+        "[limits]\nmax_recipients = 10\nmax_size = 1000\n",
+    );
+    f.assert_problems(&[
+        "policy/gateway.toml:3:1: unknown key \"max_size\" in [limits]; expected one of: \
+         max_message_size, max_recipients, max_header_size, max_mime_depth, \
+         signing_time_skew_secs, min_rsa_bits, digests, crl",
+    ]);
+}
+
+#[test]
+fn wrong_type() {
+    let f = Fixture::new();
+    f.write(
+        "policy/gateway.toml",
+        "[limits]\nmax_recipients = \"ten\"\n",
+    );
+    f.assert_problems(&[
+        "policy/gateway.toml:2:18: key \"max_recipients\" in [limits] must be an integer, found string",
+    ]);
+}
+
+#[test]
+fn missing_required_keys() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "name = \"Ministry of Justice of BB\"\n",
+        "",
+    );
+    f.edit("policy/routes.toml", "action = \"relay\"\nlane", "lane");
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:1:1: missing required key \"name\"",
+        "policy/routes.toml:7:1: missing required key \"action\" in [[route]]",
+    ]);
+}
+
+#[test]
+fn missing_referenced_file() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "\"../certs/aa-issuing.pem\"",
+        "\"../certs/aa-issuing.pem\", \"../certs/nowhere.pem\"",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:6:45: cannot read intermediates entry \
+         \"../certs/nowhere.pem\": no such file or directory",
+    ]);
+}
+
+#[test]
+fn file_without_certificate() {
+    let f = Fixture::new();
+    f.write("certs/bb/notes.pem", "not a certificate\n");
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:5:18: \"../certs/bb/notes.pem\" holds no certificate",
+    ]);
+}
+
+#[test]
+fn unparsable_certificate() {
+    let f = Fixture::new();
+    f.write(
+        "certs/broken.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIBAAAA\n-----END CERTIFICATE-----\n",
+    );
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "aa-root.pem\"]",
+        "aa-root.pem\", \"../certs/broken.pem\"]",
+    );
+    let (code, stdout) = f.check();
+    assert_eq!(code, 1);
+    assert!(
+        stdout.starts_with(
+            "policy/authorities/aa-moj.toml:5:42: cannot parse certificate in \"../certs/broken.pem\": "
+        ),
+        "{stdout}"
+    );
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+}
+
+#[test]
+fn anchor_that_is_not_a_ca() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "aa-root.pem\"]",
+        "aa-root.pem\", \"../certs/aa-clerk.pem\"]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:5:42: certificate \"CN=AA Clerk\" in \"../certs/aa-clerk.pem\" \
+         is not a CA certificate (basicConstraints cA is not set); a trust anchor must be a CA",
+    ]);
+}
+
+#[test]
+fn intermediate_that_is_not_a_ca() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "aa-issuing.pem\"]",
+        "aa-clerk.pem\"]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:6:18: certificate \"CN=AA Clerk\" in \"../certs/aa-clerk.pem\" \
+         is not a CA certificate (basicConstraints cA is not set); an intermediate must be a CA",
+    ]);
+}
+
+#[test]
+fn expired_anchor() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "[\"../certs/bb\"]\ncrls",
+        "[\"../certs/bb\", \"../certs/expired.pem\"]\ncrls",
+    );
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:5:33: certificate \"CN=Expired CA\" in \
+         \"../certs/expired.pem\" expired at 2021-01-01T00:00:00Z",
+    ]);
+}
+
+#[test]
+fn anchor_not_yet_valid() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "[\"../certs/bb\"]\ncrls",
+        "[\"../certs/bb\", \"../certs/future.pem\"]\ncrls",
+    );
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:5:33: certificate \"CN=Future CA\" in \
+         \"../certs/future.pem\" is not valid before 2090-01-01T00:00:00Z",
+    ]);
+}
+
+#[test]
+fn every_ca_is_judged_at_the_given_time() {
+    let f = Fixture::new();
+    f.assert_problems_at(
+        "2100-01-01T00:00:00Z",
+        &[
+            "policy/authorities/aa-moj.toml:5:18: certificate \"CN=AA Root CA\" in \
+             \"../certs/aa-root.pem\" expired at 2099-12-31T00:00:00Z",
+            "policy/authorities/aa-moj.toml:6:18: certificate \"CN=AA Issuing CA\" in \
+             \"../certs/aa-issuing.pem\" expired at 2099-12-31T00:00:00Z",
+            "policy/authorities/bb-moj.toml:5:18: certificate \"CN=BB Root CA\" in \
+             \"../certs/bb/root.pem\" expired at 2099-12-31T00:00:00Z",
+        ],
+    );
+}
+
+#[test]
+fn crl_not_signed_by_the_authoritys_cas() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "../certs/aa-root.crl.pem",
+        "../certs/bb-root.crl.pem",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:7:9: CRL in \"../certs/bb-root.crl.pem\" \
+         (issuer \"CN=BB Root CA\") is not signed by any CA configured for authority \"aa-moj\"",
+    ]);
+}
+
+#[test]
+fn crl_file_without_crl() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "../certs/aa-root.crl.pem",
+        "../certs/aa-root.pem",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:7:9: \"../certs/aa-root.pem\" holds no CRL",
+    ]);
+}
+
+#[test]
+fn overlapping_domains() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "[\"justice.bb.example\"]",
+        "[\"justice.bb.example\", \"Justice.AA.example\"]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:4:34: domain \"justice.aa.example\" is already owned by \
+         authority \"aa-moj\" (policy/authorities/aa-moj.toml)",
+    ]);
+}
+
+#[test]
+fn duplicate_authority_id() {
+    let f = Fixture::new();
+    f.write(
+        "policy/authorities/cc-moj.toml",
+        &AA_MOJ.replace("justice.aa.example", "justice.cc.example"),
+    );
+    f.assert_problems(&[
+        "policy/authorities/cc-moj.toml:1:6: duplicate authority id \"aa-moj\" \
+         (already used in policy/authorities/aa-moj.toml)",
+    ]);
+}
+
+#[test]
+fn route_to_unknown_authority_or_country() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/routes.toml",
+        "to = \"country:BB\"",
+        "to = [\"country:BB\", \"country:ZZ\"]",
+    );
+    f.edit(
+        "policy/routes.toml",
+        "from = \"authority:bb-moj\"",
+        "from = \"authority:zz-moj\"",
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:4:21: route \"aa-to-bb\" refers to country \"ZZ\", which has no authority",
+        "policy/routes.toml:9:8: route \"bb-to-aa\" refers to unknown authority \"zz-moj\"",
+    ]);
+}
+
+#[test]
+fn unreachable_route() {
+    let f = Fixture::new();
+    f.write(
+        "policy/routes.toml",
+        &format!(
+            "{ROUTES}\n[[route]]\nname = \"aa-to-bb-moj\"\nfrom = \"domain:justice.aa.example\"\n\
+             to = \"authority:bb-moj\"\naction = \"reject\"\nreason = \"never reached\"\n"
+        ),
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:15:8: route \"aa-to-bb-moj\" is unreachable: route \"aa-to-bb\" \
+         (line 1) already matches every sender and recipient it matches",
+    ]);
+}
+
+#[test]
+fn duplicate_route_name() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/routes.toml",
+        "name = \"bb-to-aa\"",
+        "name = \"aa-to-bb\"",
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:8:8: duplicate route name \"aa-to-bb\" (first defined on line 2)",
+    ]);
+}
+
+#[test]
+fn pinned_without_pin() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "\"opportunistic\"",
+        "\"pinned\"",
+    );
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:10:7: tls = \"pinned\" requires pin_sha256",
+    ]);
+}
+
+#[test]
+fn pin_without_pinned() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "tls = \"opportunistic\"\n",
+        &format!(
+            "tls = \"opportunistic\"\npin_sha256 = \"{}\"\n",
+            "ab".repeat(32)
+        ),
+    );
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:11:14: pin_sha256 is only allowed with tls = \"pinned\"",
+    ]);
+}
+
+#[test]
+fn invalid_url() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "smtp://mx.justice.aa.example",
+        "https://mx.justice.aa.example",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:10:7: invalid url \"https://mx.justice.aa.example\": \
+         the scheme must be smtp, not \"https\"",
+    ]);
+}
+
+#[test]
+fn invalid_lane_and_action() {
+    let f = Fixture::new();
+    f.edit("policy/routes.toml", "\"urgent\"", "\"express\"");
+    f.edit(
+        "policy/routes.toml",
+        "action = \"relay\"\n\n",
+        "action = \"forward\"\n\n",
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:5:10: invalid action \"forward\"; expected one of: \"relay\", \"reject\"",
+        "policy/routes.toml:12:8: invalid lane \"express\"; expected one of: \"normal\", \"urgent\"",
+    ]);
+}
+
+#[test]
+fn reject_without_reason() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/routes.toml",
+        "action = \"relay\"\nlane",
+        "action = \"reject\"\nlane",
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:7:1: a route with action = \"reject\" requires a non-empty reason",
+    ]);
+}
+
+#[test]
+fn invalid_crl_policy() {
+    let f = Fixture::new();
+    f.write("policy/gateway.toml", "[limits]\ncrl = \"ignore\"\n");
+    f.assert_problems(&[
+        "policy/gateway.toml:2:7: invalid crl \"ignore\"; expected one of: \"hard-fail\", \"soft-fail\"",
+    ]);
+}
+
+#[test]
+fn weak_rsa_minimum() {
+    let f = Fixture::new();
+    f.write("policy/gateway.toml", "[limits]\nmin_rsa_bits = 1024\n");
+    f.assert_problems(&[
+        "policy/gateway.toml:2:16: min_rsa_bits = 1024 is below the minimum of 2048",
+    ]);
+}
+
+#[test]
+fn weak_digests() {
+    let f = Fixture::new();
+    f.write(
+        "policy/gateway.toml",
+        "[limits]\ndigests = [\"sha256\", \"md5\", \"sha1\"]\n",
+    );
+    f.assert_problems(&[
+        "policy/gateway.toml:2:22: digest \"md5\" is refused: MD5 and SHA-1 are never accepted",
+        "policy/gateway.toml:2:29: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
+    ]);
+}
+
+#[test]
+fn every_problem_is_reported_in_file_order() {
+    let f = Fixture::new();
+    f.write("policy/gateway.toml", "[gateway]\nhost = \"x\"\n");
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "country = \"BB\"",
+        "country = \"bb\"",
+    );
+    f.edit("policy/routes.toml", "\"urgent\"", "\"express\"");
+    f.assert_problems(&[
+        "policy/authorities/bb-moj.toml:2:11: invalid country \"bb\": expected two upper-case \
+         letters (ISO 3166-1 alpha-2)",
+        "policy/gateway.toml:2:1: unknown key \"host\" in [gateway]; expected one of: hostname",
+        "policy/routes.toml:12:8: invalid lane \"express\"; expected one of: \"normal\", \"urgent\"",
+    ]);
+}
+
+#[test]
+fn missing_policy_directory() {
+    let f = Fixture::new();
+    let (code, stdout) = run(f.root.path(), &["policy", "check", "nowhere"]);
+    assert_eq!(
+        stdout,
+        "nowhere:1:1: cannot read the policy directory: no such file or directory\n"
+    );
+    assert_eq!(code, 1);
+}
