@@ -180,7 +180,7 @@ mod tests {
         );
         assert_eq!(
             relay("clerk@justice.aa.example", "x@justice.bb.example"),
-            ("central-to-central".into(), "bb-moj".into(), Lane::Normal)
+            ("aa-central-to-bb-central".into(), "bb-moj".into(), Lane::Normal)
         );
         assert_eq!(
             relay("envoy@mfa.bb.example", "x@justice.aa.example").0,
@@ -193,8 +193,16 @@ mod tests {
         assert_eq!(
             p.route("envoy@mfa.bb.example", "x@justice.bb.example"),
             RouteDecision::Reject {
-                route: &p.routes[4]
+                route: &p.routes[5]
             }
+        );
+        assert!(matches!(
+            p.route("clerk@justice.bb.example", "judge@justice.bb.example"),
+            RouteDecision::Reject { route } if route.name == "no-domestic-bb"
+        ));
+        assert_eq!(
+            p.route("clerk@justice.aa.example", "judge@justice.aa.example"),
+            RouteDecision::NoRoute
         );
         assert_eq!(
             p.route("x@elsewhere.example", "x@justice.bb.example"),
