@@ -1,0 +1,634 @@
+//! Shared helpers for the end-to-end tests: a generated test PKI, messages
+//! signed by independent tools (OpenSSL `smime` and `cms`, Python
+//! `cryptography`), tampering helpers, and a runner for `emla verify`.
+//!
+//! The PKI (`pki.py`) is generated once per test binary into
+//! `$CARGO_TARGET_TMPDIR/emla-test-pki-<pid>` and reused by every test of
+//! that binary. Certificate validity is relative to the generation time, so a
+//! PKI is never reused across runs.
+//!
+//! Requirements on the test host: `openssl` (3.x) and `python3` with the
+//! `cryptography` package on `PATH` (override with `EMLA_TEST_OPENSSL` and
+//! `EMLA_TEST_PYTHON`).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, SystemTime};
+
+use base64::Engine as _;
+
+/// The support directory holding `pki.py` and `sign_py.py`.
+pub fn support_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support")
+}
+
+fn python() -> String {
+    std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+pub fn openssl() -> String {
+    std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into())
+}
+
+/// Runs `cmd`, panicking with its output when it fails; returns stdout.
+pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ---------------------------------------------------------------------------
+// The test PKI
+// ---------------------------------------------------------------------------
+
+/// The generated PKI and policy directories (see `tests/support/pki.py`).
+pub struct Pki {
+    /// The output directory of `pki.py`.
+    pub dir: PathBuf,
+    /// A scratch directory for messages, under `dir`.
+    scratch: PathBuf,
+}
+
+/// The PKI of this test binary, generated on first use.
+pub fn pki() -> &'static Pki {
+    static PKI: OnceLock<Pki> = OnceLock::new();
+    PKI.get_or_init(|| {
+        let base = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+        remove_old_pkis(&base);
+        let dir = base.join(format!("emla-test-pki-{}", std::process::id()));
+        run_ok(
+            Command::new(python())
+                .arg(support_dir().join("pki.py"))
+                .arg(&dir),
+        );
+        assert!(dir.join(".done").exists(), "pki.py did not finish");
+        let scratch = dir.join("scratch");
+        std::fs::create_dir_all(&scratch).expect("scratch dir");
+        Pki { dir, scratch }
+    })
+}
+
+/// Removes PKIs of earlier runs (older than an hour): they are never reused.
+fn remove_old_pkis(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+    for e in entries.flatten() {
+        let name = e.file_name();
+        let old = e
+            .metadata()
+            .and_then(|m| m.modified())
+            .map(|t| t < hour_ago)
+            .unwrap_or(false);
+        if name.to_string_lossy().starts_with("emla-test-pki-") && old {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+impl Pki {
+    /// `certs/<cc>/<name>.pem`.
+    pub fn cert(&self, cc: &str, name: &str) -> PathBuf {
+        self.dir.join(format!("certs/{cc}/{name}.pem"))
+    }
+    /// `certs/<cc>/<name>.key` (PKCS#8 PEM).
+    pub fn key(&self, cc: &str, name: &str) -> PathBuf {
+        self.dir.join(format!("certs/{cc}/{name}.key"))
+    }
+    /// `certs/<cc>/chain.pem`: the issuing CA, for `-certfile`.
+    pub fn chain(&self, cc: &str) -> PathBuf {
+        self.dir.join(format!("certs/{cc}/chain.pem"))
+    }
+    /// The normal policy directory.
+    pub fn policy(&self) -> PathBuf {
+        self.dir.join("policy")
+    }
+    /// `policy-stale` (AA's issuing CRL is past nextUpdate) or `policy-nocrl`
+    /// (AA's issuing CRL is missing).
+    pub fn policy_named(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+    /// A fresh, unique path in the scratch directory.
+    pub fn scratch_file(&self, stem: &str) -> PathBuf {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let n = N.fetch_add(1, Ordering::Relaxed);
+        self.scratch.join(format!("{stem}-{n}"))
+    }
+    /// Writes `data` to a fresh scratch file and returns its path.
+    pub fn write_scratch(&self, stem: &str, data: &[u8]) -> PathBuf {
+        let p = self.scratch_file(stem);
+        std::fs::write(&p, data).expect("write scratch file");
+        p
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Messages
+// ---------------------------------------------------------------------------
+
+/// Addresses of the test officials.
+pub const ALICE: &str = "alice@justice.aa.example";
+pub const EVE: &str = "eve@justice.aa.example";
+pub const BOB: &str = "bob@justice.bb.example";
+pub const BEA: &str = "bea@justice.bb.example";
+
+/// A small text/plain MIME entity with CRLF line endings.
+pub fn text_body() -> Vec<u8> {
+    b"Content-Type: text/plain; charset=utf-8\r\n\
+      Content-Transfer-Encoding: 7bit\r\n\
+      \r\n\
+      Request for mutual legal assistance, case 2026/0042.\r\n\
+      \r\n\
+      The quick brown fox jumps over the lazy dog.\r\n\
+      Please confirm receipt.\r\n"
+        .to_vec()
+}
+
+/// A text/plain entity of at least `size` bytes (lines of 76 characters).
+pub fn big_body(size: usize) -> Vec<u8> {
+    let mut b = b"Content-Type: text/plain; charset=us-ascii\r\n\r\n".to_vec();
+    let line = [b'x'; 76];
+    while b.len() < size {
+        b.extend_from_slice(&line);
+        b.extend_from_slice(b"\r\n");
+    }
+    b
+}
+
+/// A text/plain entity wrapped in `depth` nested multipart/mixed entities.
+pub fn nested_body(depth: usize) -> Vec<u8> {
+    let mut inner = text_body();
+    for level in (1..=depth).rev() {
+        let boundary = format!("nest-{level}");
+        let mut b = format!(
+            "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n"
+        )
+        .into_bytes();
+        b.extend_from_slice(&inner);
+        b.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
+        inner = b;
+    }
+    inner
+}
+
+/// How a message is signed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tool {
+    /// `openssl smime -sign` (multipart/signed, application/x-pkcs7-signature).
+    SmimeDetached,
+    /// `openssl smime -sign -nodetach` (application/x-pkcs7-mime signed-data).
+    SmimeOpaque,
+    /// `openssl cms -sign` (multipart/signed, application/pkcs7-signature).
+    CmsDetached,
+    /// `openssl cms -sign -nodetach` (application/pkcs7-mime signed-data).
+    CmsOpaque,
+    /// `openssl cms -sign -nodetach -stream`: indefinite-length BER.
+    CmsOpaqueStream,
+    /// `sign_py.py` (cryptography; multipart/signed).
+    PyDetached,
+    /// `sign_py.py --opaque` (cryptography; application/pkcs7-mime DER).
+    PyOpaque,
+}
+
+impl Tool {
+    /// Every tool.
+    pub const ALL: [Tool; 7] = [
+        Tool::SmimeDetached,
+        Tool::SmimeOpaque,
+        Tool::CmsDetached,
+        Tool::CmsOpaque,
+        Tool::CmsOpaqueStream,
+        Tool::PyDetached,
+        Tool::PyOpaque,
+    ];
+
+    /// Whether the signed content travels outside the CMS object.
+    pub fn detached(self) -> bool {
+        matches!(
+            self,
+            Tool::SmimeDetached | Tool::CmsDetached | Tool::PyDetached
+        )
+    }
+}
+
+/// Signs the MIME entity `body` as `certs/<cc>/<signer>` with `tool`, passing
+/// `extra` arguments to the tool; returns the tool's raw output: a MIME
+/// entity starting with `MIME-Version:`, without From/To/Subject headers.
+///
+/// Line endings are the tool's: OpenSSL writes LF everywhere except inside
+/// the signed content, which it writes canonical (CRLF); `sign_py.py` writes
+/// CRLF throughout.
+pub fn sign(tool: Tool, cc: &str, signer: &str, body: &[u8], extra: &[&str]) -> Vec<u8> {
+    let pki = pki();
+    let input = pki.write_scratch("body", body);
+    let output = pki.scratch_file("signed");
+    let mut cmd;
+    match tool {
+        Tool::PyDetached | Tool::PyOpaque => {
+            cmd = Command::new(python());
+            cmd.arg(support_dir().join("sign_py.py"))
+                .arg(pki.key(cc, signer))
+                .arg(pki.cert(cc, signer))
+                .arg(pki.chain(cc))
+                .arg(&input)
+                .arg(&output)
+                .arg("--no-headers");
+            if tool == Tool::PyOpaque {
+                cmd.arg("--opaque");
+            }
+        }
+        _ => {
+            cmd = Command::new(openssl());
+            let smime = matches!(tool, Tool::SmimeDetached | Tool::SmimeOpaque);
+            cmd.arg(if smime { "smime" } else { "cms" })
+                .arg("-sign")
+                .arg("-in")
+                .arg(&input)
+                .arg("-signer")
+                .arg(pki.cert(cc, signer))
+                .arg("-inkey")
+                .arg(pki.key(cc, signer))
+                .arg("-certfile")
+                .arg(pki.chain(cc))
+                .arg("-out")
+                .arg(&output);
+            if !tool.detached() {
+                cmd.arg("-nodetach");
+            }
+            if tool == Tool::CmsOpaqueStream {
+                cmd.arg("-stream");
+            }
+        }
+    }
+    cmd.args(extra);
+    run_ok(&mut cmd);
+    std::fs::read(&output).expect("read signed output")
+}
+
+/// An RFC 5322 header block (CRLF, no trailing blank line): From, To,
+/// Subject, Date, Message-ID. `from` is the literal `From:` value.
+pub fn headers(from: &str, to: &[&str]) -> Vec<u8> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let date = time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc2822)
+        .expect("format date");
+    let domain = from
+        .rsplit('@')
+        .next()
+        .unwrap_or("test.example")
+        .trim_end_matches('>');
+    let mut h = format!("From: {from}\r\n");
+    if !to.is_empty() {
+        h.push_str(&format!("To: {}\r\n", to.join(", ")));
+    }
+    h.push_str("Subject: MLA request 2026/0042\r\n");
+    h.push_str(&format!("Date: {date}\r\n"));
+    h.push_str(&format!(
+        "Message-ID: <{}.{}@{domain}>\r\n",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    h.into_bytes()
+}
+
+/// `headers` followed by `entity` (which starts with its own MIME headers).
+pub fn with_headers(from: &str, to: &[&str], entity: &[u8]) -> Vec<u8> {
+    let mut m = headers(from, to);
+    m.extend_from_slice(entity);
+    m
+}
+
+/// Normalizes every line ending to CRLF, as an MTA does before SMTP DATA.
+pub fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' if data.get(i + 1) == Some(&b'\n') => {
+                out.extend_from_slice(b"\r\n");
+                i += 2;
+            }
+            b'\n' | b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                i += 1;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+/// The standard signed message: `text_body()` signed by `certs/<cc>/<signer>`
+/// with `tool`, with `From: from` and `To: to`, CRLF throughout.
+pub fn mail(tool: Tool, cc: &str, signer: &str, from: &str, to: &[&str]) -> Vec<u8> {
+    crlf(&with_headers(
+        from,
+        to,
+        &sign(tool, cc, signer, &text_body(), &[]),
+    ))
+}
+
+/// Alice's message to Bob, signed with `tool`.
+pub fn alice_to_bob(tool: Tool) -> Vec<u8> {
+    mail(tool, "aa", "alice", ALICE, &[BOB])
+}
+
+// ---------------------------------------------------------------------------
+// Tampering
+// ---------------------------------------------------------------------------
+
+/// Position of the first occurrence of `needle` in `hay`.
+pub fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    hay.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Replaces the first occurrence of `from` by `to`; panics when absent.
+pub fn replace_once(hay: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    let i = find(hay, from)
+        .unwrap_or_else(|| panic!("{:?} not found in message", String::from_utf8_lossy(from)));
+    let mut out = hay[..i].to_vec();
+    out.extend_from_slice(to);
+    out.extend_from_slice(&hay[i + from.len()..]);
+    out
+}
+
+/// The byte range of the base64 body of the part whose headers contain
+/// `marker` (e.g. `smime.p7s`), in a CRLF message: from after the blank line
+/// ending the part's headers to the next CRLF followed by `--` or the end.
+fn base64_range(msg: &[u8], marker: &[u8]) -> std::ops::Range<usize> {
+    let m = find(msg, marker).expect("signature part marker");
+    let start = m + find(&msg[m..], b"\r\n\r\n").expect("end of part headers") + 4;
+    let end = find(&msg[start..], b"\r\n--")
+        .map(|e| start + e)
+        .unwrap_or(msg.len());
+    start..end
+}
+
+/// Decodes the CMS object of a CRLF message's `smime.p7s` part (detached) or
+/// `smime.p7m` body (opaque), lets `f` edit the DER, and re-encodes it.
+pub fn edit_cms(msg: &[u8], f: impl FnOnce(&mut Vec<u8>)) -> Vec<u8> {
+    let marker: &[u8] = if find(msg, b"smime.p7s").is_some() {
+        b"smime.p7s"
+    } else {
+        b"smime.p7m"
+    };
+    let range = base64_range(msg, marker);
+    let b64: Vec<u8> = msg[range.clone()]
+        .iter()
+        .copied()
+        .filter(|c| !c.is_ascii_whitespace())
+        .collect();
+    let b64e = base64::engine::general_purpose::STANDARD;
+    let mut der = b64e.decode(&b64).expect("signature part is base64");
+    f(&mut der);
+    let enc = b64e.encode(&der);
+    let mut wrapped = Vec::new();
+    for chunk in enc.as_bytes().chunks(64) {
+        wrapped.extend_from_slice(chunk);
+        wrapped.extend_from_slice(b"\r\n");
+    }
+    // Keep the original's ending: the range stops before the CRLF of a
+    // following boundary, so drop our last CRLF in that case.
+    if range.end < msg.len() {
+        wrapped.truncate(wrapped.len() - 2);
+    }
+    let mut out = msg[..range.start].to_vec();
+    out.extend_from_slice(&wrapped);
+    out.extend_from_slice(&msg[range.end..]);
+    out
+}
+
+/// Replaces the whole signature part's content with base64 of `bytes`.
+pub fn replace_cms(msg: &[u8], bytes: &[u8]) -> Vec<u8> {
+    edit_cms(msg, |der| *der = bytes.to_vec())
+}
+
+/// Flips one bit near the end of the DER SignedData. With no unsigned
+/// attributes the last field of the (last) SignerInfo is the signature value,
+/// so this corrupts the signature and nothing else.
+pub fn flip_signature_bit(msg: &[u8]) -> Vec<u8> {
+    edit_cms(msg, |der| {
+        assert!(
+            der[1] != 0x80,
+            "indefinite-length BER: the signature is not at the end"
+        );
+        let n = der.len();
+        der[n - 8] ^= 0x01;
+    })
+}
+
+/// DER of the signingTime attribute type (1.2.840.113549.1.9.5).
+const SIGNING_TIME_OID: [u8; 11] = [
+    0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x05,
+];
+
+/// Changes the last digit of the seconds of the signingTime signed attribute
+/// (UTCTime `YYMMDDHHMMSSZ`): the attributes still parse, their signature no
+/// longer verifies.
+pub fn tamper_signing_time(msg: &[u8]) -> Vec<u8> {
+    edit_cms(msg, |der| {
+        let i = find(der, &SIGNING_TIME_OID).expect("signingTime attribute");
+        let v = i + SIGNING_TIME_OID.len();
+        assert_eq!(&der[v..v + 4], &[0x31, 0x0f, 0x17, 0x0d], "UTCTime value");
+        let digit = v + 4 + 11;
+        der[digit] = if der[digit] == b'0' { b'1' } else { b'0' };
+    })
+}
+
+// ---------------------------------------------------------------------------
+// Running `emla verify`
+// ---------------------------------------------------------------------------
+
+/// What one run of `emla verify` produced.
+pub struct Outcome {
+    /// Exit code (`None` when killed by a signal).
+    pub code: Option<i32>,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+    /// The message file that was judged (kept for debugging).
+    pub message: PathBuf,
+}
+
+impl std::fmt::Debug for Outcome {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "exit {:?}, message {}\n--- stdout\n{}\n--- stderr\n{}",
+            self.code,
+            self.message.display(),
+            self.stdout,
+            self.stderr
+        )
+    }
+}
+
+impl Outcome {
+    /// The `--json` object printed on stdout.
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_str(self.stdout.trim())
+            .unwrap_or_else(|e| panic!("stdout is not one JSON object ({e}): {self:?}"))
+    }
+
+    /// Asserts the verdict, the reason code and the matching exit code.
+    pub fn assert_verdict(&self, reason: &str) -> serde_json::Value {
+        let accept = reason == "ok";
+        let want_code = if accept { 0 } else { 1 };
+        assert_eq!(
+            self.code,
+            Some(want_code),
+            "expected exit {want_code} ({reason}): {self:?}"
+        );
+        let v = self.json();
+        if std::env::var_os("EMLA_TEST_VERBOSE").is_some() {
+            eprintln!(
+                "emla verify {}: {} {}",
+                self.message.display(),
+                v["reason"],
+                v["detail"]
+            );
+        }
+        assert_eq!(v["reason"], reason, "reason: {self:?}");
+        assert_eq!(
+            v["verdict"],
+            if accept { "accept" } else { "reject" },
+            "verdict: {self:?}"
+        );
+        assert!(v["detail"].is_string(), "detail is a string: {self:?}");
+        v
+    }
+
+    /// Asserts acceptance.
+    pub fn assert_accept(&self) -> serde_json::Value {
+        self.assert_verdict("ok")
+    }
+
+    /// Asserts rejection with `reason`.
+    pub fn assert_reject(&self, reason: &str) -> serde_json::Value {
+        assert_ne!(reason, "ok");
+        self.assert_verdict(reason)
+    }
+}
+
+/// One invocation of `emla verify`.
+pub struct Verify {
+    /// The message bytes.
+    pub message: Vec<u8>,
+    /// `--policy`.
+    pub policy: PathBuf,
+    /// `--mail-from`.
+    pub mail_from: Option<String>,
+    /// `--rcpt`, repeated.
+    pub rcpt: Vec<String>,
+    /// Further arguments (`--at ...`).
+    pub args: Vec<String>,
+    /// `--json`.
+    pub json: bool,
+}
+
+impl Verify {
+    /// `message` against the normal policy, envelope alice -> bob, `--json`.
+    pub fn new(message: Vec<u8>) -> Self {
+        Verify {
+            message,
+            policy: pki().policy(),
+            mail_from: Some(ALICE.into()),
+            rcpt: vec![BOB.into()],
+            args: Vec::new(),
+            json: true,
+        }
+    }
+    /// Sets `--mail-from` (`None`: omitted).
+    pub fn mail_from(mut self, a: Option<&str>) -> Self {
+        self.mail_from = a.map(Into::into);
+        self
+    }
+    /// Sets the `--rcpt` list.
+    pub fn rcpt(mut self, r: &[&str]) -> Self {
+        self.rcpt = r.iter().map(|s| s.to_string()).collect();
+        self
+    }
+    /// Sets `--policy`.
+    pub fn policy(mut self, p: PathBuf) -> Self {
+        self.policy = p;
+        self
+    }
+    /// Adds `--at T`.
+    pub fn at(mut self, t: &str) -> Self {
+        self.args.push("--at".into());
+        self.args.push(t.into());
+        self
+    }
+    /// Human output instead of `--json`.
+    pub fn text(mut self) -> Self {
+        self.json = false;
+        self
+    }
+    /// Runs `emla verify`.
+    pub fn run(self) -> Outcome {
+        let path = pki().write_scratch("msg.eml", &self.message);
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_emla"));
+        cmd.arg("verify")
+            .arg(&path)
+            .arg("--policy")
+            .arg(&self.policy);
+        if let Some(a) = &self.mail_from {
+            cmd.arg("--mail-from").arg(a);
+        }
+        for r in &self.rcpt {
+            cmd.arg("--rcpt").arg(r);
+        }
+        cmd.args(&self.args);
+        if self.json {
+            cmd.arg("--json");
+        }
+        let out = cmd.output().expect("run emla");
+        Outcome {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            message: path,
+        }
+    }
+}
+
+/// RFC 3339 rendering of now + `days`.
+pub fn days_from_now(days: i64) -> String {
+    (time::OffsetDateTime::now_utc() + time::Duration::days(days))
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format time")
+}
+
+/// Verifies `msg` with `openssl smime -verify` against `cc`'s root (a fixture
+/// sanity check independent of emla). Returns whether it verified.
+pub fn openssl_verifies(msg: &[u8], cc: &str) -> bool {
+    let pki = pki();
+    let path = pki.write_scratch("openssl.eml", msg);
+    let out = Command::new(openssl())
+        .args(["smime", "-verify", "-purpose", "smimesign", "-CAfile"])
+        .arg(pki.dir.join(format!("certs/{cc}/root.pem")))
+        .arg("-certfile")
+        .arg(pki.chain(cc))
+        .arg("-in")
+        .arg(&path)
+        .args(["-out", "/dev/null"])
+        .output()
+        .expect("run openssl");
+    out.status.success()
+}

@@ -1,0 +1,455 @@
+#!/usr/bin/env python3
+"""Generate the emla test PKI and matching policy directories.
+
+Usage: pki.py OUTDIR
+
+Idempotent: does nothing when OUTDIR/.done exists. Writes into a temporary
+sibling directory first and renames it into place, so a concurrent or
+interrupted run never leaves a half-written OUTDIR behind.
+
+Layout (all PEM):
+  certs/<cc>/root.pem, root.key, root.crl.pem
+  certs/<cc>/issuing.pem, issuing.key, issuing.crl.pem
+  certs/<cc>/chain.pem            the issuing CA certificate (for -certfile)
+  certs/<cc>/<name>.pem, <name>.key  officials (PKCS#8 keys)
+  certs/aa/issuing-stale.crl.pem  nextUpdate in the past
+  policy/, policy-stale/, policy-nocrl/   policy directories (see below)
+
+Validity (relative to generation time): CAs now-1d..now+10y; officials
+now-1d..now+1y, except expired (now-400d..now-1d) and notyet (now+14d..now+400d).
+CRLs: lastUpdate now-1d, nextUpdate now+30d (the stale one: nextUpdate now-1d).
+CAs are ECDSA P-384 signing with SHA-384; officials' certificates are signed
+with SHA-256 (ecdsa-with-SHA256), except sha1 (ecdsa-with-SHA1).
+
+Countries: aa (aa-moj, justice.aa.example), bb (bb-moj, justice.bb.example)
+and the foreign root xx, which no policy trusts.
+
+Requires Python 3.11+ and `cryptography` (tested with 48).
+"""
+
+import datetime as dt
+import os
+import shutil
+import sys
+import tempfile
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+DAY = dt.timedelta(days=1)
+
+COUNTRIES = {
+    "aa": ("AA", "Ministry of Justice of AA", "justice.aa.example"),
+    "bb": ("BB", "Ministry of Justice of BB", "justice.bb.example"),
+    "xx": ("XX", "Foreign Authority of XX", "foreign.xx.example"),
+}
+
+
+def rsa_key(bits=2048):
+    return rsa.generate_private_key(public_exponent=65537, key_size=bits)
+
+
+def name(cc, org, cn):
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.COUNTRY_NAME, cc),
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
+
+
+def ski(pub):
+    return x509.SubjectKeyIdentifier.from_public_key(pub)
+
+
+def aki(issuer_cert):
+    return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
+        issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
+    )
+
+
+def ca_ku():
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=False,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=True,
+        crl_sign=True,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def ee_ku(sign=True, encipher=False):
+    return x509.KeyUsage(
+        digital_signature=sign,
+        content_commitment=sign,
+        key_encipherment=encipher,
+        data_encipherment=False,
+        key_agreement=False,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+def make_root(cc):
+    code, org, _ = COUNTRIES[cc]
+    key = ec.generate_private_key(ec.SECP384R1())
+    subj = name(code, org, f"{org} Root CA")
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(subj)
+        .issuer_name(subj)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 3650 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(ca_ku(), critical=True)
+        .add_extension(ski(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(key.public_key()),
+            critical=False,
+        )
+        .sign(key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def make_issuing(cc, root_key, root_cert):
+    code, org, _ = COUNTRIES[cc]
+    key = ec.generate_private_key(ec.SECP384R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name(code, org, f"{org} Issuing CA"))
+        .issuer_name(root_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 3650 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ca_ku(), critical=True)
+        .add_extension(ski(key.public_key()), critical=False)
+        .add_extension(aki(root_cert), critical=False)
+        .sign(root_key, hashes.SHA384())
+    )
+    return key, cert
+
+
+def make_official(
+    cc,
+    ca_key,
+    ca_cert,
+    cn,
+    email,
+    key,
+    not_before=None,
+    not_after=None,
+    eku=(ExtendedKeyUsageOID.EMAIL_PROTECTION,),
+    ku=None,
+    hash_alg=None,
+):
+    code, org, _ = COUNTRIES[cc]
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name(code, org, cn))
+        .issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - DAY)
+        .not_valid_after(not_after or NOW + 365 * DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(ku or ee_ku(), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
+        )
+        .add_extension(ski(key.public_key()), critical=False)
+        .add_extension(aki(ca_cert), critical=False)
+    )
+    if eku is not None:
+        b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
+    cert = b.sign(ca_key, hashes.SHA256())
+    if isinstance(hash_alg, hashes.SHA1):
+        cert = resign_ecdsa_sha1(cert, ca_key)
+    return cert
+
+
+# --- minimal DER, for the SHA-1 certificate cryptography refuses to sign ---
+
+ECDSA_SHA256_ALGID = bytes.fromhex("300a06082a8648ce3d040302")
+ECDSA_SHA1_ALGID = bytes.fromhex("300906072a8648ce3d0401")
+
+
+def der_len(n):
+    if n < 0x80:
+        return bytes([n])
+    b = n.to_bytes((n.bit_length() + 7) // 8, "big")
+    return bytes([0x80 | len(b)]) + b
+
+
+def der_tlv(tag, content):
+    return bytes([tag]) + der_len(len(content)) + content
+
+
+def der_split(data):
+    """Returns (tag, content, rest) of the first TLV in data."""
+    tag = data[0]
+    first = data[1]
+    if first < 0x80:
+        n, off = first, 2
+    else:
+        k = first & 0x7F
+        n, off = int.from_bytes(data[2 : 2 + k], "big"), 2 + k
+    return tag, data[off : off + n], data[off + n :]
+
+
+def resign_ecdsa_sha1(cert, ca_key):
+    """Re-signs cert (issued by an ECDSA CA) with ecdsa-with-SHA1.
+
+    cryptography >= 45 refuses SHA-1 for certificate signatures, so the
+    TBSCertificate is edited by hand: its signature AlgorithmIdentifier
+    becomes ecdsa-with-SHA1, then it is signed and wrapped again.
+    """
+    _, tbs_content, _ = der_split(cert.tbs_certificate_bytes)
+    assert ECDSA_SHA256_ALGID in tbs_content, "issuer must be an ECDSA CA"
+    tbs_content = tbs_content.replace(ECDSA_SHA256_ALGID, ECDSA_SHA1_ALGID, 1)
+    tbs = der_tlv(0x30, tbs_content)
+    sig = ca_key.sign(tbs, ec.ECDSA(hashes.SHA1()))
+    der = der_tlv(0x30, tbs + ECDSA_SHA1_ALGID + der_tlv(0x03, b"\x00" + sig))
+    return x509.load_der_x509_certificate(der)
+
+
+def make_crl(ca_key, ca_cert, revoked_serials, next_update):
+    b = (
+        x509.CertificateRevocationListBuilder()
+        .issuer_name(ca_cert.subject)
+        .last_update(min(NOW - DAY, next_update - 2 * DAY))
+        .next_update(next_update)
+        .add_extension(aki(ca_cert), critical=False)
+        .add_extension(x509.CRLNumber(1), critical=False)
+    )
+    for serial in revoked_serials:
+        b = b.add_revoked_certificate(
+            x509.RevokedCertificateBuilder()
+            .serial_number(serial)
+            .revocation_date(NOW - DAY)
+            .add_extension(
+                x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False
+            )
+            .build()
+        )
+    return b.sign(ca_key, hashes.SHA256())
+
+
+def pem_cert(cert):
+    return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def pem_key(key):
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+def write(path, data):
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    with open(path, mode) as f:
+        f.write(data)
+
+
+def gen_country(out, cc, officials, revoked_names=()):
+    """Create root + issuing CA and officials; returns (issuing key, cert)."""
+    d = os.path.join(out, "certs", cc)
+    root_key, root_cert = make_root(cc)
+    iss_key, iss_cert = make_issuing(cc, root_key, root_cert)
+    write(f"{d}/root.pem", pem_cert(root_cert))
+    write(f"{d}/root.key", pem_key(root_key))
+    write(f"{d}/issuing.pem", pem_cert(iss_cert))
+    write(f"{d}/issuing.key", pem_key(iss_key))
+    write(f"{d}/chain.pem", pem_cert(iss_cert))
+    revoked = []
+    for nm, kwargs in officials.items():
+        kwargs = dict(kwargs)
+        key = kwargs.pop("key")
+        cn = kwargs.pop("cn", nm)
+        email = kwargs.pop("email")
+        cert = make_official(cc, iss_key, iss_cert, cn, email, key, **kwargs)
+        write(f"{d}/{nm}.pem", pem_cert(cert))
+        write(f"{d}/{nm}.key", pem_key(key))
+        if nm in revoked_names:
+            revoked.append(cert.serial_number)
+    root_crl = make_crl(root_key, root_cert, [], NOW + 30 * DAY)
+    iss_crl = make_crl(iss_key, iss_cert, revoked, NOW + 30 * DAY)
+    write(f"{d}/root.crl.pem", root_crl.public_bytes(serialization.Encoding.PEM))
+    write(f"{d}/issuing.crl.pem", iss_crl.public_bytes(serialization.Encoding.PEM))
+    return iss_key, iss_cert, revoked
+
+
+GATEWAY_TOML = """[gateway]
+hostname = "emla.test"
+
+[limits]
+max_message_size = 1048576
+max_recipients = 5
+max_mime_depth = 8
+"""
+
+ROUTES_TOML = """[[route]]
+name = "aa-to-bb"
+from = "authority:aa-moj"
+to = "authority:bb-moj"
+action = "relay"
+
+[[route]]
+name = "bb-to-aa"
+from = "authority:bb-moj"
+to = "authority:aa-moj"
+action = "relay"
+
+[[route]]
+name = "no-internal"
+from = "*"
+to = "*"
+action = "reject"
+reason = "internal mail is not relayed"
+"""
+
+
+def authority_toml(cc, crls):
+    code, org, domain = COUNTRIES[cc]
+    crl_list = ", ".join(f'"../certs/{cc}/{c}"' for c in crls)
+    return f"""id = "{cc}-moj"
+country = "{code}"
+name = "{org}"
+domains = ["{domain}"]
+trust_anchors = ["../certs/{cc}/root.pem"]
+intermediates = ["../certs/{cc}/issuing.pem"]
+crls = [{crl_list}]
+
+[next_hop]
+url = "smtp://127.0.0.1:2626"
+tls = "opportunistic"
+"""
+
+
+def write_policy(out, dirname, aa_crls):
+    p = os.path.join(out, dirname)
+    write(f"{p}/gateway.toml", GATEWAY_TOML)
+    write(f"{p}/routes.toml", ROUTES_TOML)
+    write(f"{p}/authorities/aa-moj.toml", authority_toml("aa", aa_crls))
+    write(
+        f"{p}/authorities/bb-moj.toml",
+        authority_toml("bb", ["root.crl.pem", "issuing.crl.pem"]),
+    )
+
+
+def generate(out):
+    aa = "justice.aa.example"
+    bb = "justice.bb.example"
+    p256 = lambda: ec.generate_private_key(ec.SECP256R1())  # noqa: E731
+    sign_only = dict(eku=(ExtendedKeyUsageOID.EMAIL_PROTECTION,))
+    aa_officials = {
+        "alice": dict(key=rsa_key(), email=f"alice@{aa}", cn="Alice Official"),
+        "eve": dict(key=p256(), email=f"eve@{aa}", cn="Eve Official"),
+        "ed": dict(key=ed25519.Ed25519PrivateKey.generate(), email=f"ed@{aa}"),
+        "expired": dict(
+            key=rsa_key(),
+            email=f"expired@{aa}",
+            not_before=NOW - 400 * DAY,
+            not_after=NOW - DAY,
+        ),
+        "notyet": dict(
+            key=rsa_key(),
+            email=f"notyet@{aa}",
+            # Starts before the CRLs' nextUpdate (now+30d), so that judging
+            # `--at` now+20d accepts it with fresh CRLs.
+            not_before=NOW + 14 * DAY,
+            not_after=NOW + 400 * DAY,
+        ),
+        "revoked": dict(key=rsa_key(), email=f"revoked@{aa}"),
+        "wrongeku": dict(
+            key=rsa_key(),
+            email=f"wrongeku@{aa}",
+            eku=(ExtendedKeyUsageOID.SERVER_AUTH,),
+        ),
+        "noeku": dict(key=rsa_key(), email=f"noeku@{aa}", eku=None),
+        "wrongku": dict(
+            key=rsa_key(),
+            email=f"wrongku@{aa}",
+            ku=ee_ku(sign=False, encipher=True),
+        ),
+        "wrongemail": dict(key=rsa_key(), email=f"mallory@{aa}"),
+        "weakrsa": dict(key=rsa_key(1024), email=f"weakrsa@{aa}"),
+        "sha1": dict(key=rsa_key(), email=f"sha1@{aa}", hash_alg=hashes.SHA1()),
+    }
+    for v in aa_officials.values():
+        for k, val in sign_only.items():
+            v.setdefault(k, val)
+    gen_country(out, "aa", aa_officials, revoked_names=("revoked",))
+    bb_officials = {
+        "bob": dict(key=rsa_key(), email=f"bob@{bb}", cn="Bob Official"),
+        "bea": dict(key=p256(), email=f"bea@{bb}", cn="Bea Official"),
+        # BB's CA signing for AA's domain: cross-country impersonation.
+        "bbsigns": dict(key=rsa_key(), email=f"alice@{aa}", cn="Alice Official"),
+    }
+    gen_country(out, "bb", bb_officials)
+    gen_country(
+        out,
+        "xx",
+        {"impostor": dict(key=rsa_key(), email=f"alice@{aa}", cn="Alice Official")},
+    )
+
+    # Stale issuing CRL for AA (same content, nextUpdate in the past).
+    d = os.path.join(out, "certs", "aa")
+    with open(f"{d}/issuing.key", "rb") as f:
+        iss_key = serialization.load_pem_private_key(f.read(), None)
+    with open(f"{d}/issuing.pem", "rb") as f:
+        iss_cert = x509.load_pem_x509_certificate(f.read())
+    with open(f"{d}/revoked.pem", "rb") as f:
+        revoked_serial = x509.load_pem_x509_certificate(f.read()).serial_number
+    stale = make_crl(iss_key, iss_cert, [revoked_serial], NOW - DAY)
+    write(f"{d}/issuing-stale.crl.pem", stale.public_bytes(serialization.Encoding.PEM))
+
+    write_policy(out, "policy", ["root.crl.pem", "issuing.crl.pem"])
+    write_policy(out, "policy-stale", ["root.crl.pem", "issuing-stale.crl.pem"])
+    write_policy(out, "policy-nocrl", ["root.crl.pem"])
+
+
+def main():
+    if len(sys.argv) != 2:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = os.path.abspath(sys.argv[1])
+    if os.path.exists(os.path.join(out, ".done")):
+        return 0
+    parent = os.path.dirname(out)
+    os.makedirs(parent, exist_ok=True)
+    tmp = tempfile.mkdtemp(prefix=".pki-", dir=parent)
+    try:
+        generate(tmp)
+        write(os.path.join(tmp, ".done"), NOW.isoformat() + "\n")
+        if os.path.exists(os.path.join(out, ".done")):
+            shutil.rmtree(tmp)  # another run finished first
+            return 0
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.rename(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
