@@ -383,6 +383,31 @@ fn accept_not_yet_valid_at_later_time() {
 }
 
 #[test]
+fn reject_signing_time_beyond_skew() {
+    // Judged an hour before it was signed: the certificate is already valid
+    // (from yesterday) but signingTime lies beyond the 300 s skew.
+    let hour_ago = (time::OffsetDateTime::now_utc() - time::Duration::hours(1))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    let v = Verify::new(alice_to_bob(Tool::SmimeDetached))
+        .at(&hour_ago)
+        .run()
+        .assert_reject("not-yet-valid");
+    assert!(v["detail"].as_str().unwrap().contains("signingTime"), "{v}");
+}
+
+#[test]
+fn accept_signing_time_within_skew() {
+    let two_minutes_ago = (time::OffsetDateTime::now_utc() - time::Duration::minutes(2))
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap();
+    Verify::new(alice_to_bob(Tool::SmimeDetached))
+        .at(&two_minutes_ago)
+        .run()
+        .assert_accept();
+}
+
+#[test]
 fn reject_alice_two_years_ahead() {
     Verify::new(alice_to_bob(Tool::SmimeDetached))
         .at(&days_from_now(730))
