@@ -227,7 +227,7 @@ fn sample_policy_passes() {
     let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
     let (code, stdout) = run(repo, &["policy", "check", "policy"]);
     assert!(
-        stdout.starts_with("policy: ok (3 authorities, 5 routes, version "),
+        stdout.starts_with("policy: ok (3 authorities, 6 routes, version "),
         "{stdout}"
     );
     assert_eq!(code, 0);

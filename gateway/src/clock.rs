@@ -30,8 +30,8 @@ impl EvalTime {
     pub fn parse_rfc3339(s: &str) -> Result<Self, String> {
         let t = time::OffsetDateTime::parse(s, &time::format_description::well_known::Rfc3339)
             .map_err(|e| format!("invalid RFC 3339 time {s:?}: {e}"))?;
-        let secs = u64::try_from(t.unix_timestamp())
-            .map_err(|_| format!("time {s:?} is before 1970"))?;
+        let secs =
+            u64::try_from(t.unix_timestamp()).map_err(|_| format!("time {s:?} is before 1970"))?;
         Ok(EvalTime { secs })
     }
 
@@ -49,7 +49,10 @@ impl EvalTime {
     pub fn to_rfc3339(self) -> String {
         time::OffsetDateTime::from_unix_timestamp(self.secs as i64)
             .ok()
-            .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+            .and_then(|t| {
+                t.format(&time::format_description::well_known::Rfc3339)
+                    .ok()
+            })
             .unwrap_or_else(|| self.secs.to_string())
     }
 }

@@ -14,7 +14,11 @@ const EXIT_REJECTED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
 #[derive(Parser)]
-#[command(name = "emla", version, about = "Secure S/MIME mail gateway for mutual legal assistance")]
+#[command(
+    name = "emla",
+    version,
+    about = "Secure S/MIME mail gateway for mutual legal assistance"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

@@ -198,7 +198,12 @@ fn judge(
     let top = Entity::parse(raw).map_err(|e| (Reason::Malformed, e))?;
     let from = match top.from.as_slice() {
         [one] if one.contains('@') => one.as_str(),
-        [] => return Err((Reason::SenderMismatch, "the message has no From: address".into())),
+        [] => {
+            return Err((
+                Reason::SenderMismatch,
+                "the message has no From: address".into(),
+            ))
+        }
         many => {
             return Err((
                 Reason::SenderMismatch,
@@ -281,12 +286,7 @@ fn judge(
             }
             c
         }
-        _ => {
-            return Err((
-                Reason::Unsigned,
-                "the signature covers no content".into(),
-            ))
-        }
+        _ => return Err((Reason::Unsigned, "the signature covers no content".into())),
     };
 
     let certs: Vec<CertInfo<'_>> = signed
@@ -294,7 +294,12 @@ fn judge(
         .iter()
         .map(|der| CertInfo::parse(der))
         .collect::<Result<_, _>>()
-        .map_err(|e| (Reason::Malformed, format!("certificate in the message: {e}")))?;
+        .map_err(|e| {
+            (
+                Reason::Malformed,
+                format!("certificate in the message: {e}"),
+            )
+        })?;
     if let Some(weak) = certs.iter().find_map(|c| c.weakness(limits.min_rsa_bits)) {
         return Err((Reason::WeakAlgorithm, weak));
     }
@@ -344,7 +349,11 @@ fn judge(
             Reason::SenderMismatch,
             format!(
                 "From: <{from}> is not an e-mail address of any signer certificate (they name: {})",
-                if names.is_empty() { "none".to_string() } else { names.join(", ") }
+                if names.is_empty() {
+                    "none".to_string()
+                } else {
+                    names.join(", ")
+                }
             ),
         )
     }))
@@ -384,7 +393,11 @@ fn validate_signer(
     Ok(path)
 }
 
-fn chain_subjects(cert: &CertInfo<'_>, path: &trust::ValidPath, authority: &Authority) -> Vec<String> {
+fn chain_subjects(
+    cert: &CertInfo<'_>,
+    path: &trust::ValidPath,
+    authority: &Authority,
+) -> Vec<String> {
     let mut chain = vec![cert.subject()];
     for der in &path.intermediates {
         if let Ok(c) = CertInfo::parse(der) {
@@ -413,11 +426,17 @@ fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Re
             recipient: rcpt.to_string(),
             route: Some(route.name.clone()),
             authority: Some(authority.id.clone()),
-            next_hop: Some(format!("{}:{}", authority.next_hop.host, authority.next_hop.port)),
+            next_hop: Some(format!(
+                "{}:{}",
+                authority.next_hop.host, authority.next_hop.port
+            )),
         }),
         RouteDecision::Reject { route } => Err((
             Reason::RouteDenied,
-            format!("route {} refuses <{sender}> to <{rcpt}>: {}", route.name, route.reason),
+            format!(
+                "route {} refuses <{sender}> to <{rcpt}>: {}",
+                route.name, route.reason
+            ),
         )),
         RouteDecision::UnknownRecipientDomain => Err((
             Reason::UnauthorizedDomain,
@@ -445,7 +464,8 @@ fn check_signer(
         AlgError::Weak(d) => (Reason::WeakAlgorithm, d),
         AlgError::Malformed(d) => (Reason::Malformed, d),
     };
-    let digest = signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
+    let digest =
+        signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
     let (alg, alg_name) = signature::signature_alg(signer, cert.key, digest).map_err(weak)?;
     let report = SignerReport {
         email: cert.emails.first().cloned(),
@@ -460,14 +480,23 @@ fn check_signer(
         authority: None,
     };
     let sig_value = cms::signature_value(signer);
-    let who = || report.emails.first().cloned().unwrap_or_else(|| report.subject.clone());
+    let who = || {
+        report
+            .emails
+            .first()
+            .cloned()
+            .unwrap_or_else(|| report.subject.clone())
+    };
     match &signer.signed_attrs {
         Some(attrs_der) => {
             let attrs = signer
                 .attributes()
                 .map_err(|e| (Reason::Malformed, format!("{e:?}")))?;
             let expected = attrs.message_digest.ok_or_else(|| {
-                (Reason::Malformed, "signed attributes lack messageDigest".to_string())
+                (
+                    Reason::Malformed,
+                    "signed attributes lack messageDigest".to_string(),
+                )
             })?;
             let actual = match form {
                 Form::Detached => signature::digest_canonical(digest, content),
@@ -492,7 +521,10 @@ fn check_signer(
             signature::verify_signature(cert.der, alg, attrs_der, sig_value).map_err(|e| {
                 (
                     Reason::BadSignature,
-                    format!("signature of {} over the signed attributes does not verify: {e}", who()),
+                    format!(
+                        "signature of {} over the signed attributes does not verify: {e}",
+                        who()
+                    ),
                 )
             })?;
             if let Some(t) = attrs.signing_time {
@@ -518,7 +550,10 @@ fn check_signer(
             signature::verify_signature(cert.der, alg, &data, sig_value).map_err(|e| {
                 (
                     Reason::BadSignature,
-                    format!("signature of {} over the content does not verify: {e}", who()),
+                    format!(
+                        "signature of {} over the content does not verify: {e}",
+                        who()
+                    ),
                 )
             })?;
         }

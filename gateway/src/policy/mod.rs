@@ -180,7 +180,11 @@ mod tests {
         );
         assert_eq!(
             relay("clerk@justice.aa.example", "x@justice.bb.example"),
-            ("aa-central-to-bb-central".into(), "bb-moj".into(), Lane::Normal)
+            (
+                "aa-central-to-bb-central".into(),
+                "bb-moj".into(),
+                Lane::Normal
+            )
         );
         assert_eq!(
             relay("envoy@mfa.bb.example", "x@justice.aa.example").0,

@@ -181,7 +181,9 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
     let mut signers = Vec::new();
     let mut reader = Reader::new(infos.value);
     while !reader.is_empty() {
-        let tlv = reader.expect(0x30, "SignerInfo is not a SEQUENCE").map_err(malformed)?;
+        let tlv = reader
+            .expect(0x30, "SignerInfo is not a SEQUENCE")
+            .map_err(malformed)?;
         signers.push(parse_signer(tlv)?);
     }
     if signers.is_empty() {
@@ -196,9 +198,7 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
 }
 
 fn read_oid(r: &mut Reader<'_>, what: &str) -> Result<ObjectIdentifier, CmsError> {
-    let tlv = r
-        .read()
-        .map_err(|e| malformed(format!("{what}: {e}")))?;
+    let tlv = r.read().map_err(|e| malformed(format!("{what}: {e}")))?;
     if tlv.tag != 0x06 {
         return Err(malformed(format!("{what} is not an OBJECT IDENTIFIER")));
     }

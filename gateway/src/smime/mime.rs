@@ -138,7 +138,9 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
         }
         if closing {
             if parts.is_empty() {
-                return Err(format!("multipart body with boundary {boundary:?} has no parts"));
+                return Err(format!(
+                    "multipart body with boundary {boundary:?} has no parts"
+                ));
             }
             return Ok(parts);
         }
@@ -174,7 +176,10 @@ pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, DepthError> {
                 deepest = deepest.max(walk(part, level + 1, limit)?);
             }
         } else if entity.content_type == "message/rfc822"
-            && !matches!(entity.transfer_encoding.as_deref(), Some("base64" | "quoted-printable"))
+            && !matches!(
+                entity.transfer_encoding.as_deref(),
+                Some("base64" | "quoted-printable")
+            )
         {
             deepest = deepest.max(walk(entity.body(), level + 1, limit)?);
         }
@@ -213,8 +218,14 @@ mod tests {
         assert_eq!(e.param("Protocol"), Some("application/pkcs7-signature"));
         let parts = e.parts().unwrap();
         assert_eq!(parts.len(), 2);
-        assert_eq!(parts[0], b"Content-Type: text/plain\r\n\r\nhello\r\n--BB-not\r\n");
-        assert_eq!(parts[1], b"Content-Type: application/pkcs7-signature\r\n\r\nAAAA");
+        assert_eq!(
+            parts[0],
+            b"Content-Type: text/plain\r\n\r\nhello\r\n--BB-not\r\n"
+        );
+        assert_eq!(
+            parts[1],
+            b"Content-Type: application/pkcs7-signature\r\n\r\nAAAA"
+        );
     }
 
     #[test]
@@ -234,10 +245,9 @@ mod tests {
         let mut msg = b"Content-Type: text/plain\r\n\r\nleaf\r\n".to_vec();
         for i in 0..5 {
             let b = format!("b{i}");
-            let mut outer = format!(
-                "Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n"
-            )
-            .into_bytes();
+            let mut outer =
+                format!("Content-Type: multipart/mixed; boundary=\"{b}\"\r\n\r\n--{b}\r\n")
+                    .into_bytes();
             outer.extend_from_slice(&msg);
             outer.extend_from_slice(format!("\r\n--{b}--\r\n").as_bytes());
             msg = outer;

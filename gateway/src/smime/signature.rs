@@ -211,11 +211,16 @@ fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
         .map_err(|e| AlgError::Malformed(e.to_string()))?;
     let mut r = super::der::Reader::new(seq.value);
     if r.peek_tag() != Some(0xa0) {
-        return Err(AlgError::Weak("RSASSA-PSS with the default SHA-1 hash".into()));
+        return Err(AlgError::Weak(
+            "RSASSA-PSS with the default SHA-1 hash".into(),
+        ));
     }
     let hash = r.read().map_err(|e| AlgError::Malformed(e.to_string()))?;
     let ai = spki_alg_oid(hash.value)?;
-    digest_alg(&ai, &[DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512])
+    digest_alg(
+        &ai,
+        &[DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
+    )
 }
 
 fn spki_alg_oid(algorithm_identifier: &[u8]) -> Result<ObjectIdentifier, AlgError> {
@@ -250,7 +255,10 @@ mod tests {
             digest_canonical(DigestAlg::Sha256, lf),
             digest_plain(DigestAlg::Sha256, &crlf)
         );
-        assert!(matches!(canonical(b"a\r\nb"), std::borrow::Cow::Borrowed(_)));
+        assert!(matches!(
+            canonical(b"a\r\nb"),
+            std::borrow::Cow::Borrowed(_)
+        ));
     }
 
     #[test]

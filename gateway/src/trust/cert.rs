@@ -75,7 +75,8 @@ pub struct CertInfo<'a> {
 impl<'a> CertInfo<'a> {
     /// Parses a DER certificate.
     pub fn parse(der: &'a [u8]) -> Result<Self, String> {
-        let cert = Certificate::from_der(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+        let cert =
+            Certificate::from_der(der).map_err(|e| format!("unparsable certificate: {e}"))?;
         let tbs = &cert.tbs_certificate;
         let mut emails = Vec::new();
         if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
@@ -158,9 +159,7 @@ impl<'a> CertInfo<'a> {
                 ias.serial_number == tbs.serial_number
                     && ias.issuer.to_der().ok() == tbs.issuer.to_der().ok()
             }
-            Sid::SubjectKeyIdentifier(ski) => {
-                self.ski.as_deref() == Some(ski.0.as_bytes())
-            }
+            Sid::SubjectKeyIdentifier(ski) => self.ski.as_deref() == Some(ski.0.as_bytes()),
         }
     }
 }

@@ -127,9 +127,7 @@ fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
         E::CertNotValidYet { .. } => Reason::NotYetValid,
         E::CertRevoked => Reason::Revoked,
         E::UnknownRevocationStatus | E::CrlExpired { .. } => Reason::CrlUnavailable,
-        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
-            Reason::WrongUsage
-        }
+        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => Reason::WrongUsage,
         E::CaUsedAsEndEntity => Reason::WrongUsage,
         E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => Reason::WeakAlgorithm,
