@@ -110,10 +110,23 @@ pub struct Authority {
     /// Configured intermediate CA certificates: they sign CRLs and help
     /// path building when a message omits them.
     pub intermediates: Vec<CertificateDer<'static>>,
-    /// Its CRLs, already checked to be signed by a configured CA.
-    pub crls: Vec<CertRevocationList<'static>>,
+    /// Its CRLs, each already checked to be signed by a configured CA.
+    pub crls: Vec<Crl>,
     /// Where mail for its domains is relayed.
     pub next_hop: NextHop,
+}
+
+/// A CRL whose signature was verified once, at policy load, so that no
+/// message pays for it again.
+pub struct Crl {
+    /// The parsed list, for serial look-ups.
+    pub list: CertRevocationList<'static>,
+    /// DER of the issuer Name.
+    pub issuer: Vec<u8>,
+    /// DER SubjectPublicKeyInfo of the CA whose signature on it verified.
+    pub signer_spki: Vec<u8>,
+    /// nextUpdate, seconds since the Unix epoch.
+    pub next_update: u64,
 }
 
 /// The counterpart MTA receiving an authority's mail.

@@ -9,17 +9,17 @@ use std::path::{Path, PathBuf};
 
 use der::asn1::{AnyRef, BitStringRef};
 use der::oid::AssociatedOid;
-use der::{Decode, Reader, SliceReader};
+use der::{Decode, Encode, Reader, SliceReader};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
-use webpki::{CertRevocationList, OwnedCertRevocationList};
+use webpki::OwnedCertRevocationList;
 use x509_cert::crl::CertificateList;
-use x509_cert::ext::pkix::BasicConstraints;
+use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
 use super::files::{io_reason, At, FileSet, Source};
-use super::Diagnostic;
+use super::{Crl, Diagnostic};
 use crate::clock::EvalTime;
 
 /// File name extensions taken from a directory of certificates.
@@ -42,6 +42,10 @@ pub(super) struct CaCert {
     /// The certificate.
     pub der: CertificateDer<'static>,
     subject: Name,
+    /// DER SubjectPublicKeyInfo.
+    spki: Vec<u8>,
+    /// keyUsage is absent or allows cRLSign.
+    crl_sign: bool,
 }
 
 /// Where a configured path was written, for diagnostics and resolution.
@@ -271,9 +275,17 @@ impl Ctx<'_> {
             ));
             ok = false;
         }
+        let spki = tbs.subject_public_key_info.to_der().unwrap_or_default();
+        let crl_sign = match tbs.get::<KeyUsage>() {
+            Ok(Some((_, ku))) => ku.crl_sign(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
         ok.then(|| CaCert {
             der,
             subject: tbs.subject.clone(),
+            spki,
+            crl_sign,
         })
     }
 
@@ -288,7 +300,7 @@ impl Ctx<'_> {
         authority: &str,
         files: &mut FileSet,
         diags: &mut Vec<Diagnostic>,
-    ) -> Vec<CertRevocationList<'static>> {
+    ) -> Vec<Crl> {
         let mut out = Vec::new();
         for written in paths {
             let span = &written.1;
@@ -326,23 +338,64 @@ impl Ctx<'_> {
                         }
                     };
                     let issuer = &crl.tbs_cert_list.issuer;
-                    if cas_complete && !cas.iter().any(|ca| signed_by(&der, issuer, ca)) {
+                    let signer = cas.iter().find(|ca| signed_by(&der, issuer, ca));
+                    let signer_spki = match signer {
+                        Some(ca) => ca.spki.clone(),
+                        None if !cas_complete => Vec::new(),
+                        None => {
+                            diags.push(self.src.diag(
+                                span,
+                                format!(
+                                    "CRL in {shown:?} (issuer {:?}) is not signed by any CA configured for authority {authority:?}",
+                                    issuer.to_string()
+                                ),
+                            ));
+                            continue;
+                        }
+                    };
+                    if signer.is_some_and(|ca| !ca.crl_sign) {
                         diags.push(self.src.diag(
                             span,
                             format!(
-                                "CRL in {shown:?} (issuer {:?}) is not signed by any CA configured for authority {authority:?}",
+                                "CRL in {shown:?} is signed by {:?}, whose keyUsage does not allow cRLSign",
                                 issuer.to_string()
                             ),
                         ));
                         continue;
                     }
-                    match OwnedCertRevocationList::from_der(&der) {
-                        Ok(owned) => out.push(CertRevocationList::Owned(owned)),
-                        Err(e) => diags.push(
-                            self.src
-                                .diag(span, format!("CRL in {shown:?} cannot be used: {e}")),
-                        ),
+                    let Some(next_update) = crl.tbs_cert_list.next_update else {
+                        diags.push(self.src.diag(
+                            span,
+                            format!("CRL in {shown:?} has no nextUpdate, so its freshness cannot be judged"),
+                        ));
+                        continue;
+                    };
+                    let list = match OwnedCertRevocationList::from_der(&der) {
+                        Ok(owned) => owned,
+                        Err(e) => {
+                            diags.push(
+                                self.src
+                                    .diag(span, format!("CRL in {shown:?} cannot be used: {e}")),
+                            );
+                            continue;
+                        }
+                    };
+                    let list = webpki::CertRevocationList::Owned(list);
+                    if list.issuing_distribution_point().is_some() {
+                        diags.push(self.src.diag(
+                            span,
+                            format!(
+                                "CRL in {shown:?} is partitioned (issuingDistributionPoint); only complete CRLs are supported"
+                            ),
+                        ));
+                        continue;
                     }
+                    out.push(Crl {
+                        list,
+                        issuer: issuer.to_der().unwrap_or_default(),
+                        signer_spki,
+                        next_update: next_update.to_unix_duration().as_secs(),
+                    });
                 }
             }
         }

@@ -188,21 +188,18 @@ pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, DepthError> {
     walk(raw, 1, limit)
 }
 
-/// Length of the header section, up to and including the blank line.
+/// Length of the header section, up to and including the blank line
+/// (CRLF or bare LF); stops there instead of reading the body.
 pub fn header_len(raw: &[u8]) -> usize {
-    if raw.starts_with(b"\r\n") {
-        return 2;
+    let mut line_start = 0;
+    for nl in memchr::memchr_iter(b'\n', raw) {
+        let line = &raw[line_start..nl];
+        if line.is_empty() || line == b"\r" {
+            return nl + 1;
+        }
+        line_start = nl + 1;
     }
-    if raw.starts_with(b"\n") {
-        return 1;
-    }
-    let crlf = memmem::find(raw, b"\r\n\r\n").map(|p| p + 4);
-    let lf = memmem::find(raw, b"\n\n").map(|p| p + 2);
-    match (crlf, lf) {
-        (Some(a), Some(b)) => a.min(b),
-        (Some(a), None) | (None, Some(a)) => a,
-        (None, None) => raw.len(),
-    }
+    raw.len()
 }
 
 #[cfg(test)]

@@ -3,11 +3,10 @@
 
 pub mod cert;
 
+use der::{Decode, Encode};
 use rustls_pki_types::CertificateDer;
-use webpki::{
-    CertRevocationList, EndEntityCert, ExpirationPolicy, KeyUsage, RevocationCheckDepth,
-    RevocationOptionsBuilder, UnknownStatusPolicy,
-};
+use webpki::{EndEntityCert, KeyUsage};
+use x509_cert::Certificate;
 
 use crate::clock::EvalTime;
 use crate::policy::{Authority, CrlPolicy};
@@ -64,33 +63,6 @@ pub fn validate(
         .collect();
     intermediates.extend(authority.intermediates.iter().cloned());
 
-    let crls: Vec<&CertRevocationList<'_>> = authority.crls.iter().collect();
-    let revocation = match RevocationOptionsBuilder::new(&crls) {
-        Ok(builder) => Some(
-            builder
-                .with_depth(RevocationCheckDepth::Chain)
-                .with_status_policy(match crl_policy {
-                    CrlPolicy::HardFail => UnknownStatusPolicy::Deny,
-                    CrlPolicy::SoftFail => UnknownStatusPolicy::Allow,
-                })
-                .with_expiration_policy(match crl_policy {
-                    CrlPolicy::HardFail => ExpirationPolicy::Enforce,
-                    CrlPolicy::SoftFail => ExpirationPolicy::Ignore,
-                })
-                .build(),
-        ),
-        Err(_) if crl_policy == CrlPolicy::SoftFail => None,
-        Err(_) => {
-            return Err((
-                Reason::CrlUnavailable,
-                format!(
-                    "authority {} has no CRL configured and the policy requires revocation checks",
-                    authority.id
-                ),
-            ))
-        }
-    };
-
     let path = ee
         .verify_for_usage(
             CHAIN_ALGORITHMS,
@@ -100,7 +72,9 @@ pub fn validate(
             // CA certificates commonly carry no EKU; the signer's own EKU is
             // required by the caller (`verify`), which sees the whole picture.
             KeyUsage::required_if_present(EMAIL_PROTECTION),
-            revocation,
+            // Revocation is checked below against CRLs verified at load:
+            // webpki would re-verify every CRL signature for every message.
+            None,
             None,
         )
         .map_err(|e| map_error(&e, authority))?;
@@ -111,13 +85,102 @@ pub fn validate(
             .map(|a| a.subject.as_ref() == anchor_subject)
             .unwrap_or(false)
     });
-    Ok(ValidPath {
+    let valid = ValidPath {
         intermediates: path
             .intermediate_certificates()
             .map(|c| c.der().to_vec())
             .collect(),
         anchor,
-    })
+    };
+    let anchor_der = anchor
+        .and_then(|i| authority.anchor_certs.get(i))
+        .ok_or_else(|| {
+            (
+                Reason::UntrustedChain,
+                "the validated path ends at an anchor that cannot be identified".to_string(),
+            )
+        })?;
+    let mut chain: Vec<&[u8]> = vec![signer];
+    chain.extend(valid.intermediates.iter().map(Vec::as_slice));
+    chain.push(anchor_der);
+    check_revocation(authority, crl_policy, &chain, at)?;
+    Ok(valid)
+}
+
+/// Checks every certificate of `chain` (signer first, anchor last; the
+/// anchor itself is not checked) against the CRL of its issuer.
+fn check_revocation(
+    authority: &Authority,
+    crl_policy: CrlPolicy,
+    chain: &[&[u8]],
+    at: EvalTime,
+) -> Result<(), (Reason, String)> {
+    let parsed: Vec<Certificate> = chain
+        .iter()
+        .map(|der| Certificate::from_der(der))
+        .collect::<Result<_, _>>()
+        .map_err(|e| (Reason::Malformed, format!("certificate of the chain: {e}")))?;
+    let hard = crl_policy == CrlPolicy::HardFail;
+    for pair in parsed.windows(2) {
+        let (cert, issuer) = (&pair[0].tbs_certificate, &pair[1].tbs_certificate);
+        let issuer_name = cert.issuer.to_der().unwrap_or_default();
+        let issuer_spki = issuer.subject_public_key_info.to_der().unwrap_or_default();
+        let crl = authority
+            .crls
+            .iter()
+            .find(|c| c.issuer == issuer_name && c.signer_spki == issuer_spki);
+        let Some(crl) = crl else {
+            if hard {
+                return Err((
+                    Reason::CrlUnavailable,
+                    format!(
+                        "authority {} has no CRL from {}, the issuer of {}",
+                        authority.id, cert.issuer, cert.subject
+                    ),
+                ));
+            }
+            continue;
+        };
+        if crl.next_update < at.unix() && hard {
+            return Err((
+                Reason::CrlUnavailable,
+                format!(
+                    "the CRL of {} (authority {}) is stale: its nextUpdate was {} (evaluation time {})",
+                    cert.issuer,
+                    authority.id,
+                    EvalTime::from_unix(crl.next_update).to_rfc3339(),
+                    at.to_rfc3339()
+                ),
+            ));
+        }
+        let serial = cert.serial_number.as_bytes();
+        match crl.list.find_serial(serial) {
+            Ok(None) => {}
+            Ok(Some(entry)) => {
+                return Err((
+                    Reason::Revoked,
+                    format!(
+                        "certificate {} (serial {}) is revoked by the CRL of {} since {}{}",
+                        cert.subject,
+                        hex::encode(serial),
+                        cert.issuer,
+                        EvalTime::from_unix(entry.revocation_date.as_secs()).to_rfc3339(),
+                        entry
+                            .reason_code
+                            .map(|r| format!(" ({r:?})"))
+                            .unwrap_or_default()
+                    ),
+                ))
+            }
+            Err(e) => {
+                return Err((
+                    Reason::Malformed,
+                    format!("CRL of {} cannot be searched: {e}", cert.issuer),
+                ))
+            }
+        }
+    }
+    Ok(())
 }
 
 fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {

@@ -1,0 +1,508 @@
+//! Benchmark of `emla::verify::verify` against the raw cost of the same
+//! cryptographic work.
+//!
+//! Run with `cargo bench --bench verify` (see `bench/README.md`).
+//!
+//! Setup (not timed): the test PKI of `tests/support/pki.py` is generated into
+//! a temporary directory; a realistic evidence message (multipart/mixed: a
+//! short text/plain note and a base64 `application/pdf` attachment, CRLF lines
+//! of 76 characters) of 10 KB and of 10 MB is signed detached with
+//! `openssl cms -sign` by `alice` (RSA-2048) and by `eve` (ECDSA P-256), chain
+//! of 3 (official -> issuing CA -> root CA), and normalised to CRLF as it would
+//! arrive over SMTP. A copy of the sample policy with `max_message_size` raised
+//! to 32 MiB is loaded once with `emla::policy::load`.
+//!
+//! Groups:
+//! - `verify/{rsa2048,p256}/{10KB,10MB}`: the whole `emla::verify::verify`
+//!   (MIME parsing, CMS parsing, digest, signature, path validation with CRLs,
+//!   sender binding and routing).
+//! - `baseline/{rsa2048,p256}/{10KB,10MB}`: the raw cost of the same
+//!   cryptographic work done directly with `ring`: one SHA-256 over the signed
+//!   content (the first part of the multipart/signed, located in setup) plus
+//!   the three signature verifications of the chain (the CMS signer signature
+//!   over the DER signed attributes, the signer certificate by the issuing CA,
+//!   the issuing CA certificate by the root). Everything that can be prepared
+//!   (locating the content, decoding the CMS and certificates, extracting
+//!   keys, TBS bytes and signatures) is done in setup.
+//! - `baseline-crl/{rsa2048,p256}/{10KB,10MB}`: `baseline` plus the
+//!   signatures of the two CRLs of the chain (issuing CA's CRL, root CA's
+//!   CRL), which `verify` checks through webpki on every message. For
+//!   information: the goal (verify <= 1.5x) is measured against `baseline`.
+//!
+//! Requirements: `openssl` 3.x and `python3` with `cryptography` on `PATH`
+//! (override with `EMLA_TEST_OPENSSL` / `EMLA_TEST_PYTHON`, as for the tests).
+
+use std::hint::black_box;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use base64::Engine as _;
+use cms::content_info::ContentInfo;
+use cms::signed_data::SignedData;
+use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use der::asn1::{ObjectIdentifier, OctetStringRef};
+use der::{Decode, Encode};
+use ring::signature::{self as sig, UnparsedPublicKey, VerificationAlgorithm};
+use x509_cert::crl::CertificateList;
+use x509_cert::Certificate;
+
+const FROM_DOMAIN: &str = "justice.aa.example";
+const RCPT: &str = "bob@justice.bb.example";
+const SIZES: [(&str, usize); 2] = [("10KB", 10 * 1024), ("10MB", 10 * 1024 * 1024)];
+/// (bench name, official in `certs/aa/`).
+const SIGNERS: [(&str, &str); 2] = [("rsa2048", "alice"), ("p256", "eve")];
+
+const OID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
+
+fn openssl() -> String {
+    std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into())
+}
+
+fn python() -> String {
+    std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+fn run_ok(cmd: &mut Command) -> Vec<u8> {
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+// ---------------------------------------------------------------------------
+// Fixture: PKI, policy, messages
+// ---------------------------------------------------------------------------
+
+/// Generates the PKI and a policy directory that admits 10 MB messages.
+fn make_pki(tmp: &Path) -> (PathBuf, PathBuf) {
+    let pki = tmp.join("pki");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/pki.py");
+    run_ok(Command::new(python()).arg(script).arg(&pki));
+    // Same directory level as `policy/`, so its `../certs/...` paths resolve.
+    let policy = pki.join("policy-bench");
+    copy_dir(&pki.join("policy"), &policy);
+    let gateway = policy.join("gateway.toml");
+    let toml = std::fs::read_to_string(&gateway).expect("gateway.toml");
+    let toml: String = toml
+        .lines()
+        .map(|l| {
+            if l.starts_with("max_message_size") {
+                "max_message_size = 33554432\n".to_string()
+            } else {
+                format!("{l}\n")
+            }
+        })
+        .collect();
+    std::fs::write(&gateway, toml).expect("write gateway.toml");
+    (pki, policy)
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).expect("mkdir");
+    for entry in std::fs::read_dir(from).expect("read_dir") {
+        let entry = entry.expect("dir entry");
+        let dest = to.join(entry.file_name());
+        if entry.file_type().expect("file type").is_dir() {
+            copy_dir(&entry.path(), &dest);
+        } else {
+            std::fs::copy(entry.path(), dest).expect("copy");
+        }
+    }
+}
+
+/// A MIME entity of about `size` bytes, CRLF throughout: a short note and a
+/// base64 attachment of pseudo-random bytes in lines of 76 characters.
+/// `bench/verify-memory.sh` builds the same shape.
+fn evidence_entity(size: usize) -> Vec<u8> {
+    const B: &str = "emla-bench-mixed";
+    let head = format!(
+        "Content-Type: multipart/mixed; boundary=\"{B}\"\r\n\r\n\
+         --{B}\r\nContent-Type: text/plain; charset=utf-8\r\n\
+         Content-Transfer-Encoding: 7bit\r\n\r\n\
+         Request for mutual legal assistance, case AA-2024-0001: evidence attached.\r\n\r\n\
+         --{B}\r\nContent-Type: application/pdf; name=\"evidence.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment; filename=\"evidence.pdf\"\r\n\r\n"
+    );
+    let tail = format!("--{B}--\r\n");
+    let lines = (size.saturating_sub(head.len() + tail.len()) / 78).max(1);
+    let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
+    let data: Vec<u8> = (0..lines * 57)
+        .map(|_| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            (state >> 32) as u8
+        })
+        .collect();
+    let b64 = base64::engine::general_purpose::STANDARD.encode(&data);
+    let mut out = Vec::with_capacity(size + 128);
+    out.extend_from_slice(head.as_bytes());
+    for line in b64.as_bytes().chunks(76) {
+        out.extend_from_slice(line);
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(tail.as_bytes());
+    out
+}
+
+/// Every line ending as CRLF (OpenSSL 3.0 writes the base64 of the signature
+/// with bare LF even with `-crlfeol`).
+fn crlf(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    for (i, &b) in data.iter().enumerate() {
+        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
+            out.push(b'\r');
+        }
+        out.push(b);
+    }
+    out
+}
+
+/// Signs `entity` detached with `openssl cms -sign` as `who`.
+fn sign(pki: &Path, dir: &Path, who: &str, entity: &[u8]) -> Vec<u8> {
+    let certs = pki.join("certs/aa");
+    let input = dir.join(format!("{who}-{}.mime", entity.len()));
+    let output = dir.join(format!("{who}-{}.eml", entity.len()));
+    std::fs::write(&input, entity).expect("write entity");
+    run_ok(
+        Command::new(openssl())
+            .args(["cms", "-sign", "-md", "sha256", "-crlfeol"])
+            .arg("-in")
+            .arg(&input)
+            .arg("-signer")
+            .arg(certs.join(format!("{who}.pem")))
+            .arg("-inkey")
+            .arg(certs.join(format!("{who}.key")))
+            .arg("-certfile")
+            .arg(certs.join("chain.pem"))
+            .args(["-from", &format!("{who}@{FROM_DOMAIN}")])
+            .args(["-to", RCPT])
+            .args(["-subject", "MLA request AA-2024-0001: evidence"])
+            .arg("-out")
+            .arg(&output),
+    );
+    crlf(&std::fs::read(&output).expect("read signed message"))
+}
+
+// ---------------------------------------------------------------------------
+// Baseline: the same cryptographic work, prepared in setup
+// ---------------------------------------------------------------------------
+
+/// One signature to verify: algorithm, public key, message, signature.
+struct Check {
+    alg: &'static dyn VerificationAlgorithm,
+    key: Vec<u8>,
+    message: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Check {
+    fn verify(&self) -> Result<(), ring::error::Unspecified> {
+        UnparsedPublicKey::new(self.alg, &self.key).verify(&self.message, &self.signature)
+    }
+}
+
+struct Baseline {
+    /// The signed content: the first part of the multipart/signed.
+    content: Range<usize>,
+    /// CMS signer signature over the signed attributes (DER SET OF).
+    signer: Check,
+    /// Signer certificate by the issuing CA.
+    signer_cert: Check,
+    /// Issuing CA certificate by the root CA.
+    issuing_cert: Check,
+    /// The CRLs `verify` consults (issuing CA's, root CA's): not part of the
+    /// baseline proper, timed separately as `baseline-crl`.
+    crls: [Check; 2],
+    /// The messageDigest signed attribute, to check the baseline in setup.
+    message_digest: Vec<u8>,
+}
+
+impl Baseline {
+    /// The timed work: one SHA-256 over the content and three signatures.
+    fn run(&self, raw: &[u8]) -> bool {
+        let digest = ring::digest::digest(&ring::digest::SHA256, &raw[self.content.clone()]);
+        black_box(digest.as_ref());
+        self.signer.verify().is_ok()
+            && self.signer_cert.verify().is_ok()
+            && self.issuing_cert.verify().is_ok()
+    }
+
+    /// [`Baseline::run`] plus the signatures of the two CRLs of the chain,
+    /// which `verify` checks on every message through webpki.
+    fn run_with_crls(&self, raw: &[u8]) -> bool {
+        self.run(raw) && self.crls.iter().all(|c| c.verify().is_ok())
+    }
+}
+
+/// The DER of the first PEM block of `path`.
+fn pem_der(path: &Path) -> Vec<u8> {
+    let pem = std::fs::read_to_string(path).expect("read PEM");
+    let b64: String = pem
+        .split("-----BEGIN ")
+        .nth(1)
+        .and_then(|b| b.split("-----END").next())
+        .and_then(|b| b.split_once("-----"))
+        .map(|(_label, body)| body)
+        .expect("a PEM block")
+        .split_whitespace()
+        .collect();
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("PEM base64")
+}
+
+fn pem_cert(path: &Path) -> Certificate {
+    Certificate::from_der(&pem_der(path)).expect("certificate DER")
+}
+
+/// The signature of the CRL at `path` by `issuer`.
+fn crl_check(path: &Path, issuer: &Certificate) -> Check {
+    let crl = CertificateList::from_der(&pem_der(path)).expect("CRL DER");
+    Check {
+        alg: ring_alg(&crl.signature_algorithm.oid.to_string(), issuer),
+        key: public_key(issuer),
+        message: crl.tbs_cert_list.to_der().expect("TBSCertList DER"),
+        signature: crl.signature.raw_bytes().to_vec(),
+    }
+}
+
+fn curve(cert: &Certificate) -> Option<String> {
+    let spki = &cert.tbs_certificate.subject_public_key_info;
+    spki.algorithm
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<ObjectIdentifier>().ok())
+        .map(|o| o.to_string())
+}
+
+/// The ring algorithm for signature algorithm `sig_oid` made with `key_cert`'s key.
+fn ring_alg(sig_oid: &str, key_cert: &Certificate) -> &'static dyn VerificationAlgorithm {
+    const P256: &str = "1.2.840.10045.3.1.7";
+    const P384: &str = "1.3.132.0.34";
+    match (sig_oid, curve(key_cert).as_deref()) {
+        ("1.2.840.113549.1.1.1" | "1.2.840.113549.1.1.11", _) => &sig::RSA_PKCS1_2048_8192_SHA256,
+        ("1.2.840.10045.4.3.2" | "1.2.840.10045.2.1", Some(P256)) => &sig::ECDSA_P256_SHA256_ASN1,
+        ("1.2.840.10045.4.3.2", Some(P384)) => &sig::ECDSA_P384_SHA256_ASN1,
+        ("1.2.840.10045.4.3.3", Some(P256)) => &sig::ECDSA_P256_SHA384_ASN1,
+        ("1.2.840.10045.4.3.3", Some(P384)) => &sig::ECDSA_P384_SHA384_ASN1,
+        (oid, c) => panic!("baseline: unsupported signature algorithm {oid} with key {c:?}"),
+    }
+}
+
+fn cert_check(cert: &Certificate, issuer: &Certificate) -> Check {
+    Check {
+        alg: ring_alg(&cert.signature_algorithm.oid.to_string(), issuer),
+        key: public_key(issuer),
+        message: cert.tbs_certificate.to_der().expect("TBS DER"),
+        signature: cert.signature.raw_bytes().to_vec(),
+    }
+}
+
+fn public_key(cert: &Certificate) -> Vec<u8> {
+    cert.tbs_certificate
+        .subject_public_key_info
+        .subject_public_key
+        .raw_bytes()
+        .to_vec()
+}
+
+/// Locates the two parts of the multipart/signed `raw` (CRLF): the signed
+/// content and the base64 body of the signature part.
+fn split_signed(raw: &[u8]) -> (Range<usize>, Vec<u8>) {
+    let text = std::str::from_utf8(raw).expect("ASCII message");
+    let header_end = text.find("\r\n\r\n").expect("header section") + 4;
+    let boundary = text[..header_end]
+        .split("boundary=\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .expect("boundary parameter");
+    let delimiter = format!("\r\n--{boundary}\r\n");
+    let first = header_end - 2 + text[header_end - 2..].find(&delimiter).expect("first part");
+    let start = first + delimiter.len();
+    let second = start + text[start..].find(&delimiter).expect("second part");
+    let sig_part = &text[second + delimiter.len()..];
+    let sig_body_start = sig_part.find("\r\n\r\n").expect("signature headers") + 4;
+    let close = format!("\r\n--{boundary}--");
+    let sig_body = &sig_part[sig_body_start..sig_part.find(&close).expect("closing boundary")];
+    let b64: String = sig_body.split_whitespace().collect();
+    let cms = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .expect("signature base64");
+    (start..second, cms)
+}
+
+fn baseline(raw: &[u8], certs: &Path, who: &str) -> Baseline {
+    let (content, cms_der) = split_signed(raw);
+    let ci = ContentInfo::from_der(&cms_der).expect("CMS ContentInfo");
+    let sd: SignedData = ci.content.decode_as().expect("SignedData");
+    let si = sd.signer_infos.0.get(0).expect("one SignerInfo");
+    let attrs = si.signed_attrs.as_ref().expect("signed attributes");
+    let message_digest = attrs
+        .iter()
+        .find(|a| a.oid == OID_MESSAGE_DIGEST)
+        .and_then(|a| a.values.get(0))
+        .map(|v| {
+            v.decode_as::<OctetStringRef<'_>>()
+                .expect("messageDigest")
+                .as_bytes()
+                .to_vec()
+        })
+        .expect("messageDigest attribute");
+
+    let signer_cert = pem_cert(&certs.join(format!("{who}.pem")));
+    let issuing = pem_cert(&certs.join("issuing.pem"));
+    let root = pem_cert(&certs.join("root.pem"));
+    Baseline {
+        content,
+        signer: Check {
+            alg: ring_alg(&si.signature_algorithm.oid.to_string(), &signer_cert),
+            key: public_key(&signer_cert),
+            message: attrs.to_der().expect("signed attributes DER"),
+            signature: si.signature.as_bytes().to_vec(),
+        },
+        signer_cert: cert_check(&signer_cert, &issuing),
+        issuing_cert: cert_check(&issuing, &root),
+        crls: [
+            crl_check(&certs.join("issuing.crl.pem"), &issuing),
+            crl_check(&certs.join("root.crl.pem"), &root),
+        ],
+        message_digest,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------
+
+struct Case {
+    name: String,
+    size: &'static str,
+    from: String,
+    raw: Vec<u8>,
+    baseline: Baseline,
+}
+
+fn benches(c: &mut Criterion) {
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let (pki, policy_dir) = make_pki(tmp.path());
+    let at = emla::EvalTime::now();
+    let policy = emla::policy::load(&policy_dir, at).unwrap_or_else(|diags| {
+        let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        panic!("policy {}:\n{}", policy_dir.display(), list.join("\n"))
+    });
+    let rcpts = vec![RCPT.to_string()];
+
+    let mut cases = Vec::new();
+    for (size_name, size) in SIZES {
+        let entity = evidence_entity(size);
+        for (name, who) in SIGNERS {
+            let raw = sign(&pki, tmp.path(), who, &entity);
+            let baseline = baseline(&raw, &pki.join("certs/aa"), who);
+            cases.push(Case {
+                name: format!("{name}/{size_name}"),
+                size: size_name,
+                from: format!("{who}@{FROM_DOMAIN}"),
+                raw,
+                baseline,
+            });
+        }
+    }
+
+    // Both sides must do their work successfully before anything is timed.
+    for case in &cases {
+        let envelope = emla::verify::Envelope {
+            mail_from: Some(&case.from),
+            rcpt_to: &rcpts,
+        };
+        let verdict = emla::verify::verify(&policy, &case.raw, &envelope, at);
+        assert!(
+            verdict.accepted(),
+            "verify/{} must accept: {} {}",
+            case.name,
+            verdict.reason,
+            verdict.detail
+        );
+        let b = &case.baseline;
+        let content = &case.raw[b.content.clone()];
+        let digest = ring::digest::digest(&ring::digest::SHA256, content);
+        assert_eq!(
+            digest.as_ref(),
+            b.message_digest,
+            "baseline/{}: digest",
+            case.name
+        );
+        b.signer.verify().expect("baseline: CMS signer signature");
+        b.signer_cert
+            .verify()
+            .expect("baseline: signer certificate");
+        b.issuing_cert
+            .verify()
+            .expect("baseline: issuing CA certificate");
+        for crl in &b.crls {
+            crl.verify().expect("baseline: CRL signature");
+        }
+        assert!(b.run_with_crls(&case.raw));
+    }
+
+    let configure = |group: &mut criterion::BenchmarkGroup<'_, _>, size: &str| {
+        if size == "10MB" {
+            group
+                .sample_size(10)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(4));
+        } else {
+            group
+                .sample_size(50)
+                .warm_up_time(Duration::from_secs(1))
+                .measurement_time(Duration::from_secs(3));
+        }
+    };
+
+    let mut group = c.benchmark_group("verify");
+    for case in &cases {
+        configure(&mut group, case.size);
+        group.throughput(Throughput::Bytes(case.raw.len() as u64));
+        let envelope = emla::verify::Envelope {
+            mail_from: Some(&case.from),
+            rcpt_to: &rcpts,
+        };
+        group.bench_function(&case.name, |b| {
+            b.iter(|| emla::verify::verify(&policy, black_box(&case.raw), &envelope, at))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("baseline");
+    for case in &cases {
+        configure(&mut group, case.size);
+        group.throughput(Throughput::Bytes(case.raw.len() as u64));
+        group.bench_function(&case.name, |b| {
+            b.iter(|| case.baseline.run(black_box(&case.raw)))
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("baseline-crl");
+    for case in &cases {
+        configure(&mut group, case.size);
+        group.throughput(Throughput::Bytes(case.raw.len() as u64));
+        group.bench_function(&case.name, |b| {
+            b.iter(|| case.baseline.run_with_crls(black_box(&case.raw)))
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(verify_benches, benches);
+criterion_main!(verify_benches);
