@@ -63,6 +63,9 @@ commonName = supplied
 basicConstraints = critical, CA:TRUE
 keyUsage = critical, keyCertSign, cRLSign
 subjectKeyIdentifier = hash
+[ ca_nocrl_ext ]
+basicConstraints = critical, CA:TRUE
+keyUsage = critical, keyCertSign
 [ leaf_ext ]
 basicConstraints = critical, CA:FALSE
 keyUsage = critical, digitalSignature
@@ -99,8 +102,10 @@ sign aa-clerk "AA Clerk" aa-issuing leaf_ext
 selfsign bb-root "BB Root CA" 20200101000000Z 20991231000000Z
 selfsign expired "Expired CA" 20200101000000Z 20210101000000Z
 selfsign future "Future CA" 20900101000000Z 20950101000000Z
+sign aa-nocrl "AA No CRL CA" aa-root ca_nocrl_ext
 crl aa-root
 crl aa-issuing
+crl aa-nocrl
 crl bb-root
 "#;
 
@@ -439,6 +444,25 @@ fn crl_not_signed_by_the_authoritys_cas() {
     f.assert_problems(&[
         "policy/authorities/aa-moj.toml:7:9: CRL in \"../certs/bb-root.crl.pem\" \
          (issuer \"CN=BB Root CA\") is not signed by any CA configured for authority \"aa-moj\"",
+    ]);
+}
+
+#[test]
+fn crl_signed_by_a_ca_without_crl_sign() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "intermediates = [\"../certs/aa-issuing.pem\"]",
+        "intermediates = [\"../certs/aa-issuing.pem\", \"../certs/aa-nocrl.pem\"]",
+    );
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "\"../certs/aa-issuing.crl.pem\"]",
+        "\"../certs/aa-issuing.crl.pem\", \"../certs/aa-nocrl.crl.pem\"]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:7:68: CRL in \"../certs/aa-nocrl.crl.pem\" is signed by \
+         \"CN=AA No CRL CA\", whose keyUsage does not allow cRLSign",
     ]);
 }
 

@@ -601,6 +601,25 @@ fn accept_moderately_nested() {
     Verify::new(m).run().assert_accept();
 }
 
+#[test]
+fn accept_nested_signature_judges_the_outermost() {
+    // A forwarded, already-signed request from BB inside AA's own signature:
+    // the outer signature (alice, AA) is the one judged.
+    let inner = sign(Tool::CmsDetached, "bb", "bob", &text_body(), &[]);
+    let outer = sign(Tool::SmimeDetached, "aa", "alice", &crlf(&inner), &[]);
+    let m = crlf(&with_headers(ALICE, &[BOB], &outer));
+    Verify::new(m).run().assert_accept();
+}
+
+#[test]
+fn reject_nested_signature_when_the_outermost_is_untrusted() {
+    // A valid inner signature by alice cannot vouch for an impostor's outer one.
+    let inner = sign(Tool::SmimeDetached, "aa", "alice", &text_body(), &[]);
+    let outer = sign(Tool::SmimeDetached, "xx", "impostor", &crlf(&inner), &[]);
+    let m = crlf(&with_headers(ALICE, &[BOB], &outer));
+    Verify::new(m).run().assert_reject("untrusted-chain");
+}
+
 // ---------------------------------------------------------------------------
 // CLI contract
 // ---------------------------------------------------------------------------
