@@ -3,8 +3,8 @@
 //!
 //! Run with `cargo bench --bench verify` (see `bench/README.md`).
 //!
-//! Setup (not timed): the test PKI of `tests/support/pki.py` is generated into
-//! a temporary directory; a realistic evidence message (multipart/mixed: a
+//! Setup (not timed): the test PKI of `tests/support/pki.py` is generated
+//! (shared with the end-to-end tests' support module); a realistic evidence message (multipart/mixed: a
 //! short text/plain note and a base64 `application/pdf` attachment, CRLF lines
 //! of 76 characters) of 10 KB and of 10 MB is signed detached with
 //! `openssl cms -sign` by `alice` (RSA-2048) and by `eve` (ECDSA P-256), chain
@@ -26,11 +26,15 @@
 //!   keys, TBS bytes and signatures) is done in setup.
 //! - `baseline-crl/{rsa2048,p256}/{10KB,10MB}`: `baseline` plus the
 //!   signatures of the two CRLs of the chain (issuing CA's CRL, root CA's
-//!   CRL), which `verify` checks through webpki on every message. For
-//!   information: the goal (verify <= 1.5x) is measured against `baseline`.
+//!   CRL), which webpki would re-verify on every message; emla verifies them
+//!   once at policy load. For information: the goal (verify <= 1.5x) is
+//!   measured against `baseline`.
 //!
 //! Requirements: `openssl` 3.x and `python3` with `cryptography` on `PATH`
 //! (override with `EMLA_TEST_OPENSSL` / `EMLA_TEST_PYTHON`, as for the tests).
+
+#[path = "../../tests/support/mod.rs"]
+mod support;
 
 use std::hint::black_box;
 use std::ops::Range;
@@ -56,38 +60,14 @@ const SIGNERS: [(&str, &str); 2] = [("rsa2048", "alice"), ("p256", "eve")];
 
 const OID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
-fn openssl() -> String {
-    std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into())
-}
-
-fn python() -> String {
-    std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
 // ---------------------------------------------------------------------------
 // Fixture: PKI, policy, messages
 // ---------------------------------------------------------------------------
 
-/// Generates the PKI and a policy directory that admits 10 MB messages.
-fn make_pki(tmp: &Path) -> (PathBuf, PathBuf) {
-    let pki = tmp.join("pki");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/pki.py");
-    run_ok(Command::new(python()).arg(script).arg(&pki));
-    // Same directory level as `policy/`, so its `../certs/...` paths resolve.
+/// The shared test PKI, and beside its `policy/` (so that `../certs/...`
+/// paths resolve) a copy that admits 10 MB messages.
+fn make_pki() -> (PathBuf, PathBuf) {
+    let pki = support::pki().dir.clone();
     let policy = pki.join("policy-bench");
     copy_dir(&pki.join("policy"), &policy);
     let gateway = policy.join("gateway.toml");
@@ -155,27 +135,14 @@ fn evidence_entity(size: usize) -> Vec<u8> {
     out
 }
 
-/// Every line ending as CRLF (OpenSSL 3.0 writes the base64 of the signature
-/// with bare LF even with `-crlfeol`).
-fn crlf(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
-    for (i, &b) in data.iter().enumerate() {
-        if b == b'\n' && (i == 0 || data[i - 1] != b'\r') {
-            out.push(b'\r');
-        }
-        out.push(b);
-    }
-    out
-}
-
 /// Signs `entity` detached with `openssl cms -sign` as `who`.
 fn sign(pki: &Path, dir: &Path, who: &str, entity: &[u8]) -> Vec<u8> {
     let certs = pki.join("certs/aa");
     let input = dir.join(format!("{who}-{}.mime", entity.len()));
     let output = dir.join(format!("{who}-{}.eml", entity.len()));
     std::fs::write(&input, entity).expect("write entity");
-    run_ok(
-        Command::new(openssl())
+    support::run_ok(
+        Command::new(support::openssl())
             .args(["cms", "-sign", "-md", "sha256", "-crlfeol"])
             .arg("-in")
             .arg(&input)
@@ -191,7 +158,9 @@ fn sign(pki: &Path, dir: &Path, who: &str, entity: &[u8]) -> Vec<u8> {
             .arg("-out")
             .arg(&output),
     );
-    crlf(&std::fs::read(&output).expect("read signed message"))
+    // OpenSSL 3.0 writes the signature's base64 with bare LF even with
+    // `-crlfeol`; over SMTP every line ends in CRLF.
+    support::crlf(&std::fs::read(&output).expect("read signed message"))
 }
 
 // ---------------------------------------------------------------------------
@@ -395,7 +364,7 @@ struct Case {
 
 fn benches(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("temp dir");
-    let (pki, policy_dir) = make_pki(tmp.path());
+    let (pki, policy_dir) = make_pki();
     let at = emla::EvalTime::now();
     let policy = emla::policy::load(&policy_dir, at).unwrap_or_else(|diags| {
         let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
