@@ -2,7 +2,7 @@
 //! and `emla verify` both call.
 
 use crate::clock::EvalTime;
-use crate::policy::{Authority, Policy, RouteDecision};
+use crate::policy::{Authority, Limits, Policy, RouteDecision};
 use crate::reason::Reason;
 use crate::smime::cms::{self, CmsError, Signer};
 use crate::smime::mime::{self, DepthError, Entity};
@@ -154,103 +154,17 @@ fn judge(
     out: &mut Verdict,
 ) -> Result<String, Reject> {
     let limits = &policy.limits;
-    if raw.len() as u64 > limits.max_message_size {
-        return Err((
-            Reason::TooLarge,
-            format!(
-                "message is {} bytes, the limit is {}",
-                raw.len(),
-                limits.max_message_size
-            ),
-        ));
-    }
-    let header_len = mime::header_len(raw);
-    if header_len > limits.max_header_size {
-        return Err((
-            Reason::TooLarge,
-            format!(
-                "header section is {header_len} bytes, the limit is {}",
-                limits.max_header_size
-            ),
-        ));
-    }
-    if envelope.rcpt_to.len() > limits.max_recipients {
-        return Err((
-            Reason::TooManyRecipients,
-            format!(
-                "{} recipients, the limit is {}",
-                envelope.rcpt_to.len(),
-                limits.max_recipients
-            ),
-        ));
-    }
-
-    // Envelope and headers: who claims to send, and may they reach the recipients?
-    let envelope_authority = match envelope.mail_from {
-        Some(sender) => Some(policy.authority_for_address(sender).ok_or_else(|| {
-            (
-                Reason::UnauthorizedDomain,
-                format!("envelope sender <{sender}> is not in a domain of any authority"),
-            )
-        })?),
-        None => None,
-    };
+    check_limits(limits, raw, envelope)?;
     let top = Entity::parse(raw).map_err(|e| (Reason::Malformed, e))?;
-    let from = match top.from.as_slice() {
-        [one] if one.contains('@') => one.as_str(),
-        [] => {
-            return Err((
-                Reason::SenderMismatch,
-                "the message has no From: address".into(),
-            ))
-        }
-        many => {
-            return Err((
-                Reason::SenderMismatch,
-                format!(
-                    "From: must hold exactly one address, found {}: {}",
-                    many.len(),
-                    many.join(", ")
-                ),
-            ))
-        }
-    };
-    let authority = policy.authority_for_address(from).ok_or_else(|| {
-        (
-            Reason::UnauthorizedDomain,
-            format!("From: <{from}> is not in a domain of any authority"),
-        )
-    })?;
+    let (from, authority) = check_sender(policy, envelope, &top)?;
     out.authority = Some(authority.id.clone());
-    if let Some(env) = envelope_authority {
-        if env.id != authority.id {
-            return Err((
-                Reason::SenderMismatch,
-                format!(
-                    "envelope sender <{}> belongs to authority {}, but From: <{from}> to {}",
-                    envelope.mail_from.unwrap_or_default(),
-                    env.id,
-                    authority.id
-                ),
-            ));
-        }
-    }
     let route_sender = envelope.mail_from.unwrap_or(from);
     for rcpt in envelope.rcpt_to {
         out.recipients.push(route(policy, route_sender, rcpt)?);
     }
 
     // Structure, then the signature container.
-    match mime::check_depth(raw, limits.max_mime_depth) {
-        Ok(_) => {}
-        Err(DepthError::TooDeep) => {
-            return Err((
-                Reason::TooDeep,
-                format!("MIME nesting exceeds {} levels", limits.max_mime_depth),
-            ))
-        }
-        Err(DepthError::Malformed(e)) => return Err((Reason::Malformed, e)),
-    }
+    check_depth(raw, limits.max_mime_depth)?;
     let container = smime::extract(&top).map_err(|e| match e {
         ExtractError::Unsigned(d) => (Reason::Unsigned, d),
         ExtractError::Malformed(d) => (Reason::Malformed, d),
@@ -268,22 +182,8 @@ fn judge(
             ))
         }
         (Form::Opaque, _, Some(c)) => {
-            if limits.max_mime_depth < 2 {
-                return Err((Reason::TooDeep, "signed content nests too deeply".into()));
-            }
-            match mime::check_depth(c, limits.max_mime_depth - 1) {
-                Ok(_) => {}
-                Err(DepthError::TooDeep) => {
-                    return Err((
-                        Reason::TooDeep,
-                        format!(
-                            "MIME nesting inside the signature exceeds {} levels",
-                            limits.max_mime_depth
-                        ),
-                    ))
-                }
-                Err(DepthError::Malformed(e)) => return Err((Reason::Malformed, e)),
-            }
+            // The CMS wrapper is one level of the message's structure.
+            check_depth(c, limits.max_mime_depth.saturating_sub(1))?;
             c
         }
         _ => return Err((Reason::Unsigned, "the signature covers no content".into())),
@@ -357,6 +257,108 @@ fn judge(
             ),
         )
     }))
+}
+
+fn check_limits(limits: &Limits, raw: &[u8], envelope: &Envelope<'_>) -> Result<(), Reject> {
+    if raw.len() as u64 > limits.max_message_size {
+        return Err((
+            Reason::TooLarge,
+            format!(
+                "message is {} bytes, the limit is {}",
+                raw.len(),
+                limits.max_message_size
+            ),
+        ));
+    }
+    let header_len = mime::header_len(raw);
+    if header_len > limits.max_header_size {
+        return Err((
+            Reason::TooLarge,
+            format!(
+                "header section is {header_len} bytes, the limit is {}",
+                limits.max_header_size
+            ),
+        ));
+    }
+    if envelope.rcpt_to.len() > limits.max_recipients {
+        return Err((
+            Reason::TooManyRecipients,
+            format!(
+                "{} recipients, the limit is {}",
+                envelope.rcpt_to.len(),
+                limits.max_recipients
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// The `From:` address and its authority, which the envelope sender (when
+/// given) must share.
+fn check_sender<'p, 'm>(
+    policy: &'p Policy,
+    envelope: &Envelope<'_>,
+    top: &'m Entity<'_>,
+) -> Result<(&'m str, &'p Authority), Reject> {
+    let envelope_authority = match envelope.mail_from {
+        Some(sender) => Some(policy.authority_for_address(sender).ok_or_else(|| {
+            (
+                Reason::UnauthorizedDomain,
+                format!("envelope sender <{sender}> is not in a domain of any authority"),
+            )
+        })?),
+        None => None,
+    };
+    let from = match top.from.as_slice() {
+        [one] if one.contains('@') => one.as_str(),
+        [] => {
+            return Err((
+                Reason::SenderMismatch,
+                "the message has no From: address".into(),
+            ))
+        }
+        many => {
+            return Err((
+                Reason::SenderMismatch,
+                format!(
+                    "From: must hold exactly one address, found {}: {}",
+                    many.len(),
+                    many.join(", ")
+                ),
+            ))
+        }
+    };
+    let authority = policy.authority_for_address(from).ok_or_else(|| {
+        (
+            Reason::UnauthorizedDomain,
+            format!("From: <{from}> is not in a domain of any authority"),
+        )
+    })?;
+    if let Some(env) = envelope_authority {
+        if env.id != authority.id {
+            return Err((
+                Reason::SenderMismatch,
+                format!(
+                    "envelope sender <{}> belongs to authority {}, but From: <{from}> to {}",
+                    envelope.mail_from.unwrap_or_default(),
+                    env.id,
+                    authority.id
+                ),
+            ));
+        }
+    }
+    Ok((from, authority))
+}
+
+fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
+    match mime::check_depth(entity, limit) {
+        Ok(_) => Ok(()),
+        Err(DepthError::TooDeep) => Err((
+            Reason::TooDeep,
+            format!("MIME nesting exceeds the limit of {limit} levels"),
+        )),
+        Err(DepthError::Malformed(e)) => Err((Reason::Malformed, e)),
+    }
 }
 
 fn validate_signer(
