@@ -11,6 +11,7 @@ pub mod clock;
 pub mod policy;
 pub mod reason;
 pub mod smime;
+pub mod store;
 pub mod trust;
 pub mod verify;
 
