@@ -8,9 +8,11 @@
 #![warn(missing_docs)]
 
 pub mod clock;
+pub mod config;
 pub mod policy;
 pub mod reason;
 pub mod smime;
+pub mod smtp;
 pub mod store;
 pub mod trust;
 pub mod verify;

@@ -5,7 +5,12 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use std::sync::Arc;
+
+use emla::config::Config;
 use emla::policy;
+use emla::smtp::Gateway;
+use emla::store::{ChainCheck, Store};
 use emla::verify::{self, Envelope};
 use emla::EvalTime;
 
@@ -51,6 +56,31 @@ enum Command {
         #[command(subcommand)]
         command: PolicyCommand,
     },
+    /// Run the gateway: SMTP intake on the configured addresses.
+    Serve {
+        /// Configuration file; without it, the embedded default (127.0.0.1:2525,
+        /// SQLite under data/, policy/).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Audit log tools.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Walk the hash chain; report the first edited, deleted or reordered record.
+    Verify {
+        /// Configuration file naming the database (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -83,7 +113,118 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { dir, at, json },
         } => run_policy_check(dir, at, json),
+        Command::Serve { config } => run_serve(config),
+        Command::Audit {
+            command: AuditCommand::Verify { config, json },
+        } => run_audit_verify(config, json),
     }
+}
+
+fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+    match path {
+        None => Ok(Config::embedded()),
+        Some(p) => Config::load(&p).map_err(|e| {
+            eprintln!("emla: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+    }
+}
+
+fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| {
+            eprintln!("emla: cannot start the runtime: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+}
+
+async fn open_store(config: &Config) -> Result<Store, ExitCode> {
+    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+        eprintln!(
+            "emla: cannot create the data directory {}: {e}",
+            config.data_dir.display()
+        );
+        return Err(ExitCode::from(EXIT_CONFIG));
+    }
+    Store::open(&config.database_url, &config.data_dir)
+        .await
+        .map_err(|e| {
+            eprintln!("emla: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })
+}
+
+fn run_serve(config: Option<PathBuf>) -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMLA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+        let tls = match &config.tls {
+            Some(files) => Some(emla::smtp::tls::acceptor(files).map_err(|e| {
+                eprintln!("emla: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?),
+            None => None,
+        };
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            let gw = Arc::new(Gateway::new(config, store, tls, policy));
+            emla::smtp::serve(gw).await.map_err(|e| {
+                eprintln!("emla: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?;
+            Ok(ExitCode::SUCCESS)
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_verify(config: Option<PathBuf>, json: bool) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            let check = store.verify_chain().await.map_err(|e| {
+                eprintln!("emla: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?;
+            Ok(match check {
+                ChainCheck::Intact { records, head } => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"intact": true, "records": records, "head": head})
+                        );
+                    } else {
+                        println!("audit chain intact: {records} records, head {head}");
+                    }
+                    ExitCode::SUCCESS
+                }
+                ChainCheck::Broken { seq, problem } => {
+                    if json {
+                        println!(
+                            "{}",
+                            serde_json::json!({"intact": false, "seq": seq, "problem": problem})
+                        );
+                    } else {
+                        println!("audit chain BROKEN at record {seq}: {problem}");
+                    }
+                    ExitCode::from(EXIT_REJECTED)
+                }
+            })
+        })
+    };
+    run().unwrap_or_else(|code| code)
 }
 
 fn eval_time(at: Option<String>) -> Result<EvalTime, ExitCode> {

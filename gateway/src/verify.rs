@@ -2,7 +2,7 @@
 //! and `emla verify` both call.
 
 use crate::clock::EvalTime;
-use crate::policy::{Authority, Limits, Policy, RouteDecision};
+use crate::policy::{Authority, Lane, Limits, Policy, RouteDecision};
 use crate::reason::Reason;
 use crate::smime::cms::{self, CmsError, Signer};
 use crate::smime::mime::{self, DepthError, Entity};
@@ -55,6 +55,8 @@ pub struct RecipientRoute {
     pub authority: Option<String>,
     /// `host:port` of the next hop.
     pub next_hop: Option<String>,
+    /// Delivery lane of the route: `normal` or `urgent`.
+    pub lane: Option<String>,
 }
 
 /// The outcome of [`verify`]: exactly one reason code, `Reason::Ok` meaning accepted.
@@ -75,6 +77,18 @@ pub struct Verdict {
 }
 
 impl Verdict {
+    /// A rejection decided before verification (size limits, errors).
+    pub fn rejected(reason: Reason, detail: String) -> Verdict {
+        Verdict {
+            reason,
+            detail,
+            signers: Vec::new(),
+            recipients: Vec::new(),
+            authority: None,
+            evaluated_at: EvalTime::now().to_rfc3339(),
+        }
+    }
+
     /// Whether the message is accepted.
     pub fn accepted(&self) -> bool {
         self.reason == Reason::Ok
@@ -432,6 +446,13 @@ fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Re
                 "{}:{}",
                 authority.next_hop.host, authority.next_hop.port
             )),
+            lane: Some(
+                match route.lane {
+                    Lane::Normal => "normal",
+                    Lane::Urgent => "urgent",
+                }
+                .to_string(),
+            ),
         }),
         RouteDecision::Reject { route } => Err((
             Reason::RouteDenied,

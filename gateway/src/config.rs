@@ -1,0 +1,165 @@
+//! The gateway's runtime configuration (`emla serve --config FILE`): where it
+//! listens, where it keeps its data, which policy it enforces. Distinct from
+//! the policy files, which say *what* is allowed.
+//!
+//! Without a file, the embedded default runs: 127.0.0.1:2525, SQLite under
+//! `data/`, the policy in `policy/`, no TLS required (a local demo).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Everything `emla serve` needs to start.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Addresses to accept SMTP on.
+    pub listen: Vec<SocketAddr>,
+    /// Directory for the database (SQLite), message bodies and the control socket.
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…`.
+    pub database_url: String,
+    /// The policy directory.
+    pub policy_dir: PathBuf,
+    /// STARTTLS certificate chain and key, PEM.
+    pub tls: Option<TlsFiles>,
+    /// Refuse MAIL before STARTTLS with `530`.
+    pub require_tls: bool,
+    /// Most concurrent SMTP sessions; one more gets `421`.
+    pub max_sessions: usize,
+    /// How long a client may stay silent between commands.
+    pub command_timeout: Duration,
+    /// How long a client may stay silent during DATA.
+    pub data_timeout: Duration,
+    /// On SIGTERM, how long sessions in the middle of a transaction may finish.
+    pub shutdown_grace: Duration,
+    /// Keep the bodies of rejected messages (their hash is always kept).
+    pub keep_rejected_bodies: bool,
+}
+
+/// STARTTLS certificate and key files.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct File {
+    listen: Option<Vec<String>>,
+    data_dir: Option<PathBuf>,
+    database_url: Option<String>,
+    policy_dir: Option<PathBuf>,
+    tls: Option<TlsFiles>,
+    require_tls: Option<bool>,
+    max_sessions: Option<usize>,
+    command_timeout_secs: Option<u64>,
+    data_timeout_secs: Option<u64>,
+    shutdown_grace_secs: Option<u64>,
+    keep_rejected_bodies: Option<bool>,
+}
+
+impl Config {
+    /// The embedded default: a local demo on 127.0.0.1:2525.
+    pub fn embedded() -> Config {
+        Self::build(File::default(), Path::new("."), false).expect("defaults are valid")
+    }
+
+    /// Reads a configuration file; relative paths resolve against its directory.
+    pub fn load(path: &Path) -> Result<Config, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let file: File = toml::from_str(&text).map_err(|e| {
+            let at = e
+                .span()
+                .map(|s| {
+                    let line = text[..s.start].matches('\n').count() + 1;
+                    let col = s.start - text[..s.start].rfind('\n').map_or(0, |p| p + 1) + 1;
+                    format!("{line}:{col}: ")
+                })
+                .unwrap_or_default();
+            format!("{}:{at}{}", path.display(), e.message())
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        Self::build(file, base, true).map_err(|e| format!("{}: {e}", path.display()))
+    }
+
+    fn build(f: File, base: &Path, from_file: bool) -> Result<Config, String> {
+        let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+        let listen = f
+            .listen
+            .unwrap_or_else(|| vec!["127.0.0.1:2525".into()])
+            .iter()
+            .map(|s| {
+                s.parse::<SocketAddr>()
+                    .map_err(|e| format!("listen address {s:?}: {e}"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        if listen.is_empty() {
+            return Err("listen must name at least one address".into());
+        }
+        let data_dir = rel(f.data_dir.unwrap_or_else(|| "data".into()));
+        let database_url = f
+            .database_url
+            .unwrap_or_else(|| format!("sqlite://{}", data_dir.join("emla.db").display()));
+        let tls = f.tls.map(|t| TlsFiles {
+            cert: rel(t.cert),
+            key: rel(t.key),
+        });
+        // Outside the embedded demo, plain-text submission is refused by default.
+        let require_tls = f.require_tls.unwrap_or(from_file);
+        if require_tls && tls.is_none() {
+            return Err("require_tls is on but no [tls] cert/key is configured".into());
+        }
+        let max_sessions = f.max_sessions.unwrap_or(100);
+        if max_sessions == 0 {
+            return Err("max_sessions must be at least 1".into());
+        }
+        Ok(Config {
+            listen,
+            data_dir,
+            database_url,
+            policy_dir: rel(f.policy_dir.unwrap_or_else(|| "policy".into())),
+            tls,
+            require_tls,
+            max_sessions,
+            command_timeout: Duration::from_secs(f.command_timeout_secs.unwrap_or(300)),
+            data_timeout: Duration::from_secs(f.data_timeout_secs.unwrap_or(600)),
+            shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
+            keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_a_local_demo() {
+        let c = Config::embedded();
+        assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
+        assert!(!c.require_tls);
+        assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn file_requires_tls_by_default_and_names_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        std::fs::write(&p, "listen = [\"127.0.0.1:0\"]\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("require_tls is on"), "{e}");
+        std::fs::write(&p, "listn = []\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains(":1:1: unknown field `listn`"), "{e}");
+        std::fs::write(&p, "require_tls = false\ndata_dir = \"d\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.data_dir, dir.path().join("d"));
+    }
+}

@@ -1,0 +1,215 @@
+//! End of DATA: verify the message, record the decision durably, and only
+//! then reply. `250` means the body file and the transaction are on disk.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use mail_parser::MessageParser;
+
+use super::handler::Transaction;
+use super::reply::Reply;
+use super::Gateway;
+use crate::clock::EvalTime;
+use crate::reason::Reason;
+use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
+use crate::verify::{self, Envelope, Verdict};
+
+/// Verifies and records one transaction; returns the reply for the client.
+pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -> Reply {
+    let id = new_message_id(&tx.policy.gateway.hostname);
+    let received_at_ms = now_ms();
+    let Transaction {
+        mail_from,
+        rcpt_to,
+        body,
+        received,
+        too_large,
+        malformed,
+        policy,
+    } = tx;
+    let body: Arc<[u8]> = body.into();
+    let verdict = if too_large {
+        Verdict::rejected(
+            Reason::TooLarge,
+            format!(
+                "message is at least {received} bytes, the limit is {}",
+                policy.limits.max_message_size
+            ),
+        )
+    } else if let Some(why) = malformed {
+        Verdict::rejected(Reason::Malformed, why)
+    } else {
+        let (policy, body, mail_from, rcpt_to) = (
+            policy.clone(),
+            body.clone(),
+            mail_from.clone(),
+            rcpt_to.clone(),
+        );
+        // Signature and chain checks are CPU work: off the async workers.
+        let judged = tokio::task::spawn_blocking(move || {
+            let envelope = Envelope {
+                mail_from: Some(&mail_from),
+                rcpt_to: &rcpt_to,
+            };
+            verify::verify(&policy, &body, &envelope, EvalTime::now())
+        })
+        .await;
+        match judged {
+            Ok(v) => v,
+            Err(e) => Verdict::rejected(
+                Reason::TemporaryFailure,
+                format!("verification did not complete: {e}"),
+            ),
+        }
+    };
+    let accepted = verdict.accepted();
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let headers = Headers::of(&body);
+    let queue = if accepted {
+        queue_entries(&id, &verdict)
+    } else {
+        Vec::new()
+    };
+    let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
+    let event = AuditEvent {
+        kind: if accepted {
+            "message.accepted"
+        } else {
+            "message.rejected"
+        }
+        .into(),
+        message_id: Some(id.clone()),
+        data: serde_json::json!({
+            "session": session,
+            "mail_from": mail_from,
+            "rcpt_to": rcpt_to,
+            "size": received,
+            "sha256": sha256,
+            "from": headers.from,
+            "to": headers.to,
+            "subject": headers.subject,
+            "message_id": headers.message_id,
+            "date": headers.date,
+            "verdict": if accepted { "accept" } else { "reject" },
+            "reason": verdict.reason,
+            "detail": verdict.detail,
+            "signers": verdict.signers,
+            "authority": verdict.authority,
+            "recipients": verdict.recipients,
+            "policy_version": policy.version,
+            "body_stored": keep_body,
+        }),
+    };
+    let record = Record {
+        message: Some(MessageRecord {
+            id: id.clone(),
+            received_at_ms,
+            sha256,
+            size: received,
+            session: session.clone(),
+            mail_from,
+            rcpt_to,
+            header_from: headers.from,
+            header_to: headers.to,
+            subject: headers.subject,
+            message_id: headers.message_id,
+            date: headers.date,
+            reason: verdict.reason,
+            detail: verdict.detail.clone(),
+            signers: serde_json::to_value(&verdict.signers).unwrap_or_default(),
+            authority: verdict.authority.clone(),
+            policy_version: policy.version.clone(),
+            body: keep_body.then_some(body),
+        }),
+        events: vec![event],
+        queue,
+    };
+    match gw.store.record(record).await {
+        Ok(()) if accepted => Reply::new(250, format!("2.0.0 accepted as {id}")),
+        Ok(()) => Reply::reject(verdict.reason, &verdict.detail),
+        Err(e) => {
+            tracing::error!(message = %id, error = %e, "cannot record the decision");
+            Reply::temporary(&format!(
+                "cannot record the message now ({e}); try again later"
+            ))
+        }
+    }
+}
+
+/// One queue entry per next hop, route and lane, with its recipients.
+fn queue_entries(id: &str, verdict: &Verdict) -> Vec<QueueEntry> {
+    let mut by_hop: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
+    for r in &verdict.recipients {
+        let key = (
+            r.next_hop.clone().unwrap_or_default(),
+            r.authority.clone().unwrap_or_default(),
+            r.route.clone().unwrap_or_default(),
+            r.lane.clone().unwrap_or_else(|| "normal".into()),
+        );
+        by_hop.entry(key).or_default().push(r.recipient.clone());
+    }
+    by_hop
+        .into_iter()
+        .map(
+            |((next_hop, authority, route, lane), recipients)| QueueEntry {
+                message_id: id.to_string(),
+                next_hop,
+                authority,
+                route,
+                lane,
+                recipients,
+            },
+        )
+        .collect()
+}
+
+/// The header fields recorded with every message.
+#[derive(Default)]
+struct Headers {
+    from: Option<String>,
+    to: Option<String>,
+    subject: Option<String>,
+    message_id: Option<String>,
+    date: Option<String>,
+}
+
+impl Headers {
+    fn of(raw: &[u8]) -> Headers {
+        let Some(m) = MessageParser::new().parse_headers(raw) else {
+            return Headers::default();
+        };
+        let raw_value = |name: &str| m.header_raw(name).map(|v| v.trim().to_string());
+        Headers {
+            from: raw_value("From"),
+            to: raw_value("To"),
+            subject: m.subject().map(str::to_string),
+            message_id: m.message_id().map(str::to_string),
+            date: raw_value("Date"),
+        }
+    }
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
+/// A unique, sortable message id: reception time and 64 random bits.
+fn new_message_id(hostname: &str) -> String {
+    use ring::rand::SecureRandom;
+    let mut rnd = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut rnd);
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}@{hostname}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        hex::encode(rnd)
+    )
+}

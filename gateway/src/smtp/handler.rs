@@ -1,0 +1,325 @@
+//! The `mailin` handler: the checks made as each SMTP command arrives, so
+//! bad mail is refused before its body is read, and the bounded collection
+//! of the body during DATA.
+//!
+//! `mailin` calls are synchronous; everything that needs I/O (auditing an
+//! early rejection, verifying and recording a message) is left for the
+//! async session driver to do between lines.
+
+use std::io;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use mailin::{Handler, Response};
+
+use super::reply::Reply;
+use crate::policy::{Policy, RouteDecision};
+use crate::reason::Reason;
+use crate::store::{AuditEvent, SessionInfo};
+
+/// What the driver must do after a line was processed.
+pub enum Pending {
+    /// Nothing: send mailin's reply.
+    None,
+    /// An early rejection to audit before its reply is sent.
+    Audit(AuditEvent, Reply),
+    /// A complete message to verify and record; the reply comes from that.
+    Message(Transaction),
+}
+
+/// A transaction whose DATA ended.
+pub struct Transaction {
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TO.
+    pub rcpt_to: Vec<String>,
+    /// The message, dot-unstuffed, as received (empty when too large).
+    pub body: Vec<u8>,
+    /// Bytes received, counted even past the limit.
+    pub received: u64,
+    /// The size limit was exceeded.
+    pub too_large: bool,
+    /// Why the message is malformed at the SMTP level (over-long line).
+    pub malformed: Option<String>,
+    /// The policy the transaction was judged under.
+    pub policy: Arc<Policy>,
+}
+
+/// Per-session state behind the `mailin` state machine.
+pub struct Intake {
+    /// Facts about the session, for audit records.
+    pub session: SessionInfo,
+    /// STARTTLS has completed.
+    pub tls_active: bool,
+    require_tls: bool,
+    current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
+    policy: Option<Arc<Policy>>,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    body: Vec<u8>,
+    received: u64,
+    too_large: bool,
+    in_data: bool,
+    malformed: Option<String>,
+    pending: Pending,
+}
+
+impl Intake {
+    /// A handler for a session from `ip`, reading the policy in force at
+    /// each MAIL command from `current_policy`.
+    pub fn new(
+        ip: IpAddr,
+        require_tls: bool,
+        current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
+    ) -> Intake {
+        Intake {
+            session: SessionInfo {
+                client_ip: ip.to_string(),
+                ..SessionInfo::default()
+            },
+            tls_active: false,
+            require_tls,
+            current_policy,
+            policy: None,
+            mail_from: String::new(),
+            rcpt_to: Vec::new(),
+            body: Vec::new(),
+            received: 0,
+            too_large: false,
+            in_data: false,
+            malformed: None,
+            pending: Pending::None,
+        }
+    }
+
+    /// Whether the session is inside DATA.
+    pub fn in_data(&self) -> bool {
+        self.in_data
+    }
+
+    /// Whether a transaction is open (MAIL given, not yet finished).
+    pub fn in_transaction(&self) -> bool {
+        self.policy.is_some()
+    }
+
+    /// Takes what the driver must do for the line just processed.
+    pub fn take_pending(&mut self) -> Pending {
+        std::mem::replace(&mut self.pending, Pending::None)
+    }
+
+    /// The size limit in force for MAIL `SIZE=` checks.
+    pub fn max_message_size(&self) -> u64 {
+        (self.current_policy)().limits.max_message_size
+    }
+
+    /// An early rejection: its reply, with the audit event left pending.
+    fn refuse(
+        &mut self,
+        stage: &str,
+        reason: Reason,
+        detail: String,
+        rcpt: Option<&str>,
+    ) -> Response {
+        let policy = self
+            .policy
+            .clone()
+            .unwrap_or_else(|| (self.current_policy)());
+        let reply = Reply::reject(reason, &detail);
+        self.pending = Pending::Audit(
+            AuditEvent {
+                kind: "smtp.rejected".into(),
+                message_id: None,
+                data: serde_json::json!({
+                    "stage": stage,
+                    "session": self.session,
+                    "mail_from": self.mail_from,
+                    "rcpt": rcpt,
+                    "reason": reason,
+                    "detail": detail,
+                    "policy_version": policy.version,
+                }),
+            },
+            reply.clone(),
+        );
+        Response::custom(reply.code, reply.text)
+    }
+
+    /// Audits a refusal decided by the driver (size, smuggling, TLS).
+    pub fn refusal_event(&self, stage: &str, reason: Reason, detail: &str) -> AuditEvent {
+        AuditEvent {
+            kind: "smtp.rejected".into(),
+            message_id: None,
+            data: serde_json::json!({
+                "stage": stage,
+                "session": self.session,
+                "mail_from": self.mail_from,
+                "rcpt_to": self.rcpt_to,
+                "reason": reason,
+                "detail": detail,
+                "policy_version": (self.current_policy)().version,
+            }),
+        }
+    }
+
+    /// Marks the message being received as malformed (refused at the end).
+    pub fn mark_malformed(&mut self, why: &str) {
+        if self.malformed.is_none() {
+            self.malformed = Some(why.to_string());
+        }
+    }
+
+    /// Abandons the transaction (the connection is closing).
+    pub fn abort(&mut self) {
+        self.policy = None;
+        self.in_data = false;
+        self.body = Vec::new();
+    }
+}
+
+impl Intake {
+    /// See [`Handler`].
+    pub fn helo(&mut self, _ip: IpAddr, domain: &str) -> Response {
+        self.session.helo = domain.to_string();
+        mailin::response::OK
+    }
+
+    /// See [`Handler`].
+    pub fn mail(&mut self, _ip: IpAddr, _domain: &str, from: &str) -> Response {
+        self.policy = None;
+        self.mail_from = from.to_string();
+        self.rcpt_to.clear();
+        if self.require_tls && !self.tls_active {
+            return Response::custom(530, "5.7.0 Must issue a STARTTLS command first".into());
+        }
+        let policy = (self.current_policy)();
+        if policy.authority_for_address(from).is_none() {
+            let detail = format!("sender <{from}> is not in a domain of any authority");
+            self.policy = Some(policy);
+            let r = self.refuse("mail", Reason::UnauthorizedDomain, detail, None);
+            self.policy = None;
+            return r;
+        }
+        self.policy = Some(policy);
+        Response::custom(250, "2.1.0 Sender OK".into())
+    }
+
+    /// See [`Handler`].
+    pub fn rcpt(&mut self, to: &str) -> Response {
+        let Some(policy) = self.policy.clone() else {
+            return Response::custom(503, "5.5.1 MAIL first".into());
+        };
+        if self.rcpt_to.len() >= policy.limits.max_recipients {
+            let detail = format!(
+                "at most {} recipients per message",
+                policy.limits.max_recipients
+            );
+            return self.refuse("rcpt", Reason::TooManyRecipients, detail, Some(to));
+        }
+        let (reason, detail) = match policy.route(&self.mail_from, to) {
+            RouteDecision::Relay { .. } => {
+                self.rcpt_to.push(to.to_string());
+                return Response::custom(250, "2.1.5 Recipient OK".into());
+            }
+            RouteDecision::Reject { route } => (
+                Reason::RouteDenied,
+                format!("route {} refuses it: {}", route.name, route.reason),
+            ),
+            RouteDecision::UnknownRecipientDomain => (
+                Reason::UnauthorizedDomain,
+                format!("recipient <{to}> is not in a domain of any authority"),
+            ),
+            RouteDecision::NoRoute => (
+                Reason::RouteDenied,
+                format!("no route allows <{}> to write to <{to}>", self.mail_from),
+            ),
+        };
+        self.refuse("rcpt", reason, detail, Some(to))
+    }
+
+    /// See [`Handler`].
+    pub fn data_start(
+        &mut self,
+        _domain: &str,
+        _from: &str,
+        _is8bit: bool,
+        _to: &[String],
+    ) -> Response {
+        if self.policy.is_none() || self.rcpt_to.is_empty() {
+            return Response::custom(554, "5.5.1 No valid recipients".into());
+        }
+        self.in_data = true;
+        self.body = Vec::with_capacity(64 * 1024);
+        self.received = 0;
+        self.too_large = false;
+        self.malformed = None;
+        mailin::response::START_DATA
+    }
+
+    /// See [`Handler`].
+    pub fn data(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.received += buf.len() as u64;
+        let limit = self
+            .policy
+            .as_ref()
+            .map_or(0, |p| p.limits.max_message_size);
+        if self.received > limit {
+            // Memory stays bounded: past the limit bytes are only counted.
+            self.too_large = true;
+            self.body = Vec::new();
+        } else {
+            self.body.extend_from_slice(buf);
+        }
+        Ok(())
+    }
+
+    /// See [`Handler`].
+    pub fn data_end(&mut self) -> Response {
+        self.in_data = false;
+        let Some(policy) = self.policy.take() else {
+            return Response::custom(503, "5.5.1 No transaction".into());
+        };
+        self.pending = Pending::Message(Transaction {
+            mail_from: std::mem::take(&mut self.mail_from),
+            rcpt_to: std::mem::take(&mut self.rcpt_to),
+            body: std::mem::take(&mut self.body),
+            received: self.received,
+            too_large: self.too_large,
+            malformed: self.malformed.take(),
+            policy,
+        });
+        // Replaced by the driver with the verdict's reply.
+        Response::custom(250, "2.0.0 pending".into())
+    }
+}
+
+/// The handler `mailin` owns: the session's state, shared with the async
+/// driver (the lock is never held across an await).
+pub struct Shared(pub Arc<Mutex<Intake>>);
+
+impl Shared {
+    /// Locks the state.
+    pub fn lock(&self) -> MutexGuard<'_, Intake> {
+        self.0.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl Handler for Shared {
+    fn helo(&mut self, ip: IpAddr, domain: &str) -> Response {
+        self.lock().helo(ip, domain)
+    }
+    fn mail(&mut self, ip: IpAddr, domain: &str, from: &str) -> Response {
+        self.lock().mail(ip, domain, from)
+    }
+    fn rcpt(&mut self, to: &str) -> Response {
+        self.lock().rcpt(to)
+    }
+    fn data_start(&mut self, domain: &str, from: &str, is8bit: bool, to: &[String]) -> Response {
+        self.lock().data_start(domain, from, is8bit, to)
+    }
+    fn data(&mut self, buf: &[u8]) -> io::Result<()> {
+        self.lock().data(buf)
+    }
+    fn data_end(&mut self) -> Response {
+        self.lock().data_end()
+    }
+}

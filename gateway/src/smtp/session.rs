@@ -1,0 +1,406 @@
+//! One SMTP session, driven from tokio: reads lines with bounds and
+//! timeouts, refuses bare LF / bare CR (SMTP smuggling) before `mailin`
+//! sees them, adds what `mailin` lacks (SIZE, PIPELINING, enhanced status
+//! codes), upgrades to TLS, and runs the async steps the handler left
+//! pending.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+use mailin::{Action, Response, Session, SessionBuilder};
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::net::TcpStream;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::commit;
+use super::handler::{Intake, Pending, Shared};
+use super::reply::Reply;
+use super::Gateway;
+use crate::reason::Reason;
+use crate::store::{AuditEvent, Record};
+
+/// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
+const MAX_COMMAND_LINE: usize = 2048;
+/// Longest line of message text (RFC 5322 §2.1.1: 998 plus CRLF).
+const MAX_TEXT_LINE: usize = 1000;
+
+trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+
+/// Why a session ended, for the log.
+enum End {
+    Quit,
+    ClientGone,
+    Refused,
+}
+
+/// One line read from the client.
+enum Line {
+    Ok(Vec<u8>),
+    /// Longer than allowed; consumed up to its end.
+    TooLong,
+    Eof,
+}
+
+/// Runs one session to its end.
+pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, mut shutdown: watch::Receiver<bool>) {
+    let peer = match tcp.peer_addr() {
+        Ok(p) => p,
+        Err(_) => return,
+    };
+    let _ = tcp.set_nodelay(true);
+    let policy_source = {
+        let gw = gw.clone();
+        Box::new(move || gw.policy())
+    };
+    let state = Arc::new(Mutex::new(Intake::new(
+        peer.ip(),
+        gw.config.require_tls,
+        policy_source,
+    )));
+    let mut builder = SessionBuilder::new(gw.policy().gateway.hostname.clone());
+    if gw.tls.is_some() {
+        builder.enable_start_tls();
+    }
+    let mut smtp = builder.build(peer.ip(), Shared(state.clone()));
+    let state = Shared(state);
+    let mut io: BufReader<Box<dyn Stream>> = BufReader::new(Box::new(tcp));
+    let hostname = gw.policy().gateway.hostname.clone();
+    let greeting = format!("220 {hostname} ESMTP emla\r\n");
+    if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
+        return;
+    }
+    let end = drive(&gw, &mut smtp, &state, &mut io, &mut shutdown).await;
+    let _ = io.get_mut().flush().await;
+    let _ = io.get_mut().shutdown().await;
+    tracing::debug!(
+        peer = %peer,
+        end = match end {
+            End::Quit => "quit",
+            End::ClientGone => "client gone",
+            End::Refused => "closed by the gateway",
+        },
+        "session ended"
+    );
+}
+
+async fn drive(
+    gw: &Arc<Gateway>,
+    smtp: &mut Session<Shared>,
+    state: &Shared,
+    io: &mut BufReader<Box<dyn Stream>>,
+    shutdown: &mut watch::Receiver<bool>,
+) -> End {
+    let mut out: Vec<u8> = Vec::new();
+    let mut grace_until: Option<Instant> = None;
+    loop {
+        // Pipelined replies go out together, once the client's input is drained.
+        if !out.is_empty() && io.buffer().is_empty() {
+            if io.get_mut().write_all(&out).await.is_err() {
+                return End::ClientGone;
+            }
+            out.clear();
+        }
+        let in_data = state.lock().in_data();
+        let stopping = *shutdown.borrow();
+        if stopping && grace_until.is_none() {
+            grace_until = Some(Instant::now() + gw.config.shutdown_grace);
+        }
+        if stopping && !state.lock().in_transaction() {
+            return close(
+                io,
+                &mut out,
+                "421 4.3.2 emla is shutting down, try again later",
+            )
+            .await;
+        }
+        let mut timeout = if in_data {
+            gw.config.data_timeout
+        } else {
+            gw.config.command_timeout
+        };
+        if let Some(until) = grace_until {
+            timeout = timeout.min(until.saturating_duration_since(Instant::now()));
+        }
+        let max = if in_data {
+            MAX_TEXT_LINE
+        } else {
+            MAX_COMMAND_LINE
+        };
+        let line = tokio::select! {
+            r = tokio::time::timeout(timeout, read_line(io, max)) => r,
+            _ = shutdown.changed(), if !stopping => continue,
+        };
+        let line = match line {
+            Err(_) if stopping => {
+                state.lock().abort();
+                return close(
+                    io,
+                    &mut out,
+                    "421 4.3.2 emla is shutting down, transaction aborted",
+                )
+                .await;
+            }
+            Err(_) => {
+                state.lock().abort();
+                return close(io, &mut out, "421 4.4.2 idle too long, closing connection").await;
+            }
+            Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::ClientGone,
+            Ok(Ok(Line::TooLong)) if in_data => {
+                // Refused at the end of DATA, like any malformed message.
+                state
+                    .lock()
+                    .mark_malformed("a line of the message exceeds 998 characters");
+                continue;
+            }
+            Ok(Ok(Line::TooLong)) => {
+                out.extend_from_slice(b"500 5.5.2 Line too long\r\n");
+                continue;
+            }
+            Ok(Ok(Line::Ok(line))) => line,
+        };
+        if let Some(problem) = bare_line_ending(&line) {
+            let detail = format!("{problem}; lines must end with CRLF");
+            let event = state.lock().refusal_event(
+                if in_data { "data" } else { "command" },
+                Reason::Smuggling,
+                &detail,
+            );
+            state.lock().abort();
+            let reply = audited(gw, event, Reply::reject(Reason::Smuggling, &detail)).await;
+            // Where the message ends is unknowable now: close.
+            out.extend_from_slice(&reply.wire());
+            let _ = io.get_mut().write_all(&out).await;
+            return End::Refused;
+        }
+        if !in_data {
+            if let Some((reply, detail)) = check_mail_size(state, &line) {
+                let event = state
+                    .lock()
+                    .refusal_event("mail", Reason::TooLarge, &detail);
+                out.extend_from_slice(&audited(gw, event, reply).await.wire());
+                continue;
+            }
+        }
+        let line = if in_data {
+            line
+        } else {
+            strip_mail_params(line)
+        };
+        let is_ehlo = !in_data && line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"EHLO ");
+        let response = smtp.process(&line);
+        let pending = state.lock().take_pending();
+        let reply: Option<Vec<u8>> = match pending {
+            Pending::Message(tx) => {
+                let session = state.lock().session.clone();
+                Some(commit::finish(gw, &session, tx).await.wire())
+            }
+            Pending::Audit(event, reply) => Some(audited(gw, event, reply).await.wire()),
+            Pending::None if is_ehlo && response.code == 250 => Some(ehlo_reply(gw, state, &line)),
+            Pending::None => match response.action {
+                Action::NoReply => None,
+                _ => Some(wire(&response)),
+            },
+        };
+        if let Some(r) = reply {
+            out.extend_from_slice(&r);
+        }
+        match response.action {
+            Action::Close => {
+                let _ = io.get_mut().write_all(&out).await;
+                return End::Quit;
+            }
+            Action::UpgradeTls => {
+                if io.get_mut().write_all(&out).await.is_err() {
+                    return End::ClientGone;
+                }
+                out.clear();
+                match upgrade(gw, io).await {
+                    Ok((version, cipher)) => {
+                        smtp.tls_active();
+                        let mut st = state.lock();
+                        st.tls_active = true;
+                        st.session.tls_version = Some(version);
+                        st.session.tls_cipher = Some(cipher);
+                    }
+                    Err(()) => return End::ClientGone,
+                }
+            }
+            _ => {}
+        }
+    }
+}
+
+async fn close(io: &mut BufReader<Box<dyn Stream>>, out: &mut Vec<u8>, text: &str) -> End {
+    out.extend_from_slice(text.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let _ = io.get_mut().write_all(out).await;
+    End::Refused
+}
+
+/// `reply` once `event` is durable; a decision that cannot be audited is
+/// not made: the client gets `451` and retries.
+async fn audited(gw: &Gateway, event: AuditEvent, reply: Reply) -> Reply {
+    let record = Record {
+        events: vec![event],
+        ..Record::default()
+    };
+    match gw.store.record(record).await {
+        Ok(()) => reply,
+        Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
+    }
+}
+
+fn wire(response: &Response) -> Vec<u8> {
+    response.buffer().unwrap_or_default()
+}
+
+/// Reads one line (through `\n`), at most `max` bytes; longer lines are
+/// consumed and reported, so memory stays bounded.
+async fn read_line(io: &mut BufReader<Box<dyn Stream>>, max: usize) -> std::io::Result<Line> {
+    let mut line = Vec::new();
+    let mut too_long = false;
+    loop {
+        let buf = io.fill_buf().await?;
+        if buf.is_empty() {
+            return Ok(Line::Eof);
+        }
+        let (chunk, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..=i], true),
+            None => (buf, false),
+        };
+        let n = chunk.len();
+        if !too_long && line.len() + n <= max {
+            line.extend_from_slice(chunk);
+        } else {
+            too_long = true;
+            line.clear();
+        }
+        io.consume(n);
+        if done {
+            return Ok(if too_long {
+                Line::TooLong
+            } else {
+                Line::Ok(line)
+            });
+        }
+    }
+}
+
+/// Why a line does not end in CRLF or holds a lone CR or LF, if it does.
+fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
+    let body = match line.strip_suffix(b"\r\n") {
+        Some(b) => b,
+        None if line.ends_with(b"\n") => return Some("bare LF received"),
+        None => return Some("line without CRLF received"),
+    };
+    if body.contains(&b'\r') {
+        return Some("bare CR received");
+    }
+    None
+}
+
+/// Refuses `MAIL FROM:<…> SIZE=n` above the limit before anything else.
+fn check_mail_size(state: &Shared, line: &[u8]) -> Option<(Reply, String)> {
+    if line.len() < 10 || !line[..10].eq_ignore_ascii_case(b"MAIL FROM:") {
+        return None;
+    }
+    let text = std::str::from_utf8(line).ok()?;
+    let size: u64 = text
+        .split_ascii_whitespace()
+        .find_map(|p| {
+            p.get(..5)
+                .filter(|k| k.eq_ignore_ascii_case("SIZE="))
+                .map(|_| &p[5..])
+        })?
+        .parse()
+        .ok()?;
+    let limit = state.lock().max_message_size();
+    (size > limit).then(|| {
+        let detail = format!("declared size {size} exceeds the limit of {limit} bytes");
+        (Reply::reject(Reason::TooLarge, &detail), detail)
+    })
+}
+
+/// `mailin` understands only `BODY=`: other MAIL parameters (SIZE, which we
+/// checked) are dropped before it parses the line.
+fn strip_mail_params(line: Vec<u8>) -> Vec<u8> {
+    if line.len() < 10 || !line[..10].eq_ignore_ascii_case(b"MAIL FROM:") {
+        return line;
+    }
+    let Ok(text) = std::str::from_utf8(&line) else {
+        return line;
+    };
+    let text = text.trim_end_matches("\r\n");
+    let mut parts = text.splitn(2, '>');
+    let (Some(path), rest) = (parts.next(), parts.next()) else {
+        return line;
+    };
+    let kept: Vec<&str> = rest
+        .unwrap_or("")
+        .split_ascii_whitespace()
+        .filter(|p| p.len() >= 5 && p[..5].eq_ignore_ascii_case("BODY="))
+        .collect();
+    let mut out = format!("{path}>");
+    for p in kept {
+        out.push(' ');
+        out.push_str(p);
+    }
+    out.push_str("\r\n");
+    out.into_bytes()
+}
+
+/// The EHLO reply, with the extensions emla implements itself.
+fn ehlo_reply(gw: &Gateway, state: &Shared, line: &[u8]) -> Vec<u8> {
+    let policy = gw.policy();
+    let client = String::from_utf8_lossy(&line[5..]).trim().to_string();
+    let mut lines = vec![
+        format!("{} greets {client}", policy.gateway.hostname),
+        format!("SIZE {}", policy.limits.max_message_size),
+        "8BITMIME".to_string(),
+        "PIPELINING".to_string(),
+        "ENHANCEDSTATUSCODES".to_string(),
+    ];
+    if gw.tls.is_some() && !state.lock().tls_active {
+        lines.push("STARTTLS".to_string());
+    }
+    let mut out = String::new();
+    for (i, l) in lines.iter().enumerate() {
+        let sep = if i + 1 == lines.len() { ' ' } else { '-' };
+        out.push_str(&format!("250{sep}{l}\r\n"));
+    }
+    out.into_bytes()
+}
+
+/// Replaces the plain stream with TLS. Anything the client pipelined
+/// after STARTTLS is discarded (command injection, CVE-2011-0411 class).
+async fn upgrade(
+    gw: &Gateway,
+    io: &mut BufReader<Box<dyn Stream>>,
+) -> Result<(String, String), ()> {
+    let Some(acceptor) = gw.tls.clone() else {
+        return Err(());
+    };
+    let buffered = io.buffer().len();
+    io.consume(buffered);
+    let placeholder: Box<dyn Stream> = Box::new(tokio::io::duplex(1).0);
+    let plain = std::mem::replace(io, BufReader::new(placeholder));
+    let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain.into_inner()))
+        .await
+        .map_err(|_| ())?
+        .map_err(|e| tracing::debug!(error = %e, "TLS handshake failed"))?;
+    let conn = tls.get_ref().1;
+    let version = conn
+        .protocol_version()
+        .map(|v| format!("{v:?}").replace("TLSv1_", "TLSv1."))
+        .unwrap_or_default();
+    let cipher = conn
+        .negotiated_cipher_suite()
+        .map(|c| format!("{:?}", c.suite()))
+        .unwrap_or_default();
+    *io = BufReader::new(Box::new(tls));
+    Ok((version, cipher))
+}

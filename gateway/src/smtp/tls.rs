@@ -1,0 +1,36 @@
+//! STARTTLS: the gateway's certificate, TLS 1.2 and 1.3 only.
+
+use std::sync::Arc;
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::TlsFiles;
+
+/// Loads the certificate chain and key into a TLS acceptor.
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let cert_pem = std::fs::read(&files.cert)
+        .map_err(|e| format!("TLS certificate {}: {e}", files.cert.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("TLS certificate {}: {e}", files.cert.display()))?;
+    if certs.is_empty() {
+        return Err(format!(
+            "TLS certificate {} holds no certificate",
+            files.cert.display()
+        ));
+    }
+    let key_pem =
+        std::fs::read(&files.key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
+    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
+        .map_err(|e| format!("TLS key {}: {e}", files.key.display()))?
+        .ok_or_else(|| format!("TLS key {} holds no private key", files.key.display()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| format!("TLS certificate and key do not match or are unusable: {e}"))?;
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
