@@ -97,6 +97,13 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Check the policy, then make the running gateway load it (it keeps the
+    /// old one if the new one has problems).
+    Reload {
+        /// Configuration file of the running gateway (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
 }
 
 fn main() -> ExitCode {
@@ -113,6 +120,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { dir, at, json },
         } => run_policy_check(dir, at, json),
+        Command::Policy {
+            command: PolicyCommand::Reload { config },
+        } => run_policy_reload(config),
         Command::Serve { config } => run_serve(config),
         Command::Audit {
             command: AuditCommand::Verify { config, json },
@@ -184,6 +194,44 @@ fn run_serve(config: Option<PathBuf>) -> ExitCode {
             })?;
             Ok(ExitCode::SUCCESS)
         })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_policy_reload(config: Option<PathBuf>) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        if let Err(diags) = policy::load(&config.policy_dir, EvalTime::now()) {
+            for d in &diags {
+                println!("{d}");
+            }
+            eprintln!(
+                "{}: {} problem(s); the running gateway keeps its policy",
+                config.policy_dir.display(),
+                diags.len()
+            );
+            return Ok(ExitCode::from(EXIT_REJECTED));
+        }
+        let rt = runtime()?;
+        let reply = rt
+            .block_on(emla::smtp::control::request(&config.data_dir, "reload"))
+            .map_err(|e| {
+                eprintln!("emla: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?;
+        if reply["ok"] == true {
+            println!(
+                "reloaded: policy version {}",
+                reply["version"].as_str().unwrap_or("?")
+            );
+            Ok(ExitCode::SUCCESS)
+        } else {
+            for p in reply["problems"].as_array().into_iter().flatten() {
+                println!("{}", p.as_str().unwrap_or_default());
+            }
+            eprintln!("emla: the gateway kept its policy");
+            Ok(ExitCode::from(EXIT_REJECTED))
+        }
     };
     run().unwrap_or_else(|code| code)
 }

@@ -9,6 +9,7 @@
 //! `mailin` state machine is driven from tokio instead.
 
 pub mod commit;
+pub mod control;
 pub mod handler;
 pub mod reply;
 pub mod session;
@@ -117,6 +118,7 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
+    let control = control::listen(gw.clone()).await?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = Arc::new(Semaphore::new(gw.config.max_sessions));
     let mut accept_tasks = Vec::new();
@@ -145,6 +147,8 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     for t in accept_tasks {
         t.abort();
     }
+    control.abort();
+    let _ = std::fs::remove_file(control::socket_path(&gw.config.data_dir));
     // Every session holds a permit: all of them back means all ended.
     let all = u32::try_from(gw.config.max_sessions).unwrap_or(u32::MAX);
     let deadline = gw.config.shutdown_grace + std::time::Duration::from_secs(2);
