@@ -173,6 +173,7 @@ fn run_serve(config: Option<PathBuf>) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let run = || -> Result<ExitCode, ExitCode> {
         let config = load_config(config)?;
