@@ -5,13 +5,24 @@
 //! Nothing is answered `250` before [`Store::record`] returned `Ok`: by then
 //! the body file and the database transaction are both on disk.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+
+use tokio::sync::{mpsc, oneshot};
 
 use crate::reason::Reason;
 
+pub mod chain;
+mod db;
+mod files;
+mod recorder;
+
+use db::Db;
+use recorder::{Counters, Job, Prepared, PreparedEvent, PreparedMessage, PreparedQueue};
+
 /// Why the store could not do what was asked.
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 pub enum StoreError {
     /// The database or the disk cannot take the write now (down, full,
     /// read-only): the SMTP client gets `451 4.3.0` and retries.
@@ -144,31 +155,301 @@ pub enum ChainCheck {
     },
 }
 
+/// What the writer has done since the store was opened (see
+/// [`Store::stats`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Transactions committed: with group commit, fewer than `records`
+    /// under load.
+    pub transactions: u64,
+    /// Records ([`Store::record`] calls) committed.
+    pub records: u64,
+    /// Audit events appended.
+    pub events: u64,
+    /// Transactions that failed (their callers got `Unavailable`).
+    pub failed: u64,
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    _private: Arc<()>,
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    db: Db,
+    data_dir: PathBuf,
+    writer: mpsc::Sender<Job>,
+    counters: Arc<Counters>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let backend = match self.inner.db {
+            Db::Sqlite(_) => "sqlite",
+            Db::Postgres(_) => "postgres",
+        };
+        f.debug_struct("Store")
+            .field("backend", &backend)
+            .field("data_dir", &self.inner.data_dir)
+            .finish()
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the store: runs the migrations of the
     /// backend `database_url` names (`sqlite://…` or `postgres://…`) and
     /// prepares `data_dir/messages/`.
+    ///
+    /// SQLite databases are created if missing and run in WAL mode with
+    /// `synchronous=FULL`. A database that cannot be reached within a few
+    /// seconds gives [`StoreError::Unavailable`]; a malformed URL
+    /// [`StoreError::Config`]. Must be called inside a Tokio runtime: it
+    /// starts the writer task.
     pub async fn open(database_url: &str, data_dir: &Path) -> Result<Store, StoreError> {
-        let _ = (database_url, data_dir);
-        todo!()
+        files::prepare(data_dir)?;
+        let db = Db::open(database_url).await?;
+        let counters = Arc::new(Counters::default());
+        let writer = recorder::spawn(db.clone(), counters.clone());
+        Ok(Store {
+            inner: Arc::new(Inner {
+                db,
+                data_dir: data_dir.to_path_buf(),
+                writer,
+                counters,
+            }),
+        })
     }
 
     /// Durably records one decision: body file (fsynced), then one
     /// transaction with the message row, its chained audit events and its
     /// queue entries.
+    ///
+    /// Concurrent calls share transactions (group commit). A record that is
+    /// inconsistent (a body whose SHA-256 is not `sha256`, a queue entry for
+    /// another message, a line feed in an event kind or message id) is
+    /// refused with [`StoreError::Unavailable`] before anything is written.
     pub async fn record(&self, record: Record) -> Result<(), StoreError> {
-        let _ = record;
-        todo!()
+        validate(&record).map_err(|e| StoreError::Unavailable(format!("invalid record: {e}")))?;
+        let Record {
+            message,
+            events,
+            queue,
+        } = record;
+        let message = match message {
+            Some(mut m) => {
+                let body_stored = match m.body.take() {
+                    Some(body) => {
+                        let dir = self.inner.data_dir.clone();
+                        let sha = m.sha256.clone();
+                        tokio::task::spawn_blocking(move || files::store_body(&dir, &sha, &body))
+                            .await
+                            .map_err(|e| {
+                                StoreError::Unavailable(format!("writing the body: {e}"))
+                            })??;
+                        true
+                    }
+                    None => false,
+                };
+                Some(PreparedMessage {
+                    size: i64::try_from(m.size).unwrap_or(i64::MAX),
+                    verdict: if m.reason == Reason::Ok {
+                        "accept"
+                    } else {
+                        "reject"
+                    },
+                    rcpt_to_json: to_json(&m.rcpt_to)?,
+                    signers_json: to_json(&m.signers)?,
+                    body_stored,
+                    record: m,
+                })
+            }
+            None => None,
+        };
+        let events = events
+            .into_iter()
+            .map(|e| {
+                Ok(PreparedEvent {
+                    data_json: to_json(&e.data)?,
+                    kind: e.kind,
+                    message_id: e.message_id,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let queue = queue
+            .into_iter()
+            .map(|q| {
+                Ok(PreparedQueue {
+                    recipients_json: to_json(&q.recipients)?,
+                    entry: q,
+                })
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let (reply, outcome) = oneshot::channel();
+        let job = Job {
+            record: Prepared {
+                message,
+                events,
+                queue,
+            },
+            reply,
+        };
+        let stopped = || StoreError::Unavailable("the store writer has stopped".into());
+        self.inner.writer.send(job).await.map_err(|_| stopped())?;
+        outcome.await.map_err(|_| stopped())?
     }
 
     /// Walks the audit chain from the first record.
+    ///
+    /// Reads the records in pages (bounded memory), recomputes every hash
+    /// (see [`chain`]), checks that seq runs 1, 2, 3… without gaps, that
+    /// each record links to the one before, and that `audit_head` names the
+    /// last record. Records appended while the walk runs are not checked.
     pub async fn verify_chain(&self) -> Result<ChainCheck, StoreError> {
-        todo!()
+        let db = &self.inner.db;
+        let read = |e| db::unavailable("reading the audit chain", e);
+        let (head_seq, head_hash) = db.head().await.map_err(read)?;
+        let mut verifier = chain::Verifier::default();
+        loop {
+            let page = db
+                .audit_page(verifier.last_seq(), head_seq)
+                .await
+                .map_err(read)?;
+            if page.is_empty() {
+                break;
+            }
+            for row in &page {
+                if let Err(broken) = verifier.push(row) {
+                    return Ok(broken);
+                }
+            }
+        }
+        let walked = verifier.last_seq();
+        let check = verifier.finish(head_seq, &head_hash);
+        if walked == head_seq && matches!(check, ChainCheck::Intact { .. }) {
+            if let Some(seq) = db.first_beyond_head().await.map_err(read)? {
+                return Ok(ChainCheck::Broken {
+                    seq,
+                    problem: format!(
+                        "record {seq} lies beyond the chain head: appended outside emla"
+                    ),
+                });
+            }
+        }
+        Ok(check)
     }
+
+    /// The message row `id` as a JSON object (column names as keys;
+    /// `rcpt_to` and `signers` parsed), or `None`.
+    pub async fn message(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner
+            .db
+            .message(id)
+            .await
+            .map_err(|e| db::unavailable("reading a message", e))
+    }
+
+    /// The audit records of a message in seq order, as JSON objects with
+    /// `seq`, `at`, `message_id`, `kind`, `data` (parsed), `data_text` (the
+    /// exact hashed text), `prev_hash` and `hash`.
+    pub async fn audit_events(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.inner
+            .db
+            .audit_events(message_id)
+            .await
+            .map_err(|e| db::unavailable("reading audit records", e))
+    }
+
+    /// The queue rows of a message in insertion order, as JSON objects
+    /// (column names as keys; `recipients` parsed).
+    pub async fn queue_entries(
+        &self,
+        message_id: &str,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.inner
+            .db
+            .queue_entries(message_id)
+            .await
+            .map_err(|e| db::unavailable("reading queue entries", e))
+    }
+
+    /// Number of rows in `messages`, `audit` and `queue`.
+    pub async fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
+        self.inner
+            .db
+            .counts()
+            .await
+            .map_err(|e| db::unavailable("counting rows", e))
+    }
+
+    /// What the writer has done since this store was opened.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.inner.counters;
+        StoreStats {
+            transactions: c.transactions.load(Ordering::Relaxed),
+            records: c.records.load(Ordering::Relaxed),
+            events: c.events.load(Ordering::Relaxed),
+            failed: c.failed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Where the raw message with this SHA-256 (lowercase hex) is kept:
+    /// `data_dir/messages/<first 2 hex>/<sha256>.eml`. `None` if `sha256`
+    /// is not 64 lowercase hex digits. The file exists only if a record
+    /// with `body_stored` was committed (or an orphan was left by a failed
+    /// one).
+    pub fn body_path(&self, sha256: &str) -> Option<PathBuf> {
+        files::body_path(&self.inner.data_dir, sha256)
+    }
+}
+
+fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::Unavailable(format!("serialising a record: {e}")))
+}
+
+/// Programming errors a record must not carry.
+fn validate(record: &Record) -> Result<(), String> {
+    if let Some(m) = &record.message {
+        if !files::is_sha256_hex(&m.sha256) {
+            return Err(format!(
+                "message {}: sha256 {:?} is not 64 lowercase hex digits",
+                m.id, m.sha256
+            ));
+        }
+        if let Some(body) = &m.body {
+            if body.len() as u64 != m.size {
+                return Err(format!(
+                    "message {}: size {} but the body has {} bytes",
+                    m.id,
+                    m.size,
+                    body.len()
+                ));
+            }
+        }
+        if let Some(q) = record.queue.iter().find(|q| q.message_id != m.id) {
+            return Err(format!(
+                "queue entry for message {} recorded with message {}",
+                q.message_id, m.id
+            ));
+        }
+    }
+    for e in &record.events {
+        if e.kind.is_empty() || e.kind.contains('\n') {
+            return Err(format!(
+                "audit event kind {:?} is empty or has a line feed",
+                e.kind
+            ));
+        }
+        if e.message_id.as_deref().is_some_and(|id| id.contains('\n')) {
+            return Err(format!(
+                "audit event message id {:?} has a line feed",
+                e.message_id
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,0 +1,440 @@
+//! The database side: one typed pool per backend, the embedded migrations,
+//! the batch transaction the writer commits, and the read queries.
+//!
+//! Both backends run the same SQL (`$1` placeholders work in SQLite too);
+//! [`on_pool!`] expands a body once per backend so each is type-checked
+//! against its own driver without `sqlx::Any`.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
+use sqlx::Row;
+
+use super::chain::{self, AuditRow};
+use super::recorder::Prepared;
+use super::StoreError;
+
+/// How long a caller waits for a connection (or SQLite for a lock) before
+/// the store reports itself unavailable.
+pub const TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Rows fetched per query when walking the audit chain.
+const PAGE: i64 = 10_000;
+
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/sqlite");
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrations/postgres");
+
+/// The database, whichever backend the URL names.
+#[derive(Clone, Debug)]
+pub enum Db {
+    /// `sqlite://PATH`.
+    Sqlite(SqlitePool),
+    /// `postgres://…` or `postgresql://…`.
+    Postgres(PgPool),
+}
+
+/// What differs between the backends inside the write transaction.
+struct Dialect {
+    /// Starts the write transaction. SQLite takes the write lock at once
+    /// (`IMMEDIATE`) so two processes never deadlock upgrading a read lock.
+    begin: &'static str,
+    /// Reads the chain head; PostgreSQL locks the row so instances sharing
+    /// the database append one after the other.
+    read_head: &'static str,
+}
+
+const SQLITE: Dialect = Dialect {
+    begin: "BEGIN IMMEDIATE",
+    read_head: "SELECT seq, hash FROM audit_head WHERE id = 1",
+};
+
+const POSTGRES: Dialect = Dialect {
+    begin: "BEGIN",
+    read_head: "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+};
+
+/// Runs `$body` with `$pool` bound to the backend's typed pool and `$d` to
+/// its [`Dialect`].
+macro_rules! on_pool {
+    ($db:expr, $pool:ident, $d:ident => $body:expr) => {
+        match $db {
+            Db::Sqlite($pool) => {
+                #[allow(unused_variables)]
+                let $d = &SQLITE;
+                $body
+            }
+            Db::Postgres($pool) => {
+                #[allow(unused_variables)]
+                let $d = &POSTGRES;
+                $body
+            }
+        }
+    };
+}
+
+/// Any sqlx error is the store being unavailable; `what` says what failed.
+pub fn unavailable(what: &str, e: sqlx::Error) -> StoreError {
+    StoreError::Unavailable(format!("{what}: {e}"))
+}
+
+impl Db {
+    /// Connects and runs the migrations.
+    pub async fn open(url: &str) -> Result<Db, StoreError> {
+        let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            let pool = PgPoolOptions::new()
+                .max_connections(8)
+                .acquire_timeout(TIMEOUT)
+                .connect(url)
+                .await
+                .map_err(|e| connect_error(url, e))?;
+            Db::Postgres(pool)
+        } else if url.starts_with("sqlite:") {
+            let options = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("database_url {url:?}: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Full)
+                .busy_timeout(TIMEOUT)
+                .foreign_keys(true);
+            if let Some(parent) = options.get_filename().parent() {
+                if !parent.as_os_str().is_empty() && !parent.exists() {
+                    std::fs::create_dir_all(parent).map_err(|e| {
+                        StoreError::Config(format!("cannot create {}: {e}", parent.display()))
+                    })?;
+                }
+            }
+            let pool = SqlitePoolOptions::new()
+                .max_connections(4)
+                .acquire_timeout(TIMEOUT)
+                .connect_with(options)
+                .await
+                .map_err(|e| connect_error(url, e))?;
+            Db::Sqlite(pool)
+        } else {
+            return Err(StoreError::Config(format!(
+                "database_url {url:?}: expected sqlite://PATH, postgres:// or postgresql://"
+            )));
+        };
+        let migrated = match &db {
+            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+        };
+        migrated.map_err(|e| match e {
+            sqlx::migrate::MigrateError::Execute(e) => unavailable("running migrations", e),
+            other => StoreError::Config(format!("database migrations: {other}")),
+        })?;
+        Ok(db)
+    }
+
+    /// Writes a batch in one transaction: per record, the message row, its
+    /// audit events chained after the current head, its queue rows; then the
+    /// new head. Returns the number of audit records appended.
+    pub async fn write_batch(&self, batch: &[Prepared], now_ms: i64) -> Result<u64, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin_with(d.begin).await?;
+            let head = sqlx::query(d.read_head).fetch_one(&mut *tx).await?;
+            let mut seq: i64 = head.try_get("seq")?;
+            let mut prev: String = head.try_get("hash")?;
+            let first = seq;
+            for rec in batch {
+                if let Some(m) = &rec.message {
+                    let r = &m.record;
+                    sqlx::query(
+                        "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
+                         tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
+                         subject, message_id, date, verdict, reason, detail, signers, authority, \
+                         policy_version, body_stored) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
+                         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+                    )
+                    .bind(&r.id)
+                    .bind(r.received_at_ms)
+                    .bind(&r.sha256)
+                    .bind(m.size)
+                    .bind(&r.session.client_ip)
+                    .bind(&r.session.helo)
+                    .bind(&r.session.tls_version)
+                    .bind(&r.session.tls_cipher)
+                    .bind(&r.mail_from)
+                    .bind(&m.rcpt_to_json)
+                    .bind(&r.header_from)
+                    .bind(&r.header_to)
+                    .bind(&r.subject)
+                    .bind(&r.message_id)
+                    .bind(&r.date)
+                    .bind(m.verdict)
+                    .bind(r.reason.as_str())
+                    .bind(&r.detail)
+                    .bind(&m.signers_json)
+                    .bind(&r.authority)
+                    .bind(&r.policy_version)
+                    .bind(m.body_stored)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+                for ev in &rec.events {
+                    seq += 1;
+                    let hash = chain::record_hash(
+                        &prev,
+                        seq,
+                        now_ms,
+                        &ev.kind,
+                        ev.message_id.as_deref(),
+                        &ev.data_json,
+                    );
+                    sqlx::query(
+                        "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(seq)
+                    .bind(now_ms)
+                    .bind(&ev.message_id)
+                    .bind(&ev.kind)
+                    .bind(&ev.data_json)
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    prev = hash;
+                }
+                for q in &rec.queue {
+                    sqlx::query(
+                        "INSERT INTO queue (message_id, next_hop, authority, route, lane, \
+                         recipients, next_attempt_at, created_at) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                    )
+                    .bind(&q.entry.message_id)
+                    .bind(&q.entry.next_hop)
+                    .bind(&q.entry.authority)
+                    .bind(&q.entry.route)
+                    .bind(&q.entry.lane)
+                    .bind(&q.recipients_json)
+                    .bind(now_ms)
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
+            }
+            if seq != first {
+                sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
+                    .bind(seq)
+                    .bind(&prev)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok((seq - first) as u64)
+        })
+    }
+
+    /// The chain head as `audit_head` holds it.
+    pub async fn head(&self) -> Result<(i64, String), sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query("SELECT seq, hash FROM audit_head WHERE id = 1")
+                .fetch_one(pool)
+                .await?;
+            Ok((row.try_get("seq")?, row.try_get("hash")?))
+        })
+    }
+
+    /// Audit rows with `after < seq <= upto`, in seq order, at most a page.
+    pub async fn audit_page(&self, after: i64, upto: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(after)
+            .bind(upto)
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok(AuditRow {
+                seq: r.try_get("seq")?,
+                at: r.try_get("at")?,
+                message_id: r.try_get("message_id")?,
+                kind: r.try_get("kind")?,
+                data: r.try_get("data")?,
+                prev_hash: r.try_get("prev_hash")?,
+                hash: r.try_get("hash")?,
+            })).collect()
+        })
+    }
+
+    /// The lowest seq beyond the head, read in one statement (one snapshot)
+    /// with the head, so a concurrent append is never mistaken for one.
+    pub async fn first_beyond_head(&self) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            sqlx::query_scalar(
+                "SELECT MIN(seq) FROM audit WHERE seq > (SELECT seq FROM audit_head WHERE id = 1)",
+            )
+            .fetch_one(pool)
+            .await
+        })
+    }
+
+    /// The message row as JSON (JSON columns parsed).
+    pub async fn message(&self, id: &str) -> Result<Option<Value>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query(
+                "SELECT id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher, \
+                 mail_from, rcpt_to, header_from, header_to, subject, message_id, date, verdict, \
+                 reason, detail, signers, authority, policy_version, body_stored \
+                 FROM messages WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+            let Some(r) = row else { return Ok(None) };
+            let s = |c: &str| r.try_get::<String, _>(c);
+            let o = |c: &str| r.try_get::<Option<String>, _>(c);
+            let i = |c: &str| r.try_get::<i64, _>(c);
+            Ok(Some(json!({
+                "id": s("id")?,
+                "received_at": i("received_at")?,
+                "sha256": s("sha256")?,
+                "size": i("size")?,
+                "client_ip": s("client_ip")?,
+                "helo": s("helo")?,
+                "tls_version": o("tls_version")?,
+                "tls_cipher": o("tls_cipher")?,
+                "mail_from": s("mail_from")?,
+                "rcpt_to": parse_json(&s("rcpt_to")?),
+                "header_from": o("header_from")?,
+                "header_to": o("header_to")?,
+                "subject": o("subject")?,
+                "message_id": o("message_id")?,
+                "date": o("date")?,
+                "verdict": s("verdict")?,
+                "reason": s("reason")?,
+                "detail": s("detail")?,
+                "signers": parse_json(&s("signers")?),
+                "authority": o("authority")?,
+                "policy_version": s("policy_version")?,
+                "body_stored": r.try_get::<bool, _>("body_stored")?,
+            })))
+        })
+    }
+
+    /// The audit rows of a message, in seq order (`data` parsed; the exact
+    /// text is kept in `data_text`).
+    pub async fn audit_events(&self, message_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
+                 WHERE message_id = $1 ORDER BY seq",
+            )
+            .bind(message_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| {
+                let data: String = r.try_get("data")?;
+                Ok(json!({
+                    "seq": r.try_get::<i64, _>("seq")?,
+                    "at": r.try_get::<i64, _>("at")?,
+                    "message_id": r.try_get::<Option<String>, _>("message_id")?,
+                    "kind": r.try_get::<String, _>("kind")?,
+                    "data": parse_json(&data),
+                    "data_text": data,
+                    "prev_hash": r.try_get::<String, _>("prev_hash")?,
+                    "hash": r.try_get::<String, _>("hash")?,
+                }))
+            }).collect()
+        })
+    }
+
+    /// The queue rows of a message, in insertion order.
+    pub async fn queue_entries(&self, message_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT id, message_id, next_hop, authority, route, lane, recipients, status, \
+                 attempts, next_attempt_at, created_at, claimed_by, lease_until FROM queue \
+                 WHERE message_id = $1 ORDER BY id",
+            )
+            .bind(message_id)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| {
+                Ok(json!({
+                    "id": r.try_get::<i64, _>("id")?,
+                    "message_id": r.try_get::<String, _>("message_id")?,
+                    "next_hop": r.try_get::<String, _>("next_hop")?,
+                    "authority": r.try_get::<String, _>("authority")?,
+                    "route": r.try_get::<String, _>("route")?,
+                    "lane": r.try_get::<String, _>("lane")?,
+                    "recipients": parse_json(&r.try_get::<String, _>("recipients")?),
+                    "status": r.try_get::<String, _>("status")?,
+                    "attempts": r.try_get::<i64, _>("attempts")?,
+                    "next_attempt_at": r.try_get::<i64, _>("next_attempt_at")?,
+                    "created_at": r.try_get::<i64, _>("created_at")?,
+                    "claimed_by": r.try_get::<Option<String>, _>("claimed_by")?,
+                    "lease_until": r.try_get::<Option<i64>, _>("lease_until")?,
+                }))
+            }).collect()
+        })
+    }
+
+    /// Row counts of `messages`, `audit` and `queue`.
+    pub async fn counts(&self) -> Result<(u64, u64, u64), sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query(
+                "SELECT (SELECT COUNT(*) FROM messages) AS m, (SELECT COUNT(*) FROM audit) AS a, \
+                 (SELECT COUNT(*) FROM queue) AS q",
+            )
+            .fetch_one(pool)
+            .await?;
+            let n = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
+            Ok((n("m")?, n("a")?, n("q")?))
+        })
+    }
+}
+
+/// Parses a JSON column; text that is not JSON (edited by hand) is
+/// returned as a string rather than hidden.
+fn parse_json(text: &str) -> Value {
+    serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
+    let shown = redact(url);
+    match e {
+        sqlx::Error::Configuration(e) => StoreError::Config(format!("database_url {shown:?}: {e}")),
+        e => StoreError::Unavailable(format!("cannot connect to {shown}: {e}")),
+    }
+}
+
+/// The URL without a password, for messages and logs.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redacts_passwords() {
+        assert_eq!(
+            redact("postgres://emla:secret@db:5432/emla"),
+            "postgres://emla:***@db:5432/emla"
+        );
+        assert_eq!(
+            redact("postgres://postgres@127.0.0.1/test"),
+            "postgres://postgres@127.0.0.1/test"
+        );
+        assert_eq!(redact("sqlite://data/emla.db"), "sqlite://data/emla.db");
+    }
+}

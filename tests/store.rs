@@ -1,0 +1,622 @@
+//! The store against real databases: SQLite in a temporary directory and
+//! PostgreSQL (a fresh database per test, dropped at the end).
+//!
+//! PostgreSQL is reached at `postgres://postgres@127.0.0.1:5432/test` (trust
+//! authentication), or at the URL in `EMLA_TEST_POSTGRES`; the role must be
+//! allowed to create databases.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use emla::store::{
+    AuditEvent, ChainCheck, MessageRecord, QueueEntry, Record, SessionInfo, Store, StoreError,
+};
+use emla::Reason;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use sqlx::{Connection, Row};
+
+// ---------------------------------------------------------------------------
+// Backends
+// ---------------------------------------------------------------------------
+
+#[derive(Clone, Copy, Debug)]
+enum Backend {
+    Sqlite,
+    Postgres,
+}
+
+/// One isolated database plus a data directory.
+struct TestDb {
+    url: String,
+    dir: tempfile::TempDir,
+    /// The PostgreSQL database to drop at the end.
+    pg_name: Option<String>,
+}
+
+fn pg_admin_url() -> String {
+    std::env::var("EMLA_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
+}
+
+fn unique() -> String {
+    static N: AtomicU64 = AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .subsec_nanos();
+    format!(
+        "{}_{}_{nanos}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+impl TestDb {
+    async fn new(backend: Backend) -> TestDb {
+        let dir = tempfile::tempdir().unwrap();
+        match backend {
+            Backend::Sqlite => TestDb {
+                url: format!("sqlite://{}", dir.path().join("db/emla.db").display()),
+                dir,
+                pg_name: None,
+            },
+            Backend::Postgres => {
+                let admin = pg_admin_url();
+                let mut conn = sqlx::PgConnection::connect(&admin)
+                    .await
+                    .unwrap_or_else(|e| {
+                        panic!("PostgreSQL at {admin} (set EMLA_TEST_POSTGRES): {e}")
+                    });
+                let name = format!("emla_test_{}", unique());
+                sqlx::query(&format!("CREATE DATABASE {name}"))
+                    .execute(&mut conn)
+                    .await
+                    .unwrap();
+                let base = admin.rsplit_once('/').unwrap().0;
+                TestDb {
+                    url: format!("{base}/{name}"),
+                    dir,
+                    pg_name: Some(name),
+                }
+            }
+        }
+    }
+
+    async fn open(&self) -> Store {
+        Store::open(&self.url, self.dir.path()).await.unwrap()
+    }
+
+    /// Runs SQL behind the store's back (tampering).
+    async fn exec(&self, sql: &str) {
+        if self.pg_name.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
+        }
+    }
+
+    /// `(kind, data)` of audit record `seq`.
+    async fn audit_row(&self, seq: i64) -> (String, String) {
+        let sql = "SELECT kind, data FROM audit WHERE seq = $1";
+        let row_get = |kind: String, data: String| (kind, data);
+        if self.pg_name.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            let r = sqlx::query(sql).bind(seq).fetch_one(&mut c).await.unwrap();
+            row_get(r.get("kind"), r.get("data"))
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            let r = sqlx::query(sql).bind(seq).fetch_one(&mut c).await.unwrap();
+            row_get(r.get("kind"), r.get("data"))
+        }
+    }
+
+    async fn drop_db(self) {
+        if let Some(name) = &self.pg_name {
+            let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+    }
+}
+
+/// Runs `$case(Backend)` once per backend, as two tests.
+macro_rules! both {
+    ($case:ident) => {
+        mod $case {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$case(super::Backend::Sqlite).await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$case(super::Backend::Postgres).await;
+            }
+        }
+    };
+}
+
+// ---------------------------------------------------------------------------
+// Records
+// ---------------------------------------------------------------------------
+
+fn body_of(id: &str) -> Vec<u8> {
+    format!(
+        "From: alice@justice.aa\r\nTo: bob@justice.bb\r\nSubject: request {id}\r\n\r\n\
+         Mutual legal assistance request {id}.\r\n"
+    )
+    .into_bytes()
+}
+
+fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
+    let raw = body_of(id);
+    MessageRecord {
+        id: id.into(),
+        received_at_ms: 1_767_225_600_000,
+        sha256: hex::encode(Sha256::digest(&raw)),
+        size: raw.len() as u64,
+        session: SessionInfo {
+            client_ip: "192.0.2.7".into(),
+            helo: "mx.justice.aa".into(),
+            tls_version: Some("TLSv1.3".into()),
+            tls_cipher: None,
+        },
+        mail_from: "alice@justice.aa".into(),
+        rcpt_to: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
+        header_from: Some("alice@justice.aa".into()),
+        header_to: Some("bob@justice.bb".into()),
+        subject: Some(format!("request {id}")),
+        message_id: Some(format!("<{id}@justice.aa>")),
+        date: None,
+        reason: Reason::Ok,
+        detail: "signed by alice@justice.aa".into(),
+        signers: json!([{"subject": "CN=Alice", "email": "alice@justice.aa"}]),
+        authority: Some("aa".into()),
+        policy_version: "p1".into(),
+        body: body.map(Arc::from),
+    }
+}
+
+/// An accepted message: row, two audit events, one queue entry.
+fn accepted(id: &str) -> Record {
+    let raw = body_of(id);
+    Record {
+        message: Some(message(id, Some(&raw))),
+        events: vec![
+            AuditEvent {
+                kind: "message.received".into(),
+                message_id: Some(id.into()),
+                data: json!({"size": raw.len(), "id": id}),
+            },
+            AuditEvent {
+                kind: "message.accepted".into(),
+                message_id: Some(id.into()),
+                data: json!({"reason": "ok", "id": id}),
+            },
+        ],
+        queue: vec![QueueEntry {
+            message_id: id.into(),
+            next_hop: "mx.justice.bb:25".into(),
+            authority: "bb".into(),
+            route: "aa-to-bb".into(),
+            lane: "normal".into(),
+            recipients: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
+        }],
+    }
+}
+
+fn intact(check: &ChainCheck) -> u64 {
+    match check {
+        ChainCheck::Intact { records, .. } => *records,
+        ChainCheck::Broken { seq, problem } => panic!("chain broken at {seq}: {problem}"),
+    }
+}
+
+fn broken(check: ChainCheck) -> (i64, String) {
+    match check {
+        ChainCheck::Broken { seq, problem } => (seq, problem),
+        intact => panic!("expected a broken chain, got {intact:?}"),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Cases
+// ---------------------------------------------------------------------------
+
+async fn record_and_read_back(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 0);
+
+    store.record(accepted("m1")).await.unwrap();
+
+    let raw = body_of("m1");
+    let sha = hex::encode(Sha256::digest(&raw));
+    let row = store.message("m1").await.unwrap().expect("message row");
+    assert_eq!(row["id"], "m1");
+    assert_eq!(row["verdict"], "accept");
+    assert_eq!(row["reason"], "ok");
+    assert_eq!(row["sha256"], sha.as_str());
+    assert_eq!(row["size"], raw.len());
+    assert_eq!(row["client_ip"], "192.0.2.7");
+    assert_eq!(row["tls_version"], "TLSv1.3");
+    assert_eq!(row["tls_cipher"], serde_json::Value::Null);
+    assert_eq!(
+        row["rcpt_to"],
+        json!(["bob@justice.bb", "carol@justice.bb"])
+    );
+    assert_eq!(row["signers"][0]["email"], "alice@justice.aa");
+    assert_eq!(row["authority"], "aa");
+    assert_eq!(row["policy_version"], "p1");
+    assert_eq!(row["body_stored"], true);
+    assert!(store.message("nope").await.unwrap().is_none());
+
+    // The body: content-addressed path, identical bytes.
+    let path = store.body_path(&sha).unwrap();
+    assert_eq!(
+        path,
+        db.dir
+            .path()
+            .join("messages")
+            .join(&sha[..2])
+            .join(format!("{sha}.eml"))
+    );
+    assert_eq!(std::fs::read(&path).unwrap(), raw);
+
+    let queue = store.queue_entries("m1").await.unwrap();
+    assert_eq!(queue.len(), 1);
+    assert_eq!(queue[0]["next_hop"], "mx.justice.bb:25");
+    assert_eq!(queue[0]["lane"], "normal");
+    assert_eq!(queue[0]["status"], "queued");
+    assert_eq!(queue[0]["attempts"], 0);
+    assert_eq!(
+        queue[0]["recipients"],
+        json!(["bob@justice.bb", "carol@justice.bb"])
+    );
+    assert_eq!(queue[0]["claimed_by"], serde_json::Value::Null);
+
+    let audit = store.audit_events("m1").await.unwrap();
+    assert_eq!(audit.len(), 2);
+    assert_eq!(audit[0]["seq"], 1);
+    assert_eq!(audit[0]["kind"], "message.received");
+    assert_eq!(audit[0]["prev_hash"], "0".repeat(64));
+    assert_eq!(audit[1]["seq"], 2);
+    assert_eq!(audit[1]["kind"], "message.accepted");
+    assert_eq!(audit[1]["data"]["reason"], "ok");
+    assert_eq!(audit[1]["prev_hash"], audit[0]["hash"]);
+    // The documented canonical form reproduces the stored hash.
+    let a = &audit[1];
+    let form = format!(
+        "{}\n{}\n{}\n{}\n{}\n{}",
+        a["prev_hash"].as_str().unwrap(),
+        a["seq"],
+        a["at"],
+        a["kind"].as_str().unwrap(),
+        a["message_id"].as_str().unwrap(),
+        a["data_text"].as_str().unwrap()
+    );
+    assert_eq!(
+        a["hash"].as_str().unwrap(),
+        hex::encode(Sha256::digest(form.as_bytes()))
+    );
+
+    // A rejected message whose body is not kept, and an event without one.
+    let mut rejected = message("m2", None);
+    rejected.reason = Reason::BadSignature;
+    store
+        .record(Record {
+            message: Some(rejected),
+            events: vec![AuditEvent {
+                kind: "message.rejected".into(),
+                message_id: Some("m2".into()),
+                data: json!({"reason": "bad-signature"}),
+            }],
+            queue: vec![],
+        })
+        .await
+        .unwrap();
+    store
+        .record(Record {
+            message: None,
+            events: vec![AuditEvent {
+                kind: "policy.reloaded".into(),
+                message_id: None,
+                data: json!({"version": "p2"}),
+            }],
+            queue: vec![],
+        })
+        .await
+        .unwrap();
+    let m2 = store.message("m2").await.unwrap().unwrap();
+    assert_eq!(m2["verdict"], "reject");
+    assert_eq!(m2["reason"], "bad-signature");
+    assert_eq!(m2["body_stored"], false);
+    assert!(!store
+        .body_path(m2["sha256"].as_str().unwrap())
+        .unwrap()
+        .exists());
+
+    assert_eq!(store.counts().await.unwrap(), (2, 4, 1));
+    let check = store.verify_chain().await.unwrap();
+    assert_eq!(intact(&check), 4);
+    drop(store);
+    db.drop_db().await;
+}
+both!(record_and_read_back);
+
+async fn refuses_inconsistent_records(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    // The body does not hash to the recorded sha256.
+    let mut bad = accepted("m1");
+    let m = bad.message.as_mut().unwrap();
+    m.body = Some(Arc::from(&b"something else"[..]));
+    m.size = 14;
+    let e = store.record(bad).await.unwrap_err();
+    assert!(
+        matches!(&e, StoreError::Unavailable(m) if m.contains("SHA-256")),
+        "{e}"
+    );
+    // A queue entry for another message.
+    let mut bad = accepted("m1");
+    bad.queue[0].message_id = "m9".into();
+    assert!(store.record(bad).await.is_err());
+    assert_eq!(store.counts().await.unwrap(), (0, 0, 0));
+    // Nothing half-written: no body file either.
+    let sha = hex::encode(Sha256::digest(b"something else"));
+    assert!(!store.body_path(&sha).unwrap().exists());
+    drop(store);
+    db.drop_db().await;
+}
+both!(refuses_inconsistent_records);
+
+async fn concurrent_records_are_group_committed(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.record(accepted(&format!("c{i}"))).await })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(store.counts().await.unwrap(), (200, 400, 200));
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 400);
+    for i in [0, 77, 199] {
+        let id = format!("c{i}");
+        assert!(store.message(&id).await.unwrap().is_some());
+        assert_eq!(store.audit_events(&id).await.unwrap().len(), 2);
+    }
+    let stats = store.stats();
+    assert_eq!(stats.records, 200);
+    assert_eq!(stats.events, 400);
+    assert_eq!(stats.failed, 0);
+    assert!(
+        stats.transactions < 200,
+        "expected batching, got {} transactions for 200 records",
+        stats.transactions
+    );
+    eprintln!(
+        "{backend:?}: 200 records in {} transactions",
+        stats.transactions
+    );
+    drop(store);
+    db.drop_db().await;
+}
+both!(concurrent_records_are_group_committed);
+
+async fn a_duplicate_fails_alone(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    store.record(accepted("dup")).await.unwrap();
+    let tasks: Vec<_> = (0..40)
+        .map(|i| {
+            let store = store.clone();
+            let id = if i == 20 {
+                "dup".to_string()
+            } else {
+                format!("d{i}")
+            };
+            tokio::spawn(async move { (id.clone(), store.record(accepted(&id)).await) })
+        })
+        .collect();
+    for t in tasks {
+        let (id, result) = t.await.unwrap();
+        assert_eq!(result.is_err(), id == "dup", "{id}: {result:?}");
+    }
+    assert_eq!(store.counts().await.unwrap(), (40, 80, 40));
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 80);
+    let stats = store.stats();
+    assert_eq!(stats.records, 40);
+    // One failed transaction for the duplicate alone, or two when it shared
+    // a batch (the batch, then its retry on its own).
+    assert!((1..=2).contains(&stats.failed), "{stats:?}");
+    eprintln!("{backend:?}: {stats:?}");
+    drop(store);
+    db.drop_db().await;
+}
+both!(a_duplicate_fails_alone);
+
+/// Five messages = audit records 1..=10 (odd: received, even: accepted).
+async fn five_messages(db: &TestDb) -> Store {
+    let store = db.open().await;
+    for i in 1..=5 {
+        store.record(accepted(&format!("t{i}"))).await.unwrap();
+    }
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 10);
+    store
+}
+
+async fn detects_edited_record(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = five_messages(&db).await;
+    db.exec(r#"UPDATE audit SET data = '{"reason":"ok","id":"forged"}' WHERE seq = 4"#)
+        .await;
+    let (seq, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(seq, 4, "{problem}");
+    assert!(problem.contains("record 4 was edited"), "{problem}");
+    drop(store);
+    db.drop_db().await;
+}
+both!(detects_edited_record);
+
+async fn detects_deleted_middle_record(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = five_messages(&db).await;
+    db.exec("DELETE FROM audit WHERE seq = 6").await;
+    let (seq, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(seq, 6, "{problem}");
+    assert!(
+        problem.contains("record 6 is missing (seq jumps from 5 to 7)"),
+        "{problem}"
+    );
+    drop(store);
+    db.drop_db().await;
+}
+both!(detects_deleted_middle_record);
+
+async fn detects_deleted_last_record(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = five_messages(&db).await;
+    db.exec("DELETE FROM audit WHERE seq = 10").await;
+    let (seq, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(seq, 10, "{problem}");
+    assert!(
+        problem.contains("chain head says seq 10 but the last record is 9"),
+        "{problem}"
+    );
+    drop(store);
+    db.drop_db().await;
+}
+both!(detects_deleted_last_record);
+
+async fn detects_swapped_records(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = five_messages(&db).await;
+    // Swap the kind and data of records 3 (t2 received) and 8 (t4 accepted).
+    let (k3, d3) = db.audit_row(3).await;
+    let (k8, d8) = db.audit_row(8).await;
+    let q = |s: &str| s.replace('\'', "''");
+    db.exec(&format!(
+        "UPDATE audit SET kind = '{}', data = '{}' WHERE seq = 3; \
+         UPDATE audit SET kind = '{}', data = '{}' WHERE seq = 8;",
+        q(&k8),
+        q(&d8),
+        q(&k3),
+        q(&d3)
+    ))
+    .await;
+    let (seq, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(seq, 3, "{problem}");
+    drop(store);
+    db.drop_db().await;
+}
+both!(detects_swapped_records);
+
+async fn detects_records_beyond_head(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = five_messages(&db).await;
+    db.exec("UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit WHERE seq = 9)")
+        .await;
+    let (seq, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(seq, 10, "{problem}");
+    assert!(problem.contains("beyond the chain head"), "{problem}");
+    drop(store);
+    db.drop_db().await;
+}
+both!(detects_records_beyond_head);
+
+async fn reopening_continues_the_chain(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let first = five_messages(&db).await;
+    // A second store on the same database (a restart, or a second
+    // instance): both append to one chain.
+    let second = db.open().await;
+    second.record(accepted("r1")).await.unwrap();
+    first.record(accepted("r2")).await.unwrap();
+    second.record(accepted("r3")).await.unwrap();
+    let audit = first.audit_events("r3").await.unwrap();
+    assert_eq!(audit[0]["seq"], 15);
+    drop(first);
+    drop(second);
+    let third = db.open().await;
+    third.record(accepted("r4")).await.unwrap();
+    assert_eq!(intact(&third.verify_chain().await.unwrap()), 18);
+    assert_eq!(third.counts().await.unwrap(), (9, 18, 9));
+    drop(third);
+    db.drop_db().await;
+}
+both!(reopening_continues_the_chain);
+
+#[tokio::test]
+async fn postgres_down_is_unavailable_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = Instant::now();
+    let e = Store::open("postgres://postgres@127.0.0.1:1/test", dir.path())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn bad_urls_are_configuration_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    for url in ["mysql://localhost/emla", "emla.db"] {
+        let e = Store::open(url, dir.path()).await.unwrap_err();
+        assert!(matches!(e, StoreError::Config(_)), "{url}: {e}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_outage_fails_calls_then_recovers() {
+    let db = TestDb::new(Backend::Postgres).await;
+    let store = db.open().await;
+    store.record(accepted("o1")).await.unwrap();
+
+    // Take the database away: end its sessions and rename it.
+    let name = db.pg_name.clone().unwrap();
+    let mut admin = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
+    let outage = format!("{name}_away");
+    sqlx::query(&format!(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+    ))
+    .execute(&mut admin)
+    .await
+    .unwrap();
+    sqlx::query(&format!("ALTER DATABASE {name} RENAME TO {outage}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+
+    let start = Instant::now();
+    let e = store.record(accepted("o2")).await.unwrap_err();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e}");
+    assert!(
+        start.elapsed() < Duration::from_secs(8),
+        "took {:?}",
+        start.elapsed()
+    );
+
+    // Back: the same store (same writer task) records again.
+    sqlx::query(&format!("ALTER DATABASE {outage} RENAME TO {name}"))
+        .execute(&mut admin)
+        .await
+        .unwrap();
+    store.record(accepted("o2")).await.unwrap();
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 4);
+    assert_eq!(store.stats().failed, 1);
+    drop(store);
+    db.drop_db().await;
+}
