@@ -36,6 +36,9 @@ pub enum Reason {
     SenderMismatch,
     /// A sender or recipient domain belongs to no authority.
     UnauthorizedDomain,
+    /// The SMTP client's address is not in the sender authority's
+    /// `allowed_clients`.
+    UnauthorizedClient,
     /// A route rule refuses the sender/recipient pair, or none matches.
     RouteDenied,
     /// MD5, SHA-1, a short RSA key or another refused algorithm.
@@ -54,7 +57,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 20] = [
+    pub const ALL: [Reason; 21] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -68,6 +71,7 @@ impl Reason {
         Reason::WrongUsage,
         Reason::SenderMismatch,
         Reason::UnauthorizedDomain,
+        Reason::UnauthorizedClient,
         Reason::RouteDenied,
         Reason::WeakAlgorithm,
         Reason::Smuggling,
@@ -93,6 +97,7 @@ impl Reason {
             Reason::WrongUsage => "wrong-usage",
             Reason::SenderMismatch => "sender-mismatch",
             Reason::UnauthorizedDomain => "unauthorized-domain",
+            Reason::UnauthorizedClient => "unauthorized-client",
             Reason::RouteDenied => "route-denied",
             Reason::WeakAlgorithm => "weak-algorithm",
             Reason::Smuggling => "smuggling",

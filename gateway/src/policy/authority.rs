@@ -23,6 +23,7 @@ const KEYS: &[&str] = &[
     "trust_anchors",
     "intermediates",
     "crls",
+    "allowed_clients",
     "next_hop",
 ];
 const NEXT_HOP_KEYS: &[&str] = &["url", "tls", "ca_file", "pin_sha256"];
@@ -182,6 +183,17 @@ fn parse(
         diags,
     );
 
+    let mut allowed_clients = Vec::new();
+    for (net, span) in top
+        .string_list("allowed_clients", diags)
+        .unwrap_or_default()
+    {
+        match parse_client_net(&net) {
+            Ok(n) => allowed_clients.push(n),
+            Err(e) => diags.push(src.diag(&span, e)),
+        }
+    }
+
     let next_hop = match top.table("next_hop", diags) {
         Some((table, header)) => {
             let t = TableReader::new(&src, table, header, "[next_hop]", NEXT_HOP_KEYS, diags);
@@ -207,6 +219,7 @@ fn parse(
                 anchor_certs: anchors.iter().map(|a| a.der.clone()).collect(),
                 intermediates: intermediates.iter().map(|a| a.der.clone()).collect(),
                 crls,
+                allowed_clients,
                 next_hop,
             })
         }
@@ -219,6 +232,23 @@ fn parse(
         built,
         src,
     })
+}
+
+/// An `allowed_clients` entry: an address or a CIDR network.
+fn parse_client_net(s: &str) -> Result<ipnet::IpNet, String> {
+    if let Ok(ip) = s.parse::<std::net::IpAddr>() {
+        return Ok(ipnet::IpNet::from(ip));
+    }
+    let net: ipnet::IpNet = s.parse().map_err(|_| {
+        format!("invalid client network {s:?}: expected an IP address or CIDR such as 192.0.2.0/24")
+    })?;
+    if net.trunc() != net {
+        return Err(format!(
+            "client network {s:?} has host bits set; did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
 }
 
 /// Whether `s` is a valid authority id: `[a-z0-9-]+`.
@@ -406,6 +436,21 @@ mod tests {
         assert!(parse_url("smtp://").is_err());
         assert!(parse_url("smtp://u@mx.example").is_err());
         assert!(parse_url("mx.example").is_err());
+    }
+
+    #[test]
+    fn client_networks() {
+        assert_eq!(
+            parse_client_net("192.0.2.7").unwrap().to_string(),
+            "192.0.2.7/32"
+        );
+        assert_eq!(
+            parse_client_net("2001:db8::/32").unwrap().to_string(),
+            "2001:db8::/32"
+        );
+        let e = parse_client_net("192.0.2.7/24").unwrap_err();
+        assert!(e.contains("did you mean 192.0.2.0/24"), "{e}");
+        assert!(parse_client_net("mx.example").is_err());
     }
 
     #[test]

@@ -112,8 +112,17 @@ pub struct Authority {
     pub intermediates: Vec<CertificateDer<'static>>,
     /// Its CRLs, each already checked to be signed by a configured CA.
     pub crls: Vec<Crl>,
+    /// Networks its mail servers submit from; empty: any client.
+    pub allowed_clients: Vec<ipnet::IpNet>,
     /// Where mail for its domains is relayed.
     pub next_hop: NextHop,
+}
+
+impl Authority {
+    /// Whether a client at `ip` may submit mail for this authority.
+    pub fn admits_client(&self, ip: std::net::IpAddr) -> bool {
+        self.allowed_clients.is_empty() || self.allowed_clients.iter().any(|n| n.contains(&ip))
+    }
 }
 
 /// A CRL whose signature was verified once, at policy load, so that no

@@ -81,6 +81,7 @@ mod tests {
             anchor_certs: Vec::new(),
             intermediates: Vec::new(),
             crls: Vec::new(),
+            allowed_clients: Vec::new(),
             next_hop: NextHop {
                 host: format!("mx.{domain}"),
                 port: 25,

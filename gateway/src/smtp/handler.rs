@@ -52,6 +52,7 @@ pub struct Intake {
     /// STARTTLS has completed.
     pub tls_active: bool,
     require_tls: bool,
+    ip: IpAddr,
     current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
     policy: Option<Arc<Policy>>,
     mail_from: String,
@@ -79,6 +80,7 @@ impl Intake {
             },
             tls_active: false,
             require_tls,
+            ip,
             current_policy,
             policy: None,
             mail_from: String::new(),
@@ -192,14 +194,26 @@ impl Intake {
             return Response::custom(530, "5.7.0 Must issue a STARTTLS command first".into());
         }
         let policy = (self.current_policy)();
-        if policy.authority_for_address(from).is_none() {
-            let detail = format!("sender <{from}> is not in a domain of any authority");
-            self.policy = Some(policy);
-            let r = self.refuse("mail", Reason::UnauthorizedDomain, detail, None);
+        let refusal = match policy.authority_for_address(from) {
+            None => Some((
+                Reason::UnauthorizedDomain,
+                format!("sender <{from}> is not in a domain of any authority"),
+            )),
+            Some(a) if !a.admits_client(self.ip) => Some((
+                Reason::UnauthorizedClient,
+                format!(
+                    "client {} may not submit mail for authority {}",
+                    self.ip, a.id
+                ),
+            )),
+            Some(_) => None,
+        };
+        self.policy = Some(policy);
+        if let Some((reason, detail)) = refusal {
+            let r = self.refuse("mail", reason, detail, None);
             self.policy = None;
             return r;
         }
-        self.policy = Some(policy);
         Response::custom(250, "2.1.0 Sender OK".into())
     }
 

@@ -78,6 +78,7 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         | Reason::WrongUsage
         | Reason::SenderMismatch
         | Reason::UnauthorizedDomain
+        | Reason::UnauthorizedClient
         | Reason::RouteDenied => (550, "5.7.1"),
     }
 }
