@@ -97,8 +97,9 @@ async fn drive(
     let mut out: Vec<u8> = Vec::new();
     let mut grace_until: Option<Instant> = None;
     loop {
-        // Pipelined replies go out together, once the client's input is drained.
-        if !out.is_empty() && io.buffer().is_empty() {
+        // Pipelined replies go out together, once no complete command is
+        // waiting in the input.
+        if !out.is_empty() && memchr::memchr(b'\n', io.buffer()).is_none() {
             if io.get_mut().write_all(&out).await.is_err() {
                 return End::ClientGone;
             }
