@@ -405,3 +405,38 @@ async fn upgrade(
     *io = BufReader::new(Box::new(tls));
     Ok((version, cipher))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_endings_must_be_crlf() {
+        assert_eq!(bare_line_ending(b"hello\r\n"), None);
+        assert_eq!(bare_line_ending(b".\r\n"), None);
+        assert_eq!(bare_line_ending(b"hello\n"), Some("bare LF received"));
+        assert_eq!(bare_line_ending(b"\n"), Some("bare LF received"));
+        assert_eq!(bare_line_ending(b"he\rllo\r\n"), Some("bare CR received"));
+        assert_eq!(bare_line_ending(b"hello\r\r\n"), Some("bare CR received"));
+        assert_eq!(
+            bare_line_ending(b"no end"),
+            Some("line without CRLF received")
+        );
+    }
+
+    #[test]
+    fn mail_parameters_other_than_body_are_dropped() {
+        assert_eq!(
+            strip_mail_params(b"MAIL FROM:<a@b.example> SIZE=123 BODY=8BITMIME\r\n".to_vec()),
+            b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n"
+        );
+        assert_eq!(
+            strip_mail_params(b"mail from:<a@b.example>\r\n".to_vec()),
+            b"mail from:<a@b.example>\r\n"
+        );
+        assert_eq!(
+            strip_mail_params(b"RCPT TO:<a@b.example> NOTIFY=NEVER\r\n".to_vec()),
+            b"RCPT TO:<a@b.example> NOTIFY=NEVER\r\n"
+        );
+    }
+}
