@@ -178,6 +178,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         signers: json!([{"subject": "CN=Alice", "email": "alice@justice.aa"}]),
         authority: Some("aa".into()),
         policy_version: "p1".into(),
+        case_ref: None,
         body: body.map(Arc::from),
     }
 }

@@ -11,6 +11,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use crate::audit::case_ref::CaseRefPattern;
+
 /// Everything `emla serve` needs to start.
 #[derive(Clone, Debug)]
 pub struct Config {
@@ -36,6 +38,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Keep the bodies of rejected messages (their hash is always kept).
     pub keep_rejected_bodies: bool,
+    /// How the case reference is found in a message's `Subject:` when it has
+    /// no `X-MLA-Reference` header field (`case_pattern`, a regular expression).
+    pub case_pattern: CaseRefPattern,
 }
 
 /// STARTTLS certificate and key files.
@@ -62,6 +67,7 @@ struct File {
     data_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     keep_rejected_bodies: Option<bool>,
+    case_pattern: Option<String>,
 }
 
 impl Config {
@@ -120,6 +126,10 @@ impl Config {
         if max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
+        let case_pattern = match f.case_pattern {
+            Some(p) => CaseRefPattern::new(&p)?,
+            None => CaseRefPattern::default(),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -132,6 +142,7 @@ impl Config {
             data_timeout: Duration::from_secs(f.data_timeout_secs.unwrap_or(600)),
             shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
             keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
+            case_pattern,
         })
     }
 }
@@ -161,5 +172,8 @@ mod tests {
         std::fs::write(&p, "require_tls = false\ndata_dir = \"d\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("d"));
+        std::fs::write(&p, "require_tls = false\ncase_pattern = \"(\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("case pattern \"(\""), "{e}");
     }
 }

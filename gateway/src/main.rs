@@ -81,6 +81,11 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Find messages by time, sender, recipient, authority, signer, reason,
+    /// verdict, delivery status, Message-ID, emla id or case reference.
+    Search(Box<emla::audit::cli::SearchArgs>),
+    /// One message's history as a timeline.
+    Show(emla::audit::cli::ShowArgs),
 }
 
 #[derive(Subcommand)]
@@ -127,6 +132,12 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config, json },
         } => run_audit_verify(config, json),
+        Command::Audit {
+            command: AuditCommand::Search(args),
+        } => run_audit_search(&args),
+        Command::Audit {
+            command: AuditCommand::Show(args),
+        } => run_audit_show(&args),
     }
 }
 
@@ -274,6 +285,52 @@ fn run_audit_verify(config: Option<PathBuf>, json: bool) -> ExitCode {
         })
     };
     run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_search(args: &emla::audit::cli::SearchArgs) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(args.config.clone())?;
+        // Only an authority or country filter needs the policy (to name its domains).
+        let policy = if args.needs_policy() {
+            let dir = args.policy.clone().unwrap_or(config.policy_dir.clone());
+            Some(load_policy(&dir, EvalTime::now())?)
+        } else {
+            None
+        };
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            Ok(audit_output(
+                emla::audit::cli::search(&store, policy.as_ref(), args).await,
+            ))
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_show(args: &emla::audit::cli::ShowArgs) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(args.config.clone())?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            Ok(audit_output(emla::audit::cli::show(&store, args).await))
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn audit_output(result: Result<String, emla::audit::AuditError>) -> ExitCode {
+    match result {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("emla: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
 }
 
 fn eval_time(at: Option<String>) -> Result<EvalTime, ExitCode> {

@@ -65,6 +65,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
     let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let headers = Headers::of(&body);
+    let case_ref = crate::audit::case_ref::from_message(&body, &gw.config.case_pattern);
     let queue = if accepted {
         queue_entries(&id, &verdict)
     } else {
@@ -119,6 +120,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             signers: serde_json::to_value(&verdict.signers).unwrap_or_default(),
             authority: verdict.authority.clone(),
             policy_version: policy.version.clone(),
+            case_ref,
             body: keep_body.then_some(body),
         }),
         events: vec![event],

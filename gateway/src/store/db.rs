@@ -17,6 +17,7 @@ use sqlx::Row;
 
 use super::chain::{self, AuditRow};
 use super::recorder::Prepared;
+use super::search::{self, Bind, MessageSummary, SearchQuery};
 use super::StoreError;
 
 /// How long a caller waits for a connection (or SQLite for a lock) before
@@ -148,8 +149,9 @@ impl Db {
                         "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
                          tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
                          subject, message_id, date, verdict, reason, detail, signers, authority, \
-                         policy_version, body_stored) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, \
-                         $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, $22)",
+                         policy_version, body_stored, case_ref) VALUES ($1, $2, $3, $4, $5, $6, \
+                         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+                         $22, $23)",
                     )
                     .bind(&r.id)
                     .bind(r.received_at_ms)
@@ -173,8 +175,37 @@ impl Db {
                     .bind(&r.authority)
                     .bind(&r.policy_version)
                     .bind(m.body_stored)
+                    .bind(&r.case_ref)
                     .execute(&mut *tx)
                     .await?;
+                    for (table, keys) in [
+                        ("message_senders", &m.sender_keys),
+                        ("message_recipients", &m.recipient_keys),
+                    ] {
+                        for key in keys {
+                            sqlx::query(&format!(
+                                "INSERT INTO {table} (address, received_at, message_id) \
+                                 VALUES ($1, $2, $3)"
+                            ))
+                            .bind(key)
+                            .bind(r.received_at_ms)
+                            .bind(&r.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    for (sha256, serial) in &m.signer_keys {
+                        sqlx::query(
+                            "INSERT INTO message_signers (sha256, serial, received_at, message_id) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(sha256)
+                        .bind(serial)
+                        .bind(r.received_at_ms)
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
                 for ev in &rec.events {
                     seq += 1;
@@ -283,7 +314,7 @@ impl Db {
             let row = sqlx::query(
                 "SELECT id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher, \
                  mail_from, rcpt_to, header_from, header_to, subject, message_id, date, verdict, \
-                 reason, detail, signers, authority, policy_version, body_stored \
+                 reason, detail, signers, authority, policy_version, body_stored, case_ref \
                  FROM messages WHERE id = $1",
             )
             .bind(id)
@@ -316,6 +347,7 @@ impl Db {
                 "authority": o("authority")?,
                 "policy_version": s("policy_version")?,
                 "body_stored": r.try_get::<bool, _>("body_stored")?,
+                "case_ref": o("case_ref")?,
             })))
         })
     }
@@ -375,6 +407,65 @@ impl Db {
                     "lease_until": r.try_get::<Option<i64>, _>("lease_until")?,
                 }))
             }).collect()
+        })
+    }
+
+    /// One page of a search (see [`search`](super::search)).
+    pub async fn search(&self, q: &SearchQuery) -> Result<Vec<MessageSummary>, sqlx::Error> {
+        let (text, binds) = search::sql(q);
+        on_pool!(self, pool, d => {
+            let mut query = sqlx::query(&text);
+            for b in binds {
+                query = match b {
+                    Bind::Text(s) => query.bind(s),
+                    Bind::Int(i) => query.bind(i),
+                };
+            }
+            let rows = query.fetch_all(pool).await?;
+            rows.iter().map(|r| {
+                let rcpt: String = r.try_get("rcpt_to")?;
+                Ok(MessageSummary {
+                    id: r.try_get("id")?,
+                    received_at: r.try_get("received_at")?,
+                    verdict: r.try_get("verdict")?,
+                    reason: r.try_get("reason")?,
+                    detail: r.try_get("detail")?,
+                    mail_from: r.try_get("mail_from")?,
+                    rcpt_to: serde_json::from_str(&rcpt).unwrap_or_else(|_| vec![rcpt]),
+                    header_from: r.try_get("header_from")?,
+                    header_to: r.try_get("header_to")?,
+                    subject: r.try_get("subject")?,
+                    message_id: r.try_get("message_id")?,
+                    authority: r.try_get("authority")?,
+                    case_ref: r.try_get("case_ref")?,
+                    sha256: r.try_get("sha256")?,
+                    size: r.try_get("size")?,
+                })
+            }).collect()
+        })
+    }
+
+    /// Ids of the messages whose `Message-ID:` is `header_id` (with or
+    /// without angle brackets), oldest first.
+    pub async fn ids_by_header_message_id(
+        &self,
+        header_id: &str,
+    ) -> Result<Vec<String>, sqlx::Error> {
+        let bare = header_id
+            .trim()
+            .trim_start_matches('<')
+            .trim_end_matches('>')
+            .to_string();
+        let bracketed = format!("<{bare}>");
+        on_pool!(self, pool, d => {
+            sqlx::query_scalar(
+                "SELECT id FROM messages WHERE message_id IN ($1, $2) \
+                 ORDER BY received_at, id LIMIT 100",
+            )
+            .bind(&bare)
+            .bind(&bracketed)
+            .fetch_all(pool)
+            .await
         })
     }
 

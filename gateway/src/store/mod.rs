@@ -16,7 +16,11 @@ use crate::reason::Reason;
 pub mod chain;
 mod db;
 mod files;
+pub mod index;
 mod recorder;
+pub mod search;
+
+pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 
 use db::Db;
 use recorder::{Counters, Job, Prepared, PreparedEvent, PreparedMessage, PreparedQueue};
@@ -92,6 +96,11 @@ pub struct MessageRecord {
     pub authority: Option<String>,
     /// The policy version the decision was made under.
     pub policy_version: String,
+    /// The case reference: the `X-MLA-Reference` header, else the first
+    /// match of the case pattern in `Subject:` (see
+    /// [`audit::case_ref`](crate::audit::case_ref)); searched by
+    /// `emla audit search --case`.
+    pub case_ref: Option<String>,
     /// The raw bytes to keep (always for accepted messages; for rejected
     /// ones only when configured). `None`: only the hash is kept.
     pub body: Option<Arc<[u8]>>,
@@ -261,6 +270,9 @@ impl Store {
                     rcpt_to_json: to_json(&m.rcpt_to)?,
                     signers_json: to_json(&m.signers)?,
                     body_stored,
+                    sender_keys: index::sender_keys(&m.mail_from, m.header_from.as_deref()),
+                    recipient_keys: index::recipient_keys(&m.rcpt_to, m.header_to.as_deref()),
+                    signer_keys: index::signer_keys(&m.signers),
                     record: m,
                 })
             }
@@ -347,6 +359,29 @@ impl Store {
             .message(id)
             .await
             .map_err(|e| db::unavailable("reading a message", e))
+    }
+
+    /// One page of messages matching `query`, in its order (see
+    /// [`search`]).
+    pub async fn search(&self, query: &SearchQuery) -> Result<Vec<MessageSummary>, StoreError> {
+        self.inner
+            .db
+            .search(query)
+            .await
+            .map_err(|e| db::unavailable("searching messages", e))
+    }
+
+    /// The emla ids of the messages whose `Message-ID:` header is
+    /// `header_id` (angle brackets optional), oldest first, at most 100.
+    pub async fn ids_by_header_message_id(
+        &self,
+        header_id: &str,
+    ) -> Result<Vec<String>, StoreError> {
+        self.inner
+            .db
+            .ids_by_header_message_id(header_id)
+            .await
+            .map_err(|e| db::unavailable("reading messages", e))
     }
 
     /// The audit records of a message in seq order, as JSON objects with

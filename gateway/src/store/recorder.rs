@@ -41,6 +41,12 @@ pub struct PreparedMessage {
     pub signers_json: String,
     /// Whether the body file was kept.
     pub body_stored: bool,
+    /// Rows of `message_senders` (see [`index`](super::index)).
+    pub sender_keys: Vec<String>,
+    /// Rows of `message_recipients`.
+    pub recipient_keys: Vec<String>,
+    /// Rows of `message_signers`: `(sha256, serial)`.
+    pub signer_keys: Vec<(String, String)>,
 }
 
 /// An audit event with its data serialised once, exactly as it is hashed.

@@ -1,0 +1,263 @@
+//! Rendering search results: an aligned text table, a JSON array, or CSV
+//! (RFC 4180).
+
+use serde_json::{json, Value};
+
+use crate::store::MessageSummary;
+
+/// Header of the table and of the CSV, in column order.
+pub const TABLE_COLUMNS: [&str; 8] = [
+    "time (UTC)",
+    "id",
+    "verdict",
+    "reason",
+    "from",
+    "to",
+    "subject",
+    "authority",
+];
+
+/// Widest `from`, `to` and `subject` cell in the table, in characters;
+/// longer values are cut with `…` (JSON and CSV carry them whole).
+pub const MAX_CELL: usize = 40;
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn time_utc(ms: i64) -> String {
+    fmt_time(ms, false)
+}
+
+/// `ms` since the epoch as RFC 3339 with milliseconds, e.g.
+/// `2026-01-01T00:00:00.000Z`.
+pub fn time_rfc3339(ms: i64) -> String {
+    fmt_time(ms, true)
+}
+
+fn fmt_time(ms: i64, rfc3339: bool) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (date, clock) = (
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+    );
+    if rfc3339 {
+        format!("{date}T{clock}.{:03}Z", t.millisecond())
+    } else {
+        format!("{date} {clock}")
+    }
+}
+
+/// The table cells of a row, in [`TABLE_COLUMNS`] order, not yet cut.
+fn cells(m: &MessageSummary) -> [String; 8] {
+    [
+        time_utc(m.received_at),
+        m.id.clone(),
+        m.verdict.clone(),
+        m.reason.clone(),
+        m.mail_from.clone(),
+        m.rcpt_to.join(", "),
+        m.subject.clone().unwrap_or_default(),
+        m.authority.clone().unwrap_or_default(),
+    ]
+}
+
+/// A cell as the table shows it: control characters as spaces, cut at
+/// `max` characters.
+fn table_cell(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() > max {
+        let mut cut: String = clean.chars().take(max - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        clean
+    }
+}
+
+/// The aligned table: a header line, then one line per row; columns
+/// separated by two spaces and padded to their widest cell (in
+/// characters), no trailing spaces. When the page is full (`more`), a last
+/// line names the `--after` cursor of the next page. No rows: one line
+/// `no messages match`.
+pub fn table(rows: &[MessageSummary], more: bool) -> String {
+    if rows.is_empty() {
+        return "no messages match\n".to_string();
+    }
+    let mut lines: Vec<[String; 8]> = vec![TABLE_COLUMNS.map(str::to_string)];
+    for r in rows {
+        let c = cells(r);
+        lines.push(std::array::from_fn(|i| {
+            let max = if (4..=6).contains(&i) {
+                MAX_CELL
+            } else {
+                usize::MAX
+            };
+            table_cell(&c[i], max)
+        }));
+    }
+    let mut widths = [0usize; 8];
+    for l in &lines {
+        for (w, c) in widths.iter_mut().zip(l.iter()) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for l in &lines {
+        let mut line = String::new();
+        for (i, c) in l.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            if i + 1 < l.len() {
+                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    if more {
+        if let Some(last) = rows.last() {
+            out.push_str(&format!("next page: --after {}\n", last.cursor()));
+        }
+    }
+    out
+}
+
+/// A row as JSON: every field of [`MessageSummary`], plus `time` (RFC 3339)
+/// and `cursor` (what `--after` takes to continue after this row).
+pub fn json_row(m: &MessageSummary) -> Value {
+    let mut v = serde_json::to_value(m).unwrap_or_else(|_| json!({}));
+    if let Value::Object(o) = &mut v {
+        o.insert("time".into(), Value::String(time_rfc3339(m.received_at)));
+        o.insert("cursor".into(), Value::String(m.cursor().to_string()));
+    }
+    v
+}
+
+/// One JSON array of [`json_row`] objects, and a line feed.
+pub fn json(rows: &[MessageSummary]) -> String {
+    let arr: Vec<Value> = rows.iter().map(json_row).collect();
+    let mut s = serde_json::to_string_pretty(&Value::Array(arr)).unwrap_or_default();
+    s.push('\n');
+    s
+}
+
+/// Columns of the CSV: the table's (with `time` in RFC 3339) and
+/// `message_id`, `case_ref`, `cursor`.
+pub const CSV_COLUMNS: [&str; 11] = [
+    "time",
+    "id",
+    "verdict",
+    "reason",
+    "from",
+    "to",
+    "subject",
+    "authority",
+    "message_id",
+    "case_ref",
+    "cursor",
+];
+
+/// A CSV field per RFC 4180: quoted (inner quotes doubled) when it holds a
+/// comma, a quote, CR or LF, or starts or ends with a space.
+pub fn csv_field(text: &str) -> String {
+    let needs =
+        text.contains([',', '"', '\r', '\n']) || text.starts_with(' ') || text.ends_with(' ');
+    if needs {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// CSV: a header record, then one record per row; records end with CRLF.
+pub fn csv(rows: &[MessageSummary]) -> String {
+    let mut out = CSV_COLUMNS.join(",");
+    out.push_str("\r\n");
+    for m in rows {
+        let fields = [
+            time_rfc3339(m.received_at),
+            m.id.clone(),
+            m.verdict.clone(),
+            m.reason.clone(),
+            m.mail_from.clone(),
+            m.rcpt_to.join(", "),
+            m.subject.clone().unwrap_or_default(),
+            m.authority.clone().unwrap_or_default(),
+            m.message_id.clone().unwrap_or_default(),
+            m.case_ref.clone().unwrap_or_default(),
+            m.cursor().to_string(),
+        ];
+        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        out.push_str(&line.join(","));
+        out.push_str("\r\n");
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, subject: &str) -> MessageSummary {
+        MessageSummary {
+            id: id.into(),
+            received_at: 1_767_225_600_000,
+            verdict: "accept".into(),
+            reason: "ok".into(),
+            detail: String::new(),
+            mail_from: "alice@a.example".into(),
+            rcpt_to: vec!["bob@b.example".into(), "carol@b.example".into()],
+            header_from: None,
+            header_to: None,
+            subject: Some(subject.into()),
+            message_id: None,
+            authority: Some("aa-moj".into()),
+            case_ref: None,
+            sha256: String::new(),
+            size: 1,
+        }
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(time_utc(1_767_225_600_123), "2026-01-01 00:00:00");
+        assert_eq!(time_rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    }
+
+    #[test]
+    fn csv_quotes_per_rfc4180() {
+        assert_eq!(csv_field("plain"), "plain");
+        assert_eq!(csv_field("a, b"), "\"a, b\"");
+        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
+        let out = csv(&[row("m1", "x")]);
+        assert!(out.ends_with("\r\n"));
+        assert!(
+            out.contains(",\"bob@b.example, carol@b.example\","),
+            "{out}"
+        );
+    }
+
+    #[test]
+    fn table_aligns_and_cuts() {
+        let long = "é".repeat(60);
+        let out = table(&[row("m1", &long), row("m22", "short\tsubject")], true);
+        let lines: Vec<&str> = out.lines().collect();
+        assert_eq!(lines.len(), 4, "{out}");
+        let authority_at = lines[0].chars().count() - "authority".len();
+        assert!(lines[0].ends_with("  authority"), "{out}");
+        for l in &lines[1..3] {
+            let chars: Vec<char> = l.chars().collect();
+            let tail: String = chars[authority_at..].iter().collect();
+            assert_eq!(tail, "aa-moj", "{out}");
+        }
+        assert!(lines[1].contains(&format!("{}…", "é".repeat(MAX_CELL - 1))));
+        assert!(lines[2].contains("short subject"));
+        assert_eq!(lines[3], "next page: --after 1767225600000:m22");
+        assert_eq!(table(&[], false), "no messages match\n");
+    }
+}

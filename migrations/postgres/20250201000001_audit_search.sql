@@ -1,0 +1,72 @@
+-- Auditors' search (emla audit search): the case reference of a message,
+-- index tables for sender, recipient and signer look-ups, and indexes that
+-- let every filter return the newest (or oldest) page without a scan.
+--
+-- Every search orders by (received_at, id), the keyset of its pages. The
+-- index tables repeat received_at so that a look-up by address or
+-- certificate reads its page straight from one index.
+
+-- X-MLA-Reference header, else the case pattern's first match in Subject.
+ALTER TABLE messages ADD COLUMN case_ref TEXT;
+
+DROP INDEX messages_received_at;
+CREATE INDEX messages_received_at_id ON messages (received_at, id);
+CREATE INDEX messages_authority_time ON messages (authority, received_at, id);
+CREATE INDEX messages_reason_time ON messages (reason, received_at, id);
+CREATE INDEX messages_verdict_time ON messages (verdict, received_at, id);
+CREATE INDEX messages_message_id ON messages (message_id);
+CREATE INDEX messages_case_ref_time ON messages (upper(case_ref), received_at, id);
+
+-- Sender keys of a message: MAIL FROM and the header From addresses,
+-- lowercased, and '@' || domain for each; distinct per message.
+CREATE TABLE message_senders (
+    address     TEXT   NOT NULL,
+    received_at BIGINT NOT NULL,
+    message_id  TEXT   NOT NULL REFERENCES messages (id),
+    PRIMARY KEY (address, received_at, message_id)
+);
+
+-- Recipient keys: RCPT TO and the header To addresses, lowercased, and
+-- '@' || domain for each; distinct per message.
+CREATE TABLE message_recipients (
+    address     TEXT   NOT NULL,
+    received_at BIGINT NOT NULL,
+    message_id  TEXT   NOT NULL REFERENCES messages (id),
+    PRIMARY KEY (address, received_at, message_id)
+);
+
+-- Signer certificates: SHA-256 fingerprint and serial, lowercase hex
+-- without separators; one row per distinct fingerprint per message.
+CREATE TABLE message_signers (
+    sha256      TEXT   NOT NULL,
+    serial      TEXT   NOT NULL,
+    received_at BIGINT NOT NULL,
+    message_id  TEXT   NOT NULL REFERENCES messages (id),
+    PRIMARY KEY (sha256, received_at, message_id)
+);
+CREATE INDEX message_signers_serial ON message_signers (serial, received_at, message_id);
+
+-- Messages recorded before this migration: envelope addresses and signers.
+-- (Header addresses and case references are only filled from now on.)
+INSERT INTO message_senders (address, received_at, message_id)
+SELECT DISTINCT k, received_at, id FROM (
+    SELECT lower(mail_from) AS k, received_at, id FROM messages WHERE mail_from <> ''
+    UNION
+    SELECT '@' || lower(split_part(mail_from, '@', 2)), received_at, id
+    FROM messages WHERE position('@' IN mail_from) > 0
+) s;
+INSERT INTO message_recipients (address, received_at, message_id)
+SELECT DISTINCT k, received_at, id FROM (
+    SELECT lower(r) AS k, m.received_at, m.id
+    FROM messages m, json_array_elements_text(m.rcpt_to::json) r
+    UNION
+    SELECT '@' || lower(split_part(r, '@', 2)), m.received_at, m.id
+    FROM messages m, json_array_elements_text(m.rcpt_to::json) r
+    WHERE position('@' IN r) > 0
+) s;
+INSERT INTO message_signers (sha256, serial, received_at, message_id)
+SELECT DISTINCT ON (lower(s ->> 'sha256'), m.id)
+       lower(s ->> 'sha256'), lower(replace(coalesce(s ->> 'serial', ''), ':', '')),
+       m.received_at, m.id
+FROM messages m, json_array_elements(m.signers::json) s
+WHERE json_typeof(m.signers::json) = 'array' AND s ->> 'sha256' IS NOT NULL;
