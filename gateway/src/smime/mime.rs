@@ -25,6 +25,21 @@ pub struct Entity<'a> {
 impl<'a> Entity<'a> {
     /// Parses the header section of `raw`.
     pub fn parse(raw: &'a [u8]) -> Result<Self, String> {
+        // An empty header section (RFC 2045 defaults: text/plain, us-ascii),
+        // as s-nail writes for plain ASCII text.
+        if let Some(rest) = raw
+            .strip_prefix(b"\r\n".as_slice())
+            .or_else(|| raw.strip_prefix(b"\n".as_slice()))
+        {
+            return Ok(Entity {
+                raw,
+                body_start: raw.len() - rest.len(),
+                content_type: "text/plain".to_string(),
+                params: Vec::new(),
+                transfer_encoding: None,
+                from: Vec::new(),
+            });
+        }
         let message = MessageParser::new()
             .parse_headers(raw)
             .ok_or("cannot parse the MIME header section")?;
@@ -230,6 +245,16 @@ mod tests {
         let body = b"preamble\n--x\nA: b\n\none\n--x\n\ntwo\n--x--\n";
         let parts = split_multipart(body, "x").unwrap();
         assert_eq!(parts, vec![&b"A: b\n\none"[..], &b"\ntwo"[..]]);
+    }
+
+    #[test]
+    fn empty_header_section_is_plain_text() {
+        for raw in [&b"\r\nhello\r\n"[..], b"\nhello\n"] {
+            let e = Entity::parse(raw).unwrap();
+            assert_eq!(e.content_type, "text/plain");
+            assert!(e.body().starts_with(b"hello"));
+            assert!(e.from.is_empty());
+        }
     }
 
     #[test]

@@ -96,6 +96,7 @@ async fn drive(
 ) -> End {
     let mut out: Vec<u8> = Vec::new();
     let mut grace_until: Option<Instant> = None;
+    let mut partial = Partial::default();
     loop {
         // Pipelined replies go out together, once no complete command is
         // waiting in the input.
@@ -132,7 +133,7 @@ async fn drive(
             MAX_COMMAND_LINE
         };
         let line = tokio::select! {
-            r = tokio::time::timeout(timeout, read_line(io, max)) => r,
+            r = tokio::time::timeout(timeout, read_line(io, max, &mut partial)) => r,
             _ = shutdown.changed(), if !stopping => continue,
         };
         let line = match line {
@@ -259,11 +260,22 @@ fn wire(response: &Response) -> Vec<u8> {
     response.buffer().unwrap_or_default()
 }
 
+/// A line being read; it lives across [`read_line`] calls so that a read
+/// interrupted by the shutdown signal loses no bytes.
+#[derive(Default)]
+struct Partial {
+    line: Vec<u8>,
+    too_long: bool,
+}
+
 /// Reads one line (through `\n`), at most `max` bytes; longer lines are
-/// consumed and reported, so memory stays bounded.
-async fn read_line(io: &mut BufReader<Box<dyn Stream>>, max: usize) -> std::io::Result<Line> {
-    let mut line = Vec::new();
-    let mut too_long = false;
+/// consumed and reported, so memory stays bounded. Cancellation-safe: what
+/// was consumed from `io` is kept in `partial`.
+async fn read_line(
+    io: &mut BufReader<Box<dyn Stream>>,
+    max: usize,
+    partial: &mut Partial,
+) -> std::io::Result<Line> {
     loop {
         let buf = io.fill_buf().await?;
         if buf.is_empty() {
@@ -274,14 +286,15 @@ async fn read_line(io: &mut BufReader<Box<dyn Stream>>, max: usize) -> std::io::
             None => (buf, false),
         };
         let n = chunk.len();
-        if !too_long && line.len() + n <= max {
-            line.extend_from_slice(chunk);
+        if !partial.too_long && partial.line.len() + n <= max {
+            partial.line.extend_from_slice(chunk);
         } else {
-            too_long = true;
-            line.clear();
+            partial.too_long = true;
+            partial.line.clear();
         }
         io.consume(n);
         if done {
+            let Partial { line, too_long } = std::mem::take(partial);
             return Ok(if too_long {
                 Line::TooLong
             } else {

@@ -2,6 +2,7 @@
 //! chain to the trust anchors of one particular authority?
 
 pub mod cert;
+pub mod memo;
 
 use der::{Decode, Encode};
 use rustls_pki_types::CertificateDer;
@@ -11,27 +12,29 @@ use x509_cert::Certificate;
 use crate::clock::EvalTime;
 use crate::policy::{Authority, CrlPolicy};
 use crate::reason::Reason;
+use memo::Memo;
 
 /// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
 
 /// Signature algorithms accepted on certificates and CRLs. SHA-1 and MD5
-/// are absent, so chains using them cannot validate.
+/// are absent, so chains using them cannot validate. Successes are
+/// remembered ([`memo`]).
 pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
-    webpki::ring::ECDSA_P256_SHA256,
-    webpki::ring::ECDSA_P256_SHA384,
-    webpki::ring::ECDSA_P384_SHA256,
-    webpki::ring::ECDSA_P384_SHA384,
-    webpki::ring::ED25519,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS,
-    webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS,
-    webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-    webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+    &Memo(webpki::ring::ECDSA_P256_SHA256),
+    &Memo(webpki::ring::ECDSA_P256_SHA384),
+    &Memo(webpki::ring::ECDSA_P384_SHA256),
+    &Memo(webpki::ring::ECDSA_P384_SHA384),
+    &Memo(webpki::ring::ED25519),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA256),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA384),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA512),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA256_ABSENT_PARAMS),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA384_ABSENT_PARAMS),
+    &Memo(webpki::ring::RSA_PKCS1_2048_8192_SHA512_ABSENT_PARAMS),
+    &Memo(webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY),
+    &Memo(webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY),
+    &Memo(webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY),
 ];
 
 /// A chain that validated: DER certificates from the signer to the anchor's
