@@ -331,6 +331,7 @@ fn record_of(f: &Fixture) -> Record {
         message: Some(message),
         events: vec![event],
         queue,
+        queue_updates: Vec::new(),
     }
 }
 
@@ -369,6 +370,7 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
                 data: json!({"next_hop": "mx.justice.bb.example:25", "reply": "250 2.0.0 ok"}),
             }],
             queue: Vec::new(),
+            queue_updates: Vec::new(),
         })
         .await
         .unwrap();

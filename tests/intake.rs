@@ -1077,39 +1077,6 @@ fn disk_full_gives_451() {
 // 13. Policy reload
 // ---------------------------------------------------------------------------
 
-/// A copy of the test policy next to the PKI's `certs/` (the authority
-/// files point at `../certs/…`); removed when dropped.
-struct PolicyCopy(PathBuf);
-
-impl PolicyCopy {
-    fn new() -> PolicyCopy {
-        static N: AtomicUsize = AtomicUsize::new(0);
-        let src = pki().policy();
-        let dst = pki().dir.join(format!(
-            "policy-reload-{}",
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&dst);
-        std::fs::create_dir_all(dst.join("authorities")).unwrap();
-        for f in ["gateway.toml", "routes.toml"] {
-            std::fs::copy(src.join(f), dst.join(f)).unwrap();
-        }
-        for e in std::fs::read_dir(src.join("authorities"))
-            .unwrap()
-            .flatten()
-        {
-            std::fs::copy(e.path(), dst.join("authorities").join(e.file_name())).unwrap();
-        }
-        PolicyCopy(dst)
-    }
-}
-
-impl Drop for PolicyCopy {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// The reply to `RCPT TO:<to>` after `MAIL FROM:<from>`, in a new session.
 fn rcpt_reply(port: u16, from: &str, to: &str) -> (Reply, String) {
     let mut c = Client::connect(port);

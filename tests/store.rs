@@ -208,6 +208,7 @@ fn accepted(id: &str) -> Record {
             lane: "normal".into(),
             recipients: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
         }],
+        queue_updates: vec![],
     }
 }
 
@@ -318,6 +319,7 @@ async fn record_and_read_back(backend: Backend) {
                 data: json!({"reason": "bad-signature"}),
             }],
             queue: vec![],
+            queue_updates: vec![],
         })
         .await
         .unwrap();
@@ -330,6 +332,7 @@ async fn record_and_read_back(backend: Backend) {
                 data: json!({"version": "p2"}),
             }],
             queue: vec![],
+            queue_updates: vec![],
         })
         .await
         .unwrap();

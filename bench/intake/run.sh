@@ -134,6 +134,10 @@ database_url = "$DBURL"
 policy_dir = "$WORK/pki/policy"
 require_tls = false
 max_sessions = 200
+
+# Intake only: delivery is measured by bench/relay.
+[relay]
+enabled = false
 EOF
     "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>"$RUN/serve.err" &
     SERVER_PID=$!

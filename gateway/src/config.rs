@@ -41,6 +41,40 @@ pub struct Config {
     /// How the case reference is found in a message's `Subject:` when it has
     /// no `X-MLA-Reference` header field (`case_pattern`, a regular expression).
     pub case_pattern: CaseRefPattern,
+    /// The relay worker's settings.
+    pub relay: RelayConfig,
+}
+
+/// How this instance takes part in delivery (`[relay]` of the serve
+/// configuration; how often and how long to retry is policy, not this).
+#[derive(Clone, Debug)]
+pub struct RelayConfig {
+    /// Deliver queued messages (off: this instance only accepts).
+    pub enabled: bool,
+    /// Names this instance's claims on queue entries; stable across
+    /// restarts, so a restarted instance takes its own claims back at once.
+    /// Instances sharing a database need distinct ids.
+    pub instance_id: String,
+    /// How long a claim lasts; another instance takes an entry over once
+    /// its holder has been silent that long.
+    pub lease: Duration,
+    /// Most deliveries in progress at once.
+    pub max_in_flight: usize,
+    /// How often to look for due entries when nothing signals new ones.
+    pub poll: Duration,
+    /// Longest a single delivery (one message over an open connection) may take.
+    pub transaction_timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RelayFile {
+    enabled: Option<bool>,
+    instance_id: Option<String>,
+    lease_secs: Option<u64>,
+    max_in_flight: Option<usize>,
+    poll_ms: Option<u64>,
+    transaction_timeout_secs: Option<u64>,
 }
 
 /// STARTTLS certificate and key files.
@@ -68,6 +102,7 @@ struct File {
     shutdown_grace_secs: Option<u64>,
     keep_rejected_bodies: Option<bool>,
     case_pattern: Option<String>,
+    relay: Option<RelayFile>,
 }
 
 impl Config {
@@ -130,6 +165,7 @@ impl Config {
             Some(p) => CaseRefPattern::new(&p)?,
             None => CaseRefPattern::default(),
         };
+        let relay = relay_config(f.relay.unwrap_or_default(), &data_dir)?;
         Ok(Config {
             listen,
             data_dir,
@@ -143,8 +179,53 @@ impl Config {
             shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
             keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
             case_pattern,
+            relay,
         })
     }
+}
+
+fn relay_config(f: RelayFile, data_dir: &Path) -> Result<RelayConfig, String> {
+    let lease = Duration::from_secs(f.lease_secs.unwrap_or(600));
+    let transaction_timeout = Duration::from_secs(f.transaction_timeout_secs.unwrap_or(300));
+    if lease < Duration::from_secs(2) {
+        return Err("[relay] lease_secs must be at least 2".into());
+    }
+    if transaction_timeout >= lease {
+        return Err(format!(
+            "[relay] transaction_timeout_secs ({}) must be shorter than lease_secs ({})",
+            transaction_timeout.as_secs(),
+            lease.as_secs()
+        ));
+    }
+    let max_in_flight = f.max_in_flight.unwrap_or(64);
+    if max_in_flight == 0 {
+        return Err("[relay] max_in_flight must be at least 1".into());
+    }
+    let instance_id = match f.instance_id {
+        Some(id) if id.trim().is_empty() => {
+            return Err("[relay] instance_id must not be empty".into())
+        }
+        Some(id) => id,
+        None => default_instance_id(data_dir),
+    };
+    Ok(RelayConfig {
+        enabled: f.enabled.unwrap_or(true),
+        instance_id,
+        lease,
+        max_in_flight,
+        poll: Duration::from_millis(f.poll_ms.unwrap_or(1000).max(10)),
+        transaction_timeout,
+    })
+}
+
+/// `host:data-dir`: stable across restarts, distinct for two instances
+/// on one machine (they cannot share a data directory's control socket).
+fn default_instance_id(data_dir: &Path) -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "localhost".into());
+    let dir = std::fs::canonicalize(data_dir).unwrap_or_else(|_| data_dir.to_path_buf());
+    format!("{host}:{}", dir.display())
 }
 
 #[cfg(test)]

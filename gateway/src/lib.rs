@@ -12,6 +12,7 @@ pub mod clock;
 pub mod config;
 pub mod policy;
 pub mod reason;
+pub mod relay;
 pub mod smime;
 pub mod smtp;
 pub mod store;

@@ -63,6 +63,14 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// The relay queue: list, show, retry, cancel.
+    Queue {
+        /// Configuration file naming the database (default: the embedded default).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: emla::relay::admin::QueueCommand,
+    },
     /// Audit log tools.
     Audit {
         #[command(subcommand)]
@@ -132,6 +140,7 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Verify { config, json },
         } => run_audit_verify(config, json),
+        Command::Queue { config, command } => run_queue(config, &command),
         Command::Audit {
             command: AuditCommand::Search(args),
         } => run_audit_search(&args),
@@ -315,6 +324,27 @@ fn run_audit_show(args: &emla::audit::cli::ShowArgs) -> ExitCode {
         rt.block_on(async {
             let store = open_store(&config).await?;
             Ok(audit_output(emla::audit::cli::show(&store, args).await))
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_queue(config: Option<PathBuf>, command: &emla::relay::admin::QueueCommand) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            Ok(match emla::relay::admin::run(&store, command).await {
+                Ok(text) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => {
+                    eprintln!("emla: {e}");
+                    ExitCode::from(e.exit_code())
+                }
+            })
         })
     };
     run().unwrap_or_else(|code| code)

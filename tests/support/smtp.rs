@@ -47,6 +47,10 @@ pub struct Opts {
     pub database_url: Option<String>,
     /// `data_dir` (default: `data` next to the configuration file).
     pub data_dir: Option<PathBuf>,
+    /// Run the relay worker (off by default: the intake tests have no next hop).
+    pub relay: bool,
+    /// More lines of the `[relay]` table (`lease_secs = 3`, …).
+    pub relay_extra: String,
 }
 
 impl Default for Opts {
@@ -62,6 +66,8 @@ impl Default for Opts {
             keep_rejected_bodies: false,
             database_url: None,
             data_dir: None,
+            relay: false,
+            relay_extra: String::new(),
         }
     }
 }
@@ -117,6 +123,10 @@ impl Gateway {
             t += &format!("shutdown_grace_secs = {n}\n");
         }
         t += &format!("keep_rejected_bodies = {}\n", opts.keep_rejected_bodies);
+        t += &format!(
+            "\n[relay]\nenabled = {}\n{}\n",
+            opts.relay, opts.relay_extra
+        );
         if let Some((cert, key)) = &opts.tls {
             t += &format!(
                 "\n[tls]\ncert = {}\nkey = {}\n",
@@ -1015,6 +1025,11 @@ pub fn smtp_send_py(
 /// A self-signed TLS server certificate for `emla.test` (ECDSA P-256),
 /// written with `openssl req`; returns (cert, key).
 pub fn tls_server_cert(dir: &Path) -> (PathBuf, PathBuf) {
+    tls_server_cert_for(dir, "DNS:emla.test")
+}
+
+/// A self-signed P-256 server certificate with `san` (e.g. `IP:127.0.0.1`).
+pub fn tls_server_cert_for(dir: &Path, san: &str) -> (PathBuf, PathBuf) {
     let cert = dir.join("tls-cert.pem");
     let key = dir.join("tls-key.pem");
     crate::support::run_ok(
@@ -1022,11 +1037,57 @@ pub fn tls_server_cert(dir: &Path) -> (PathBuf, PathBuf) {
             .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
             .arg("ec_paramgen_curve:P-256")
             .args(["-nodes", "-days", "2", "-subj", "/CN=emla.test"])
-            .args(["-addext", "subjectAltName=DNS:emla.test"])
+            .arg("-addext")
+            .arg(format!("subjectAltName={san}"))
             .arg("-keyout")
             .arg(&key)
             .arg("-out")
             .arg(&cert),
     );
     (cert, key)
+}
+
+// ---------------------------------------------------------------------------
+// Policy copies
+// ---------------------------------------------------------------------------
+
+/// A copy of the test policy next to the PKI's `certs/` (the authority
+/// files point at `../certs/…`); removed when dropped.
+pub struct PolicyCopy(pub PathBuf);
+
+impl PolicyCopy {
+    pub fn new() -> PolicyCopy {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let src = pki().policy();
+        let dst = pki().dir.join(format!(
+            "policy-reload-{}",
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dst);
+        std::fs::create_dir_all(dst.join("authorities")).unwrap();
+        for f in ["gateway.toml", "routes.toml"] {
+            std::fs::copy(src.join(f), dst.join(f)).unwrap();
+        }
+        for e in std::fs::read_dir(src.join("authorities"))
+            .unwrap()
+            .flatten()
+        {
+            std::fs::copy(e.path(), dst.join("authorities").join(e.file_name())).unwrap();
+        }
+        PolicyCopy(dst)
+    }
+
+    /// Replaces `from` (which must occur) with `to` in the policy file `file`.
+    pub fn edit(&self, file: &str, from: &str, to: &str) {
+        let path = self.0.join(file);
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(text.contains(from), "{file} has no {from:?}:\n{text}");
+        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+    }
+}
+
+impl Drop for PolicyCopy {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }

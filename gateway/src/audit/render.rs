@@ -62,7 +62,7 @@ fn cells(m: &MessageSummary) -> [String; 8] {
 
 /// A cell as the table shows it: control characters as spaces, cut at
 /// `max` characters.
-fn table_cell(text: &str, max: usize) -> String {
+pub fn table_cell(text: &str, max: usize) -> String {
     let clean: String = text
         .chars()
         .map(|c| if c.is_control() { ' ' } else { c })

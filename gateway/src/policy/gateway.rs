@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::files::{one_of, Source, TableReader};
-use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits};
+use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings};
 
 /// The file name inside the policy directory.
 pub(super) const FILE: &str = "gateway.toml";
@@ -19,21 +19,41 @@ const LIMIT_KEYS: &[&str] = &[
     "crl",
 ];
 
+const RELAY_KEYS: &[&str] = &[
+    "queue_lifetime_secs",
+    "urgent_queue_lifetime_secs",
+    "retry_initial_secs",
+    "retry_max_secs",
+    "max_connections_per_destination",
+    "connect_timeout_secs",
+];
+
 /// Reads `gateway.toml` from `src` (already read from disk); every problem
 /// goes to `diags`, and defaults stand in for whatever is absent or wrong.
-pub(super) fn parse(src: &Source, diags: &mut Vec<Diagnostic>) -> (GatewaySettings, Limits) {
+pub(super) fn parse(
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> (GatewaySettings, Limits, RelaySettings) {
     let mut gateway = GatewaySettings {
         hostname: "localhost".to_owned(),
     };
     let mut limits = Limits::default();
+    let mut relay = RelaySettings::default();
     let doc = match src.parse() {
         Ok(doc) => doc,
         Err(d) => {
             diags.push(d);
-            return (gateway, limits);
+            return (gateway, limits, relay);
         }
     };
-    let top = TableReader::new(src, doc.get_ref(), 0..0, "", &["gateway", "limits"], diags);
+    let top = TableReader::new(
+        src,
+        doc.get_ref(),
+        0..0,
+        "",
+        &["gateway", "limits", "relay"],
+        diags,
+    );
     if let Some((table, header)) = top.table("gateway", diags) {
         let t = TableReader::new(src, table, header, "[gateway]", &["hostname"], diags);
         if let Some((name, span)) = t.string("hostname", diags) {
@@ -48,7 +68,57 @@ pub(super) fn parse(src: &Source, diags: &mut Vec<Diagnostic>) -> (GatewaySettin
         let t = TableReader::new(src, table, header, "[limits]", LIMIT_KEYS, diags);
         parse_limits(&t, &mut limits, diags);
     }
-    (gateway, limits)
+    if let Some((table, header)) = top.table("relay", diags) {
+        let t = TableReader::new(src, table, header, "[relay]", RELAY_KEYS, diags);
+        parse_relay(&t, &mut relay, diags);
+    }
+    (gateway, limits, relay)
+}
+
+/// Fills `relay` from the `[relay]` table.
+fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut Vec<Diagnostic>) {
+    let src = t.src();
+    let positive = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<u64> {
+        let (n, span) = t.integer(key, diags)?;
+        if n < 1 {
+            diags.push(src.diag(&span, format!("{key} must be at least 1, found {n}")));
+            return None;
+        }
+        u64::try_from(n).ok()
+    };
+    let secs = Duration::from_secs;
+    if let Some(n) = positive("queue_lifetime_secs", diags) {
+        relay.queue_lifetime = secs(n);
+    }
+    if let Some(n) = positive("urgent_queue_lifetime_secs", diags) {
+        relay.urgent_queue_lifetime = secs(n);
+    }
+    if let Some(n) = positive("retry_initial_secs", diags) {
+        relay.retry_initial = secs(n);
+    }
+    if let Some(n) = positive("retry_max_secs", diags) {
+        relay.retry_max = secs(n);
+    }
+    if let Some(n) = positive("max_connections_per_destination", diags) {
+        relay.max_connections_per_destination = n as usize;
+    }
+    if let Some(n) = positive("connect_timeout_secs", diags) {
+        relay.connect_timeout = secs(n);
+    }
+    let header = t.header();
+    if relay.urgent_queue_lifetime > relay.queue_lifetime {
+        let span = t
+            .span_of("urgent_queue_lifetime_secs")
+            .unwrap_or(header.clone());
+        diags.push(src.diag(
+            &span,
+            "urgent_queue_lifetime_secs must not exceed queue_lifetime_secs",
+        ));
+    }
+    if relay.retry_initial > relay.retry_max {
+        let span = t.span_of("retry_initial_secs").unwrap_or(header);
+        diags.push(src.diag(&span, "retry_initial_secs must not exceed retry_max_secs"));
+    }
 }
 
 /// Fills `limits` from the `[limits]` table.
@@ -135,10 +205,52 @@ mod tests {
     use super::*;
 
     fn run(text: &str) -> (GatewaySettings, Limits, Vec<String>) {
+        let (g, l, _, d) = run_all(text);
+        (g, l, d)
+    }
+
+    fn run_all(text: &str) -> (GatewaySettings, Limits, RelaySettings, Vec<String>) {
         let src = Source::new("p/gateway.toml".into(), text.to_owned());
         let mut diags = Vec::new();
-        let (g, l) = parse(&src, &mut diags);
-        (g, l, diags.iter().map(|d| d.to_string()).collect())
+        let (g, l, r) = parse(&src, &mut diags);
+        (g, l, r, diags.iter().map(|d| d.to_string()).collect())
+    }
+
+    #[test]
+    fn relay_settings_are_read_and_checked() {
+        let (_, _, r, d) = run_all(concat!(
+            "[relay]
+queue_lifetime_secs = 600
+urgent_queue_lifetime_secs = 60
+",
+            "retry_initial_secs = 1
+retry_max_secs = 8
+max_connections_per_destination = 2
+",
+            "connect_timeout_secs = 5
+",
+        ));
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(r.queue_lifetime, Duration::from_secs(600));
+        assert_eq!(r.urgent_queue_lifetime, Duration::from_secs(60));
+        assert_eq!(r.retry_initial, Duration::from_secs(1));
+        assert_eq!(r.retry_max, Duration::from_secs(8));
+        assert_eq!(r.max_connections_per_destination, 2);
+        assert_eq!(r.connect_timeout, Duration::from_secs(5));
+        let (_, _, _, d) = run_all(
+            "[relay]
+queue_lifetime_secs = 60
+urgent_queue_lifetime_secs = 600
+retry_max_secs = 0
+",
+        );
+        assert_eq!(
+            d,
+            vec![
+                "p/gateway.toml:4:18: retry_max_secs must be at least 1, found 0",
+                "p/gateway.toml:3:30: urgent_queue_lifetime_secs must not exceed queue_lifetime_secs",
+            ]
+        );
     }
 
     #[test]

@@ -58,22 +58,21 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     let mut diags = Vec::new();
     let mut fileset = files::FileSet::default();
 
-    let (gateway, limits) = match files::read_source(dir, gateway::FILE, &mut fileset) {
-        Ok(Some(src)) => gateway::parse(&src, &mut diags),
-        Ok(None) => (
+    let defaults = || {
+        (
             GatewaySettings {
                 hostname: "localhost".to_owned(),
             },
             Limits::default(),
-        ),
+            RelaySettings::default(),
+        )
+    };
+    let (gateway, limits, relay) = match files::read_source(dir, gateway::FILE, &mut fileset) {
+        Ok(Some(src)) => gateway::parse(&src, &mut diags),
+        Ok(None) => defaults(),
         Err(d) => {
             diags.push(d);
-            (
-                GatewaySettings {
-                    hostname: "localhost".to_owned(),
-                },
-                Limits::default(),
-            )
+            defaults()
         }
     };
 
@@ -120,6 +119,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         version: fileset.version(),
         gateway,
         limits,
+        relay,
         authorities,
         routes,
         domain_index,

@@ -21,6 +21,8 @@ pub struct Policy {
     pub gateway: GatewaySettings,
     /// `[limits]` settings.
     pub limits: Limits,
+    /// `[relay]` settings.
+    pub relay: RelaySettings,
     /// The authorities, in file-name order.
     pub authorities: Vec<Authority>,
     /// The routes, first match wins.
@@ -68,6 +70,46 @@ impl Default for Limits {
             min_rsa_bits: 2048,
             digests: vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
             crl: CrlPolicy::HardFail,
+        }
+    }
+}
+
+/// `[relay]` settings: how long and how often delivery is tried.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RelaySettings {
+    /// How long a message may wait in the queue before it fails.
+    pub queue_lifetime: Duration,
+    /// The same for the urgent lane (never longer than `queue_lifetime`).
+    pub urgent_queue_lifetime: Duration,
+    /// Wait after the first failed attempt; doubled after each one.
+    pub retry_initial: Duration,
+    /// Longest wait between attempts.
+    pub retry_max: Duration,
+    /// Most simultaneous connections to one next hop.
+    pub max_connections_per_destination: usize,
+    /// How long to wait for a next hop's connection and greeting.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RelaySettings {
+    fn default() -> Self {
+        RelaySettings {
+            queue_lifetime: Duration::from_secs(5 * 24 * 3600),
+            urgent_queue_lifetime: Duration::from_secs(4 * 3600),
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_connections_per_destination: 4,
+            connect_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RelaySettings {
+    /// The queue lifetime of a lane.
+    pub fn lifetime(&self, lane: Lane) -> Duration {
+        match lane {
+            Lane::Normal => self.queue_lifetime,
+            Lane::Urgent => self.urgent_queue_lifetime,
         }
     }
 }
@@ -214,6 +256,25 @@ pub enum Lane {
     Normal,
     /// Urgent requests.
     Urgent,
+}
+
+impl Lane {
+    /// The name used in policy files and queue rows.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Lane::Normal => "normal",
+            Lane::Urgent => "urgent",
+        }
+    }
+
+    /// Parses a queue row's lane (`normal` when unknown).
+    pub fn parse(s: &str) -> Lane {
+        if s == "urgent" {
+            Lane::Urgent
+        } else {
+            Lane::Normal
+        }
+    }
 }
 
 /// The routing outcome for one sender/recipient pair.

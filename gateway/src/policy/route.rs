@@ -119,6 +119,7 @@ mod tests {
                 hostname: "localhost".into(),
             },
             limits: Limits::default(),
+            relay: Default::default(),
             authorities,
             routes,
             domain_index,

@@ -125,9 +125,13 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
         }),
         events: vec![event],
         queue,
+        queue_updates: Vec::new(),
     };
     match gw.store.record(record).await {
-        Ok(()) if accepted => Reply::new(250, format!("2.0.0 accepted as {id}")),
+        Ok(()) if accepted => {
+            gw.relay_wake.notify_one();
+            Reply::new(250, format!("2.0.0 accepted as {id}"))
+        }
         Ok(()) => Reply::reject(verdict.reason, &verdict.detail),
         Err(e) => {
             tracing::error!(message = %id, error = %e, "cannot record the decision");

@@ -35,6 +35,8 @@ pub struct Gateway {
     pub store: Store,
     /// STARTTLS, when configured.
     pub tls: Option<TlsAcceptor>,
+    /// Wakes the relay worker when a message was queued.
+    pub relay_wake: tokio::sync::Notify,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -45,6 +47,7 @@ impl Gateway {
             config,
             store,
             tls,
+            relay_wake: tokio::sync::Notify::new(),
             policy: RwLock::new(Arc::new(policy)),
         }
     }
@@ -131,6 +134,12 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
         )));
     }
 
+    let relay = gw
+        .config
+        .relay
+        .enabled
+        .then(|| crate::relay::spawn(gw.clone(), stop_rx.clone()));
+
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
     let mut hup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -155,6 +164,9 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     match tokio::time::timeout(deadline, sessions.acquire_many(all)).await {
         Ok(_) => tracing::info!("all sessions ended"),
         Err(_) => tracing::warn!("sessions still open after the grace period; exiting"),
+    }
+    if let Some(relay) = relay {
+        let _ = relay.await;
     }
     Ok(())
 }

@@ -40,23 +40,29 @@ pub enum Db {
 }
 
 /// What differs between the backends inside the write transaction.
-struct Dialect {
+pub(super) struct Dialect {
     /// Starts the write transaction. SQLite takes the write lock at once
     /// (`IMMEDIATE`) so two processes never deadlock upgrading a read lock.
     begin: &'static str,
     /// Reads the chain head; PostgreSQL locks the row so instances sharing
     /// the database append one after the other.
     read_head: &'static str,
+    /// Appended to the sub-select that picks queue entries to claim, so
+    /// that instances sharing a PostgreSQL database never claim the same
+    /// entry (SQLite has one writer at a time anyway).
+    pub(super) skip_locked: &'static str,
 }
 
-const SQLITE: Dialect = Dialect {
+pub(super) const SQLITE: Dialect = Dialect {
     begin: "BEGIN IMMEDIATE",
     read_head: "SELECT seq, hash FROM audit_head WHERE id = 1",
+    skip_locked: "",
 };
 
-const POSTGRES: Dialect = Dialect {
+pub(super) const POSTGRES: Dialect = Dialect {
     begin: "BEGIN",
     read_head: "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE",
+    skip_locked: " FOR UPDATE SKIP LOCKED",
 };
 
 /// Runs `$body` with `$pool` bound to the backend's typed pool and `$d` to
@@ -66,17 +72,19 @@ macro_rules! on_pool {
         match $db {
             Db::Sqlite($pool) => {
                 #[allow(unused_variables)]
-                let $d = &SQLITE;
+                let $d = &$crate::store::db::SQLITE;
                 $body
             }
             Db::Postgres($pool) => {
                 #[allow(unused_variables)]
-                let $d = &POSTGRES;
+                let $d = &$crate::store::db::POSTGRES;
                 $body
             }
         }
     };
 }
+
+pub(super) use on_pool;
 
 /// Any sqlx error is the store being unavailable; `what` says what failed.
 pub fn unavailable(what: &str, e: sqlx::Error) -> StoreError {
@@ -248,6 +256,28 @@ impl Db {
                     .bind(now_ms)
                     .execute(&mut *tx)
                     .await?;
+                }
+            }
+            for rec in batch {
+                for u in &rec.queue_updates {
+                    let sql = super::queue::update_sql(u);
+                    let mut q = sqlx::query(&sql)
+                        .bind(u.status.as_str())
+                        .bind(u.next_attempt_at_ms)
+                        .bind(i64::from(u.attempt.is_some()))
+                        .bind(u.attempt.as_ref().map(|a| a.at_ms))
+                        .bind(u.attempt.as_ref().and_then(|a| a.error.clone()))
+                        .bind(now_ms)
+                        .bind(u.queue_id)
+                        .bind(
+                            u.recipients
+                                .as_ref()
+                                .map(|r| serde_json::to_string(r).unwrap_or_default()),
+                        );
+                    if let Some(h) = &u.holder {
+                        q = q.bind(h.clone());
+                    }
+                    q.execute(&mut *tx).await?;
                 }
             }
             if seq != first {

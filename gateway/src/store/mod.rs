@@ -14,12 +14,15 @@ use tokio::sync::{mpsc, oneshot};
 use crate::reason::Reason;
 
 pub mod chain;
-mod db;
+pub(crate) mod db;
 mod files;
 pub mod index;
+pub mod queue;
 mod recorder;
 pub mod search;
 
+pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
+pub use recorder::now_ms;
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 
 use db::Db;
@@ -143,6 +146,8 @@ pub struct Record {
     pub events: Vec<AuditEvent>,
     /// Queue entries (accepted messages only).
     pub queue: Vec<QueueEntry>,
+    /// Changes to queue entries (attempt outcomes, administrators' actions).
+    pub queue_updates: Vec<QueueUpdate>,
 }
 
 /// Result of walking the audit chain.
@@ -244,6 +249,7 @@ impl Store {
             message,
             events,
             queue,
+            queue_updates,
         } = record;
         let message = match message {
             Some(mut m) => {
@@ -303,6 +309,7 @@ impl Store {
                 message,
                 events,
                 queue,
+                queue_updates,
             },
             reply,
         };
@@ -418,6 +425,62 @@ impl Store {
             .counts()
             .await
             .map_err(|e| db::unavailable("counting rows", e))
+    }
+
+    /// Claims up to `limit` due queue entries for `holder` for `lease_ms`
+    /// (see [`queue`]).
+    pub async fn claim(
+        &self,
+        holder: &str,
+        lease_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let now = recorder::now_ms();
+        self.inner
+            .db
+            .claim(holder, now, now + lease_ms, limit)
+            .await
+            .map_err(|e| db::unavailable("claiming queue entries", e))
+    }
+
+    /// Gives back the claims `holder` still holds.
+    pub async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
+        self.inner
+            .db
+            .release_claims(holder)
+            .await
+            .map_err(|e| db::unavailable("releasing queue claims", e))
+    }
+
+    /// Queue rows for `emla queue list`, newest first.
+    pub async fn queue_rows(
+        &self,
+        filter: &QueueFilter,
+    ) -> Result<Vec<serde_json::Value>, StoreError> {
+        self.inner
+            .db
+            .queue_rows(filter)
+            .await
+            .map_err(|e| db::unavailable("reading the queue", e))
+    }
+
+    /// One queue row.
+    pub async fn queue_row(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+        self.inner
+            .db
+            .queue_row(id)
+            .await
+            .map_err(|e| db::unavailable("reading the queue", e))
+    }
+
+    /// The raw message with this SHA-256, as stored.
+    pub async fn read_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let path = self.body_path(sha256).ok_or_else(|| {
+            StoreError::Unavailable(format!("{sha256:?} is not a SHA-256 in hex"))
+        })?;
+        tokio::fs::read(&path)
+            .await
+            .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))
     }
 
     /// What the writer has done since this store was opened.

@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use tokio::sync::{mpsc, oneshot};
 
 use super::db::{self, Db};
+use super::queue::QueueUpdate;
 use super::{MessageRecord, QueueEntry, StoreError};
 
 /// Most records written in one transaction.
@@ -78,6 +79,8 @@ pub struct Prepared {
     pub events: Vec<PreparedEvent>,
     /// Queue rows.
     pub queue: Vec<PreparedQueue>,
+    /// Changes to existing queue rows.
+    pub queue_updates: Vec<QueueUpdate>,
 }
 
 /// Counters of the writer's work.

@@ -1,0 +1,372 @@
+//! `emla queue list|show|retry|cancel`: administrators' view of the relay
+//! queue. Every change is audited with the operator's name.
+
+use clap::{Args, Subcommand};
+use serde_json::{json, Value};
+
+use crate::audit::render::{table_cell as cut, time_utc};
+use crate::store::{AuditEvent, QueueFilter, QueueStatus, QueueUpdate, Record, Store};
+
+/// `emla queue …`.
+#[derive(Clone, Debug, Subcommand)]
+pub enum QueueCommand {
+    /// Queue entries, newest first.
+    List(ListArgs),
+    /// One entry and every delivery attempt made for it.
+    Show(EntryArgs),
+    /// Make a queued entry due now, or queue a failed one again.
+    Retry(EntryArgs),
+    /// Stop delivering a queued entry.
+    Cancel(EntryArgs),
+}
+
+/// Options of `emla queue list`.
+#[derive(Clone, Debug, Args)]
+pub struct ListArgs {
+    /// Only entries with this status: queued, delivered, failed, cancelled.
+    #[arg(long)]
+    pub status: Option<String>,
+    /// Only entries of this emla message id.
+    #[arg(long)]
+    pub message: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 50)]
+    pub limit: u32,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Options of the commands on one entry.
+#[derive(Clone, Debug, Args)]
+pub struct EntryArgs {
+    /// The queue entry id (the first column of `emla queue list`).
+    pub id: i64,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Why a queue command gives no answer.
+#[derive(Debug)]
+pub enum QueueError {
+    /// Wrong arguments: exit 2.
+    Usage(String),
+    /// No such entry, or not in a state the command applies to: exit 1.
+    Refused(String),
+    /// The store cannot be read or written: exit 2.
+    Store(String),
+}
+
+impl QueueError {
+    /// The exit code of the CLI contract.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            QueueError::Refused(_) => 1,
+            QueueError::Usage(_) | QueueError::Store(_) => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for QueueError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            QueueError::Usage(e) | QueueError::Refused(e) | QueueError::Store(e) => f.write_str(e),
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for QueueError {
+    fn from(e: crate::store::StoreError) -> Self {
+        QueueError::Store(e.to_string())
+    }
+}
+
+/// Runs `cmd`; returns the text to print.
+pub async fn run(store: &Store, cmd: &QueueCommand) -> Result<String, QueueError> {
+    match cmd {
+        QueueCommand::List(a) => list(store, a).await,
+        QueueCommand::Show(a) => show(store, a).await,
+        QueueCommand::Retry(a) => change(store, a, Change::Retry).await,
+        QueueCommand::Cancel(a) => change(store, a, Change::Cancel).await,
+    }
+}
+
+async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
+    let status = match &a.status {
+        None => None,
+        Some(s) => Some(QueueStatus::parse(s).ok_or_else(|| {
+            QueueError::Usage(format!(
+                "--status {s:?}: expected one of queued, delivered, failed, cancelled"
+            ))
+        })?),
+    };
+    if a.limit == 0 || a.limit > 10_000 {
+        return Err(QueueError::Usage(format!(
+            "--limit {}: expected 1 to 10000",
+            a.limit
+        )));
+    }
+    let rows = store
+        .queue_rows(&QueueFilter {
+            status,
+            message_id: a.message.clone(),
+            limit: a.limit,
+        })
+        .await?;
+    if a.json {
+        return Ok(format!("{}\n", Value::Array(rows)));
+    }
+    if rows.is_empty() {
+        return Ok("no queue entries match\n".into());
+    }
+    let mut table = vec![[
+        "ID",
+        "MESSAGE",
+        "STATUS",
+        "TRIES",
+        "NEXT ATTEMPT",
+        "NEXT HOP",
+        "RECIPIENTS",
+        "LAST ERROR",
+    ]
+    .map(String::from)
+    .to_vec()];
+    for r in &rows {
+        let next = if r["status"] == "queued" {
+            time_text(r["next_attempt_at"].as_i64())
+        } else {
+            "-".into()
+        };
+        table.push(vec![
+            r["id"].to_string(),
+            text(&r["message_id"]),
+            text(&r["status"]),
+            r["attempts"].to_string(),
+            next,
+            text(&r["next_hop"]),
+            recipients(&r["recipients"]),
+            cut(&text(&r["last_error"]), 60),
+        ]);
+    }
+    Ok(render(&table))
+}
+
+async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
+    let row = entry(store, a.id).await?;
+    let message_id = text(&row["message_id"]);
+    let attempts: Vec<Value> = store
+        .audit_events(&message_id)
+        .await?
+        .into_iter()
+        .filter(|e| {
+            e["data"]["queue_id"].as_i64() == Some(a.id)
+                && e["kind"]
+                    .as_str()
+                    .is_some_and(|k| k.starts_with("relay.") || k.starts_with("queue."))
+        })
+        .collect();
+    if a.json {
+        return Ok(format!("{}\n", json!({"entry": row, "events": attempts})));
+    }
+    let mut out = format!(
+        "queue entry {}\n  message      {}\n  status       {}\n  next hop     {} (authority {}, route {}, {} lane)\n  \
+         recipients   {}\n  queued at    {}\n  attempts     {}\n",
+        a.id,
+        message_id,
+        text(&row["status"]),
+        text(&row["next_hop"]),
+        text(&row["authority"]),
+        text(&row["route"]),
+        text(&row["lane"]),
+        recipients(&row["recipients"]),
+        time_text(row["created_at"].as_i64()),
+        row["attempts"],
+    );
+    if row["status"] == "queued" {
+        out += &format!(
+            "  next attempt {}\n",
+            time_text(row["next_attempt_at"].as_i64())
+        );
+    }
+    if let Some(e) = row["last_error"].as_str() {
+        out += &format!("  last error   {e}\n");
+    }
+    if !attempts.is_empty() {
+        out += "events\n";
+    }
+    for e in &attempts {
+        let d = &e["data"];
+        out += &format!(
+            "  {}  {:<16} {}\n",
+            time_text(e["at"].as_i64()),
+            text(&e["kind"]),
+            event_summary(d)
+        );
+    }
+    Ok(out)
+}
+
+fn event_summary(d: &Value) -> String {
+    if let Some(op) = d["operator"].as_str() {
+        return format!("by {op}");
+    }
+    let mut parts = vec![format!("attempt {}", d["attempt"])];
+    if let Some(tls) = d["tls"].as_object() {
+        if tls.get("encrypted") == Some(&Value::Bool(true)) {
+            parts.push(format!("TLS ({})", text(&tls["verification"])));
+        } else {
+            parts.push("no TLS".into());
+        }
+    }
+    for r in d["recipients"].as_array().into_iter().flatten() {
+        let o = &r["outcome"];
+        parts.push(format!(
+            "{}: {} {}",
+            text(&r["recipient"]),
+            text(&o["result"]),
+            cut(&text(&o["reply"]), 80)
+        ));
+    }
+    parts.join("; ")
+}
+
+#[derive(Clone, Copy)]
+enum Change {
+    Retry,
+    Cancel,
+}
+
+async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, QueueError> {
+    let row = entry(store, a.id).await?;
+    let status = text(&row["status"]);
+    let (allowed, new, kind, verb): (&'static [QueueStatus], _, _, _) = match change {
+        Change::Retry => (
+            &[QueueStatus::Queued, QueueStatus::Failed],
+            QueueStatus::Queued,
+            "queue.retry",
+            "queued for an attempt now",
+        ),
+        Change::Cancel => (
+            &[QueueStatus::Queued],
+            QueueStatus::Cancelled,
+            "queue.cancelled",
+            "cancelled",
+        ),
+    };
+    if !allowed.iter().any(|s| s.as_str() == status) {
+        return Err(QueueError::Refused(format!(
+            "queue entry {} is {status}; {} applies to {} entries only",
+            a.id,
+            match change {
+                Change::Retry => "retry",
+                Change::Cancel => "cancel",
+            },
+            allowed
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(" or ")
+        )));
+    }
+    let operator = std::env::var("SUDO_USER")
+        .or_else(|_| std::env::var("USER"))
+        .unwrap_or_else(|_| "unknown".into());
+    let now = crate::store::now_ms();
+    store
+        .record(Record {
+            events: vec![AuditEvent {
+                kind: kind.into(),
+                message_id: Some(text(&row["message_id"])),
+                data: json!({"queue_id": a.id, "previous_status": status, "operator": operator}),
+            }],
+            queue_updates: vec![QueueUpdate {
+                queue_id: a.id,
+                holder: None,
+                only_if: allowed,
+                status: new,
+                next_attempt_at_ms: now,
+                attempt: None,
+                recipients: None,
+            }],
+            ..Record::default()
+        })
+        .await?;
+    let after = entry(store, a.id).await?;
+    if after["status"] != new.as_str() {
+        return Err(QueueError::Refused(format!(
+            "queue entry {} changed to {} meanwhile; nothing done",
+            a.id,
+            text(&after["status"])
+        )));
+    }
+    if a.json {
+        return Ok(format!("{after}\n"));
+    }
+    Ok(format!("queue entry {} {verb}\n", a.id))
+}
+
+async fn entry(store: &Store, id: i64) -> Result<Value, QueueError> {
+    store
+        .queue_row(id)
+        .await?
+        .ok_or_else(|| QueueError::Refused(format!("no queue entry {id}")))
+}
+
+fn text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        v => v.to_string(),
+    }
+}
+
+fn recipients(v: &Value) -> String {
+    v.as_array()
+        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
+        .unwrap_or_default()
+}
+
+fn time_text(ms: Option<i64>) -> String {
+    ms.map_or_else(|| "-".into(), time_utc)
+}
+
+fn render(rows: &[Vec<String>]) -> String {
+    let cols = rows[0].len();
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r
+            .iter()
+            .enumerate()
+            .map(|(c, cell)| {
+                if c + 1 == cols {
+                    cell.clone()
+                } else {
+                    format!("{cell:<w$}", w = widths[c])
+                }
+            })
+            .collect();
+        out += line.join("  ").trim_end();
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_aligns_and_cuts() {
+        let t = render(&[
+            vec!["A".into(), "B".into()],
+            vec!["long".into(), "x".into()],
+        ]);
+        assert_eq!(t, "A     B\nlong  x\n");
+        assert_eq!(time_text(Some(0)), "1970-01-01 00:00:00");
+        assert_eq!(time_text(None), "-");
+    }
+}

@@ -1,0 +1,400 @@
+//! One SMTP conversation with a next hop (lettre's low-level connection):
+//! connect, STARTTLS as the policy demands, then transactions whose bytes
+//! are the stored message exactly, with only a `Received:` line in front.
+//!
+//! lettre's `SmtpTransport::send_raw` is not used: it cannot pin a
+//! certificate, reports nothing per recipient and gives up on a whole
+//! transaction at the first refused RCPT.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::Address;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use crate::policy::{NextHop, TlsMode};
+
+/// How one recipient fared.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(tag = "result", rename_all = "lowercase")]
+pub enum RcptOutcome {
+    /// The next hop accepted the message for it.
+    Delivered {
+        /// SMTP reply code.
+        code: u16,
+        /// The reply, joined to one line.
+        reply: String,
+    },
+    /// Try again later (`4xx`, network or TLS trouble).
+    Deferred {
+        /// SMTP reply code, when the next hop answered.
+        code: Option<u16>,
+        /// What went wrong.
+        reply: String,
+    },
+    /// Refused for good (`5xx`).
+    Refused {
+        /// SMTP reply code.
+        code: u16,
+        /// The reply.
+        reply: String,
+    },
+}
+
+impl RcptOutcome {
+    fn from_error(e: &lettre::transport::smtp::Error) -> RcptOutcome {
+        let code = e.status().map(u16::from);
+        match code {
+            Some(code) if e.is_permanent() => RcptOutcome::Refused {
+                code,
+                reply: e.to_string(),
+            },
+            code => RcptOutcome::Deferred {
+                code,
+                reply: e.to_string(),
+            },
+        }
+    }
+}
+
+/// What the connection was protected with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct TlsReport {
+    /// Whether STARTTLS was used.
+    pub encrypted: bool,
+    /// SHA-256 of the next hop's certificate (DER), hex, when encrypted.
+    pub peer_certificate_sha256: Option<String>,
+    /// How the certificate was checked: `validated`, `pinned`, `unchecked`
+    /// (opportunistic) or `none` (plain text).
+    pub verification: &'static str,
+}
+
+/// Why no transaction could be tried at all.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnectError {
+    /// Whether it is worth trying again (it is for network and TLS
+    /// trouble, and for `4xx` greetings).
+    pub permanent: bool,
+    /// SMTP code, when the next hop answered.
+    pub code: Option<u16>,
+    /// What failed, naming the next hop.
+    pub reason: String,
+}
+
+/// An open SMTP session with a next hop, reusable for several messages.
+pub struct Connection {
+    conn: AsyncSmtpConnection,
+    hop: String,
+    /// What TLS gave this connection.
+    pub tls: TlsReport,
+}
+
+impl Connection {
+    /// Connects to `hop` and applies its TLS requirement. `hello` is the
+    /// gateway's host name.
+    pub async fn open(
+        hop: &NextHop,
+        hello: &str,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        let name = format!("{}:{}", hop.host, hop.port);
+        let client_id = ClientId::Domain(hello.to_owned());
+        let fail = |permanent: bool, code: Option<u16>, what: String| ConnectError {
+            permanent,
+            code,
+            reason: format!("{name}: {what}"),
+        };
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (hop.host.as_str(), hop.port),
+            Some(timeout),
+            &client_id,
+            None,
+            None,
+        );
+        let mut conn = match tokio::time::timeout(timeout, connect).await {
+            Err(_) => return Err(fail(false, None, format!("no greeting within {timeout:?}"))),
+            Ok(Err(e)) => {
+                let code = e.status().map(u16::from);
+                return Err(fail(e.is_permanent(), code, format!("cannot connect: {e}")));
+            }
+            Ok(Ok(c)) => c,
+        };
+        let params = match &hop.tls {
+            TlsMode::Opportunistic if !conn.can_starttls() => {
+                return Ok(Connection {
+                    conn,
+                    hop: name,
+                    tls: TlsReport {
+                        verification: "none",
+                        ..TlsReport::default()
+                    },
+                });
+            }
+            TlsMode::Required { .. } | TlsMode::Pinned { .. } if !conn.can_starttls() => {
+                conn.abort().await;
+                // Required TLS is never downgraded; the peer may be fixed later.
+                return Err(fail(
+                    false,
+                    None,
+                    "does not offer STARTTLS, which the policy requires".into(),
+                ));
+            }
+            mode => tls_parameters(&hop.host, mode).map_err(|e| fail(true, None, e))?,
+        };
+        let upgraded = tokio::time::timeout(timeout, conn.starttls(params, &client_id)).await;
+        match upgraded {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) if matches!(hop.tls, TlsMode::Opportunistic) => {
+                // RFC 7435: a failed opportunistic handshake falls back to plain text.
+                tracing::info!(next_hop = %name, error = %e, "STARTTLS failed; retrying in plain text");
+                return Self::plain_after_tls_failure(hop, hello, timeout, &name).await;
+            }
+            Ok(Err(e)) => return Err(fail(false, None, format!("STARTTLS failed: {e}"))),
+            Err(_) => {
+                return Err(fail(
+                    false,
+                    None,
+                    format!("STARTTLS took longer than {timeout:?}"),
+                ))
+            }
+        }
+        let peer = conn
+            .peer_certificate()
+            .map(|der| hex::encode(Sha256::digest(der)))
+            .ok();
+        let verification = match &hop.tls {
+            TlsMode::Required { .. } => "validated",
+            TlsMode::Opportunistic => "unchecked",
+            TlsMode::Pinned { sha256 } => {
+                let want = hex::encode(sha256);
+                if peer.as_deref() != Some(want.as_str()) {
+                    conn.abort().await;
+                    return Err(fail(
+                        false,
+                        None,
+                        format!(
+                            "certificate SHA-256 {} does not match the pinned {want}",
+                            peer.as_deref().unwrap_or("(none)")
+                        ),
+                    ));
+                }
+                "pinned"
+            }
+        };
+        Ok(Connection {
+            conn,
+            hop: name,
+            tls: TlsReport {
+                encrypted: true,
+                peer_certificate_sha256: peer,
+                verification,
+            },
+        })
+    }
+
+    async fn plain_after_tls_failure(
+        hop: &NextHop,
+        hello: &str,
+        timeout: Duration,
+        name: &str,
+    ) -> Result<Connection, ConnectError> {
+        let client_id = ClientId::Domain(hello.to_owned());
+        let connect = AsyncSmtpConnection::connect_tokio1(
+            (hop.host.as_str(), hop.port),
+            Some(timeout),
+            &client_id,
+            None,
+            None,
+        );
+        match tokio::time::timeout(timeout, connect).await {
+            Ok(Ok(conn)) => Ok(Connection {
+                conn,
+                hop: name.to_owned(),
+                tls: TlsReport {
+                    verification: "none",
+                    ..TlsReport::default()
+                },
+            }),
+            Ok(Err(e)) => Err(ConnectError {
+                permanent: false,
+                code: e.status().map(u16::from),
+                reason: format!("{name}: cannot connect: {e}"),
+            }),
+            Err(_) => Err(ConnectError {
+                permanent: false,
+                code: None,
+                reason: format!("{name}: no greeting within {timeout:?}"),
+            }),
+        }
+    }
+
+    /// Whether the session can carry another transaction.
+    pub fn usable(&self) -> bool {
+        !self.conn.has_broken()
+    }
+
+    /// One transaction: MAIL FROM `from`, RCPT TO each recipient, and, if
+    /// any was accepted, DATA with `message` exactly (it must end in CRLF).
+    /// Returns one outcome per recipient, in order.
+    pub async fn send(
+        &mut self,
+        from: &str,
+        recipients: &[String],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Vec<RcptOutcome> {
+        match tokio::time::timeout(timeout, self.transaction(from, recipients, message)).await {
+            Ok(outcomes) => outcomes,
+            Err(_) => {
+                self.conn.abort().await;
+                let reply = format!("{}: no reply within {timeout:?}", self.hop);
+                recipients
+                    .iter()
+                    .map(|_| RcptOutcome::Deferred {
+                        code: None,
+                        reply: reply.clone(),
+                    })
+                    .collect()
+            }
+        }
+    }
+
+    async fn transaction(
+        &mut self,
+        from: &str,
+        recipients: &[String],
+        message: &[u8],
+    ) -> Vec<RcptOutcome> {
+        let all = |o: RcptOutcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
+        let sender = match Address::from_str(from) {
+            Ok(a) => a,
+            Err(e) => {
+                return all(RcptOutcome::Refused {
+                    code: 550,
+                    reply: format!("sender {from:?} is not an address lettre accepts: {e}"),
+                })
+            }
+        };
+        let mut params = Vec::new();
+        if !message.is_ascii()
+            && self
+                .conn
+                .server_info()
+                .supports_feature(Extension::EightBitMime)
+        {
+            params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        if let Err(e) = self.conn.command(Mail::new(Some(sender), params)).await {
+            let outcome = RcptOutcome::from_error(&e);
+            self.reset().await;
+            return all(outcome);
+        }
+        let mut outcomes: Vec<Option<RcptOutcome>> = Vec::with_capacity(recipients.len());
+        for rcpt in recipients {
+            let address = match Address::from_str(rcpt) {
+                Ok(a) => a,
+                Err(e) => {
+                    outcomes.push(Some(RcptOutcome::Refused {
+                        code: 550,
+                        reply: format!("recipient {rcpt:?} is not an address lettre accepts: {e}"),
+                    }));
+                    continue;
+                }
+            };
+            match self.conn.command(Rcpt::new(address, Vec::new())).await {
+                Ok(_) => outcomes.push(None),
+                Err(e) if self.conn.has_broken() || e.status().is_none() => {
+                    return all(RcptOutcome::from_error(&e));
+                }
+                Err(e) => outcomes.push(Some(RcptOutcome::from_error(&e))),
+            }
+        }
+        if outcomes.iter().all(Option::is_some) {
+            self.reset().await;
+            return outcomes.into_iter().flatten().collect();
+        }
+        if let Err(e) = self.conn.command(Data).await {
+            let outcome = RcptOutcome::from_error(&e);
+            self.reset().await;
+            return outcomes
+                .into_iter()
+                .map(|o| o.unwrap_or_else(|| outcome.clone()))
+                .collect();
+        }
+        // lettre ends the data with CRLF . CRLF itself: the message's own
+        // final CRLF is that first CRLF, so the bytes arrive unchanged.
+        let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+        let result = match self.conn.message(body).await {
+            Ok(r) => RcptOutcome::Delivered {
+                code: u16::from(r.code()),
+                reply: r.message().collect::<Vec<_>>().join(" "),
+            },
+            Err(e) => {
+                let o = RcptOutcome::from_error(&e);
+                if e.status().is_none() {
+                    // No reply to the final dot: the next hop may or may
+                    // not have the message. Retrying risks a duplicate,
+                    // which is better than a loss.
+                    self.conn.abort().await;
+                }
+                o
+            }
+        };
+        outcomes
+            .into_iter()
+            .map(|o| o.unwrap_or_else(|| result.clone()))
+            .collect()
+    }
+
+    async fn reset(&mut self) {
+        if !self.conn.has_broken() && self.conn.command(Rset).await.is_err() {
+            self.conn.abort().await;
+        }
+    }
+
+    /// Ends the session politely.
+    pub async fn quit(mut self) {
+        if !self.conn.has_broken() {
+            let _ = self.conn.quit().await;
+        }
+    }
+}
+
+/// TLS parameters for `mode`; errors name the bad CA file.
+fn tls_parameters(host: &str, mode: &TlsMode) -> Result<TlsParameters, String> {
+    let builder = TlsParameters::builder(host.to_owned());
+    let builder = match mode {
+        TlsMode::Required { ca_file: None } => builder,
+        TlsMode::Required {
+            ca_file: Some(path),
+        } => {
+            let pem = std::fs::read(path)
+                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            let mut b =
+                builder.certificate_store(lettre::transport::smtp::client::CertificateStore::None);
+            let mut found = 0;
+            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
+                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                let cert = Certificate::from_der(cert.to_vec())
+                    .map_err(|e| format!("CA file {}: {e}", path.display()))?;
+                b = b.add_root_certificate(cert);
+                found += 1;
+            }
+            if found == 0 {
+                return Err(format!("CA file {} holds no certificate", path.display()));
+            }
+            b
+        }
+        // Opportunistic TLS checks nothing; a pin is checked after the handshake.
+        TlsMode::Opportunistic | TlsMode::Pinned { .. } => {
+            builder.dangerous_accept_invalid_certs(true)
+        }
+    };
+    builder
+        .build_rustls()
+        .map_err(|e| format!("TLS set-up for {host}: {e}"))
+}

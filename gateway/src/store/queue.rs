@@ -1,0 +1,321 @@
+//! The delivery queue: claiming due entries under a lease, recording the
+//! outcome of an attempt, and the rows `emla queue` shows.
+//!
+//! An entry is `queued` until an attempt ends it: `delivered`, `failed`
+//! (a permanent refusal or the queue lifetime ran out) or `cancelled` (by
+//! an administrator). A gateway instance claims due entries by writing its
+//! id and a lease expiry; another instance may take an entry over only once
+//! that lease has run out, so an instance that dies mid-delivery delays its
+//! entries by one lease, and a message is delivered at least once.
+
+use serde::Serialize;
+use serde_json::Value;
+use sqlx::Row;
+
+use super::db::{on_pool, Db};
+
+/// Where a queue entry stands.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueStatus {
+    /// Waiting for its next attempt.
+    Queued,
+    /// The next hop accepted it.
+    Delivered,
+    /// Permanently refused, or its queue lifetime ran out.
+    Failed,
+    /// An administrator cancelled it.
+    Cancelled,
+}
+
+impl QueueStatus {
+    /// The name stored in the `status` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueStatus::Queued => "queued",
+            QueueStatus::Delivered => "delivered",
+            QueueStatus::Failed => "failed",
+            QueueStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// Parses a stored or typed status name.
+    pub fn parse(s: &str) -> Option<QueueStatus> {
+        [
+            QueueStatus::Queued,
+            QueueStatus::Delivered,
+            QueueStatus::Failed,
+            QueueStatus::Cancelled,
+        ]
+        .into_iter()
+        .find(|q| q.as_str() == s)
+    }
+}
+
+/// A change to one queue entry, written in the same transaction as the
+/// audit record that explains it.
+#[derive(Clone, Debug)]
+pub struct QueueUpdate {
+    /// The entry.
+    pub queue_id: i64,
+    /// Apply only while this instance holds the claim (an attempt's
+    /// outcome); `None` for administrators' actions.
+    pub holder: Option<String>,
+    /// Apply only while the entry has one of these statuses.
+    pub only_if: &'static [QueueStatus],
+    /// The new status.
+    pub status: QueueStatus,
+    /// When the next attempt is due (ms since the epoch).
+    pub next_attempt_at_ms: i64,
+    /// Whether this update ends an attempt (counted, with its time and error).
+    pub attempt: Option<AttemptNote>,
+    /// The recipients still to deliver to, when only some were done.
+    pub recipients: Option<Vec<String>>,
+}
+
+/// What an attempt left on its entry.
+#[derive(Clone, Debug)]
+pub struct AttemptNote {
+    /// When it ended (ms since the epoch).
+    pub at_ms: i64,
+    /// Why it did not deliver, if it did not.
+    pub error: Option<String>,
+}
+
+/// A queue entry claimed for delivery, with what the attempt needs of its
+/// message.
+#[derive(Clone, Debug)]
+pub struct Claimed {
+    /// Queue row id.
+    pub id: i64,
+    /// The emla message id.
+    pub message_id: String,
+    /// `host:port` of the next hop.
+    pub next_hop: String,
+    /// The recipients' authority.
+    pub authority: String,
+    /// The route that allowed it.
+    pub route: String,
+    /// `normal` or `urgent`.
+    pub lane: String,
+    /// Recipients at that next hop.
+    pub recipients: Vec<String>,
+    /// Attempts made before this one.
+    pub attempts: i64,
+    /// When the entry was queued (ms since the epoch).
+    pub created_at_ms: i64,
+    /// MAIL FROM of the message.
+    pub mail_from: String,
+    /// SHA-256 of the raw message (its body file name).
+    pub sha256: String,
+    /// `Subject:` of the message.
+    pub subject: Option<String>,
+    /// `Message-ID:` of the message.
+    pub header_message_id: Option<String>,
+    /// HELO name of the client that submitted it.
+    pub helo: String,
+    /// Its IP address.
+    pub client_ip: String,
+    /// The TLS version of that session, if any.
+    pub tls_version: Option<String>,
+    /// When it was received (ms since the epoch).
+    pub received_at_ms: i64,
+}
+
+/// Selects for the `emla queue list`.
+#[derive(Clone, Debug, Default)]
+pub struct QueueFilter {
+    /// Only entries with this status.
+    pub status: Option<QueueStatus>,
+    /// Only entries of this message.
+    pub message_id: Option<String>,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
+     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.subject, \
+     m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at";
+
+const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
+     status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
+     last_error, updated_at";
+
+/// A queue row as JSON (the `emla queue` view), from any backend's row.
+macro_rules! row_json {
+    ($r:expr) => {{
+        let r = $r;
+        Ok::<_, sqlx::Error>(serde_json::json!({
+            "id": r.try_get::<i64, _>("id")?,
+            "message_id": r.try_get::<String, _>("message_id")?,
+            "next_hop": r.try_get::<String, _>("next_hop")?,
+            "authority": r.try_get::<String, _>("authority")?,
+            "route": r.try_get::<String, _>("route")?,
+            "lane": r.try_get::<String, _>("lane")?,
+            "recipients": serde_json::from_str::<Value>(&r.try_get::<String, _>("recipients")?)
+                .unwrap_or(Value::Null),
+            "status": r.try_get::<String, _>("status")?,
+            "attempts": r.try_get::<i64, _>("attempts")?,
+            "next_attempt_at": r.try_get::<i64, _>("next_attempt_at")?,
+            "created_at": r.try_get::<i64, _>("created_at")?,
+            "claimed_by": r.try_get::<Option<String>, _>("claimed_by")?,
+            "lease_until": r.try_get::<Option<i64>, _>("lease_until")?,
+            "last_attempt_at": r.try_get::<Option<i64>, _>("last_attempt_at")?,
+            "last_error": r.try_get::<Option<String>, _>("last_error")?,
+            "updated_at": r.try_get::<Option<i64>, _>("updated_at")?,
+        }))
+    }};
+}
+
+impl Db {
+    /// Claims up to `limit` due entries for `holder` until `lease_until_ms`,
+    /// urgent lane first, then oldest due; returns them with their
+    /// messages' details.
+    pub async fn claim(
+        &self,
+        holder: &str,
+        now_ms: i64,
+        lease_until_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<Claimed>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            let ids: Vec<i64> = sqlx::query_scalar(&format!(
+                "UPDATE queue SET claimed_by = $1, lease_until = $2 WHERE id IN (\
+                 SELECT id FROM queue WHERE status = 'queued' AND next_attempt_at <= $3 \
+                 AND (lease_until IS NULL OR lease_until < $3) \
+                 ORDER BY CASE lane WHEN 'urgent' THEN 0 ELSE 1 END, next_attempt_at, id \
+                 LIMIT $4{}) RETURNING id",
+                d.skip_locked
+            ))
+            .bind(holder)
+            .bind(lease_until_ms)
+            .bind(now_ms)
+            .bind(limit)
+            .fetch_all(&mut *tx)
+            .await?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for id in ids {
+                let r = sqlx::query(&format!(
+                    "SELECT {CLAIMED_COLUMNS} FROM queue q JOIN messages m ON m.id = q.message_id \
+                     WHERE q.id = $1"
+                ))
+                .bind(id)
+                .fetch_one(&mut *tx)
+                .await?;
+                claimed.push(Claimed {
+                    id: r.try_get("id")?,
+                    message_id: r.try_get("message_id")?,
+                    next_hop: r.try_get("next_hop")?,
+                    authority: r.try_get("authority")?,
+                    route: r.try_get("route")?,
+                    lane: r.try_get("lane")?,
+                    recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
+                        .unwrap_or_default(),
+                    attempts: r.try_get("attempts")?,
+                    created_at_ms: r.try_get("created_at")?,
+                    mail_from: r.try_get("mail_from")?,
+                    sha256: r.try_get("sha256")?,
+                    subject: r.try_get("subject")?,
+                    header_message_id: r.try_get("header_message_id")?,
+                    helo: r.try_get("helo")?,
+                    client_ip: r.try_get("client_ip")?,
+                    tls_version: r.try_get("tls_version")?,
+                    received_at_ms: r.try_get("received_at")?,
+                });
+            }
+            tx.commit().await?;
+            claimed.sort_by_key(|c| (c.lane != "urgent", c.id));
+            Ok(claimed)
+        })
+    }
+
+    /// Gives back every claim `holder` still has (an instance restarting
+    /// after a crash takes its own entries back at once).
+    pub async fn release_claims(&self, holder: &str) -> Result<u64, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            Ok(sqlx::query(
+                "UPDATE queue SET claimed_by = NULL, lease_until = NULL \
+                 WHERE claimed_by = $1 AND status = 'queued'",
+            )
+            .bind(holder)
+            .execute(pool)
+            .await?
+            .rows_affected())
+        })
+    }
+
+    /// Queue rows, newest first.
+    pub async fn queue_rows(&self, f: &QueueFilter) -> Result<Vec<Value>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut sql = format!("SELECT {ROW_COLUMNS} FROM queue WHERE 1 = 1");
+            let mut n = 0;
+            if f.status.is_some() {
+                n += 1;
+                sql += &format!(" AND status = ${n}");
+            }
+            if f.message_id.is_some() {
+                n += 1;
+                sql += &format!(" AND message_id = ${n}");
+            }
+            sql += &format!(" ORDER BY id DESC LIMIT ${}", n + 1);
+            let mut q = sqlx::query(&sql);
+            if let Some(s) = f.status {
+                q = q.bind(s.as_str());
+            }
+            if let Some(m) = &f.message_id {
+                q = q.bind(m);
+            }
+            let rows = q.bind(i64::from(f.limit)).fetch_all(pool).await?;
+            rows.iter().map(|r| row_json!(r)).collect()
+        })
+    }
+
+    /// One queue row.
+    pub async fn queue_row(&self, id: i64) -> Result<Option<Value>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query(&format!("SELECT {ROW_COLUMNS} FROM queue WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+            row.as_ref().map(|r| row_json!(r)).transpose()
+        })
+    }
+}
+
+/// The statement that applies a [`QueueUpdate`]; binds, in order: status,
+/// next_attempt_at, attempted (0/1), attempt time, attempt error, now, queue
+/// id, remaining recipients (JSON or NULL), and the holder when there is one.
+pub(super) fn update_sql(u: &QueueUpdate) -> String {
+    let statuses = u
+        .only_if
+        .iter()
+        .map(|s| format!("'{}'", s.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut sql = format!(
+        "UPDATE queue SET status = $1, next_attempt_at = $2, attempts = attempts + $3, \
+         last_attempt_at = COALESCE($4, last_attempt_at), \
+         last_error = CASE WHEN $3 = 1 THEN $5 ELSE last_error END, \
+         claimed_by = NULL, lease_until = NULL, updated_at = $6, \
+         recipients = COALESCE($8, recipients) \
+         WHERE id = $7 AND status IN ({statuses})"
+    );
+    if u.holder.is_some() {
+        sql += " AND claimed_by = $9";
+    }
+    sql
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_names_round_trip() {
+        for s in ["queued", "delivered", "failed", "cancelled"] {
+            assert_eq!(QueueStatus::parse(s).unwrap().as_str(), s);
+        }
+        assert_eq!(QueueStatus::parse("sent"), None);
+    }
+}

@@ -1,0 +1,547 @@
+//! End-to-end tests of the relay: `emla serve` accepts a signed message
+//! from a real client and delivers it to a real counterpart MTA (a Python
+//! `aiosmtpd` sink, `tests/support/sink.py`, on a loopback port); the
+//! delivered bytes must be the received ones with one `Received:` line in
+//! front and must still pass `openssl smime -verify`. Also: retry after the
+//! next hop was down, permanent refusal, SIGKILL mid-delivery, required and
+//! pinned TLS, and `emla queue`.
+//!
+//! Requirements beyond `tests/support`: Python `aiosmtpd` (PyPI).
+
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use smtp::*;
+use support::*;
+
+/// A running `sink.py`; killed when dropped.
+struct Sink {
+    child: Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Sink {
+    fn start(args: &[&str]) -> Sink {
+        Self::start_on(0, args)
+    }
+
+    fn start_on(port: u16, args: &[&str]) -> Sink {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = Command::new("python3")
+            .arg(support_dir().join("sink.py"))
+            .arg("--dir")
+            .arg(dir.path())
+            .args(["--port", &port.to_string()])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("run python3 sink.py (needs aiosmtpd)");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| panic!("sink.py did not start: {line:?}"));
+        Sink { child, port, dir }
+    }
+
+    /// The delivered messages, in order, waiting up to `within` for `n`.
+    fn wait_for(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
+        let deadline = Instant::now() + within;
+        loop {
+            let got = self.messages();
+            if got.len() >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    fn messages(&self) -> Vec<Vec<u8>> {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
+            .collect();
+        files.sort();
+        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
+    }
+
+    fn envelope(&self, n: usize) -> Value {
+        let text = std::fs::read_to_string(self.dir.path().join(format!("{n:04}.json"))).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A policy whose bb-moj next hop is 127.0.0.1:`port` with `tls` lines,
+/// retrying after a second.
+fn policy_to(port: u16, tls: &str) -> PolicyCopy {
+    let p = PolicyCopy::new();
+    p.edit(
+        "authorities/bb-moj.toml",
+        "url = \"smtp://127.0.0.1:2626\"\ntls = \"opportunistic\"",
+        &format!("url = \"smtp://127.0.0.1:{port}\"\n{tls}"),
+    );
+    let gw = p.0.join("gateway.toml");
+    let mut text = std::fs::read_to_string(&gw).unwrap();
+    text += "\n[relay]\nretry_initial_secs = 1\nretry_max_secs = 2\nconnect_timeout_secs = 5\n";
+    std::fs::write(&gw, text).unwrap();
+    p
+}
+
+fn relaying(policy: &PolicyCopy, extra: &str) -> Gateway {
+    Gateway::new(Opts {
+        policy_dir: policy.0.clone(),
+        relay: true,
+        relay_extra: format!("poll_ms = 100\n{extra}"),
+        ..Opts::default()
+    })
+}
+
+/// `emla queue ARGS --config …`: exit code and stdout.
+fn queue_cli(gw: &Gateway, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .arg("queue")
+        .args(args)
+        .arg("--config")
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn queue_entries(gw: &Gateway) -> Vec<Value> {
+    let (code, out, err) = queue_cli(gw, &["list", "--json"]);
+    assert_eq!(code, Some(0), "{err}");
+    serde_json::from_str::<Value>(&out)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+/// Waits until the single queue entry satisfies `pred`.
+fn wait_entry(gw: &Gateway, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + within;
+    loop {
+        let q = queue_entries(gw);
+        assert_eq!(q.len(), 1, "{q:#?}");
+        if pred(&q[0]) || Instant::now() > deadline {
+            return q[0].clone();
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn send_signed(port: u16) -> (String, Vec<u8>) {
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let (r, t) = send(port, ALICE, &[BOB], &msg);
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted:\n{t}"));
+    (id, msg)
+}
+
+/// Asserts `delivered` is `sent` behind exactly one `Received:` field that
+/// names the emla id, and still verifies.
+fn assert_relayed_exactly(delivered: &[u8], sent: &[u8], id: &str) {
+    let at = find(delivered, sent).unwrap_or_else(|| {
+        panic!(
+            "the delivered message does not contain the sent bytes:\n{}",
+            String::from_utf8_lossy(delivered)
+        )
+    });
+    assert_eq!(at + sent.len(), delivered.len(), "bytes after the message");
+    let trace = std::str::from_utf8(&delivered[..at]).unwrap();
+    assert!(trace.starts_with("Received: from "), "{trace}");
+    assert!(trace.contains(&format!(" id {id}")), "{trace}");
+    assert_eq!(trace.matches("Received:").count(), 1, "{trace}");
+    assert!(trace.ends_with("\r\n"), "{trace:?}");
+    assert!(
+        openssl_verifies(delivered, "aa"),
+        "the relayed copy does not verify"
+    );
+}
+
+/// A CA and a server certificate for 127.0.0.1 issued by it (P-256):
+/// `(ca.pem, server.pem, server.key)`.
+fn next_hop_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let (ca, ca_key) = tls_server_cert_for(dir, "DNS:next-hop-ca.test");
+    let key = dir.join("server.key");
+    let csr = dir.join("server.csr");
+    let cert = dir.join("server.pem");
+    let ext = dir.join("server.ext");
+    std::fs::write(
+        &ext,
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=critical,CA:FALSE\n\
+         extendedKeyUsage=serverAuth\n",
+    )
+    .unwrap();
+    run_ok(
+        Command::new(openssl())
+            .args([
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+            ])
+            .args(["-nodes", "-subj", "/CN=127.0.0.1", "-keyout"])
+            .arg(&key)
+            .arg("-out")
+            .arg(&csr),
+    );
+    run_ok(
+        Command::new(openssl())
+            .args(["x509", "-req", "-days", "2", "-in"])
+            .arg(&csr)
+            .arg("-CA")
+            .arg(&ca)
+            .arg("-CAkey")
+            .arg(&ca_key)
+            .args(["-CAcreateserial", "-extfile"])
+            .arg(&ext)
+            .arg("-out")
+            .arg(&cert),
+    );
+    (ca, cert, key)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[test]
+fn relays_byte_for_byte_and_the_copy_verifies() {
+    let sink = Sink::start(&[]);
+    let policy = policy_to(sink.port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "not delivered:\n{}", srv.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    let env = sink.envelope(1);
+    assert_eq!(env["mail_from"], ALICE);
+    assert_eq!(env["rcpt_tos"], serde_json::json!([BOB]));
+
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert_eq!(e["status"], "delivered", "{e:#}");
+    assert_eq!(e["attempts"], 1, "{e:#}");
+    let delivered: Vec<_> = gw
+        .db()
+        .audit()
+        .into_iter()
+        .filter(|a| a.kind == "relay.delivered" && a.message_id.as_deref() == Some(&id))
+        .collect();
+    assert_eq!(delivered.len(), 1, "{:#?}", gw.db().audit());
+    let data: Value = serde_json::from_str(&delivered[0].data).unwrap();
+    assert_eq!(
+        data["recipients"][0]["outcome"]["result"], "delivered",
+        "{data:#}"
+    );
+    assert_eq!(data["recipients"][0]["outcome"]["code"], 250, "{data:#}");
+    assert_eq!(data["next_hop"], format!("127.0.0.1:{}", sink.port));
+
+    let (code, table, _) = queue_cli(&gw, &["list"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        table.contains(&id) && table.contains("delivered"),
+        "{table}"
+    );
+    let qid = e["id"].to_string();
+    let (code, show, _) = queue_cli(&gw, &["show", &qid]);
+    assert_eq!(code, Some(0));
+    assert!(show.contains("relay.delivered"), "{show}");
+    assert!(
+        show.contains("stored as 0001"),
+        "the next hop's reply: {show}"
+    );
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn next_hop_down_then_up_is_delivered_after_retry() {
+    let port = free_port();
+    let policy = policy_to(port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
+        e["attempts"].as_i64() >= Some(1)
+    });
+    assert_eq!(e["status"], "queued", "{e:#}");
+    let err = e["last_error"].as_str().unwrap_or_default();
+    assert!(
+        err.contains(&format!("127.0.0.1:{port}")),
+        "names the next hop: {err}"
+    );
+
+    let sink = Sink::start_on(port, &[]);
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "not delivered after retry:\n{}", srv.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert!(e["attempts"].as_i64() >= Some(2), "{e:#}");
+    let kinds: Vec<String> = gw
+        .db()
+        .audit()
+        .into_iter()
+        .filter(|a| a.message_id.as_deref() == Some(&id))
+        .map(|a| a.kind)
+        .collect();
+    assert!(kinds.contains(&"relay.deferred".to_string()), "{kinds:?}");
+    assert_eq!(
+        kinds.last().map(String::as_str),
+        Some("relay.delivered"),
+        "{kinds:?}"
+    );
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn deferred_data_is_retried_and_permanent_refusal_fails() {
+    let sink = Sink::start(&["--defer", "1", "--refuse-rcpt", BEA]);
+    let policy = policy_to(sink.port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    // 451 to the first DATA, then delivered.
+    let (id, msg) = send_signed(srv.port);
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "{}", srv.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert_eq!(e["attempts"], 2, "{e:#}");
+
+    // 550 to the only recipient: failed at once, no retry.
+    let to_bea = mail(Tool::SmimeDetached, "aa", "alice", ALICE, &[BEA]);
+    let (r, t) = send(srv.port, ALICE, &[BEA], &to_bea);
+    let id2 = r.accepted_id().unwrap_or_else(|| panic!("{t}"));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let failed = loop {
+        let q = queue_entries(&gw);
+        let e = q.iter().find(|e| e["message_id"] == id2.as_str()).cloned();
+        if let Some(e) = e.filter(|e| e["status"] != "queued") {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "{q:#?}\n{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(failed["status"], "failed", "{failed:#}");
+    assert_eq!(failed["attempts"], 1, "{failed:#}");
+    let err = failed["last_error"].as_str().unwrap();
+    assert!(err.contains("550") && err.contains("no such user"), "{err}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 1, "nothing more delivered");
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn sigkill_during_delivery_then_delivered_after_restart() {
+    // A next hop that accepts the connection and never greets: the attempt
+    // hangs until the gateway is killed.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let policy = policy_to(port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let mut srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    silent.set_nonblocking(false).unwrap();
+    let (mut held, _) = silent.accept().unwrap();
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| !e["claimed_by"].is_null());
+    assert_eq!(e["status"], "queued", "{e:#}");
+    assert!(
+        !e["claimed_by"].is_null(),
+        "claimed while delivering: {e:#}"
+    );
+    srv.kill();
+    let mut buf = [0u8; 1];
+    let _ = held.read(&mut buf);
+    drop(held);
+    drop(silent);
+
+    let sink = Sink::start_on(port, &[]);
+    let srv = gw.start();
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(
+        got.len(),
+        1,
+        "not delivered after restart:\n{}",
+        srv.stderr()
+    );
+    assert_relayed_exactly(&got[0], &msg, &id);
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert_eq!(e["status"], "delivered", "{e:#}");
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn required_tls_validates_and_pinned_tls_checks_the_pin() {
+    let certs = tempfile::tempdir().unwrap();
+    let (ca_cert, cert, key) = next_hop_pki(certs.path());
+    let sink = Sink::start(&[
+        "--tls",
+        cert.to_str().unwrap(),
+        key.to_str().unwrap(),
+        "--require-tls",
+    ]);
+    let ca = ca_cert.display().to_string();
+
+    // Required, with the sink's CA: delivered over TLS.
+    let policy = policy_to(sink.port, &format!("tls = \"required\"\nca_file = {ca:?}"));
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "{}", srv.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_eq!(sink.envelope(1)["tls"], true);
+    let audit = gw.db().audit();
+    let d = audit.iter().find(|a| a.kind == "relay.delivered").unwrap();
+    let data: Value = serde_json::from_str(&d.data).unwrap();
+    assert_eq!(data["tls"]["verification"], "validated", "{data:#}");
+    drop(srv);
+
+    // Required against the system roots: the self-signed certificate fails,
+    // and the message is deferred, never sent in plain text.
+    let policy = policy_to(sink.port, "tls = \"required\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    send_signed(srv.port);
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
+        e["attempts"].as_i64() >= Some(1)
+    });
+    assert_eq!(e["status"], "queued", "{e:#}");
+    assert!(
+        e["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("STARTTLS failed"),
+        "{e:#}"
+    );
+    drop(srv);
+
+    // Pinned: the right pin delivers, a wrong one defers.
+    let der = run_ok(
+        Command::new(openssl())
+            .args(["x509", "-outform", "DER", "-in"])
+            .arg(&cert),
+    );
+    let pin = sha256_hex(&der);
+    let policy = policy_to(
+        sink.port,
+        &format!("tls = \"pinned\"\npin_sha256 = \"{pin}\""),
+    );
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    send_signed(srv.port);
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| e["status"] != "queued");
+    assert_eq!(e["status"], "delivered", "{e:#}\n{}", srv.stderr());
+    drop(srv);
+
+    let wrong = "00".repeat(32);
+    let policy = policy_to(
+        sink.port,
+        &format!("tls = \"pinned\"\npin_sha256 = \"{wrong}\""),
+    );
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    send_signed(srv.port);
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
+        e["attempts"].as_i64() >= Some(1)
+    });
+    assert_eq!(e["status"], "queued", "{e:#}");
+    let err = e["last_error"].as_str().unwrap();
+    assert!(
+        err.contains(&format!("does not match the pinned {wrong}")),
+        "{err}"
+    );
+    assert!(err.contains(&pin), "names the certificate seen: {err}");
+    drop(srv);
+    assert_eq!(
+        sink.messages().len(),
+        2,
+        "only the validated and the pinned one"
+    );
+}
+
+#[test]
+fn queue_cancel_and_retry_are_audited_with_exit_codes() {
+    let port = free_port();
+    let policy = policy_to(port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, _) = send_signed(srv.port);
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
+        e["attempts"].as_i64() >= Some(1)
+    });
+    let qid = e["id"].to_string();
+
+    let (code, out, err) = queue_cli(&gw, &["cancel", &qid]);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("cancelled"), "{out}");
+    let (code, _, err) = queue_cli(&gw, &["cancel", &qid]);
+    assert_eq!(code, Some(1), "cancelling twice: {err}");
+    assert!(err.contains("is cancelled"), "{err}");
+    let (code, _, err) = queue_cli(&gw, &["show", "999999"]);
+    assert_eq!(code, Some(1), "{err}");
+    assert!(err.contains("no queue entry 999999"), "{err}");
+    let (code, _, err) = queue_cli(&gw, &["list", "--status", "sent"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("--status \"sent\""), "{err}");
+
+    // Cancelled stays cancelled: no more attempts.
+    let attempts = e["attempts"].as_i64().unwrap();
+    std::thread::sleep(Duration::from_millis(2500));
+    let e = wait_entry(&gw, Duration::ZERO, |_| true);
+    assert_eq!(e["status"], "cancelled", "{e:#}");
+    assert!(e["attempts"].as_i64().unwrap() <= attempts + 1, "{e:#}");
+
+    let (code, _, err) = queue_cli(&gw, &["retry", &qid]);
+    assert_eq!(code, Some(1), "retry of a cancelled entry: {err}");
+
+    let kinds: Vec<(String, String)> = gw
+        .db()
+        .audit()
+        .into_iter()
+        .filter(|a| a.message_id.as_deref() == Some(&id))
+        .map(|a| (a.kind, a.data))
+        .collect();
+    let cancel = kinds
+        .iter()
+        .find(|(k, _)| k == "queue.cancelled")
+        .unwrap_or_else(|| panic!("{kinds:#?}"));
+    assert!(cancel.1.contains("\"operator\""), "{cancel:?}");
+    drop(srv);
+    gw.assert_audit_intact();
+}
