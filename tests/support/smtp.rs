@@ -47,6 +47,9 @@ pub struct Opts {
     pub database_url: Option<String>,
     /// `data_dir` (default: `data` next to the configuration file).
     pub data_dir: Option<PathBuf>,
+    /// TOML appended at the end of the file (further tables such as
+    /// `[audit_web]`).
+    pub extra_toml: String,
 }
 
 impl Default for Opts {
@@ -62,6 +65,7 @@ impl Default for Opts {
             keep_rejected_bodies: false,
             database_url: None,
             data_dir: None,
+            extra_toml: String::new(),
         }
     }
 }
@@ -124,6 +128,7 @@ impl Gateway {
                 toml_str(key)
             );
         }
+        t += &opts.extra_toml;
         let config = tmp.path().join("emla.toml");
         std::fs::write(&config, t).expect("write emla.toml");
         Gateway {
@@ -169,6 +174,7 @@ impl Gateway {
         let mut server = Server {
             child,
             port: 0,
+            stdout: Vec::new(),
             stderr_path,
             exit: None,
         };
@@ -177,6 +183,7 @@ impl Gateway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
+                    server.stdout.push(line.clone());
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
                         server.port = port.unwrap_or_else(|| panic!("bad line {line:?}"));
@@ -268,6 +275,9 @@ pub struct Server {
     child: Child,
     /// The SMTP port it listens on (127.0.0.1).
     pub port: u16,
+    /// Its standard output up to the first `listening on` line (the
+    /// `audit web listening on ADDR` line comes before it).
+    pub stdout: Vec<String>,
     stderr_path: PathBuf,
     exit: Option<ExitStatus>,
 }
