@@ -518,3 +518,56 @@ fn configuration_problems_are_named() {
         "{err}"
     );
 }
+
+#[test]
+fn a_broken_chain_shows_on_every_page_that_reports_it() {
+    let (gw, pki, _files) = web_gateway();
+    let srv = gw.start();
+    let port = web_port(&srv);
+    let id = accepted(srv.port, &with_subject("MLA request 2026/0042"));
+    // Edit the first audit record behind the gateway's back.
+    let url = gw.database_url();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+        .block_on(async {
+            use sqlx::Connection;
+            let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+            sqlx::query(
+                "UPDATE audit SET data = '{\"forged\":true}' \
+                 WHERE seq = (SELECT MIN(seq) FROM audit)",
+            )
+            .execute(&mut c)
+            .await
+            .unwrap();
+            let _ = c.close().await;
+        });
+    let ok = bearer(TOKEN);
+    let r = https(&pki, port, "GET", "/api/chain", &[&ok], false);
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["status"], "broken", "{r:?}");
+    assert_eq!(v["seq"], 1, "{r:?}");
+    let r = https(&pki, port, "GET", "/chain", &[&ok], false);
+    assert!(
+        r.body.contains("<strong>BROKEN</strong> at record 1"),
+        "{r:?}"
+    );
+    let r = https(
+        &pki,
+        port,
+        "GET",
+        &format!("/message?id={id}"),
+        &[&ok],
+        false,
+    );
+    assert!(
+        r.body.contains("<strong>BROKEN</strong> at record 1"),
+        "{r:?}"
+    );
+    assert!(
+        srv.stderr().contains("the audit chain is broken"),
+        "{}",
+        srv.stderr()
+    );
+}
