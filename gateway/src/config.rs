@@ -43,6 +43,8 @@ pub struct Config {
     pub case_pattern: CaseRefPattern,
     /// The relay worker's settings.
     pub relay: RelayConfig,
+    /// The auditors' read-only web view (`[audit_web]`); off when absent.
+    pub audit_web: Option<AuditWeb>,
 }
 
 /// How this instance takes part in delivery (`[relay]` of the serve
@@ -77,6 +79,32 @@ struct RelayFile {
     transaction_timeout_secs: Option<u64>,
 }
 
+
+/// `[audit_web]`: where the auditors' web view listens (HTTPS only) and
+/// how auditors authenticate. See [`audit::web`](crate::audit::web).
+#[derive(Clone, Debug)]
+pub struct AuditWeb {
+    /// The address of its own listener (not one of the SMTP addresses).
+    pub listen: SocketAddr,
+    /// Server certificate chain and key, PEM.
+    pub tls: TlsFiles,
+    /// Bearer tokens: lines `NAME SHA256-HEX-OF-TOKEN` (only hashes stored).
+    pub tokens_file: Option<PathBuf>,
+    /// CA certificates (PEM); a client certificate chaining to one of them
+    /// authenticates an auditor by its subject.
+    pub client_ca: Option<PathBuf>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditWebFile {
+    listen: String,
+    cert: PathBuf,
+    key: PathBuf,
+    tokens_file: Option<PathBuf>,
+    client_ca: Option<PathBuf>,
+}
+
 /// STARTTLS certificate and key files.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -103,6 +131,7 @@ struct File {
     keep_rejected_bodies: Option<bool>,
     case_pattern: Option<String>,
     relay: Option<RelayFile>,
+    audit_web: Option<AuditWebFile>,
 }
 
 impl Config {
@@ -166,6 +195,29 @@ impl Config {
             None => CaseRefPattern::default(),
         };
         let relay = relay_config(f.relay.unwrap_or_default(), &data_dir)?;
+        let audit_web = match f.audit_web {
+            None => None,
+            Some(w) => {
+                let listen = w
+                    .listen
+                    .parse::<SocketAddr>()
+                    .map_err(|e| format!("[audit_web] listen address {:?}: {e}", w.listen))?;
+                if w.tokens_file.is_none() && w.client_ca.is_none() {
+                    return Err("[audit_web] needs tokens_file or client_ca (or both): \
+                                without either no auditor could sign in"
+                        .into());
+                }
+                Some(AuditWeb {
+                    listen,
+                    tls: TlsFiles {
+                        cert: rel(w.cert),
+                        key: rel(w.key),
+                    },
+                    tokens_file: w.tokens_file.map(rel),
+                    client_ca: w.client_ca.map(rel),
+                })
+            }
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -180,6 +232,7 @@ impl Config {
             keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
             case_pattern,
             relay,
+            audit_web,
         })
     }
 }
@@ -256,5 +309,32 @@ mod tests {
         std::fs::write(&p, "require_tls = false\ncase_pattern = \"(\"\n").unwrap();
         let e = Config::load(&p).unwrap_err();
         assert!(e.contains("case pattern \"(\""), "{e}");
+    }
+
+    #[test]
+    fn audit_web_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        let head = "require_tls = false\n[audit_web]\nlisten = \"127.0.0.1:0\"\n\
+                    cert = \"web.pem\"\nkey = \"/k.pem\"\n";
+        std::fs::write(&p, head).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("needs tokens_file or client_ca"), "{e}");
+        std::fs::write(&p, format!("{head}tokens_file = \"t\"\n")).unwrap();
+        let w = Config::load(&p).unwrap().audit_web.unwrap();
+        assert_eq!(w.tls.cert, dir.path().join("web.pem"));
+        assert_eq!(w.tls.key, Path::new("/k.pem"));
+        assert_eq!(w.tokens_file, Some(dir.path().join("t")));
+        assert_eq!(w.client_ca, None);
+        std::fs::write(&p, format!("{head}client_ca = \"ca.pem\"\nplain = true\n")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains(":7:1: unknown field `plain`"), "{e}");
+        std::fs::write(&p, head.replace("127.0.0.1:0", "localhost")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(
+            e.contains("[audit_web] listen address \"localhost\""),
+            "{e}"
+        );
+        assert!(Config::embedded().audit_web.is_none());
     }
 }

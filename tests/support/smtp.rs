@@ -51,6 +51,9 @@ pub struct Opts {
     pub relay: bool,
     /// More lines of the `[relay]` table (`lease_secs = 3`, …).
     pub relay_extra: String,
+    /// TOML appended at the end of the file (further tables such as
+    /// `[audit_web]`).
+    pub extra_toml: String,
 }
 
 impl Default for Opts {
@@ -68,6 +71,7 @@ impl Default for Opts {
             data_dir: None,
             relay: false,
             relay_extra: String::new(),
+            extra_toml: String::new(),
         }
     }
 }
@@ -134,6 +138,7 @@ impl Gateway {
                 toml_str(key)
             );
         }
+        t += &opts.extra_toml;
         let config = tmp.path().join("emla.toml");
         std::fs::write(&config, t).expect("write emla.toml");
         Gateway {
@@ -179,6 +184,7 @@ impl Gateway {
         let mut server = Server {
             child,
             port: 0,
+            stdout: Vec::new(),
             stderr_path,
             exit: None,
         };
@@ -187,6 +193,7 @@ impl Gateway {
             let left = deadline.saturating_duration_since(Instant::now());
             match rx.recv_timeout(left.min(Duration::from_millis(200))) {
                 Ok(line) => {
+                    server.stdout.push(line.clone());
                     if let Some(addr) = line.strip_prefix("listening on ") {
                         let port = addr.rsplit(':').next().and_then(|p| p.parse().ok());
                         server.port = port.unwrap_or_else(|| panic!("bad line {line:?}"));
@@ -278,6 +285,9 @@ pub struct Server {
     child: Child,
     /// The SMTP port it listens on (127.0.0.1).
     pub port: u16,
+    /// Its standard output up to the first `listening on` line (the
+    /// `audit web listening on ADDR` line comes before it).
+    pub stdout: Vec<String>,
     stderr_path: PathBuf,
     exit: Option<ExitStatus>,
 }

@@ -1,6 +1,7 @@
 //! The auditors' tools over the message log and the audit chain:
-//! searching ([`cli::search`]), one message's history ([`cli::show`]), and
-//! the case reference every message is filed under ([`case_ref`]).
+//! searching ([`cli::search`]), one message's history ([`cli::show`]), the
+//! case reference every message is filed under ([`case_ref`]), and the
+//! read-only web view `emla serve` can expose ([`web`]).
 //!
 //! The runners return their rendered output as a `String`; `main.rs` prints
 //! it and maps an [`AuditError`] to the exit code it names.
@@ -9,6 +10,7 @@ pub mod case_ref;
 pub mod cli;
 pub mod render;
 pub mod show;
+pub mod web;
 
 use crate::store::StoreError;
 

@@ -107,7 +107,13 @@ impl Gateway {
 
 /// Runs the SMTP service until SIGTERM or SIGINT; returns once every
 /// session has ended or the shutdown grace period is over.
+///
+/// With `[audit_web]`, the auditors' web view starts first (its `audit web
+/// listening on ADDR` line precedes the SMTP `listening on` lines) and
+/// stops on the same signal.
 pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let web = crate::audit::web::spawn(gw.clone(), stop_rx.clone()).await?;
     let mut listeners = Vec::new();
     for addr in &gw.config.listen {
         let l = TcpListener::bind(addr)
@@ -122,7 +128,6 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     let control = control::listen(gw.clone()).await?;
-    let (stop_tx, stop_rx) = watch::channel(false);
     let sessions = Arc::new(Semaphore::new(gw.config.max_sessions));
     let mut accept_tasks = Vec::new();
     for listener in listeners {
@@ -157,6 +162,9 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
         t.abort();
     }
     control.abort();
+    if let Some(web) = web {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(1), web).await;
+    }
     let _ = std::fs::remove_file(control::socket_path(&gw.config.data_dir));
     // Every session holds a permit: all of them back means all ended.
     let all = u32::try_from(gw.config.max_sessions).unwrap_or(u32::MAX);

@@ -7,8 +7,11 @@ use tokio_rustls::TlsAcceptor;
 
 use crate::config::TlsFiles;
 
-/// Loads the certificate chain and key into a TLS acceptor.
-pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+/// Reads a PEM certificate chain (leaf first) and its private key; errors
+/// name the file and what is wrong with it.
+pub fn cert_and_key(
+    files: &TlsFiles,
+) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
     let cert_pem = std::fs::read(&files.cert)
         .map_err(|e| format!("TLS certificate {}: {e}", files.cert.display()))?;
     let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
@@ -25,6 +28,12 @@ pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
         .map_err(|e| format!("TLS key {}: {e}", files.key.display()))?
         .ok_or_else(|| format!("TLS key {} holds no private key", files.key.display()))?;
+    Ok((certs, key))
+}
+
+/// Loads the certificate chain and key into a TLS acceptor.
+pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
+    let (certs, key) = cert_and_key(files)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
