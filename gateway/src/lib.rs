@@ -12,6 +12,9 @@ pub mod clock;
 pub mod config;
 pub mod policy;
 pub mod reason;
+/// Relay: delivery to the next hop, and the signed receipts and
+/// non-delivery notices that tell the sender about it.
+pub mod relay;
 pub mod smime;
 pub mod smtp;
 pub mod store;

@@ -59,21 +59,11 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     let mut fileset = files::FileSet::default();
 
     let (gateway, limits) = match files::read_source(dir, gateway::FILE, &mut fileset) {
-        Ok(Some(src)) => gateway::parse(&src, &mut diags),
-        Ok(None) => (
-            GatewaySettings {
-                hostname: "localhost".to_owned(),
-            },
-            Limits::default(),
-        ),
+        Ok(Some(src)) => gateway::parse(&src, dir, &mut fileset, &mut diags),
+        Ok(None) => (GatewaySettings::default(), Limits::default()),
         Err(d) => {
             diags.push(d);
-            (
-                GatewaySettings {
-                    hostname: "localhost".to_owned(),
-                },
-                Limits::default(),
-            )
+            (GatewaySettings::default(), Limits::default())
         }
     };
 

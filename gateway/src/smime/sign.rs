@@ -83,12 +83,27 @@ impl SigningIdentity {
             .map_err(|e| format!("{}: cannot read: {e}", cert_pem.display()))?;
         let key_text = std::fs::read(key_pem)
             .map_err(|e| format!("{}: cannot read: {e}", key_pem.display()))?;
-        let chain =
-            parse_cert_pem(&cert_text).map_err(|e| format!("{}: {e}", cert_pem.display()))?;
-        let key = parse_key_pem(&key_text).map_err(|e| format!("{}: {e}", key_pem.display()))?;
-        Self::from_der(chain, key, &cert_pem.display().to_string()).map_err(|e| match e {
-            LoadError::Cert(e) => format!("{}: {e}", cert_pem.display()),
-            LoadError::Key(e) => format!("{}: {e}", key_pem.display()),
+        Self::from_pem(&cert_text, &key_text, &cert_pem.display().to_string()).map_err(
+            |(file, e)| match file {
+                PemFile::Cert => format!("{}: {e}", cert_pem.display()),
+                PemFile::Key => format!("{}: {e}", key_pem.display()),
+            },
+        )
+    }
+
+    /// As [`SigningIdentity::load`], from the contents of the two files;
+    /// `cert_name` names the certificate file in messages about the key.
+    /// An error says which file it concerns.
+    pub fn from_pem(
+        cert_pem: &[u8],
+        key_pem: &[u8],
+        cert_name: &str,
+    ) -> Result<SigningIdentity, (PemFile, String)> {
+        let chain = parse_cert_pem(cert_pem).map_err(|e| (PemFile::Cert, e))?;
+        let key = parse_key_pem(key_pem).map_err(|e| (PemFile::Key, e))?;
+        Self::from_der(chain, key, cert_name).map_err(|e| match e {
+            LoadError::Cert(e) => (PemFile::Cert, e),
+            LoadError::Key(e) => (PemFile::Key, e),
         })
     }
 
@@ -340,6 +355,15 @@ impl SigningIdentity {
                 .to_vec(),
         }
     }
+}
+
+/// Which of the two files of a signing identity a problem concerns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PemFile {
+    /// The certificate chain.
+    Cert,
+    /// The private key.
+    Key,
 }
 
 /// Which file a load problem belongs to.
