@@ -275,6 +275,20 @@ fn policy_signing_problems_are_located() {
         "{got:#?}"
     );
 
+    // Judged two years on, the gateway certificate has expired.
+    let d = dir(SIGNING_TOML, "");
+    let later = emla::EvalTime::from_unix(emla::EvalTime::now().unix() + 2 * 365 * 86_400);
+    let got: Vec<String> = emla::policy::load(&d, later)
+        .err()
+        .unwrap_or_default()
+        .iter()
+        .map(|d| d.to_string())
+        .collect();
+    assert!(
+        got.len() == 1 && got[0].contains("gateway.toml:4:16: the signing certificate expired at "),
+        "{got:#?}"
+    );
+
     // The default postmaster (postmaster@emla.test) is not the certificate's address.
     let d = dir(
         &SIGNING_TOML.replace("postmaster = \"postmaster@justice.aa.example\"\n", ""),

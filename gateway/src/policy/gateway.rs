@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
 use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits};
+use crate::clock::EvalTime;
 use crate::smime::sign::{PemFile, SigningIdentity};
 
 /// The file name inside the policy directory.
@@ -30,6 +31,7 @@ const LIMIT_KEYS: &[&str] = &[
 pub(super) fn parse(
     src: &Source,
     dir: &Path,
+    now: EvalTime,
     files: &mut FileSet,
     diags: &mut Vec<Diagnostic>,
 ) -> (GatewaySettings, Limits) {
@@ -79,6 +81,22 @@ pub(super) fn parse(
                                  recipients' sender checks",
                                 gateway.postmaster,
                                 id.mail_address().unwrap_or_else(|| "none".into())
+                            ),
+                        ));
+                    }
+                    let (not_before, not_after) = id.validity();
+                    let when = |secs| EvalTime::from_unix(secs).to_rfc3339();
+                    if now.unix() > not_after {
+                        diags.push(src.diag(
+                            &cert.1,
+                            format!("the signing certificate expired at {}", when(not_after)),
+                        ));
+                    } else if now.unix() < not_before {
+                        diags.push(src.diag(
+                            &cert.1,
+                            format!(
+                                "the signing certificate is not valid before {}",
+                                when(not_before)
                             ),
                         ));
                     }
@@ -268,7 +286,13 @@ mod tests {
     fn run(text: &str) -> (GatewaySettings, Limits, Vec<String>) {
         let src = Source::new("p/gateway.toml".into(), text.to_owned());
         let mut diags = Vec::new();
-        let (g, l) = parse(&src, Path::new("p"), &mut FileSet::default(), &mut diags);
+        let (g, l) = parse(
+            &src,
+            Path::new("p"),
+            EvalTime::now(),
+            &mut FileSet::default(),
+            &mut diags,
+        );
         (g, l, diags.iter().map(|d| d.to_string()).collect())
     }
 
@@ -308,6 +332,27 @@ mod tests {
         assert_eq!(l.min_rsa_bits, 3072);
         assert_eq!(l.digests, vec![DigestAlg::Sha512]);
         assert_eq!(l.crl, CrlPolicy::SoftFail);
+    }
+
+    #[test]
+    fn postmaster_defaults_to_the_hostname() {
+        let (g, _, d) = run("[gateway]\nhostname = \"emla.example.org\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.postmaster, "postmaster@emla.example.org");
+        assert!(g.signing.is_none());
+        let (g, _, d) = run("[gateway]\npostmaster = \"receipts@emla.example.org\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.postmaster, "receipts@emla.example.org");
+        let (_, _, d) = run("[gateway]\npostmaster = \"Post <p@x.example>\"\n");
+        assert_eq!(
+            d,
+            ["p/gateway.toml:2:14: invalid postmaster \"Post <p@x.example>\": expected an address local@domain"]
+        );
+        let (_, _, d) = run("[gateway]\nsigning_key = \"k.pem\"\n");
+        assert_eq!(
+            d,
+            ["p/gateway.toml:2:15: signing_key requires signing_cert"]
+        );
     }
 
     #[test]

@@ -59,7 +59,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     let mut fileset = files::FileSet::default();
 
     let (gateway, limits) = match files::read_source(dir, gateway::FILE, &mut fileset) {
-        Ok(Some(src)) => gateway::parse(&src, dir, &mut fileset, &mut diags),
+        Ok(Some(src)) => gateway::parse(&src, dir, now, &mut fileset, &mut diags),
         Ok(None) => (GatewaySettings::default(), Limits::default()),
         Err(d) => {
             diags.push(d);

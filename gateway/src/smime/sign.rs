@@ -54,8 +54,11 @@ pub struct SigningIdentity {
     /// DER IssuerAndSerialNumber of the leaf.
     issuer_and_serial: Vec<u8>,
     digest: DigestAlg,
-    email: Option<String>,
+    /// rfc822Name SANs of the leaf.
+    emails: Vec<String>,
     subject: String,
+    not_before: u64,
+    not_after: u64,
     rng: SystemRandom,
 }
 
@@ -63,7 +66,7 @@ impl fmt::Debug for SigningIdentity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SigningIdentity")
             .field("subject", &self.subject)
-            .field("email", &self.email)
+            .field("emails", &self.emails)
             .field("digest", &self.digest)
             .field("chain_len", &self.chain.len())
             .finish_non_exhaustive()
@@ -177,9 +180,14 @@ impl SigningIdentity {
             }
         };
         let issuer_and_serial = issuer_and_serial(leaf).map_err(LoadError::Cert)?;
+        let validity = &info.cert.tbs_certificate.validity;
+        let not_before = validity.not_before.to_unix_duration().as_secs();
+        let not_after = validity.not_after.to_unix_duration().as_secs();
         Ok(SigningIdentity {
-            email: info.emails.first().cloned(),
+            emails: info.emails.clone(),
             subject: info.subject(),
+            not_before,
+            not_after,
             chain: chain.clone(),
             key,
             issuer_and_serial,
@@ -195,15 +203,19 @@ impl SigningIdentity {
 
     /// The first rfc822Name SAN of the certificate, if any.
     pub fn mail_address(&self) -> Option<String> {
-        self.email.clone()
+        self.emails.first().cloned()
     }
 
     /// Whether the certificate names `address` as an rfc822Name SAN
     /// (compared case-insensitively).
     pub fn has_mail_address(&self, address: &str) -> bool {
-        CertInfo::parse(&self.chain[0])
-            .map(|i| i.emails.iter().any(|e| e.eq_ignore_ascii_case(address)))
-            .unwrap_or(false)
+        self.emails.iter().any(|e| e.eq_ignore_ascii_case(address))
+    }
+
+    /// The certificate's validity period, seconds since the Unix epoch
+    /// (notBefore, notAfter).
+    pub fn validity(&self) -> (u64, u64) {
+        (self.not_before, self.not_after)
     }
 
     /// The certificate's subject DN (RFC 4514).
@@ -273,8 +285,9 @@ impl SigningIdentity {
     }
 
     /// A complete RFC 5322 message, `multipart/signed` (RFC 8551 §3.5.3):
-    /// the top-level `headers` in order (values with CR or LF have them
-    /// replaced by spaces; encode non-ASCII text before), `MIME-Version`,
+    /// the top-level `headers` in order (a CR or LF that is not part of a
+    /// fold, CRLF followed by a space or tab, becomes a space; encode
+    /// non-ASCII text before), `MIME-Version`,
     /// then `entity` (a MIME entity with its own header section; bare LF
     /// line endings are made CRLF) and its detached signature as
     /// `smime.p7s`. CRLF throughout.
@@ -293,10 +306,7 @@ impl SigningIdentity {
         };
         let mut out = Vec::with_capacity(entity.len() + signature.len() * 2 + 1024);
         for (name, value) in headers {
-            let clean: String = value
-                .chars()
-                .map(|c| if c == '\r' || c == '\n' { ' ' } else { c })
-                .collect();
+            let clean = header_value(value);
             out.extend_from_slice(format!("{name}: {clean}\r\n").as_bytes());
         }
         out.extend_from_slice(
@@ -370,6 +380,35 @@ pub enum PemFile {
 enum LoadError {
     Cert(String),
     Key(String),
+}
+
+/// A header value that cannot start a new header line: CRLF stays only as
+/// a fold (followed by a space or tab, with something after it); every
+/// other CR or LF becomes a space.
+fn header_value(value: &str) -> String {
+    let b = value.as_bytes();
+    let mut out = String::with_capacity(value.len());
+    let mut i = 0;
+    for (pos, c) in value.char_indices() {
+        if pos < i {
+            continue; // the LF of a kept fold
+        }
+        let fold = c == '\r'
+            && b.get(pos + 1) == Some(&b'\n')
+            && matches!(b.get(pos + 2), Some(b' ' | b'\t'))
+            && b[pos + 2..]
+                .iter()
+                .any(|&x| !matches!(x, b' ' | b'\t' | b'\r' | b'\n'));
+        if fold {
+            out.push_str("\r\n");
+            i = pos + 2;
+        } else if c == '\r' || c == '\n' {
+            out.push(' ');
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// `n` random bytes from `rng` as lower-case hex.
@@ -560,6 +599,16 @@ mod tests {
         let e = SigningIdentity::load(Path::new("/nonexistent/c.pem"), Path::new("/x/k.pem"))
             .unwrap_err();
         assert!(e.starts_with("/nonexistent/c.pem: cannot read"), "{e}");
+    }
+
+    #[test]
+    fn header_values_keep_folds_only() {
+        assert_eq!(header_value("a\r\n b"), "a\r\n b");
+        assert_eq!(header_value("a\r\nBcc: x"), "a  Bcc: x");
+        assert_eq!(header_value("a\nb\rc"), "a b c");
+        assert_eq!(header_value("a\r\n \r\n"), "a     ");
+        assert_eq!(header_value("a\r\n \r\nX: y"), "a\r\n   X: y");
+        assert_eq!(header_value("é\r\n\tü"), "é\r\n\tü");
     }
 
     #[test]
