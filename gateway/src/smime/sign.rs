@@ -118,7 +118,9 @@ impl SigningIdentity {
     ) -> Result<SigningIdentity, LoadError> {
         let leaf = chain
             .first()
-            .ok_or_else(|| LoadError::Cert("no certificate found".into()))?;
+            .ok_or_else(|| LoadError::Cert("no certificate found".into()))?
+            .clone();
+        let leaf = leaf.as_slice();
         let info = CertInfo::parse(leaf).map_err(LoadError::Cert)?;
         let spki = &info.cert.tbs_certificate.subject_public_key_info;
         let public = spki.subject_public_key.raw_bytes();
@@ -188,7 +190,7 @@ impl SigningIdentity {
             subject: info.subject(),
             not_before,
             not_after,
-            chain: chain.clone(),
+            chain,
             key,
             issuer_and_serial,
             digest,
