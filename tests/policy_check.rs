@@ -669,7 +669,7 @@ fn every_problem_is_reported_in_file_order() {
     f.assert_problems(&[
         "policy/authorities/bb-moj.toml:2:11: invalid country \"bb\": expected two upper-case \
          letters (ISO 3166-1 alpha-2)",
-        "policy/gateway.toml:2:1: unknown key \"host\" in [gateway]; expected one of: hostname",
+        "policy/gateway.toml:2:1: unknown key \"host\" in [gateway]; expected one of: hostname, postmaster, signing_cert, signing_key",
         "policy/routes.toml:12:8: invalid lane \"express\"; expected one of: \"normal\", \"urgent\"",
     ]);
 }

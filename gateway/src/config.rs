@@ -79,7 +79,6 @@ struct RelayFile {
     transaction_timeout_secs: Option<u64>,
 }
 
-
 /// `[audit_web]`: where the auditors' web view listens (HTTPS only) and
 /// how auditors authenticate. See [`audit::web`](crate::audit::web).
 #[derive(Clone, Debug)]

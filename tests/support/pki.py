@@ -13,6 +13,10 @@ Layout (all PEM):
   certs/<cc>/chain.pem            the issuing CA certificate (for -certfile)
   certs/<cc>/<name>.pem, <name>.key  officials (PKCS#8 keys)
   certs/aa/issuing-stale.crl.pem  nextUpdate in the past
+  certs/aa/gateway{,-p384,-rsa}.pem, .key  the gateway's signing identity
+                                  (P-256, P-384, RSA-2048; SAN
+                                  postmaster@justice.aa.example; the .pem
+                                  holds the certificate then the issuing CA)
   policy/, policy-stale/, policy-nocrl/   policy directories (see below)
 
 Validity (relative to generation time): CAs now-1d..now+10y; officials
@@ -354,6 +358,14 @@ def write_policy(out, dirname, aa_crls):
     )
 
 
+GATEWAY_EMAIL = "postmaster@justice.aa.example"
+GATEWAY_KEYS = {
+    "gateway": lambda: ec.generate_private_key(ec.SECP256R1()),
+    "gateway-p384": lambda: ec.generate_private_key(ec.SECP384R1()),
+    "gateway-rsa": rsa_key,
+}
+
+
 def generate(out):
     aa = "justice.aa.example"
     bb = "justice.bb.example"
@@ -420,6 +432,16 @@ def generate(out):
         revoked_serial = x509.load_pem_x509_certificate(f.read()).serial_number
     stale = make_crl(iss_key, iss_cert, [revoked_serial], NOW - DAY)
     write(f"{d}/issuing-stale.crl.pem", stale.public_bytes(serialization.Encoding.PEM))
+
+    # The gateway's own signing certificates (receipts, DSNs), under AA's
+    # issuing CA: certificate, then the chain to include, in one PEM file.
+    for nm, key in GATEWAY_KEYS.items():
+        gw_key = key()
+        cert = make_official(
+            "aa", iss_key, iss_cert, "emla gateway", GATEWAY_EMAIL, gw_key
+        )
+        write(f"{d}/{nm}.pem", pem_cert(cert) + pem_cert(iss_cert))
+        write(f"{d}/{nm}.key", pem_key(gw_key))
 
     write_policy(out, "policy", ["root.crl.pem", "issuing.crl.pem"])
     write_policy(out, "policy-stale", ["root.crl.pem", "issuing-stale.crl.pem"])

@@ -9,7 +9,7 @@ use super::files::{
     file_diag, io_reason, is_dns_name, one_of, read_source, At, FileSet, Source, TableReader,
 };
 use super::pki::{self, Ctx, Role};
-use super::{Authority, Diagnostic, NextHop, TlsMode};
+use super::{Authority, Diagnostic, NextHop, ReceiptKind, ReceiptKinds, TlsMode};
 use crate::clock::EvalTime;
 
 /// The directory inside the policy directory.
@@ -24,6 +24,7 @@ const KEYS: &[&str] = &[
     "intermediates",
     "crls",
     "allowed_clients",
+    "receipts",
     "next_hop",
 ];
 const NEXT_HOP_KEYS: &[&str] = &["url", "tls", "ca_file", "pin_sha256"];
@@ -194,6 +195,26 @@ fn parse(
         }
     }
 
+    let receipts = match top.string_list("receipts", diags) {
+        None => ReceiptKinds::ALL,
+        Some(list) => {
+            let mut kinds = ReceiptKinds::NONE;
+            for (name, span) in &list {
+                match ReceiptKind::ALL.iter().find(|k| k.name() == name) {
+                    Some(&k) => kinds = kinds.with(k),
+                    None => diags.push(src.diag(
+                        span,
+                        format!(
+                            "unknown receipt kind {name:?}; expected any of: \
+                             \"acceptance\", \"delivery\", \"failure\""
+                        ),
+                    )),
+                }
+            }
+            kinds
+        }
+    };
+
     let next_hop = match top.table("next_hop", diags) {
         Some((table, header)) => {
             let t = TableReader::new(&src, table, header, "[next_hop]", NEXT_HOP_KEYS, diags);
@@ -221,6 +242,7 @@ fn parse(
                 crls,
                 allowed_clients,
                 next_hop,
+                receipts,
             })
         }
         _ => None,

@@ -1,12 +1,18 @@
 //! `gateway.toml`: the `[gateway]` settings and the `[limits]`.
 
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
-use super::files::{one_of, Source, TableReader};
+use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
 use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings};
+use crate::clock::EvalTime;
+use crate::smime::sign::{PemFile, SigningIdentity};
 
 /// The file name inside the policy directory.
 pub(super) const FILE: &str = "gateway.toml";
+
+const GATEWAY_KEYS: &[&str] = &["hostname", "postmaster", "signing_cert", "signing_key"];
 
 const LIMIT_KEYS: &[&str] = &[
     "max_message_size",
@@ -28,15 +34,17 @@ const RELAY_KEYS: &[&str] = &[
     "connect_timeout_secs",
 ];
 
-/// Reads `gateway.toml` from `src` (already read from disk); every problem
+/// Reads `gateway.toml` from `src` (already read from disk; files it
+/// names are relative to `dir` and recorded in `files`); every problem
 /// goes to `diags`, and defaults stand in for whatever is absent or wrong.
 pub(super) fn parse(
     src: &Source,
+    dir: &Path,
+    now: EvalTime,
+    files: &mut FileSet,
     diags: &mut Vec<Diagnostic>,
 ) -> (GatewaySettings, Limits, RelaySettings) {
-    let mut gateway = GatewaySettings {
-        hostname: "localhost".to_owned(),
-    };
+    let mut gateway = GatewaySettings::default();
     let mut limits = Limits::default();
     let mut relay = RelaySettings::default();
     let doc = match src.parse() {
@@ -55,14 +63,73 @@ pub(super) fn parse(
         diags,
     );
     if let Some((table, header)) = top.table("gateway", diags) {
-        let t = TableReader::new(src, table, header, "[gateway]", &["hostname"], diags);
+        let t = TableReader::new(src, table, header, "[gateway]", GATEWAY_KEYS, diags);
         if let Some((name, span)) = t.string("hostname", diags) {
-            if super::files::is_dns_name(&name.to_ascii_lowercase()) {
+            if is_dns_name(&name.to_ascii_lowercase()) {
                 gateway.hostname = name;
             } else {
                 diags.push(src.diag(&span, format!("invalid hostname {name:?}")));
             }
         }
+        gateway.postmaster = format!("postmaster@{}", gateway.hostname);
+        let postmaster = t.string("postmaster", diags);
+        if let Some((address, span)) = &postmaster {
+            if is_address(address) {
+                gateway.postmaster = address.clone();
+            } else {
+                diags.push(src.diag(
+                    span,
+                    format!("invalid postmaster {address:?}: expected an address local@domain"),
+                ));
+            }
+        }
+        let cert = t.string("signing_cert", diags);
+        let key = t.string("signing_key", diags);
+        match (&cert, &key) {
+            (Some(cert), Some(key)) => {
+                if let Some(id) = load_signing(src, dir, cert, key, files, diags) {
+                    if !id.has_mail_address(&gateway.postmaster) {
+                        let span = postmaster.as_ref().map_or(&cert.1, |(_, s)| s);
+                        diags.push(src.diag(
+                            span,
+                            format!(
+                                "the signing certificate does not name the postmaster address \
+                                 {:?} (its address: {}): receipts from it would fail the \
+                                 recipients' sender checks",
+                                gateway.postmaster,
+                                id.mail_address().unwrap_or_else(|| "none".into())
+                            ),
+                        ));
+                    }
+                    let (not_before, not_after) = id.validity();
+                    let when = |secs| EvalTime::from_unix(secs).to_rfc3339();
+                    if now.unix() > not_after {
+                        diags.push(src.diag(
+                            &cert.1,
+                            format!("the signing certificate expired at {}", when(not_after)),
+                        ));
+                    } else if now.unix() < not_before {
+                        diags.push(src.diag(
+                            &cert.1,
+                            format!(
+                                "the signing certificate is not valid before {}",
+                                when(not_before)
+                            ),
+                        ));
+                    }
+                    gateway.signing = Some(Arc::new(id));
+                }
+            }
+            (Some((_, span)), None) => {
+                diags.push(src.diag(span, "signing_cert requires signing_key"))
+            }
+            (None, Some((_, span))) => {
+                diags.push(src.diag(span, "signing_key requires signing_cert"))
+            }
+            (None, None) => {}
+        }
+    } else {
+        gateway.postmaster = format!("postmaster@{}", gateway.hostname);
     }
     if let Some((table, header)) = top.table("limits", diags) {
         let t = TableReader::new(src, table, header, "[limits]", LIMIT_KEYS, diags);
@@ -118,6 +185,85 @@ fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut V
     if relay.retry_initial > relay.retry_max {
         let span = t.span_of("retry_initial_secs").unwrap_or(header);
         diags.push(src.diag(&span, "retry_initial_secs must not exceed retry_max_secs"));
+    }
+}
+
+/// Whether `s` is a plain address `local@domain` (no display name, no
+/// white space or controls, a DNS domain).
+fn is_address(s: &str) -> bool {
+    let Some((local, domain)) = s.rsplit_once('@') else {
+        return false;
+    };
+    !local.is_empty()
+        && local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>()[]\\,;:\"@".contains(&b))
+        && is_dns_name(&domain.to_ascii_lowercase())
+}
+
+/// Loads `signing_cert` and `signing_key` (paths relative to `dir`),
+/// recording the certificate for the policy version (the key is not
+/// hashed: it must match the certificate, so the certificate pins it).
+fn load_signing(
+    src: &Source,
+    dir: &Path,
+    (cert, cert_span): &At<String>,
+    (key, key_span): &At<String>,
+    files: &mut FileSet,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<SigningIdentity> {
+    let cert_bytes = match std::fs::read(dir.join(cert)) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let why = io_reason(&e);
+            diags.push(src.diag(
+                cert_span,
+                format!("cannot read signing_cert {cert:?}: {why}"),
+            ));
+            None
+        }
+    };
+    let key_path = dir.join(key);
+    let key_bytes = match std::fs::read(&key_path) {
+        Ok(b) => Some(b),
+        Err(e) => {
+            let why = io_reason(&e);
+            diags.push(src.diag(key_span, format!("cannot read signing_key {key:?}: {why}")));
+            None
+        }
+    };
+    let (cert_bytes, key_bytes) = (cert_bytes?, key_bytes?);
+    files.add(cert.clone(), &cert_bytes);
+    warn_if_readable_by_others(&key_path);
+    match SigningIdentity::from_pem(&cert_bytes, &key_bytes, &format!("signing_cert {cert:?}")) {
+        Ok(id) => Some(id),
+        Err((PemFile::Cert, e)) => {
+            diags.push(src.diag(cert_span, format!("signing_cert {cert:?}: {e}")));
+            None
+        }
+        Err((PemFile::Key, e)) => {
+            diags.push(src.diag(key_span, format!("signing_key {key:?}: {e}")));
+            None
+        }
+    }
+}
+
+/// Logs a warning when the private key file is readable by other users
+/// (a warning only: the file's protection is the administrator's call,
+/// and a policy check by another user must still work).
+fn warn_if_readable_by_others(path: &Path) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o004 != 0 {
+                tracing::warn!(
+                    "the signing key {} is readable by every user of this host; \
+                     restrict it (chmod o-r)",
+                    path.display()
+                );
+            }
+        }
     }
 }
 
@@ -212,7 +358,13 @@ mod tests {
     fn run_all(text: &str) -> (GatewaySettings, Limits, RelaySettings, Vec<String>) {
         let src = Source::new("p/gateway.toml".into(), text.to_owned());
         let mut diags = Vec::new();
-        let (g, l, r) = parse(&src, &mut diags);
+        let (g, l, r) = parse(
+            &src,
+            Path::new("p"),
+            EvalTime::now(),
+            &mut FileSet::default(),
+            &mut diags,
+        );
         (g, l, r, diags.iter().map(|d| d.to_string()).collect())
     }
 
@@ -289,6 +441,27 @@ retry_max_secs = 0
         assert_eq!(l.min_rsa_bits, 3072);
         assert_eq!(l.digests, vec![DigestAlg::Sha512]);
         assert_eq!(l.crl, CrlPolicy::SoftFail);
+    }
+
+    #[test]
+    fn postmaster_defaults_to_the_hostname() {
+        let (g, _, d) = run("[gateway]\nhostname = \"emla.example.org\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.postmaster, "postmaster@emla.example.org");
+        assert!(g.signing.is_none());
+        let (g, _, d) = run("[gateway]\npostmaster = \"receipts@emla.example.org\"\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(g.postmaster, "receipts@emla.example.org");
+        let (_, _, d) = run("[gateway]\npostmaster = \"Post <p@x.example>\"\n");
+        assert_eq!(
+            d,
+            ["p/gateway.toml:2:14: invalid postmaster \"Post <p@x.example>\": expected an address local@domain"]
+        );
+        let (_, _, d) = run("[gateway]\nsigning_key = \"k.pem\"\n");
+        assert_eq!(
+            d,
+            ["p/gateway.toml:2:15: signing_key requires signing_cert"]
+        );
     }
 
     #[test]

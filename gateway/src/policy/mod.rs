@@ -60,15 +60,13 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
 
     let defaults = || {
         (
-            GatewaySettings {
-                hostname: "localhost".to_owned(),
-            },
+            GatewaySettings::default(),
             Limits::default(),
             RelaySettings::default(),
         )
     };
     let (gateway, limits, relay) = match files::read_source(dir, gateway::FILE, &mut fileset) {
-        Ok(Some(src)) => gateway::parse(&src, &mut diags),
+        Ok(Some(src)) => gateway::parse(&src, dir, now, &mut fileset, &mut diags),
         Ok(None) => defaults(),
         Err(d) => {
             diags.push(d);

@@ -6,10 +6,13 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use webpki::CertRevocationList;
+
+use crate::smime::sign::SigningIdentity;
 
 /// Everything an administrator configured, validated.
 pub struct Policy {
@@ -36,6 +39,23 @@ pub struct Policy {
 pub struct GatewaySettings {
     /// Host name used in EHLO and Received headers.
     pub hostname: String,
+    /// The address receipts and non-delivery notices come from
+    /// (`postmaster`, default `postmaster@HOSTNAME`).
+    pub postmaster: String,
+    /// The gateway's own signing certificate and key (`signing_cert`,
+    /// `signing_key`); `None`: receipts and checkpoint signatures are off.
+    pub signing: Option<Arc<SigningIdentity>>,
+}
+
+impl Default for GatewaySettings {
+    /// Host name `localhost`, postmaster `postmaster@localhost`, no signing.
+    fn default() -> Self {
+        GatewaySettings {
+            hostname: "localhost".to_owned(),
+            postmaster: "postmaster@localhost".to_owned(),
+            signing: None,
+        }
+    }
 }
 
 /// `[limits]` settings; every limit has a documented default.
@@ -158,6 +178,76 @@ pub struct Authority {
     pub allowed_clients: Vec<ipnet::IpNet>,
     /// Where mail for its domains is relayed.
     pub next_hop: NextHop,
+    /// The signed receipts its senders get (`receipts`, default all).
+    pub receipts: ReceiptKinds,
+}
+
+/// A kind of signed message the gateway sends back to a sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReceiptKind {
+    /// The gateway accepted the message (`acceptance`).
+    Acceptance,
+    /// The next hop accepted the message (`delivery`).
+    Delivery,
+    /// The message could not be delivered: a non-delivery notice (`failure`).
+    Failure,
+}
+
+impl ReceiptKind {
+    /// Every kind, in the order of the policy file reference.
+    pub const ALL: [ReceiptKind; 3] = [
+        ReceiptKind::Acceptance,
+        ReceiptKind::Delivery,
+        ReceiptKind::Failure,
+    ];
+
+    /// The name used in policy files and `X-Emla-Receipt`.
+    pub fn name(self) -> &'static str {
+        match self {
+            ReceiptKind::Acceptance => "acceptance",
+            ReceiptKind::Delivery => "delivery",
+            ReceiptKind::Failure => "failure",
+        }
+    }
+}
+
+/// A set of [`ReceiptKind`]s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ReceiptKinds {
+    bits: u8,
+}
+
+impl ReceiptKinds {
+    /// Every kind (the default).
+    pub const ALL: ReceiptKinds = ReceiptKinds { bits: 0b111 };
+    /// No receipts at all.
+    pub const NONE: ReceiptKinds = ReceiptKinds { bits: 0 };
+
+    fn bit(kind: ReceiptKind) -> u8 {
+        match kind {
+            ReceiptKind::Acceptance => 1,
+            ReceiptKind::Delivery => 2,
+            ReceiptKind::Failure => 4,
+        }
+    }
+
+    /// Whether `kind` is in the set.
+    pub fn contains(self, kind: ReceiptKind) -> bool {
+        self.bits & Self::bit(kind) != 0
+    }
+
+    /// The set with `kind` added.
+    pub fn with(self, kind: ReceiptKind) -> ReceiptKinds {
+        ReceiptKinds {
+            bits: self.bits | Self::bit(kind),
+        }
+    }
+}
+
+impl Default for ReceiptKinds {
+    fn default() -> Self {
+        ReceiptKinds::ALL
+    }
 }
 
 impl Authority {

@@ -87,6 +87,7 @@ mod tests {
                 port: 25,
                 tls: TlsMode::Opportunistic,
             },
+            receipts: crate::policy::ReceiptKinds::ALL,
         }
     }
 
@@ -115,9 +116,7 @@ mod tests {
         Policy {
             dir: "policy".into(),
             version: String::new(),
-            gateway: GatewaySettings {
-                hostname: "localhost".into(),
-            },
+            gateway: GatewaySettings::default(),
             limits: Limits::default(),
             relay: Default::default(),
             authorities,

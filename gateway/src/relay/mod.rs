@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod deliver;
+pub mod receipt;
 pub mod worker;
 
 pub use worker::spawn;

@@ -4,6 +4,7 @@
 pub mod cms;
 pub mod der;
 pub mod mime;
+pub mod sign;
 pub mod signature;
 
 use base64::Engine;

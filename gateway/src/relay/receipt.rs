@@ -1,0 +1,747 @@
+//! Receipts and non-delivery notices the gateway sends back to a sender
+//! (issue #4): pure builders, no I/O.
+//!
+//! Each builder returns an unsigned [`Receipt`] (top-level headers plus the
+//! MIME entity to be signed); [`Receipt::sign`] turns it into the complete
+//! `multipart/signed` message with the gateway's [`SigningIdentity`].
+//!
+//! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
+//! - [`delivery_receipt`]: the next hop accepted it;
+//! - [`non_delivery_notice`]: an RFC 3464 delivery status notification.
+//!
+//! Acceptance and delivery receipts are `multipart/mixed` with a human
+//! `text/plain` part and a machine-readable `application/json` part
+//! (`receipt.json`, fields documented on [`acceptance_receipt`]). Every
+//! value taken from the original message is sanitized: no CR or LF reaches
+//! a header, and non-ASCII text is RFC 2047-encoded.
+//!
+//! The caller decides whether to send at all: never to a null reverse-path
+//! (the builders return `None` for an empty sender), never in answer to a
+//! message that is itself `Auto-Submitted`, and only for the kinds the
+//! sender's authority wants ([`crate::policy::ReceiptKinds`]).
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use ring::rand::SystemRandom;
+use serde_json::json;
+
+use crate::clock::EvalTime;
+use crate::policy::ReceiptKind;
+use crate::smime::sign::{base64_lines, random_hex, SigningIdentity};
+
+/// The certificate that signed the original message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SignerSummary {
+    /// Subject DN (RFC 4514).
+    pub subject: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// SHA-256 of the certificate DER, hex.
+    pub sha256: String,
+}
+
+/// What every receipt says about the original message.
+#[derive(Clone, Debug)]
+pub struct ReceiptContext {
+    /// The gateway's host name (Message-IDs, `Reporting-MTA`).
+    pub gateway_hostname: String,
+    /// The address receipts come from (the postmaster; it must be the
+    /// signing certificate's address for receipts to verify).
+    pub from_address: String,
+    /// emla's id of the message (`X-Emla-Message-Id`).
+    pub message_id: String,
+    /// The original `Message-ID`, with or without angle brackets.
+    pub original_message_id: Option<String>,
+    /// The original `Subject`, decoded to Unicode text.
+    pub original_subject: Option<String>,
+    /// The envelope sender: the receipt's recipient. Empty for a null
+    /// reverse-path, to which nothing is sent.
+    pub sender: String,
+    /// The envelope recipients of the original message.
+    pub recipients: Vec<String>,
+    /// SHA-256 of the message as received, hex.
+    pub sha256: String,
+    /// When the gateway accepted it.
+    pub received_at: SystemTime,
+    /// Its verified signer, if any.
+    pub signer: Option<SignerSummary>,
+    /// The name of the route it took.
+    pub route: String,
+    /// The policy version it was judged under.
+    pub policy_version: String,
+}
+
+/// The next hop's acceptance of (some recipients of) the message.
+#[derive(Clone, Debug)]
+pub struct DeliveryOutcome {
+    /// The recipients delivered in this transaction.
+    pub recipients: Vec<String>,
+    /// The next hop, `host:port`.
+    pub next_hop: String,
+    /// Its SMTP reply code to the end of DATA, e.g. 250.
+    pub reply_code: u16,
+    /// Its reply text.
+    pub reply_text: String,
+    /// The TLS version and cipher suite used, `None` for plain SMTP.
+    pub tls: Option<String>,
+    /// When it answered.
+    pub at: SystemTime,
+}
+
+/// A permanent failure for some recipients.
+#[derive(Clone, Debug)]
+pub struct Failure {
+    /// The recipients that failed.
+    pub recipients: Vec<String>,
+    /// RFC 3463 enhanced status, e.g. `5.1.1` (`5.0.0` stands in for an
+    /// invalid one).
+    pub status: String,
+    /// The diagnostic: the remote reply (`550 5.1.1 no such user`) or the
+    /// gateway's own reason.
+    pub diagnostic: String,
+    /// The remote MTA that refused, if one did.
+    pub remote_mta: Option<String>,
+    /// When the gateway gave up.
+    pub at: SystemTime,
+}
+
+/// An unsigned receipt: top-level headers and the entity to sign.
+#[derive(Clone, Debug)]
+pub struct Receipt {
+    /// Which kind it is.
+    pub kind: ReceiptKind,
+    /// Top-level headers, already encoded (ASCII, no CR or LF but folds).
+    pub headers: Vec<(&'static str, String)>,
+    /// The MIME entity the signature covers, CRLF line endings.
+    pub entity: Vec<u8>,
+    /// When the event it reports happened (Date, signingTime).
+    pub at: SystemTime,
+}
+
+impl Receipt {
+    /// The complete signed message, signed as of the receipt's time.
+    pub fn sign(&self, identity: &SigningIdentity) -> Vec<u8> {
+        let headers: Vec<(&str, String)> =
+            self.headers.iter().map(|(n, v)| (*n, v.clone())).collect();
+        identity.sign_mime(&headers, &self.entity, self.at)
+    }
+
+    /// The value of the first header `name`, if any.
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// The receipt for an accepted message, or `None` for a null sender.
+///
+/// `receipt.json` holds: `type` (`acceptance`), `message_id` (emla's),
+/// `original_message_id`, `received_at` (RFC 3339), `sha256`, `sender`,
+/// `recipients`, `signer` (`subject`, `serial`, `sha256`, or null),
+/// `route`, `policy_version`.
+pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let mut text = format!(
+        "Your message was accepted by the secure gateway {host} and recorded\r\n\
+         as evidence. It will now be relayed; you will be told when it is\r\n\
+         delivered or if it cannot be.\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+    );
+    text.push_str(&facts(ctx, subject));
+    let data = json!({
+        "type": "acceptance",
+        "message_id": ctx.message_id,
+        "original_message_id": ctx.original_message_id,
+        "subject": ctx.original_subject,
+        "received_at": rfc3339(ctx.received_at),
+        "sha256": ctx.sha256,
+        "sender": ctx.sender,
+        "recipients": ctx.recipients,
+        "signer": signer_json(ctx),
+        "route": ctx.route,
+        "policy_version": ctx.policy_version,
+    });
+    build_mixed(
+        ctx,
+        ReceiptKind::Acceptance,
+        "Accepted",
+        &text,
+        &data,
+        ctx.received_at,
+    )
+}
+
+/// The receipt for a delivery to the next hop, or `None` for a null
+/// sender. `receipt.json` holds what [`acceptance_receipt`] does (with
+/// `type` `delivery` and `recipients` the ones delivered) plus
+/// `delivered_at`, `next_hop`, `reply_code`, `reply_text`, `tls`.
+pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Option<Receipt> {
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let mut text = format!(
+        "Your message was delivered by the secure gateway {host} to the\r\n\
+         next hop {hop}, which accepted it at {at}:\r\n\r\n    {code} {reply}\r\n\r\n\
+         Transport security: {tls}\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+        hop = one_line(&outcome.next_hop),
+        at = rfc3339(outcome.at),
+        code = outcome.reply_code,
+        reply = one_line(&outcome.reply_text),
+        tls = outcome
+            .tls
+            .as_deref()
+            .map_or_else(|| "none (plain SMTP)".to_owned(), one_line),
+    );
+    let delivered = ReceiptContext {
+        recipients: outcome.recipients.clone(),
+        ..ctx.clone()
+    };
+    text.push_str(&facts(&delivered, subject));
+    let data = json!({
+        "type": "delivery",
+        "message_id": ctx.message_id,
+        "original_message_id": ctx.original_message_id,
+        "subject": ctx.original_subject,
+        "received_at": rfc3339(ctx.received_at),
+        "sha256": ctx.sha256,
+        "sender": ctx.sender,
+        "recipients": outcome.recipients,
+        "signer": signer_json(ctx),
+        "route": ctx.route,
+        "policy_version": ctx.policy_version,
+        "delivered_at": rfc3339(outcome.at),
+        "next_hop": outcome.next_hop,
+        "reply_code": outcome.reply_code,
+        "reply_text": outcome.reply_text,
+        "tls": outcome.tls,
+    });
+    build_mixed(
+        ctx,
+        ReceiptKind::Delivery,
+        "Delivered",
+        &text,
+        &data,
+        outcome.at,
+    )
+}
+
+/// An RFC 3464 non-delivery notice, or `None` for a null sender:
+/// `multipart/report; report-type=delivery-status` with a human text part,
+/// the `message/delivery-status` part (one per-recipient block for each
+/// failed recipient, `Action: failed`) and the original header section
+/// (`original_headers`, as received) as `text/rfc822-headers`. The whole
+/// report is the signed entity.
+pub fn non_delivery_notice(
+    ctx: &ReceiptContext,
+    failure: &Failure,
+    original_headers: &[u8],
+) -> Option<Receipt> {
+    if ctx.sender.trim().is_empty() {
+        return None;
+    }
+    let rng = SystemRandom::new();
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let status = if is_status(&failure.status) {
+        failure.status.as_str()
+    } else {
+        "5.0.0"
+    };
+    let mut text = format!(
+        "Your message could not be delivered by the secure gateway {host}\r\n\
+         to the following recipients:\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+    );
+    for r in &failure.recipients {
+        text.push_str(&format!("    {}\r\n", one_line(r)));
+    }
+    text.push_str(&format!(
+        "\r\nReason: {}\r\nStatus: {status}\r\n\r\n",
+        one_line(&failure.diagnostic)
+    ));
+    text.push_str(&facts(ctx, subject));
+
+    let host = ascii_only(&ctx.gateway_hostname);
+    let mut dsn = format!(
+        "Reporting-MTA: dns; {host}\r\nX-Emla-Message-Id: {}\r\nArrival-Date: {}\r\n",
+        ascii_only(&ctx.message_id),
+        rfc5322_date(ctx.received_at)
+    );
+    for r in &failure.recipients {
+        dsn.push_str(&format!(
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {status}\r\n",
+            ascii_only(r)
+        ));
+        if let Some(mta) = &failure.remote_mta {
+            dsn.push_str(&format!("Remote-MTA: dns; {}\r\n", ascii_only(mta)));
+        }
+        dsn.push_str(&format!(
+            "Diagnostic-Code: smtp; {}\r\nLast-Attempt-Date: {}\r\n",
+            ascii_only(&failure.diagnostic),
+            rfc5322_date(failure.at)
+        ));
+    }
+
+    let mut headers = crlf_text(original_headers);
+    if let Some(end) = memchr::memmem::find(&headers, b"\r\n\r\n") {
+        headers.truncate(end + 2);
+    }
+    if !headers.is_empty() && !headers.ends_with(b"\r\n") {
+        headers.extend_from_slice(b"\r\n");
+    }
+
+    let parts = vec![
+        text_part("text/plain; charset=utf-8", text.as_bytes(), None),
+        [
+            b"Content-Type: message/delivery-status\r\n\r\n".as_slice(),
+            dsn.as_bytes(),
+        ]
+        .concat(),
+        text_part("text/rfc822-headers; charset=utf-8", &headers, None),
+    ];
+    let entity = multipart(
+        &rng,
+        "multipart/report; report-type=delivery-status",
+        &parts,
+    );
+    Some(Receipt {
+        kind: ReceiptKind::Failure,
+        headers: top_headers(ctx, ReceiptKind::Failure, "Undeliverable", failure.at, &rng),
+        entity,
+        at: failure.at,
+    })
+}
+
+/// The human summary of the original message shared by every receipt.
+fn facts(ctx: &ReceiptContext, subject: &str) -> String {
+    let mut s = String::new();
+    let mut line = |k: &str, v: &str| s.push_str(&format!("{k:<16}{}\r\n", one_line(v)));
+    line("emla message id:", &ctx.message_id);
+    if let Some(id) = &ctx.original_message_id {
+        line("Message-ID:", id);
+    }
+    line("Subject:", subject);
+    line("Received:", &rfc3339(ctx.received_at));
+    line("SHA-256:", &ctx.sha256);
+    line("Sender:", &ctx.sender);
+    line("Recipients:", &ctx.recipients.join(", "));
+    match &ctx.signer {
+        Some(signer) => {
+            line("Signed by:", &signer.subject);
+            line("  serial:", &signer.serial);
+            line("  SHA-256:", &signer.sha256);
+        }
+        None => line("Signed by:", "(no verified signature)"),
+    }
+    line("Route:", &ctx.route);
+    line("Policy version:", &ctx.policy_version);
+    s
+}
+
+fn signer_json(ctx: &ReceiptContext) -> serde_json::Value {
+    match &ctx.signer {
+        Some(s) => json!({"subject": s.subject, "serial": s.serial, "sha256": s.sha256}),
+        None => serde_json::Value::Null,
+    }
+}
+
+/// A `multipart/mixed` receipt: text plus `receipt.json`.
+fn build_mixed(
+    ctx: &ReceiptContext,
+    kind: ReceiptKind,
+    prefix: &str,
+    text: &str,
+    data: &serde_json::Value,
+    at: SystemTime,
+) -> Option<Receipt> {
+    if ctx.sender.trim().is_empty() {
+        return None;
+    }
+    let rng = SystemRandom::new();
+    let mut json = serde_json::to_vec_pretty(data).unwrap_or_default();
+    json.push(b'\n');
+    let parts = vec![
+        text_part("text/plain; charset=utf-8", text.as_bytes(), None),
+        text_part(
+            "application/json; charset=utf-8; name=\"receipt.json\"",
+            &json,
+            Some("attachment; filename=\"receipt.json\""),
+        ),
+    ];
+    Some(Receipt {
+        kind,
+        headers: top_headers(ctx, kind, prefix, at, &rng),
+        entity: multipart(&rng, "multipart/mixed", &parts),
+        at,
+    })
+}
+
+/// The top-level headers every receipt carries.
+fn top_headers(
+    ctx: &ReceiptContext,
+    kind: ReceiptKind,
+    prefix: &str,
+    at: SystemTime,
+    rng: &SystemRandom,
+) -> Vec<(&'static str, String)> {
+    let subject = format!(
+        "{prefix}: {}",
+        ctx.original_subject.as_deref().unwrap_or("(no subject)")
+    );
+    let host = ascii_only(&ctx.gateway_hostname);
+    let mut h = vec![
+        ("From", address(&ctx.from_address)),
+        ("To", address(&ctx.sender)),
+        ("Subject", encode_header("Subject", &subject)),
+        ("Date", rfc5322_date(at)),
+        (
+            "Message-ID",
+            format!("<{}.{}@{host}>", kind.name(), random_hex(rng, 16)),
+        ),
+    ];
+    if let Some(id) = ctx.original_message_id.as_deref().and_then(msg_id) {
+        h.push(("In-Reply-To", id.clone()));
+        h.push(("References", id));
+    }
+    h.push(("Auto-Submitted", "auto-replied".to_owned()));
+    h.push(("X-Emla-Message-Id", ascii_only(&ctx.message_id)));
+    h.push(("X-Emla-Receipt", kind.name().to_owned()));
+    h
+}
+
+/// A multipart entity (header section included) of `parts`, with a fresh
+/// boundary that occurs in none of them.
+fn multipart(rng: &SystemRandom, content_type: &str, parts: &[Vec<u8>]) -> Vec<u8> {
+    let boundary = loop {
+        let b = format!("----emla-part-{}", random_hex(rng, 12));
+        if parts
+            .iter()
+            .all(|p| memchr::memmem::find(p, b.as_bytes()).is_none())
+        {
+            break b;
+        }
+    };
+    let mut out =
+        format!("Content-Type: {content_type};\r\n boundary=\"{boundary}\"\r\n\r\n").into_bytes();
+    for p in parts {
+        out.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        out.extend_from_slice(p);
+        if !p.ends_with(b"\r\n") {
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+    out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    out
+}
+
+/// A leaf part: 7bit when the text is ASCII with short lines, base64
+/// otherwise (signed content must survive 7-bit transport unchanged).
+fn text_part(content_type: &str, body: &[u8], disposition: Option<&str>) -> Vec<u8> {
+    let body = crlf_text(body);
+    let seven_bit = body.iter().all(|&b| b.is_ascii() && b != 0)
+        && body.split(|&b| b == b'\n').all(|l| l.len() <= 998);
+    let mut out = format!("Content-Type: {content_type}\r\n").into_bytes();
+    if let Some(d) = disposition {
+        out.extend_from_slice(format!("Content-Disposition: {d}\r\n").as_bytes());
+    }
+    if seven_bit {
+        out.extend_from_slice(b"Content-Transfer-Encoding: 7bit\r\n\r\n");
+        out.extend_from_slice(&body);
+    } else {
+        out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+        out.extend_from_slice(&base64_lines(&body));
+    }
+    out
+}
+
+/// `data` with every line ending (CR, LF or CRLF) made CRLF.
+fn crlf_text(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + data.len() / 32);
+    let mut i = 0;
+    while i < data.len() {
+        match data[i] {
+            b'\r' => {
+                out.extend_from_slice(b"\r\n");
+                if data.get(i + 1) == Some(&b'\n') {
+                    i += 1;
+                }
+            }
+            b'\n' => out.extend_from_slice(b"\r\n"),
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    out
+}
+
+/// `s` on one line: control characters (CR and LF among them) become spaces.
+fn one_line(s: &str) -> String {
+    s.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
+}
+
+/// `s` on one line and in printable ASCII (others become `?`), for header
+/// and delivery-status fields that must be ASCII.
+fn ascii_only(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            ' '..='~' => c,
+            c if c.is_control() => ' ',
+            _ => '?',
+        })
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+/// An address header value: printable ASCII without white space, `<>`,
+/// `,` or `;` (so one address, never a list or a group).
+fn address(s: &str) -> String {
+    ascii_only(s)
+        .chars()
+        .filter(|c| !c.is_whitespace() && !"<>,;\"()".contains(*c))
+        .collect()
+}
+
+/// A `msg-id` in angle brackets, or `None` when `s` holds none usable.
+fn msg_id(s: &str) -> Option<String> {
+    let t = s.trim();
+    let inner = t
+        .strip_prefix('<')
+        .and_then(|t| t.strip_suffix('>'))
+        .unwrap_or(t);
+    let ok = !inner.is_empty()
+        && inner.len() <= 900
+        && inner.contains('@')
+        && inner
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !b"<>\\\"(),;".contains(&b));
+    ok.then(|| format!("<{inner}>"))
+}
+
+/// Whether `s` is an RFC 3463 status `class.subject.detail` of a failure
+/// (class 4 or 5).
+fn is_status(s: &str) -> bool {
+    let parts: Vec<&str> = s.split('.').collect();
+    parts.len() == 3
+        && matches!(parts[0], "4" | "5")
+        && parts[1..]
+            .iter()
+            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// An unstructured header value (RFC 5322 §2.2.3): printable ASCII as is
+/// (folded at spaces), anything else as RFC 2047 `B` encoded-words of at
+/// most 75 characters, one per folded line. Controls become spaces.
+pub fn encode_header(name: &str, value: &str) -> String {
+    let value = one_line(value);
+    let first_room = 76usize.saturating_sub(name.len() + 2);
+    if value.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return fold_ascii(&value, first_room);
+    }
+    // Encoded-words: "=?UTF-8?B?" + base64 + "?=" ≤ 75 → ≤ 45 bytes of text.
+    const MAX_CHUNK: usize = 45;
+    let mut words = Vec::new();
+    let mut chunk = String::new();
+    for c in value.chars() {
+        if chunk.len() + c.len_utf8() > MAX_CHUNK {
+            words.push(std::mem::take(&mut chunk));
+        }
+        chunk.push(c);
+    }
+    if !chunk.is_empty() {
+        words.push(chunk);
+    }
+    words
+        .iter()
+        .map(|w| {
+            format!(
+                "=?UTF-8?B?{}?=",
+                base64::engine::general_purpose::STANDARD.encode(w)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\r\n ")
+}
+
+/// Folds printable ASCII at spaces so that lines stay near 76 characters
+/// (a word longer than a line is left whole).
+fn fold_ascii(value: &str, first_room: usize) -> String {
+    let mut out = String::new();
+    let mut room = first_room;
+    let mut line_len = 0;
+    for (i, word) in value.split(' ').enumerate() {
+        if i > 0 {
+            if line_len + 1 + word.len() > room && line_len > 0 {
+                out.push_str("\r\n ");
+                room = 75;
+                line_len = 0;
+                out.push_str(word);
+                line_len += word.len();
+                continue;
+            }
+            out.push(' ');
+            line_len += 1;
+        }
+        out.push_str(word);
+        line_len += word.len();
+    }
+    out
+}
+
+/// An RFC 5322 date in UTC, e.g. `Tue, 01 Jul 2025 10:00:00 +0000`.
+pub fn rfc5322_date(at: SystemTime) -> String {
+    let secs = at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    time::OffsetDateTime::from_unix_timestamp(secs as i64)
+        .ok()
+        .and_then(|t| {
+            t.format(&time::format_description::well_known::Rfc2822)
+                .ok()
+        })
+        .unwrap_or_else(|| "Thu, 01 Jan 1970 00:00:00 +0000".to_owned())
+}
+
+/// RFC 3339 in UTC.
+fn rfc3339(at: SystemTime) -> String {
+    EvalTime::from_unix(at.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs())).to_rfc3339()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn ctx() -> ReceiptContext {
+        ReceiptContext {
+            gateway_hostname: "emla.example.org".into(),
+            from_address: "postmaster@emla.example.org".into(),
+            message_id: "01J9ZK3".into(),
+            original_message_id: Some("<abc@mx.justice.aa.example>".into()),
+            original_subject: Some("Request\r\nBcc: evil@x.example".into()),
+            sender: "alice@justice.aa.example".into(),
+            recipients: vec!["bob@justice.bb.example".into()],
+            sha256: "00".repeat(32),
+            received_at: UNIX_EPOCH + Duration::from_secs(1_767_225_600),
+            signer: Some(SignerSummary {
+                subject: "CN=Alice".into(),
+                serial: "01".into(),
+                sha256: "ff".repeat(32),
+            }),
+            route: "aa-to-bb".into(),
+            policy_version: "ab".repeat(32),
+        }
+    }
+
+    fn text(r: &Receipt) -> String {
+        String::from_utf8(r.entity.clone()).unwrap()
+    }
+
+    #[test]
+    fn acceptance_headers_are_sanitized() {
+        let r = acceptance_receipt(&ctx()).unwrap();
+        assert_eq!(
+            r.header("Subject"),
+            Some("Accepted: Request  Bcc: evil@x.example")
+        );
+        assert_eq!(r.header("To"), Some("alice@justice.aa.example"));
+        assert_eq!(r.header("In-Reply-To"), Some("<abc@mx.justice.aa.example>"));
+        assert_eq!(r.header("References"), Some("<abc@mx.justice.aa.example>"));
+        assert_eq!(r.header("Auto-Submitted"), Some("auto-replied"));
+        assert_eq!(r.header("X-Emla-Message-Id"), Some("01J9ZK3"));
+        assert_eq!(r.header("Date"), Some("Thu, 01 Jan 2026 00:00:00 +0000"));
+        let mid = r.header("Message-ID").unwrap();
+        assert!(mid.starts_with("<acceptance.") && mid.ends_with("@emla.example.org>"));
+        for (_, v) in &r.headers {
+            assert!(!v.replace("\r\n ", "").contains(['\r', '\n']), "{v:?}");
+        }
+        let t = text(&r);
+        assert!(t.starts_with("Content-Type: multipart/mixed;"), "{t}");
+        assert!(t.contains("application/json"), "{t}");
+        assert!(!t.contains("\nBcc"), "{t}");
+        assert!(!t.replace("\r\n", "").contains('\n'), "bare LF in {t}");
+    }
+
+    #[test]
+    fn null_sender_gets_nothing() {
+        let c = ReceiptContext {
+            sender: String::new(),
+            ..ctx()
+        };
+        assert!(acceptance_receipt(&c).is_none());
+        let f = Failure {
+            recipients: vec![],
+            status: "5.1.1".into(),
+            diagnostic: String::new(),
+            remote_mta: None,
+            at: SystemTime::now(),
+        };
+        assert!(non_delivery_notice(&c, &f, b"").is_none());
+    }
+
+    #[test]
+    fn non_ascii_subject_is_encoded() {
+        let v = encode_header(
+            "Subject",
+            "Accepted: Demande d’entraide — ÄÖÜ très urgente, dossier n° 2026/123 à traiter",
+        );
+        assert!(v.is_ascii(), "{v}");
+        for word in v.split("\r\n ") {
+            assert!(word.starts_with("=?UTF-8?B?") && word.len() <= 75, "{word}");
+        }
+        let long = encode_header("Subject", &"word ".repeat(40));
+        assert!(long.split("\r\n").all(|l| l.len() <= 78), "{long}");
+    }
+
+    #[test]
+    fn message_ids_and_statuses() {
+        assert_eq!(msg_id("abc@x"), Some("<abc@x>".into()));
+        assert_eq!(msg_id(" <abc@x> "), Some("<abc@x>".into()));
+        assert_eq!(msg_id("<a\r\nb@x>"), None);
+        assert_eq!(msg_id("nothing"), None);
+        assert!(is_status("5.1.1"));
+        assert!(is_status("4.4.7"));
+        assert!(!is_status("2.0.0"));
+        assert!(!is_status("5.1"));
+        assert!(!is_status("5.1.1\r\nX: y"));
+    }
+
+    #[test]
+    fn dsn_has_three_parts() {
+        let f = Failure {
+            recipients: vec!["bob@justice.bb.example".into()],
+            status: "bogus".into(),
+            diagnostic: "550 5.1.1 no\r\nsuch user".into(),
+            remote_mta: Some("mx.justice.bb.example".into()),
+            at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
+        };
+        let r = non_delivery_notice(&ctx(), &f, b"From: a@b\nSubject: x\n\nbody").unwrap();
+        let t = text(&r);
+        assert!(t.starts_with("Content-Type: multipart/report; report-type=delivery-status;"));
+        assert!(
+            t.contains("Reporting-MTA: dns; emla.example.org\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Final-Recipient: rfc822; bob@justice.bb.example\r\n"),
+            "{t}"
+        );
+        assert!(t.contains("Status: 5.0.0\r\n"), "{t}");
+        assert!(
+            t.contains("Diagnostic-Code: smtp; 550 5.1.1 no  such user\r\n"),
+            "{t}"
+        );
+        assert!(
+            t.contains("Remote-MTA: dns; mx.justice.bb.example\r\n"),
+            "{t}"
+        );
+        assert!(t.contains("text/rfc822-headers"), "{t}");
+        assert!(t.contains("From: a@b\r\nSubject: x\r\n"), "{t}");
+        assert!(!t.contains("body"), "{t}");
+        assert_eq!(
+            r.header("Subject"),
+            Some("Undeliverable: Request  Bcc: evil@x.example")
+        );
+    }
+}
