@@ -142,17 +142,23 @@ pub(super) fn parse(
     (gateway, limits, relay)
 }
 
+/// The integer `key` of `t` when it is at least 1 (else a diagnostic).
+fn positive(t: &TableReader<'_, '_>, key: &str, diags: &mut Vec<Diagnostic>) -> Option<u64> {
+    let (n, span) = t.integer(key, diags)?;
+    if n < 1 {
+        diags.push(
+            t.src()
+                .diag(&span, format!("{key} must be at least 1, found {n}")),
+        );
+        return None;
+    }
+    u64::try_from(n).ok()
+}
+
 /// Fills `relay` from the `[relay]` table.
 fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut Vec<Diagnostic>) {
     let src = t.src();
-    let positive = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<u64> {
-        let (n, span) = t.integer(key, diags)?;
-        if n < 1 {
-            diags.push(src.diag(&span, format!("{key} must be at least 1, found {n}")));
-            return None;
-        }
-        u64::try_from(n).ok()
-    };
+    let positive = |key: &str, diags: &mut Vec<Diagnostic>| positive(t, key, diags);
     let secs = Duration::from_secs;
     if let Some(n) = positive("queue_lifetime_secs", diags) {
         relay.queue_lifetime = secs(n);
@@ -270,15 +276,7 @@ fn warn_if_readable_by_others(path: &Path) {
 /// Fills `limits` from the `[limits]` table.
 fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Diagnostic>) {
     let src = t.src();
-    // A positive integer that fits `T`.
-    let positive = |key: &str, diags: &mut Vec<Diagnostic>| -> Option<u64> {
-        let (n, span) = t.integer(key, diags)?;
-        if n < 1 {
-            diags.push(src.diag(&span, format!("{key} must be at least 1, found {n}")));
-            return None;
-        }
-        u64::try_from(n).ok()
-    };
+    let positive = |key: &str, diags: &mut Vec<Diagnostic>| positive(t, key, diags);
     if let Some(n) = positive("max_message_size", diags) {
         limits.max_message_size = n;
     }

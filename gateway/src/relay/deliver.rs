@@ -108,21 +108,7 @@ impl Connection {
             code,
             reason: format!("{name}: {what}"),
         };
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (hop.host.as_str(), hop.port),
-            Some(timeout),
-            &client_id,
-            None,
-            None,
-        );
-        let mut conn = match tokio::time::timeout(timeout, connect).await {
-            Err(_) => return Err(fail(false, None, format!("no greeting within {timeout:?}"))),
-            Ok(Err(e)) => {
-                let code = e.status().map(u16::from);
-                return Err(fail(e.is_permanent(), code, format!("cannot connect: {e}")));
-            }
-            Ok(Ok(c)) => c,
-        };
+        let mut conn = connect(hop, &client_id, timeout, &name).await?;
         let params = match &hop.tls {
             TlsMode::Opportunistic if !conn.can_starttls() => {
                 return Ok(Connection {
@@ -202,34 +188,15 @@ impl Connection {
         timeout: Duration,
         name: &str,
     ) -> Result<Connection, ConnectError> {
-        let client_id = ClientId::Domain(hello.to_owned());
-        let connect = AsyncSmtpConnection::connect_tokio1(
-            (hop.host.as_str(), hop.port),
-            Some(timeout),
-            &client_id,
-            None,
-            None,
-        );
-        match tokio::time::timeout(timeout, connect).await {
-            Ok(Ok(conn)) => Ok(Connection {
-                conn,
-                hop: name.to_owned(),
-                tls: TlsReport {
-                    verification: "none",
-                    ..TlsReport::default()
-                },
-            }),
-            Ok(Err(e)) => Err(ConnectError {
-                permanent: false,
-                code: e.status().map(u16::from),
-                reason: format!("{name}: cannot connect: {e}"),
-            }),
-            Err(_) => Err(ConnectError {
-                permanent: false,
-                code: None,
-                reason: format!("{name}: no greeting within {timeout:?}"),
-            }),
-        }
+        let conn = connect(hop, &ClientId::Domain(hello.to_owned()), timeout, name).await?;
+        Ok(Connection {
+            conn,
+            hop: name.to_owned(),
+            tls: TlsReport {
+                verification: "none",
+                ..TlsReport::default()
+            },
+        })
     }
 
     /// Whether the session can carry another transaction.
@@ -361,6 +328,35 @@ impl Connection {
         if !self.conn.has_broken() {
             let _ = self.conn.quit().await;
         }
+    }
+}
+
+/// A plain-text session with `hop`, greeted and EHLO'd within `timeout`.
+async fn connect(
+    hop: &NextHop,
+    client_id: &ClientId,
+    timeout: Duration,
+    name: &str,
+) -> Result<AsyncSmtpConnection, ConnectError> {
+    let connect = AsyncSmtpConnection::connect_tokio1(
+        (hop.host.as_str(), hop.port),
+        Some(timeout),
+        client_id,
+        None,
+        None,
+    );
+    match tokio::time::timeout(timeout, connect).await {
+        Ok(Ok(conn)) => Ok(conn),
+        Ok(Err(e)) => Err(ConnectError {
+            permanent: e.is_permanent(),
+            code: e.status().map(u16::from),
+            reason: format!("{name}: cannot connect: {e}"),
+        }),
+        Err(_) => Err(ConnectError {
+            permanent: false,
+            code: None,
+            reason: format!("{name}: no greeting within {timeout:?}"),
+        }),
     }
 }
 
