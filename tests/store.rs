@@ -5,7 +5,6 @@
 //! authentication), or at the URL in `EMLA_TEST_POSTGRES`; the role must be
 //! allowed to create databases.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -21,84 +20,12 @@ use sqlx::{Connection, Row};
 // Backends
 // ---------------------------------------------------------------------------
 
-#[derive(Clone, Copy, Debug)]
-enum Backend {
-    Sqlite,
-    Postgres,
-}
-
-/// One isolated database plus a data directory.
-struct TestDb {
-    url: String,
-    dir: tempfile::TempDir,
-    /// The PostgreSQL database to drop at the end.
-    pg_name: Option<String>,
-}
-
-fn pg_admin_url() -> String {
-    std::env::var("EMLA_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
-}
-
-fn unique() -> String {
-    static N: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .subsec_nanos();
-    format!(
-        "{}_{}_{nanos}",
-        std::process::id(),
-        N.fetch_add(1, Ordering::Relaxed)
-    )
-}
+#[macro_use]
+#[path = "support/testdb.rs"]
+mod testdb;
+use testdb::*;
 
 impl TestDb {
-    async fn new(backend: Backend) -> TestDb {
-        let dir = tempfile::tempdir().unwrap();
-        match backend {
-            Backend::Sqlite => TestDb {
-                url: format!("sqlite://{}", dir.path().join("db/emla.db").display()),
-                dir,
-                pg_name: None,
-            },
-            Backend::Postgres => {
-                let admin = pg_admin_url();
-                let mut conn = sqlx::PgConnection::connect(&admin)
-                    .await
-                    .unwrap_or_else(|e| {
-                        panic!("PostgreSQL at {admin} (set EMLA_TEST_POSTGRES): {e}")
-                    });
-                let name = format!("emla_test_{}", unique());
-                sqlx::query(&format!("CREATE DATABASE {name}"))
-                    .execute(&mut conn)
-                    .await
-                    .unwrap();
-                let base = admin.rsplit_once('/').unwrap().0;
-                TestDb {
-                    url: format!("{base}/{name}"),
-                    dir,
-                    pg_name: Some(name),
-                }
-            }
-        }
-    }
-
-    async fn open(&self) -> Store {
-        Store::open(&self.url, self.dir.path()).await.unwrap()
-    }
-
-    /// Runs SQL behind the store's back (tampering).
-    async fn exec(&self, sql: &str) {
-        if self.pg_name.is_some() {
-            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        } else {
-            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
-            sqlx::raw_sql(sql).execute(&mut c).await.unwrap();
-        }
-    }
-
     /// `(kind, data)` of audit record `seq`.
     async fn audit_row(&self, seq: i64) -> (String, String) {
         let sql = "SELECT kind, data FROM audit WHERE seq = $1";
@@ -113,32 +40,6 @@ impl TestDb {
             row_get(r.get("kind"), r.get("data"))
         }
     }
-
-    async fn drop_db(self) {
-        if let Some(name) = &self.pg_name {
-            let mut conn = sqlx::PgConnection::connect(&pg_admin_url()).await.unwrap();
-            sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                .execute(&mut conn)
-                .await
-                .unwrap();
-        }
-    }
-}
-
-/// Runs `$case(Backend)` once per backend, as two tests.
-macro_rules! both {
-    ($case:ident) => {
-        mod $case {
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn sqlite() {
-                super::$case(super::Backend::Sqlite).await;
-            }
-            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-            async fn postgres() {
-                super::$case(super::Backend::Postgres).await;
-            }
-        }
-    };
 }
 
 // ---------------------------------------------------------------------------

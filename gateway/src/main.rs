@@ -335,30 +335,30 @@ fn run_queue(config: Option<PathBuf>, command: &emla::relay::admin::QueueCommand
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
-            Ok(match emla::relay::admin::run(&store, command).await {
-                Ok(text) => {
-                    print!("{text}");
-                    ExitCode::SUCCESS
-                }
-                Err(e) => {
-                    eprintln!("emla: {e}");
-                    ExitCode::from(e.exit_code())
-                }
-            })
+            Ok(printed(
+                emla::relay::admin::run(&store, command)
+                    .await
+                    .map_err(|e| (e.to_string(), e.exit_code())),
+            ))
         })
     };
     run().unwrap_or_else(|code| code)
 }
 
 fn audit_output(result: Result<String, emla::audit::AuditError>) -> ExitCode {
+    printed(result.map_err(|e| (e.to_string(), e.exit_code())))
+}
+
+/// Prints a command's text and exits 0, or its error and exit code.
+fn printed(result: Result<String, (String, u8)>) -> ExitCode {
     match result {
         Ok(text) => {
             print!("{text}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
+        Err((e, code)) => {
             eprintln!("emla: {e}");
-            ExitCode::from(e.exit_code())
+            ExitCode::from(code)
         }
     }
 }

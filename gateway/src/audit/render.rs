@@ -85,26 +85,44 @@ pub fn table(rows: &[MessageSummary], more: bool) -> String {
     if rows.is_empty() {
         return "no messages match\n".to_string();
     }
-    let mut lines: Vec<[String; 8]> = vec![TABLE_COLUMNS.map(str::to_string)];
+    let mut lines: Vec<Vec<String>> = vec![TABLE_COLUMNS.map(str::to_string).to_vec()];
     for r in rows {
         let c = cells(r);
-        lines.push(std::array::from_fn(|i| {
-            let max = if (4..=6).contains(&i) {
-                MAX_CELL
-            } else {
-                usize::MAX
-            };
-            table_cell(&c[i], max)
-        }));
+        lines.push(
+            c.iter()
+                .enumerate()
+                .map(|(i, cell)| {
+                    let max = if (4..=6).contains(&i) {
+                        MAX_CELL
+                    } else {
+                        usize::MAX
+                    };
+                    table_cell(cell, max)
+                })
+                .collect(),
+        );
     }
-    let mut widths = [0usize; 8];
-    for l in &lines {
-        for (w, c) in widths.iter_mut().zip(l.iter()) {
+    let mut out = align(&lines);
+    if more {
+        if let Some(last) = rows.last() {
+            out.push_str(&format!("next page: --after {}\n", last.cursor()));
+        }
+    }
+    out
+}
+
+/// Lines of cells as an aligned table: columns separated by two spaces
+/// and padded to their widest cell (in characters), no trailing spaces.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for l in lines {
+        for (w, c) in widths.iter_mut().zip(l) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    for l in &lines {
+    for l in lines {
         let mut line = String::new();
         for (i, c) in l.iter().enumerate() {
             if i > 0 {
@@ -117,11 +135,6 @@ pub fn table(rows: &[MessageSummary], more: bool) -> String {
         }
         out.push_str(line.trim_end());
         out.push('\n');
-    }
-    if more {
-        if let Some(last) = rows.last() {
-            out.push_str(&format!("next page: --after {}\n", last.cursor()));
-        }
     }
     out
 }
@@ -178,19 +191,13 @@ pub fn csv(rows: &[MessageSummary]) -> String {
     let mut out = CSV_COLUMNS.join(",");
     out.push_str("\r\n");
     for m in rows {
-        let fields = [
-            time_rfc3339(m.received_at),
-            m.id.clone(),
-            m.verdict.clone(),
-            m.reason.clone(),
-            m.mail_from.clone(),
-            m.rcpt_to.join(", "),
-            m.subject.clone().unwrap_or_default(),
-            m.authority.clone().unwrap_or_default(),
+        let mut fields = cells(m).to_vec();
+        fields[0] = time_rfc3339(m.received_at);
+        fields.extend([
             m.message_id.clone().unwrap_or_default(),
             m.case_ref.clone().unwrap_or_default(),
             m.cursor().to_string(),
-        ];
+        ]);
         let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
         out.push_str(&line.join(","));
         out.push_str("\r\n");

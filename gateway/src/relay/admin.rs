@@ -4,7 +4,7 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::audit::render::{table_cell as cut, time_utc};
+use crate::audit::render::{align, table_cell as cut, time_utc};
 use crate::store::{AuditEvent, QueueFilter, QueueStatus, QueueUpdate, Record, Store};
 
 /// `emla queue …`.
@@ -149,7 +149,7 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
             cut(&text(&r["last_error"]), 60),
         ]);
     }
-    Ok(render(&table))
+    Ok(align(&table))
 }
 
 async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
@@ -331,37 +331,13 @@ fn time_text(ms: Option<i64>) -> String {
     ms.map_or_else(|| "-".into(), time_utc)
 }
 
-fn render(rows: &[Vec<String>]) -> String {
-    let cols = rows[0].len();
-    let widths: Vec<usize> = (0..cols)
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
-        .collect();
-    let mut out = String::new();
-    for r in rows {
-        let line: Vec<String> = r
-            .iter()
-            .enumerate()
-            .map(|(c, cell)| {
-                if c + 1 == cols {
-                    cell.clone()
-                } else {
-                    format!("{cell:<w$}", w = widths[c])
-                }
-            })
-            .collect();
-        out += line.join("  ").trim_end();
-        out.push('\n');
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn table_aligns_and_cuts() {
-        let t = render(&[
+        let t = align(&[
             vec!["A".into(), "B".into()],
             vec!["long".into(), "x".into()],
         ]);

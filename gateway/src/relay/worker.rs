@@ -240,15 +240,9 @@ fn with_received(policy: &Policy, entry: &Claimed, body: &[u8]) -> Vec<u8> {
     } else {
         "ESMTP"
     };
-    let when = time::OffsetDateTime::from_unix_timestamp_nanos(
-        i128::from(entry.received_at_ms) * 1_000_000,
-    )
-    .ok()
-    .and_then(|t| {
-        t.format(&time::format_description::well_known::Rfc2822)
-            .ok()
-    })
-    .unwrap_or_default();
+    let received = std::time::UNIX_EPOCH
+        + Duration::from_millis(u64::try_from(entry.received_at_ms).unwrap_or(0));
+    let when = super::receipt::rfc5322_date(received);
     let helo: String = entry
         .helo
         .chars()

@@ -9,6 +9,7 @@ use mail_parser::MessageParser;
 use super::handler::Transaction;
 use super::reply::Reply;
 use super::Gateway;
+use crate::audit::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
@@ -17,7 +18,7 @@ use crate::verify::{self, Envelope, Verdict};
 /// Verifies and records one transaction; returns the reply for the client.
 pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -> Reply {
     let id = new_message_id(&tx.policy.gateway.hostname);
-    let received_at_ms = now_ms();
+    let received_at_ms = crate::store::now_ms();
     let Transaction {
         mail_from,
         rcpt_to,
@@ -64,8 +65,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
     };
     let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
-    let headers = Headers::of(&body);
-    let case_ref = crate::audit::case_ref::from_message(&body, &gw.config.case_pattern);
+    let headers = Headers::of(&body, &gw.config.case_pattern);
     let queue = if accepted {
         queue_entries(&id, &verdict)
     } else {
@@ -120,7 +120,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             signers: serde_json::to_value(&verdict.signers).unwrap_or_default(),
             authority: verdict.authority.clone(),
             policy_version: policy.version.clone(),
-            case_ref,
+            case_ref: headers.case_ref,
             body: keep_body.then_some(body),
         }),
         events: vec![event],
@@ -177,10 +177,11 @@ struct Headers {
     subject: Option<String>,
     message_id: Option<String>,
     date: Option<String>,
+    case_ref: Option<String>,
 }
 
 impl Headers {
-    fn of(raw: &[u8]) -> Headers {
+    fn of(raw: &[u8], case_pattern: &CaseRefPattern) -> Headers {
         let Some(m) = MessageParser::new().parse_headers(raw) else {
             return Headers::default();
         };
@@ -191,15 +192,9 @@ impl Headers {
             subject: m.subject().map(str::to_string),
             message_id: m.message_id().map(str::to_string),
             date: raw_value("Date"),
+            case_ref: case_ref(m.header_raw("X-MLA-Reference"), m.subject(), case_pattern),
         }
     }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 /// A unique, sortable message id: reception time and 64 random bits.

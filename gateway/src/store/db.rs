@@ -409,37 +409,6 @@ impl Db {
         })
     }
 
-    /// The queue rows of a message, in insertion order.
-    pub async fn queue_entries(&self, message_id: &str) -> Result<Vec<Value>, sqlx::Error> {
-        on_pool!(self, pool, d => {
-            let rows = sqlx::query(
-                "SELECT id, message_id, next_hop, authority, route, lane, recipients, status, \
-                 attempts, next_attempt_at, created_at, claimed_by, lease_until FROM queue \
-                 WHERE message_id = $1 ORDER BY id",
-            )
-            .bind(message_id)
-            .fetch_all(pool)
-            .await?;
-            rows.iter().map(|r| {
-                Ok(json!({
-                    "id": r.try_get::<i64, _>("id")?,
-                    "message_id": r.try_get::<String, _>("message_id")?,
-                    "next_hop": r.try_get::<String, _>("next_hop")?,
-                    "authority": r.try_get::<String, _>("authority")?,
-                    "route": r.try_get::<String, _>("route")?,
-                    "lane": r.try_get::<String, _>("lane")?,
-                    "recipients": parse_json(&r.try_get::<String, _>("recipients")?),
-                    "status": r.try_get::<String, _>("status")?,
-                    "attempts": r.try_get::<i64, _>("attempts")?,
-                    "next_attempt_at": r.try_get::<i64, _>("next_attempt_at")?,
-                    "created_at": r.try_get::<i64, _>("created_at")?,
-                    "claimed_by": r.try_get::<Option<String>, _>("claimed_by")?,
-                    "lease_until": r.try_get::<Option<i64>, _>("lease_until")?,
-                }))
-            }).collect()
-        })
-    }
-
     /// One page of a search (see [`search`](super::search)).
     pub async fn search(&self, q: &SearchQuery) -> Result<Vec<MessageSummary>, sqlx::Error> {
         let (text, binds) = search::sql(q);

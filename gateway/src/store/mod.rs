@@ -405,17 +405,21 @@ impl Store {
             .map_err(|e| db::unavailable("reading audit records", e))
     }
 
-    /// The queue rows of a message in insertion order, as JSON objects
-    /// (column names as keys; `recipients` parsed).
+    /// The queue rows of a message in insertion order, as `emla queue
+    /// list --json` shows them.
     pub async fn queue_entries(
         &self,
         message_id: &str,
     ) -> Result<Vec<serde_json::Value>, StoreError> {
-        self.inner
-            .db
-            .queue_entries(message_id)
-            .await
-            .map_err(|e| db::unavailable("reading queue entries", e))
+        let mut rows = self
+            .queue_rows(&QueueFilter {
+                message_id: Some(message_id.to_owned()),
+                limit: u32::MAX,
+                ..QueueFilter::default()
+            })
+            .await?;
+        rows.reverse();
+        Ok(rows)
     }
 
     /// Number of rows in `messages`, `audit` and `queue`.

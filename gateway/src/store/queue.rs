@@ -195,34 +195,38 @@ impl Db {
             .fetch_all(&mut *tx)
             .await?;
             let mut claimed = Vec::with_capacity(ids.len());
-            for id in ids {
-                let r = sqlx::query(&format!(
+            if !ids.is_empty() {
+                let list = (1..=ids.len()).map(|i| format!("${i}")).collect::<Vec<_>>().join(", ");
+                let sql = format!(
                     "SELECT {CLAIMED_COLUMNS} FROM queue q JOIN messages m ON m.id = q.message_id \
-                     WHERE q.id = $1"
-                ))
-                .bind(id)
-                .fetch_one(&mut *tx)
-                .await?;
-                claimed.push(Claimed {
-                    id: r.try_get("id")?,
-                    message_id: r.try_get("message_id")?,
-                    next_hop: r.try_get("next_hop")?,
-                    authority: r.try_get("authority")?,
-                    route: r.try_get("route")?,
-                    lane: r.try_get("lane")?,
-                    recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
-                        .unwrap_or_default(),
-                    attempts: r.try_get("attempts")?,
-                    created_at_ms: r.try_get("created_at")?,
-                    mail_from: r.try_get("mail_from")?,
-                    sha256: r.try_get("sha256")?,
-                    subject: r.try_get("subject")?,
-                    header_message_id: r.try_get("header_message_id")?,
-                    helo: r.try_get("helo")?,
-                    client_ip: r.try_get("client_ip")?,
-                    tls_version: r.try_get("tls_version")?,
-                    received_at_ms: r.try_get("received_at")?,
-                });
+                     WHERE q.id IN ({list})"
+                );
+                let mut q = sqlx::query(&sql);
+                for id in &ids {
+                    q = q.bind(*id);
+                }
+                for r in q.fetch_all(&mut *tx).await? {
+                    claimed.push(Claimed {
+                        id: r.try_get("id")?,
+                        message_id: r.try_get("message_id")?,
+                        next_hop: r.try_get("next_hop")?,
+                        authority: r.try_get("authority")?,
+                        route: r.try_get("route")?,
+                        lane: r.try_get("lane")?,
+                        recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
+                            .unwrap_or_default(),
+                        attempts: r.try_get("attempts")?,
+                        created_at_ms: r.try_get("created_at")?,
+                        mail_from: r.try_get("mail_from")?,
+                        sha256: r.try_get("sha256")?,
+                        subject: r.try_get("subject")?,
+                        header_message_id: r.try_get("header_message_id")?,
+                        helo: r.try_get("helo")?,
+                        client_ip: r.try_get("client_ip")?,
+                        tls_version: r.try_get("tls_version")?,
+                        received_at_ms: r.try_get("received_at")?,
+                    });
+                }
             }
             tx.commit().await?;
             claimed.sort_by_key(|c| (c.lane != "urgent", c.id));

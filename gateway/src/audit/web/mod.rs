@@ -281,13 +281,6 @@ fn safe_next(next: Option<&str>) -> &str {
     }
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
-}
-
 impl Web {
     async fn handle(&self, peer: &Peer, req: Request<Incoming>) -> Response<Body> {
         let method = req.method().clone();
@@ -544,7 +537,7 @@ impl Web {
         if let ChainCheck::Broken { seq, problem } = &check {
             tracing::error!(seq, %problem, "audit web: the audit chain is broken");
         }
-        let at = now_ms();
+        let at = crate::store::now_ms();
         *cached = Some((Instant::now(), at, check.clone()));
         Ok((check, at))
     }
