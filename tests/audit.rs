@@ -233,6 +233,7 @@ fn record_of(f: &Fixture) -> Record {
         events: vec![event],
         queue,
         queue_updates: Vec::new(),
+        outgoing: Vec::new(),
     }
 }
 
@@ -272,6 +273,7 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
             }],
             queue: Vec::new(),
             queue_updates: Vec::new(),
+            outgoing: Vec::new(),
         })
         .await
         .unwrap();

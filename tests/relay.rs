@@ -545,3 +545,164 @@ fn queue_cancel_and_retry_are_audited_with_exit_codes() {
     drop(srv);
     gw.assert_audit_intact();
 }
+
+/// `policy_to(port)` with aa-moj's next hop at the same sink (receipts go
+/// to the sender's authority) and the gateway signing as its postmaster.
+fn policy_with_receipts(port: u16) -> PolicyCopy {
+    let p = policy_to(port, "tls = \"opportunistic\"");
+    p.edit(
+        "authorities/aa-moj.toml",
+        "url = \"smtp://127.0.0.1:2626\"",
+        &format!("url = \"smtp://127.0.0.1:{port}\""),
+    );
+    p.edit(
+        "gateway.toml",
+        "[gateway]\n",
+        "[gateway]\npostmaster = \"postmaster@justice.aa.example\"\n\
+         signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
+    );
+    p
+}
+
+/// The delivered messages whose envelope is for `rcpt`, waiting up to 20 s
+/// for `n` of them.
+fn delivered_to(sink: &Sink, rcpt: &str, n: usize) -> Vec<(Value, String)> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let got: Vec<(Value, String)> = sink
+            .messages()
+            .into_iter()
+            .enumerate()
+            .map(|(i, m)| {
+                (
+                    sink.envelope(i + 1),
+                    String::from_utf8_lossy(&m).into_owned(),
+                )
+            })
+            .filter(|(env, _)| env["rcpt_tos"][0] == rcpt)
+            .collect();
+        if got.len() >= n || Instant::now() > deadline {
+            return got;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
+
+#[test]
+fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+
+    let to_bob = delivered_to(&sink, BOB, 1);
+    assert_eq!(to_bob.len(), 1, "{}", srv.stderr());
+    assert_relayed_exactly(to_bob[0].1.as_bytes(), &msg, &id);
+    let receipts = delivered_to(&sink, ALICE, 2);
+    assert_eq!(
+        receipts.len(),
+        2,
+        "two receipts for Alice:\n{}",
+        srv.stderr()
+    );
+    let mut subjects = Vec::new();
+    for (env, r) in &receipts {
+        assert_eq!(env["mail_from"], "<>", "null reverse-path: {env}");
+        assert_eq!(
+            header(r, "From"),
+            Some("postmaster@justice.aa.example"),
+            "{r}"
+        );
+        assert_eq!(header(r, "X-Emla-Message-Id"), Some(id.as_str()), "{r}");
+        assert_eq!(header(r, "Auto-Submitted"), Some("auto-replied"), "{r}");
+        assert!(
+            r.contains(&sha256_hex(&msg)),
+            "names the message's SHA-256: {r}"
+        );
+        assert!(
+            openssl_verifies(r.as_bytes(), "aa"),
+            "the receipt verifies with openssl:\n{r}"
+        );
+        // And it is no forgery: a changed hash in the signed text fails.
+        let sha = sha256_hex(&msg);
+        let forged = r.replacen(&sha, &sha.to_uppercase(), 1);
+        assert!(!openssl_verifies(forged.as_bytes(), "aa"));
+        subjects.push(header(r, "Subject").unwrap_or_default().to_owned());
+    }
+    subjects.sort();
+    assert!(subjects[0].starts_with("Accepted: "), "{subjects:?}");
+    assert!(subjects[1].starts_with("Delivered: "), "{subjects:?}");
+
+    // Audited on the original, delivered like any message, and not answered.
+    let audit = gw.db().audit();
+    let queued: Vec<_> = audit
+        .iter()
+        .filter(|a| a.kind == "receipt.queued" && a.message_id.as_deref() == Some(&id))
+        .collect();
+    assert_eq!(queued.len(), 2, "{audit:#?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 3, "no receipt for a receipt");
+    let q = queue_entries(&gw);
+    assert_eq!(q.len(), 3, "{q:#?}");
+    assert!(q.iter().all(|e| e["status"] == "delivered"), "{q:#?}");
+    assert_eq!(
+        q.iter().filter(|e| e["route"] == "receipt").count(),
+        2,
+        "{q:#?}"
+    );
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn permanent_refusal_sends_a_signed_delivery_status_notification() {
+    let sink = Sink::start(&["--refuse-rcpt", BEA]);
+    let policy = policy_with_receipts(sink.port);
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let to_bea = mail(Tool::SmimeDetached, "aa", "alice", ALICE, &[BEA]);
+    let (r, t) = send(srv.port, ALICE, &[BEA], &to_bea);
+    let id = r.accepted_id().unwrap_or_else(|| panic!("{t}"));
+
+    let to_alice = delivered_to(&sink, ALICE, 2);
+    assert_eq!(to_alice.len(), 2, "{}", srv.stderr());
+    let dsn = to_alice
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| m.contains("multipart/report"))
+        .unwrap_or_else(|| panic!("no DSN among {to_alice:#?}"));
+    assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
+    assert!(
+        dsn.contains(&format!("Final-Recipient: rfc822; {BEA}")),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: failed"), "{dsn}");
+    assert!(dsn.contains("Status: 5.1.1"), "{dsn}");
+    assert!(dsn.contains("no such user"), "the next hop's reply: {dsn}");
+    assert!(dsn.contains("text/rfc822-headers"), "{dsn}");
+    assert!(
+        openssl_verifies(dsn.as_bytes(), "aa"),
+        "the DSN verifies:\n{dsn}"
+    );
+    assert!(
+        !to_alice
+            .iter()
+            .any(|(_, m)| header(m, "Subject").is_some_and(|s| s.starts_with("Delivered"))),
+        "no delivery receipt for a refused message"
+    );
+    let failed = gw
+        .db()
+        .audit()
+        .into_iter()
+        .any(|a| a.kind == "relay.failed" && a.message_id.as_deref() == Some(&id));
+    assert!(failed);
+    gw.assert_audit_intact();
+}

@@ -110,6 +110,7 @@ fn accepted(id: &str) -> Record {
             recipients: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
         }],
         queue_updates: vec![],
+        outgoing: vec![],
     }
 }
 
@@ -221,6 +222,7 @@ async fn record_and_read_back(backend: Backend) {
             }],
             queue: vec![],
             queue_updates: vec![],
+            outgoing: vec![],
         })
         .await
         .unwrap();
@@ -234,6 +236,7 @@ async fn record_and_read_back(backend: Backend) {
             }],
             queue: vec![],
             queue_updates: vec![],
+            outgoing: vec![],
         })
         .await
         .unwrap();

@@ -205,16 +205,19 @@ impl Connection {
     }
 
     /// One transaction: MAIL FROM `from`, RCPT TO each recipient, and, if
-    /// any was accepted, DATA with `message` exactly (it must end in CRLF).
+    /// any was accepted, DATA with `trace` then `message` exactly (the
+    /// message must end in CRLF); the two are never copied together.
     /// Returns one outcome per recipient, in order.
     pub async fn send(
         &mut self,
         from: &str,
         recipients: &[String],
+        trace: &[u8],
         message: &[u8],
         timeout: Duration,
     ) -> Vec<RcptOutcome> {
-        match tokio::time::timeout(timeout, self.transaction(from, recipients, message)).await {
+        let sent = self.transaction(from, recipients, trace, message);
+        match tokio::time::timeout(timeout, sent).await {
             Ok(outcomes) => outcomes,
             Err(_) => {
                 self.conn.abort().await;
@@ -234,20 +237,25 @@ impl Connection {
         &mut self,
         from: &str,
         recipients: &[String],
+        trace: &[u8],
         message: &[u8],
     ) -> Vec<RcptOutcome> {
         let all = |o: RcptOutcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
-        let sender = match Address::from_str(from) {
-            Ok(a) => a,
-            Err(e) => {
-                return all(RcptOutcome::Refused {
-                    code: 550,
-                    reply: format!("sender {from:?} is not an address lettre accepts: {e}"),
-                })
-            }
+        // An empty sender is the null reverse-path of receipts and notices.
+        let sender = match from {
+            "" => None,
+            from => match Address::from_str(from) {
+                Ok(a) => Some(a),
+                Err(e) => {
+                    return all(RcptOutcome::Refused {
+                        code: 550,
+                        reply: format!("sender {from:?} is not an address lettre accepts: {e}"),
+                    })
+                }
+            },
         };
         let mut params = Vec::new();
-        if !message.is_ascii()
+        if !(trace.is_ascii() && message.is_ascii())
             && self
                 .conn
                 .server_info()
@@ -255,7 +263,7 @@ impl Connection {
         {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
-        if let Err(e) = self.conn.command(Mail::new(Some(sender), params)).await {
+        if let Err(e) = self.conn.command(Mail::new(sender, params)).await {
             let outcome = RcptOutcome::from_error(&e);
             self.reset().await;
             return all(outcome);
@@ -295,7 +303,7 @@ impl Connection {
         // lettre ends the data with CRLF . CRLF itself: the message's own
         // final CRLF is that first CRLF, so the bytes arrive unchanged.
         let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-        let result = match self.conn.message(body).await {
+        let result = match self.conn.message_iter([trace, body].into_iter()).await {
             Ok(r) => RcptOutcome::Delivered {
                 code: u16::from(r.code()),
                 reply: r.message().collect::<Vec<_>>().join(" "),

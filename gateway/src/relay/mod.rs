@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod backoff;
 pub mod deliver;
+pub mod notify;
 pub mod receipt;
 pub mod worker;
 

@@ -12,6 +12,8 @@ use tokio::task::JoinSet;
 
 use super::backoff;
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
+use super::notify::{self, Original};
+use super::receipt::{DeliveryOutcome, Failure};
 use crate::policy::{Lane, NextHop, Policy};
 use crate::smtp::Gateway;
 use crate::store::{AttemptNote, AuditEvent, Claimed, QueueStatus, QueueUpdate, Record};
@@ -151,25 +153,30 @@ async fn deliver_chunk(gw: &Gateway, hop: &Hop, entries: Vec<Claimed>) {
     let timeout = gw.config.relay.transaction_timeout;
     let mut conn: Option<Connection> = None;
     for entry in entries {
-        let started = Instant::now();
+        let mut attempt = Attempt {
+            entry: &entry,
+            hop: hop.key(),
+            tls: None,
+            original: None,
+            started: Instant::now(),
+        };
         let next_hop = match hop {
             Hop::Known(h) => h,
             Hop::Unknown(a) => {
                 let why = format!("authority {a} is no longer in the policy");
-                let outcomes = deferred_all(&entry, None, &why);
-                record(gw, &policy, &entry, &hop.key(), None, outcomes, started).await;
+                record(gw, &policy, &attempt, deferred_all(&entry, None, &why)).await;
                 continue;
             }
         };
-        let message = match gw.store.read_body(&entry.sha256).await {
-            Ok(body) => with_received(&policy, &entry, &body),
+        let body = match gw.store.read_body(&entry.sha256).await {
+            Ok(body) => body,
             Err(e) => {
                 let why = format!("cannot read the stored message: {e}");
-                let outcomes = deferred_all(&entry, None, &why);
-                record(gw, &policy, &entry, &hop.key(), None, outcomes, started).await;
+                record(gw, &policy, &attempt, deferred_all(&entry, None, &why)).await;
                 continue;
             }
         };
+        attempt.original = Some(&body);
         if conn.as_ref().is_none_or(|c| !c.usable()) {
             match Connection::open(
                 next_hop,
@@ -180,31 +187,34 @@ async fn deliver_chunk(gw: &Gateway, hop: &Hop, entries: Vec<Claimed>) {
             {
                 Ok(c) => conn = Some(c),
                 Err(e) => {
-                    let outcomes = connect_failed(&entry, &e);
-                    record(gw, &policy, &entry, &hop.key(), None, outcomes, started).await;
+                    record(gw, &policy, &attempt, connect_failed(&entry, &e)).await;
                     continue;
                 }
             }
         }
         let Some(c) = conn.as_mut() else { continue };
+        let trace = received_field(&policy, &entry);
         let outcomes = c
-            .send(&entry.mail_from, &entry.recipients, &message, timeout)
+            .send(&entry.mail_from, &entry.recipients, &trace, &body, timeout)
             .await;
-        let tls = c.tls.clone();
-        record(
-            gw,
-            &policy,
-            &entry,
-            &hop.key(),
-            Some(&tls),
-            outcomes,
-            started,
-        )
-        .await;
+        attempt.tls = Some(c.tls.clone());
+        record(gw, &policy, &attempt, outcomes).await;
     }
     if let Some(c) = conn {
         c.quit().await;
     }
+}
+
+/// One delivery attempt of one queue entry.
+struct Attempt<'a> {
+    entry: &'a Claimed,
+    /// The next hop as logged and audited.
+    hop: String,
+    /// What the connection's TLS was, if one was made.
+    tls: Option<TlsReport>,
+    /// The message as stored, once read.
+    original: Option<&'a [u8]>,
+    started: Instant,
 }
 
 fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcome> {
@@ -232,9 +242,9 @@ fn connect_failed(entry: &Claimed, e: &ConnectError) -> Vec<RcptOutcome> {
     }
 }
 
-/// The stored message with one `Received:` field in front: the only change
-/// relaying makes, outside anything a signature covers.
-fn with_received(policy: &Policy, entry: &Claimed, body: &[u8]) -> Vec<u8> {
+/// The `Received:` field sent in front of the stored message: the only
+/// change relaying makes, outside anything a signature covers.
+fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
     let with = if entry.tls_version.is_some() {
         "ESMTPS"
     } else {
@@ -249,26 +259,23 @@ fn with_received(policy: &Policy, entry: &Claimed, body: &[u8]) -> Vec<u8> {
         .filter(|c| c.is_ascii_graphic() && !"()[];".contains(*c))
         .take(255)
         .collect();
-    let mut out = format!(
+    format!(
         "Received: from {helo} ([{}])\r\n\tby {} (emla) with {with} id {}\r\n\t; {when}\r\n",
         entry.client_ip, policy.gateway.hostname, entry.message_id
     )
-    .into_bytes();
-    out.extend_from_slice(body);
-    out
+    .into_bytes()
 }
 
 /// Records one attempt: the audit record and the entry's new state, in one
 /// transaction.
-async fn record(
-    gw: &Gateway,
-    policy: &Policy,
-    entry: &Claimed,
-    hop: &str,
-    tls: Option<&TlsReport>,
-    outcomes: Vec<RcptOutcome>,
-    started: Instant,
-) {
+async fn record(gw: &Gateway, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
+    let Attempt {
+        entry,
+        ref hop,
+        ref tls,
+        started,
+        ..
+    } = *attempt;
     let now = crate::store::now_ms();
     let delivered = outcomes
         .iter()
@@ -360,31 +367,140 @@ async fn record(
         }),
         recipients: remaining,
     };
-    let result = gw
-        .store
-        .record(Record {
-            events: vec![event],
-            queue_updates: vec![update],
-            ..Record::default()
-        })
-        .await;
-    match result {
-        Ok(()) => tracing::info!(
-            message = %entry.message_id,
-            queue_id = entry.id,
-            next_hop = %hop,
-            status = status.as_str(),
-            error = error.as_deref().unwrap_or(""),
-            "relay attempt"
-        ),
-        // The claim runs out and the entry is tried again: at least once.
-        Err(e) => tracing::error!(
-            message = %entry.message_id,
-            queue_id = entry.id,
-            error = %e,
-            "relay: cannot record the attempt"
-        ),
+    let mut record = Record {
+        events: vec![event],
+        queue_updates: vec![update],
+        ..Record::default()
+    };
+    let receipts = notices(policy, attempt, &outcomes, expired, now);
+    let notified = !receipts.is_empty();
+    for r in receipts {
+        r.add_to(&mut record);
     }
+    match gw.store.record(record).await {
+        Ok(()) if notified => gw.relay_wake.notify_one(),
+        Ok(()) => {}
+        // The claim runs out and the entry is tried again: at least once.
+        Err(e) => {
+            tracing::error!(
+                message = %entry.message_id,
+                queue_id = entry.id,
+                error = %e,
+                "relay: cannot record the attempt"
+            );
+            return;
+        }
+    }
+    tracing::info!(
+        message = %entry.message_id,
+        queue_id = entry.id,
+        next_hop = %hop,
+        status = status.as_str(),
+        error = error.as_deref().unwrap_or(""),
+        "relay attempt"
+    );
+}
+
+/// The delivery receipt for the recipients this attempt delivered and the
+/// non-delivery notice for those it failed for good (refused, or deferred
+/// past the queue lifetime), as the sender's authority wants them.
+fn notices(
+    policy: &Policy,
+    attempt: &Attempt<'_>,
+    outcomes: &[RcptOutcome],
+    expired: bool,
+    now_ms: i64,
+) -> Vec<notify::Outgoing> {
+    let entry = attempt.entry;
+    let Some(original) = attempt.original else {
+        return Vec::new();
+    };
+    let o = Original {
+        id: &entry.message_id,
+        received_at_ms: entry.received_at_ms,
+        sha256: &entry.sha256,
+        sender: &entry.mail_from,
+        recipients: &entry.rcpt_to,
+        subject: entry.subject.as_deref(),
+        message_id: entry.header_message_id.as_deref(),
+        signers: &entry.signers,
+        sender_authority: entry.sender_authority.as_deref(),
+        route: &entry.route,
+        policy_version: &entry.policy_version,
+        case_ref: entry.case_ref.as_deref(),
+        auto_submitted: notify::is_auto_submitted(original),
+    };
+    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
+    let mut out = Vec::new();
+    let delivered: Vec<(&String, u16, &String)> = entry
+        .recipients
+        .iter()
+        .zip(outcomes)
+        .filter_map(|(r, o)| match o {
+            RcptOutcome::Delivered { code, reply } => Some((r, *code, reply)),
+            _ => None,
+        })
+        .collect();
+    if let Some((_, code, reply)) = delivered.first() {
+        let outcome = DeliveryOutcome {
+            recipients: delivered.iter().map(|(r, _, _)| (*r).clone()).collect(),
+            next_hop: attempt.hop.clone(),
+            reply_code: *code,
+            reply_text: (*reply).clone(),
+            tls: attempt.tls.as_ref().map(|t| match t.verification {
+                "none" => "none".to_owned(),
+                v => format!("STARTTLS, certificate {v}"),
+            }),
+            at,
+        };
+        out.extend(notify::delivery(policy, &o, &outcome));
+    }
+    let failed: Vec<(&String, &RcptOutcome)> = entry
+        .recipients
+        .iter()
+        .zip(outcomes)
+        .filter(|(_, o)| match o {
+            RcptOutcome::Refused { .. } => true,
+            RcptOutcome::Deferred { .. } => expired,
+            RcptOutcome::Delivered { .. } => false,
+        })
+        .collect();
+    if let Some((_, first)) = failed.first() {
+        let (status, diagnostic) = match first {
+            RcptOutcome::Refused { code, reply } => (enhanced_status(*code, reply), reply.clone()),
+            RcptOutcome::Deferred { reply, .. } => (
+                "4.4.7".to_owned(),
+                format!("not delivered within the queue lifetime; last error: {reply}"),
+            ),
+            RcptOutcome::Delivered { .. } => unreachable!("filtered out above"),
+        };
+        let failure = Failure {
+            recipients: failed.iter().map(|(r, _)| (*r).clone()).collect(),
+            status,
+            diagnostic,
+            remote_mta: Some(attempt.hop.clone()),
+            at,
+        };
+        out.extend(notify::failure(policy, &o, &failure, original));
+    }
+    out
+}
+
+/// The RFC 3463 status in a reply (`5.1.1` in `550 5.1.1 no such user`),
+/// else the class of its code (`5.0.0`).
+fn enhanced_status(code: u16, reply: &str) -> String {
+    reply
+        .split_whitespace()
+        .find(|w| {
+            let parts: Vec<&str> = w.split('.').collect();
+            parts.len() == 3
+                && parts[0] == (code / 100).to_string()
+                && parts[1..]
+                    .iter()
+                    .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .map(str::to_owned)
+        .unwrap_or_else(|| format!("{}.0.0", code / 100))
 }
 
 fn humanize(d: Duration) -> String {
@@ -409,6 +525,16 @@ mod tests {
         );
         assert_eq!(split(vec![1], 4), vec![vec![1]]);
         assert!(split(Vec::<u8>::new(), 4).is_empty());
+    }
+
+    #[test]
+    fn enhanced_status_comes_from_the_reply() {
+        assert_eq!(enhanced_status(550, "550 5.1.1 <x>: no such user"), "5.1.1");
+        assert_eq!(
+            enhanced_status(554, "permanent error (554): rejected"),
+            "5.0.0"
+        );
+        assert_eq!(enhanced_status(550, "see RFC 5.1 or 4.2.0"), "5.0.0");
     }
 
     #[test]

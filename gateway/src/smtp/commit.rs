@@ -12,12 +12,13 @@ use super::Gateway;
 use crate::audit::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
+use crate::relay::notify::{self, Original};
 use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
 use crate::verify::{self, Envelope, Verdict};
 
 /// Verifies and records one transaction; returns the reply for the client.
 pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -> Reply {
-    let id = new_message_id(&tx.policy.gateway.hostname);
+    let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
     let received_at_ms = crate::store::now_ms();
     let Transaction {
         mail_from,
@@ -101,7 +102,34 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             "body_stored": keep_body,
         }),
     };
-    let record = Record {
+    let signers = serde_json::to_value(&verdict.signers).unwrap_or_default();
+    let receipt = if accepted {
+        let mut routes: Vec<&str> = verdict
+            .recipients
+            .iter()
+            .filter_map(|r| r.route.as_deref())
+            .collect();
+        routes.dedup();
+        let original = Original {
+            id: &id,
+            received_at_ms,
+            sha256: &sha256,
+            sender: &mail_from,
+            recipients: &rcpt_to,
+            subject: headers.subject.as_deref(),
+            message_id: headers.message_id.as_deref(),
+            signers: &signers,
+            sender_authority: verdict.authority.as_deref(),
+            route: &routes.join(", "),
+            policy_version: &policy.version,
+            case_ref: headers.case_ref.as_deref(),
+            auto_submitted: headers.auto_submitted,
+        };
+        notify::acceptance(&policy, &original)
+    } else {
+        None
+    };
+    let mut record = Record {
         message: Some(MessageRecord {
             id: id.clone(),
             received_at_ms,
@@ -117,16 +145,20 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             date: headers.date,
             reason: verdict.reason,
             detail: verdict.detail.clone(),
-            signers: serde_json::to_value(&verdict.signers).unwrap_or_default(),
+            signers,
             authority: verdict.authority.clone(),
             policy_version: policy.version.clone(),
-            case_ref: headers.case_ref,
+            case_ref: headers.case_ref.clone(),
             body: keep_body.then_some(body),
         }),
         events: vec![event],
         queue,
         queue_updates: Vec::new(),
+        outgoing: Vec::new(),
     };
+    if let Some(receipt) = receipt {
+        receipt.add_to(&mut record);
+    }
     match gw.store.record(record).await {
         Ok(()) if accepted => {
             gw.relay_wake.notify_one();
@@ -178,6 +210,7 @@ struct Headers {
     message_id: Option<String>,
     date: Option<String>,
     case_ref: Option<String>,
+    auto_submitted: bool,
 }
 
 impl Headers {
@@ -193,24 +226,9 @@ impl Headers {
             message_id: m.message_id().map(str::to_string),
             date: raw_value("Date"),
             case_ref: case_ref(m.header_raw("X-MLA-Reference"), m.subject(), case_pattern),
+            auto_submitted: m
+                .header_raw("Auto-Submitted")
+                .is_some_and(|v| !v.trim().eq_ignore_ascii_case("no")),
         }
     }
-}
-
-/// A unique, sortable message id: reception time and 64 random bits.
-fn new_message_id(hostname: &str) -> String {
-    use ring::rand::SecureRandom;
-    let mut rnd = [0u8; 8];
-    let _ = ring::rand::SystemRandom::new().fill(&mut rnd);
-    let t = time::OffsetDateTime::now_utc();
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}@{hostname}",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        hex::encode(rnd)
-    )
 }

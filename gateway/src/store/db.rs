@@ -151,7 +151,7 @@ impl Db {
             let mut prev: String = head.try_get("hash")?;
             let first = seq;
             for rec in batch {
-                if let Some(m) = &rec.message {
+                for m in rec.message.iter().chain(&rec.outgoing) {
                     let r = &m.record;
                     sqlx::query(
                         "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \

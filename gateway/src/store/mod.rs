@@ -142,6 +142,10 @@ pub struct AuditEvent {
 pub struct Record {
     /// The message row (absent for decisions before DATA).
     pub message: Option<MessageRecord>,
+    /// Messages the gateway itself sends because of this decision
+    /// (receipts, non-delivery notices), with their bodies; their queue
+    /// entries go in `queue`.
+    pub outgoing: Vec<MessageRecord>,
     /// Audit events, in order.
     pub events: Vec<AuditEvent>,
     /// Queue entries (accepted messages only).
@@ -247,43 +251,19 @@ impl Store {
         validate(&record).map_err(|e| StoreError::Unavailable(format!("invalid record: {e}")))?;
         let Record {
             message,
+            outgoing,
             events,
             queue,
             queue_updates,
         } = record;
         let message = match message {
-            Some(mut m) => {
-                let body_stored = match m.body.take() {
-                    Some(body) => {
-                        let dir = self.inner.data_dir.clone();
-                        let sha = m.sha256.clone();
-                        tokio::task::spawn_blocking(move || files::store_body(&dir, &sha, &body))
-                            .await
-                            .map_err(|e| {
-                                StoreError::Unavailable(format!("writing the body: {e}"))
-                            })??;
-                        true
-                    }
-                    None => false,
-                };
-                Some(PreparedMessage {
-                    size: i64::try_from(m.size).unwrap_or(i64::MAX),
-                    verdict: if m.reason == Reason::Ok {
-                        "accept"
-                    } else {
-                        "reject"
-                    },
-                    rcpt_to_json: to_json(&m.rcpt_to)?,
-                    signers_json: to_json(&m.signers)?,
-                    body_stored,
-                    sender_keys: index::sender_keys(&m.mail_from, m.header_from.as_deref()),
-                    recipient_keys: index::recipient_keys(&m.rcpt_to, m.header_to.as_deref()),
-                    signer_keys: index::signer_keys(&m.signers),
-                    record: m,
-                })
-            }
+            Some(m) => Some(self.prepare(m).await?),
             None => None,
         };
+        let mut prepared_outgoing = Vec::with_capacity(outgoing.len());
+        for m in outgoing {
+            prepared_outgoing.push(self.prepare(m).await?);
+        }
         let events = events
             .into_iter()
             .map(|e| {
@@ -307,6 +287,7 @@ impl Store {
         let job = Job {
             record: Prepared {
                 message,
+                outgoing: prepared_outgoing,
                 events,
                 queue,
                 queue_updates,
@@ -316,6 +297,36 @@ impl Store {
         let stopped = || StoreError::Unavailable("the store writer has stopped".into());
         self.inner.writer.send(job).await.map_err(|_| stopped())?;
         outcome.await.map_err(|_| stopped())?
+    }
+
+    /// A message row ready for the writer, its body (if kept) on disk.
+    async fn prepare(&self, mut m: MessageRecord) -> Result<PreparedMessage, StoreError> {
+        let body_stored = match m.body.take() {
+            Some(body) => {
+                let dir = self.inner.data_dir.clone();
+                let sha = m.sha256.clone();
+                tokio::task::spawn_blocking(move || files::store_body(&dir, &sha, &body))
+                    .await
+                    .map_err(|e| StoreError::Unavailable(format!("writing the body: {e}")))??;
+                true
+            }
+            None => false,
+        };
+        Ok(PreparedMessage {
+            size: i64::try_from(m.size).unwrap_or(i64::MAX),
+            verdict: if m.reason == Reason::Ok {
+                "accept"
+            } else {
+                "reject"
+            },
+            rcpt_to_json: to_json(&m.rcpt_to)?,
+            signers_json: to_json(&m.signers)?,
+            body_stored,
+            sender_keys: index::sender_keys(&m.mail_from, m.header_from.as_deref()),
+            recipient_keys: index::recipient_keys(&m.rcpt_to, m.header_to.as_deref()),
+            signer_keys: index::signer_keys(&m.signers),
+            record: m,
+        })
     }
 
     /// Walks the audit chain from the first record.
@@ -508,6 +519,24 @@ impl Store {
     }
 }
 
+/// A unique, sortable message id: reception time and 64 random bits.
+pub fn new_message_id(hostname: &str) -> String {
+    use ring::rand::SecureRandom;
+    let mut rnd = [0u8; 8];
+    let _ = ring::rand::SystemRandom::new().fill(&mut rnd);
+    let t = time::OffsetDateTime::now_utc();
+    format!(
+        "{:04}{:02}{:02}T{:02}{:02}{:02}Z-{}@{hostname}",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        hex::encode(rnd)
+    )
+}
+
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Unavailable(format!("serialising a record: {e}")))
@@ -515,7 +544,7 @@ fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError
 
 /// Programming errors a record must not carry.
 fn validate(record: &Record) -> Result<(), String> {
-    if let Some(m) = &record.message {
+    for m in record.message.iter().chain(&record.outgoing) {
         if !files::is_sha256_hex(&m.sha256) {
             return Err(format!(
                 "message {}: sha256 {:?} is not 64 lowercase hex digits",
@@ -532,10 +561,19 @@ fn validate(record: &Record) -> Result<(), String> {
                 ));
             }
         }
-        if let Some(q) = record.queue.iter().find(|q| q.message_id != m.id) {
+    }
+    let mut ids = record
+        .message
+        .iter()
+        .chain(&record.outgoing)
+        .map(|m| &m.id)
+        .peekable();
+    if ids.peek().is_some() {
+        let ids: Vec<&String> = ids.collect();
+        if let Some(q) = record.queue.iter().find(|q| !ids.contains(&&q.message_id)) {
             return Err(format!(
                 "queue entry for message {} recorded with message {}",
-                q.message_id, m.id
+                q.message_id, ids[0]
             ));
         }
     }

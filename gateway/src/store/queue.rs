@@ -120,6 +120,16 @@ pub struct Claimed {
     pub tls_version: Option<String>,
     /// When it was received (ms since the epoch).
     pub received_at_ms: i64,
+    /// All envelope recipients of the message.
+    pub rcpt_to: Vec<String>,
+    /// Its signers as recorded.
+    pub signers: Value,
+    /// The sender's authority.
+    pub sender_authority: Option<String>,
+    /// The policy version it was accepted under.
+    pub policy_version: String,
+    /// Its case reference.
+    pub case_ref: Option<String>,
 }
 
 /// Selects for the `emla queue list`.
@@ -135,7 +145,8 @@ pub struct QueueFilter {
 
 const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
      q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.subject, \
-     m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at";
+     m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at, \
+     m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref";
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
@@ -225,6 +236,13 @@ impl Db {
                         client_ip: r.try_get("client_ip")?,
                         tls_version: r.try_get("tls_version")?,
                         received_at_ms: r.try_get("received_at")?,
+                        rcpt_to: serde_json::from_str(&r.try_get::<String, _>("rcpt_to")?)
+                            .unwrap_or_default(),
+                        signers: serde_json::from_str(&r.try_get::<String, _>("signers")?)
+                            .unwrap_or_default(),
+                        sender_authority: r.try_get("sender_authority")?,
+                        policy_version: r.try_get("policy_version")?,
+                        case_ref: r.try_get("case_ref")?,
                     });
                 }
             }

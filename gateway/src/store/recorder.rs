@@ -75,6 +75,8 @@ pub struct PreparedQueue {
 pub struct Prepared {
     /// The message row.
     pub message: Option<PreparedMessage>,
+    /// Rows of messages the gateway itself sends.
+    pub outgoing: Vec<PreparedMessage>,
     /// Audit events, in order.
     pub events: Vec<PreparedEvent>,
     /// Queue rows.

@@ -1,0 +1,245 @@
+//! Which receipts a sender gets, and how a signed receipt becomes a message
+//! the gateway sends: a message row with its bytes, a queue entry to the
+//! sender's own authority, and an audit record on the original message.
+//! The caller puts all three in the same transaction as the decision that
+//! caused them, so a receipt is never lost nor sent for something
+//! unrecorded.
+//!
+//! No receipt goes to a null sender, answers an `Auto-Submitted` message or
+//! a receipt (which has a null sender), or leaves without the gateway's
+//! signing identity; only accepted messages have receipts, so nothing is
+//! ever sent outside the authorized domains.
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde_json::{json, Value};
+
+use super::receipt::{self, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary};
+use crate::policy::{Authority, Policy, ReceiptKind};
+use crate::reason::Reason;
+use crate::smime::sign::SigningIdentity;
+use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
+
+/// What the receipts of an accepted message repeat about it.
+#[derive(Clone, Debug)]
+pub struct Original<'a> {
+    /// Its emla id.
+    pub id: &'a str,
+    /// When it was received (ms since the epoch).
+    pub received_at_ms: i64,
+    /// SHA-256 of its bytes, hex.
+    pub sha256: &'a str,
+    /// MAIL FROM: the receipts' recipient.
+    pub sender: &'a str,
+    /// RCPT TO.
+    pub recipients: &'a [String],
+    /// Its `Subject:`.
+    pub subject: Option<&'a str>,
+    /// Its `Message-ID:`.
+    pub message_id: Option<&'a str>,
+    /// Its signers as recorded (`emla verify --json`'s `signers`).
+    pub signers: &'a Value,
+    /// The sender's authority.
+    pub sender_authority: Option<&'a str>,
+    /// The route(s) it took.
+    pub route: &'a str,
+    /// The policy version it was judged under.
+    pub policy_version: &'a str,
+    /// Its case reference.
+    pub case_ref: Option<&'a str>,
+    /// Whether it is itself an automatic message (`Auto-Submitted:` other
+    /// than `no`).
+    pub auto_submitted: bool,
+}
+
+/// A signed receipt ready to record.
+pub struct Outgoing {
+    message: MessageRecord,
+    queue: QueueEntry,
+    event: AuditEvent,
+}
+
+impl Outgoing {
+    /// Adds the receipt's row, queue entry and audit record to `record`.
+    pub fn add_to(self, record: &mut Record) {
+        record.outgoing.push(self.message);
+        record.queue.push(self.queue);
+        record.events.push(self.event);
+    }
+}
+
+/// The acceptance receipt, if the sender's authority wants it.
+pub fn acceptance(policy: &Policy, o: &Original<'_>) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Acceptance)?;
+    let r = receipt::acceptance_receipt(&context(policy, o))?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// The delivery receipt for `outcome`, if wanted.
+pub fn delivery(policy: &Policy, o: &Original<'_>, outcome: &DeliveryOutcome) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Delivery)?;
+    let r = receipt::delivery_receipt(&context(policy, o), outcome)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// The non-delivery notice for `failure`, if wanted; `original` is the
+/// message as received (its header section is quoted).
+pub fn failure(
+    policy: &Policy,
+    o: &Original<'_>,
+    failure: &Failure,
+    original: &[u8],
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Failure)?;
+    let headers = &original[..crate::smime::mime::header_len(original)];
+    let r = receipt::non_delivery_notice(&context(policy, o), failure, headers)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// Whether `raw`'s header section says it was sent automatically.
+pub fn is_auto_submitted(raw: &[u8]) -> bool {
+    mail_parser::MessageParser::new()
+        .parse_headers(raw)
+        .and_then(|m| {
+            m.header_raw("Auto-Submitted")
+                .map(|v| !v.trim().eq_ignore_ascii_case("no"))
+        })
+        .unwrap_or(false)
+}
+
+/// The first recorded signer, as receipts name it.
+fn signer(signers: &Value) -> Option<SignerSummary> {
+    let s = signers.as_array()?.first()?;
+    Some(SignerSummary {
+        subject: s["subject"].as_str()?.to_owned(),
+        serial: s["serial"].as_str()?.to_owned(),
+        sha256: s["sha256"].as_str()?.to_owned(),
+    })
+}
+
+fn wanted<'p>(
+    policy: &'p Policy,
+    o: &Original<'_>,
+    kind: ReceiptKind,
+) -> Option<(&'p Authority, &'p Arc<SigningIdentity>)> {
+    if o.auto_submitted || o.sender.is_empty() {
+        return None;
+    }
+    let identity = policy.gateway.signing.as_ref()?;
+    let authority = policy
+        .authorities
+        .iter()
+        .find(|a| Some(a.id.as_str()) == o.sender_authority)?;
+    authority
+        .receipts
+        .contains(kind)
+        .then_some((authority, identity))
+}
+
+fn at(ms: i64) -> SystemTime {
+    UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
+}
+
+fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
+    ReceiptContext {
+        gateway_hostname: policy.gateway.hostname.clone(),
+        from_address: policy.gateway.postmaster.clone(),
+        message_id: o.id.to_owned(),
+        original_message_id: o.message_id.map(str::to_owned),
+        original_subject: o.subject.map(str::to_owned),
+        sender: o.sender.to_owned(),
+        recipients: o.recipients.to_vec(),
+        sha256: o.sha256.to_owned(),
+        received_at: at(o.received_at_ms),
+        signer: signer(o.signers),
+        route: o.route.to_owned(),
+        policy_version: o.policy_version.to_owned(),
+    }
+}
+
+fn outgoing(
+    policy: &Policy,
+    authority: &Authority,
+    identity: &SigningIdentity,
+    o: &Original<'_>,
+    r: &Receipt,
+) -> Outgoing {
+    let bytes = r.sign(identity);
+    let id = crate::store::new_message_id(&policy.gateway.hostname);
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let kind = r.kind.name();
+    let header = |name: &str| r.header(name).map(str::to_owned);
+    let message = MessageRecord {
+        id: id.clone(),
+        received_at_ms: crate::store::now_ms(),
+        sha256: sha256.clone(),
+        size: bytes.len() as u64,
+        session: SessionInfo {
+            client_ip: "local".into(),
+            helo: policy.gateway.hostname.clone(),
+            tls_version: None,
+            tls_cipher: None,
+        },
+        // A null reverse-path: nothing ever answers a receipt.
+        mail_from: String::new(),
+        rcpt_to: vec![o.sender.to_owned()],
+        header_from: header("From"),
+        header_to: header("To"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        date: header("Date"),
+        reason: Reason::Ok,
+        detail: format!("{kind} receipt for {}", o.id),
+        signers: json!([]),
+        authority: Some(authority.id.clone()),
+        policy_version: policy.version.clone(),
+        case_ref: o.case_ref.map(str::to_owned),
+        body: Some(bytes.into()),
+    };
+    let queue = QueueEntry {
+        message_id: id.clone(),
+        next_hop: format!("{}:{}", authority.next_hop.host, authority.next_hop.port),
+        authority: authority.id.clone(),
+        route: "receipt".into(),
+        lane: "normal".into(),
+        recipients: vec![o.sender.to_owned()],
+    };
+    let event = AuditEvent {
+        kind: "receipt.queued".into(),
+        message_id: Some(o.id.to_owned()),
+        data: json!({
+            "receipt": kind,
+            "receipt_id": id,
+            "to": o.sender,
+            "sha256": sha256,
+            "signed_by": identity.subject(),
+        }),
+    };
+    Outgoing {
+        message,
+        queue,
+        event,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn auto_submitted() {
+        assert!(is_auto_submitted(
+            b"Auto-Submitted: auto-replied\r\nSubject: x\r\n\r\nbody"
+        ));
+        assert!(!is_auto_submitted(b"Auto-Submitted: no\r\n\r\nbody"));
+        assert!(!is_auto_submitted(b"Subject: x\r\n\r\nbody"));
+    }
+
+    #[test]
+    fn signer_from_the_recorded_report() {
+        let s = signer(&json!([{"subject": "CN=a", "serial": "01", "sha256": "ab"}])).unwrap();
+        assert_eq!((s.subject.as_str(), s.serial.as_str()), ("CN=a", "01"));
+        assert!(signer(&json!([])).is_none());
+    }
+}
