@@ -706,3 +706,82 @@ fn permanent_refusal_sends_a_signed_delivery_status_notification() {
     assert!(failed);
     gw.assert_audit_intact();
 }
+
+#[test]
+fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
+    assert!(
+        postgres_available(),
+        "PostgreSQL at {}",
+        postgres_admin_url()
+    );
+    let pg = PgDb::create();
+    // A next hop that greets nobody: instance A's attempt hangs on it.
+    let silent = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let policy = policy_to(port, "tls = \"opportunistic\"");
+    let instance = |name: &str| {
+        Gateway::new(Opts {
+            policy_dir: policy.0.clone(),
+            database_url: Some(pg.url.clone()),
+            relay: true,
+            relay_extra: format!(
+                "instance_id = \"{name}\"\nlease_secs = 3\ntransaction_timeout_secs = 2\npoll_ms = 100\n"
+            ),
+            top_extra: "body_storage = \"database\"\n".into(),
+            ..Opts::default()
+        })
+    };
+    let (a, b) = (instance("gw-a"), instance("gw-b"));
+    let mut srv_a = a.start();
+    let (id, msg) = send_signed(srv_a.port);
+    let (mut held, _) = silent.accept().unwrap();
+    let e = wait_entry(&a, Duration::from_secs(5), |e| e["claimed_by"] == "gw-a");
+    assert_eq!(e["claimed_by"], "gw-a", "{e:#}");
+    // B starts while A holds the claim, then A dies mid-delivery.
+    let srv_b = b.start();
+    srv_a.kill();
+    let mut buf = [0u8; 1];
+    let _ = held.read(&mut buf);
+    drop(held);
+    drop(silent);
+    let sink = Sink::start_on(port, &[]);
+    // B has none of A's files: the body comes from the shared database.
+    assert!(a.body_files().is_empty() && b.body_files().is_empty());
+    let got = sink.wait_for(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "B did not take over:\n{}", srv_b.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    let e = wait_entry(&b, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert_eq!(e["status"], "delivered", "{e:#}");
+    let by = b
+        .db()
+        .audit()
+        .into_iter()
+        .find(|r| r.kind == "relay.delivered")
+        .map(|r| r.data)
+        .unwrap_or_default();
+    assert!(by.contains("\"instance\":\"gw-b\""), "delivered by B: {by}");
+
+    // Both instances relay a batch from the shared queue, each message once.
+    let srv_a = a.start();
+    let n = 20;
+    for i in 0..n {
+        let port = if i % 2 == 0 { srv_a.port } else { srv_b.port };
+        send_signed(port);
+    }
+    let got = sink.wait_for(n + 1, Duration::from_secs(30));
+    std::thread::sleep(Duration::from_millis(1000));
+    assert_eq!(sink.messages().len(), n + 1, "each message exactly once");
+    let instances: std::collections::BTreeSet<String> = b
+        .db()
+        .audit()
+        .into_iter()
+        .filter(|r| r.kind == "relay.delivered")
+        .filter_map(|r| {
+            let d: Value = serde_json::from_str(&r.data).ok()?;
+            d["instance"].as_str().map(str::to_owned)
+        })
+        .collect();
+    assert_eq!(got.len(), n + 1);
+    assert!(instances.contains("gw-b"), "{instances:?}");
+    b.assert_audit_intact();
+}

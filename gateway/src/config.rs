@@ -38,6 +38,9 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// Keep the bodies of rejected messages (their hash is always kept).
     pub keep_rejected_bodies: bool,
+    /// Files under the data directory, or rows of the database (so that
+    /// instances sharing a PostgreSQL database can relay each other's mail).
+    pub body_storage: crate::store::BodyStorage,
     /// How the case reference is found in a message's `Subject:` when it has
     /// no `X-MLA-Reference` header field (`case_pattern`, a regular expression).
     pub case_pattern: CaseRefPattern,
@@ -128,6 +131,7 @@ struct File {
     data_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
     keep_rejected_bodies: Option<bool>,
+    body_storage: Option<String>,
     case_pattern: Option<String>,
     relay: Option<RelayFile>,
     audit_web: Option<AuditWebFile>,
@@ -189,6 +193,15 @@ impl Config {
         if max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
+        let body_storage = match f.body_storage.as_deref() {
+            None | Some("files") => crate::store::BodyStorage::Files,
+            Some("database") => crate::store::BodyStorage::Database,
+            Some(other) => {
+                return Err(format!(
+                    "body_storage {other:?}: expected \"files\" or \"database\""
+                ))
+            }
+        };
         let case_pattern = match f.case_pattern {
             Some(p) => CaseRefPattern::new(&p)?,
             None => CaseRefPattern::default(),
@@ -229,6 +242,7 @@ impl Config {
             data_timeout: Duration::from_secs(f.data_timeout_secs.unwrap_or(600)),
             shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
             keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
+            body_storage,
             case_pattern,
             relay,
             audit_web,
@@ -308,6 +322,12 @@ mod tests {
         std::fs::write(&p, "require_tls = false\ncase_pattern = \"(\"\n").unwrap();
         let e = Config::load(&p).unwrap_err();
         assert!(e.contains("case pattern \"(\""), "{e}");
+        std::fs::write(&p, "require_tls = false\nbody_storage = \"s3\"\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("body_storage \"s3\": expected"), "{e}");
+        std::fs::write(&p, "require_tls = false\nbody_storage = \"database\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.body_storage, crate::store::BodyStorage::Database);
     }
 
     #[test]

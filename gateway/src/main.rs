@@ -178,7 +178,7 @@ async fn open_store(config: &Config) -> Result<Store, ExitCode> {
         );
         return Err(ExitCode::from(EXIT_CONFIG));
     }
-    Store::open(&config.database_url, &config.data_dir)
+    Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
         .await
         .map_err(|e| {
             eprintln!("emla: {e}");

@@ -51,6 +51,8 @@ pub struct Opts {
     pub relay: bool,
     /// More lines of the `[relay]` table (`lease_secs = 3`, …).
     pub relay_extra: String,
+    /// More top-level lines (`body_storage = "database"`, …).
+    pub top_extra: String,
     /// TOML appended at the end of the file (further tables such as
     /// `[audit_web]`).
     pub extra_toml: String,
@@ -71,6 +73,7 @@ impl Default for Opts {
             data_dir: None,
             relay: false,
             relay_extra: String::new(),
+            top_extra: String::new(),
             extra_toml: String::new(),
         }
     }
@@ -127,6 +130,7 @@ impl Gateway {
             t += &format!("shutdown_grace_secs = {n}\n");
         }
         t += &format!("keep_rejected_bodies = {}\n", opts.keep_rejected_bodies);
+        t += &opts.top_extra;
         t += &format!(
             "\n[relay]\nenabled = {}\n{}\n",
             opts.relay, opts.relay_extra

@@ -153,6 +153,16 @@ impl Db {
             for rec in batch {
                 for m in rec.message.iter().chain(&rec.outgoing) {
                     let r = &m.record;
+                    if let Some(data) = &m.body_row {
+                        sqlx::query(
+                            "INSERT INTO bodies (sha256, data) VALUES ($1, $2) \
+                             ON CONFLICT (sha256) DO NOTHING",
+                        )
+                        .bind(&r.sha256)
+                        .bind(&data[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     sqlx::query(
                         "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
                          tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
@@ -289,6 +299,16 @@ impl Db {
             }
             tx.commit().await?;
             Ok((seq - first) as u64)
+        })
+    }
+
+    /// A body from the `bodies` table.
+    pub async fn body(&self, sha256: &str) -> Result<Option<Vec<u8>>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            sqlx::query_scalar("SELECT data FROM bodies WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await
         })
     }
 

@@ -188,6 +188,17 @@ pub struct StoreStats {
     pub failed: u64,
 }
 
+/// Where message bodies are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyStorage {
+    /// Files under `data_dir/messages/`, fsynced before the transaction.
+    #[default]
+    Files,
+    /// Rows of the `bodies` table, in the same transaction as the message:
+    /// instances sharing a PostgreSQL database can deliver each other's mail.
+    Database,
+}
+
 /// A handle on the store; cheap to clone.
 #[derive(Clone)]
 pub struct Store {
@@ -197,6 +208,7 @@ pub struct Store {
 struct Inner {
     db: Db,
     data_dir: PathBuf,
+    bodies: BodyStorage,
     writer: mpsc::Sender<Job>,
     counters: Arc<Counters>,
 }
@@ -225,6 +237,15 @@ impl Store {
     /// [`StoreError::Config`]. Must be called inside a Tokio runtime: it
     /// starts the writer task.
     pub async fn open(database_url: &str, data_dir: &Path) -> Result<Store, StoreError> {
+        Self::open_with(database_url, data_dir, BodyStorage::Files).await
+    }
+
+    /// [`Store::open`], keeping bodies as `bodies` says.
+    pub async fn open_with(
+        database_url: &str,
+        data_dir: &Path,
+        bodies: BodyStorage,
+    ) -> Result<Store, StoreError> {
         files::prepare(data_dir)?;
         let db = Db::open(database_url).await?;
         let counters = Arc::new(Counters::default());
@@ -233,6 +254,7 @@ impl Store {
             inner: Arc::new(Inner {
                 db,
                 data_dir: data_dir.to_path_buf(),
+                bodies,
                 writer,
                 counters,
             }),
@@ -301,7 +323,12 @@ impl Store {
 
     /// A message row ready for the writer, its body (if kept) on disk.
     async fn prepare(&self, mut m: MessageRecord) -> Result<PreparedMessage, StoreError> {
+        let mut body_row = None;
         let body_stored = match m.body.take() {
+            Some(body) if self.inner.bodies == BodyStorage::Database => {
+                body_row = Some(body);
+                true
+            }
             Some(body) => {
                 let dir = self.inner.data_dir.clone();
                 let sha = m.sha256.clone();
@@ -322,6 +349,7 @@ impl Store {
             rcpt_to_json: to_json(&m.rcpt_to)?,
             signers_json: to_json(&m.signers)?,
             body_stored,
+            body_row,
             sender_keys: index::sender_keys(&m.mail_from, m.header_from.as_deref()),
             recipient_keys: index::recipient_keys(&m.rcpt_to, m.header_to.as_deref()),
             signer_keys: index::signer_keys(&m.signers),
@@ -488,8 +516,20 @@ impl Store {
             .map_err(|e| db::unavailable("reading the queue", e))
     }
 
-    /// The raw message with this SHA-256, as stored.
+    /// The raw message with this SHA-256, as stored (the `bodies` table
+    /// first when bodies are kept in the database, then the file).
     pub async fn read_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        if self.inner.bodies == BodyStorage::Database {
+            let row = self
+                .inner
+                .db
+                .body(sha256)
+                .await
+                .map_err(|e| db::unavailable("reading a message body", e))?;
+            if let Some(data) = row {
+                return Ok(data);
+            }
+        }
         let path = self.body_path(sha256).ok_or_else(|| {
             StoreError::Unavailable(format!("{sha256:?} is not a SHA-256 in hex"))
         })?;

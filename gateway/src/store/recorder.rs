@@ -40,8 +40,10 @@ pub struct PreparedMessage {
     pub rcpt_to_json: String,
     /// `signers` as JSON text.
     pub signers_json: String,
-    /// Whether the body file was kept.
+    /// Whether the body was kept (as a file, or in `body_row`).
     pub body_stored: bool,
+    /// The body, when it goes into the `bodies` table in this transaction.
+    pub body_row: Option<std::sync::Arc<[u8]>>,
     /// Rows of `message_senders` (see [`index`](super::index)).
     pub sender_keys: Vec<String>,
     /// Rows of `message_recipients`.
