@@ -10,6 +10,7 @@
 pub mod audit;
 pub mod clock;
 pub mod config;
+pub mod demo;
 pub mod policy;
 pub mod reason;
 pub mod relay;

@@ -63,6 +63,17 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Show the whole system on a demo PKI: three authorities, the gateway,
+    /// a counterpart mailbox, real signed requests, forgeries, receipts.
+    Demo {
+        /// Directory for the demo's PKI, policy, database and mailbox
+        /// (wiped and made again on every run).
+        #[arg(long, default_value = "data/demo")]
+        dir: PathBuf,
+        /// Where the demo gateway listens.
+        #[arg(long, default_value = "127.0.0.1:2525")]
+        listen: std::net::SocketAddr,
+    },
     /// The relay queue: list, show, retry, cancel.
     Queue {
         /// Configuration file naming the database (default: the embedded default).
@@ -137,6 +148,7 @@ fn main() -> ExitCode {
             command: PolicyCommand::Reload { config },
         } => run_policy_reload(config),
         Command::Serve { config } => run_serve(config),
+        Command::Demo { dir, listen } => run_demo(&dir, listen),
         Command::Audit {
             command: AuditCommand::Verify { config, json },
         } => run_audit_verify(config, json),
@@ -187,14 +199,7 @@ async fn open_store(config: &Config) -> Result<Store, ExitCode> {
 }
 
 fn run_serve(config: Option<PathBuf>) -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("EMLA_LOG")
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    init_logging("info");
     let run = || -> Result<ExitCode, ExitCode> {
         let config = load_config(config)?;
         let policy = load_policy(&config.policy_dir, EvalTime::now())?;
@@ -215,6 +220,31 @@ fn run_serve(config: Option<PathBuf>) -> ExitCode {
             })?;
             Ok(ExitCode::SUCCESS)
         })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn init_logging(default: &str) {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("EMLA_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
+        )
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+}
+
+fn run_demo(dir: &std::path::Path, listen: std::net::SocketAddr) -> ExitCode {
+    // The demo's story goes to stdout; only warnings to stderr.
+    init_logging("warn");
+    let run = || -> Result<ExitCode, ExitCode> {
+        let rt = runtime()?;
+        rt.block_on(emla::demo::run(dir, listen)).map_err(|e| {
+            eprintln!("emla demo: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        })?;
+        Ok(ExitCode::SUCCESS)
     };
     run().unwrap_or_else(|code| code)
 }

@@ -37,6 +37,8 @@ pub struct Gateway {
     pub tls: Option<TlsAcceptor>,
     /// Wakes the relay worker when a message was queued.
     pub relay_wake: tokio::sync::Notify,
+    /// The SMTP addresses actually bound (set once [`serve`] listens).
+    pub bound: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -48,6 +50,7 @@ impl Gateway {
             store,
             tls,
             relay_wake: tokio::sync::Notify::new(),
+            bound: std::sync::OnceLock::new(),
             policy: RwLock::new(Arc::new(policy)),
         }
     }
@@ -115,6 +118,7 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let web = crate::audit::web::spawn(gw.clone(), stop_rx.clone()).await?;
     let mut listeners = Vec::new();
+    let mut bound = Vec::new();
     for addr in &gw.config.listen {
         let l = TcpListener::bind(addr)
             .await
@@ -122,10 +126,12 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
         let local = l.local_addr().map_err(|e| e.to_string())?;
         // Scripts and tests wait for this line.
         println!("listening on {local}");
+        bound.push(local);
         listeners.push(l);
     }
     use std::io::Write;
     let _ = std::io::stdout().flush();
+    let _ = gw.bound.set(bound);
 
     let control = control::listen(gw.clone()).await?;
     let sessions = Arc::new(Semaphore::new(gw.config.max_sessions));

@@ -1,0 +1,390 @@
+//! `emla demo`: the whole system in one command, for a newcomer. It makes a
+//! demo PKI and policy for three authorities under the demo directory,
+//! starts a counterpart mailbox and the gateway, sends real S/MIME-signed
+//! requests between the authorities (and a forged one, an impostor and one
+//! from an unauthorized domain), prints what happened, and leaves the
+//! gateway running with the commands to try more.
+
+pub mod mailbox;
+pub mod pki;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::clock::EvalTime;
+use crate::config::Config;
+use crate::policy::{self, NextHop, TlsMode};
+use crate::relay::deliver::{Connection, RcptOutcome};
+use crate::smime::sign::SigningIdentity;
+use crate::smtp::Gateway;
+use crate::store::{QueueFilter, QueueStatus, Store};
+
+use mailbox::Mailbox;
+use pki::AUTHORITIES;
+
+/// Marks a directory the demo made, so a rerun may wipe it and nothing else.
+const MARKER: &str = "EMLA-DEMO";
+
+/// One thing the demo tries.
+struct Scenario {
+    what: &'static str,
+    from: String,
+    to: String,
+    message: Vec<u8>,
+}
+
+/// Runs the demo in `dir` with the gateway on `listen`; returns when the
+/// gateway stops (SIGTERM or Ctrl-C).
+pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
+    prepare(dir)?;
+    let mailbox = Mailbox::start(dir.join("mailbox")).await?;
+    let policy_dir = pki::create(dir, mailbox.port)?;
+    let config_path = dir.join("emla.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
+             data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
+             [relay]\npoll_ms = 100\n"
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let config = Config::load(&config_path)?;
+    let policy = policy::load(&policy_dir, EvalTime::now()).map_err(|diags| {
+        let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        format!("the demo policy does not load:\n{}", lines.join("\n"))
+    })?;
+    let store = Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
+        .await
+        .map_err(|e| e.to_string())?;
+    let gw = Arc::new(Gateway::new(config, store, None, policy));
+    let server = tokio::spawn(crate::smtp::serve(gw.clone()));
+    let port = wait_bound(&gw, &server).await?;
+
+    println!();
+    println!("emla demo — three authorities, one gateway, one counterpart mailbox");
+    println!(
+        "  gateway  127.0.0.1:{port}   (policy {})",
+        policy_dir.display()
+    );
+    println!(
+        "  mailbox  127.0.0.1:{}  (every authority's mail server; files in {})",
+        mailbox.port,
+        dir.join("mailbox").display()
+    );
+    println!(
+        "  PKI      {} (made now: a root CA, an issuing CA, CRLs and two officials per authority;",
+        dir.join("pki").display()
+    );
+    println!("           the gateway signs receipts with its own certificate)");
+    println!();
+
+    let scenarios = scenarios(dir)?;
+    let mut accepted = Vec::new();
+    for (n, s) in scenarios.iter().enumerate() {
+        println!("{}. {}", n + 1, s.what);
+        println!("   {} -> {}", s.from, s.to);
+        let reply = submit(port, s).await;
+        println!("   gateway: {reply}");
+        if let Some(id) = reply.strip_prefix("250 2.0.0 accepted as ") {
+            accepted.push(id.to_owned());
+        }
+    }
+    settle(&gw.store, &mailbox, accepted.len()).await;
+
+    println!();
+    println!("Delivery (emla queue):");
+    for id in &accepted {
+        let rows = gw
+            .store
+            .queue_entries(id)
+            .await
+            .map_err(|e| e.to_string())?;
+        for r in rows {
+            println!(
+                "  {id}  {}  to {}  after {} attempt(s)",
+                r["status"].as_str().unwrap_or("?"),
+                r["recipients"],
+                r["attempts"]
+            );
+        }
+    }
+    println!();
+    println!("The mailbox received:");
+    let mut received = mailbox.received();
+    received.sort_by(|a, b| a.path.cmp(&b.path));
+    for d in &received {
+        let kind = if d.from.is_empty() {
+            "signed receipt from the gateway"
+        } else {
+            "relayed request, byte for byte"
+        };
+        println!(
+            "  {}  to {:<28} {:<60} ({kind})",
+            d.path.file_name().unwrap_or_default().to_string_lossy(),
+            d.to.join(", "),
+            d.subject
+        );
+    }
+    let cfg = config_path.display();
+    let aa = dir.join("pki/aa");
+    println!();
+    println!("demo ready: the gateway keeps running on 127.0.0.1:{port} (Ctrl-C stops it). Try:");
+    println!("  emla audit search --config {cfg}");
+    if let Some(id) = accepted.first() {
+        println!("  emla audit show {id} --config {cfg}");
+    }
+    println!("  emla queue list --config {cfg}");
+    println!("  emla audit verify --config {cfg}");
+    let relayed = received.iter().find(|d| d.from.starts_with("anna@"));
+    let receipt = received.iter().find(|d| d.from.is_empty());
+    if let Some(d) = relayed {
+        println!(
+            "  openssl smime -verify -in {} -CAfile {} -out /dev/null   # Anna's request as delivered",
+            d.path.display(),
+            aa.join("root.pem").display()
+        );
+    }
+    if let Some(d) = receipt {
+        println!(
+            "  openssl smime -verify -in {} -CAfile {} -out /dev/null   # a receipt",
+            d.path.display(),
+            dir.join("pki/gateway/ca.pem").display()
+        );
+    }
+    println!("  # sign and send your own request:");
+    println!(
+        "  printf 'Content-Type: text/plain\\r\\n\\r\\nHello from Avalonia\\r\\n' | openssl cms -sign -signer {a}/anna.pem \\\n      -inkey {a}/anna.key -from anna@justice.aa.example -to boris@justice.bb.example -subject 'MLA-2026-0200 test' -crlfeol > /tmp/req.eml",
+        a = aa.display()
+    );
+    println!(
+        "  swaks --server 127.0.0.1:{port} --from anna@justice.aa.example --to boris@justice.bb.example --data @/tmp/req.eml"
+    );
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    match server.await {
+        Ok(r) => r,
+        Err(e) => Err(format!("the gateway stopped: {e}")),
+    }
+}
+
+/// Empties `dir` if an earlier demo made it; refuses any other non-empty
+/// directory.
+fn prepare(dir: &Path) -> Result<(), String> {
+    if dir.exists() {
+        let empty = std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_none())
+            .unwrap_or(false);
+        if !empty && !dir.join(MARKER).exists() {
+            return Err(format!(
+                "{} exists and was not made by `emla demo`; choose another --dir",
+                dir.display()
+            ));
+        }
+        std::fs::remove_dir_all(dir).map_err(|e| format!("cannot clear {}: {e}", dir.display()))?;
+    }
+    std::fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    std::fs::write(
+        dir.join(MARKER),
+        "Made by `emla demo`; the next run deletes this directory.\n",
+    )
+    .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
+}
+
+async fn wait_bound(
+    gw: &Gateway,
+    server: &tokio::task::JoinHandle<Result<(), String>>,
+) -> Result<u16, String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(addr) = gw.bound.get().and_then(|b| b.first()) {
+            return Ok(addr.port());
+        }
+        if server.is_finished() || Instant::now() > deadline {
+            return Err("the demo gateway did not start listening (is the port in use? try --listen 127.0.0.1:0)".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn official(cc: &str, who: &str, dir: &Path) -> Result<SigningIdentity, String> {
+    let d = dir.join("pki").join(cc);
+    SigningIdentity::load(&d.join(format!("{who}.pem")), &d.join(format!("{who}.key")))
+}
+
+/// A signed request from `signer` (files under pki/`cc`/) claiming to be
+/// from `from`.
+fn request(
+    signer: &SigningIdentity,
+    from: &str,
+    to: &str,
+    reference: &str,
+    subject: &str,
+    text: &str,
+) -> Vec<u8> {
+    let headers = [
+        ("From", from.to_owned()),
+        ("To", to.to_owned()),
+        ("Subject", format!("{reference} {subject}")),
+        (
+            "Date",
+            crate::relay::receipt::rfc5322_date(SystemTime::now()),
+        ),
+        (
+            "Message-ID",
+            format!("<{}@demo.example>", signer.random_hex(12)),
+        ),
+        ("X-MLA-Reference", reference.to_owned()),
+    ];
+    let entity = format!(
+        "Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: 7bit\r\n\r\n{text}\r\n"
+    );
+    signer.sign_mime(&headers, entity.as_bytes(), SystemTime::now())
+}
+
+fn scenarios(dir: &Path) -> Result<Vec<Scenario>, String> {
+    let [aa, bb, cc] = &AUTHORITIES;
+    let addr = |a: &pki::DemoAuthority, i: usize| format!("{}@{}", a.officials[i], a.domain);
+    let anna = official("aa", "anna", dir)?;
+    let boris = official("bb", "boris", dir)?;
+    let mut out = Vec::new();
+
+    let (from, to) = (addr(aa, 0), addr(bb, 0));
+    out.push(Scenario {
+        what: "A request for bank records, signed by its author: accepted, relayed, receipts",
+        message: request(
+            &anna,
+            &from,
+            &to,
+            "MLA-2026-0101",
+            "Request for bank records",
+            "Dear colleague,\r\n\r\nUnder the bilateral treaty we request the records of account\r\nAA-4411 for 2025, up to EUR 10,000 per transfer.\r\n\r\nAnna, Central Authority of Avalonia",
+        ),
+        from,
+        to,
+    });
+    let (from, to) = (addr(bb, 0), addr(cc, 0));
+    out.push(Scenario {
+        what: "A request forwarded along the chain of transmission: accepted, relayed",
+        message: request(
+            &boris,
+            &from,
+            &to,
+            "MLA-2026-0102",
+            "Hearing of a witness",
+            "Please hear the witness named in the attached letter rogatory.\r\n\r\nBoris, Ministry of Justice of Borduria",
+        ),
+        from,
+        to,
+    });
+    let (from, to) = (addr(aa, 1), addr(bb, 1));
+    let arne = official("aa", "arne", dir)?;
+    let signed = request(
+        &arne,
+        &from,
+        &to,
+        "MLA-2026-0103",
+        "Freezing order",
+        "Please freeze up to EUR 10,000 on account AA-4411.",
+    );
+    let forged = String::from_utf8_lossy(&signed).replacen("EUR 10,000", "EUR 90,000", 1);
+    out.push(Scenario {
+        what: "The same kind of request, altered after signing: refused",
+        message: forged.into_bytes(),
+        from,
+        to,
+    });
+    let (from, to) = (addr(cc, 1), addr(bb, 0));
+    out.push(Scenario {
+        what:
+            "An impostor: From a Carpanian official, signed with an Avalonian certificate: refused",
+        message: request(
+            &anna,
+            &from,
+            &to,
+            "MLA-2026-0104",
+            "Urgent transfer",
+            "Release the seized funds today.",
+        ),
+        from,
+        to,
+    });
+    let to = addr(bb, 0);
+    out.push(Scenario {
+        what: "Mail from a domain no authority owns: refused before the message is read",
+        message: b"From: mallory@evil.example\r\nSubject: hello\r\n\r\nhi\r\n".to_vec(),
+        from: "mallory@evil.example".into(),
+        to,
+    });
+    Ok(out)
+}
+
+/// Submits one scenario over SMTP and returns the gateway's reply line.
+async fn submit(port: u16, s: &Scenario) -> String {
+    let hop = NextHop {
+        host: "127.0.0.1".into(),
+        port,
+        tls: TlsMode::Opportunistic,
+    };
+    let timeout = Duration::from_secs(30);
+    let mut conn = match Connection::open(&hop, "client.demo.example", timeout).await {
+        Ok(c) => c,
+        Err(e) => return e.reason,
+    };
+    let outcome = conn
+        .send(
+            &s.from,
+            std::slice::from_ref(&s.to),
+            b"",
+            &s.message,
+            timeout,
+        )
+        .await;
+    conn.quit().await;
+    match outcome.into_iter().next() {
+        Some(RcptOutcome::Delivered { code, reply }) => format!("{code} {reply}"),
+        Some(
+            RcptOutcome::Refused { code, reply }
+            | RcptOutcome::Deferred {
+                code: Some(code),
+                reply,
+            },
+        ) => {
+            // lettre says "permanent error (550): TEXT": show it as SMTP does.
+            let text = reply.split_once("): ").map_or(reply.as_str(), |(_, t)| t);
+            format!("{code} {text}")
+        }
+        Some(RcptOutcome::Deferred { reply, .. }) => reply,
+        None => "no reply".into(),
+    }
+}
+
+/// Waits (at most 30 s) until nothing is queued and the mailbox has the
+/// accepted messages and their receipts.
+async fn settle(store: &Store, mailbox: &Mailbox, accepted: usize) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        let queued = store
+            .queue_rows(&QueueFilter {
+                status: Some(QueueStatus::Queued),
+                limit: 1,
+                ..QueueFilter::default()
+            })
+            .await
+            .map(|r| r.len())
+            .unwrap_or(0);
+        // Each accepted request: itself, an acceptance and a delivery receipt.
+        if queued == 0 && mailbox.received().len() >= 3 * accepted {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The default demo directory: under the embedded default's data directory.
+pub fn default_dir() -> PathBuf {
+    PathBuf::from("data/demo")
+}

@@ -1,0 +1,160 @@
+//! `emla demo` end to end: the real binary makes its PKI, starts the
+//! gateway and the mailbox, runs its scenarios and stays up; the test reads
+//! its report, runs the openssl commands it prints against the delivered
+//! files, checks the audit chain through the CLI, and stops it with SIGTERM.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn emla() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_emla"))
+}
+
+#[test]
+fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let mut child = emla()
+        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&demo)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut report = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(line) => {
+                let ready = line.starts_with("demo ready");
+                report.push(line);
+                if ready {
+                    break;
+                }
+            }
+            Err(_) => {
+                let _ = child.kill();
+                panic!("no `demo ready` within 60 s:\n{}", report.join("\n"));
+            }
+        }
+    }
+    // The rest of the report (the commands) follows at once.
+    while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
+        report.push(line);
+    }
+    let text = report.join("\n");
+    assert_eq!(
+        text.matches("gateway: 250 2.0.0 accepted as ").count(),
+        2,
+        "{text}"
+    );
+    for refusal in [
+        "gateway: 550 5.7.1 digest-mismatch",
+        "gateway: 550 5.7.1 sender-mismatch",
+        "gateway: 550 5.7.1 unauthorized-domain",
+    ] {
+        assert!(text.contains(refusal), "{refusal}:\n{text}");
+    }
+    assert_eq!(text.matches("  delivered  to ").count(), 2, "{text}");
+    assert_eq!(
+        text.matches("(relayed request, byte for byte)").count(),
+        2,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("(signed receipt from the gateway)").count(),
+        4,
+        "{text}"
+    );
+
+    // The printed openssl commands verify the delivered request and a receipt.
+    let verifies: Vec<&str> = report
+        .iter()
+        .map(|l| l.trim())
+        .filter(|l| l.starts_with("openssl smime -verify"))
+        .collect();
+    assert_eq!(verifies.len(), 2, "{text}");
+    for v in verifies {
+        let cmd = v.split('#').next().unwrap();
+        let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
+        let out = Command::new("openssl").args(&args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{cmd}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let config = demo.join("emla.toml");
+    let out = emla()
+        .args(["audit", "verify", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+    let out = emla()
+        .args([
+            "queue",
+            "list",
+            "--status",
+            "delivered",
+            "--json",
+            "--config",
+        ])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let delivered: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        delivered.as_array().unwrap().len(),
+        6,
+        "2 requests, 4 receipts"
+    );
+
+    // Private keys stay private; SIGTERM stops the demo cleanly.
+    let mode = std::os::unix::fs::PermissionsExt::mode(
+        &std::fs::metadata(demo.join("pki/aa/anna.key"))
+            .unwrap()
+            .permissions(),
+    );
+    assert_eq!(mode & 0o077, 0, "key mode {mode:o}");
+    let _ = Command::new("kill").arg(child.id().to_string()).status();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "demo did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}");
+
+    // A rerun replaces the demo directory; a foreign directory is refused.
+    let foreign = dir.path().join("mine");
+    std::fs::create_dir_all(&foreign).unwrap();
+    std::fs::write(foreign.join("notes.txt"), "keep me").unwrap();
+    let out = emla()
+        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(&foreign)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("was not made by `emla demo`"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(foreign.join("notes.txt").exists());
+}
