@@ -28,7 +28,10 @@ fn container_config_matches_compose_file() {
     assert_eq!(config.listen.len(), 1);
     let port = config.listen[0].port();
     assert!(port > 1024, "the non-root user cannot bind port {port}");
-    assert!(compose.contains(&format!(":{port}\"")), "port {port} not published");
+    assert!(
+        compose.contains(&format!(":{port}\"")),
+        "port {port} not published"
+    );
     assert!(
         compose.contains(&format!("/dev/tcp/127.0.0.1/{port}")),
         "health check does not probe port {port}"
@@ -72,6 +75,9 @@ fn secrets_are_ignored() {
     let dockerignore = fs::read_to_string(repo.join(".dockerignore")).unwrap();
     for dir in ["deploy/secrets", "deploy/tls"] {
         assert!(gitignore.lines().any(|l| l == format!("/{dir}")), "{dir}");
-        assert!(dockerignore.lines().any(|l| l == format!("{dir}/")), "{dir}");
+        assert!(
+            dockerignore.lines().any(|l| l == format!("{dir}/")),
+            "{dir}"
+        );
     }
 }

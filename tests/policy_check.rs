@@ -251,7 +251,10 @@ fn deploy_policy_passes() {
     );
     assert_eq!(code, 0);
     let compose = fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
-    assert!(compose.contains("\n  counterpart:\n"), "no counterpart service");
+    assert!(
+        compose.contains("\n  counterpart:\n"),
+        "no counterpart service"
+    );
     for entry in fs::read_dir(repo.join("deploy/policy/authorities")).unwrap() {
         let path = entry.unwrap().path();
         let text = fs::read_to_string(&path).unwrap();
