@@ -238,6 +238,34 @@ fn sample_policy_passes() {
     assert_eq!(code, 0);
 }
 
+/// The policy of the Docker Compose deployment (deploy/policy, with the
+/// sample certificates through the deploy/certs link) loads, and every next
+/// hop is the compose file's counterpart service.
+#[test]
+fn deploy_policy_passes() {
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let (code, stdout) = run(repo, &["policy", "check", "deploy/policy"]);
+    assert!(
+        stdout.starts_with("deploy/policy: ok (3 authorities, 6 routes, version "),
+        "{stdout}"
+    );
+    assert_eq!(code, 0);
+    let compose = fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
+    assert!(
+        compose.contains("\n  counterpart:\n"),
+        "no counterpart service"
+    );
+    for entry in fs::read_dir(repo.join("deploy/policy/authorities")).unwrap() {
+        let path = entry.unwrap().path();
+        let text = fs::read_to_string(&path).unwrap();
+        assert!(
+            text.contains("url = \"smtp://counterpart:1025\""),
+            "{}: next hop is not the counterpart service",
+            path.display()
+        );
+    }
+}
+
 #[test]
 fn fixture_policy_passes() {
     let f = Fixture::new();
