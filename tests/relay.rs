@@ -785,3 +785,81 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
     assert!(instances.contains("gw-b"), "{instances:?}");
     b.assert_audit_intact();
 }
+
+/// A throwaway Postfix instance (`tests/support/postfix.sh`) relaying to
+/// `relay_port`; stopped when dropped.
+struct Postfix {
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl Postfix {
+    fn start(relay_port: u16) -> Postfix {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new("bash")
+            .arg(support_dir().join("postfix.sh"))
+            .arg("start")
+            .arg(dir.path())
+            .arg(relay_port.to_string())
+            .output()
+            .expect("run tests/support/postfix.sh");
+        let text = String::from_utf8_lossy(&out.stdout);
+        let port = text
+            .trim()
+            .strip_prefix("ready ")
+            .and_then(|p| p.parse().ok())
+            .unwrap_or_else(|| {
+                panic!(
+                    "Postfix did not start (root and Debian's postfix package needed): {text}{}",
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            });
+        Postfix { dir, port }
+    }
+}
+
+impl Drop for Postfix {
+    fn drop(&mut self) {
+        let _ = Command::new("bash")
+            .arg(support_dir().join("postfix.sh"))
+            .arg("stop")
+            .arg(self.dir.path())
+            .status();
+    }
+}
+
+#[test]
+fn relayed_through_a_real_postfix_the_copy_still_verifies() {
+    let sink = Sink::start(&[]);
+    let postfix = Postfix::start(sink.port);
+    let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let got = sink.wait_for(1, Duration::from_secs(30));
+    assert_eq!(
+        got.len(),
+        1,
+        "not delivered through Postfix:\n{}\n{}",
+        srv.stderr(),
+        std::fs::read_to_string(postfix.dir.path().join("maillog")).unwrap_or_default()
+    );
+    let delivered = &got[0];
+    let at =
+        find(delivered, &msg).expect("the sent bytes arrive unchanged behind the trace fields");
+    assert_eq!(at + msg.len(), delivered.len());
+    let trace = String::from_utf8_lossy(&delivered[..at]);
+    assert_eq!(
+        trace.matches("Received: ").count(),
+        2,
+        "Postfix's and emla's: {trace}"
+    );
+    assert!(trace.contains(&format!(" id {id}")), "{trace}");
+    assert!(
+        openssl_verifies(delivered, "aa"),
+        "the copy Postfix delivered verifies"
+    );
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    assert_eq!(e["status"], "delivered", "{e:#}");
+    gw.assert_audit_intact();
+}
