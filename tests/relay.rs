@@ -863,3 +863,73 @@ fn relayed_through_a_real_postfix_the_copy_still_verifies() {
     assert_eq!(e["status"], "delivered", "{e:#}");
     gw.assert_audit_intact();
 }
+
+#[test]
+fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
+    let sink = Sink::start(&[]);
+    let down = free_port();
+    // Bob's next hop stays down; Alice's (where notices go) is the sink.
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/bb-moj.toml",
+        &format!("url = \"smtp://127.0.0.1:{}\"", sink.port),
+        &format!("url = \"smtp://127.0.0.1:{down}\""),
+    );
+    policy.edit(
+        "gateway.toml",
+        "[relay]\n",
+        "[relay]\nqueue_lifetime_secs = 3\nurgent_queue_lifetime_secs = 1\n",
+    );
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, _) = send_signed(srv.port);
+    let to_alice = delivered_to(&sink, ALICE, 2);
+    let dsn = to_alice
+        .iter()
+        .map(|(_, m)| m)
+        .find(|m| m.contains("multipart/report"))
+        .unwrap_or_else(|| panic!("no notice after the lifetime:\n{}", srv.stderr()));
+    assert!(dsn.contains("Status: 4.4.7"), "{dsn}");
+    assert!(dsn.contains("queue lifetime"), "{dsn}");
+    assert!(
+        dsn.contains(&format!("127.0.0.1:{down}")),
+        "names the next hop: {dsn}"
+    );
+    assert!(openssl_verifies(dsn.as_bytes(), "aa"), "{dsn}");
+    let q = queue_entries(&gw);
+    let e = q.iter().find(|e| e["message_id"] == id.as_str()).unwrap();
+    assert_eq!(e["status"], "failed", "{e:#}");
+    assert!(
+        e["attempts"].as_i64() >= Some(2),
+        "retried before giving up: {e:#}"
+    );
+    assert!(
+        e["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("queue lifetime of 3s (normal lane)"),
+        "{e:#}"
+    );
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn an_authority_that_wants_no_receipts_gets_none() {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "\ndomains = ",
+        "\nreceipts = []\ndomains = ",
+    );
+    let gw = relaying(&policy, "");
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let got = sink.wait_for(1, Duration::from_secs(20));
+    assert_eq!(got.len(), 1, "{}", srv.stderr());
+    assert_relayed_exactly(&got[0], &msg, &id);
+    wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 1, "no receipts");
+    assert!(!gw.db().audit().iter().any(|a| a.kind == "receipt.queued"));
+}
