@@ -159,6 +159,15 @@ impl Db {
         })
     }
 
+    async fn evidence_first_at_or_after(&self, at_ms: i64) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit WHERE at >= $1")
+                .bind(at_ms)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
     async fn evidence_prune_audit(
         &self,
         through: i64,
@@ -300,6 +309,15 @@ impl Store {
                 path.display()
             ))),
         }
+    }
+
+    /// The lowest seq of a record committed at or after `at_ms`, if any.
+    pub async fn first_seq_at_or_after(&self, at_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.inner
+            .db
+            .evidence_first_at_or_after(at_ms)
+            .await
+            .map_err(read_err)
     }
 
     /// Deletes the audit records with seq <= `through` and makes (`through`,
