@@ -376,7 +376,10 @@ fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) ->
                 ExitCode::from(EXIT_CONFIG)
             })?;
             if listed.is_empty() {
-                eprintln!("emla: --checkpoints: no checkpoint-*.json in {}", dir.display());
+                eprintln!(
+                    "emla: --checkpoints: no checkpoint-*.json in {}",
+                    dir.display()
+                );
                 return Err(ExitCode::from(EXIT_CONFIG));
             }
             files.extend(listed.into_iter().map(|(_, p)| p));
@@ -458,12 +461,13 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
-            let w = emla::audit::checkpoint::write(&store, &policy, &dir, config.audit.allow_unsigned)
-                .await
-                .map_err(|e| {
-                    eprintln!("emla: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                })?;
+            let w =
+                emla::audit::checkpoint::write(&store, &policy, &dir, config.audit.allow_unsigned)
+                    .await
+                    .map_err(|e| {
+                        eprintln!("emla: {e}");
+                        ExitCode::from(EXIT_CONFIG)
+                    })?;
             if json {
                 println!(
                     "{}",
@@ -481,7 +485,11 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
                     w.checkpoint.seq,
                     w.checkpoint.hash,
                     w.json.display(),
-                    if w.p7s.is_some() { " (+ .p7s)" } else { " UNSIGNED" }
+                    if w.p7s.is_some() {
+                        " (+ .p7s)"
+                    } else {
+                        " UNSIGNED"
+                    }
                 );
             }
             Ok(ExitCode::SUCCESS)
@@ -494,7 +502,9 @@ fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> ExitCo
     let run = || -> Result<ExitCode, ExitCode> {
         let config = load_config(config)?;
         if config.retention.bodies_days.is_none() && config.retention.audit_days.is_none() {
-            eprintln!("emla: [retention] sets neither bodies_days nor audit_days: nothing to prune");
+            eprintln!(
+                "emla: [retention] sets neither bodies_days nor audit_days: nothing to prune"
+            );
             return Err(ExitCode::from(EXIT_CONFIG));
         }
         let rt = runtime()?;

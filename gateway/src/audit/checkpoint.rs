@@ -91,7 +91,10 @@ impl Checkpoint {
             return Err(format!("format {:?} is not {FORMAT:?}", c.format));
         }
         if c.seq < 0 || c.hash.len() != 64 || !c.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(format!("seq {} / hash {:?} are not a chain position", c.seq, c.hash));
+            return Err(format!(
+                "seq {} / hash {:?} are not a chain position",
+                c.seq, c.hash
+            ));
         }
         Ok(c)
     }

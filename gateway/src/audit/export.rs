@@ -18,6 +18,7 @@
 //! certs/anchors.pem          trust anchors of the sender's authority
 //! certs/intermediates.pem    its configured intermediate CAs
 //! crls/crls.pem              its CRLs (as currently loaded)
+//! certs/anchors-and-crls.pem both, for `openssl cms -verify -CAfile`
 //! audit/message-records.json the audit records naming the message
 //! audit/records.jsonl        the proof: every record from the message's
 //!                            first one up to the checkpoint's seq
@@ -179,7 +180,8 @@ pub async fn export(
     };
     let cp_bytes = std::fs::read(&cp_json)
         .map_err(|e| usage(format!("cannot read {}: {e}", cp_json.display())))?;
-    let cp = Checkpoint::parse(&cp_bytes).map_err(|e| usage(format!("{}: {e}", cp_json.display())))?;
+    let cp =
+        Checkpoint::parse(&cp_bytes).map_err(|e| usage(format!("{}: {e}", cp_json.display())))?;
     if cp.seq < last_seq {
         return Err(usage(format!(
             "checkpoint {} (seq {}) does not cover the message's last record {last_seq}",
@@ -220,7 +222,11 @@ pub async fn export(
     };
     let rcpt: Vec<String> = m["rcpt_to"]
         .as_array()
-        .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
         .unwrap_or_default();
     let mail_from = s("mail_from");
     let reverified = raw.as_ref().map(|raw| {
@@ -283,17 +289,30 @@ pub async fn export(
         .as_deref()
         .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
     if let Some(a) = authority {
-        let anchors: String = a.anchor_certs.iter().map(|c| pem("CERTIFICATE", c)).collect();
-        let inter: String = a.intermediates.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        let anchors: String = a
+            .anchor_certs
+            .iter()
+            .map(|c| pem("CERTIFICATE", c))
+            .collect();
+        let inter: String = a
+            .intermediates
+            .iter()
+            .map(|c| pem("CERTIFICATE", c))
+            .collect();
         let crls: String = a.crls.iter().map(|c| pem("X509 CRL", &c.der)).collect();
-        b.add("certs/anchors.pem", anchors);
+        b.add("certs/anchors.pem", anchors.clone());
         b.add("certs/intermediates.pem", inter);
-        b.add("crls/crls.pem", crls);
+        b.add("crls/crls.pem", crls.clone());
+        // openssl cms has no -CRLfile: CRLs are read from the -CAfile.
+        b.add("certs/anchors-and-crls.pem", format!("{anchors}{crls}"));
     }
 
     // The audit records and the proof.
     let message_records: Vec<&Value> = h.events.iter().collect();
-    b.add("audit/message-records.json", pretty(&json!(message_records)));
+    b.add(
+        "audit/message-records.json",
+        pretty(&json!(message_records)),
+    );
     let mut jsonl = String::new();
     for r in &records {
         jsonl.push_str(
@@ -316,7 +335,13 @@ pub async fn export(
         b.add(&format!("checkpoint/{cp_name}.p7s"), sig.clone());
         for a in &policy.authorities {
             for c in &a.anchor_certs {
-                if checkpoint::verify_detached(&cp_bytes, sig, std::slice::from_ref(c), cp.eval_time()).is_ok()
+                if checkpoint::verify_detached(
+                    &cp_bytes,
+                    sig,
+                    std::slice::from_ref(c),
+                    cp.eval_time(),
+                )
+                .is_ok()
                     && !ca_pem.contains(&pem("CERTIFICATE", c))
                 {
                     ca_pem.push_str(&pem("CERTIFICATE", c));
@@ -331,7 +356,11 @@ pub async fn export(
     let receipts: Vec<&Value> = h
         .events
         .iter()
-        .filter(|e| e["kind"].as_str().is_some_and(|k| k.contains("receipt") || k.contains("dsn")))
+        .filter(|e| {
+            e["kind"]
+                .as_str()
+                .is_some_and(|k| k.contains("receipt") || k.contains("dsn"))
+        })
         .collect();
     b.add("receipts.json", pretty(&json!(receipts)));
 
@@ -399,8 +428,8 @@ fn check_script(
             s,
             "# 2. The message's S/MIME signature, chain and revocation, as of its reception\n\
              #    ({}): trust anchors and CRLs of the sender's authority.\n\
-             openssl cms -verify -in message.eml -CAfile certs/anchors.pem \\\n\
-             \x20 -certfile certs/intermediates.pem -CRLfile crls/crls.pem -crl_check_all \\\n\
+             openssl cms -verify -in message.eml -CAfile certs/anchors-and-crls.pem \\\n\
+             \x20 -certfile certs/intermediates.pem -crl_check_all \\\n\
              \x20 -attime {} -out /dev/null\n",
             received.to_rfc3339(),
             received.unix()
@@ -457,6 +486,8 @@ fn readme(
          certs/anchors.pem           trust anchors of the sender's authority\n\
          certs/intermediates.pem     its intermediate CA certificates\n\
          crls/crls.pem               its certificate revocation lists (as loaded at export)\n\
+         certs/anchors-and-crls.pem  both in one file, for openssl's -CAfile (openssl cms\n\
+         \x20                           reads CRLs from there; it has no -CRLfile)\n\
          audit/message-records.json  the audit records that name this message\n\
          audit/records.jsonl         the chain proof (below)\n\
          audit/verify_chain.py       recomputes the chain proof\n\

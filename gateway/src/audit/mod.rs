@@ -8,8 +8,8 @@
 
 pub mod case_ref;
 pub mod checkpoint;
-pub mod export;
 pub mod cli;
+pub mod export;
 pub mod render;
 pub mod retention;
 pub mod show;

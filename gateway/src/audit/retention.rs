@@ -66,7 +66,11 @@ pub struct PruneReport {
 impl PruneReport {
     /// A summary for the terminal.
     pub fn text(&self) -> String {
-        let verb = if self.dry_run { "would prune" } else { "pruned" };
+        let verb = if self.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        };
         let mut s = String::new();
         match &self.bodies_before {
             Some(before) => s.push_str(&format!(
@@ -80,7 +84,9 @@ impl PruneReport {
             s.push_str(&format!("  {} {}\n", b.id, b.sha256));
         }
         match (&self.audit_before, self.audit_through, &self.audit_skipped) {
-            (None, _, _) => s.push_str("audit records: kept forever ([retention] audit_days not set)\n"),
+            (None, _, _) => {
+                s.push_str("audit records: kept forever ([retention] audit_days not set)\n")
+            }
             (Some(_), _, Some(why)) => s.push_str(&format!("audit records: none pruned: {why}\n")),
             (Some(before), Some(through), None) => s.push_str(&format!(
                 "audit records: {verb} records up to {through} (older than {before}, covered by \
@@ -130,7 +136,9 @@ pub async fn prune(
                 })
                 .await?;
             for b in &due {
-                if !store.body_kept_after(&b.sha256, before).await? && store.remove_body_file(&b.sha256)? {
+                if !store.body_kept_after(&b.sha256, before).await?
+                    && store.remove_body_file(&b.sha256)?
+                {
                     report.files_removed += 1;
                 }
             }
