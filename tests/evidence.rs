@@ -481,6 +481,9 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     ] {
         assert!(script.contains(cmd), "{cmd} missing:\n{script}");
     }
+    if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_BUNDLE") {
+        copy_dir(&bundle, Path::new(&keep));
+    }
     let (ok, out) = run_checks(&bundle);
     assert!(ok, "the bundle does not check:\n{out}");
     assert!(
