@@ -590,3 +590,48 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     );
     assert_eq!(code, 1, "{out}");
 }
+
+#[test]
+fn prune_and_checkpoint_cli_exit_codes() {
+    // No [retention]: nothing to prune is a configuration error.
+    let gw = smtp::Gateway::new(smtp::Opts::default());
+    let (code, out) = emla(&["audit", "prune"], &gw.config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nothing to prune"), "{out}");
+    // No signing identity in the policy: no checkpoint, exit 2.
+    let (code, out) = emla(&["audit", "checkpoint"], &gw.config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no signing identity"), "{out}");
+    // A missing checkpoint directory is a usage error.
+    let (code, out) = emla(
+        &["audit", "verify", "--checkpoints", "/nonexistent"],
+        &gw.config,
+    );
+    assert_eq!(code, 2, "{out}");
+    // Unknown message: exit 1.
+    let out_dir = gw.dir().join("bundle");
+    let (code, out) = emla(
+        &[
+            "audit",
+            "export",
+            "nope@x",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &gw.config,
+    );
+    assert_eq!(code, 1, "{out}");
+
+    let gw = smtp::Gateway::new(smtp::Opts {
+        extra_toml: "\n[retention]\nbodies_days = 1\naudit_days = 1\n".into(),
+        ..smtp::Opts::default()
+    });
+    let (code, out) = emla(&["audit", "prune", "--dry-run"], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("bodies: would prune 0"), "{out}");
+    assert!(out.contains("no signed checkpoint"), "{out}");
+    let (code, out) = emla(&["audit", "prune", "--json"], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["dry_run"], false);
+}

@@ -419,4 +419,48 @@ mod tests {
         );
         assert!(Config::embedded().audit_web.is_none());
     }
+
+    #[test]
+    fn audit_and_retention_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        std::fs::write(&p, "require_tls = false\ndata_dir = \"d\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.audit.checkpoint_dir, dir.path().join("d/checkpoints"));
+        assert!(!c.audit.allow_unsigned);
+        assert_eq!(
+            (c.retention.bodies_days, c.retention.audit_days),
+            (None, None)
+        );
+        std::fs::write(
+            &p,
+            "require_tls = false\n[audit]\ncheckpoint_interval_secs = 0\ncheckpoint_dir = \"cp\"\n\
+             allow_unsigned_checkpoints = true\ncheckpoint_mail = \"auditor@x.example\"\n\
+             [retention]\nbodies_days = 30\naudit_days = 400\ninterval_secs = 60\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.audit.checkpoint_interval, None);
+        assert_eq!(c.audit.checkpoint_dir, dir.path().join("cp"));
+        assert!(c.audit.allow_unsigned);
+        assert_eq!(
+            c.audit.checkpoint_mail.as_deref(),
+            Some("auditor@x.example")
+        );
+        assert_eq!(
+            (c.retention.bodies_days, c.retention.audit_days),
+            (Some(30), Some(400))
+        );
+        assert_eq!(c.retention.interval, Duration::from_secs(60));
+        std::fs::write(&p, "require_tls = false\n[retention]\nbodies_days = 0\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(
+            e.contains("[retention] bodies_days must be at least 1"),
+            "{e}"
+        );
+        std::fs::write(&p, "require_tls = false\n[audit]\ninterval = 5\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("unknown field `interval`"), "{e}");
+    }
 }
