@@ -436,6 +436,13 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
         std::thread::sleep(Duration::from_millis(200));
     };
     assert!(covering.1.with_extension("p7s").exists());
+    // Idle: no further checkpoint (the head is the checkpoint's own record).
+    std::thread::sleep(Duration::from_millis(2500));
+    let last = checkpoint::list(&cp_dir).unwrap().last().unwrap().0;
+    assert_eq!(
+        last, covering.0,
+        "a checkpoint was written with nothing new"
+    );
     drop(server);
 
     // `emla audit checkpoint` writes one now.

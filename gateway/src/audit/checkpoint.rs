@@ -267,9 +267,9 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Starts the periodic checkpoint writer of `emla serve` (`[audit]
-/// checkpoint_interval_secs`); `None` when turned off. A tick whose head is
-/// still the previous checkpoint's own `audit.checkpoint` record writes
-/// nothing.
+/// checkpoint_interval_secs`); `None` when turned off. A tick whose head
+/// record is an `audit.checkpoint` record (nothing happened since the last
+/// checkpoint, whoever wrote it) writes nothing.
 pub fn spawn(
     gw: Arc<Gateway>,
     mut stop: watch::Receiver<bool>,
@@ -282,7 +282,6 @@ pub fn spawn(
         );
     }
     Some(tokio::spawn(async move {
-        let mut last_event_seq: Option<i64> = None;
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(every) => {}
@@ -291,9 +290,11 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
-            match gw.store.chain_head().await {
-                Ok((seq, _)) if Some(seq) == last_event_seq => continue,
-                Ok(_) => {}
+            // Nothing happened since the last checkpoint (of this instance,
+            // another one sharing the database, or before a restart).
+            match head_is_checkpoint(&gw.store).await {
+                Ok(true) => continue,
+                Ok(false) => {}
                 Err(e) => {
                     tracing::error!(error = %e, "audit checkpoint: cannot read the chain head");
                     continue;
@@ -303,7 +304,6 @@ pub fn spawn(
             let cfg = &gw.config.audit;
             match write(&gw.store, &policy, &cfg.checkpoint_dir, cfg.allow_unsigned).await {
                 Ok(w) => {
-                    last_event_seq = Some(w.checkpoint.seq + 1);
                     tracing::info!(
                         seq = w.checkpoint.seq,
                         hash = %w.checkpoint.hash,
@@ -317,6 +317,19 @@ pub fn spawn(
             tokio::time::sleep(Duration::from_secs(1).min(every)).await;
         }
     }))
+}
+
+/// Whether the head record is an `audit.checkpoint` record: the last
+/// checkpoint covers everything before it.
+async fn head_is_checkpoint(store: &Store) -> Result<bool, StoreError> {
+    let (seq, _) = store.chain_head().await?;
+    if seq == 0 {
+        return Ok(false);
+    }
+    Ok(store
+        .audit_record(seq)
+        .await?
+        .is_some_and(|r| r.kind == EVENT_KIND))
 }
 
 /// Reads CA certificates (PEM) for checking checkpoint signatures.
