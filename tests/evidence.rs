@@ -213,10 +213,15 @@ both!(checkpoint_detects_a_consistent_rewrite);
 // ---------------------------------------------------------------------------
 
 fn message(i: usize, received_at_ms: i64) -> Record {
+    message_as(&format!("msg-{i}"), i, received_at_ms)
+}
+
+/// A message `id` whose bytes are those of message `i`.
+fn message_as(id: &str, i: usize, received_at_ms: i64) -> Record {
     let raw =
         format!("From: alice@justice.aa.example\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
     let sha256 = hex::encode(Sha256::digest(&raw));
-    let id = format!("msg-{i}");
+    let id = id.to_string();
     Record {
         message: Some(MessageRecord {
             id: id.clone(),
@@ -256,6 +261,8 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
         store.record(message(i, now - 400 * DAY_MS)).await.unwrap();
     }
     store.record(message(3, now)).await.unwrap();
+    // A young message with the same bytes as old msg-1: the shared file stays.
+    store.record(message_as("msg-1-again", 1, now)).await.unwrap();
     let sha = |s: &Store, id: &str| {
         let s = s.clone();
         let id = id.to_string();
@@ -279,9 +286,12 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     assert!(store.body_path(&old_sha).unwrap().exists());
 
     let r = retention::prune(&store, &cfg, now, false).await.unwrap();
-    assert_eq!((r.bodies.len(), r.files_removed), (3, 3), "{}", r.text());
+    assert_eq!((r.bodies.len(), r.files_removed), (3, 2), "{}", r.text());
     assert!(!store.body_path(&old_sha).unwrap().exists());
     assert!(store.body_path(&new_sha).unwrap().exists());
+    let shared = sha(&store, "msg-1").await;
+    assert!(store.body_path(&shared).unwrap().exists(), "shared with msg-1-again");
+    assert_eq!(store.message("msg-1").await.unwrap().unwrap()["body_stored"], false);
     let m0 = store.message("msg-0").await.unwrap().unwrap();
     assert_eq!(m0["body_stored"], false);
     assert_eq!(m0["sha256"], old_sha.as_str(), "the hash stays");
