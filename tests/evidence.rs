@@ -262,7 +262,10 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     }
     store.record(message(3, now)).await.unwrap();
     // A young message with the same bytes as old msg-1: the shared file stays.
-    store.record(message_as("msg-1-again", 1, now)).await.unwrap();
+    store
+        .record(message_as("msg-1-again", 1, now))
+        .await
+        .unwrap();
     let sha = |s: &Store, id: &str| {
         let s = s.clone();
         let id = id.to_string();
@@ -290,8 +293,14 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     assert!(!store.body_path(&old_sha).unwrap().exists());
     assert!(store.body_path(&new_sha).unwrap().exists());
     let shared = sha(&store, "msg-1").await;
-    assert!(store.body_path(&shared).unwrap().exists(), "shared with msg-1-again");
-    assert_eq!(store.message("msg-1").await.unwrap().unwrap()["body_stored"], false);
+    assert!(
+        store.body_path(&shared).unwrap().exists(),
+        "shared with msg-1-again"
+    );
+    assert_eq!(
+        store.message("msg-1").await.unwrap().unwrap()["body_stored"],
+        false
+    );
     let m0 = store.message("msg-0").await.unwrap().unwrap();
     assert_eq!(m0["body_stored"], false);
     assert_eq!(m0["sha256"], old_sha.as_str(), "the hash stays");
