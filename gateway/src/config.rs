@@ -48,6 +48,61 @@ pub struct Config {
     pub relay: RelayConfig,
     /// The auditors' read-only web view (`[audit_web]`); off when absent.
     pub audit_web: Option<AuditWeb>,
+    /// Signed checkpoints of the audit chain (`[audit]`).
+    pub audit: AuditConfig,
+    /// How long bodies and audit records are kept (`[retention]`).
+    pub retention: RetentionConfig,
+}
+
+/// `[audit]`: signed checkpoints of the audit chain head (see
+/// [`audit::checkpoint`](crate::audit::checkpoint)).
+#[derive(Clone, Debug)]
+pub struct AuditConfig {
+    /// How often `emla serve` writes a checkpoint (`checkpoint_interval_secs`,
+    /// default 3600; 0 turns the periodic checkpoint off).
+    pub checkpoint_interval: Option<Duration>,
+    /// Where checkpoint files go (`checkpoint_dir`, default
+    /// `DATA_DIR/checkpoints`).
+    pub checkpoint_dir: PathBuf,
+    /// Write checkpoints unsigned (with a warning) when the policy has no
+    /// signing identity (`allow_unsigned_checkpoints`, default false: no
+    /// checkpoint is written and an error is logged).
+    pub allow_unsigned: bool,
+    /// Also mail every checkpoint, signed, to this address
+    /// (`checkpoint_mail`): not implemented yet; accepted and reported.
+    pub checkpoint_mail: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct AuditFile {
+    checkpoint_interval_secs: Option<u64>,
+    checkpoint_dir: Option<PathBuf>,
+    allow_unsigned_checkpoints: Option<bool>,
+    checkpoint_mail: Option<String>,
+}
+
+/// `[retention]`: how long message bodies and audit records are kept (see
+/// [`audit::retention`](crate::audit::retention)). Absent keys keep
+/// everything forever.
+#[derive(Clone, Debug, Default)]
+pub struct RetentionConfig {
+    /// Remove body files of messages received more than this many days ago
+    /// (`bodies_days`).
+    pub bodies_days: Option<u64>,
+    /// Remove audit records older than this many days, but only below the
+    /// latest signed checkpoint (`audit_days`).
+    pub audit_days: Option<u64>,
+    /// How often `emla serve` prunes (`interval_secs`, default 86400).
+    pub interval: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RetentionFile {
+    bodies_days: Option<u64>,
+    audit_days: Option<u64>,
+    interval_secs: Option<u64>,
 }
 
 /// How this instance takes part in delivery (`[relay]` of the serve
@@ -135,6 +190,8 @@ struct File {
     case_pattern: Option<String>,
     relay: Option<RelayFile>,
     audit_web: Option<AuditWebFile>,
+    audit: Option<AuditFile>,
+    retention: Option<RetentionFile>,
 }
 
 impl Config {
@@ -230,6 +287,30 @@ impl Config {
                 })
             }
         };
+        let a = f.audit.unwrap_or_default();
+        let audit = AuditConfig {
+            checkpoint_interval: match a.checkpoint_interval_secs.unwrap_or(3600) {
+                0 => None,
+                n => Some(Duration::from_secs(n)),
+            },
+            checkpoint_dir: a
+                .checkpoint_dir
+                .map(rel)
+                .unwrap_or_else(|| data_dir.join("checkpoints")),
+            allow_unsigned: a.allow_unsigned_checkpoints.unwrap_or(false),
+            checkpoint_mail: a.checkpoint_mail,
+        };
+        let r = f.retention.unwrap_or_default();
+        for (key, v) in [("bodies_days", r.bodies_days), ("audit_days", r.audit_days)] {
+            if v == Some(0) {
+                return Err(format!("[retention] {key} must be at least 1"));
+            }
+        }
+        let retention = RetentionConfig {
+            bodies_days: r.bodies_days,
+            audit_days: r.audit_days,
+            interval: Duration::from_secs(r.interval_secs.unwrap_or(86_400).max(1)),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -246,6 +327,8 @@ impl Config {
             case_pattern,
             relay,
             audit_web,
+            audit,
+            retention,
         })
     }
 }
@@ -355,5 +438,49 @@ mod tests {
             "{e}"
         );
         assert!(Config::embedded().audit_web.is_none());
+    }
+
+    #[test]
+    fn audit_and_retention_tables() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        std::fs::write(&p, "require_tls = false\ndata_dir = \"d\"\n").unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.audit.checkpoint_interval, Some(Duration::from_secs(3600)));
+        assert_eq!(c.audit.checkpoint_dir, dir.path().join("d/checkpoints"));
+        assert!(!c.audit.allow_unsigned);
+        assert_eq!(
+            (c.retention.bodies_days, c.retention.audit_days),
+            (None, None)
+        );
+        std::fs::write(
+            &p,
+            "require_tls = false\n[audit]\ncheckpoint_interval_secs = 0\ncheckpoint_dir = \"cp\"\n\
+             allow_unsigned_checkpoints = true\ncheckpoint_mail = \"auditor@x.example\"\n\
+             [retention]\nbodies_days = 30\naudit_days = 400\ninterval_secs = 60\n",
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(c.audit.checkpoint_interval, None);
+        assert_eq!(c.audit.checkpoint_dir, dir.path().join("cp"));
+        assert!(c.audit.allow_unsigned);
+        assert_eq!(
+            c.audit.checkpoint_mail.as_deref(),
+            Some("auditor@x.example")
+        );
+        assert_eq!(
+            (c.retention.bodies_days, c.retention.audit_days),
+            (Some(30), Some(400))
+        );
+        assert_eq!(c.retention.interval, Duration::from_secs(60));
+        std::fs::write(&p, "require_tls = false\n[retention]\nbodies_days = 0\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(
+            e.contains("[retention] bodies_days must be at least 1"),
+            "{e}"
+        );
+        std::fs::write(&p, "require_tls = false\n[audit]\ninterval = 5\n").unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("unknown field `interval`"), "{e}");
     }
 }

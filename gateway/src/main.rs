@@ -99,7 +99,55 @@ enum AuditCommand {
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
+        /// Also check this signed checkpoint (`checkpoint-<seq>.json`, its
+        /// `.p7s` next to it): signature, and that the database's record
+        /// seq has exactly its hash. Repeat for several.
+        #[arg(long)]
+        checkpoint: Vec<PathBuf>,
+        /// Check every `checkpoint-*.json` in this directory.
+        #[arg(long)]
+        checkpoints: Option<PathBuf>,
+        /// CA certificates (PEM) the checkpoint signer must chain to
+        /// (default: the trust anchors of every authority of the policy).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        /// Compare checkpoints that have no `.p7s` too.
+        #[arg(long = "allow-unsigned")]
+        allow_unsigned: bool,
     },
+    /// Write a signed checkpoint of the chain head now (to `[audit]
+    /// checkpoint_dir`), and record it as an `audit.checkpoint` event.
+    Checkpoint {
+        /// Configuration file (database, policy with the signing identity,
+        /// `[audit]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Write into this directory instead of `[audit] checkpoint_dir`.
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply `[retention]` now: remove old message bodies (their hash and a
+    /// `retention.pruned` record stay) and audit records below the latest
+    /// signed checkpoint (the chain then starts from an anchor).
+    Prune {
+        /// Configuration file (database, `[retention]`).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Only report what would be pruned.
+        #[arg(long = "dry-run")]
+        dry_run: bool,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an evidence bundle for one message into a new directory: the
+    /// original bytes, the verification report, certificates and CRLs, the
+    /// audit records with their chain proof to a signed checkpoint, and a
+    /// README.txt saying how to check it all with openssl and sha256sum.
+    Export(emla::audit::export::ExportArgs),
     /// Find messages by time, sender, recipient, authority, signer, reason,
     /// verdict, delivery status, Message-ID, emla id or case reference.
     Search(Box<emla::audit::cli::SearchArgs>),
@@ -150,8 +198,39 @@ fn main() -> ExitCode {
         Command::Serve { config } => run_serve(config),
         Command::Demo { dir, listen } => run_demo(&dir, listen),
         Command::Audit {
-            command: AuditCommand::Verify { config, json },
-        } => run_audit_verify(config, json),
+            command:
+                AuditCommand::Verify {
+                    config,
+                    json,
+                    checkpoint,
+                    checkpoints,
+                    ca,
+                    allow_unsigned,
+                },
+        } => run_audit_verify(
+            config,
+            json,
+            CheckpointArgs {
+                files: checkpoint,
+                dir: checkpoints,
+                ca,
+                allow_unsigned,
+            },
+        ),
+        Command::Audit {
+            command: AuditCommand::Checkpoint { config, dir, json },
+        } => run_audit_checkpoint(config, dir, json),
+        Command::Audit {
+            command:
+                AuditCommand::Prune {
+                    config,
+                    dry_run,
+                    json,
+                },
+        } => run_audit_prune(config, dry_run, json),
+        Command::Audit {
+            command: AuditCommand::Export(args),
+        } => run_audit_export(&args),
         Command::Queue { config, command } => run_queue(config, &command),
         Command::Audit {
             command: AuditCommand::Search(args),
@@ -287,40 +366,212 @@ fn run_policy_reload(config: Option<PathBuf>) -> ExitCode {
     run().unwrap_or_else(|code| code)
 }
 
-fn run_audit_verify(config: Option<PathBuf>, json: bool) -> ExitCode {
+/// The checkpoint options of `emla audit verify`.
+struct CheckpointArgs {
+    files: Vec<PathBuf>,
+    dir: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    allow_unsigned: bool,
+}
+
+/// CA certificates for checkpoint signatures: `--ca`, else every trust
+/// anchor of the configuration's policy.
+fn checkpoint_ca(
+    ca: Option<&std::path::Path>,
+    config: &Config,
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ExitCode> {
+    match ca {
+        Some(p) => emla::audit::checkpoint::read_ca(p).map_err(|e| {
+            eprintln!("emla: --ca: {e}");
+            ExitCode::from(EXIT_CONFIG)
+        }),
+        None => {
+            let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+            Ok(policy
+                .authorities
+                .iter()
+                .flat_map(|a| a.anchor_certs.iter().cloned())
+                .collect())
+        }
+    }
+}
+
+fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) -> ExitCode {
     let run = || -> Result<ExitCode, ExitCode> {
         let config = load_config(config)?;
+        let mut files = cps.files.clone();
+        if let Some(dir) = &cps.dir {
+            let listed = emla::audit::checkpoint::list(dir).map_err(|e| {
+                eprintln!("emla: --checkpoints: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            })?;
+            if listed.is_empty() {
+                eprintln!(
+                    "emla: --checkpoints: no checkpoint-*.json in {}",
+                    dir.display()
+                );
+                return Err(ExitCode::from(EXIT_CONFIG));
+            }
+            files.extend(listed.into_iter().map(|(_, p)| p));
+        }
+        let ca = if files.is_empty() {
+            Vec::new()
+        } else {
+            checkpoint_ca(cps.ca.as_deref(), &config)?
+        };
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
-            let check = store.verify_chain().await.map_err(|e| {
+            let store_err = |e: emla::store::StoreError| {
+                eprintln!("emla: {e}");
+                ExitCode::from(EXIT_CONFIG)
+            };
+            let check = store.verify_chain().await.map_err(store_err)?;
+            let mut checks = Vec::new();
+            for f in &files {
+                checks.push(
+                    emla::audit::checkpoint::check(&store, f, &ca, cps.allow_unsigned)
+                        .await
+                        .map_err(store_err)?,
+                );
+            }
+            let anchor = store.chain_anchor().await.map_err(store_err)?;
+            let cp_failed = checks.iter().any(|c| c.outcome.fails());
+            let mut v = match &check {
+                ChainCheck::Intact { records, head } => {
+                    serde_json::json!({"intact": true, "records": records, "head": head})
+                }
+                ChainCheck::Broken { seq, problem } => {
+                    serde_json::json!({"intact": false, "seq": seq, "problem": problem})
+                }
+            };
+            if let Some(a) = &anchor {
+                v["anchor"] = serde_json::json!(a);
+            }
+            if !files.is_empty() {
+                v["checkpoints"] = checks.iter().map(|c| c.json()).collect();
+                v["checkpoints_ok"] = (!cp_failed).into();
+            }
+            if json {
+                println!("{v}");
+            } else {
+                match &check {
+                    ChainCheck::Intact { records, head } => {
+                        let from = anchor
+                            .as_ref()
+                            .map(|a| format!(" (from the pruning anchor at record {})", a.seq))
+                            .unwrap_or_default();
+                        println!("audit chain intact: {records} records{from}, head {head}")
+                    }
+                    ChainCheck::Broken { seq, problem } => {
+                        println!("audit chain BROKEN at record {seq}: {problem}")
+                    }
+                }
+                for c in &checks {
+                    println!("{}", c.text());
+                }
+            }
+            Ok(
+                if matches!(check, ChainCheck::Intact { .. }) && !cp_failed {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_REJECTED)
+                },
+            )
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: bool) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+        let dir = dir.unwrap_or_else(|| config.audit.checkpoint_dir.clone());
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            let w =
+                emla::audit::checkpoint::write(&store, &policy, &dir, config.audit.allow_unsigned)
+                    .await
+                    .map_err(|e| {
+                        eprintln!("emla: {e}");
+                        ExitCode::from(EXIT_CONFIG)
+                    })?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "seq": w.checkpoint.seq,
+                        "hash": w.checkpoint.hash,
+                        "at": w.checkpoint.at,
+                        "json": w.json.display().to_string(),
+                        "p7s": w.p7s.as_ref().map(|p| p.display().to_string()),
+                    })
+                );
+            } else {
+                println!(
+                    "checkpoint seq {} hash {} written to {}{}",
+                    w.checkpoint.seq,
+                    w.checkpoint.hash,
+                    w.json.display(),
+                    if w.p7s.is_some() {
+                        " (+ .p7s)"
+                    } else {
+                        " UNSIGNED"
+                    }
+                );
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        if config.retention.bodies_days.is_none() && config.retention.audit_days.is_none() {
+            eprintln!(
+                "emla: [retention] sets neither bodies_days nor audit_days: nothing to prune"
+            );
+            return Err(ExitCode::from(EXIT_CONFIG));
+        }
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            let report = emla::audit::retention::prune(
+                &store,
+                &config.retention,
+                emla::store::now_ms(),
+                dry_run,
+            )
+            .await
+            .map_err(|e| {
                 eprintln!("emla: {e}");
                 ExitCode::from(EXIT_CONFIG)
             })?;
-            Ok(match check {
-                ChainCheck::Intact { records, head } => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"intact": true, "records": records, "head": head})
-                        );
-                    } else {
-                        println!("audit chain intact: {records} records, head {head}");
-                    }
-                    ExitCode::SUCCESS
-                }
-                ChainCheck::Broken { seq, problem } => {
-                    if json {
-                        println!(
-                            "{}",
-                            serde_json::json!({"intact": false, "seq": seq, "problem": problem})
-                        );
-                    } else {
-                        println!("audit chain BROKEN at record {seq}: {problem}");
-                    }
-                    ExitCode::from(EXIT_REJECTED)
-                }
-            })
+            if json {
+                println!("{}", serde_json::json!(report));
+            } else {
+                print!("{}", report.text());
+            }
+            Ok(ExitCode::SUCCESS)
+        })
+    };
+    run().unwrap_or_else(|code| code)
+}
+
+fn run_audit_export(args: &emla::audit::export::ExportArgs) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(args.config.clone())?;
+        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+        let rt = runtime()?;
+        rt.block_on(async {
+            let store = open_store(&config).await?;
+            Ok(audit_output(
+                emla::audit::export::export(&store, &policy, &config, args).await,
+            ))
         })
     };
     run().unwrap_or_else(|code| code)

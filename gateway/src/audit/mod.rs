@@ -7,8 +7,11 @@
 //! it and maps an [`AuditError`] to the exit code it names.
 
 pub mod case_ref;
+pub mod checkpoint;
 pub mod cli;
+pub mod export;
 pub mod render;
+pub mod retention;
 pub mod show;
 pub mod web;
 

@@ -268,6 +268,8 @@ pub struct Crl {
     pub signer_spki: Vec<u8>,
     /// nextUpdate, seconds since the Unix epoch.
     pub next_update: u64,
+    /// The CRL as loaded (DER), for evidence bundles.
+    pub der: Vec<u8>,
 }
 
 /// The counterpart MTA receiving an authority's mail.

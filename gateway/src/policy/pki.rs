@@ -391,6 +391,7 @@ impl Ctx<'_> {
                         continue;
                     }
                     out.push(Crl {
+                        der: der.to_vec(),
                         list,
                         issuer: issuer.to_der().unwrap_or_default(),
                         signer_spki,

@@ -150,6 +150,8 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
         .relay
         .enabled
         .then(|| crate::relay::spawn(gw.clone(), stop_rx.clone()));
+    let checkpoints = crate::audit::checkpoint::spawn(gw.clone(), stop_rx.clone());
+    let retention = crate::audit::retention::spawn(gw.clone(), stop_rx.clone());
 
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .map_err(|e| format!("cannot handle SIGTERM: {e}"))?;
@@ -181,6 +183,9 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     }
     if let Some(relay) = relay {
         let _ = relay.await;
+    }
+    for task in [checkpoints, retention].into_iter().flatten() {
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     Ok(())
 }

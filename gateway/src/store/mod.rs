@@ -15,6 +15,7 @@ use crate::reason::Reason;
 
 pub mod chain;
 pub(crate) mod db;
+pub mod evidence;
 mod files;
 pub mod index;
 pub mod queue;
@@ -367,7 +368,7 @@ impl Store {
         let db = &self.inner.db;
         let read = |e| db::unavailable("reading the audit chain", e);
         let (head_seq, head_hash) = db.head().await.map_err(read)?;
-        let mut verifier = chain::Verifier::default();
+        let mut verifier = self.chain_start().await?;
         loop {
             let page = db
                 .audit_page(verifier.last_seq(), head_seq)

@@ -1,0 +1,653 @@
+//! Signed checkpoints of the audit chain head.
+//!
+//! The hash chain detects any edit, deletion or reordering of audit records
+//! — except a consistent rewrite by someone holding the database, who can
+//! recompute every hash and the head. A checkpoint closes that gap: the
+//! gateway writes the head `{seq, hash}` to a small JSON document outside
+//! the database, signs it with its S/MIME signing identity (CMS detached
+//! SignedData, DER), and records an `audit.checkpoint` event. Whoever keeps
+//! a copy of the two files can later prove that record `seq` of the log
+//! still has exactly that hash, and so that nothing up to it changed
+//! (`emla audit verify --checkpoint FILE`).
+//!
+//! Files, in `[audit] checkpoint_dir` (default `DATA_DIR/checkpoints`):
+//!
+//! - `checkpoint-<seq>.json`: the document, one line of JSON ending in a
+//!   line feed, keys in this order: `format` (`emla-checkpoint/1`), `seq`,
+//!   `hash`, `at` (RFC 3339, UTC), `at_ms`, `gateway` (hostname),
+//!   `policy_version`. The signature covers the file's bytes exactly.
+//! - `checkpoint-<seq>.p7s`: CMS SignedData (DER), detached, signed
+//!   attributes contentType, messageDigest and signingTime, with the
+//!   gateway's certificate chain. Check it with
+//!   `openssl cms -verify -binary -inform DER -in checkpoint-<seq>.p7s
+//!   -content checkpoint-<seq>.json -CAfile CA.pem -out /dev/null`.
+//!
+//! Without a signing identity (`signing_cert`/`signing_key` in the
+//! policy's `gateway.toml`) no checkpoint is written, unless `[audit]
+//! allow_unsigned_checkpoints = true`, in which case the `.json` is written
+//! alone, with a warning; `emla audit verify --checkpoint` refuses unsigned
+//! checkpoints unless given `--allow-unsigned`.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rustls_pki_types::CertificateDer;
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use tokio::sync::watch;
+use webpki::{EndEntityCert, KeyUsage};
+
+use crate::clock::EvalTime;
+use crate::policy::{DigestAlg, Policy};
+use crate::smime::{cms, signature};
+use crate::smtp::Gateway;
+use crate::store::{AuditEvent, Record, Store, StoreError};
+use crate::trust::cert::CertInfo;
+
+/// The `format` of a checkpoint document.
+pub const FORMAT: &str = "emla-checkpoint/1";
+
+/// The audit event kind recorded for every checkpoint written.
+pub const EVENT_KIND: &str = "audit.checkpoint";
+
+/// id-kp-emailProtection, DER value octets.
+const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
+
+/// What a checkpoint states: record `seq` of the chain has hash `hash`.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Checkpoint {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// The seq of the chain head when it was written (0: empty log).
+    pub seq: i64,
+    /// The hash of record `seq` (64 zeros for an empty log).
+    pub hash: String,
+    /// When it was written, RFC 3339 UTC.
+    pub at: String,
+    /// The same instant, ms since the epoch.
+    pub at_ms: i64,
+    /// The gateway's hostname (policy `[gateway] hostname`).
+    pub gateway: String,
+    /// The policy version in force.
+    pub policy_version: String,
+}
+
+impl Checkpoint {
+    /// The document's bytes exactly as written and signed: the fields in
+    /// declaration order as compact JSON, then one line feed.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec(self).expect("a checkpoint serializes");
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses a checkpoint document.
+    pub fn parse(bytes: &[u8]) -> Result<Checkpoint, String> {
+        let c: Checkpoint =
+            serde_json::from_slice(bytes).map_err(|e| format!("not a checkpoint document: {e}"))?;
+        if c.format != FORMAT {
+            return Err(format!("format {:?} is not {FORMAT:?}", c.format));
+        }
+        if c.seq < 0 || c.hash.len() != 64 || !c.hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(format!(
+                "seq {} / hash {:?} are not a chain position",
+                c.seq, c.hash
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The instant it was written, for certificate validity.
+    pub fn eval_time(&self) -> EvalTime {
+        EvalTime::from_unix(u64::try_from(self.at_ms / 1000).unwrap_or(0))
+    }
+}
+
+/// `checkpoint-<seq>.json` in `dir`.
+pub fn json_path(dir: &Path, seq: i64) -> PathBuf {
+    dir.join(format!("checkpoint-{seq}.json"))
+}
+
+/// The signature file next to a checkpoint document: `….json` → `….p7s`.
+pub fn p7s_path(json: &Path) -> PathBuf {
+    json.with_extension("p7s")
+}
+
+/// Why no checkpoint could be written.
+#[derive(Debug)]
+pub enum CheckpointError {
+    /// No signing identity and unsigned checkpoints not allowed; or the
+    /// directory cannot be written: a configuration problem (exit 2).
+    Config(String),
+    /// The store failed.
+    Store(StoreError),
+}
+
+impl std::fmt::Display for CheckpointError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CheckpointError::Config(e) => f.write_str(e),
+            CheckpointError::Store(e) => e.fmt(f),
+        }
+    }
+}
+
+impl std::error::Error for CheckpointError {}
+
+impl From<StoreError> for CheckpointError {
+    fn from(e: StoreError) -> Self {
+        CheckpointError::Store(e)
+    }
+}
+
+/// A checkpoint that was written.
+#[derive(Clone, Debug)]
+pub struct Written {
+    /// What it states.
+    pub checkpoint: Checkpoint,
+    /// The `.json` file.
+    pub json: PathBuf,
+    /// The `.p7s` file (absent when unsigned).
+    pub p7s: Option<PathBuf>,
+}
+
+/// Writes a checkpoint of the current chain head to `dir` (created if
+/// needed), signed with the policy's signing identity, then records an
+/// `audit.checkpoint` event naming it (that event is therefore the first
+/// record the checkpoint does not cover).
+pub async fn write(
+    store: &Store,
+    policy: &Policy,
+    dir: &Path,
+    allow_unsigned: bool,
+) -> Result<Written, CheckpointError> {
+    let signing = policy.gateway.signing.clone();
+    if signing.is_none() && !allow_unsigned {
+        return Err(CheckpointError::Config(format!(
+            "no checkpoint written: the policy {} has no signing identity \
+             ([gateway] signing_cert, signing_key); set [audit] \
+             allow_unsigned_checkpoints = true to write unsigned ones",
+            policy.dir.display()
+        )));
+    }
+    let (seq, hash) = store.chain_head().await?;
+    let now = SystemTime::now();
+    let at_ms = now
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0);
+    let checkpoint = Checkpoint {
+        format: FORMAT.into(),
+        seq,
+        hash,
+        at: EvalTime::from_unix((at_ms / 1000) as u64).to_rfc3339(),
+        at_ms,
+        gateway: policy.gateway.hostname.clone(),
+        policy_version: policy.version.clone(),
+    };
+    let bytes = checkpoint.to_bytes();
+    let signature = signing.as_ref().map(|id| id.sign_detached_der(&bytes, now));
+    let json = json_path(dir, seq);
+    let p7s = signature.as_ref().map(|_| p7s_path(&json));
+    {
+        let (dir, json, p7s, bytes, signature) = (
+            dir.to_path_buf(),
+            json.clone(),
+            p7s.clone(),
+            bytes.clone(),
+            signature.clone(),
+        );
+        tokio::task::spawn_blocking(move || -> Result<(), String> {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            if let (Some(p), Some(s)) = (&p7s, &signature) {
+                write_synced(p, s)?;
+            }
+            write_synced(&json, &bytes)?;
+            std::fs::File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+        })
+        .await
+        .map_err(|e| CheckpointError::Config(format!("writing the checkpoint: {e}")))?
+        .map_err(CheckpointError::Config)?;
+    }
+    let signer = signing.as_ref().map(|id| {
+        json!({
+            "subject": id.subject(),
+            "sha256": hex::encode(Sha256::digest(id.certificate_der())),
+        })
+    });
+    store
+        .record(Record {
+            events: vec![AuditEvent {
+                kind: EVENT_KIND.into(),
+                message_id: None,
+                data: json!({
+                    "seq": checkpoint.seq,
+                    "hash": checkpoint.hash,
+                    "at": checkpoint.at,
+                    "file": json.file_name().map(|n| n.to_string_lossy().into_owned()),
+                    "sha256": hex::encode(Sha256::digest(&bytes)),
+                    "signed": signature.is_some(),
+                    "signer": signer,
+                }),
+            }],
+            ..Record::default()
+        })
+        .await?;
+    if signature.is_none() {
+        tracing::warn!(
+            seq = checkpoint.seq,
+            "audit checkpoint written UNSIGNED (no signing identity in the policy)"
+        );
+    }
+    Ok(Written {
+        checkpoint,
+        json,
+        p7s,
+    })
+}
+
+/// Writes `bytes` to `path` through a temporary file, fsynced, renamed.
+fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
+    let result = std::fs::File::create(&tmp)
+        .and_then(|mut f| {
+            f.write_all(bytes)?;
+            f.sync_all()
+        })
+        .and_then(|()| std::fs::rename(&tmp, path));
+    result.map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        format!("cannot write {}: {e}", path.display())
+    })
+}
+
+/// Starts the periodic checkpoint writer of `emla serve` (`[audit]
+/// checkpoint_interval_secs`); `None` when turned off. A tick whose head
+/// record is an `audit.checkpoint` record (nothing happened since the last
+/// checkpoint, whoever wrote it) writes nothing.
+pub fn spawn(
+    gw: Arc<Gateway>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let every = gw.config.audit.checkpoint_interval?;
+    if let Some(to) = &gw.config.audit.checkpoint_mail {
+        tracing::warn!(
+            to = %to,
+            "[audit] checkpoint_mail is not implemented yet; checkpoints are only written to files"
+        );
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            // Nothing happened since the last checkpoint (of this instance,
+            // another one sharing the database, or before a restart).
+            match head_is_checkpoint(&gw.store).await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(error = %e, "audit checkpoint: cannot read the chain head");
+                    continue;
+                }
+            }
+            let policy = gw.policy();
+            let cfg = &gw.config.audit;
+            match write(&gw.store, &policy, &cfg.checkpoint_dir, cfg.allow_unsigned).await {
+                Ok(w) => {
+                    tracing::info!(
+                        seq = w.checkpoint.seq,
+                        hash = %w.checkpoint.hash,
+                        file = %w.json.display(),
+                        "audit checkpoint written"
+                    );
+                }
+                Err(e) => tracing::error!(error = %e, "audit checkpoint not written"),
+            }
+            // Never spin: at least a second between two checkpoints.
+            tokio::time::sleep(Duration::from_secs(1).min(every)).await;
+        }
+    }))
+}
+
+/// Whether the head record is an `audit.checkpoint` record: the last
+/// checkpoint covers everything before it.
+async fn head_is_checkpoint(store: &Store) -> Result<bool, StoreError> {
+    let (seq, _) = store.chain_head().await?;
+    if seq == 0 {
+        return Ok(false);
+    }
+    Ok(store
+        .audit_record(seq)
+        .await?
+        .is_some_and(|r| r.kind == EVENT_KIND))
+}
+
+/// Reads CA certificates (PEM) for checking checkpoint signatures.
+pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
+    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    if certs.is_empty() {
+        return Err(format!("{}: no PEM certificate", path.display()));
+    }
+    Ok(certs)
+}
+
+/// Checks a detached CMS signature (DER) over `content`: exactly one
+/// signer, its messageDigest, its signature, and a certificate path from
+/// its certificate (with the others in the CMS as intermediates) to one of
+/// `ca` at `at`, the signer having emailProtection if it has an
+/// extKeyUsage. Returns the signer's subject.
+pub fn verify_detached(
+    content: &[u8],
+    der: &[u8],
+    ca: &[CertificateDer<'_>],
+    at: EvalTime,
+) -> Result<String, String> {
+    let signed = cms::parse(der).map_err(|e| format!("not a CMS signature: {e:?}"))?;
+    if signed.content.is_some() {
+        return Err("the signature encapsulates content; a detached one is expected".into());
+    }
+    let [signer] = signed.signers.as_slice() else {
+        return Err(format!(
+            "{} signers; a checkpoint has exactly one",
+            signed.signers.len()
+        ));
+    };
+    let certs: Vec<CertInfo<'_>> = signed
+        .certificates
+        .iter()
+        .map(|d| CertInfo::parse(d))
+        .collect::<Result<_, _>>()?;
+    let cert = certs
+        .iter()
+        .find(|c| c.matches(&signer.info.sid))
+        .ok_or("the signer's certificate is not in the signature")?;
+    let allowed = [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512];
+    let digest = signature::digest_alg(&signer.info.digest_alg.oid, &allowed)
+        .map_err(|e| format!("{e:?}"))?;
+    let (alg, _) =
+        signature::signature_alg(signer, cert.key, digest).map_err(|e| format!("{e:?}"))?;
+    let attrs_der = signer
+        .signed_attrs
+        .as_ref()
+        .ok_or("the signature has no signed attributes")?;
+    let attrs = signer.attributes().map_err(|e| format!("{e:?}"))?;
+    let expected = attrs
+        .message_digest
+        .ok_or("the signed attributes lack messageDigest")?;
+    if expected != signature::digest_plain(digest, content).as_slice() {
+        return Err(format!(
+            "the {} digest of the document differs from the signed messageDigest \
+             (the document was changed)",
+            digest.name()
+        ));
+    }
+    signature::verify_signature(cert.der, alg, attrs_der, cms::signature_value(signer))
+        .map_err(|e| format!("the signature does not verify: {e}"))?;
+    let anchors: Vec<_> = ca
+        .iter()
+        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
+        .collect();
+    let leaf = CertificateDer::from(cert.der);
+    let ee = EndEntityCert::try_from(&leaf).map_err(|e| format!("signer certificate: {e}"))?;
+    let intermediates: Vec<CertificateDer<'_>> = signed
+        .certificates
+        .iter()
+        .filter(|c| **c != cert.der)
+        .map(|c| CertificateDer::from(*c))
+        .collect();
+    ee.verify_for_usage(
+        crate::trust::CHAIN_ALGORITHMS,
+        &anchors,
+        &intermediates,
+        at.to_webpki(),
+        KeyUsage::required_if_present(EMAIL_PROTECTION),
+        None,
+        None,
+    )
+    .map_err(|e| {
+        format!(
+            "the signer {} does not chain to the given CA at {}: {e}",
+            cert.subject(),
+            at.to_rfc3339()
+        )
+    })?;
+    Ok(cert.subject())
+}
+
+/// What checking one checkpoint against the database found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Record `seq` has exactly the signed hash.
+    Matches,
+    /// Record `seq` has another hash: the log was rewritten.
+    Mismatch {
+        /// The hash the database holds for record `seq`.
+        database: String,
+    },
+    /// Record `seq` is not in the database (and was not pruned).
+    Missing(String),
+    /// Records up to `seq` were pruned beyond it: nothing left to compare
+    /// (not a failure; the anchor was checked against a later checkpoint
+    /// when it was made).
+    Pruned {
+        /// The anchor's seq.
+        anchor: i64,
+    },
+    /// The document or its signature is not acceptable.
+    BadSignature(String),
+    /// No `.p7s` and unsigned checkpoints not allowed.
+    Unsigned,
+}
+
+impl Outcome {
+    /// Whether this outcome fails the verification.
+    pub fn fails(&self) -> bool {
+        !matches!(self, Outcome::Matches | Outcome::Pruned { .. })
+    }
+}
+
+/// One checkpoint file checked.
+#[derive(Clone, Debug)]
+pub struct CheckpointCheck {
+    /// The `.json` file.
+    pub file: PathBuf,
+    /// The checkpoint (absent when unreadable).
+    pub checkpoint: Option<Checkpoint>,
+    /// The signer's subject, when the signature verified.
+    pub signer: Option<String>,
+    /// The result.
+    pub outcome: Outcome,
+}
+
+impl CheckpointCheck {
+    /// One line for `emla audit verify`.
+    pub fn text(&self) -> String {
+        let f = self.file.display();
+        let (seq, hash) = self
+            .checkpoint
+            .as_ref()
+            .map(|c| (c.seq, c.hash.as_str()))
+            .unwrap_or((0, ""));
+        match &self.outcome {
+            Outcome::Matches => format!(
+                "checkpoint seq {seq} ({f}): matches, hash {hash}, signed by {}",
+                self.signer.as_deref().unwrap_or("nobody (unsigned, allowed)")
+            ),
+            Outcome::Mismatch { database } => format!(
+                "checkpoint seq {seq} ({f}): BROKEN: the signed checkpoint says hash {hash}, \
+                 the database's record {seq} has hash {database}: the log was rewritten"
+            ),
+            Outcome::Missing(why) => format!("checkpoint seq {seq} ({f}): BROKEN: {why}"),
+            Outcome::Pruned { anchor } => format!(
+                "checkpoint seq {seq} ({f}): not comparable: records up to {anchor} were pruned"
+            ),
+            Outcome::BadSignature(e) => format!("checkpoint ({f}): BAD SIGNATURE: {e}"),
+            Outcome::Unsigned => format!(
+                "checkpoint seq {seq} ({f}): UNSIGNED (no {}); pass --allow-unsigned to compare it anyway",
+                p7s_path(&self.file).display()
+            ),
+        }
+    }
+
+    /// One JSON object for `emla audit verify --json`.
+    pub fn json(&self) -> serde_json::Value {
+        let (result, detail) = match &self.outcome {
+            Outcome::Matches => ("matches", None),
+            Outcome::Mismatch { database } => ("mismatch", Some(database.clone())),
+            Outcome::Missing(w) => ("missing", Some(w.clone())),
+            Outcome::Pruned { anchor } => ("pruned", Some(anchor.to_string())),
+            Outcome::BadSignature(e) => ("bad-signature", Some(e.clone())),
+            Outcome::Unsigned => ("unsigned", None),
+        };
+        json!({
+            "file": self.file.display().to_string(),
+            "seq": self.checkpoint.as_ref().map(|c| c.seq),
+            "hash": self.checkpoint.as_ref().map(|c| c.hash.clone()),
+            "signer": self.signer,
+            "result": result,
+            "ok": !self.outcome.fails(),
+            "database_hash": if let Outcome::Mismatch { database } = &self.outcome { Some(database) } else { None },
+            "detail": detail,
+        })
+    }
+}
+
+/// Checks the checkpoint `json_file` (and its `.p7s`) against the CA
+/// certificates `ca` and the database: the signature first, then that the
+/// database's record `seq` (or the pruning anchor at `seq`) has exactly the
+/// signed hash. Only store failures are `Err`.
+pub async fn check(
+    store: &Store,
+    json_file: &Path,
+    ca: &[CertificateDer<'_>],
+    allow_unsigned: bool,
+) -> Result<CheckpointCheck, StoreError> {
+    let mut out = CheckpointCheck {
+        file: json_file.to_path_buf(),
+        checkpoint: None,
+        signer: None,
+        outcome: Outcome::Matches,
+    };
+    let bytes = match std::fs::read(json_file) {
+        Ok(b) => b,
+        Err(e) => {
+            out.outcome = Outcome::BadSignature(format!("cannot read it: {e}"));
+            return Ok(out);
+        }
+    };
+    let cp = match Checkpoint::parse(&bytes) {
+        Ok(c) => c,
+        Err(e) => {
+            out.outcome = Outcome::BadSignature(e);
+            return Ok(out);
+        }
+    };
+    out.checkpoint = Some(cp.clone());
+    match std::fs::read(p7s_path(json_file)) {
+        Ok(sig) => match verify_detached(&bytes, &sig, ca, cp.eval_time()) {
+            Ok(subject) => out.signer = Some(subject),
+            Err(e) => {
+                out.outcome = Outcome::BadSignature(e);
+                return Ok(out);
+            }
+        },
+        Err(_) if allow_unsigned => {}
+        Err(_) => {
+            out.outcome = Outcome::Unsigned;
+            return Ok(out);
+        }
+    }
+    out.outcome = compare(store, &cp).await?;
+    Ok(out)
+}
+
+/// Compares a checkpoint's `{seq, hash}` with the database.
+pub async fn compare(store: &Store, cp: &Checkpoint) -> Result<Outcome, StoreError> {
+    if cp.seq == 0 {
+        return Ok(if cp.hash == crate::store::chain::GENESIS {
+            Outcome::Matches
+        } else {
+            Outcome::Mismatch {
+                database: crate::store::chain::GENESIS.into(),
+            }
+        });
+    }
+    if let Some(anchor) = store.chain_anchor().await? {
+        if anchor.seq == cp.seq {
+            return Ok(if anchor.hash == cp.hash {
+                Outcome::Matches
+            } else {
+                Outcome::Mismatch {
+                    database: anchor.hash,
+                }
+            });
+        }
+        if anchor.seq > cp.seq {
+            return Ok(Outcome::Pruned { anchor: anchor.seq });
+        }
+    }
+    Ok(match store.audit_record(cp.seq).await? {
+        Some(r) if r.hash == cp.hash => Outcome::Matches,
+        Some(r) => Outcome::Mismatch { database: r.hash },
+        None => Outcome::Missing(format!(
+            "the database has no record {} (records deleted from the end?)",
+            cp.seq
+        )),
+    })
+}
+
+/// The checkpoint files (`checkpoint-<seq>.json`) in `dir`, by seq.
+pub fn list(dir: &Path) -> Result<Vec<(i64, PathBuf)>, String> {
+    let entries =
+        std::fs::read_dir(dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
+    let mut out: Vec<(i64, PathBuf)> = entries
+        .flatten()
+        .filter_map(|e| {
+            let name = e.file_name().to_string_lossy().into_owned();
+            let seq = name
+                .strip_prefix("checkpoint-")?
+                .strip_suffix(".json")?
+                .parse()
+                .ok()?;
+            Some((seq, e.path()))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn document_round_trips_in_key_order() {
+        let c = Checkpoint {
+            format: FORMAT.into(),
+            seq: 7,
+            hash: "ab".repeat(32),
+            at: "2026-01-01T00:00:00Z".into(),
+            at_ms: 1_767_225_600_000,
+            gateway: "emla.test".into(),
+            policy_version: "v1".into(),
+        };
+        let b = c.to_bytes();
+        assert!(b.starts_with(b"{\"format\":\"emla-checkpoint/1\",\"seq\":7,\"hash\":\"abab"));
+        assert!(b.ends_with(b"\"policy_version\":\"v1\"}\n"));
+        assert_eq!(Checkpoint::parse(&b).unwrap(), c);
+        assert!(Checkpoint::parse(b"{}").is_err());
+    }
+}

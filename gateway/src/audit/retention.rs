@@ -1,0 +1,273 @@
+//! Retention: removing old message bodies and old audit records without
+//! ever breaking the audit chain (`[retention]` of the serve
+//! configuration, `emla audit prune`, and a periodic task in `emla serve`).
+//!
+//! - **Bodies** of messages received more than `bodies_days` ago: first one
+//!   `retention.pruned` audit event lists every `{id, sha256}` about to go,
+//!   then the files are removed and the rows get `body_stored = false`,
+//!   `body_pruned_at`. The hash stays in the row and in the audit records,
+//!   so a copy of the message kept elsewhere can still be matched. A file
+//!   shared with a message still inside the retention period (same bytes,
+//!   content-addressed) stays.
+//! - **Audit records** older than `audit_days`, but only up to the latest
+//!   *signed* checkpoint (`audit.checkpoint` with `signed: true`), and only
+//!   when the whole chain verifies: the records `seq <= S` are deleted and
+//!   `(S, hash of S)` becomes the chain's anchor (`audit_anchor`), from
+//!   which `emla audit verify` starts; a `retention.pruned` event records it.
+//!
+//! At most [`MAX_BODIES`] bodies go per run; the periodic task catches up.
+
+use std::sync::Arc;
+
+use serde_json::json;
+use tokio::sync::watch;
+
+use super::checkpoint;
+use crate::clock::EvalTime;
+use crate::config::RetentionConfig;
+use crate::smtp::Gateway;
+use crate::store::evidence::StoredBody;
+use crate::store::{now_ms, AuditEvent, ChainCheck, Record, Store, StoreError};
+
+/// The audit event kind of every pruning.
+pub const EVENT_KIND: &str = "retention.pruned";
+
+/// Most bodies pruned in one run.
+pub const MAX_BODIES: i64 = 10_000;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// What a pruning run did (or, dry, would do).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct PruneReport {
+    /// Nothing was changed.
+    pub dry_run: bool,
+    /// Bodies received before this instant (RFC 3339) were due.
+    pub bodies_before: Option<String>,
+    /// The bodies pruned.
+    pub bodies: Vec<StoredBody>,
+    /// Body files removed (fewer than `bodies` when files are shared or
+    /// already gone).
+    pub files_removed: u64,
+    /// Audit records older than this instant were due.
+    pub audit_before: Option<String>,
+    /// Audit records pruned: the new anchor's seq.
+    pub audit_through: Option<i64>,
+    /// The new anchor's hash.
+    pub audit_anchor_hash: Option<String>,
+    /// The signed checkpoint that covers the anchor.
+    pub audit_checkpoint: Option<i64>,
+    /// Records deleted.
+    pub audit_deleted: u64,
+    /// Why no audit record was pruned, when due but not done.
+    pub audit_skipped: Option<String>,
+}
+
+impl PruneReport {
+    /// A summary for the terminal.
+    pub fn text(&self) -> String {
+        let verb = if self.dry_run {
+            "would prune"
+        } else {
+            "pruned"
+        };
+        let mut s = String::new();
+        match &self.bodies_before {
+            Some(before) => s.push_str(&format!(
+                "bodies: {verb} {} (received before {before}), {} file(s) removed\n",
+                self.bodies.len(),
+                self.files_removed
+            )),
+            None => s.push_str("bodies: kept forever ([retention] bodies_days not set)\n"),
+        }
+        for b in &self.bodies {
+            s.push_str(&format!("  {} {}\n", b.id, b.sha256));
+        }
+        match (&self.audit_before, self.audit_through, &self.audit_skipped) {
+            (None, _, _) => {
+                s.push_str("audit records: kept forever ([retention] audit_days not set)\n")
+            }
+            (Some(_), _, Some(why)) => s.push_str(&format!("audit records: none pruned: {why}\n")),
+            (Some(before), Some(through), None) => s.push_str(&format!(
+                "audit records: {verb} records up to {through} (older than {before}, covered by \
+                 signed checkpoint {}); chain now starts after anchor {through} {}\n",
+                self.audit_checkpoint.unwrap_or_default(),
+                self.audit_anchor_hash.as_deref().unwrap_or_default()
+            )),
+            (Some(_), None, None) => s.push_str("audit records: nothing due\n"),
+        }
+        s
+    }
+}
+
+fn rfc3339_ms(ms: i64) -> String {
+    EvalTime::from_unix(u64::try_from(ms / 1000).unwrap_or(0)).to_rfc3339()
+}
+
+/// Prunes what `cfg` says is due at `now_ms` (see the module docs).
+pub async fn prune(
+    store: &Store,
+    cfg: &RetentionConfig,
+    now: i64,
+    dry_run: bool,
+) -> Result<PruneReport, StoreError> {
+    let mut report = PruneReport {
+        dry_run,
+        ..PruneReport::default()
+    };
+    if let Some(days) = cfg.bodies_days {
+        let before = now.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / DAY_MS) * DAY_MS);
+        report.bodies_before = Some(rfc3339_ms(before));
+        let due = store.bodies_before(before, MAX_BODIES).await?;
+        if !due.is_empty() && !dry_run {
+            store
+                .record(Record {
+                    events: vec![AuditEvent {
+                        kind: EVENT_KIND.into(),
+                        message_id: None,
+                        data: json!({
+                            "what": "bodies",
+                            "received_before": rfc3339_ms(before),
+                            "bodies_days": days,
+                            "bodies": due.iter().map(|b| json!({"id": b.id, "sha256": b.sha256})).collect::<Vec<_>>(),
+                        }),
+                    }],
+                    ..Record::default()
+                })
+                .await?;
+            for b in &due {
+                if !store.body_kept_after(&b.sha256, before).await?
+                    && store.remove_body_file(&b.sha256)?
+                {
+                    report.files_removed += 1;
+                }
+            }
+            let ids: Vec<String> = due.iter().map(|b| b.id.clone()).collect();
+            store.mark_bodies_pruned(&ids, now).await?;
+        }
+        report.bodies = due;
+    }
+    if let Some(days) = cfg.audit_days {
+        let before = now.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / DAY_MS) * DAY_MS);
+        report.audit_before = Some(rfc3339_ms(before));
+        prune_audit(store, before, dry_run, &mut report).await?;
+    }
+    Ok(report)
+}
+
+async fn prune_audit(
+    store: &Store,
+    before: i64,
+    dry_run: bool,
+    report: &mut PruneReport,
+) -> Result<(), StoreError> {
+    let latest_signed = store
+        .audit_of_kind(checkpoint::EVENT_KIND, 1000)
+        .await?
+        .into_iter()
+        .find_map(|r| {
+            let d: serde_json::Value = serde_json::from_str(&r.data).ok()?;
+            (d["signed"] == true).then(|| (d["seq"].as_i64(), d["hash"].as_str().map(String::from)))
+        });
+    let Some((Some(cp_seq), Some(cp_hash))) = latest_signed else {
+        report.audit_skipped = Some(
+            "no signed checkpoint in the log; records are only pruned below one \
+             (run `emla audit checkpoint`)"
+                .into(),
+        );
+        return Ok(());
+    };
+    if let ChainCheck::Broken { seq, problem } = store.verify_chain().await? {
+        report.audit_skipped = Some(format!(
+            "the audit chain is broken at record {seq} ({problem}); nothing is pruned from a broken chain"
+        ));
+        return Ok(());
+    }
+    match store.audit_record(cp_seq).await? {
+        Some(r) if r.hash == cp_hash => {}
+        other => {
+            report.audit_skipped = Some(format!(
+                "record {cp_seq} has hash {}, not the signed checkpoint's {cp_hash}",
+                other.map(|r| r.hash).unwrap_or_else(|| "(missing)".into())
+            ));
+            return Ok(());
+        }
+    }
+    let first_young = store.first_seq_at_or_after(before).await?;
+    let through = first_young.map_or(cp_seq, |s| (s - 1).min(cp_seq));
+    let anchor = store.chain_anchor().await?.map_or(0, |a| a.seq);
+    if through <= anchor {
+        return Ok(());
+    }
+    let Some(record) = store.audit_record(through).await? else {
+        report.audit_skipped = Some(format!("record {through} is missing"));
+        return Ok(());
+    };
+    report.audit_through = Some(through);
+    report.audit_anchor_hash = Some(record.hash.clone());
+    report.audit_checkpoint = Some(cp_seq);
+    if dry_run {
+        report.audit_deleted = u64::try_from(through - anchor).unwrap_or(0);
+        return Ok(());
+    }
+    report.audit_deleted = store
+        .prune_audit_through(through, &record.hash, now_ms())
+        .await?;
+    store
+        .record(Record {
+            events: vec![AuditEvent {
+                kind: EVENT_KIND.into(),
+                message_id: None,
+                data: json!({
+                    "what": "audit",
+                    "older_than": rfc3339_ms(before),
+                    "through_seq": through,
+                    "anchor_hash": record.hash,
+                    "checkpoint_seq": cp_seq,
+                    "checkpoint_hash": cp_hash,
+                    "deleted": report.audit_deleted,
+                }),
+            }],
+            ..Record::default()
+        })
+        .await?;
+    Ok(())
+}
+
+/// Starts the periodic pruning of `emla serve` (`[retention]
+/// interval_secs`); `None` when nothing is to be pruned.
+pub fn spawn(
+    gw: Arc<Gateway>,
+    mut stop: watch::Receiver<bool>,
+) -> Option<tokio::task::JoinHandle<()>> {
+    let cfg = gw.config.retention.clone();
+    if cfg.bodies_days.is_none() && cfg.audit_days.is_none() {
+        return None;
+    }
+    Some(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(cfg.interval) => {}
+                _ = stop.changed() => return,
+            }
+            if *stop.borrow() {
+                return;
+            }
+            match prune(&gw.store, &cfg, now_ms(), false).await {
+                Ok(r) => {
+                    if !r.bodies.is_empty() || r.audit_through.is_some() {
+                        tracing::info!(
+                            bodies = r.bodies.len(),
+                            audit_through = ?r.audit_through,
+                            "retention: pruned"
+                        );
+                    }
+                    if let Some(why) = r.audit_skipped {
+                        tracing::warn!("retention: audit records not pruned: {why}");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "retention: pruning failed"),
+            }
+        }
+    }))
+}

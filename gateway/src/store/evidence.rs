@@ -1,0 +1,339 @@
+//! Reads and writes for signed checkpoints, evidence bundles and
+//! retention (see [`audit::checkpoint`](crate::audit::checkpoint),
+//! [`audit::export`](crate::audit::export) and
+//! [`audit::retention`](crate::audit::retention)).
+//!
+//! Pruning never breaks the chain: pruned bodies keep their hash in the
+//! message row and in the audit records, and pruned audit records leave
+//! their last seq and hash in `audit_anchor`, from which
+//! [`Store::verify_chain`] then starts (the anchor replaces the 64 zeros of
+//! the genesis).
+
+use sqlx::Row;
+
+use super::chain::{AuditRow, Verifier};
+use super::db::{self, on_pool, Db};
+use super::{files, Store, StoreError};
+
+/// Rows per page when reading a range of the chain.
+const PAGE: i64 = 10_000;
+
+/// Where the chain starts after audit records were pruned.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct ChainAnchor {
+    /// The seq of the last pruned record (the next kept record is seq + 1).
+    pub seq: i64,
+    /// Its hash: the `prev_hash` of record seq + 1.
+    pub hash: String,
+    /// When the records were pruned, ms since the epoch.
+    pub pruned_at: i64,
+}
+
+/// A message whose body file retention may remove.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct StoredBody {
+    /// The emla message id.
+    pub id: String,
+    /// SHA-256 of the body (the file name).
+    pub sha256: String,
+    /// Reception time, ms.
+    pub received_at: i64,
+}
+
+fn read_err(e: sqlx::Error) -> StoreError {
+    db::unavailable("reading the audit chain", e)
+}
+
+/// An [`AuditRow`] from a row of either backend.
+macro_rules! audit_row {
+    ($r:expr) => {
+        Ok(AuditRow {
+            seq: $r.try_get("seq")?,
+            at: $r.try_get("at")?,
+            message_id: $r.try_get("message_id")?,
+            kind: $r.try_get("kind")?,
+            data: $r.try_get("data")?,
+            prev_hash: $r.try_get("prev_hash")?,
+            hash: $r.try_get("hash")?,
+        })
+    };
+}
+
+impl Db {
+    async fn evidence_anchor(&self) -> Result<Option<ChainAnchor>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query("SELECT seq, hash, pruned_at FROM audit_anchor WHERE id = 1")
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| Ok(ChainAnchor {
+                seq: r.try_get("seq")?,
+                hash: r.try_get("hash")?,
+                pruned_at: r.try_get("pruned_at")?,
+            })).transpose()
+        })
+    }
+
+    async fn evidence_range(&self, after: i64, upto: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
+                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(after)
+            .bind(upto)
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| audit_row!(r)).collect()
+        })
+    }
+
+    async fn evidence_kind(&self, kind: &str, limit: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
+                 WHERE kind = $1 ORDER BY seq DESC LIMIT $2",
+            )
+            .bind(kind)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| audit_row!(r)).collect()
+        })
+    }
+
+    async fn evidence_old_bodies(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredBody>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let rows = sqlx::query(
+                "SELECT id, sha256, received_at FROM messages \
+                 WHERE body_stored = $1 AND received_at < $2 ORDER BY received_at, id LIMIT $3",
+            )
+            .bind(true)
+            .bind(before_ms)
+            .bind(limit)
+            .fetch_all(pool)
+            .await?;
+            rows.iter().map(|r| Ok(StoredBody {
+                id: r.try_get("id")?,
+                sha256: r.try_get("sha256")?,
+                received_at: r.try_get("received_at")?,
+            })).collect()
+        })
+    }
+
+    async fn evidence_body_kept_elsewhere(
+        &self,
+        sha256: &str,
+        before_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let n: i64 = sqlx::query_scalar(
+                "SELECT COUNT(*) FROM messages WHERE sha256 = $1 AND body_stored = $2 \
+                 AND received_at >= $3",
+            )
+            .bind(sha256)
+            .bind(true)
+            .bind(before_ms)
+            .fetch_one(pool)
+            .await?;
+            Ok(n > 0)
+        })
+    }
+
+    async fn evidence_mark_pruned(&self, ids: &[String], at_ms: i64) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            for id in ids {
+                sqlx::query("UPDATE messages SET body_stored = $1, body_pruned_at = $2 WHERE id = $3")
+                    .bind(false)
+                    .bind(at_ms)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
+        })
+    }
+
+    async fn evidence_first_at_or_after(&self, at_ms: i64) -> Result<Option<i64>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            sqlx::query_scalar("SELECT MIN(seq) FROM audit WHERE at >= $1")
+                .bind(at_ms)
+                .fetch_one(pool)
+                .await
+        })
+    }
+
+    async fn evidence_prune_audit(
+        &self,
+        through: i64,
+        hash: &str,
+        at_ms: i64,
+    ) -> Result<u64, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            let deleted = sqlx::query("DELETE FROM audit WHERE seq <= $1")
+                .bind(through)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query("DELETE FROM audit_anchor WHERE id = 1")
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("INSERT INTO audit_anchor (id, seq, hash, pruned_at) VALUES (1, $1, $2, $3)")
+                .bind(through)
+                .bind(hash)
+                .bind(at_ms)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(deleted)
+        })
+    }
+}
+
+impl Store {
+    /// The data directory (bodies under `messages/`).
+    pub fn data_dir(&self) -> &std::path::Path {
+        &self.inner.data_dir
+    }
+
+    /// The chain head as `audit_head` holds it: `(seq, hash)`; `(0, 64
+    /// zeros)` for an empty log.
+    pub async fn chain_head(&self) -> Result<(i64, String), StoreError> {
+        self.inner.db.head().await.map_err(read_err)
+    }
+
+    /// Where the chain starts: the anchor left by pruning, if any.
+    pub async fn chain_anchor(&self) -> Result<Option<ChainAnchor>, StoreError> {
+        self.inner.db.evidence_anchor().await.map_err(read_err)
+    }
+
+    /// A verifier positioned at the start of the kept chain: the genesis,
+    /// or the [`ChainAnchor`] left by pruning.
+    pub(crate) async fn chain_start(&self) -> Result<Verifier, StoreError> {
+        Ok(match self.chain_anchor().await? {
+            Some(a) => Verifier::from_anchor(a.seq, &a.hash),
+            None => Verifier::default(),
+        })
+    }
+
+    /// The audit records with `after < seq <= upto`, in seq order, read
+    /// page by page into memory (callers bound the range).
+    pub async fn audit_range(&self, after: i64, upto: i64) -> Result<Vec<AuditRow>, StoreError> {
+        let mut out = Vec::new();
+        let mut from = after;
+        loop {
+            let page = self
+                .inner
+                .db
+                .evidence_range(from, upto)
+                .await
+                .map_err(read_err)?;
+            let Some(last) = page.last() else { break };
+            from = last.seq;
+            out.extend(page);
+        }
+        Ok(out)
+    }
+
+    /// The audit record `seq`, if the table holds it.
+    pub async fn audit_record(&self, seq: i64) -> Result<Option<AuditRow>, StoreError> {
+        let mut rows = self
+            .inner
+            .db
+            .evidence_range(seq - 1, seq)
+            .await
+            .map_err(read_err)?;
+        Ok(rows.pop())
+    }
+
+    /// The newest `limit` records of one kind, newest first.
+    pub async fn audit_of_kind(&self, kind: &str, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+        self.inner
+            .db
+            .evidence_kind(kind, limit)
+            .await
+            .map_err(read_err)
+    }
+
+    /// Messages received before `before_ms` whose body is still kept,
+    /// oldest first, at most `limit`.
+    pub async fn bodies_before(
+        &self,
+        before_ms: i64,
+        limit: i64,
+    ) -> Result<Vec<StoredBody>, StoreError> {
+        self.inner
+            .db
+            .evidence_old_bodies(before_ms, limit)
+            .await
+            .map_err(|e| db::unavailable("reading messages", e))
+    }
+
+    /// Whether a message received at or after `before_ms` still keeps the
+    /// body with this hash (the file is shared: content-addressed).
+    pub async fn body_kept_after(&self, sha256: &str, before_ms: i64) -> Result<bool, StoreError> {
+        self.inner
+            .db
+            .evidence_body_kept_elsewhere(sha256, before_ms)
+            .await
+            .map_err(|e| db::unavailable("reading messages", e))
+    }
+
+    /// Marks the bodies of `ids` as pruned at `at_ms` (`body_stored` false,
+    /// `body_pruned_at` set).
+    pub async fn mark_bodies_pruned(&self, ids: &[String], at_ms: i64) -> Result<(), StoreError> {
+        self.inner
+            .db
+            .evidence_mark_pruned(ids, at_ms)
+            .await
+            .map_err(|e| db::unavailable("marking pruned bodies", e))
+    }
+
+    /// Removes the body file with this hash, if present; `Ok(true)` when a
+    /// file was removed.
+    pub fn remove_body_file(&self, sha256: &str) -> Result<bool, StoreError> {
+        let Some(path) = files::body_path(&self.inner.data_dir, sha256) else {
+            return Ok(false);
+        };
+        match std::fs::remove_file(&path) {
+            Ok(()) => Ok(true),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(StoreError::Unavailable(format!(
+                "removing {}: {e}",
+                path.display()
+            ))),
+        }
+    }
+
+    /// The lowest seq of a record committed at or after `at_ms`, if any.
+    pub async fn first_seq_at_or_after(&self, at_ms: i64) -> Result<Option<i64>, StoreError> {
+        self.inner
+            .db
+            .evidence_first_at_or_after(at_ms)
+            .await
+            .map_err(read_err)
+    }
+
+    /// Deletes the audit records with seq <= `through` and makes (`through`,
+    /// `hash`) the chain's anchor, in one transaction. The caller checks
+    /// first that `hash` is the hash of record `through` and that a signed
+    /// checkpoint covers it. Returns the number of records deleted.
+    pub async fn prune_audit_through(
+        &self,
+        through: i64,
+        hash: &str,
+        at_ms: i64,
+    ) -> Result<u64, StoreError> {
+        self.inner
+            .db
+            .evidence_prune_audit(through, hash, at_ms)
+            .await
+            .map_err(|e| db::unavailable("pruning audit records", e))
+    }
+}

@@ -1,0 +1,663 @@
+//! Signed checkpoints, evidence bundles and retention (issue #5):
+//!
+//! - a consistent rewrite of the whole audit table (every hash recomputed)
+//!   passes the plain chain walk but not the signed checkpoint, on SQLite
+//!   and PostgreSQL;
+//! - retention prunes bodies and audit records below a signed checkpoint
+//!   and the chain still verifies from its anchor;
+//! - end to end: `emla serve` receives a real signed message and writes a
+//!   checkpoint by itself, `emla audit export` writes a bundle whose
+//!   README commands (openssl, sha256sum, python3) pass, and tampered
+//!   bundles fail them; `emla audit verify --checkpoints` exits 1 naming the
+//!   seq and both hashes after a rewrite.
+//!
+//! Needs `openssl`, `python3` with `cryptography`, `sha256sum`, and
+//! PostgreSQL as for `tests/audit.rs`.
+
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
+
+#[macro_use]
+#[path = "support/testdb.rs"]
+mod testdb;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use emla::audit::checkpoint::{self, Outcome};
+use emla::audit::retention;
+use emla::config::RetentionConfig;
+use emla::store::chain::{record_hash, GENESIS};
+use emla::store::{now_ms, AuditEvent, ChainCheck, MessageRecord, Record, SessionInfo, Store};
+use emla::{EvalTime, Reason};
+use serde_json::json;
+use sha2::{Digest, Sha256};
+use support::{alice_to_bob, pki, Tool, ALICE, BOB};
+use testdb::{Backend, TestDb};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A copy of the test policy whose `gateway.toml` names the gateway's
+/// signing identity (`certs/aa/gateway.pem`, under AA's CA).
+fn signing_policy() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let p = pki();
+        let dir = p.dir.join("policy-signing");
+        if !dir.join(".done").exists() {
+            copy_dir(&p.policy(), &dir);
+            let g = dir.join("gateway.toml");
+            let text = std::fs::read_to_string(&g).unwrap().replace(
+                "hostname = \"emla.test\"\n",
+                "hostname = \"emla.test\"\npostmaster = \"postmaster@justice.aa.example\"\n\
+                 signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
+            );
+            std::fs::write(&g, text).unwrap();
+            std::fs::write(dir.join(".done"), "").unwrap();
+        }
+        dir
+    })
+    .clone()
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}
+
+fn root_ca(cc: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
+    checkpoint::read_ca(&pki().cert(cc, "root")).unwrap()
+}
+
+/// SQL that rewrites every record of `rows` consistently: record
+/// `changed` gets `new_data`, and every hash from there on, every
+/// prev_hash and the head are recomputed exactly as emla computes them.
+fn rewrite_sql(rows: &[emla::store::chain::AuditRow], changed: i64, new_data: &str) -> String {
+    let mut prev = rows
+        .first()
+        .map(|r| r.prev_hash.clone())
+        .unwrap_or(GENESIS.into());
+    let mut sql = String::new();
+    for r in rows {
+        let data = if r.seq == changed {
+            new_data.to_string()
+        } else {
+            r.data.clone()
+        };
+        let hash = record_hash(&prev, r.seq, r.at, &r.kind, r.message_id.as_deref(), &data);
+        sql += &format!(
+            "UPDATE audit SET data = '{}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};\n",
+            data.replace('\'', "''"),
+            r.seq
+        );
+        prev = hash;
+    }
+    sql += &format!("UPDATE audit_head SET hash = '{prev}' WHERE id = 1;\n");
+    sql
+}
+
+fn event(i: usize) -> Record {
+    Record {
+        events: vec![AuditEvent {
+            kind: "test.event".into(),
+            message_id: Some(format!("m{i}")),
+            data: json!({"n": i, "who": "alice@justice.aa.example"}),
+        }],
+        ..Record::default()
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A whole-log rewrite
+// ---------------------------------------------------------------------------
+
+async fn checkpoint_detects_a_consistent_rewrite(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    for i in 0..5 {
+        store.record(event(i)).await.unwrap();
+    }
+    let policy = emla::policy::load(&signing_policy(), EvalTime::now()).unwrap();
+    let dir = db.dir.path().join("checkpoints");
+    let w = checkpoint::write(&store, &policy, &dir, false)
+        .await
+        .unwrap();
+    assert_eq!(w.checkpoint.seq, 5);
+    assert_eq!(w.json, dir.join("checkpoint-5.json"));
+    assert!(dir.join("checkpoint-5.p7s").exists());
+    // The checkpoint is itself recorded, as record 6.
+    let ev = store.audit_record(6).await.unwrap().unwrap();
+    assert_eq!(ev.kind, "audit.checkpoint");
+    assert!(ev.data.contains("\"signed\":true"), "{}", ev.data);
+
+    let ca = root_ca("aa");
+    let ok = checkpoint::check(&store, &w.json, &ca, false)
+        .await
+        .unwrap();
+    assert_eq!(ok.outcome, Outcome::Matches, "{}", ok.text());
+    assert!(ok.signer.as_deref().unwrap().contains("emla gateway"));
+
+    // Another country's CA does not vouch for the gateway.
+    let other = checkpoint::check(&store, &w.json, &root_ca("bb"), false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(other.outcome, Outcome::BadSignature(ref e) if e.contains("does not chain")),
+        "{other:?}"
+    );
+
+    // Rewrite the whole table consistently, changing record 2.
+    let (head, _) = store.chain_head().await.unwrap();
+    let rows = store.audit_range(0, head).await.unwrap();
+    db.exec(&rewrite_sql(
+        &rows,
+        2,
+        r#"{"n":99,"who":"mallory@evil.example"}"#,
+    ))
+    .await;
+    assert!(
+        matches!(
+            store.verify_chain().await.unwrap(),
+            ChainCheck::Intact { records: 6, .. }
+        ),
+        "the plain chain walk cannot see a consistent rewrite"
+    );
+    let broken = checkpoint::check(&store, &w.json, &ca, false)
+        .await
+        .unwrap();
+    let Outcome::Mismatch { database } = &broken.outcome else {
+        panic!("expected a mismatch: {broken:?}");
+    };
+    assert_ne!(database, &w.checkpoint.hash);
+    let text = broken.text();
+    assert!(text.contains("checkpoint seq 5"), "{text}");
+    assert!(
+        text.contains(&w.checkpoint.hash) && text.contains(database.as_str()),
+        "{text}"
+    );
+
+    // A checkpoint edited to match the rewrite no longer verifies.
+    let forged = std::fs::read_to_string(&w.json)
+        .unwrap()
+        .replace(&w.checkpoint.hash, database);
+    std::fs::write(&w.json, forged).unwrap();
+    let c = checkpoint::check(&store, &w.json, &ca, false)
+        .await
+        .unwrap();
+    assert!(
+        matches!(c.outcome, Outcome::BadSignature(ref e) if e.contains("digest")),
+        "{c:?}"
+    );
+    // Without its .p7s it is refused unless unsigned ones are allowed.
+    std::fs::remove_file(dir.join("checkpoint-5.p7s")).unwrap();
+    let c = checkpoint::check(&store, &w.json, &ca, false)
+        .await
+        .unwrap();
+    assert_eq!(c.outcome, Outcome::Unsigned);
+    db.drop_db().await;
+}
+both!(checkpoint_detects_a_consistent_rewrite);
+
+// ---------------------------------------------------------------------------
+// Retention
+// ---------------------------------------------------------------------------
+
+fn message(i: usize, received_at_ms: i64) -> Record {
+    message_as(&format!("msg-{i}"), i, received_at_ms)
+}
+
+/// A message `id` whose bytes are those of message `i`.
+fn message_as(id: &str, i: usize, received_at_ms: i64) -> Record {
+    let raw =
+        format!("From: alice@justice.aa.example\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
+    let sha256 = hex::encode(Sha256::digest(&raw));
+    let id = id.to_string();
+    Record {
+        message: Some(MessageRecord {
+            id: id.clone(),
+            received_at_ms,
+            sha256: sha256.clone(),
+            size: raw.len() as u64,
+            session: SessionInfo::default(),
+            mail_from: ALICE.into(),
+            rcpt_to: vec![BOB.into()],
+            header_from: Some(ALICE.into()),
+            header_to: Some(BOB.into()),
+            subject: Some(format!("{i}")),
+            message_id: None,
+            date: None,
+            reason: Reason::Ok,
+            detail: "ok".into(),
+            signers: json!([]),
+            authority: Some("aa-moj".into()),
+            policy_version: "v".into(),
+            case_ref: None,
+            body: Some(Arc::from(raw)),
+        }),
+        events: vec![AuditEvent {
+            kind: "message.accepted".into(),
+            message_id: Some(id),
+            data: json!({"sha256": sha256}),
+        }],
+        ..Record::default()
+    }
+}
+
+async fn retention_keeps_the_chain_verifiable(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let now = now_ms();
+    for i in 0..3 {
+        store.record(message(i, now - 400 * DAY_MS)).await.unwrap();
+    }
+    store.record(message(3, now)).await.unwrap();
+    // A young message with the same bytes as old msg-1: the shared file stays.
+    store
+        .record(message_as("msg-1-again", 1, now))
+        .await
+        .unwrap();
+    let sha = |s: &Store, id: &str| {
+        let s = s.clone();
+        let id = id.to_string();
+        async move {
+            s.message(&id).await.unwrap().unwrap()["sha256"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        }
+    };
+    let old_sha = sha(&store, "msg-0").await;
+    let new_sha = sha(&store, "msg-3").await;
+    let cfg = RetentionConfig {
+        bodies_days: Some(365),
+        audit_days: None,
+        interval: Duration::from_secs(3600),
+    };
+    // Dry run: nothing changes.
+    let r = retention::prune(&store, &cfg, now, true).await.unwrap();
+    assert_eq!(r.bodies.len(), 3);
+    assert!(store.body_path(&old_sha).unwrap().exists());
+
+    let r = retention::prune(&store, &cfg, now, false).await.unwrap();
+    assert_eq!((r.bodies.len(), r.files_removed), (3, 2), "{}", r.text());
+    assert!(!store.body_path(&old_sha).unwrap().exists());
+    assert!(store.body_path(&new_sha).unwrap().exists());
+    let shared = sha(&store, "msg-1").await;
+    assert!(
+        store.body_path(&shared).unwrap().exists(),
+        "shared with msg-1-again"
+    );
+    assert_eq!(
+        store.message("msg-1").await.unwrap().unwrap()["body_stored"],
+        false
+    );
+    let m0 = store.message("msg-0").await.unwrap().unwrap();
+    assert_eq!(m0["body_stored"], false);
+    assert_eq!(m0["sha256"], old_sha.as_str(), "the hash stays");
+    let pruned = store.audit_of_kind("retention.pruned", 10).await.unwrap();
+    assert_eq!(pruned.len(), 1);
+    assert!(pruned[0].data.contains(&old_sha) && pruned[0].data.contains("msg-0"));
+    assert!(matches!(
+        store.verify_chain().await.unwrap(),
+        ChainCheck::Intact { .. }
+    ));
+
+    // Audit records: nothing without a signed checkpoint.
+    let cfg = RetentionConfig {
+        bodies_days: None,
+        audit_days: Some(365),
+        interval: Duration::from_secs(3600),
+    };
+    let later = now + 400 * DAY_MS;
+    let r = retention::prune(&store, &cfg, later, false).await.unwrap();
+    assert!(r
+        .audit_skipped
+        .as_deref()
+        .unwrap()
+        .contains("no signed checkpoint"));
+
+    let policy = emla::policy::load(&signing_policy(), EvalTime::now()).unwrap();
+    let w = checkpoint::write(&store, &policy, &db.dir.path().join("cp"), false)
+        .await
+        .unwrap();
+    store.record(event(9)).await.unwrap(); // after the checkpoint: kept
+    let r = retention::prune(&store, &cfg, later, false).await.unwrap();
+    assert_eq!(r.audit_through, Some(w.checkpoint.seq), "{}", r.text());
+    assert_eq!(r.audit_deleted, w.checkpoint.seq as u64);
+    let anchor = store.chain_anchor().await.unwrap().unwrap();
+    assert_eq!(
+        (anchor.seq, anchor.hash.as_str()),
+        (w.checkpoint.seq, w.checkpoint.hash.as_str())
+    );
+    assert!(store.audit_record(1).await.unwrap().is_none());
+    match store.verify_chain().await.unwrap() {
+        ChainCheck::Intact { records, .. } => assert_eq!(records, 3), // checkpoint event, 9, pruning
+        broken => panic!("{broken:?}"),
+    }
+    // The checkpoint is still checkable: against the anchor.
+    let c = checkpoint::check(&store, &w.json, &root_ca("aa"), false)
+        .await
+        .unwrap();
+    assert_eq!(c.outcome, Outcome::Matches, "{}", c.text());
+    // Removing the anchor shows.
+    db.exec("DELETE FROM audit_anchor").await;
+    assert!(matches!(
+        store.verify_chain().await.unwrap(),
+        ChainCheck::Broken { .. }
+    ));
+    db.drop_db().await;
+}
+both!(retention_keeps_the_chain_verifiable);
+
+// ---------------------------------------------------------------------------
+// End to end: serve, export, openssl
+// ---------------------------------------------------------------------------
+
+fn emla(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Runs the bundle's `verify.sh` in `dir`: success and output.
+fn run_checks(dir: &Path) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("verify.sh")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// A copy of the bundle with `edit` applied, SHA256SUMS recomputed when
+/// `fix_sums` (so that only the later checks can catch it).
+fn tampered(bundle: &Path, name: &str, fix_sums: bool, edit: impl Fn(&Path)) -> PathBuf {
+    let copy = bundle.with_file_name(format!(
+        "{}-{name}",
+        bundle.file_name().unwrap().to_string_lossy()
+    ));
+    copy_dir(bundle, &copy);
+    edit(&copy);
+    if fix_sums {
+        let sums = std::fs::read_to_string(copy.join("SHA256SUMS")).unwrap();
+        let fixed: String = sums
+            .lines()
+            .map(|l| {
+                let path = &l[66..];
+                let bytes = std::fs::read(copy.join(path)).unwrap();
+                format!("{}  {path}\n", hex::encode(Sha256::digest(bytes)))
+            })
+            .collect();
+        std::fs::write(copy.join("SHA256SUMS"), fixed).unwrap();
+    }
+    copy
+}
+
+#[test]
+fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
+    let cp_dir_holder = tempfile::tempdir().unwrap();
+    let cp_dir = cp_dir_holder.path().join("checkpoints");
+    let gw = smtp::Gateway::new(smtp::Opts {
+        policy_dir: signing_policy(),
+        extra_toml: format!(
+            "\n[audit]\ncheckpoint_interval_secs = 1\ncheckpoint_dir = {:?}\n",
+            cp_dir.display().to_string()
+        ),
+        ..smtp::Opts::default()
+    });
+    let server = gw.start();
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let (reply, t) = smtp::send(server.port, ALICE, &[BOB], &msg);
+    let id = reply
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted: {t}"));
+
+    // emla serve writes a checkpoint covering the message by itself.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let covering = loop {
+        let found = checkpoint::list(&cp_dir).unwrap_or_default();
+        if let Some((seq, p)) = found.into_iter().find(|(seq, _)| *seq >= 1) {
+            break (seq, p);
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no checkpoint from emla serve:\n{}",
+            server.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert!(covering.1.with_extension("p7s").exists());
+    // Idle: no further checkpoint (the head is the checkpoint's own record).
+    std::thread::sleep(Duration::from_millis(2500));
+    let last = checkpoint::list(&cp_dir).unwrap().last().unwrap().0;
+    assert_eq!(
+        last, covering.0,
+        "a checkpoint was written with nothing new"
+    );
+    drop(server);
+
+    // `emla audit checkpoint` writes one now.
+    let (code, out) = emla(&["audit", "checkpoint"], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("(+ .p7s)"), "{out}");
+
+    let ca = pki().cert("aa", "root");
+    let ca_s = ca.to_str().unwrap();
+    let cp_s = cp_dir.to_str().unwrap();
+    let (code, out) = emla(
+        &["audit", "verify", "--checkpoints", cp_s, "--ca", ca_s],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains("audit chain intact") && out.contains("matches"),
+        "{out}"
+    );
+
+    // Export, then check with the README's commands only.
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    let (code, out) = emla(
+        &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert_eq!(
+        std::fs::read(bundle.join("message.eml")).unwrap(),
+        msg,
+        "original bytes"
+    );
+    let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
+    let script = std::fs::read_to_string(bundle.join("verify.sh")).unwrap();
+    assert!(readme.contains(&script), "README.txt quotes verify.sh");
+    for cmd in [
+        "sha256sum -c SHA256SUMS",
+        "openssl cms -verify -in message.eml",
+        "-crl_check_all",
+        "openssl cms -verify -binary -inform DER",
+        "python3 audit/verify_chain.py",
+    ] {
+        assert!(script.contains(cmd), "{cmd} missing:\n{script}");
+    }
+    if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_BUNDLE") {
+        copy_dir(&bundle, Path::new(&keep));
+    }
+    let (ok, out) = run_checks(&bundle);
+    assert!(ok, "the bundle does not check:\n{out}");
+    assert!(
+        out.contains("chain proof OK") && out.contains("evidence bundle OK"),
+        "{out}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(bundle.join("verification.json")).unwrap()).unwrap();
+    assert_eq!(v["recorded"]["verdict"], "accept");
+    assert_eq!(v["reverified"]["verdict"], "accept", "{v}");
+
+    // A changed byte of the message: sha256sum fails; with the sums fixed,
+    // openssl fails.
+    let flip = |p: &Path| {
+        let f = p.join("message.eml");
+        let mut b = std::fs::read(&f).unwrap();
+        let at = b.windows(5).position(|w| w == b"quick").unwrap();
+        b[at] = b'Q';
+        std::fs::write(&f, b).unwrap();
+    };
+    let t1 = tampered(&bundle, "msg", false, flip);
+    let (ok, out) = run_checks(&t1);
+    assert!(!ok && out.contains("message.eml: FAILED"), "{out}");
+    let t2 = tampered(&bundle, "msg-sums", true, flip);
+    let (ok, out) = run_checks(&t2);
+    assert!(!ok && !out.contains("chain proof OK"), "{out}");
+    assert!(
+        out.to_lowercase().contains("verification failure") || out.contains("digest failure"),
+        "{out}"
+    );
+
+    // An edited audit record (sums fixed): the chain proof fails.
+    let t3 = tampered(&bundle, "records", true, |p| {
+        let f = p.join("audit/records.jsonl");
+        let text = std::fs::read_to_string(&f)
+            .unwrap()
+            .replacen("accept", "reject", 1);
+        std::fs::write(&f, text).unwrap();
+    });
+    let (ok, out) = run_checks(&t3);
+    assert!(!ok && out.contains("computed hash"), "{out}");
+
+    // An edited checkpoint (sums fixed): openssl refuses its signature.
+    let t4 = tampered(&bundle, "checkpoint", true, |p| {
+        for e in std::fs::read_dir(p.join("checkpoint")).unwrap().flatten() {
+            if e.path().extension().is_some_and(|x| x == "json") {
+                let t = std::fs::read_to_string(e.path())
+                    .unwrap()
+                    .replace("\"seq\":", "\"seq\": ");
+                std::fs::write(e.path(), t).unwrap();
+            }
+        }
+    });
+    let (ok, out) = run_checks(&t4);
+    assert!(!ok && !out.contains("chain proof OK"), "{out}");
+
+    // A consistent rewrite of the database: plain verify passes, verify
+    // against the checkpoints fails naming the seq and both hashes.
+    let url = gw.database_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let store = Store::open(&url, &gw.data_dir).await.unwrap();
+        let (head, _) = store.chain_head().await.unwrap();
+        let rows = store.audit_range(0, head).await.unwrap();
+        let decision = rows
+            .iter()
+            .find(|r| r.message_id.as_deref() == Some(id.as_str()))
+            .unwrap();
+        assert!(decision.data.contains("accept"), "{}", decision.data);
+        let sql = rewrite_sql(
+            &rows,
+            decision.seq,
+            &decision.data.replace("accept", "reject"),
+        );
+        use sqlx::Connection;
+        let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
+    });
+    let (code, out) = emla(&["audit", "verify"], &gw.config);
+    assert_eq!(code, 0, "plain verify cannot see it: {out}");
+    let (code, out) = emla(
+        &["audit", "verify", "--checkpoints", cp_s, "--ca", ca_s],
+        &gw.config,
+    );
+    assert_eq!(code, 1, "{out}");
+    let cp_text = std::fs::read_to_string(&covering.1).unwrap();
+    let cp: checkpoint::Checkpoint = checkpoint::Checkpoint::parse(cp_text.as_bytes()).unwrap();
+    assert!(
+        out.contains(&format!("checkpoint seq {}", cp.seq))
+            && out.contains("BROKEN")
+            && out.contains(&cp.hash),
+        "{out}"
+    );
+    // And export refuses a log that no longer matches its checkpoint.
+    let (code, out) = emla(
+        &[
+            "audit",
+            "export",
+            &id,
+            "--out",
+            work.path().join("b2").to_str().unwrap(),
+        ],
+        &gw.config,
+    );
+    assert_eq!(code, 1, "{out}");
+}
+
+#[test]
+fn prune_and_checkpoint_cli_exit_codes() {
+    // No [retention]: nothing to prune is a configuration error.
+    let gw = smtp::Gateway::new(smtp::Opts::default());
+    let (code, out) = emla(&["audit", "prune"], &gw.config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("nothing to prune"), "{out}");
+    // No signing identity in the policy: no checkpoint, exit 2.
+    let (code, out) = emla(&["audit", "checkpoint"], &gw.config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("no signing identity"), "{out}");
+    // A missing checkpoint directory is a usage error.
+    let (code, out) = emla(
+        &["audit", "verify", "--checkpoints", "/nonexistent"],
+        &gw.config,
+    );
+    assert_eq!(code, 2, "{out}");
+    // Unknown message: exit 1.
+    let out_dir = gw.dir().join("bundle");
+    let (code, out) = emla(
+        &[
+            "audit",
+            "export",
+            "nope@x",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &gw.config,
+    );
+    assert_eq!(code, 1, "{out}");
+
+    let gw = smtp::Gateway::new(smtp::Opts {
+        extra_toml: "\n[retention]\nbodies_days = 1\naudit_days = 1\n".into(),
+        ..smtp::Opts::default()
+    });
+    let (code, out) = emla(&["audit", "prune", "--dry-run"], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("bodies: would prune 0"), "{out}");
+    assert!(out.contains("no signed checkpoint"), "{out}");
+    let (code, out) = emla(&["audit", "prune", "--json"], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(v["dry_run"], false);
+}
