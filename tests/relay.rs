@@ -933,3 +933,63 @@ fn an_authority_that_wants_no_receipts_gets_none() {
     assert_eq!(sink.messages().len(), 1, "no receipts");
     assert!(!gw.db().audit().iter().any(|a| a.kind == "receipt.queued"));
 }
+
+#[test]
+fn a_checkpoint_is_mailed_signed_to_the_auditor() {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "\ndomains = ",
+        "\nreceipts = []\ndomains = ",
+    );
+    let gw = Gateway::new(Opts {
+        extra_toml: format!(
+            "\n[audit]\ncheckpoint_interval_secs = 0\ncheckpoint_mail = \"{BEA}\"\n"
+        ),
+        ..relaying(&policy, "").opts
+    });
+    let srv = gw.start();
+    send_signed(srv.port);
+    sink.wait_for(1, Duration::from_secs(20));
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["audit", "checkpoint", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mails = delivered_to(&sink, BEA, 1);
+    assert_eq!(mails.len(), 1, "{}", srv.stderr());
+    let (env, mail) = &mails[0];
+    assert_eq!(env["mail_from"], "<>");
+    assert!(
+        header(mail, "Subject")
+            .unwrap()
+            .starts_with("emla audit checkpoint "),
+        "{mail}"
+    );
+    assert!(
+        mail.contains("checkpoint-") && mail.contains(".p7s"),
+        "{mail}"
+    );
+    assert!(
+        openssl_verifies(mail.as_bytes(), "aa"),
+        "signed by the gateway:\n{mail}"
+    );
+    let cp = gw
+        .db()
+        .audit()
+        .into_iter()
+        .find(|a| a.kind == "audit.checkpoint")
+        .unwrap();
+    assert!(
+        cp.data.contains(&format!("\"to\":\"{BEA}\"")),
+        "{}",
+        cp.data
+    );
+    gw.assert_audit_intact();
+}

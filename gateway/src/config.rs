@@ -68,8 +68,9 @@ pub struct AuditConfig {
     /// signing identity (`allow_unsigned_checkpoints`, default false: no
     /// checkpoint is written and an error is logged).
     pub allow_unsigned: bool,
-    /// Also mail every checkpoint, signed, to this address
-    /// (`checkpoint_mail`): not implemented yet; accepted and reported.
+    /// Also mail every checkpoint, signed, with its files attached, to this
+    /// address (`checkpoint_mail`), which must be in an authority's domain
+    /// (the mail goes to that authority's next hop).
     pub checkpoint_mail: Option<String>,
 }
 

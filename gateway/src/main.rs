@@ -491,13 +491,12 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
-            let w =
-                emla::audit::checkpoint::write(&store, &policy, &dir, config.audit.allow_unsigned)
-                    .await
-                    .map_err(|e| {
-                        eprintln!("emla: {e}");
-                        ExitCode::from(EXIT_CONFIG)
-                    })?;
+            let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit)
+                .await
+                .map_err(|e| {
+                    eprintln!("emla: {e}");
+                    ExitCode::from(EXIT_CONFIG)
+                })?;
             if json {
                 println!(
                     "{}",

@@ -156,13 +156,15 @@ pub struct Written {
 /// Writes a checkpoint of the current chain head to `dir` (created if
 /// needed), signed with the policy's signing identity, then records an
 /// `audit.checkpoint` event naming it (that event is therefore the first
-/// record the checkpoint does not cover).
+/// record the checkpoint does not cover). With `checkpoint_mail`, the same
+/// transaction queues a signed mail carrying both files to that address.
 pub async fn write(
     store: &Store,
     policy: &Policy,
     dir: &Path,
-    allow_unsigned: bool,
+    audit: &crate::config::AuditConfig,
 ) -> Result<Written, CheckpointError> {
+    let allow_unsigned = audit.allow_unsigned;
     let signing = policy.gateway.signing.clone();
     if signing.is_none() && !allow_unsigned {
         return Err(CheckpointError::Config(format!(
@@ -220,24 +222,50 @@ pub async fn write(
             "sha256": hex::encode(Sha256::digest(id.certificate_der())),
         })
     });
-    store
-        .record(Record {
-            events: vec![AuditEvent {
-                kind: EVENT_KIND.into(),
-                message_id: None,
-                data: json!({
-                    "seq": checkpoint.seq,
-                    "hash": checkpoint.hash,
-                    "at": checkpoint.at,
-                    "file": json.file_name().map(|n| n.to_string_lossy().into_owned()),
-                    "sha256": hex::encode(Sha256::digest(&bytes)),
-                    "signed": signature.is_some(),
-                    "signer": signer,
-                }),
-            }],
-            ..Record::default()
-        })
-        .await?;
+    let mut record = Record {
+        events: vec![AuditEvent {
+            kind: EVENT_KIND.into(),
+            message_id: None,
+            data: json!({
+                "seq": checkpoint.seq,
+                "hash": checkpoint.hash,
+                "at": checkpoint.at,
+                "file": json.file_name().map(|n| n.to_string_lossy().into_owned()),
+                "sha256": hex::encode(Sha256::digest(&bytes)),
+                "signed": signature.is_some(),
+                "signer": signer,
+            }),
+        }],
+        ..Record::default()
+    };
+    if let Some(to) = &audit.checkpoint_mail {
+        match (&signing, policy.authority_for_address(to)) {
+            (Some(id), Some(authority)) => {
+                let (m, q) = mail(
+                    policy,
+                    authority,
+                    id,
+                    to,
+                    &checkpoint,
+                    &bytes,
+                    signature.as_deref(),
+                    now,
+                );
+                // In the checkpoint's own record: it stays the chain head.
+                record.events[0].data["mailed"] = json!({"to": to, "mail_id": m.id});
+                record.outgoing.push(m);
+                record.queue.push(q);
+            }
+            (None, _) => {
+                tracing::warn!(to = %to, "checkpoint_mail: an unsigned checkpoint is not mailed")
+            }
+            (_, None) => tracing::warn!(
+                to = %to,
+                "checkpoint_mail: the address is in no authority's domain; not mailed"
+            ),
+        }
+    }
+    store.record(record).await?;
     if signature.is_none() {
         tracing::warn!(
             seq = checkpoint.seq,
@@ -249,6 +277,77 @@ pub async fn write(
         json,
         p7s,
     })
+}
+
+/// The signed mail that carries checkpoint `c` (its `.json` bytes and
+/// `.p7s` signature as attachments) to an auditor.
+#[allow(clippy::too_many_arguments)]
+fn mail(
+    policy: &Policy,
+    authority: &crate::policy::Authority,
+    identity: &crate::smime::sign::SigningIdentity,
+    to: &str,
+    c: &Checkpoint,
+    json_bytes: &[u8],
+    p7s: Option<&[u8]>,
+    at: SystemTime,
+) -> (crate::store::MessageRecord, crate::store::QueueEntry) {
+    let host = &policy.gateway.hostname;
+    let headers: Vec<(&'static str, String)> = vec![
+        ("From", policy.gateway.postmaster.clone()),
+        ("To", to.to_owned()),
+        (
+            "Subject",
+            format!("emla audit checkpoint {} of {host}", c.seq),
+        ),
+        ("Date", crate::relay::receipt::rfc5322_date(at)),
+        (
+            "Message-ID",
+            format!("<checkpoint.{}.{}@{host}>", c.seq, identity.random_hex(8)),
+        ),
+        ("Auto-Submitted", "auto-generated".into()),
+    ];
+    let boundary = format!("emla-checkpoint-{}", identity.random_hex(12));
+    let name = format!("checkpoint-{}", c.seq);
+    let mut entity = format!(
+        "Content-Type: multipart/mixed; boundary=\"{boundary}\"\r\n\r\n--{boundary}\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\n\
+         The audit log of {host} had {seq} records at {at}; the hash of record {seq}\r\n\
+         is {hash}. Keep this mail and its attachments outside the gateway: a\r\n\
+         later `emla audit verify --checkpoint {name}.json` proves the log was\r\n\
+         not rewritten up to that record.\r\n",
+        seq = c.seq,
+        at = c.at,
+        hash = c.hash,
+    )
+    .into_bytes();
+    let mut attach = |file: &str, ctype: &str, data: &[u8]| {
+        entity.extend_from_slice(
+            format!(
+                "--{boundary}\r\nContent-Type: {ctype}; name=\"{file}\"\r\n\
+                 Content-Transfer-Encoding: base64\r\n\
+                 Content-Disposition: attachment; filename=\"{file}\"\r\n\r\n"
+            )
+            .as_bytes(),
+        );
+        entity.extend_from_slice(&crate::smime::sign::base64_lines(data));
+    };
+    attach(&format!("{name}.json"), "application/json", json_bytes);
+    if let Some(sig) = p7s {
+        attach(&format!("{name}.p7s"), "application/pkcs7-signature", sig);
+    }
+    entity.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let bytes = identity.sign_mime(&headers, &entity, at);
+    crate::relay::notify::gateway_message(
+        policy,
+        authority,
+        to,
+        bytes,
+        &headers,
+        format!("audit checkpoint {} mailed to {to}", c.seq),
+        "checkpoint",
+        None,
+    )
 }
 
 /// Writes `bytes` to `path` through a temporary file, fsynced, renamed.
@@ -275,12 +374,6 @@ pub fn spawn(
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
     let every = gw.config.audit.checkpoint_interval?;
-    if let Some(to) = &gw.config.audit.checkpoint_mail {
-        tracing::warn!(
-            to = %to,
-            "[audit] checkpoint_mail is not implemented yet; checkpoints are only written to files"
-        );
-    }
     Some(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -302,7 +395,7 @@ pub fn spawn(
             }
             let policy = gw.policy();
             let cfg = &gw.config.audit;
-            match write(&gw.store, &policy, &cfg.checkpoint_dir, cfg.allow_unsigned).await {
+            match write(&gw.store, &policy, &cfg.checkpoint_dir, cfg).await {
                 Ok(w) => {
                     tracing::info!(
                         seq = w.checkpoint.seq,

@@ -170,7 +170,7 @@ pub async fn export(
             match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
                 Some((_, p)) => p,
                 None => {
-                    checkpoint::write(store, policy, dir, config.audit.allow_unsigned)
+                    checkpoint::write(store, policy, dir, &config.audit)
                         .await
                         .map_err(|e| usage(format!("writing a checkpoint: {e}")))?
                         .json

@@ -108,6 +108,66 @@ pub fn is_auto_submitted(raw: &[u8]) -> bool {
         .unwrap_or(false)
 }
 
+/// A message the gateway itself sends to `to`, an address of `authority`:
+/// its row (holding `bytes`, signed, whose header fields are `headers`)
+/// and its queue entry to that authority's next hop, on route `route`. It
+/// goes from a null reverse-path, so nothing ever answers it.
+#[allow(clippy::too_many_arguments)]
+pub fn gateway_message(
+    policy: &Policy,
+    authority: &Authority,
+    to: &str,
+    bytes: Vec<u8>,
+    headers: &[(&'static str, String)],
+    detail: String,
+    route: &str,
+    case_ref: Option<&str>,
+) -> (MessageRecord, QueueEntry) {
+    let id = crate::store::new_message_id(&policy.gateway.hostname);
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+    let header = |name: &str| {
+        headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+    };
+    let message = MessageRecord {
+        id: id.clone(),
+        received_at_ms: crate::store::now_ms(),
+        sha256,
+        size: bytes.len() as u64,
+        session: SessionInfo {
+            client_ip: "local".into(),
+            helo: policy.gateway.hostname.clone(),
+            tls_version: None,
+            tls_cipher: None,
+        },
+        mail_from: String::new(),
+        rcpt_to: vec![to.to_owned()],
+        header_from: header("From"),
+        header_to: header("To"),
+        subject: header("Subject"),
+        message_id: header("Message-ID"),
+        date: header("Date"),
+        reason: Reason::Ok,
+        detail,
+        signers: json!([]),
+        authority: Some(authority.id.clone()),
+        policy_version: policy.version.clone(),
+        case_ref: case_ref.map(str::to_owned),
+        body: Some(bytes.into()),
+    };
+    let queue = QueueEntry {
+        message_id: id,
+        next_hop: format!("{}:{}", authority.next_hop.host, authority.next_hop.port),
+        authority: authority.id.clone(),
+        route: route.to_owned(),
+        lane: "normal".into(),
+        recipients: vec![to.to_owned()],
+    };
+    (message, queue)
+}
+
 /// The first recorded signer, as receipts name it.
 fn signer(signers: &Value) -> Option<SignerSummary> {
     let s = signers.as_array()?.first()?;
@@ -165,54 +225,25 @@ fn outgoing(
     o: &Original<'_>,
     r: &Receipt,
 ) -> Outgoing {
-    let bytes = r.sign(identity);
-    let id = crate::store::new_message_id(&policy.gateway.hostname);
-    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
     let kind = r.kind.name();
-    let header = |name: &str| r.header(name).map(str::to_owned);
-    let message = MessageRecord {
-        id: id.clone(),
-        received_at_ms: crate::store::now_ms(),
-        sha256: sha256.clone(),
-        size: bytes.len() as u64,
-        session: SessionInfo {
-            client_ip: "local".into(),
-            helo: policy.gateway.hostname.clone(),
-            tls_version: None,
-            tls_cipher: None,
-        },
-        // A null reverse-path: nothing ever answers a receipt.
-        mail_from: String::new(),
-        rcpt_to: vec![o.sender.to_owned()],
-        header_from: header("From"),
-        header_to: header("To"),
-        subject: header("Subject"),
-        message_id: header("Message-ID"),
-        date: header("Date"),
-        reason: Reason::Ok,
-        detail: format!("{kind} receipt for {}", o.id),
-        signers: json!([]),
-        authority: Some(authority.id.clone()),
-        policy_version: policy.version.clone(),
-        case_ref: o.case_ref.map(str::to_owned),
-        body: Some(bytes.into()),
-    };
-    let queue = QueueEntry {
-        message_id: id.clone(),
-        next_hop: format!("{}:{}", authority.next_hop.host, authority.next_hop.port),
-        authority: authority.id.clone(),
-        route: "receipt".into(),
-        lane: "normal".into(),
-        recipients: vec![o.sender.to_owned()],
-    };
+    let (message, queue) = gateway_message(
+        policy,
+        authority,
+        o.sender,
+        r.sign(identity),
+        &r.headers,
+        format!("{kind} receipt for {}", o.id),
+        "receipt",
+        o.case_ref,
+    );
     let event = AuditEvent {
         kind: "receipt.queued".into(),
         message_id: Some(o.id.to_owned()),
         data: json!({
             "receipt": kind,
-            "receipt_id": id,
+            "receipt_id": message.id,
             "to": o.sender,
-            "sha256": sha256,
+            "sha256": message.sha256,
             "signed_by": identity.subject(),
         }),
     };

@@ -194,10 +194,14 @@ async fn accept_loop(
     gw: Arc<Gateway>,
     listener: TcpListener,
     sessions: Arc<Semaphore>,
-    stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let (mut tcp, peer) = match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            _ = stop.changed() => return,
+        };
+        let (mut tcp, peer) = match accepted {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "accept failed");
@@ -205,6 +209,13 @@ async fn accept_loop(
                 continue;
             }
         };
+        // Accepted in the same instant as the shutdown signal: not greeted.
+        if *stop.borrow() {
+            let _ = tcp
+                .write_all(b"421 4.3.2 emla is shutting down, try again later\r\n")
+                .await;
+            return;
+        }
         match sessions.clone().try_acquire_owned() {
             Ok(permit) => {
                 let gw = gw.clone();
