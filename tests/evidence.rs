@@ -22,6 +22,7 @@ mod support;
 #[path = "support/testdb.rs"]
 mod testdb;
 
+use emla::config::AuditConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, OnceLock};
@@ -129,7 +130,7 @@ async fn checkpoint_detects_a_consistent_rewrite(backend: Backend) {
     }
     let policy = emla::policy::load(&signing_policy(), EvalTime::now()).unwrap();
     let dir = db.dir.path().join("checkpoints");
-    let w = checkpoint::write(&store, &policy, &dir, false)
+    let w = checkpoint::write(&store, &policy, &dir, &AuditConfig::default())
         .await
         .unwrap();
     assert_eq!(w.checkpoint.seq, 5);
@@ -327,9 +328,14 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
         .contains("no signed checkpoint"));
 
     let policy = emla::policy::load(&signing_policy(), EvalTime::now()).unwrap();
-    let w = checkpoint::write(&store, &policy, &db.dir.path().join("cp"), false)
-        .await
-        .unwrap();
+    let w = checkpoint::write(
+        &store,
+        &policy,
+        &db.dir.path().join("cp"),
+        &AuditConfig::default(),
+    )
+    .await
+    .unwrap();
     store.record(event(9)).await.unwrap(); // after the checkpoint: kept
     let r = retention::prune(&store, &cfg, later, false).await.unwrap();
     assert_eq!(r.audit_through, Some(w.checkpoint.seq), "{}", r.text());

@@ -56,7 +56,7 @@ pub struct Config {
 
 /// `[audit]`: signed checkpoints of the audit chain head (see
 /// [`audit::checkpoint`](crate::audit::checkpoint)).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct AuditConfig {
     /// How often `emla serve` writes a checkpoint (`checkpoint_interval_secs`,
     /// default 3600; 0 turns the periodic checkpoint off).
