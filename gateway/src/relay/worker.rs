@@ -412,6 +412,13 @@ fn notices(
     now_ms: i64,
 ) -> Vec<notify::Outgoing> {
     let entry = attempt.entry;
+    // Most attempts owe nobody a receipt: no parsing for them.
+    let settled = outcomes
+        .iter()
+        .any(|o| !matches!(o, RcptOutcome::Deferred { .. }) || expired);
+    if !settled || policy.gateway.signing.is_none() || entry.mail_from.is_empty() {
+        return Vec::new();
+    }
     let Some(original) = attempt.original else {
         return Vec::new();
     };
