@@ -92,6 +92,9 @@ def main():
     p.add_argument("--watch", action="append", default=[])
     p.add_argument("--settle", type=float, default=1.0)
     p.add_argument("--no-load", action="store_true")
+    p.add_argument("--t0-epoch", type=float,
+                   help="with --no-load: the drain started at this time (time.time()); "
+                        "the sink is counted from 0 and the watched processes' whole CPU counts")
     p.add_argument("cmd", nargs="*")
     a = p.parse_args()
     watch = {}
@@ -99,7 +102,7 @@ def main():
         name, pid = w.split("=")
         watch[name] = int(pid)
     sink = Sink(a.sink_out)
-    base = sink.poll()
+    base = 0 if a.no_load else sink.poll()
     with open("/proc/loadavg") as f:
         loadavg = f.read().split()[0]
 
@@ -109,6 +112,9 @@ def main():
     ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     s0 = snap()
     t0 = time.perf_counter()
+    if a.no_load and a.t0_epoch:
+        t0 -= max(0.0, time.time() - a.t0_epoch)
+        s0 = {k: (v if k == "machine" else 0) for k, v in s0.items()}
     proc = None if a.no_load else subprocess.Popen(a.cmd)
     t_load = 0.0 if a.no_load else None
     at_load_end = base if a.no_load else None
@@ -120,7 +126,7 @@ def main():
         n = sink.poll() - base
         if t_load is None and proc.poll() is not None:
             t_load, at_load_end, load_rc = now, n, proc.returncode
-        if t_end is None and n >= a.messages:
+        if t_end is None and n >= a.messages and (a.messages > 0 or t_load is not None):
             t_end, s_end = now, snap()
         if t_end is not None and t_load is not None:
             break

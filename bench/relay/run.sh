@@ -356,9 +356,12 @@ r = json.load(open(sys.argv[1])); r["end_to_end_s"] = None; r["sink_at_load_end"
 json.dump(r, open(sys.argv[1], "w"), indent=1)
 EOF
     record - emla-intake "$json" "$check"
+    # The drain runs from the gateway's start (it claims at once) to the N-th message at the sink.
+    local t0
+    t0=$("$PYTHON" -c 'import time; print(time.time())')
     start_emla true
     json=$OUT/emla-drain.json
-    "$PYTHON" "$HERE/drive.py" --sink-out "$RUN/sink.out" --messages "$N" --timeout "$RUN_TIMEOUT" --no-load \
+    "$PYTHON" "$HERE/drive.py" --sink-out "$RUN/sink.out" --messages "$N" --timeout "$RUN_TIMEOUT" --no-load --t0-epoch "$t0" \
         --json "$json" --watch gateway="$SERVER_PID" --watch sink="$SINK_PID" >"$RUN/drive-drain.out" 2>&1 || true
     check=$(sink_check "$json")
     stop_emla
