@@ -34,6 +34,7 @@ import time
 
 HZ = os.sysconf("SC_CLK_TCK")
 MESG = re.compile(rb"mesg=(\d+)")
+SESS = re.compile(rb"sess=(\d+)")
 
 
 def stat(pid):
@@ -71,6 +72,7 @@ class Sink:
     def __init__(self, path):
         self.f = open(path, "rb")
         self.count = 0
+        self.sessions = 0
         self.tail = b""
 
     def poll(self):
@@ -79,6 +81,9 @@ class Sink:
             found = MESG.findall(self.tail + data)
             if found:
                 self.count = int(found[-1])
+            sess = SESS.findall(self.tail + data)
+            if sess:
+                self.sessions = int(sess[-1])
             self.tail = data[-40:]
         return self.count
 
@@ -151,6 +156,7 @@ def main():
         "end_to_end_s": round(t_end, 3) if t_end is not None else None,
         "sink_at_load_end": at_load_end,
         "sink_final": final,
+        "sink_sessions": sink.sessions,
         "ticks": ticks,
         "cpu_pct": pct,
         "client_cpu_s": round((ru1.ru_utime - ru0.ru_utime) + (ru1.ru_stime - ru0.ru_stime), 3),

@@ -257,7 +257,7 @@ stop_postfix() {
     PF_DIR=
 }
 
-printf 'run\tside\tmessages\te2e_msgs_per_s\tintake_msgs_per_s\tat_sink_when_load_ended\tdrain_s\te2e_s\tgateway_cpu_pct\tgateway_cpu_ms_per_msg\tsink_cpu_pct\tclient_cpu_pct\tmachine_busy_pct\tloadavg\tcheck\n' >"$OUT/results.tsv"
+printf 'run\tside\tmessages\te2e_msgs_per_s\tintake_msgs_per_s\tat_sink_when_load_ended\tdrain_s\te2e_s\tsink_sessions\tgateway_cpu_pct\tgateway_cpu_ms_per_msg\tsink_cpu_pct\tclient_cpu_pct\tmachine_busy_pct\tloadavg\tcheck\n' >"$OUT/results.tsv"
 status=0
 
 # record REP SIDE JSON CHECK
@@ -273,7 +273,7 @@ def f(x, d=0): return "-" if x is None else f"{x:.{d}f}"
 print("\t".join([
     f(n / e2e if e2e else None), f(n / intake if intake else None),
     str(r["sink_at_load_end"]) if intake else "-",
-    f(e2e - intake if e2e and intake else None, 2), f(e2e, 2),
+    f(e2e - intake if e2e and intake else None, 2), f(e2e, 2), str(r.get("sink_sessions", "-")),
     f(r["cpu_pct"].get("gateway")), f(1000 * g / hz / n, 2),
     f(r["cpu_pct"].get("sink")),
     f(100 * r["client_cpu_s"] / e2e if e2e else None),
@@ -282,9 +282,9 @@ EOF
 )
     [[ $check == ok ]] || status=1
     printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$side" "$N" "$line" "$check" >>"$OUT/results.tsv"
-    IFS=$'\t' read -r e2e intake atsink drain secs gcpu gms scpu ccpu busy la <<<"$line"
-    printf '   %-2s %-12s e2e %5s msg/s (%6s s)  intake %5s msg/s  at sink when load ended %5s  drain %5s s  gateway %4s%% (%s ms/msg)  sink %3s%%  client %3s%%  machine %3s%%  load %s  %s\n' \
-        "$rep" "$side" "$e2e" "$secs" "$intake" "$atsink" "$drain" "$gcpu" "$gms" "$scpu" "$ccpu" "$busy" "$la" "$check" >&2
+    IFS=$'\t' read -r e2e intake atsink drain secs sess gcpu gms scpu ccpu busy la <<<"$line"
+    printf '   %-2s %-12s e2e %5s msg/s (%6s s)  intake %5s msg/s  at sink when load ended %5s  drain %5s s  sink sessions %5s  gateway %4s%% (%s ms/msg)  sink %3s%%  client %3s%%  machine %3s%%  load %s  %s\n' \
+        "$rep" "$side" "$e2e" "$secs" "$intake" "$atsink" "$drain" "$sess" "$gcpu" "$gms" "$scpu" "$ccpu" "$busy" "$la" "$check" >&2
 }
 
 # sink_check JSON: "ok" when the sink counted exactly N (after the settle time).
@@ -388,9 +388,9 @@ done
 
 # The results as a Markdown table, and the medians.
 {
-    echo "| run | side | e2e msg/s | intake msg/s | at sink when load ended | drain after load s | e2e s | gateway CPU % | gateway CPU ms/msg | sink CPU % | client CPU % | machine busy % | load avg at start | check |"
-    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
-    tail -n +2 "$OUT/results.tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15 }'
+    echo "| run | side | e2e msg/s | intake msg/s | at sink when load ended | drain after load s | e2e s | connections to the sink | gateway CPU % | gateway CPU ms/msg | sink CPU % | client CPU % | machine busy % | load avg at start | check |"
+    echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
+    tail -n +2 "$OUT/results.tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }'
     echo
     "$PYTHON" - "$OUT/results.tsv" <<'EOF'
 import csv, statistics, sys
