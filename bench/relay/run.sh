@@ -37,6 +37,7 @@
 #   POLL_MS=50      [relay] poll_ms
 #   SPLIT=1         also run emla-intake / emla-drain (0: skip)
 #   SIDES="emla postfix"   which sides to run
+#   PF_IN_FLOW_DELAY=1s     Postfix's in_flow_delay (its default; 0s: off)
 #   OUT=DIR         keep results.md, results.tsv, per-run JSON and logs there
 #   RUN_TIMEOUT=300 upper bound in seconds on any single load or drain
 #   EMLA_BIN=PATH   use this emla binary instead of building target/release/emla
@@ -62,6 +63,7 @@ IN_FLIGHT=${IN_FLIGHT:-64}
 POLL_MS=${POLL_MS:-50}
 SPLIT=${SPLIT:-1}
 SIDES=${SIDES:-emla postfix}
+PF_IN_FLOW_DELAY=${PF_IN_FLOW_DELAY:-1s}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 FROM=alice@justice.aa.example
 RCPT=bob@justice.bb.example
@@ -238,6 +240,9 @@ smtp_destination_concurrency_limit = $CONN
 initial_destination_concurrency = $CONN
 maillog_file_prefixes = $PF_DIR
 maillog_file = $PF_DIR/maillog
+# Postfix's inflow control: smtpd pauses up to this long before a message when
+# the queue manager is behind (default 1s). PF_IN_FLOW_DELAY=0s turns it off.
+in_flow_delay = $PF_IN_FLOW_DELAY
 EOF
     # The packaged master.cf with chroot off everywhere and smtpd on PF_PORT.
     sed -e "s/^smtp      inet  n       -       y/127.0.0.1:$PF_PORT inet n - n/" \
@@ -283,7 +288,7 @@ EOF
     [[ $check == ok ]] || status=1
     printf '%s\t%s\t%s\t%s\t%s\n' "$rep" "$side" "$N" "$line" "$check" >>"$OUT/results.tsv"
     IFS=$'\t' read -r e2e intake atsink drain secs sess gcpu gms scpu ccpu busy la <<<"$line"
-    printf '   %-2s %-12s e2e %5s msg/s (%6s s)  intake %5s msg/s  at sink when load ended %5s  drain %5s s  sink sessions %5s  gateway %4s%% (%s ms/msg)  sink %3s%%  client %3s%%  machine %3s%%  load %s  %s\n' \
+    printf '   %-2s %-12s e2e %5s msg/s (%6s s)  intake %5s msg/s  at sink when load ended %5s  drain %5s s  sink sessions ended %5s  gateway %4s%% (%s ms/msg)  sink %3s%%  client %3s%%  machine %3s%%  load %s  %s\n' \
         "$rep" "$side" "$e2e" "$secs" "$intake" "$atsink" "$drain" "$sess" "$gcpu" "$gms" "$scpu" "$ccpu" "$busy" "$la" "$check" >&2
 }
 
@@ -388,7 +393,7 @@ done
 
 # The results as a Markdown table, and the medians.
 {
-    echo "| run | side | e2e msg/s | intake msg/s | at sink when load ended | drain after load s | e2e s | connections to the sink | gateway CPU % | gateway CPU ms/msg | sink CPU % | client CPU % | machine busy % | load avg at start | check |"
+    echo "| run | side | e2e msg/s | intake msg/s | at sink when load ended | drain after load s | e2e s | sink sessions ended | gateway CPU % | gateway CPU ms/msg | sink CPU % | client CPU % | machine busy % | load avg at start | check |"
     echo "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|"
     tail -n +2 "$OUT/results.tsv" | awk -F'\t' '{ printf "| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n", $1, $2, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 }'
     echo
