@@ -33,11 +33,21 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 /// The database, whichever backend the URL names.
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// `sqlite://PATH`.
-    Sqlite(SqlitePool),
+    /// `sqlite://PATH`, with the turn its writers take.
+    Sqlite(SqlitePool, WriteTurn),
     /// `postgres://…` or `postgresql://…`.
     Postgres(PgPool),
 }
+
+/// SQLite has one write lock per database. Left to SQLite, a writer that
+/// finds it taken polls it with the busy handler (sleeps of 1, 2, 5, … up
+/// to 100 ms), so under a steady stream of group commits the relay's claims
+/// lost nearly every race and delivered almost nothing while intake ran
+/// (bench/relay). The store's own write transactions (the batch writer,
+/// claims, releases) therefore queue here first, first come first served;
+/// SQLite's lock then only arbitrates with other processes (`emla queue`).
+#[derive(Clone, Debug, Default)]
+pub struct WriteTurn(std::sync::Arc<tokio::sync::Mutex<()>>);
 
 /// What differs between the backends inside the write transaction.
 pub(super) struct Dialect {
@@ -70,7 +80,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
 macro_rules! on_pool {
     ($db:expr, $pool:ident, $d:ident => $body:expr) => {
         match $db {
-            Db::Sqlite($pool) => {
+            Db::Sqlite($pool, _) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::db::SQLITE;
                 $body
@@ -92,6 +102,15 @@ pub fn unavailable(what: &str, e: sqlx::Error) -> StoreError {
 }
 
 impl Db {
+    /// Waits for this process's turn to write (SQLite; see [`WriteTurn`]).
+    /// Hold the guard until the transaction has committed.
+    pub(super) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
+        match self {
+            Db::Sqlite(_, turn) => Some(turn.0.lock().await),
+            Db::Postgres(_) => None,
+        }
+    }
+
     /// Connects and runs the migrations.
     pub async fn open(url: &str) -> Result<Db, StoreError> {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
@@ -123,14 +142,14 @@ impl Db {
                 .connect_with(options)
                 .await
                 .map_err(|e| connect_error(url, e))?;
-            Db::Sqlite(pool)
+            Db::Sqlite(pool, WriteTurn::default())
         } else {
             return Err(StoreError::Config(format!(
                 "database_url {url:?}: expected sqlite://PATH, postgres:// or postgresql://"
             )));
         };
         let migrated = match &db {
-            Db::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
         migrated.map_err(|e| match e {
@@ -144,6 +163,7 @@ impl Db {
     /// audit events chained after the current head, its queue rows; then the
     /// new head. Returns the number of audit records appended.
     pub async fn write_batch(&self, batch: &[Prepared], now_ms: i64) -> Result<u64, sqlx::Error> {
+        let _turn = self.write_turn().await;
         on_pool!(self, pool, d => {
             let mut tx = pool.begin_with(d.begin).await?;
             let head = sqlx::query(d.read_head).fetch_one(&mut *tx).await?;

@@ -189,6 +189,7 @@ impl Db {
         lease_until_ms: i64,
         limit: i64,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
+        let _turn = self.write_turn().await;
         on_pool!(self, pool, d => {
             let mut tx = pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(&format!(
@@ -255,6 +256,7 @@ impl Db {
     /// Gives back every claim `holder` still has (an instance restarting
     /// after a crash takes its own entries back at once).
     pub async fn release_claims(&self, holder: &str) -> Result<u64, sqlx::Error> {
+        let _turn = self.write_turn().await;
         on_pool!(self, pool, d => {
             Ok(sqlx::query(
                 "UPDATE queue SET claimed_by = NULL, lease_until = NULL \
