@@ -279,6 +279,19 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
         table.contains(&id) && table.contains("delivered"),
         "{table}"
     );
+    // Two more, one after the other: the open session is reused.
+    send_signed(srv.port);
+    sink.wait_for(2, Duration::from_secs(20));
+    send_signed(srv.port);
+    assert_eq!(sink.wait_for(3, Duration::from_secs(20)).len(), 3);
+    let peers: std::collections::BTreeSet<String> = (1..=3)
+        .map(|n| sink.envelope(n)["peer"].to_string())
+        .collect();
+    assert_eq!(
+        peers.len(),
+        1,
+        "one SMTP session for three messages: {peers:?}"
+    );
     let qid = e["id"].to_string();
     let (code, show, _) = queue_cli(&gw, &["show", &qid]);
     assert_eq!(code, Some(0));

@@ -7,7 +7,7 @@ Usage: sink.py --dir DIR [--port N] [--refuse-rcpt ADDR]... [--defer N]
 Binds 127.0.0.1 (port 0 = any free port), prints "ready PORT" and serves
 until killed. Each accepted message is written to DIR/NNNN.eml exactly as
 received on the wire (after dot-unstuffing), and DIR/NNNN.json holds the
-envelope (mail_from, rcpt_tos, tls). Refused recipients get
+envelope (mail_from, rcpt_tos, tls) and the client's address (peer). Refused recipients get
 `550 5.1.1 <addr>: no such user`; the first N DATA commands get
 `451 4.3.0 try later` (--defer).
 """
@@ -48,6 +48,7 @@ class Sink:
             "mail_from": envelope.mail_from,
             "rcpt_tos": envelope.rcpt_tos,
             "tls": session.ssl is not None,
+            "peer": list(session.peer),
         }
         with open(base + ".json", "w") as f:
             json.dump(meta, f)

@@ -199,6 +199,12 @@ impl Connection {
         })
     }
 
+    /// Whether the next hop still answers (NOOP): a kept session may have
+    /// been closed by the other side meanwhile.
+    pub async fn alive(&mut self) -> bool {
+        !self.conn.has_broken() && self.conn.test_connected().await
+    }
+
     /// Whether the session can carry another transaction.
     pub fn usable(&self) -> bool {
         !self.conn.has_broken()

@@ -7,6 +7,7 @@ pub mod admin;
 pub mod backoff;
 pub mod deliver;
 pub mod notify;
+pub mod pool;
 pub mod receipt;
 pub mod worker;
 

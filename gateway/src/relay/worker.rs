@@ -13,6 +13,7 @@ use tokio::task::JoinSet;
 use super::backoff;
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::notify::{self, Original};
+use super::pool::Pool;
 use super::receipt::{DeliveryOutcome, Failure};
 use crate::policy::{Lane, NextHop, Policy};
 use crate::smtp::Gateway;
@@ -36,11 +37,15 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         Err(e) => tracing::warn!(error = %e, "relay: cannot release old claims"),
     }
     let slots = Arc::new(Semaphore::new(cfg.max_in_flight));
+    let pool = Arc::new(Pool::default());
     let mut per_hop: HashMap<String, Arc<Semaphore>> = HashMap::new();
     let mut tasks = JoinSet::new();
     let lease_ms = i64::try_from(cfg.lease.as_millis()).unwrap_or(i64::MAX);
     loop {
         while tasks.try_join_next().is_some() {}
+        for c in pool.stale(false) {
+            tokio::spawn(c.quit());
+        }
         if *stop.borrow() {
             break;
         }
@@ -62,14 +67,17 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
                             .or_insert_with(|| Arc::new(Semaphore::new(limit)))
                             .clone();
                         for chunk in split(entries, limit) {
-                            let gw = gw.clone();
-                            let slots = slots.clone();
-                            let hop_slots = hop_slots.clone();
-                            let hop = hop.clone();
+                            // Claimed no more than `free`: the permits are there.
+                            let n = u32::try_from(chunk.len()).unwrap_or(u32::MAX);
+                            let Ok(slot) = slots.clone().try_acquire_many_owned(n) else {
+                                continue;
+                            };
+                            let (gw, pool, hop_slots, hop) =
+                                (gw.clone(), pool.clone(), hop_slots.clone(), hop.clone());
                             tasks.spawn(async move {
-                                let _slot = slots.acquire_owned().await;
+                                let _slot = slot;
                                 let _hop = hop_slots.acquire_owned().await;
-                                deliver_chunk(&gw, &hop, chunk).await;
+                                deliver_chunk(&gw, &pool, &hop, chunk).await;
                             });
                         }
                     }
@@ -98,6 +106,9 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             tasks.abort_all();
         }
     }
+    for c in pool.stale(true) {
+        c.quit().await;
+    }
     if let Err(e) = gw.store.release_claims(&cfg.instance_id).await {
         tracing::warn!(error = %e, "relay: cannot release claims at shutdown");
     }
@@ -116,6 +127,14 @@ impl Hop {
         match self {
             Hop::Known(h) => format!("{}:{}", h.host, h.port),
             Hop::Unknown(a) => format!("unknown authority {a}"),
+        }
+    }
+
+    /// Sessions are reused only under the same TLS requirement.
+    fn pool_key(&self) -> String {
+        match self {
+            Hop::Known(h) => format!("{}:{} {:?}", h.host, h.port, h.tls),
+            Hop::Unknown(_) => self.key(),
         }
     }
 }
@@ -148,10 +167,16 @@ fn split<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
 
 /// Delivers `entries` to `hop` one after the other over one connection,
 /// opening a new one when the last broke.
-async fn deliver_chunk(gw: &Gateway, hop: &Hop, entries: Vec<Claimed>) {
+async fn deliver_chunk(gw: &Gateway, pool: &Pool, hop: &Hop, entries: Vec<Claimed>) {
     let policy = gw.policy();
     let timeout = gw.config.relay.transaction_timeout;
     let mut conn: Option<Connection> = None;
+    while let Some(mut c) = pool.take(&hop.pool_key()) {
+        if c.alive().await {
+            conn = Some(c);
+            break;
+        }
+    }
     for entry in entries {
         let mut attempt = Attempt {
             entry: &entry,
@@ -201,7 +226,10 @@ async fn deliver_chunk(gw: &Gateway, hop: &Hop, entries: Vec<Claimed>) {
         record(gw, &policy, &attempt, outcomes).await;
     }
     if let Some(c) = conn {
-        c.quit().await;
+        let max = policy.relay.max_connections_per_destination;
+        if let Some(extra) = pool.put(&hop.pool_key(), c, max) {
+            extra.quit().await;
+        }
     }
 }
 
