@@ -212,7 +212,7 @@ impl Connection {
 
     /// One transaction: MAIL FROM `from`, RCPT TO each recipient, and, if
     /// any was accepted, DATA with `trace` then `message` exactly (the
-    /// message must end in CRLF); the two are never copied together.
+    /// message must end in CRLF).
     /// Returns one outcome per recipient, in order.
     pub async fn send(
         &mut self,
@@ -309,7 +309,12 @@ impl Connection {
         // lettre ends the data with CRLF . CRLF itself: the message's own
         // final CRLF is that first CRLF, so the bytes arrive unchanged.
         let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-        let result = match self.conn.message_iter([trace, body].into_iter()).await {
+        // One buffer, one write: a small first segment would wait for the
+        // peer's delayed ACK (Nagle), some 40 ms per message.
+        let mut data = Vec::with_capacity(trace.len() + body.len());
+        data.extend_from_slice(trace);
+        data.extend_from_slice(body);
+        let result = match self.conn.message(&data).await {
             Ok(r) => RcptOutcome::Delivered {
                 code: u16::from(r.code()),
                 reply: r.message().collect::<Vec<_>>().join(" "),
@@ -352,25 +357,30 @@ async fn connect(
     timeout: Duration,
     name: &str,
 ) -> Result<AsyncSmtpConnection, ConnectError> {
-    let connect = AsyncSmtpConnection::connect_tokio1(
-        (hop.host.as_str(), hop.port),
-        Some(timeout),
-        client_id,
-        None,
-        None,
-    );
-    match tokio::time::timeout(timeout, connect).await {
-        Ok(Ok(conn)) => Ok(conn),
-        Ok(Err(e)) => Err(ConnectError {
-            permanent: e.is_permanent(),
-            code: e.status().map(u16::from),
-            reason: format!("{name}: cannot connect: {e}"),
-        }),
-        Err(_) => Err(ConnectError {
-            permanent: false,
-            code: None,
-            reason: format!("{name}: no greeting within {timeout:?}"),
-        }),
+    let deferred = |reason: String| ConnectError {
+        permanent: false,
+        code: None,
+        reason: format!("{name}: {reason}"),
+    };
+    let opened = async {
+        let tcp = tokio::net::TcpStream::connect((hop.host.as_str(), hop.port))
+            .await
+            .map_err(|e| deferred(format!("cannot connect: {e}")))?;
+        // Kept sessions carry many small writes (the final dot, the next
+        // MAIL); without this each waits for the peer's delayed ACK.
+        tcp.set_nodelay(true)
+            .map_err(|e| deferred(format!("cannot set TCP_NODELAY: {e}")))?;
+        AsyncSmtpConnection::connect_with_transport(Box::new(tcp), client_id)
+            .await
+            .map_err(|e| ConnectError {
+                permanent: e.is_permanent(),
+                code: e.status().map(u16::from),
+                reason: format!("{name}: cannot connect: {e}"),
+            })
+    };
+    match tokio::time::timeout(timeout, opened).await {
+        Ok(result) => result,
+        Err(_) => Err(deferred(format!("no greeting within {timeout:?}"))),
     }
 }
 

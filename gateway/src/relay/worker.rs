@@ -89,8 +89,10 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             tokio::task::yield_now().await;
             continue;
         }
+        // A finished delivery frees in-flight slots: claim again at once.
         tokio::select! {
             _ = gw.relay_wake.notified() => {}
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
             _ = stop.changed() => {}
         }
