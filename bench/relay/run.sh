@@ -206,53 +206,17 @@ check_emla() {
 # Sets PF_DIR, PF_PORT, PF_PID (master).
 start_postfix() {
     PF_DIR=$RUN/postfix
-    PF_PORT=$(free_port)
-    mkdir -p "$PF_DIR/etc" "$PF_DIR/spool" "$PF_DIR/data"
-    chown postfix "$PF_DIR/data"
-    cat >"$PF_DIR/etc/main.cf" <<EOF
-compatibility_level = 3.6
-queue_directory = $PF_DIR/spool
-data_directory = $PF_DIR/data
-meta_directory = /etc/postfix
-mail_owner = postfix
-myhostname = relay.bench.test
-mydomain = bench.test
-myorigin = \$myhostname
-inet_interfaces = 127.0.0.1
-inet_protocols = ipv4
-# No local delivery: everything goes to the relay host.
-mydestination =
-local_recipient_maps =
-local_transport = error:local delivery is disabled
-alias_maps =
-alias_database =
-relay_domains =
-mynetworks = 127.0.0.0/8
-smtpd_relay_restrictions = permit_mynetworks, reject
-smtpd_peername_lookup = no
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-smtp_tls_security_level = none
-smtpd_tls_security_level = none
+    local ready
+    ready=$(POSTFIX_MAIN_CF_EXTRA="
 # Up to CONN connections to the sink from the start, as emla's max_connections_per_destination.
 default_destination_concurrency_limit = $CONN
 smtp_destination_concurrency_limit = $CONN
 initial_destination_concurrency = $CONN
-maillog_file_prefixes = $PF_DIR
-maillog_file = $PF_DIR/maillog
 # Postfix's inflow control: smtpd pauses up to this long before a message when
 # the queue manager is behind (default 1s). PF_IN_FLOW_DELAY=0s turns it off.
-in_flow_delay = $PF_IN_FLOW_DELAY
-EOF
-    # The packaged master.cf with chroot off everywhere and smtpd on PF_PORT.
-    sed -e "s/^smtp      inet  n       -       y/127.0.0.1:$PF_PORT inet n - n/" \
-        -e '/^[a-z]/ s/^\(\S\+\s\+\S\+\s\+\S\+\s\+\S\+\s\+\)y\b/\1n/' \
-        /etc/postfix/master.cf >"$PF_DIR/etc/master.cf"
-    grep -q "^127.0.0.1:$PF_PORT inet" "$PF_DIR/etc/master.cf" || { echo "relay: cannot set the smtpd port in master.cf" >&2; exit 1; }
-    postfix -c "$PF_DIR/etc" check >"$RUN/postfix-start.out" 2>&1 || true
-    postfix -c "$PF_DIR/etc" start >>"$RUN/postfix-start.out" 2>&1 ||
+in_flow_delay = $PF_IN_FLOW_DELAY" bash "$ROOT/tests/support/postfix.sh" start "$PF_DIR" "$SINK_PORT" 2>"$RUN/postfix-start.out") ||
         { echo "relay: postfix did not start:" >&2; cat "$RUN/postfix-start.out" "$PF_DIR/maillog" >&2; exit 1; }
-    wait_port "$PF_PORT" || { echo "relay: postfix smtpd does not listen:" >&2; cat "$PF_DIR/maillog" >&2; exit 1; }
+    PF_PORT=${ready#ready }
     PF_PID=$(head -n 1 "$PF_DIR/spool/pid/master.pid" | tr -d ' ')
 }
 

@@ -6,6 +6,9 @@
 #   postfix.sh start WORKDIR RELAY_PORT   prints "ready PORT" once smtpd listens
 #   postfix.sh stop WORKDIR
 #
+# POSTFIX_MAIN_CF_EXTRA, if set, is appended to main.cf (bench/relay sets its
+# concurrency and inflow control there). The log is WORKDIR/maillog.
+#
 # Needs root and Debian's postfix package (the postfix user, /etc/postfix/master.cf).
 set -euo pipefail
 cmd=$1 dir=$2
@@ -46,6 +49,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 maillog_file_prefixes = $dir
 maillog_file = $dir/maillog
+${POSTFIX_MAIN_CF_EXTRA:-}
 EOF
     # The packaged master.cf, chroot off everywhere, smtpd on our port.
     sed -e "s/^smtp      inet  n       -       y/127.0.0.1:$port inet n - n/" \
