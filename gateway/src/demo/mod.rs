@@ -215,8 +215,8 @@ fn official(cc: &str, who: &str, dir: &Path) -> Result<SigningIdentity, String> 
     SigningIdentity::load(&d.join(format!("{who}.pem")), &d.join(format!("{who}.key")))
 }
 
-/// A signed request from `signer` (files under pki/`cc`/) claiming to be
-/// from `from`.
+/// A request signed by `signer` whose `From:` is `from` (not necessarily
+/// the signer's address: the impostor scenario).
 fn request(
     signer: &SigningIdentity,
     from: &str,
