@@ -522,6 +522,34 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
         out.contains("chain proof OK") && out.contains("evidence bundle OK"),
         "{out}"
     );
+    // The same bundle as one zip file: unpacked with Python's zipfile, the
+    // same checks pass, on the same files.
+    let archive = work.path().join("bundle.zip");
+    let (code, out) = emla(
+        &["audit", "export", &id, "--out", archive.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    let (code, out) = emla(
+        &["audit", "export", &id, "--out", archive.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 2, "an existing zip is not overwritten: {out}");
+    let unpacked = work.path().join("unpacked");
+    let st = Command::new("python3")
+        .args(["-m", "zipfile", "-e"])
+        .arg(&archive)
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(std::fs::read(unpacked.join("message.eml")).unwrap(), msg);
+    let (ok, out) = run_checks(&unpacked);
+    assert!(
+        ok && out.contains("evidence bundle OK"),
+        "the zip bundle does not check:\n{out}"
+    );
+
     let v: serde_json::Value =
         serde_json::from_slice(&std::fs::read(bundle.join("verification.json")).unwrap()).unwrap();
     assert_eq!(v["recorded"]["verdict"], "accept");
