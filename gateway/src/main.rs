@@ -244,10 +244,7 @@ fn main() -> ExitCode {
 fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
     match path {
         None => Ok(Config::embedded()),
-        Some(p) => Config::load(&p).map_err(|e| {
-            eprintln!("emla: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }),
+        Some(p) => Config::load(&p).map_err(config_error),
     }
 }
 
@@ -271,10 +268,7 @@ async fn open_store(config: &Config) -> Result<Store, ExitCode> {
     }
     Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
         .await
-        .map_err(|e| {
-            eprintln!("emla: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+        .map_err(config_error)
 }
 
 fn run_serve(config: Option<PathBuf>) -> ExitCode {
@@ -283,24 +277,24 @@ fn run_serve(config: Option<PathBuf>) -> ExitCode {
         let config = load_config(config)?;
         let policy = load_policy(&config.policy_dir, EvalTime::now())?;
         let tls = match &config.tls {
-            Some(files) => Some(emla::smtp::tls::acceptor(files).map_err(|e| {
-                eprintln!("emla: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            })?),
+            Some(files) => Some(emla::smtp::tls::acceptor(files).map_err(config_error)?),
             None => None,
         };
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
             let gw = Arc::new(Gateway::new(config, store, tls, policy));
-            emla::smtp::serve(gw).await.map_err(|e| {
-                eprintln!("emla: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            })?;
+            emla::smtp::serve(gw).await.map_err(config_error)?;
             Ok(ExitCode::SUCCESS)
         })
     };
     run().unwrap_or_else(|code| code)
+}
+
+/// Reports `e` and gives the configuration-error exit code.
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("emla: {e}");
+    ExitCode::from(EXIT_CONFIG)
 }
 
 fn init_logging(default: &str) {
@@ -345,10 +339,7 @@ fn run_policy_reload(config: Option<PathBuf>) -> ExitCode {
         let rt = runtime()?;
         let reply = rt
             .block_on(emla::smtp::control::request(&config.data_dir, "reload"))
-            .map_err(|e| {
-                eprintln!("emla: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            })?;
+            .map_err(config_error)?;
         if reply["ok"] == true {
             println!(
                 "reloaded: policy version {}",
@@ -493,10 +484,7 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
             let store = open_store(&config).await?;
             let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit)
                 .await
-                .map_err(|e| {
-                    eprintln!("emla: {e}");
-                    ExitCode::from(EXIT_CONFIG)
-                })?;
+                .map_err(config_error)?;
             if json {
                 println!(
                     "{}",
@@ -546,10 +534,7 @@ fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> ExitCo
                 dry_run,
             )
             .await
-            .map_err(|e| {
-                eprintln!("emla: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            })?;
+            .map_err(config_error)?;
             if json {
                 println!("{}", serde_json::json!(report));
             } else {

@@ -27,7 +27,7 @@ use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
 use crate::smtp::Gateway;
 use crate::store::evidence::StoredBody;
-use crate::store::{now_ms, AuditEvent, ChainCheck, Record, Store, StoreError};
+use crate::store::{now_ms, AuditEvent, ChainCheck, Store, StoreError};
 
 /// The audit event kind of every pruning.
 pub const EVENT_KIND: &str = "retention.pruned";
@@ -121,8 +121,7 @@ pub async fn prune(
         let due = store.bodies_before(before, MAX_BODIES).await?;
         if !due.is_empty() && !dry_run {
             store
-                .record(Record {
-                    events: vec![AuditEvent {
+                .audit(AuditEvent {
                         kind: EVENT_KIND.into(),
                         message_id: None,
                         data: json!({
@@ -131,8 +130,6 @@ pub async fn prune(
                             "bodies_days": days,
                             "bodies": due.iter().map(|b| json!({"id": b.id, "sha256": b.sha256})).collect::<Vec<_>>(),
                         }),
-                    }],
-                    ..Record::default()
                 })
                 .await?;
             for b in &due {
@@ -214,21 +211,18 @@ async fn prune_audit(
         .prune_audit_through(through, &record.hash, now_ms())
         .await?;
     store
-        .record(Record {
-            events: vec![AuditEvent {
-                kind: EVENT_KIND.into(),
-                message_id: None,
-                data: json!({
-                    "what": "audit",
-                    "older_than": rfc3339_ms(before),
-                    "through_seq": through,
-                    "anchor_hash": record.hash,
-                    "checkpoint_seq": cp_seq,
-                    "checkpoint_hash": cp_hash,
-                    "deleted": report.audit_deleted,
-                }),
-            }],
-            ..Record::default()
+        .audit(AuditEvent {
+            kind: EVENT_KIND.into(),
+            message_id: None,
+            data: json!({
+                "what": "audit",
+                "older_than": rfc3339_ms(before),
+                "through_seq": through,
+                "anchor_hash": record.hash,
+                "checkpoint_seq": cp_seq,
+                "checkpoint_hash": cp_hash,
+                "deleted": report.audit_deleted,
+            }),
         })
         .await?;
     Ok(())

@@ -25,7 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::{self, Policy};
-use crate::store::{AuditEvent, Record, Store};
+use crate::store::{AuditEvent, Store};
 
 /// Everything sessions share.
 pub struct Gateway {
@@ -94,14 +94,7 @@ impl Gateway {
                 )
             }
         };
-        if let Err(e) = self
-            .store
-            .record(Record {
-                events: vec![event],
-                ..Record::default()
-            })
-            .await
-        {
+        if let Err(e) = self.store.audit(event).await {
             tracing::error!(error = %e, "cannot audit the policy reload");
         }
         result

@@ -20,7 +20,7 @@ use super::handler::{Intake, Pending, Shared};
 use super::reply::Reply;
 use super::Gateway;
 use crate::reason::Reason;
-use crate::store::{AuditEvent, Record};
+use crate::store::AuditEvent;
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
 const MAX_COMMAND_LINE: usize = 2048;
@@ -246,11 +246,7 @@ async fn close(io: &mut BufReader<Box<dyn Stream>>, out: &mut Vec<u8>, text: &st
 /// `reply` once `event` is durable; a decision that cannot be audited is
 /// not made: the client gets `451` and retries.
 async fn audited(gw: &Gateway, event: AuditEvent, reply: Reply) -> Reply {
-    let record = Record {
-        events: vec![event],
-        ..Record::default()
-    };
-    match gw.store.record(record).await {
+    match gw.store.audit(event).await {
         Ok(()) => reply,
         Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
     }

@@ -15,9 +15,6 @@ use super::chain::{AuditRow, Verifier};
 use super::db::{self, on_pool, Db};
 use super::{files, Store, StoreError};
 
-/// Rows per page when reading a range of the chain.
-const PAGE: i64 = 10_000;
-
 /// Where the chain starts after audit records were pruned.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ChainAnchor {
@@ -70,21 +67,6 @@ impl Db {
                 hash: r.try_get("hash")?,
                 pruned_at: r.try_get("pruned_at")?,
             })).transpose()
-        })
-    }
-
-    async fn evidence_range(&self, after: i64, upto: i64) -> Result<Vec<AuditRow>, sqlx::Error> {
-        on_pool!(self, pool, d => {
-            let rows = sqlx::query(
-                "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
-                 WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3",
-            )
-            .bind(after)
-            .bind(upto)
-            .bind(PAGE)
-            .fetch_all(pool)
-            .await?;
-            rows.iter().map(|r| audit_row!(r)).collect()
         })
     }
 
@@ -231,7 +213,7 @@ impl Store {
             let page = self
                 .inner
                 .db
-                .evidence_range(from, upto)
+                .audit_page(from, upto)
                 .await
                 .map_err(read_err)?;
             let Some(last) = page.last() else { break };
@@ -246,7 +228,7 @@ impl Store {
         let mut rows = self
             .inner
             .db
-            .evidence_range(seq - 1, seq)
+            .audit_page(seq - 1, seq)
             .await
             .map_err(read_err)?;
         Ok(rows.pop())

@@ -322,6 +322,15 @@ impl Store {
         outcome.await.map_err(|_| stopped())?
     }
 
+    /// Durably appends one audit event (a [`Store::record`] of it alone).
+    pub async fn audit(&self, event: AuditEvent) -> Result<(), StoreError> {
+        self.record(Record {
+            events: vec![event],
+            ..Record::default()
+        })
+        .await
+    }
+
     /// A message row ready for the writer, its body (if kept) on disk.
     async fn prepare(&self, mut m: MessageRecord) -> Result<PreparedMessage, StoreError> {
         let mut body_row = None;
