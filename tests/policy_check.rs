@@ -103,6 +103,8 @@ selfsign bb-root "BB Root CA" 20200101000000Z 20991231000000Z
 selfsign expired "Expired CA" 20200101000000Z 20210101000000Z
 selfsign future "Future CA" 20900101000000Z 20950101000000Z
 sign aa-nocrl "AA No CRL CA" aa-root ca_nocrl_ext
+selfsign aa-root-forged "AA Root CA" 20200101000000Z 20991231000000Z
+crl aa-root-forged
 crl aa-root
 crl aa-issuing
 crl aa-nocrl
@@ -462,16 +464,32 @@ fn every_ca_is_judged_at_the_given_time() {
 }
 
 #[test]
-fn crl_not_signed_by_the_authoritys_cas() {
+fn crl_of_an_unconfigured_issuer_is_accepted() {
+    // Its issuer may be an issuing CA that travels in messages: it is
+    // checked against the issuer of each path at use.
     let f = Fixture::new();
     f.edit(
         "policy/authorities/aa-moj.toml",
         "../certs/aa-root.crl.pem",
         "../certs/bb-root.crl.pem",
     );
+    let (code, stdout) = f.check_at(AT);
+    assert_eq!(code, 0, "{stdout}");
+}
+
+#[test]
+fn crl_of_a_configured_issuer_signed_by_another_key() {
+    // Same issuer name as AA's root, another key: a forgery.
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "../certs/aa-root.crl.pem",
+        "../certs/aa-root-forged.crl.pem",
+    );
     f.assert_problems(&[
-        "policy/authorities/aa-moj.toml:7:9: CRL in \"../certs/bb-root.crl.pem\" \
-         (issuer \"CN=BB Root CA\") is not signed by any CA configured for authority \"aa-moj\"",
+        "policy/authorities/aa-moj.toml:7:9: CRL in \"../certs/aa-root-forged.crl.pem\" \
+         (issuer \"CN=AA Root CA\") is not signed by the key of the CA of that name configured \
+         for authority \"aa-moj\"",
     ]);
 }
 

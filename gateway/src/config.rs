@@ -52,6 +52,94 @@ pub struct Config {
     pub audit: AuditConfig,
     /// How long bodies and audit records are kept (`[retention]`).
     pub retention: RetentionConfig,
+    /// How revocation data is downloaded (`[revocation]`).
+    pub revocation: RevocationConfig,
+}
+
+/// `[revocation]`: when and how CRLs and OCSP answers are downloaded (see
+/// [`revocation`](crate::revocation)). Which URLs, and what a missing
+/// answer means, is policy.
+#[derive(Clone, Debug)]
+pub struct RevocationConfig {
+    /// Download a CRL again once its nextUpdate is less than this far away
+    /// (`refresh_margin_secs`, default 14400: four hours).
+    pub refresh_margin: Duration,
+    /// Longest time between two downloads of one CRL, however long it is
+    /// valid, so new revocations arrive (`refresh_interval_secs`, default
+    /// 3600).
+    pub refresh_interval: Duration,
+    /// Wait after a failed download; doubled after each further failure
+    /// (`retry_initial_secs`, default 60).
+    pub retry_initial: Duration,
+    /// Longest wait between failed downloads (`retry_max_secs`, default 3600).
+    pub retry_max: Duration,
+    /// Largest CRL or OCSP response accepted, in bytes (`max_bytes`,
+    /// default 20 MiB).
+    pub max_bytes: u64,
+    /// Longest a CRL download may take (`timeout_secs`, default 30).
+    pub timeout: Duration,
+    /// Longest an OCSP request may take while a message waits
+    /// (`ocsp_timeout_secs`, default 5).
+    pub ocsp_timeout: Duration,
+}
+
+impl Default for RevocationConfig {
+    fn default() -> Self {
+        RevocationConfig {
+            refresh_margin: Duration::from_secs(4 * 3600),
+            refresh_interval: Duration::from_secs(3600),
+            retry_initial: Duration::from_secs(60),
+            retry_max: Duration::from_secs(3600),
+            max_bytes: 20 * 1024 * 1024,
+            timeout: Duration::from_secs(30),
+            ocsp_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct RevocationFile {
+    refresh_margin_secs: Option<u64>,
+    refresh_interval_secs: Option<u64>,
+    retry_initial_secs: Option<u64>,
+    retry_max_secs: Option<u64>,
+    max_bytes: Option<u64>,
+    timeout_secs: Option<u64>,
+    ocsp_timeout_secs: Option<u64>,
+}
+
+fn revocation_config(f: RevocationFile) -> Result<RevocationConfig, String> {
+    let d = RevocationConfig::default();
+    let secs = |key: &str, v: Option<u64>, default: Duration| match v {
+        Some(0) => Err(format!("[revocation] {key} must be at least 1")),
+        Some(n) => Ok(Duration::from_secs(n)),
+        None => Ok(default),
+    };
+    let c = RevocationConfig {
+        refresh_margin: match f.refresh_margin_secs {
+            Some(n) => Duration::from_secs(n),
+            None => d.refresh_margin,
+        },
+        refresh_interval: secs(
+            "refresh_interval_secs",
+            f.refresh_interval_secs,
+            d.refresh_interval,
+        )?,
+        retry_initial: secs("retry_initial_secs", f.retry_initial_secs, d.retry_initial)?,
+        retry_max: secs("retry_max_secs", f.retry_max_secs, d.retry_max)?,
+        max_bytes: match f.max_bytes {
+            Some(0) => return Err("[revocation] max_bytes must be at least 1".into()),
+            Some(n) => n,
+            None => d.max_bytes,
+        },
+        timeout: secs("timeout_secs", f.timeout_secs, d.timeout)?,
+        ocsp_timeout: secs("ocsp_timeout_secs", f.ocsp_timeout_secs, d.ocsp_timeout)?,
+    };
+    if c.retry_max < c.retry_initial {
+        return Err("[revocation] retry_max_secs must not be below retry_initial_secs".into());
+    }
+    Ok(c)
 }
 
 /// `[audit]`: signed checkpoints of the audit chain head (see
@@ -193,6 +281,7 @@ struct File {
     audit_web: Option<AuditWebFile>,
     audit: Option<AuditFile>,
     retention: Option<RetentionFile>,
+    revocation: Option<RevocationFile>,
 }
 
 impl Config {
@@ -330,6 +419,7 @@ impl Config {
             audit_web,
             audit,
             retention,
+            revocation: revocation_config(f.revocation.unwrap_or_default())?,
         })
     }
 }

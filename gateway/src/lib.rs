@@ -8,12 +8,15 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod backoff;
 pub mod clock;
 pub mod config;
 pub mod demo;
+pub mod fsutil;
 pub mod policy;
 pub mod reason;
 pub mod relay;
+pub mod revocation;
 pub mod smime;
 pub mod smtp;
 pub mod store;

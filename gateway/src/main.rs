@@ -87,6 +87,14 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Certificate revocation lists: what is held and downloaded, download now.
+    Crl {
+        /// Configuration file (default: the embedded default).
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: emla::revocation::cli::CrlCommand,
+    },
 }
 
 #[derive(Subcommand)]
@@ -232,6 +240,7 @@ fn main() -> ExitCode {
             command: AuditCommand::Export(args),
         } => run_audit_export(&args),
         Command::Queue { config, command } => run_queue(config, &command),
+        Command::Crl { config, command } => run_crl(config, &command),
         Command::Audit {
             command: AuditCommand::Search(args),
         } => run_audit_search(&args),
@@ -610,6 +619,20 @@ fn run_queue(config: Option<PathBuf>, command: &emla::relay::admin::QueueCommand
     run().unwrap_or_else(|code| code)
 }
 
+fn run_crl(config: Option<PathBuf>, command: &emla::revocation::cli::CrlCommand) -> ExitCode {
+    let run = || -> Result<ExitCode, ExitCode> {
+        let config = load_config(config)?;
+        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+        let rt = runtime()?;
+        let (text, code) = rt
+            .block_on(emla::revocation::cli::run(&config, &policy, command))
+            .map_err(config_error)?;
+        print!("{text}");
+        Ok(ExitCode::from(code))
+    };
+    run().unwrap_or_else(|code| code)
+}
+
 fn audit_output(result: Result<String, emla::audit::AuditError>) -> ExitCode {
     printed(result.map_err(|e| (e.to_string(), e.exit_code())))
 }
@@ -682,7 +705,13 @@ fn run_verify(
             mail_from: mail_from.as_deref(),
             rcpt_to: &rcpt,
         };
-        let verdict = verify::verify(&policy, &raw, &envelope, at);
+        let verdict = verify::verify(
+            &policy,
+            &emla::trust::revocation::RevocationSet::default(),
+            &raw,
+            &envelope,
+            at,
+        );
         if json {
             println!("{}", verdict.to_json());
         } else {

@@ -30,6 +30,12 @@ pub enum Reason {
     Revoked,
     /// A required CRL is missing or stale.
     CrlUnavailable,
+    /// No fresh CRL and no OCSP answer could be had for a certificate of
+    /// the chain (the responder is down or too slow).
+    OcspUnavailable,
+    /// The OCSP responder answered that it does not know a certificate of
+    /// the chain.
+    RevocationUnknown,
     /// keyUsage or extKeyUsage does not allow e-mail signing.
     WrongUsage,
     /// `From:` or the envelope sender does not match the signer.
@@ -57,7 +63,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -68,6 +74,8 @@ impl Reason {
         Reason::NotYetValid,
         Reason::Revoked,
         Reason::CrlUnavailable,
+        Reason::OcspUnavailable,
+        Reason::RevocationUnknown,
         Reason::WrongUsage,
         Reason::SenderMismatch,
         Reason::UnauthorizedDomain,
@@ -94,6 +102,8 @@ impl Reason {
             Reason::NotYetValid => "not-yet-valid",
             Reason::Revoked => "revoked",
             Reason::CrlUnavailable => "crl-unavailable",
+            Reason::OcspUnavailable => "ocsp-unavailable",
+            Reason::RevocationUnknown => "revocation-unknown",
             Reason::WrongUsage => "wrong-usage",
             Reason::SenderMismatch => "sender-mismatch",
             Reason::UnauthorizedDomain => "unauthorized-domain",

@@ -8,7 +8,8 @@ use crate::smime::cms::{self, CmsError, Signer};
 use crate::smime::mime::{self, DepthError, Entity};
 use crate::smime::signature::{self, AlgError};
 use crate::smime::{self as smime, ExtractError, Form};
-use crate::trust::{self, cert::CertInfo};
+use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
+use crate::trust::{self, cert::CertInfo, RevocationCheck};
 
 /// The SMTP envelope of a message, when known.
 #[derive(Clone, Copy, Debug, Default)]
@@ -72,8 +73,15 @@ pub struct Verdict {
     pub recipients: Vec<RecipientRoute>,
     /// The sender's authority id, when known.
     pub authority: Option<String>,
+    /// What established the revocation status of each certificate of the
+    /// validated path (on accept; on a revocation reject, what was found).
+    pub revocation: Vec<StatusEvidence>,
     /// The evaluation time.
     pub evaluated_at: String,
+    /// Revocation data the decision needed but did not have: the caller
+    /// may fetch it and judge again.
+    #[serde(skip)]
+    pub wanted: Vec<Want>,
 }
 
 impl Verdict {
@@ -85,7 +93,9 @@ impl Verdict {
             signers: Vec::new(),
             recipients: Vec::new(),
             authority: None,
+            revocation: Vec::new(),
             evaluated_at: EvalTime::now().to_rfc3339(),
+            wanted: Vec::new(),
         }
     }
 
@@ -139,17 +149,27 @@ impl Verdict {
 /// A rejection: the reason code and what failed.
 type Reject = (Reason, String);
 
-/// Judges `raw` (the message exactly as received) against `policy` at `at`.
-pub fn verify(policy: &Policy, raw: &[u8], envelope: &Envelope<'_>, at: EvalTime) -> Verdict {
+/// Judges `raw` (the message exactly as received) against `policy` at `at`,
+/// with the revocation data gathered at run time in `fetched` besides the
+/// policy's CRL files.
+pub fn verify(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    raw: &[u8],
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> Verdict {
     let mut verdict = Verdict {
         reason: Reason::Ok,
         detail: String::new(),
         signers: Vec::new(),
         recipients: Vec::new(),
         authority: None,
+        revocation: Vec::new(),
         evaluated_at: at.to_rfc3339(),
+        wanted: Vec::new(),
     };
-    match judge(policy, raw, envelope, at, &mut verdict) {
+    match judge(policy, fetched, raw, envelope, at, &mut verdict) {
         Ok(detail) => verdict.detail = detail,
         Err((reason, detail)) => {
             verdict.reason = reason;
@@ -162,6 +182,7 @@ pub fn verify(policy: &Policy, raw: &[u8], envelope: &Envelope<'_>, at: EvalTime
 
 fn judge(
     policy: &Policy,
+    fetched: &RevocationSet,
     raw: &[u8],
     envelope: &Envelope<'_>,
     at: EvalTime,
@@ -242,7 +263,11 @@ fn judge(
         if !cert.emails.iter().any(|e| same_address(e, from)) {
             continue;
         }
-        match validate_signer(policy, authority, cert, &signed.certificates, at) {
+        let mut rev = RevocationCheck::new(fetched, policy.limits.crl);
+        let validated = validate_signer(authority, cert, &signed.certificates, at, &mut rev);
+        out.revocation = rev.evidence;
+        out.wanted.extend(rev.wants);
+        match validated {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());
                 out.signers[n].email = cert.emails.iter().find(|e| same_address(e, from)).cloned();
@@ -376,13 +401,13 @@ fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
 }
 
 fn validate_signer(
-    policy: &Policy,
     authority: &Authority,
     cert: &CertInfo<'_>,
     message_certs: &[&[u8]],
     at: EvalTime,
+    rev: &mut RevocationCheck<'_>,
 ) -> Result<trust::ValidPath, Reject> {
-    let path = trust::validate(authority, policy.limits.crl, cert.der, message_certs, at)?;
+    let path = trust::validate(authority, cert.der, message_certs, at, rev)?;
     if cert.email_protection != Some(true) {
         return Err((
             Reason::WrongUsage,

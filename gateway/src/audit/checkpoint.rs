@@ -28,7 +28,6 @@
 //! alone, with a warning; `emla audit verify --checkpoint` refuses unsigned
 //! checkpoints unless given `--allow-unsigned`.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -350,19 +349,10 @@ fn mail(
     )
 }
 
-/// Writes `bytes` to `path` through a temporary file, fsynced, renamed.
+/// Writes `bytes` to `path` atomically (see [`crate::fsutil`]).
 fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let tmp = path.with_extension(format!("tmp{}", std::process::id()));
-    let result = std::fs::File::create(&tmp)
-        .and_then(|mut f| {
-            f.write_all(bytes)?;
-            f.sync_all()
-        })
-        .and_then(|()| std::fs::rename(&tmp, path));
-    result.map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        format!("cannot write {}: {e}", path.display())
-    })
+    crate::fsutil::write_atomic(path, bytes)
+        .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
 /// Starts the periodic checkpoint writer of `emla serve` (`[audit]

@@ -238,6 +238,7 @@ pub async fn export(
     let reverified = raw.as_ref().map(|raw| {
         verify::verify(
             policy,
+            &crate::trust::revocation::RevocationSet::default(),
             raw,
             &Envelope {
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),

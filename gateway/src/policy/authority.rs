@@ -9,7 +9,7 @@ use super::files::{
     file_diag, io_reason, is_dns_name, one_of, read_source, At, FileSet, Source, TableReader,
 };
 use super::pki::{self, Ctx, Role};
-use super::{Authority, Diagnostic, NextHop, ReceiptKind, ReceiptKinds, TlsMode};
+use super::{Authority, Diagnostic, NextHop, OcspMode, ReceiptKind, ReceiptKinds, TlsMode};
 use crate::clock::EvalTime;
 
 /// The directory inside the policy directory.
@@ -23,6 +23,9 @@ const KEYS: &[&str] = &[
     "trust_anchors",
     "intermediates",
     "crls",
+    "crl_urls",
+    "fetch_crls",
+    "ocsp",
     "allowed_clients",
     "receipts",
     "next_hop",
@@ -175,6 +178,8 @@ fn parse(
     let crl_paths = top.string_list("crls", diags).unwrap_or_default();
     let label = id.as_ref().map_or("?", |(id, _)| id.as_str());
     let cas: Vec<&pki::CaCert> = anchors.iter().chain(&intermediates).collect();
+    // Notes go to `policy check` once the policy carries them.
+    let mut notes = Vec::new();
     let crls = ctx.load_crls(
         &crl_paths,
         &cas,
@@ -182,7 +187,44 @@ fn parse(
         label,
         files,
         diags,
+        &mut notes,
     );
+    let mut crl_urls = Vec::new();
+    for (url, span) in top.string_list("crl_urls", diags).unwrap_or_default() {
+        match check_fetch_url(&url) {
+            Ok(()) if crl_urls.contains(&url) => {
+                diags.push(src.diag(&span, format!("CRL URL {url:?} is listed twice")))
+            }
+            Ok(()) => crl_urls.push(url),
+            Err(why) => diags.push(src.diag(&span, format!("invalid CRL URL {url:?}: {why}"))),
+        }
+    }
+    let fetch_cdp = match top.string("fetch_crls", diags) {
+        None => false,
+        Some(v) => one_of(
+            &src,
+            "fetch_crls",
+            &v,
+            &[("off", false), ("cdp", true)],
+            diags,
+        )
+        .unwrap_or(false),
+    };
+    let ocsp = match top.string("ocsp", diags) {
+        None => OcspMode::default(),
+        Some(v) => one_of(
+            &src,
+            "ocsp",
+            &v,
+            &[
+                ("off", OcspMode::Off),
+                ("fallback", OcspMode::Fallback),
+                ("prefer", OcspMode::Prefer),
+            ],
+            diags,
+        )
+        .unwrap_or_default(),
+    };
 
     let mut allowed_clients = Vec::new();
     for (net, span) in top
@@ -240,6 +282,9 @@ fn parse(
                 anchor_certs: anchors.iter().map(|a| a.der.clone()).collect(),
                 intermediates: intermediates.iter().map(|a| a.der.clone()).collect(),
                 crls,
+                crl_urls,
+                fetch_cdp,
+                ocsp,
                 allowed_clients,
                 next_hop,
                 receipts,
@@ -271,6 +316,22 @@ fn parse_client_net(s: &str) -> Result<ipnet::IpNet, String> {
         ));
     }
     Ok(net)
+}
+
+/// Checks a URL revocation data is downloaded from: http or https, with
+/// a host.
+pub(super) fn check_fetch_url(url: &str) -> Result<(), String> {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return Err("expected http://host/path or https://host/path".to_owned());
+    };
+    if !scheme.eq_ignore_ascii_case("http") && !scheme.eq_ignore_ascii_case("https") {
+        return Err(format!("the scheme must be http or https, not {scheme:?}"));
+    }
+    let host = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if host.is_empty() || host.contains('@') || url.chars().any(char::is_whitespace) {
+        return Err("expected a host and no user name or spaces".to_owned());
+    }
+    Ok(())
 }
 
 /// Whether `s` is a valid authority id: `[a-z0-9-]+`.

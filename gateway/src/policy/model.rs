@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls_pki_types::{CertificateDer, TrustAnchor};
-use webpki::CertRevocationList;
 
 use crate::smime::sign::SigningIdentity;
+pub use crate::trust::revocation::{Crl, CrlPolicy, OcspMode};
 
 /// Everything an administrator configured, validated.
 pub struct Policy {
@@ -146,15 +146,6 @@ pub enum DigestAlg {
     Sha512,
 }
 
-/// Handling of a missing or stale CRL.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum CrlPolicy {
-    /// Reject with `crl-unavailable` (the default).
-    HardFail,
-    /// Accept when the revocation status cannot be established (logged).
-    SoftFail,
-}
-
 /// One central or diplomatic authority of a country.
 pub struct Authority {
     /// Stable identifier, e.g. `fr-moj`.
@@ -172,8 +163,17 @@ pub struct Authority {
     /// Configured intermediate CA certificates: they sign CRLs and help
     /// path building when a message omits them.
     pub intermediates: Vec<CertificateDer<'static>>,
-    /// Its CRLs, each already checked to be signed by a configured CA.
-    pub crls: Vec<Crl>,
+    /// The CRL files its policy lists. Each counts for a certificate only
+    /// once it verifies with the key of that certificate's issuer in the
+    /// validated path.
+    pub crls: Vec<Arc<Crl>>,
+    /// URLs its CRLs are downloaded from (`crl_urls`).
+    pub crl_urls: Vec<String>,
+    /// Whether the CRL distribution points of its CA certificates are
+    /// downloaded too (`fetch_crls = "cdp"`).
+    pub fetch_cdp: bool,
+    /// Whether and how OCSP is asked (`ocsp`).
+    pub ocsp: OcspMode,
     /// Networks its mail servers submit from; empty: any client.
     pub allowed_clients: Vec<ipnet::IpNet>,
     /// Where mail for its domains is relayed.
@@ -255,21 +255,6 @@ impl Authority {
     pub fn admits_client(&self, ip: std::net::IpAddr) -> bool {
         self.allowed_clients.is_empty() || self.allowed_clients.iter().any(|n| n.contains(&ip))
     }
-}
-
-/// A CRL whose signature was verified once, at policy load, so that no
-/// message pays for it again.
-pub struct Crl {
-    /// The parsed list, for serial look-ups.
-    pub list: CertRevocationList<'static>,
-    /// DER of the issuer Name.
-    pub issuer: Vec<u8>,
-    /// DER SubjectPublicKeyInfo of the CA whose signature on it verified.
-    pub signer_spki: Vec<u8>,
-    /// nextUpdate, seconds since the Unix epoch.
-    pub next_update: u64,
-    /// The CRL as loaded (DER), for evidence bundles.
-    pub der: Vec<u8>,
 }
 
 /// The counterpart MTA receiving an authority's mail.

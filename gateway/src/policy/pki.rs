@@ -7,13 +7,12 @@ use std::fs;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
-use der::asn1::{AnyRef, BitStringRef};
+use std::sync::Arc;
+
 use der::oid::AssociatedOid;
-use der::{Decode, Encode, Reader, SliceReader};
+use der::{Decode, Encode};
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
-use webpki::OwnedCertRevocationList;
-use x509_cert::crl::CertificateList;
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
@@ -42,8 +41,6 @@ pub(super) struct CaCert {
     /// The certificate.
     pub der: CertificateDer<'static>,
     subject: Name,
-    /// DER SubjectPublicKeyInfo.
-    spki: Vec<u8>,
     /// keyUsage is absent or allows cRLSign.
     crl_sign: bool,
 }
@@ -275,7 +272,6 @@ impl Ctx<'_> {
             ));
             ok = false;
         }
-        let spki = tbs.subject_public_key_info.to_der().unwrap_or_default();
         let crl_sign = match tbs.get::<KeyUsage>() {
             Ok(Some((_, ku))) => ku.crl_sign(),
             Ok(None) => true,
@@ -284,14 +280,17 @@ impl Ctx<'_> {
         ok.then(|| CaCert {
             der,
             subject: tbs.subject.clone(),
-            spki,
             crl_sign,
         })
     }
 
-    /// Loads the CRLs of the configured paths, each required to be signed by
-    /// one of `cas` (checked only when `cas_complete`: otherwise a CA that
-    /// failed to load would make every CRL it signs a second problem).
+    /// Loads the CRL files of the configured paths. A CRL issued by one of
+    /// `cas` (by name) must be signed by it, checked only when
+    /// `cas_complete` (otherwise a CA that failed to load would make every
+    /// CRL it signs a second problem). Any other CRL is checked for syntax
+    /// only and noted: it counts once it verifies with the issuer found in
+    /// a message's path.
+    #[allow(clippy::too_many_arguments)]
     pub fn load_crls(
         &self,
         paths: &[At<String>],
@@ -300,7 +299,8 @@ impl Ctx<'_> {
         authority: &str,
         files: &mut FileSet,
         diags: &mut Vec<Diagnostic>,
-    ) -> Vec<Crl> {
+        notes: &mut Vec<Diagnostic>,
+    ) -> Vec<Arc<Crl>> {
         let mut out = Vec::new();
         for written in paths {
             let span = &written.1;
@@ -308,70 +308,24 @@ impl Ctx<'_> {
                 let Some(bytes) = self.read("crls", &entry, span, files, diags) else {
                     continue;
                 };
+                let shown = &entry.shown;
                 let ders = match decode::<CertificateRevocationListDer<'static>>(&bytes) {
                     Ok(d) if !d.is_empty() => d,
                     Ok(_) => {
-                        diags.push(
-                            self.src
-                                .diag(span, format!("{:?} holds no CRL", entry.shown)),
-                        );
+                        diags.push(self.src.diag(span, format!("{shown:?} holds no CRL")));
                         continue;
                     }
                     Err(e) => {
                         diags.push(
                             self.src
-                                .diag(span, format!("cannot parse CRL in {:?}: {e}", entry.shown)),
+                                .diag(span, format!("cannot parse CRL in {shown:?}: {e}")),
                         );
                         continue;
                     }
                 };
                 for der in ders {
-                    let shown = &entry.shown;
-                    let crl = match CertificateList::from_der(&der) {
+                    let crl = match Crl::parse(der, format!("{}/{shown}", self.dir.display())) {
                         Ok(c) => c,
-                        Err(e) => {
-                            diags.push(
-                                self.src
-                                    .diag(span, format!("cannot parse CRL in {shown:?}: {e}")),
-                            );
-                            continue;
-                        }
-                    };
-                    let issuer = &crl.tbs_cert_list.issuer;
-                    let signer = cas.iter().find(|ca| signed_by(&der, issuer, ca));
-                    let signer_spki = match signer {
-                        Some(ca) => ca.spki.clone(),
-                        None if !cas_complete => Vec::new(),
-                        None => {
-                            diags.push(self.src.diag(
-                                span,
-                                format!(
-                                    "CRL in {shown:?} (issuer {:?}) is not signed by any CA configured for authority {authority:?}",
-                                    issuer.to_string()
-                                ),
-                            ));
-                            continue;
-                        }
-                    };
-                    if signer.is_some_and(|ca| !ca.crl_sign) {
-                        diags.push(self.src.diag(
-                            span,
-                            format!(
-                                "CRL in {shown:?} is signed by {:?}, whose keyUsage does not allow cRLSign",
-                                issuer.to_string()
-                            ),
-                        ));
-                        continue;
-                    }
-                    let Some(next_update) = crl.tbs_cert_list.next_update else {
-                        diags.push(self.src.diag(
-                            span,
-                            format!("CRL in {shown:?} has no nextUpdate, so its freshness cannot be judged"),
-                        ));
-                        continue;
-                    };
-                    let list = match OwnedCertRevocationList::from_der(&der) {
-                        Ok(owned) => owned,
                         Err(e) => {
                             diags.push(
                                 self.src
@@ -380,23 +334,35 @@ impl Ctx<'_> {
                             continue;
                         }
                     };
-                    let list = webpki::CertRevocationList::Owned(list);
-                    if list.issuing_distribution_point().is_some() {
-                        diags.push(self.src.diag(
+                    let issuer = crl.issuer_text.clone();
+                    let named: Vec<&&CaCert> = cas
+                        .iter()
+                        .filter(|ca| ca.subject.to_der().ok().as_deref() == Some(&crl.issuer[..]))
+                        .collect();
+                    if named.is_empty() {
+                        notes.push(self.src.diag(
                             span,
                             format!(
-                                "CRL in {shown:?} is partitioned (issuingDistributionPoint); only complete CRLs are supported"
+                                "CRL in {shown:?} is issued by {issuer:?}, which is not a CA configured for \
+                                 authority {authority:?}; it is used for certificates whose issuer in the \
+                                 validated path has that name and verifies its signature"
                             ),
                         ));
+                    } else if cas_complete && !named.iter().any(|ca| crl.signed_by(&ca.der)) {
+                        let why = if named.iter().all(|ca| !ca.crl_sign) {
+                            format!(
+                                "is signed by {issuer:?}, whose keyUsage does not allow cRLSign"
+                            )
+                        } else {
+                            format!(
+                                "(issuer {issuer:?}) is not signed by the key of the CA of that name \
+                                 configured for authority {authority:?}"
+                            )
+                        };
+                        diags.push(self.src.diag(span, format!("CRL in {shown:?} {why}")));
                         continue;
                     }
-                    out.push(Crl {
-                        der: der.to_vec(),
-                        list,
-                        issuer: issuer.to_der().unwrap_or_default(),
-                        signer_spki,
-                        next_update: next_update.to_unix_duration().as_secs(),
-                    });
+                    out.push(Arc::new(crl));
                 }
             }
         }
@@ -466,38 +432,4 @@ fn is_ca(cert: &Certificate) -> bool {
         .filter(|ext| ext.extn_id == BasicConstraints::OID)
         .filter_map(|ext| BasicConstraints::from_der(ext.extn_value.as_bytes()).ok())
         .any(|bc| bc.ca)
-}
-
-/// Whether the CRL `der` (issued by `issuer`) is signed by `ca`.
-fn signed_by(der: &[u8], issuer: &Name, ca: &CaCert) -> bool {
-    if ca.subject != *issuer {
-        return false;
-    }
-    let Ok((tbs, alg, sig)) = signed_parts(der) else {
-        return false;
-    };
-    let Ok(ee) = webpki::EndEntityCert::try_from(&ca.der) else {
-        return false;
-    };
-    webpki::ALL_VERIFICATION_ALGS
-        .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == alg)
-        .any(|a| ee.verify_signature(*a, tbs, sig).is_ok())
-}
-
-/// The signed part (whole TLV), the signature algorithm (contents of the
-/// AlgorithmIdentifier) and the signature bits of a signed X.509 structure.
-fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
-    let outer = AnyRef::from_der(der)?;
-    let mut r = SliceReader::new(outer.value())?;
-    let tbs = r.tlv_bytes()?;
-    let alg = AnyRef::decode(&mut r)?.value();
-    let sig = BitStringRef::decode(&mut r)?;
-    let sig = sig.as_bytes().ok_or_else(|| {
-        der::Error::from(der::ErrorKind::Length {
-            tag: der::Tag::BitString,
-        })
-    })?;
-    r.finish(())?;
-    Ok((tbs, alg, sig))
 }

@@ -81,6 +81,9 @@ mod tests {
             anchor_certs: Vec::new(),
             intermediates: Vec::new(),
             crls: Vec::new(),
+            crl_urls: Vec::new(),
+            fetch_cdp: false,
+            ocsp: Default::default(),
             allowed_clients: Vec::new(),
             next_hop: NextHop {
                 host: format!("mx.{domain}"),

@@ -1,10 +1,9 @@
 //! Relay: delivers accepted messages from the queue to the next hop of the
 //! recipients' authority, exactly as they were received
-//! ([`deliver`]), retrying with backoff ([`backoff`]) until delivered,
+//! ([`deliver`]), retrying with backoff ([`backoff`](crate::backoff)) until delivered,
 //! refused or out of queue lifetime ([`worker`]).
 
 pub mod admin;
-pub mod backoff;
 pub mod deliver;
 pub mod notify;
 pub mod pool;

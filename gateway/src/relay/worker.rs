@@ -10,11 +10,11 @@ use serde_json::json;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
 
-use super::backoff;
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::notify::{self, Original};
 use super::pool::Pool;
 use super::receipt::{DeliveryOutcome, Failure};
+use crate::backoff;
 use crate::policy::{Lane, NextHop, Policy};
 use crate::smtp::Gateway;
 use crate::store::{AttemptNote, AuditEvent, Claimed, QueueStatus, QueueUpdate, Record};

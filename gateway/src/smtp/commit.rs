@@ -16,6 +16,52 @@ use crate::relay::notify::{self, Original};
 use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
 use crate::verify::{self, Envelope, Verdict};
 
+/// Verifies one message off the async workers (signature and chain checks
+/// are CPU work). When the decision lacked revocation data (an OCSP answer,
+/// a CRL from a distribution point), it is fetched and the message is
+/// judged once more.
+async fn judge(
+    gw: &Arc<Gateway>,
+    policy: &Arc<crate::policy::Policy>,
+    body: &Arc<[u8]>,
+    mail_from: &str,
+    rcpt_to: &[String],
+) -> Verdict {
+    let once = || {
+        let (policy, body, mail_from, rcpt_to) = (
+            policy.clone(),
+            body.clone(),
+            mail_from.to_owned(),
+            rcpt_to.to_vec(),
+        );
+        let fetched = gw.revocation.current();
+        tokio::task::spawn_blocking(move || {
+            let envelope = Envelope {
+                mail_from: Some(&mail_from),
+                rcpt_to: &rcpt_to,
+            };
+            verify::verify(&policy, &fetched, &body, &envelope, EvalTime::now())
+        })
+    };
+    let mut judged = once().await;
+    if let Ok(v) = &judged {
+        if !v.wanted.is_empty()
+            && gw
+                .revocation
+                .fetch_wanted(&gw.store, policy, v.authority.as_deref(), &v.wanted)
+                .await
+        {
+            judged = once().await;
+        }
+    }
+    judged.unwrap_or_else(|e| {
+        Verdict::rejected(
+            Reason::TemporaryFailure,
+            format!("verification did not complete: {e}"),
+        )
+    })
+}
+
 /// Verifies and records one transaction; returns the reply for the client.
 pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -> Reply {
     let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
@@ -41,28 +87,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
     } else if let Some(why) = malformed {
         Verdict::rejected(Reason::Malformed, why)
     } else {
-        let (policy, body, mail_from, rcpt_to) = (
-            policy.clone(),
-            body.clone(),
-            mail_from.clone(),
-            rcpt_to.clone(),
-        );
-        // Signature and chain checks are CPU work: off the async workers.
-        let judged = tokio::task::spawn_blocking(move || {
-            let envelope = Envelope {
-                mail_from: Some(&mail_from),
-                rcpt_to: &rcpt_to,
-            };
-            verify::verify(&policy, &body, &envelope, EvalTime::now())
-        })
-        .await;
-        match judged {
-            Ok(v) => v,
-            Err(e) => Verdict::rejected(
-                Reason::TemporaryFailure,
-                format!("verification did not complete: {e}"),
-            ),
-        }
+        judge(gw, &policy, &body, &mail_from, &rcpt_to).await
     };
     let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));

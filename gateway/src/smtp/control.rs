@@ -1,5 +1,6 @@
 //! The control socket (`DATA_DIR/emla.sock`): how `emla policy reload`
-//! asks the running gateway to reload, and learns whether it did.
+//! asks the running gateway to reload (and `emla crl fetch` to download
+//! CRLs now), and learns whether it did.
 //! One request line, one JSON reply line.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +48,10 @@ async fn serve_one(gw: Arc<Gateway>, stream: UnixStream) -> std::io::Result<()> 
             Ok(version) => serde_json::json!({"ok": true, "version": version}),
             Err(problems) => serde_json::json!({"ok": false, "problems": problems}),
         },
+        "crl-fetch" => {
+            let outcomes = gw.revocation.refresh(&gw.policy(), &gw.store, true).await;
+            serde_json::json!({"ok": true, "outcomes": outcomes})
+        }
         other => {
             serde_json::json!({"ok": false, "problems": [format!("unknown request {other:?}")]})
         }

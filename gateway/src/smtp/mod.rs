@@ -25,6 +25,7 @@ use tokio_rustls::TlsAcceptor;
 use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::{self, Policy};
+use crate::revocation::Revocation;
 use crate::store::{AuditEvent, Store};
 
 /// Everything sessions share.
@@ -39,6 +40,8 @@ pub struct Gateway {
     pub relay_wake: tokio::sync::Notify,
     /// The SMTP addresses actually bound (set once [`serve`] listens).
     pub bound: std::sync::OnceLock<Vec<std::net::SocketAddr>>,
+    /// Revocation data gathered at run time (downloaded CRLs, OCSP).
+    pub revocation: Arc<Revocation>,
     policy: RwLock<Arc<Policy>>,
 }
 
@@ -46,6 +49,7 @@ impl Gateway {
     /// Assembles the shared state.
     pub fn new(config: Config, store: Store, tls: Option<TlsAcceptor>, policy: Policy) -> Gateway {
         Gateway {
+            revocation: Arc::new(Revocation::open(&config.data_dir, &config.revocation)),
             config,
             store,
             tls,
@@ -72,6 +76,8 @@ impl Gateway {
                 let version = p.version.clone();
                 *self.policy.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(p);
                 tracing::info!(%version, "policy reloaded");
+                // New CRL sources are fetched at once.
+                self.revocation.wake();
                 (
                     AuditEvent {
                         kind: "policy.reloaded".into(),
@@ -143,6 +149,15 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
         .relay
         .enabled
         .then(|| crate::relay::spawn(gw.clone(), stop_rx.clone()));
+    let refresher = {
+        let policy_of = gw.clone();
+        crate::revocation::spawn(
+            gw.revocation.clone(),
+            gw.store.clone(),
+            move || policy_of.policy(),
+            stop_rx.clone(),
+        )
+    };
     let checkpoints = crate::audit::checkpoint::spawn(gw.clone(), stop_rx.clone());
     let retention = crate::audit::retention::spawn(gw.clone(), stop_rx.clone());
 
@@ -177,7 +192,10 @@ pub async fn serve(gw: Arc<Gateway>) -> Result<(), String> {
     if let Some(relay) = relay {
         let _ = relay.await;
     }
-    for task in [checkpoints, retention].into_iter().flatten() {
+    for task in [checkpoints, retention, Some(refresher)]
+        .into_iter()
+        .flatten()
+    {
         let _ = tokio::time::timeout(std::time::Duration::from_secs(5), task).await;
     }
     Ok(())

@@ -65,7 +65,7 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         Reason::Smuggling => (550, "5.5.2"),
         Reason::Malformed | Reason::TooDeep => (550, "5.6.0"),
         // The CRL may be refreshed: the sender's server retries.
-        Reason::CrlUnavailable => (451, "4.7.5"),
+        Reason::CrlUnavailable | Reason::OcspUnavailable => (451, "4.7.5"),
         Reason::TemporaryFailure => (451, "4.3.0"),
         Reason::WeakAlgorithm => (550, "5.7.4"),
         Reason::Unsigned
@@ -75,6 +75,7 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         | Reason::Expired
         | Reason::NotYetValid
         | Reason::Revoked
+        | Reason::RevocationUnknown
         | Reason::WrongUsage
         | Reason::SenderMismatch
         | Reason::UnauthorizedDomain

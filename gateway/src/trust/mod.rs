@@ -4,16 +4,16 @@
 pub mod cert;
 pub mod http;
 pub mod memo;
+pub mod revocation;
 
-use der::{Decode, Encode};
 use rustls_pki_types::CertificateDer;
 use webpki::{EndEntityCert, KeyUsage};
-use x509_cert::Certificate;
 
 use crate::clock::EvalTime;
-use crate::policy::{Authority, CrlPolicy};
+use crate::policy::Authority;
 use crate::reason::Reason;
 use memo::Memo;
+use revocation::{CrlPolicy, RevocationSet, StatusEvidence, Want};
 
 /// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
@@ -47,15 +47,40 @@ pub struct ValidPath {
     pub anchor: Option<usize>,
 }
 
+/// The revocation side of one validation: where data comes from, how
+/// strict to be, and what was used.
+pub struct RevocationCheck<'a> {
+    /// Data gathered at run time (downloads, OCSP answers).
+    pub fetched: &'a RevocationSet,
+    /// Missing or stale status: refuse or accept.
+    pub crl_policy: CrlPolicy,
+    /// What established each certificate's status.
+    pub evidence: Vec<StatusEvidence>,
+    /// Revocation data that was needed but not at hand.
+    pub wants: Vec<Want>,
+}
+
+impl<'a> RevocationCheck<'a> {
+    /// A check with nothing used yet.
+    pub fn new(fetched: &'a RevocationSet, crl_policy: CrlPolicy) -> Self {
+        RevocationCheck {
+            fetched,
+            crl_policy,
+            evidence: Vec::new(),
+            wants: Vec::new(),
+        }
+    }
+}
+
 /// Validates `signer` against `authority`'s anchors at `at`, with
-/// intermediates from the message and the authority's configuration, and
-/// revocation from the authority's CRLs.
+/// intermediates from the message and the authority's configuration, then
+/// the revocation status of every certificate of the path ([`revocation`]).
 pub fn validate(
     authority: &Authority,
-    crl_policy: CrlPolicy,
     signer: &[u8],
     message_certs: &[&[u8]],
     at: EvalTime,
+    rev: &mut RevocationCheck<'_>,
 ) -> Result<ValidPath, (Reason, String)> {
     let signer_der = CertificateDer::from(signer);
     let ee = EndEntityCert::try_from(&signer_der)
@@ -76,8 +101,7 @@ pub fn validate(
             // CA certificates commonly carry no EKU; the signer's own EKU is
             // required by the caller (`verify`), which sees the whole picture.
             KeyUsage::required_if_present(EMAIL_PROTECTION),
-            // Revocation is checked below against CRLs verified at load:
-            // webpki would re-verify every CRL signature for every message.
+            // Revocation is checked below, against the issuers of this path.
             None,
             None,
         )
@@ -107,84 +131,24 @@ pub fn validate(
     let mut chain: Vec<&[u8]> = vec![signer];
     chain.extend(valid.intermediates.iter().map(Vec::as_slice));
     chain.push(anchor_der);
-    check_revocation(authority, crl_policy, &chain, at)?;
+    let sources = revocation::Sources {
+        files: &authority.crls,
+        fetched: rev.fetched,
+    };
+    let opts = revocation::Options {
+        crl_policy: rev.crl_policy,
+        ocsp: authority.ocsp,
+        fetch_cdp: authority.fetch_cdp,
+    };
+    revocation::check_path(
+        &chain,
+        &sources,
+        opts,
+        at,
+        &mut rev.evidence,
+        &mut rev.wants,
+    )?;
     Ok(valid)
-}
-
-/// Checks every certificate of `chain` (signer first, anchor last; the
-/// anchor itself is not checked) against the CRL of its issuer.
-fn check_revocation(
-    authority: &Authority,
-    crl_policy: CrlPolicy,
-    chain: &[&[u8]],
-    at: EvalTime,
-) -> Result<(), (Reason, String)> {
-    let parsed: Vec<Certificate> = chain
-        .iter()
-        .map(|der| Certificate::from_der(der))
-        .collect::<Result<_, _>>()
-        .map_err(|e| (Reason::Malformed, format!("certificate of the chain: {e}")))?;
-    let hard = crl_policy == CrlPolicy::HardFail;
-    for pair in parsed.windows(2) {
-        let (cert, issuer) = (&pair[0].tbs_certificate, &pair[1].tbs_certificate);
-        let issuer_name = cert.issuer.to_der().unwrap_or_default();
-        let issuer_spki = issuer.subject_public_key_info.to_der().unwrap_or_default();
-        let crl = authority
-            .crls
-            .iter()
-            .find(|c| c.issuer == issuer_name && c.signer_spki == issuer_spki);
-        let Some(crl) = crl else {
-            if hard {
-                return Err((
-                    Reason::CrlUnavailable,
-                    format!(
-                        "authority {} has no CRL from {}, the issuer of {}",
-                        authority.id, cert.issuer, cert.subject
-                    ),
-                ));
-            }
-            continue;
-        };
-        if crl.next_update < at.unix() && hard {
-            return Err((
-                Reason::CrlUnavailable,
-                format!(
-                    "the CRL of {} (authority {}) is stale: its nextUpdate was {} (evaluation time {})",
-                    cert.issuer,
-                    authority.id,
-                    EvalTime::from_unix(crl.next_update).to_rfc3339(),
-                    at.to_rfc3339()
-                ),
-            ));
-        }
-        let serial = cert.serial_number.as_bytes();
-        match crl.list.find_serial(serial) {
-            Ok(None) => {}
-            Ok(Some(entry)) => {
-                return Err((
-                    Reason::Revoked,
-                    format!(
-                        "certificate {} (serial {}) is revoked by the CRL of {} since {}{}",
-                        cert.subject,
-                        hex::encode(serial),
-                        cert.issuer,
-                        EvalTime::from_unix(entry.revocation_date.as_secs()).to_rfc3339(),
-                        entry
-                            .reason_code
-                            .map(|r| format!(" ({r:?})"))
-                            .unwrap_or_default()
-                    ),
-                ))
-            }
-            Err(e) => {
-                return Err((
-                    Reason::Malformed,
-                    format!("CRL of {} cannot be searched: {e}", cert.issuer),
-                ))
-            }
-        }
-    }
-    Ok(())
 }
 
 fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {

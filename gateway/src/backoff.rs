@@ -7,15 +7,17 @@ use ring::rand::{SecureRandom, SystemRandom};
 
 use crate::policy::RelaySettings;
 
-/// The wait after the `failures`-th failed attempt in a row (1 = first):
-/// `retry_initial · 2^(failures-1)`, at most `retry_max`, then ±20 %.
+/// The wait of a delivery after its `failures`-th failed attempt (see
+/// [`exponential`]).
 pub fn delay(settings: &RelaySettings, failures: u32) -> Duration {
+    exponential(settings.retry_initial, settings.retry_max, failures)
+}
+
+/// The wait after the `failures`-th failed attempt in a row (1 = first):
+/// `initial · 2^(failures-1)`, at most `max`, then ±20 %.
+pub fn exponential(initial: Duration, max: Duration, failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(30);
-    let base = settings
-        .retry_initial
-        .saturating_mul(1 << exp)
-        .min(settings.retry_max);
-    base.mul_f64(jitter())
+    initial.saturating_mul(1 << exp).min(max).mul_f64(jitter())
 }
 
 /// A factor in [0.8, 1.2).

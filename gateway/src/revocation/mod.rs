@@ -1,0 +1,380 @@
+//! Revocation data at run time: CRLs downloaded ahead of need (an
+//! authority's `crl_urls`, and with `fetch_crls = "cdp"` the distribution
+//! points of the certificates it uses), OCSP answers asked when a message
+//! needs one and refreshed before they expire. The last good copy of each
+//! is kept on disk, content-addressed, so a restart starts warm; every
+//! change and every failure is audited (`crl.updated`, `crl.fetch-failed`,
+//! `ocsp.updated`, `ocsp.fetch-failed`).
+//!
+//! Nothing fetched is trusted here: a CRL must verify with the key of a CA
+//! the gateway knows (configured, or seen in a validated path) before it is
+//! held, and [`trust::revocation`](crate::trust::revocation) checks it again
+//! against the issuer of each path it is used for.
+
+pub mod cli;
+mod state;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::{watch, Mutex, Notify};
+
+use crate::clock::EvalTime;
+use crate::config::RevocationConfig;
+use crate::policy::Policy;
+use crate::store::{AuditEvent, Store};
+use crate::trust::http::{Http, HttpLimits};
+use crate::trust::revocation::{Crl, RevocationSet, Want};
+pub use state::{CrlSource, Origin, State};
+
+/// The revocation data of one gateway process.
+pub struct Revocation {
+    dir: PathBuf,
+    settings: RevocationConfig,
+    set: RwLock<Arc<RevocationSet>>,
+    /// Held across a fetch round: one round at a time.
+    state: Mutex<State>,
+    http: std::sync::OnceLock<Result<Http, String>>,
+    /// Wakes the refresher (new sources, `emla crl fetch`).
+    wake: Notify,
+}
+
+/// What one download did.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct FetchOutcome {
+    /// The URL.
+    pub url: String,
+    /// `updated`, `unchanged` or `failed`.
+    pub result: &'static str,
+    /// What went wrong, or what is held now.
+    pub detail: String,
+}
+
+impl Revocation {
+    /// The revocation data kept under `data_dir/revocation/`, loaded from
+    /// disk (what cannot be read is skipped with a warning).
+    pub fn open(data_dir: &Path, settings: &RevocationConfig) -> Revocation {
+        let dir = data_dir.join("revocation");
+        let state = State::load(&dir);
+        let mut set = RevocationSet::default();
+        for (url, src) in &state.crls {
+            let Some(sha) = &src.sha256 else { continue };
+            match state::read_crl(&dir, sha, url) {
+                Ok(crl) => set.put_crl(Arc::new(crl)),
+                Err(e) => tracing::warn!(%url, error = %e, "held CRL cannot be loaded"),
+            }
+        }
+        Revocation {
+            dir,
+            settings: settings.clone(),
+            set: RwLock::new(Arc::new(set)),
+            state: Mutex::new(state),
+            http: std::sync::OnceLock::new(),
+            wake: Notify::new(),
+        }
+    }
+
+    /// The data held now.
+    pub fn current(&self) -> Arc<RevocationSet> {
+        self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// A copy of the download state (for `emla crl status`).
+    pub async fn state(&self) -> State {
+        self.state.lock().await.clone()
+    }
+
+    /// Asks the refresher to run now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    fn http(&self) -> Result<&Http, String> {
+        self.http
+            .get_or_init(|| {
+                Http::new(HttpLimits {
+                    max_bytes: self.settings.max_bytes,
+                    timeout: self.settings.timeout,
+                    connect_timeout: self.settings.timeout.min(Duration::from_secs(10)),
+                    ..HttpLimits::default()
+                })
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    fn replace_set(&self, edit: impl FnOnce(&mut RevocationSet)) {
+        let mut guard = self.set.write().unwrap_or_else(|p| p.into_inner());
+        let mut next = (**guard).clone();
+        edit(&mut next);
+        *guard = Arc::new(next);
+    }
+
+    /// Downloads every CRL source of `policy` that is due (all of them
+    /// with `force`), keeping what verifies and is not older than what is
+    /// held; every change and failure is audited.
+    pub async fn refresh(&self, policy: &Policy, store: &Store, force: bool) -> Vec<FetchOutcome> {
+        let mut state = self.state.lock().await;
+        state.plan(policy);
+        let now = EvalTime::now().unix();
+        let due: Vec<String> = state
+            .crls
+            .iter()
+            .filter(|(_, s)| s.active && (force || s.next_attempt <= now))
+            .map(|(u, _)| u.clone())
+            .collect();
+        let mut outcomes = Vec::new();
+        for url in due {
+            outcomes.push(self.fetch_crl(&mut state, policy, store, &url).await);
+        }
+        if let Err(e) = state.save(&self.dir) {
+            tracing::error!(error = %e, "cannot save the revocation state");
+        }
+        outcomes
+    }
+
+    /// Downloads one CRL source and audits the outcome.
+    async fn fetch_crl(
+        &self,
+        state: &mut State,
+        policy: &Policy,
+        store: &Store,
+        url: &str,
+    ) -> FetchOutcome {
+        let now = EvalTime::now().unix();
+        let result = self.download_crl(state, policy, url).await;
+        let src = state.crls.entry(url.to_owned()).or_default();
+        src.last_attempt = Some(now);
+        let authorities: Vec<String> = src.authorities.iter().cloned().collect();
+        let (outcome, event) = match result {
+            Ok((crl, changed)) => {
+                src.last_success = Some(now);
+                src.last_error = None;
+                src.failures = 0;
+                src.issuer = Some(crl.issuer_text.clone());
+                src.this_update = Some(crl.this_update);
+                src.next_update = Some(crl.next_update);
+                let previous = src.sha256.replace(crl.sha256.clone());
+                let margin = self.settings.refresh_margin.as_secs();
+                src.next_attempt = (now + self.settings.refresh_interval.as_secs())
+                    .min(crl.next_update.saturating_sub(margin))
+                    .max(now + 1);
+                let detail = format!(
+                    "CRL of {} ({}), thisUpdate {}, nextUpdate {}",
+                    crl.issuer_text,
+                    crl.sha256,
+                    EvalTime::from_unix(crl.this_update).to_rfc3339(),
+                    EvalTime::from_unix(crl.next_update).to_rfc3339()
+                );
+                let event = changed.then(|| AuditEvent {
+                    kind: "crl.updated".into(),
+                    message_id: None,
+                    data: serde_json::json!({
+                        "url": url,
+                        "authorities": authorities,
+                        "issuer": crl.issuer_text,
+                        "sha256": crl.sha256,
+                        "previous": previous,
+                        "crl_number": crl.number.as_ref().map(hex::encode),
+                        "this_update": EvalTime::from_unix(crl.this_update).to_rfc3339(),
+                        "next_update": EvalTime::from_unix(crl.next_update).to_rfc3339(),
+                    }),
+                });
+                let result = if changed { "updated" } else { "unchanged" };
+                (
+                    FetchOutcome {
+                        url: url.to_owned(),
+                        result,
+                        detail,
+                    },
+                    event,
+                )
+            }
+            Err(why) => {
+                src.failures = src.failures.saturating_add(1);
+                src.last_error = Some(why.clone());
+                let backoff = crate::backoff::exponential(
+                    self.settings.retry_initial,
+                    self.settings.retry_max,
+                    src.failures,
+                );
+                src.next_attempt = now + backoff.as_secs().max(1);
+                tracing::warn!(%url, error = %why, failures = src.failures, "CRL download failed");
+                let event = AuditEvent {
+                    kind: "crl.fetch-failed".into(),
+                    message_id: None,
+                    data: serde_json::json!({
+                        "url": url,
+                        "authorities": authorities,
+                        "error": why,
+                        "failures": src.failures,
+                        "held": src.sha256,
+                        "next_attempt": EvalTime::from_unix(src.next_attempt).to_rfc3339(),
+                    }),
+                };
+                (
+                    FetchOutcome {
+                        url: url.to_owned(),
+                        result: "failed",
+                        detail: why,
+                    },
+                    Some(event),
+                )
+            }
+        };
+        if let Some(event) = event {
+            if let Err(e) = store.audit(event).await {
+                tracing::error!(error = %e, %url, "cannot audit a CRL download");
+            }
+        }
+        outcome
+    }
+
+    /// Fetches, parses and checks one CRL; holds it when it is new.
+    /// Returns it and whether it changed what is held.
+    async fn download_crl(
+        &self,
+        state: &mut State,
+        policy: &Policy,
+        url: &str,
+    ) -> Result<(Arc<Crl>, bool), String> {
+        let fetched = self.http()?.get(url).await.map_err(|e| e.to_string())?;
+        let crl = Crl::from_bytes(&fetched.bytes, url.to_owned())
+            .map_err(|e| format!("the download from {url} cannot be used: {e}"))?;
+        let cas = state.known_cas(&self.dir, policy);
+        let Some(signer) = cas.iter().find(|ca| crl.signed_by(ca)) else {
+            return Err(format!(
+                "the CRL from {url} (issuer {}) is not signed by any CA the gateway knows by that name",
+                crl.issuer_text
+            ));
+        };
+        let held = self.current();
+        let mut rivals: Vec<&Arc<Crl>> = held.crls_for(&crl.issuer).iter().collect();
+        for a in &policy.authorities {
+            rivals.extend(a.crls.iter().filter(|c| c.issuer == crl.issuer));
+        }
+        if let Some(same) = rivals.iter().find(|c| c.sha256 == crl.sha256) {
+            if same.source == url {
+                return Ok(((*same).clone(), false));
+            }
+        }
+        if let Some(newer) = rivals
+            .iter()
+            .find(|c| c.signed_by(signer) && c.newer_than(&crl))
+        {
+            return Err(format!(
+                "the CRL from {url} (thisUpdate {}{}) is older than the one held from {} \
+                 (thisUpdate {}{}); it is not used",
+                EvalTime::from_unix(crl.this_update).to_rfc3339(),
+                crl.number
+                    .as_ref()
+                    .map(|n| format!(", crlNumber {}", hex::encode(n)))
+                    .unwrap_or_default(),
+                newer.source,
+                EvalTime::from_unix(newer.this_update).to_rfc3339(),
+                newer
+                    .number
+                    .as_ref()
+                    .map(|n| format!(", crlNumber {}", hex::encode(n)))
+                    .unwrap_or_default(),
+            ));
+        }
+        state::write_crl(&self.dir, &crl).map_err(|e| format!("cannot keep the CRL: {e}"))?;
+        let crl = Arc::new(crl);
+        self.replace_set(|set| set.put_crl(crl.clone()));
+        Ok((crl, true))
+    }
+
+    /// Fetches what one decision lacked: CRLs from distribution points
+    /// (their sources are remembered and refreshed from then on) and OCSP
+    /// answers. Returns whether anything new is held, so that judging again
+    /// can change the outcome. Sources that failed recently are not asked
+    /// again before their retry time.
+    pub async fn fetch_wanted(
+        &self,
+        store: &Store,
+        policy: &Policy,
+        authority: Option<&str>,
+        wants: &[Want],
+    ) -> bool {
+        let mut changed = false;
+        let mut state = self.state.lock().await;
+        let now = EvalTime::now().unix();
+        let mut urls = BTreeSet::new();
+        for want in wants {
+            match want {
+                Want::Crl { urls: cdp, issuer } => {
+                    if let Err(e) = state.learn_ca(&self.dir, issuer) {
+                        tracing::warn!(error = %e, "cannot keep a CA certificate");
+                    }
+                    for url in cdp {
+                        let src = state.crls.entry(url.clone()).or_default();
+                        src.origin = Origin::Cdp;
+                        src.active = true;
+                        if let Some(a) = authority {
+                            src.authorities.insert(a.to_owned());
+                        }
+                        if src.next_attempt <= now {
+                            urls.insert(url.clone());
+                        }
+                    }
+                }
+                Want::Ocsp { .. } => {
+                    changed |= self.fetch_ocsp(&mut state, store, want).await;
+                }
+            }
+        }
+        for url in urls {
+            let o = self.fetch_crl(&mut state, policy, store, &url).await;
+            changed |= o.result == "updated";
+        }
+        if let Err(e) = state.save(&self.dir) {
+            tracing::error!(error = %e, "cannot save the revocation state");
+        }
+        changed
+    }
+
+    /// Asks for one OCSP answer (see [`ocsp`]).
+    async fn fetch_ocsp(&self, _state: &mut State, _store: &Store, _want: &Want) -> bool {
+        false
+    }
+
+    /// When the refresher should look again: the earliest due source, at
+    /// most a minute away.
+    async fn next_due(&self) -> Duration {
+        let state = self.state.lock().await;
+        let now = EvalTime::now().unix();
+        let next = state
+            .crls
+            .values()
+            .filter(|s| s.active)
+            .map(|s| s.next_attempt)
+            .min()
+            .unwrap_or(u64::MAX);
+        Duration::from_secs(next.saturating_sub(now).clamp(1, 60))
+    }
+}
+
+/// Starts the refresher of `emla serve`: downloads on start, then whenever
+/// a source is due, woken early by [`Revocation::wake`].
+pub fn spawn(
+    revocation: Arc<Revocation>,
+    store: Store,
+    policy: impl Fn() -> Arc<Policy> + Send + 'static,
+    mut stop: watch::Receiver<bool>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        loop {
+            revocation.refresh(&policy(), &store, false).await;
+            let wait = revocation.next_due().await;
+            tokio::select! {
+                _ = tokio::time::sleep(wait) => {}
+                _ = revocation.wake.notified() => {}
+                _ = stop.changed() => return,
+            }
+        }
+    })
+}

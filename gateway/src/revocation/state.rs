@@ -1,0 +1,198 @@
+//! What the downloader knows, on disk under `DATA_DIR/revocation/`:
+//!
+//! ```text
+//! state.json          every CRL source: where from, for whom, last outcome
+//! crl/<sha256>.crl    CRLs held (DER), content-addressed
+//! ca/<sha256>.der     CA certificates seen in validated paths, which
+//!                     downloaded CRLs may be signed by
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use der::{Decode, Encode};
+use x509_cert::Certificate;
+
+use crate::fsutil::write_atomic;
+use crate::policy::Policy;
+use crate::trust::revocation::{distribution_points, Crl};
+
+/// Why a source is downloaded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Origin {
+    /// Listed in an authority's `crl_urls`.
+    #[default]
+    CrlUrls,
+    /// A distribution point of a certificate (`fetch_crls = "cdp"`).
+    Cdp,
+}
+
+/// One CRL source and its last outcome.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct CrlSource {
+    /// Why it is downloaded.
+    pub origin: Origin,
+    /// The authorities it serves.
+    pub authorities: BTreeSet<String>,
+    /// Whether the current policy still asks for it.
+    pub active: bool,
+    /// SHA-256 of the CRL held from it.
+    pub sha256: Option<String>,
+    /// Issuer of the CRL held.
+    pub issuer: Option<String>,
+    /// thisUpdate of the CRL held, Unix seconds.
+    pub this_update: Option<u64>,
+    /// nextUpdate of the CRL held, Unix seconds.
+    pub next_update: Option<u64>,
+    /// Last download attempt, Unix seconds.
+    pub last_attempt: Option<u64>,
+    /// Last successful download, Unix seconds.
+    pub last_success: Option<u64>,
+    /// What went wrong the last time, when it did.
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// When to download it next, Unix seconds.
+    pub next_attempt: u64,
+}
+
+/// The downloader's state.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct State {
+    /// CRL sources by URL.
+    pub crls: BTreeMap<String, CrlSource>,
+    /// SHA-256 of the CA certificates kept under `ca/`.
+    pub cas: BTreeSet<String>,
+}
+
+const FILE: &str = "state.json";
+
+impl State {
+    /// Reads `dir/state.json`; empty when absent or unreadable (logged).
+    pub fn load(dir: &Path) -> State {
+        match std::fs::read(dir.join(FILE)) {
+            Ok(bytes) => serde_json::from_slice(&bytes).unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "revocation state unreadable; starting afresh");
+                State::default()
+            }),
+            Err(_) => State::default(),
+        }
+    }
+
+    /// Writes `dir/state.json` atomically.
+    pub fn save(&self, dir: &Path) -> Result<(), String> {
+        std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let json = serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?;
+        write_atomic(&dir.join(FILE), &json).map_err(|e| format!("{}: {e}", dir.display()))
+    }
+
+    /// Marks the sources `policy` asks for as active (adding new ones, due
+    /// now) and the others as inactive. Distribution points learnt from
+    /// messages stay active while their authorities fetch them.
+    pub fn plan(&mut self, policy: &Policy) {
+        let mut wanted: BTreeMap<String, (Origin, BTreeSet<String>)> = BTreeMap::new();
+        for a in &policy.authorities {
+            for url in &a.crl_urls {
+                let e = wanted
+                    .entry(url.clone())
+                    .or_insert((Origin::CrlUrls, BTreeSet::new()));
+                e.0 = Origin::CrlUrls;
+                e.1.insert(a.id.clone());
+            }
+            if !a.fetch_cdp {
+                continue;
+            }
+            for der in a.anchor_certs.iter().chain(&a.intermediates) {
+                let Ok(cert) = Certificate::from_der(der) else {
+                    continue;
+                };
+                for url in distribution_points(&cert) {
+                    wanted
+                        .entry(url)
+                        .or_insert((Origin::Cdp, BTreeSet::new()))
+                        .1
+                        .insert(a.id.clone());
+                }
+            }
+        }
+        let cdp_authorities: BTreeSet<&str> = policy
+            .authorities
+            .iter()
+            .filter(|a| a.fetch_cdp)
+            .map(|a| a.id.as_str())
+            .collect();
+        for (url, src) in self.crls.iter_mut() {
+            src.active = match wanted.get(url) {
+                Some(_) => true,
+                None => {
+                    src.origin == Origin::Cdp
+                        && src
+                            .authorities
+                            .iter()
+                            .any(|a| cdp_authorities.contains(a.as_str()))
+                }
+            };
+        }
+        for (url, (origin, authorities)) in wanted {
+            let src = self.crls.entry(url).or_default();
+            src.origin = origin;
+            src.active = true;
+            src.authorities.extend(authorities);
+        }
+    }
+
+    /// Every CA certificate a downloaded CRL may be signed by: the
+    /// policy's anchors and intermediates, and the CAs seen in paths.
+    pub fn known_cas(&self, dir: &Path, policy: &Policy) -> Vec<Vec<u8>> {
+        let mut cas: Vec<Vec<u8>> = policy
+            .authorities
+            .iter()
+            .flat_map(|a| a.anchor_certs.iter().chain(&a.intermediates))
+            .map(|c| c.to_vec())
+            .collect();
+        for sha in &self.cas {
+            match std::fs::read(dir.join("ca").join(format!("{sha}.der"))) {
+                Ok(der) => cas.push(der),
+                Err(e) => tracing::warn!(%sha, error = %e, "kept CA certificate unreadable"),
+            }
+        }
+        cas
+    }
+
+    /// Keeps a CA certificate seen in a validated path.
+    pub fn learn_ca(&mut self, dir: &Path, der: &[u8]) -> Result<(), String> {
+        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
+        if self.cas.contains(&sha) {
+            return Ok(());
+        }
+        // Only certificates, re-encoded as parsed: nothing else lands here.
+        let der = Certificate::from_der(der)
+            .and_then(|c| c.to_der())
+            .map_err(|e| format!("not a certificate: {e}"))?;
+        let ca_dir = dir.join("ca");
+        std::fs::create_dir_all(&ca_dir).map_err(|e| format!("{}: {e}", ca_dir.display()))?;
+        write_atomic(&ca_dir.join(format!("{sha}.der")), &der)
+            .map_err(|e| format!("{}: {e}", ca_dir.display()))?;
+        self.cas.insert(sha);
+        Ok(())
+    }
+}
+
+/// Reads a held CRL.
+pub fn read_crl(dir: &Path, sha256: &str, source: &str) -> Result<Crl, String> {
+    let path = dir.join("crl").join(format!("{sha256}.crl"));
+    let der = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Crl::parse(der, source.to_owned()).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Keeps a CRL, content-addressed.
+pub fn write_crl(dir: &Path, crl: &Crl) -> Result<(), String> {
+    let crl_dir = dir.join("crl");
+    std::fs::create_dir_all(&crl_dir).map_err(|e| format!("{}: {e}", crl_dir.display()))?;
+    let path = crl_dir.join(format!("{}.crl", crl.sha256));
+    if path.exists() {
+        return Ok(());
+    }
+    write_atomic(&path, &crl.der).map_err(|e| format!("{}: {e}", path.display()))
+}

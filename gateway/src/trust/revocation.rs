@@ -1,0 +1,739 @@
+//! Revocation status of the certificates of a validated path.
+//!
+//! A CRL counts for a certificate only when it is signed by that
+//! certificate's issuer *as found in the validated path* (RFC 5280 §6.3):
+//! a CRL file or download is just a candidate until then. Its signature is
+//! checked at first use against that issuer's key and remembered per key,
+//! so no message pays for it twice. OCSP answers (RFC 6960) are validated
+//! when fetched and held by certificate ([`CertKey`]); this module only
+//! judges their freshness at the evaluation time.
+//!
+//! Everything used is reported as [`StatusEvidence`] so that the audit log
+//! can name it by SHA-256 and evidence bundles can carry the very bytes.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::sync::{Arc, Mutex};
+
+use der::asn1::{AnyRef, BitStringRef};
+use der::{Decode, Encode, SliceReader};
+use webpki::{CertRevocationList, OwnedCertRevocationList};
+use x509_cert::crl::CertificateList;
+use x509_cert::ext::pkix::crl::dp::DistributionPoint;
+use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
+use x509_cert::ext::pkix::{CrlDistributionPoints, CrlNumber, KeyUsage};
+use x509_cert::Certificate;
+
+use crate::clock::EvalTime;
+use crate::reason::Reason;
+
+/// Handling of a certificate whose revocation status cannot be established.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CrlPolicy {
+    /// Refuse with a temporary failure (the default): `451`, never `5xx`.
+    HardFail,
+    /// Accept, recording that the status was unknown.
+    SoftFail,
+}
+
+/// Whether and how OCSP is asked (per authority, `ocsp = …`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OcspMode {
+    /// CRLs only.
+    Off,
+    /// OCSP when no fresh CRL covers the certificate (the default).
+    #[default]
+    Fallback,
+    /// OCSP first; a fresh CRL when no OCSP answer can be had.
+    Prefer,
+}
+
+impl OcspMode {
+    /// The name used in policy files.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OcspMode::Off => "off",
+            OcspMode::Fallback => "fallback",
+            OcspMode::Prefer => "prefer",
+        }
+    }
+}
+
+/// Why a CRL cannot be used at all (whoever signed it).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CrlError {
+    /// Not a DER (or PEM) CertificateList.
+    Unparsable(String),
+    /// No nextUpdate: its freshness cannot be judged.
+    NoNextUpdate,
+    /// A partitioned CRL (issuingDistributionPoint): only complete CRLs are
+    /// supported.
+    Partitioned,
+}
+
+impl fmt::Display for CrlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CrlError::Unparsable(e) => write!(f, "it is not a valid CRL: {e}"),
+            CrlError::NoNextUpdate => {
+                f.write_str("it has no nextUpdate, so its freshness cannot be judged")
+            }
+            CrlError::Partitioned => f.write_str(
+                "it is partitioned (issuingDistributionPoint); only complete CRLs are supported",
+            ),
+        }
+    }
+}
+
+/// A syntactically valid, complete CRL; whose it is, is decided at use.
+pub struct Crl {
+    /// The CRL as received (DER).
+    pub der: Arc<[u8]>,
+    /// SHA-256 of `der`, hex: its name in evidence.
+    pub sha256: String,
+    /// DER of the issuer Name.
+    pub issuer: Vec<u8>,
+    /// The issuer Name (RFC 4514), for people.
+    pub issuer_text: String,
+    /// thisUpdate, Unix seconds.
+    pub this_update: u64,
+    /// nextUpdate, Unix seconds.
+    pub next_update: u64,
+    /// crlNumber, big-endian without leading zeros, when present.
+    pub number: Option<Vec<u8>>,
+    /// Where it came from: a policy file or a URL.
+    pub source: String,
+    list: CertRevocationList<'static>,
+    /// SPKIs (DER) its signature verified with.
+    verified: Mutex<Vec<Vec<u8>>>,
+}
+
+impl fmt::Debug for Crl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Crl")
+            .field("issuer", &self.issuer_text)
+            .field("sha256", &self.sha256)
+            .field("source", &self.source)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crl {
+    /// Parses one DER CRL from `source`.
+    pub fn parse(der: Vec<u8>, source: String) -> Result<Crl, CrlError> {
+        let parsed =
+            CertificateList::from_der(&der).map_err(|e| CrlError::Unparsable(e.to_string()))?;
+        let tbs = &parsed.tbs_cert_list;
+        let next_update = tbs.next_update.ok_or(CrlError::NoNextUpdate)?;
+        let number = tbs
+            .crl_extensions
+            .iter()
+            .flatten()
+            .find(|e| e.extn_id == der::oid::db::rfc5280::ID_CE_CRL_NUMBER)
+            .and_then(|e| CrlNumber::from_der(e.extn_value.as_bytes()).ok())
+            .map(|n| {
+                let b = n.0.as_bytes();
+                b[b.iter().take_while(|&&x| x == 0).count()..].to_vec()
+            });
+        let owned = OwnedCertRevocationList::from_der(&der)
+            .map_err(|e| CrlError::Unparsable(format!("{e:?}")))?;
+        let list = CertRevocationList::Owned(owned);
+        if list.issuing_distribution_point().is_some() {
+            return Err(CrlError::Partitioned);
+        }
+        Ok(Crl {
+            sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &der)),
+            issuer: tbs.issuer.to_der().unwrap_or_default(),
+            issuer_text: tbs.issuer.to_string(),
+            this_update: tbs.this_update.to_unix_duration().as_secs(),
+            next_update: next_update.to_unix_duration().as_secs(),
+            number,
+            source,
+            list,
+            der: der.into(),
+            verified: Mutex::new(Vec::new()),
+        })
+    }
+
+    /// Parses a CRL file or download: DER, or PEM holding one CRL.
+    pub fn from_bytes(bytes: &[u8], source: String) -> Result<Crl, CrlError> {
+        use rustls_pki_types::pem::PemObject;
+        if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
+            let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(bytes)
+                .map_err(|e| CrlError::Unparsable(format!("PEM: {e}")))?;
+            return Crl::parse(der.to_vec(), source);
+        }
+        Crl::parse(bytes.to_vec(), source)
+    }
+
+    /// Whether `issuer` (a DER certificate) issued this CRL: same name, a
+    /// keyUsage allowing cRLSign (or none), and a signature that verifies
+    /// with its key. Successes are remembered per key.
+    pub fn signed_by(&self, issuer: &[u8]) -> bool {
+        let Ok(cert) = Certificate::from_der(issuer) else {
+            return false;
+        };
+        let tbs = &cert.tbs_certificate;
+        if tbs.subject.to_der().ok().as_deref() != Some(self.issuer.as_slice()) {
+            return false;
+        }
+        if let Ok(Some((_, ku))) = tbs.get::<KeyUsage>() {
+            if !ku.crl_sign() {
+                return false;
+            }
+        }
+        let spki = tbs.subject_public_key_info.to_der().unwrap_or_default();
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.contains(&spki) {
+            return true;
+        }
+        if !signature_verifies(&self.der, issuer) {
+            return false;
+        }
+        verified.push(spki);
+        true
+    }
+
+    /// Whether this CRL supersedes `other` (same issuer): a higher
+    /// crlNumber when both have one, else a later thisUpdate.
+    pub fn newer_than(&self, other: &Crl) -> bool {
+        match (&self.number, &other.number) {
+            (Some(a), Some(b)) if a != b => (a.len(), a) > (b.len(), b),
+            _ => self.this_update > other.this_update,
+        }
+    }
+
+    /// Whether it may be relied on at `at`: issued by then, not past its
+    /// nextUpdate.
+    pub fn fresh_at(&self, at: EvalTime) -> bool {
+        self.this_update <= at.unix() + CLOCK_SKEW_SECS && at.unix() <= self.next_update
+    }
+
+    /// Revocation date and reason of `serial`, if listed.
+    fn revoked(&self, serial: &[u8]) -> Option<(u64, Option<String>)> {
+        match self.list.find_serial(serial) {
+            Ok(Some(entry)) => Some((
+                entry.revocation_date.as_secs(),
+                entry.reason_code.map(|r| format!("{r:?}")),
+            )),
+            _ => None,
+        }
+    }
+}
+
+/// How far in the future a CRL's thisUpdate or an OCSP answer's
+/// thisUpdate may lie (clock differences between CA and gateway).
+pub const CLOCK_SKEW_SECS: u64 = 300;
+
+/// Whether the signature of the signed X.509 structure `der` verifies with
+/// the key of the certificate `signer`.
+pub fn signature_verifies(der: &[u8], signer: &[u8]) -> bool {
+    let Ok((tbs, alg, sig)) = signed_parts(der) else {
+        return false;
+    };
+    let signer = rustls_pki_types::CertificateDer::from(signer);
+    let Ok(ee) = webpki::EndEntityCert::try_from(&signer) else {
+        return false;
+    };
+    super::CHAIN_ALGORITHMS
+        .iter()
+        .filter(|a| a.signature_alg_id().as_ref() == alg)
+        .any(|a| ee.verify_signature(*a, tbs, sig).is_ok())
+}
+
+/// The signed part (whole TLV), the signature algorithm (contents of the
+/// AlgorithmIdentifier) and the signature bits of a signed X.509 structure.
+fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
+    use der::Reader;
+    let outer = AnyRef::from_der(der)?;
+    let mut r = SliceReader::new(outer.value())?;
+    let tbs = r.tlv_bytes()?;
+    let alg = AnyRef::decode(&mut r)?.value();
+    let sig = BitStringRef::decode(&mut r)?;
+    let sig = sig.as_bytes().ok_or_else(|| {
+        der::Error::from(der::ErrorKind::Length {
+            tag: der::Tag::BitString,
+        })
+    })?;
+    r.finish(())?;
+    Ok((tbs, alg, sig))
+}
+
+/// The http(s) URLs of a certificate's CRL distribution points.
+pub fn distribution_points(cert: &Certificate) -> Vec<String> {
+    let Ok(Some((_, CrlDistributionPoints(points)))) =
+        cert.tbs_certificate.get::<CrlDistributionPoints>()
+    else {
+        return Vec::new();
+    };
+    points
+        .iter()
+        .filter_map(|p: &DistributionPoint| match &p.distribution_point {
+            Some(DistributionPointName::FullName(names)) => Some(names),
+            _ => None,
+        })
+        .flatten()
+        .filter_map(|n| match n {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .filter(|u| is_http_url(u))
+        .collect()
+}
+
+/// The http(s) URLs of a certificate's OCSP responders (authorityInfoAccess
+/// id-ad-ocsp).
+pub fn ocsp_urls(cert: &Certificate) -> Vec<String> {
+    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
+    let Ok(Some((_, AuthorityInfoAccessSyntax(access)))) =
+        cert.tbs_certificate.get::<AuthorityInfoAccessSyntax>()
+    else {
+        return Vec::new();
+    };
+    access
+        .iter()
+        .filter(|a| a.access_method == der::oid::db::rfc5280::ID_AD_OCSP)
+        .filter_map(|a| match &a.access_location {
+            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
+            _ => None,
+        })
+        .filter(|u| is_http_url(u))
+        .collect()
+}
+
+/// Whether `url` is http or https (the only schemes fetched).
+pub fn is_http_url(url: &str) -> bool {
+    let l = url.to_ascii_lowercase();
+    l.starts_with("http://") || l.starts_with("https://")
+}
+
+/// Identity of a certificate for OCSP: SHA-256 over its issuer's name and
+/// key and its serial number (what an OCSP CertID names).
+pub type CertKey = [u8; 32];
+
+/// The [`CertKey`] of the certificate with `serial` issued by `issuer`.
+pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
+    use sha2::{Digest, Sha256};
+    let tbs = &issuer.tbs_certificate;
+    let mut h = Sha256::new();
+    for part in [
+        tbs.subject.to_der().unwrap_or_default(),
+        tbs.subject_public_key_info.to_der().unwrap_or_default(),
+        serial.to_vec(),
+    ] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(&part);
+    }
+    h.finalize().into()
+}
+
+/// The status an OCSP responder gave.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OcspStatus {
+    /// Not revoked.
+    Good,
+    /// Revoked at this Unix time, for this reason.
+    Revoked {
+        /// revocationTime, Unix seconds.
+        time: u64,
+        /// revocationReason, when given.
+        reason: Option<String>,
+    },
+    /// The responder does not know the certificate.
+    Unknown,
+}
+
+/// An OCSP response already validated (signature, responder, CertID) for
+/// one certificate.
+#[derive(Clone, Debug)]
+pub struct OcspAnswer {
+    /// The OCSPResponse as received (DER).
+    pub der: Arc<[u8]>,
+    /// SHA-256 of `der`, hex.
+    pub sha256: String,
+    /// The certificate's status.
+    pub status: OcspStatus,
+    /// thisUpdate, Unix seconds.
+    pub this_update: u64,
+    /// nextUpdate (or the time the answer is held until), Unix seconds.
+    pub next_update: u64,
+    /// Who signed it, for people.
+    pub responder: String,
+    /// The responder URL.
+    pub source: String,
+}
+
+impl OcspAnswer {
+    /// Whether it may be relied on at `at`.
+    pub fn fresh_at(&self, at: EvalTime) -> bool {
+        self.this_update <= at.unix() + CLOCK_SKEW_SECS && at.unix() <= self.next_update
+    }
+}
+
+/// Revocation data gathered at run time (downloaded CRLs, OCSP answers):
+/// an immutable snapshot, replaced whole when something new arrives.
+#[derive(Clone, Default)]
+pub struct RevocationSet {
+    crls: HashMap<Vec<u8>, Vec<Arc<Crl>>>,
+    ocsp: HashMap<CertKey, Arc<OcspAnswer>>,
+}
+
+impl RevocationSet {
+    /// The CRLs held for an issuer name (DER).
+    pub fn crls_for(&self, issuer: &[u8]) -> &[Arc<Crl>] {
+        self.crls.get(issuer).map_or(&[], Vec::as_slice)
+    }
+
+    /// Every CRL held.
+    pub fn crls(&self) -> impl Iterator<Item = &Arc<Crl>> {
+        self.crls.values().flatten()
+    }
+
+    /// The OCSP answer held for a certificate.
+    pub fn ocsp(&self, key: &CertKey) -> Option<&Arc<OcspAnswer>> {
+        self.ocsp.get(key)
+    }
+
+    /// Every OCSP answer held, with its key.
+    pub fn ocsp_answers(&self) -> impl Iterator<Item = (&CertKey, &Arc<OcspAnswer>)> {
+        self.ocsp.iter()
+    }
+
+    /// Holds `crl` in place of the one from the same source.
+    pub fn put_crl(&mut self, crl: Arc<Crl>) {
+        let list = self.crls.entry(crl.issuer.clone()).or_default();
+        list.retain(|c| c.source != crl.source);
+        list.push(crl);
+    }
+
+    /// The CRL held from `source`.
+    pub fn crl_from(&self, source: &str) -> Option<&Arc<Crl>> {
+        self.crls().find(|c| c.source == source)
+    }
+
+    /// Holds `answer` for `key`.
+    pub fn put_ocsp(&mut self, key: CertKey, answer: Arc<OcspAnswer>) {
+        self.ocsp.insert(key, answer);
+    }
+}
+
+/// What established (or failed to establish) one certificate's status.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct StatusEvidence {
+    /// Subject of the certificate checked.
+    pub subject: String,
+    /// Its serial number, hex.
+    pub serial: String,
+    /// `crl`, `ocsp`, or `none` (accepted under soft-fail).
+    pub method: &'static str,
+    /// SHA-256 of the CRL or OCSP response used, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Who issued the CRL or signed the OCSP answer.
+    pub issuer: String,
+    /// Its thisUpdate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_update: Option<String>,
+    /// Its nextUpdate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_update: Option<String>,
+    /// The file or URL it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why the status is unknown (soft-fail only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+    /// The bytes used, for the evidence archive.
+    #[serde(skip)]
+    pub der: Option<Arc<[u8]>>,
+}
+
+/// Revocation data the check needed but did not have: fetch it and judge
+/// again.
+#[derive(Clone, Debug)]
+pub enum Want {
+    /// A CRL from the distribution points of a certificate of the path.
+    Crl {
+        /// The distribution point URLs.
+        urls: Vec<String>,
+        /// The issuer in the path (DER), which must sign the CRL.
+        issuer: Vec<u8>,
+    },
+    /// An OCSP answer for a certificate of the path.
+    Ocsp {
+        /// The certificate (DER).
+        cert: Vec<u8>,
+        /// Its issuer (DER).
+        issuer: Vec<u8>,
+        /// Its OCSP responder URLs.
+        urls: Vec<String>,
+        /// Its cache key.
+        key: CertKey,
+    },
+}
+
+/// How one authority's certificates are checked.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Missing or stale status: refuse (451) or accept.
+    pub crl_policy: CrlPolicy,
+    /// Whether OCSP is asked.
+    pub ocsp: OcspMode,
+    /// Whether CRLs may be downloaded from the certificates' distribution
+    /// points.
+    pub fetch_cdp: bool,
+}
+
+/// Where revocation data may come from for one check.
+pub struct Sources<'a> {
+    /// CRL files of the authority's policy.
+    pub files: &'a [Arc<Crl>],
+    /// Data gathered at run time.
+    pub fetched: &'a RevocationSet,
+}
+
+/// A rejection: the reason code and what failed.
+type Reject = (Reason, String);
+
+/// Checks every certificate of `chain` (signer first, anchor last; the
+/// anchor itself is not checked) against the revocation data of its issuer
+/// in the chain. What was used goes to `evidence`; what would have settled
+/// an unknown status goes to `wants`, for the caller to fetch and judge
+/// again.
+pub fn check_path(
+    chain: &[&[u8]],
+    sources: &Sources<'_>,
+    opts: Options,
+    at: EvalTime,
+    evidence: &mut Vec<StatusEvidence>,
+    wants: &mut Vec<Want>,
+) -> Result<(), Reject> {
+    let parsed: Vec<Certificate> = chain
+        .iter()
+        .map(|der| Certificate::from_der(der))
+        .collect::<Result<_, _>>()
+        .map_err(|e| (Reason::Malformed, format!("certificate of the chain: {e}")))?;
+    let mut failure: Option<Reject> = None;
+    for (i, pair) in parsed.windows(2).enumerate() {
+        let (cert, issuer) = (&pair[0], &pair[1]);
+        let outcome = status_of(cert, issuer, chain[i], chain[i + 1], sources, opts, at)?;
+        let tbs = &cert.tbs_certificate;
+        let mut ev = StatusEvidence {
+            subject: tbs.subject.to_string(),
+            serial: hex::encode(tbs.serial_number.as_bytes()),
+            method: "none",
+            sha256: None,
+            issuer: tbs.issuer.to_string(),
+            this_update: None,
+            next_update: None,
+            source: None,
+            problem: None,
+            der: None,
+        };
+        match outcome {
+            Status::Crl(crl) => {
+                ev.method = "crl";
+                ev.sha256 = Some(crl.sha256.clone());
+                ev.this_update = Some(EvalTime::from_unix(crl.this_update).to_rfc3339());
+                ev.next_update = Some(EvalTime::from_unix(crl.next_update).to_rfc3339());
+                ev.source = Some(crl.source.clone());
+                ev.der = Some(crl.der.clone());
+            }
+            Status::Ocsp(answer) => {
+                ev.method = "ocsp";
+                ev.sha256 = Some(answer.sha256.clone());
+                ev.issuer = answer.responder.clone();
+                ev.this_update = Some(EvalTime::from_unix(answer.this_update).to_rfc3339());
+                ev.next_update = Some(EvalTime::from_unix(answer.next_update).to_rfc3339());
+                ev.source = Some(answer.source.clone());
+                ev.der = Some(answer.der.clone());
+            }
+            Status::Unknown {
+                why,
+                want_ocsp,
+                want_crl,
+            } => {
+                let reason = if want_ocsp.is_some() {
+                    Reason::OcspUnavailable
+                } else {
+                    Reason::CrlUnavailable
+                };
+                wants.extend(want_crl);
+                wants.extend(want_ocsp);
+                if opts.crl_policy == CrlPolicy::HardFail {
+                    // Go on: the other certificates' wants are fetched too.
+                    failure.get_or_insert((reason, why));
+                    continue;
+                }
+                tracing::warn!(subject = %ev.subject, problem = %why, "revocation status unknown; accepted under soft-fail");
+                ev.problem = Some(why);
+            }
+        }
+        evidence.push(ev);
+    }
+    match failure {
+        Some(f) => Err(f),
+        None => Ok(()),
+    }
+}
+
+/// How one certificate's status was established.
+enum Status {
+    Crl(Arc<Crl>),
+    Ocsp(Arc<OcspAnswer>),
+    /// Not established: why, and what could settle it.
+    Unknown {
+        why: String,
+        want_ocsp: Option<Want>,
+        want_crl: Option<Want>,
+    },
+}
+
+/// The CRLs of `sources` that `issuer_der` signed, newest first.
+fn crls_signed_by<'s>(
+    issuer_name: &[u8],
+    issuer_der: &[u8],
+    sources: &'s Sources<'_>,
+) -> Vec<&'s Arc<Crl>> {
+    let mut found: Vec<&Arc<Crl>> = sources
+        .files
+        .iter()
+        .filter(|c| c.issuer == issuer_name)
+        .chain(sources.fetched.crls_for(issuer_name))
+        .filter(|c| c.signed_by(issuer_der))
+        .collect();
+    found.sort_by(|a, b| {
+        if a.newer_than(b) {
+            std::cmp::Ordering::Less
+        } else if b.newer_than(a) {
+            std::cmp::Ordering::Greater
+        } else {
+            std::cmp::Ordering::Equal
+        }
+    });
+    found
+}
+
+fn status_of(
+    cert: &Certificate,
+    issuer: &Certificate,
+    cert_der: &[u8],
+    issuer_der: &[u8],
+    sources: &Sources<'_>,
+    opts: Options,
+    at: EvalTime,
+) -> Result<Status, Reject> {
+    let tbs = &cert.tbs_certificate;
+    let serial = tbs.serial_number.as_bytes();
+    let issuer_name = tbs.issuer.to_der().unwrap_or_default();
+    let candidates = crls_signed_by(&issuer_name, issuer_der, sources);
+    let fresh = candidates.iter().find(|c| c.fresh_at(at)).copied();
+
+    let by_crl = |crl: &Arc<Crl>| -> Result<Status, Reject> {
+        match crl.revoked(serial) {
+            Some((when, reason)) if when <= at.unix() + CLOCK_SKEW_SECS => Err((
+                Reason::Revoked,
+                format!(
+                    "certificate {} (serial {}) is revoked by the CRL of {} since {}{}",
+                    tbs.subject,
+                    hex::encode(serial),
+                    tbs.issuer,
+                    EvalTime::from_unix(when).to_rfc3339(),
+                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+            )),
+            _ => Ok(Status::Crl(crl.clone())),
+        }
+    };
+    let key = cert_key(issuer, serial);
+    let urls = if opts.ocsp == OcspMode::Off {
+        Vec::new()
+    } else {
+        ocsp_urls(cert)
+    };
+    let answer = sources
+        .fetched
+        .ocsp(&key)
+        .filter(|a| a.fresh_at(at))
+        .cloned();
+    let by_ocsp = |a: Arc<OcspAnswer>| -> Result<Status, Reject> {
+        match &a.status {
+            OcspStatus::Good => Ok(Status::Ocsp(a)),
+            OcspStatus::Revoked { time, reason } => Err((
+                Reason::Revoked,
+                format!(
+                    "certificate {} (serial {}) is revoked according to the OCSP responder {} since {}{}",
+                    tbs.subject,
+                    hex::encode(serial),
+                    a.responder,
+                    EvalTime::from_unix(*time).to_rfc3339(),
+                    reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
+                ),
+            )),
+            OcspStatus::Unknown => Err((
+                Reason::RevocationUnknown,
+                format!(
+                    "the OCSP responder {} does not know certificate {} (serial {})",
+                    a.responder,
+                    tbs.subject,
+                    hex::encode(serial)
+                ),
+            )),
+        }
+    };
+    let prefer_ocsp = opts.ocsp == OcspMode::Prefer;
+    if prefer_ocsp {
+        if let Some(a) = answer.clone().filter(|a| a.status != OcspStatus::Unknown) {
+            return by_ocsp(a);
+        }
+    }
+    if let Some(crl) = fresh {
+        return by_crl(crl);
+    }
+    if opts.ocsp != OcspMode::Off {
+        if let Some(a) = answer {
+            return by_ocsp(a);
+        }
+    }
+    let why = match candidates.first() {
+        Some(stale) => format!(
+            "the CRL of {} is stale: its nextUpdate was {} (evaluation time {})",
+            tbs.issuer,
+            EvalTime::from_unix(stale.next_update).to_rfc3339(),
+            at.to_rfc3339()
+        ),
+        None => format!(
+            "no CRL from {}, the issuer of {}, is available",
+            tbs.issuer, tbs.subject
+        ),
+    };
+    let cdp = if opts.fetch_cdp {
+        distribution_points(cert)
+    } else {
+        Vec::new()
+    };
+    let want_crl = (!cdp.is_empty()).then(|| Want::Crl {
+        urls: cdp,
+        issuer: issuer_der.to_vec(),
+    });
+    if urls.is_empty() {
+        return Ok(Status::Unknown {
+            why,
+            want_ocsp: None,
+            want_crl,
+        });
+    }
+    Ok(Status::Unknown {
+        why: format!(
+            "{why}, and no OCSP answer from {} is at hand",
+            urls.join(", ")
+        ),
+        want_ocsp: Some(Want::Ocsp {
+            cert: cert_der.to_vec(),
+            issuer: issuer_der.to_vec(),
+            urls,
+            key,
+        }),
+        want_crl,
+    })
+}
