@@ -371,7 +371,13 @@ fn emla_verdict(policy: &emla::policy::Policy, msg: &[u8]) -> emla::verify::Verd
         mail_from: Some(POSTMASTER),
         rcpt_to: &rcpt,
     };
-    emla::verify::verify(policy, msg, &env, emla::EvalTime::now())
+    emla::verify::verify(
+        policy,
+        &emla::trust::revocation::RevocationSet::default(),
+        msg,
+        &env,
+        emla::EvalTime::now(),
+    )
 }
 
 #[test]

@@ -388,13 +388,14 @@ fn benches(c: &mut Criterion) {
         }
     }
 
+    let fetched = emla::trust::revocation::RevocationSet::default();
     // Both sides must do their work successfully before anything is timed.
     for case in &cases {
         let envelope = emla::verify::Envelope {
             mail_from: Some(&case.from),
             rcpt_to: &rcpts,
         };
-        let verdict = emla::verify::verify(&policy, &case.raw, &envelope, at);
+        let verdict = emla::verify::verify(&policy, &fetched, &case.raw, &envelope, at);
         assert!(
             verdict.accepted(),
             "verify/{} must accept: {} {}",
@@ -447,7 +448,7 @@ fn benches(c: &mut Criterion) {
             rcpt_to: &rcpts,
         };
         group.bench_function(&case.name, |b| {
-            b.iter(|| emla::verify::verify(&policy, black_box(&case.raw), &envelope, at))
+            b.iter(|| emla::verify::verify(&policy, &fetched, black_box(&case.raw), &envelope, at))
         });
     }
     group.finish();

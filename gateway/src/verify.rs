@@ -82,6 +82,9 @@ pub struct Verdict {
     /// may fetch it and judge again.
     #[serde(skip)]
     pub wanted: Vec<Want>,
+    /// The CA certificates (DER) of the validated path below the anchor.
+    #[serde(skip)]
+    pub path_cas: Vec<Vec<u8>>,
 }
 
 impl Verdict {
@@ -96,6 +99,7 @@ impl Verdict {
             revocation: Vec::new(),
             evaluated_at: EvalTime::now().to_rfc3339(),
             wanted: Vec::new(),
+            path_cas: Vec::new(),
         }
     }
 
@@ -168,6 +172,7 @@ pub fn verify(
         revocation: Vec::new(),
         evaluated_at: at.to_rfc3339(),
         wanted: Vec::new(),
+        path_cas: Vec::new(),
     };
     match judge(policy, fetched, raw, envelope, at, &mut verdict) {
         Ok(detail) => verdict.detail = detail,
@@ -267,6 +272,7 @@ fn judge(
         let validated = validate_signer(authority, cert, &signed.certificates, at, &mut rev);
         out.revocation = rev.evidence;
         out.wanted.extend(rev.wants);
+        out.path_cas.extend(rev.path_cas);
         match validated {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());

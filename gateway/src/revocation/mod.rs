@@ -39,6 +39,9 @@ pub struct Revocation {
     http: std::sync::OnceLock<Result<Http, String>>,
     /// Wakes the refresher (new sources, `emla crl fetch`).
     wake: Notify,
+    /// SHA-256 of the CA certificates already kept: the common case of
+    /// [`Revocation::learn_cas`] takes no lock a download may hold.
+    seen_cas: std::sync::Mutex<BTreeSet<String>>,
 }
 
 /// What one download did.
@@ -67,6 +70,7 @@ impl Revocation {
             }
         }
         Revocation {
+            seen_cas: std::sync::Mutex::new(state.cas.clone()),
             dir,
             settings: settings.clone(),
             set: RwLock::new(Arc::new(set)),
@@ -244,13 +248,18 @@ impl Revocation {
         let fetched = self.http()?.get(url).await.map_err(|e| e.to_string())?;
         let crl = Crl::from_bytes(&fetched.bytes, url.to_owned())
             .map_err(|e| format!("the download from {url} cannot be used: {e}"))?;
+        // A CA of that name the gateway knows must have signed it; when
+        // none is known yet (the issuing CA of a roots-only authority, before
+        // its first message), it is held and verified at first use.
         let cas = state.known_cas(&self.dir, policy);
-        let Some(signer) = cas.iter().find(|ca| crl.signed_by(ca)) else {
+        let named: Vec<&Vec<u8>> = cas.iter().filter(|ca| crl.names_issuer(ca)).collect();
+        let signer = named.iter().find(|ca| crl.signed_by(ca)).copied();
+        if signer.is_none() && !named.is_empty() {
             return Err(format!(
                 "the CRL from {url} (issuer {}) is not signed by any CA the gateway knows by that name",
                 crl.issuer_text
             ));
-        };
+        }
         let held = self.current();
         let mut rivals: Vec<&Arc<Crl>> = held.crls_for(&crl.issuer).iter().collect();
         for a in &policy.authorities {
@@ -261,10 +270,11 @@ impl Revocation {
                 return Ok(((*same).clone(), false));
             }
         }
-        if let Some(newer) = rivals
-            .iter()
-            .find(|c| c.signed_by(signer) && c.newer_than(&crl))
-        {
+        let comparable = |c: &Crl| match signer {
+            Some(ca) => c.signed_by(ca),
+            None => c.source == url,
+        };
+        if let Some(newer) = rivals.iter().find(|c| comparable(c) && c.newer_than(&crl)) {
             return Err(format!(
                 "the CRL from {url} (thisUpdate {}{}) is older than the one held from {} \
                  (thisUpdate {}{}); it is not used",
@@ -335,6 +345,37 @@ impl Revocation {
             tracing::error!(error = %e, "cannot save the revocation state");
         }
         changed
+    }
+
+    /// Remembers the CA certificates of a validated path, so that CRLs
+    /// they sign are checked when downloaded.
+    pub async fn learn_cas(&self, cas: &[Vec<u8>]) {
+        let sha = |der: &[u8]| hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
+        let new: Vec<&Vec<u8>> = {
+            let seen = self.seen_cas.lock().unwrap_or_else(|p| p.into_inner());
+            cas.iter().filter(|c| !seen.contains(&sha(c))).collect()
+        };
+        if new.is_empty() {
+            return;
+        }
+        let mut state = self.state.lock().await;
+        let before = state.cas.len();
+        for der in new {
+            match state.learn_ca(&self.dir, der) {
+                Ok(()) => {
+                    self.seen_cas
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .insert(sha(der));
+                }
+                Err(e) => tracing::warn!(error = %e, "cannot keep a CA certificate"),
+            }
+        }
+        if state.cas.len() != before {
+            if let Err(e) = state.save(&self.dir) {
+                tracing::error!(error = %e, "cannot save the revocation state");
+            }
+        }
     }
 
     /// Asks for one OCSP answer (see [`ocsp`]).

@@ -45,6 +45,7 @@ async fn judge(
     };
     let mut judged = once().await;
     if let Ok(v) = &judged {
+        gw.revocation.learn_cas(&v.path_cas).await;
         if !v.wanted.is_empty()
             && gw
                 .revocation
@@ -121,6 +122,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             "reason": verdict.reason,
             "detail": verdict.detail,
             "signers": verdict.signers,
+            "revocation": verdict.revocation,
             "authority": verdict.authority,
             "recipients": verdict.recipients,
             "policy_version": policy.version,

@@ -58,6 +58,9 @@ pub struct RevocationCheck<'a> {
     pub evidence: Vec<StatusEvidence>,
     /// Revocation data that was needed but not at hand.
     pub wants: Vec<Want>,
+    /// The CA certificates (DER) of the validated path below the anchor:
+    /// downloaded CRLs may be signed by them.
+    pub path_cas: Vec<Vec<u8>>,
 }
 
 impl<'a> RevocationCheck<'a> {
@@ -68,6 +71,7 @@ impl<'a> RevocationCheck<'a> {
             crl_policy,
             evidence: Vec::new(),
             wants: Vec::new(),
+            path_cas: Vec::new(),
         }
     }
 }
@@ -131,6 +135,7 @@ pub fn validate(
     let mut chain: Vec<&[u8]> = vec![signer];
     chain.extend(valid.intermediates.iter().map(Vec::as_slice));
     chain.push(anchor_der);
+    rev.path_cas.clone_from(&valid.intermediates);
     let sources = revocation::Sources {
         files: &authority.crls,
         fetched: rev.fetched,

@@ -166,6 +166,14 @@ impl Crl {
         Crl::parse(bytes.to_vec(), source)
     }
 
+    /// Whether the certificate `ca` (DER) has this CRL's issuer name.
+    pub fn names_issuer(&self, ca: &[u8]) -> bool {
+        Certificate::from_der(ca)
+            .ok()
+            .and_then(|c| c.tbs_certificate.subject.to_der().ok())
+            .is_some_and(|s| s == self.issuer)
+    }
+
     /// Whether `issuer` (a DER certificate) issued this CRL: same name, a
     /// keyUsage allowing cRLSign (or none), and a signature that verifies
     /// with its key. Successes are remembered per key.

@@ -1,0 +1,374 @@
+//! End-to-end tests of revocation as a real PKI runs it: each authority
+//! trusts only its root, the issuing CA travels in the message, and the
+//! issuing CA's CRL is downloaded by `emla serve` from a real HTTP server on
+//! loopback (`tests/support/http_serve.py`): a new CRL takes effect without
+//! a reload, a forged or older CRL is refused and audited, a stale CRL with
+//! the server down is a `451` under hard-fail and an accepted, logged
+//! message under soft-fail.
+//!
+//! Requirements: those of `tests/support` and `tests/intake.rs`.
+
+#[path = "support/proc.rs"]
+mod proc;
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use proc::Proc;
+use smtp::*;
+use support::*;
+
+/// `http_serve.py` on a free loopback port, serving a directory.
+struct Http {
+    proc: Proc,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Http {
+    fn start() -> Http {
+        let dir = tempfile::tempdir().expect("temp dir");
+        Self::start_in(dir)
+    }
+
+    fn start_in(dir: tempfile::TempDir) -> Http {
+        let mut proc = Proc::spawn(
+            "http_serve.py",
+            Command::new("python3")
+                .arg(support_dir().join("http_serve.py"))
+                .arg(dir.path()),
+        );
+        let port = proc
+            .wait_line("listening on ", Duration::from_secs(20))
+            .trim()
+            .parse()
+            .expect("port number");
+        Http { proc, port, dir }
+    }
+
+    fn url(&self, name: &str) -> String {
+        format!("http://127.0.0.1:{}/files/{name}", self.port)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn stop(mut self) -> tempfile::TempDir {
+        self.proc.kill();
+        self.dir
+    }
+}
+
+/// Runs `revoke.py` with `args`.
+fn revoke_py(args: &[&str]) {
+    run_ok(
+        Command::new("python3")
+            .arg(support_dir().join("revoke.py"))
+            .args(args),
+    );
+}
+
+/// Writes a CRL of AA's issuing CA to `out`, revoking `revoked` (names of
+/// `certs/aa/NAME.pem`), with crlNumber `number`.
+fn issuing_crl(out: &Path, number: u32, revoked: &[&str], extra: &[&str]) {
+    let pki = pki();
+    let cert = pki.cert("aa", "issuing");
+    let key = pki.key("aa", "issuing");
+    let number = number.to_string();
+    let mut args = vec![
+        "crl",
+        "--ca-cert",
+        cert.to_str().unwrap(),
+        "--ca-key",
+        key.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--number",
+        &number,
+    ];
+    let paths: Vec<String> = revoked
+        .iter()
+        .map(|n| pki.cert("aa", n).display().to_string())
+        .collect();
+    for p in &paths {
+        args.extend(["--revoke", p]);
+    }
+    args.extend(extra);
+    revoke_py(&args);
+}
+
+/// A policy directory beside the PKI's `certs/` where AA trusts only its
+/// root (with the root's CRL file) and downloads its issuing CA's CRL from
+/// `crl_url`; `crl` is the `[limits] crl` setting.
+fn roots_only_policy(crl_url: &str, crl: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let pki = pki();
+    let dir = pki.dir.join(format!(
+        "policy-roots-{}",
+        N.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(dir.join("authorities")).unwrap();
+    let src = pki.policy();
+    let gateway = std::fs::read_to_string(src.join("gateway.toml")).unwrap();
+    let gateway = gateway.replace("[limits]\n", &format!("[limits]\ncrl = \"{crl}\"\n"));
+    std::fs::write(dir.join("gateway.toml"), gateway).unwrap();
+    std::fs::copy(src.join("routes.toml"), dir.join("routes.toml")).unwrap();
+    std::fs::copy(
+        src.join("authorities/bb-moj.toml"),
+        dir.join("authorities/bb-moj.toml"),
+    )
+    .unwrap();
+    let aa = std::fs::read_to_string(src.join("authorities/aa-moj.toml")).unwrap();
+    let aa = aa
+        .replace("intermediates = [\"../certs/aa/issuing.pem\"]\n", "")
+        .replace(
+            "crls = [\"../certs/aa/root.crl.pem\", \"../certs/aa/issuing.crl.pem\"]",
+            &format!("crls = [\"../certs/aa/root.crl.pem\"]\ncrl_urls = [\"{crl_url}\"]"),
+        );
+    assert!(
+        aa.contains("crl_urls") && !aa.contains("intermediates"),
+        "{aa}"
+    );
+    std::fs::write(dir.join("authorities/aa-moj.toml"), aa).unwrap();
+    dir
+}
+
+/// A gateway on `policy` whose downloads are retried after 1 s and
+/// refreshed every `refresh` seconds.
+fn gateway(policy: PathBuf, refresh: u64) -> Gateway {
+    Gateway::new(Opts {
+        policy_dir: policy,
+        extra_toml: format!(
+            "\n[revocation]\nrefresh_interval_secs = {refresh}\nretry_initial_secs = 1\n\
+             retry_max_secs = 1\ntimeout_secs = 5\n"
+        ),
+        ..Opts::default()
+    })
+}
+
+/// The audit records of `kind`, as JSON.
+fn audited(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
+    gw.db()
+        .audit()
+        .into_iter()
+        .filter(|a| a.kind == kind)
+        .map(|a| serde_json::from_str(&a.data).expect("audit data is JSON"))
+        .collect()
+}
+
+/// Waits (at most 20 s) until `n` records of `kind` are in the audit log.
+fn wait_audited(gw: &Gateway, kind: &str, n: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = audited(gw, kind);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {n} {kind} records within 20 s: {:?}",
+            gw.db().audit()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// `emla crl ARGS --config …` of `gw`: exit code and stdout.
+fn crl_cmd(gw: &Gateway, args: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .arg("crl")
+        .args(args)
+        .arg("--config")
+        .arg(&gw.config)
+        .output()
+        .expect("run emla crl");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+/// Sends Alice's message to Bob; returns the final reply.
+fn send_alice(server: &Server) -> Reply {
+    let mut c = server.connect();
+    c.ehlo();
+    c.transaction(ALICE, &[BOB], &alice_to_bob(Tool::CmsDetached))
+}
+
+#[test]
+fn roots_only_with_downloaded_crl_accepts_then_a_new_crl_revokes_without_reload() {
+    let http = Http::start();
+    issuing_crl(&http.path("issuing.crl"), 1, &[], &["--der"]);
+    let gw = gateway(roots_only_policy(&http.url("issuing.crl"), "hard-fail"), 1);
+    let server = gw.start();
+    let updated = wait_audited(&gw, "crl.updated", 1);
+    assert_eq!(updated[0]["url"], http.url("issuing.crl"), "{updated:?}");
+    assert_eq!(updated[0]["authorities"][0], "aa-moj", "{updated:?}");
+
+    // Only the root is an anchor; the issuing CA comes with the message.
+    let r = send_alice(&server);
+    assert_eq!(r.code, 250, "{}", r.text());
+    let accepted = audited(&gw, "message.accepted");
+    let evidence = accepted[0]["revocation"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no revocation evidence: {accepted:?}"));
+    assert_eq!(evidence.len(), 2, "signer and issuing CA: {evidence:?}");
+    assert!(
+        evidence.iter().all(|e| e["method"] == "crl"),
+        "{evidence:?}"
+    );
+    assert_eq!(
+        evidence[0]["sha256"], updated[0]["sha256"],
+        "the signer was checked with the downloaded CRL: {evidence:?}"
+    );
+
+    // A new CRL revoking Alice: the refresher picks it up, no reload.
+    issuing_crl(&http.path("issuing.crl"), 2, &["alice"], &[]);
+    wait_audited(&gw, "crl.updated", 2);
+    let r = send_alice(&server);
+    assert_eq!(r.code, 550, "{}", r.text());
+    assert!(r.text().contains("revoked"), "{}", r.text());
+
+    let (code, status) = crl_cmd(&gw, &["status", "--json"]);
+    assert_eq!(code, 0, "{status}");
+    let status: serde_json::Value = serde_json::from_str(&status).expect("JSON");
+    let row = status["crls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["source"] == http.url("issuing.crl"))
+        .unwrap_or_else(|| panic!("{status:#}"))
+        .clone();
+    assert_eq!(row["authority"], "aa-moj", "{row:#}");
+    assert_eq!(row["kind"], "crl_urls", "{row:#}");
+    assert_eq!(row["stale"], false, "{row:#}");
+    assert!(
+        row["issuer"].as_str().unwrap().contains("Issuing CA"),
+        "{row:#}"
+    );
+    assert!(row["last_success"].is_string(), "{row:#}");
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn forged_and_older_crls_are_refused_and_audited() {
+    let http = Http::start();
+    issuing_crl(&http.path("issuing.crl"), 5, &["alice"], &[]);
+    // Long refresh: only `emla crl fetch` downloads after the start.
+    let gw = gateway(
+        roots_only_policy(&http.url("issuing.crl"), "hard-fail"),
+        3600,
+    );
+    let server = gw.start();
+    wait_audited(&gw, "crl.updated", 1);
+    let held = crl_cmd(&gw, &["status", "--json"]).1;
+    // Alice is revoked; her message brings the issuing CA, which the
+    // gateway keeps: from now on its CRLs are checked when downloaded.
+    let r = send_alice(&server);
+    assert_eq!(r.code, 550, "{}", r.text());
+
+    // The same issuer name, signed by XX's root: a forgery.
+    let pki = pki();
+    revoke_py(&[
+        "crl",
+        "--ca-cert",
+        pki.cert("xx", "root").to_str().unwrap(),
+        "--ca-key",
+        pki.key("xx", "root").to_str().unwrap(),
+        "--issuer-name-of",
+        pki.cert("aa", "issuing").to_str().unwrap(),
+        "--number",
+        "9",
+        "--out",
+        http.path("issuing.crl").to_str().unwrap(),
+    ]);
+    let (code, out) = crl_cmd(&gw, &["fetch"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("not signed by any CA"), "{out}");
+    let failed = wait_audited(&gw, "crl.fetch-failed", 1);
+    assert!(
+        failed[0]["error"].as_str().unwrap().contains("not signed"),
+        "{failed:?}"
+    );
+
+    // An older CRL (crlNumber 4 < 5) that would un-revoke Alice.
+    issuing_crl(&http.path("issuing.crl"), 4, &[], &[]);
+    let (code, out) = crl_cmd(&gw, &["fetch", "--json"]);
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("older than the one held"), "{out}");
+    wait_audited(&gw, "crl.fetch-failed", 2);
+    // What is held did not change: Alice stays revoked.
+    let r = send_alice(&server);
+    assert_eq!(r.code, 550, "{}", r.text());
+    assert!(r.text().contains("revoked"), "{}", r.text());
+    let now: serde_json::Value =
+        serde_json::from_str(&crl_cmd(&gw, &["status", "--json"]).1).unwrap();
+    let before: serde_json::Value = serde_json::from_str(&held).unwrap();
+    let sha = |v: &serde_json::Value| {
+        v["crls"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["kind"] == "crl_urls")
+            .map(|r| r["sha256"].clone())
+    };
+    assert_eq!(sha(&now), sha(&before));
+    let now_row = now["crls"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["kind"] == "crl_urls")
+        .unwrap()
+        .clone();
+    assert!(
+        now_row["last_error"].as_str().unwrap().contains("older"),
+        "{now_row:#}"
+    );
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn stale_crl_with_the_server_down_is_451_under_hard_fail_and_logged_under_soft_fail() {
+    for (mode, expect) in [("hard-fail", 451), ("soft-fail", 250)] {
+        let http = Http::start();
+        // Already past its nextUpdate when served.
+        issuing_crl(
+            &http.path("issuing.crl"),
+            1,
+            &[],
+            &["--this-update", "-7200", "--next-update", "-60"],
+        );
+        let gw = gateway(roots_only_policy(&http.url("issuing.crl"), mode), 3600);
+        let server = gw.start();
+        wait_audited(&gw, "crl.updated", 1);
+        let _dir = http.stop();
+        let (code, out) = crl_cmd(&gw, &["fetch"]);
+        assert_eq!(code, 1, "the server is down: {out}");
+        let (code, out) = crl_cmd(&gw, &["status"]);
+        assert_eq!(code, 1, "a stale CRL: {out}");
+        assert!(out.contains("STALE"), "{out}");
+
+        let r = send_alice(&server);
+        assert_eq!(r.code, expect, "{mode}: {}", r.text());
+        if expect == 451 {
+            assert!(r.text().contains("crl-unavailable"), "{}", r.text());
+            assert!(r.text().contains("stale"), "{}", r.text());
+        } else {
+            let accepted = audited(&gw, "message.accepted");
+            let ev = &accepted[0]["revocation"][0];
+            assert_eq!(ev["method"], "none", "{accepted:?}");
+            assert!(
+                ev["problem"].as_str().unwrap().contains("stale"),
+                "{accepted:?}"
+            );
+            assert!(server.stderr().contains("soft-fail"), "logged");
+        }
+    }
+}
