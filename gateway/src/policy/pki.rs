@@ -171,6 +171,7 @@ impl Ctx<'_> {
         paths: &[At<String>],
         files: &mut FileSet,
         diags: &mut Vec<Diagnostic>,
+        notes: &mut Vec<Diagnostic>,
     ) -> (Vec<CaCert>, bool) {
         let before = diags.len();
         let mut out = Vec::new();
@@ -198,7 +199,8 @@ impl Ctx<'_> {
                     }
                 };
                 for der in ders {
-                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags) {
+                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags, notes)
+                    {
                         out.push(ca);
                     }
                 }
@@ -207,7 +209,9 @@ impl Ctx<'_> {
         (out, diags.len() == before)
     }
 
-    /// Checks one configured CA certificate.
+    /// Checks one configured CA certificate. A self-signed version 1
+    /// certificate (which cannot carry basicConstraints) is accepted as a
+    /// trust anchor, with a note.
     fn check_ca(
         &self,
         role: Role,
@@ -215,6 +219,7 @@ impl Ctx<'_> {
         der: Vec<u8>,
         span: &Range<usize>,
         diags: &mut Vec<Diagnostic>,
+        notes: &mut Vec<Diagnostic>,
     ) -> Option<CaCert> {
         let cert = match Certificate::from_der(&der) {
             Ok(c) => c,
@@ -230,14 +235,31 @@ impl Ctx<'_> {
         let subject = tbs.subject.to_string();
         let what = format!("certificate {subject:?} in {shown:?}");
         let mut ok = true;
-        if !is_ca(&cert) {
+        let v1 = tbs.version == x509_cert::certificate::Version::V1;
+        let v1_anchor = role == Role::Anchor && v1 && self_signed(&der, &cert);
+        if is_ca(&cert) {
+            // A CA certificate.
+        } else if v1_anchor {
+            notes.push(self.src.diag(
+                span,
+                format!(
+                    "{what} is a self-signed version 1 certificate (no basicConstraints); \
+                     it is accepted as a trust anchor only, never as an intermediate"
+                ),
+            ));
+        } else {
             let role = match role {
                 Role::Anchor => "a trust anchor",
                 Role::Intermediate => "an intermediate",
             };
+            let v1_hint = if v1 {
+                " (a version 1 certificate is accepted only as a self-signed trust anchor)"
+            } else {
+                ""
+            };
             diags.push(self.src.diag(
                 span,
-                format!("{what} is not a CA certificate (basicConstraints cA is not set); {role} must be a CA"),
+                format!("{what} is not a CA certificate (basicConstraints cA is not set); {role} must be a CA{v1_hint}"),
             ));
             ok = false;
         }
@@ -268,7 +290,7 @@ impl Ctx<'_> {
             Role::Anchor => webpki::anchor_from_trusted_cert(&der).map(|_| ()),
             Role::Intermediate => webpki::EndEntityCert::try_from(&der).map(|_| ()),
         };
-        if let Err(e) = usable {
+        if let (Err(e), true) = (usable, ok) {
             diags.push(self.src.diag(
                 span,
                 format!("{what} cannot be used for path validation: {e}"),
@@ -470,19 +492,51 @@ fn is_ca(cert: &Certificate) -> bool {
 
 /// Whether the CRL `der` (issued by `issuer`) is signed by `ca`.
 fn signed_by(der: &[u8], issuer: &Name, ca: &CaCert) -> bool {
-    if ca.subject != *issuer {
-        return false;
-    }
+    ca.subject == *issuer && signature_verifies(der, &ca.spki)
+}
+
+/// Whether a certificate is self-signed: its issuer is its subject and its
+/// signature verifies with its own key.
+fn self_signed(der: &[u8], cert: &Certificate) -> bool {
+    let tbs = &cert.tbs_certificate;
+    tbs.issuer == tbs.subject
+        && tbs
+            .subject_public_key_info
+            .to_der()
+            .is_ok_and(|spki| signature_verifies(der, &spki))
+}
+
+/// Whether the signature of the signed X.509 structure `der` (certificate
+/// or CRL) verifies with the key of the DER SubjectPublicKeyInfo `spki`,
+/// with one of the algorithms accepted on chains (any key encoding they
+/// know, version 1 certificates' included).
+fn signature_verifies(der: &[u8], spki: &[u8]) -> bool {
     let Ok((tbs, alg, sig)) = signed_parts(der) else {
         return false;
     };
-    let Ok(ee) = webpki::EndEntityCert::try_from(&ca.der) else {
+    let Ok((key_alg, key)) = spki_parts(spki) else {
         return false;
     };
-    webpki::ALL_VERIFICATION_ALGS
+    crate::trust::CHAIN_ALGORITHMS
         .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == alg)
-        .any(|a| ee.verify_signature(*a, tbs, sig).is_ok())
+        .filter(|a| a.signature_alg_id().as_ref() == alg && a.public_key_alg_id().as_ref() == key_alg)
+        .any(|a| a.verify_signature(key, tbs, sig).is_ok())
+}
+
+/// The algorithm (contents of the AlgorithmIdentifier) and the key bits of
+/// a DER SubjectPublicKeyInfo.
+fn spki_parts(spki: &[u8]) -> der::Result<(&[u8], &[u8])> {
+    let outer = AnyRef::from_der(spki)?;
+    let mut r = SliceReader::new(outer.value())?;
+    let alg = AnyRef::decode(&mut r)?.value();
+    let key = BitStringRef::decode(&mut r)?;
+    let key = key.as_bytes().ok_or_else(|| {
+        der::Error::from(der::ErrorKind::Length {
+            tag: der::Tag::BitString,
+        })
+    })?;
+    r.finish(())?;
+    Ok((alg, key))
 }
 
 /// The signed part (whole TLV), the signature algorithm (contents of the

@@ -122,6 +122,7 @@ mod tests {
             authorities,
             routes,
             domain_index,
+            notes: Vec::new(),
         }
     }
 

@@ -8,7 +8,8 @@ use webpki::EndEntityCert;
 
 use super::cms::Signer;
 use crate::policy::DigestAlg;
-use crate::trust::cert::KeyAlg;
+use crate::trust::cert::{algorithm_name, oid_name, CertInfo, KeyAlg};
+use crate::trust::pss::{self, KeyParams};
 
 /// Why a SignerInfo's algorithms cannot be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +18,18 @@ pub enum AlgError {
     Weak(String),
     /// Inconsistent or unparsable algorithm identifiers.
     Malformed(String),
+    /// A signature algorithm the signer's key cannot make (an RSA algorithm
+    /// for an ECDSA key, ECDSA for RSA, PKCS#1 v1.5 for an RSASSA-PSS key…):
+    /// the signature cannot be the key's.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for AlgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AlgError::Weak(d) | AlgError::Malformed(d) | AlgError::Mismatch(d) => f.write_str(d),
+        }
+    }
 }
 
 const MD5: &str = "1.2.840.113549.2.5";
@@ -123,13 +136,15 @@ pub fn canonical(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// The verification algorithm for a signer's signature, chosen from the
-/// key, the digest algorithm and the signatureAlgorithm identifier.
+/// signer certificate's key, the digest algorithm and the
+/// signatureAlgorithm identifier.
 pub fn signature_alg(
     signer: &Signer,
-    key: KeyAlg,
+    cert: &CertInfo<'_>,
     digest: DigestAlg,
 ) -> Result<(&'static dyn SignatureVerificationAlgorithm, String), AlgError> {
     use webpki::ring as alg;
+    let key = cert.key;
     let sig_oid = signer.info.signature_algorithm.oid.to_string();
     let named_hash = match sig_oid.as_str() {
         "1.2.840.113549.1.1.4" | "1.2.840.113549.1.1.2" => {
@@ -146,63 +161,103 @@ pub fn signature_alg(
     if let Some(h) = named_hash {
         if h != digest {
             return Err(AlgError::Malformed(format!(
-                "signatureAlgorithm {sig_oid} disagrees with digestAlgorithm {}",
+                "the signatureAlgorithm {} disagrees with the digestAlgorithm {}",
+                oid_name(&sig_oid),
                 digest.name()
             )));
         }
     }
-    let rsa_family = matches!(
+    let rsa_pkcs1 = matches!(
         sig_oid.as_str(),
         "1.2.840.113549.1.1.1"
             | "1.2.840.113549.1.1.11"
             | "1.2.840.113549.1.1.12"
             | "1.2.840.113549.1.1.13"
     );
+    let rsa_pss = sig_oid == "1.2.840.113549.1.1.10";
     let ecdsa_family = matches!(
         sig_oid.as_str(),
         "1.2.840.10045.2.1" | "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4"
     );
-    let chosen: &'static dyn SignatureVerificationAlgorithm = match (key, sig_oid.as_str()) {
-        (KeyAlg::Rsa { .. }, _) if rsa_family => match digest {
+    let ed25519 = sig_oid == "1.3.101.112";
+    let pss_hash_checked = || -> Result<DigestAlg, AlgError> {
+        let hash = pss_hash(signer)?;
+        if hash != digest {
+            return Err(AlgError::Malformed(format!(
+                "the RSASSA-PSS hash {} disagrees with the digestAlgorithm {}",
+                hash.name(),
+                digest.name()
+            )));
+        }
+        Ok(hash)
+    };
+    let ecdsa_sha512 = || {
+        AlgError::Weak("ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into())
+    };
+    let chosen: &'static dyn SignatureVerificationAlgorithm = match key {
+        KeyAlg::Rsa { .. } if rsa_pkcs1 => match digest {
             DigestAlg::Sha256 => alg::RSA_PKCS1_2048_8192_SHA256,
             DigestAlg::Sha384 => alg::RSA_PKCS1_2048_8192_SHA384,
             DigestAlg::Sha512 => alg::RSA_PKCS1_2048_8192_SHA512,
         },
-        (KeyAlg::Rsa { .. }, "1.2.840.113549.1.1.10") => {
-            let hash = pss_hash(signer)?;
-            if hash != digest {
-                return Err(AlgError::Malformed(
-                    "RSASSA-PSS hash disagrees with digestAlgorithm".into(),
-                ));
-            }
-            match hash {
-                DigestAlg::Sha256 => alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-                DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-                DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        KeyAlg::Rsa { .. } if rsa_pss => match pss_hash_checked()? {
+            DigestAlg::Sha256 => alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        },
+        KeyAlg::RsaPss { .. } if rsa_pss => {
+            let hash = pss_hash_checked()?;
+            match pss::key_params(&cert.spki_alg) {
+                KeyParams::Unsupported => {
+                    return Err(AlgError::Weak(format!(
+                        "the signer's key is {}; only id-RSASSA-PSS keys without parameters \
+                         or with the RFC 4055 parameters of SHA-256, SHA-384 or SHA-512 are supported",
+                        algorithm_name(&cert.spki_alg)
+                    )))
+                }
+                KeyParams::Only(h) if h != hash => {
+                    return Err(AlgError::Mismatch(format!(
+                        "the signer's key is restricted to RSASSA-PSS with {}, \
+                         but the signature uses RSASSA-PSS with {}",
+                        h.name(),
+                        hash.name()
+                    )))
+                }
+                _ => pss::for_key(&cert.spki_alg, hash).ok_or_else(|| {
+                    AlgError::Weak(format!(
+                        "RSASSA-PSS with {} is not supported for the signer's key",
+                        hash.name()
+                    ))
+                })?,
             }
         }
-        (KeyAlg::EcP256, _) if ecdsa_family => match digest {
+        KeyAlg::EcP256 if ecdsa_family => match digest {
             DigestAlg::Sha256 => alg::ECDSA_P256_SHA256,
             DigestAlg::Sha384 => alg::ECDSA_P256_SHA384,
-            DigestAlg::Sha512 => {
-                return Err(AlgError::Weak(
-                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
-                ))
-            }
+            DigestAlg::Sha512 => return Err(ecdsa_sha512()),
         },
-        (KeyAlg::EcP384, _) if ecdsa_family => match digest {
+        KeyAlg::EcP384 if ecdsa_family => match digest {
             DigestAlg::Sha256 => alg::ECDSA_P384_SHA256,
             DigestAlg::Sha384 => alg::ECDSA_P384_SHA384,
-            DigestAlg::Sha512 => {
-                return Err(AlgError::Weak(
-                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
-                ))
-            }
+            DigestAlg::Sha512 => return Err(ecdsa_sha512()),
         },
-        (KeyAlg::Ed25519, "1.3.101.112") => alg::ED25519,
-        (key, oid) => {
+        KeyAlg::Ed25519 if ed25519 => alg::ED25519,
+        KeyAlg::Other => {
             return Err(AlgError::Weak(format!(
-                "signature algorithm {oid} with a {key} key is not supported"
+                "the signer certificate's key ({}) is not supported",
+                algorithm_name(&cert.spki_alg)
+            )))
+        }
+        _ if rsa_pkcs1 || rsa_pss || ecdsa_family || ed25519 => {
+            return Err(AlgError::Mismatch(format!(
+                "the SignerInfo's signatureAlgorithm {} does not fit the signer's {key} key",
+                oid_name(&sig_oid)
+            )))
+        }
+        _ => {
+            return Err(AlgError::Weak(format!(
+                "the signatureAlgorithm {} is not supported",
+                oid_name(&sig_oid)
             )))
         }
     };
@@ -255,9 +310,19 @@ pub fn verify_signature(
     signature: &[u8],
 ) -> Result<(), String> {
     let der = CertificateDer::from(cert);
-    let ee = EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
+    let ee = EndEntityCert::try_from(&der).map_err(|e| {
+        format!(
+            "the signer certificate cannot be used to check it: {}",
+            crate::trust::describe(&e)
+        )
+    })?;
     ee.verify_signature(alg, message, signature)
-        .map_err(|e| format!("{e:?}"))
+        .map_err(|e| match e {
+            webpki::Error::InvalidSignatureForPublicKey => {
+                "the signature value does not match the signer's public key".to_string()
+            }
+            other => crate::trust::describe(&other),
+        })
 }
 
 #[cfg(test)]
