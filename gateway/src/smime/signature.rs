@@ -37,6 +37,7 @@ const SHA1: &str = "1.3.14.3.2.26";
 const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const SHA384: &str = "2.16.840.1.101.3.4.2.2";
 const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
 /// The digest algorithm a SignerInfo names, if the policy allows it.
 pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<DigestAlg, AlgError> {
@@ -69,6 +70,11 @@ impl DigestAlg {
             DigestAlg::Sha384 => "sha384",
             DigestAlg::Sha512 => "sha512",
         }
+    }
+
+    /// Output length in bytes.
+    pub fn output_len(self) -> usize {
+        self.ring().output_len()
     }
 
     fn ring(self) -> &'static digest::Algorithm {
@@ -270,7 +276,9 @@ pub fn signature_alg(
     Ok((chosen, name))
 }
 
-/// The hash named in RSASSA-PSS parameters (SHA-1 when absent: refused).
+/// The hash of the RSASSA-PSS parameters of a SignerInfo, which must be
+/// what ring verifies: MGF1 with the same hash and a salt as long as the
+/// hash (the defaults, SHA-1 and a 20-byte salt, are refused).
 fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
     let params = signer
         .info
@@ -279,21 +287,80 @@ fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
         .as_ref()
         .ok_or_else(|| AlgError::Weak("RSASSA-PSS without parameters defaults to SHA-1".into()))?;
     let bytes = der::Encode::to_der(params).map_err(|e| AlgError::Malformed(e.to_string()))?;
-    let seq = super::der::Reader::new(&bytes)
-        .expect(0x30, "RSASSA-PSS parameters are not a SEQUENCE")
-        .map_err(|e| AlgError::Malformed(e.to_string()))?;
+    pss_params_hash(&bytes)
+}
+
+/// See [`pss_hash`]; `params` is the DER RSASSA-PSS-params SEQUENCE.
+fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
+    let bad = |e: super::der::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
+    let seq = super::der::Reader::new(params)
+        .expect(0x30, "not a SEQUENCE")
+        .map_err(bad)?;
     let mut r = super::der::Reader::new(seq.value);
     if r.peek_tag() != Some(0xa0) {
         return Err(AlgError::Weak(
             "RSASSA-PSS with the default SHA-1 hash".into(),
         ));
     }
-    let hash = r.read().map_err(|e| AlgError::Malformed(e.to_string()))?;
-    let ai = spki_alg_oid(hash.value)?;
-    digest_alg(
-        &ai,
+    let hash = r.read().map_err(bad)?;
+    let hash = digest_alg(
+        &spki_alg_oid(hash.value)?,
         &[DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
-    )
+    )?;
+    if r.peek_tag() != Some(0xa1) {
+        return Err(AlgError::Weak(
+            "RSASSA-PSS with the default mask generation (MGF1 with SHA-1)".into(),
+        ));
+    }
+    let mgf = r.read().map_err(bad)?;
+    let mgf = x509_cert::spki::AlgorithmIdentifierOwned::from_der(mgf.value)
+        .map_err(|e| AlgError::Malformed(format!("RSASSA-PSS maskGenAlgorithm: {e}")))?;
+    let mgf_hash = mgf
+        .parameters
+        .as_ref()
+        .and_then(|p| p.decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>().ok());
+    let mgf1_same_hash = mgf.oid == MGF1
+        && mgf_hash.is_some_and(|h| digest_alg(&h.oid, &[hash]).is_ok());
+    if !mgf1_same_hash {
+        return Err(AlgError::Weak(format!(
+            "RSASSA-PSS with a mask generation other than MGF1 with {} is not supported",
+            hash.name()
+        )));
+    }
+    let want = hash.output_len();
+    let salt = if r.peek_tag() == Some(0xa2) {
+        let t = r.read().map_err(bad)?;
+        let int = super::der::Reader::new(t.value)
+            .expect(0x02, "saltLength is not an INTEGER")
+            .map_err(bad)?;
+        int.value
+            .iter()
+            .try_fold(0usize, |n, &b| n.checked_mul(256).map(|n| n + b as usize))
+            .unwrap_or(usize::MAX)
+    } else {
+        20
+    };
+    if salt != want {
+        return Err(AlgError::Weak(format!(
+            "RSASSA-PSS with a {salt}-byte salt is not supported: the salt must be as long as \
+             the {} hash ({want} bytes; OpenSSL: -keyopt rsa_pss_saltlen:digest)",
+            hash.name()
+        )));
+    }
+    if r.peek_tag() == Some(0xa3) {
+        let t = r.read().map_err(bad)?;
+        if t.value != [0x02, 0x01, 0x01] {
+            return Err(AlgError::Malformed(
+                "RSASSA-PSS trailerField is not 1".into(),
+            ));
+        }
+    }
+    if !r.is_empty() {
+        return Err(AlgError::Malformed(
+            "RSASSA-PSS parameters have unexpected fields".into(),
+        ));
+    }
+    Ok(hash)
 }
 
 fn spki_alg_oid(algorithm_identifier: &[u8]) -> Result<ObjectIdentifier, AlgError> {
@@ -369,6 +436,32 @@ mod tests {
             digest_canonical(DigestAlg::Sha256, b""),
             digest_plain(DigestAlg::Sha256, b"")
         );
+    }
+
+    #[test]
+    fn pss_parameters_must_be_what_ring_verifies() {
+        use rustls_pki_types::alg_id;
+        // The RFC 4055 SHA-256 parameters, as OpenSSL writes them with
+        // -keyopt rsa_pss_saltlen:digest (alg_id contents: OID, then them).
+        let params = |alg: &[u8]| alg[11..].to_vec();
+        let sha256 = params(alg_id::RSA_PSS_SHA256.as_ref());
+        assert_eq!(pss_params_hash(&sha256), Ok(DigestAlg::Sha256));
+        let sha512 = params(alg_id::RSA_PSS_SHA512.as_ref());
+        assert_eq!(pss_params_hash(&sha512), Ok(DigestAlg::Sha512));
+        // OpenSSL's default salt (the maximum, 222 bytes for RSA-2048).
+        let mut max_salt = sha256[..sha256.len() - 5].to_vec();
+        max_salt.extend_from_slice(&[0xa2, 0x04, 0x02, 0x02, 0x00, 0xde]);
+        max_salt[1] += 1;
+        match pss_params_hash(&max_salt) {
+            Err(AlgError::Weak(d)) => assert!(d.contains("222-byte salt"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        // hashAlgorithm alone: MGF1 with SHA-1.
+        let hash_only = [
+            0x30, 0x11, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+            0x04, 0x02, 0x01, 0x05, 0x00,
+        ];
+        assert!(matches!(pss_params_hash(&hash_only), Err(AlgError::Weak(_))));
     }
 
     #[test]
