@@ -495,7 +495,10 @@ fn require_email_eku_must_be_a_boolean() {
         "policy/gateway.toml:2:21: key \"require_email_eku\" in [limits] must be a boolean \
          (true or false), found integer",
     ]);
-    f.write("policy/gateway.toml", "[limits]\nrequire_email_eku = true\n");
+    f.write(
+        "policy/gateway.toml",
+        "[limits]\nrequire_email_eku = true\n",
+    );
     assert_eq!(f.check().0, 0);
 }
 

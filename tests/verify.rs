@@ -465,13 +465,22 @@ fn aa_official_policy(name: &str, policy: &str) -> Outcome {
 fn reject_no_eku_when_required() {
     let v = aa_official_policy("noeku", "policy-strict-eku").assert_reject("wrong-usage");
     let d = v["detail"].as_str().unwrap();
-    assert!(d.contains("has no extKeyUsage") && d.contains("require_email_eku"), "{d}");
+    assert!(
+        d.contains("has no extKeyUsage") && d.contains("require_email_eku"),
+        "{d}"
+    );
 }
 
 #[test]
 fn reject_any_eku_when_required() {
     let v = aa_official_policy("anyeku", "policy-strict-eku").assert_reject("wrong-usage");
-    assert!(v["detail"].as_str().unwrap().contains("anyExtendedKeyUsage"), "{v}");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("anyExtendedKeyUsage"),
+        "{v}"
+    );
     aa_official_policy("alice", "policy-strict-eku").assert_accept();
 }
 
@@ -531,7 +540,10 @@ fn aa_signed(name: &str, policy: &str, extra: &[&str]) -> Outcome {
 fn accept_rsa_pss_key_with_sha256_parameters() {
     let v = aa_signed("pss256", "policy", &["-keyopt", "rsa_padding_mode:pss"]).assert_accept();
     assert_eq!(v["signers"][0]["key_algorithm"], "rsa-pss-2048", "{v:#}");
-    assert_eq!(v["signers"][0]["signature_algorithm"], "sha256-rsa-pss", "{v:#}");
+    assert_eq!(
+        v["signers"][0]["signature_algorithm"], "sha256-rsa-pss",
+        "{v:#}"
+    );
 }
 
 /// An id-RSASSA-PSS key without parameters, SHA-256 and SHA-384.
@@ -585,7 +597,10 @@ fn rsa_pss_with_openssl_default_salt_is_refused_with_the_reason() {
     let v = aa_signed("alice", "policy", &["-keyopt", "rsa_padding_mode:pss"])
         .assert_reject("weak-algorithm");
     let d = v["detail"].as_str().unwrap();
-    assert!(d.contains("222-byte salt") && d.contains("rsa_pss_saltlen:digest"), "{d}");
+    assert!(
+        d.contains("222-byte salt") && d.contains("rsa_pss_saltlen:digest"),
+        "{d}"
+    );
 }
 
 /// An issuing CA with an id-RSASSA-PSS key (SHA-256 parameters) in the
@@ -595,7 +610,10 @@ fn rsa_pss_with_openssl_default_salt_is_refused_with_the_reason() {
 fn accept_chain_through_rsa_pss_ca() {
     let v = aa_signed("pssca", "policy-alg", &[]).assert_accept();
     let chain = v["signers"][0]["chain"].as_array().unwrap();
-    assert!(chain[1].as_str().unwrap().contains("RSA-PSS Issuing CA"), "{v:#}");
+    assert!(
+        chain[1].as_str().unwrap().contains("RSA-PSS Issuing CA"),
+        "{v:#}"
+    );
     // Without the RSA-PSS CA configured (nor sent), there is no path.
     aa_signed("pssca", "policy", &[]).assert_reject("untrusted-chain");
 }
@@ -607,10 +625,16 @@ fn accept_under_version_1_root() {
     let v = aa_signed("v1official", "policy-alg", &[]).assert_accept();
     let chain = v["signers"][0]["chain"].as_array().unwrap();
     assert_eq!(chain.len(), 2, "{v:#}");
-    assert!(chain[1].as_str().unwrap().contains("Legacy V1 Root"), "{v:#}");
+    assert!(
+        chain[1].as_str().unwrap().contains("Legacy V1 Root"),
+        "{v:#}"
+    );
     let v = aa_signed("v1official", "policy", &[]).assert_reject("untrusted-chain");
     let d = v["detail"].as_str().unwrap();
-    assert!(!d.contains("UnknownIssuer") && d.contains("authority aa-moj"), "{d}");
+    assert!(
+        !d.contains("UnknownIssuer") && d.contains("authority aa-moj"),
+        "{d}"
+    );
 }
 
 /// sha256WithRSAEncryption AlgorithmIdentifier (with NULL parameters).
@@ -631,23 +655,33 @@ const ECDSA_SHA256: &[u8] = &[
 #[test]
 fn reject_rsa_signature_algorithm_for_ecdsa_key() {
     let m = mail(Tool::CmsDetached, "aa", "eve", EVE, &[BOB]);
-    let m = edit_cms(&m, |der| replace_last_tlv(der, ECDSA_SHA256, SHA256_WITH_RSA));
+    let m = edit_cms(&m, |der| {
+        replace_last_tlv(der, ECDSA_SHA256, SHA256_WITH_RSA)
+    });
     let v = Verify::new(m)
         .mail_from(Some(EVE))
         .run()
         .assert_reject("bad-signature");
     let d = v["detail"].as_str().unwrap();
-    assert!(d.contains("sha256WithRSAEncryption") && d.contains("ecdsa-p256"), "{d}");
+    assert!(
+        d.contains("sha256WithRSAEncryption") && d.contains("ecdsa-p256"),
+        "{d}"
+    );
 }
 
 /// And an ECDSA one for an RSA key.
 #[test]
 fn reject_ecdsa_signature_algorithm_for_rsa_key() {
     let m = alice_to_bob(Tool::CmsDetached);
-    let m = edit_cms(&m, |der| replace_last_tlv(der, RSA_ENCRYPTION, ECDSA_SHA256));
+    let m = edit_cms(&m, |der| {
+        replace_last_tlv(der, RSA_ENCRYPTION, ECDSA_SHA256)
+    });
     let v = Verify::new(m).run().assert_reject("bad-signature");
     let d = v["detail"].as_str().unwrap();
-    assert!(d.contains("ecdsa-with-SHA256") && d.contains("rsa-2048"), "{d}");
+    assert!(
+        d.contains("ecdsa-with-SHA256") && d.contains("rsa-2048"),
+        "{d}"
+    );
 }
 
 /// A SignerInfo naming rsaEncryption (PKCS#1 v1.5) for an id-RSASSA-PSS
@@ -657,7 +691,10 @@ fn reject_ecdsa_signature_algorithm_for_rsa_key() {
 fn reject_pkcs1_signature_algorithm_for_rsa_pss_key() {
     let v = aa_signed("pss256", "policy", &[]).assert_reject("bad-signature");
     let d = v["detail"].as_str().unwrap();
-    assert!(d.contains("rsaEncryption") && d.contains("rsa-pss-2048"), "{d}");
+    assert!(
+        d.contains("rsaEncryption") && d.contains("rsa-pss-2048"),
+        "{d}"
+    );
 }
 
 // ---------------------------------------------------------------------------

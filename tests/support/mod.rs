@@ -646,7 +646,9 @@ fn tlv_header(der: &[u8]) -> (usize, usize) {
     }
     let k = first & 0x7f;
     assert!(k > 0, "indefinite-length BER: re-encode DER only");
-    let len = der[2..2 + k].iter().fold(0usize, |n, &b| n * 256 + b as usize);
+    let len = der[2..2 + k]
+        .iter()
+        .fold(0usize, |n, &b| n * 256 + b as usize);
     (2 + k, len)
 }
 
@@ -656,7 +658,11 @@ fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
     if n < 0x80 {
         out.push(n as u8);
     } else {
-        let bytes: Vec<u8> = n.to_be_bytes().into_iter().skip_while(|&b| b == 0).collect();
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
         out.push(0x80 | bytes.len() as u8);
         out.extend_from_slice(&bytes);
     }

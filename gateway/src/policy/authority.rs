@@ -164,8 +164,7 @@ fn parse(
     let anchor_paths = top
         .required_list("trust_anchors", diags)
         .unwrap_or_default();
-    let (anchors, anchors_ok) =
-        ctx.load_cas(
+    let (anchors, anchors_ok) = ctx.load_cas(
         "trust_anchors",
         Role::Anchor,
         &anchor_paths,

@@ -77,7 +77,8 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         }
     };
 
-    let (authority_specs, complete) = authority::load_all(dir, now, &mut fileset, &mut diags, &mut notes);
+    let (authority_specs, complete) =
+        authority::load_all(dir, now, &mut fileset, &mut diags, &mut notes);
     let directory = check::authorities(&authority_specs, &mut diags);
 
     let route_specs = match files::read_source(dir, routes::FILE, &mut fileset) {

@@ -199,8 +199,7 @@ impl Ctx<'_> {
                     }
                 };
                 for der in ders {
-                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags, notes)
-                    {
+                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags, notes) {
                         out.push(ca);
                     }
                 }
@@ -519,7 +518,9 @@ fn signature_verifies(der: &[u8], spki: &[u8]) -> bool {
     };
     crate::trust::CHAIN_ALGORITHMS
         .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == alg && a.public_key_alg_id().as_ref() == key_alg)
+        .filter(|a| {
+            a.signature_alg_id().as_ref() == alg && a.public_key_alg_id().as_ref() == key_alg
+        })
         .any(|a| a.verify_signature(key, tbs, sig).is_ok())
 }
 

@@ -197,9 +197,8 @@ pub fn signature_alg(
         }
         Ok(hash)
     };
-    let ecdsa_sha512 = || {
-        AlgError::Weak("ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into())
-    };
+    let ecdsa_sha512 =
+        || AlgError::Weak("ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into());
     let chosen: &'static dyn SignatureVerificationAlgorithm = match key {
         KeyAlg::Rsa { .. } if rsa_pkcs1 => match digest {
             DigestAlg::Sha256 => alg::RSA_PKCS1_2048_8192_SHA256,
@@ -315,12 +314,12 @@ fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
     let mgf = r.read().map_err(bad)?;
     let mgf = x509_cert::spki::AlgorithmIdentifierOwned::from_der(mgf.value)
         .map_err(|e| AlgError::Malformed(format!("RSASSA-PSS maskGenAlgorithm: {e}")))?;
-    let mgf_hash = mgf
-        .parameters
-        .as_ref()
-        .and_then(|p| p.decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>().ok());
-    let mgf1_same_hash = mgf.oid == MGF1
-        && mgf_hash.is_some_and(|h| digest_alg(&h.oid, &[hash]).is_ok());
+    let mgf_hash = mgf.parameters.as_ref().and_then(|p| {
+        p.decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>()
+            .ok()
+    });
+    let mgf1_same_hash =
+        mgf.oid == MGF1 && mgf_hash.is_some_and(|h| digest_alg(&h.oid, &[hash]).is_ok());
     if !mgf1_same_hash {
         return Err(AlgError::Weak(format!(
             "RSASSA-PSS with a mask generation other than MGF1 with {} is not supported",
@@ -461,7 +460,10 @@ mod tests {
             0x30, 0x11, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
             0x04, 0x02, 0x01, 0x05, 0x00,
         ];
-        assert!(matches!(pss_params_hash(&hash_only), Err(AlgError::Weak(_))));
+        assert!(matches!(
+            pss_params_hash(&hash_only),
+            Err(AlgError::Weak(_))
+        ));
     }
 
     #[test]

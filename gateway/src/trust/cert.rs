@@ -160,12 +160,10 @@ impl<'a> CertInfo<'a> {
             ));
         }
         match self.key {
-            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => {
-                Some(format!(
-                    "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
-                    self.subject()
-                ))
-            }
+            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => Some(format!(
+                "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
+                self.subject()
+            )),
             _ => None,
         }
     }
@@ -343,6 +341,9 @@ mod tests {
             algorithm_name(alg_id::ECDSA_P384.as_ref()),
             "ECDSA (ecPublicKey) (1.2.840.10045.2.1) on P-384"
         );
-        assert_eq!(algorithm_name(&[0x06, 0x03, 0x2a, 0x03, 0x04]), "algorithm 1.2.3.4");
+        assert_eq!(
+            algorithm_name(&[0x06, 0x03, 0x2a, 0x03, 0x04]),
+            "algorithm 1.2.3.4"
+        );
     }
 }

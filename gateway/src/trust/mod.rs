@@ -29,7 +29,10 @@ struct EmailEku;
 
 impl ExtendedKeyUsageValidator for EmailEku {
     fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
-        let (email, any) = (KeyPurposeId::new(EMAIL_PROTECTION), KeyPurposeId::new(ANY_EKU));
+        let (email, any) = (
+            KeyPurposeId::new(EMAIL_PROTECTION),
+            KeyPurposeId::new(ANY_EKU),
+        );
         let mut present = Vec::new();
         for id in iter {
             let id = id?;
@@ -298,7 +301,10 @@ pub fn describe(e: &webpki::Error) -> String {
         E::BadDer => format!("{chain} is not valid DER"),
         E::BadDerTime => format!("{chain} has a validity time that is not valid DER"),
         E::TrailingData(what) => {
-            format!("{chain} has unexpected data after its {}", der_type_name(*what))
+            format!(
+                "{chain} has unexpected data after its {}",
+                der_type_name(*what)
+            )
         }
         E::MalformedExtensions => format!("{chain} has unparsable or duplicate extensions"),
         E::ExtensionValueInvalid => format!("{chain} has an extension with an invalid value"),

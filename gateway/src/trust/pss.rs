@@ -11,8 +11,8 @@
 //! for rsaEncryption; ring verifies it with a modulus of 2048 to 8192 bits.
 
 use ring::signature;
-use rustls_pki_types::{alg_id, AlgorithmIdentifier, InvalidSignature};
 use rustls_pki_types::SignatureVerificationAlgorithm as Sva;
+use rustls_pki_types::{alg_id, AlgorithmIdentifier, InvalidSignature};
 
 use crate::policy::DigestAlg;
 
