@@ -105,6 +105,13 @@ selfsign future "Future CA" 20900101000000Z 20950101000000Z
 sign aa-nocrl "AA No CRL CA" aa-root ca_nocrl_ext
 selfsign aa-root-forged "AA Root CA" 20200101000000Z 20991231000000Z
 crl aa-root-forged
+# Version 1 certificates: openssl ca writes v1 when it adds no extension.
+key_csr v1-root "V1 Root CA"
+run openssl ca -batch -notext -config ca.cnf -selfsign -keyfile v1-root.key -in v1-root.csr \
+    -startdate 20200101000000Z -enddate 20991231000000Z -out v1-root.pem
+key_csr v1-inter "V1 Intermediate CA"
+run openssl ca -batch -notext -config ca.cnf -cert aa-root.pem -keyfile aa-root.key -in v1-inter.csr \
+    -startdate 20200101000000Z -enddate 20991231000000Z -out v1-inter.pem
 crl aa-root
 crl aa-issuing
 crl aa-nocrl
@@ -314,7 +321,7 @@ fn unknown_key() {
     f.assert_problems(&[
         "policy/gateway.toml:3:1: unknown key \"max_size\" in [limits]; expected one of: \
          max_message_size, max_recipients, max_header_size, max_mime_depth, \
-         signing_time_skew_secs, min_rsa_bits, digests, crl",
+         signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku",
     ]);
 }
 
@@ -405,6 +412,98 @@ fn anchor_that_is_not_a_ca() {
     ]);
 }
 
+/// A self-signed version 1 certificate (no basicConstraints) may be a
+/// trust anchor: the check passes (exit 0) with a note.
+#[test]
+fn version_1_anchor_is_a_note() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/bb-moj.toml",
+        "[\"../certs/bb\"]\ncrls",
+        "[\"../certs/bb\", \"../certs/v1-root.pem\"]\ncrls",
+    );
+    let note = "policy/authorities/bb-moj.toml:5:33: certificate \"CN=V1 Root CA\" in \
+                \"../certs/v1-root.pem\" is a self-signed version 1 certificate (no \
+                basicConstraints); it is accepted as a trust anchor only, never as an intermediate";
+    let (code, stdout) = f.check();
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(code, 0, "{stdout}");
+    assert_eq!(lines.len(), 2, "{stdout}");
+    assert!(
+        lines[0].starts_with("policy: ok (2 authorities, 2 routes, version "),
+        "{stdout}"
+    );
+    assert_eq!(lines[1], format!("note: {note}"));
+    let (code, stdout) = run(
+        f.path("").as_path(),
+        &["policy", "check", "policy", "--at", AT, "--json"],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["ok"], true, "{v}");
+    assert_eq!(v["problems"], serde_json::json!([]), "{v}");
+    assert_eq!(
+        v["notes"],
+        serde_json::json!([{
+            "file": "policy/authorities/bb-moj.toml",
+            "line": 5,
+            "col": 33,
+            "message": note.split_once("33: ").unwrap().1,
+        }]),
+        "{v}"
+    );
+    // A policy without such an anchor has an empty notes array.
+    let f = Fixture::new();
+    let (_, stdout) = run(
+        f.path("").as_path(),
+        &["policy", "check", "policy", "--at", AT, "--json"],
+    );
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(v["notes"], serde_json::json!([]), "{v}");
+}
+
+/// A version 1 certificate is never an intermediate, nor an anchor when it
+/// is not self-signed.
+#[test]
+fn version_1_certificate_only_as_self_signed_anchor() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "aa-issuing.pem\"]",
+        "aa-issuing.pem\", \"../certs/v1-root.pem\"]",
+    );
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "aa-root.pem\"]",
+        "aa-root.pem\", \"../certs/v1-inter.pem\"]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:5:42: certificate \"CN=V1 Intermediate CA\" in \
+         \"../certs/v1-inter.pem\" is not a CA certificate (basicConstraints cA is not set); \
+         a trust anchor must be a CA (a version 1 certificate is accepted only as a self-signed \
+         trust anchor)",
+        "policy/authorities/aa-moj.toml:6:45: certificate \"CN=V1 Root CA\" in \
+         \"../certs/v1-root.pem\" is not a CA certificate (basicConstraints cA is not set); \
+         an intermediate must be a CA (a version 1 certificate is accepted only as a \
+         self-signed trust anchor)",
+    ]);
+}
+
+#[test]
+fn require_email_eku_must_be_a_boolean() {
+    let f = Fixture::new();
+    f.write("policy/gateway.toml", "[limits]\nrequire_email_eku = 1\n");
+    f.assert_problems(&[
+        "policy/gateway.toml:2:21: key \"require_email_eku\" in [limits] must be a boolean \
+         (true or false), found integer",
+    ]);
+    f.write(
+        "policy/gateway.toml",
+        "[limits]\nrequire_email_eku = true\n",
+    );
+    assert_eq!(f.check().0, 0);
+}
+
 #[test]
 fn intermediate_that_is_not_a_ca() {
     let f = Fixture::new();
@@ -475,6 +574,28 @@ fn crl_of_an_unconfigured_issuer_is_accepted() {
     );
     let (code, stdout) = f.check_at(AT);
     assert_eq!(code, 0, "{stdout}");
+    assert!(
+        stdout.contains(
+            "note: policy/authorities/aa-moj.toml:7:9: CRL in \"../certs/bb-root.crl.pem\" is issued \
+             by \"CN=BB Root CA\", which is not a CA configured for authority \"aa-moj\""
+        ),
+        "{stdout}"
+    );
+    let (code, json) = run(
+        f.root.path(),
+        &["policy", "check", "policy", "--at", AT, "--json"],
+    );
+    assert_eq!(code, 0, "{json}");
+    let v: serde_json::Value = serde_json::from_str(&json).expect("JSON");
+    let notes = v["notes"].as_array().expect("notes");
+    assert_eq!(notes.len(), 1, "{v:#}");
+    assert!(
+        notes[0]["message"]
+            .as_str()
+            .unwrap()
+            .contains("CN=BB Root CA"),
+        "{v:#}"
+    );
 }
 
 #[test]

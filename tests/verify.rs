@@ -441,9 +441,55 @@ fn reject_wrong_eku() {
     aa_official("wrongeku").assert_reject("wrong-usage");
 }
 
+/// RFC 8550 §4.4: a signer certificate without extKeyUsage is acceptable.
 #[test]
-fn reject_no_eku() {
-    aa_official("noeku").assert_reject("wrong-usage");
+fn accept_no_eku() {
+    aa_official("noeku").assert_accept();
+}
+
+#[test]
+fn accept_any_eku() {
+    aa_official("anyeku").assert_accept();
+}
+
+fn aa_official_policy(name: &str, policy: &str) -> Outcome {
+    let addr = format!("{name}@justice.aa.example");
+    let m = mail(Tool::SmimeDetached, "aa", name, &addr, &[BOB]);
+    Verify::new(m)
+        .mail_from(Some(&addr))
+        .policy(pki().policy_named(policy))
+        .run()
+}
+
+#[test]
+fn reject_no_eku_when_required() {
+    let v = aa_official_policy("noeku", "policy-strict-eku").assert_reject("wrong-usage");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        d.contains("has no extKeyUsage") && d.contains("require_email_eku"),
+        "{d}"
+    );
+}
+
+#[test]
+fn reject_any_eku_when_required() {
+    let v = aa_official_policy("anyeku", "policy-strict-eku").assert_reject("wrong-usage");
+    assert!(
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .contains("anyExtendedKeyUsage"),
+        "{v}"
+    );
+    aa_official_policy("alice", "policy-strict-eku").assert_accept();
+}
+
+#[test]
+fn reject_wrong_eku_detail_is_a_sentence() {
+    let v = aa_official("wrongeku").assert_reject("wrong-usage");
+    let d = v["detail"].as_str().unwrap();
+    assert!(d.contains("serverAuth (1.3.6.1.5.5.7.3.1)"), "{d}");
+    assert!(!d.contains('{') && !d.contains("Context"), "{d}");
 }
 
 #[test]
@@ -472,6 +518,183 @@ fn reject_sha1_message_digest() {
     );
     let m = crlf(&with_headers(ALICE, &[BOB], &signed));
     Verify::new(m).run().assert_reject("weak-algorithm");
+}
+
+// ---------------------------------------------------------------------------
+// Algorithms: RSA-PSS, mismatched signature algorithms, version 1 anchors
+// ---------------------------------------------------------------------------
+
+fn aa_signed(name: &str, policy: &str, extra: &[&str]) -> Outcome {
+    let addr = format!("{name}@justice.aa.example");
+    let signed = sign(Tool::CmsDetached, "aa", name, &text_body(), extra);
+    let m = crlf(&with_headers(&addr, &[BOB], &signed));
+    Verify::new(m)
+        .mail_from(Some(&addr))
+        .policy(pki().policy_named(policy))
+        .run()
+}
+
+/// An id-RSASSA-PSS key restricted to SHA-256 (RFC 4055 parameters):
+/// OpenSSL signs with RSASSA-PSS, SHA-256, the key's 32-byte salt.
+#[test]
+fn accept_rsa_pss_key_with_sha256_parameters() {
+    let v = aa_signed("pss256", "policy", &["-keyopt", "rsa_padding_mode:pss"]).assert_accept();
+    assert_eq!(v["signers"][0]["key_algorithm"], "rsa-pss-2048", "{v:#}");
+    assert_eq!(
+        v["signers"][0]["signature_algorithm"], "sha256-rsa-pss",
+        "{v:#}"
+    );
+}
+
+/// An id-RSASSA-PSS key without parameters, SHA-256 and SHA-384.
+#[test]
+fn accept_rsa_pss_key_without_parameters() {
+    for md in ["sha256", "sha384"] {
+        let opts = [
+            "-md",
+            md,
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:digest",
+        ];
+        let v = aa_signed("pss", "policy", &opts).assert_accept();
+        assert_eq!(v["signers"][0]["key_algorithm"], "rsa-pss-2048", "{v:#}");
+        assert_eq!(
+            v["signers"][0]["signature_algorithm"],
+            format!("{md}-rsa-pss"),
+            "{v:#}"
+        );
+    }
+}
+
+/// RSASSA-PSS SignerInfos from an ordinary (rsaEncryption) RSA key.
+#[test]
+fn accept_rsa_pss_signature_with_rsa_key() {
+    for md in ["sha256", "sha512"] {
+        let opts = [
+            "-md",
+            md,
+            "-keyopt",
+            "rsa_padding_mode:pss",
+            "-keyopt",
+            "rsa_pss_saltlen:digest",
+        ];
+        let v = aa_signed("alice", "policy", &opts).assert_accept();
+        assert_eq!(
+            v["signers"][0]["signature_algorithm"],
+            format!("{md}-rsa-pss"),
+            "{v:#}"
+        );
+    }
+}
+
+/// OpenSSL's default RSASSA-PSS salt is the longest possible (222 bytes for
+/// RSA-2048 with SHA-256); ring verifies only a salt as long as the hash.
+/// The refusal says so instead of calling the signature bad.
+#[test]
+fn rsa_pss_with_openssl_default_salt_is_refused_with_the_reason() {
+    let v = aa_signed("alice", "policy", &["-keyopt", "rsa_padding_mode:pss"])
+        .assert_reject("weak-algorithm");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        d.contains("222-byte salt") && d.contains("rsa_pss_saltlen:digest"),
+        "{d}"
+    );
+}
+
+/// An issuing CA with an id-RSASSA-PSS key (SHA-256 parameters) in the
+/// chain: its RSASSA-PSS signatures on the official's certificate and on its
+/// CRL verify.
+#[test]
+fn accept_chain_through_rsa_pss_ca() {
+    let v = aa_signed("pssca", "policy-alg", &[]).assert_accept();
+    let chain = v["signers"][0]["chain"].as_array().unwrap();
+    assert!(
+        chain[1].as_str().unwrap().contains("RSA-PSS Issuing CA"),
+        "{v:#}"
+    );
+    // Without the RSA-PSS CA configured (nor sent), there is no path.
+    aa_signed("pssca", "policy", &[]).assert_reject("untrusted-chain");
+}
+
+/// A message signed under a self-signed version 1 root is accepted when the
+/// root is a trust anchor.
+#[test]
+fn accept_under_version_1_root() {
+    let v = aa_signed("v1official", "policy-alg", &[]).assert_accept();
+    let chain = v["signers"][0]["chain"].as_array().unwrap();
+    assert_eq!(chain.len(), 2, "{v:#}");
+    assert!(
+        chain[1].as_str().unwrap().contains("Legacy V1 Root"),
+        "{v:#}"
+    );
+    let v = aa_signed("v1official", "policy", &[]).assert_reject("untrusted-chain");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        !d.contains("UnknownIssuer") && d.contains("authority aa-moj"),
+        "{d}"
+    );
+}
+
+/// sha256WithRSAEncryption AlgorithmIdentifier (with NULL parameters).
+const SHA256_WITH_RSA: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x0b, 0x05, 0x00,
+];
+/// rsaEncryption AlgorithmIdentifier (with NULL parameters).
+const RSA_ENCRYPTION: &[u8] = &[
+    0x30, 0x0d, 0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x01, 0x01, 0x05, 0x00,
+];
+/// ecdsa-with-SHA256 AlgorithmIdentifier.
+const ECDSA_SHA256: &[u8] = &[
+    0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02,
+];
+
+/// An RSA signatureAlgorithm in the SignerInfo of an ECDSA key: the
+/// signature cannot be the key's, so it is a bad signature, not a weak one.
+#[test]
+fn reject_rsa_signature_algorithm_for_ecdsa_key() {
+    let m = mail(Tool::CmsDetached, "aa", "eve", EVE, &[BOB]);
+    let m = edit_cms(&m, |der| {
+        replace_last_tlv(der, ECDSA_SHA256, SHA256_WITH_RSA)
+    });
+    let v = Verify::new(m)
+        .mail_from(Some(EVE))
+        .run()
+        .assert_reject("bad-signature");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        d.contains("sha256WithRSAEncryption") && d.contains("ecdsa-p256"),
+        "{d}"
+    );
+}
+
+/// And an ECDSA one for an RSA key.
+#[test]
+fn reject_ecdsa_signature_algorithm_for_rsa_key() {
+    let m = alice_to_bob(Tool::CmsDetached);
+    let m = edit_cms(&m, |der| {
+        replace_last_tlv(der, RSA_ENCRYPTION, ECDSA_SHA256)
+    });
+    let v = Verify::new(m).run().assert_reject("bad-signature");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        d.contains("ecdsa-with-SHA256") && d.contains("rsa-2048"),
+        "{d}"
+    );
+}
+
+/// A SignerInfo naming rsaEncryption (PKCS#1 v1.5) for an id-RSASSA-PSS
+/// key, which may only make RSASSA-PSS signatures: OpenSSL 3.0 writes this
+/// for such keys unless told `-keyopt rsa_padding_mode:pss`.
+#[test]
+fn reject_pkcs1_signature_algorithm_for_rsa_pss_key() {
+    let v = aa_signed("pss256", "policy", &[]).assert_reject("bad-signature");
+    let d = v["detail"].as_str().unwrap();
+    assert!(
+        d.contains("rsaEncryption") && d.contains("rsa-pss-2048"),
+        "{d}"
+    );
 }
 
 // ---------------------------------------------------------------------------

@@ -731,6 +731,14 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
         Ok(t) => t,
         Err(code) => return code,
     };
+    let located = |d: &policy::Diagnostic| {
+        serde_json::json!({
+            "file": d.file.display().to_string(),
+            "line": d.line,
+            "col": d.col,
+            "message": d.message,
+        })
+    };
     match policy::load(&dir, at) {
         Ok(p) => {
             if json {
@@ -740,6 +748,7 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
                     "authorities": p.authorities.len(),
                     "routes": p.routes.len(),
                     "problems": [],
+                    "notes": p.notes.iter().map(located).collect::<Vec<_>>(),
                 });
                 println!("{v}");
             } else {
@@ -750,22 +759,15 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
                     p.routes.len(),
                     &p.version[..p.version.len().min(16)]
                 );
+                for n in &p.notes {
+                    println!("note: {n}");
+                }
             }
             ExitCode::SUCCESS
         }
         Err(diags) => {
             if json {
-                let problems: Vec<_> = diags
-                    .iter()
-                    .map(|d| {
-                        serde_json::json!({
-                            "file": d.file.display().to_string(),
-                            "line": d.line,
-                            "col": d.col,
-                            "message": d.message,
-                        })
-                    })
-                    .collect();
+                let problems: Vec<_> = diags.iter().map(located).collect();
                 println!("{}", serde_json::json!({"ok": false, "problems": problems}));
             } else {
                 for d in &diags {

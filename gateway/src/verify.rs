@@ -269,7 +269,8 @@ fn judge(
             continue;
         }
         let mut rev = RevocationCheck::new(fetched, policy.limits.crl);
-        let validated = validate_signer(authority, cert, &signed.certificates, at, &mut rev);
+        let validated =
+            validate_signer(policy, authority, cert, &signed.certificates, at, &mut rev);
         out.revocation = rev.evidence;
         out.wanted.extend(rev.wants);
         out.path_cas.extend(rev.path_cas);
@@ -407,6 +408,7 @@ fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
 }
 
 fn validate_signer(
+    policy: &Policy,
     authority: &Authority,
     cert: &CertInfo<'_>,
     message_certs: &[&[u8]],
@@ -414,18 +416,28 @@ fn validate_signer(
     rev: &mut RevocationCheck<'_>,
 ) -> Result<trust::ValidPath, Reject> {
     let path = trust::validate(authority, cert.der, message_certs, at, rev)?;
-    if cert.email_protection != Some(true) {
+    // RFC 8550 §4.4: no extKeyUsage, or one with emailProtection or
+    // anyExtendedKeyUsage; `require_email_eku` demands emailProtection.
+    let strict = policy.limits.require_email_eku;
+    let eku_problem = match (cert.email_protection, cert.any_eku) {
+        (Some(true), _) => None,
+        (None, _) if strict => Some(
+            "has no extKeyUsage; the policy (require_email_eku) requires one with emailProtection",
+        ),
+        (None, _) => None,
+        (Some(false), true) if strict => Some(
+            "has an extKeyUsage with anyExtendedKeyUsage but without emailProtection, \
+             which the policy (require_email_eku) requires",
+        ),
+        (Some(false), true) => None,
+        (Some(false), false) => {
+            Some("has an extKeyUsage without emailProtection or anyExtendedKeyUsage")
+        }
+    };
+    if let Some(problem) = eku_problem {
         return Err((
             Reason::WrongUsage,
-            format!(
-                "signer certificate {} {}",
-                cert.subject(),
-                if cert.email_protection.is_none() {
-                    "has no extKeyUsage; emailProtection is required"
-                } else {
-                    "has an extKeyUsage without emailProtection"
-                }
-            ),
+            format!("signer certificate {} {problem}", cert.subject()),
         ));
     }
     if cert.signing_usage == Some(false) {
@@ -517,10 +529,11 @@ fn check_signer(
     let weak = |e: AlgError| match e {
         AlgError::Weak(d) => (Reason::WeakAlgorithm, d),
         AlgError::Malformed(d) => (Reason::Malformed, d),
+        AlgError::Mismatch(d) => (Reason::BadSignature, d),
     };
     let digest =
         signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
-    let (alg, alg_name) = signature::signature_alg(signer, cert.key, digest).map_err(weak)?;
+    let (alg, alg_name) = signature::signature_alg(signer, cert, digest).map_err(weak)?;
     let report = SignerReport {
         email: cert.emails.first().cloned(),
         emails: cert.emails.clone(),
@@ -543,9 +556,12 @@ fn check_signer(
     };
     match &signer.signed_attrs {
         Some(attrs_der) => {
-            let attrs = signer
-                .attributes()
-                .map_err(|e| (Reason::Malformed, format!("{e:?}")))?;
+            let attrs = signer.attributes().map_err(|e| match e {
+                CmsError::Malformed(d) | CmsError::NotSigned(d) => (
+                    Reason::Malformed,
+                    format!("the signed attributes of {} cannot be read: {d}", who()),
+                ),
+            })?;
             let expected = attrs.message_digest.ok_or_else(|| {
                 (
                     Reason::Malformed,

@@ -632,3 +632,74 @@ pub fn openssl_verifies(msg: &[u8], cc: &str) -> bool {
         .expect("run openssl");
     out.status.success()
 }
+
+// ---------------------------------------------------------------------------
+// Re-encoding DER
+// ---------------------------------------------------------------------------
+
+/// Header length and content length of the DER TLV at the start of `der`
+/// (definite lengths only).
+fn tlv_header(der: &[u8]) -> (usize, usize) {
+    let first = der[1] as usize;
+    if first < 0x80 {
+        return (2, first);
+    }
+    let k = first & 0x7f;
+    assert!(k > 0, "indefinite-length BER: re-encode DER only");
+    let len = der[2..2 + k]
+        .iter()
+        .fold(0usize, |n, &b| n * 256 + b as usize);
+    (2 + k, len)
+}
+
+fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+    let mut out = vec![tag];
+    let n = content.len();
+    if n < 0x80 {
+        out.push(n as u8);
+    } else {
+        let bytes: Vec<u8> = n
+            .to_be_bytes()
+            .into_iter()
+            .skip_while(|&b| b == 0)
+            .collect();
+        out.push(0x80 | bytes.len() as u8);
+        out.extend_from_slice(&bytes);
+    }
+    out.extend_from_slice(content);
+    out
+}
+
+/// `der` with the TLV `old` starting at byte `at` replaced by `new`, every
+/// enclosing length re-encoded.
+fn replace_tlv_at(der: &[u8], at: usize, old: &[u8], new: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut pos = 0;
+    while pos < der.len() {
+        let (h, n) = tlv_header(&der[pos..]);
+        let raw = &der[pos..pos + h + n];
+        if pos == at && raw == old {
+            out.extend_from_slice(new);
+        } else if der[pos] & 0x20 != 0 && at > pos && at < pos + h + n {
+            let inner = replace_tlv_at(&der[pos + h..pos + h + n], at - pos - h, old, new);
+            out.extend_from_slice(&der_wrap(der[pos], &inner));
+        } else {
+            out.extend_from_slice(raw);
+        }
+        pos += h + n;
+    }
+    out
+}
+
+/// Replaces the last occurrence of the DER TLV `old` (e.g. the
+/// SignerInfo's signatureAlgorithm, which follows the certificates) by
+/// `new`, re-encoding the lengths around it.
+pub fn replace_last_tlv(der: &mut Vec<u8>, old: &[u8], new: &[u8]) {
+    let at = der
+        .windows(old.len())
+        .rposition(|w| w == old)
+        .expect("TLV to replace");
+    let out = replace_tlv_at(der, at, old, new);
+    assert_ne!(&out, der, "the TLV was not at a TLV boundary");
+    *der = out;
+}

@@ -34,12 +34,13 @@ Requires Python 3.11+ and `cryptography` (tested with 48).
 import datetime as dt
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 NOW = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
@@ -74,6 +75,15 @@ def aki(issuer_cert):
     return x509.AuthorityKeyIdentifier.from_issuer_subject_key_identifier(
         issuer_cert.extensions.get_extension_for_class(x509.SubjectKeyIdentifier).value
     )
+
+
+def issuer_aki(issuer_cert):
+    try:
+        return aki(issuer_cert)
+    except x509.ExtensionNotFound:  # a version 1 CA has no extensions
+        return x509.AuthorityKeyIdentifier.from_issuer_public_key(
+            issuer_cert.public_key()
+        )
 
 
 def ca_ku():
@@ -176,7 +186,7 @@ def make_official(
             x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
         )
         .add_extension(ski(key.public_key()), critical=False)
-        .add_extension(aki(ca_cert), critical=False)
+        .add_extension(issuer_aki(ca_cert), critical=False)
     )
     if eku is not None:
         b = b.add_extension(x509.ExtendedKeyUsage(list(eku)), critical=False)
@@ -231,13 +241,82 @@ def resign_ecdsa_sha1(cert, ca_key):
     return x509.load_der_x509_certificate(der)
 
 
-def make_crl(ca_key, ca_cert, revoked_serials, next_update):
+def resign_tbs(tbs_content, ca_key):
+    """Wraps edited TBSCertificate contents and signs them with ca_key
+    (an ECDSA CA: ecdsa-with-SHA256, the algorithm the TBS names)."""
+    tbs = der_tlv(0x30, tbs_content)
+    sig = ca_key.sign(tbs, ec.ECDSA(hashes.SHA256()))
+    der = der_tlv(0x30, tbs + ECDSA_SHA256_ALGID + der_tlv(0x03, b"\x00" + sig))
+    return x509.load_der_x509_certificate(der)
+
+
+def with_spki(cert, key, spki_der, ca_key):
+    """cert (issued by an ECDSA CA for the RSA key) with its
+    SubjectPublicKeyInfo replaced by spki_der (the same key as
+    id-RSASSA-PSS, which cryptography cannot write), re-signed."""
+    _, tbs_content, _ = der_split(cert.tbs_certificate_bytes)
+    rsa_spki = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    assert rsa_spki in tbs_content
+    return resign_tbs(tbs_content.replace(rsa_spki, spki_der, 1), ca_key)
+
+
+def as_v1(cert, key):
+    """A self-signed (ECDSA P-384, SHA-384) certificate rewritten as
+    version 1: no version field, no extensions."""
+    _, rest, _ = der_split(cert.tbs_certificate_bytes)
+    fields = []
+    while rest:
+        tag, content, after = der_split(rest)
+        fields.append(rest[: len(rest) - len(after)])
+        rest = after
+    assert fields[0][0] == 0xA0 and fields[-1][0] == 0xA3
+    tbs = der_tlv(0x30, b"".join(fields[1:-1]))
+    sig = key.sign(tbs, ec.ECDSA(hashes.SHA384()))
+    alg = bytes.fromhex("300a06082a8648ce3d040303")  # ecdsa-with-SHA384
+    assert alg in tbs
+    der = der_tlv(0x30, tbs + alg + der_tlv(0x03, b"\x00" + sig))
+    return x509.load_der_x509_certificate(der)
+
+
+def pss_key(path, *pkeyopts):
+    """An RSA-PSS (id-RSASSA-PSS) 2048-bit key made by openssl at path;
+    returns (the key as loaded by cryptography, its DER SPKI)."""
+    opts = [a for o in ("rsa_keygen_bits:2048",) + pkeyopts for a in ("-pkeyopt", o)]
+    subprocess.run(
+        ["openssl", "genpkey", "-algorithm", "RSA-PSS", *opts, "-out", path],
+        check=True,
+        capture_output=True,
+    )
+    spki = subprocess.run(
+        ["openssl", "pkey", "-in", path, "-pubout", "-outform", "DER"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    with open(path, "rb") as f:
+        key = serialization.load_pem_private_key(f.read(), None)
+    return key, spki
+
+
+PSS_SHA256_OPTS = (
+    "rsa_pss_keygen_md:sha256",
+    "rsa_pss_keygen_mgf1_md:sha256",
+    "rsa_pss_keygen_saltlen:32",
+)
+
+
+def make_crl(ca_key, ca_cert, revoked_serials, next_update, sign=None):
+    try:
+        ca_aki = aki(ca_cert)
+    except x509.ExtensionNotFound:  # a version 1 CA has no extensions
+        ca_aki = x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_cert.public_key())
     b = (
         x509.CertificateRevocationListBuilder()
         .issuer_name(ca_cert.subject)
         .last_update(min(NOW - DAY, next_update - 2 * DAY))
         .next_update(next_update)
-        .add_extension(aki(ca_cert), critical=False)
+        .add_extension(ca_aki, critical=False)
         .add_extension(x509.CRLNumber(1), critical=False)
     )
     for serial in revoked_serials:
@@ -250,6 +329,8 @@ def make_crl(ca_key, ca_cert, revoked_serials, next_update):
             )
             .build()
         )
+    if sign is not None:
+        return sign(b)
     return b.sign(ca_key, hashes.SHA256())
 
 
@@ -330,16 +411,16 @@ reason = "internal mail is not relayed"
 """
 
 
-def authority_toml(cc, crls):
+def authority_toml(cc, crls, anchors=("root.pem",), intermediates=("issuing.pem",)):
     code, org, domain = COUNTRIES[cc]
-    crl_list = ", ".join(f'"../certs/{cc}/{c}"' for c in crls)
+    paths = lambda names: ", ".join(f'"../certs/{cc}/{c}"' for c in names)  # noqa: E731
     return f"""id = "{cc}-moj"
 country = "{code}"
 name = "{org}"
 domains = ["{domain}"]
-trust_anchors = ["../certs/{cc}/root.pem"]
-intermediates = ["../certs/{cc}/issuing.pem"]
-crls = [{crl_list}]
+trust_anchors = [{paths(anchors)}]
+intermediates = [{paths(intermediates)}]
+crls = [{paths(crls)}]
 
 [next_hop]
 url = "smtp://127.0.0.1:2626"
@@ -347,11 +428,11 @@ tls = "opportunistic"
 """
 
 
-def write_policy(out, dirname, aa_crls):
+def write_policy(out, dirname, aa_crls, gateway_extra="", **aa):
     p = os.path.join(out, dirname)
-    write(f"{p}/gateway.toml", GATEWAY_TOML)
+    write(f"{p}/gateway.toml", GATEWAY_TOML + gateway_extra)
     write(f"{p}/routes.toml", ROUTES_TOML)
-    write(f"{p}/authorities/aa-moj.toml", authority_toml("aa", aa_crls))
+    write(f"{p}/authorities/aa-moj.toml", authority_toml("aa", aa_crls, **aa))
     write(
         f"{p}/authorities/bb-moj.toml",
         authority_toml("bb", ["root.crl.pem", "issuing.crl.pem"]),
@@ -396,6 +477,11 @@ def generate(out):
             eku=(ExtendedKeyUsageOID.SERVER_AUTH,),
         ),
         "noeku": dict(key=rsa_key(), email=f"noeku@{aa}", eku=None),
+        "anyeku": dict(
+            key=rsa_key(),
+            email=f"anyeku@{aa}",
+            eku=(ExtendedKeyUsageOID.ANY_EXTENDED_KEY_USAGE,),
+        ),
         "wrongku": dict(
             key=rsa_key(),
             email=f"wrongku@{aa}",
@@ -443,9 +529,119 @@ def generate(out):
         write(f"{d}/{nm}.pem", pem_cert(cert) + pem_cert(iss_cert))
         write(f"{d}/{nm}.key", pem_key(gw_key))
 
+    gen_algorithms(out, iss_key, iss_cert)
+
     write_policy(out, "policy", ["root.crl.pem", "issuing.crl.pem"])
     write_policy(out, "policy-stale", ["root.crl.pem", "issuing-stale.crl.pem"])
     write_policy(out, "policy-nocrl", ["root.crl.pem"])
+    write_policy(
+        out,
+        "policy-strict-eku",
+        ["root.crl.pem", "issuing.crl.pem"],
+        gateway_extra="require_email_eku = true\n",
+    )
+    write_policy(
+        out,
+        "policy-alg",
+        ["root.crl.pem", "issuing.crl.pem", "v1root.crl.pem", "issuing-pss.crl.pem"],
+        anchors=("root.pem", "v1root.pem"),
+        intermediates=("issuing.pem", "issuing-pss.pem"),
+    )
+
+
+def gen_algorithms(out, iss_key, iss_cert):
+    """AA's certificates for key types and anchors beyond the usual ones."""
+    aa = "justice.aa.example"
+    d = os.path.join(out, "certs", "aa")
+    with open(f"{d}/root.key", "rb") as f:
+        root_key = serialization.load_pem_private_key(f.read(), None)
+    with open(f"{d}/root.pem", "rb") as f:
+        root_cert = x509.load_pem_x509_certificate(f.read())
+
+    # Officials with id-RSASSA-PSS keys (without parameters; restricted to
+    # SHA-256), under the ECDSA issuing CA. The .key is openssl's PKCS#8
+    # RSA-PSS key, so `openssl cms -sign` signs with RSASSA-PSS.
+    for nm, opts in (("pss", ()), ("pss256", PSS_SHA256_OPTS)):
+        key, spki = pss_key(f"{d}/{nm}.key", *opts)
+        cert = make_official("aa", iss_key, iss_cert, nm, f"{nm}@{aa}", key)
+        write(f"{d}/{nm}.pem", pem_cert(with_spki(cert, key, spki, iss_key)))
+
+    # An issuing CA with an id-RSASSA-PSS key (SHA-256 parameters) under
+    # AA's root, its official (RSASSA-PSS-signed certificate) and CRL.
+    pss_ca_key, spki = pss_key(f"{d}/issuing-pss.key", *PSS_SHA256_OPTS)
+    _, org, _ = COUNTRIES["aa"]
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("AA", org, f"{org} RSA-PSS Issuing CA"))
+        .issuer_name(root_cert.subject)
+        .public_key(pss_ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 3650 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(ca_ku(), critical=True)
+        .add_extension(ski(pss_ca_key.public_key()), critical=False)
+        .add_extension(aki(root_cert), critical=False)
+        .sign(root_key, hashes.SHA256())
+    )
+    ca = with_spki(ca, pss_ca_key, spki, root_key)
+    write(f"{d}/issuing-pss.pem", pem_cert(ca))
+    pss_pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
+    off_key = rsa_key()
+    b = (
+        x509.CertificateBuilder()
+        .subject_name(name("AA", org, "pssca"))
+        .issuer_name(ca.subject)
+        .public_key(off_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 365 * DAY)
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(ee_ku(), critical=True)
+        .add_extension(
+            x509.SubjectAlternativeName([x509.RFC822Name(f"pssca@{aa}")]), critical=False
+        )
+        .add_extension(ski(off_key.public_key()), critical=False)
+        .add_extension(aki(ca), critical=False)
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False
+        )
+    )
+    write(f"{d}/pssca.pem", pem_cert(b.sign(pss_ca_key, hashes.SHA256(), rsa_padding=pss_pad)))
+    write(f"{d}/pssca.key", pem_key(off_key))
+    write(f"{d}/pssca-chain.pem", pem_cert(ca))
+    crl = make_crl(
+        pss_ca_key,
+        ca,
+        [],
+        NOW + 30 * DAY,
+        sign=lambda b: b.sign(pss_ca_key, hashes.SHA256(), rsa_padding=pss_pad),
+    )
+    write(f"{d}/issuing-pss.crl.pem", crl.public_bytes(serialization.Encoding.PEM))
+
+    # A self-signed version 1 root (no extensions) with an official and a CRL.
+    v1_key = ec.generate_private_key(ec.SECP384R1())
+    subj = name("AA", org, f"{org} Legacy V1 Root")
+    v3 = (
+        x509.CertificateBuilder()
+        .subject_name(subj)
+        .issuer_name(subj)
+        .public_key(v1_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(NOW - DAY)
+        .not_valid_after(NOW + 3650 * DAY)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(v1_key, hashes.SHA384())
+    )
+    v1 = as_v1(v3, v1_key)
+    assert v1.version == x509.Version.v1
+    write(f"{d}/v1root.pem", pem_cert(v1))
+    off_key = rsa_key()
+    cert = make_official("aa", v1_key, v1, "v1official", f"v1official@{aa}", off_key)
+    write(f"{d}/v1official.pem", pem_cert(cert))
+    write(f"{d}/v1official.key", pem_key(off_key))
+    crl = make_crl(v1_key, v1, [], NOW + 30 * DAY)
+    write(f"{d}/v1root.crl.pem", crl.public_bytes(serialization.Encoding.PEM))
 
 
 def main():

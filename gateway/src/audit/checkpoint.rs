@@ -458,10 +458,9 @@ pub fn verify_detached(
         .find(|c| c.matches(&signer.info.sid))
         .ok_or("the signer's certificate is not in the signature")?;
     let allowed = [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512];
-    let digest = signature::digest_alg(&signer.info.digest_alg.oid, &allowed)
-        .map_err(|e| format!("{e:?}"))?;
-    let (alg, _) =
-        signature::signature_alg(signer, cert.key, digest).map_err(|e| format!("{e:?}"))?;
+    let digest =
+        signature::digest_alg(&signer.info.digest_alg.oid, &allowed).map_err(|e| e.to_string())?;
+    let (alg, _) = signature::signature_alg(signer, cert, digest).map_err(|e| e.to_string())?;
     let attrs_der = signer
         .signed_attrs
         .as_ref()

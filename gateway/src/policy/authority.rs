@@ -55,6 +55,7 @@ pub(super) fn load_all(
     now: EvalTime,
     files: &mut FileSet,
     diags: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Diagnostic>,
 ) -> (Vec<AuthoritySpec>, bool) {
     let adir = dir.join(DIR);
     let listing = match fs::read_dir(&adir) {
@@ -79,7 +80,7 @@ pub(super) fn load_all(
     for name in names {
         let rel = format!("{DIR}/{name}");
         match read_source(dir, &rel, files) {
-            Ok(Some(src)) => match parse(src, dir, now, files, diags) {
+            Ok(Some(src)) => match parse(src, dir, now, files, diags, notes) {
                 Some(spec) => {
                     // An invalid id or country would make routes naming it
                     // look wrong too: judge references only when all are known.
@@ -105,6 +106,7 @@ fn parse(
     now: EvalTime,
     files: &mut FileSet,
     diags: &mut Vec<Diagnostic>,
+    notes: &mut Vec<Diagnostic>,
 ) -> Option<AuthoritySpec> {
     let before = diags.len();
     let doc = match src.parse() {
@@ -165,8 +167,14 @@ fn parse(
     let anchor_paths = top
         .required_list("trust_anchors", diags)
         .unwrap_or_default();
-    let (anchors, anchors_ok) =
-        ctx.load_cas("trust_anchors", Role::Anchor, &anchor_paths, files, diags);
+    let (anchors, anchors_ok) = ctx.load_cas(
+        "trust_anchors",
+        Role::Anchor,
+        &anchor_paths,
+        files,
+        diags,
+        notes,
+    );
     let inter_paths = top.string_list("intermediates", diags).unwrap_or_default();
     let (intermediates, inter_ok) = ctx.load_cas(
         "intermediates",
@@ -174,12 +182,11 @@ fn parse(
         &inter_paths,
         files,
         diags,
+        notes,
     );
     let crl_paths = top.string_list("crls", diags).unwrap_or_default();
     let label = id.as_ref().map_or("?", |(id, _)| id.as_str());
     let cas: Vec<&pki::CaCert> = anchors.iter().chain(&intermediates).collect();
-    // Notes go to `policy check` once the policy carries them.
-    let mut notes = Vec::new();
     let crls = ctx.load_crls(
         &crl_paths,
         &cas,
@@ -187,7 +194,7 @@ fn parse(
         label,
         files,
         diags,
-        &mut notes,
+        notes,
     );
     let mut crl_urls = Vec::new();
     for (url, span) in top.string_list("crl_urls", diags).unwrap_or_default() {

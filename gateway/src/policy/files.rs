@@ -288,6 +288,19 @@ impl<'a, 'i> TableReader<'a, 'i> {
         self.string(key, diags)
     }
 
+    /// A boolean value; `None` (reported) when of another type, `None`
+    /// (silent) when absent.
+    pub fn boolean(&self, key: &str, diags: &mut Vec<Diagnostic>) -> Option<At<bool>> {
+        let v = self.get(key)?;
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some((*b, v.span())),
+            _ => {
+                self.wrong_type(key, "a boolean (true or false)", v, diags);
+                None
+            }
+        }
+    }
+
     /// An integer value.
     pub fn integer(&self, key: &str, diags: &mut Vec<Diagnostic>) -> Option<At<i64>> {
         let v = self.get(key)?;

@@ -23,6 +23,7 @@ const LIMIT_KEYS: &[&str] = &[
     "min_rsa_bits",
     "digests",
     "crl",
+    "require_email_eku",
 ];
 
 const RELAY_KEYS: &[&str] = &[
@@ -342,6 +343,9 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
             limits.crl = p;
         }
     }
+    if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
+        limits.require_email_eku = strict;
+    }
 }
 
 #[cfg(test)]
@@ -419,6 +423,7 @@ retry_max_secs = 0
             vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512]
         );
         assert_eq!(l.crl, CrlPolicy::HardFail);
+        assert!(!l.require_email_eku);
     }
 
     #[test]
@@ -428,6 +433,7 @@ retry_max_secs = 0
             "[limits]\nmax_message_size = 1_000\nmax_recipients = 3\n",
             "max_header_size = 100\nmax_mime_depth = 4\nsigning_time_skew_secs = 0\n",
             "min_rsa_bits = 3072\ndigests = [\"sha512\"]\ncrl = \"soft-fail\"\n",
+            "require_email_eku = true\n",
         ));
         assert!(d.is_empty(), "{d:?}");
         assert_eq!(g.hostname, "emla.example.org");
@@ -439,6 +445,7 @@ retry_max_secs = 0
         assert_eq!(l.min_rsa_bits, 3072);
         assert_eq!(l.digests, vec![DigestAlg::Sha512]);
         assert_eq!(l.crl, CrlPolicy::SoftFail);
+        assert!(l.require_email_eku);
     }
 
     #[test]
@@ -471,17 +478,19 @@ retry_max_secs = 0
             "digests = [\"sha256\", \"sha1\"]\n",
             "crl = \"maybe\"\n",
             "max_recipients = \"ten\"\n",
+            "require_email_eku = \"yes\"\n",
         ));
         assert_eq!(
             d,
             vec![
                 "p/gateway.toml:2:1: unknown key \"max_size\" in [limits]; expected one of: \
                  max_message_size, max_recipients, max_header_size, max_mime_depth, \
-                 signing_time_skew_secs, min_rsa_bits, digests, crl",
+                 signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku",
                 "p/gateway.toml:6:18: key \"max_recipients\" in [limits] must be an integer, found string",
                 "p/gateway.toml:3:16: min_rsa_bits = 1024 is below the minimum of 2048",
                 "p/gateway.toml:4:22: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
                 "p/gateway.toml:5:7: invalid crl \"maybe\"; expected one of: \"hard-fail\", \"soft-fail\"",
+                "p/gateway.toml:7:21: key \"require_email_eku\" in [limits] must be a boolean (true or false), found string",
             ]
         );
     }

@@ -47,7 +47,8 @@ impl fmt::Display for Diagnostic {
 /// Loads and validates the policy in `dir`, judging certificate and CRL
 /// validity at `now`. Returns every problem found, not just the first.
 ///
-/// Diagnostics come sorted by file, line and column.
+/// Diagnostics come sorted by file, line and column; so do the
+/// [`Policy::notes`] of a policy that loads.
 pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     if let Err(e) = std::fs::read_dir(dir) {
         return Err(vec![files::file_diag(
@@ -56,6 +57,8 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         )]);
     }
     let mut diags = Vec::new();
+    // Remarks that do not make the policy fail (shown by `emla policy check`).
+    let mut notes = Vec::new();
     let mut fileset = files::FileSet::default();
 
     let defaults = || {
@@ -74,7 +77,8 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         }
     };
 
-    let (authority_specs, complete) = authority::load_all(dir, now, &mut fileset, &mut diags);
+    let (authority_specs, complete) =
+        authority::load_all(dir, now, &mut fileset, &mut diags, &mut notes);
     let directory = check::authorities(&authority_specs, &mut diags);
 
     let route_specs = match files::read_source(dir, routes::FILE, &mut fileset) {
@@ -101,6 +105,8 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         diags.dedup();
         return Err(diags);
     }
+    notes.sort_by(|a, b| (&a.file, a.line, a.col).cmp(&(&b.file, b.line, b.col)));
+    notes.dedup();
     // No diagnostic means every authority and route was built.
     let authorities: Vec<Authority> = authority_specs
         .into_iter()
@@ -121,6 +127,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         authorities,
         routes,
         domain_index,
+        notes,
     })
 }
 

@@ -30,6 +30,9 @@ pub struct Policy {
     pub authorities: Vec<Authority>,
     /// The routes, first match wins.
     pub routes: Vec<Route>,
+    /// Remarks on a policy that loaded (an unusual but accepted trust
+    /// anchor…): shown by `emla policy check`, never a reason to refuse it.
+    pub notes: Vec<super::Diagnostic>,
     /// Lower-case mail domain → index into `authorities`.
     pub domain_index: HashMap<String, usize>,
 }
@@ -77,6 +80,11 @@ pub struct Limits {
     pub digests: Vec<DigestAlg>,
     /// What to do when a CRL needed for a check is missing or stale.
     pub crl: CrlPolicy,
+    /// The signer certificate must have an extKeyUsage holding
+    /// emailProtection (`require_email_eku`). When false (the default), RFC
+    /// 8550 §4.4 applies: no extKeyUsage, or one holding emailProtection or
+    /// anyExtendedKeyUsage.
+    pub require_email_eku: bool,
 }
 
 impl Default for Limits {
@@ -90,6 +98,7 @@ impl Default for Limits {
             min_rsa_bits: 2048,
             digests: vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
             crl: CrlPolicy::HardFail,
+            require_email_eku: false,
         }
     }
 }

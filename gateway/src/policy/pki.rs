@@ -168,6 +168,7 @@ impl Ctx<'_> {
         paths: &[At<String>],
         files: &mut FileSet,
         diags: &mut Vec<Diagnostic>,
+        notes: &mut Vec<Diagnostic>,
     ) -> (Vec<CaCert>, bool) {
         let before = diags.len();
         let mut out = Vec::new();
@@ -195,7 +196,7 @@ impl Ctx<'_> {
                     }
                 };
                 for der in ders {
-                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags) {
+                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags, notes) {
                         out.push(ca);
                     }
                 }
@@ -204,7 +205,9 @@ impl Ctx<'_> {
         (out, diags.len() == before)
     }
 
-    /// Checks one configured CA certificate.
+    /// Checks one configured CA certificate. A self-signed version 1
+    /// certificate (which cannot carry basicConstraints) is accepted as a
+    /// trust anchor, with a note.
     fn check_ca(
         &self,
         role: Role,
@@ -212,6 +215,7 @@ impl Ctx<'_> {
         der: Vec<u8>,
         span: &Range<usize>,
         diags: &mut Vec<Diagnostic>,
+        notes: &mut Vec<Diagnostic>,
     ) -> Option<CaCert> {
         let cert = match Certificate::from_der(&der) {
             Ok(c) => c,
@@ -227,14 +231,31 @@ impl Ctx<'_> {
         let subject = tbs.subject.to_string();
         let what = format!("certificate {subject:?} in {shown:?}");
         let mut ok = true;
-        if !is_ca(&cert) {
+        let v1 = tbs.version == x509_cert::certificate::Version::V1;
+        let v1_anchor = role == Role::Anchor && v1 && self_signed(&der, &cert);
+        if is_ca(&cert) {
+            // A CA certificate.
+        } else if v1_anchor {
+            notes.push(self.src.diag(
+                span,
+                format!(
+                    "{what} is a self-signed version 1 certificate (no basicConstraints); \
+                     it is accepted as a trust anchor only, never as an intermediate"
+                ),
+            ));
+        } else {
             let role = match role {
                 Role::Anchor => "a trust anchor",
                 Role::Intermediate => "an intermediate",
             };
+            let v1_hint = if v1 {
+                " (a version 1 certificate is accepted only as a self-signed trust anchor)"
+            } else {
+                ""
+            };
             diags.push(self.src.diag(
                 span,
-                format!("{what} is not a CA certificate (basicConstraints cA is not set); {role} must be a CA"),
+                format!("{what} is not a CA certificate (basicConstraints cA is not set); {role} must be a CA{v1_hint}"),
             ));
             ok = false;
         }
@@ -265,7 +286,7 @@ impl Ctx<'_> {
             Role::Anchor => webpki::anchor_from_trusted_cert(&der).map(|_| ()),
             Role::Intermediate => webpki::EndEntityCert::try_from(&der).map(|_| ()),
         };
-        if let Err(e) = usable {
+        if let (Err(e), true) = (usable, ok) {
             diags.push(self.src.diag(
                 span,
                 format!("{what} cannot be used for path validation: {e}"),
@@ -432,4 +453,15 @@ fn is_ca(cert: &Certificate) -> bool {
         .filter(|ext| ext.extn_id == BasicConstraints::OID)
         .filter_map(|ext| BasicConstraints::from_der(ext.extn_value.as_bytes()).ok())
         .any(|bc| bc.ca)
+}
+
+/// Whether a certificate is self-signed: its issuer is its subject and its
+/// signature verifies with its own key.
+fn self_signed(der: &[u8], cert: &Certificate) -> bool {
+    let tbs = &cert.tbs_certificate;
+    tbs.issuer == tbs.subject
+        && tbs
+            .subject_public_key_info
+            .to_der()
+            .is_ok_and(|spki| crate::trust::revocation::signature_verifies(der, &spki))
 }

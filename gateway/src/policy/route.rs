@@ -125,6 +125,7 @@ mod tests {
             authorities,
             routes,
             domain_index,
+            notes: Vec::new(),
         }
     }
 

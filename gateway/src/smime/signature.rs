@@ -8,7 +8,8 @@ use webpki::EndEntityCert;
 
 use super::cms::Signer;
 use crate::policy::DigestAlg;
-use crate::trust::cert::KeyAlg;
+use crate::trust::cert::{algorithm_name, oid_name, CertInfo, KeyAlg};
+use crate::trust::pss::{self, KeyParams};
 
 /// Why a SignerInfo's algorithms cannot be used.
 #[derive(Debug, PartialEq, Eq)]
@@ -17,6 +18,18 @@ pub enum AlgError {
     Weak(String),
     /// Inconsistent or unparsable algorithm identifiers.
     Malformed(String),
+    /// A signature algorithm the signer's key cannot make (an RSA algorithm
+    /// for an ECDSA key, ECDSA for RSA, PKCS#1 v1.5 for an RSASSA-PSS key…):
+    /// the signature cannot be the key's.
+    Mismatch(String),
+}
+
+impl std::fmt::Display for AlgError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AlgError::Weak(d) | AlgError::Malformed(d) | AlgError::Mismatch(d) => f.write_str(d),
+        }
+    }
 }
 
 const MD5: &str = "1.2.840.113549.2.5";
@@ -24,6 +37,7 @@ const SHA1: &str = "1.3.14.3.2.26";
 const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 const SHA384: &str = "2.16.840.1.101.3.4.2.2";
 const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
 /// The digest algorithm a SignerInfo names, if the policy allows it.
 pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<DigestAlg, AlgError> {
@@ -56,6 +70,11 @@ impl DigestAlg {
             DigestAlg::Sha384 => "sha384",
             DigestAlg::Sha512 => "sha512",
         }
+    }
+
+    /// Output length in bytes.
+    pub fn output_len(self) -> usize {
+        self.ring().output_len()
     }
 
     fn ring(self) -> &'static digest::Algorithm {
@@ -123,13 +142,15 @@ pub fn canonical(data: &[u8]) -> std::borrow::Cow<'_, [u8]> {
 }
 
 /// The verification algorithm for a signer's signature, chosen from the
-/// key, the digest algorithm and the signatureAlgorithm identifier.
+/// signer certificate's key, the digest algorithm and the
+/// signatureAlgorithm identifier.
 pub fn signature_alg(
     signer: &Signer,
-    key: KeyAlg,
+    cert: &CertInfo<'_>,
     digest: DigestAlg,
 ) -> Result<(&'static dyn SignatureVerificationAlgorithm, String), AlgError> {
     use webpki::ring as alg;
+    let key = cert.key;
     let sig_oid = signer.info.signature_algorithm.oid.to_string();
     let named_hash = match sig_oid.as_str() {
         "1.2.840.113549.1.1.4" | "1.2.840.113549.1.1.2" => {
@@ -146,63 +167,102 @@ pub fn signature_alg(
     if let Some(h) = named_hash {
         if h != digest {
             return Err(AlgError::Malformed(format!(
-                "signatureAlgorithm {sig_oid} disagrees with digestAlgorithm {}",
+                "the signatureAlgorithm {} disagrees with the digestAlgorithm {}",
+                oid_name(&sig_oid),
                 digest.name()
             )));
         }
     }
-    let rsa_family = matches!(
+    let rsa_pkcs1 = matches!(
         sig_oid.as_str(),
         "1.2.840.113549.1.1.1"
             | "1.2.840.113549.1.1.11"
             | "1.2.840.113549.1.1.12"
             | "1.2.840.113549.1.1.13"
     );
+    let rsa_pss = sig_oid == "1.2.840.113549.1.1.10";
     let ecdsa_family = matches!(
         sig_oid.as_str(),
         "1.2.840.10045.2.1" | "1.2.840.10045.4.3.2" | "1.2.840.10045.4.3.3" | "1.2.840.10045.4.3.4"
     );
-    let chosen: &'static dyn SignatureVerificationAlgorithm = match (key, sig_oid.as_str()) {
-        (KeyAlg::Rsa { .. }, _) if rsa_family => match digest {
+    let ed25519 = sig_oid == "1.3.101.112";
+    let pss_hash_checked = || -> Result<DigestAlg, AlgError> {
+        let hash = pss_hash(signer)?;
+        if hash != digest {
+            return Err(AlgError::Malformed(format!(
+                "the RSASSA-PSS hash {} disagrees with the digestAlgorithm {}",
+                hash.name(),
+                digest.name()
+            )));
+        }
+        Ok(hash)
+    };
+    let ecdsa_sha512 =
+        || AlgError::Weak("ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into());
+    let chosen: &'static dyn SignatureVerificationAlgorithm = match key {
+        KeyAlg::Rsa { .. } if rsa_pkcs1 => match digest {
             DigestAlg::Sha256 => alg::RSA_PKCS1_2048_8192_SHA256,
             DigestAlg::Sha384 => alg::RSA_PKCS1_2048_8192_SHA384,
             DigestAlg::Sha512 => alg::RSA_PKCS1_2048_8192_SHA512,
         },
-        (KeyAlg::Rsa { .. }, "1.2.840.113549.1.1.10") => {
-            let hash = pss_hash(signer)?;
-            if hash != digest {
-                return Err(AlgError::Malformed(
-                    "RSASSA-PSS hash disagrees with digestAlgorithm".into(),
-                ));
-            }
-            match hash {
-                DigestAlg::Sha256 => alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
-                DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
-                DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        KeyAlg::Rsa { .. } if rsa_pss => match pss_hash_checked()? {
+            DigestAlg::Sha256 => alg::RSA_PSS_2048_8192_SHA256_LEGACY_KEY,
+            DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
+            DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
+        },
+        KeyAlg::RsaPss { .. } if rsa_pss => {
+            let hash = pss_hash_checked()?;
+            match pss::key_params(&cert.spki_alg) {
+                KeyParams::Unsupported => {
+                    return Err(AlgError::Weak(format!(
+                        "the signer's key is {}; only id-RSASSA-PSS keys without parameters \
+                         or with the RFC 4055 parameters of SHA-256, SHA-384 or SHA-512 are supported",
+                        algorithm_name(&cert.spki_alg)
+                    )))
+                }
+                KeyParams::Only(h) if h != hash => {
+                    return Err(AlgError::Mismatch(format!(
+                        "the signer's key is restricted to RSASSA-PSS with {}, \
+                         but the signature uses RSASSA-PSS with {}",
+                        h.name(),
+                        hash.name()
+                    )))
+                }
+                _ => pss::for_key(&cert.spki_alg, hash).ok_or_else(|| {
+                    AlgError::Weak(format!(
+                        "RSASSA-PSS with {} is not supported for the signer's key",
+                        hash.name()
+                    ))
+                })?,
             }
         }
-        (KeyAlg::EcP256, _) if ecdsa_family => match digest {
+        KeyAlg::EcP256 if ecdsa_family => match digest {
             DigestAlg::Sha256 => alg::ECDSA_P256_SHA256,
             DigestAlg::Sha384 => alg::ECDSA_P256_SHA384,
-            DigestAlg::Sha512 => {
-                return Err(AlgError::Weak(
-                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
-                ))
-            }
+            DigestAlg::Sha512 => return Err(ecdsa_sha512()),
         },
-        (KeyAlg::EcP384, _) if ecdsa_family => match digest {
+        KeyAlg::EcP384 if ecdsa_family => match digest {
             DigestAlg::Sha256 => alg::ECDSA_P384_SHA256,
             DigestAlg::Sha384 => alg::ECDSA_P384_SHA384,
-            DigestAlg::Sha512 => {
-                return Err(AlgError::Weak(
-                    "ECDSA with SHA-512 is not supported; use SHA-256 or SHA-384".into(),
-                ))
-            }
+            DigestAlg::Sha512 => return Err(ecdsa_sha512()),
         },
-        (KeyAlg::Ed25519, "1.3.101.112") => alg::ED25519,
-        (key, oid) => {
+        KeyAlg::Ed25519 if ed25519 => alg::ED25519,
+        KeyAlg::Other => {
             return Err(AlgError::Weak(format!(
-                "signature algorithm {oid} with a {key} key is not supported"
+                "the signer certificate's key ({}) is not supported",
+                algorithm_name(&cert.spki_alg)
+            )))
+        }
+        _ if rsa_pkcs1 || rsa_pss || ecdsa_family || ed25519 => {
+            return Err(AlgError::Mismatch(format!(
+                "the SignerInfo's signatureAlgorithm {} does not fit the signer's {key} key",
+                oid_name(&sig_oid)
+            )))
+        }
+        _ => {
+            return Err(AlgError::Weak(format!(
+                "the signatureAlgorithm {} is not supported",
+                oid_name(&sig_oid)
             )))
         }
     };
@@ -215,7 +275,9 @@ pub fn signature_alg(
     Ok((chosen, name))
 }
 
-/// The hash named in RSASSA-PSS parameters (SHA-1 when absent: refused).
+/// The hash of the RSASSA-PSS parameters of a SignerInfo, which must be
+/// what ring verifies: MGF1 with the same hash and a salt as long as the
+/// hash (the defaults, SHA-1 and a 20-byte salt, are refused).
 fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
     let params = signer
         .info
@@ -224,21 +286,80 @@ fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
         .as_ref()
         .ok_or_else(|| AlgError::Weak("RSASSA-PSS without parameters defaults to SHA-1".into()))?;
     let bytes = der::Encode::to_der(params).map_err(|e| AlgError::Malformed(e.to_string()))?;
-    let seq = super::der::Reader::new(&bytes)
-        .expect(0x30, "RSASSA-PSS parameters are not a SEQUENCE")
-        .map_err(|e| AlgError::Malformed(e.to_string()))?;
+    pss_params_hash(&bytes)
+}
+
+/// See [`pss_hash`]; `params` is the DER RSASSA-PSS-params SEQUENCE.
+fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
+    let bad = |e: super::der::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
+    let seq = super::der::Reader::new(params)
+        .expect(0x30, "not a SEQUENCE")
+        .map_err(bad)?;
     let mut r = super::der::Reader::new(seq.value);
     if r.peek_tag() != Some(0xa0) {
         return Err(AlgError::Weak(
             "RSASSA-PSS with the default SHA-1 hash".into(),
         ));
     }
-    let hash = r.read().map_err(|e| AlgError::Malformed(e.to_string()))?;
-    let ai = spki_alg_oid(hash.value)?;
-    digest_alg(
-        &ai,
+    let hash = r.read().map_err(bad)?;
+    let hash = digest_alg(
+        &spki_alg_oid(hash.value)?,
         &[DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
-    )
+    )?;
+    if r.peek_tag() != Some(0xa1) {
+        return Err(AlgError::Weak(
+            "RSASSA-PSS with the default mask generation (MGF1 with SHA-1)".into(),
+        ));
+    }
+    let mgf = r.read().map_err(bad)?;
+    let mgf = x509_cert::spki::AlgorithmIdentifierOwned::from_der(mgf.value)
+        .map_err(|e| AlgError::Malformed(format!("RSASSA-PSS maskGenAlgorithm: {e}")))?;
+    let mgf_hash = mgf.parameters.as_ref().and_then(|p| {
+        p.decode_as::<x509_cert::spki::AlgorithmIdentifierOwned>()
+            .ok()
+    });
+    let mgf1_same_hash =
+        mgf.oid == MGF1 && mgf_hash.is_some_and(|h| digest_alg(&h.oid, &[hash]).is_ok());
+    if !mgf1_same_hash {
+        return Err(AlgError::Weak(format!(
+            "RSASSA-PSS with a mask generation other than MGF1 with {} is not supported",
+            hash.name()
+        )));
+    }
+    let want = hash.output_len();
+    let salt = if r.peek_tag() == Some(0xa2) {
+        let t = r.read().map_err(bad)?;
+        let int = super::der::Reader::new(t.value)
+            .expect(0x02, "saltLength is not an INTEGER")
+            .map_err(bad)?;
+        int.value
+            .iter()
+            .try_fold(0usize, |n, &b| n.checked_mul(256).map(|n| n + b as usize))
+            .unwrap_or(usize::MAX)
+    } else {
+        20
+    };
+    if salt != want {
+        return Err(AlgError::Weak(format!(
+            "RSASSA-PSS with a {salt}-byte salt is not supported: the salt must be as long as \
+             the {} hash ({want} bytes; OpenSSL: -keyopt rsa_pss_saltlen:digest)",
+            hash.name()
+        )));
+    }
+    if r.peek_tag() == Some(0xa3) {
+        let t = r.read().map_err(bad)?;
+        if t.value != [0x02, 0x01, 0x01] {
+            return Err(AlgError::Malformed(
+                "RSASSA-PSS trailerField is not 1".into(),
+            ));
+        }
+    }
+    if !r.is_empty() {
+        return Err(AlgError::Malformed(
+            "RSASSA-PSS parameters have unexpected fields".into(),
+        ));
+    }
+    Ok(hash)
 }
 
 fn spki_alg_oid(algorithm_identifier: &[u8]) -> Result<ObjectIdentifier, AlgError> {
@@ -255,9 +376,19 @@ pub fn verify_signature(
     signature: &[u8],
 ) -> Result<(), String> {
     let der = CertificateDer::from(cert);
-    let ee = EndEntityCert::try_from(&der).map_err(|e| format!("signer certificate: {e:?}"))?;
+    let ee = EndEntityCert::try_from(&der).map_err(|e| {
+        format!(
+            "the signer certificate cannot be used to check it: {}",
+            crate::trust::describe(&e)
+        )
+    })?;
     ee.verify_signature(alg, message, signature)
-        .map_err(|e| format!("{e:?}"))
+        .map_err(|e| match e {
+            webpki::Error::InvalidSignatureForPublicKey => {
+                "the signature value does not match the signer's public key".to_string()
+            }
+            other => crate::trust::describe(&other),
+        })
 }
 
 #[cfg(test)]
@@ -304,6 +435,35 @@ mod tests {
             digest_canonical(DigestAlg::Sha256, b""),
             digest_plain(DigestAlg::Sha256, b"")
         );
+    }
+
+    #[test]
+    fn pss_parameters_must_be_what_ring_verifies() {
+        use rustls_pki_types::alg_id;
+        // The RFC 4055 SHA-256 parameters, as OpenSSL writes them with
+        // -keyopt rsa_pss_saltlen:digest (alg_id contents: OID, then them).
+        let params = |alg: &[u8]| alg[11..].to_vec();
+        let sha256 = params(alg_id::RSA_PSS_SHA256.as_ref());
+        assert_eq!(pss_params_hash(&sha256), Ok(DigestAlg::Sha256));
+        let sha512 = params(alg_id::RSA_PSS_SHA512.as_ref());
+        assert_eq!(pss_params_hash(&sha512), Ok(DigestAlg::Sha512));
+        // OpenSSL's default salt (the maximum, 222 bytes for RSA-2048).
+        let mut max_salt = sha256[..sha256.len() - 5].to_vec();
+        max_salt.extend_from_slice(&[0xa2, 0x04, 0x02, 0x02, 0x00, 0xde]);
+        max_salt[1] += 1;
+        match pss_params_hash(&max_salt) {
+            Err(AlgError::Weak(d)) => assert!(d.contains("222-byte salt"), "{d}"),
+            other => panic!("{other:?}"),
+        }
+        // hashAlgorithm alone: MGF1 with SHA-1.
+        let hash_only = [
+            0x30, 0x11, 0xa0, 0x0f, 0x30, 0x0d, 0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03,
+            0x04, 0x02, 0x01, 0x05, 0x00,
+        ];
+        assert!(matches!(
+            pss_params_hash(&hash_only),
+            Err(AlgError::Weak(_))
+        ));
     }
 
     #[test]

@@ -12,6 +12,7 @@ const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10
 const ED25519: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.101.112");
 const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7");
 const EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
+const ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// Certificate signature algorithms that are refused wherever they appear.
@@ -27,8 +28,13 @@ const WEAK_SIGNATURES: [(&str, &str); 6] = [
 /// A certificate's public key type.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyAlg {
-    /// RSA with this modulus size.
+    /// RSA (rsaEncryption key) with this modulus size.
     Rsa {
+        /// Modulus size in bits.
+        bits: usize,
+    },
+    /// RSA restricted to RSASSA-PSS signatures (id-RSASSA-PSS key).
+    RsaPss {
         /// Modulus size in bits.
         bits: usize,
     },
@@ -46,6 +52,7 @@ impl std::fmt::Display for KeyAlg {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             KeyAlg::Rsa { bits } => write!(f, "rsa-{bits}"),
+            KeyAlg::RsaPss { bits } => write!(f, "rsa-pss-{bits}"),
             KeyAlg::EcP256 => f.write_str("ecdsa-p256"),
             KeyAlg::EcP384 => f.write_str("ecdsa-p384"),
             KeyAlg::Ed25519 => f.write_str("ed25519"),
@@ -70,6 +77,11 @@ pub struct CertInfo<'a> {
     pub signing_usage: Option<bool>,
     /// extKeyUsage includes emailProtection (`None`: no extension).
     pub email_protection: Option<bool>,
+    /// extKeyUsage includes anyExtendedKeyUsage (false without the extension).
+    pub any_eku: bool,
+    /// The contents of the SubjectPublicKeyInfo's AlgorithmIdentifier
+    /// (OID and parameters), as encoded.
+    pub spki_alg: Vec<u8>,
 }
 
 impl<'a> CertInfo<'a> {
@@ -95,12 +107,16 @@ impl<'a> CertInfo<'a> {
             Ok(None) => None,
             Err(_) => Some(false),
         };
-        let email_protection = match tbs.get::<ExtendedKeyUsage>() {
-            Ok(Some((_, eku))) => Some(eku.0.contains(&EMAIL_PROTECTION)),
-            Ok(None) => None,
-            Err(_) => Some(false),
+        let (email_protection, any_eku) = match tbs.get::<ExtendedKeyUsage>() {
+            Ok(Some((_, eku))) => (
+                Some(eku.0.contains(&EMAIL_PROTECTION)),
+                eku.0.contains(&ANY_EKU),
+            ),
+            Ok(None) => (None, false),
+            Err(_) => (Some(false), false),
         };
         let key = key_alg(&cert);
+        let spki_alg = alg_id_contents(&tbs.subject_public_key_info.algorithm);
         Ok(CertInfo {
             der,
             cert,
@@ -109,6 +125,8 @@ impl<'a> CertInfo<'a> {
             ski,
             signing_usage,
             email_protection,
+            any_eku,
+            spki_alg,
         })
     }
 
@@ -142,7 +160,7 @@ impl<'a> CertInfo<'a> {
             ));
         }
         match self.key {
-            KeyAlg::Rsa { bits } if bits < min_rsa_bits => Some(format!(
+            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => Some(format!(
                 "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
                 self.subject()
             )),
@@ -173,7 +191,11 @@ fn key_alg(cert: &Certificate) -> KeyAlg {
             .as_bytes()
             .and_then(rsa_modulus_bits)
             .unwrap_or(0);
-        return KeyAlg::Rsa { bits };
+        return if oid == RSASSA_PSS {
+            KeyAlg::RsaPss { bits }
+        } else {
+            KeyAlg::Rsa { bits }
+        };
     }
     if oid == ED25519 {
         return KeyAlg::Ed25519;
@@ -191,6 +213,89 @@ fn key_alg(cert: &Certificate) -> KeyAlg {
         };
     }
     KeyAlg::Other
+}
+
+/// The contents (OID, then parameters) of an AlgorithmIdentifier as encoded.
+fn alg_id_contents(ai: &x509_cert::spki::AlgorithmIdentifierOwned) -> Vec<u8> {
+    let der = ai.to_der().unwrap_or_default();
+    crate::smime::der::Reader::new(&der)
+        .read()
+        .map(|t| t.value.to_vec())
+        .unwrap_or_default()
+}
+
+/// Names of the signature, key and digest algorithms the gateway reports.
+const ALGORITHM_NAMES: &[(&str, &str)] = &[
+    ("1.2.840.113549.1.1.1", "RSA (rsaEncryption)"),
+    ("1.2.840.113549.1.1.2", "md2WithRSAEncryption"),
+    ("1.2.840.113549.1.1.4", "md5WithRSAEncryption"),
+    ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),
+    ("1.2.840.113549.1.1.10", "RSASSA-PSS"),
+    ("1.2.840.113549.1.1.11", "sha256WithRSAEncryption"),
+    ("1.2.840.113549.1.1.12", "sha384WithRSAEncryption"),
+    ("1.2.840.113549.1.1.13", "sha512WithRSAEncryption"),
+    ("1.2.840.10045.2.1", "ECDSA (ecPublicKey)"),
+    ("1.2.840.10045.4.1", "ecdsa-with-SHA1"),
+    ("1.2.840.10045.4.3.2", "ecdsa-with-SHA256"),
+    ("1.2.840.10045.4.3.3", "ecdsa-with-SHA384"),
+    ("1.2.840.10045.4.3.4", "ecdsa-with-SHA512"),
+    ("1.2.840.10040.4.3", "dsa-with-sha1"),
+    ("1.3.14.3.2.29", "sha1WithRSASignature"),
+    ("1.3.101.112", "Ed25519"),
+    ("1.3.101.113", "Ed448"),
+    ("1.3.6.1.5.5.7.3.1", "serverAuth"),
+    ("1.3.6.1.5.5.7.3.2", "clientAuth"),
+    ("1.3.6.1.5.5.7.3.3", "codeSigning"),
+    ("1.3.6.1.5.5.7.3.4", "emailProtection"),
+    ("1.3.6.1.5.5.7.3.8", "timeStamping"),
+    ("1.3.6.1.5.5.7.3.9", "OCSPSigning"),
+    ("2.5.29.37.0", "anyExtendedKeyUsage"),
+];
+
+/// A readable name for an object identifier (dotted form), e.g.
+/// `ecdsa-with-SHA256 (1.2.840.10045.4.3.2)`.
+pub fn oid_name(dotted: &str) -> String {
+    match ALGORITHM_NAMES.iter().find(|(o, _)| *o == dotted) {
+        Some((_, name)) => format!("{name} ({dotted})"),
+        None => format!("algorithm {dotted}"),
+    }
+}
+
+/// A readable name for the contents of an AlgorithmIdentifier (OID, then
+/// parameters): `ecdsa-with-SHA256 (1.2.840.10045.4.3.2)`; RSASSA-PSS and
+/// EC keys name their hash or curve.
+pub fn algorithm_name(contents: &[u8]) -> String {
+    let mut r = crate::smime::der::Reader::new(contents);
+    let Ok(tlv) = r.expect(0x06, "OID") else {
+        return "an unparsable algorithm identifier".to_string();
+    };
+    let Ok(oid) = ObjectIdentifier::from_der(tlv.raw) else {
+        return "an unparsable algorithm identifier".to_string();
+    };
+    let base = oid_name(&oid.to_string());
+    if oid == RSASSA_PSS {
+        use super::pss::{key_params, KeyParams};
+        // Signature identifiers carry the same parameters as restricted keys.
+        let params = match key_params(contents) {
+            KeyParams::Any => "without parameters".to_string(),
+            KeyParams::Only(h) => format!("with {} parameters", h.name()),
+            KeyParams::Unsupported => "with parameters the gateway does not support".to_string(),
+        };
+        return format!("{base} {params}");
+    }
+    if oid == EC_PUBLIC_KEY {
+        let curve = r
+            .read()
+            .ok()
+            .and_then(|t| ObjectIdentifier::from_der(t.raw).ok());
+        return match curve {
+            Some(c) if c == P256 => format!("{base} on P-256"),
+            Some(c) if c == P384 => format!("{base} on P-384"),
+            Some(c) => format!("{base} on curve {c}"),
+            None => base,
+        };
+    }
+    base
 }
 
 /// Size in bits of the modulus of a DER RSAPublicKey.
@@ -215,5 +320,30 @@ mod tests {
         // SEQUENCE { INTEGER 0x00 0x80 0x01, INTEGER 3 }
         let key = [0x30, 0x08, 0x02, 0x03, 0x00, 0x80, 0x01, 0x02, 0x01, 0x03];
         assert_eq!(rsa_modulus_bits(&key), Some(16));
+    }
+
+    #[test]
+    fn algorithm_names_are_readable() {
+        use rustls_pki_types::alg_id;
+        assert_eq!(
+            algorithm_name(alg_id::ECDSA_SHA256.as_ref()),
+            "ecdsa-with-SHA256 (1.2.840.10045.4.3.2)"
+        );
+        assert_eq!(
+            algorithm_name(alg_id::RSA_PSS_SHA384.as_ref()),
+            "RSASSA-PSS (1.2.840.113549.1.1.10) with sha384 parameters"
+        );
+        assert_eq!(
+            algorithm_name(super::super::pss::RSASSA_PSS_KEY.as_ref()),
+            "RSASSA-PSS (1.2.840.113549.1.1.10) without parameters"
+        );
+        assert_eq!(
+            algorithm_name(alg_id::ECDSA_P384.as_ref()),
+            "ECDSA (ecPublicKey) (1.2.840.10045.2.1) on P-384"
+        );
+        assert_eq!(
+            algorithm_name(&[0x06, 0x03, 0x2a, 0x03, 0x04]),
+            "algorithm 1.2.3.4"
+        );
     }
 }

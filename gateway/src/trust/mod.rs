@@ -4,10 +4,11 @@
 pub mod cert;
 pub mod http;
 pub mod memo;
+pub mod pss;
 pub mod revocation;
 
 use rustls_pki_types::CertificateDer;
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeId, KeyPurposeIdIter, KeyUsage};
 
 use crate::clock::EvalTime;
 use crate::policy::Authority;
@@ -17,9 +18,45 @@ use revocation::{CrlPolicy, RevocationSet, StatusEvidence, Want};
 
 /// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
+/// anyExtendedKeyUsage (2.5.29.37.0), DER value octets.
+const ANY_EKU: &[u8] = &[0x55, 0x1d, 0x25, 0x00];
+
+/// The extKeyUsage rule of RFC 8550 §4.4 for every certificate of the path:
+/// no extension, or one holding emailProtection or anyExtendedKeyUsage.
+/// (webpki's `KeyUsage::required_if_present(EMAIL_PROTECTION)` refuses an
+/// extension holding only anyExtendedKeyUsage.) The stricter
+/// `require_email_eku` policy is applied to the signer by `verify`.
+struct EmailEku;
+
+impl ExtendedKeyUsageValidator for EmailEku {
+    fn validate(&self, iter: KeyPurposeIdIter<'_, '_>) -> Result<(), webpki::Error> {
+        let (email, any) = (
+            KeyPurposeId::new(EMAIL_PROTECTION),
+            KeyPurposeId::new(ANY_EKU),
+        );
+        let mut present = Vec::new();
+        for id in iter {
+            let id = id?;
+            if id == email || id == any {
+                return Ok(());
+            }
+            present.push(id.to_decoded_oid());
+        }
+        if present.is_empty() {
+            return Ok(());
+        }
+        Err(webpki::Error::RequiredEkuNotFoundContext(
+            webpki::RequiredEkuNotFoundContext {
+                required: KeyUsage::required(EMAIL_PROTECTION),
+                present,
+            },
+        ))
+    }
+}
 
 /// Signature algorithms accepted on certificates and CRLs. SHA-1 and MD5
-/// are absent, so chains using them cannot validate. Successes are
+/// are absent, so chains using them cannot validate. RSASSA-PSS is accepted
+/// from rsaEncryption and from id-RSASSA-PSS keys ([`pss`]). Successes are
 /// remembered ([`memo`]).
 pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgorithm] = &[
     &Memo(webpki::ring::ECDSA_P256_SHA256),
@@ -36,6 +73,12 @@ pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgor
     &Memo(webpki::ring::RSA_PSS_2048_8192_SHA256_LEGACY_KEY),
     &Memo(webpki::ring::RSA_PSS_2048_8192_SHA384_LEGACY_KEY),
     &Memo(webpki::ring::RSA_PSS_2048_8192_SHA512_LEGACY_KEY),
+    &Memo(&pss::ANY_KEY_SHA256),
+    &Memo(&pss::ANY_KEY_SHA384),
+    &Memo(&pss::ANY_KEY_SHA512),
+    &Memo(&pss::SHA256_KEY),
+    &Memo(&pss::SHA384_KEY),
+    &Memo(&pss::SHA512_KEY),
 ];
 
 /// A chain that validated: DER certificates from the signer to the anchor's
@@ -102,9 +145,10 @@ pub fn validate(
             &authority.anchors,
             &intermediates,
             at.to_webpki(),
-            // CA certificates commonly carry no EKU; the signer's own EKU is
-            // required by the caller (`verify`), which sees the whole picture.
-            KeyUsage::required_if_present(EMAIL_PROTECTION),
+            // CA certificates commonly carry no EKU; a stricter rule for the
+            // signer's own EKU is the caller's (`verify`), which sees the
+            // whole picture.
+            EmailEku,
             // Revocation is checked below, against the issuers of this path.
             None,
             None,
@@ -167,9 +211,14 @@ fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
         E::CaUsedAsEndEntity => Reason::WrongUsage,
         E::UnsupportedSignatureAlgorithmContext(_)
         | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => Reason::WeakAlgorithm,
-        E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions => {
-            Reason::Malformed
-        }
+        E::BadDer
+        | E::BadDerTime
+        | E::TrailingData(_)
+        | E::MalformedExtensions
+        | E::ExtensionValueInvalid
+        | E::InvalidCertValidity
+        | E::InvalidSerialNumber
+        | E::SignatureAlgorithmMismatch => Reason::Malformed,
         _ => Reason::UntrustedChain,
     };
     let when = |t: &rustls_pki_types::UnixTime| EvalTime::from_unix(t.as_secs()).to_rfc3339();
@@ -198,19 +247,196 @@ fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
             "no CRL of authority {} covers a certificate of the signer's chain",
             authority.id
         ),
-        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => {
-            "a certificate of the signer's chain restricts extKeyUsage without emailProtection"
-                .to_string()
-        }
-        E::CaUsedAsEndEntity => "the signer certificate is a CA certificate".to_string(),
-        _ if reason == Reason::UntrustedChain => format!(
-            "the signer certificate does not chain to the trust anchors of authority {} ({}): {e:?}",
+        E::UnknownIssuer => format!(
+            "the signer certificate does not chain to the trust anchors of authority {} ({}): \
+             no issuer on its path is one of them or was sent with the message",
             authority.id, authority.country
         ),
-        _ if reason == Reason::WeakAlgorithm => {
-            format!("the signer's chain uses a refused signature algorithm: {e:?}")
-        }
-        _ => format!("certificate path: {e:?}"),
+        E::InvalidSignatureForPublicKey => format!(
+            "the signer certificate does not chain to the trust anchors of authority {} ({}): \
+             the signature on a certificate of its path does not verify with its issuer's key",
+            authority.id, authority.country
+        ),
+        _ => describe(e),
     };
     (reason, detail)
+}
+
+/// A sentence saying what a rustls-webpki error means for the signer's
+/// certificate path (or a signature checked with a certificate's key).
+pub fn describe(e: &webpki::Error) -> String {
+    use webpki::Error as E;
+    let chain = "a certificate of the signer's chain";
+    match e {
+        E::BadDer => format!("{chain} is not valid DER"),
+        E::BadDerTime => format!("{chain} has a validity time that is not valid DER"),
+        E::TrailingData(what) => {
+            format!(
+                "{chain} has unexpected data after its {}",
+                der_type_name(*what)
+            )
+        }
+        E::MalformedExtensions => format!("{chain} has unparsable or duplicate extensions"),
+        E::ExtensionValueInvalid => format!("{chain} has an extension with an invalid value"),
+        E::InvalidCertValidity => format!("{chain} has a notBefore later than its notAfter"),
+        E::InvalidSerialNumber => format!("{chain} has an invalid serial number"),
+        E::SignatureAlgorithmMismatch => format!(
+            "{chain} names a different signature algorithm inside (tbsCertificate) than outside"
+        ),
+        E::CaUsedAsEndEntity => "the signer certificate is a CA certificate".to_string(),
+        E::EndEntityUsedAsCa => format!(
+            "{chain} issues another certificate but is not a CA (basicConstraints cA is not set)"
+        ),
+        E::PathLenConstraintViolated => {
+            "the signer's chain is longer than the pathLenConstraint of one of its CAs allows"
+                .to_string()
+        }
+        E::UnsupportedCertVersion => format!(
+            "{chain} is not an X.509 version 3 certificate (only a trust anchor may be version 1)"
+        ),
+        E::UnsupportedCriticalExtension => {
+            format!("{chain} has a critical extension the gateway does not know")
+        }
+        E::CertDistrusted => format!("{chain} has a key that is explicitly distrusted"),
+        E::NameConstraintViolation => {
+            format!("{chain} has a name outside the name constraints of an issuing CA")
+        }
+        E::MalformedNameConstraint
+        | E::InvalidNetworkMaskConstraint
+        | E::MaximumNameConstraintComparisonsExceeded => {
+            "the name constraints of a CA of the signer's chain cannot be processed".to_string()
+        }
+        E::MalformedDnsIdentifier | E::UnsupportedNameType => {
+            format!("{chain} has a name the gateway cannot process")
+        }
+        E::MaximumPathBuildCallsExceeded
+        | E::MaximumSignatureChecksExceeded
+        | E::MaximumPathDepthExceeded => {
+            "path building gave up: the message offers too many candidate certificates \
+             or the chain is too long"
+                .to_string()
+        }
+        E::UnknownIssuer => {
+            "the issuer of a certificate of the signer's chain is not known".to_string()
+        }
+        E::InvalidSignatureForPublicKey => {
+            "a signature does not verify with the key that should have made it".to_string()
+        }
+        E::EmptyEkuExtension => {
+            format!("{chain} restricts extKeyUsage without emailProtection or anyExtendedKeyUsage")
+        }
+        E::RequiredEkuNotFoundContext(cx) => {
+            let present: Vec<String> = cx
+                .present
+                .iter()
+                .map(|oid| {
+                    let dotted: Vec<String> = oid.iter().map(usize::to_string).collect();
+                    cert::oid_name(&dotted.join("."))
+                })
+                .collect();
+            format!(
+                "{chain} restricts extKeyUsage to {}, without emailProtection or \
+                 anyExtendedKeyUsage",
+                present.join(", ")
+            )
+        }
+        E::UnsupportedSignatureAlgorithmContext(cx) => format!(
+            "{chain} is signed with {}, which is not accepted (accepted: ECDSA P-256/P-384 \
+             with SHA-256/384, Ed25519, RSA PKCS#1 v1.5 and RSASSA-PSS with SHA-256/384/512)",
+            cert::algorithm_name(&cx.signature_algorithm_id)
+        ),
+        E::UnsupportedSignatureAlgorithmForPublicKeyContext(cx) => format!(
+            "{chain} is signed with {}, which its issuer's {} key cannot make or verify",
+            cert::algorithm_name(&cx.signature_algorithm_id),
+            cert::algorithm_name(&cx.public_key_algorithm_id)
+        ),
+        E::CertRevoked => format!("{chain} is revoked"),
+        E::CrlExpired { .. } => "a CRL needed for the signer's chain is stale".to_string(),
+        E::UnknownRevocationStatus => {
+            format!("the revocation status of {chain} cannot be established")
+        }
+        E::InvalidCrlSignatureForPublicKey
+        | E::UnsupportedCrlSignatureAlgorithmContext(_)
+        | E::UnsupportedCrlSignatureAlgorithmForPublicKeyContext(_) => {
+            "the signature on a CRL for the signer's chain cannot be verified".to_string()
+        }
+        E::IssuerNotCrlSigner => {
+            "a CRL for the signer's chain is signed by a CA whose keyUsage does not allow cRLSign"
+                .to_string()
+        }
+        E::InvalidCrlNumber
+        | E::UnsupportedCrlVersion
+        | E::UnsupportedDeltaCrl
+        | E::UnsupportedIndirectCrl
+        | E::UnsupportedCrlIssuingDistributionPoint
+        | E::UnsupportedRevocationReason
+        | E::UnsupportedRevocationReasonsPartitioning => {
+            "a CRL for the signer's chain has a form the gateway does not support".to_string()
+        }
+        _ => "the signer's certificate path cannot be validated (an error the gateway \
+              has no description for)"
+            .to_string(),
+    }
+}
+
+/// A readable name of the DER structure a webpki error names.
+fn der_type_name(t: webpki::DerTypeId) -> &'static str {
+    use webpki::DerTypeId as D;
+    match t {
+        D::Certificate => "certificate",
+        D::CertificateExtensions | D::Extension => "extensions",
+        D::CertificateTbsCertificate => "tbsCertificate",
+        D::SubjectPublicKeyInfo => "subjectPublicKeyInfo",
+        D::SignatureAlgorithm => "signature algorithm",
+        D::Signature | D::SignedData => "signature",
+        D::Time => "validity time",
+        D::TrustAnchorV1 | D::TrustAnchorV1TbsCertificate => "trust anchor fields",
+        _ => "fields",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// No detail is a `{:?}` dump: each is a sentence (letters and spaces,
+    /// no struct braces or variant names).
+    #[test]
+    fn every_error_is_a_sentence() {
+        use webpki::Error as E;
+        let errors = [
+            E::BadDer,
+            E::UnknownIssuer,
+            E::UnsupportedCertVersion,
+            E::EndEntityUsedAsCa,
+            E::InvalidSignatureForPublicKey,
+            E::MaximumPathDepthExceeded,
+            E::UnsupportedSignatureAlgorithmForPublicKeyContext(
+                webpki::UnsupportedSignatureAlgorithmForPublicKeyContext {
+                    signature_algorithm_id: rustls_pki_types::alg_id::RSA_PSS_SHA256
+                        .as_ref()
+                        .to_vec(),
+                    public_key_algorithm_id: pss::RSASSA_PSS_KEY.as_ref().to_vec(),
+                },
+            ),
+            E::UnsupportedSignatureAlgorithmContext(webpki::UnsupportedSignatureAlgorithmContext {
+                signature_algorithm_id: rustls_pki_types::alg_id::ECDSA_SHA512.as_ref().to_vec(),
+                supported_algorithms: Vec::new(),
+            }),
+            E::RequiredEkuNotFoundContext(webpki::RequiredEkuNotFoundContext {
+                required: KeyUsage::required(EMAIL_PROTECTION),
+                present: vec![vec![1, 3, 6, 1, 5, 5, 7, 3, 1]],
+            }),
+        ];
+        for e in &errors {
+            let d = describe(e);
+            assert!(
+                !d.contains('{') && !d.contains("Context") && !d.contains("::"),
+                "{e:?}: {d}"
+            );
+            assert!(d.contains(' '), "{e:?}: {d}");
+        }
+        assert!(describe(&errors[6]).contains("RSASSA-PSS"));
+        assert!(describe(&errors[8]).contains("serverAuth (1.3.6.1.5.5.7.3.1)"));
+    }
 }

@@ -195,7 +195,7 @@ impl Crl {
         if verified.contains(&spki) {
             return true;
         }
-        if !signature_verifies(&self.der, issuer) {
+        if !signature_verifies(&self.der, &spki) {
             return false;
         }
         verified.push(spki);
@@ -233,20 +233,40 @@ impl Crl {
 /// thisUpdate may lie (clock differences between CA and gateway).
 pub const CLOCK_SKEW_SECS: u64 = 300;
 
-/// Whether the signature of the signed X.509 structure `der` verifies with
-/// the key of the certificate `signer`.
-pub fn signature_verifies(der: &[u8], signer: &[u8]) -> bool {
+/// Whether the signature of the signed X.509 structure `der` (certificate
+/// or CRL) verifies with the key of the DER SubjectPublicKeyInfo `spki`,
+/// with one of the algorithms accepted on chains (any key encoding they
+/// know, version 1 certificates' included).
+pub fn signature_verifies(der: &[u8], spki: &[u8]) -> bool {
     let Ok((tbs, alg, sig)) = signed_parts(der) else {
         return false;
     };
-    let signer = rustls_pki_types::CertificateDer::from(signer);
-    let Ok(ee) = webpki::EndEntityCert::try_from(&signer) else {
+    let Ok((key_alg, key)) = spki_parts(spki) else {
         return false;
     };
     super::CHAIN_ALGORITHMS
         .iter()
-        .filter(|a| a.signature_alg_id().as_ref() == alg)
-        .any(|a| ee.verify_signature(*a, tbs, sig).is_ok())
+        .filter(|a| {
+            a.signature_alg_id().as_ref() == alg && a.public_key_alg_id().as_ref() == key_alg
+        })
+        .any(|a| a.verify_signature(key, tbs, sig).is_ok())
+}
+
+/// The algorithm (contents of the AlgorithmIdentifier) and the key bits of
+/// a DER SubjectPublicKeyInfo.
+fn spki_parts(spki: &[u8]) -> der::Result<(&[u8], &[u8])> {
+    use der::Reader;
+    let outer = AnyRef::from_der(spki)?;
+    let mut r = SliceReader::new(outer.value())?;
+    let alg = AnyRef::decode(&mut r)?.value();
+    let key = BitStringRef::decode(&mut r)?;
+    let key = key.as_bytes().ok_or_else(|| {
+        der::Error::from(der::ErrorKind::Length {
+            tag: der::Tag::BitString,
+        })
+    })?;
+    r.finish(())?;
+    Ok((alg, key))
 }
 
 /// The signed part (whole TLV), the signature algorithm (contents of the
@@ -556,18 +576,13 @@ pub fn check_path(
                 ev.source = Some(answer.source.clone());
                 ev.der = Some(answer.der.clone());
             }
-            Status::Unknown {
-                why,
-                want_ocsp,
-                want_crl,
-            } => {
-                let reason = if want_ocsp.is_some() {
+            Status::Unknown { why, wants: more } => {
+                let reason = if more.iter().any(|w| matches!(w, Want::Ocsp { .. })) {
                     Reason::OcspUnavailable
                 } else {
                     Reason::CrlUnavailable
                 };
-                wants.extend(want_crl);
-                wants.extend(want_ocsp);
+                wants.extend(more);
                 if opts.crl_policy == CrlPolicy::HardFail {
                     // Go on: the other certificates' wants are fetched too.
                     failure.get_or_insert((reason, why));
@@ -592,8 +607,7 @@ enum Status {
     /// Not established: why, and what could settle it.
     Unknown {
         why: String,
-        want_ocsp: Option<Want>,
-        want_crl: Option<Want>,
+        wants: Vec<Want>,
     },
 }
 
@@ -724,24 +738,19 @@ fn status_of(
         urls: cdp,
         issuer: issuer_der.to_vec(),
     });
+    let mut wants: Vec<Want> = want_crl.into_iter().collect();
     if urls.is_empty() {
-        return Ok(Status::Unknown {
-            why,
-            want_ocsp: None,
-            want_crl,
-        });
+        return Ok(Status::Unknown { why, wants });
     }
-    Ok(Status::Unknown {
-        why: format!(
-            "{why}, and no OCSP answer from {} is at hand",
-            urls.join(", ")
-        ),
-        want_ocsp: Some(Want::Ocsp {
-            cert: cert_der.to_vec(),
-            issuer: issuer_der.to_vec(),
-            urls,
-            key,
-        }),
-        want_crl,
-    })
+    let why = format!(
+        "{why}, and no OCSP answer from {} is at hand",
+        urls.join(", ")
+    );
+    wants.push(Want::Ocsp {
+        cert: cert_der.to_vec(),
+        issuer: issuer_der.to_vec(),
+        urls,
+        key,
+    });
+    Ok(Status::Unknown { why, wants })
 }
