@@ -2,6 +2,7 @@
 //! chain to the trust anchors of one particular authority?
 
 pub mod cert;
+pub mod http;
 pub mod memo;
 
 use der::{Decode, Encode};
