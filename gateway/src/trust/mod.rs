@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod http;
 pub mod memo;
+pub mod ocsp;
 
 use der::{Decode, Encode};
 use rustls_pki_types::CertificateDer;
