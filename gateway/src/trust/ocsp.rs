@@ -671,3 +671,320 @@ pub fn check_response(
         delegated,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    //! Responses built here (rcgen certificates, ring signatures) for what
+    //! `openssl ocsp` cannot be made to send; `tests/ocsp.rs` covers a real
+    //! responder.
+    use super::*;
+    use der::asn1::{BitString, GeneralizedTime};
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, SerialNumber};
+    use x509_ocsp::{OcspGeneralizedTime, ResponseBytes, ResponseData, SingleResponse};
+
+    const AT: u64 = 1_800_000_000;
+    const ECDSA_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.4.3.2");
+
+    struct Fixture {
+        ca_key: KeyPair,
+        ca: Vec<u8>,
+        leaf: Vec<u8>,
+        other: Vec<u8>,
+    }
+
+    fn params(cn: &str, serial: u8) -> CertificateParams {
+        let mut p = CertificateParams::default();
+        p.distinguished_name = rcgen::DistinguishedName::new();
+        p.distinguished_name.push(DnType::CommonName, cn);
+        p.serial_number = Some(SerialNumber::from_slice(&[serial]));
+        p.not_before = time::OffsetDateTime::from_unix_timestamp(AT as i64 - 86400).unwrap();
+        p.not_after = time::OffsetDateTime::from_unix_timestamp(AT as i64 + 86400).unwrap();
+        p
+    }
+
+    fn fixture() -> Fixture {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = params("Unit CA", 1);
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        let ca = p.self_signed(&ca_key).unwrap();
+        let leaf = params("leaf", 2)
+            .signed_by(&KeyPair::generate().unwrap(), &ca, &ca_key)
+            .unwrap();
+        let other = params("other", 3)
+            .signed_by(&KeyPair::generate().unwrap(), &ca, &ca_key)
+            .unwrap();
+        Fixture {
+            ca: ca.der().to_vec(),
+            leaf: leaf.der().to_vec(),
+            other: other.der().to_vec(),
+            ca_key,
+        }
+    }
+
+    fn gt(secs: u64) -> OcspGeneralizedTime {
+        OcspGeneralizedTime(
+            GeneralizedTime::from_unix_duration(std::time::Duration::from_secs(secs)).unwrap(),
+        )
+    }
+
+    fn cert_id(f: &Fixture, cert: &[u8], sha256: bool) -> CertId {
+        let pair = Pair::parse(cert, &f.ca).unwrap();
+        let id = pair.cert_id_sha1().unwrap();
+        if !sha256 {
+            return id;
+        }
+        let h = |d: &[u8]| {
+            OctetString::new(ring::digest::digest(&ring::digest::SHA256, d).as_ref()).unwrap()
+        };
+        CertId {
+            hash_algorithm: AlgorithmIdentifierOwned {
+                oid: SHA256,
+                parameters: None,
+            },
+            issuer_name_hash: h(&pair.issuer_name),
+            issuer_key_hash: h(pair.issuer_key()),
+            ..id
+        }
+    }
+
+    fn single(
+        id: CertId,
+        status: x509_ocsp::CertStatus,
+        this: u64,
+        next: Option<u64>,
+    ) -> SingleResponse {
+        SingleResponse {
+            cert_id: id,
+            cert_status: status,
+            this_update: gt(this),
+            next_update: next.map(gt),
+            single_extensions: None,
+        }
+    }
+
+    /// A successful response signed with the CA's key (ECDSA P-256 SHA-256),
+    /// its ResponderID by key hash; `tamper` flips a signature bit.
+    fn response(f: &Fixture, responses: Vec<SingleResponse>, tamper: bool) -> Vec<u8> {
+        let ca = Certificate::from_der(&f.ca).unwrap();
+        let key = ca
+            .tbs_certificate
+            .subject_public_key_info
+            .subject_public_key
+            .raw_bytes();
+        let key_hash = ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, key);
+        let data = ResponseData {
+            version: Default::default(),
+            responder_id: ResponderId::ByKey(OctetString::new(key_hash.as_ref()).unwrap()),
+            produced_at: gt(AT),
+            responses,
+            response_extensions: None,
+        };
+        let rng = ring::rand::SystemRandom::new();
+        let signer = ring::signature::EcdsaKeyPair::from_pkcs8(
+            &ring::signature::ECDSA_P256_SHA256_ASN1_SIGNING,
+            &f.ca_key.serialize_der(),
+            &rng,
+        )
+        .unwrap();
+        let mut sig = signer
+            .sign(&rng, &data.to_der().unwrap())
+            .unwrap()
+            .as_ref()
+            .to_vec();
+        if tamper {
+            let last = sig.len() - 1;
+            sig[last] ^= 1;
+        }
+        let basic = BasicOcspResponse {
+            tbs_response_data: data,
+            signature_algorithm: AlgorithmIdentifierOwned {
+                oid: ECDSA_SHA256,
+                parameters: None,
+            },
+            signature: BitString::from_bytes(&sig).unwrap(),
+            certs: None,
+        };
+        OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: Some(ResponseBytes {
+                response_type: ID_PKIX_OCSP_BASIC,
+                response: OctetString::new(basic.to_der().unwrap()).unwrap(),
+            }),
+        }
+        .to_der()
+        .unwrap()
+    }
+
+    fn good(f: &Fixture, cert: &[u8], sha256: bool, this: u64, next: Option<u64>) -> Vec<u8> {
+        let s = single(
+            cert_id(f, cert, sha256),
+            x509_ocsp::CertStatus::good(),
+            this,
+            next,
+        );
+        response(f, vec![s], false)
+    }
+
+    #[test]
+    fn sha256_cert_ids_and_responder_by_key_hash() {
+        let f = fixture();
+        let der = good(&f, &f.leaf, true, AT - 60, Some(AT + 3600));
+        let a = check_response(&der, &f.leaf, &f.ca, AT, 300).unwrap();
+        assert_eq!(a.status, CertStatus::Good);
+        assert_eq!(a.responder, "CN=Unit CA");
+        assert!(!a.delegated);
+        assert_eq!(a.next_update, Some(AT + 3600));
+        assert_eq!(a.produced_at, AT);
+    }
+
+    #[test]
+    fn the_matching_single_response_is_chosen() {
+        let f = fixture();
+        let revoked = x509_ocsp::CertStatus::Revoked(x509_ocsp::RevokedInfo {
+            revocation_time: gt(AT - 100),
+            revocation_reason: Some(CrlReason::CaCompromise),
+        });
+        let der = response(
+            &f,
+            vec![
+                single(
+                    cert_id(&f, &f.other, false),
+                    x509_ocsp::CertStatus::good(),
+                    AT,
+                    None,
+                ),
+                single(cert_id(&f, &f.leaf, false), revoked, AT, None),
+            ],
+            false,
+        );
+        let a = check_response(&der, &f.leaf, &f.ca, AT, 0).unwrap();
+        assert_eq!(
+            a.status,
+            CertStatus::Revoked {
+                time: AT - 100,
+                reason: Some("cACompromise".into())
+            }
+        );
+        let a = check_response(&der, &f.other, &f.ca, AT, 0).unwrap();
+        assert_eq!(a.status, CertStatus::Good);
+    }
+
+    #[test]
+    fn an_unknown_cert_id_hash_matches_nothing() {
+        let f = fixture();
+        let mut id = cert_id(&f, &f.leaf, false);
+        id.hash_algorithm.oid = ObjectIdentifier::new_unwrap("1.2.840.113549.2.5"); // MD5
+        let s = single(id, x509_ocsp::CertStatus::good(), AT, None);
+        let e = check_response(&response(&f, vec![s], false), &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert_eq!(
+            e,
+            OcspError::NoMatchingResponse {
+                serial: "02".into()
+            }
+        );
+    }
+
+    #[test]
+    fn a_tampered_signature_is_refused() {
+        let f = fixture();
+        let s = single(
+            cert_id(&f, &f.leaf, false),
+            x509_ocsp::CertStatus::good(),
+            AT,
+            None,
+        );
+        let e = check_response(&response(&f, vec![s], true), &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert!(matches!(e, OcspError::BadSignature(_)), "{e:?}");
+    }
+
+    #[test]
+    fn times_with_skew() {
+        let f = fixture();
+        // thisUpdate ahead of the evaluation time: within the skew or not.
+        let der = good(&f, &f.leaf, false, AT + 200, None);
+        assert!(check_response(&der, &f.leaf, &f.ca, AT, 300).is_ok());
+        let e = check_response(&der, &f.leaf, &f.ca, AT, 100).unwrap_err();
+        assert_eq!(
+            e,
+            OcspError::NotYetValid {
+                this_update: AT + 200,
+                at: AT
+            }
+        );
+        // nextUpdate exactly now is still valid, a second earlier is stale.
+        let der = good(&f, &f.leaf, false, AT - 600, Some(AT));
+        assert!(check_response(&der, &f.leaf, &f.ca, AT, 0).is_ok());
+        let e = check_response(&der, &f.leaf, &f.ca, AT + 1, 0).unwrap_err();
+        assert_eq!(
+            e,
+            OcspError::Stale {
+                next_update: AT,
+                at: AT + 1,
+                implied: false
+            }
+        );
+        assert_eq!(
+            e.to_string(),
+            "the OCSP response is stale: its nextUpdate was 2027-01-15T08:00:00Z (evaluation time 2027-01-15T08:00:01Z)"
+        );
+        // Without nextUpdate: an hour after thisUpdate.
+        let der = good(&f, &f.leaf, false, AT, None);
+        assert!(check_response(&der, &f.leaf, &f.ca, AT + NO_NEXT_UPDATE_VALIDITY, 0).is_ok());
+        let e =
+            check_response(&der, &f.leaf, &f.ca, AT + NO_NEXT_UPDATE_VALIDITY + 1, 0).unwrap_err();
+        assert!(matches!(e, OcspError::Stale { implied: true, .. }), "{e:?}");
+    }
+
+    #[test]
+    fn error_statuses_and_malformed_responses() {
+        let f = fixture();
+        let try_later = OcspResponse::try_later().to_der().unwrap();
+        let e = check_response(&try_later, &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert_eq!(e, OcspError::NotSuccessful("tryLater".into()));
+        assert_eq!(
+            e.to_string(),
+            "the OCSP responder answered with error status tryLater"
+        );
+        let e = check_response(b"<html>", &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert!(matches!(e, OcspError::Malformed(_)), "{e:?}");
+        let empty = OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: None,
+        };
+        let e = check_response(&empty.to_der().unwrap(), &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert!(matches!(e, OcspError::Malformed(_)), "{e:?}");
+        let other_type = OcspResponse {
+            response_status: OcspResponseStatus::Successful,
+            response_bytes: Some(ResponseBytes {
+                response_type: ID_AD_OCSP,
+                response: OctetString::new(vec![0x30, 0x00]).unwrap(),
+            }),
+        };
+        let e = check_response(&other_type.to_der().unwrap(), &f.leaf, &f.ca, AT, 0).unwrap_err();
+        assert!(e.to_string().contains("not id-pkix-ocsp-basic"), "{e}");
+    }
+
+    #[test]
+    fn requests_and_keys() {
+        let f = fixture();
+        let r = request(&f.leaf, &f.ca).unwrap();
+        let parsed = OcspRequest::from_der(&r.der).unwrap();
+        assert!(parsed.optional_signature.is_none());
+        assert!(parsed.tbs_request.request_extensions.is_none(), "no nonce");
+        let list = &parsed.tbs_request.request_list;
+        assert_eq!(list.len(), 1);
+        assert_eq!(list[0].req_cert.hash_algorithm.oid, SHA1);
+        assert_eq!(list[0].req_cert, cert_id(&f, &f.leaf, false));
+        assert_eq!(r.key, cert_key(&f.leaf, &f.ca).unwrap());
+        assert_ne!(r.key, cert_key(&f.other, &f.ca).unwrap());
+        assert_eq!(r.key.to_string().len(), 64);
+        assert!(matches!(
+            request(&f.leaf, &f.leaf),
+            Err(OcspError::WrongIssuer { .. })
+        ));
+        assert!(matches!(
+            request(b"junk", &f.ca),
+            Err(OcspError::Malformed(_))
+        ));
+    }
+}
