@@ -17,20 +17,26 @@ use proc::Proc;
 
 /// `http_serve.py` on a free loopback port, serving `dir`; killed on drop.
 struct Server {
-    proc: Proc,
+    _proc: Proc,
     port: u16,
     _dir: tempfile::TempDir,
 }
 
 impl Server {
     fn start() -> Server {
+        Server::start_with(&[])
+    }
+
+    /// `extra`: `[CERT, KEY]` for HTTPS.
+    fn start_with(extra: &[&Path]) -> Server {
         let dir = tempfile::tempdir().expect("temp dir");
         let python = std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut proc = Proc::spawn(
             "http_serve.py",
             Command::new(python)
                 .arg(support_dir().join("http_serve.py"))
-                .arg(dir.path()),
+                .arg(dir.path())
+                .args(extra),
         );
         let port = proc
             .wait_line("listening on ", Duration::from_secs(20))
@@ -38,7 +44,7 @@ impl Server {
             .parse()
             .expect("port number");
         Server {
-            proc,
+            _proc: proc,
             port,
             _dir: dir,
         }
@@ -90,7 +96,6 @@ async fn a_file_is_fetched() {
         .await
         .unwrap();
     assert_eq!(got.bytes, b"\x30\x03\x02\x01\x00");
-    drop(server.proc);
 }
 
 #[tokio::test]
@@ -251,6 +256,36 @@ async fn a_closed_port_is_a_connection_error() {
             .starts_with(&format!("cannot connect to {url}")),
         "{e}"
     );
+}
+
+#[tokio::test]
+async fn https_trusts_only_the_webpki_roots() {
+    // A self-signed server certificate for 127.0.0.1 is not trusted.
+    let keys = tempfile::tempdir().expect("temp dir");
+    let (cert, key) = (keys.path().join("cert.pem"), keys.path().join("key.pem"));
+    let openssl = std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into());
+    let out = Command::new(openssl)
+        .args(["req", "-x509", "-nodes", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "ec_paramgen_curve:P-256",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+        ])
+        .args(["-addext", "subjectAltName=IP:127.0.0.1", "-keyout"])
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl req");
+    assert!(out.status.success(), "{out:?}");
+    let server = Server::start_with(&[&cert, &key]);
+    std::fs::write(server.dir().join("a.crl"), b"crl").unwrap();
+    let url = format!("https://127.0.0.1:{}/files/a.crl", server.port);
+    let e = client(small_limits()).get(&url).await.unwrap_err();
+    assert!(matches!(e, HttpError::Connect { .. }), "{e:?}");
+    assert!(e.to_string().contains("certificate"), "{e}");
 }
 
 fn urlencode(s: &str) -> String {

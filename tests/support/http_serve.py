@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """A tiny HTTP server for tests/revocation_http.rs.
 
-Usage: http_serve.py DIR   -- binds 127.0.0.1 on a free port, prints
-"listening on PORT" and serves until killed:
+Usage: http_serve.py DIR [CERT KEY]   -- binds 127.0.0.1 on a free port, prints
+"listening on PORT" and serves until killed (HTTPS with CERT and KEY, PEM):
 
   GET/POST /files/NAME          the file DIR/NAME (404 when missing)
   GET      /status/N            status N, empty body
@@ -103,6 +103,12 @@ def main():
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
     server.daemon_threads = True
     server.root = sys.argv[1]
+    if len(sys.argv) > 3:
+        import ssl
+
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        ctx.load_cert_chain(sys.argv[2], sys.argv[3])
+        server.socket = ctx.wrap_socket(server.socket, server_side=True)
     print("listening on %d" % server.server_address[1], flush=True)
     server.serve_forever()
 

@@ -16,7 +16,7 @@ const ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
 
 /// Certificate signature algorithms that are refused wherever they appear.
-const WEAK_SIGNATURES: [(&str, &str); 6] = [
+pub(crate) const WEAK_SIGNATURES: [(&str, &str); 6] = [
     ("1.2.840.113549.1.1.2", "md2WithRSAEncryption"),
     ("1.2.840.113549.1.1.4", "md5WithRSAEncryption"),
     ("1.2.840.113549.1.1.5", "sha1WithRSAEncryption"),

@@ -372,16 +372,21 @@ fn checked_url(url: &str, base: Option<&Url>) -> Result<Url, HttpError> {
     Ok(parsed)
 }
 
-/// An error and its sources, as one line ("a: b: c"), without repeats.
+/// The causes of a reqwest error as one line ("a: b"): its sources
+/// without reqwest's own wrappers (which repeat the URL), or the error
+/// itself when it has none.
 fn chain(e: &dyn std::error::Error) -> String {
-    let mut parts: Vec<String> = vec![e.to_string()];
+    let mut parts: Vec<String> = Vec::new();
     let mut source = e.source();
     while let Some(s) = source {
         let text = s.to_string();
-        if !parts.iter().any(|p| p.contains(&text)) {
+        if !text.starts_with("client error") && !parts.iter().any(|p| p.contains(&text)) {
             parts.push(text);
         }
         source = s.source();
+    }
+    if parts.is_empty() {
+        parts.push(e.to_string());
     }
     parts.join(": ")
 }

@@ -4,6 +4,7 @@
 pub mod cert;
 pub mod http;
 pub mod memo;
+pub mod ocsp;
 pub mod pss;
 pub mod revocation;
 

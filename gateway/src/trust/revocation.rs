@@ -309,35 +309,13 @@ pub fn distribution_points(cert: &Certificate) -> Vec<String> {
         .collect()
 }
 
-/// The http(s) URLs of a certificate's OCSP responders (authorityInfoAccess
-/// id-ad-ocsp).
-pub fn ocsp_urls(cert: &Certificate) -> Vec<String> {
-    use x509_cert::ext::pkix::AuthorityInfoAccessSyntax;
-    let Ok(Some((_, AuthorityInfoAccessSyntax(access)))) =
-        cert.tbs_certificate.get::<AuthorityInfoAccessSyntax>()
-    else {
-        return Vec::new();
-    };
-    access
-        .iter()
-        .filter(|a| a.access_method == der::oid::db::rfc5280::ID_AD_OCSP)
-        .filter_map(|a| match &a.access_location {
-            GeneralName::UniformResourceIdentifier(uri) => Some(uri.to_string()),
-            _ => None,
-        })
-        .filter(|u| is_http_url(u))
-        .collect()
-}
-
 /// Whether `url` is http or https (the only schemes fetched).
 pub fn is_http_url(url: &str) -> bool {
     let l = url.to_ascii_lowercase();
     l.starts_with("http://") || l.starts_with("https://")
 }
 
-/// Identity of a certificate for OCSP: SHA-256 over its issuer's name and
-/// key and its serial number (what an OCSP CertID names).
-pub type CertKey = [u8; 32];
+pub use super::ocsp::CertKey;
 
 /// The [`CertKey`] of the certificate with `serial` issued by `issuer`.
 pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
@@ -352,7 +330,7 @@ pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
         h.update((part.len() as u64).to_be_bytes());
         h.update(&part);
     }
-    h.finalize().into()
+    CertKey(h.finalize().into())
 }
 
 /// The status an OCSP responder gave.
@@ -671,7 +649,7 @@ fn status_of(
     let urls = if opts.ocsp == OcspMode::Off {
         Vec::new()
     } else {
-        ocsp_urls(cert)
+        super::ocsp::ocsp_urls(cert_der)
     };
     let answer = sources
         .fetched
