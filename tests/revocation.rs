@@ -372,3 +372,249 @@ fn stale_crl_with_the_server_down_is_451_under_hard_fail_and_logged_under_soft_f
         }
     }
 }
+
+#[test]
+fn distribution_points_are_fetched_while_the_message_waits_then_refreshed() {
+    let http = Http::start();
+    issuing_crl(&http.path("cdp.crl"), 1, &[], &["--der"]);
+    let email = official("cdpuser", "--cdp", &http.url("cdp.crl"));
+    // No crl_urls: fetch_crls = "cdp" alone finds the CRL.
+    let policy = roots_only_policy("http://127.0.0.1:9/unused.crl", "hard-fail");
+    let path = policy.join("authorities/aa-moj.toml");
+    let aa = std::fs::read_to_string(&path).unwrap().replace(
+        "crl_urls = [\"http://127.0.0.1:9/unused.crl\"]",
+        "fetch_crls = \"cdp\"\nocsp = \"off\"",
+    );
+    std::fs::write(&path, aa).unwrap();
+    let gw = gateway(policy, 1);
+    let server = gw.start();
+    let r = send_as(&server, "cdpuser", &email);
+    assert_eq!(r.code, 250, "{}", r.text());
+    let updated = audited(&gw, "crl.updated");
+    assert_eq!(updated[0]["url"], http.url("cdp.crl"), "{updated:?}");
+    // The distribution point is now a source of its own, refreshed: a
+    // revocation published there arrives without any message asking.
+    issuing_crl(&http.path("cdp.crl"), 2, &["cdpuser"], &["--der"]);
+    wait_audited(&gw, "crl.updated", 2);
+    let r = send_as(&server, "cdpuser", &email);
+    assert_eq!(r.code, 550, "{}", r.text());
+    let (code, status) = crl_cmd(&gw, &["status", "--json"]);
+    assert_eq!(code, 0, "{status}");
+    assert!(status.contains("\"kind\":\"cdp\""), "{status}");
+}
+
+// ---------------------------------------------------------------------------
+// OCSP: a real `openssl ocsp` responder on loopback
+// ---------------------------------------------------------------------------
+
+/// A free loopback port (bound, then released for the responder).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
+}
+
+/// Issues `certs/aa/NAME.pem` (and `.key`) under AA's issuing CA for
+/// `NAME@justice.aa.example`, naming `ocsp_url` as its OCSP responder.
+fn ocsp_official(name: &str, ocsp_url: &str) -> String {
+    official(name, "--ocsp", ocsp_url)
+}
+
+/// Issues `certs/aa/NAME.pem` under AA's issuing CA with `flag URL`
+/// (`--ocsp` or `--cdp`).
+fn official(name: &str, flag: &str, url: &str) -> String {
+    let pki = pki();
+    revoke_py(&[
+        "leaf",
+        "--ca-cert",
+        pki.cert("aa", "issuing").to_str().unwrap(),
+        "--ca-key",
+        pki.key("aa", "issuing").to_str().unwrap(),
+        "--email",
+        &format!("{name}@justice.aa.example"),
+        "--cert",
+        pki.cert("aa", name).to_str().unwrap(),
+        "--key",
+        pki.key("aa", name).to_str().unwrap(),
+        flag,
+        url,
+    ]);
+    format!("{name}@justice.aa.example")
+}
+
+/// The serial of `certs/aa/NAME.pem`, upper-case hex (the index's form).
+fn serial_of(name: &str) -> String {
+    let out = run_ok(
+        Command::new(openssl())
+            .args(["x509", "-noout", "-serial", "-in"])
+            .arg(pki().cert("aa", name)),
+    );
+    let s = String::from_utf8(out).unwrap();
+    s.trim().trim_start_matches("serial=").to_uppercase()
+}
+
+/// `openssl ocsp` answering for AA's issuing CA from an index of
+/// `(name, revoked)` entries, signed by `signer` (`certs/aa/SIGNER`).
+fn responder(dir: &Path, port: u16, entries: &[(&str, bool)], signer: &str) -> Proc {
+    let mut index = String::new();
+    for (name, revoked) in entries {
+        let (flag, when) = if *revoked {
+            ("R", "250101000000Z,keyCompromise")
+        } else {
+            ("V", "")
+        };
+        index += &format!(
+            "{flag}\t391231000000Z\t{when}\t{}\tunknown\t/CN={name}\n",
+            serial_of(name)
+        );
+    }
+    std::fs::write(dir.join("index.txt"), index).unwrap();
+    std::fs::write(dir.join("index.txt.attr"), "unique_subject = no\n").unwrap();
+    let pki = pki();
+    let mut p = Proc::spawn(
+        "openssl ocsp",
+        Command::new(openssl())
+            .arg("ocsp")
+            .arg("-index")
+            .arg(dir.join("index.txt"))
+            .args(["-port", &port.to_string()])
+            .arg("-CA")
+            .arg(pki.cert("aa", "issuing"))
+            .arg("-rsigner")
+            .arg(pki.cert("aa", signer))
+            .arg("-rkey")
+            .arg(pki.key("aa", signer))
+            .args(["-nmin", "60", "-timeout", "10"]),
+    );
+    p.wait_line("ACCEPT ", Duration::from_secs(20));
+    p
+}
+
+/// A policy where AA trusts only its root (its CRL covers the issuing CA)
+/// and asks OCSP for what the issuing CA issued.
+fn ocsp_policy(mode: &str) -> PathBuf {
+    let dir = roots_only_policy("http://127.0.0.1:9/unused.crl", "hard-fail");
+    let path = dir.join("authorities/aa-moj.toml");
+    let aa = std::fs::read_to_string(&path).unwrap();
+    let aa = aa.replace(
+        "crl_urls = [\"http://127.0.0.1:9/unused.crl\"]",
+        &format!("ocsp = \"{mode}\""),
+    );
+    std::fs::write(&path, aa).unwrap();
+    dir
+}
+
+/// Sends a message signed by `certs/aa/NAME` from `email` to Bob.
+fn send_as(server: &Server, name: &str, email: &str) -> Reply {
+    let mut c = server.connect();
+    c.ehlo();
+    c.transaction(
+        email,
+        &[BOB],
+        &mail(Tool::CmsDetached, "aa", name, email, &[BOB]),
+    )
+}
+
+#[test]
+fn ocsp_good_revoked_unknown_and_responder_down() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}/");
+    let good = ocsp_official("ocspgood", &url);
+    let revoked = ocsp_official("ocsprevoked", &url);
+    let unknown = ocsp_official("ocspunknown", &url);
+    let later = ocsp_official("ocsplater", &url);
+    let gw = gateway(ocsp_policy("fallback"), 3600);
+    let server = gw.start();
+
+    let mut ocsp = responder(
+        tmp.path(),
+        port,
+        &[
+            ("ocspgood", false),
+            ("ocsprevoked", true),
+            ("ocsplater", false),
+        ],
+        "issuing",
+    );
+    // No CRL of the issuing CA: the status comes from OCSP, asked while
+    // the message waits.
+    let r = send_as(&server, "ocspgood", &good);
+    assert_eq!(r.code, 250, "{}", r.text());
+    let accepted = audited(&gw, "message.accepted");
+    let ev = &accepted[0]["revocation"];
+    assert_eq!(ev[0]["method"], "ocsp", "{ev:#}");
+    assert_eq!(
+        ev[1]["method"], "crl",
+        "the issuing CA by the root's CRL: {ev:#}"
+    );
+    let updated = audited(&gw, "ocsp.updated");
+    assert_eq!(updated[0]["status"], "good", "{updated:?}");
+    assert_eq!(ev[0]["sha256"], updated[0]["sha256"], "{ev:#}");
+
+    let r = send_as(&server, "ocsprevoked", &revoked);
+    assert_eq!(r.code, 550, "{}", r.text());
+    assert!(
+        r.text().contains("revoked") && r.text().contains("OCSP"),
+        "{}",
+        r.text()
+    );
+    let r = send_as(&server, "ocspunknown", &unknown);
+    assert_eq!(r.code, 550, "{}", r.text());
+    assert!(r.text().contains("revocation-unknown"), "{}", r.text());
+
+    // The responder goes down: the cached answer still serves; a
+    // certificate never asked about is a temporary failure.
+    ocsp.kill();
+    let r = send_as(&server, "ocspgood", &good);
+    assert_eq!(r.code, 250, "cached: {}", r.text());
+    let r = send_as(&server, "ocsplater", &later);
+    assert_eq!(r.code, 451, "{}", r.text());
+    assert!(r.text().contains("ocsp-unavailable"), "{}", r.text());
+    let failed = audited(&gw, "ocsp.fetch-failed");
+    assert!(!failed.is_empty(), "{:?}", gw.db().audit());
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn ocsp_delegated_responder_needs_ocsp_signing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pki = pki();
+    for (name, extra) in [("delegate", &[][..]), ("delegate-noeku", &["--no-eku"][..])] {
+        let mut args: Vec<String> = vec![
+            "responder".to_owned(),
+            "--ca-cert".to_owned(),
+            pki.cert("aa", "issuing").to_str().unwrap().to_owned(),
+            "--ca-key".to_owned(),
+            pki.key("aa", "issuing").to_str().unwrap().to_owned(),
+            "--cert".to_owned(),
+            pki.cert("aa", name).to_str().unwrap().to_owned(),
+            "--key".to_owned(),
+            pki.key("aa", name).to_str().unwrap().to_owned(),
+        ];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        revoke_py(&args);
+    }
+    for (signer, name, expect) in [
+        ("delegate", "ocspdelegated", 250),
+        ("delegate-noeku", "ocspnoeku", 451),
+    ] {
+        let port = free_port();
+        let url = format!("http://127.0.0.1:{port}/");
+        let email = ocsp_official(name, &url);
+        let gw = gateway(ocsp_policy("prefer"), 3600);
+        let server = gw.start();
+        let _ocsp = responder(tmp.path(), port, &[(name, false)], signer);
+        let r = send_as(&server, name, &email);
+        assert_eq!(r.code, expect, "{signer}: {}", r.text());
+        if expect == 451 {
+            let failed = audited(&gw, "ocsp.fetch-failed");
+            assert!(
+                failed[0]["error"].as_str().unwrap().contains("responder"),
+                "{failed:?}"
+            );
+        }
+    }
+}

@@ -26,8 +26,9 @@ use crate::config::RevocationConfig;
 use crate::policy::Policy;
 use crate::store::{AuditEvent, Store};
 use crate::trust::http::{Http, HttpLimits};
-use crate::trust::revocation::{Crl, RevocationSet, Want};
-pub use state::{CrlSource, Origin, State};
+use crate::trust::ocsp;
+use crate::trust::revocation::{CertStatus, Crl, OcspAnswer, RevocationSet, Want, CLOCK_SKEW_SECS};
+pub use state::{CrlSource, OcspSource, Origin, State};
 
 /// The revocation data of one gateway process.
 pub struct Revocation {
@@ -37,6 +38,7 @@ pub struct Revocation {
     /// Held across a fetch round: one round at a time.
     state: Mutex<State>,
     http: std::sync::OnceLock<Result<Http, String>>,
+    ocsp_http: std::sync::OnceLock<Result<Http, String>>,
     /// Wakes the refresher (new sources, `emla crl fetch`).
     wake: Notify,
     /// SHA-256 of the CA certificates already kept: the common case of
@@ -69,6 +71,24 @@ impl Revocation {
                 Err(e) => tracing::warn!(%url, error = %e, "held CRL cannot be loaded"),
             }
         }
+        let now = EvalTime::now();
+        for (id, src) in &state.ocsp {
+            let Some(sha) = &src.sha256 else { continue };
+            let loaded = (|| {
+                let der = state::read_kept(&dir, "ocsp", sha, "der")?;
+                let cert = state::read_kept(&dir, "cert", &src.cert, "der")?;
+                let issuer = state::read_kept(&dir, "ca", &src.issuer, "der")?;
+                let key = ocsp::cert_key(&cert, &issuer).map_err(|e| e.to_string())?;
+                let url = src.urls.first().cloned().unwrap_or_default();
+                Ok::<_, String>((key, answer_of(der, &cert, &issuer, &url, now)?))
+            })();
+            match loaded {
+                Ok((key, answer)) => set.put_ocsp(key, Arc::new(answer)),
+                Err(e) => {
+                    tracing::info!(certificate = %id, error = %e, "held OCSP answer not used")
+                }
+            }
+        }
         Revocation {
             seen_cas: std::sync::Mutex::new(state.cas.clone()),
             dir,
@@ -76,6 +96,7 @@ impl Revocation {
             set: RwLock::new(Arc::new(set)),
             state: Mutex::new(state),
             http: std::sync::OnceLock::new(),
+            ocsp_http: std::sync::OnceLock::new(),
             wake: Notify::new(),
         }
     }
@@ -134,6 +155,7 @@ impl Revocation {
         for url in due {
             outcomes.push(self.fetch_crl(&mut state, policy, store, &url).await);
         }
+        self.refresh_ocsp(&mut state, store).await;
         if let Err(e) = state.save(&self.dir) {
             tracing::error!(error = %e, "cannot save the revocation state");
         }
@@ -321,6 +343,10 @@ impl Revocation {
                         tracing::warn!(error = %e, "cannot keep a CA certificate");
                     }
                     for url in cdp {
+                        if !state.crls.contains_key(url) {
+                            // A new source: the refresher plans anew.
+                            self.wake();
+                        }
                         let src = state.crls.entry(url.clone()).or_default();
                         src.origin = Origin::Cdp;
                         src.active = true;
@@ -333,7 +359,7 @@ impl Revocation {
                     }
                 }
                 Want::Ocsp { .. } => {
-                    changed |= self.fetch_ocsp(&mut state, store, want).await;
+                    changed |= self.fetch_ocsp(&mut state, store, authority, want).await;
                 }
             }
         }
@@ -378,9 +404,181 @@ impl Revocation {
         }
     }
 
-    /// Asks for one OCSP answer (see [`ocsp`]).
-    async fn fetch_ocsp(&self, _state: &mut State, _store: &Store, _want: &Want) -> bool {
+    /// Asks the responders of one certificate for its status; holds and
+    /// keeps a valid answer. A certificate whose last request failed is
+    /// not asked again before its retry time. Returns whether an answer is
+    /// now held.
+    async fn fetch_ocsp(
+        &self,
+        state: &mut State,
+        store: &Store,
+        authority: Option<&str>,
+        want: &Want,
+    ) -> bool {
+        let Want::Ocsp {
+            cert,
+            issuer,
+            urls,
+            key,
+        } = want
+        else {
+            return false;
+        };
+        let now = EvalTime::now().unix();
+        let id = key.to_string();
+        let keep_certs = state::keep(&self.dir, "cert", cert)
+            .and_then(|c| state::keep(&self.dir, "ca", issuer).map(|i| (c, i)));
+        let src = state.ocsp.entry(id.clone()).or_default();
+        if let Ok((c, i)) = keep_certs {
+            src.cert = c;
+            src.issuer = i;
+        }
+        src.urls.clone_from(urls);
+        if let Some(a) = authority {
+            src.authorities.insert(a.to_owned());
+        }
+        if src.failures > 0 && now < src.next_attempt {
+            return false;
+        }
+        src.last_attempt = Some(now);
+        let mut errors = Vec::new();
+        for url in urls {
+            match self.ask_ocsp(url, cert, issuer).await {
+                Ok(answer) => {
+                    let answer = Arc::new(answer);
+                    if let Err(e) =
+                        state::write_blob(&self.dir, "ocsp", &answer.sha256, "der", &answer.der)
+                    {
+                        tracing::warn!(error = %e, "cannot keep an OCSP response");
+                    }
+                    let src = state.ocsp.entry(id.clone()).or_default();
+                    let changed = src.sha256.as_deref() != Some(&answer.sha256);
+                    src.sha256 = Some(answer.sha256.clone());
+                    src.valid_until = Some(answer.next_update);
+                    src.this_update = Some(answer.this_update);
+                    src.last_error = None;
+                    src.failures = 0;
+                    let key = *key;
+                    let held = answer.clone();
+                    self.replace_set(|set| set.put_ocsp(key, held));
+                    if changed {
+                        self.audit(store, AuditEvent {
+                            kind: "ocsp.updated".into(),
+                            message_id: None,
+                            data: serde_json::json!({
+                                "url": url,
+                                "certificate": src.cert,
+                                "status": status_name(&answer.status),
+                                "responder": answer.responder,
+                                "sha256": answer.sha256,
+                                "this_update": EvalTime::from_unix(answer.this_update).to_rfc3339(),
+                                "next_update": EvalTime::from_unix(answer.next_update).to_rfc3339(),
+                            }),
+                        })
+                        .await;
+                    }
+                    return true;
+                }
+                Err(e) => errors.push(e),
+            }
+        }
+        let src = state.ocsp.entry(id).or_default();
+        src.failures = src.failures.saturating_add(1);
+        let why = errors.join("; ");
+        src.last_error = Some(why.clone());
+        src.next_attempt = now
+            + crate::backoff::exponential(
+                self.settings.retry_initial,
+                self.settings.retry_max,
+                src.failures,
+            )
+            .as_secs()
+            .max(1);
+        tracing::warn!(error = %why, "OCSP request failed");
+        let event = AuditEvent {
+            kind: "ocsp.fetch-failed".into(),
+            message_id: None,
+            data: serde_json::json!({
+                "urls": urls,
+                "certificate": src.cert,
+                "error": why,
+                "failures": src.failures,
+            }),
+        };
+        self.audit(store, event).await;
         false
+    }
+
+    /// One OCSP request and the validation of its answer.
+    async fn ask_ocsp(&self, url: &str, cert: &[u8], issuer: &[u8]) -> Result<OcspAnswer, String> {
+        let request = ocsp::request(cert, issuer).map_err(|e| e.to_string())?;
+        let http = self.ocsp_http()?;
+        let reply = http
+            .post(url, ocsp::REQUEST_CONTENT_TYPE, request.der)
+            .await
+            .map_err(|e| e.to_string())?;
+        answer_of(reply.bytes, cert, issuer, url, EvalTime::now())
+    }
+
+    fn ocsp_http(&self) -> Result<&Http, String> {
+        self.ocsp_http
+            .get_or_init(|| {
+                Http::new(HttpLimits {
+                    max_bytes: self.settings.max_bytes.min(1 << 20),
+                    timeout: self.settings.ocsp_timeout,
+                    connect_timeout: self.settings.ocsp_timeout,
+                    ..HttpLimits::default()
+                })
+                .map_err(|e| e.to_string())
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
+    async fn audit(&self, store: &Store, event: AuditEvent) {
+        if let Err(e) = store.audit(event).await {
+            tracing::error!(error = %e, "cannot audit revocation data");
+        }
+    }
+
+    /// Asks again for the OCSP answers that expire within the refresh
+    /// margin (or half their validity, when shorter), so messages find
+    /// them fresh.
+    async fn refresh_ocsp(&self, state: &mut State, store: &Store) {
+        let now = EvalTime::now().unix();
+        let due: Vec<(String, OcspSource)> = state
+            .ocsp
+            .iter()
+            .filter(|(_, s)| {
+                let Some(until) = s.valid_until else {
+                    return false;
+                };
+                let life = until.saturating_sub(s.this_update.unwrap_or(until));
+                let margin = self.settings.refresh_margin.as_secs().min(life / 2);
+                until.saturating_sub(margin) <= now && (s.failures == 0 || s.next_attempt <= now)
+            })
+            .map(|(k, s)| (k.clone(), s.clone()))
+            .collect();
+        for (id, src) in due {
+            let (Ok(cert), Ok(issuer)) = (
+                state::read_kept(&self.dir, "cert", &src.cert, "der"),
+                state::read_kept(&self.dir, "ca", &src.issuer, "der"),
+            ) else {
+                state.ocsp.remove(&id);
+                continue;
+            };
+            let Ok(key) = ocsp::cert_key(&cert, &issuer) else {
+                state.ocsp.remove(&id);
+                continue;
+            };
+            let want = Want::Ocsp {
+                cert,
+                issuer,
+                urls: src.urls.clone(),
+                key,
+            };
+            self.fetch_ocsp(state, store, None, &want).await;
+        }
     }
 
     /// When the refresher should look again: the earliest due source, at
@@ -395,7 +593,42 @@ impl Revocation {
             .map(|s| s.next_attempt)
             .min()
             .unwrap_or(u64::MAX);
-        Duration::from_secs(next.saturating_sub(now).clamp(1, 60))
+        let ocsp_next = state
+            .ocsp
+            .values()
+            .filter_map(|s| s.valid_until)
+            .min()
+            .unwrap_or(u64::MAX);
+        Duration::from_secs(next.min(ocsp_next).saturating_sub(now).clamp(1, 60))
+    }
+}
+
+/// Validates an OCSP response for `cert` as of `at`.
+fn answer_of(
+    der: Vec<u8>,
+    cert: &[u8],
+    issuer: &[u8],
+    url: &str,
+    at: EvalTime,
+) -> Result<OcspAnswer, String> {
+    let checked = ocsp::check_response(&der, cert, issuer, at.unix(), CLOCK_SKEW_SECS)
+        .map_err(|e| format!("the answer of {url}: {e}"))?;
+    Ok(OcspAnswer {
+        sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &der)),
+        der: der.into(),
+        next_update: checked.valid_until(),
+        status: checked.status,
+        this_update: checked.this_update,
+        responder: checked.responder,
+        source: url.to_owned(),
+    })
+}
+
+fn status_name(s: &CertStatus) -> &'static str {
+    match s {
+        CertStatus::Good => "good",
+        CertStatus::Revoked { .. } => "revoked",
+        CertStatus::Unknown => "unknown",
     }
 }
 

@@ -5,12 +5,16 @@
 //! crl/<sha256>.crl    CRLs held (DER), content-addressed
 //! ca/<sha256>.der     CA certificates seen in validated paths, which
 //!                     downloaded CRLs may be signed by
+//! ocsp/<sha256>.der   OCSP responses held (DER), content-addressed
+//! cert/<sha256>.der   the certificates they answer for (checked again
+//!                     against their issuer in ca/ when loaded)
 //! ```
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
 use der::{Decode, Encode};
+
 use x509_cert::Certificate;
 
 use crate::fsutil::write_atomic;
@@ -57,6 +61,33 @@ pub struct CrlSource {
     pub next_attempt: u64,
 }
 
+/// One certificate whose status is asked of an OCSP responder.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct OcspSource {
+    /// The responder URLs (authorityInfoAccess).
+    pub urls: Vec<String>,
+    /// SHA-256 of the certificate (under `cert/`).
+    pub cert: String,
+    /// SHA-256 of its issuer (under `ca/`).
+    pub issuer: String,
+    /// The authorities it was asked for.
+    pub authorities: BTreeSet<String>,
+    /// SHA-256 of the response held (under `ocsp/`).
+    pub sha256: Option<String>,
+    /// Until when the response held may be used, Unix seconds.
+    pub valid_until: Option<u64>,
+    /// thisUpdate of the response held, Unix seconds.
+    pub this_update: Option<u64>,
+    /// Last request, Unix seconds.
+    pub last_attempt: Option<u64>,
+    /// What went wrong the last time, when it did.
+    pub last_error: Option<String>,
+    /// Failures in a row.
+    pub failures: u32,
+    /// Not asked again before this time after a failure, Unix seconds.
+    pub next_attempt: u64,
+}
+
 /// The downloader's state.
 #[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct State {
@@ -64,6 +95,9 @@ pub struct State {
     pub crls: BTreeMap<String, CrlSource>,
     /// SHA-256 of the CA certificates kept under `ca/`.
     pub cas: BTreeSet<String>,
+    /// OCSP subjects by certificate key (hex).
+    #[serde(default)]
+    pub ocsp: BTreeMap<String, OcspSource>,
 }
 
 const FILE: &str = "state.json";
@@ -162,37 +196,62 @@ impl State {
 
     /// Keeps a CA certificate seen in a validated path.
     pub fn learn_ca(&mut self, dir: &Path, der: &[u8]) -> Result<(), String> {
-        let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
-        if self.cas.contains(&sha) {
-            return Ok(());
-        }
-        // Only certificates, re-encoded as parsed: nothing else lands here.
-        let der = Certificate::from_der(der)
-            .and_then(|c| c.to_der())
-            .map_err(|e| format!("not a certificate: {e}"))?;
-        let ca_dir = dir.join("ca");
-        std::fs::create_dir_all(&ca_dir).map_err(|e| format!("{}: {e}", ca_dir.display()))?;
-        write_atomic(&ca_dir.join(format!("{sha}.der")), &der)
-            .map_err(|e| format!("{}: {e}", ca_dir.display()))?;
+        let sha = keep(dir, "ca", der)?;
         self.cas.insert(sha);
         Ok(())
     }
 }
 
+/// Keeps a certificate under `dir/sub/<sha256>.der`; returns the SHA-256.
+pub fn keep(dir: &Path, sub: &str, der: &[u8]) -> Result<String, String> {
+    let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, der));
+    let path = dir.join(sub).join(format!("{sha}.der"));
+    if path.exists() {
+        return Ok(sha);
+    }
+    // Only certificates, exactly as parsed: nothing else lands here.
+    let parsed = Certificate::from_der(der).and_then(|c| c.to_der());
+    if parsed.as_deref() != Ok(der) {
+        return Err("not a DER certificate".to_owned());
+    }
+    write_file(&path, der)?;
+    Ok(sha)
+}
+
+/// Reads what [`keep`] or [`write_blob`] wrote.
+pub fn read_kept(dir: &Path, sub: &str, sha256: &str, ext: &str) -> Result<Vec<u8>, String> {
+    let path = dir.join(sub).join(format!("{sha256}.{ext}"));
+    std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Keeps `bytes` under `dir/sub/<sha256>.<ext>`, content-addressed.
+pub fn write_blob(
+    dir: &Path,
+    sub: &str,
+    sha256: &str,
+    ext: &str,
+    bytes: &[u8],
+) -> Result<(), String> {
+    let path = dir.join(sub).join(format!("{sha256}.{ext}"));
+    if path.exists() {
+        return Ok(());
+    }
+    write_file(&path, bytes)
+}
+
+fn write_file(path: &Path, bytes: &[u8]) -> Result<(), String> {
+    let parent = path.parent().unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(|e| format!("{}: {e}", parent.display()))?;
+    write_atomic(path, bytes).map_err(|e| format!("{}: {e}", path.display()))
+}
+
 /// Reads a held CRL.
 pub fn read_crl(dir: &Path, sha256: &str, source: &str) -> Result<Crl, String> {
-    let path = dir.join("crl").join(format!("{sha256}.crl"));
-    let der = std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Crl::parse(der, source.to_owned()).map_err(|e| format!("{}: {e}", path.display()))
+    let der = read_kept(dir, "crl", sha256, "crl")?;
+    Crl::parse(der, source.to_owned()).map_err(|e| format!("CRL {sha256}: {e}"))
 }
 
 /// Keeps a CRL, content-addressed.
 pub fn write_crl(dir: &Path, crl: &Crl) -> Result<(), String> {
-    let crl_dir = dir.join("crl");
-    std::fs::create_dir_all(&crl_dir).map_err(|e| format!("{}: {e}", crl_dir.display()))?;
-    let path = crl_dir.join(format!("{}.crl", crl.sha256));
-    if path.exists() {
-        return Ok(());
-    }
-    write_atomic(&path, &crl.der).map_err(|e| format!("{}: {e}", path.display()))
+    write_blob(dir, "crl", &crl.sha256, "crl", &crl.der)
 }

@@ -315,7 +315,7 @@ pub fn is_http_url(url: &str) -> bool {
     l.starts_with("http://") || l.starts_with("https://")
 }
 
-pub use super::ocsp::CertKey;
+pub use super::ocsp::{CertKey, CertStatus};
 
 /// The [`CertKey`] of the certificate with `serial` issued by `issuer`.
 pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
@@ -333,22 +333,6 @@ pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
     CertKey(h.finalize().into())
 }
 
-/// The status an OCSP responder gave.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum OcspStatus {
-    /// Not revoked.
-    Good,
-    /// Revoked at this Unix time, for this reason.
-    Revoked {
-        /// revocationTime, Unix seconds.
-        time: u64,
-        /// revocationReason, when given.
-        reason: Option<String>,
-    },
-    /// The responder does not know the certificate.
-    Unknown,
-}
-
 /// An OCSP response already validated (signature, responder, CertID) for
 /// one certificate.
 #[derive(Clone, Debug)]
@@ -358,7 +342,7 @@ pub struct OcspAnswer {
     /// SHA-256 of `der`, hex.
     pub sha256: String,
     /// The certificate's status.
-    pub status: OcspStatus,
+    pub status: CertStatus,
     /// thisUpdate, Unix seconds.
     pub this_update: u64,
     /// nextUpdate (or the time the answer is held until), Unix seconds.
@@ -658,8 +642,8 @@ fn status_of(
         .cloned();
     let by_ocsp = |a: Arc<OcspAnswer>| -> Result<Status, Reject> {
         match &a.status {
-            OcspStatus::Good => Ok(Status::Ocsp(a)),
-            OcspStatus::Revoked { time, reason } => Err((
+            CertStatus::Good => Ok(Status::Ocsp(a)),
+            CertStatus::Revoked { time, reason } => Err((
                 Reason::Revoked,
                 format!(
                     "certificate {} (serial {}) is revoked according to the OCSP responder {} since {}{}",
@@ -670,7 +654,7 @@ fn status_of(
                     reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
                 ),
             )),
-            OcspStatus::Unknown => Err((
+            CertStatus::Unknown => Err((
                 Reason::RevocationUnknown,
                 format!(
                     "the OCSP responder {} does not know certificate {} (serial {})",
@@ -683,7 +667,7 @@ fn status_of(
     };
     let prefer_ocsp = opts.ocsp == OcspMode::Prefer;
     if prefer_ocsp {
-        if let Some(a) = answer.clone().filter(|a| a.status != OcspStatus::Unknown) {
+        if let Some(a) = answer.clone().filter(|a| a.status != CertStatus::Unknown) {
             return by_ocsp(a);
         }
     }
