@@ -9,7 +9,11 @@
 //!   checkpoint by itself, `emla audit export` writes a bundle whose
 //!   README commands (openssl, sha256sum, python3) pass, and tampered
 //!   bundles fail them; `emla audit verify --checkpoints` exits 1 naming the
-//!   seq and both hashes after a rewrite.
+//!   seq and both hashes after a rewrite;
+//! - revocation evidence: a message accepted under a CRL file still checks
+//!   (verify.sh, openssl alone, as of reception) with the CRL archived at
+//!   reception after that file was replaced by one revoking the signer;
+//!   a tampered archived CRL fails; older records fall back to today's CRLs.
 //!
 //! Needs `openssl`, `python3` with `cryptography`, `sha256sum`, and
 //! PostgreSQL as for `tests/audit.rs`.
