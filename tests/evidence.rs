@@ -893,7 +893,10 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
         assert!(script.contains(cmd), "{cmd} missing:\n{script}");
     }
     if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_REVOCATION_BUNDLE") {
-        copy_dir(&bundle, &Path::new(&keep).join(if postgres { "pg" } else { "sqlite" }));
+        copy_dir(
+            &bundle,
+            &Path::new(&keep).join(if postgres { "pg" } else { "sqlite" }),
+        );
     }
     let (ok, out) = run_checks(&bundle);
     assert!(ok, "the bundle does not check:\n{out}\n{script}");

@@ -865,7 +865,7 @@ fn readme(
                 "Step 2 judges the certificates as of the reception time (-attime) with the\n\
                  revocation data archived at reception, not with the CRLs of today: a CRL\n\
                  issued later (one revoking the signer since, say) does not change what\n\
-                 decided. The re-verification in verification.json did the same ({}).\n",
+                 decided. The re-verification in verification.json did the same:\n{}.\n",
                 archive.describe()
             ),
         )
