@@ -272,7 +272,7 @@ async fn archive(
             let cert = pool.iter().find(|c| cert_is(c, &subject, serial)).cloned();
             let issuer = cert.as_ref().and_then(|c| {
                 pool.iter()
-                    .find(|i| crate::trust::revocation::signature_verifies(c, i))
+                    .find(|i| crate::trust::revocation::signature_verifies(c, &spki_of(i)))
                     .cloned()
             });
             a.ocsp.push(OcspFile {
@@ -299,6 +299,15 @@ fn message_certs(raw: &[u8]) -> Vec<Vec<u8>> {
         return Vec::new();
     };
     signed.certificates.iter().map(|c| c.to_vec()).collect()
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate, empty when unparsable.
+fn spki_of(cert: &[u8]) -> Vec<u8> {
+    use der::{Decode as _, Encode as _};
+    x509_cert::Certificate::from_der(cert)
+        .ok()
+        .and_then(|c| c.tbs_certificate.subject_public_key_info.to_der().ok())
+        .unwrap_or_default()
 }
 
 /// Whether `der` is the certificate with this subject (RFC 4514) and
