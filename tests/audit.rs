@@ -234,6 +234,7 @@ fn record_of(f: &Fixture) -> Record {
         queue,
         queue_updates: Vec::new(),
         outgoing: Vec::new(),
+        revocation: Vec::new(),
     }
 }
 
@@ -274,6 +275,7 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
             queue: Vec::new(),
             queue_updates: Vec::new(),
             outgoing: Vec::new(),
+            revocation: Vec::new(),
         })
         .await
         .unwrap();

@@ -9,7 +9,11 @@
 //!   checkpoint by itself, `emla audit export` writes a bundle whose
 //!   README commands (openssl, sha256sum, python3) pass, and tampered
 //!   bundles fail them; `emla audit verify --checkpoints` exits 1 naming the
-//!   seq and both hashes after a rewrite.
+//!   seq and both hashes after a rewrite;
+//! - revocation evidence: a message accepted under a CRL file still checks
+//!   (verify.sh, openssl alone, as of reception) with the CRL archived at
+//!   reception after that file was replaced by one revoking the signer;
+//!   a tampered archived CRL fails; older records fall back to today's CRLs.
 //!
 //! Needs `openssl`, `python3` with `cryptography`, `sha256sum`, and
 //! PostgreSQL as for `tests/audit.rs`.
@@ -694,4 +698,335 @@ fn prune_and_checkpoint_cli_exit_codes() {
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["dry_run"], false);
+}
+
+// ---------------------------------------------------------------------------
+// Revocation evidence: the CRLs that decided, archived and exported
+// ---------------------------------------------------------------------------
+
+/// A policy of its own (absolute paths) whose AA issuing CRL is the file
+/// `crl`, which the test may replace.
+fn policy_with_crl_file(dir: &Path, crl: &Path) -> PathBuf {
+    let p = pki();
+    let policy = dir.join("policy");
+    copy_dir(&signing_policy(), &policy);
+    let _ = std::fs::remove_file(policy.join(".done"));
+    let certs = format!("\"{}/", p.dir.join("certs").display());
+    for f in [
+        "gateway.toml",
+        "authorities/aa-moj.toml",
+        "authorities/bb-moj.toml",
+    ] {
+        let path = policy.join(f);
+        let text = std::fs::read_to_string(&path)
+            .unwrap()
+            .replace("\"../certs/", &certs);
+        std::fs::write(&path, text).unwrap();
+    }
+    let aa = policy.join("authorities/aa-moj.toml");
+    let text = std::fs::read_to_string(&aa).unwrap().replace(
+        &format!("{certs}aa/issuing.crl.pem\""),
+        &format!("{:?}", crl.display().to_string()),
+    );
+    assert!(text.contains(&crl.display().to_string()), "{text}");
+    std::fs::write(&aa, text).unwrap();
+    policy
+}
+
+/// A newer CRL of AA's issuing CA (crlNumber 2, thisUpdate yesterday) that
+/// revokes alice since yesterday, as PEM at `out`.
+fn crl_revoking_alice(out: &Path) {
+    let p = pki();
+    let script = r#"
+import datetime as dt, sys
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+key = serialization.load_pem_private_key(open(sys.argv[1], "rb").read(), None)
+ca = x509.load_pem_x509_certificate(open(sys.argv[2], "rb").read())
+alice = x509.load_pem_x509_certificate(open(sys.argv[3], "rb").read())
+now = dt.datetime.now(dt.timezone.utc).replace(microsecond=0)
+day = dt.timedelta(days=1)
+crl = (x509.CertificateRevocationListBuilder()
+    .issuer_name(ca.subject).last_update(now - day).next_update(now + 30 * day)
+    .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca.public_key()), critical=False)
+    .add_extension(x509.CRLNumber(2), critical=False)
+    .add_revoked_certificate(x509.RevokedCertificateBuilder()
+        .serial_number(alice.serial_number).revocation_date(now - day)
+        .add_extension(x509.CRLReason(x509.ReasonFlags.key_compromise), critical=False)
+        .build())
+    .sign(key, hashes.SHA256()))
+open(sys.argv[4], "wb").write(crl.public_bytes(serialization.Encoding.PEM))
+"#;
+    let st = Command::new(std::env::var("EMLA_TEST_PYTHON").unwrap_or("python3".into()))
+        .arg("-c")
+        .arg(script)
+        .arg(p.key("aa", "issuing"))
+        .arg(p.cert("aa", "issuing"))
+        .arg(p.cert("aa", "alice"))
+        .arg(out)
+        .status()
+        .unwrap();
+    assert!(st.success(), "making the new CRL");
+}
+
+/// SHA-256 (hex) of the DER of a PEM CRL file.
+fn crl_der_sha256(pem_file: &Path) -> String {
+    let out = Command::new(support::openssl())
+        .args(["crl", "-outform", "DER", "-in"])
+        .arg(pem_file)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    hex::encode(Sha256::digest(&out.stdout))
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap()).unwrap()
+}
+
+/// Accept a message under a policy CRL file; replace the file with a newer
+/// CRL revoking the signer and restart; the bundle of the first message
+/// still verifies with openssl alone as of reception, with the CRL the
+/// audit record names, and emla's re-verification inside says accept; a
+/// tampered archived CRL fails verify.sh. Messages recorded before evidence
+/// was archived fall back to today's CRLs, and say so.
+fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
+    let work = tempfile::tempdir().unwrap();
+    let crl_file = work.path().join("issuing.crl.pem");
+    std::fs::copy(pki().dir.join("certs/aa/issuing.crl.pem"), &crl_file).unwrap();
+    let policy = policy_with_crl_file(work.path(), &crl_file);
+    let pg = postgres.then(smtp::PgDb::create);
+    let gw = smtp::Gateway::new(smtp::Opts {
+        policy_dir: policy,
+        database_url: pg.as_ref().map(|p| p.url.clone()),
+        top_extra: if postgres {
+            "body_storage = \"database\"\n".into()
+        } else {
+            String::new()
+        },
+        ..smtp::Opts::default()
+    });
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let server = gw.start();
+    let (reply, t) = smtp::send(server.port, ALICE, &[BOB], &msg);
+    let id = reply
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted: {t}\n{}", server.stderr()));
+    // A second message under the same CRLs: the same evidence, one row each.
+    let (reply, t) = smtp::send(server.port, ALICE, &[BOB], &msg);
+    assert!(reply.accepted_id().is_some(), "{t}");
+    drop(server);
+
+    // The CA revokes alice (since yesterday); the gateway restarts with it.
+    let old_sha = crl_der_sha256(&crl_file);
+    crl_revoking_alice(&crl_file);
+    let new_sha = crl_der_sha256(&crl_file);
+    assert_ne!(old_sha, new_sha);
+    let server = gw.start();
+    let (reply, t) = smtp::send(server.port, ALICE, &[BOB], &msg);
+    assert!(
+        reply.code >= 500 && reply.text().contains("revoked"),
+        "the new CRL is in force: {t}"
+    );
+    drop(server);
+
+    // The audit record of the first decision names the archived CRLs.
+    let url = gw.database_url();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt.block_on(Store::open(&url, &gw.data_dir)).unwrap();
+    let events = rt.block_on(store.audit_events(&id)).unwrap();
+    let decision = events
+        .iter()
+        .find(|e| e["kind"] == "message.accepted")
+        .unwrap();
+    let evidence = decision["data"]["revocation"].as_array().unwrap().clone();
+    assert_eq!(evidence.len(), 2, "signer and issuing CA: {evidence:?}");
+    let alice_ev = evidence
+        .iter()
+        .find(|e| e["subject"].as_str().unwrap().contains("Alice"))
+        .unwrap();
+    assert_eq!(alice_ev["method"], "crl");
+    assert_eq!(alice_ev["sha256"], old_sha.as_str(), "{alice_ev}");
+    assert!(alice_ev["this_update"].is_string() && alice_ev["next_update"].is_string());
+    for e in &evidence {
+        let sha = e["sha256"].as_str().unwrap();
+        let (kind, der) = rt.block_on(store.revocation_blob(sha)).unwrap().unwrap();
+        assert_eq!(kind, "crl");
+        assert_eq!(hex::encode(Sha256::digest(&der)), sha);
+    }
+
+    // Export the first message.
+    let bundle = work.path().join("bundle");
+    let (code, out) = emla(
+        &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    let archived = bundle.join(format!("revocation/crl-{old_sha}.crl"));
+    let bytes = std::fs::read(&archived).unwrap();
+    assert_eq!(
+        hex::encode(Sha256::digest(&bytes)),
+        old_sha,
+        "the archived CRL is the one the audit record names"
+    );
+    for e in &evidence {
+        let f = format!("revocation/crl-{}.crl", e["sha256"].as_str().unwrap());
+        assert!(bundle.join(&f).exists(), "{f}");
+        let sums = std::fs::read_to_string(bundle.join("SHA256SUMS")).unwrap();
+        assert!(sums.contains(&f), "{f} in SHA256SUMS");
+    }
+    assert!(!bundle
+        .join(format!("revocation/crl-{new_sha}.crl"))
+        .exists());
+    assert!(
+        !bundle.join("crls/crls.pem").exists(),
+        "today's CRLs are not the evidence"
+    );
+    let script = std::fs::read_to_string(bundle.join("verify.sh")).unwrap();
+    for cmd in [
+        "-crl_check_all",
+        "-attime",
+        "-purpose smimesign",
+        "openssl crl -inform DER -in",
+        "-CRLfile",
+    ] {
+        assert!(script.contains(cmd), "{cmd} missing:\n{script}");
+    }
+    if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_REVOCATION_BUNDLE") {
+        copy_dir(
+            &bundle,
+            &Path::new(&keep).join(if postgres { "pg" } else { "sqlite" }),
+        );
+    }
+    let (ok, out) = run_checks(&bundle);
+    assert!(ok, "the bundle does not check:\n{out}\n{script}");
+    assert!(
+        out.contains("revocation evidence OK")
+            && out.contains("chain proof OK")
+            && out.contains("evidence bundle OK"),
+        "{out}"
+    );
+    let v = read_json(&bundle.join("verification.json"));
+    assert_eq!(v["recorded"]["verdict"], "accept");
+    assert_eq!(
+        v["reverified"]["verdict"], "accept",
+        "re-verified with the archived CRLs: {v}"
+    );
+    assert!(
+        v["reverified_with_revocation_data"]
+            .as_str()
+            .unwrap()
+            .contains("archived at reception"),
+        "{v}"
+    );
+    let used: Vec<&str> = v["reverified"]["revocation"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["sha256"].as_str().unwrap())
+        .collect();
+    assert!(used.contains(&old_sha.as_str()), "{used:?}");
+    let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
+    assert!(readme.contains("revocation/crl-SHA.crl"), "{readme}");
+
+    // A tampered archived CRL: sha256sum fails; with the sums fixed, its
+    // name (and the audit record) no longer match and verify.sh fails.
+    let flip = |p: &Path| {
+        let f = p.join(format!("revocation/crl-{old_sha}.crl"));
+        let mut b = std::fs::read(&f).unwrap();
+        let n = b.len();
+        b[n - 3] ^= 0x01;
+        std::fs::write(&f, b).unwrap();
+    };
+    let t1 = tampered(&bundle, "crl", false, flip);
+    let (ok, out) = run_checks(&t1);
+    assert!(!ok && out.contains(": FAILED"), "{out}");
+    let t2 = tampered(&bundle, "crl-sums", true, flip);
+    let (ok, out) = run_checks(&t2);
+    assert!(
+        !ok && out.contains("not the one in its name") && !out.contains("evidence bundle OK"),
+        "{out}"
+    );
+    // Today's CRL put in place of the archived one (sums fixed): refused.
+    let t3 = tampered(&bundle, "crl-swap", true, |p| {
+        let out = Command::new(support::openssl())
+            .args(["crl", "-outform", "DER", "-in"])
+            .arg(&crl_file)
+            .output()
+            .unwrap();
+        std::fs::write(p.join(format!("revocation/crl-{old_sha}.crl")), out.stdout).unwrap();
+    });
+    let (ok, out) = run_checks(&t3);
+    assert!(!ok && !out.contains("evidence bundle OK"), "{out}");
+
+    // A message recorded before evidence was archived (no "revocation" in
+    // its record): today's CRLs, and the bundle says so.
+    let legacy = "legacy-1@emla.test";
+    let sha256 = hex::encode(Sha256::digest(&msg));
+    rt.block_on(store.record(Record {
+        message: Some(MessageRecord {
+            id: legacy.into(),
+            received_at_ms: now_ms(),
+            sha256: sha256.clone(),
+            size: msg.len() as u64,
+            session: SessionInfo::default(),
+            mail_from: ALICE.into(),
+            rcpt_to: vec![BOB.into()],
+            header_from: Some(ALICE.into()),
+            header_to: Some(BOB.into()),
+            subject: None,
+            message_id: None,
+            date: None,
+            reason: Reason::Ok,
+            detail: "ok".into(),
+            signers: json!([]),
+            authority: Some("aa-moj".into()),
+            policy_version: "old".into(),
+            case_ref: None,
+            body: Some(Arc::from(msg.clone())),
+        }),
+        events: vec![AuditEvent {
+            kind: "message.accepted".into(),
+            message_id: Some(legacy.into()),
+            data: json!({"sha256": sha256, "verdict": "accept"}),
+        }],
+        ..Record::default()
+    }))
+    .unwrap();
+    drop(store);
+    let old_bundle = work.path().join("legacy");
+    let (code, out) = emla(
+        &[
+            "audit",
+            "export",
+            legacy,
+            "--out",
+            old_bundle.to_str().unwrap(),
+        ],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    assert!(old_bundle.join("crls/crls.pem").exists());
+    assert!(!old_bundle.join("revocation").exists());
+    let readme = std::fs::read_to_string(old_bundle.join("README.txt")).unwrap();
+    assert!(
+        readme.contains("recorded before revocation evidence was archived"),
+        "{readme}"
+    );
+    let v = read_json(&old_bundle.join("verification.json"));
+    assert_eq!(
+        v["reverified"]["reason"], "revoked",
+        "today's CRL revokes alice: {v}"
+    );
+    drop(pg);
+}
+
+#[test]
+fn revocation_evidence_survives_a_newer_crl_sqlite() {
+    revocation_evidence_survives_a_newer_crl(false);
+}
+
+#[test]
+fn revocation_evidence_survives_a_newer_crl_postgres() {
+    revocation_evidence_survives_a_newer_crl(true);
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emla::store::{
-    AuditEvent, ChainCheck, MessageRecord, QueueEntry, Record, SessionInfo, Store, StoreError,
+    AuditEvent, ChainCheck, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo, Store,
+    StoreError,
 };
 use emla::Reason;
 use serde_json::json;
@@ -111,6 +112,7 @@ fn accepted(id: &str) -> Record {
         }],
         queue_updates: vec![],
         outgoing: vec![],
+        revocation: vec![],
     }
 }
 
@@ -223,6 +225,7 @@ async fn record_and_read_back(backend: Backend) {
             queue: vec![],
             queue_updates: vec![],
             outgoing: vec![],
+            revocation: vec![],
         })
         .await
         .unwrap();
@@ -237,6 +240,7 @@ async fn record_and_read_back(backend: Backend) {
             queue: vec![],
             queue_updates: vec![],
             outgoing: vec![],
+            revocation: vec![],
         })
         .await
         .unwrap();
@@ -351,6 +355,114 @@ async fn a_duplicate_fails_alone(backend: Backend) {
     db.drop_db().await;
 }
 both!(a_duplicate_fails_alone);
+
+fn blob(kind: &str, seed: u8, len: usize) -> RevocationBlob {
+    let der: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    RevocationBlob {
+        sha256: hex::encode(Sha256::digest(&der)),
+        kind: kind.into(),
+        der: der.into(),
+    }
+}
+
+fn with_blobs(id: &str, blobs: &[&RevocationBlob]) -> Record {
+    Record {
+        revocation: blobs.iter().map(|b| (*b).clone()).collect(),
+        ..accepted(id)
+    }
+}
+
+impl TestDb {
+    async fn blob_rows(&self) -> i64 {
+        let sql = "SELECT COUNT(*) FROM revocation_data";
+        if self.pg_name.is_some() {
+            let mut c = sqlx::PgConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        } else {
+            let mut c = sqlx::SqliteConnection::connect(&self.url).await.unwrap();
+            sqlx::query_scalar(sql).fetch_one(&mut c).await.unwrap()
+        }
+    }
+}
+
+/// CRLs and OCSP responses are archived content-addressed in the message's
+/// transaction, once, validated like bodies; a failed transaction archives
+/// nothing (and is not remembered as archived).
+async fn revocation_data_is_archived_once(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let crl = blob("crl", 1, 3 << 20);
+    let ocsp = blob("ocsp", 2, 1500);
+    store.record(with_blobs("r1", &[&crl])).await.unwrap();
+    let (kind, data) = store.revocation_blob(&crl.sha256).await.unwrap().unwrap();
+    assert_eq!((kind.as_str(), &data[..]), ("crl", &crl.der[..]));
+    // Already archived: skipped; the new one is written; duplicates collapse.
+    store
+        .record(with_blobs("r2", &[&crl, &ocsp, &ocsp]))
+        .await
+        .unwrap();
+    assert_eq!(db.blob_rows().await, 2);
+    let (kind, data) = store.revocation_blob(&ocsp.sha256).await.unwrap().unwrap();
+    assert_eq!((kind.as_str(), &data[..]), ("ocsp", &ocsp.der[..]));
+    assert!(store
+        .revocation_blob(&"0".repeat(64))
+        .await
+        .unwrap()
+        .is_none());
+
+    // A blob whose bytes do not hash to its name, or of an unknown kind.
+    let mut wrong = blob("crl", 3, 100);
+    wrong.sha256 = crl.sha256.replace('a', "b").replace('0', "1");
+    let e = store.record(with_blobs("r3", &[&wrong])).await.unwrap_err();
+    assert!(
+        matches!(e, StoreError::Unavailable(ref m) if m.contains("SHA-256")),
+        "{e}"
+    );
+    let mut odd = blob("crl", 4, 100);
+    odd.kind = "delta".into();
+    assert!(store.record(with_blobs("r3", &[&odd])).await.is_err());
+    assert!(
+        store.message("r3").await.unwrap().is_none(),
+        "nothing written"
+    );
+
+    // A failed transaction (duplicate id) archives nothing, and the blob is
+    // written with the next record that carries it.
+    let late = blob("crl", 5, 2000);
+    assert!(store.record(with_blobs("r1", &[&late])).await.is_err());
+    assert!(store.revocation_blob(&late.sha256).await.unwrap().is_none());
+    store.record(with_blobs("r4", &[&late])).await.unwrap();
+    assert!(store.revocation_blob(&late.sha256).await.unwrap().is_some());
+
+    // Another store (another instance) sends what it has not archived
+    // itself: ON CONFLICT DO NOTHING. Concurrent records share one row.
+    let other = db.open().await;
+    let shared = blob("ocsp", 6, 700);
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let s = if i % 2 == 0 {
+                other.clone()
+            } else {
+                store.clone()
+            };
+            let (crl, shared) = (crl.clone(), shared.clone());
+            tokio::spawn(async move {
+                s.record(with_blobs(&format!("c{i}"), &[&crl, &shared]))
+                    .await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    assert_eq!(db.blob_rows().await, 4);
+    assert_eq!(intact(&store.verify_chain().await.unwrap()), 2 * 23);
+    drop((store, other));
+    db.drop_db().await;
+}
+both!(revocation_data_is_archived_once);
 
 /// Five messages = audit records 1..=10 (odd: received, even: accepted).
 async fn five_messages(db: &TestDb) -> Store {

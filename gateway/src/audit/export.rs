@@ -15,8 +15,14 @@
 //!                            reception time under the current policy
 //! certs/anchors.pem          trust anchors of the sender's authority
 //! certs/intermediates.pem    its configured intermediate CAs
-//! crls/crls.pem              its CRLs (as currently loaded)
-//! certs/anchors-and-crls.pem both, for `openssl cms -verify -CAfile`
+//! revocation/crl-SHA.crl     the CRLs that decided the message (DER, as
+//!                            archived at reception; SHA = SHA-256 of the
+//!                            file, named by the decision's audit record)
+//! revocation/ocsp-SHA.der    the OCSP responses that did (with .cert.pem
+//!                            and .issuer.pem, for `openssl ocsp`)
+//! revocation/evidence.json   the decision record's revocation evidence
+//! crls/crls.pem              only for messages recorded before evidence
+//! certs/anchors-and-crls.pem was archived: the CRLs loaded at export
 //! audit/message-records.json the audit records naming the message
 //! audit/records.jsonl        the proof: every record from the message's
 //!                            first one up to the checkpoint's seq
@@ -28,6 +34,7 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use clap::Args;
@@ -41,6 +48,7 @@ use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::Policy;
 use crate::store::Store;
+use crate::trust::revocation::{Crl, RevocationSet};
 use crate::verify::{self, Envelope};
 
 /// `emla audit export`.
@@ -77,6 +85,7 @@ body_sha = None
 if os.path.exists("message.eml"):
     body_sha = hashlib.sha256(open("message.eml", "rb").read()).hexdigest()
 named = False
+revocation = []
 for line in open("audit/records.jsonl", encoding="utf-8"):
     r = json.loads(line)
     if prev is not None and (r["seq"] != last + 1 or r["prev_hash"] != prev):
@@ -89,12 +98,24 @@ for line in open("audit/records.jsonl", encoding="utf-8"):
     if r["message_id"] == msg_id and body_sha is not None:
         if json.loads(r["data"]).get("sha256") == body_sha:
             named = True
+    if r["message_id"] == msg_id and r["kind"] in ("message.accepted", "message.rejected"):
+        revocation = json.loads(r["data"]).get("revocation") or []
     prev, last = h, r["seq"]
 if last != cp["seq"] or prev != cp["hash"]:
     sys.exit("the chain ends at record %s hash %s, the checkpoint says %d %s"
              % (last, prev, cp["seq"], cp["hash"]))
 if body_sha is not None and not named:
     sys.exit("no audit record of %s names the SHA-256 %s of message.eml" % (msg_id, body_sha))
+# The CRLs and OCSP responses the decision record names are here, byte for byte.
+for ev in revocation:
+    if ev.get("method") not in ("crl", "ocsp") or not ev.get("sha256"):
+        continue
+    f = "revocation/%s-%s.%s" % (ev["method"], ev["sha256"], "crl" if ev["method"] == "crl" else "der")
+    if not os.path.exists(f):
+        sys.exit("the decision record names %s, which is not in the bundle" % f)
+    if hashlib.sha256(open(f, "rb").read()).hexdigest() != ev["sha256"]:
+        sys.exit("%s does not have the SHA-256 the decision record names" % f)
+    print("revocation evidence OK: %s (%s of %s)" % (f, ev["method"], ev.get("subject")))
 print("chain proof OK: records up to %d hash to the signed checkpoint %s" % (last, prev))
 "#;
 
@@ -123,6 +144,180 @@ impl Bundle {
     fn add(&mut self, path: &str, bytes: impl Into<Vec<u8>>) {
         self.files.push((path.to_string(), bytes.into()));
     }
+}
+
+/// The revocation data that decided a message, as archived at reception.
+#[derive(Default)]
+struct Archive {
+    /// The evidence list of the decision's audit record; `None` when it was
+    /// recorded before evidence was archived.
+    evidence: Option<Vec<Value>>,
+    /// `(sha256, DER)` of each CRL it names, in order.
+    crls: Vec<(String, Vec<u8>)>,
+    /// The OCSP responses it names.
+    ocsp: Vec<OcspFile>,
+    /// SHA-256s it names that `revocation_data` lacks.
+    missing: Vec<String>,
+    /// Certificates whose status was not established (soft-fail).
+    unchecked: Vec<String>,
+}
+
+/// One archived OCSP response, with the certificate it answers for and
+/// that certificate's issuer (for `openssl ocsp -cert -issuer`).
+struct OcspFile {
+    sha256: String,
+    der: Vec<u8>,
+    subject: String,
+    cert: Option<Vec<u8>>,
+    issuer: Option<Vec<u8>>,
+}
+
+impl Archive {
+    /// Whether the decision's revocation data is all here.
+    fn archived(&self) -> bool {
+        self.evidence.is_some() && self.missing.is_empty()
+    }
+
+    /// Whether every certificate of the path was judged by an archived
+    /// CRL, so that `openssl cms -verify -crl_check_all` checks it all.
+    fn crl_only(&self) -> bool {
+        self.archived()
+            && !self.crls.is_empty()
+            && self.ocsp.is_empty()
+            && self.unchecked.is_empty()
+    }
+
+    /// What the re-verification used, for people.
+    fn describe(&self) -> String {
+        match &self.evidence {
+            None => "revocation data: the policy's CRL files as loaded at export (the message was \
+                     recorded before revocation evidence was archived)"
+                .into(),
+            Some(_) if !self.missing.is_empty() => format!(
+                "revocation data: the policy's CRL files as loaded at export, because the archived \
+                 revocation data {} named by the audit record is missing from the database",
+                self.missing.join(", ")
+            ),
+            Some(_) => {
+                let mut s = format!(
+                    "revocation data: the {} CRL(s) archived at reception, not the policy's CRL files of today",
+                    self.crls.len()
+                );
+                if !self.ocsp.is_empty() {
+                    let _ = write!(
+                        s,
+                        "; {} OCSP response(s) archived at reception, which emla cannot re-judge \
+                         here (it would need to fetch anew) and verify.sh checks with openssl ocsp",
+                        self.ocsp.len()
+                    );
+                }
+                if !self.unchecked.is_empty() {
+                    let _ = write!(
+                        s,
+                        "; no revocation status for {} (accepted under soft-fail)",
+                        self.unchecked.join(", ")
+                    );
+                }
+                s
+            }
+        }
+    }
+}
+
+/// Reads the revocation data the decision record of the message names.
+async fn archive(
+    store: &Store,
+    events: &[Value],
+    raw: Option<&[u8]>,
+    authority: Option<&crate::policy::Authority>,
+) -> Result<Archive, AuditError> {
+    let decision = events.iter().rev().find(|e| {
+        matches!(
+            e["kind"].as_str(),
+            Some("message.accepted" | "message.rejected")
+        )
+    });
+    let Some(evidence) = decision.and_then(|e| e["data"]["revocation"].as_array()) else {
+        return Ok(Archive::default());
+    };
+    let mut a = Archive {
+        evidence: Some(evidence.clone()),
+        ..Archive::default()
+    };
+    let mut pool: Vec<Vec<u8>> = raw.map(message_certs).unwrap_or_default();
+    if let Some(auth) = authority {
+        pool.extend(auth.intermediates.iter().map(|c| c.to_vec()));
+        pool.extend(auth.anchor_certs.iter().map(|c| c.to_vec()));
+    }
+    for ev in evidence {
+        let method = ev["method"].as_str().unwrap_or_default();
+        let subject = ev["subject"].as_str().unwrap_or_default().to_string();
+        let Some(sha) = ev["sha256"].as_str() else {
+            if method == "none" || method.is_empty() {
+                a.unchecked.push(subject);
+            }
+            continue;
+        };
+        if a.crls.iter().any(|(s, _)| s == sha) || a.ocsp.iter().any(|o| o.sha256 == sha) {
+            continue;
+        }
+        let Some((kind, der)) = store.revocation_blob(sha).await? else {
+            a.missing.push(sha.to_string());
+            continue;
+        };
+        if kind == "crl" {
+            a.crls.push((sha.to_string(), der));
+        } else {
+            let serial = ev["serial"].as_str().unwrap_or_default();
+            let cert = pool.iter().find(|c| cert_is(c, &subject, serial)).cloned();
+            let issuer = cert.as_ref().and_then(|c| {
+                pool.iter()
+                    .find(|i| crate::trust::revocation::signature_verifies(c, &spki_of(i)))
+                    .cloned()
+            });
+            a.ocsp.push(OcspFile {
+                sha256: sha.to_string(),
+                der,
+                subject,
+                cert,
+                issuer,
+            });
+        }
+    }
+    Ok(a)
+}
+
+/// The certificates a signed message carries.
+fn message_certs(raw: &[u8]) -> Vec<Vec<u8>> {
+    let Ok(top) = crate::smime::mime::Entity::parse(raw) else {
+        return Vec::new();
+    };
+    let Ok(container) = crate::smime::extract(&top) else {
+        return Vec::new();
+    };
+    let Ok(signed) = crate::smime::cms::parse(&container.cms_der) else {
+        return Vec::new();
+    };
+    signed.certificates.iter().map(|c| c.to_vec()).collect()
+}
+
+/// The SubjectPublicKeyInfo (DER) of a certificate, empty when unparsable.
+fn spki_of(cert: &[u8]) -> Vec<u8> {
+    use der::{Decode as _, Encode as _};
+    x509_cert::Certificate::from_der(cert)
+        .ok()
+        .and_then(|c| c.tbs_certificate.subject_public_key_info.to_der().ok())
+        .unwrap_or_default()
+}
+
+/// Whether `der` is the certificate with this subject (RFC 4514) and
+/// serial (hex), as evidence names it.
+fn cert_is(der: &[u8], subject: &str, serial: &str) -> bool {
+    use der::Decode as _;
+    x509_cert::Certificate::from_der(der).is_ok_and(|c| {
+        let tbs = &c.tbs_certificate;
+        hex::encode(tbs.serial_number.as_bytes()) == serial && tbs.subject.to_string() == subject
+    })
 }
 
 /// Writes the bundle of message `args.id` to `args.out`; returns a summary.
@@ -235,10 +430,45 @@ pub async fn export(
         })
         .unwrap_or_default();
     let mail_from = s("mail_from");
+
+    // The revocation data that decided the message, as archived at
+    // reception. The re-verification uses exactly that (the policy's CRL
+    // files of today left out); without it (recorded before evidence was
+    // archived), today's CRL files.
+    let authority_id = m["authority"].as_str().map(String::from);
+    let authority = authority_id
+        .as_deref()
+        .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
+    let archive = archive(store, &h.events, raw.as_deref(), authority).await?;
+    let mut set = RevocationSet::default();
+    let mut without_files = None;
+    if archive.archived() {
+        for (sha, der) in &archive.crls {
+            match Crl::parse(der.clone(), format!("revocation/crl-{sha}.crl")) {
+                Ok(crl) => set.put_crl(Arc::new(crl)),
+                Err(e) => tracing::warn!("archived CRL {sha}: {e}"),
+            }
+        }
+        let mut p = crate::policy::load(&policy.dir, EvalTime::now()).map_err(|d| {
+            usage(format!(
+                "reloading the policy {}: {}",
+                policy.dir.display(),
+                d.iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))
+        })?;
+        for a in &mut p.authorities {
+            a.crls.clear();
+        }
+        without_files = Some(p);
+    }
+    let reverify_policy = without_files.as_ref().unwrap_or(policy);
     let reverified = raw.as_ref().map(|raw| {
         verify::verify(
-            policy,
-            &crate::trust::revocation::RevocationSet::default(),
+            reverify_policy,
+            &set,
             raw,
             &Envelope {
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
@@ -258,6 +488,7 @@ pub async fn export(
         "reverified": reverified.as_ref().map(|v| v.to_json()),
         "reverified_at": received.to_rfc3339(),
         "reverified_under_policy_version": policy.version,
+        "reverified_with_revocation_data": archive.describe(),
         "note": if raw.is_some() { Value::Null } else { json!("the body was not kept (rejected, or pruned by retention): only its SHA-256 remains") },
     });
     let mut vtext = format!(
@@ -272,11 +503,22 @@ pub async fn export(
         Some(v) => {
             let _ = write!(
                 vtext,
-                "re-verified now on message.eml as of {} under policy {}:\n{}",
+                "re-verified now on message.eml as of {} under policy {}\n({}):\n{}",
                 received.to_rfc3339(),
                 policy.version,
+                archive.describe(),
                 v.to_text()
             );
+            for e in &v.revocation {
+                let _ = writeln!(
+                    vtext,
+                    "revocation of {} (serial {}): {} {}",
+                    e.subject,
+                    e.serial,
+                    e.method,
+                    e.source.as_deref().unwrap_or("-")
+                );
+            }
         }
         None => vtext.push_str("not re-verified: the body was not kept, only its SHA-256\n"),
     }
@@ -287,14 +529,31 @@ pub async fn export(
     b.add("verification.json", pretty(&verification));
     b.add("verification.txt", vtext);
 
-    // Certificates and CRLs of the sender's authority.
-    let authority_id = m["authority"]
-        .as_str()
-        .map(String::from)
-        .or_else(|| reverified.as_ref().and_then(|v| v.authority.clone()));
-    let authority = authority_id
-        .as_deref()
-        .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
+    // Certificates of the sender's authority; the revocation data that
+    // decided (or, for older records, the CRLs loaded now).
+    let authority = authority.or_else(|| {
+        let id = reverified.as_ref().and_then(|v| v.authority.clone())?;
+        policy.authorities.iter().find(|x| x.id == id)
+    });
+    if let Some(evidence) = &archive.evidence {
+        b.add("revocation/evidence.json", pretty(&json!(evidence)));
+    }
+    for (sha, der) in &archive.crls {
+        b.add(&format!("revocation/crl-{sha}.crl"), der.clone());
+    }
+    for o in &archive.ocsp {
+        b.add(&format!("revocation/ocsp-{}.der", o.sha256), o.der.clone());
+        if let (Some(cert), Some(issuer)) = (&o.cert, &o.issuer) {
+            b.add(
+                &format!("revocation/ocsp-{}.cert.pem", o.sha256),
+                pem("CERTIFICATE", cert),
+            );
+            b.add(
+                &format!("revocation/ocsp-{}.issuer.pem", o.sha256),
+                pem("CERTIFICATE", issuer),
+            );
+        }
+    }
     if let Some(a) = authority {
         let anchors: String = a
             .anchor_certs
@@ -306,12 +565,14 @@ pub async fn export(
             .iter()
             .map(|c| pem("CERTIFICATE", c))
             .collect();
-        let crls: String = a.crls.iter().map(|c| pem("X509 CRL", &c.der)).collect();
         b.add("certs/anchors.pem", anchors.clone());
         b.add("certs/intermediates.pem", inter);
-        b.add("crls/crls.pem", crls.clone());
-        // openssl cms has no -CRLfile: CRLs are read from the -CAfile.
-        b.add("certs/anchors-and-crls.pem", format!("{anchors}{crls}"));
+        if !archive.archived() {
+            let crls: String = a.crls.iter().map(|c| pem("X509 CRL", &c.der)).collect();
+            b.add("crls/crls.pem", crls.clone());
+            // openssl cms has no -CRLfile: CRLs are read from the -CAfile.
+            b.add("certs/anchors-and-crls.pem", format!("{anchors}{crls}"));
+        }
     }
 
     // The audit records and the proof.
@@ -375,6 +636,8 @@ pub async fn export(
     let script = check_script(
         &id,
         raw.is_some() && authority.is_some(),
+        &archive,
+        authority.is_some_and(|a| !a.intermediates.is_empty()),
         received,
         &cp_name,
         cp_sig.is_some() && !ca_pem.is_empty(),
@@ -383,7 +646,7 @@ pub async fn export(
     b.add("verify.sh", script.clone());
     b.add(
         "README.txt",
-        readme(&id, &m, &cp, first_seq, &script, raw.is_some()),
+        readme(&id, &m, &cp, first_seq, &script, raw.is_some(), &archive),
     );
 
     // SHA256SUMS over everything, then write.
@@ -448,10 +711,100 @@ fn pretty(v: &Value) -> Vec<u8> {
     s
 }
 
+/// Step 2 of `verify.sh` with the archived revocation data.
+fn revocation_checks(s: &mut String, archive: &Archive, intermediates: bool, received: EvalTime) {
+    let (t, when) = (received.unix(), received.to_rfc3339());
+    let _ = write!(
+        s,
+        "# 2. The message's S/MIME signature, chain and revocation status as of its reception\n\
+         #    ({when}, -attime {t}), with the revocation data that decided it, archived then:\n\
+         #    each file under revocation/ is named by its SHA-256, the name the audit record\n\
+         #    of the decision gives it (step 4 checks that record).\n\
+         tmp=$(mktemp -d)\ntrap 'rm -rf \"$tmp\"' EXIT\n\
+         for f in revocation/crl-*.crl revocation/ocsp-*.der; do\n\
+         \x20 [ -e \"$f\" ] || continue\n\
+         \x20 h=$(sha256sum \"$f\" | cut -c1-64)\n\
+         \x20 case \"$f\" in *-\"$h\".*) ;; *) echo \"$f: its SHA-256 is $h, not the one in its name\"; exit 1 ;; esac\n\
+         done\n\
+         : > \"$tmp/crls.pem\"\n\
+         for f in revocation/crl-*.crl; do\n\
+         \x20 [ -e \"$f\" ] || continue\n\
+         \x20 openssl crl -inform DER -in \"$f\" >> \"$tmp/crls.pem\"\n\
+         done\n\
+         # openssl cms has no -CRLfile: it reads CRLs from the -CAfile.\n\
+         cat certs/anchors.pem \"$tmp/crls.pem\" > \"$tmp/anchors-and-crls.pem\"\n"
+    );
+    if archive.crl_only() {
+        let _ = write!(
+            s,
+            "openssl cms -verify -in message.eml -CAfile \"$tmp/anchors-and-crls.pem\" \\\n\
+             \x20 -certfile certs/intermediates.pem -crl_check_all -purpose smimesign \\\n\
+             \x20 -attime {t} -signer \"$tmp/signer.pem\" -certsout \"$tmp/certs.pem\" -out /dev/null\n\
+             # The signer's certificate once more with openssl verify, each archived CRL given\n\
+             # with -CRLfile.\n\
+             cat certs/intermediates.pem \"$tmp/certs.pem\" > \"$tmp/untrusted.pem\"\n\
+             openssl verify -CAfile certs/anchors.pem -untrusted \"$tmp/untrusted.pem\" \\\n\
+             \x20 -CRLfile \"$tmp/crls.pem\" -crl_check_all -purpose smimesign -attime {t} \\\n\
+             \x20 \"$tmp/signer.pem\"\n"
+        );
+    } else {
+        // Not every certificate has a CRL: the chain without revocation,
+        // then each piece of evidence on its own.
+        let _ = write!(
+            s,
+            "#    Not every certificate of the path was judged by a CRL (see revocation/evidence.json),\n\
+             #    so the chain is checked without -crl_check_all and each CRL and OCSP response alone.\n\
+             openssl cms -verify -in message.eml -CAfile certs/anchors.pem \\\n\
+             \x20 -certfile certs/intermediates.pem -purpose smimesign \\\n\
+             \x20 -attime {t} -out /dev/null\n\
+             cat certs/anchors.pem certs/intermediates.pem > \"$tmp/cas.pem\"\n"
+        );
+        for (sha, _) in &archive.crls {
+            let _ = write!(
+                s,
+                "openssl crl -inform DER -in revocation/crl-{sha}.crl -CAfile \"$tmp/cas.pem\" -noout 2>&1 \\\n\
+                 \x20 | grep -q 'verify OK' || {{ echo 'revocation/crl-{sha}.crl: bad signature'; exit 1; }}\n"
+            );
+        }
+        let other = if intermediates {
+            " -verify_other certs/intermediates.pem"
+        } else {
+            ""
+        };
+        for o in &archive.ocsp {
+            let f = format!("revocation/ocsp-{}", o.sha256);
+            if o.cert.is_none() || o.issuer.is_none() {
+                let _ = writeln!(
+                    s,
+                    "# {f}.der ({}): the certificate or its issuer was not found; check by hand.",
+                    o.subject
+                );
+                continue;
+            }
+            let _ = write!(
+                s,
+                "# OCSP response for {subject}: signed by a responder chaining to the anchors,\n\
+                 # for this certificate, \"good\", and not past its nextUpdate at reception\n\
+                 # (-validity_period: the seconds since then, plus 5 minutes).\n\
+                 out=$(openssl ocsp -respin {f}.der -issuer {f}.issuer.pem -cert {f}.cert.pem \\\n\
+                 \x20 -CAfile certs/anchors.pem{other} -attime {t} \\\n\
+                 \x20 -validity_period $(( $(date +%s) - {t} + 300 )) 2>&1) || {{ echo \"$out\"; exit 1; }}\n\
+                 echo \"$out\"\n\
+                 echo \"$out\" | grep -q 'Response verify OK' || {{ echo '{f}.der does not verify'; exit 1; }}\n\
+                 echo \"$out\" | grep -q ': good$' || {{ echo '{f}.der does not say good'; exit 1; }}\n",
+                subject = o.subject,
+            );
+        }
+    }
+}
+
 /// The shell commands that check the bundle (also quoted in README.txt).
+#[allow(clippy::too_many_arguments)]
 fn check_script(
     id: &str,
     message: bool,
+    archive: &Archive,
+    intermediates: bool,
     received: EvalTime,
     cp_name: &str,
     signed: bool,
@@ -461,7 +814,9 @@ fn check_script(
         "#!/bin/sh\n# Run in the bundle directory. Stops at the first failure.\nset -e\n\
          # 1. Every file is as exported.\nsha256sum -c SHA256SUMS\n",
     );
-    if message {
+    if message && archive.archived() {
+        revocation_checks(&mut s, archive, intermediates, received);
+    } else if message {
         let _ = write!(
             s,
             "# 2. The message's S/MIME signature, chain and revocation, as of its reception\n\
@@ -501,8 +856,45 @@ fn readme(
     first_seq: i64,
     script: &str,
     body: bool,
+    archive: &Archive,
 ) -> String {
     let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
+    let (crl_files, crl_note) = if archive.archived() {
+        (
+            "revocation/crl-SHA.crl      the CRLs that decided the message, exactly as archived at\n\
+             \x20                           reception (DER); SHA is the file's SHA-256, which the audit\n\
+             \x20                           record of the decision names (\"revocation\": [...])\n\
+             revocation/ocsp-SHA.der     the OCSP responses that did (DER), with .cert.pem (the\n\
+             \x20                           certificate answered for) and .issuer.pem (its issuer)\n\
+             revocation/evidence.json    that record's revocation evidence: per certificate of the\n\
+             \x20                           path, method (crl | ocsp | none), sha256, issuer,\n\
+             \x20                           this_update, next_update, source\n"
+                .to_string(),
+            format!(
+                "Step 2 judges the certificates as of the reception time (-attime) with the\n\
+                 revocation data archived at reception, not with the CRLs of today: a CRL\n\
+                 issued later (one revoking the signer since, say) does not change what\n\
+                 decided. The re-verification in verification.json did the same:\n{}.\n",
+                archive.describe()
+            ),
+        )
+    } else {
+        (
+            "crls/crls.pem               its certificate revocation lists (as loaded at export)\n\
+             certs/anchors-and-crls.pem  both in one file, for openssl's -CAfile (openssl cms\n\
+             \x20                           reads CRLs from there; it has no -CRLfile)\n"
+                .to_string(),
+            format!(
+                "NOTE: {}.\n\
+                 Step 2 therefore judges the certificates as of the reception time (-attime)\n\
+                 with the CRLs loaded at export, so a CRL issued after the reception may not\n\
+                 yet be valid at that instant (openssl then says so), and one that revokes\n\
+                 the signer since makes it fail; a CRL current at reception time, if kept,\n\
+                 can be given instead.\n",
+                archive.describe()
+            ),
+        )
+    };
     format!(
         "EVIDENCE BUNDLE — emla message {id}\n\
          ====================================\n\n\
@@ -523,9 +915,7 @@ fn readme(
          \x20                           as of the reception time under the policy in force at export\n\
          certs/anchors.pem           trust anchors of the sender's authority\n\
          certs/intermediates.pem     its intermediate CA certificates\n\
-         crls/crls.pem               its certificate revocation lists (as loaded at export)\n\
-         certs/anchors-and-crls.pem  both in one file, for openssl's -CAfile (openssl cms\n\
-         \x20                           reads CRLs from there; it has no -CRLfile)\n\
+         {crl_files}\
          audit/message-records.json  the audit records that name this message\n\
          audit/records.jsonl         the chain proof (below)\n\
          audit/verify_chain.py       recomputes the chain proof\n\
@@ -562,10 +952,7 @@ fn readme(
          How to check (sh verify.sh runs exactly this)\n\
          ---------------------------------------------\n\
          {script}\n\
-         Step 2 judges the certificates and CRLs as of the reception time (-attime);\n\
-         the CRLs are those loaded at export, so a CRL issued after the reception may\n\
-         not yet be valid at that instant (openssl then says so); a CRL current at\n\
-         reception time, if kept, can be given instead.\n\n\
+         {crl_note}\n\
          audit/verify_chain.py:\n\n{py}",
         gateway = cp.gateway,
         received = EvalTime::from_unix(u64::try_from(m["received_at"].as_i64().unwrap_or(0) / 1000).unwrap_or(0)).to_rfc3339(),

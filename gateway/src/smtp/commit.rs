@@ -13,7 +13,7 @@ use crate::audit::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::relay::notify::{self, Original};
-use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
+use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo};
 use crate::verify::{self, Envelope, Verdict};
 
 /// Verifies one message off the async workers (signature and chain checks
@@ -125,6 +125,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
             "revocation": verdict.revocation,
             "authority": verdict.authority,
             "recipients": verdict.recipients,
+            "revocation": verdict.revocation,
             "policy_version": policy.version,
             "body_stored": keep_body,
         }),
@@ -182,6 +183,7 @@ pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -
         queue,
         queue_updates: Vec::new(),
         outgoing: Vec::new(),
+        revocation: RevocationBlob::of(&verdict.revocation),
     };
     if let Some(receipt) = receipt {
         receipt.add_to(&mut record);

@@ -171,6 +171,18 @@ impl Db {
             let mut prev: String = head.try_get("hash")?;
             let first = seq;
             for rec in batch {
+                for b in &rec.revocation {
+                    sqlx::query(
+                        "INSERT INTO revocation_data (sha256, kind, data, first_used_at) \
+                         VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
+                    )
+                    .bind(&b.sha256)
+                    .bind(&b.kind)
+                    .bind(&b.der[..])
+                    .bind(now_ms)
+                    .execute(&mut *tx)
+                    .await?;
+                }
                 for m in rec.message.iter().chain(&rec.outgoing) {
                     let r = &m.record;
                     if let Some(data) = &m.body_row {
@@ -329,6 +341,20 @@ impl Db {
                 .bind(sha256)
                 .fetch_optional(pool)
                 .await
+        })
+    }
+
+    /// A row of `revocation_data`: kind and bytes.
+    pub async fn revocation_blob(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let row = sqlx::query("SELECT kind, data FROM revocation_data WHERE sha256 = $1")
+                .bind(sha256)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| Ok((r.try_get("kind")?, r.try_get("data")?))).transpose()
         })
     }
 

@@ -5,9 +5,10 @@
 //! Nothing is answered `250` before [`Store::record`] returned `Ok`: by then
 //! the body file and the database transaction are both on disk.
 
+use std::collections::{HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
@@ -138,6 +139,42 @@ pub struct AuditEvent {
     pub data: serde_json::Value,
 }
 
+/// One CRL or OCSP response that decided a message, kept in the
+/// `revocation_data` table under the SHA-256 of its bytes (the name the
+/// audit record gives it).
+#[derive(Clone, Debug)]
+pub struct RevocationBlob {
+    /// SHA-256 of `der`, lowercase hex.
+    pub sha256: String,
+    /// `crl` or `ocsp`.
+    pub kind: String,
+    /// The CRL (DER CertificateList) or OCSP response (DER OCSPResponse)
+    /// exactly as used.
+    pub der: Arc<[u8]>,
+}
+
+impl RevocationBlob {
+    /// The blobs of a verdict's revocation evidence: one per distinct CRL
+    /// or OCSP response whose bytes it carries.
+    pub fn of(evidence: &[crate::trust::revocation::StatusEvidence]) -> Vec<RevocationBlob> {
+        let mut out: Vec<RevocationBlob> = Vec::new();
+        for e in evidence {
+            let (Some(sha256), Some(der)) = (&e.sha256, &e.der) else {
+                continue;
+            };
+            if !matches!(e.method, "crl" | "ocsp") || out.iter().any(|b| &b.sha256 == sha256) {
+                continue;
+            }
+            out.push(RevocationBlob {
+                sha256: sha256.clone(),
+                kind: e.method.to_string(),
+                der: der.clone(),
+            });
+        }
+        out
+    }
+}
+
 /// What one decision writes, in one transaction.
 #[derive(Clone, Debug, Default)]
 pub struct Record {
@@ -153,6 +190,9 @@ pub struct Record {
     pub queue: Vec<QueueEntry>,
     /// Changes to queue entries (attempt outcomes, administrators' actions).
     pub queue_updates: Vec<QueueUpdate>,
+    /// The CRLs and OCSP responses the decision used (content-addressed;
+    /// one already archived is not written again).
+    pub revocation: Vec<RevocationBlob>,
 }
 
 /// Result of walking the audit chain.
@@ -212,6 +252,39 @@ struct Inner {
     bodies: BodyStorage,
     writer: mpsc::Sender<Job>,
     counters: Arc<Counters>,
+    /// SHA-256s of revocation data known to be in `revocation_data`.
+    archived: Mutex<Archived>,
+}
+
+/// Hashes of revocation data already committed, so that the same
+/// multi-megabyte CRL is not sent with every message: bounded, the oldest
+/// forgotten first (a forgotten one is sent again and ignored by
+/// `ON CONFLICT DO NOTHING`). Rows of `revocation_data` are never deleted,
+/// so a remembered hash stays true.
+#[derive(Default)]
+struct Archived {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl Archived {
+    /// Hashes remembered at most.
+    const MAX: usize = 4096;
+
+    fn contains(&self, sha256: &str) -> bool {
+        self.set.contains(sha256)
+    }
+
+    fn insert(&mut self, sha256: &str) {
+        if self.set.insert(sha256.to_string()) {
+            self.order.push_back(sha256.to_string());
+            while self.order.len() > Self::MAX {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -258,6 +331,7 @@ impl Store {
                 bodies,
                 writer,
                 counters,
+                archived: Mutex::new(Archived::default()),
             }),
         })
     }
@@ -268,17 +342,34 @@ impl Store {
     ///
     /// Concurrent calls share transactions (group commit). A record that is
     /// inconsistent (a body whose SHA-256 is not `sha256`, a queue entry for
-    /// another message, a line feed in an event kind or message id) is
-    /// refused with [`StoreError::Unavailable`] before anything is written.
+    /// another message, a line feed in an event kind or message id, a
+    /// revocation blob whose SHA-256 is not its name) is refused with
+    /// [`StoreError::Unavailable`] before anything is written.
+    ///
+    /// Revocation blobs go into `revocation_data` in the same transaction;
+    /// those this store already committed are skipped.
     pub async fn record(&self, record: Record) -> Result<(), StoreError> {
-        validate(&record).map_err(|e| StoreError::Unavailable(format!("invalid record: {e}")))?;
+        let invalid = |e| StoreError::Unavailable(format!("invalid record: {e}"));
+        validate(&record).map_err(invalid)?;
         let Record {
             message,
             outgoing,
             events,
             queue,
             queue_updates,
+            revocation,
         } = record;
+        let revocation = self.unarchived(revocation);
+        let revocation = if revocation.is_empty() {
+            revocation
+        } else {
+            // Hashing a large CRL is CPU work: off the async workers.
+            tokio::task::spawn_blocking(move || validate_blobs(&revocation).map(|()| revocation))
+                .await
+                .map_err(|e| StoreError::Unavailable(format!("checking revocation data: {e}")))?
+                .map_err(invalid)?
+        };
+        let blob_hashes: Vec<String> = revocation.iter().map(|b| b.sha256.clone()).collect();
         let message = match message {
             Some(m) => Some(self.prepare(m).await?),
             None => None,
@@ -314,12 +405,55 @@ impl Store {
                 events,
                 queue,
                 queue_updates,
+                revocation,
             },
             reply,
         };
         let stopped = || StoreError::Unavailable("the store writer has stopped".into());
         self.inner.writer.send(job).await.map_err(|_| stopped())?;
-        outcome.await.map_err(|_| stopped())?
+        outcome.await.map_err(|_| stopped())??;
+        if !blob_hashes.is_empty() {
+            let mut archived = self.archived();
+            for h in &blob_hashes {
+                archived.insert(h);
+            }
+        }
+        Ok(())
+    }
+
+    fn archived(&self) -> std::sync::MutexGuard<'_, Archived> {
+        self.inner
+            .archived
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// `blobs` without those already committed (and without duplicates).
+    fn unarchived(&self, blobs: Vec<RevocationBlob>) -> Vec<RevocationBlob> {
+        if blobs.is_empty() {
+            return blobs;
+        }
+        let archived = self.archived();
+        let mut out: Vec<RevocationBlob> = Vec::with_capacity(blobs.len());
+        for b in blobs {
+            if !archived.contains(&b.sha256) && !out.iter().any(|o| o.sha256 == b.sha256) {
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// The archived CRL or OCSP response with this SHA-256: its kind
+    /// (`crl` or `ocsp`) and bytes.
+    pub async fn revocation_blob(
+        &self,
+        sha256: &str,
+    ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
+        self.inner
+            .db
+            .revocation_blob(sha256)
+            .await
+            .map_err(|e| db::unavailable("reading revocation data", e))
     }
 
     /// Durably appends one audit event (a [`Store::record`] of it alone).
@@ -590,6 +724,32 @@ pub fn new_message_id(hostname: &str) -> String {
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
     serde_json::to_string(value)
         .map_err(|e| StoreError::Unavailable(format!("serialising a record: {e}")))
+}
+
+/// Revocation blobs must be named by the SHA-256 of their bytes.
+fn validate_blobs(blobs: &[RevocationBlob]) -> Result<(), String> {
+    for b in blobs {
+        if !files::is_sha256_hex(&b.sha256) {
+            return Err(format!(
+                "revocation data: sha256 {:?} is not 64 lowercase hex digits",
+                b.sha256
+            ));
+        }
+        if !matches!(b.kind.as_str(), "crl" | "ocsp") {
+            return Err(format!(
+                "revocation data {}: kind {:?} is neither crl nor ocsp",
+                b.sha256, b.kind
+            ));
+        }
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &b.der));
+        if actual != b.sha256 {
+            return Err(format!(
+                "revocation data: its SHA-256 is {actual}, the record says {}",
+                b.sha256
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// Programming errors a record must not carry.

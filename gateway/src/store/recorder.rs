@@ -85,6 +85,8 @@ pub struct Prepared {
     pub queue: Vec<PreparedQueue>,
     /// Changes to existing queue rows.
     pub queue_updates: Vec<QueueUpdate>,
+    /// Rows of `revocation_data` (inserted unless present).
+    pub revocation: Vec<super::RevocationBlob>,
 }
 
 /// Counters of the writer's work.
