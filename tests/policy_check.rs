@@ -851,3 +851,33 @@ fn missing_policy_directory() {
     );
     assert_eq!(code, 1);
 }
+
+#[test]
+fn revocation_sources() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "\n[next_hop]",
+        "crl_urls = [\"ftp://crl.aa.example/x.crl\", \"http://crl.aa.example/i.crl\", \
+         \"http://crl.aa.example/i.crl\"]\nfetch_crls = \"always\"\nocsp = \"maybe\"\n\n[next_hop]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:8:13: invalid CRL URL \"ftp://crl.aa.example/x.crl\": \
+         the scheme must be http or https, not \"ftp\"",
+        "policy/authorities/aa-moj.toml:8:74: CRL URL \"http://crl.aa.example/i.crl\" is listed twice",
+        "policy/authorities/aa-moj.toml:9:14: invalid fetch_crls \"always\"; expected one of: \"off\", \"cdp\"",
+        "policy/authorities/aa-moj.toml:10:8: invalid ocsp \"maybe\"; expected one of: \"off\", \"fallback\", \"prefer\"",
+    ]);
+}
+
+#[test]
+fn revocation_sources_valid() {
+    let f = Fixture::new();
+    f.edit(
+        "policy/authorities/aa-moj.toml",
+        "\n[next_hop]",
+        "crl_urls = \"https://crl.aa.example/issuing.crl\"\nfetch_crls = \"cdp\"\nocsp = \"prefer\"\n\n[next_hop]",
+    );
+    let (code, out) = f.check_at(AT);
+    assert_eq!(code, 0, "{out}");
+}
