@@ -229,6 +229,22 @@ fn roots_only_with_downloaded_crl_accepts_then_a_new_crl_revokes_without_reload(
         "the signer was checked with the downloaded CRL: {evidence:?}"
     );
 
+    // `emla verify` judges with what the gateway downloaded only when told.
+    let policy = gw.opts.policy_dir.clone();
+    let msg = pki().write_scratch("alice", &alice_to_bob(Tool::CmsDetached));
+    let verify = |with_config: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_emla"));
+        cmd.arg("verify").arg(&msg).arg("--policy").arg(&policy).arg("--json");
+        if with_config {
+            cmd.arg("--config").arg(&gw.config);
+        }
+        let out = cmd.output().expect("run emla verify");
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON verdict");
+        (out.status.code(), v["reason"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(verify(true), (Some(0), "ok".to_owned()));
+    assert_eq!(verify(false), (Some(1), "crl-unavailable".to_owned()));
+
     // A new CRL revoking Alice: the refresher picks it up, no reload.
     issuing_crl(&http.path("issuing.crl"), 2, &["alice"], &[]);
     wait_audited(&gw, "crl.updated", 2);

@@ -47,6 +47,10 @@ enum Command {
         /// Judge as of this instant (RFC 3339) instead of now.
         #[arg(long)]
         at: Option<String>,
+        /// Also use the CRLs and OCSP answers the gateway of this
+        /// configuration has downloaded (nothing is fetched).
+        #[arg(long)]
+        config: Option<PathBuf>,
         /// Print one JSON object instead of text.
         #[arg(long)]
         json: bool,
@@ -195,8 +199,9 @@ fn main() -> ExitCode {
             mail_from,
             rcpt,
             at,
+            config,
             json,
-        } => run_verify(message, policy, mail_from, rcpt, at, json),
+        } => run_verify(message, policy, mail_from, rcpt, at, config, json),
         Command::Policy {
             command: PolicyCommand::Check { dir, at, json },
         } => run_policy_check(dir, at, json),
@@ -695,6 +700,7 @@ fn run_verify(
     mail_from: Option<String>,
     rcpt: Vec<String>,
     at: Option<String>,
+    config: Option<PathBuf>,
     json: bool,
 ) -> ExitCode {
     let run = || -> Result<ExitCode, ExitCode> {
@@ -705,13 +711,15 @@ fn run_verify(
             mail_from: mail_from.as_deref(),
             rcpt_to: &rcpt,
         };
-        let verdict = verify::verify(
-            &policy,
-            &emla::trust::revocation::RevocationSet::default(),
-            &raw,
-            &envelope,
-            at,
-        );
+        let fetched = match config {
+            Some(path) => {
+                let config = Config::load(&path).map_err(config_error)?;
+                emla::revocation::Revocation::open(&config.data_dir, &config.revocation)
+                    .current()
+            }
+            None => Default::default(),
+        };
+        let verdict = verify::verify(&policy, &fetched, &raw, &envelope, at);
         if json {
             println!("{}", verdict.to_json());
         } else {
