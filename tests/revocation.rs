@@ -147,7 +147,7 @@ fn gateway(policy: PathBuf, refresh: u64) -> Gateway {
         policy_dir: policy,
         extra_toml: format!(
             "\n[revocation]\nrefresh_interval_secs = {refresh}\nretry_initial_secs = 1\n\
-             retry_max_secs = 1\ntimeout_secs = 5\n"
+             retry_max_secs = 1\ntimeout_secs = 5\n\n[audit]\nallow_unsigned_checkpoints = true\n"
         ),
         ..Opts::default()
     })
@@ -234,13 +234,20 @@ fn roots_only_with_downloaded_crl_accepts_then_a_new_crl_revokes_without_reload(
     let msg = pki().write_scratch("alice", &alice_to_bob(Tool::CmsDetached));
     let verify = |with_config: bool| {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_emla"));
-        cmd.arg("verify").arg(&msg).arg("--policy").arg(&policy).arg("--json");
+        cmd.arg("verify")
+            .arg(&msg)
+            .arg("--policy")
+            .arg(&policy)
+            .arg("--json");
         if with_config {
             cmd.arg("--config").arg(&gw.config);
         }
         let out = cmd.output().expect("run emla verify");
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).expect("JSON verdict");
-        (out.status.code(), v["reason"].as_str().unwrap_or_default().to_owned())
+        (
+            out.status.code(),
+            v["reason"].as_str().unwrap_or_default().to_owned(),
+        )
     };
     assert_eq!(verify(true), (Some(0), "ok".to_owned()));
     assert_eq!(verify(false), (Some(1), "crl-unavailable".to_owned()));
@@ -558,6 +565,7 @@ fn ocsp_good_revoked_unknown_and_responder_down() {
     // the message waits.
     let r = send_as(&server, "ocspgood", &good);
     assert_eq!(r.code, 250, "{}", r.text());
+    let first_id = r.accepted_id();
     let accepted = audited(&gw, "message.accepted");
     let ev = &accepted[0]["revocation"];
     assert_eq!(ev[0]["method"], "ocsp", "{ev:#}");
@@ -591,6 +599,47 @@ fn ocsp_good_revoked_unknown_and_responder_down() {
     let failed = audited(&gw, "ocsp.fetch-failed");
     assert!(!failed.is_empty(), "{:?}", gw.db().audit());
     gw.assert_audit_intact();
+
+    // The evidence bundle carries the OCSP response that decided, and its
+    // verify.sh checks it with openssl alone, as of reception.
+    let id = first_id.expect("accepted id");
+    let bundle = tmp.path().join("bundle");
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["audit", "export", &id, "--out"])
+        .arg(&bundle)
+        .arg("--config")
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sha = ev[0]["sha256"].as_str().unwrap();
+    let ocsp_file = bundle.join(format!("revocation/ocsp-{sha}.der"));
+    assert!(ocsp_file.exists(), "{}", ocsp_file.display());
+    let check = |dir: &Path| {
+        let out = Command::new("sh")
+            .arg("verify.sh")
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    };
+    let (ok, out) = check(&bundle);
+    assert!(ok, "verify.sh: {out}");
+    // One bit changed in the response: the bundle no longer checks.
+    let mut bytes = std::fs::read(&ocsp_file).unwrap();
+    let n = bytes.len() - 10;
+    bytes[n] ^= 1;
+    std::fs::write(&ocsp_file, &bytes).unwrap();
+    let (ok, out) = check(&bundle);
+    assert!(!ok, "a tampered OCSP response must fail: {out}");
 }
 
 #[test]

@@ -714,8 +714,7 @@ fn run_verify(
         let fetched = match config {
             Some(path) => {
                 let config = Config::load(&path).map_err(config_error)?;
-                emla::revocation::Revocation::open(&config.data_dir, &config.revocation)
-                    .current()
+                emla::revocation::Revocation::open(&config.data_dir, &config.revocation).current()
             }
             None => Default::default(),
         };

@@ -14,7 +14,8 @@
 //! verification.json / .txt   emla verify, re-run on message.eml at the
 //!                            reception time under the current policy
 //! certs/anchors.pem          trust anchors of the sender's authority
-//! certs/intermediates.pem    its configured intermediate CAs
+//! certs/intermediates.pem    its configured intermediate CAs and the certificates the
+//!                            message carries
 //! revocation/crl-SHA.crl     the CRLs that decided the message (DER, as
 //!                            archived at reception; SHA = SHA-256 of the
 //!                            file, named by the decision's audit record)
@@ -554,17 +555,23 @@ pub async fn export(
             );
         }
     }
+    let mut has_untrusted = false;
     if let Some(a) = authority {
         let anchors: String = a
             .anchor_certs
             .iter()
             .map(|c| pem("CERTIFICATE", c))
             .collect();
-        let inter: String = a
-            .intermediates
-            .iter()
-            .map(|c| pem("CERTIFICATE", c))
-            .collect();
+        // The configured intermediates and the certificates the message
+        // carries (the issuing CA of a roots-only authority travels there).
+        let mut untrusted: Vec<Vec<u8>> = a.intermediates.iter().map(|c| c.to_vec()).collect();
+        for c in raw.as_deref().map(message_certs).unwrap_or_default() {
+            if !untrusted.contains(&c) {
+                untrusted.push(c);
+            }
+        }
+        let inter: String = untrusted.iter().map(|c| pem("CERTIFICATE", c)).collect();
+        has_untrusted = !untrusted.is_empty();
         b.add("certs/anchors.pem", anchors.clone());
         b.add("certs/intermediates.pem", inter);
         if !archive.archived() {
@@ -637,7 +644,7 @@ pub async fn export(
         &id,
         raw.is_some() && authority.is_some(),
         &archive,
-        authority.is_some_and(|a| !a.intermediates.is_empty()),
+        has_untrusted,
         received,
         &cp_name,
         cp_sig.is_some() && !ca_pem.is_empty(),
@@ -914,7 +921,7 @@ fn readme(
          verification.json / .txt    the recorded verdict, and emla verify re-run on message.eml\n\
          \x20                           as of the reception time under the policy in force at export\n\
          certs/anchors.pem           trust anchors of the sender's authority\n\
-         certs/intermediates.pem     its intermediate CA certificates\n\
+         certs/intermediates.pem     its intermediate CA certificates and those the message carries\n\
          {crl_files}\
          audit/message-records.json  the audit records that name this message\n\
          audit/records.jsonl         the chain proof (below)\n\
