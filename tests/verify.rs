@@ -436,6 +436,48 @@ fn reject_missing_crl() {
         .assert_reject("crl-unavailable");
 }
 
+/// Only the root is an anchor; the issuing CA comes with each message and
+/// its CRL is a policy file of an unconfigured issuer.
+#[test]
+fn roots_only_policy_accepts_what_should_pass_and_refuses_the_rest() {
+    let roots = pki().policy_named("policy-roots");
+    for tool in Tool::ALL {
+        Verify::new(alice_to_bob(tool))
+            .policy(roots.clone())
+            .run()
+            .assert_accept();
+    }
+    for name in ["eve", "noeku", "anyeku"] {
+        aa_official_policy(name, "policy-roots").assert_accept();
+    }
+
+    let v = aa_official_policy("revoked", "policy-roots").assert_reject("revoked");
+    assert!(
+        v["detail"].as_str().unwrap().contains("Issuing CA"),
+        "revoked by the issuing CA's CRL: {v:#}"
+    );
+    aa_official_policy("expired", "policy-roots").assert_reject("expired");
+    // Each certificate of the path names the CRL that settled it.
+    let v = Verify::new(alice_to_bob(Tool::CmsDetached))
+        .policy(roots.clone())
+        .run()
+        .assert_accept();
+    let ev = v["revocation"].as_array().expect("revocation evidence");
+    assert_eq!(ev.len(), 2, "{v:#}");
+    assert!(ev.iter().all(|e| e["method"] == "crl"), "{v:#}");
+    assert!(
+        ev[0]["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("issuing.crl.pem"),
+        "{v:#}"
+    );
+    assert!(
+        ev[1]["source"].as_str().unwrap().ends_with("root.crl.pem"),
+        "{v:#}"
+    );
+}
+
 #[test]
 fn reject_wrong_eku() {
     aa_official("wrongeku").assert_reject("wrong-usage");

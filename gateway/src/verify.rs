@@ -136,6 +136,18 @@ impl Verdict {
                 let _ = writeln!(s, "  chain[{i}]    {c}");
             }
         }
+        for e in &self.revocation {
+            let _ = writeln!(
+                s,
+                "revocation {} {} by {}",
+                e.subject,
+                match (e.method, &e.problem) {
+                    (_, Some(p)) => format!("unknown ({p})"),
+                    (m, None) => format!("good per {m}"),
+                },
+                e.source.as_deref().unwrap_or("-")
+            );
+        }
         for r in &self.recipients {
             let _ = writeln!(
                 s,

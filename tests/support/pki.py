@@ -534,6 +534,9 @@ def generate(out):
     write_policy(out, "policy", ["root.crl.pem", "issuing.crl.pem"])
     write_policy(out, "policy-stale", ["root.crl.pem", "issuing-stale.crl.pem"])
     write_policy(out, "policy-nocrl", ["root.crl.pem"])
+    # As a real PKI is configured: only the root is trusted, the issuing CA
+    # travels in each message, its CRL is listed all the same.
+    write_policy(out, "policy-roots", ["root.crl.pem", "issuing.crl.pem"], intermediates=())
     write_policy(
         out,
         "policy-strict-eku",
