@@ -19,7 +19,9 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{watch, Mutex, Notify};
+use std::sync::{Mutex, MutexGuard};
+
+use tokio::sync::{watch, Notify};
 
 use crate::clock::EvalTime;
 use crate::config::RevocationConfig;
@@ -35,8 +37,14 @@ pub struct Revocation {
     dir: PathBuf,
     settings: RevocationConfig,
     set: RwLock<Arc<RevocationSet>>,
-    /// Held across a fetch round: one round at a time.
+    /// Never held across a download: a message waiting for one OCSP answer
+    /// does not wait for another source's download.
     state: Mutex<State>,
+    /// Serializes writes of `state.json`, so a later snapshot is never
+    /// overwritten by an earlier one.
+    saving: Mutex<()>,
+    /// URLs (and OCSP certificate keys) being fetched now: one fetch each.
+    inflight: Mutex<BTreeSet<String>>,
     http: std::sync::OnceLock<Result<Http, String>>,
     ocsp_http: std::sync::OnceLock<Result<Http, String>>,
     /// Wakes the refresher (new sources, `emla crl fetch`).
@@ -95,6 +103,8 @@ impl Revocation {
             settings: settings.clone(),
             set: RwLock::new(Arc::new(set)),
             state: Mutex::new(state),
+            saving: Mutex::new(()),
+            inflight: Mutex::new(BTreeSet::new()),
             http: std::sync::OnceLock::new(),
             ocsp_http: std::sync::OnceLock::new(),
             wake: Notify::new(),
@@ -106,9 +116,32 @@ impl Revocation {
         self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    /// A copy of the download state (for `emla crl status`).
-    pub async fn state(&self) -> State {
-        self.state.lock().await.clone()
+    fn st(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes `state.json` from the state as it is now.
+    fn save(&self) {
+        let _turn = self.saving.lock().unwrap_or_else(|p| p.into_inner());
+        let snapshot = self.st().clone();
+        if let Err(e) = snapshot.save(&self.dir) {
+            tracing::error!(error = %e, "cannot save the revocation state");
+        }
+    }
+
+    /// Marks `key` as being fetched; false when it already is.
+    fn begin(&self, key: &str) -> bool {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key.to_owned())
+    }
+
+    fn end(&self, key: &str) {
+        self.inflight
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
     }
 
     /// Asks the refresher to run now.
@@ -142,40 +175,58 @@ impl Revocation {
     /// with `force`), keeping what verifies and is not older than what is
     /// held; every change and failure is audited.
     pub async fn refresh(&self, policy: &Policy, store: &Store, force: bool) -> Vec<FetchOutcome> {
-        let mut state = self.state.lock().await;
-        state.plan(policy);
-        let now = EvalTime::now().unix();
-        let due: Vec<String> = state
-            .crls
-            .iter()
-            .filter(|(_, s)| s.active && (force || s.next_attempt <= now))
-            .map(|(u, _)| u.clone())
-            .collect();
+        let due: Vec<String> = {
+            let mut state = self.st();
+            state.plan(policy);
+            let now = EvalTime::now().unix();
+            state
+                .crls
+                .iter()
+                .filter(|(_, s)| s.active && (force || s.next_attempt <= now))
+                .map(|(u, _)| u.clone())
+                .collect()
+        };
         let mut outcomes = Vec::new();
         for url in due {
-            outcomes.push(self.fetch_crl(&mut state, policy, store, &url).await);
+            outcomes.push(self.fetch_crl(policy, store, &url).await);
         }
-        self.refresh_ocsp(&mut state, store).await;
-        if let Err(e) = state.save(&self.dir) {
-            tracing::error!(error = %e, "cannot save the revocation state");
-        }
+        self.refresh_ocsp(store).await;
+        self.save();
         outcomes
     }
 
     /// Downloads one CRL source and audits the outcome.
-    async fn fetch_crl(
-        &self,
-        state: &mut State,
-        policy: &Policy,
-        store: &Store,
-        url: &str,
-    ) -> FetchOutcome {
+    async fn fetch_crl(&self, policy: &Policy, store: &Store, url: &str) -> FetchOutcome {
+        if !self.begin(url) {
+            return FetchOutcome {
+                url: url.to_owned(),
+                result: "skipped",
+                detail: "a download from there is in progress".to_owned(),
+            };
+        }
         let now = EvalTime::now().unix();
-        let result = self.download_crl(state, policy, url).await;
+        let result = self.download_crl(policy, url).await;
+        self.end(url);
+        let (outcome, event) = self.record_crl_outcome(url, now, result);
+        if let Some(event) = event {
+            self.audit(store, event).await;
+        }
+        outcome
+    }
+
+    /// Notes the outcome of one download in the state; returns what to
+    /// report and audit.
+    fn record_crl_outcome(
+        &self,
+        url: &str,
+        now: u64,
+        result: Result<(Arc<Crl>, bool), String>,
+    ) -> (FetchOutcome, Option<AuditEvent>) {
+        let mut state = self.st();
         let src = state.crls.entry(url.to_owned()).or_default();
         src.last_attempt = Some(now);
         let authorities: Vec<String> = src.authorities.iter().cloned().collect();
-        let (outcome, event) = match result {
+        match result {
             Ok((crl, changed)) => {
                 src.last_success = Some(now);
                 src.last_error = None;
@@ -250,30 +301,20 @@ impl Revocation {
                     Some(event),
                 )
             }
-        };
-        if let Some(event) = event {
-            if let Err(e) = store.audit(event).await {
-                tracing::error!(error = %e, %url, "cannot audit a CRL download");
-            }
         }
-        outcome
     }
 
     /// Fetches, parses and checks one CRL; holds it when it is new.
     /// Returns it and whether it changed what is held.
-    async fn download_crl(
-        &self,
-        state: &mut State,
-        policy: &Policy,
-        url: &str,
-    ) -> Result<(Arc<Crl>, bool), String> {
+    async fn download_crl(&self, policy: &Policy, url: &str) -> Result<(Arc<Crl>, bool), String> {
         let fetched = self.http()?.get(url).await.map_err(|e| e.to_string())?;
         let crl = Crl::from_bytes(&fetched.bytes, url.to_owned())
             .map_err(|e| format!("the download from {url} cannot be used: {e}"))?;
         // A CA of that name the gateway knows must have signed it; when
         // none is known yet (the issuing CA of a roots-only authority, before
         // its first message), it is held and verified at first use.
-        let cas = state.known_cas(&self.dir, policy);
+        let kept = self.st().cas.clone();
+        let cas = state::known_cas(&self.dir, policy, &kept);
         let named: Vec<&Vec<u8>> = cas.iter().filter(|ca| crl.names_issuer(ca)).collect();
         let signer = named.iter().find(|ca| crl.signed_by(ca)).copied();
         if signer.is_none() && !named.is_empty() {
@@ -333,43 +374,44 @@ impl Revocation {
         wants: &[Want],
     ) -> bool {
         let mut changed = false;
-        let mut state = self.state.lock().await;
         let now = EvalTime::now().unix();
         let mut urls = BTreeSet::new();
-        for want in wants {
-            match want {
-                Want::Crl { urls: cdp, issuer } => {
-                    if let Err(e) = state.learn_ca(&self.dir, issuer) {
-                        tracing::warn!(error = %e, "cannot keep a CA certificate");
-                    }
-                    for url in cdp {
-                        if !state.crls.contains_key(url) {
-                            // A new source: the refresher plans anew.
-                            self.wake();
-                        }
-                        let src = state.crls.entry(url.clone()).or_default();
-                        src.origin = Origin::Cdp;
-                        src.active = true;
-                        if let Some(a) = authority {
-                            src.authorities.insert(a.to_owned());
-                        }
-                        if src.next_attempt <= now {
-                            urls.insert(url.clone());
-                        }
-                    }
+        let mut asks = Vec::new();
+        {
+            let mut state = self.st();
+            for want in wants {
+                let Want::Crl { urls: cdp, issuer } = want else {
+                    asks.push(want);
+                    continue;
+                };
+                if let Err(e) = state.learn_ca(&self.dir, issuer) {
+                    tracing::warn!(error = %e, "cannot keep a CA certificate");
                 }
-                Want::Ocsp { .. } => {
-                    changed |= self.fetch_ocsp(&mut state, store, authority, want).await;
+                for url in cdp {
+                    if !state.crls.contains_key(url) {
+                        // A new source: the refresher plans anew.
+                        self.wake();
+                    }
+                    let src = state.crls.entry(url.clone()).or_default();
+                    src.origin = Origin::Cdp;
+                    src.active = true;
+                    if let Some(a) = authority {
+                        src.authorities.insert(a.to_owned());
+                    }
+                    if src.next_attempt <= now {
+                        urls.insert(url.clone());
+                    }
                 }
             }
         }
+        for want in asks {
+            changed |= self.fetch_ocsp(store, authority, want).await;
+        }
         for url in urls {
-            let o = self.fetch_crl(&mut state, policy, store, &url).await;
+            let o = self.fetch_crl(policy, store, &url).await;
             changed |= o.result == "updated";
         }
-        if let Err(e) = state.save(&self.dir) {
-            tracing::error!(error = %e, "cannot save the revocation state");
-        }
+        self.save();
         changed
     }
 
@@ -384,7 +426,7 @@ impl Revocation {
         if new.is_empty() {
             return;
         }
-        let mut state = self.state.lock().await;
+        let mut state = self.st();
         let before = state.cas.len();
         for der in new {
             match state.learn_ca(&self.dir, der) {
@@ -397,10 +439,10 @@ impl Revocation {
                 Err(e) => tracing::warn!(error = %e, "cannot keep a CA certificate"),
             }
         }
-        if state.cas.len() != before {
-            if let Err(e) = state.save(&self.dir) {
-                tracing::error!(error = %e, "cannot save the revocation state");
-            }
+        let changed = state.cas.len() != before;
+        drop(state);
+        if changed {
+            self.save();
         }
     }
 
@@ -408,13 +450,7 @@ impl Revocation {
     /// keeps a valid answer. A certificate whose last request failed is
     /// not asked again before its retry time. Returns whether an answer is
     /// now held.
-    async fn fetch_ocsp(
-        &self,
-        state: &mut State,
-        store: &Store,
-        authority: Option<&str>,
-        want: &Want,
-    ) -> bool {
+    async fn fetch_ocsp(&self, store: &Store, authority: Option<&str>, want: &Want) -> bool {
         let Want::Ocsp {
             cert,
             issuer,
@@ -428,83 +464,101 @@ impl Revocation {
         let id = key.to_string();
         let keep_certs = state::keep(&self.dir, "cert", cert)
             .and_then(|c| state::keep(&self.dir, "ca", issuer).map(|i| (c, i)));
-        let src = state.ocsp.entry(id.clone()).or_default();
-        if let Ok((c, i)) = keep_certs {
-            src.cert = c;
-            src.issuer = i;
+        {
+            let mut state = self.st();
+            let src = state.ocsp.entry(id.clone()).or_default();
+            if let Ok((c, i)) = keep_certs {
+                src.cert = c;
+                src.issuer = i;
+            }
+            src.urls.clone_from(urls);
+            if let Some(a) = authority {
+                src.authorities.insert(a.to_owned());
+            }
+            if src.failures > 0 && now < src.next_attempt {
+                return false;
+            }
+            src.last_attempt = Some(now);
         }
-        src.urls.clone_from(urls);
-        if let Some(a) = authority {
-            src.authorities.insert(a.to_owned());
-        }
-        if src.failures > 0 && now < src.next_attempt {
+        let flight = format!("ocsp:{id}");
+        if !self.begin(&flight) {
             return false;
         }
-        src.last_attempt = Some(now);
         let mut errors = Vec::new();
+        let mut got = None;
         for url in urls {
             match self.ask_ocsp(url, cert, issuer).await {
                 Ok(answer) => {
-                    let answer = Arc::new(answer);
-                    if let Err(e) =
-                        state::write_blob(&self.dir, "ocsp", &answer.sha256, "der", &answer.der)
-                    {
-                        tracing::warn!(error = %e, "cannot keep an OCSP response");
-                    }
-                    let src = state.ocsp.entry(id.clone()).or_default();
-                    let changed = src.sha256.as_deref() != Some(&answer.sha256);
-                    src.sha256 = Some(answer.sha256.clone());
-                    src.valid_until = Some(answer.next_update);
-                    src.this_update = Some(answer.this_update);
-                    src.last_error = None;
-                    src.failures = 0;
-                    let key = *key;
-                    let held = answer.clone();
-                    self.replace_set(|set| set.put_ocsp(key, held));
-                    if changed {
-                        self.audit(store, AuditEvent {
-                            kind: "ocsp.updated".into(),
-                            message_id: None,
-                            data: serde_json::json!({
-                                "url": url,
-                                "certificate": src.cert,
-                                "status": status_name(&answer.status),
-                                "responder": answer.responder,
-                                "sha256": answer.sha256,
-                                "this_update": EvalTime::from_unix(answer.this_update).to_rfc3339(),
-                                "next_update": EvalTime::from_unix(answer.next_update).to_rfc3339(),
-                            }),
-                        })
-                        .await;
-                    }
-                    return true;
+                    got = Some((url, answer));
+                    break;
                 }
                 Err(e) => errors.push(e),
             }
         }
-        let src = state.ocsp.entry(id).or_default();
-        src.failures = src.failures.saturating_add(1);
+        self.end(&flight);
+        if let Some((url, answer)) = got {
+            let answer = Arc::new(answer);
+            if let Err(e) = state::write_blob(&self.dir, "ocsp", &answer.sha256, "der", &answer.der)
+            {
+                tracing::warn!(error = %e, "cannot keep an OCSP response");
+            }
+            let (changed, cert_sha) = {
+                let mut state = self.st();
+                let src = state.ocsp.entry(id).or_default();
+                let changed = src.sha256.as_deref() != Some(&answer.sha256);
+                src.sha256 = Some(answer.sha256.clone());
+                src.valid_until = Some(answer.next_update);
+                src.this_update = Some(answer.this_update);
+                src.last_error = None;
+                src.failures = 0;
+                (changed, src.cert.clone())
+            };
+            let (key, held) = (*key, answer.clone());
+            self.replace_set(|set| set.put_ocsp(key, held));
+            if changed {
+                let event = AuditEvent {
+                    kind: "ocsp.updated".into(),
+                    message_id: None,
+                    data: serde_json::json!({
+                        "url": url,
+                        "certificate": cert_sha,
+                        "status": status_name(&answer.status),
+                        "responder": answer.responder,
+                        "sha256": answer.sha256,
+                        "this_update": EvalTime::from_unix(answer.this_update).to_rfc3339(),
+                        "next_update": EvalTime::from_unix(answer.next_update).to_rfc3339(),
+                    }),
+                };
+                self.audit(store, event).await;
+            }
+            return true;
+        }
         let why = errors.join("; ");
-        src.last_error = Some(why.clone());
-        src.next_attempt = now
-            + crate::backoff::exponential(
-                self.settings.retry_initial,
-                self.settings.retry_max,
-                src.failures,
-            )
-            .as_secs()
-            .max(1);
-        tracing::warn!(error = %why, "OCSP request failed");
-        let event = AuditEvent {
-            kind: "ocsp.fetch-failed".into(),
-            message_id: None,
-            data: serde_json::json!({
-                "urls": urls,
-                "certificate": src.cert,
-                "error": why,
-                "failures": src.failures,
-            }),
+        let event = {
+            let mut state = self.st();
+            let src = state.ocsp.entry(id).or_default();
+            src.failures = src.failures.saturating_add(1);
+            src.last_error = Some(why.clone());
+            src.next_attempt = now
+                + crate::backoff::exponential(
+                    self.settings.retry_initial,
+                    self.settings.retry_max,
+                    src.failures,
+                )
+                .as_secs()
+                .max(1);
+            AuditEvent {
+                kind: "ocsp.fetch-failed".into(),
+                message_id: None,
+                data: serde_json::json!({
+                    "urls": urls,
+                    "certificate": src.cert,
+                    "error": why,
+                    "failures": src.failures,
+                }),
+            }
         };
+        tracing::warn!(error = %why, "OCSP request failed");
         self.audit(store, event).await;
         false
     }
@@ -544,9 +598,10 @@ impl Revocation {
     /// Asks again for the OCSP answers that expire within the refresh
     /// margin (or half their validity, when shorter), so messages find
     /// them fresh.
-    async fn refresh_ocsp(&self, state: &mut State, store: &Store) {
+    async fn refresh_ocsp(&self, store: &Store) {
         let now = EvalTime::now().unix();
-        let due: Vec<(String, OcspSource)> = state
+        let due: Vec<(String, OcspSource)> = self
+            .st()
             .ocsp
             .iter()
             .filter(|(_, s)| {
@@ -564,11 +619,11 @@ impl Revocation {
                 state::read_kept(&self.dir, "cert", &src.cert, "der"),
                 state::read_kept(&self.dir, "ca", &src.issuer, "der"),
             ) else {
-                state.ocsp.remove(&id);
+                self.st().ocsp.remove(&id);
                 continue;
             };
             let Ok(key) = ocsp::cert_key(&cert, &issuer) else {
-                state.ocsp.remove(&id);
+                self.st().ocsp.remove(&id);
                 continue;
             };
             let want = Want::Ocsp {
@@ -577,14 +632,14 @@ impl Revocation {
                 urls: src.urls.clone(),
                 key,
             };
-            self.fetch_ocsp(state, store, None, &want).await;
+            self.fetch_ocsp(store, None, &want).await;
         }
     }
 
     /// When the refresher should look again: the earliest due source, at
     /// most a minute away.
-    async fn next_due(&self) -> Duration {
-        let state = self.state.lock().await;
+    fn next_due(&self) -> Duration {
+        let state = self.st();
         let now = EvalTime::now().unix();
         let next = state
             .crls
@@ -643,7 +698,7 @@ pub fn spawn(
     tokio::spawn(async move {
         loop {
             revocation.refresh(&policy(), &store, false).await;
-            let wait = revocation.next_due().await;
+            let wait = revocation.next_due();
             tokio::select! {
                 _ = tokio::time::sleep(wait) => {}
                 _ = revocation.wake.notified() => {}

@@ -176,24 +176,6 @@ impl State {
         }
     }
 
-    /// Every CA certificate a downloaded CRL may be signed by: the
-    /// policy's anchors and intermediates, and the CAs seen in paths.
-    pub fn known_cas(&self, dir: &Path, policy: &Policy) -> Vec<Vec<u8>> {
-        let mut cas: Vec<Vec<u8>> = policy
-            .authorities
-            .iter()
-            .flat_map(|a| a.anchor_certs.iter().chain(&a.intermediates))
-            .map(|c| c.to_vec())
-            .collect();
-        for sha in &self.cas {
-            match std::fs::read(dir.join("ca").join(format!("{sha}.der"))) {
-                Ok(der) => cas.push(der),
-                Err(e) => tracing::warn!(%sha, error = %e, "kept CA certificate unreadable"),
-            }
-        }
-        cas
-    }
-
     /// Keeps a CA certificate seen in a validated path.
     pub fn learn_ca(&mut self, dir: &Path, der: &[u8]) -> Result<(), String> {
         let sha = keep(dir, "ca", der)?;
@@ -222,6 +204,25 @@ pub fn keep(dir: &Path, sub: &str, der: &[u8]) -> Result<String, String> {
 pub fn read_kept(dir: &Path, sub: &str, sha256: &str, ext: &str) -> Result<Vec<u8>, String> {
     let path = dir.join(sub).join(format!("{sha256}.{ext}"));
     std::fs::read(&path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+/// Every CA certificate a downloaded CRL may be signed by: the policy's
+/// anchors and intermediates, and the CAs seen in paths (`kept`, SHA-256
+/// of the files under `dir/ca/`).
+pub fn known_cas(dir: &Path, policy: &Policy, kept: &BTreeSet<String>) -> Vec<Vec<u8>> {
+    let mut cas: Vec<Vec<u8>> = policy
+        .authorities
+        .iter()
+        .flat_map(|a| a.anchor_certs.iter().chain(&a.intermediates))
+        .map(|c| c.to_vec())
+        .collect();
+    for sha in kept {
+        match read_kept(dir, "ca", sha, "der") {
+            Ok(der) => cas.push(der),
+            Err(e) => tracing::warn!(%sha, error = %e, "kept CA certificate unreadable"),
+        }
+    }
+    cas
 }
 
 /// Keeps `bytes` under `dir/sub/<sha256>.<ext>`, content-addressed.
