@@ -1,7 +1,7 @@
 //! The one place every clock-dependent check takes its "now" from.
 //!
 //! `emla verify --at RFC3339` pins it, so a message can be judged as of any
-//! instant (DESIGN.md, "Evaluation time").
+//! instant (`docs/contracts.md`, "Evaluation time").
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 

@@ -11,15 +11,18 @@ pub mod audit;
 pub mod backoff;
 pub mod clock;
 pub mod config;
+pub mod control;
 pub mod demo;
 pub mod fsutil;
 pub mod policy;
 pub mod reason;
 pub mod relay;
 pub mod revocation;
+pub mod server;
 pub mod smime;
 pub mod smtp;
 pub mod store;
+pub mod tls;
 pub mod trust;
 pub mod verify;
 

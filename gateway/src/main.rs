@@ -9,12 +9,11 @@ use std::sync::Arc;
 
 use emla::config::Config;
 use emla::policy;
-use emla::smtp::Gateway;
 use emla::store::{ChainCheck, Store};
 use emla::verify::{self, Envelope};
 use emla::EvalTime;
 
-/// Exit codes (DESIGN.md): 0 accepted / fine, 1 rejected / broken, 2 usage or configuration.
+/// Exit codes (`docs/contracts.md`): 0 accepted / fine, 1 rejected / broken, 2 usage or configuration.
 const EXIT_REJECTED: u8 = 1;
 const EXIT_CONFIG: u8 = 2;
 
@@ -291,14 +290,15 @@ fn run_serve(config: Option<PathBuf>) -> ExitCode {
         let config = load_config(config)?;
         let policy = load_policy(&config.policy_dir, EvalTime::now())?;
         let tls = match &config.tls {
-            Some(files) => Some(emla::smtp::tls::acceptor(files).map_err(config_error)?),
+            Some(files) => Some(emla::tls::acceptor(files).map_err(config_error)?),
             None => None,
         };
         let rt = runtime()?;
         rt.block_on(async {
             let store = open_store(&config).await?;
-            let gw = Arc::new(Gateway::new(config, store, tls, policy));
-            emla::smtp::serve(gw).await.map_err(config_error)?;
+            emla::server::run(config, store, tls, policy)
+                .await
+                .map_err(config_error)?;
             Ok(ExitCode::SUCCESS)
         })
     };
@@ -352,7 +352,10 @@ fn run_policy_reload(config: Option<PathBuf>) -> ExitCode {
         }
         let rt = runtime()?;
         let reply = rt
-            .block_on(emla::smtp::control::request(&config.data_dir, "reload"))
+            .block_on(emla::control::request(
+                &config.data_dir,
+                emla::control::RELOAD,
+            ))
             .map_err(config_error)?;
         if reply["ok"] == true {
             println!(

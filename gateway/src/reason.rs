@@ -1,4 +1,4 @@
-//! The fixed vocabulary of reason codes (see DESIGN.md, "Contracts").
+//! The fixed vocabulary of reason codes (see `docs/contracts.md`, "Reason codes").
 //!
 //! Every verdict carries exactly one code. Codes appear in SMTP replies, the
 //! audit log, `emla verify --json` and metrics, so their spelling is a

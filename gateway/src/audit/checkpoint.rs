@@ -39,9 +39,9 @@ use tokio::sync::watch;
 use webpki::{EndEntityCert, KeyUsage};
 
 use crate::clock::EvalTime;
-use crate::policy::{DigestAlg, Policy};
+use crate::config::AuditConfig;
+use crate::policy::{CurrentPolicy, DigestAlg, Policy};
 use crate::smime::{cms, signature};
-use crate::smtp::Gateway;
 use crate::store::{AuditEvent, Record, Store, StoreError};
 use crate::trust::cert::CertInfo;
 
@@ -360,10 +360,12 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// record is an `audit.checkpoint` record (nothing happened since the last
 /// checkpoint, whoever wrote it) writes nothing.
 pub fn spawn(
-    gw: Arc<Gateway>,
+    cfg: AuditConfig,
+    store: Store,
+    policy: Arc<CurrentPolicy>,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let every = gw.config.audit.checkpoint_interval?;
+    let every = cfg.checkpoint_interval?;
     Some(tokio::spawn(async move {
         loop {
             tokio::select! {
@@ -375,7 +377,7 @@ pub fn spawn(
             }
             // Nothing happened since the last checkpoint (of this instance,
             // another one sharing the database, or before a restart).
-            match head_is_checkpoint(&gw.store).await {
+            match head_is_checkpoint(&store).await {
                 Ok(true) => continue,
                 Ok(false) => {}
                 Err(e) => {
@@ -383,9 +385,8 @@ pub fn spawn(
                     continue;
                 }
             }
-            let policy = gw.policy();
-            let cfg = &gw.config.audit;
-            match write(&gw.store, &policy, &cfg.checkpoint_dir, cfg).await {
+            let policy = policy.get();
+            match write(&store, &policy, &cfg.checkpoint_dir, &cfg).await {
                 Ok(w) => {
                     tracing::info!(
                         seq = w.checkpoint.seq,

@@ -25,7 +25,6 @@ use tokio::sync::watch;
 use super::checkpoint;
 use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
-use crate::smtp::Gateway;
 use crate::store::evidence::StoredBody;
 use crate::store::{now_ms, AuditEvent, ChainCheck, Store, StoreError};
 
@@ -231,10 +230,10 @@ async fn prune_audit(
 /// Starts the periodic pruning of `emla serve` (`[retention]
 /// interval_secs`); `None` when nothing is to be pruned.
 pub fn spawn(
-    gw: Arc<Gateway>,
+    cfg: RetentionConfig,
+    store: Store,
     mut stop: watch::Receiver<bool>,
 ) -> Option<tokio::task::JoinHandle<()>> {
-    let cfg = gw.config.retention.clone();
     if cfg.bodies_days.is_none() && cfg.audit_days.is_none() {
         return None;
     }
@@ -247,7 +246,7 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
-            match prune(&gw.store, &cfg, now_ms(), false).await {
+            match prune(&store, &cfg, now_ms(), false).await {
                 Ok(r) => {
                     if !r.bodies.is_empty() || r.audit_through.is_some() {
                         tracing::info!(

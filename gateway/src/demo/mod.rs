@@ -18,7 +18,6 @@ use crate::config::Config;
 use crate::policy::{self, NextHop, TlsMode};
 use crate::relay::deliver::{Connection, RcptOutcome};
 use crate::smime::sign::SigningIdentity;
-use crate::smtp::Gateway;
 use crate::store::{QueueFilter, QueueStatus, Store};
 
 use mailbox::Mailbox;
@@ -59,9 +58,13 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     let store = Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
         .await
         .map_err(|e| e.to_string())?;
-    let gw = Arc::new(Gateway::new(config, store, None, policy));
-    let server = tokio::spawn(crate::smtp::serve(gw.clone()));
-    let port = wait_bound(&gw, &server).await?;
+    let server = crate::server::start(config, store, None, policy)
+        .await
+        .map_err(|e| {
+            format!("the demo gateway did not start ({e}; is the port in use? try --listen 127.0.0.1:0)")
+        })?;
+    let port = server.addrs.first().map(|a| a.port()).unwrap_or_default();
+    let gw = server.shared.clone();
 
     println!();
     println!("emla demo — three authorities, one gateway, one counterpart mailbox");
@@ -165,10 +168,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
-    match server.await {
-        Ok(r) => r,
-        Err(e) => Err(format!("the gateway stopped: {e}")),
-    }
+    server.run_until_signalled().await
 }
 
 /// Empties `dir` if an earlier demo made it; refuses any other non-empty
@@ -192,22 +192,6 @@ fn prepare(dir: &Path) -> Result<(), String> {
         "Made by `emla demo`; the next run deletes this directory.\n",
     )
     .map_err(|e| format!("cannot write in {}: {e}", dir.display()))
-}
-
-async fn wait_bound(
-    gw: &Gateway,
-    server: &tokio::task::JoinHandle<Result<(), String>>,
-) -> Result<u16, String> {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Some(addr) = gw.bound.get().and_then(|b| b.first()) {
-            return Ok(addr.port());
-        }
-        if server.is_finished() || Instant::now() > deadline {
-            return Err("the demo gateway did not start listening (is the port in use? try --listen 127.0.0.1:0)".into());
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
 }
 
 fn official(cc: &str, who: &str, dir: &Path) -> Result<SigningIdentity, String> {

@@ -4,6 +4,7 @@
 
 mod authority;
 mod check;
+mod current;
 mod files;
 mod gateway;
 mod model;
@@ -11,6 +12,7 @@ mod pki;
 mod route;
 mod routes;
 
+pub use current::CurrentPolicy;
 pub use model::*;
 
 use std::fmt;

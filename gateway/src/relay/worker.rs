@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
@@ -15,22 +15,36 @@ use super::notify::{self, Original};
 use super::pool::Pool;
 use super::receipt::{DeliveryOutcome, Failure};
 use crate::backoff;
-use crate::policy::{Lane, NextHop, Policy};
-use crate::smtp::Gateway;
-use crate::store::{AttemptNote, AuditEvent, Claimed, QueueStatus, QueueUpdate, Record};
+use crate::config::RelayConfig;
+use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
+use crate::store::{AttemptNote, AuditEvent, Claimed, QueueStatus, QueueUpdate, Record, Store};
 
 /// Most entries claimed at once.
 const CLAIM_BATCH: usize = 100;
 
+/// What the worker needs from the gateway.
+pub struct Worker {
+    /// This instance's part in delivery (`[relay]`).
+    pub config: RelayConfig,
+    /// How long deliveries in progress may finish on shutdown.
+    pub shutdown_grace: Duration,
+    /// The queue and the audit log.
+    pub store: Store,
+    /// The policy in force (next hops, retries, lifetimes).
+    pub policy: Arc<CurrentPolicy>,
+    /// Notified when something was queued.
+    pub wake: Arc<Notify>,
+}
+
 /// Starts the worker; it stops claiming when `stop` turns true, lets the
 /// deliveries in progress finish within the shutdown grace, and gives back
 /// what it still holds.
-pub fn spawn(gw: Arc<Gateway>, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(run(gw, stop))
+pub fn spawn(worker: Worker, stop: watch::Receiver<bool>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(run(Arc::new(worker), stop))
 }
 
-async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
-    let cfg = gw.config.relay.clone();
+async fn run(gw: Arc<Worker>, mut stop: watch::Receiver<bool>) {
+    let cfg = gw.config.clone();
     match gw.store.release_claims(&cfg.instance_id).await {
         Ok(0) => {}
         Ok(n) => tracing::info!(entries = n, "relay: took back claims from before a restart"),
@@ -59,7 +73,7 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
             {
                 Ok(batch) => {
                     full = batch.len() == free;
-                    let policy = gw.policy();
+                    let policy = gw.policy.get();
                     for (hop, entries) in by_hop(&policy, batch) {
                         let limit = policy.relay.max_connections_per_destination;
                         let hop_slots = per_hop
@@ -91,13 +105,13 @@ async fn run(gw: Arc<Gateway>, mut stop: watch::Receiver<bool>) {
         }
         // A finished delivery frees in-flight slots: claim again at once.
         tokio::select! {
-            _ = gw.relay_wake.notified() => {}
+            _ = gw.wake.notified() => {}
             Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
             _ = tokio::time::sleep(cfg.poll) => {}
             _ = stop.changed() => {}
         }
     }
-    let grace = gw.config.shutdown_grace;
+    let grace = gw.shutdown_grace;
     if !tasks.is_empty() {
         tracing::info!(
             deliveries = tasks.len(),
@@ -169,9 +183,9 @@ fn split<T>(items: Vec<T>, n: usize) -> Vec<Vec<T>> {
 
 /// Delivers `entries` to `hop` one after the other over one connection,
 /// opening a new one when the last broke.
-async fn deliver_chunk(gw: &Gateway, pool: &Pool, hop: &Hop, entries: Vec<Claimed>) {
-    let policy = gw.policy();
-    let timeout = gw.config.relay.transaction_timeout;
+async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed>) {
+    let policy = gw.policy.get();
+    let timeout = gw.config.transaction_timeout;
     let mut conn: Option<Connection> = None;
     while let Some(mut c) = pool.take(&hop.pool_key()) {
         if c.alive().await {
@@ -298,7 +312,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
 
 /// Records one attempt: the audit record and the entry's new state, in one
 /// transaction.
-async fn record(gw: &Gateway, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
+async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
     let Attempt {
         entry,
         ref hop,
@@ -373,7 +387,7 @@ async fn record(gw: &Gateway, policy: &Policy, attempt: &Attempt<'_>, outcomes: 
             "authority": entry.authority,
             "route": entry.route,
             "lane": entry.lane,
-            "instance": gw.config.relay.instance_id,
+            "instance": gw.config.instance_id,
             "tls": tls,
             "recipients": per_rcpt,
             "status": status,
@@ -387,7 +401,7 @@ async fn record(gw: &Gateway, policy: &Policy, attempt: &Attempt<'_>, outcomes: 
         .then_some(deferred);
     let update = QueueUpdate {
         queue_id: entry.id,
-        holder: Some(gw.config.relay.instance_id.clone()),
+        holder: Some(gw.config.instance_id.clone()),
         only_if: &[QueueStatus::Queued],
         status,
         next_attempt_at_ms: next_attempt_at,
@@ -408,7 +422,7 @@ async fn record(gw: &Gateway, policy: &Policy, attempt: &Attempt<'_>, outcomes: 
         r.add_to(&mut record);
     }
     match gw.store.record(record).await {
-        Ok(()) if notified => gw.relay_wake.notify_one(),
+        Ok(()) if notified => gw.wake.notify_one(),
         Ok(()) => {}
         // The claim runs out and the entry is tried again: at least once.
         Err(e) => {

@@ -128,7 +128,7 @@ pub async fn run(
             Ok((text, u8::from(bad)))
         }
         CrlCommand::Fetch { json } => {
-            let outcomes = match crate::smtp::control::request(&config.data_dir, "crl-fetch").await
+            let outcomes = match crate::control::request(&config.data_dir, crate::control::CRL_FETCH).await
             {
                 Ok(reply) if reply["ok"] == true => {
                     serde_json::from_value::<Vec<OutcomeRow>>(reply["outcomes"].clone())

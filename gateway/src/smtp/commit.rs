@@ -8,7 +8,7 @@ use mail_parser::MessageParser;
 
 use super::handler::Transaction;
 use super::reply::Reply;
-use super::Gateway;
+use super::Service;
 use crate::audit::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
@@ -21,7 +21,7 @@ use crate::verify::{self, Envelope, Verdict};
 /// a CRL from a distribution point), it is fetched and the message is
 /// judged once more.
 async fn judge(
-    gw: &Arc<Gateway>,
+    gw: &Arc<Service>,
     policy: &Arc<crate::policy::Policy>,
     body: &Arc<[u8]>,
     mail_from: &str,
@@ -64,7 +64,7 @@ async fn judge(
 }
 
 /// Verifies and records one transaction; returns the reply for the client.
-pub async fn finish(gw: &Arc<Gateway>, session: &SessionInfo, tx: Transaction) -> Reply {
+pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -> Reply {
     let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
     let received_at_ms = crate::store::now_ms();
     let Transaction {

@@ -18,7 +18,7 @@ use tokio::time::Instant;
 use super::commit;
 use super::handler::{Intake, Pending, Shared};
 use super::reply::Reply;
-use super::Gateway;
+use super::Service;
 use crate::reason::Reason;
 use crate::store::AuditEvent;
 
@@ -46,7 +46,7 @@ enum Line {
 }
 
 /// Runs one session to its end.
-pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, mut shutdown: watch::Receiver<bool>) {
+pub async fn run(gw: Arc<Service>, tcp: TcpStream, mut shutdown: watch::Receiver<bool>) {
     let peer = match tcp.peer_addr() {
         Ok(p) => p,
         Err(_) => return,
@@ -88,7 +88,7 @@ pub async fn run(gw: Arc<Gateway>, tcp: TcpStream, mut shutdown: watch::Receiver
 }
 
 async fn drive(
-    gw: &Arc<Gateway>,
+    gw: &Arc<Service>,
     smtp: &mut Session<Shared>,
     state: &Shared,
     io: &mut BufReader<Box<dyn Stream>>,
@@ -245,7 +245,7 @@ async fn close(io: &mut BufReader<Box<dyn Stream>>, out: &mut Vec<u8>, text: &st
 
 /// `reply` once `event` is durable; a decision that cannot be audited is
 /// not made: the client gets `451` and retries.
-async fn audited(gw: &Gateway, event: AuditEvent, reply: Reply) -> Reply {
+async fn audited(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
     match gw.store.audit(event).await {
         Ok(()) => reply,
         Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
@@ -364,7 +364,7 @@ fn strip_mail_params(line: Vec<u8>) -> Vec<u8> {
 }
 
 /// The EHLO reply, with the extensions emla implements itself.
-fn ehlo_reply(gw: &Gateway, state: &Shared, line: &[u8]) -> Vec<u8> {
+fn ehlo_reply(gw: &Service, state: &Shared, line: &[u8]) -> Vec<u8> {
     let policy = gw.policy();
     let client = String::from_utf8_lossy(&line[5..]).trim().to_string();
     let mut lines = vec![
@@ -388,7 +388,7 @@ fn ehlo_reply(gw: &Gateway, state: &Shared, line: &[u8]) -> Vec<u8> {
 /// Replaces the plain stream with TLS. Anything the client pipelined
 /// after STARTTLS is discarded (command injection, CVE-2011-0411 class).
 async fn upgrade(
-    gw: &Gateway,
+    gw: &Service,
     io: &mut BufReader<Box<dyn Stream>>,
 ) -> Result<(String, String), ()> {
     let Some(acceptor) = gw.tls.clone() else {

@@ -45,8 +45,8 @@ use tokio_rustls::TlsAcceptor;
 use self::auth::{Auditor, Refusal, Sessions, TokenFile, Via};
 use super::{cli, render, AuditError};
 use crate::config::AuditWeb;
-use crate::smtp::Gateway;
-use crate::store::ChainCheck;
+use crate::policy::CurrentPolicy;
+use crate::store::{ChainCheck, Store};
 
 /// Most connections served at once; more wait in the listen backlog.
 pub const MAX_CONNECTIONS: usize = 64;
@@ -72,7 +72,8 @@ type Body = Full<Bytes>;
 
 /// The web view's state, shared by its connections.
 pub struct Web {
-    gw: Arc<Gateway>,
+    store: Store,
+    policy: Arc<CurrentPolicy>,
     tokens: Option<TokenFile>,
     sessions: Sessions,
     chain: tokio::sync::Mutex<Option<(Instant, i64, ChainCheck)>>,
@@ -92,10 +93,12 @@ struct Peer {
 /// task, which ends when `stop` turns true; `None` when the view is off.
 /// Errors name the file or address that failed.
 pub async fn spawn(
-    gw: Arc<Gateway>,
+    cfg: Option<AuditWeb>,
+    store: Store,
+    policy: Arc<CurrentPolicy>,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<JoinHandle<()>>, String> {
-    let Some(cfg) = gw.config.audit_web.clone() else {
+    let Some(cfg) = cfg else {
         return Ok(None);
     };
     let tokens = cfg
@@ -113,7 +116,8 @@ pub async fn spawn(
     tracing::info!(%local, tokens = tokens.is_some(), client_ca = cfg.client_ca.is_some(),
         "audit web view listening (HTTPS)");
     let web = Arc::new(Web {
-        gw,
+        store,
+        policy,
         tokens,
         sessions: Sessions::default(),
         chain: tokio::sync::Mutex::new(None),
@@ -127,11 +131,8 @@ pub async fn spawn(
 /// asked for when `client_ca` is set, verified against it, and optional
 /// (a connection without one must authenticate at the HTTP level).
 fn acceptor(cfg: &AuditWeb) -> Result<TlsAcceptor, String> {
-    let (certs, key) = crate::smtp::tls::cert_and_key(&cfg.tls)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?;
+    let (certs, key) = crate::tls::cert_and_key(&cfg.tls)?;
+    let builder = crate::tls::builder()?;
     let builder = match &cfg.client_ca {
         None => builder.with_no_client_auth(),
         Some(ca) => {
@@ -146,7 +147,7 @@ fn acceptor(cfg: &AuditWeb) -> Result<TlsAcceptor, String> {
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
-                provider,
+                Arc::new(rustls::crypto::ring::default_provider()),
             )
             .allow_unauthenticated()
             .build()
@@ -401,12 +402,12 @@ impl Web {
     }
 
     async fn search(&self, a: &Auditor, pairs: &[(String, String)], json: bool) -> Response<Body> {
-        let policy = self.gw.policy();
+        let policy = self.policy.get();
         let outcome = match query::search_args(pairs) {
             Err(e) => Err(AuditError::Usage(e)),
             Ok(args) => match args.query(Some(&policy)) {
                 Err(e) => Err(e),
-                Ok(q) => match self.gw.store.search(&q).await {
+                Ok(q) => match self.store.search(&q).await {
                     Ok(rows) => Ok((rows, q.limit)),
                     Err(e) => Err(AuditError::Store(e)),
                 },
@@ -451,7 +452,7 @@ impl Web {
 
     async fn message(&self, a: &Auditor, pairs: &[(String, String)], json: bool) -> Response<Body> {
         let id = query::get(pairs, "id").unwrap_or("");
-        let h = match cli::history(&self.gw.store, id).await {
+        let h = match cli::history(&self.store, id).await {
             Ok(h) => h,
             Err(e) => {
                 let status = error_status(&e, a);
@@ -530,7 +531,7 @@ impl Web {
                 return Ok((check.clone(), *at));
             }
         }
-        let check = self.gw.store.verify_chain().await.map_err(|e| {
+        let check = self.store.verify_chain().await.map_err(|e| {
             tracing::error!(error = %e, "audit web: cannot walk the audit chain");
             e.to_string()
         })?;

@@ -1,4 +1,5 @@
-//! STARTTLS: the gateway's certificate, TLS 1.2 and 1.3 only.
+//! The gateway's TLS server side (STARTTLS, the auditors' web view): its
+//! certificate and key, TLS 1.2 and 1.3 only.
 
 use std::sync::Arc;
 
@@ -31,13 +32,20 @@ pub fn cert_and_key(
     Ok((certs, key))
 }
 
-/// Loads the certificate chain and key into a TLS acceptor.
+/// A server configuration builder: ring, TLS 1.3 and 1.2.
+pub fn builder(
+) -> Result<rustls::ConfigBuilder<rustls::ServerConfig, rustls::WantsVerifier>, String> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    rustls::ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+        .map_err(|e| format!("TLS versions: {e}"))
+}
+
+/// Loads the certificate chain and key into a TLS acceptor (no client
+/// certificates).
 pub fn acceptor(files: &TlsFiles) -> Result<TlsAcceptor, String> {
     let (certs, key) = cert_and_key(files)?;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
-        .map_err(|e| format!("TLS versions: {e}"))?
+    let config = builder()?
         .with_no_client_auth()
         .with_single_cert(certs, key)
         .map_err(|e| format!("TLS certificate and key do not match or are unusable: {e}"))?;
