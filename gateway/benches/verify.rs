@@ -27,8 +27,25 @@
 //! - `baseline-crl/{rsa2048,p256}/{10KB,10MB}`: `baseline` plus the
 //!   signatures of the two CRLs of the chain (issuing CA's CRL, root CA's
 //!   CRL), which webpki would re-verify on every message; emla verifies them
-//!   once at policy load. For information: the goal (verify <= 1.5x) is
+//!   once per key, at first use. For information: the goal (verify <= 1.5x) is
 //!   measured against `baseline`.
+//! - `verify-crl100k/{rsa2048,p256}/10KB`: `verify` of the same 10 KB
+//!   messages under a copy of the policy whose AA issuing-CA CRL lists
+//!   100 000 revoked serials, none of them the signer's (generated in setup
+//!   by `bench/big-crl.py`, signed by `certs/aa/issuing.key`). Setup checks
+//!   that the signer's revocation evidence names that CRL (method `crl`,
+//!   its SHA-256).
+//! - `verify-ocsp/{rsa2048,p256}/10KB`: `verify` of the same messages under
+//!   a copy of the policy whose AA authority has only the root's CRL and
+//!   `ocsp = "prefer"`, with a `RevocationSet` holding, for each signer, a
+//!   real `openssl ocsp` response (signed by the issuing CA, nextUpdate a
+//!   day ahead) validated with `emla::trust::ocsp::check_response`. Setup
+//!   checks that the signer's evidence is that answer (method `ocsp`). The
+//!   issuing CA is still checked against the root's CRL.
+//!
+//! In every `verify*` group the CRL signatures are checked at first use
+//! (the first iteration) and remembered per key; the OCSP answers were
+//! validated when they were put into the set: the caches are warm.
 //!
 //! Requirements: `openssl` 3.x and `python3` with `cryptography` on `PATH`
 //! (override with `EMLA_TEST_OPENSSL` / `EMLA_TEST_PYTHON`, as for the tests).
@@ -40,6 +57,7 @@ use std::hint::black_box;
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -48,6 +66,7 @@ use cms::signed_data::SignedData;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use der::asn1::{ObjectIdentifier, OctetStringRef};
 use der::{Decode, Encode};
+use emla::trust::revocation::RevocationSet;
 use ring::signature::{self as sig, UnparsedPublicKey, VerificationAlgorithm};
 use x509_cert::crl::CertificateList;
 use x509_cert::Certificate;
@@ -57,6 +76,8 @@ const RCPT: &str = "bob@justice.bb.example";
 const SIZES: [(&str, usize); 2] = [("10KB", 10 * 1024), ("10MB", 10 * 1024 * 1024)];
 /// (bench name, official in `certs/aa/`).
 const SIGNERS: [(&str, &str); 2] = [("rsa2048", "alice"), ("p256", "eve")];
+/// Revoked serials in the issuing-CA CRL of `verify-crl100k`.
+const BIG_CRL_ENTRIES: usize = 100_000;
 
 const OID_MESSAGE_DIGEST: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.4");
 
@@ -97,6 +118,158 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(entry.path(), dest).expect("copy");
         }
     }
+}
+
+fn python() -> String {
+    std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
+}
+
+/// Copies the bench policy `policy` to `name` beside it, with the
+/// `authorities/aa-moj.toml` line `from` replaced by `to`.
+fn policy_variant(policy: &Path, name: &str, from: &str, to: &str) -> PathBuf {
+    let dir = policy.with_file_name(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(policy, &dir);
+    let path = dir.join("authorities/aa-moj.toml");
+    let toml = std::fs::read_to_string(&path).expect("aa-moj.toml");
+    assert!(
+        toml.contains(from),
+        "{}: no {from:?} in\n{toml}",
+        path.display()
+    );
+    std::fs::write(&path, toml.replace(from, to)).expect("write aa-moj.toml");
+    dir
+}
+
+/// The line of the sample policy naming AA's CRL files.
+const AA_CRLS: &str = r#"crls = ["../certs/aa/root.crl.pem", "../certs/aa/issuing.crl.pem"]"#;
+
+/// A copy of the bench policy whose AA issuing-CA CRL lists
+/// [`BIG_CRL_ENTRIES`] revoked serials, none of them a signer's
+/// (`bench/big-crl.py`, signed by `certs/aa/issuing.key`); and the SHA-256
+/// (hex) of that CRL's DER.
+fn crl100k_policy(pki: &Path, policy: &Path) -> (PathBuf, String) {
+    let certs = pki.join("certs/aa");
+    let crl = certs.join("issuing-100k.crl.pem");
+    let mut cmd = Command::new(python());
+    cmd.arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("../bench/big-crl.py"))
+        .arg(certs.join("issuing.pem"))
+        .arg(certs.join("issuing.key"))
+        .arg(BIG_CRL_ENTRIES.to_string())
+        .arg(&crl);
+    for (_, who) in SIGNERS {
+        cmd.arg("--exclude").arg(certs.join(format!("{who}.pem")));
+    }
+    support::run_ok(&mut cmd);
+    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &pem_der(&crl)));
+    let dir = policy_variant(
+        policy,
+        "policy-bench-crl100k",
+        AA_CRLS,
+        r#"crls = ["../certs/aa/root.crl.pem", "../certs/aa/issuing-100k.crl.pem"]"#,
+    );
+    (dir, sha256)
+}
+
+/// A copy of the bench policy where AA has no issuing-CA CRL (only the
+/// root's) and asks OCSP first.
+fn ocsp_policy(policy: &Path) -> PathBuf {
+    policy_variant(
+        policy,
+        "policy-bench-ocsp",
+        AA_CRLS,
+        "crls = [\"../certs/aa/root.crl.pem\"]\nocsp = \"prefer\"",
+    )
+}
+
+/// A real OCSP response (DER) for `certs/aa/WHO.pem`: `openssl ocsp`
+/// answers the request (`-reqout`, no nonce) from an index where the
+/// signers are valid, signed by the issuing CA itself, nextUpdate a day
+/// ahead.
+fn ocsp_response(pki: &Path, dir: &Path, who: &str) -> Vec<u8> {
+    let certs = pki.join("certs/aa");
+    let mut index = String::new();
+    for (_, signer) in SIGNERS {
+        let out = support::run_ok(
+            Command::new(support::openssl())
+                .args(["x509", "-noout", "-serial", "-in"])
+                .arg(certs.join(format!("{signer}.pem"))),
+        );
+        let serial = String::from_utf8(out).expect("serial");
+        let serial = serial.trim().trim_start_matches("serial=").to_uppercase();
+        index += &format!("V\t391231000000Z\t\t{serial}\tunknown\t/CN={signer}\n");
+    }
+    let index_path = dir.join("ocsp-index.txt");
+    std::fs::write(&index_path, index).expect("write index");
+    std::fs::write(dir.join("ocsp-index.txt.attr"), "unique_subject = no\n").expect("attr");
+    let req = dir.join(format!("ocsp-{who}.req"));
+    let resp = dir.join(format!("ocsp-{who}.resp"));
+    support::run_ok(
+        Command::new(support::openssl())
+            .args(["ocsp", "-no_nonce", "-issuer"])
+            .arg(certs.join("issuing.pem"))
+            .arg("-cert")
+            .arg(certs.join(format!("{who}.pem")))
+            .arg("-reqout")
+            .arg(&req),
+    );
+    support::run_ok(
+        Command::new(support::openssl())
+            .arg("ocsp")
+            .arg("-index")
+            .arg(&index_path)
+            .arg("-CA")
+            .arg(certs.join("issuing.pem"))
+            .arg("-rsigner")
+            .arg(certs.join("issuing.pem"))
+            .arg("-rkey")
+            .arg(certs.join("issuing.key"))
+            .arg("-reqin")
+            .arg(&req)
+            .arg("-respout")
+            .arg(&resp)
+            .args(["-ndays", "1"]),
+    );
+    std::fs::read(&resp).expect("read OCSP response")
+}
+
+/// A [`RevocationSet`] holding, for each signer, an OCSP answer made by
+/// [`ocsp_response`] and validated with `emla::trust::ocsp::check_response`
+/// at `at`; and each signer's answer's SHA-256 (hex).
+fn ocsp_answers(
+    pki: &Path,
+    dir: &Path,
+    at: emla::EvalTime,
+) -> (RevocationSet, Vec<(&'static str, String)>) {
+    use emla::trust::ocsp::{cert_key, check_response, CertStatus};
+    use emla::trust::revocation::{OcspAnswer, CLOCK_SKEW_SECS};
+    let certs = pki.join("certs/aa");
+    let issuer = pem_der(&certs.join("issuing.pem"));
+    let mut set = RevocationSet::default();
+    let mut hashes = Vec::new();
+    for (_, who) in SIGNERS {
+        let cert = pem_der(&certs.join(format!("{who}.pem")));
+        let der = ocsp_response(pki, dir, who);
+        let answer = check_response(&der, &cert, &issuer, at.unix(), CLOCK_SKEW_SECS)
+            .unwrap_or_else(|e| panic!("OCSP response for {who}: {e:?}"));
+        assert_eq!(answer.status, CertStatus::Good, "OCSP status of {who}");
+        let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &der));
+        let key = cert_key(&cert, &issuer).expect("OCSP cert key");
+        set.put_ocsp(
+            key,
+            Arc::new(OcspAnswer {
+                der: der.into(),
+                sha256: sha256.clone(),
+                status: answer.status.clone(),
+                this_update: answer.this_update,
+                next_update: answer.valid_until(),
+                responder: answer.responder.clone(),
+                source: "http://ocsp.justice.aa.example/ (bench: openssl ocsp)".into(),
+            }),
+        );
+        hashes.push((who, sha256));
+    }
+    (set, hashes)
 }
 
 /// A MIME entity of about `size` bytes, CRLF throughout: a short note and a
@@ -357,6 +530,8 @@ fn baseline(raw: &[u8], certs: &Path, who: &str) -> Baseline {
 struct Case {
     name: String,
     size: &'static str,
+    /// The official in `certs/aa/`.
+    who: &'static str,
     from: String,
     raw: Vec<u8>,
     baseline: Baseline,
@@ -381,6 +556,7 @@ fn benches(c: &mut Criterion) {
             cases.push(Case {
                 name: format!("{name}/{size_name}"),
                 size: size_name,
+                who,
                 from: format!("{who}@{FROM_DOMAIN}"),
                 raw,
                 baseline,
@@ -388,7 +564,7 @@ fn benches(c: &mut Criterion) {
         }
     }
 
-    let fetched = emla::trust::revocation::RevocationSet::default();
+    let fetched = RevocationSet::default();
     // Both sides must do their work successfully before anything is timed.
     for case in &cases {
         let envelope = emla::verify::Envelope {
@@ -425,6 +601,50 @@ fn benches(c: &mut Criterion) {
         assert!(b.run_with_crls(&case.raw));
     }
 
+    // The revocation paths, 10 KB messages only: the same messages under
+    // copies of the policy.
+    let small: Vec<&Case> = cases.iter().filter(|c| c.size == "10KB").collect();
+    let load = |dir: &Path| {
+        emla::policy::load(dir, at).unwrap_or_else(|diags| {
+            let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+            panic!("policy {}:\n{}", dir.display(), list.join("\n"))
+        })
+    };
+
+    // A 100 000-entry issuing-CA CRL: the signer must be judged by it.
+    let (crl100k_dir, crl100k_sha256) = crl100k_policy(&pki, &policy_dir);
+    let crl100k = load(&crl100k_dir);
+    for case in &small {
+        let verdict = judge(&crl100k, &fetched, case, &rcpts, at, "verify-crl100k");
+        let ev = signer_evidence(&verdict, &pki, case, "verify-crl100k");
+        assert_eq!(ev.method, "crl", "verify-crl100k/{}: {ev:?}", case.name);
+        assert_eq!(
+            ev.sha256.as_deref(),
+            Some(crl100k_sha256.as_str()),
+            "verify-crl100k/{}: the signer must be checked against the 100k CRL: {ev:?}",
+            case.name
+        );
+    }
+
+    // No issuing-CA CRL, OCSP preferred, a validated answer held per signer.
+    let ocsp = load(&ocsp_policy(&policy_dir));
+    let (answers, answer_sha256) = ocsp_answers(&pki, tmp.path(), at);
+    for case in &small {
+        let verdict = judge(&ocsp, &answers, case, &rcpts, at, "verify-ocsp");
+        let ev = signer_evidence(&verdict, &pki, case, "verify-ocsp");
+        let expected = answer_sha256
+            .iter()
+            .find(|(who, _)| *who == case.who)
+            .map(|(_, h)| h.as_str());
+        assert_eq!(ev.method, "ocsp", "verify-ocsp/{}: {ev:?}", case.name);
+        assert_eq!(
+            ev.sha256.as_deref(),
+            expected,
+            "verify-ocsp/{}: {ev:?}",
+            case.name
+        );
+    }
+
     let configure = |group: &mut criterion::BenchmarkGroup<'_, _>, size: &str| {
         if size == "10MB" {
             group
@@ -453,6 +673,9 @@ fn benches(c: &mut Criterion) {
     }
     group.finish();
 
+    bench_group(c, "verify-crl100k", &crl100k, &fetched, &small, &rcpts, at);
+    bench_group(c, "verify-ocsp", &ocsp, &answers, &small, &rcpts, at);
+
     let mut group = c.benchmark_group("baseline");
     for case in &cases {
         configure(&mut group, case.size);
@@ -469,6 +692,80 @@ fn benches(c: &mut Criterion) {
         group.throughput(Throughput::Bytes(case.raw.len() as u64));
         group.bench_function(&case.name, |b| {
             b.iter(|| case.baseline.run_with_crls(black_box(&case.raw)))
+        });
+    }
+    group.finish();
+}
+
+/// Verifies `case` under `policy` with `fetched`, which must accept.
+fn judge(
+    policy: &emla::policy::Policy,
+    fetched: &RevocationSet,
+    case: &Case,
+    rcpts: &[String],
+    at: emla::EvalTime,
+    group: &str,
+) -> emla::verify::Verdict {
+    let envelope = emla::verify::Envelope {
+        mail_from: Some(&case.from),
+        rcpt_to: rcpts,
+    };
+    let verdict = emla::verify::verify(policy, fetched, &case.raw, &envelope, at);
+    assert!(
+        verdict.accepted(),
+        "{group}/{} must accept: {} {}",
+        case.name,
+        verdict.reason,
+        verdict.detail
+    );
+    verdict
+}
+
+/// The revocation evidence of `verdict` for the signer of `case`.
+fn signer_evidence<'v>(
+    verdict: &'v emla::verify::Verdict,
+    pki: &Path,
+    case: &Case,
+    group: &str,
+) -> &'v emla::trust::revocation::StatusEvidence {
+    let cert = pem_cert(&pki.join(format!("certs/aa/{}.pem", case.who)));
+    let serial = hex::encode(cert.tbs_certificate.serial_number.as_bytes());
+    verdict
+        .revocation
+        .iter()
+        .find(|e| e.serial == serial)
+        .unwrap_or_else(|| {
+            panic!(
+                "{group}/{}: no revocation evidence for the signer: {:?}",
+                case.name, verdict.revocation
+            )
+        })
+}
+
+/// One group timing `emla::verify::verify` of the 10 KB `cases` under
+/// `policy` with `fetched` (50 samples, 3 s each).
+fn bench_group(
+    c: &mut Criterion,
+    name: &str,
+    policy: &emla::policy::Policy,
+    fetched: &RevocationSet,
+    cases: &[&Case],
+    rcpts: &[String],
+    at: emla::EvalTime,
+) {
+    let mut group = c.benchmark_group(name);
+    group
+        .sample_size(50)
+        .warm_up_time(Duration::from_secs(1))
+        .measurement_time(Duration::from_secs(3));
+    for case in cases {
+        group.throughput(Throughput::Bytes(case.raw.len() as u64));
+        let envelope = emla::verify::Envelope {
+            mail_from: Some(&case.from),
+            rcpt_to: rcpts,
+        };
+        group.bench_function(&case.name, |b| {
+            b.iter(|| emla::verify::verify(policy, fetched, black_box(&case.raw), &envelope, at))
         });
     }
     group.finish();

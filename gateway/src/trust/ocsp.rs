@@ -265,8 +265,8 @@ impl Pair {
         let issuer_name = der_of(&issuer.tbs_certificate.subject)?;
         if der_of(&cert.tbs_certificate.issuer)? != issuer_name {
             return Err(OcspError::WrongIssuer {
-                cert: cert.tbs_certificate.subject.to_string(),
-                issuer: issuer.tbs_certificate.subject.to_string(),
+                cert: crate::trust::cert::dn(&cert.tbs_certificate.subject),
+                issuer: crate::trust::cert::dn(&issuer.tbs_certificate.subject),
             });
         }
         Ok(Pair {
@@ -484,7 +484,9 @@ fn verify_signature(
     };
     verifier
         .verify_signature(spki.subject_public_key.raw_bytes(), message, signature)
-        .map_err(|_| OcspError::BadSignature(signer.tbs_certificate.subject.to_string()))
+        .map_err(|_| {
+            OcspError::BadSignature(crate::trust::cert::dn(&signer.tbs_certificate.subject))
+        })
 }
 
 /// Checks that `responder` (DER, from the response) is a delegated OCSP
@@ -587,7 +589,7 @@ pub fn check_response(
         .map_err(|e| OcspError::Malformed(format!("the BasicOCSPResponse does not parse: {e}")))?;
     let raw = raw_basic(basic_der)?;
     let data = &basic.tbs_response_data;
-    let issuer_subject = pair.issuer.tbs_certificate.subject.to_string();
+    let issuer_subject = crate::trust::cert::dn(&pair.issuer.tbs_certificate.subject);
 
     // Who signed: the issuer itself, or a delegated responder carried in
     // the response.
@@ -607,7 +609,7 @@ pub fn check_response(
                 responder_text(&data.responder_id)
             )));
         };
-        let subject = cert.tbs_certificate.subject.to_string();
+        let subject = crate::trust::cert::dn(&cert.tbs_certificate.subject);
         check_delegate(cert_der, &subject, issuer_der, &issuer_subject, at_unix)?;
         delegated_cert = cert;
         (delegated_cert, true)
@@ -656,7 +658,7 @@ pub fn check_response(
         this_update,
         next_update,
         produced_at: secs(&data.produced_at),
-        responder: signer.tbs_certificate.subject.to_string(),
+        responder: crate::trust::cert::dn(&signer.tbs_certificate.subject),
         delegated,
     })
 }

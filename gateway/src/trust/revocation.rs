@@ -144,7 +144,7 @@ impl Crl {
         Ok(Crl {
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &der)),
             issuer: tbs.issuer.to_der().unwrap_or_default(),
-            issuer_text: tbs.issuer.to_string(),
+            issuer_text: super::cert::dn(&tbs.issuer),
             this_update: tbs.this_update.to_unix_duration().as_secs(),
             next_update: next_update.to_unix_duration().as_secs(),
             number,
@@ -178,9 +178,11 @@ impl Crl {
     /// keyUsage allowing cRLSign (or none), and a signature that verifies
     /// with its key. Successes are remembered per key.
     pub fn signed_by(&self, issuer: &[u8]) -> bool {
-        let Ok(cert) = Certificate::from_der(issuer) else {
-            return false;
-        };
+        Certificate::from_der(issuer).is_ok_and(|c| self.signed_by_cert(&c))
+    }
+
+    /// [`Crl::signed_by`] for a certificate already parsed.
+    pub fn signed_by_cert(&self, cert: &Certificate) -> bool {
         let tbs = &cert.tbs_certificate;
         if tbs.subject.to_der().ok().as_deref() != Some(self.issuer.as_slice()) {
             return false;
@@ -509,11 +511,11 @@ pub fn check_path(
         let outcome = status_of(cert, issuer, chain[i], chain[i + 1], sources, opts, at)?;
         let tbs = &cert.tbs_certificate;
         let mut ev = StatusEvidence {
-            subject: tbs.subject.to_string(),
+            subject: super::cert::dn(&tbs.subject),
             serial: hex::encode(tbs.serial_number.as_bytes()),
             method: "none",
             sha256: None,
-            issuer: tbs.issuer.to_string(),
+            issuer: super::cert::dn(&tbs.issuer),
             this_update: None,
             next_update: None,
             source: None,
@@ -573,10 +575,10 @@ enum Status {
     },
 }
 
-/// The CRLs of `sources` that `issuer_der` signed, newest first.
+/// The CRLs of `sources` that `issuer` signed, newest first.
 fn crls_signed_by<'s>(
     issuer_name: &[u8],
-    issuer_der: &[u8],
+    issuer: &Certificate,
     sources: &'s Sources<'_>,
 ) -> Vec<&'s Arc<Crl>> {
     let mut found: Vec<&Arc<Crl>> = sources
@@ -584,7 +586,7 @@ fn crls_signed_by<'s>(
         .iter()
         .filter(|c| c.issuer == issuer_name)
         .chain(sources.fetched.crls_for(issuer_name))
-        .filter(|c| c.signed_by(issuer_der))
+        .filter(|c| c.signed_by_cert(issuer))
         .collect();
     found.sort_by(|a, b| {
         if a.newer_than(b) {
@@ -610,7 +612,7 @@ fn status_of(
     let tbs = &cert.tbs_certificate;
     let serial = tbs.serial_number.as_bytes();
     let issuer_name = tbs.issuer.to_der().unwrap_or_default();
-    let candidates = crls_signed_by(&issuer_name, issuer_der, sources);
+    let candidates = crls_signed_by(&issuer_name, issuer, sources);
     let fresh = candidates.iter().find(|c| c.fresh_at(at)).copied();
 
     let by_crl = |crl: &Arc<Crl>| -> Result<Status, Reject> {
@@ -630,16 +632,15 @@ fn status_of(
         }
     };
     let key = cert_key(issuer, serial);
-    let urls = if opts.ocsp == OcspMode::Off {
-        Vec::new()
+    let answer = if opts.ocsp == OcspMode::Off {
+        None
     } else {
-        super::ocsp::ocsp_urls(cert_der)
+        sources
+            .fetched
+            .ocsp(&key)
+            .filter(|a| a.fresh_at(at))
+            .cloned()
     };
-    let answer = sources
-        .fetched
-        .ocsp(&key)
-        .filter(|a| a.fresh_at(at))
-        .cloned();
     let by_ocsp = |a: Arc<OcspAnswer>| -> Result<Status, Reject> {
         match &a.status {
             CertStatus::Good => Ok(Status::Ocsp(a)),
@@ -690,6 +691,12 @@ fn status_of(
             "no CRL from {}, the issuer of {}, is available",
             tbs.issuer, tbs.subject
         ),
+    };
+    // Only now, with nothing at hand: which responders could be asked.
+    let urls = if opts.ocsp == OcspMode::Off {
+        Vec::new()
+    } else {
+        super::ocsp::ocsp_urls(cert_der)
     };
     let cdp = if opts.fetch_cdp {
         distribution_points(cert)
