@@ -17,8 +17,6 @@
 //!
 //! At most [`MAX_BODIES`] bodies go per run; the periodic task catches up.
 
-use std::sync::Arc;
-
 use serde_json::json;
 use tokio::sync::watch;
 

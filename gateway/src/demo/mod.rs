@@ -10,7 +10,6 @@ pub mod pki;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::clock::EvalTime;

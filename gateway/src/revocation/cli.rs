@@ -128,30 +128,30 @@ pub async fn run(
             Ok((text, u8::from(bad)))
         }
         CrlCommand::Fetch { json } => {
-            let outcomes = match crate::control::request(&config.data_dir, crate::control::CRL_FETCH).await
-            {
-                Ok(reply) if reply["ok"] == true => {
-                    serde_json::from_value::<Vec<OutcomeRow>>(reply["outcomes"].clone())
-                        .map_err(|e| format!("unreadable reply from the gateway: {e}"))?
-                }
-                Ok(reply) => return Err(format!("the gateway refused: {reply}")),
-                // No gateway running: fetch from this process.
-                Err(_) => {
-                    let store = Store::open_with(
-                        &config.database_url,
-                        &config.data_dir,
-                        config.body_storage,
-                    )
-                    .await
-                    .map_err(|e| e.to_string())?;
-                    let rev = Revocation::open(&config.data_dir, &config.revocation);
-                    rev.refresh(policy, &store, true)
+            let outcomes =
+                match crate::control::request(&config.data_dir, crate::control::CRL_FETCH).await {
+                    Ok(reply) if reply["ok"] == true => {
+                        serde_json::from_value::<Vec<OutcomeRow>>(reply["outcomes"].clone())
+                            .map_err(|e| format!("unreadable reply from the gateway: {e}"))?
+                    }
+                    Ok(reply) => return Err(format!("the gateway refused: {reply}")),
+                    // No gateway running: fetch from this process.
+                    Err(_) => {
+                        let store = Store::open_with(
+                            &config.database_url,
+                            &config.data_dir,
+                            config.body_storage,
+                        )
                         .await
-                        .into_iter()
-                        .map(OutcomeRow::from)
-                        .collect()
-                }
-            };
+                        .map_err(|e| e.to_string())?;
+                        let rev = Revocation::open(&config.data_dir, &config.revocation);
+                        rev.refresh(policy, &store, true)
+                            .await
+                            .into_iter()
+                            .map(OutcomeRow::from)
+                            .collect()
+                    }
+                };
             let failed = outcomes.iter().any(|o| o.result == "failed");
             let text = if *json {
                 format!("{}\n", serde_json::json!({ "outcomes": outcomes }))

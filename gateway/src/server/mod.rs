@@ -205,9 +205,7 @@ impl Server {
         if let Some(web) = self.web {
             let _ = tokio::time::timeout(Duration::from_secs(1), web).await;
         }
-        let _ = std::fs::remove_file(crate::control::socket_path(
-            &self.shared.config.data_dir,
-        ));
+        let _ = std::fs::remove_file(crate::control::socket_path(&self.shared.config.data_dir));
         let _ = self.intake.await;
         if let Some(relay) = self.relay {
             let _ = relay.await;

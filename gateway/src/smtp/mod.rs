@@ -105,9 +105,13 @@ pub async fn serve(svc: Arc<Service>, listeners: Listeners, stop: watch::Receive
     // Every session holds a permit: all of them back means all ended.
     let all = u32::try_from(svc.config.max_sessions).unwrap_or(u32::MAX);
     let deadline = svc.config.shutdown_grace + std::time::Duration::from_secs(2);
-    match tokio::time::timeout(deadline, sessions.acquire_many(all)).await {
-        Ok(_) => tracing::info!("all sessions ended"),
-        Err(_) => tracing::warn!("sessions still open after the grace period; exiting"),
+    let ended = tokio::time::timeout(deadline, sessions.acquire_many(all))
+        .await
+        .is_ok();
+    if ended {
+        tracing::info!("all sessions ended");
+    } else {
+        tracing::warn!("sessions still open after the grace period; exiting");
     }
 }
 
