@@ -14,7 +14,9 @@ use emla::audit::case_ref::{case_ref, CaseRefPattern};
 use emla::audit::cli::{self, SearchArgs, ShowArgs};
 use emla::audit::AuditError;
 use emla::policy::Policy;
-use emla::store::{AuditEvent, ChainCheck, MessageRecord, QueueEntry, Record, SessionInfo, Store};
+use emla::store::{
+    AuditEvent, AuditKind, ChainCheck, MessageRecord, QueueEntry, Record, SessionInfo, Store,
+};
 use emla::{EvalTime, Reason};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
@@ -204,11 +206,10 @@ fn record_of(f: &Fixture) -> Record {
     };
     let event = AuditEvent {
         kind: if accepted {
-            "message.accepted"
+            AuditKind::MessageAccepted
         } else {
-            "message.rejected"
-        }
-        .into(),
+            AuditKind::MessageRejected
+        },
         message_id: Some(f.id.clone()),
         data: json!({
             "session": session, "mail_from": f.mail_from, "rcpt_to": f.rcpt,
@@ -268,7 +269,7 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
         .record(Record {
             message: None,
             events: vec![AuditEvent {
-                kind: "relay.delivered".into(),
+                kind: AuditKind::RelayDelivered,
                 message_id: Some(id(0)),
                 data: json!({"next_hop": "mx.justice.bb.example:25", "reply": "250 2.0.0 ok"}),
             }],

@@ -36,7 +36,9 @@ use emla::audit::checkpoint::{self, Outcome};
 use emla::audit::retention;
 use emla::config::RetentionConfig;
 use emla::store::chain::{record_hash, GENESIS};
-use emla::store::{now_ms, AuditEvent, ChainCheck, MessageRecord, Record, SessionInfo, Store};
+use emla::store::{
+    now_ms, AuditEvent, AuditKind, ChainCheck, MessageRecord, Record, SessionInfo, Store,
+};
 use emla::{EvalTime, Reason};
 use serde_json::json;
 use sha2::{Digest, Sha256};
@@ -114,7 +116,7 @@ fn rewrite_sql(rows: &[emla::store::chain::AuditRow], changed: i64, new_data: &s
 fn event(i: usize) -> Record {
     Record {
         events: vec![AuditEvent {
-            kind: "test.event".into(),
+            kind: AuditKind::PolicyReloaded,
             message_id: Some(format!("m{i}")),
             data: json!({"n": i, "who": "alice@justice.aa.example"}),
         }],
@@ -250,7 +252,7 @@ fn message_as(id: &str, i: usize, received_at_ms: i64) -> Record {
             body: Some(Arc::from(raw)),
         }),
         events: vec![AuditEvent {
-            kind: "message.accepted".into(),
+            kind: AuditKind::MessageAccepted,
             message_id: Some(id),
             data: json!({"sha256": sha256}),
         }],
@@ -274,12 +276,7 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     let sha = |s: &Store, id: &str| {
         let s = s.clone();
         let id = id.to_string();
-        async move {
-            s.message(&id).await.unwrap().unwrap()["sha256"]
-                .as_str()
-                .unwrap()
-                .to_string()
-        }
+        async move { s.message(&id).await.unwrap().unwrap().sha256 }
     };
     let old_sha = sha(&store, "msg-0").await;
     let new_sha = sha(&store, "msg-3").await;
@@ -302,14 +299,14 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
         store.body_path(&shared).unwrap().exists(),
         "shared with msg-1-again"
     );
-    assert_eq!(
-        store.message("msg-1").await.unwrap().unwrap()["body_stored"],
-        false
-    );
+    assert!(!store.message("msg-1").await.unwrap().unwrap().body_stored);
     let m0 = store.message("msg-0").await.unwrap().unwrap();
-    assert_eq!(m0["body_stored"], false);
-    assert_eq!(m0["sha256"], old_sha.as_str(), "the hash stays");
-    let pruned = store.audit_of_kind("retention.pruned", 10).await.unwrap();
+    assert!(!m0.body_stored);
+    assert_eq!(m0.sha256, old_sha, "the hash stays");
+    let pruned = store
+        .audit_of_kind(AuditKind::RetentionPruned, 10)
+        .await
+        .unwrap();
     assert_eq!(pruned.len(), 1);
     assert!(pruned[0].data.contains(&old_sha) && pruned[0].data.contains("msg-0"));
     assert!(matches!(
@@ -837,9 +834,9 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
     let events = rt.block_on(store.audit_events(&id)).unwrap();
     let decision = events
         .iter()
-        .find(|e| e["kind"] == "message.accepted")
+        .find(|e| e.kind == AuditKind::MessageAccepted)
         .unwrap();
-    let evidence = decision["data"]["revocation"].as_array().unwrap().clone();
+    let evidence = decision.data["revocation"].as_array().unwrap().clone();
     assert_eq!(evidence.len(), 2, "signer and issuing CA: {evidence:?}");
     let alice_ev = evidence
         .iter()
@@ -986,7 +983,7 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
             body: Some(Arc::from(msg.clone())),
         }),
         events: vec![AuditEvent {
-            kind: "message.accepted".into(),
+            kind: AuditKind::MessageAccepted,
             message_id: Some(legacy.into()),
             data: json!({"sha256": sha256, "verdict": "accept"}),
         }],

@@ -9,8 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emla::store::{
-    AuditEvent, ChainCheck, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo, Store,
-    StoreError,
+    AuditEvent, AuditKind, ChainCheck, MessageRecord, QueueEntry, Record, RevocationBlob,
+    SessionInfo, Store, StoreError,
 };
 use emla::Reason;
 use serde_json::json;
@@ -92,12 +92,12 @@ fn accepted(id: &str) -> Record {
         message: Some(message(id, Some(&raw))),
         events: vec![
             AuditEvent {
-                kind: "message.received".into(),
+                kind: AuditKind::SmtpRejected,
                 message_id: Some(id.into()),
                 data: json!({"size": raw.len(), "id": id}),
             },
             AuditEvent {
-                kind: "message.accepted".into(),
+                kind: AuditKind::MessageAccepted,
                 message_id: Some(id.into()),
                 data: json!({"reason": "ok", "id": id}),
             },
@@ -143,7 +143,9 @@ async fn record_and_read_back(backend: Backend) {
 
     let raw = body_of("m1");
     let sha = hex::encode(Sha256::digest(&raw));
-    let row = store.message("m1").await.unwrap().expect("message row");
+    // The typed rows serialise to the JSON `--json` outputs show.
+    let row =
+        serde_json::to_value(store.message("m1").await.unwrap().expect("message row")).unwrap();
     assert_eq!(row["id"], "m1");
     assert_eq!(row["verdict"], "accept");
     assert_eq!(row["reason"], "ok");
@@ -174,7 +176,8 @@ async fn record_and_read_back(backend: Backend) {
     );
     assert_eq!(std::fs::read(&path).unwrap(), raw);
 
-    let queue = store.queue_entries("m1").await.unwrap();
+    let queue = serde_json::to_value(store.queue_entries("m1").await.unwrap()).unwrap();
+    let queue = queue.as_array().unwrap();
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0]["next_hop"], "mx.justice.bb:25");
     assert_eq!(queue[0]["lane"], "normal");
@@ -186,10 +189,11 @@ async fn record_and_read_back(backend: Backend) {
     );
     assert_eq!(queue[0]["claimed_by"], serde_json::Value::Null);
 
-    let audit = store.audit_events("m1").await.unwrap();
+    let audit = serde_json::to_value(store.audit_events("m1").await.unwrap()).unwrap();
+    let audit = audit.as_array().unwrap();
     assert_eq!(audit.len(), 2);
     assert_eq!(audit[0]["seq"], 1);
-    assert_eq!(audit[0]["kind"], "message.received");
+    assert_eq!(audit[0]["kind"], "smtp.rejected");
     assert_eq!(audit[0]["prev_hash"], "0".repeat(64));
     assert_eq!(audit[1]["seq"], 2);
     assert_eq!(audit[1]["kind"], "message.accepted");
@@ -218,7 +222,7 @@ async fn record_and_read_back(backend: Backend) {
         .record(Record {
             message: Some(rejected),
             events: vec![AuditEvent {
-                kind: "message.rejected".into(),
+                kind: AuditKind::MessageRejected,
                 message_id: Some("m2".into()),
                 data: json!({"reason": "bad-signature"}),
             }],
@@ -233,7 +237,7 @@ async fn record_and_read_back(backend: Backend) {
         .record(Record {
             message: None,
             events: vec![AuditEvent {
-                kind: "policy.reloaded".into(),
+                kind: AuditKind::PolicyReloaded,
                 message_id: None,
                 data: json!({"version": "p2"}),
             }],
@@ -245,13 +249,10 @@ async fn record_and_read_back(backend: Backend) {
         .await
         .unwrap();
     let m2 = store.message("m2").await.unwrap().unwrap();
-    assert_eq!(m2["verdict"], "reject");
-    assert_eq!(m2["reason"], "bad-signature");
-    assert_eq!(m2["body_stored"], false);
-    assert!(!store
-        .body_path(m2["sha256"].as_str().unwrap())
-        .unwrap()
-        .exists());
+    assert_eq!(m2.verdict, "reject");
+    assert_eq!(m2.reason, Reason::BadSignature);
+    assert!(!m2.body_stored);
+    assert!(!store.body_path(&m2.sha256).unwrap().exists());
 
     assert_eq!(store.counts().await.unwrap(), (2, 4, 1));
     let check = store.verify_chain().await.unwrap();
@@ -563,7 +564,7 @@ async fn reopening_continues_the_chain(backend: Backend) {
     first.record(accepted("r2")).await.unwrap();
     second.record(accepted("r3")).await.unwrap();
     let audit = first.audit_events("r3").await.unwrap();
-    assert_eq!(audit[0]["seq"], 15);
+    assert_eq!(audit[0].seq, 15);
     drop(first);
     drop(second);
     let third = db.open().await;

@@ -28,3 +28,4 @@ pub mod verify;
 
 pub use clock::EvalTime;
 pub use reason::Reason;
+pub use store::AuditKind;

@@ -117,6 +117,19 @@ impl Reason {
             Reason::TemporaryFailure => "temporary-failure",
         }
     }
+
+    /// Parses a code as written in replies and logs.
+    pub fn parse(s: &str) -> Option<Reason> {
+        Reason::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl std::str::FromStr for Reason {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Reason::parse(s).ok_or_else(|| format!("unknown reason code {s:?}"))
+    }
 }
 
 impl fmt::Display for Reason {
@@ -134,6 +147,15 @@ mod tests {
         for r in Reason::ALL {
             let json = serde_json::to_string(&r).unwrap();
             assert_eq!(json, format!("\"{}\"", r.as_str()));
+            assert_eq!(Reason::parse(r.as_str()), Some(r));
         }
+        assert_eq!(Reason::parse("fine"), None);
+    }
+
+    #[test]
+    fn every_code_is_in_the_contract_and_back() {
+        let documented = crate::store::kind::contract_table("Reason codes");
+        let ours: Vec<String> = Reason::ALL.iter().map(|r| r.to_string()).collect();
+        assert_eq!(documented, ours, "docs/contracts.md vs Reason::ALL");
     }
 }

@@ -42,14 +42,14 @@ use crate::clock::EvalTime;
 use crate::config::AuditConfig;
 use crate::policy::{CurrentPolicy, DigestAlg, Policy};
 use crate::smime::{cms, signature};
-use crate::store::{AuditEvent, Record, Store, StoreError};
+use crate::store::{AuditEvent, AuditKind, Record, Store, StoreError};
 use crate::trust::cert::CertInfo;
 
 /// The `format` of a checkpoint document.
 pub const FORMAT: &str = "emla-checkpoint/1";
 
 /// The audit event kind recorded for every checkpoint written.
-pub const EVENT_KIND: &str = "audit.checkpoint";
+pub const EVENT_KIND: AuditKind = AuditKind::AuditCheckpoint;
 
 /// id-kp-emailProtection, DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
@@ -223,7 +223,7 @@ pub async fn write(
     });
     let mut record = Record {
         events: vec![AuditEvent {
-            kind: EVENT_KIND.into(),
+            kind: EVENT_KIND,
             message_id: None,
             data: json!({
                 "seq": checkpoint.seq,
@@ -413,7 +413,7 @@ async fn head_is_checkpoint(store: &Store) -> Result<bool, StoreError> {
     Ok(store
         .audit_record(seq)
         .await?
-        .is_some_and(|r| r.kind == EVENT_KIND))
+        .is_some_and(|r| r.audit_kind() == Some(EVENT_KIND)))
 }
 
 /// Reads CA certificates (PEM) for checking checkpoint signatures.

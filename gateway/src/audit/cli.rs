@@ -13,7 +13,7 @@ use super::{render, show::History, AuditError};
 use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::store::index::{address_key, hex_key};
-use crate::store::{Cursor, SearchQuery, SignerKey, Store};
+use crate::store::{Cursor, QueueStatus, SearchQuery, SignerKey, Store};
 
 /// Default page size of `emla audit search`.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -242,13 +242,10 @@ impl SearchArgs {
                 }
                 .to_string()
             }),
-            status: self.status.map(|s| {
-                match s {
-                    StatusArg::Queued => "queued",
-                    StatusArg::Delivered => "delivered",
-                    StatusArg::Failed => "failed",
-                }
-                .to_string()
+            status: self.status.map(|s| match s {
+                StatusArg::Queued => QueueStatus::Queued,
+                StatusArg::Delivered => QueueStatus::Delivered,
+                StatusArg::Failed => QueueStatus::Failed,
             }),
             message_id: nonempty("--message-id", &self.message_id)?,
             id: nonempty("--id", &self.id)?,

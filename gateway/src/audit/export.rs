@@ -48,7 +48,7 @@ use super::AuditError;
 use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::Policy;
-use crate::store::Store;
+use crate::store::{AuditKind, AuditRecord, Evidence, MessageRow, Store};
 use crate::trust::revocation::{Crl, RevocationSet};
 use crate::verify::{self, Envelope};
 
@@ -152,7 +152,7 @@ impl Bundle {
 struct Archive {
     /// The evidence list of the decision's audit record; `None` when it was
     /// recorded before evidence was archived.
-    evidence: Option<Vec<Value>>,
+    evidence: Option<Vec<Evidence>>,
     /// `(sha256, DER)` of each CRL it names, in order.
     crls: Vec<(String, Vec<u8>)>,
     /// The OCSP responses it names.
@@ -228,17 +228,14 @@ impl Archive {
 /// Reads the revocation data the decision record of the message names.
 async fn archive(
     store: &Store,
-    events: &[Value],
+    decision: Option<&AuditRecord>,
     raw: Option<&[u8]>,
     authority: Option<&crate::policy::Authority>,
 ) -> Result<Archive, AuditError> {
-    let decision = events.iter().rev().find(|e| {
-        matches!(
-            e["kind"].as_str(),
-            Some("message.accepted" | "message.rejected")
-        )
-    });
-    let Some(evidence) = decision.and_then(|e| e["data"]["revocation"].as_array()) else {
+    let Some(evidence) = decision
+        .and_then(AuditRecord::decision)
+        .and_then(|d| d.revocation)
+    else {
         return Ok(Archive::default());
     };
     let mut a = Archive {
@@ -250,10 +247,10 @@ async fn archive(
         pool.extend(auth.intermediates.iter().map(|c| c.to_vec()));
         pool.extend(auth.anchor_certs.iter().map(|c| c.to_vec()));
     }
-    for ev in evidence {
-        let method = ev["method"].as_str().unwrap_or_default();
-        let subject = ev["subject"].as_str().unwrap_or_default().to_string();
-        let Some(sha) = ev["sha256"].as_str() else {
+    for ev in &evidence {
+        let method = ev.method.as_str();
+        let subject = ev.subject.clone();
+        let Some(sha) = ev.sha256.as_deref() else {
             if method == "none" || method.is_empty() {
                 a.unchecked.push(subject);
             }
@@ -269,7 +266,7 @@ async fn archive(
         if kind == "crl" {
             a.crls.push((sha.to_string(), der));
         } else {
-            let serial = ev["serial"].as_str().unwrap_or_default();
+            let serial = ev.serial.as_str();
             let cert = pool.iter().find(|c| cert_is(c, &subject, serial)).cloned();
             let issuer = cert.as_ref().and_then(|c| {
                 pool.iter()
@@ -351,8 +348,8 @@ pub async fn export(
             args.out.display()
         )));
     }
-    let first_seq = h.events.iter().filter_map(|e| e["seq"].as_i64()).min();
-    let last_seq = h.events.iter().filter_map(|e| e["seq"].as_i64()).max();
+    let first_seq = h.events.iter().map(|e| e.seq).min();
+    let last_seq = h.events.iter().map(|e| e.seq).max();
     let (Some(first_seq), Some(last_seq)) = (first_seq, last_seq) else {
         return Err(AuditError::NotFound(format!(
             "message {id} has no audit records (pruned?)"
@@ -411,36 +408,26 @@ pub async fn export(
     }
 
     let mut b = Bundle::default();
-    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
-    let received_ms = m["received_at"].as_i64().unwrap_or(0);
-    let received = EvalTime::from_unix(u64::try_from(received_ms / 1000).unwrap_or(0));
-    let sha256 = s("sha256");
+    let received = received_time(&m);
 
     // The message and its re-verification.
-    let raw = if m["body_stored"] == true {
-        Some(store.read_body(&sha256).await?)
+    let raw = if m.body_stored {
+        Some(store.read_body(&m.sha256).await?)
     } else {
         None
     };
-    let rcpt: Vec<String> = m["rcpt_to"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default();
-    let mail_from = s("mail_from");
+    let rcpt = &m.rcpt_to;
+    let mail_from = &m.mail_from;
 
     // The revocation data that decided the message, as archived at
     // reception. The re-verification uses exactly that (the policy's CRL
     // files of today left out); without it (recorded before evidence was
     // archived), today's CRL files.
-    let authority_id = m["authority"].as_str().map(String::from);
-    let authority = authority_id
+    let authority = m
+        .authority
         .as_deref()
         .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
-    let archive = archive(store, &h.events, raw.as_deref(), authority).await?;
+    let archive = archive(store, h.decision_record(), raw.as_deref(), authority).await?;
     let mut set = RevocationSet::default();
     let mut without_files = None;
     if archive.archived() {
@@ -473,15 +460,15 @@ pub async fn export(
             raw,
             &Envelope {
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
-                rcpt_to: &rcpt,
+                rcpt_to: rcpt,
             },
             received,
         )
     });
     let recorded = json!({
-        "verdict": m["verdict"], "reason": m["reason"], "detail": m["detail"],
-        "signers": m["signers"], "authority": m["authority"],
-        "policy_version": m["policy_version"], "received_at": received.to_rfc3339(),
+        "verdict": m.verdict, "reason": m.reason, "detail": m.detail,
+        "signers": m.signers, "authority": m.authority,
+        "policy_version": m.policy_version, "received_at": received.to_rfc3339(),
     });
     let verification = json!({
         "message": id,
@@ -495,10 +482,10 @@ pub async fn export(
     let mut vtext = format!(
         "message {id}\nrecorded at reception ({}), policy {}:\n  {} {}: {}\n\n",
         received.to_rfc3339(),
-        s("policy_version"),
-        s("verdict").to_uppercase(),
-        s("reason"),
-        s("detail")
+        m.policy_version,
+        m.verdict.to_uppercase(),
+        m.reason,
+        m.detail
     );
     match &reverified {
         Some(v) => {
@@ -583,11 +570,7 @@ pub async fn export(
     }
 
     // The audit records and the proof.
-    let message_records: Vec<&Value> = h.events.iter().collect();
-    b.add(
-        "audit/message-records.json",
-        pretty(&json!(message_records)),
-    );
+    b.add("audit/message-records.json", pretty(&h.events));
     let mut jsonl = String::new();
     for r in &records {
         jsonl.push_str(
@@ -627,17 +610,13 @@ pub async fn export(
     }
 
     // Deliveries and receipts.
-    b.add("delivery.json", pretty(&json!(h.queue)));
-    let receipts: Vec<&Value> = h
+    b.add("delivery.json", pretty(&h.queue));
+    let receipts: Vec<&AuditRecord> = h
         .events
         .iter()
-        .filter(|e| {
-            e["kind"]
-                .as_str()
-                .is_some_and(|k| k.contains("receipt") || k.contains("dsn"))
-        })
+        .filter(|e| e.kind == AuditKind::ReceiptQueued)
         .collect();
-    b.add("receipts.json", pretty(&json!(receipts)));
+    b.add("receipts.json", pretty(&receipts));
 
     // The check script and README.
     let script = check_script(
@@ -712,8 +691,10 @@ fn write_zip(out: &Path, files: &[(String, Vec<u8>)]) -> Result<(), String> {
     })
 }
 
-fn pretty(v: &Value) -> Vec<u8> {
-    let mut s = serde_json::to_vec_pretty(v).unwrap_or_default();
+/// `v` as pretty JSON through [`Value`] (keys sorted), with a line feed.
+fn pretty<T: serde::Serialize + ?Sized>(v: &T) -> Vec<u8> {
+    let v = serde_json::to_value(v).unwrap_or_default();
+    let mut s = serde_json::to_vec_pretty(&v).unwrap_or_default();
     s.push(b'\n');
     s
 }
@@ -856,16 +837,20 @@ fn check_script(
     s
 }
 
+/// The reception time of a message, to the second.
+fn received_time(m: &MessageRow) -> EvalTime {
+    EvalTime::from_unix(u64::try_from(m.received_at / 1000).unwrap_or(0))
+}
+
 fn readme(
     id: &str,
-    m: &Value,
+    m: &MessageRow,
     cp: &Checkpoint,
     first_seq: i64,
     script: &str,
     body: bool,
     archive: &Archive,
 ) -> String {
-    let s = |k: &str| m[k].as_str().unwrap_or_default().to_string();
     let (crl_files, crl_note) = if archive.archived() {
         (
             "revocation/crl-SHA.crl      the CRLs that decided the message, exactly as archived at\n\
@@ -962,14 +947,14 @@ fn readme(
          {crl_note}\n\
          audit/verify_chain.py:\n\n{py}",
         gateway = cp.gateway,
-        received = EvalTime::from_unix(u64::try_from(m["received_at"].as_i64().unwrap_or(0) / 1000).unwrap_or(0)).to_rfc3339(),
-        from = s("mail_from"),
-        to = m["rcpt_to"].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", ")).unwrap_or_default(),
-        subject = s("subject"),
-        sha = s("sha256"),
-        verdict = s("verdict"),
-        reason = s("reason"),
-        detail = s("detail"),
+        received = received_time(m).to_rfc3339(),
+        from = m.mail_from,
+        to = m.rcpt_to.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", "),
+        subject = m.subject.as_deref().unwrap_or_default(),
+        sha = m.sha256,
+        verdict = m.verdict,
+        reason = m.reason,
+        detail = m.detail,
         body_note = if body {
             "message.eml is the original; its SHA-256 is the one above."
         } else {

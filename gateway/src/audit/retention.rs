@@ -24,10 +24,10 @@ use super::checkpoint;
 use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
 use crate::store::evidence::StoredBody;
-use crate::store::{now_ms, AuditEvent, ChainCheck, Store, StoreError};
+use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, Store, StoreError};
 
 /// The audit event kind of every pruning.
-pub const EVENT_KIND: &str = "retention.pruned";
+pub const EVENT_KIND: AuditKind = AuditKind::RetentionPruned;
 
 /// Most bodies pruned in one run.
 pub const MAX_BODIES: i64 = 10_000;
@@ -119,7 +119,7 @@ pub async fn prune(
         if !due.is_empty() && !dry_run {
             store
                 .audit(AuditEvent {
-                        kind: EVENT_KIND.into(),
+                        kind: EVENT_KIND,
                         message_id: None,
                         data: json!({
                             "what": "bodies",
@@ -209,7 +209,7 @@ async fn prune_audit(
         .await?;
     store
         .audit(AuditEvent {
-            kind: EVENT_KIND.into(),
+            kind: EVENT_KIND,
             message_id: None,
             data: json!({
                 "what": "audit",

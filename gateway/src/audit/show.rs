@@ -5,6 +5,7 @@
 use serde_json::{json, Value};
 
 use super::render::time_rfc3339;
+use crate::store::{AuditRecord, MessageRow, QueueRow};
 
 /// Everything recorded about one message.
 #[derive(Clone, Debug)]
@@ -13,16 +14,13 @@ pub struct History {
     pub id: String,
     /// The message row ([`Store::message`](crate::store::Store::message)),
     /// absent when only audit records name the id.
-    pub message: Option<Value>,
+    pub message: Option<MessageRow>,
     /// Its audit records in seq order
     /// ([`Store::audit_events`](crate::store::Store::audit_events)).
-    pub events: Vec<Value>,
+    pub events: Vec<AuditRecord>,
     /// Its queue rows ([`Store::queue_entries`](crate::store::Store::queue_entries)).
-    pub queue: Vec<Value>,
+    pub queue: Vec<QueueRow>,
 }
-
-/// Kinds of the audit record that carries the decision itself.
-const DECISION_KINDS: [&str; 2] = ["message.accepted", "message.rejected"];
 
 impl History {
     /// `{"id", "message", "events", "queue"}` as one pretty JSON object;
@@ -39,13 +37,19 @@ impl History {
         s
     }
 
+    /// The record of the decision (the last `message.accepted` or
+    /// `message.rejected`).
+    pub fn decision_record(&self) -> Option<&AuditRecord> {
+        self.events.iter().rev().find(|e| e.kind.is_decision())
+    }
+
     /// The timeline as text.
     pub fn text(&self) -> String {
         let mut out = Out::default();
         out.line(0, &format!("message {}", self.id));
         if let Some(m) = &self.message {
-            if let Some(c) = s(m, "case_ref") {
-                out.field(1, "case", &c);
+            if let Some(c) = &m.case_ref {
+                out.field(1, "case", &clean(c));
             }
             self.received(&mut out, m);
             verified(&mut out, m);
@@ -58,63 +62,36 @@ impl History {
         out.0
     }
 
-    fn received(&self, out: &mut Out, m: &Value) {
+    fn received(&self, out: &mut Out, m: &MessageRow) {
         out.blank();
-        out.line(0, &format!("{}  received", at(m.get("received_at"))));
-        let mut client = format!(
-            "{} (HELO {})",
-            s(m, "client_ip").unwrap_or_default(),
-            s(m, "helo").unwrap_or_default()
-        );
-        match (s(m, "tls_version"), s(m, "tls_cipher")) {
-            (Some(v), Some(c)) => client.push_str(&format!(", {v} {c}")),
-            (Some(v), None) => client.push_str(&format!(", {v}")),
+        out.line(0, &format!("{}  received", at(m.received_at)));
+        let mut client = format!("{} (HELO {})", clean(&m.client_ip), clean(&m.helo));
+        match (&m.tls_version, &m.tls_cipher) {
+            (Some(v), Some(c)) => client.push_str(&format!(", {} {}", clean(v), clean(c))),
+            (Some(v), None) => client.push_str(&format!(", {}", clean(v))),
             _ => client.push_str(", no TLS"),
         }
         out.field(1, "client", &client);
-        out.field(
-            1,
-            "mail from",
-            &format!("<{}>", s(m, "mail_from").unwrap_or_default()),
-        );
-        let rcpt: Vec<String> = m
-            .get("rcpt_to")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .map(|r| format!("<{}>", r.as_str().unwrap_or_default()))
-                    .collect()
-            })
-            .unwrap_or_default();
+        out.field(1, "mail from", &format!("<{}>", clean(&m.mail_from)));
+        let rcpt: Vec<String> = m.rcpt_to.iter().map(|r| format!("<{r}>")).collect();
         out.field(1, "rcpt to", &rcpt.join(", "));
-        for (label, key) in [
-            ("From:", "header_from"),
-            ("To:", "header_to"),
-            ("Subject:", "subject"),
-            ("Message-ID:", "message_id"),
-            ("Date:", "date"),
+        for (label, value) in [
+            ("From:", &m.header_from),
+            ("To:", &m.header_to),
+            ("Subject:", &m.subject),
+            ("Message-ID:", &m.message_id),
+            ("Date:", &m.date),
         ] {
-            if let Some(v) = s(m, key) {
-                out.field(1, label, &v);
+            if let Some(v) = value {
+                out.field(1, label, &clean(v));
             }
         }
-        out.field(
-            1,
-            "size",
-            &format!(
-                "{} bytes",
-                m.get("size").and_then(Value::as_i64).unwrap_or(0)
-            ),
-        );
-        out.field(1, "sha256", &s(m, "sha256").unwrap_or_default());
-        let kept = m
-            .get("body_stored")
-            .and_then(Value::as_bool)
-            .unwrap_or(false);
+        out.field(1, "size", &format!("{} bytes", m.size));
+        out.field(1, "sha256", &clean(&m.sha256));
         out.field(
             1,
             "body",
-            if kept {
+            if m.body_stored {
                 "kept (content-addressed by its sha256)"
             } else {
                 "not kept (only its hash)"
@@ -122,42 +99,32 @@ impl History {
         );
     }
 
-    fn decided(&self, out: &mut Out, m: &Value) {
-        let decision = self
-            .events
-            .iter()
-            .find(|e| DECISION_KINDS.contains(&e["kind"].as_str().unwrap_or_default()));
+    fn decided(&self, out: &mut Out, m: &MessageRow) {
+        let record = self.events.iter().find(|e| e.kind.is_decision());
         out.blank();
-        let when = decision
-            .map(|e| at(e.get("at")))
-            .unwrap_or_else(|| at(m.get("received_at")));
+        let when = at(record.map_or(m.received_at, |e| e.at));
         out.line(0, &format!("{when}  decided"));
-        let verdict = s(m, "verdict").unwrap_or_default().to_uppercase();
         out.field(
             1,
             "verdict",
-            &format!("{verdict} {}", s(m, "reason").unwrap_or_default()),
+            &format!("{} {}", clean(&m.verdict).to_uppercase(), m.reason),
         );
-        out.field(1, "detail", &s(m, "detail").unwrap_or_default());
+        out.field(1, "detail", &clean(&m.detail));
         out.field(
             1,
             "authority",
-            &s(m, "authority").unwrap_or_else(|| "-".into()),
+            &m.authority.as_deref().map_or_else(|| "-".into(), clean),
         );
-        out.field(1, "policy", &s(m, "policy_version").unwrap_or_default());
-        let routes = decision
-            .and_then(|e| e["data"].get("recipients"))
-            .and_then(Value::as_array)
-            .cloned()
-            .unwrap_or_default();
-        for r in &routes {
+        out.field(1, "policy", &clean(&m.policy_version));
+        let decision = record.and_then(AuditRecord::decision).unwrap_or_default();
+        for r in &decision.recipients {
             let text = format!(
                 "{} → route {}, authority {}, next hop {}, lane {}",
-                r["recipient"].as_str().unwrap_or("?"),
-                r["route"].as_str().unwrap_or("-"),
-                r["authority"].as_str().unwrap_or("-"),
-                r["next_hop"].as_str().unwrap_or("-"),
-                r["lane"].as_str().unwrap_or("-"),
+                r.recipient.as_deref().unwrap_or("?"),
+                r.route.as_deref().unwrap_or("-"),
+                r.authority.as_deref().unwrap_or("-"),
+                r.next_hop.as_deref().unwrap_or("-"),
+                r.lane.as_deref().unwrap_or("-"),
             );
             out.field(1, "route", &text);
         }
@@ -171,19 +138,20 @@ impl History {
         }
         out.line(0, "audit records");
         for e in &self.events {
-            let kind = e["kind"].as_str().unwrap_or_default();
-            let hash = e["hash"].as_str().unwrap_or_default();
+            let hash = &e.hash;
             out.line(
                 1,
                 &format!(
-                    "{}  #{}  {kind}  (hash {})",
-                    at(e.get("at")),
-                    e["seq"],
+                    "{}  #{}  {}  (hash {})",
+                    at(e.at),
+                    e.seq,
+                    e.kind,
                     hash.get(..16).unwrap_or(hash)
                 ),
             );
-            if !DECISION_KINDS.contains(&kind) {
-                if let Some(data) = e["data"].as_object() {
+            if !e.kind.is_decision() {
+                // The other kinds' data is shown as recorded, key by key.
+                if let Some(data) = e.data.as_object() {
                     for (k, v) in data {
                         let v = match v {
                             Value::String(s) => s.clone(),
@@ -192,7 +160,7 @@ impl History {
                         out.field(2, k, &v);
                     }
                 } else {
-                    out.field(2, "data", e["data_text"].as_str().unwrap_or_default());
+                    out.field(2, "data", &e.data_text);
                 }
             }
         }
@@ -206,45 +174,31 @@ impl History {
         }
         out.line(0, "queue");
         for q in &self.queue {
-            let recipients: Vec<&str> = q["recipients"]
-                .as_array()
-                .map(|a| a.iter().filter_map(Value::as_str).collect())
-                .unwrap_or_default();
             out.line(
                 1,
                 &format!(
                     "#{}  {}  status {}  attempts {}",
-                    q["id"],
-                    q["next_hop"].as_str().unwrap_or_default(),
-                    q["status"].as_str().unwrap_or_default(),
-                    q["attempts"]
+                    q.id, q.next_hop, q.status, q.attempts
                 ),
             );
-            out.field(2, "authority", q["authority"].as_str().unwrap_or_default());
-            out.field(2, "route", q["route"].as_str().unwrap_or_default());
-            out.field(2, "lane", q["lane"].as_str().unwrap_or_default());
-            out.field(2, "recipients", &recipients.join(", "));
-            out.field(2, "created", &at(q.get("created_at")));
-            out.field(2, "next attempt", &at(q.get("next_attempt_at")));
-            if let Some(c) = q["claimed_by"].as_str() {
-                out.field(
-                    2,
-                    "claimed by",
-                    &format!("{c} until {}", at(q.get("lease_until"))),
-                );
+            out.field(2, "authority", &q.authority);
+            out.field(2, "route", &q.route);
+            out.field(2, "lane", &q.lane);
+            out.field(2, "recipients", &q.recipients.join(", "));
+            out.field(2, "created", &at(q.created_at));
+            out.field(2, "next attempt", &at(q.next_attempt_at));
+            if let Some(c) = &q.claimed_by {
+                let until = q.lease_until.map_or_else(|| "-".into(), at);
+                out.field(2, "claimed by", &format!("{c} until {until}"));
             }
         }
     }
 }
 
-fn verified(out: &mut Out, m: &Value) {
+fn verified(out: &mut Out, m: &MessageRow) {
     out.blank();
-    out.line(0, &format!("{}  verified", at(m.get("received_at"))));
-    let signers = m
-        .get("signers")
-        .and_then(Value::as_array)
-        .cloned()
-        .unwrap_or_default();
+    out.line(0, &format!("{}  verified", at(m.received_at)));
+    let signers = m.signer_list();
     if signers.is_empty() {
         out.line(1, "no signer");
     }
@@ -252,36 +206,35 @@ fn verified(out: &mut Out, m: &Value) {
         out.field(
             1,
             &format!("signer {}", n + 1),
-            &s(sg, "email").unwrap_or_else(|| "-".into()),
+            &sg.email.as_deref().map_or_else(|| "-".into(), clean),
         );
-        for key in ["subject", "issuer", "serial", "sha256", "authority"] {
-            if let Some(v) = s(sg, key) {
-                out.field(2, key, &v);
+        for (key, value) in [
+            ("subject", &sg.subject),
+            ("issuer", &sg.issuer),
+            ("serial", &sg.serial),
+            ("sha256", &sg.sha256),
+            ("authority", &sg.authority),
+        ] {
+            if let Some(v) = value {
+                out.field(2, key, &clean(v));
             }
         }
-        if let Some(chain) = sg.get("chain").and_then(Value::as_array) {
-            let names: Vec<&str> = chain.iter().filter_map(Value::as_str).collect();
-            if !names.is_empty() {
-                out.field(2, "chain", &names.join(" → "));
-            }
+        if !sg.chain.is_empty() {
+            out.field(2, "chain", &sg.chain.join(" → "));
         }
     }
 }
 
-/// A string field, control characters shown as spaces.
-fn s(v: &Value, key: &str) -> Option<String> {
-    v.get(key).and_then(Value::as_str).map(|t| {
-        t.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect()
-    })
+/// Text from the log, control characters shown as spaces.
+fn clean(t: &str) -> String {
+    t.chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect()
 }
 
-/// A time in ms as RFC 3339 (UTC, milliseconds), or `-`.
-fn at(v: Option<&Value>) -> String {
-    v.and_then(Value::as_i64)
-        .map(time_rfc3339)
-        .unwrap_or_else(|| "-".into())
+/// A time in ms as RFC 3339 (UTC, milliseconds).
+fn at(ms: i64) -> String {
+    time_rfc3339(ms)
 }
 
 /// Indented lines; field labels padded to one column per level.

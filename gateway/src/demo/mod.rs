@@ -107,9 +107,9 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         for r in rows {
             println!(
                 "  {id}  {}  to {}  after {} attempt(s)",
-                r["status"].as_str().unwrap_or("?"),
-                r["recipients"],
-                r["attempts"]
+                r.status,
+                serde_json::json!(r.recipients),
+                r.attempts
             );
         }
     }

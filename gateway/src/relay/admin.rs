@@ -1,11 +1,13 @@
 //! `emla queue list|show|retry|cancel`: administrators' view of the relay
 //! queue. Every change is audited with the operator's name.
 
-use clap::{Args, Subcommand};
-use serde_json::{json, Value};
-
 use crate::audit::render::{align, table_cell as cut, time_utc};
-use crate::store::{AuditEvent, QueueFilter, QueueStatus, QueueUpdate, Record, Store};
+use crate::store::rows::to_json_text;
+use crate::store::{
+    Attempt, AuditEvent, AuditKind, AuditRecord, QueueAction, QueueFilter, QueueRow, QueueStatus,
+    QueueUpdate, Record, Store,
+};
+use clap::{Args, Subcommand};
 
 /// `emla queue …`.
 #[derive(Clone, Debug, Subcommand)]
@@ -115,7 +117,7 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
         })
         .await?;
     if a.json {
-        return Ok(format!("{}\n", Value::Array(rows)));
+        return Ok(format!("{}\n", to_json_text(&rows)));
     }
     if rows.is_empty() {
         return Ok("no queue entries match\n".into());
@@ -133,99 +135,95 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
     .map(String::from)
     .to_vec()];
     for r in &rows {
-        let next = if r["status"] == "queued" {
-            time_text(r["next_attempt_at"].as_i64())
+        let next = if r.status == QueueStatus::Queued {
+            time_text(Some(r.next_attempt_at))
         } else {
             "-".into()
         };
         table.push(vec![
-            r["id"].to_string(),
-            text(&r["message_id"]),
-            text(&r["status"]),
-            r["attempts"].to_string(),
+            r.id.to_string(),
+            r.message_id.clone(),
+            r.status.to_string(),
+            r.attempts.to_string(),
             next,
-            text(&r["next_hop"]),
-            recipients(&r["recipients"]),
-            cut(&text(&r["last_error"]), 60),
+            r.next_hop.clone(),
+            r.recipients.join(", "),
+            cut(r.last_error.as_deref().unwrap_or_default(), 60),
         ]);
     }
     Ok(align(&table))
 }
 
 async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
-    let row = entry(store, a.id).await?;
-    let message_id = text(&row["message_id"]);
-    let attempts: Vec<Value> = store
-        .audit_events(&message_id)
+    let h = store
+        .queue_entry_history(a.id)
         .await?
-        .into_iter()
-        .filter(|e| {
-            e["data"]["queue_id"].as_i64() == Some(a.id)
-                && e["kind"]
-                    .as_str()
-                    .is_some_and(|k| k.starts_with("relay.") || k.starts_with("queue."))
-        })
-        .collect();
+        .ok_or_else(|| QueueError::Refused(format!("no queue entry {}", a.id)))?;
     if a.json {
-        return Ok(format!("{}\n", json!({"entry": row, "events": attempts})));
+        return Ok(format!("{}\n", to_json_text(&h)));
     }
+    let row = &h.entry;
     let mut out = format!(
         "queue entry {}\n  message      {}\n  status       {}\n  next hop     {} (authority {}, route {}, {} lane)\n  \
          recipients   {}\n  queued at    {}\n  attempts     {}\n",
         a.id,
-        message_id,
-        text(&row["status"]),
-        text(&row["next_hop"]),
-        text(&row["authority"]),
-        text(&row["route"]),
-        text(&row["lane"]),
-        recipients(&row["recipients"]),
-        time_text(row["created_at"].as_i64()),
-        row["attempts"],
+        row.message_id,
+        row.status,
+        row.next_hop,
+        row.authority,
+        row.route,
+        row.lane,
+        row.recipients.join(", "),
+        time_text(Some(row.created_at)),
+        row.attempts,
     );
-    if row["status"] == "queued" {
-        out += &format!(
-            "  next attempt {}\n",
-            time_text(row["next_attempt_at"].as_i64())
-        );
+    if row.status == QueueStatus::Queued {
+        out += &format!("  next attempt {}\n", time_text(Some(row.next_attempt_at)));
     }
-    if let Some(e) = row["last_error"].as_str() {
+    if let Some(e) = &row.last_error {
         out += &format!("  last error   {e}\n");
     }
-    if !attempts.is_empty() {
+    if !h.events.is_empty() {
         out += "events\n";
     }
-    for e in &attempts {
-        let d = &e["data"];
+    for e in &h.events {
         out += &format!(
             "  {}  {:<16} {}\n",
-            time_text(e["at"].as_i64()),
-            text(&e["kind"]),
-            event_summary(d)
+            time_text(Some(e.at)),
+            e.kind.as_str(),
+            event_summary(e)
         );
     }
     Ok(out)
 }
 
-fn event_summary(d: &Value) -> String {
-    if let Some(op) = d["operator"].as_str() {
-        return format!("by {op}");
+/// One line about a `relay.*` or `queue.*` record.
+fn event_summary(e: &AuditRecord) -> String {
+    if let Some(action) = e.queue_action() {
+        return format!("by {}", action.operator);
     }
-    let mut parts = vec![format!("attempt {}", d["attempt"])];
-    if let Some(tls) = d["tls"].as_object() {
-        if tls.get("encrypted") == Some(&Value::Bool(true)) {
-            parts.push(format!("TLS ({})", text(&tls["verification"])));
+    let d: Attempt = e.attempt().unwrap_or_default();
+    let mut parts = vec![format!(
+        "attempt {}",
+        d.attempt.map_or_else(|| "null".into(), |n| n.to_string())
+    )];
+    if let Some(tls) = &d.tls {
+        if tls.encrypted {
+            parts.push(format!(
+                "TLS ({})",
+                tls.verification.as_deref().unwrap_or_default()
+            ));
         } else {
             parts.push("no TLS".into());
         }
     }
-    for r in d["recipients"].as_array().into_iter().flatten() {
-        let o = &r["outcome"];
+    for r in &d.recipients {
+        let o = &r.outcome;
         parts.push(format!(
             "{}: {} {}",
-            text(&r["recipient"]),
-            text(&o["result"]),
-            cut(&text(&o["reply"]), 80)
+            r.recipient.as_deref().unwrap_or_default(),
+            o.result.as_deref().unwrap_or_default(),
+            cut(o.reply.as_deref().unwrap_or_default(), 80)
         ));
     }
     parts.join("; ")
@@ -239,22 +237,22 @@ enum Change {
 
 async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, QueueError> {
     let row = entry(store, a.id).await?;
-    let status = text(&row["status"]);
+    let status = row.status;
     let (allowed, new, kind, verb): (&'static [QueueStatus], _, _, _) = match change {
         Change::Retry => (
             &[QueueStatus::Queued, QueueStatus::Failed],
             QueueStatus::Queued,
-            "queue.retry",
+            AuditKind::QueueRetry,
             "queued for an attempt now",
         ),
         Change::Cancel => (
             &[QueueStatus::Queued],
             QueueStatus::Cancelled,
-            "queue.cancelled",
+            AuditKind::QueueCancelled,
             "cancelled",
         ),
     };
-    if !allowed.iter().any(|s| s.as_str() == status) {
+    if !allowed.contains(&status) {
         return Err(QueueError::Refused(format!(
             "queue entry {} is {status}; {} applies to {} entries only",
             a.id,
@@ -273,12 +271,17 @@ async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, 
         .or_else(|_| std::env::var("USER"))
         .unwrap_or_else(|_| "unknown".into());
     let now = crate::store::now_ms();
+    let action = QueueAction {
+        queue_id: a.id,
+        previous_status: Some(status),
+        operator,
+    };
     store
         .record(Record {
             events: vec![AuditEvent {
-                kind: kind.into(),
-                message_id: Some(text(&row["message_id"])),
-                data: json!({"queue_id": a.id, "previous_status": status, "operator": operator}),
+                kind,
+                message_id: Some(row.message_id.clone()),
+                data: serde_json::to_value(&action).unwrap_or_default(),
             }],
             queue_updates: vec![QueueUpdate {
                 queue_id: a.id,
@@ -293,38 +296,23 @@ async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, 
         })
         .await?;
     let after = entry(store, a.id).await?;
-    if after["status"] != new.as_str() {
+    if after.status != new {
         return Err(QueueError::Refused(format!(
             "queue entry {} changed to {} meanwhile; nothing done",
-            a.id,
-            text(&after["status"])
+            a.id, after.status
         )));
     }
     if a.json {
-        return Ok(format!("{after}\n"));
+        return Ok(format!("{}\n", to_json_text(&after)));
     }
     Ok(format!("queue entry {} {verb}\n", a.id))
 }
 
-async fn entry(store: &Store, id: i64) -> Result<Value, QueueError> {
+async fn entry(store: &Store, id: i64) -> Result<QueueRow, QueueError> {
     store
         .queue_row(id)
         .await?
         .ok_or_else(|| QueueError::Refused(format!("no queue entry {id}")))
-}
-
-fn text(v: &Value) -> String {
-    match v {
-        Value::String(s) => s.clone(),
-        Value::Null => String::new(),
-        v => v.to_string(),
-    }
-}
-
-fn recipients(v: &Value) -> String {
-    v.as_array()
-        .map(|a| a.iter().map(text).collect::<Vec<_>>().join(", "))
-        .unwrap_or_default()
 }
 
 fn time_text(ms: Option<i64>) -> String {

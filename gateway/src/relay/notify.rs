@@ -19,7 +19,7 @@ use super::receipt::{self, DeliveryOutcome, Failure, Receipt, ReceiptContext, Si
 use crate::policy::{Authority, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::SigningIdentity;
-use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo};
+use crate::store::{AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, SessionInfo};
 
 /// What the receipts of an accepted message repeat about it.
 #[derive(Clone, Debug)]
@@ -237,7 +237,7 @@ fn outgoing(
         o.case_ref,
     );
     let event = AuditEvent {
-        kind: "receipt.queued".into(),
+        kind: AuditKind::ReceiptQueued,
         message_id: Some(o.id.to_owned()),
         data: json!({
             "receipt": kind,

@@ -17,7 +17,9 @@ use super::receipt::{DeliveryOutcome, Failure};
 use crate::backoff;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
-use crate::store::{AttemptNote, AuditEvent, Claimed, QueueStatus, QueueUpdate, Record, Store};
+use crate::store::{
+    AttemptNote, AuditEvent, AuditKind, Claimed, QueueStatus, QueueUpdate, Record, Store,
+};
 
 /// Most entries claimed at once.
 const CLAIM_BATCH: usize = 100;
@@ -367,9 +369,9 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         error
     };
     let kind = match status {
-        QueueStatus::Delivered => "relay.delivered",
-        QueueStatus::Failed => "relay.failed",
-        _ => "relay.deferred",
+        QueueStatus::Delivered => AuditKind::RelayDelivered,
+        QueueStatus::Failed => AuditKind::RelayFailed,
+        _ => AuditKind::RelayDeferred,
     };
     let per_rcpt: Vec<_> = entry
         .recipients
@@ -378,7 +380,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         .map(|(r, o)| json!({"recipient": r, "outcome": o}))
         .collect();
     let event = AuditEvent {
-        kind: kind.into(),
+        kind,
         message_id: Some(entry.message_id.clone()),
         data: json!({
             "queue_id": entry.id,

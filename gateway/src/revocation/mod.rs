@@ -26,7 +26,7 @@ use tokio::sync::{watch, Notify};
 use crate::clock::EvalTime;
 use crate::config::RevocationConfig;
 use crate::policy::Policy;
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, AuditKind, Store};
 use crate::trust::http::{Http, HttpLimits};
 use crate::trust::ocsp;
 use crate::trust::revocation::{CertStatus, Crl, OcspAnswer, RevocationSet, Want, CLOCK_SKEW_SECS};
@@ -247,7 +247,7 @@ impl Revocation {
                     EvalTime::from_unix(crl.next_update).to_rfc3339()
                 );
                 let event = changed.then(|| AuditEvent {
-                    kind: "crl.updated".into(),
+                    kind: AuditKind::CrlUpdated,
                     message_id: None,
                     data: serde_json::json!({
                         "url": url,
@@ -281,7 +281,7 @@ impl Revocation {
                 src.next_attempt = now + backoff.as_secs().max(1);
                 tracing::warn!(%url, error = %why, failures = src.failures, "CRL download failed");
                 let event = AuditEvent {
-                    kind: "crl.fetch-failed".into(),
+                    kind: AuditKind::CrlFetchFailed,
                     message_id: None,
                     data: serde_json::json!({
                         "url": url,
@@ -517,7 +517,7 @@ impl Revocation {
             self.replace_set(|set| set.put_ocsp(key, held));
             if changed {
                 let event = AuditEvent {
-                    kind: "ocsp.updated".into(),
+                    kind: AuditKind::OcspUpdated,
                     message_id: None,
                     data: serde_json::json!({
                         "url": url,
@@ -548,7 +548,7 @@ impl Revocation {
                 .as_secs()
                 .max(1);
             AuditEvent {
-                kind: "ocsp.fetch-failed".into(),
+                kind: AuditKind::OcspFetchFailed,
                 message_id: None,
                 data: serde_json::json!({
                     "urls": urls,

@@ -19,7 +19,7 @@ use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::{self, CurrentPolicy, Policy};
 use crate::revocation::Revocation;
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, AuditKind, Store};
 
 /// What the root itself (reloads, the control socket) works with.
 pub struct Shared {
@@ -47,7 +47,7 @@ impl Shared {
                 self.revocation.wake();
                 (
                     AuditEvent {
-                        kind: "policy.reloaded".into(),
+                        kind: AuditKind::PolicyReloaded,
                         message_id: None,
                         data: serde_json::json!({"previous": old, "version": version}),
                     },
@@ -59,7 +59,7 @@ impl Shared {
                 tracing::error!(problems = ?problems, "policy reload failed; keeping version {old}");
                 (
                     AuditEvent {
-                        kind: "policy.reload-failed".into(),
+                        kind: AuditKind::PolicyReloadFailed,
                         message_id: None,
                         data: serde_json::json!({"kept": old, "problems": problems}),
                     },

@@ -13,7 +13,9 @@ use crate::audit::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::relay::notify::{self, Original};
-use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo};
+use crate::store::{
+    AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo,
+};
 use crate::verify::{self, Envelope, Verdict};
 
 /// Verifies one message off the async workers (signature and chain checks
@@ -101,11 +103,10 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
     let event = AuditEvent {
         kind: if accepted {
-            "message.accepted"
+            AuditKind::MessageAccepted
         } else {
-            "message.rejected"
-        }
-        .into(),
+            AuditKind::MessageRejected
+        },
         message_id: Some(id.clone()),
         data: serde_json::json!({
             "session": session,

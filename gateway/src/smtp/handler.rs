@@ -15,7 +15,7 @@ use mailin::{Handler, Response};
 use super::reply::Reply;
 use crate::policy::{Policy, RouteDecision};
 use crate::reason::Reason;
-use crate::store::{AuditEvent, SessionInfo};
+use crate::store::{AuditEvent, AuditKind, SessionInfo};
 
 /// What the driver must do after a line was processed.
 pub enum Pending {
@@ -129,7 +129,7 @@ impl Intake {
         let reply = Reply::reject(reason, &detail);
         self.pending = Pending::Audit(
             AuditEvent {
-                kind: "smtp.rejected".into(),
+                kind: AuditKind::SmtpRejected,
                 message_id: None,
                 data: serde_json::json!({
                     "stage": stage,
@@ -149,7 +149,7 @@ impl Intake {
     /// Audits a refusal decided by the driver (size, smuggling, TLS).
     pub fn refusal_event(&self, stage: &str, reason: Reason, detail: &str) -> AuditEvent {
         AuditEvent {
-            kind: "smtp.rejected".into(),
+            kind: AuditKind::SmtpRejected,
             message_id: None,
             data: serde_json::json!({
                 "stage": stage,

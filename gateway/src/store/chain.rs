@@ -76,6 +76,14 @@ pub struct AuditRow {
     pub hash: String,
 }
 
+impl AuditRow {
+    /// Its kind, when it is one of the [`AuditKind`](super::AuditKind)s
+    /// (the text is kept as stored: the hash covers it).
+    pub fn audit_kind(&self) -> Option<super::AuditKind> {
+        super::AuditKind::parse(&self.kind)
+    }
+}
+
 /// Walks the chain record by record (in seq order) with bounded memory and
 /// reports the first broken link.
 #[derive(Debug)]

@@ -8,7 +8,7 @@
 use std::str::FromStr;
 use std::time::Duration;
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -16,7 +16,9 @@ use sqlx::sqlite::{
 use sqlx::Row;
 
 use super::chain::{self, AuditRow};
+use super::kind::AuditKind;
 use super::recorder::Prepared;
+use super::rows::{AuditRecord, MessageRow};
 use super::search::{self, Bind, MessageSummary, SearchQuery};
 use super::StoreError;
 
@@ -263,7 +265,7 @@ impl Db {
                         &prev,
                         seq,
                         now_ms,
-                        &ev.kind,
+                        ev.kind.as_str(),
                         ev.message_id.as_deref(),
                         &ev.data_json,
                     );
@@ -274,7 +276,7 @@ impl Db {
                     .bind(seq)
                     .bind(now_ms)
                     .bind(&ev.message_id)
-                    .bind(&ev.kind)
+                    .bind(ev.kind.as_str())
                     .bind(&ev.data_json)
                     .bind(&prev)
                     .bind(&hash)
@@ -404,8 +406,8 @@ impl Db {
         })
     }
 
-    /// The message row as JSON (JSON columns parsed).
-    pub async fn message(&self, id: &str) -> Result<Option<Value>, sqlx::Error> {
+    /// The message row (JSON columns parsed).
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, sqlx::Error> {
         on_pool!(self, pool, d => {
             let row = sqlx::query(
                 "SELECT id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher, \
@@ -417,40 +419,40 @@ impl Db {
             .fetch_optional(pool)
             .await?;
             let Some(r) = row else { return Ok(None) };
-            let s = |c: &str| r.try_get::<String, _>(c);
-            let o = |c: &str| r.try_get::<Option<String>, _>(c);
-            let i = |c: &str| r.try_get::<i64, _>(c);
-            Ok(Some(json!({
-                "id": s("id")?,
-                "received_at": i("received_at")?,
-                "sha256": s("sha256")?,
-                "size": i("size")?,
-                "client_ip": s("client_ip")?,
-                "helo": s("helo")?,
-                "tls_version": o("tls_version")?,
-                "tls_cipher": o("tls_cipher")?,
-                "mail_from": s("mail_from")?,
-                "rcpt_to": parse_json(&s("rcpt_to")?),
-                "header_from": o("header_from")?,
-                "header_to": o("header_to")?,
-                "subject": o("subject")?,
-                "message_id": o("message_id")?,
-                "date": o("date")?,
-                "verdict": s("verdict")?,
-                "reason": s("reason")?,
-                "detail": s("detail")?,
-                "signers": parse_json(&s("signers")?),
-                "authority": o("authority")?,
-                "policy_version": s("policy_version")?,
-                "body_stored": r.try_get::<bool, _>("body_stored")?,
-                "case_ref": o("case_ref")?,
-            })))
+            let rcpt: String = r.try_get("rcpt_to")?;
+            let reason: String = r.try_get("reason")?;
+            Ok(Some(MessageRow {
+                id: r.try_get("id")?,
+                received_at: r.try_get("received_at")?,
+                sha256: r.try_get("sha256")?,
+                size: r.try_get("size")?,
+                client_ip: r.try_get("client_ip")?,
+                helo: r.try_get("helo")?,
+                tls_version: r.try_get("tls_version")?,
+                tls_cipher: r.try_get("tls_cipher")?,
+                mail_from: r.try_get("mail_from")?,
+                rcpt_to: serde_json::from_str(&rcpt).unwrap_or_else(|_| vec![rcpt]),
+                header_from: r.try_get("header_from")?,
+                header_to: r.try_get("header_to")?,
+                subject: r.try_get("subject")?,
+                message_id: r.try_get("message_id")?,
+                date: r.try_get("date")?,
+                verdict: r.try_get("verdict")?,
+                reason: crate::reason::Reason::parse(&reason)
+                    .ok_or_else(|| decode("reason", format!("unknown reason code {reason:?}")))?,
+                detail: r.try_get("detail")?,
+                signers: parse_json(&r.try_get::<String, _>("signers")?),
+                authority: r.try_get("authority")?,
+                policy_version: r.try_get("policy_version")?,
+                body_stored: r.try_get("body_stored")?,
+                case_ref: r.try_get("case_ref")?,
+            }))
         })
     }
 
     /// The audit rows of a message, in seq order (`data` parsed; the exact
     /// text is kept in `data_text`).
-    pub async fn audit_events(&self, message_id: &str) -> Result<Vec<Value>, sqlx::Error> {
+    pub async fn audit_events(&self, message_id: &str) -> Result<Vec<AuditRecord>, sqlx::Error> {
         on_pool!(self, pool, d => {
             let rows = sqlx::query(
                 "SELECT seq, at, message_id, kind, data, prev_hash, hash FROM audit \
@@ -461,16 +463,17 @@ impl Db {
             .await?;
             rows.iter().map(|r| {
                 let data: String = r.try_get("data")?;
-                Ok(json!({
-                    "seq": r.try_get::<i64, _>("seq")?,
-                    "at": r.try_get::<i64, _>("at")?,
-                    "message_id": r.try_get::<Option<String>, _>("message_id")?,
-                    "kind": r.try_get::<String, _>("kind")?,
-                    "data": parse_json(&data),
-                    "data_text": data,
-                    "prev_hash": r.try_get::<String, _>("prev_hash")?,
-                    "hash": r.try_get::<String, _>("hash")?,
-                }))
+                let kind: String = r.try_get("kind")?;
+                Ok(AuditRecord {
+                    seq: r.try_get("seq")?,
+                    at: r.try_get("at")?,
+                    message_id: r.try_get("message_id")?,
+                    kind: kind.parse::<AuditKind>().map_err(|e| decode("kind", e.to_string()))?,
+                    data: parse_json(&data),
+                    data_text: data,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                })
             }).collect()
         })
     }
@@ -546,6 +549,14 @@ impl Db {
             let n = |c: &str| row.try_get::<i64, _>(c).map(|v| v.max(0) as u64);
             Ok((n("m")?, n("a")?, n("q")?))
         })
+    }
+}
+
+/// A column whose text is not one of its type's values.
+pub(super) fn decode(column: &str, problem: String) -> sqlx::Error {
+    sqlx::Error::ColumnDecode {
+        index: column.to_string(),
+        source: problem.into(),
     }
 }
 

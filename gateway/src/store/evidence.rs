@@ -235,10 +235,14 @@ impl Store {
     }
 
     /// The newest `limit` records of one kind, newest first.
-    pub async fn audit_of_kind(&self, kind: &str, limit: i64) -> Result<Vec<AuditRow>, StoreError> {
+    pub async fn audit_of_kind(
+        &self,
+        kind: super::AuditKind,
+        limit: i64,
+    ) -> Result<Vec<AuditRow>, StoreError> {
         self.inner
             .db
-            .evidence_kind(kind, limit)
+            .evidence_kind(kind.as_str(), limit)
             .await
             .map_err(read_err)
     }

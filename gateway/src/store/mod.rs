@@ -19,12 +19,19 @@ pub(crate) mod db;
 pub mod evidence;
 mod files;
 pub mod index;
+pub mod kind;
 pub mod queue;
 mod recorder;
+pub mod rows;
 pub mod search;
 
+pub use kind::AuditKind;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
+pub use rows::{
+    Attempt, AttemptTls, AuditRecord, Decision, Evidence, MessageRow, Outcome, QueueAction,
+    QueueEntryHistory, QueueRow, RecipientOutcome, Route, Signer,
+};
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 
 use db::Db;
@@ -131,8 +138,8 @@ pub struct QueueEntry {
 /// One audit record before it is chained.
 #[derive(Clone, Debug)]
 pub struct AuditEvent {
-    /// What happened, e.g. `message.accepted`, `smtp.rejected`, `policy.reloaded`.
-    pub kind: String,
+    /// What happened.
+    pub kind: AuditKind,
     /// The emla message id it concerns, if any.
     pub message_id: Option<String>,
     /// Everything about it, as one JSON object.
@@ -342,7 +349,7 @@ impl Store {
     ///
     /// Concurrent calls share transactions (group commit). A record that is
     /// inconsistent (a body whose SHA-256 is not `sha256`, a queue entry for
-    /// another message, a line feed in an event kind or message id, a
+    /// another message, a line feed in an event message id, a
     /// revocation blob whose SHA-256 is not its name) is refused with
     /// [`StoreError::Unavailable`] before anything is written.
     ///
@@ -541,9 +548,8 @@ impl Store {
         Ok(check)
     }
 
-    /// The message row `id` as a JSON object (column names as keys;
-    /// `rcpt_to` and `signers` parsed), or `None`.
-    pub async fn message(&self, id: &str) -> Result<Option<serde_json::Value>, StoreError> {
+    /// The message row `id` (`rcpt_to` and `signers` parsed), or `None`.
+    pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
         self.inner
             .db
             .message(id)
@@ -574,13 +580,10 @@ impl Store {
             .map_err(|e| db::unavailable("reading messages", e))
     }
 
-    /// The audit records of a message in seq order, as JSON objects with
-    /// `seq`, `at`, `message_id`, `kind`, `data` (parsed), `data_text` (the
-    /// exact hashed text), `prev_hash` and `hash`.
-    pub async fn audit_events(
-        &self,
-        message_id: &str,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    /// The audit records of a message in seq order, `data` parsed and
+    /// `data_text` the exact hashed text. A record whose kind is no
+    /// [`AuditKind`] (written outside emla) makes this fail.
+    pub async fn audit_events(&self, message_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
         self.inner
             .db
             .audit_events(message_id)
@@ -590,10 +593,7 @@ impl Store {
 
     /// The queue rows of a message in insertion order, as `emla queue
     /// list --json` shows them.
-    pub async fn queue_entries(
-        &self,
-        message_id: &str,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub async fn queue_entries(&self, message_id: &str) -> Result<Vec<QueueRow>, StoreError> {
         let mut rows = self
             .queue_rows(&QueueFilter {
                 message_id: Some(message_id.to_owned()),
@@ -640,10 +640,7 @@ impl Store {
     }
 
     /// Queue rows for `emla queue list`, newest first.
-    pub async fn queue_rows(
-        &self,
-        filter: &QueueFilter,
-    ) -> Result<Vec<serde_json::Value>, StoreError> {
+    pub async fn queue_rows(&self, filter: &QueueFilter) -> Result<Vec<QueueRow>, StoreError> {
         self.inner
             .db
             .queue_rows(filter)
@@ -652,12 +649,30 @@ impl Store {
     }
 
     /// One queue row.
-    pub async fn queue_row(&self, id: i64) -> Result<Option<serde_json::Value>, StoreError> {
+    pub async fn queue_row(&self, id: i64) -> Result<Option<QueueRow>, StoreError> {
         self.inner
             .db
             .queue_row(id)
             .await
             .map_err(|e| db::unavailable("reading the queue", e))
+    }
+
+    /// One queue entry with the `relay.*` and `queue.*` audit records about
+    /// it, in seq order (`emla queue show`).
+    pub async fn queue_entry_history(
+        &self,
+        id: i64,
+    ) -> Result<Option<QueueEntryHistory>, StoreError> {
+        let Some(entry) = self.queue_row(id).await? else {
+            return Ok(None);
+        };
+        let events = self
+            .audit_events(&entry.message_id)
+            .await?
+            .into_iter()
+            .filter(|e| e.queue_id() == Some(id))
+            .collect();
+        Ok(Some(QueueEntryHistory { entry, events }))
     }
 
     /// The raw message with this SHA-256, as stored (the `bodies` table
@@ -788,12 +803,6 @@ fn validate(record: &Record) -> Result<(), String> {
         }
     }
     for e in &record.events {
-        if e.kind.is_empty() || e.kind.contains('\n') {
-            return Err(format!(
-                "audit event kind {:?} is empty or has a line feed",
-                e.kind
-            ));
-        }
         if e.message_id.as_deref().is_some_and(|id| id.contains('\n')) {
             return Err(format!(
                 "audit event message id {:?} has a line feed",

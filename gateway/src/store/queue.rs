@@ -8,14 +8,15 @@
 //! that lease has run out, so an instance that dies mid-delivery delays its
 //! entries by one lease, and a message is delivered at least once.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::db::{on_pool, Db};
+use super::db::{decode, on_pool, Db};
+use super::rows::QueueRow;
 
 /// Where a queue entry stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueueStatus {
     /// Waiting for its next attempt.
@@ -29,6 +30,14 @@ pub enum QueueStatus {
 }
 
 impl QueueStatus {
+    /// Every status.
+    pub const ALL: [QueueStatus; 4] = [
+        QueueStatus::Queued,
+        QueueStatus::Delivered,
+        QueueStatus::Failed,
+        QueueStatus::Cancelled,
+    ];
+
     /// The name stored in the `status` column.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -41,14 +50,13 @@ impl QueueStatus {
 
     /// Parses a stored or typed status name.
     pub fn parse(s: &str) -> Option<QueueStatus> {
-        [
-            QueueStatus::Queued,
-            QueueStatus::Delivered,
-            QueueStatus::Failed,
-            QueueStatus::Cancelled,
-        ]
-        .into_iter()
-        .find(|q| q.as_str() == s)
+        QueueStatus::ALL.into_iter().find(|q| q.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for QueueStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -152,29 +160,31 @@ const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, rec
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
      last_error, updated_at";
 
-/// A queue row as JSON (the `emla queue` view), from any backend's row.
-macro_rules! row_json {
+/// A [`QueueRow`] from any backend's row.
+macro_rules! queue_row {
     ($r:expr) => {{
         let r = $r;
-        Ok::<_, sqlx::Error>(serde_json::json!({
-            "id": r.try_get::<i64, _>("id")?,
-            "message_id": r.try_get::<String, _>("message_id")?,
-            "next_hop": r.try_get::<String, _>("next_hop")?,
-            "authority": r.try_get::<String, _>("authority")?,
-            "route": r.try_get::<String, _>("route")?,
-            "lane": r.try_get::<String, _>("lane")?,
-            "recipients": serde_json::from_str::<Value>(&r.try_get::<String, _>("recipients")?)
-                .unwrap_or(Value::Null),
-            "status": r.try_get::<String, _>("status")?,
-            "attempts": r.try_get::<i64, _>("attempts")?,
-            "next_attempt_at": r.try_get::<i64, _>("next_attempt_at")?,
-            "created_at": r.try_get::<i64, _>("created_at")?,
-            "claimed_by": r.try_get::<Option<String>, _>("claimed_by")?,
-            "lease_until": r.try_get::<Option<i64>, _>("lease_until")?,
-            "last_attempt_at": r.try_get::<Option<i64>, _>("last_attempt_at")?,
-            "last_error": r.try_get::<Option<String>, _>("last_error")?,
-            "updated_at": r.try_get::<Option<i64>, _>("updated_at")?,
-        }))
+        let status: String = r.try_get("status")?;
+        Ok::<_, sqlx::Error>(QueueRow {
+            id: r.try_get("id")?,
+            message_id: r.try_get("message_id")?,
+            next_hop: r.try_get("next_hop")?,
+            authority: r.try_get("authority")?,
+            route: r.try_get("route")?,
+            lane: r.try_get("lane")?,
+            recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
+                .unwrap_or_default(),
+            status: QueueStatus::parse(&status)
+                .ok_or_else(|| decode("status", format!("unknown queue status {status:?}")))?,
+            attempts: r.try_get("attempts")?,
+            next_attempt_at: r.try_get("next_attempt_at")?,
+            created_at: r.try_get("created_at")?,
+            claimed_by: r.try_get("claimed_by")?,
+            lease_until: r.try_get("lease_until")?,
+            last_attempt_at: r.try_get("last_attempt_at")?,
+            last_error: r.try_get("last_error")?,
+            updated_at: r.try_get("updated_at")?,
+        })
     }};
 }
 
@@ -194,11 +204,12 @@ impl Db {
             let mut tx = pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(&format!(
                 "UPDATE queue SET claimed_by = $1, lease_until = $2 WHERE id IN (\
-                 SELECT id FROM queue WHERE status = 'queued' AND next_attempt_at <= $3 \
+                 SELECT id FROM queue WHERE status = '{queued}' AND next_attempt_at <= $3 \
                  AND (lease_until IS NULL OR lease_until < $3) \
                  ORDER BY CASE lane WHEN 'urgent' THEN 0 ELSE 1 END, next_attempt_at, id \
-                 LIMIT $4{}) RETURNING id",
-                d.skip_locked
+                 LIMIT $4{skip_locked}) RETURNING id",
+                queued = QueueStatus::Queued.as_str(),
+                skip_locked = d.skip_locked
             ))
             .bind(holder)
             .bind(lease_until_ms)
@@ -258,10 +269,11 @@ impl Db {
     pub async fn release_claims(&self, holder: &str) -> Result<u64, sqlx::Error> {
         let _turn = self.write_turn().await;
         on_pool!(self, pool, d => {
-            Ok(sqlx::query(
+            Ok(sqlx::query(&format!(
                 "UPDATE queue SET claimed_by = NULL, lease_until = NULL \
-                 WHERE claimed_by = $1 AND status = 'queued'",
-            )
+                 WHERE claimed_by = $1 AND status = '{}'",
+                QueueStatus::Queued.as_str()
+            ))
             .bind(holder)
             .execute(pool)
             .await?
@@ -270,7 +282,7 @@ impl Db {
     }
 
     /// Queue rows, newest first.
-    pub async fn queue_rows(&self, f: &QueueFilter) -> Result<Vec<Value>, sqlx::Error> {
+    pub async fn queue_rows(&self, f: &QueueFilter) -> Result<Vec<QueueRow>, sqlx::Error> {
         on_pool!(self, pool, d => {
             let mut sql = format!("SELECT {ROW_COLUMNS} FROM queue WHERE 1 = 1");
             let mut n = 0;
@@ -291,18 +303,18 @@ impl Db {
                 q = q.bind(m);
             }
             let rows = q.bind(i64::from(f.limit)).fetch_all(pool).await?;
-            rows.iter().map(|r| row_json!(r)).collect()
+            rows.iter().map(|r| queue_row!(r)).collect()
         })
     }
 
     /// One queue row.
-    pub async fn queue_row(&self, id: i64) -> Result<Option<Value>, sqlx::Error> {
+    pub async fn queue_row(&self, id: i64) -> Result<Option<QueueRow>, sqlx::Error> {
         on_pool!(self, pool, d => {
             let row = sqlx::query(&format!("SELECT {ROW_COLUMNS} FROM queue WHERE id = $1"))
                 .bind(id)
                 .fetch_optional(pool)
                 .await?;
-            row.as_ref().map(|r| row_json!(r)).transpose()
+            row.as_ref().map(|r| queue_row!(r)).transpose()
         })
     }
 }

@@ -56,7 +56,7 @@ pub struct PreparedMessage {
 #[derive(Debug)]
 pub struct PreparedEvent {
     /// Event kind.
-    pub kind: String,
+    pub kind: super::AuditKind,
     /// The message it concerns.
     pub message_id: Option<String>,
     /// `data` as JSON text.

@@ -74,7 +74,7 @@ pub struct SearchQuery {
     /// `accept` or `reject`.
     pub verdict: Option<String>,
     /// Some queue entry of the message has this status.
-    pub status: Option<String>,
+    pub status: Option<super::QueueStatus>,
     /// The `Message-ID:` header, with or without angle brackets.
     pub message_id: Option<String>,
     /// The emla message id.
@@ -238,7 +238,7 @@ pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
     if let Some(s) = &q.status {
         conds.push(format!(
             "EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status = {})",
-            bind(Bind::Text(s.clone()))
+            bind(Bind::Text(s.as_str().to_string()))
         ));
     }
     if let Some(mid) = &q.message_id {

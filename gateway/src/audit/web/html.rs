@@ -3,8 +3,6 @@
 
 use std::fmt::Write as _;
 
-use serde_json::Value;
-
 use super::auth::Auditor;
 use super::query::{get, link, with};
 use crate::audit::render::{time_rfc3339, time_utc};
@@ -229,6 +227,10 @@ pub fn chain_status(check: &ChainCheck, checked_ms: i64) -> String {
     }
 }
 
+fn opt(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or_default()
+}
+
 /// One message's page: the key facts, the chain status and the timeline
 /// `emla audit show` prints.
 pub fn message(h: &History, chain: &str) -> String {
@@ -237,21 +239,20 @@ pub fn message(h: &History, chain: &str) -> String {
         esc(&h.id)
     );
     if let Some(m) = &h.message {
-        let field = |k: &str| m.get(k).and_then(Value::as_str).unwrap_or("").to_string();
         b.push_str("<table id=\"summary\">");
-        for (label, key) in [
-            ("verdict", "verdict"),
-            ("reason", "reason"),
-            ("detail", "detail"),
-            ("From:", "header_from"),
-            ("To:", "header_to"),
-            ("Subject:", "subject"),
-            ("Message-ID:", "message_id"),
-            ("case", "case_ref"),
-            ("authority", "authority"),
-            ("sha256", "sha256"),
+        for (label, value) in [
+            ("verdict", m.verdict.as_str()),
+            ("reason", m.reason.as_str()),
+            ("detail", m.detail.as_str()),
+            ("From:", opt(&m.header_from)),
+            ("To:", opt(&m.header_to)),
+            ("Subject:", opt(&m.subject)),
+            ("Message-ID:", opt(&m.message_id)),
+            ("case", opt(&m.case_ref)),
+            ("authority", opt(&m.authority)),
+            ("sha256", m.sha256.as_str()),
         ] {
-            let _ = write!(b, "<tr><th>{label}</th><td>{}</td></tr>", esc(&field(key)));
+            let _ = write!(b, "<tr><th>{label}</th><td>{}</td></tr>", esc(value));
         }
         b.push_str("</table>\n");
     }

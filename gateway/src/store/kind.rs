@@ -1,0 +1,202 @@
+//! The fixed vocabulary of audit record kinds (see `docs/contracts.md`,
+//! "Audit record kinds").
+//!
+//! Every record of the hash-chained audit log has exactly one kind. Kinds
+//! are hashed into the chain and read by auditors' tools, so their
+//! spelling is a contract: add kinds, never rename or reuse one.
+
+use std::fmt;
+use std::str::FromStr;
+
+/// What an audit record records.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum AuditKind {
+    /// `message.accepted`: a message passed every check and was recorded.
+    MessageAccepted,
+    /// `message.rejected`: a message was refused at the end of DATA.
+    MessageRejected,
+    /// `smtp.rejected`: a command was refused before DATA.
+    SmtpRejected,
+    /// `relay.delivered`: the next hop accepted a delivery.
+    RelayDelivered,
+    /// `relay.deferred`: a delivery attempt failed temporarily.
+    RelayDeferred,
+    /// `relay.failed`: a delivery failed for good.
+    RelayFailed,
+    /// `receipt.queued`: a signed receipt or non-delivery notice was queued.
+    ReceiptQueued,
+    /// `queue.retry`: an operator retried a queue entry.
+    QueueRetry,
+    /// `queue.cancelled`: an operator cancelled a queue entry.
+    QueueCancelled,
+    /// `policy.reloaded`: a reload put a new policy in force.
+    PolicyReloaded,
+    /// `policy.reload-failed`: a reload kept the old policy.
+    PolicyReloadFailed,
+    /// `audit.checkpoint`: a signed checkpoint of the chain head was written.
+    AuditCheckpoint,
+    /// `retention.pruned`: bodies or audit records were removed by retention.
+    RetentionPruned,
+    /// `crl.updated`: a downloaded CRL was taken.
+    CrlUpdated,
+    /// `crl.fetch-failed`: a CRL download was refused or failed.
+    CrlFetchFailed,
+    /// `ocsp.updated`: an OCSP answer was taken.
+    OcspUpdated,
+    /// `ocsp.fetch-failed`: an OCSP request failed.
+    OcspFetchFailed,
+}
+
+impl AuditKind {
+    /// Every kind, in documentation order.
+    pub const ALL: [AuditKind; 17] = [
+        AuditKind::MessageAccepted,
+        AuditKind::MessageRejected,
+        AuditKind::SmtpRejected,
+        AuditKind::RelayDelivered,
+        AuditKind::RelayDeferred,
+        AuditKind::RelayFailed,
+        AuditKind::ReceiptQueued,
+        AuditKind::QueueRetry,
+        AuditKind::QueueCancelled,
+        AuditKind::PolicyReloaded,
+        AuditKind::PolicyReloadFailed,
+        AuditKind::AuditCheckpoint,
+        AuditKind::RetentionPruned,
+        AuditKind::CrlUpdated,
+        AuditKind::CrlFetchFailed,
+        AuditKind::OcspUpdated,
+        AuditKind::OcspFetchFailed,
+    ];
+
+    /// The kinds of the record that carries a message's decision.
+    pub const DECISIONS: [AuditKind; 2] = [AuditKind::MessageAccepted, AuditKind::MessageRejected];
+
+    /// The kind as stored and hashed, e.g. `message.accepted`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuditKind::MessageAccepted => "message.accepted",
+            AuditKind::MessageRejected => "message.rejected",
+            AuditKind::SmtpRejected => "smtp.rejected",
+            AuditKind::RelayDelivered => "relay.delivered",
+            AuditKind::RelayDeferred => "relay.deferred",
+            AuditKind::RelayFailed => "relay.failed",
+            AuditKind::ReceiptQueued => "receipt.queued",
+            AuditKind::QueueRetry => "queue.retry",
+            AuditKind::QueueCancelled => "queue.cancelled",
+            AuditKind::PolicyReloaded => "policy.reloaded",
+            AuditKind::PolicyReloadFailed => "policy.reload-failed",
+            AuditKind::AuditCheckpoint => "audit.checkpoint",
+            AuditKind::RetentionPruned => "retention.pruned",
+            AuditKind::CrlUpdated => "crl.updated",
+            AuditKind::CrlFetchFailed => "crl.fetch-failed",
+            AuditKind::OcspUpdated => "ocsp.updated",
+            AuditKind::OcspFetchFailed => "ocsp.fetch-failed",
+        }
+    }
+
+    /// Parses a stored kind.
+    pub fn parse(s: &str) -> Option<AuditKind> {
+        AuditKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Whether this is the record of a message's decision
+    /// (`message.accepted` or `message.rejected`).
+    pub fn is_decision(self) -> bool {
+        AuditKind::DECISIONS.contains(&self)
+    }
+
+    /// Whether this records something done to a queue entry: a delivery
+    /// attempt (`relay.*`) or an operator's action (`queue.*`).
+    pub fn is_queue_event(self) -> bool {
+        matches!(
+            self,
+            AuditKind::RelayDelivered
+                | AuditKind::RelayDeferred
+                | AuditKind::RelayFailed
+                | AuditKind::QueueRetry
+                | AuditKind::QueueCancelled
+        )
+    }
+}
+
+impl fmt::Display for AuditKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A string that is no [`AuditKind`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnknownKind(pub String);
+
+impl fmt::Display for UnknownKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "unknown audit record kind {:?}", self.0)
+    }
+}
+
+impl std::error::Error for UnknownKind {}
+
+impl FromStr for AuditKind {
+    type Err = UnknownKind;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        AuditKind::parse(s).ok_or_else(|| UnknownKind(s.to_string()))
+    }
+}
+
+impl serde::Serialize for AuditKind {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for AuditKind {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = <std::borrow::Cow<'de, str>>::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// The backquoted codes in the first column of the table under `heading`
+/// in `docs/contracts.md` (a cell may list several, `a` / `b`).
+#[cfg(test)]
+pub(crate) fn contract_table(heading: &str) -> Vec<String> {
+    const CONTRACTS: &str = include_str!("../../../docs/contracts.md");
+    let section = CONTRACTS
+        .split("\n## ")
+        .find(|s| s.starts_with(heading))
+        .unwrap_or_else(|| panic!("docs/contracts.md has no section {heading:?}"));
+    let mut out = Vec::new();
+    for line in section.lines().filter(|l| l.starts_with("| `")) {
+        let cell = line.split('|').nth(1).unwrap_or_default();
+        out.extend(cell.split('`').skip(1).step_by(2).map(String::from));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn spelling_round_trips() {
+        for k in AuditKind::ALL {
+            assert_eq!(AuditKind::parse(k.as_str()), Some(k));
+            assert_eq!(k.as_str().parse::<AuditKind>(), Ok(k));
+            let json = serde_json::to_string(&k).unwrap();
+            assert_eq!(json, format!("\"{k}\""));
+            assert_eq!(serde_json::from_str::<AuditKind>(&json).unwrap(), k);
+        }
+        assert_eq!(AuditKind::parse("message.received"), None);
+        assert!(serde_json::from_str::<AuditKind>("\"x\"").is_err());
+    }
+
+    #[test]
+    fn every_kind_is_in_the_contract_and_back() {
+        let documented = contract_table("Audit record kinds");
+        let ours: Vec<String> = AuditKind::ALL.iter().map(|k| k.to_string()).collect();
+        assert_eq!(documented, ours, "docs/contracts.md vs AuditKind::ALL");
+    }
+}

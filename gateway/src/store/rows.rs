@@ -1,0 +1,450 @@
+//! What the store gives back, typed: the message row, queue entries, audit
+//! records, and the parts of audit records' `data` that renderers read
+//! (a decision, a delivery attempt, an operator's action).
+//!
+//! Every type serialises to the JSON the `--json` outputs have always
+//! shown (field names are column names). Output goes through
+//! [`serde_json::Value`], whose objects keep keys sorted, so the bytes are
+//! those of the JSON objects the store used to build by hand.
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::kind::AuditKind;
+use super::queue::QueueStatus;
+use crate::reason::Reason;
+
+/// A row of `messages` (the JSON columns parsed).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MessageRow {
+    /// The emla message id.
+    pub id: String,
+    /// Reception time, ms since the epoch.
+    pub received_at: i64,
+    /// SHA-256 of the raw message, hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// The SMTP client's IP address.
+    pub client_ip: String,
+    /// Its HELO/EHLO name.
+    pub helo: String,
+    /// TLS version of the session, if any.
+    pub tls_version: Option<String>,
+    /// TLS cipher of the session, if any.
+    pub tls_cipher: Option<String>,
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TO.
+    pub rcpt_to: Vec<String>,
+    /// `From:`.
+    pub header_from: Option<String>,
+    /// `To:`.
+    pub header_to: Option<String>,
+    /// `Subject:`.
+    pub subject: Option<String>,
+    /// `Message-ID:`.
+    pub message_id: Option<String>,
+    /// `Date:`.
+    pub date: Option<String>,
+    /// `accept` or `reject`.
+    pub verdict: String,
+    /// The reason code.
+    pub reason: Reason,
+    /// The verdict's detail.
+    pub detail: String,
+    /// The signer reports as recorded (`emla verify --json`'s `signers`),
+    /// kept as recorded so `recorded.json` shows them byte for byte; read
+    /// them with [`MessageRow::signer_list`].
+    pub signers: Value,
+    /// The sender's authority.
+    pub authority: Option<String>,
+    /// The policy version of the decision.
+    pub policy_version: String,
+    /// Whether the body is kept.
+    pub body_stored: bool,
+    /// The case reference.
+    pub case_ref: Option<String>,
+}
+
+impl MessageRow {
+    /// The recorded signers, typed (empty when the column holds no list).
+    pub fn signer_list(&self) -> Vec<Signer> {
+        list_of(&self.signers)
+    }
+
+    /// Whether the message was accepted.
+    pub fn accepted(&self) -> bool {
+        self.reason == Reason::Ok
+    }
+}
+
+/// One signer as recorded (the fields of
+/// [`SignerReport`](crate::verify::SignerReport) renderers read).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Signer {
+    /// The signer's address.
+    pub email: Option<String>,
+    /// Subject DN.
+    pub subject: Option<String>,
+    /// Issuer DN.
+    pub issuer: Option<String>,
+    /// Serial number, hex.
+    pub serial: Option<String>,
+    /// SHA-256 of the certificate, hex.
+    pub sha256: Option<String>,
+    /// Subjects of the validated chain.
+    pub chain: Vec<String>,
+    /// The authority whose anchors validated it.
+    pub authority: Option<String>,
+}
+
+/// A row of `queue`: one delivery to one next hop.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct QueueRow {
+    /// Queue row id.
+    pub id: i64,
+    /// The emla message id.
+    pub message_id: String,
+    /// `host:port` of the next hop.
+    pub next_hop: String,
+    /// The recipients' authority.
+    pub authority: String,
+    /// The route that allowed it.
+    pub route: String,
+    /// `normal` or `urgent`.
+    pub lane: String,
+    /// Recipients still to deliver to.
+    pub recipients: Vec<String>,
+    /// Where it stands.
+    pub status: QueueStatus,
+    /// Attempts made.
+    pub attempts: i64,
+    /// When the next attempt is due, ms.
+    pub next_attempt_at: i64,
+    /// When it was queued, ms.
+    pub created_at: i64,
+    /// The instance holding a claim on it.
+    pub claimed_by: Option<String>,
+    /// Until when, ms.
+    pub lease_until: Option<i64>,
+    /// When the last attempt ended, ms.
+    pub last_attempt_at: Option<i64>,
+    /// Why the last attempt did not deliver.
+    pub last_error: Option<String>,
+    /// Last change, ms.
+    pub updated_at: Option<i64>,
+}
+
+/// A queue entry with the audit records of its attempts and of the
+/// operators' actions on it (`emla queue show`).
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct QueueEntryHistory {
+    /// The entry.
+    pub entry: QueueRow,
+    /// Its `relay.*` and `queue.*` records, in seq order.
+    pub events: Vec<AuditRecord>,
+}
+
+/// An audit record as read back: the row, `data` parsed.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct AuditRecord {
+    /// Sequence number.
+    pub seq: i64,
+    /// Time, ms since the epoch.
+    pub at: i64,
+    /// The message it concerns.
+    pub message_id: Option<String>,
+    /// What it records.
+    pub kind: AuditKind,
+    /// Its data; the shape depends on `kind` (see [`AuditRecord::decision`],
+    /// [`AuditRecord::attempt`], [`AuditRecord::queue_action`]).
+    pub data: Value,
+    /// The data exactly as hashed.
+    pub data_text: String,
+    /// Hash of the previous record.
+    pub prev_hash: String,
+    /// This record's hash.
+    pub hash: String,
+}
+
+impl AuditRecord {
+    /// The decision, for `message.accepted` and `message.rejected`.
+    pub fn decision(&self) -> Option<Decision> {
+        self.kind.is_decision().then(|| typed(&self.data))
+    }
+
+    /// The delivery attempt, for `relay.*`.
+    pub fn attempt(&self) -> Option<Attempt> {
+        matches!(
+            self.kind,
+            AuditKind::RelayDelivered | AuditKind::RelayDeferred | AuditKind::RelayFailed
+        )
+        .then(|| typed(&self.data))
+    }
+
+    /// The operator's action, for `queue.*`.
+    pub fn queue_action(&self) -> Option<QueueAction> {
+        matches!(self.kind, AuditKind::QueueRetry | AuditKind::QueueCancelled)
+            .then(|| typed(&self.data))
+    }
+
+    /// The queue entry a `relay.*` or `queue.*` record is about.
+    pub fn queue_id(&self) -> Option<i64> {
+        if !self.kind.is_queue_event() {
+            return None;
+        }
+        self.attempt()
+            .and_then(|a| a.queue_id)
+            .or_else(|| self.queue_action().map(|q| q.queue_id))
+    }
+}
+
+/// The data of a decision record (what the renderers read of it).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Decision {
+    /// `accept` or `reject`.
+    pub verdict: Option<String>,
+    /// The reason code.
+    pub reason: Option<Reason>,
+    /// The detail.
+    pub detail: Option<String>,
+    /// SHA-256 of the raw message.
+    pub sha256: Option<String>,
+    /// The signers.
+    pub signers: Vec<Signer>,
+    /// The routing of each recipient.
+    pub recipients: Vec<Route>,
+    /// What established the revocation status of each certificate; `None`
+    /// in records written before revocation evidence was recorded.
+    pub revocation: Option<Vec<Evidence>>,
+    /// The sender's authority.
+    pub authority: Option<String>,
+    /// The policy version.
+    pub policy_version: Option<String>,
+}
+
+/// Where one recipient was routed (a
+/// [`RecipientRoute`](crate::verify::RecipientRoute) as recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Route {
+    /// The recipient.
+    pub recipient: Option<String>,
+    /// The route's name.
+    pub route: Option<String>,
+    /// The recipient's authority.
+    pub authority: Option<String>,
+    /// `host:port` of the next hop.
+    pub next_hop: Option<String>,
+    /// `normal` or `urgent`.
+    pub lane: Option<String>,
+}
+
+/// Revocation evidence for one certificate (a
+/// [`StatusEvidence`](crate::trust::revocation::StatusEvidence) as recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Evidence {
+    /// Subject of the certificate.
+    pub subject: String,
+    /// Its serial, hex.
+    pub serial: String,
+    /// `crl`, `ocsp` or `none`.
+    pub method: String,
+    /// SHA-256 of the CRL or OCSP response, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
+    /// Who issued it.
+    pub issuer: String,
+    /// thisUpdate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub this_update: Option<String>,
+    /// nextUpdate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_update: Option<String>,
+    /// Where it came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// Why the status is unknown (soft-fail).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// The data of a delivery attempt record (`relay.*`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Attempt {
+    /// The queue entry.
+    pub queue_id: Option<i64>,
+    /// Which attempt (1 = the first).
+    pub attempt: Option<i64>,
+    /// `host:port` tried.
+    pub next_hop: Option<String>,
+    /// What the connection was protected with.
+    pub tls: Option<AttemptTls>,
+    /// Per recipient, what the next hop answered.
+    pub recipients: Vec<RecipientOutcome>,
+    /// The entry's status after it.
+    pub status: Option<QueueStatus>,
+    /// Why it did not deliver.
+    pub error: Option<String>,
+}
+
+/// The TLS of an attempt (a
+/// [`TlsReport`](crate::relay::deliver::TlsReport) as recorded).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttemptTls {
+    /// Whether STARTTLS was used.
+    pub encrypted: bool,
+    /// How the certificate was checked.
+    pub verification: Option<String>,
+    /// SHA-256 of the next hop's certificate.
+    pub peer_certificate_sha256: Option<String>,
+}
+
+/// One recipient's outcome in an attempt.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct RecipientOutcome {
+    /// The recipient.
+    pub recipient: Option<String>,
+    /// What happened (a
+    /// [`RcptOutcome`](crate::relay::deliver::RcptOutcome) as recorded).
+    pub outcome: Outcome,
+}
+
+/// A recipient's outcome: `result` (`delivered`, `deferred`, `refused`),
+/// the reply code and text.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Outcome {
+    /// `delivered`, `deferred` or `refused`.
+    pub result: Option<String>,
+    /// The SMTP reply code.
+    pub code: Option<u16>,
+    /// The reply, one line.
+    pub reply: Option<String>,
+}
+
+/// The data of an operator's action on a queue entry (`queue.*`); written
+/// and read with this type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct QueueAction {
+    /// The queue entry.
+    pub queue_id: i64,
+    /// Its status before.
+    pub previous_status: Option<QueueStatus>,
+    /// Who did it.
+    pub operator: String,
+}
+
+/// `data` as `T`; what does not fit (a record written by an older version,
+/// or edited) reads as `T::default()`.
+fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
+    serde_json::from_value(data.clone()).unwrap_or_default()
+}
+
+/// A JSON list as `Vec<T>`, elements that do not fit left out.
+fn list_of<T: for<'de> Deserialize<'de>>(v: &Value) -> Vec<T> {
+    v.as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|e| serde_json::from_value(e.clone()).ok())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `value` as JSON text, keys sorted as [`Value`] keeps them.
+pub fn to_json_text<T: Serialize + ?Sized>(value: &T) -> String {
+    serde_json::to_value(value)
+        .map(|v| v.to_string())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every field the reader type has is one the writer type writes: a
+    /// field renamed on one side fails here instead of reading as `-`.
+    fn reads_only_written<W: Serialize, R: Serialize + for<'de> Deserialize<'de>>(w: &W) {
+        let written = serde_json::to_value(w).unwrap();
+        let read: R = serde_json::from_value(written.clone()).unwrap();
+        let read = serde_json::to_value(read).unwrap();
+        for key in read.as_object().unwrap().keys() {
+            assert!(
+                written.get(key).is_some(),
+                "{} reads {key:?}, which {} does not write: {written}",
+                std::any::type_name::<R>(),
+                std::any::type_name::<W>()
+            );
+        }
+    }
+
+    #[test]
+    fn readers_match_writers() {
+        reads_only_written::<_, Signer>(&crate::verify::SignerReport {
+            email: Some("a@b".into()),
+            emails: vec!["a@b".into()],
+            subject: "CN=a".into(),
+            issuer: "CN=ca".into(),
+            serial: "01".into(),
+            sha256: "00".into(),
+            key_algorithm: "rsa-2048".into(),
+            signature_algorithm: "sha256-rsa-pkcs1".into(),
+            chain: vec!["CN=a".into()],
+            authority: Some("aa".into()),
+        });
+        reads_only_written::<_, Route>(&crate::verify::RecipientRoute {
+            recipient: "b@c".into(),
+            route: Some("r".into()),
+            authority: Some("bb".into()),
+            next_hop: Some("mx:25".into()),
+            lane: Some("normal".into()),
+        });
+        reads_only_written::<_, Evidence>(&crate::trust::revocation::StatusEvidence {
+            subject: "CN=a".into(),
+            serial: "01".into(),
+            method: "crl",
+            sha256: Some("00".into()),
+            issuer: "CN=ca".into(),
+            this_update: Some("t".into()),
+            next_update: Some("n".into()),
+            source: Some("s".into()),
+            problem: Some("p".into()),
+            der: None,
+        });
+        reads_only_written::<_, AttemptTls>(&crate::relay::deliver::TlsReport {
+            encrypted: true,
+            peer_certificate_sha256: Some("00".into()),
+            verification: "validated",
+        });
+        reads_only_written::<_, Outcome>(&crate::relay::deliver::RcptOutcome::Delivered {
+            code: 250,
+            reply: "ok".into(),
+        });
+    }
+
+    #[test]
+    fn a_decision_reads_from_its_record() {
+        let data = serde_json::json!({
+            "verdict": "accept", "reason": "ok", "detail": "d",
+            "recipients": [{"recipient": "b@c", "route": "r", "authority": "bb",
+                            "next_hop": "mx:25", "lane": "urgent"}],
+            "revocation": [{"subject": "CN=a", "serial": "01", "method": "none", "issuer": ""}],
+            "unrelated": 1,
+        });
+        let d: Decision = typed(&data);
+        assert_eq!(d.reason, Some(Reason::Ok));
+        assert_eq!(d.recipients[0].lane.as_deref(), Some("urgent"));
+        assert_eq!(d.revocation.unwrap()[0].method, "none");
+        let none: Decision = typed(&serde_json::json!({"reason": "no-such-code"}));
+        assert_eq!(none, Decision::default());
+    }
+}
