@@ -249,7 +249,7 @@ async fn record_and_read_back(backend: Backend) {
         .await
         .unwrap();
     let m2 = store.message("m2").await.unwrap().unwrap();
-    assert_eq!(m2.verdict, "reject");
+    assert_eq!(m2.verdict, emla::store::Verdict::Reject);
     assert_eq!(m2.reason, Reason::BadSignature);
     assert!(!m2.body_stored);
     assert!(!store.body_path(&m2.sha256).unwrap().exists());

@@ -13,7 +13,7 @@ use super::{render, show::History, AuditError};
 use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::store::index::{address_key, hex_key};
-use crate::store::{Cursor, QueueStatus, SearchQuery, SignerKey, Store};
+use crate::store::{Cursor, QueueStatus, SearchQuery, SignerKey, Store, Verdict};
 
 /// Default page size of `emla audit search`.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -210,14 +210,14 @@ impl SearchArgs {
             None => None,
             Some(r) => {
                 let r = r.trim().to_lowercase();
-                if !Reason::ALL.iter().any(|c| c.as_str() == r) {
+                let Some(code) = Reason::parse(&r) else {
                     let all: Vec<&str> = Reason::ALL.iter().map(|c| c.as_str()).collect();
                     return Err(usage(format!(
                         "--reason {r:?} is not a reason code (one of: {})",
                         all.join(", ")
                     )));
-                }
-                Some(r)
+                };
+                Some(code)
             }
         };
         let nonempty = |flag: &str, v: &Option<String>| -> Result<Option<String>, AuditError> {
@@ -235,12 +235,9 @@ impl SearchArgs {
             authorities,
             signer,
             reason,
-            verdict: self.verdict.map(|v| {
-                match v {
-                    VerdictArg::Accept => "accept",
-                    VerdictArg::Reject => "reject",
-                }
-                .to_string()
+            verdict: self.verdict.map(|v| match v {
+                VerdictArg::Accept => Verdict::Accept,
+                VerdictArg::Reject => Verdict::Reject,
             }),
             status: self.status.map(|s| match s {
                 StatusArg::Queued => QueueStatus::Queued,
@@ -406,7 +403,7 @@ mod tests {
         let q = args.query(None).unwrap();
         assert_eq!(q.sender.as_deref(), Some("alice@justice.aa.example"));
         assert_eq!(q.signer, Some(SignerKey::Serial("0a1b".into())));
-        assert_eq!(q.reason.as_deref(), Some("bad-signature"));
+        assert_eq!(q.reason, Some(Reason::BadSignature));
         assert_eq!(q.offset, 40);
         let bad = SearchArgs {
             reason: Some("nope".into()),

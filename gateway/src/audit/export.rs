@@ -483,7 +483,7 @@ pub async fn export(
         "message {id}\nrecorded at reception ({}), policy {}:\n  {} {}: {}\n\n",
         received.to_rfc3339(),
         m.policy_version,
-        m.verdict.to_uppercase(),
+        m.verdict.as_str().to_uppercase(),
         m.reason,
         m.detail
     );

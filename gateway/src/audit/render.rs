@@ -51,8 +51,8 @@ fn cells(m: &MessageSummary) -> [String; 8] {
     [
         time_utc(m.received_at),
         m.id.clone(),
-        m.verdict.clone(),
-        m.reason.clone(),
+        m.verdict.to_string(),
+        m.reason.to_string(),
         m.mail_from.clone(),
         m.rcpt_to.join(", "),
         m.subject.clone().unwrap_or_default(),
@@ -213,8 +213,8 @@ mod tests {
         MessageSummary {
             id: id.into(),
             received_at: 1_767_225_600_000,
-            verdict: "accept".into(),
-            reason: "ok".into(),
+            verdict: crate::store::Verdict::Accept,
+            reason: crate::reason::Reason::Ok,
             detail: String::new(),
             mail_from: "alice@a.example".into(),
             rcpt_to: vec!["bob@b.example".into(), "carol@b.example".into()],

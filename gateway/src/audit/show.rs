@@ -107,7 +107,7 @@ impl History {
         out.field(
             1,
             "verdict",
-            &format!("{} {}", clean(&m.verdict).to_uppercase(), m.reason),
+            &format!("{} {}", m.verdict.as_str().to_uppercase(), m.reason),
         );
         out.field(1, "detail", &clean(&m.detail));
         out.field(

@@ -119,7 +119,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
             "subject": headers.subject,
             "message_id": headers.message_id,
             "date": headers.date,
-            "verdict": if accepted { "accept" } else { "reject" },
+            "verdict": crate::store::Verdict::of(verdict.reason),
             "reason": verdict.reason,
             "detail": verdict.detail,
             "signers": verdict.signers,

@@ -18,7 +18,7 @@ use sqlx::Row;
 use super::chain::{self, AuditRow};
 use super::kind::AuditKind;
 use super::recorder::Prepared;
-use super::rows::{AuditRecord, MessageRow};
+use super::rows::{AuditRecord, MessageRow, Verdict};
 use super::search::{self, Bind, MessageSummary, SearchQuery};
 use super::StoreError;
 
@@ -220,7 +220,7 @@ impl Db {
                     .bind(&r.subject)
                     .bind(&r.message_id)
                     .bind(&r.date)
-                    .bind(m.verdict)
+                    .bind(m.verdict.as_str())
                     .bind(r.reason.as_str())
                     .bind(&r.detail)
                     .bind(&m.signers_json)
@@ -421,6 +421,7 @@ impl Db {
             let Some(r) = row else { return Ok(None) };
             let rcpt: String = r.try_get("rcpt_to")?;
             let reason: String = r.try_get("reason")?;
+            let verdict: String = r.try_get("verdict")?;
             Ok(Some(MessageRow {
                 id: r.try_get("id")?,
                 received_at: r.try_get("received_at")?,
@@ -437,7 +438,8 @@ impl Db {
                 subject: r.try_get("subject")?,
                 message_id: r.try_get("message_id")?,
                 date: r.try_get("date")?,
-                verdict: r.try_get("verdict")?,
+                verdict: Verdict::parse(&verdict)
+                    .ok_or_else(|| decode("verdict", format!("unknown verdict {verdict:?}")))?,
                 reason: crate::reason::Reason::parse(&reason)
                     .ok_or_else(|| decode("reason", format!("unknown reason code {reason:?}")))?,
                 detail: r.try_get("detail")?,
@@ -492,11 +494,17 @@ impl Db {
             let rows = query.fetch_all(pool).await?;
             rows.iter().map(|r| {
                 let rcpt: String = r.try_get("rcpt_to")?;
+                let reason: String = r.try_get("reason")?;
+                let verdict: String = r.try_get("verdict")?;
                 Ok(MessageSummary {
                     id: r.try_get("id")?,
                     received_at: r.try_get("received_at")?,
-                    verdict: r.try_get("verdict")?,
-                    reason: r.try_get("reason")?,
+                    verdict: Verdict::parse(&verdict).ok_or_else(|| {
+                        decode("verdict", format!("unknown verdict {verdict:?}"))
+                    })?,
+                    reason: crate::reason::Reason::parse(&reason).ok_or_else(|| {
+                        decode("reason", format!("unknown reason code {reason:?}"))
+                    })?,
                     detail: r.try_get("detail")?,
                     mail_from: r.try_get("mail_from")?,
                     rcpt_to: serde_json::from_str(&rcpt).unwrap_or_else(|_| vec![rcpt]),

@@ -30,7 +30,7 @@ pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
     Attempt, AttemptTls, AuditRecord, Decision, Evidence, MessageRow, Outcome, QueueAction,
-    QueueEntryHistory, QueueRow, RecipientOutcome, Route, Signer,
+    QueueEntryHistory, QueueRow, RecipientOutcome, Route, Signer, Verdict,
 };
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 
@@ -492,11 +492,7 @@ impl Store {
         };
         Ok(PreparedMessage {
             size: i64::try_from(m.size).unwrap_or(i64::MAX),
-            verdict: if m.reason == Reason::Ok {
-                "accept"
-            } else {
-                "reject"
-            },
+            verdict: Verdict::of(m.reason),
             rcpt_to_json: to_json(&m.rcpt_to)?,
             signers_json: to_json(&m.signers)?,
             body_stored,

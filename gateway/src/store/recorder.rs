@@ -35,7 +35,7 @@ pub struct PreparedMessage {
     /// `size` as the database stores it.
     pub size: i64,
     /// `accept` or `reject`.
-    pub verdict: &'static str,
+    pub verdict: super::Verdict,
     /// `rcpt_to` as JSON text.
     pub rcpt_to_json: String,
     /// `signers` as JSON text.

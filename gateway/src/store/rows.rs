@@ -14,6 +14,48 @@ use super::kind::AuditKind;
 use super::queue::QueueStatus;
 use crate::reason::Reason;
 
+/// The verdict column of a message: what a reason code amounts to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Verdict {
+    /// Accepted (`Reason::Ok`).
+    Accept,
+    /// Rejected (any other reason).
+    Reject,
+}
+
+impl Verdict {
+    /// The verdict of a reason code.
+    pub fn of(reason: Reason) -> Verdict {
+        if reason == Reason::Ok {
+            Verdict::Accept
+        } else {
+            Verdict::Reject
+        }
+    }
+
+    /// As stored: `accept` or `reject`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Accept => "accept",
+            Verdict::Reject => "reject",
+        }
+    }
+
+    /// Parses a stored verdict.
+    pub fn parse(s: &str) -> Option<Verdict> {
+        [Verdict::Accept, Verdict::Reject]
+            .into_iter()
+            .find(|v| v.as_str() == s)
+    }
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A row of `messages` (the JSON columns parsed).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct MessageRow {
@@ -47,8 +89,8 @@ pub struct MessageRow {
     pub message_id: Option<String>,
     /// `Date:`.
     pub date: Option<String>,
-    /// `accept` or `reject`.
-    pub verdict: String,
+    /// Accepted or rejected.
+    pub verdict: Verdict,
     /// The reason code.
     pub reason: Reason,
     /// The verdict's detail.
@@ -205,8 +247,8 @@ impl AuditRecord {
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Decision {
-    /// `accept` or `reject`.
-    pub verdict: Option<String>,
+    /// Accepted or rejected.
+    pub verdict: Option<Verdict>,
     /// The reason code.
     pub reason: Option<Reason>,
     /// The detail.

@@ -15,6 +15,8 @@
 
 use serde::Serialize;
 
+use crate::reason::Reason;
+
 /// A position in the result order: the `(received_at, id)` of a row. Its
 /// text form (`RECEIVED_AT_MS:ID`) is what `--after` takes.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,9 +72,9 @@ pub struct SearchQuery {
     /// A signer certificate.
     pub signer: Option<SignerKey>,
     /// Reason code.
-    pub reason: Option<String>,
-    /// `accept` or `reject`.
-    pub verdict: Option<String>,
+    pub reason: Option<Reason>,
+    /// Accepted or rejected.
+    pub verdict: Option<super::Verdict>,
     /// Some queue entry of the message has this status.
     pub status: Option<super::QueueStatus>,
     /// The `Message-ID:` header, with or without angle brackets.
@@ -98,10 +100,10 @@ pub struct MessageSummary {
     pub id: String,
     /// Reception time, ms since the epoch.
     pub received_at: i64,
-    /// `accept` or `reject`.
-    pub verdict: String,
+    /// Accepted or rejected.
+    pub verdict: super::Verdict,
     /// Reason code.
-    pub reason: String,
+    pub reason: Reason,
     /// Detail of the verdict.
     pub detail: String,
     /// MAIL FROM.
@@ -230,10 +232,16 @@ pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
         }
     }
     if let Some(r) = &q.reason {
-        conds.push(format!("m.reason = {}", bind(Bind::Text(r.clone()))));
+        conds.push(format!(
+            "m.reason = {}",
+            bind(Bind::Text(r.as_str().to_string()))
+        ));
     }
     if let Some(v) = &q.verdict {
-        conds.push(format!("m.verdict = {}", bind(Bind::Text(v.clone()))));
+        conds.push(format!(
+            "m.verdict = {}",
+            bind(Bind::Text(v.as_str().to_string()))
+        ));
     }
     if let Some(s) = &q.status {
         conds.push(format!(
@@ -303,7 +311,7 @@ mod tests {
     fn recipient_drives_and_binds_in_order() {
         let q = SearchQuery {
             recipient: Some("bob@b.example".into()),
-            reason: Some("ok".into()),
+            reason: Some(Reason::Ok),
             since_ms: Some(5),
             limit: 50,
             ..Default::default()
