@@ -42,7 +42,10 @@ use crate::clock::EvalTime;
 use crate::config::AuditConfig;
 use crate::policy::{CurrentPolicy, DigestAlg, Policy};
 use crate::smime::{cms, signature};
-use crate::store::{AuditEvent, AuditKind, Record, Store, StoreError};
+use crate::store::{
+    AuditEvent, AuditKind, CheckpointData, CheckpointMail, CheckpointSigner, Record, Store,
+    StoreError,
+};
 use crate::trust::cert::CertInfo;
 
 /// The `format` of a checkpoint document.
@@ -215,28 +218,20 @@ pub async fn write(
         .map_err(|e| CheckpointError::Config(format!("writing the checkpoint: {e}")))?
         .map_err(CheckpointError::Config)?;
     }
-    let signer = signing.as_ref().map(|id| {
-        json!({
-            "subject": id.subject(),
-            "sha256": hex::encode(Sha256::digest(id.certificate_der())),
-        })
-    });
-    let mut record = Record {
-        events: vec![AuditEvent {
-            kind: EVENT_KIND,
-            message_id: None,
-            data: json!({
-                "seq": checkpoint.seq,
-                "hash": checkpoint.hash,
-                "at": checkpoint.at,
-                "file": json.file_name().map(|n| n.to_string_lossy().into_owned()),
-                "sha256": hex::encode(Sha256::digest(&bytes)),
-                "signed": signature.is_some(),
-                "signer": signer,
-            }),
-        }],
-        ..Record::default()
+    let mut data = CheckpointData {
+        seq: checkpoint.seq,
+        hash: checkpoint.hash.clone(),
+        at: checkpoint.at.clone(),
+        file: json.file_name().map(|n| n.to_string_lossy().into_owned()),
+        sha256: hex::encode(Sha256::digest(&bytes)),
+        signed: signature.is_some(),
+        signer: signing.as_ref().map(|id| CheckpointSigner {
+            subject: id.subject().to_string(),
+            sha256: hex::encode(Sha256::digest(id.certificate_der())),
+        }),
+        mailed: None,
     };
+    let mut outgoing = None;
     if let Some(to) = &audit.checkpoint_mail {
         match (&signing, policy.authority_for_address(to)) {
             (Some(id), Some(authority)) => {
@@ -251,9 +246,11 @@ pub async fn write(
                     now,
                 );
                 // In the checkpoint's own record: it stays the chain head.
-                record.events[0].data["mailed"] = json!({"to": to, "mail_id": m.id});
-                record.outgoing.push(m);
-                record.queue.push(q);
+                data.mailed = Some(CheckpointMail {
+                    to: to.clone(),
+                    mail_id: m.id.clone(),
+                });
+                outgoing = Some((m, q));
             }
             (None, _) => {
                 tracing::warn!(to = %to, "checkpoint_mail: an unsigned checkpoint is not mailed")
@@ -263,6 +260,18 @@ pub async fn write(
                 "checkpoint_mail: the address is in no authority's domain; not mailed"
             ),
         }
+    }
+    let mut record = Record {
+        events: vec![AuditEvent {
+            kind: EVENT_KIND,
+            message_id: None,
+            data: serde_json::to_value(&data).unwrap_or_default(),
+        }],
+        ..Record::default()
+    };
+    if let Some((m, q)) = outgoing {
+        record.outgoing.push(m);
+        record.queue.push(q);
     }
     store.record(record).await?;
     if signature.is_none() {

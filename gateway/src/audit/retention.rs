@@ -24,7 +24,7 @@ use super::checkpoint;
 use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
 use crate::store::evidence::StoredBody;
-use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, Store, StoreError};
+use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, CheckpointData, Store, StoreError};
 
 /// The audit event kind of every pruning.
 pub const EVENT_KIND: AuditKind = AuditKind::RetentionPruned;
@@ -160,10 +160,10 @@ async fn prune_audit(
         .await?
         .into_iter()
         .find_map(|r| {
-            let d: serde_json::Value = serde_json::from_str(&r.data).ok()?;
-            (d["signed"] == true).then(|| (d["seq"].as_i64(), d["hash"].as_str().map(String::from)))
+            let d = CheckpointData::parse(&r.data)?;
+            d.signed.then_some((d.seq, d.hash))
         });
-    let Some((Some(cp_seq), Some(cp_hash))) = latest_signed else {
+    let Some((cp_seq, cp_hash)) = latest_signed.filter(|(_, hash)| !hash.is_empty()) else {
         report.audit_skipped = Some(
             "no signed checkpoint in the log; records are only pruned below one \
              (run `emla audit checkpoint`)"

@@ -19,7 +19,7 @@ use super::receipt::{self, DeliveryOutcome, Failure, Receipt, ReceiptContext, Si
 use crate::policy::{Authority, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::SigningIdentity;
-use crate::store::{AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, SessionInfo};
+use crate::store::{AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
 
 /// What the receipts of an accepted message repeat about it.
 #[derive(Clone, Debug)]
@@ -170,11 +170,11 @@ pub fn gateway_message(
 
 /// The first recorded signer, as receipts name it.
 fn signer(signers: &Value) -> Option<SignerSummary> {
-    let s = signers.as_array()?.first()?;
+    let s: Signer = serde_json::from_value(signers.as_array()?.first()?.clone()).ok()?;
     Some(SignerSummary {
-        subject: s["subject"].as_str()?.to_owned(),
-        serial: s["serial"].as_str()?.to_owned(),
-        sha256: s["sha256"].as_str()?.to_owned(),
+        subject: s.subject?,
+        serial: s.serial?,
+        sha256: s.sha256?,
     })
 }
 

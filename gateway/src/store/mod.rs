@@ -29,8 +29,9 @@ pub use kind::AuditKind;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
-    Attempt, AttemptTls, AuditRecord, Decision, Evidence, MessageRow, Outcome, QueueAction,
-    QueueEntryHistory, QueueRow, RecipientOutcome, Route, Signer, Verdict,
+    Attempt, AttemptTls, AuditRecord, CheckpointData, CheckpointMail, CheckpointSigner, Decision,
+    Evidence, MessageRow, Outcome, QueueAction, QueueEntryHistory, QueueRow, RecipientOutcome,
+    Route, Signer, Verdict,
 };
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 

@@ -385,6 +385,58 @@ pub struct QueueAction {
     pub operator: String,
 }
 
+/// The data of an `audit.checkpoint` record; written and read with this
+/// type.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointData {
+    /// The seq of the chain head the checkpoint states.
+    pub seq: i64,
+    /// Its hash.
+    pub hash: String,
+    /// When the checkpoint was made (RFC 3339).
+    pub at: String,
+    /// The checkpoint file's name.
+    pub file: Option<String>,
+    /// SHA-256 of the checkpoint file.
+    pub sha256: String,
+    /// Whether a detached signature was written with it.
+    pub signed: bool,
+    /// The gateway certificate that signed it.
+    pub signer: Option<CheckpointSigner>,
+    /// Where it was mailed, if it was.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mailed: Option<CheckpointMail>,
+}
+
+/// The certificate that signed a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointSigner {
+    /// Its subject.
+    pub subject: String,
+    /// SHA-256 of its DER.
+    pub sha256: String,
+}
+
+/// The mail that carried a checkpoint.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct CheckpointMail {
+    /// The auditor's address.
+    pub to: String,
+    /// The emla id of the mail.
+    pub mail_id: String,
+}
+
+impl CheckpointData {
+    /// The data of an `audit.checkpoint` record as stored (the exact
+    /// text); `None` when it does not parse.
+    pub fn parse(data_text: &str) -> Option<CheckpointData> {
+        serde_json::from_str(data_text).ok()
+    }
+}
+
 /// `data` as `T`; what does not fit (a record written by an older version,
 /// or edited) reads as `T::default()`.
 fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
