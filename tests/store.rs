@@ -696,3 +696,93 @@ async fn sqlite_claims_keep_up_with_the_writer() {
     drop(store);
     db.drop_db().await;
 }
+
+/// Every field a reader type of the store has is one its writer writes: a
+/// field renamed on one side fails here instead of reading as `-`.
+fn reads_only_written<W: serde::Serialize, R: serde::Serialize + serde::de::DeserializeOwned>(
+    w: &W,
+) {
+    let written = serde_json::to_value(w).unwrap();
+    let read: R = serde_json::from_value(written.clone()).unwrap();
+    let read = serde_json::to_value(read).unwrap();
+    for key in read.as_object().unwrap().keys() {
+        assert!(
+            written.get(key).is_some(),
+            "{} reads {key:?}, which {} does not write: {written}",
+            std::any::type_name::<R>(),
+            std::any::type_name::<W>()
+        );
+    }
+}
+
+#[test]
+fn readers_match_writers() {
+    use emla::relay::deliver::{RcptOutcome, TlsReport};
+    use emla::store::{AttemptTls, Evidence, Outcome, Route, Signer};
+    reads_only_written::<_, Signer>(&emla::verify::SignerReport {
+        email: Some("a@b".into()),
+        emails: vec!["a@b".into()],
+        subject: "CN=a".into(),
+        issuer: "CN=ca".into(),
+        serial: "01".into(),
+        sha256: "00".into(),
+        key_algorithm: "rsa-2048".into(),
+        signature_algorithm: "sha256-rsa-pkcs1".into(),
+        chain: vec!["CN=a".into()],
+        authority: Some("aa".into()),
+    });
+    reads_only_written::<_, Route>(&emla::verify::RecipientRoute {
+        recipient: "b@c".into(),
+        route: Some("r".into()),
+        authority: Some("bb".into()),
+        next_hop: Some("mx:25".into()),
+        lane: Some("normal".into()),
+    });
+    let evidence = emla::trust::revocation::StatusEvidence {
+        subject: "CN=a".into(),
+        serial: "01".into(),
+        method: "crl",
+        sha256: Some("00".into()),
+        issuer: "CN=ca".into(),
+        this_update: Some("t".into()),
+        next_update: Some("n".into()),
+        source: Some("s".into()),
+        problem: Some("p".into()),
+        der: None,
+    };
+    reads_only_written::<_, Evidence>(&evidence);
+    // The evidence list is written into bundles as read: byte for byte.
+    let read: Evidence = serde_json::from_value(serde_json::to_value(&evidence).unwrap()).unwrap();
+    assert_eq!(
+        serde_json::to_value(&read).unwrap(),
+        serde_json::to_value(&evidence).unwrap()
+    );
+    let tls = TlsReport {
+        encrypted: true,
+        peer_certificate_sha256: Some("00".into()),
+        verification: "validated",
+    };
+    reads_only_written::<_, AttemptTls>(&tls);
+    assert_eq!(
+        serde_json::to_value(tls.to_record()).unwrap(),
+        serde_json::to_value(&tls).unwrap(),
+        "the relay writes what it always wrote"
+    );
+    for o in [
+        RcptOutcome::Delivered {
+            code: 250,
+            reply: "ok".into(),
+        },
+        RcptOutcome::Deferred {
+            code: None,
+            reply: "later".into(),
+        },
+    ] {
+        reads_only_written::<_, Outcome>(&o);
+        assert_eq!(
+            serde_json::to_value(o.to_record()).unwrap(),
+            serde_json::to_value(&o).unwrap(),
+            "the relay writes what it always wrote"
+        );
+    }
+}

@@ -61,6 +61,22 @@ impl RcptOutcome {
     }
 }
 
+impl RcptOutcome {
+    /// As the attempt's audit record holds it.
+    pub fn to_record(&self) -> crate::store::Outcome {
+        let (result, code, reply) = match self {
+            RcptOutcome::Delivered { code, reply } => ("delivered", Some(*code), reply),
+            RcptOutcome::Deferred { code, reply } => ("deferred", *code, reply),
+            RcptOutcome::Refused { code, reply } => ("refused", Some(*code), reply),
+        };
+        crate::store::Outcome {
+            result: Some(result.to_string()),
+            code,
+            reply: Some(reply.clone()),
+        }
+    }
+}
+
 /// What the connection was protected with.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct TlsReport {
@@ -71,6 +87,17 @@ pub struct TlsReport {
     /// How the certificate was checked: `validated`, `pinned`, `unchecked`
     /// (opportunistic) or `none` (plain text).
     pub verification: &'static str,
+}
+
+impl TlsReport {
+    /// As the attempt's audit record holds it.
+    pub fn to_record(&self) -> crate::store::AttemptTls {
+        crate::store::AttemptTls {
+            encrypted: self.encrypted,
+            verification: Some(self.verification.to_string()),
+            peer_certificate_sha256: self.peer_certificate_sha256.clone(),
+        }
+    }
 }
 
 /// Why no transaction could be tried at all.

@@ -6,7 +6,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use serde_json::json;
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
@@ -18,7 +17,8 @@ use crate::backoff;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
 use crate::store::{
-    AttemptNote, AuditEvent, AuditKind, Claimed, QueueStatus, QueueUpdate, Record, Store,
+    Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, QueueStatus, QueueUpdate,
+    RecipientOutcome, Record, Store,
 };
 
 /// Most entries claimed at once.
@@ -373,31 +373,34 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         QueueStatus::Failed => AuditKind::RelayFailed,
         _ => AuditKind::RelayDeferred,
     };
-    let per_rcpt: Vec<_> = entry
-        .recipients
-        .iter()
-        .zip(&outcomes)
-        .map(|(r, o)| json!({"recipient": r, "outcome": o}))
-        .collect();
+    let data = AttemptData {
+        queue_id: Some(entry.id),
+        attempt: Some(entry.attempts + 1),
+        next_hop: Some(hop.clone()),
+        authority: Some(entry.authority.clone()),
+        route: Some(entry.route.clone()),
+        lane: Some(entry.lane.clone()),
+        instance: Some(gw.config.instance_id.clone()),
+        tls: tls.as_ref().map(TlsReport::to_record),
+        recipients: entry
+            .recipients
+            .iter()
+            .zip(&outcomes)
+            .map(|(r, o)| RecipientOutcome {
+                recipient: Some(r.clone()),
+                outcome: o.to_record(),
+            })
+            .collect(),
+        status: Some(status),
+        expired,
+        error: error.clone(),
+        next_attempt_at: (status == QueueStatus::Queued).then_some(next_attempt_at),
+        duration_ms: Some(started.elapsed().as_millis() as u64),
+    };
     let event = AuditEvent {
         kind,
         message_id: Some(entry.message_id.clone()),
-        data: json!({
-            "queue_id": entry.id,
-            "attempt": entry.attempts + 1,
-            "next_hop": hop,
-            "authority": entry.authority,
-            "route": entry.route,
-            "lane": entry.lane,
-            "instance": gw.config.instance_id,
-            "tls": tls,
-            "recipients": per_rcpt,
-            "status": status,
-            "expired": expired,
-            "error": error,
-            "next_attempt_at": (status == QueueStatus::Queued).then_some(next_attempt_at),
-            "duration_ms": started.elapsed().as_millis() as u64,
-        }),
+        data: serde_json::to_value(&data).unwrap_or_default(),
     };
     let remaining = (status == QueueStatus::Queued && deferred.len() < entry.recipients.len())
         .then_some(deferred);
