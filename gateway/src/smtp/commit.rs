@@ -14,7 +14,8 @@ use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::relay::notify::{self, Original};
 use crate::store::{
-    AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, RevocationBlob, SessionInfo,
+    AuditEvent, AuditKind, Decision, Evidence, MessageRecord, QueueEntry, Record, RevocationBlob,
+    Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
 
@@ -108,28 +109,28 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
             AuditKind::MessageRejected
         },
         message_id: Some(id.clone()),
-        data: serde_json::json!({
-            "session": session,
-            "mail_from": mail_from,
-            "rcpt_to": rcpt_to,
-            "size": received,
-            "sha256": sha256,
-            "from": headers.from,
-            "to": headers.to,
-            "subject": headers.subject,
-            "message_id": headers.message_id,
-            "date": headers.date,
-            "verdict": crate::store::Verdict::of(verdict.reason),
-            "reason": verdict.reason,
-            "detail": verdict.detail,
-            "signers": verdict.signers,
-            "revocation": verdict.revocation,
-            "authority": verdict.authority,
-            "recipients": verdict.recipients,
-            "revocation": verdict.revocation,
-            "policy_version": policy.version,
-            "body_stored": keep_body,
-        }),
+        data: serde_json::to_value(Decision {
+            session: Some(session.clone()),
+            mail_from: Some(mail_from.clone()),
+            rcpt_to: rcpt_to.clone(),
+            size: Some(received),
+            sha256: Some(sha256.clone()),
+            from: headers.from.clone(),
+            to: headers.to.clone(),
+            subject: headers.subject.clone(),
+            message_id: headers.message_id.clone(),
+            date: headers.date.clone(),
+            verdict: Some(crate::store::Verdict::of(verdict.reason)),
+            reason: Some(verdict.reason),
+            detail: Some(verdict.detail.clone()),
+            signers: verdict.signers.iter().map(signer_record).collect(),
+            recipients: verdict.recipients.iter().map(route_record).collect(),
+            revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
+            authority: verdict.authority.clone(),
+            policy_version: Some(policy.version.clone()),
+            body_stored: Some(keep_body),
+        })
+        .unwrap_or_default(),
     };
     let signers = serde_json::to_value(&verdict.signers).unwrap_or_default();
     let receipt = if accepted {
@@ -232,6 +233,48 @@ fn queue_entries(id: &str, verdict: &Verdict) -> Vec<QueueEntry> {
 }
 
 /// The header fields recorded with every message.
+/// A signer as the decision record holds it.
+fn signer_record(s: &crate::verify::SignerReport) -> Signer {
+    Signer {
+        email: s.email.clone(),
+        emails: s.emails.clone(),
+        subject: Some(s.subject.clone()),
+        issuer: Some(s.issuer.clone()),
+        serial: Some(s.serial.clone()),
+        sha256: Some(s.sha256.clone()),
+        key_algorithm: Some(s.key_algorithm.clone()),
+        signature_algorithm: Some(s.signature_algorithm.clone()),
+        chain: s.chain.clone(),
+        authority: s.authority.clone(),
+    }
+}
+
+/// A recipient's routing as the decision record holds it.
+fn route_record(r: &crate::verify::RecipientRoute) -> Route {
+    Route {
+        recipient: Some(r.recipient.clone()),
+        route: r.route.clone(),
+        authority: r.authority.clone(),
+        next_hop: r.next_hop.clone(),
+        lane: r.lane.clone(),
+    }
+}
+
+/// Revocation evidence as the decision record holds it.
+fn evidence_record(e: &crate::trust::revocation::StatusEvidence) -> Evidence {
+    Evidence {
+        subject: e.subject.clone(),
+        serial: e.serial.clone(),
+        method: e.method.to_string(),
+        sha256: e.sha256.clone(),
+        issuer: e.issuer.clone(),
+        this_update: e.this_update.clone(),
+        next_update: e.next_update.clone(),
+        source: e.source.clone(),
+        problem: e.problem.clone(),
+    }
+}
+
 #[derive(Default)]
 struct Headers {
     from: Option<String>,

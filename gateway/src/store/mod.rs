@@ -60,7 +60,8 @@ impl std::fmt::Display for StoreError {
 impl std::error::Error for StoreError {}
 
 /// Facts about the SMTP session a decision was made in.
-#[derive(Clone, Debug, Default, serde::Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct SessionInfo {
     /// The client's IP address.
     pub client_ip: String,

@@ -121,13 +121,15 @@ impl MessageRow {
     }
 }
 
-/// One signer as recorded (the fields of
-/// [`SignerReport`](crate::verify::SignerReport) renderers read).
+/// One signer as recorded (a
+/// [`SignerReport`](crate::verify::SignerReport) as the audit record holds it).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Signer {
     /// The signer's address.
     pub email: Option<String>,
+    /// rfc822Name SANs of the certificate.
+    pub emails: Vec<String>,
     /// Subject DN.
     pub subject: Option<String>,
     /// Issuer DN.
@@ -136,6 +138,10 @@ pub struct Signer {
     pub serial: Option<String>,
     /// SHA-256 of the certificate, hex.
     pub sha256: Option<String>,
+    /// Public key algorithm.
+    pub key_algorithm: Option<String>,
+    /// Digest and signature algorithm of the SignerInfo.
+    pub signature_algorithm: Option<String>,
     /// Subjects of the validated chain.
     pub chain: Vec<String>,
     /// The authority whose anchors validated it.
@@ -243,10 +249,30 @@ impl AuditRecord {
     }
 }
 
-/// The data of a decision record (what the renderers read of it).
+/// The data of a decision record (`message.accepted`,
+/// `message.rejected`); written (by the intake) and read with this type.
+/// Fields are optional so that records of older versions still read.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Decision {
+    /// The SMTP session.
+    pub session: Option<super::SessionInfo>,
+    /// MAIL FROM.
+    pub mail_from: Option<String>,
+    /// RCPT TO.
+    pub rcpt_to: Vec<String>,
+    /// Size in bytes (as received, also when too large).
+    pub size: Option<u64>,
+    /// `From:`.
+    pub from: Option<String>,
+    /// `To:`.
+    pub to: Option<String>,
+    /// `Subject:`.
+    pub subject: Option<String>,
+    /// `Message-ID:`.
+    pub message_id: Option<String>,
+    /// `Date:`.
+    pub date: Option<String>,
     /// Accepted or rejected.
     pub verdict: Option<Verdict>,
     /// The reason code.
@@ -266,6 +292,8 @@ pub struct Decision {
     pub authority: Option<String>,
     /// The policy version.
     pub policy_version: Option<String>,
+    /// Whether the body is kept.
+    pub body_stored: Option<bool>,
 }
 
 /// Where one recipient was routed (a
