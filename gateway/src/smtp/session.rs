@@ -246,6 +246,12 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
             let _ = io.get_mut().write_all(&out).await;
             return End::Refused;
         }
+        if !in_data && has_control_character(&line) {
+            // mailin would take a NUL inside an address: an address no
+            // mail client shows as it is.
+            out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
+            continue;
+        }
         if !in_data {
             if let Some((reply, detail)) = check_mail_size(state, &line) {
                 let event = state
@@ -373,6 +379,13 @@ async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Why a line does not end in CRLF or holds a lone CR or LF, if it does.
+/// Whether a command line (CRLF excluded) holds a control character other
+/// than TAB.
+fn has_control_character(line: &[u8]) -> bool {
+    let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+    body.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
 fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
     let body = match line.strip_suffix(b"\r\n") {
         Some(b) => b,

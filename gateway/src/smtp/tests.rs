@@ -487,13 +487,23 @@ async fn an_over_long_command_line_gets_500_and_the_session_goes_on() {
 }
 
 #[tokio::test]
-async fn a_nul_byte_in_a_command_is_a_syntax_error() {
+async fn a_control_character_in_a_command_is_refused() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
         assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(c.command("NO\0OP").await, "500 Syntax error\r\n");
-        assert_eq!(c.command("\0").await, "500 Syntax error\r\n");
+        let refused = "501 5.5.2 control characters are not allowed in commands\r\n";
+        assert_eq!(c.command("NO\0OP").await, refused);
+        assert_eq!(c.command("\0").await, refused);
+        // Inside an address, where mailin would take it.
+        assert_eq!(
+            c.command("MAIL FROM:<an\0na@justice.aa.example>").await,
+            refused
+        );
+        assert_eq!(
+            c.command("MAIL FROM:<an\x1bna@justice.aa.example>").await,
+            refused
+        );
         assert_eq!(code(&c.command("NOOP").await), "250");
         assert_eq!(code(&c.command("QUIT").await), "221");
         c.expect_closed().await;
