@@ -4,8 +4,8 @@
 //! The graph is built from the source text the way `tools/deps.py` does:
 //! every `crate::MODULE` path (and every `crate::{MODULE, …}` group) of a
 //! file counts for the file's top-level module, except on comment lines and
-//! after the first `#[cfg(test)]` of the file (unit tests may reach
-//! anywhere).
+//! after the first `#[cfg(test)]` of the file, and not in the files of a
+//! `#[cfg(test)] mod NAME;` (unit tests may reach anywhere).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs;
@@ -96,13 +96,44 @@ fn imported(code: &str) -> BTreeSet<String> {
     found
 }
 
+/// The file and directory of each module that `text` (the file at
+/// `path`) declares as `#[cfg(test)] mod NAME;`.
+fn test_modules(path: &Path, text: &str) -> Vec<PathBuf> {
+    let stem = path.file_stem().unwrap().to_string_lossy();
+    let dir = if stem == "mod" || stem == "lib" || stem == "main" {
+        path.parent().unwrap().to_path_buf()
+    } else {
+        path.with_extension("")
+    };
+    let mut found = Vec::new();
+    for (i, _) in text.match_indices("#[cfg(test)]") {
+        let rest = text[i + "#[cfg(test)]".len()..].trim_start();
+        let rest = rest.strip_prefix("pub ").unwrap_or(rest);
+        if let Some(decl) = rest.strip_prefix("mod ") {
+            let name: String = decl.chars().take_while(|&c| is_ident(c)).collect();
+            if decl[name.len()..].trim_start().starts_with(';') {
+                found.push(dir.join(format!("{name}.rs")));
+                found.push(dir.join(&name));
+            }
+        }
+    }
+    found
+}
+
 fn graph() -> Graph {
     let root = src();
     let mut files = Vec::new();
     rust_files(&root, &mut files);
     files.sort();
+    let mut skip = Vec::new();
+    for path in &files {
+        skip.extend(test_modules(path, &fs::read_to_string(path).unwrap()));
+    }
     let mut graph = Graph::new();
     for path in files {
+        if skip.iter().any(|s| path.starts_with(s)) {
+            continue;
+        }
         let rel = path
             .strip_prefix(&root)
             .unwrap()
@@ -176,6 +207,11 @@ fn the_parser_sees_paths_and_groups() {
                 let x = $crate::reason::Reason::Ok; let y = notcrate::fsutil::f;";
     let got: Vec<String> = imported(code).into_iter().collect();
     assert_eq!(got, ["clock", "policy", "reason", "store"]);
+    let skipped = test_modules(Path::new("src/smtp/mod.rs"), "#[cfg(test)]\nmod tests;");
+    assert_eq!(
+        skipped,
+        [Path::new("src/smtp/tests.rs"), Path::new("src/smtp/tests")]
+    );
 }
 
 #[test]
