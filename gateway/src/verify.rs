@@ -427,7 +427,7 @@ fn validate_signer(
     at: EvalTime,
     rev: &mut RevocationCheck<'_>,
 ) -> Result<trust::ValidPath, Reject> {
-    let path = trust::validate(authority, cert.der, message_certs, at, rev)?;
+    let path = trust::validate(&authority.trust(), cert.der, message_certs, at, rev)?;
     // RFC 8550 §4.4: no extKeyUsage, or one with emailProtection or
     // anyExtendedKeyUsage; `require_email_eku` demands emailProtection.
     let strict = policy.limits.require_email_eku;

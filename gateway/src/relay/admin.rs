@@ -4,8 +4,8 @@
 use clap::{Args, Subcommand};
 use serde_json::{json, Value};
 
-use crate::audit::render::{align, table_cell as cut, time_utc};
 use crate::store::{AuditEvent, QueueFilter, QueueStatus, QueueUpdate, Record, Store};
+use crate::text::{align, table_cell as cut, time_utc};
 
 /// `emla queue …`.
 #[derive(Clone, Debug, Subcommand)]

@@ -8,7 +8,7 @@ use cms::signed_data::SignerInfo;
 use der::asn1::{ObjectIdentifier, OctetString};
 use der::Decode;
 
-use super::der::{Reader, Tlv};
+use crate::asn1::{Reader, Tlv};
 
 /// id-signedData.
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");

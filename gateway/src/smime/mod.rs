@@ -2,7 +2,6 @@
 //! digest and signature checks of each SignerInfo.
 
 pub mod cms;
-pub mod der;
 pub mod mime;
 pub mod sign;
 pub mod signature;
@@ -117,8 +116,8 @@ fn decode_cms(entity: &Entity<'_>) -> Result<Vec<u8>, ExtractError> {
             )))
         }
     };
-    if der::needs_normalising(&raw) {
-        der::to_der(&raw).map_err(|e| ExtractError::Malformed(format!("CMS encoding: {e}")))
+    if crate::asn1::needs_normalising(&raw) {
+        crate::asn1::to_der(&raw).map_err(|e| ExtractError::Malformed(format!("CMS encoding: {e}")))
     } else {
         Ok(raw)
     }

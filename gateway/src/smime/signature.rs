@@ -7,8 +7,7 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm};
 use webpki::EndEntityCert;
 
 use super::cms::Signer;
-use crate::policy::DigestAlg;
-use crate::trust::cert::{algorithm_name, oid_name, CertInfo, KeyAlg};
+use crate::trust::cert::{algorithm_name, oid_name, CertInfo, DigestAlg, KeyAlg};
 use crate::trust::pss::{self, KeyParams};
 
 /// Why a SignerInfo's algorithms cannot be used.
@@ -60,30 +59,6 @@ pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<Diges
         )));
     }
     Ok(alg)
-}
-
-impl DigestAlg {
-    /// Lower-case name, e.g. `sha256`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DigestAlg::Sha256 => "sha256",
-            DigestAlg::Sha384 => "sha384",
-            DigestAlg::Sha512 => "sha512",
-        }
-    }
-
-    /// Output length in bytes.
-    pub fn output_len(self) -> usize {
-        self.ring().output_len()
-    }
-
-    fn ring(self) -> &'static digest::Algorithm {
-        match self {
-            DigestAlg::Sha256 => &digest::SHA256,
-            DigestAlg::Sha384 => &digest::SHA384,
-            DigestAlg::Sha512 => &digest::SHA512,
-        }
-    }
 }
 
 /// Digest of `data`, with bare LF line endings hashed as CRLF (the
@@ -291,11 +266,12 @@ fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
 
 /// See [`pss_hash`]; `params` is the DER RSASSA-PSS-params SEQUENCE.
 fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
-    let bad = |e: super::der::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
-    let seq = super::der::Reader::new(params)
+    let bad =
+        |e: crate::asn1::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
+    let seq = crate::asn1::Reader::new(params)
         .expect(0x30, "not a SEQUENCE")
         .map_err(bad)?;
-    let mut r = super::der::Reader::new(seq.value);
+    let mut r = crate::asn1::Reader::new(seq.value);
     if r.peek_tag() != Some(0xa0) {
         return Err(AlgError::Weak(
             "RSASSA-PSS with the default SHA-1 hash".into(),
@@ -329,7 +305,7 @@ fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
     let want = hash.output_len();
     let salt = if r.peek_tag() == Some(0xa2) {
         let t = r.read().map_err(bad)?;
-        let int = super::der::Reader::new(t.value)
+        let int = crate::asn1::Reader::new(t.value)
             .expect(0x02, "saltLength is not an INTEGER")
             .map_err(bad)?;
         int.value

@@ -2,6 +2,7 @@
 
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
+use ring::digest;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::Certificate;
@@ -14,6 +15,43 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 const ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+/// A digest algorithm a signature may use and the policy may allow. MD5
+/// and SHA-1 are not representable: they are always refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigestAlg {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl DigestAlg {
+    /// Lower-case name, e.g. `sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlg::Sha256 => "sha256",
+            DigestAlg::Sha384 => "sha384",
+            DigestAlg::Sha512 => "sha512",
+        }
+    }
+
+    /// Output length in bytes.
+    pub fn output_len(self) -> usize {
+        self.ring().output_len()
+    }
+
+    /// The `ring` digest.
+    pub(crate) fn ring(self) -> &'static digest::Algorithm {
+        match self {
+            DigestAlg::Sha256 => &digest::SHA256,
+            DigestAlg::Sha384 => &digest::SHA384,
+            DigestAlg::Sha512 => &digest::SHA512,
+        }
+    }
+}
 
 /// Certificate signature algorithms that are refused wherever they appear.
 pub(crate) const WEAK_SIGNATURES: [(&str, &str); 6] = [
@@ -218,7 +256,7 @@ fn key_alg(cert: &Certificate) -> KeyAlg {
 /// The contents (OID, then parameters) of an AlgorithmIdentifier as encoded.
 fn alg_id_contents(ai: &x509_cert::spki::AlgorithmIdentifierOwned) -> Vec<u8> {
     let der = ai.to_der().unwrap_or_default();
-    crate::smime::der::Reader::new(&der)
+    crate::asn1::Reader::new(&der)
         .read()
         .map(|t| t.value.to_vec())
         .unwrap_or_default()
@@ -265,7 +303,7 @@ pub fn oid_name(dotted: &str) -> String {
 /// parameters): `ecdsa-with-SHA256 (1.2.840.10045.4.3.2)`; RSASSA-PSS and
 /// EC keys name their hash or curve.
 pub fn algorithm_name(contents: &[u8]) -> String {
-    let mut r = crate::smime::der::Reader::new(contents);
+    let mut r = crate::asn1::Reader::new(contents);
     let Ok(tlv) = r.expect(0x06, "OID") else {
         return "an unparsable algorithm identifier".to_string();
     };
@@ -300,9 +338,9 @@ pub fn algorithm_name(contents: &[u8]) -> String {
 
 /// Size in bits of the modulus of a DER RSAPublicKey.
 fn rsa_modulus_bits(rsa_public_key: &[u8]) -> Option<usize> {
-    let mut outer = crate::smime::der::Reader::new(rsa_public_key);
+    let mut outer = crate::asn1::Reader::new(rsa_public_key);
     let seq = outer.read().ok()?;
-    let modulus = crate::smime::der::Reader::new(seq.value).read().ok()?.value;
+    let modulus = crate::asn1::Reader::new(seq.value).read().ok()?.value;
     let significant: &[u8] = {
         let skip = modulus.iter().take_while(|&&b| b == 0).count();
         &modulus[skip..]

@@ -8,14 +8,15 @@ pub mod ocsp;
 pub mod pss;
 pub mod revocation;
 
-use rustls_pki_types::CertificateDer;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeId, KeyPurposeIdIter, KeyUsage};
 
 use crate::clock::EvalTime;
-use crate::policy::Authority;
 use crate::reason::Reason;
 use memo::Memo;
-use revocation::{CrlPolicy, RevocationSet, StatusEvidence, Want};
+use revocation::{Crl, CrlPolicy, OcspMode, RevocationSet, StatusEvidence, Want};
 
 /// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
@@ -82,12 +83,37 @@ pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgor
     &Memo(&pss::SHA512_KEY),
 ];
 
+/// What path validation needs of one authority: its trust anchors, the
+/// certificates and CRL files its policy lists, how its revocation status
+/// is learnt, and its id and country for messages. Lent by
+/// `policy::Authority::trust`.
+#[derive(Clone, Copy)]
+pub struct AuthorityTrust<'a> {
+    /// Stable identifier, e.g. `fr-moj`.
+    pub id: &'a str,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: &'a str,
+    /// Its trust anchors.
+    pub anchors: &'a [TrustAnchor<'static>],
+    /// The anchors' certificates, in the order of `anchors`.
+    pub anchor_certs: &'a [CertificateDer<'static>],
+    /// Configured intermediate CA certificates.
+    pub intermediates: &'a [CertificateDer<'static>],
+    /// The CRL files its policy lists.
+    pub crls: &'a [Arc<Crl>],
+    /// Whether and how OCSP is asked.
+    pub ocsp: OcspMode,
+    /// Whether the CRL distribution points of its CA certificates are
+    /// downloaded.
+    pub fetch_cdp: bool,
+}
+
 /// A chain that validated: DER certificates from the signer to the anchor's
 /// issuer-side (intermediates only; the anchor is reported separately).
 pub struct ValidPath {
     /// Intermediate certificates used, signer side first.
     pub intermediates: Vec<Vec<u8>>,
-    /// Index of the anchor in `Authority::anchor_certs`, when identified.
+    /// Index of the anchor in [`AuthorityTrust::anchor_certs`], when identified.
     pub anchor: Option<usize>,
 }
 
@@ -124,7 +150,7 @@ impl<'a> RevocationCheck<'a> {
 /// intermediates from the message and the authority's configuration, then
 /// the revocation status of every certificate of the path ([`revocation`]).
 pub fn validate(
-    authority: &Authority,
+    authority: &AuthorityTrust<'_>,
     signer: &[u8],
     message_certs: &[&[u8]],
     at: EvalTime,
@@ -143,7 +169,7 @@ pub fn validate(
     let path = ee
         .verify_for_usage(
             CHAIN_ALGORITHMS,
-            &authority.anchors,
+            authority.anchors,
             &intermediates,
             at.to_webpki(),
             // CA certificates commonly carry no EKU; a stricter rule for the
@@ -182,7 +208,7 @@ pub fn validate(
     chain.push(anchor_der);
     rev.path_cas.clone_from(&valid.intermediates);
     let sources = revocation::Sources {
-        files: &authority.crls,
+        files: authority.crls,
         fetched: rev.fetched,
     };
     let opts = revocation::Options {
@@ -201,7 +227,7 @@ pub fn validate(
     Ok(valid)
 }
 
-fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
+fn map_error(e: &webpki::Error, authority: &AuthorityTrust<'_>) -> (Reason, String) {
     use webpki::Error as E;
     let reason = match e {
         E::CertExpired { .. } => Reason::Expired,
