@@ -189,6 +189,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.reply().await
     }
 
+    /// Sends one command and checks its reply code.
+    async fn expect(&mut self, line: &str, code: &str) {
+        let reply = self.command(line).await;
+        assert_eq!(&reply[..3], code, "{line:?} got {reply:?}");
+    }
+
     /// The gateway closed the connection, and the session ended.
     async fn expect_closed(self) {
         let Client { mut io, session } = self;
@@ -230,9 +236,9 @@ async fn greeting_and_ehlo_capabilities_without_tls() {
                  250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
             )
         );
-        assert_eq!(code(&c.command("HELO client.example").await), "250");
-        assert_eq!(code(&c.command("NOOP").await), "250");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("HELO client.example", "250").await;
+        c.expect("NOOP", "250").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -251,7 +257,7 @@ async fn ehlo_offers_starttls_only_when_tls_is_configured() {
         assert!(ehlo.contains("\r\n250-PIPELINING\r\n"), "{ehlo}");
         assert!(ehlo.ends_with("\r\n250 STARTTLS\r\n"), "{ehlo}");
         assert!(ehlo.contains("250-SIZE "), "{ehlo}");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -297,7 +303,7 @@ async fn mail_from_an_unauthorized_domain_is_refused_and_audited() {
         let h = Harness::new(Options::default()).await;
         let before = h.audit_count().await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         let r = c.command("MAIL FROM:<someone@nowhere.example>").await;
         assert_eq!(
             r,
@@ -311,17 +317,14 @@ async fn mail_from_an_unauthorized_domain_is_refused_and_audited() {
             "503 Bad sequence of commands\r\n"
         );
         // A recipient no authority owns.
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         let r = c.command("RCPT TO:<x@nowhere.example>").await;
         assert!(
             r.starts_with("550 5.7.1 unauthorized-domain: recipient"),
             "{r}"
         );
         assert_eq!(h.audit_count().await, before + 2);
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -336,31 +339,25 @@ async fn recipients_beyond_the_limit_get_452_and_rset_clears_them() {
         })
         .await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{CARLA}>")).await), "250");
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{CARLA}>"), "250").await;
         assert_eq!(
             c.command(&format!("RCPT TO:<{BEA}>")).await,
             "452 4.5.3 too-many-recipients: at most 2 recipients per message\r\n"
         );
-        assert_eq!(code(&c.command("RSET").await), "250");
+        c.expect("RSET", "250").await;
         assert_eq!(
             c.command(&format!("RCPT TO:<{BEA}>")).await,
             "503 Bad sequence of commands\r\n"
         );
         // A new transaction starts with no recipients.
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BEA}>")).await), "250");
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{CARLA}>")).await), "452");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BEA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{CARLA}>"), "452").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -372,16 +369,14 @@ async fn declared_size_above_the_limit_is_refused() {
         let h = Harness::new(Options::default()).await;
         let limit = h.svc.policy().limits.max_message_size;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         let r = c
             .command(&format!("MAIL FROM:<{ANNA}> SIZE={}", limit + 1))
             .await;
         assert!(r.starts_with("552 5.3.4 too-large: declared size"), "{r}");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}> SIZE={limit}")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect(&format!("MAIL FROM:<{ANNA}> SIZE={limit}"), "250")
+            .await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -392,21 +387,18 @@ async fn an_unsigned_message_is_received_then_refused() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command("DATA").await), "354");
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect("DATA", "354").await;
         c.send(unsigned_message(ANNA, BORIS).as_bytes()).await;
         let r = c.command(".").await;
         assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
         let (messages, _, queued) = h.svc.store.counts().await.unwrap();
         assert_eq!((messages, queued), (1, 0));
         // The session goes on.
-        assert_eq!(code(&c.command("NOOP").await), "250");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("NOOP", "250").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -418,13 +410,10 @@ async fn a_bare_lf_in_data_is_smuggling_and_closes_the_connection() {
         let h = Harness::new(Options::default()).await;
         let before = h.audit_count().await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command("DATA").await), "354");
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect("DATA", "354").await;
         // The classic smuggling payload: `\n.\r\n` ends nothing here.
         c.send(b"Subject: a\r\n\r\nfirst\n.\r\nMAIL FROM:<x@y.example>\r\n")
             .await;
@@ -475,12 +464,12 @@ async fn an_over_long_command_line_gets_500_and_the_session_goes_on() {
         let long = format!("NOOP {}", "x".repeat(5000));
         assert_eq!(c.command(&long).await, "500 5.5.2 Line too long\r\n");
         // Nothing of the long line is taken for a command.
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         // Pipelined behind a long line, the next command still counts.
         c.send(format!("{long}\r\nNOOP\r\n").as_bytes()).await;
         assert_eq!(c.reply().await, "500 5.5.2 Line too long\r\n");
         assert_eq!(code(&c.reply().await), "250");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -491,7 +480,7 @@ async fn a_control_character_in_a_command_is_refused() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         let refused = "501 5.5.2 control characters are not allowed in commands\r\n";
         assert_eq!(c.command("NO\0OP").await, refused);
         assert_eq!(c.command("\0").await, refused);
@@ -504,8 +493,8 @@ async fn a_control_character_in_a_command_is_refused() {
             c.command("MAIL FROM:<an\x1bna@justice.aa.example>").await,
             refused
         );
-        assert_eq!(code(&c.command("NOOP").await), "250");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("NOOP", "250").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -516,17 +505,14 @@ async fn starttls_is_refused_when_not_offered() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         assert_eq!(
             c.command("STARTTLS").await,
             "503 Bad sequence of commands\r\n"
         );
         // Still plain text, still usable.
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -542,7 +528,7 @@ async fn with_require_tls_mail_before_starttls_gets_530() {
         })
         .await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         assert_eq!(
             c.command(&format!("MAIL FROM:<{ANNA}>")).await,
             "530 5.7.0 Must issue a STARTTLS command first\r\n"
@@ -551,7 +537,7 @@ async fn with_require_tls_mail_before_starttls_gets_530() {
             c.command(&format!("RCPT TO:<{BORIS}>")).await,
             "503 Bad sequence of commands\r\n"
         );
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -567,7 +553,7 @@ async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
         })
         .await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         // An injected command behind STARTTLS must not be run after the
         // handshake (CVE-2011-0411 class).
         c.send(b"STARTTLS\r\nNOOP\r\n").await;
@@ -603,12 +589,9 @@ async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
             c.command("STARTTLS").await,
             "503 Bad sequence of commands\r\n"
         );
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command("QUIT").await), "221");
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect("QUIT", "221").await;
         c.expect_closed().await;
     })
     .await;
@@ -619,7 +602,7 @@ async fn shutdown_closes_a_session_idle_at_the_prompt_with_421() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         h.stop.send_replace(true);
         assert_eq!(
             c.reply().await,
@@ -639,14 +622,11 @@ async fn shutdown_lets_an_open_transaction_finish_within_the_grace() {
         })
         .await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         h.stop.send_replace(true);
-        assert_eq!(code(&c.command(&format!("RCPT TO:<{BORIS}>")).await), "250");
-        assert_eq!(code(&c.command("DATA").await), "354");
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect("DATA", "354").await;
         c.send(unsigned_message(ANNA, BORIS).as_bytes()).await;
         let r = c.command(".").await;
         assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
@@ -669,11 +649,8 @@ async fn shutdown_aborts_a_transaction_still_open_after_the_grace() {
         })
         .await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
-        assert_eq!(
-            code(&c.command(&format!("MAIL FROM:<{ANNA}>")).await),
-            "250"
-        );
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         h.stop.send_replace(true);
         assert_eq!(
             c.reply().await,
@@ -707,7 +684,7 @@ async fn a_client_that_hangs_up_ends_the_session() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        assert_eq!(code(&c.command("EHLO client.example").await), "250");
+        c.expect("EHLO client.example", "250").await;
         c.send(format!("MAIL FROM:<{ANNA}>\r\n").as_bytes()).await;
         let Client { io, session } = c;
         drop(io);
