@@ -1,5 +1,6 @@
 //! What the gateway needs to know about one certificate.
 
+use super::TrustError;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
 use ring::digest;
@@ -189,19 +190,22 @@ impl<'a> CertInfo<'a> {
     }
 
     /// Why this certificate uses a refused algorithm, if it does.
-    pub fn weakness(&self, min_rsa_bits: usize) -> Option<String> {
+    pub fn weakness(&self, min_rsa_bits: usize) -> Option<TrustError> {
         let oid = self.cert.signature_algorithm.oid.to_string();
         if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
-            return Some(format!(
-                "certificate {} is signed with {name}",
-                self.subject()
-            ));
+            return Some(TrustError::WeakCertSignature {
+                subject: self.subject(),
+                algorithm: *name,
+            });
         }
         match self.key {
-            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => Some(format!(
-                "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
-                self.subject()
-            )),
+            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => {
+                Some(TrustError::ShortRsaKey {
+                    subject: self.subject(),
+                    bits,
+                    min: min_rsa_bits,
+                })
+            }
             _ => None,
         }
     }
