@@ -8,6 +8,26 @@ use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::Certificate;
 
+/// A certificate that is not a DER X.509 certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertError(pub der::Error);
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unparsable certificate: {}", self.0)
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// For callers that still collect errors as sentences (the audit
+/// checkpoint verifier).
+impl From<CertError> for String {
+    fn from(e: CertError) -> String {
+        e.to_string()
+    }
+}
+
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
 const EC_PUBLIC_KEY: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.2.1");
@@ -125,9 +145,8 @@ pub struct CertInfo<'a> {
 
 impl<'a> CertInfo<'a> {
     /// Parses a DER certificate.
-    pub fn parse(der: &'a [u8]) -> Result<Self, String> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    pub fn parse(der: &'a [u8]) -> Result<Self, CertError> {
+        let cert = Certificate::from_der(der).map_err(CertError)?;
         let tbs = &cert.tbs_certificate;
         let mut emails = Vec::new();
         if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
@@ -195,7 +214,7 @@ impl<'a> CertInfo<'a> {
         if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
             return Some(TrustError::WeakCertSignature {
                 subject: self.subject(),
-                algorithm: *name,
+                algorithm: name,
             });
         }
         match self.key {

@@ -26,7 +26,7 @@ use revocation::{Crl, CrlPolicy, OcspMode, RevocationSet, StatusEvidence, Want};
 pub enum TrustError {
     // Certificates as sent.
     /// A certificate sent with the message cannot be parsed.
-    MessageCert(String),
+    MessageCert(cert::CertError),
     /// The validator cannot read the signer certificate.
     SignerCert(webpki::Error),
     /// A certificate of the chain cannot be parsed for the revocation check.
@@ -743,7 +743,10 @@ mod tests {
             subject: s(),
         };
         let table = [
-            (TrustError::MessageCert(s()), Reason::Malformed),
+            (
+                TrustError::MessageCert(cert::CertError(der::Error::from(der::ErrorKind::Failed))),
+                Reason::Malformed,
+            ),
             (
                 TrustError::SignerCert(webpki::Error::BadDer),
                 Reason::Malformed,
