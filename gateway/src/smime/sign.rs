@@ -121,7 +121,7 @@ impl SigningIdentity {
             .ok_or_else(|| LoadError::Cert("no certificate found".into()))?
             .clone();
         let leaf = leaf.as_slice();
-        let info = CertInfo::parse(leaf).map_err(LoadError::Cert)?;
+        let info = CertInfo::parse(leaf).map_err(|e| LoadError::Cert(e.to_string()))?;
         let spki = &info.cert.tbs_certificate.subject_public_key_info;
         let public = spki.subject_public_key.raw_bytes();
         let rng = SystemRandom::new();

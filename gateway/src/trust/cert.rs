@@ -1,11 +1,32 @@
 //! What the gateway needs to know about one certificate.
 
+use super::TrustError;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
 use ring::digest;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::Certificate;
+
+/// A certificate that is not a DER X.509 certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertError(pub der::Error);
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unparsable certificate: {}", self.0)
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// For callers that still collect errors as sentences (the audit
+/// checkpoint verifier).
+impl From<CertError> for String {
+    fn from(e: CertError) -> String {
+        e.to_string()
+    }
+}
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
@@ -124,9 +145,8 @@ pub struct CertInfo<'a> {
 
 impl<'a> CertInfo<'a> {
     /// Parses a DER certificate.
-    pub fn parse(der: &'a [u8]) -> Result<Self, String> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    pub fn parse(der: &'a [u8]) -> Result<Self, CertError> {
+        let cert = Certificate::from_der(der).map_err(CertError)?;
         let tbs = &cert.tbs_certificate;
         let mut emails = Vec::new();
         if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
@@ -189,19 +209,22 @@ impl<'a> CertInfo<'a> {
     }
 
     /// Why this certificate uses a refused algorithm, if it does.
-    pub fn weakness(&self, min_rsa_bits: usize) -> Option<String> {
+    pub fn weakness(&self, min_rsa_bits: usize) -> Option<TrustError> {
         let oid = self.cert.signature_algorithm.oid.to_string();
         if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
-            return Some(format!(
-                "certificate {} is signed with {name}",
-                self.subject()
-            ));
+            return Some(TrustError::WeakCertSignature {
+                subject: self.subject(),
+                algorithm: name,
+            });
         }
         match self.key {
-            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => Some(format!(
-                "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
-                self.subject()
-            )),
+            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => {
+                Some(TrustError::ShortRsaKey {
+                    subject: self.subject(),
+                    bits,
+                    min: min_rsa_bits,
+                })
+            }
             _ => None,
         }
     }
