@@ -125,7 +125,6 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
             "revocation": verdict.revocation,
             "authority": verdict.authority,
             "recipients": verdict.recipients,
-            "revocation": verdict.revocation,
             "policy_version": policy.version,
             "body_stored": keep_body,
         }),
