@@ -10,9 +10,9 @@
 use std::collections::BTreeSet;
 use std::sync::Arc;
 
-use emla::audit::case_ref::{case_ref, CaseRefPattern};
 use emla::audit::cli::{self, SearchArgs, ShowArgs};
 use emla::audit::AuditError;
+use emla::case_ref::{case_ref, CaseRefPattern};
 use emla::policy::Policy;
 use emla::store::{
     AuditEvent, AuditKind, ChainCheck, MessageRecord, QueueEntry, Record, SessionInfo, Store,
@@ -316,7 +316,7 @@ fn expect(fx: &[Fixture], pred: impl Fn(&Fixture) -> bool) -> Vec<String> {
 }
 
 fn rfc3339(ms: i64) -> String {
-    emla::audit::render::time_rfc3339(ms)
+    emla::text::time_rfc3339(ms)
 }
 
 // ---------------------------------------------------------------------------

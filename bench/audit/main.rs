@@ -350,7 +350,7 @@ fn searches(s: &Samples) -> Vec<(&'static str, SearchArgs)> {
     };
     let mid = T0 + SPAN_MS / 2;
     let month = 30 * 24 * 3_600_000;
-    let t = emla::audit::render::time_rfc3339;
+    let t = emla::text::time_rfc3339;
     let (official, authority) = official(1234 % officials());
     let (sha, serial) = cert(&official);
     vec![

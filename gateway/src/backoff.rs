@@ -5,14 +5,6 @@ use std::time::Duration;
 
 use ring::rand::{SecureRandom, SystemRandom};
 
-use crate::policy::RelaySettings;
-
-/// The wait of a delivery after its `failures`-th failed attempt (see
-/// [`exponential`]).
-pub fn delay(settings: &RelaySettings, failures: u32) -> Duration {
-    exponential(settings.retry_initial, settings.retry_max, failures)
-}
-
 /// The wait after the `failures`-th failed attempt in a row (1 = first):
 /// `initial · 2^(failures-1)`, at most `max`, then ±20 %.
 pub fn exponential(initial: Duration, max: Duration, failures: u32) -> Duration {
@@ -35,11 +27,7 @@ mod tests {
 
     #[test]
     fn doubles_up_to_the_maximum_with_bounded_jitter() {
-        let s = RelaySettings {
-            retry_initial: Duration::from_secs(10),
-            retry_max: Duration::from_secs(100),
-            ..RelaySettings::default()
-        };
+        let (initial, max) = (Duration::from_secs(10), Duration::from_secs(100));
         for (failures, base) in [
             (1, 10.0),
             (2, 20.0),
@@ -49,12 +37,13 @@ mod tests {
             (60, 100.0),
         ] {
             for _ in 0..50 {
-                let d = delay(&s, failures).as_secs_f64();
+                let d = exponential(initial, max, failures).as_secs_f64();
                 assert!(d >= base * 0.8 && d < base * 1.2, "{failures}: {d}");
             }
         }
-        let spread: std::collections::HashSet<_> =
-            (0..20).map(|_| delay(&s, 1).as_millis()).collect();
+        let spread: std::collections::HashSet<_> = (0..20)
+            .map(|_| exponential(initial, max, 1).as_millis())
+            .collect();
         assert!(spread.len() > 1, "jitter varies");
     }
 }

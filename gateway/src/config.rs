@@ -11,7 +11,18 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::audit::case_ref::CaseRefPattern;
+use crate::case_ref::CaseRefPattern;
+
+/// Where message bodies are kept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BodyStorage {
+    /// Files under `data_dir/messages/`, fsynced before the transaction.
+    #[default]
+    Files,
+    /// Rows of the `bodies` table, in the same transaction as the message:
+    /// instances sharing a PostgreSQL database can deliver each other's mail.
+    Database,
+}
 
 /// Everything `emla serve` needs to start.
 #[derive(Clone, Debug)]
@@ -40,7 +51,7 @@ pub struct Config {
     pub keep_rejected_bodies: bool,
     /// Files under the data directory, or rows of the database (so that
     /// instances sharing a PostgreSQL database can relay each other's mail).
-    pub body_storage: crate::store::BodyStorage,
+    pub body_storage: BodyStorage,
     /// How the case reference is found in a message's `Subject:` when it has
     /// no `X-MLA-Reference` header field (`case_pattern`, a regular expression).
     pub case_pattern: CaseRefPattern,
@@ -341,8 +352,8 @@ impl Config {
             return Err("max_sessions must be at least 1".into());
         }
         let body_storage = match f.body_storage.as_deref() {
-            None | Some("files") => crate::store::BodyStorage::Files,
-            Some("database") => crate::store::BodyStorage::Database,
+            None | Some("files") => BodyStorage::Files,
+            Some("database") => BodyStorage::Database,
             Some(other) => {
                 return Err(format!(
                     "body_storage {other:?}: expected \"files\" or \"database\""
@@ -501,7 +512,7 @@ mod tests {
         assert!(e.contains("body_storage \"s3\": expected"), "{e}");
         std::fs::write(&p, "require_tls = false\nbody_storage = \"database\"\n").unwrap();
         let c = Config::load(&p).unwrap();
-        assert_eq!(c.body_storage, crate::store::BodyStorage::Database);
+        assert_eq!(c.body_storage, BodyStorage::Database);
     }
 
     #[test]

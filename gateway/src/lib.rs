@@ -7,8 +7,10 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod asn1;
 pub mod audit;
 pub mod backoff;
+pub mod case_ref;
 pub mod clock;
 pub mod config;
 pub mod control;
@@ -22,6 +24,7 @@ pub mod server;
 pub mod smime;
 pub mod smtp;
 pub mod store;
+pub mod text;
 pub mod tls;
 pub mod trust;
 pub mod verify;

@@ -190,7 +190,7 @@ enum PolicyCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {
+    let outcome = match cli.command {
         Command::Verify {
             message,
             policy,
@@ -250,65 +250,80 @@ fn main() -> ExitCode {
         Command::Audit {
             command: AuditCommand::Show(args),
         } => run_audit_show(&args),
-    }
+    };
+    outcome.unwrap_or_else(|f| {
+        eprintln!("emla: {}", f.message);
+        ExitCode::from(f.code)
+    })
 }
 
-fn load_config(path: Option<PathBuf>) -> Result<Config, ExitCode> {
+fn load_config(path: Option<PathBuf>) -> Result<Config, Failure> {
     match path {
         None => Ok(Config::embedded()),
-        Some(p) => Config::load(&p).map_err(config_error),
+        Some(p) => Config::load(&p).map_err(Failure::config),
     }
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime, ExitCode> {
+fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .map_err(|e| {
-            eprintln!("emla: cannot start the runtime: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        })
+        .map_err(|e| Failure::config(format!("cannot start the runtime: {e}")))
 }
 
-async fn open_store(config: &Config) -> Result<Store, ExitCode> {
+async fn open_store(config: &Config) -> Result<Store, Failure> {
     if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
-        eprintln!(
-            "emla: cannot create the data directory {}: {e}",
+        return Err(Failure::config(format!(
+            "cannot create the data directory {}: {e}",
             config.data_dir.display()
-        );
-        return Err(ExitCode::from(EXIT_CONFIG));
+        )));
     }
     Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
         .await
-        .map_err(config_error)
+        .map_err(Failure::config)
 }
 
-fn run_serve(config: Option<PathBuf>) -> ExitCode {
+fn run_serve(config: Option<PathBuf>) -> Outcome {
     init_logging("info");
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
-        let tls = match &config.tls {
-            Some(files) => Some(emla::tls::acceptor(files).map_err(config_error)?),
-            None => None,
-        };
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            emla::server::run(config, store, tls, policy)
-                .await
-                .map_err(config_error)?;
-            Ok(ExitCode::SUCCESS)
-        })
+    let config = load_config(config)?;
+    let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+    let tls = match &config.tls {
+        Some(files) => Some(emla::tls::acceptor(files).map_err(Failure::config)?),
+        None => None,
     };
-    run().unwrap_or_else(|code| code)
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        emla::server::run(config, store, tls, policy)
+            .await
+            .map_err(Failure::config)?;
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
-/// Reports `e` and gives the configuration-error exit code.
-fn config_error(e: impl std::fmt::Display) -> ExitCode {
-    eprintln!("emla: {e}");
-    ExitCode::from(EXIT_CONFIG)
+/// Why a command failed: what to say on stderr and the exit code
+/// (`docs/contracts.md`). Every command returns one; `main` prints it.
+struct Failure {
+    message: String,
+    code: u8,
 }
+
+impl Failure {
+    /// A usage or configuration error (exit 2).
+    fn config(e: impl std::fmt::Display) -> Failure {
+        Failure::with_code(e, EXIT_CONFIG)
+    }
+
+    fn with_code(e: impl std::fmt::Display, code: u8) -> Failure {
+        Failure {
+            message: e.to_string(),
+            code,
+        }
+    }
+}
+
+/// What a command ends with.
+type Outcome = Result<ExitCode, Failure>;
 
 fn init_logging(default: &str) {
     tracing_subscriber::fmt()
@@ -321,56 +336,48 @@ fn init_logging(default: &str) {
         .init();
 }
 
-fn run_demo(dir: &std::path::Path, listen: std::net::SocketAddr) -> ExitCode {
+fn run_demo(dir: &std::path::Path, listen: std::net::SocketAddr) -> Outcome {
     // The demo's story goes to stdout; only warnings to stderr.
     init_logging("warn");
-    let run = || -> Result<ExitCode, ExitCode> {
-        let rt = runtime()?;
-        rt.block_on(emla::demo::run(dir, listen)).map_err(|e| {
-            eprintln!("emla demo: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        })?;
-        Ok(ExitCode::SUCCESS)
-    };
-    run().unwrap_or_else(|code| code)
+    let rt = runtime()?;
+    rt.block_on(emla::demo::run(dir, listen))
+        .map_err(|e| Failure::config(format!("demo: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
-fn run_policy_reload(config: Option<PathBuf>) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        if let Err(diags) = policy::load(&config.policy_dir, EvalTime::now()) {
-            for d in &diags {
-                println!("{d}");
-            }
-            eprintln!(
-                "{}: {} problem(s); the running gateway keeps its policy",
-                config.policy_dir.display(),
-                diags.len()
-            );
-            return Ok(ExitCode::from(EXIT_REJECTED));
+fn run_policy_reload(config: Option<PathBuf>) -> Outcome {
+    let config = load_config(config)?;
+    if let Err(diags) = policy::load(&config.policy_dir, EvalTime::now()) {
+        for d in &diags {
+            println!("{d}");
         }
-        let rt = runtime()?;
-        let reply = rt
-            .block_on(emla::control::request(
-                &config.data_dir,
-                emla::control::RELOAD,
-            ))
-            .map_err(config_error)?;
-        if reply["ok"] == true {
-            println!(
-                "reloaded: policy version {}",
-                reply["version"].as_str().unwrap_or("?")
-            );
-            Ok(ExitCode::SUCCESS)
-        } else {
-            for p in reply["problems"].as_array().into_iter().flatten() {
-                println!("{}", p.as_str().unwrap_or_default());
-            }
-            eprintln!("emla: the gateway kept its policy");
-            Ok(ExitCode::from(EXIT_REJECTED))
+        eprintln!(
+            "{}: {} problem(s); the running gateway keeps its policy",
+            config.policy_dir.display(),
+            diags.len()
+        );
+        return Ok(ExitCode::from(EXIT_REJECTED));
+    }
+    let rt = runtime()?;
+    let reply = rt
+        .block_on(emla::control::request(
+            &config.data_dir,
+            emla::control::RELOAD,
+        ))
+        .map_err(Failure::config)?;
+    if reply["ok"] == true {
+        println!(
+            "reloaded: policy version {}",
+            reply["version"].as_str().unwrap_or("?")
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        for p in reply["problems"].as_array().into_iter().flatten() {
+            println!("{}", p.as_str().unwrap_or_default());
         }
-    };
-    run().unwrap_or_else(|code| code)
+        eprintln!("emla: the gateway kept its policy");
+        Ok(ExitCode::from(EXIT_REJECTED))
+    }
 }
 
 /// The checkpoint options of `emla audit verify`.
@@ -386,12 +393,11 @@ struct CheckpointArgs {
 fn checkpoint_ca(
     ca: Option<&std::path::Path>,
     config: &Config,
-) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, ExitCode> {
+) -> Result<Vec<rustls_pki_types::CertificateDer<'static>>, Failure> {
     match ca {
-        Some(p) => emla::audit::checkpoint::read_ca(p).map_err(|e| {
-            eprintln!("emla: --ca: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }),
+        Some(p) => {
+            emla::audit::checkpoint::read_ca(p).map_err(|e| Failure::config(format!("--ca: {e}")))
+        }
         None => {
             let policy = load_policy(&config.policy_dir, EvalTime::now())?;
             Ok(policy
@@ -403,297 +409,248 @@ fn checkpoint_ca(
     }
 }
 
-fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        let mut files = cps.files.clone();
-        if let Some(dir) = &cps.dir {
-            let listed = emla::audit::checkpoint::list(dir).map_err(|e| {
-                eprintln!("emla: --checkpoints: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            })?;
-            if listed.is_empty() {
-                eprintln!(
-                    "emla: --checkpoints: no checkpoint-*.json in {}",
-                    dir.display()
-                );
-                return Err(ExitCode::from(EXIT_CONFIG));
-            }
-            files.extend(listed.into_iter().map(|(_, p)| p));
+fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) -> Outcome {
+    let config = load_config(config)?;
+    let mut files = cps.files.clone();
+    if let Some(dir) = &cps.dir {
+        let listed = emla::audit::checkpoint::list(dir)
+            .map_err(|e| Failure::config(format!("--checkpoints: {e}")))?;
+        if listed.is_empty() {
+            return Err(Failure::config(format!(
+                "--checkpoints: no checkpoint-*.json in {}",
+                dir.display()
+            )));
         }
-        let ca = if files.is_empty() {
-            Vec::new()
-        } else {
-            checkpoint_ca(cps.ca.as_deref(), &config)?
-        };
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            let store_err = |e: emla::store::StoreError| {
-                eprintln!("emla: {e}");
-                ExitCode::from(EXIT_CONFIG)
-            };
-            let check = store.verify_chain().await.map_err(store_err)?;
-            let mut checks = Vec::new();
-            for f in &files {
-                checks.push(
-                    emla::audit::checkpoint::check(&store, f, &ca, cps.allow_unsigned)
-                        .await
-                        .map_err(store_err)?,
-                );
+        files.extend(listed.into_iter().map(|(_, p)| p));
+    }
+    let ca = if files.is_empty() {
+        Vec::new()
+    } else {
+        checkpoint_ca(cps.ca.as_deref(), &config)?
+    };
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        let store_err = |e: emla::store::StoreError| Failure::config(e);
+        let check = store.verify_chain().await.map_err(store_err)?;
+        let mut checks = Vec::new();
+        for f in &files {
+            checks.push(
+                emla::audit::checkpoint::check(&store, f, &ca, cps.allow_unsigned)
+                    .await
+                    .map_err(store_err)?,
+            );
+        }
+        let anchor = store.chain_anchor().await.map_err(store_err)?;
+        let cp_failed = checks.iter().any(|c| c.outcome.fails());
+        let mut v = match &check {
+            ChainCheck::Intact { records, head } => {
+                serde_json::json!({"intact": true, "records": records, "head": head})
             }
-            let anchor = store.chain_anchor().await.map_err(store_err)?;
-            let cp_failed = checks.iter().any(|c| c.outcome.fails());
-            let mut v = match &check {
+            ChainCheck::Broken { seq, problem } => {
+                serde_json::json!({"intact": false, "seq": seq, "problem": problem})
+            }
+        };
+        if let Some(a) = &anchor {
+            v["anchor"] = serde_json::json!(a);
+        }
+        if !files.is_empty() {
+            v["checkpoints"] = checks.iter().map(|c| c.json()).collect();
+            v["checkpoints_ok"] = (!cp_failed).into();
+        }
+        if json {
+            println!("{v}");
+        } else {
+            match &check {
                 ChainCheck::Intact { records, head } => {
-                    serde_json::json!({"intact": true, "records": records, "head": head})
+                    let from = anchor
+                        .as_ref()
+                        .map(|a| format!(" (from the pruning anchor at record {})", a.seq))
+                        .unwrap_or_default();
+                    println!("audit chain intact: {records} records{from}, head {head}")
                 }
                 ChainCheck::Broken { seq, problem } => {
-                    serde_json::json!({"intact": false, "seq": seq, "problem": problem})
-                }
-            };
-            if let Some(a) = &anchor {
-                v["anchor"] = serde_json::json!(a);
-            }
-            if !files.is_empty() {
-                v["checkpoints"] = checks.iter().map(|c| c.json()).collect();
-                v["checkpoints_ok"] = (!cp_failed).into();
-            }
-            if json {
-                println!("{v}");
-            } else {
-                match &check {
-                    ChainCheck::Intact { records, head } => {
-                        let from = anchor
-                            .as_ref()
-                            .map(|a| format!(" (from the pruning anchor at record {})", a.seq))
-                            .unwrap_or_default();
-                        println!("audit chain intact: {records} records{from}, head {head}")
-                    }
-                    ChainCheck::Broken { seq, problem } => {
-                        println!("audit chain BROKEN at record {seq}: {problem}")
-                    }
-                }
-                for c in &checks {
-                    println!("{}", c.text());
+                    println!("audit chain BROKEN at record {seq}: {problem}")
                 }
             }
-            Ok(
-                if matches!(check, ChainCheck::Intact { .. }) && !cp_failed {
-                    ExitCode::SUCCESS
-                } else {
-                    ExitCode::from(EXIT_REJECTED)
-                },
-            )
-        })
-    };
-    run().unwrap_or_else(|code| code)
-}
-
-fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: bool) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
-        let dir = dir.unwrap_or_else(|| config.audit.checkpoint_dir.clone());
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit)
-                .await
-                .map_err(config_error)?;
-            if json {
-                println!(
-                    "{}",
-                    serde_json::json!({
-                        "seq": w.checkpoint.seq,
-                        "hash": w.checkpoint.hash,
-                        "at": w.checkpoint.at,
-                        "json": w.json.display().to_string(),
-                        "p7s": w.p7s.as_ref().map(|p| p.display().to_string()),
-                    })
-                );
-            } else {
-                println!(
-                    "checkpoint seq {} hash {} written to {}{}",
-                    w.checkpoint.seq,
-                    w.checkpoint.hash,
-                    w.json.display(),
-                    if w.p7s.is_some() {
-                        " (+ .p7s)"
-                    } else {
-                        " UNSIGNED"
-                    }
-                );
+            for c in &checks {
+                println!("{}", c.text());
             }
-            Ok(ExitCode::SUCCESS)
-        })
-    };
-    run().unwrap_or_else(|code| code)
-}
-
-fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        if config.retention.bodies_days.is_none() && config.retention.audit_days.is_none() {
-            eprintln!(
-                "emla: [retention] sets neither bodies_days nor audit_days: nothing to prune"
-            );
-            return Err(ExitCode::from(EXIT_CONFIG));
         }
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            let report = emla::audit::retention::prune(
-                &store,
-                &config.retention,
-                emla::store::now_ms(),
-                dry_run,
-            )
-            .await
-            .map_err(config_error)?;
-            if json {
-                println!("{}", serde_json::json!(report));
+        Ok(
+            if matches!(check, ChainCheck::Intact { .. }) && !cp_failed {
+                ExitCode::SUCCESS
             } else {
-                print!("{}", report.text());
-            }
-            Ok(ExitCode::SUCCESS)
-        })
-    };
-    run().unwrap_or_else(|code| code)
+                ExitCode::from(EXIT_REJECTED)
+            },
+        )
+    })
 }
 
-fn run_audit_export(args: &emla::audit::export::ExportArgs) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(args.config.clone())?;
-        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            Ok(audit_output(
-                emla::audit::export::export(&store, &policy, &config, args).await,
-            ))
-        })
-    };
-    run().unwrap_or_else(|code| code)
-}
-
-fn run_audit_search(args: &emla::audit::cli::SearchArgs) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(args.config.clone())?;
-        // Only an authority or country filter needs the policy (to name its domains).
-        let policy = if args.needs_policy() {
-            let dir = args.policy.clone().unwrap_or(config.policy_dir.clone());
-            Some(load_policy(&dir, EvalTime::now())?)
+fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: bool) -> Outcome {
+    let config = load_config(config)?;
+    let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+    let dir = dir.unwrap_or_else(|| config.audit.checkpoint_dir.clone());
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit)
+            .await
+            .map_err(Failure::config)?;
+        if json {
+            println!(
+                "{}",
+                serde_json::json!({
+                    "seq": w.checkpoint.seq,
+                    "hash": w.checkpoint.hash,
+                    "at": w.checkpoint.at,
+                    "json": w.json.display().to_string(),
+                    "p7s": w.p7s.as_ref().map(|p| p.display().to_string()),
+                })
+            );
         } else {
-            None
-        };
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            Ok(audit_output(
-                emla::audit::cli::search(&store, policy.as_ref(), args).await,
-            ))
-        })
-    };
-    run().unwrap_or_else(|code| code)
+            println!(
+                "checkpoint seq {} hash {} written to {}{}",
+                w.checkpoint.seq,
+                w.checkpoint.hash,
+                w.json.display(),
+                if w.p7s.is_some() {
+                    " (+ .p7s)"
+                } else {
+                    " UNSIGNED"
+                }
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
-fn run_audit_show(args: &emla::audit::cli::ShowArgs) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(args.config.clone())?;
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            Ok(audit_output(emla::audit::cli::show(&store, args).await))
-        })
-    };
-    run().unwrap_or_else(|code| code)
+fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> Outcome {
+    let config = load_config(config)?;
+    if config.retention.bodies_days.is_none() && config.retention.audit_days.is_none() {
+        return Err(Failure::config(
+            "[retention] sets neither bodies_days nor audit_days: nothing to prune",
+        ));
+    }
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        let report = emla::audit::retention::prune(
+            &store,
+            &config.retention,
+            emla::store::now_ms(),
+            dry_run,
+        )
+        .await
+        .map_err(Failure::config)?;
+        if json {
+            println!("{}", serde_json::json!(report));
+        } else {
+            print!("{}", report.text());
+        }
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
-fn run_queue(config: Option<PathBuf>, command: &emla::relay::admin::QueueCommand) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        let rt = runtime()?;
-        rt.block_on(async {
-            let store = open_store(&config).await?;
-            Ok(printed(
-                emla::relay::admin::run(&store, command)
-                    .await
-                    .map_err(|e| (e.to_string(), e.exit_code())),
-            ))
-        })
-    };
-    run().unwrap_or_else(|code| code)
+fn run_audit_export(args: &emla::audit::export::ExportArgs) -> Outcome {
+    let config = load_config(args.config.clone())?;
+    let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        audit_output(emla::audit::export::export(&store, &policy, &config, args).await)
+    })
 }
 
-fn run_crl(config: Option<PathBuf>, command: &emla::revocation::cli::CrlCommand) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let config = load_config(config)?;
-        let policy = load_policy(&config.policy_dir, EvalTime::now())?;
-        let rt = runtime()?;
-        let (text, code) = rt
-            .block_on(emla::revocation::cli::run(&config, &policy, command))
-            .map_err(config_error)?;
-        print!("{text}");
-        Ok(ExitCode::from(code))
+fn run_audit_search(args: &emla::audit::cli::SearchArgs) -> Outcome {
+    let config = load_config(args.config.clone())?;
+    // Only an authority or country filter needs the policy (to name its domains).
+    let policy = if args.needs_policy() {
+        let dir = args.policy.clone().unwrap_or(config.policy_dir.clone());
+        Some(load_policy(&dir, EvalTime::now())?)
+    } else {
+        None
     };
-    run().unwrap_or_else(|code| code)
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        audit_output(emla::audit::cli::search(&store, policy.as_ref(), args).await)
+    })
 }
 
-fn audit_output(result: Result<String, emla::audit::AuditError>) -> ExitCode {
+fn run_audit_show(args: &emla::audit::cli::ShowArgs) -> Outcome {
+    let config = load_config(args.config.clone())?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        audit_output(emla::audit::cli::show(&store, args).await)
+    })
+}
+
+fn run_queue(config: Option<PathBuf>, command: &emla::relay::admin::QueueCommand) -> Outcome {
+    let config = load_config(config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        printed(
+            emla::relay::admin::run(&store, command)
+                .await
+                .map_err(|e| (e.to_string(), e.exit_code())),
+        )
+    })
+}
+
+fn run_crl(config: Option<PathBuf>, command: &emla::revocation::cli::CrlCommand) -> Outcome {
+    let config = load_config(config)?;
+    let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+    let rt = runtime()?;
+    let (text, code) = rt
+        .block_on(emla::revocation::cli::run(&config, &policy, command))
+        .map_err(Failure::config)?;
+    print!("{text}");
+    Ok(ExitCode::from(code))
+}
+
+fn audit_output(result: Result<String, emla::audit::AuditError>) -> Outcome {
     printed(result.map_err(|e| (e.to_string(), e.exit_code())))
 }
 
-/// Prints a command's text and exits 0, or its error and exit code.
-fn printed(result: Result<String, (String, u8)>) -> ExitCode {
-    match result {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err((e, code)) => {
-            eprintln!("emla: {e}");
-            ExitCode::from(code)
-        }
-    }
+/// Prints a command's text and exits 0, or gives its error and exit code.
+fn printed(result: Result<String, (String, u8)>) -> Outcome {
+    let text = result.map_err(|(e, code)| Failure::with_code(e, code))?;
+    print!("{text}");
+    Ok(ExitCode::SUCCESS)
 }
 
-fn eval_time(at: Option<String>) -> Result<EvalTime, ExitCode> {
+fn eval_time(at: Option<String>) -> Result<EvalTime, Failure> {
     match at {
         None => Ok(EvalTime::now()),
-        Some(s) => EvalTime::parse_rfc3339(&s).map_err(|e| {
-            eprintln!("emla: --at: {e}");
-            ExitCode::from(EXIT_CONFIG)
-        }),
+        Some(s) => EvalTime::parse_rfc3339(&s).map_err(|e| Failure::config(format!("--at: {e}"))),
     }
 }
 
-fn load_policy(dir: &std::path::Path, at: EvalTime) -> Result<policy::Policy, ExitCode> {
+fn load_policy(dir: &std::path::Path, at: EvalTime) -> Result<policy::Policy, Failure> {
     policy::load(dir, at).map_err(|diags| {
         for d in &diags {
             eprintln!("{d}");
         }
-        eprintln!(
-            "emla: policy {} has {} problem(s); run `emla policy check {}`",
+        Failure::config(format!(
+            "policy {} has {} problem(s); run `emla policy check {}`",
             dir.display(),
             diags.len(),
             dir.display()
-        );
-        ExitCode::from(EXIT_CONFIG)
+        ))
     })
 }
 
-fn read_message(path: &std::path::Path) -> Result<Vec<u8>, ExitCode> {
+fn read_message(path: &std::path::Path) -> Result<Vec<u8>, Failure> {
     let result = if path.as_os_str() == "-" {
         let mut buf = Vec::new();
         std::io::Read::read_to_end(&mut std::io::stdin(), &mut buf).map(|_| buf)
     } else {
         std::fs::read(path)
     };
-    result.map_err(|e| {
-        eprintln!("emla: cannot read message {}: {e}", path.display());
-        ExitCode::from(EXIT_CONFIG)
-    })
+    result.map_err(|e| Failure::config(format!("cannot read message {}: {e}", path.display())))
 }
 
 fn run_verify(
@@ -704,42 +661,36 @@ fn run_verify(
     at: Option<String>,
     config: Option<PathBuf>,
     json: bool,
-) -> ExitCode {
-    let run = || -> Result<ExitCode, ExitCode> {
-        let at = eval_time(at)?;
-        let policy = load_policy(&policy_dir, at)?;
-        let raw = read_message(&message)?;
-        let envelope = Envelope {
-            mail_from: mail_from.as_deref(),
-            rcpt_to: &rcpt,
-        };
-        let fetched = match config {
-            Some(path) => {
-                let config = Config::load(&path).map_err(config_error)?;
-                emla::revocation::Revocation::open(&config.data_dir, &config.revocation).current()
-            }
-            None => Default::default(),
-        };
-        let verdict = verify::verify(&policy, &fetched, &raw, &envelope, at);
-        if json {
-            println!("{}", verdict.to_json());
-        } else {
-            print!("{}", verdict.to_text());
-        }
-        Ok(if verdict.accepted() {
-            ExitCode::SUCCESS
-        } else {
-            ExitCode::from(EXIT_REJECTED)
-        })
+) -> Outcome {
+    let at = eval_time(at)?;
+    let policy = load_policy(&policy_dir, at)?;
+    let raw = read_message(&message)?;
+    let envelope = Envelope {
+        mail_from: mail_from.as_deref(),
+        rcpt_to: &rcpt,
     };
-    run().unwrap_or_else(|code| code)
+    let fetched = match config {
+        Some(path) => {
+            let config = Config::load(&path).map_err(Failure::config)?;
+            emla::revocation::Revocation::open(&config.data_dir, &config.revocation).current()
+        }
+        None => Default::default(),
+    };
+    let verdict = verify::verify(&policy, &fetched, &raw, &envelope, at);
+    if json {
+        println!("{}", verdict.to_json());
+    } else {
+        print!("{}", verdict.to_text());
+    }
+    Ok(if verdict.accepted() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_REJECTED)
+    })
 }
 
-fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
-    let at = match eval_time(at) {
-        Ok(t) => t,
-        Err(code) => return code,
-    };
+fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> Outcome {
+    let at = eval_time(at)?;
     let located = |d: &policy::Diagnostic| {
         serde_json::json!({
             "file": d.file.display().to_string(),
@@ -748,7 +699,7 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
             "message": d.message,
         })
     };
-    match policy::load(&dir, at) {
+    Ok(match policy::load(&dir, at) {
         Ok(p) => {
             if json {
                 let v = serde_json::json!({
@@ -786,5 +737,5 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> ExitCode {
             }
             ExitCode::from(EXIT_REJECTED)
         }
-    }
+    })
 }

@@ -4,12 +4,12 @@
 use crate::clock::EvalTime;
 use crate::policy::{Authority, Lane, Limits, Policy, RouteDecision};
 use crate::reason::Reason;
-use crate::smime::cms::{self, CmsError, Signer};
-use crate::smime::mime::{self, DepthError, Entity};
-use crate::smime::signature::{self, AlgError};
-use crate::smime::{self as smime, ExtractError, Form};
+use crate::smime::cms::{self, Signer};
+use crate::smime::mime::{self, Entity};
+use crate::smime::signature;
+use crate::smime::{self as smime, Form};
 use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
-use crate::trust::{self, cert::CertInfo, RevocationCheck};
+use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProblem};
 
 /// The SMTP envelope of a message, when known.
 #[derive(Clone, Copy, Debug, Default)]
@@ -165,6 +165,15 @@ impl Verdict {
 /// A rejection: the reason code and what failed.
 type Reject = (Reason, String);
 
+/// The rejection for an error of a layer below: its reason code (each
+/// error type's one mapping, `impl From<&E> for Reason`) and its sentence.
+fn reject<E: std::fmt::Display>(e: E) -> Reject
+where
+    Reason: for<'e> From<&'e E>,
+{
+    (Reason::from(&e), e.to_string())
+}
+
 /// Judges `raw` (the message exactly as received) against `policy` at `at`,
 /// with the revocation data gathered at run time in `fetched` besides the
 /// policy's CRL files.
@@ -207,7 +216,7 @@ fn judge(
 ) -> Result<String, Reject> {
     let limits = &policy.limits;
     check_limits(limits, raw, envelope)?;
-    let top = Entity::parse(raw).map_err(|e| (Reason::Malformed, e))?;
+    let top = Entity::parse(raw).map_err(reject)?;
     let (from, authority) = check_sender(policy, envelope, &top)?;
     out.authority = Some(authority.id.clone());
     let route_sender = envelope.mail_from.unwrap_or(from);
@@ -217,14 +226,8 @@ fn judge(
 
     // Structure, then the signature container.
     check_depth(raw, limits.max_mime_depth)?;
-    let container = smime::extract(&top).map_err(|e| match e {
-        ExtractError::Unsigned(d) => (Reason::Unsigned, d),
-        ExtractError::Malformed(d) => (Reason::Malformed, d),
-    })?;
-    let signed = cms::parse(&container.cms_der).map_err(|e| match e {
-        CmsError::NotSigned(d) => (Reason::Unsigned, d),
-        CmsError::Malformed(d) => (Reason::Malformed, format!("CMS: {d}")),
-    })?;
+    let container = smime::extract(&top).map_err(reject)?;
+    let signed = cms::parse(&container.cms_der).map_err(reject)?;
     let content: &[u8] = match (container.form, container.detached_content, signed.content) {
         (Form::Detached, Some(c), None) => c,
         (Form::Detached, _, Some(_)) => {
@@ -246,14 +249,9 @@ fn judge(
         .iter()
         .map(|der| CertInfo::parse(der))
         .collect::<Result<_, _>>()
-        .map_err(|e| {
-            (
-                Reason::Malformed,
-                format!("certificate in the message: {e}"),
-            )
-        })?;
+        .map_err(|e| reject(TrustError::MessageCert(e)))?;
     if let Some(weak) = certs.iter().find_map(|c| c.weakness(limits.min_rsa_bits)) {
-        return Err((Reason::WeakAlgorithm, weak));
+        return Err(reject(weak));
     }
 
     // Every SignerInfo must verify cryptographically.
@@ -409,14 +407,7 @@ fn check_sender<'p, 'm>(
 }
 
 fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
-    match mime::check_depth(entity, limit) {
-        Ok(_) => Ok(()),
-        Err(DepthError::TooDeep) => Err((
-            Reason::TooDeep,
-            format!("MIME nesting exceeds the limit of {limit} levels"),
-        )),
-        Err(DepthError::Malformed(e)) => Err((Reason::Malformed, e)),
-    }
+    mime::check_depth(entity, limit).map(drop).map_err(reject)
 }
 
 fn validate_signer(
@@ -427,39 +418,26 @@ fn validate_signer(
     at: EvalTime,
     rev: &mut RevocationCheck<'_>,
 ) -> Result<trust::ValidPath, Reject> {
-    let path = trust::validate(authority, cert.der, message_certs, at, rev)?;
+    let path =
+        trust::validate(&authority.trust(), cert.der, message_certs, at, rev).map_err(reject)?;
     // RFC 8550 §4.4: no extKeyUsage, or one with emailProtection or
     // anyExtendedKeyUsage; `require_email_eku` demands emailProtection.
     let strict = policy.limits.require_email_eku;
     let eku_problem = match (cert.email_protection, cert.any_eku) {
         (Some(true), _) => None,
-        (None, _) if strict => Some(
-            "has no extKeyUsage; the policy (require_email_eku) requires one with emailProtection",
-        ),
+        (None, _) if strict => Some(UsageProblem::NoEku),
         (None, _) => None,
-        (Some(false), true) if strict => Some(
-            "has an extKeyUsage with anyExtendedKeyUsage but without emailProtection, \
-             which the policy (require_email_eku) requires",
-        ),
+        (Some(false), true) if strict => Some(UsageProblem::AnyEkuOnly),
         (Some(false), true) => None,
-        (Some(false), false) => {
-            Some("has an extKeyUsage without emailProtection or anyExtendedKeyUsage")
-        }
+        (Some(false), false) => Some(UsageProblem::EkuWithoutEmail),
     };
-    if let Some(problem) = eku_problem {
-        return Err((
-            Reason::WrongUsage,
-            format!("signer certificate {} {problem}", cert.subject()),
-        ));
-    }
-    if cert.signing_usage == Some(false) {
-        return Err((
-            Reason::WrongUsage,
-            format!(
-                "signer certificate {} has keyUsage without digitalSignature or nonRepudiation",
-                cert.subject()
-            ),
-        ));
+    let problem =
+        eku_problem.or((cert.signing_usage == Some(false)).then_some(UsageProblem::KeyUsage));
+    if let Some(problem) = problem {
+        return Err(reject(TrustError::SignerUsage {
+            subject: cert.subject(),
+            problem,
+        }));
     }
     Ok(path)
 }
@@ -538,14 +516,9 @@ fn check_signer(
     at: EvalTime,
 ) -> Result<SignerReport, Reject> {
     let limits = &policy.limits;
-    let weak = |e: AlgError| match e {
-        AlgError::Weak(d) => (Reason::WeakAlgorithm, d),
-        AlgError::Malformed(d) => (Reason::Malformed, d),
-        AlgError::Mismatch(d) => (Reason::BadSignature, d),
-    };
     let digest =
-        signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(weak)?;
-    let (alg, alg_name) = signature::signature_alg(signer, cert, digest).map_err(weak)?;
+        signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(reject)?;
+    let (alg, alg_name) = signature::signature_alg(signer, cert, digest).map_err(reject)?;
     let report = SignerReport {
         email: cert.emails.first().cloned(),
         emails: cert.emails.clone(),
@@ -568,11 +541,11 @@ fn check_signer(
     };
     match &signer.signed_attrs {
         Some(attrs_der) => {
-            let attrs = signer.attributes().map_err(|e| match e {
-                CmsError::Malformed(d) | CmsError::NotSigned(d) => (
-                    Reason::Malformed,
-                    format!("the signed attributes of {} cannot be read: {d}", who()),
-                ),
+            let attrs = signer.attributes().map_err(|e| {
+                (
+                    Reason::from(&e),
+                    format!("the signed attributes of {} cannot be read: {e}", who()),
+                )
             })?;
             let expected = attrs.message_digest.ok_or_else(|| {
                 (
@@ -602,7 +575,7 @@ fn check_signer(
             }
             signature::verify_signature(cert.der, alg, attrs_der, sig_value).map_err(|e| {
                 (
-                    Reason::BadSignature,
+                    Reason::from(&e),
                     format!(
                         "signature of {} over the signed attributes does not verify: {e}",
                         who()
@@ -631,7 +604,7 @@ fn check_signer(
             };
             signature::verify_signature(cert.der, alg, &data, sig_value).map_err(|e| {
                 (
-                    Reason::BadSignature,
+                    Reason::from(&e),
                     format!(
                         "signature of {} over the content does not verify: {e}",
                         who()

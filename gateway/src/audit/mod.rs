@@ -1,12 +1,12 @@
 //! The auditors' tools over the message log and the audit chain:
-//! searching ([`cli::search`]), one message's history ([`cli::show`]), the
-//! case reference every message is filed under ([`case_ref`]), and the
-//! read-only web view `emla serve` can expose ([`web`]).
+//! searching ([`cli::search`]), one message's history ([`cli::show`]), and
+//! the read-only web view `emla serve` can expose ([`web`]). The case
+//! reference every message is filed under is [`crate::case_ref`], shared
+//! with intake.
 //!
 //! The runners return their rendered output as a `String`; `main.rs` prints
 //! it and maps an [`AuditError`] to the exit code it names.
 
-pub mod case_ref;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;

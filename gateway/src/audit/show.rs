@@ -4,8 +4,8 @@
 
 use serde_json::{json, Value};
 
-use super::render::time_rfc3339;
 use crate::store::{AuditRecord, MessageRow, QueueRow};
+use crate::text::time_rfc3339;
 
 /// Everything recorded about one message.
 #[derive(Clone, Debug)]

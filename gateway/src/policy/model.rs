@@ -12,6 +12,7 @@ use std::time::Duration;
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 
 use crate::smime::sign::SigningIdentity;
+pub use crate::trust::cert::DigestAlg;
 pub use crate::trust::revocation::{Crl, CrlPolicy, OcspMode};
 
 /// Everything an administrator configured, validated.
@@ -134,6 +135,13 @@ impl Default for RelaySettings {
 }
 
 impl RelaySettings {
+    /// The wait of a delivery after its `failures`-th failed attempt:
+    /// from `retry_initial`, doubling up to `retry_max`, with jitter (see
+    /// [`crate::backoff::exponential`]).
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        crate::backoff::exponential(self.retry_initial, self.retry_max, failures)
+    }
+
     /// The queue lifetime of a lane.
     pub fn lifetime(&self, lane: Lane) -> Duration {
         match lane {
@@ -141,18 +149,6 @@ impl RelaySettings {
             Lane::Urgent => self.urgent_queue_lifetime,
         }
     }
-}
-
-/// A digest algorithm the policy may allow. MD5 and SHA-1 are not
-/// representable: they are always refused.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum DigestAlg {
-    /// SHA-256.
-    Sha256,
-    /// SHA-384.
-    Sha384,
-    /// SHA-512.
-    Sha512,
 }
 
 /// One central or diplomatic authority of a country.
@@ -260,6 +256,20 @@ impl Default for ReceiptKinds {
 }
 
 impl Authority {
+    /// What validating a signer's path against this authority needs.
+    pub fn trust(&self) -> crate::trust::AuthorityTrust<'_> {
+        crate::trust::AuthorityTrust {
+            id: &self.id,
+            country: &self.country,
+            anchors: &self.anchors,
+            anchor_certs: &self.anchor_certs,
+            intermediates: &self.intermediates,
+            crls: &self.crls,
+            ocsp: self.ocsp,
+            fetch_cdp: self.fetch_cdp,
+        }
+    }
+
     /// Whether a client at `ip` may submit mail for this authority.
     pub fn admits_client(&self, ip: std::net::IpAddr) -> bool {
         self.allowed_clients.is_empty() || self.allowed_clients.iter().any(|n| n.contains(&ip))

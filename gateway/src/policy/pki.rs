@@ -345,7 +345,7 @@ impl Ctx<'_> {
                     }
                 };
                 for der in ders {
-                    let crl = match Crl::parse(der, format!("{}/{shown}", self.dir.display())) {
+                    let crl = match Crl::parse(der, self.dir.join(shown).display().to_string()) {
                         Ok(c) => c,
                         Err(e) => {
                             diags.push(

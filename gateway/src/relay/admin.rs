@@ -1,13 +1,14 @@
 //! `emla queue list|show|retry|cancel`: administrators' view of the relay
 //! queue. Every change is audited with the operator's name.
 
-use crate::audit::render::{align, table_cell as cut, time_utc};
+use clap::{Args, Subcommand};
+
 use crate::store::rows::to_json_text;
 use crate::store::{
     Attempt, AuditEvent, AuditKind, AuditRecord, QueueAction, QueueFilter, QueueRow, QueueStatus,
     QueueUpdate, Record, Store,
 };
-use clap::{Args, Subcommand};
+use crate::text::{align, table_cell as cut, time_utc};
 
 /// `emla queue …`.
 #[derive(Clone, Debug, Subcommand)]

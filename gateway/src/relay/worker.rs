@@ -13,7 +13,6 @@ use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::notify::{self, Original};
 use super::pool::Pool;
 use super::receipt::{DeliveryOutcome, Failure};
-use crate::backoff;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
 use crate::store::{
@@ -348,7 +347,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     } else if now >= expires_at {
         (QueueStatus::Failed, now, true)
     } else {
-        let wait = backoff::delay(&policy.relay, failures);
+        let wait = policy.relay.retry_delay(failures);
         let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         (QueueStatus::Queued, at.min(expires_at), false)
     };

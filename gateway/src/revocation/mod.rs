@@ -129,6 +129,16 @@ impl Revocation {
         }
     }
 
+    /// When to try again after the `failures`-th failure in a row.
+    fn retry_at(&self, now: u64, failures: u32) -> u64 {
+        let wait = crate::backoff::exponential(
+            self.settings.retry_initial,
+            self.settings.retry_max,
+            failures,
+        );
+        now + wait.as_secs().max(1)
+    }
+
     /// Marks `key` as being fetched; false when it already is.
     fn begin(&self, key: &str) -> bool {
         self.inflight
@@ -273,12 +283,7 @@ impl Revocation {
             Err(why) => {
                 src.failures = src.failures.saturating_add(1);
                 src.last_error = Some(why.clone());
-                let backoff = crate::backoff::exponential(
-                    self.settings.retry_initial,
-                    self.settings.retry_max,
-                    src.failures,
-                );
-                src.next_attempt = now + backoff.as_secs().max(1);
+                src.next_attempt = self.retry_at(now, src.failures);
                 tracing::warn!(%url, error = %why, failures = src.failures, "CRL download failed");
                 let event = AuditEvent {
                     kind: AuditKind::CrlFetchFailed,
@@ -539,14 +544,7 @@ impl Revocation {
             let src = state.ocsp.entry(id).or_default();
             src.failures = src.failures.saturating_add(1);
             src.last_error = Some(why.clone());
-            src.next_attempt = now
-                + crate::backoff::exponential(
-                    self.settings.retry_initial,
-                    self.settings.retry_max,
-                    src.failures,
-                )
-                .as_secs()
-                .max(1);
+            src.next_attempt = self.retry_at(now, src.failures);
             AuditEvent {
                 kind: AuditKind::OcspFetchFailed,
                 message_id: None,

@@ -38,39 +38,41 @@ impl Shared {
     /// outcomes are audited. Returns the new version or the problems.
     pub async fn reload_policy(&self) -> Result<String, Vec<String>> {
         let old = self.policy.get().version.clone();
-        let (event, result) = match policy::load(&self.config.policy_dir, EvalTime::now()) {
+        match policy::load(&self.config.policy_dir, EvalTime::now()) {
             Ok(p) => {
                 let version = p.version.clone();
+                // Recorded before it is in force: every decision made under
+                // it comes after this record in the chain.
+                self.audit(AuditEvent {
+                    kind: AuditKind::PolicyReloaded,
+                    message_id: None,
+                    data: serde_json::json!({"previous": old, "version": version}),
+                })
+                .await;
                 self.policy.replace(p);
                 tracing::info!(%version, "policy reloaded");
                 // New CRL sources are fetched at once.
                 self.revocation.wake();
-                (
-                    AuditEvent {
-                        kind: AuditKind::PolicyReloaded,
-                        message_id: None,
-                        data: serde_json::json!({"previous": old, "version": version}),
-                    },
-                    Ok(version),
-                )
+                Ok(version)
             }
             Err(diags) => {
                 let problems: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
                 tracing::error!(problems = ?problems, "policy reload failed; keeping version {old}");
-                (
-                    AuditEvent {
-                        kind: AuditKind::PolicyReloadFailed,
-                        message_id: None,
-                        data: serde_json::json!({"kept": old, "problems": problems}),
-                    },
-                    Err(problems),
-                )
+                self.audit(AuditEvent {
+                    kind: AuditKind::PolicyReloadFailed,
+                    message_id: None,
+                    data: serde_json::json!({"kept": old, "problems": problems}),
+                })
+                .await;
+                Err(problems)
             }
-        };
+        }
+    }
+
+    async fn audit(&self, event: AuditEvent) {
         if let Err(e) = self.store.audit(event).await {
             tracing::error!(error = %e, "cannot audit the policy reload");
         }
-        result
     }
 }
 

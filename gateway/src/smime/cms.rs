@@ -8,7 +8,8 @@ use cms::signed_data::SignerInfo;
 use der::asn1::{ObjectIdentifier, OctetString};
 use der::Decode;
 
-use super::der::{Reader, Tlv};
+use crate::asn1::{Reader, Tlv};
+use crate::reason::Reason;
 
 /// id-signedData.
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
@@ -33,14 +34,49 @@ pub const ATTR_SIGNING_TIME: ObjectIdentifier =
 /// Why a CMS object could not be used.
 #[derive(Debug, PartialEq, Eq)]
 pub enum CmsError {
-    /// Valid CMS, but not a signature (e.g. encrypted only).
-    NotSigned(String),
-    /// Unparsable or inconsistent CMS.
+    /// EnvelopedData or AuthEnvelopedData: encrypted, not signed.
+    EncryptedOnly,
+    /// Another content type than SignedData.
+    NotSignedData(ObjectIdentifier),
+    /// A SignedData without SignerInfos.
+    NoSigners,
+    /// Unparsable or inconsistent CMS: what is wrong.
     Malformed(String),
+    /// The signed attributes of a SignerInfo cannot be read: what is wrong.
+    Attributes(String),
+}
+
+impl std::fmt::Display for CmsError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            CmsError::EncryptedOnly => f.write_str("the message is encrypted but not signed"),
+            CmsError::NotSignedData(oid) => write!(f, "CMS content type {oid} is not signedData"),
+            CmsError::NoSigners => f.write_str("the SignedData has no signers"),
+            CmsError::Malformed(d) => write!(f, "CMS: {d}"),
+            CmsError::Attributes(d) => f.write_str(d),
+        }
+    }
+}
+
+impl std::error::Error for CmsError {}
+
+impl From<&CmsError> for Reason {
+    fn from(e: &CmsError) -> Reason {
+        match e {
+            CmsError::EncryptedOnly | CmsError::NotSignedData(_) | CmsError::NoSigners => {
+                Reason::Unsigned
+            }
+            CmsError::Malformed(_) | CmsError::Attributes(_) => Reason::Malformed,
+        }
+    }
 }
 
 fn malformed(what: impl std::fmt::Display) -> CmsError {
     CmsError::Malformed(what.to_string())
+}
+
+fn bad_attribute(what: impl std::fmt::Display) -> CmsError {
+    CmsError::Attributes(what.to_string())
 }
 
 /// A parsed SignedData, borrowing from its DER encoding.
@@ -89,28 +125,28 @@ impl Signer {
                 continue;
             }
             let [value] = attr.values.as_slice() else {
-                return Err(malformed(format!(
+                return Err(bad_attribute(format!(
                     "signed attribute {} must have exactly one value",
                     attr.oid
                 )));
             };
             if attr.oid == ATTR_MESSAGE_DIGEST {
                 if out.message_digest.is_some() {
-                    return Err(malformed("two messageDigest attributes"));
+                    return Err(bad_attribute("two messageDigest attributes"));
                 }
                 let digest = value
                     .decode_as::<der::asn1::OctetStringRef<'_>>()
-                    .map_err(|e| malformed(format!("messageDigest: {e}")))?;
+                    .map_err(|e| bad_attribute(format!("messageDigest: {e}")))?;
                 out.message_digest = Some(digest.as_bytes());
             } else if attr.oid == ATTR_CONTENT_TYPE {
                 let oid = value
                     .decode_as::<ObjectIdentifier>()
-                    .map_err(|e| malformed(format!("contentType attribute: {e}")))?;
+                    .map_err(|e| bad_attribute(format!("contentType attribute: {e}")))?;
                 out.content_type = Some(oid);
             } else {
                 let t = der::Encode::to_der(value)
                     .and_then(|d| x509_cert::time::Time::from_der(&d))
-                    .map_err(|e| malformed(format!("signingTime: {e}")))?;
+                    .map_err(|e| bad_attribute(format!("signingTime: {e}")))?;
                 out.signing_time = Some(t.to_unix_duration().as_secs());
             }
         }
@@ -130,14 +166,10 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
     let mut ci = Reader::new(content_info.value);
     let oid = read_oid(&mut ci, "ContentInfo contentType")?;
     if oid == ID_ENVELOPED_DATA || oid == ID_AUTH_ENVELOPED_DATA {
-        return Err(CmsError::NotSigned(
-            "the message is encrypted but not signed".into(),
-        ));
+        return Err(CmsError::EncryptedOnly);
     }
     if oid != ID_SIGNED_DATA {
-        return Err(CmsError::NotSigned(format!(
-            "CMS content type {oid} is not signedData"
-        )));
+        return Err(CmsError::NotSignedData(oid));
     }
     let explicit = ci
         .expect(0xa0, "ContentInfo content is not [0] EXPLICIT")
@@ -187,7 +219,7 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
         signers.push(parse_signer(tlv)?);
     }
     if signers.is_empty() {
-        return Err(CmsError::NotSigned("the SignedData has no signers".into()));
+        return Err(CmsError::NoSigners);
     }
     Ok(SignedData {
         content_type,
@@ -240,4 +272,28 @@ fn parse_signer(tlv: Tlv<'_>) -> Result<Signer, CmsError> {
 pub fn signature_value(signer: &Signer) -> &[u8] {
     let s: &OctetString = &signer.info.signature;
     s.as_bytes()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// One row per variant: the reason code `verify` reports for it.
+    #[test]
+    fn every_cms_error_has_its_reason() {
+        let table = [
+            (CmsError::EncryptedOnly, Reason::Unsigned),
+            (CmsError::NotSignedData(ID_DATA), Reason::Unsigned),
+            (CmsError::NoSigners, Reason::Unsigned),
+            (CmsError::Malformed("x".into()), Reason::Malformed),
+            (CmsError::Attributes("x".into()), Reason::Malformed),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+        assert_eq!(
+            CmsError::Malformed("trailing data in SignedData".into()).to_string(),
+            "CMS: trailing data in SignedData"
+        );
+    }
 }

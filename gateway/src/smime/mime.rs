@@ -3,8 +3,75 @@
 //! Bodies are never decoded or copied here: parts are slices of the message
 //! exactly as transmitted, which is what a detached signature covers.
 
+use std::fmt;
+
 use mail_parser::{MessageParser, MimeHeaders};
 use memchr::memmem;
+
+use crate::reason::Reason;
+
+/// Why the MIME structure of a message cannot be used.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum MimeError {
+    /// The header section cannot be parsed.
+    Header,
+    /// A multipart entity (lower-case `type/subtype`) has no usable
+    /// boundary parameter.
+    NoBoundary {
+        /// The entity's content type.
+        content_type: String,
+    },
+    /// The closing delimiter comes before any part.
+    NoParts {
+        /// The boundary.
+        boundary: String,
+    },
+    /// The closing delimiter is missing.
+    NoClosingBoundary {
+        /// The boundary.
+        boundary: String,
+    },
+    /// The nesting is deeper than allowed.
+    TooDeep {
+        /// The limit, in levels (the entity itself counting as 1).
+        limit: usize,
+    },
+}
+
+impl fmt::Display for MimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MimeError::Header => f.write_str("cannot parse the MIME header section"),
+            MimeError::NoBoundary { content_type } => {
+                write!(f, "{content_type} without a boundary parameter")
+            }
+            MimeError::NoParts { boundary } => {
+                write!(f, "multipart body with boundary {boundary:?} has no parts")
+            }
+            MimeError::NoClosingBoundary { boundary } => write!(
+                f,
+                "multipart body is missing its closing boundary --{boundary}--"
+            ),
+            MimeError::TooDeep { limit } => {
+                write!(f, "MIME nesting exceeds the limit of {limit} levels")
+            }
+        }
+    }
+}
+
+impl std::error::Error for MimeError {}
+
+impl From<&MimeError> for Reason {
+    fn from(e: &MimeError) -> Reason {
+        match e {
+            MimeError::Header
+            | MimeError::NoBoundary { .. }
+            | MimeError::NoParts { .. }
+            | MimeError::NoClosingBoundary { .. } => Reason::Malformed,
+            MimeError::TooDeep { .. } => Reason::TooDeep,
+        }
+    }
+}
 
 /// A MIME entity (a message or a body part) as transmitted.
 pub struct Entity<'a> {
@@ -24,7 +91,7 @@ pub struct Entity<'a> {
 
 impl<'a> Entity<'a> {
     /// Parses the header section of `raw`.
-    pub fn parse(raw: &'a [u8]) -> Result<Self, String> {
+    pub fn parse(raw: &'a [u8]) -> Result<Self, MimeError> {
         // An empty header section (RFC 2045 defaults: text/plain, us-ascii),
         // as s-nail writes for plain ASCII text.
         if let Some(rest) = raw
@@ -42,7 +109,7 @@ impl<'a> Entity<'a> {
         }
         let message = MessageParser::new()
             .parse_headers(raw)
-            .ok_or("cannot parse the MIME header section")?;
+            .ok_or(MimeError::Header)?;
         // parse_headers leaves offset_body at the end of the input.
         let body_start = header_len(raw);
         let (content_type, params) = match message.content_type() {
@@ -103,11 +170,13 @@ impl<'a> Entity<'a> {
     }
 
     /// The body parts of a multipart entity.
-    pub fn parts(&self) -> Result<Vec<&'a [u8]>, String> {
+    pub fn parts(&self) -> Result<Vec<&'a [u8]>, MimeError> {
         let boundary = self
             .param("boundary")
             .filter(|b| !b.is_empty())
-            .ok_or_else(|| format!("{} without a boundary parameter", self.content_type))?;
+            .ok_or_else(|| MimeError::NoBoundary {
+                content_type: self.content_type.clone(),
+            })?;
         split_multipart(self.body(), boundary)
     }
 }
@@ -115,7 +184,7 @@ impl<'a> Entity<'a> {
 /// Splits a multipart body into its parts (RFC 2046 §5.1.1). Each part runs
 /// from after its delimiter line to before the line break that precedes the
 /// next delimiter: that line break belongs to the delimiter.
-pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, String> {
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, MimeError> {
     let delimiter = format!("--{boundary}");
     let finder = memmem::Finder::new(delimiter.as_bytes());
     let mut parts = Vec::new();
@@ -153,9 +222,9 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
         }
         if closing {
             if parts.is_empty() {
-                return Err(format!(
-                    "multipart body with boundary {boundary:?} has no parts"
-                ));
+                return Err(MimeError::NoParts {
+                    boundary: boundary.to_string(),
+                });
             }
             return Ok(parts);
         }
@@ -163,31 +232,22 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
         current = Some(line_end);
         search = line_end;
     }
-    Err(format!(
-        "multipart body is missing its closing boundary --{boundary}--"
-    ))
-}
-
-/// Outcome of [`depth`] when the structure is too deep or broken.
-#[derive(Debug, PartialEq, Eq)]
-pub enum DepthError {
-    /// Deeper than the limit.
-    TooDeep,
-    /// A multipart could not be split.
-    Malformed(String),
+    Err(MimeError::NoClosingBoundary {
+        boundary: boundary.to_string(),
+    })
 }
 
 /// Checks that MIME nesting (the entity itself counting as 1) stays within
 /// `limit`, walking multiparts and `message/rfc822` without decoding.
-pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, DepthError> {
-    fn walk(raw: &[u8], level: usize, limit: usize) -> Result<usize, DepthError> {
+pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, MimeError> {
+    fn walk(raw: &[u8], level: usize, limit: usize) -> Result<usize, MimeError> {
         if level > limit {
-            return Err(DepthError::TooDeep);
+            return Err(MimeError::TooDeep { limit });
         }
-        let entity = Entity::parse(raw).map_err(DepthError::Malformed)?;
+        let entity = Entity::parse(raw)?;
         let mut deepest = level;
         if entity.is_multipart() {
-            for part in entity.parts().map_err(DepthError::Malformed)? {
+            for part in entity.parts()? {
                 deepest = deepest.max(walk(part, level + 1, limit)?);
             }
         } else if entity.content_type == "message/rfc822"
@@ -275,7 +335,33 @@ mod tests {
             msg = outer;
         }
         assert_eq!(check_depth(&msg, 10), Ok(6));
-        assert_eq!(check_depth(&msg, 5), Err(DepthError::TooDeep));
+        assert_eq!(check_depth(&msg, 5), Err(MimeError::TooDeep { limit: 5 }));
+    }
+
+    /// One row per variant: the reason code `verify` reports for it.
+    #[test]
+    fn every_mime_error_has_its_reason() {
+        let b = || "x".to_string();
+        let table = [
+            (MimeError::Header, Reason::Malformed),
+            (
+                MimeError::NoBoundary { content_type: b() },
+                Reason::Malformed,
+            ),
+            (MimeError::NoParts { boundary: b() }, Reason::Malformed),
+            (
+                MimeError::NoClosingBoundary { boundary: b() },
+                Reason::Malformed,
+            ),
+            (MimeError::TooDeep { limit: 3 }, Reason::TooDeep),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+        assert_eq!(
+            MimeError::TooDeep { limit: 3 }.to_string(),
+            "MIME nesting exceeds the limit of 3 levels"
+        );
     }
 
     #[test]

@@ -2,14 +2,16 @@
 //! digest and signature checks of each SignerInfo.
 
 pub mod cms;
-pub mod der;
 pub mod mime;
 pub mod sign;
 pub mod signature;
 
+use std::fmt;
+
 use base64::Engine;
 
-use mime::Entity;
+use crate::reason::Reason;
+use mime::{Entity, MimeError};
 
 /// How the signature is attached (RFC 8551 §3.5).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -33,10 +35,82 @@ pub struct Envelope<'a> {
 /// Why a message offers no usable S/MIME signature.
 #[derive(Debug, PartialEq, Eq)]
 pub enum ExtractError {
-    /// No S/MIME signature at all.
-    Unsigned(String),
-    /// The signature container is broken.
-    Malformed(String),
+    /// `multipart/signed` with another protocol (PGP, …); lower-cased.
+    OtherProtocol(String),
+    /// `application/pkcs7-mime` holding enveloped (encrypted) data only.
+    EncryptedOnly,
+    /// `application/pkcs7-mime` with another smime-type (lower-cased).
+    NoSignatureType(String),
+    /// A Content-Type that carries no S/MIME signature.
+    NotSmime(String),
+    /// The MIME structure of the signature container is broken.
+    Mime(MimeError),
+    /// `multipart/signed` without exactly two parts: how many it has.
+    PartCount(usize),
+    /// The second part of `multipart/signed` has this Content-Type.
+    SignaturePartType(String),
+    /// The CMS part has an unusable Content-Transfer-Encoding.
+    TransferEncoding(String),
+    /// The base64 of the CMS part does not decode.
+    Base64(base64::DecodeError),
+    /// The CMS part is BER that cannot be normalised to DER.
+    Encoding(crate::asn1::Asn1Error),
+}
+
+impl fmt::Display for ExtractError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ExtractError::OtherProtocol(p) => {
+                write!(f, "multipart/signed with protocol {p} is not S/MIME")
+            }
+            ExtractError::EncryptedOnly => f.write_str("the message is encrypted but not signed"),
+            ExtractError::NoSignatureType(t) => write!(
+                f,
+                "application/pkcs7-mime with smime-type={t} carries no signature"
+            ),
+            ExtractError::NotSmime(ct) => {
+                write!(f, "Content-Type {ct} is not an S/MIME signed message")
+            }
+            ExtractError::Mime(e) => e.fmt(f),
+            ExtractError::PartCount(n) => {
+                write!(f, "multipart/signed has {n} parts, expected 2")
+            }
+            ExtractError::SignaturePartType(ct) => write!(
+                f,
+                "the second part of multipart/signed is {ct}, expected application/pkcs7-signature"
+            ),
+            ExtractError::TransferEncoding(cte) => {
+                write!(f, "CMS part with Content-Transfer-Encoding {cte}")
+            }
+            ExtractError::Base64(e) => write!(f, "base64 of the CMS part: {e}"),
+            ExtractError::Encoding(e) => write!(f, "CMS encoding: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ExtractError {}
+
+impl From<MimeError> for ExtractError {
+    fn from(e: MimeError) -> Self {
+        ExtractError::Mime(e)
+    }
+}
+
+impl From<&ExtractError> for Reason {
+    fn from(e: &ExtractError) -> Reason {
+        match e {
+            ExtractError::OtherProtocol(_)
+            | ExtractError::EncryptedOnly
+            | ExtractError::NoSignatureType(_)
+            | ExtractError::NotSmime(_) => Reason::Unsigned,
+            ExtractError::Mime(e) => Reason::from(e),
+            ExtractError::PartCount(_)
+            | ExtractError::SignaturePartType(_)
+            | ExtractError::TransferEncoding(_)
+            | ExtractError::Base64(_)
+            | ExtractError::Encoding(_) => Reason::Malformed,
+        }
+    }
 }
 
 const SIGNATURE_TYPES: [&str; 2] = [
@@ -53,24 +127,16 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
         let protocol = top.param("protocol").map(|p| p.to_ascii_lowercase());
         if let Some(p) = &protocol {
             if !SIGNATURE_TYPES.contains(&p.as_str()) {
-                return Err(ExtractError::Unsigned(format!(
-                    "multipart/signed with protocol {p} is not S/MIME"
-                )));
+                return Err(ExtractError::OtherProtocol(p.clone()));
             }
         }
-        let parts = top.parts().map_err(ExtractError::Malformed)?;
+        let parts = top.parts()?;
         let [content, signature] = parts.as_slice() else {
-            return Err(ExtractError::Malformed(format!(
-                "multipart/signed has {} parts, expected 2",
-                parts.len()
-            )));
+            return Err(ExtractError::PartCount(parts.len()));
         };
-        let sig = Entity::parse(signature).map_err(ExtractError::Malformed)?;
+        let sig = Entity::parse(signature)?;
         if !SIGNATURE_TYPES.contains(&sig.content_type.as_str()) {
-            return Err(ExtractError::Malformed(format!(
-                "the second part of multipart/signed is {}, expected application/pkcs7-signature",
-                sig.content_type
-            )));
+            return Err(ExtractError::SignaturePartType(sig.content_type));
         }
         let cms_der = decode_cms(&sig)?;
         return Ok(Envelope {
@@ -84,15 +150,9 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
         match smime_type.as_deref() {
             Some("signed-data") | None => {}
             Some("enveloped-data" | "authenveloped-data") => {
-                return Err(ExtractError::Unsigned(
-                    "the message is encrypted but not signed".into(),
-                ))
+                return Err(ExtractError::EncryptedOnly)
             }
-            Some(other) => {
-                return Err(ExtractError::Unsigned(format!(
-                    "application/pkcs7-mime with smime-type={other} carries no signature"
-                )))
-            }
+            Some(other) => return Err(ExtractError::NoSignatureType(other.to_string())),
         }
         let cms_der = decode_cms(top)?;
         return Ok(Envelope {
@@ -101,9 +161,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
             cms_der,
         });
     }
-    Err(ExtractError::Unsigned(format!(
-        "Content-Type {ct} is not an S/MIME signed message"
-    )))
+    Err(ExtractError::NotSmime(ct.to_string()))
 }
 
 /// Decodes the body of an entity holding CMS, normalising BER to DER.
@@ -111,14 +169,10 @@ fn decode_cms(entity: &Entity<'_>) -> Result<Vec<u8>, ExtractError> {
     let raw = match entity.transfer_encoding.as_deref() {
         Some("base64") => decode_base64(entity.body())?,
         None | Some("binary" | "8bit" | "7bit") => entity.body().to_vec(),
-        Some(other) => {
-            return Err(ExtractError::Malformed(format!(
-                "CMS part with Content-Transfer-Encoding {other}"
-            )))
-        }
+        Some(other) => return Err(ExtractError::TransferEncoding(other.to_string())),
     };
-    if der::needs_normalising(&raw) {
-        der::to_der(&raw).map_err(|e| ExtractError::Malformed(format!("CMS encoding: {e}")))
+    if crate::asn1::needs_normalising(&raw) {
+        crate::asn1::to_der(&raw).map_err(ExtractError::Encoding)
     } else {
         Ok(raw)
     }
@@ -139,13 +193,13 @@ fn decode_base64(body: &[u8]) -> Result<Vec<u8>, ExtractError> {
         if chunk.len() == CHUNK {
             engine
                 .decode_vec(&chunk, &mut out)
-                .map_err(|e| ExtractError::Malformed(format!("base64 of the CMS part: {e}")))?;
+                .map_err(ExtractError::Base64)?;
             chunk.clear();
         }
     }
     engine
         .decode_vec(&chunk, &mut out)
-        .map_err(|e| ExtractError::Malformed(format!("base64 of the CMS part: {e}")))?;
+        .map_err(ExtractError::Base64)?;
     Ok(out)
 }
 
@@ -169,16 +223,47 @@ mod tests {
     #[test]
     fn classifies_unsigned_and_pgp() {
         let plain = Entity::parse(b"Content-Type: text/plain\r\n\r\nhi\r\n").unwrap();
-        assert!(matches!(extract(&plain), Err(ExtractError::Unsigned(_))));
+        let reason = |e: Result<Envelope<'_>, ExtractError>| Reason::from(&e.err().unwrap());
+        assert_eq!(reason(extract(&plain)), Reason::Unsigned);
         let pgp = Entity::parse(
             b"Content-Type: multipart/signed; protocol=\"application/pgp-signature\"; boundary=x\r\n\r\n--x\r\n\r\na\r\n--x\r\n\r\nb\r\n--x--\r\n",
         )
         .unwrap();
-        assert!(matches!(extract(&pgp), Err(ExtractError::Unsigned(_))));
+        assert_eq!(reason(extract(&pgp)), Reason::Unsigned);
         let enc = Entity::parse(
             b"Content-Type: application/pkcs7-mime; smime-type=enveloped-data\r\n\r\nAAAA\r\n",
         )
         .unwrap();
-        assert!(matches!(extract(&enc), Err(ExtractError::Unsigned(_))));
+        assert_eq!(reason(extract(&enc)), Reason::Unsigned);
+    }
+
+    /// One row per variant: the reason code `verify` reports for it.
+    #[test]
+    fn every_extract_error_has_its_reason() {
+        use base64::Engine as _;
+        let s = || "x".to_string();
+        let b64 = base64::engine::general_purpose::STANDARD
+            .decode("@")
+            .unwrap_err();
+        let ber = crate::asn1::Asn1Error("x");
+        let table = [
+            (ExtractError::OtherProtocol(s()), Reason::Unsigned),
+            (ExtractError::EncryptedOnly, Reason::Unsigned),
+            (ExtractError::NoSignatureType(s()), Reason::Unsigned),
+            (ExtractError::NotSmime(s()), Reason::Unsigned),
+            (ExtractError::Mime(MimeError::Header), Reason::Malformed),
+            (
+                ExtractError::Mime(MimeError::TooDeep { limit: 1 }),
+                Reason::TooDeep,
+            ),
+            (ExtractError::PartCount(3), Reason::Malformed),
+            (ExtractError::SignaturePartType(s()), Reason::Malformed),
+            (ExtractError::TransferEncoding(s()), Reason::Malformed),
+            (ExtractError::Base64(b64), Reason::Malformed),
+            (ExtractError::Encoding(ber), Reason::Malformed),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
     }
 }

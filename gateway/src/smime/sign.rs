@@ -24,8 +24,8 @@ use rustls_pki_types::PrivateKeyDer;
 use super::cms::{
     ATTR_CONTENT_TYPE, ATTR_MESSAGE_DIGEST, ATTR_SIGNING_TIME, ID_DATA, ID_SIGNED_DATA,
 };
-use super::der::{write_tlv, Reader};
-use crate::policy::DigestAlg;
+use crate::asn1::{write_tlv, Reader};
+use crate::trust::cert::DigestAlg;
 use crate::trust::cert::{CertInfo, KeyAlg};
 
 const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
@@ -121,7 +121,7 @@ impl SigningIdentity {
             .ok_or_else(|| LoadError::Cert("no certificate found".into()))?
             .clone();
         let leaf = leaf.as_slice();
-        let info = CertInfo::parse(leaf).map_err(LoadError::Cert)?;
+        let info = CertInfo::parse(leaf).map_err(|e| LoadError::Cert(e.to_string()))?;
         let spki = &info.cert.tbs_certificate.subject_public_key_info;
         let public = spki.subject_public_key.raw_bytes();
         let rng = SystemRandom::new();
@@ -510,7 +510,7 @@ fn ec_private_scalar(sec1: &[u8]) -> Result<&[u8], LoadError> {
 
 /// DER IssuerAndSerialNumber of a certificate, from its own bytes.
 fn issuer_and_serial(cert: &[u8]) -> Result<Vec<u8>, String> {
-    let walk = || -> Result<Vec<u8>, super::der::Asn1Error> {
+    let walk = || -> Result<Vec<u8>, crate::asn1::Asn1Error> {
         let outer = Reader::new(cert).expect(0x30, "certificate is not a SEQUENCE")?;
         let tbs = Reader::new(outer.value).expect(0x30, "TBSCertificate is not a SEQUENCE")?;
         let mut r = Reader::new(tbs.value);

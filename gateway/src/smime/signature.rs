@@ -7,8 +7,8 @@ use rustls_pki_types::{CertificateDer, SignatureVerificationAlgorithm};
 use webpki::EndEntityCert;
 
 use super::cms::Signer;
-use crate::policy::DigestAlg;
-use crate::trust::cert::{algorithm_name, oid_name, CertInfo, KeyAlg};
+use crate::reason::Reason;
+use crate::trust::cert::{algorithm_name, oid_name, CertInfo, DigestAlg, KeyAlg};
 use crate::trust::pss::{self, KeyParams};
 
 /// Why a SignerInfo's algorithms cannot be used.
@@ -28,6 +28,57 @@ impl std::fmt::Display for AlgError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             AlgError::Weak(d) | AlgError::Malformed(d) | AlgError::Mismatch(d) => f.write_str(d),
+        }
+    }
+}
+
+impl std::error::Error for AlgError {}
+
+impl From<&AlgError> for Reason {
+    fn from(e: &AlgError) -> Reason {
+        match e {
+            AlgError::Weak(_) => Reason::WeakAlgorithm,
+            AlgError::Malformed(_) => Reason::Malformed,
+            AlgError::Mismatch(_) => Reason::BadSignature,
+        }
+    }
+}
+
+/// Why a signature value does not verify with the signer certificate's key.
+#[derive(Debug, PartialEq, Eq)]
+pub enum SignatureError {
+    /// The certificate's key cannot be taken out of it.
+    UnusableCert(webpki::Error),
+    /// The signature value is not the key's signature over the data.
+    WrongValue,
+    /// Verification failed otherwise (e.g. an algorithm the key cannot use).
+    Other(webpki::Error),
+}
+
+impl std::fmt::Display for SignatureError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SignatureError::UnusableCert(e) => write!(
+                f,
+                "the signer certificate cannot be used to check it: {}",
+                crate::trust::describe(e)
+            ),
+            SignatureError::WrongValue => {
+                f.write_str("the signature value does not match the signer's public key")
+            }
+            SignatureError::Other(e) => f.write_str(&crate::trust::describe(e)),
+        }
+    }
+}
+
+impl std::error::Error for SignatureError {}
+
+impl From<&SignatureError> for Reason {
+    fn from(e: &SignatureError) -> Reason {
+        match e {
+            SignatureError::UnusableCert(_)
+            | SignatureError::WrongValue
+            | SignatureError::Other(_) => Reason::BadSignature,
         }
     }
 }
@@ -60,30 +111,6 @@ pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<Diges
         )));
     }
     Ok(alg)
-}
-
-impl DigestAlg {
-    /// Lower-case name, e.g. `sha256`.
-    pub fn name(self) -> &'static str {
-        match self {
-            DigestAlg::Sha256 => "sha256",
-            DigestAlg::Sha384 => "sha384",
-            DigestAlg::Sha512 => "sha512",
-        }
-    }
-
-    /// Output length in bytes.
-    pub fn output_len(self) -> usize {
-        self.ring().output_len()
-    }
-
-    fn ring(self) -> &'static digest::Algorithm {
-        match self {
-            DigestAlg::Sha256 => &digest::SHA256,
-            DigestAlg::Sha384 => &digest::SHA384,
-            DigestAlg::Sha512 => &digest::SHA512,
-        }
-    }
 }
 
 /// Digest of `data`, with bare LF line endings hashed as CRLF (the
@@ -291,11 +318,12 @@ fn pss_hash(signer: &Signer) -> Result<DigestAlg, AlgError> {
 
 /// See [`pss_hash`]; `params` is the DER RSASSA-PSS-params SEQUENCE.
 fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
-    let bad = |e: super::der::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
-    let seq = super::der::Reader::new(params)
+    let bad =
+        |e: crate::asn1::Asn1Error| AlgError::Malformed(format!("RSASSA-PSS parameters: {e}"));
+    let seq = crate::asn1::Reader::new(params)
         .expect(0x30, "not a SEQUENCE")
         .map_err(bad)?;
-    let mut r = super::der::Reader::new(seq.value);
+    let mut r = crate::asn1::Reader::new(seq.value);
     if r.peek_tag() != Some(0xa0) {
         return Err(AlgError::Weak(
             "RSASSA-PSS with the default SHA-1 hash".into(),
@@ -329,7 +357,7 @@ fn pss_params_hash(params: &[u8]) -> Result<DigestAlg, AlgError> {
     let want = hash.output_len();
     let salt = if r.peek_tag() == Some(0xa2) {
         let t = r.read().map_err(bad)?;
-        let int = super::der::Reader::new(t.value)
+        let int = crate::asn1::Reader::new(t.value)
             .expect(0x02, "saltLength is not an INTEGER")
             .map_err(bad)?;
         int.value
@@ -374,26 +402,51 @@ pub fn verify_signature(
     alg: &dyn SignatureVerificationAlgorithm,
     message: &[u8],
     signature: &[u8],
-) -> Result<(), String> {
+) -> Result<(), SignatureError> {
     let der = CertificateDer::from(cert);
-    let ee = EndEntityCert::try_from(&der).map_err(|e| {
-        format!(
-            "the signer certificate cannot be used to check it: {}",
-            crate::trust::describe(&e)
-        )
-    })?;
+    let ee = EndEntityCert::try_from(&der).map_err(SignatureError::UnusableCert)?;
     ee.verify_signature(alg, message, signature)
         .map_err(|e| match e {
-            webpki::Error::InvalidSignatureForPublicKey => {
-                "the signature value does not match the signer's public key".to_string()
-            }
-            other => crate::trust::describe(&other),
+            webpki::Error::InvalidSignatureForPublicKey => SignatureError::WrongValue,
+            other => SignatureError::Other(other),
         })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One row per variant: the reason code `verify` reports for it.
+    #[test]
+    fn every_alg_error_has_its_reason() {
+        let table = [
+            (AlgError::Weak("x".into()), Reason::WeakAlgorithm),
+            (AlgError::Malformed("x".into()), Reason::Malformed),
+            (AlgError::Mismatch("x".into()), Reason::BadSignature),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+    }
+
+    /// One row per variant: the reason code `verify` reports for it.
+    #[test]
+    fn every_signature_error_has_its_reason() {
+        let table = [
+            (
+                SignatureError::UnusableCert(webpki::Error::BadDer),
+                Reason::BadSignature,
+            ),
+            (SignatureError::WrongValue, Reason::BadSignature),
+            (
+                SignatureError::Other(webpki::Error::UnknownIssuer),
+                Reason::BadSignature,
+            ),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+    }
 
     #[test]
     fn canonical_digest_equals_digest_of_crlf_copy() {

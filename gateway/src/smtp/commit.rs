@@ -9,7 +9,7 @@ use mail_parser::MessageParser;
 use super::handler::Transaction;
 use super::reply::Reply;
 use super::Service;
-use crate::audit::case_ref::{case_ref, CaseRefPattern};
+use crate::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::relay::notify::{self, Original};

@@ -14,6 +14,9 @@ pub mod handler;
 pub mod reply;
 pub mod session;
 
+#[cfg(test)]
+mod tests;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -145,8 +148,9 @@ async fn accept_loop(
             Ok(permit) => {
                 let gw = gw.clone();
                 let stop = stop.clone();
+                let _ = tcp.set_nodelay(true);
                 tokio::spawn(async move {
-                    session::run(gw, tcp, stop).await;
+                    session::run(gw, tcp, peer, stop).await;
                     drop(permit);
                 });
             }

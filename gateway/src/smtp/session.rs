@@ -3,17 +3,24 @@
 //! sees them, adds what `mailin` lacks (SIZE, PIPELINING, enhanced status
 //! codes), upgrades to TLS, and runs the async steps the handler left
 //! pending.
+//!
+//! The session is generic over its stream: the intake passes a
+//! `TcpStream`, the tests an in-memory `tokio::io::duplex` half. STARTTLS
+//! wraps whatever stream the session was given.
 
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::Mutex;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
-use std::sync::Mutex;
-
 use mailin::{Action, Response, Session, SessionBuilder};
-use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::sync::watch;
 use tokio::time::Instant;
+use tokio_rustls::server::TlsStream;
 
 use super::commit;
 use super::handler::{Intake, Pending, Shared};
@@ -27,8 +34,65 @@ const MAX_COMMAND_LINE: usize = 2048;
 /// Longest line of message text (RFC 5322 §2.1.1: 998 plus CRLF).
 const MAX_TEXT_LINE: usize = 1000;
 
-trait Stream: AsyncRead + AsyncWrite + Unpin + Send {}
-impl<T: AsyncRead + AsyncWrite + Unpin + Send> Stream for T {}
+/// The session's connection: the stream it was given, then, after
+/// STARTTLS, TLS over that stream.
+enum Conn<S> {
+    Plain(S),
+    Tls(Box<TlsStream<S>>),
+    /// Between taking the plain stream and the end of the handshake.
+    Upgrading,
+}
+
+/// The I/O of one session: the connection with its read buffer.
+type Io<S> = BufReader<Conn<S>>;
+
+fn upgrading() -> io::Error {
+    io::Error::new(io::ErrorKind::NotConnected, "TLS handshake in progress")
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncRead for Conn<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> AsyncWrite for Conn<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s).poll_flush(cx),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Upgrading => Poll::Ready(Err(upgrading())),
+        }
+    }
+}
 
 /// Why a session ended, for the log.
 enum End {
@@ -45,13 +109,17 @@ enum Line {
     Eof,
 }
 
-/// Runs one session to its end.
-pub async fn run(gw: Arc<Service>, tcp: TcpStream, mut shutdown: watch::Receiver<bool>) {
-    let peer = match tcp.peer_addr() {
-        Ok(p) => p,
-        Err(_) => return,
-    };
-    let _ = tcp.set_nodelay(true);
+/// Runs one session with the client at `peer` over `stream` to its end.
+/// When `shutdown` turns true, a session at the prompt is closed with
+/// `421`; one inside a transaction may finish it within the shutdown grace.
+pub async fn run<S>(
+    gw: Arc<Service>,
+    stream: S,
+    peer: SocketAddr,
+    mut shutdown: watch::Receiver<bool>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
     let policy_source = {
         let gw = gw.clone();
         Box::new(move || gw.policy())
@@ -67,7 +135,7 @@ pub async fn run(gw: Arc<Service>, tcp: TcpStream, mut shutdown: watch::Receiver
     }
     let mut smtp = builder.build(peer.ip(), Shared(state.clone()));
     let state = Shared(state);
-    let mut io: BufReader<Box<dyn Stream>> = BufReader::new(Box::new(tcp));
+    let mut io: Io<S> = BufReader::new(Conn::Plain(stream));
     let hostname = gw.policy().gateway.hostname.clone();
     let greeting = format!("220 {hostname} ESMTP emla\r\n");
     if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
@@ -87,11 +155,11 @@ pub async fn run(gw: Arc<Service>, tcp: TcpStream, mut shutdown: watch::Receiver
     );
 }
 
-async fn drive(
+async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Arc<Service>,
     smtp: &mut Session<Shared>,
     state: &Shared,
-    io: &mut BufReader<Box<dyn Stream>>,
+    io: &mut Io<S>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
     let mut out: Vec<u8> = Vec::new();
@@ -178,6 +246,12 @@ async fn drive(
             let _ = io.get_mut().write_all(&out).await;
             return End::Refused;
         }
+        if !in_data && has_control_character(&line) {
+            // mailin would take a NUL inside an address: an address no
+            // mail client shows as it is.
+            out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
+            continue;
+        }
         if !in_data {
             if let Some((reply, detail)) = check_mail_size(state, &line) {
                 let event = state
@@ -236,7 +310,11 @@ async fn drive(
     }
 }
 
-async fn close(io: &mut BufReader<Box<dyn Stream>>, out: &mut Vec<u8>, text: &str) -> End {
+async fn close<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
+    out: &mut Vec<u8>,
+    text: &str,
+) -> End {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
     let _ = io.get_mut().write_all(out).await;
@@ -267,8 +345,8 @@ struct Partial {
 /// Reads one line (through `\n`), at most `max` bytes; longer lines are
 /// consumed and reported, so memory stays bounded. Cancellation-safe: what
 /// was consumed from `io` is kept in `partial`.
-async fn read_line(
-    io: &mut BufReader<Box<dyn Stream>>,
+async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
+    io: &mut Io<S>,
     max: usize,
     partial: &mut Partial,
 ) -> std::io::Result<Line> {
@@ -301,6 +379,13 @@ async fn read_line(
 }
 
 /// Why a line does not end in CRLF or holds a lone CR or LF, if it does.
+/// Whether a command line (CRLF excluded) holds a control character other
+/// than TAB.
+fn has_control_character(line: &[u8]) -> bool {
+    let body = line.strip_suffix(b"\r\n").unwrap_or(line);
+    body.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
 fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
     let body = match line.strip_suffix(b"\r\n") {
         Some(b) => b,
@@ -385,20 +470,22 @@ fn ehlo_reply(gw: &Service, state: &Shared, line: &[u8]) -> Vec<u8> {
     out.into_bytes()
 }
 
-/// Replaces the plain stream with TLS. Anything the client pipelined
-/// after STARTTLS is discarded (command injection, CVE-2011-0411 class).
-async fn upgrade(
+/// Replaces the plain stream with TLS over it. Anything the client
+/// pipelined after STARTTLS is discarded (command injection,
+/// CVE-2011-0411 class).
+async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Service,
-    io: &mut BufReader<Box<dyn Stream>>,
+    io: &mut Io<S>,
 ) -> Result<(String, String), ()> {
     let Some(acceptor) = gw.tls.clone() else {
         return Err(());
     };
-    let buffered = io.buffer().len();
-    io.consume(buffered);
-    let placeholder: Box<dyn Stream> = Box::new(tokio::io::duplex(1).0);
-    let plain = std::mem::replace(io, BufReader::new(placeholder));
-    let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain.into_inner()))
+    // Dropping the reader drops what it buffered.
+    let Conn::Plain(plain) = std::mem::replace(io, BufReader::new(Conn::Upgrading)).into_inner()
+    else {
+        return Err(());
+    };
+    let tls = tokio::time::timeout(Duration::from_secs(30), acceptor.accept(plain))
         .await
         .map_err(|_| ())?
         .map_err(|e| tracing::debug!(error = %e, "TLS handshake failed"))?;
@@ -411,7 +498,7 @@ async fn upgrade(
         .negotiated_cipher_suite()
         .map(|c| format!("{:?}", c.suite()))
         .unwrap_or_default();
-    *io = BufReader::new(Box::new(tls));
+    *io = BufReader::new(Conn::Tls(Box::new(tls)));
     Ok((version, cipher))
 }
 

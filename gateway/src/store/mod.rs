@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::config::BodyStorage;
 use crate::reason::Reason;
 
 pub mod chain;
@@ -112,7 +113,7 @@ pub struct MessageRecord {
     pub policy_version: String,
     /// The case reference: the `X-MLA-Reference` header, else the first
     /// match of the case pattern in `Subject:` (see
-    /// [`audit::case_ref`](crate::audit::case_ref)); searched by
+    /// [`case_ref`](crate::case_ref)); searched by
     /// `emla audit search --case`.
     pub case_ref: Option<String>,
     /// The raw bytes to keep (always for accepted messages; for rejected
@@ -236,17 +237,6 @@ pub struct StoreStats {
     pub events: u64,
     /// Transactions that failed (their callers got `Unavailable`).
     pub failed: u64,
-}
-
-/// Where message bodies are kept.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum BodyStorage {
-    /// Files under `data_dir/messages/`, fsynced before the transaction.
-    #[default]
-    Files,
-    /// Rows of the `bodies` table, in the same transaction as the message:
-    /// instances sharing a PostgreSQL database can deliver each other's mail.
-    Database,
 }
 
 /// A handle on the store; cheap to clone.

@@ -1,10 +1,32 @@
 //! What the gateway needs to know about one certificate.
 
+use super::TrustError;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
+use ring::digest;
 use x509_cert::ext::pkix::name::GeneralName;
 use x509_cert::ext::pkix::{ExtendedKeyUsage, KeyUsage, SubjectAltName, SubjectKeyIdentifier};
 use x509_cert::Certificate;
+
+/// A certificate that is not a DER X.509 certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CertError(pub der::Error);
+
+impl std::fmt::Display for CertError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "unparsable certificate: {}", self.0)
+    }
+}
+
+impl std::error::Error for CertError {}
+
+/// For callers that still collect errors as sentences (the audit
+/// checkpoint verifier).
+impl From<CertError> for String {
+    fn from(e: CertError) -> String {
+        e.to_string()
+    }
+}
 
 const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 const RSASSA_PSS: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.10");
@@ -14,6 +36,43 @@ const P256: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.10045.3.1.7
 const EMAIL_PROTECTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.6.1.5.5.7.3.4");
 const ANY_EKU: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.5.29.37.0");
 const P384: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.132.0.34");
+
+/// A digest algorithm a signature may use and the policy may allow. MD5
+/// and SHA-1 are not representable: they are always refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DigestAlg {
+    /// SHA-256.
+    Sha256,
+    /// SHA-384.
+    Sha384,
+    /// SHA-512.
+    Sha512,
+}
+
+impl DigestAlg {
+    /// Lower-case name, e.g. `sha256`.
+    pub fn name(self) -> &'static str {
+        match self {
+            DigestAlg::Sha256 => "sha256",
+            DigestAlg::Sha384 => "sha384",
+            DigestAlg::Sha512 => "sha512",
+        }
+    }
+
+    /// Output length in bytes.
+    pub fn output_len(self) -> usize {
+        self.ring().output_len()
+    }
+
+    /// The `ring` digest.
+    pub(crate) fn ring(self) -> &'static digest::Algorithm {
+        match self {
+            DigestAlg::Sha256 => &digest::SHA256,
+            DigestAlg::Sha384 => &digest::SHA384,
+            DigestAlg::Sha512 => &digest::SHA512,
+        }
+    }
+}
 
 /// Certificate signature algorithms that are refused wherever they appear.
 pub(crate) const WEAK_SIGNATURES: [(&str, &str); 6] = [
@@ -86,9 +145,8 @@ pub struct CertInfo<'a> {
 
 impl<'a> CertInfo<'a> {
     /// Parses a DER certificate.
-    pub fn parse(der: &'a [u8]) -> Result<Self, String> {
-        let cert =
-            Certificate::from_der(der).map_err(|e| format!("unparsable certificate: {e}"))?;
+    pub fn parse(der: &'a [u8]) -> Result<Self, CertError> {
+        let cert = Certificate::from_der(der).map_err(CertError)?;
         let tbs = &cert.tbs_certificate;
         let mut emails = Vec::new();
         if let Ok(Some((_, san))) = tbs.get::<SubjectAltName>() {
@@ -151,19 +209,22 @@ impl<'a> CertInfo<'a> {
     }
 
     /// Why this certificate uses a refused algorithm, if it does.
-    pub fn weakness(&self, min_rsa_bits: usize) -> Option<String> {
+    pub fn weakness(&self, min_rsa_bits: usize) -> Option<TrustError> {
         let oid = self.cert.signature_algorithm.oid.to_string();
         if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
-            return Some(format!(
-                "certificate {} is signed with {name}",
-                self.subject()
-            ));
+            return Some(TrustError::WeakCertSignature {
+                subject: self.subject(),
+                algorithm: name,
+            });
         }
         match self.key {
-            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => Some(format!(
-                "certificate {} has a {bits}-bit RSA key (minimum {min_rsa_bits})",
-                self.subject()
-            )),
+            KeyAlg::Rsa { bits } | KeyAlg::RsaPss { bits } if bits < min_rsa_bits => {
+                Some(TrustError::ShortRsaKey {
+                    subject: self.subject(),
+                    bits,
+                    min: min_rsa_bits,
+                })
+            }
             _ => None,
         }
     }
@@ -218,7 +279,7 @@ fn key_alg(cert: &Certificate) -> KeyAlg {
 /// The contents (OID, then parameters) of an AlgorithmIdentifier as encoded.
 fn alg_id_contents(ai: &x509_cert::spki::AlgorithmIdentifierOwned) -> Vec<u8> {
     let der = ai.to_der().unwrap_or_default();
-    crate::smime::der::Reader::new(&der)
+    crate::asn1::Reader::new(&der)
         .read()
         .map(|t| t.value.to_vec())
         .unwrap_or_default()
@@ -265,7 +326,7 @@ pub fn oid_name(dotted: &str) -> String {
 /// parameters): `ecdsa-with-SHA256 (1.2.840.10045.4.3.2)`; RSASSA-PSS and
 /// EC keys name their hash or curve.
 pub fn algorithm_name(contents: &[u8]) -> String {
-    let mut r = crate::smime::der::Reader::new(contents);
+    let mut r = crate::asn1::Reader::new(contents);
     let Ok(tlv) = r.expect(0x06, "OID") else {
         return "an unparsable algorithm identifier".to_string();
     };
@@ -300,9 +361,9 @@ pub fn algorithm_name(contents: &[u8]) -> String {
 
 /// Size in bits of the modulus of a DER RSAPublicKey.
 fn rsa_modulus_bits(rsa_public_key: &[u8]) -> Option<usize> {
-    let mut outer = crate::smime::der::Reader::new(rsa_public_key);
+    let mut outer = crate::asn1::Reader::new(rsa_public_key);
     let seq = outer.read().ok()?;
-    let modulus = crate::smime::der::Reader::new(seq.value).read().ok()?.value;
+    let modulus = crate::asn1::Reader::new(seq.value).read().ok()?.value;
     let significant: &[u8] = {
         let skip = modulus.iter().take_while(|&&b| b == 0).count();
         &modulus[skip..]

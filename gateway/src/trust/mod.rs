@@ -8,14 +8,389 @@ pub mod ocsp;
 pub mod pss;
 pub mod revocation;
 
-use rustls_pki_types::CertificateDer;
+use std::fmt;
+use std::sync::Arc;
+
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeId, KeyPurposeIdIter, KeyUsage};
 
 use crate::clock::EvalTime;
-use crate::policy::Authority;
 use crate::reason::Reason;
 use memo::Memo;
-use revocation::{CrlPolicy, RevocationSet, StatusEvidence, Want};
+use revocation::{Crl, CrlPolicy, OcspMode, RevocationSet, StatusEvidence, Want};
+
+/// Why a signer certificate's path or its revocation status is not
+/// acceptable. Each variant carries what its sentence names; `verify`
+/// takes the reason code from [`Reason::from`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TrustError {
+    // Certificates as sent.
+    /// A certificate sent with the message cannot be parsed.
+    MessageCert(cert::CertError),
+    /// The validator cannot read the signer certificate.
+    SignerCert(webpki::Error),
+    /// A certificate of the chain cannot be parsed for the revocation check.
+    ChainCert(String),
+    /// A certificate is signed with a refused algorithm (MD5, SHA-1).
+    WeakCertSignature {
+        /// Its subject.
+        subject: String,
+        /// The algorithm's name.
+        algorithm: &'static str,
+    },
+    /// A certificate has an RSA key shorter than the policy allows.
+    ShortRsaKey {
+        /// Its subject.
+        subject: String,
+        /// The key's size in bits.
+        bits: usize,
+        /// The policy's minimum.
+        min: usize,
+    },
+
+    // Path validation.
+    /// A certificate of the path has expired at the evaluation time.
+    Expired {
+        /// Its notAfter, Unix seconds.
+        not_after: u64,
+        /// The evaluation time, Unix seconds.
+        time: u64,
+    },
+    /// A certificate of the path is not yet valid at the evaluation time.
+    NotYetValid {
+        /// Its notBefore, Unix seconds.
+        not_before: u64,
+        /// The evaluation time, Unix seconds.
+        time: u64,
+    },
+    /// No issuer on the path is an anchor of the authority or was sent.
+    UnknownIssuer {
+        /// The authority's id.
+        authority: String,
+        /// Its country.
+        country: String,
+    },
+    /// A certificate's signature does not verify with its issuer's key.
+    BadCertSignature {
+        /// The authority's id.
+        authority: String,
+        /// Its country.
+        country: String,
+    },
+    /// The path validated, but to an anchor not among the authority's
+    /// anchor certificates.
+    UnidentifiedAnchor,
+    /// Another reason the path does not lead to the authority's anchors.
+    Untrusted(webpki::Error),
+    /// keyUsage or extKeyUsage on the path does not allow e-mail signing.
+    WrongUsage(webpki::Error),
+    /// A certificate of the path is signed with a refused algorithm.
+    WeakAlgorithm(webpki::Error),
+    /// A certificate of the path is malformed.
+    Malformed(webpki::Error),
+    /// The signer certificate's extKeyUsage or keyUsage does not allow
+    /// e-mail signing (RFC 8550 §4.4, `require_email_eku`).
+    SignerUsage {
+        /// Its subject.
+        subject: String,
+        /// What is wrong.
+        problem: UsageProblem,
+    },
+
+    // Revocation.
+    /// The validator found a certificate of the path on a CRL.
+    CrlRevoked {
+        /// The authority's id.
+        authority: String,
+    },
+    /// The validator found a stale CRL.
+    CrlStale {
+        /// The authority's id.
+        authority: String,
+        /// The CRL's nextUpdate, Unix seconds.
+        next_update: u64,
+        /// The evaluation time, Unix seconds.
+        time: u64,
+    },
+    /// The validator found no CRL covering a certificate of the path.
+    NoCrlCoverage {
+        /// The authority's id.
+        authority: String,
+    },
+    /// A certificate of the path is on its issuer's CRL.
+    RevokedByCrl {
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+        /// The CRL's issuer.
+        issuer: String,
+        /// The revocation date, Unix seconds.
+        since: u64,
+        /// The CRL reason code, if given.
+        reason: Option<String>,
+    },
+    /// An OCSP responder says a certificate of the path is revoked.
+    RevokedByOcsp {
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+        /// Who signed the answer.
+        responder: String,
+        /// The revocation time, Unix seconds.
+        since: u64,
+        /// The CRL reason code, if given.
+        reason: Option<String>,
+    },
+    /// An OCSP responder does not know a certificate of the path.
+    OcspUnknown {
+        /// Who signed the answer.
+        responder: String,
+        /// The certificate's subject.
+        subject: String,
+        /// Its serial, hex.
+        serial: String,
+    },
+    /// No fresh CRL, and no OCSP responder to ask.
+    CrlUnavailable(revocation::NoStatus),
+    /// No fresh CRL, and no OCSP answer from the certificate's responders.
+    OcspUnavailable {
+        /// Why no CRL settles it.
+        crl: revocation::NoStatus,
+        /// The responder URLs.
+        responders: Vec<String>,
+    },
+}
+
+/// What is wrong with the signer certificate's usage extensions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UsageProblem {
+    /// No extKeyUsage, and the policy requires one with emailProtection.
+    NoEku,
+    /// anyExtendedKeyUsage without emailProtection, which the policy requires.
+    AnyEkuOnly,
+    /// extKeyUsage without emailProtection or anyExtendedKeyUsage.
+    EkuWithoutEmail,
+    /// keyUsage without digitalSignature or nonRepudiation.
+    KeyUsage,
+}
+
+impl fmt::Display for UsageProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UsageProblem::NoEku => {
+                "has no extKeyUsage; the policy (require_email_eku) requires one with emailProtection"
+            }
+            UsageProblem::AnyEkuOnly => {
+                "has an extKeyUsage with anyExtendedKeyUsage but without emailProtection, \
+                 which the policy (require_email_eku) requires"
+            }
+            UsageProblem::EkuWithoutEmail => {
+                "has an extKeyUsage without emailProtection or anyExtendedKeyUsage"
+            }
+            UsageProblem::KeyUsage => "has keyUsage without digitalSignature or nonRepudiation",
+        })
+    }
+}
+
+impl TrustError {
+    /// The error for a rustls-webpki path validation failure against
+    /// `authority`.
+    fn from_webpki(e: webpki::Error, authority: &AuthorityTrust<'_>) -> TrustError {
+        use webpki::Error as E;
+        let id = || authority.id.to_string();
+        match e {
+            E::CertExpired { time, not_after } => TrustError::Expired {
+                not_after: not_after.as_secs(),
+                time: time.as_secs(),
+            },
+            E::CertNotValidYet { time, not_before } => TrustError::NotYetValid {
+                not_before: not_before.as_secs(),
+                time: time.as_secs(),
+            },
+            E::CertRevoked => TrustError::CrlRevoked { authority: id() },
+            E::CrlExpired { time, next_update } => TrustError::CrlStale {
+                authority: id(),
+                next_update: next_update.as_secs(),
+                time: time.as_secs(),
+            },
+            E::UnknownRevocationStatus => TrustError::NoCrlCoverage { authority: id() },
+            E::UnknownIssuer => TrustError::UnknownIssuer {
+                authority: id(),
+                country: authority.country.to_string(),
+            },
+            E::InvalidSignatureForPublicKey => TrustError::BadCertSignature {
+                authority: id(),
+                country: authority.country.to_string(),
+            },
+            E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension | E::CaUsedAsEndEntity => {
+                TrustError::WrongUsage(e)
+            }
+            E::UnsupportedSignatureAlgorithmContext(_)
+            | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => {
+                TrustError::WeakAlgorithm(e)
+            }
+            E::BadDer
+            | E::BadDerTime
+            | E::TrailingData(_)
+            | E::MalformedExtensions
+            | E::ExtensionValueInvalid
+            | E::InvalidCertValidity
+            | E::InvalidSerialNumber
+            | E::SignatureAlgorithmMismatch => TrustError::Malformed(e),
+            _ => TrustError::Untrusted(e),
+        }
+    }
+}
+
+impl fmt::Display for TrustError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let when = |t: &u64| EvalTime::from_unix(*t).to_rfc3339();
+        let chain = "a certificate of the signer's chain";
+        match self {
+            TrustError::MessageCert(e) => write!(f, "certificate in the message: {e}"),
+            TrustError::SignerCert(e) => write!(f, "signer certificate: {e}"),
+            TrustError::ChainCert(e) => write!(f, "certificate of the chain: {e}"),
+            TrustError::WeakCertSignature { subject, algorithm } => {
+                write!(f, "certificate {subject} is signed with {algorithm}")
+            }
+            TrustError::ShortRsaKey { subject, bits, min } => write!(
+                f,
+                "certificate {subject} has a {bits}-bit RSA key (minimum {min})"
+            ),
+            TrustError::Expired { not_after, time } => write!(
+                f,
+                "{chain} expired at {} (evaluation time {})",
+                when(not_after),
+                when(time)
+            ),
+            TrustError::NotYetValid { not_before, time } => write!(
+                f,
+                "{chain} is valid only from {} (evaluation time {})",
+                when(not_before),
+                when(time)
+            ),
+            TrustError::UnknownIssuer { authority, country } => write!(
+                f,
+                "the signer certificate does not chain to the trust anchors of authority \
+                 {authority} ({country}): no issuer on its path is one of them or was sent \
+                 with the message"
+            ),
+            TrustError::BadCertSignature { authority, country } => write!(
+                f,
+                "the signer certificate does not chain to the trust anchors of authority \
+                 {authority} ({country}): the signature on a certificate of its path does not \
+                 verify with its issuer's key"
+            ),
+            TrustError::UnidentifiedAnchor => {
+                f.write_str("the validated path ends at an anchor that cannot be identified")
+            }
+            TrustError::Untrusted(e)
+            | TrustError::WrongUsage(e)
+            | TrustError::WeakAlgorithm(e)
+            | TrustError::Malformed(e) => f.write_str(&describe(e)),
+            TrustError::SignerUsage { subject, problem } => {
+                write!(f, "signer certificate {subject} {problem}")
+            }
+            TrustError::CrlRevoked { authority } => {
+                write!(f, "{chain} is revoked by a CRL of authority {authority}")
+            }
+            TrustError::CrlStale {
+                authority,
+                next_update,
+                time,
+            } => write!(
+                f,
+                "a CRL of authority {authority} is stale: its nextUpdate was {} \
+                 (evaluation time {})",
+                when(next_update),
+                when(time)
+            ),
+            TrustError::NoCrlCoverage { authority } => {
+                write!(f, "no CRL of authority {authority} covers {chain}")
+            }
+            TrustError::RevokedByCrl {
+                subject,
+                serial,
+                issuer,
+                since,
+                reason,
+            } => write!(
+                f,
+                "certificate {subject} (serial {serial}) is revoked by the CRL of {issuer} \
+                 since {}{}",
+                when(since),
+                reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            TrustError::RevokedByOcsp {
+                subject,
+                serial,
+                responder,
+                since,
+                reason,
+            } => write!(
+                f,
+                "certificate {subject} (serial {serial}) is revoked according to the OCSP \
+                 responder {responder} since {}{}",
+                when(since),
+                reason
+                    .as_ref()
+                    .map(|r| format!(" ({r})"))
+                    .unwrap_or_default()
+            ),
+            TrustError::OcspUnknown {
+                responder,
+                subject,
+                serial,
+            } => write!(
+                f,
+                "the OCSP responder {responder} does not know certificate {subject} \
+                 (serial {serial})"
+            ),
+            TrustError::CrlUnavailable(crl) => crl.fmt(f),
+            TrustError::OcspUnavailable { crl, responders } => write!(
+                f,
+                "{crl}, and no OCSP answer from {} is at hand",
+                responders.join(", ")
+            ),
+        }
+    }
+}
+
+impl std::error::Error for TrustError {}
+
+impl From<&TrustError> for Reason {
+    fn from(e: &TrustError) -> Reason {
+        match e {
+            TrustError::MessageCert(_)
+            | TrustError::SignerCert(_)
+            | TrustError::ChainCert(_)
+            | TrustError::Malformed(_) => Reason::Malformed,
+            TrustError::WeakCertSignature { .. }
+            | TrustError::ShortRsaKey { .. }
+            | TrustError::WeakAlgorithm(_) => Reason::WeakAlgorithm,
+            TrustError::Expired { .. } => Reason::Expired,
+            TrustError::NotYetValid { .. } => Reason::NotYetValid,
+            TrustError::UnknownIssuer { .. }
+            | TrustError::BadCertSignature { .. }
+            | TrustError::UnidentifiedAnchor
+            | TrustError::Untrusted(_) => Reason::UntrustedChain,
+            TrustError::WrongUsage(_) | TrustError::SignerUsage { .. } => Reason::WrongUsage,
+            TrustError::CrlRevoked { .. }
+            | TrustError::RevokedByCrl { .. }
+            | TrustError::RevokedByOcsp { .. } => Reason::Revoked,
+            TrustError::CrlStale { .. }
+            | TrustError::NoCrlCoverage { .. }
+            | TrustError::CrlUnavailable(_) => Reason::CrlUnavailable,
+            TrustError::OcspUnavailable { .. } => Reason::OcspUnavailable,
+            TrustError::OcspUnknown { .. } => Reason::RevocationUnknown,
+        }
+    }
+}
 
 /// id-kp-emailProtection (1.3.6.1.5.5.7.3.4), DER value octets.
 const EMAIL_PROTECTION: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x04];
@@ -82,12 +457,37 @@ pub static CHAIN_ALGORITHMS: &[&dyn rustls_pki_types::SignatureVerificationAlgor
     &Memo(&pss::SHA512_KEY),
 ];
 
+/// What path validation needs of one authority: its trust anchors, the
+/// certificates and CRL files its policy lists, how its revocation status
+/// is learnt, and its id and country for messages. Lent by
+/// `policy::Authority::trust`.
+#[derive(Clone, Copy)]
+pub struct AuthorityTrust<'a> {
+    /// Stable identifier, e.g. `fr-moj`.
+    pub id: &'a str,
+    /// ISO 3166-1 alpha-2 country code, upper case.
+    pub country: &'a str,
+    /// Its trust anchors.
+    pub anchors: &'a [TrustAnchor<'static>],
+    /// The anchors' certificates, in the order of `anchors`.
+    pub anchor_certs: &'a [CertificateDer<'static>],
+    /// Configured intermediate CA certificates.
+    pub intermediates: &'a [CertificateDer<'static>],
+    /// The CRL files its policy lists.
+    pub crls: &'a [Arc<Crl>],
+    /// Whether and how OCSP is asked.
+    pub ocsp: OcspMode,
+    /// Whether the CRL distribution points of its CA certificates are
+    /// downloaded.
+    pub fetch_cdp: bool,
+}
+
 /// A chain that validated: DER certificates from the signer to the anchor's
 /// issuer-side (intermediates only; the anchor is reported separately).
 pub struct ValidPath {
     /// Intermediate certificates used, signer side first.
     pub intermediates: Vec<Vec<u8>>,
-    /// Index of the anchor in `Authority::anchor_certs`, when identified.
+    /// Index of the anchor in [`AuthorityTrust::anchor_certs`], when identified.
     pub anchor: Option<usize>,
 }
 
@@ -124,15 +524,14 @@ impl<'a> RevocationCheck<'a> {
 /// intermediates from the message and the authority's configuration, then
 /// the revocation status of every certificate of the path ([`revocation`]).
 pub fn validate(
-    authority: &Authority,
+    authority: &AuthorityTrust<'_>,
     signer: &[u8],
     message_certs: &[&[u8]],
     at: EvalTime,
     rev: &mut RevocationCheck<'_>,
-) -> Result<ValidPath, (Reason, String)> {
+) -> Result<ValidPath, TrustError> {
     let signer_der = CertificateDer::from(signer);
-    let ee = EndEntityCert::try_from(&signer_der)
-        .map_err(|e| (Reason::Malformed, format!("signer certificate: {e}")))?;
+    let ee = EndEntityCert::try_from(&signer_der).map_err(TrustError::SignerCert)?;
     let mut intermediates: Vec<CertificateDer<'_>> = message_certs
         .iter()
         .filter(|c| **c != signer)
@@ -143,7 +542,7 @@ pub fn validate(
     let path = ee
         .verify_for_usage(
             CHAIN_ALGORITHMS,
-            &authority.anchors,
+            authority.anchors,
             &intermediates,
             at.to_webpki(),
             // CA certificates commonly carry no EKU; a stricter rule for the
@@ -154,7 +553,7 @@ pub fn validate(
             None,
             None,
         )
-        .map_err(|e| map_error(&e, authority))?;
+        .map_err(|e| TrustError::from_webpki(e, authority))?;
 
     let anchor_subject = path.anchor().subject.as_ref();
     let anchor = authority.anchor_certs.iter().position(|c| {
@@ -171,18 +570,13 @@ pub fn validate(
     };
     let anchor_der = anchor
         .and_then(|i| authority.anchor_certs.get(i))
-        .ok_or_else(|| {
-            (
-                Reason::UntrustedChain,
-                "the validated path ends at an anchor that cannot be identified".to_string(),
-            )
-        })?;
+        .ok_or(TrustError::UnidentifiedAnchor)?;
     let mut chain: Vec<&[u8]> = vec![signer];
     chain.extend(valid.intermediates.iter().map(Vec::as_slice));
     chain.push(anchor_der);
     rev.path_cas.clone_from(&valid.intermediates);
     let sources = revocation::Sources {
-        files: &authority.crls,
+        files: authority.crls,
         fetched: rev.fetched,
     };
     let opts = revocation::Options {
@@ -199,68 +593,6 @@ pub fn validate(
         &mut rev.wants,
     )?;
     Ok(valid)
-}
-
-fn map_error(e: &webpki::Error, authority: &Authority) -> (Reason, String) {
-    use webpki::Error as E;
-    let reason = match e {
-        E::CertExpired { .. } => Reason::Expired,
-        E::CertNotValidYet { .. } => Reason::NotYetValid,
-        E::CertRevoked => Reason::Revoked,
-        E::UnknownRevocationStatus | E::CrlExpired { .. } => Reason::CrlUnavailable,
-        E::RequiredEkuNotFoundContext(_) | E::EmptyEkuExtension => Reason::WrongUsage,
-        E::CaUsedAsEndEntity => Reason::WrongUsage,
-        E::UnsupportedSignatureAlgorithmContext(_)
-        | E::UnsupportedSignatureAlgorithmForPublicKeyContext(_) => Reason::WeakAlgorithm,
-        E::BadDer
-        | E::BadDerTime
-        | E::TrailingData(_)
-        | E::MalformedExtensions
-        | E::ExtensionValueInvalid
-        | E::InvalidCertValidity
-        | E::InvalidSerialNumber
-        | E::SignatureAlgorithmMismatch => Reason::Malformed,
-        _ => Reason::UntrustedChain,
-    };
-    let when = |t: &rustls_pki_types::UnixTime| EvalTime::from_unix(t.as_secs()).to_rfc3339();
-    let detail = match e {
-        E::CertExpired { time, not_after } => format!(
-            "a certificate of the signer's chain expired at {} (evaluation time {})",
-            when(not_after),
-            when(time)
-        ),
-        E::CertNotValidYet { time, not_before } => format!(
-            "a certificate of the signer's chain is valid only from {} (evaluation time {})",
-            when(not_before),
-            when(time)
-        ),
-        E::CertRevoked => format!(
-            "a certificate of the signer's chain is revoked by a CRL of authority {}",
-            authority.id
-        ),
-        E::CrlExpired { time, next_update } => format!(
-            "a CRL of authority {} is stale: its nextUpdate was {} (evaluation time {})",
-            authority.id,
-            when(next_update),
-            when(time)
-        ),
-        E::UnknownRevocationStatus => format!(
-            "no CRL of authority {} covers a certificate of the signer's chain",
-            authority.id
-        ),
-        E::UnknownIssuer => format!(
-            "the signer certificate does not chain to the trust anchors of authority {} ({}): \
-             no issuer on its path is one of them or was sent with the message",
-            authority.id, authority.country
-        ),
-        E::InvalidSignatureForPublicKey => format!(
-            "the signer certificate does not chain to the trust anchors of authority {} ({}): \
-             the signature on a certificate of its path does not verify with its issuer's key",
-            authority.id, authority.country
-        ),
-        _ => describe(e),
-    };
-    (reason, detail)
 }
 
 /// A sentence saying what a rustls-webpki error means for the signer's
@@ -399,6 +731,221 @@ fn der_type_name(t: webpki::DerTypeId) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One row per variant: the reason code `verify` reports for it
+    /// (docs/contracts.md, "Reason codes").
+    #[test]
+    fn every_trust_error_has_its_reason() {
+        use revocation::NoStatus;
+        let s = || "x".to_string();
+        let no_crl = || NoStatus::NoCrl {
+            issuer: s(),
+            subject: s(),
+        };
+        let table = [
+            (
+                TrustError::MessageCert(cert::CertError(der::Error::from(der::ErrorKind::Failed))),
+                Reason::Malformed,
+            ),
+            (
+                TrustError::SignerCert(webpki::Error::BadDer),
+                Reason::Malformed,
+            ),
+            (TrustError::ChainCert(s()), Reason::Malformed),
+            (
+                TrustError::WeakCertSignature {
+                    subject: s(),
+                    algorithm: "md5WithRSAEncryption",
+                },
+                Reason::WeakAlgorithm,
+            ),
+            (
+                TrustError::ShortRsaKey {
+                    subject: s(),
+                    bits: 1024,
+                    min: 2048,
+                },
+                Reason::WeakAlgorithm,
+            ),
+            (
+                TrustError::Expired {
+                    not_after: 1,
+                    time: 2,
+                },
+                Reason::Expired,
+            ),
+            (
+                TrustError::NotYetValid {
+                    not_before: 2,
+                    time: 1,
+                },
+                Reason::NotYetValid,
+            ),
+            (
+                TrustError::UnknownIssuer {
+                    authority: s(),
+                    country: s(),
+                },
+                Reason::UntrustedChain,
+            ),
+            (
+                TrustError::BadCertSignature {
+                    authority: s(),
+                    country: s(),
+                },
+                Reason::UntrustedChain,
+            ),
+            (TrustError::UnidentifiedAnchor, Reason::UntrustedChain),
+            (
+                TrustError::Untrusted(webpki::Error::EndEntityUsedAsCa),
+                Reason::UntrustedChain,
+            ),
+            (
+                TrustError::WrongUsage(webpki::Error::EmptyEkuExtension),
+                Reason::WrongUsage,
+            ),
+            (
+                TrustError::WeakAlgorithm(webpki::Error::UnsupportedSignatureAlgorithmContext(
+                    webpki::UnsupportedSignatureAlgorithmContext {
+                        signature_algorithm_id: Vec::new(),
+                        supported_algorithms: Vec::new(),
+                    },
+                )),
+                Reason::WeakAlgorithm,
+            ),
+            (
+                TrustError::Malformed(webpki::Error::BadDer),
+                Reason::Malformed,
+            ),
+            (
+                TrustError::SignerUsage {
+                    subject: s(),
+                    problem: UsageProblem::KeyUsage,
+                },
+                Reason::WrongUsage,
+            ),
+            (TrustError::CrlRevoked { authority: s() }, Reason::Revoked),
+            (
+                TrustError::CrlStale {
+                    authority: s(),
+                    next_update: 1,
+                    time: 2,
+                },
+                Reason::CrlUnavailable,
+            ),
+            (
+                TrustError::NoCrlCoverage { authority: s() },
+                Reason::CrlUnavailable,
+            ),
+            (
+                TrustError::RevokedByCrl {
+                    subject: s(),
+                    serial: s(),
+                    issuer: s(),
+                    since: 1,
+                    reason: None,
+                },
+                Reason::Revoked,
+            ),
+            (
+                TrustError::RevokedByOcsp {
+                    subject: s(),
+                    serial: s(),
+                    responder: s(),
+                    since: 1,
+                    reason: Some("keyCompromise".into()),
+                },
+                Reason::Revoked,
+            ),
+            (
+                TrustError::OcspUnknown {
+                    responder: s(),
+                    subject: s(),
+                    serial: s(),
+                },
+                Reason::RevocationUnknown,
+            ),
+            (TrustError::CrlUnavailable(no_crl()), Reason::CrlUnavailable),
+            (
+                TrustError::OcspUnavailable {
+                    crl: no_crl(),
+                    responders: vec![s()],
+                },
+                Reason::OcspUnavailable,
+            ),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+    }
+
+    /// The webpki errors land in the variants (and so the reasons) the
+    /// old per-call-site table gave them.
+    #[test]
+    fn webpki_errors_keep_their_reasons() {
+        use rustls_pki_types::UnixTime;
+        use std::time::Duration;
+        use webpki::Error as E;
+        let authority = AuthorityTrust {
+            id: "fr-moj",
+            country: "FR",
+            anchors: &[],
+            anchor_certs: &[],
+            intermediates: &[],
+            crls: &[],
+            ocsp: OcspMode::Off,
+            fetch_cdp: false,
+        };
+        let t = |s| UnixTime::since_unix_epoch(Duration::from_secs(s));
+        let table = [
+            (
+                E::CertExpired {
+                    time: t(2),
+                    not_after: t(1),
+                },
+                Reason::Expired,
+            ),
+            (
+                E::CertNotValidYet {
+                    time: t(1),
+                    not_before: t(2),
+                },
+                Reason::NotYetValid,
+            ),
+            (E::CertRevoked, Reason::Revoked),
+            (E::UnknownRevocationStatus, Reason::CrlUnavailable),
+            (
+                E::CrlExpired {
+                    time: t(2),
+                    next_update: t(1),
+                },
+                Reason::CrlUnavailable,
+            ),
+            (E::EmptyEkuExtension, Reason::WrongUsage),
+            (E::CaUsedAsEndEntity, Reason::WrongUsage),
+            (E::BadDer, Reason::Malformed),
+            (E::SignatureAlgorithmMismatch, Reason::Malformed),
+            (E::UnknownIssuer, Reason::UntrustedChain),
+            (E::InvalidSignatureForPublicKey, Reason::UntrustedChain),
+            (E::PathLenConstraintViolated, Reason::UntrustedChain),
+        ];
+        for (e, r) in table {
+            let te = TrustError::from_webpki(e.clone(), &authority);
+            assert_eq!(Reason::from(&te), r, "{e:?}");
+        }
+        let expired = TrustError::from_webpki(
+            E::CertExpired {
+                time: t(86_400),
+                not_after: t(0),
+            },
+            &authority,
+        );
+        assert_eq!(
+            expired.to_string(),
+            "a certificate of the signer's chain expired at 1970-01-01T00:00:00Z \
+             (evaluation time 1970-01-02T00:00:00Z)"
+        );
+    }
 
     /// No detail is a `{:?}` dump: each is a sentence (letters and spaces,
     /// no struct braces or variant names).

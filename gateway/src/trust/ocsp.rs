@@ -32,8 +32,8 @@ use x509_ocsp::{
     TbsRequest,
 };
 
+use crate::asn1::Reader;
 use crate::clock::EvalTime;
-use crate::smime::der::Reader;
 
 /// How long a response without nextUpdate is believed after its
 /// thisUpdate: one hour (RFC 5019 §2.2.4 leaves it to the client; CRLs of
@@ -369,8 +369,7 @@ struct RawBasic<'a> {
 }
 
 fn raw_basic(basic: &[u8]) -> Result<RawBasic<'_>, OcspError> {
-    let bad =
-        |e: crate::smime::der::Asn1Error| OcspError::Malformed(format!("BasicOCSPResponse: {e}"));
+    let bad = |e: crate::asn1::Asn1Error| OcspError::Malformed(format!("BasicOCSPResponse: {e}"));
     let outer = Reader::new(basic)
         .expect(0x30, "not a SEQUENCE")
         .map_err(bad)?;

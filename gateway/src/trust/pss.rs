@@ -14,7 +14,7 @@ use ring::signature;
 use rustls_pki_types::SignatureVerificationAlgorithm as Sva;
 use rustls_pki_types::{alg_id, AlgorithmIdentifier, InvalidSignature};
 
-use crate::policy::DigestAlg;
+use super::cert::DigestAlg;
 
 /// id-RSASSA-PSS without parameters: the contents of its AlgorithmIdentifier.
 pub const RSASSA_PSS_KEY: AlgorithmIdentifier = AlgorithmIdentifier::from_slice(&[

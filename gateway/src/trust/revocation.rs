@@ -24,8 +24,8 @@ use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{CrlDistributionPoints, CrlNumber, KeyUsage};
 use x509_cert::Certificate;
 
+use super::TrustError;
 use crate::clock::EvalTime;
-use crate::reason::Reason;
 
 /// Handling of a certificate whose revocation status cannot be established.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -484,8 +484,47 @@ pub struct Sources<'a> {
     pub fetched: &'a RevocationSet,
 }
 
-/// A rejection: the reason code and what failed.
-type Reject = (Reason, String);
+/// Why no CRL settles a certificate's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum NoStatus {
+    /// The newest CRL its issuer signed is past its nextUpdate.
+    StaleCrl {
+        /// The issuer.
+        issuer: String,
+        /// The CRL's nextUpdate, Unix seconds.
+        next_update: u64,
+        /// The evaluation time.
+        at: EvalTime,
+    },
+    /// Its issuer signed none of the CRLs at hand.
+    NoCrl {
+        /// The issuer.
+        issuer: String,
+        /// The certificate's subject.
+        subject: String,
+    },
+}
+
+impl fmt::Display for NoStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            NoStatus::StaleCrl {
+                issuer,
+                next_update,
+                at,
+            } => write!(
+                f,
+                "the CRL of {issuer} is stale: its nextUpdate was {} (evaluation time {})",
+                EvalTime::from_unix(*next_update).to_rfc3339(),
+                at.to_rfc3339()
+            ),
+            NoStatus::NoCrl { issuer, subject } => write!(
+                f,
+                "no CRL from {issuer}, the issuer of {subject}, is available"
+            ),
+        }
+    }
+}
 
 /// Checks every certificate of `chain` (signer first, anchor last; the
 /// anchor itself is not checked) against the revocation data of its issuer
@@ -499,13 +538,13 @@ pub fn check_path(
     at: EvalTime,
     evidence: &mut Vec<StatusEvidence>,
     wants: &mut Vec<Want>,
-) -> Result<(), Reject> {
+) -> Result<(), TrustError> {
     let parsed: Vec<Certificate> = chain
         .iter()
         .map(|der| Certificate::from_der(der))
         .collect::<Result<_, _>>()
-        .map_err(|e| (Reason::Malformed, format!("certificate of the chain: {e}")))?;
-    let mut failure: Option<Reject> = None;
+        .map_err(|e| TrustError::ChainCert(e.to_string()))?;
+    let mut failure: Option<TrustError> = None;
     for (i, pair) in parsed.windows(2).enumerate() {
         let (cert, issuer) = (&pair[0], &pair[1]);
         let outcome = status_of(cert, issuer, chain[i], chain[i + 1], sources, opts, at)?;
@@ -541,19 +580,14 @@ pub fn check_path(
                 ev.der = Some(answer.der.clone());
             }
             Status::Unknown { why, wants: more } => {
-                let reason = if more.iter().any(|w| matches!(w, Want::Ocsp { .. })) {
-                    Reason::OcspUnavailable
-                } else {
-                    Reason::CrlUnavailable
-                };
                 wants.extend(more);
                 if opts.crl_policy == CrlPolicy::HardFail {
                     // Go on: the other certificates' wants are fetched too.
-                    failure.get_or_insert((reason, why));
+                    failure.get_or_insert(why);
                     continue;
                 }
                 tracing::warn!(subject = %ev.subject, problem = %why, "revocation status unknown; accepted under soft-fail");
-                ev.problem = Some(why);
+                ev.problem = Some(why.to_string());
             }
         }
         evidence.push(ev);
@@ -568,9 +602,10 @@ pub fn check_path(
 enum Status {
     Crl(Arc<Crl>),
     Ocsp(Arc<OcspAnswer>),
-    /// Not established: why, and what could settle it.
+    /// Not established: why ([`TrustError::CrlUnavailable`] or
+    /// [`TrustError::OcspUnavailable`]), and what could settle it.
     Unknown {
-        why: String,
+        why: TrustError,
         wants: Vec<Want>,
     },
 }
@@ -608,26 +643,24 @@ fn status_of(
     sources: &Sources<'_>,
     opts: Options,
     at: EvalTime,
-) -> Result<Status, Reject> {
+) -> Result<Status, TrustError> {
     let tbs = &cert.tbs_certificate;
     let serial = tbs.serial_number.as_bytes();
     let issuer_name = tbs.issuer.to_der().unwrap_or_default();
     let candidates = crls_signed_by(&issuer_name, issuer, sources);
     let fresh = candidates.iter().find(|c| c.fresh_at(at)).copied();
 
-    let by_crl = |crl: &Arc<Crl>| -> Result<Status, Reject> {
+    let by_crl = |crl: &Arc<Crl>| -> Result<Status, TrustError> {
         match crl.revoked(serial) {
-            Some((when, reason)) if when <= at.unix() + CLOCK_SKEW_SECS => Err((
-                Reason::Revoked,
-                format!(
-                    "certificate {} (serial {}) is revoked by the CRL of {} since {}{}",
-                    tbs.subject,
-                    hex::encode(serial),
-                    tbs.issuer,
-                    EvalTime::from_unix(when).to_rfc3339(),
-                    reason.map(|r| format!(" ({r})")).unwrap_or_default()
-                ),
-            )),
+            Some((since, reason)) if since <= at.unix() + CLOCK_SKEW_SECS => {
+                Err(TrustError::RevokedByCrl {
+                    subject: tbs.subject.to_string(),
+                    serial: hex::encode(serial),
+                    issuer: tbs.issuer.to_string(),
+                    since,
+                    reason,
+                })
+            }
             _ => Ok(Status::Crl(crl.clone())),
         }
     };
@@ -641,29 +674,21 @@ fn status_of(
             .filter(|a| a.fresh_at(at))
             .cloned()
     };
-    let by_ocsp = |a: Arc<OcspAnswer>| -> Result<Status, Reject> {
+    let by_ocsp = |a: Arc<OcspAnswer>| -> Result<Status, TrustError> {
         match &a.status {
             CertStatus::Good => Ok(Status::Ocsp(a)),
-            CertStatus::Revoked { time, reason } => Err((
-                Reason::Revoked,
-                format!(
-                    "certificate {} (serial {}) is revoked according to the OCSP responder {} since {}{}",
-                    tbs.subject,
-                    hex::encode(serial),
-                    a.responder,
-                    EvalTime::from_unix(*time).to_rfc3339(),
-                    reason.as_ref().map(|r| format!(" ({r})")).unwrap_or_default()
-                ),
-            )),
-            CertStatus::Unknown => Err((
-                Reason::RevocationUnknown,
-                format!(
-                    "the OCSP responder {} does not know certificate {} (serial {})",
-                    a.responder,
-                    tbs.subject,
-                    hex::encode(serial)
-                ),
-            )),
+            CertStatus::Revoked { time, reason } => Err(TrustError::RevokedByOcsp {
+                subject: tbs.subject.to_string(),
+                serial: hex::encode(serial),
+                responder: a.responder.clone(),
+                since: *time,
+                reason: reason.clone(),
+            }),
+            CertStatus::Unknown => Err(TrustError::OcspUnknown {
+                responder: a.responder.clone(),
+                subject: tbs.subject.to_string(),
+                serial: hex::encode(serial),
+            }),
         }
     };
     let prefer_ocsp = opts.ocsp == OcspMode::Prefer;
@@ -680,17 +705,16 @@ fn status_of(
             return by_ocsp(a);
         }
     }
-    let why = match candidates.first() {
-        Some(stale) => format!(
-            "the CRL of {} is stale: its nextUpdate was {} (evaluation time {})",
-            tbs.issuer,
-            EvalTime::from_unix(stale.next_update).to_rfc3339(),
-            at.to_rfc3339()
-        ),
-        None => format!(
-            "no CRL from {}, the issuer of {}, is available",
-            tbs.issuer, tbs.subject
-        ),
+    let crl = match candidates.first() {
+        Some(stale) => NoStatus::StaleCrl {
+            issuer: tbs.issuer.to_string(),
+            next_update: stale.next_update,
+            at,
+        },
+        None => NoStatus::NoCrl {
+            issuer: tbs.issuer.to_string(),
+            subject: tbs.subject.to_string(),
+        },
     };
     // Only now, with nothing at hand: which responders could be asked.
     let urls = if opts.ocsp == OcspMode::Off {
@@ -709,17 +733,22 @@ fn status_of(
     });
     let mut wants: Vec<Want> = want_crl.into_iter().collect();
     if urls.is_empty() {
-        return Ok(Status::Unknown { why, wants });
+        return Ok(Status::Unknown {
+            why: TrustError::CrlUnavailable(crl),
+            wants,
+        });
     }
-    let why = format!(
-        "{why}, and no OCSP answer from {} is at hand",
-        urls.join(", ")
-    );
     wants.push(Want::Ocsp {
         cert: cert_der.to_vec(),
         issuer: issuer_der.to_vec(),
-        urls,
+        urls: urls.clone(),
         key,
     });
-    Ok(Status::Unknown { why, wants })
+    Ok(Status::Unknown {
+        why: TrustError::OcspUnavailable {
+            crl,
+            responders: urls,
+        },
+        wants,
+    })
 }

@@ -5,10 +5,10 @@ use std::fmt::Write as _;
 
 use super::auth::Auditor;
 use super::query::{get, link, with};
-use crate::audit::render::{time_rfc3339, time_utc};
 use crate::audit::show::History;
 use crate::reason::Reason;
 use crate::store::{ChainCheck, MessageSummary};
+use crate::text::{time_rfc3339, time_utc};
 
 /// The stylesheet, served as `/style.css` (the CSP allows styles from
 /// `'self'` only).

@@ -505,11 +505,11 @@ impl Web {
             let v = match &check {
                 ChainCheck::Intact { records, head } => {
                     json!({"status": "intact", "records": records, "head": head,
-                           "checked_at": render::time_rfc3339(at)})
+                           "checked_at": crate::text::time_rfc3339(at)})
                 }
                 ChainCheck::Broken { seq, problem } => {
                     json!({"status": "broken", "seq": seq, "problem": problem,
-                           "checked_at": render::time_rfc3339(at)})
+                           "checked_at": crate::text::time_rfc3339(at)})
                 }
             };
             return respond(StatusCode::OK, JSON, json_body(&v));

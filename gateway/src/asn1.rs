@@ -4,7 +4,8 @@
 //! indefinite lengths and chunked OCTET STRINGs, which the `der` crate
 //! refuses. We normalise to DER before decoding, and walk TLVs ourselves
 //! where the original bytes matter (signed attributes, certificates) because
-//! decoding a SET OF re-sorts it.
+//! decoding a SET OF re-sorts it. Shared by CMS ([`crate::smime`]) and
+//! certificate and OCSP parsing ([`crate::trust`]).
 
 use std::fmt;
 

@@ -1,0 +1,83 @@
+//! Plain text for people: times in UTC, table cells and aligned tables,
+//! shared by the CLI commands that print tables (`emla audit search`,
+//! `emla queue`) and the auditors' web view.
+
+/// `ms` since the epoch as `YYYY-MM-DD HH:MM:SS` (UTC).
+pub fn time_utc(ms: i64) -> String {
+    fmt_time(ms, false)
+}
+
+/// `ms` since the epoch as RFC 3339 with milliseconds, e.g.
+/// `2026-01-01T00:00:00.000Z`.
+pub fn time_rfc3339(ms: i64) -> String {
+    fmt_time(ms, true)
+}
+
+fn fmt_time(ms: i64, rfc3339: bool) -> String {
+    let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap_or(time::OffsetDateTime::UNIX_EPOCH);
+    let (date, clock) = (
+        format!("{:04}-{:02}-{:02}", t.year(), u8::from(t.month()), t.day()),
+        format!("{:02}:{:02}:{:02}", t.hour(), t.minute(), t.second()),
+    );
+    if rfc3339 {
+        format!("{date}T{clock}.{:03}Z", t.millisecond())
+    } else {
+        format!("{date} {clock}")
+    }
+}
+
+/// A cell as the table shows it: control characters as spaces, cut at
+/// `max` characters.
+pub fn table_cell(text: &str, max: usize) -> String {
+    let clean: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    if clean.chars().count() > max {
+        let mut cut: String = clean.chars().take(max - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        clean
+    }
+}
+
+/// Lines of cells as an aligned table: columns separated by two spaces
+/// and padded to their widest cell (in characters), no trailing spaces.
+pub fn align(lines: &[Vec<String>]) -> String {
+    let cols = lines.iter().map(Vec::len).max().unwrap_or(0);
+    let mut widths = vec![0usize; cols];
+    for l in lines {
+        for (w, c) in widths.iter_mut().zip(l) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let mut out = String::new();
+    for l in lines {
+        let mut line = String::new();
+        for (i, c) in l.iter().enumerate() {
+            if i > 0 {
+                line.push_str("  ");
+            }
+            line.push_str(c);
+            if i + 1 < l.len() {
+                line.extend(std::iter::repeat_n(' ', widths[i] - c.chars().count()));
+            }
+        }
+        out.push_str(line.trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times() {
+        assert_eq!(time_utc(1_767_225_600_123), "2026-01-01 00:00:00");
+        assert_eq!(time_rfc3339(1_767_225_600_123), "2026-01-01T00:00:00.123Z");
+    }
+}
