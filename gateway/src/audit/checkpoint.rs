@@ -448,7 +448,7 @@ pub fn verify_detached(
     ca: &[CertificateDer<'_>],
     at: EvalTime,
 ) -> Result<String, String> {
-    let signed = cms::parse(der).map_err(|e| format!("not a CMS signature: {e:?}"))?;
+    let signed = cms::parse(der).map_err(|e| format!("not a CMS signature: {e}"))?;
     if signed.content.is_some() {
         return Err("the signature encapsulates content; a detached one is expected".into());
     }
@@ -475,7 +475,7 @@ pub fn verify_detached(
         .signed_attrs
         .as_ref()
         .ok_or("the signature has no signed attributes")?;
-    let attrs = signer.attributes().map_err(|e| format!("{e:?}"))?;
+    let attrs = signer.attributes().map_err(|e| e.to_string())?;
     let expected = attrs
         .message_digest
         .ok_or("the signed attributes lack messageDigest")?;
