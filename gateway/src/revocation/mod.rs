@@ -59,7 +59,7 @@ pub struct Revocation {
 pub struct FetchOutcome {
     /// The URL.
     pub url: String,
-    /// `updated`, `unchanged` or `failed`.
+    /// `updated`, `unchanged`, `failed`, or `skipped` (a download from there is in progress).
     pub result: &'static str,
     /// What went wrong, or what is held now.
     pub detail: String,
