@@ -48,6 +48,7 @@ use super::AuditError;
 use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::Policy;
+use crate::store::chain::AuditRow;
 use crate::store::{AuditKind, AuditRecord, Evidence, MessageRow, Store};
 use crate::trust::revocation::{Crl, RevocationSet};
 use crate::verify::{self, Envelope};
@@ -331,23 +332,7 @@ pub async fn export(
         .message
         .clone()
         .ok_or_else(|| AuditError::NotFound(format!("no message row for {id}")))?;
-    let zip = args
-        .out
-        .extension()
-        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
-    if zip && args.out.exists() {
-        return Err(usage(format!("--out {}: exists", args.out.display())));
-    }
-    if args.out.exists()
-        && std::fs::read_dir(&args.out)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(usage(format!(
-            "--out {}: exists and is not an empty directory",
-            args.out.display()
-        )));
-    }
+    let zip = check_out(&args.out)?;
     let first_seq = h.events.iter().map(|e| e.seq).min();
     let last_seq = h.events.iter().map(|e| e.seq).max();
     let (Some(first_seq), Some(last_seq)) = (first_seq, last_seq) else {
@@ -355,57 +340,7 @@ pub async fn export(
             "message {id} has no audit records (pruned?)"
         )));
     };
-
-    // The checkpoint covering the last record.
-    let cp_json = match &args.checkpoint {
-        Some(p) => p.clone(),
-        None => {
-            let dir = &config.audit.checkpoint_dir;
-            let existing = if dir.is_dir() {
-                checkpoint::list(dir).map_err(usage)?
-            } else {
-                Vec::new()
-            };
-            match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
-                Some((_, p)) => p,
-                None => {
-                    checkpoint::write(store, policy, dir, &config.audit)
-                        .await
-                        .map_err(|e| usage(format!("writing a checkpoint: {e}")))?
-                        .json
-                }
-            }
-        }
-    };
-    let cp_bytes = std::fs::read(&cp_json)
-        .map_err(|e| usage(format!("cannot read {}: {e}", cp_json.display())))?;
-    let cp =
-        Checkpoint::parse(&cp_bytes).map_err(|e| usage(format!("{}: {e}", cp_json.display())))?;
-    if cp.seq < last_seq {
-        return Err(usage(format!(
-            "checkpoint {} (seq {}) does not cover the message's last record {last_seq}",
-            cp_json.display(),
-            cp.seq
-        )));
-    }
-    let cp_sig = std::fs::read(checkpoint::p7s_path(&cp_json)).ok();
-    let outcome = checkpoint::compare(store, &cp).await?;
-    if outcome != checkpoint::Outcome::Matches {
-        return Err(AuditError::NotFound(format!(
-            "the database does not match checkpoint {} ({outcome:?}): refusing to export a broken log",
-            cp_json.display()
-        )));
-    }
-    let records = store.audit_range(first_seq - 1, cp.seq).await?;
-    if records.first().map(|r| r.seq) != Some(first_seq)
-        || records.last().map(|r| r.seq) != Some(cp.seq)
-        || records.len() as i64 != cp.seq - first_seq + 1
-    {
-        return Err(AuditError::NotFound(format!(
-            "records {first_seq}..{} are not all in the database",
-            cp.seq
-        )));
-    }
+    let proof = Proof::gather(store, policy, config, args, first_seq, last_seq).await?;
 
     let mut b = Bundle::default();
     let received = received_time(&m);
@@ -416,8 +351,6 @@ pub async fn export(
     } else {
         None
     };
-    let rcpt = &m.rcpt_to;
-    let mail_from = &m.mail_from;
 
     // The revocation data that decided the message, as archived at
     // reception. The re-verification uses exactly that (the policy's CRL
@@ -428,6 +361,188 @@ pub async fn export(
         .as_deref()
         .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
     let archive = archive(store, h.decision_record(), raw.as_deref(), authority).await?;
+    let reverified = reverify(policy, &archive, raw.as_deref(), &m, received)?;
+    add_verification(
+        &mut b,
+        policy,
+        &id,
+        &m,
+        raw.as_deref(),
+        reverified.as_ref(),
+        &archive,
+    );
+
+    // Certificates of the sender's authority; the revocation data that
+    // decided (or, for older records, the CRLs loaded now).
+    let authority = authority.or_else(|| {
+        let id = reverified.as_ref().and_then(|v| v.authority.clone())?;
+        policy.authorities.iter().find(|x| x.id == id)
+    });
+    let has_untrusted = add_certs_and_revocation(&mut b, authority, &archive, raw.as_deref());
+
+    // The audit records and the proof.
+    add_records(&mut b, &h.events, &proof.records);
+
+    // The checkpoint and the CA its signer chains to.
+    let cp = &proof.checkpoint;
+    let cp_name = format!("checkpoint-{}", cp.seq);
+    let ca_pem = add_checkpoint(&mut b, policy, &proof, &cp_name);
+
+    // Deliveries and receipts.
+    b.add("delivery.json", pretty(&h.queue));
+    let receipts: Vec<&AuditRecord> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == AuditKind::ReceiptQueued)
+        .collect();
+    b.add("receipts.json", pretty(&receipts));
+
+    // The check script and README.
+    let script = check_script(
+        &id,
+        raw.is_some() && authority.is_some(),
+        &archive,
+        has_untrusted,
+        received,
+        &cp_name,
+        proof.signature.is_some() && !ca_pem.is_empty(),
+        cp.eval_time(),
+    );
+    b.add("verify.sh", script.clone());
+    b.add(
+        "README.txt",
+        readme(&id, &m, cp, first_seq, &script, raw.is_some(), &archive),
+    );
+
+    // SHA256SUMS over everything, then write.
+    write_bundle(&args.out, zip, &mut b)?;
+    Ok(format!(
+        "evidence bundle for {id} written to {} ({} files; records {first_seq}..{} proven \
+         by checkpoint {})\n",
+        args.out.display(),
+        b.files.len(),
+        cp.seq,
+        proof.json.display()
+    ))
+}
+
+/// Whether `--out` names a zip archive; an error when it exists (a zip) or
+/// is not an empty directory.
+fn check_out(out: &Path) -> Result<bool, AuditError> {
+    let zip = out
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("zip"));
+    if zip && out.exists() {
+        return Err(usage(format!("--out {}: exists", out.display())));
+    }
+    if out.exists()
+        && std::fs::read_dir(out)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(usage(format!(
+            "--out {}: exists and is not an empty directory",
+            out.display()
+        )));
+    }
+    Ok(zip)
+}
+
+/// The checkpoint covering a message's records, and the records it proves.
+struct Proof {
+    /// The checkpoint's `.json` file.
+    json: PathBuf,
+    /// Its bytes, as read.
+    bytes: Vec<u8>,
+    checkpoint: Checkpoint,
+    /// Its detached signature (`.p7s`), when there is one.
+    signature: Option<Vec<u8>>,
+    /// Every record from the message's first one up to the checkpoint's seq.
+    records: Vec<AuditRow>,
+}
+
+impl Proof {
+    /// The checkpoint of `--checkpoint`, or the first one in the checkpoint
+    /// directory covering `last_seq` (written now when there is none),
+    /// checked against the database; and the records `first_seq..` it covers.
+    async fn gather(
+        store: &Store,
+        policy: &Policy,
+        config: &Config,
+        args: &ExportArgs,
+        first_seq: i64,
+        last_seq: i64,
+    ) -> Result<Proof, AuditError> {
+        // The checkpoint covering the last record.
+        let cp_json = match &args.checkpoint {
+            Some(p) => p.clone(),
+            None => {
+                let dir = &config.audit.checkpoint_dir;
+                let existing = if dir.is_dir() {
+                    checkpoint::list(dir).map_err(usage)?
+                } else {
+                    Vec::new()
+                };
+                match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
+                    Some((_, p)) => p,
+                    None => {
+                        checkpoint::write(store, policy, dir, &config.audit)
+                            .await
+                            .map_err(|e| usage(format!("writing a checkpoint: {e}")))?
+                            .json
+                    }
+                }
+            }
+        };
+        let cp_bytes = std::fs::read(&cp_json)
+            .map_err(|e| usage(format!("cannot read {}: {e}", cp_json.display())))?;
+        let cp = Checkpoint::parse(&cp_bytes)
+            .map_err(|e| usage(format!("{}: {e}", cp_json.display())))?;
+        if cp.seq < last_seq {
+            return Err(usage(format!(
+                "checkpoint {} (seq {}) does not cover the message's last record {last_seq}",
+                cp_json.display(),
+                cp.seq
+            )));
+        }
+        let cp_sig = std::fs::read(checkpoint::p7s_path(&cp_json)).ok();
+        let outcome = checkpoint::compare(store, &cp).await?;
+        if outcome != checkpoint::Outcome::Matches {
+            return Err(AuditError::NotFound(format!(
+                "the database does not match checkpoint {} ({outcome:?}): refusing to export a broken log",
+                cp_json.display()
+            )));
+        }
+        let records = store.audit_range(first_seq - 1, cp.seq).await?;
+        if records.first().map(|r| r.seq) != Some(first_seq)
+            || records.last().map(|r| r.seq) != Some(cp.seq)
+            || records.len() as i64 != cp.seq - first_seq + 1
+        {
+            return Err(AuditError::NotFound(format!(
+                "records {first_seq}..{} are not all in the database",
+                cp.seq
+            )));
+        }
+        Ok(Proof {
+            json: cp_json,
+            bytes: cp_bytes,
+            checkpoint: cp,
+            signature: cp_sig,
+            records,
+        })
+    }
+}
+
+/// Re-runs the verification of `raw` (when kept) as of its reception: with
+/// the archived revocation data and the policy reloaded without its CRL
+/// files when there is an archive, else under `policy` as it is.
+fn reverify(
+    policy: &Policy,
+    archive: &Archive,
+    raw: Option<&[u8]>,
+    m: &MessageRow,
+    received: EvalTime,
+) -> Result<Option<verify::Verdict>, AuditError> {
     let mut set = RevocationSet::default();
     let mut without_files = None;
     if archive.archived() {
@@ -453,18 +568,34 @@ pub async fn export(
         without_files = Some(p);
     }
     let reverify_policy = without_files.as_ref().unwrap_or(policy);
-    let reverified = raw.as_ref().map(|raw| {
+    let mail_from = &m.mail_from;
+    Ok(raw.map(|raw| {
         verify::verify(
             reverify_policy,
             &set,
             raw,
             &Envelope {
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
-                rcpt_to: rcpt,
+                rcpt_to: &m.rcpt_to,
             },
             received,
         )
-    });
+    }))
+}
+
+/// `message.eml` (when kept), `recorded.json`, `verification.json` and
+/// `verification.txt`: the verdict recorded at reception beside the
+/// re-verified one.
+fn add_verification(
+    b: &mut Bundle,
+    policy: &Policy,
+    id: &str,
+    m: &MessageRow,
+    raw: Option<&[u8]>,
+    reverified: Option<&verify::Verdict>,
+    archive: &Archive,
+) {
+    let received = received_time(m);
     let recorded = json!({
         "verdict": m.verdict, "reason": m.reason, "detail": m.detail,
         "signers": m.signers, "authority": m.authority,
@@ -473,7 +604,7 @@ pub async fn export(
     let verification = json!({
         "message": id,
         "recorded": recorded,
-        "reverified": reverified.as_ref().map(|v| v.to_json()),
+        "reverified": reverified.map(|v| v.to_json()),
         "reverified_at": received.to_rfc3339(),
         "reverified_under_policy_version": policy.version,
         "reverified_with_revocation_data": archive.describe(),
@@ -487,7 +618,7 @@ pub async fn export(
         m.reason,
         m.detail
     );
-    match &reverified {
+    match reverified {
         Some(v) => {
             let _ = write!(
                 vtext,
@@ -510,19 +641,24 @@ pub async fn export(
         }
         None => vtext.push_str("not re-verified: the body was not kept, only its SHA-256\n"),
     }
-    if let Some(raw) = &raw {
-        b.add("message.eml", raw.clone());
+    if let Some(raw) = raw {
+        b.add("message.eml", raw.to_vec());
     }
-    b.add("recorded.json", pretty(&m));
+    b.add("recorded.json", pretty(m));
     b.add("verification.json", pretty(&verification));
     b.add("verification.txt", vtext);
+}
 
-    // Certificates of the sender's authority; the revocation data that
-    // decided (or, for older records, the CRLs loaded now).
-    let authority = authority.or_else(|| {
-        let id = reverified.as_ref().and_then(|v| v.authority.clone())?;
-        policy.authorities.iter().find(|x| x.id == id)
-    });
+/// `revocation/` (the archived evidence, CRLs and OCSP responses) and, for
+/// the sender's authority, `certs/` (and `crls/` for messages recorded
+/// before evidence was archived). Returns whether `certs/intermediates.pem`
+/// holds any certificate.
+fn add_certs_and_revocation(
+    b: &mut Bundle,
+    authority: Option<&crate::policy::Authority>,
+    archive: &Archive,
+    raw: Option<&[u8]>,
+) -> bool {
     if let Some(evidence) = &archive.evidence {
         b.add("revocation/evidence.json", pretty(&json!(evidence)));
     }
@@ -552,7 +688,7 @@ pub async fn export(
         // The configured intermediates and the certificates the message
         // carries (the issuing CA of a roots-only authority travels there).
         let mut untrusted: Vec<Vec<u8>> = a.intermediates.iter().map(|c| c.to_vec()).collect();
-        for c in raw.as_deref().map(message_certs).unwrap_or_default() {
+        for c in raw.map(message_certs).unwrap_or_default() {
             if !untrusted.contains(&c) {
                 untrusted.push(c);
             }
@@ -568,11 +704,15 @@ pub async fn export(
             b.add("certs/anchors-and-crls.pem", format!("{anchors}{crls}"));
         }
     }
+    has_untrusted
+}
 
-    // The audit records and the proof.
-    b.add("audit/message-records.json", pretty(&h.events));
+/// `audit/`: the records naming the message, the proof (`records.jsonl`)
+/// and the script recomputing its hashes.
+fn add_records(b: &mut Bundle, events: &[AuditRecord], records: &[AuditRow]) {
+    b.add("audit/message-records.json", pretty(&events));
     let mut jsonl = String::new();
-    for r in &records {
+    for r in records {
         jsonl.push_str(
             &serde_json::to_string(&json!({
                 "seq": r.seq, "at": r.at, "message_id": r.message_id, "kind": r.kind,
@@ -584,17 +724,21 @@ pub async fn export(
     }
     b.add("audit/records.jsonl", jsonl);
     b.add("audit/verify_chain.py", VERIFY_CHAIN_PY);
+}
 
-    // The checkpoint and the CA its signer chains to.
-    let cp_name = format!("checkpoint-{}", cp.seq);
+/// `checkpoint/`: the checkpoint, its signature and the anchors of the
+/// policy its signature verifies against (returned, PEM; empty when none).
+fn add_checkpoint(b: &mut Bundle, policy: &Policy, proof: &Proof, cp_name: &str) -> String {
+    let cp = &proof.checkpoint;
+    let cp_bytes = &proof.bytes;
     b.add(&format!("checkpoint/{cp_name}.json"), cp_bytes.clone());
     let mut ca_pem = String::new();
-    if let Some(sig) = &cp_sig {
+    if let Some(sig) = &proof.signature {
         b.add(&format!("checkpoint/{cp_name}.p7s"), sig.clone());
         for a in &policy.authorities {
             for c in &a.anchor_certs {
                 if checkpoint::verify_detached(
-                    &cp_bytes,
+                    cp_bytes,
                     sig,
                     std::slice::from_ref(c),
                     cp.eval_time(),
@@ -608,44 +752,22 @@ pub async fn export(
         }
         b.add("checkpoint/ca.pem", ca_pem.clone());
     }
+    ca_pem
+}
 
-    // Deliveries and receipts.
-    b.add("delivery.json", pretty(&h.queue));
-    let receipts: Vec<&AuditRecord> = h
-        .events
-        .iter()
-        .filter(|e| e.kind == AuditKind::ReceiptQueued)
-        .collect();
-    b.add("receipts.json", pretty(&receipts));
-
-    // The check script and README.
-    let script = check_script(
-        &id,
-        raw.is_some() && authority.is_some(),
-        &archive,
-        has_untrusted,
-        received,
-        &cp_name,
-        cp_sig.is_some() && !ca_pem.is_empty(),
-        cp.eval_time(),
-    );
-    b.add("verify.sh", script.clone());
-    b.add(
-        "README.txt",
-        readme(&id, &m, &cp, first_seq, &script, raw.is_some(), &archive),
-    );
-
-    // SHA256SUMS over everything, then write.
+/// Adds `SHA256SUMS` over every file so far, then writes the bundle to
+/// `out`: a zip archive, or the files under the directory.
+fn write_bundle(out: &Path, zip: bool, b: &mut Bundle) -> Result<(), AuditError> {
     let mut sums = String::new();
     for (path, bytes) in &b.files {
         let _ = writeln!(sums, "{}  {path}", hex::encode(Sha256::digest(bytes)));
     }
     b.add("SHA256SUMS", sums);
     if zip {
-        write_zip(&args.out, &b.files).map_err(usage)?;
+        write_zip(out, &b.files).map_err(usage)?;
     } else {
         for (path, bytes) in &b.files {
-            let full = args.out.join(path);
+            let full = out.join(path);
             if let Some(parent) = full.parent() {
                 std::fs::create_dir_all(parent)
                     .map_err(|e| usage(format!("cannot create {}: {e}", parent.display())))?;
@@ -654,14 +776,7 @@ pub async fn export(
                 .map_err(|e| usage(format!("cannot write {}: {e}", full.display())))?;
         }
     }
-    Ok(format!(
-        "evidence bundle for {id} written to {} ({} files; records {first_seq}..{} proven \
-         by checkpoint {})\n",
-        args.out.display(),
-        b.files.len(),
-        cp.seq,
-        cp_json.display()
-    ))
+    Ok(())
 }
 
 /// The bundle's files as a zip archive (deflate; `verify.sh` executable),

@@ -118,84 +118,182 @@ fn parse(
     };
     let top = TableReader::new(&src, doc.get_ref(), 0..0, "", KEYS, diags);
 
-    let id = top.required_string("id", diags).filter(|(id, span)| {
-        let ok = is_id(id);
-        if !ok {
-            diags.push(src.diag(
-                span,
-                format!("invalid authority id {id:?}: use lower-case letters, digits and '-'"),
-            ));
-        }
-        ok
-    });
-    let country = top.required_string("country", diags).filter(|(cc, span)| {
-        let ok = cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase());
-        if !ok {
-            diags.push(src.diag(
-                span,
-                format!(
-                    "invalid country {cc:?}: expected two upper-case letters (ISO 3166-1 alpha-2)"
-                ),
-            ));
-        }
-        ok
-    });
-    let name = top.required_string("name", diags).filter(|(n, span)| {
-        let ok = !n.trim().is_empty();
-        if !ok {
-            diags.push(src.diag(span, "name must not be empty"));
-        }
-        ok
-    });
-    let mut domains: Vec<At<String>> = Vec::new();
-    for (d, span) in top.required_list("domains", diags).unwrap_or_default() {
-        let lower = d.to_ascii_lowercase();
-        if !is_dns_name(&lower) {
-            diags.push(src.diag(&span, format!("invalid domain {d:?}: not a DNS name")));
-        } else if domains.iter().any(|(seen, _)| *seen == lower) {
-            diags.push(src.diag(&span, format!("domain {d:?} is listed twice")));
-        } else {
-            domains.push((lower, span));
-        }
-    }
-
+    let ident = Identity::read(&top, &src, diags);
     let ctx = Ctx {
         dir,
         src: &src,
         now,
     };
-    let anchor_paths = top
-        .required_list("trust_anchors", diags)
-        .unwrap_or_default();
-    let (anchors, anchors_ok) = ctx.load_cas(
-        "trust_anchors",
-        Role::Anchor,
-        &anchor_paths,
-        files,
-        diags,
-        notes,
-    );
-    let inter_paths = top.string_list("intermediates", diags).unwrap_or_default();
-    let (intermediates, inter_ok) = ctx.load_cas(
-        "intermediates",
-        Role::Intermediate,
-        &inter_paths,
-        files,
-        diags,
-        notes,
-    );
-    let crl_paths = top.string_list("crls", diags).unwrap_or_default();
-    let label = id.as_ref().map_or("?", |(id, _)| id.as_str());
-    let cas: Vec<&pki::CaCert> = anchors.iter().chain(&intermediates).collect();
-    let crls = ctx.load_crls(
-        &crl_paths,
-        &cas,
-        anchors_ok && inter_ok,
-        label,
-        files,
-        diags,
-        notes,
-    );
+    let label = ident.id.as_ref().map_or("?", |(id, _)| id.as_str());
+    let pki = Pki::read(&top, &ctx, label, files, diags, notes);
+    let allowed_clients = read_clients(&top, &src, diags);
+    let receipts = read_receipts(&top, &src, diags);
+    let next_hop = read_next_hop(&top, &ctx, files, diags);
+
+    let built = match (&ident.id, &ident.country, &ident.name, next_hop) {
+        (Some(id), Some(country), Some(name), Some(next_hop)) if diags.len() == before => {
+            let anchor_tas = pki.anchors.iter().filter_map(pki::trust_anchor).collect();
+            Some(Authority {
+                id: id.0.clone(),
+                country: country.0.clone(),
+                name: name.0.clone(),
+                domains: ident.domains.iter().map(|(d, _)| d.clone()).collect(),
+                anchors: anchor_tas,
+                anchor_certs: pki.anchors.iter().map(|a| a.der.clone()).collect(),
+                intermediates: pki.intermediates.iter().map(|a| a.der.clone()).collect(),
+                crls: pki.crls,
+                crl_urls: pki.crl_urls,
+                fetch_cdp: pki.fetch_cdp,
+                ocsp: pki.ocsp,
+                allowed_clients,
+                next_hop,
+                receipts,
+            })
+        }
+        _ => None,
+    };
+    Some(AuthoritySpec {
+        id: ident.id,
+        country: ident.country,
+        domains: ident.domains,
+        built,
+        src,
+    })
+}
+
+/// An authority's identity fields, each when present and valid.
+struct Identity {
+    id: Option<At<String>>,
+    country: Option<At<String>>,
+    name: Option<At<String>>,
+    /// The valid entries of `domains`, lower case.
+    domains: Vec<At<String>>,
+}
+
+impl Identity {
+    /// `id`, `country`, `name` and `domains`.
+    fn read(top: &TableReader<'_, '_>, src: &Source, diags: &mut Vec<Diagnostic>) -> Identity {
+        let id = top.required_string("id", diags).filter(|(id, span)| {
+            let ok = is_id(id);
+            if !ok {
+                diags.push(src.diag(
+                    span,
+                    format!("invalid authority id {id:?}: use lower-case letters, digits and '-'"),
+                ));
+            }
+            ok
+        });
+        let country = top.required_string("country", diags).filter(|(cc, span)| {
+            let ok = cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase());
+            if !ok {
+                diags.push(src.diag(
+                    span,
+                    format!(
+                        "invalid country {cc:?}: expected two upper-case letters (ISO 3166-1 alpha-2)"
+                    ),
+                ));
+            }
+            ok
+        });
+        let name = top.required_string("name", diags).filter(|(n, span)| {
+            let ok = !n.trim().is_empty();
+            if !ok {
+                diags.push(src.diag(span, "name must not be empty"));
+            }
+            ok
+        });
+        let mut domains: Vec<At<String>> = Vec::new();
+        for (d, span) in top.required_list("domains", diags).unwrap_or_default() {
+            let lower = d.to_ascii_lowercase();
+            if !is_dns_name(&lower) {
+                diags.push(src.diag(&span, format!("invalid domain {d:?}: not a DNS name")));
+            } else if domains.iter().any(|(seen, _)| *seen == lower) {
+                diags.push(src.diag(&span, format!("domain {d:?} is listed twice")));
+            } else {
+                domains.push((lower, span));
+            }
+        }
+        Identity {
+            id,
+            country,
+            name,
+            domains,
+        }
+    }
+}
+
+/// An authority's PKI: its certificates, CRLs and revocation sources.
+struct Pki {
+    anchors: Vec<pki::CaCert>,
+    intermediates: Vec<pki::CaCert>,
+    crls: Vec<std::sync::Arc<super::Crl>>,
+    crl_urls: Vec<String>,
+    fetch_cdp: bool,
+    ocsp: OcspMode,
+}
+
+impl Pki {
+    /// `trust_anchors`, `intermediates` and `crls` (checked against those
+    /// CAs; `label` names the authority in diagnostics), then the
+    /// revocation sources.
+    fn read(
+        top: &TableReader<'_, '_>,
+        ctx: &Ctx<'_>,
+        label: &str,
+        files: &mut FileSet,
+        diags: &mut Vec<Diagnostic>,
+        notes: &mut Vec<Diagnostic>,
+    ) -> Pki {
+        let anchor_paths = top
+            .required_list("trust_anchors", diags)
+            .unwrap_or_default();
+        let (anchors, anchors_ok) = ctx.load_cas(
+            "trust_anchors",
+            Role::Anchor,
+            &anchor_paths,
+            files,
+            diags,
+            notes,
+        );
+        let inter_paths = top.string_list("intermediates", diags).unwrap_or_default();
+        let (intermediates, inter_ok) = ctx.load_cas(
+            "intermediates",
+            Role::Intermediate,
+            &inter_paths,
+            files,
+            diags,
+            notes,
+        );
+        let crl_paths = top.string_list("crls", diags).unwrap_or_default();
+        let cas: Vec<&pki::CaCert> = anchors.iter().chain(&intermediates).collect();
+        let crls = ctx.load_crls(
+            &crl_paths,
+            &cas,
+            anchors_ok && inter_ok,
+            label,
+            files,
+            diags,
+            notes,
+        );
+        let (crl_urls, fetch_cdp, ocsp) = revocation_sources(top, ctx.src, diags);
+        Pki {
+            anchors,
+            intermediates,
+            crls,
+            crl_urls,
+            fetch_cdp,
+            ocsp,
+        }
+    }
+}
+
+/// `crl_urls`, `fetch_crls` (whether to fetch from CRL distribution
+/// points) and `ocsp`.
+fn revocation_sources(
+    top: &TableReader<'_, '_>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> (Vec<String>, bool, OcspMode) {
     let mut crl_urls = Vec::new();
     for (url, span) in top.string_list("crl_urls", diags).unwrap_or_default() {
         match check_fetch_url(&url) {
@@ -209,7 +307,7 @@ fn parse(
     let fetch_cdp = match top.string("fetch_crls", diags) {
         None => false,
         Some(v) => one_of(
-            &src,
+            src,
             "fetch_crls",
             &v,
             &[("off", false), ("cdp", true)],
@@ -220,7 +318,7 @@ fn parse(
     let ocsp = match top.string("ocsp", diags) {
         None => OcspMode::default(),
         Some(v) => one_of(
-            &src,
+            src,
             "ocsp",
             &v,
             &[
@@ -232,7 +330,15 @@ fn parse(
         )
         .unwrap_or_default(),
     };
+    (crl_urls, fetch_cdp, ocsp)
+}
 
+/// `allowed_clients`: the valid entries.
+fn read_clients(
+    top: &TableReader<'_, '_>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<ipnet::IpNet> {
     let mut allowed_clients = Vec::new();
     for (net, span) in top
         .string_list("allowed_clients", diags)
@@ -243,8 +349,16 @@ fn parse(
             Err(e) => diags.push(src.diag(&span, e)),
         }
     }
+    allowed_clients
+}
 
-    let receipts = match top.string_list("receipts", diags) {
+/// `receipts`: the receipt kinds sent (all when the key is absent).
+fn read_receipts(
+    top: &TableReader<'_, '_>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> ReceiptKinds {
+    match top.string_list("receipts", diags) {
         None => ReceiptKinds::ALL,
         Some(list) => {
             let mut kinds = ReceiptKinds::NONE;
@@ -262,12 +376,20 @@ fn parse(
             }
             kinds
         }
-    };
+    }
+}
 
-    let next_hop = match top.table("next_hop", diags) {
+/// The `[next_hop]` table (required).
+fn read_next_hop(
+    top: &TableReader<'_, '_>,
+    ctx: &Ctx<'_>,
+    files: &mut FileSet,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<NextHop> {
+    match top.table("next_hop", diags) {
         Some((table, header)) => {
-            let t = TableReader::new(&src, table, header, "[next_hop]", NEXT_HOP_KEYS, diags);
-            parse_next_hop(&t, &ctx, files, diags)
+            let t = TableReader::new(ctx.src, table, header, "[next_hop]", NEXT_HOP_KEYS, diags);
+            parse_next_hop(&t, ctx, files, diags)
         }
         None => {
             if top.get("next_hop").is_none() {
@@ -275,37 +397,7 @@ fn parse(
             }
             None
         }
-    };
-
-    let built = match (&id, &country, &name, next_hop) {
-        (Some(id), Some(country), Some(name), Some(next_hop)) if diags.len() == before => {
-            let anchor_tas = anchors.iter().filter_map(pki::trust_anchor).collect();
-            Some(Authority {
-                id: id.0.clone(),
-                country: country.0.clone(),
-                name: name.0.clone(),
-                domains: domains.iter().map(|(d, _)| d.clone()).collect(),
-                anchors: anchor_tas,
-                anchor_certs: anchors.iter().map(|a| a.der.clone()).collect(),
-                intermediates: intermediates.iter().map(|a| a.der.clone()).collect(),
-                crls,
-                crl_urls,
-                fetch_cdp,
-                ocsp,
-                allowed_clients,
-                next_hop,
-                receipts,
-            })
-        }
-        _ => None,
-    };
-    Some(AuthoritySpec {
-        id,
-        country,
-        domains,
-        built,
-        src,
-    })
+    }
 }
 
 /// An `allowed_clients` entry: an address or a CIDR network.

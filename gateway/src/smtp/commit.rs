@@ -96,100 +96,22 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let headers = Headers::of(&body, &gw.config.case_pattern);
-    let queue = if accepted {
-        queue_entries(&id, &verdict)
-    } else {
-        Vec::new()
-    };
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
-    let event = AuditEvent {
-        kind: if accepted {
-            AuditKind::MessageAccepted
-        } else {
-            AuditKind::MessageRejected
-        },
-        message_id: Some(id.clone()),
-        data: serde_json::to_value(Decision {
-            session: Some(session.clone()),
-            mail_from: Some(mail_from.clone()),
-            rcpt_to: rcpt_to.clone(),
-            size: Some(received),
-            sha256: Some(sha256.clone()),
-            from: headers.from.clone(),
-            to: headers.to.clone(),
-            subject: headers.subject.clone(),
-            message_id: headers.message_id.clone(),
-            date: headers.date.clone(),
-            verdict: Some(crate::store::Verdict::of(verdict.reason)),
-            reason: Some(verdict.reason),
-            detail: Some(verdict.detail.clone()),
-            signers: verdict.signers.iter().map(signer_record).collect(),
-            recipients: verdict.recipients.iter().map(route_record).collect(),
-            revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
-            authority: verdict.authority.clone(),
-            policy_version: Some(policy.version.clone()),
-            body_stored: Some(keep_body),
-        })
-        .unwrap_or_default(),
-    };
-    let signers = serde_json::to_value(&verdict.signers).unwrap_or_default();
-    let receipt = if accepted {
-        let mut routes: Vec<&str> = verdict
-            .recipients
-            .iter()
-            .filter_map(|r| r.route.as_deref())
-            .collect();
-        routes.dedup();
-        let original = Original {
-            id: &id,
-            received_at_ms,
-            sha256: &sha256,
-            sender: &mail_from,
-            recipients: &rcpt_to,
-            subject: headers.subject.as_deref(),
-            message_id: headers.message_id.as_deref(),
-            signers: &signers,
-            sender_authority: verdict.authority.as_deref(),
-            route: &routes.join(", "),
-            policy_version: &policy.version,
-            case_ref: headers.case_ref.as_deref(),
-            auto_submitted: headers.auto_submitted,
-        };
-        notify::acceptance(&policy, &original)
-    } else {
-        None
-    };
-    let mut record = Record {
-        message: Some(MessageRecord {
-            id: id.clone(),
-            received_at_ms,
-            sha256,
-            size: received,
-            session: session.clone(),
-            mail_from,
-            rcpt_to,
-            header_from: headers.from,
-            header_to: headers.to,
-            subject: headers.subject,
-            message_id: headers.message_id,
-            date: headers.date,
-            reason: verdict.reason,
-            detail: verdict.detail.clone(),
-            signers,
-            authority: verdict.authority.clone(),
-            policy_version: policy.version.clone(),
-            case_ref: headers.case_ref.clone(),
-            body: keep_body.then_some(body),
-        }),
-        events: vec![event],
-        queue,
-        queue_updates: Vec::new(),
-        outgoing: Vec::new(),
-        revocation: RevocationBlob::of(&verdict.revocation),
-    };
-    if let Some(receipt) = receipt {
-        receipt.add_to(&mut record);
+    let record = Judged {
+        id: &id,
+        received_at_ms,
+        session,
+        mail_from,
+        rcpt_to,
+        size: received,
+        body,
+        sha256,
+        headers,
+        verdict: &verdict,
+        policy,
+        keep_body,
     }
+    .into_record();
     match gw.store.record(record).await {
         Ok(()) if accepted => {
             gw.relay_wake.notify_one();
@@ -202,6 +124,155 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
                 "cannot record the message now ({e}); try again later"
             ))
         }
+    }
+}
+
+/// One transaction's message as judged: what its decision record, its
+/// queue entries and its acceptance receipt are made of.
+struct Judged<'a> {
+    id: &'a str,
+    received_at_ms: i64,
+    session: &'a SessionInfo,
+    mail_from: String,
+    rcpt_to: Vec<String>,
+    /// Bytes received.
+    size: u64,
+    body: Arc<[u8]>,
+    sha256: String,
+    headers: Headers,
+    verdict: &'a Verdict,
+    policy: Arc<crate::policy::Policy>,
+    /// Whether the body is kept.
+    keep_body: bool,
+}
+
+impl Judged<'_> {
+    /// The record to store: the message row, its decision event, its queue
+    /// entries (when accepted) and its acceptance receipt (when one is due).
+    fn into_record(self) -> Record {
+        let accepted = self.verdict.accepted();
+        let queue = if accepted {
+            queue_entries(self.id, self.verdict)
+        } else {
+            Vec::new()
+        };
+        let event = self.event();
+        let signers = serde_json::to_value(&self.verdict.signers).unwrap_or_default();
+        let receipt = if accepted {
+            self.acceptance(&signers)
+        } else {
+            None
+        };
+        let Judged {
+            id,
+            received_at_ms,
+            session,
+            mail_from,
+            rcpt_to,
+            size,
+            body,
+            sha256,
+            headers,
+            verdict,
+            policy,
+            keep_body,
+        } = self;
+        let mut record = Record {
+            message: Some(MessageRecord {
+                id: id.to_owned(),
+                received_at_ms,
+                sha256,
+                size,
+                session: session.clone(),
+                mail_from,
+                rcpt_to,
+                header_from: headers.from,
+                header_to: headers.to,
+                subject: headers.subject,
+                message_id: headers.message_id,
+                date: headers.date,
+                reason: verdict.reason,
+                detail: verdict.detail.clone(),
+                signers,
+                authority: verdict.authority.clone(),
+                policy_version: policy.version.clone(),
+                case_ref: headers.case_ref.clone(),
+                body: keep_body.then_some(body),
+            }),
+            events: vec![event],
+            queue,
+            queue_updates: Vec::new(),
+            outgoing: Vec::new(),
+            revocation: RevocationBlob::of(&verdict.revocation),
+        };
+        if let Some(receipt) = receipt {
+            receipt.add_to(&mut record);
+        }
+        record
+    }
+
+    /// The audit event of the decision (`message_accepted` or
+    /// `message_rejected`).
+    fn event(&self) -> AuditEvent {
+        let (verdict, headers) = (self.verdict, &self.headers);
+        AuditEvent {
+            kind: if verdict.accepted() {
+                AuditKind::MessageAccepted
+            } else {
+                AuditKind::MessageRejected
+            },
+            message_id: Some(self.id.to_owned()),
+            data: serde_json::to_value(Decision {
+                session: Some(self.session.clone()),
+                mail_from: Some(self.mail_from.clone()),
+                rcpt_to: self.rcpt_to.clone(),
+                size: Some(self.size),
+                sha256: Some(self.sha256.clone()),
+                from: headers.from.clone(),
+                to: headers.to.clone(),
+                subject: headers.subject.clone(),
+                message_id: headers.message_id.clone(),
+                date: headers.date.clone(),
+                verdict: Some(crate::store::Verdict::of(verdict.reason)),
+                reason: Some(verdict.reason),
+                detail: Some(verdict.detail.clone()),
+                signers: verdict.signers.iter().map(signer_record).collect(),
+                recipients: verdict.recipients.iter().map(route_record).collect(),
+                revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
+                authority: verdict.authority.clone(),
+                policy_version: Some(self.policy.version.clone()),
+                body_stored: Some(self.keep_body),
+            })
+            .unwrap_or_default(),
+        }
+    }
+
+    /// The acceptance receipt of an accepted message, when its sender's
+    /// authority wants one; `signers` as recorded.
+    fn acceptance(&self, signers: &serde_json::Value) -> Option<notify::Outgoing> {
+        let mut routes: Vec<&str> = self
+            .verdict
+            .recipients
+            .iter()
+            .filter_map(|r| r.route.as_deref())
+            .collect();
+        routes.dedup();
+        let original = Original {
+            id: self.id,
+            received_at_ms: self.received_at_ms,
+            sha256: &self.sha256,
+            sender: &self.mail_from,
+            recipients: &self.rcpt_to,
+            subject: self.headers.subject.as_deref(),
+            message_id: self.headers.message_id.as_deref(),
+            signers,
+            sender_authority: self.verdict.authority.as_deref(),
+            route: &routes.join(", "),
+            policy_version: &self.policy.version,
+            case_ref: self.headers.case_ref.as_deref(),
+            auto_submitted: self.headers.auto_submitted,
+        };
+        notify::acceptance(&self.policy, &original)
     }
 }
 

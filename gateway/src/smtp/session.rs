@@ -162,152 +162,222 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
     shutdown: &mut watch::Receiver<bool>,
 ) -> End {
-    let mut out: Vec<u8> = Vec::new();
-    let mut grace_until: Option<Instant> = None;
-    let mut partial = Partial::default();
+    let mut lp = Loop::default();
     loop {
-        // Pipelined replies go out together, once no complete command is
-        // waiting in the input.
-        if !out.is_empty() && memchr::memchr(b'\n', io.buffer()).is_none() {
-            if io.get_mut().write_all(&out).await.is_err() {
-                return End::ClientGone;
-            }
-            out.clear();
-        }
-        let in_data = state.lock().in_data();
-        let stopping = *shutdown.borrow();
-        if stopping && grace_until.is_none() {
-            grace_until = Some(Instant::now() + gw.config.shutdown_grace);
-        }
-        if stopping && !state.lock().in_transaction() {
-            return close(
-                io,
-                &mut out,
-                "421 4.3.2 emla is shutting down, try again later",
-            )
-            .await;
-        }
-        let mut timeout = if in_data {
-            gw.config.data_timeout
-        } else {
-            gw.config.command_timeout
+        let (line, in_data) = match next_line(gw, state, io, shutdown, &mut lp).await {
+            Step::Go(read) => read,
+            Step::Again => continue,
+            Step::End(end) => return end,
         };
-        if let Some(until) = grace_until {
-            timeout = timeout.min(until.saturating_duration_since(Instant::now()));
-        }
-        let max = if in_data {
-            MAX_TEXT_LINE
-        } else {
-            MAX_COMMAND_LINE
+        let line = match screen(gw, state, io, &mut lp.out, line, in_data).await {
+            Step::Go(line) => line,
+            Step::Again => continue,
+            Step::End(end) => return end,
         };
-        let line = tokio::select! {
-            r = tokio::time::timeout(timeout, read_line(io, max, &mut partial)) => r,
-            _ = shutdown.changed(), if !stopping => continue,
-        };
-        let line = match line {
-            Err(_) if stopping => {
-                state.lock().abort();
-                return close(
-                    io,
-                    &mut out,
-                    "421 4.3.2 emla is shutting down, transaction aborted",
-                )
-                .await;
-            }
-            Err(_) => {
-                state.lock().abort();
-                return close(io, &mut out, "421 4.4.2 idle too long, closing connection").await;
-            }
-            Ok(Err(_)) | Ok(Ok(Line::Eof)) => return End::ClientGone,
-            Ok(Ok(Line::TooLong)) if in_data => {
-                // Refused at the end of DATA, like any malformed message.
-                state
-                    .lock()
-                    .mark_malformed("a line of the message exceeds 998 characters");
-                continue;
-            }
-            Ok(Ok(Line::TooLong)) => {
-                out.extend_from_slice(b"500 5.5.2 Line too long\r\n");
-                continue;
-            }
-            Ok(Ok(Line::Ok(line))) => line,
-        };
-        if let Some(problem) = bare_line_ending(&line) {
-            let detail = format!("{problem}; lines must end with CRLF");
-            let event = state.lock().refusal_event(
-                if in_data { "data" } else { "command" },
-                Reason::Smuggling,
-                &detail,
-            );
-            state.lock().abort();
-            let reply = audited(gw, event, Reply::reject(Reason::Smuggling, &detail)).await;
-            // Where the message ends is unknowable now: close.
-            out.extend_from_slice(&reply.wire());
-            let _ = io.get_mut().write_all(&out).await;
-            return End::Refused;
-        }
-        if !in_data && has_control_character(&line) {
-            // mailin would take a NUL inside an address: an address no
-            // mail client shows as it is.
-            out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
-            continue;
-        }
-        if !in_data {
-            if let Some((reply, detail)) = check_mail_size(state, &line) {
-                let event = state
-                    .lock()
-                    .refusal_event("mail", Reason::TooLarge, &detail);
-                out.extend_from_slice(&audited(gw, event, reply).await.wire());
-                continue;
-            }
-        }
-        let line = if in_data {
-            line
-        } else {
-            strip_mail_params(line)
-        };
-        let is_ehlo = !in_data && line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"EHLO ");
-        let response = smtp.process(&line);
-        let pending = state.lock().take_pending();
-        let reply: Option<Vec<u8>> = match pending {
-            Pending::Message(tx) => {
-                let session = state.lock().session.clone();
-                Some(commit::finish(gw, &session, tx).await.wire())
-            }
-            Pending::Audit(event, reply) => Some(audited(gw, event, reply).await.wire()),
-            Pending::None if is_ehlo && response.code == 250 => Some(ehlo_reply(gw, state, &line)),
-            Pending::None => match response.action {
-                Action::NoReply => None,
-                _ => Some(wire(&response)),
-            },
-        };
-        if let Some(r) = reply {
-            out.extend_from_slice(&r);
-        }
-        match response.action {
-            Action::Close => {
-                let _ = io.get_mut().write_all(&out).await;
-                return End::Quit;
-            }
-            Action::UpgradeTls => {
-                if io.get_mut().write_all(&out).await.is_err() {
-                    return End::ClientGone;
-                }
-                out.clear();
-                match upgrade(gw, io).await {
-                    Ok((version, cipher)) => {
-                        smtp.tls_active();
-                        let mut st = state.lock();
-                        st.tls_active = true;
-                        st.session.tls_version = Some(version);
-                        st.session.tls_cipher = Some(cipher);
-                    }
-                    Err(()) => return End::ClientGone,
-                }
-            }
-            _ => {}
+        if let Some(end) = respond(gw, smtp, state, io, &mut lp.out, &line, in_data).await {
+            return end;
         }
     }
+}
+
+/// What [`drive`] does next with a line: go on with it, read the next one,
+/// or end the session.
+enum Step<T> {
+    Go(T),
+    Again,
+    End(End),
+}
+
+/// What [`drive`] keeps from one line to the next.
+#[derive(Default)]
+struct Loop {
+    /// Replies not yet sent (pipelining).
+    out: Vec<u8>,
+    /// The end of the shutdown grace, once shutdown has begun.
+    grace_until: Option<Instant>,
+    /// The line being read.
+    partial: Partial,
+}
+
+/// Sends the pipelined replies when no command waits, closes the session at
+/// the prompt on shutdown, and reads the next line within the timeout;
+/// returns it with whether it is a line of the message (DATA).
+async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Arc<Service>,
+    state: &Shared,
+    io: &mut Io<S>,
+    shutdown: &mut watch::Receiver<bool>,
+    lp: &mut Loop,
+) -> Step<(Vec<u8>, bool)> {
+    let out = &mut lp.out;
+    // Pipelined replies go out together, once no complete command is
+    // waiting in the input.
+    if !out.is_empty() && memchr::memchr(b'\n', io.buffer()).is_none() {
+        if io.get_mut().write_all(out).await.is_err() {
+            return Step::End(End::ClientGone);
+        }
+        out.clear();
+    }
+    let in_data = state.lock().in_data();
+    let stopping = *shutdown.borrow();
+    if stopping && lp.grace_until.is_none() {
+        lp.grace_until = Some(Instant::now() + gw.config.shutdown_grace);
+    }
+    if stopping && !state.lock().in_transaction() {
+        return Step::End(close(io, out, "421 4.3.2 emla is shutting down, try again later").await);
+    }
+    let mut timeout = if in_data {
+        gw.config.data_timeout
+    } else {
+        gw.config.command_timeout
+    };
+    if let Some(until) = lp.grace_until {
+        timeout = timeout.min(until.saturating_duration_since(Instant::now()));
+    }
+    let max = if in_data {
+        MAX_TEXT_LINE
+    } else {
+        MAX_COMMAND_LINE
+    };
+    let line = tokio::select! {
+        r = tokio::time::timeout(timeout, read_line(io, max, &mut lp.partial)) => r,
+        _ = shutdown.changed(), if !stopping => return Step::Again,
+    };
+    match line {
+        Err(_) if stopping => {
+            state.lock().abort();
+            Step::End(
+                close(
+                    io,
+                    out,
+                    "421 4.3.2 emla is shutting down, transaction aborted",
+                )
+                .await,
+            )
+        }
+        Err(_) => {
+            state.lock().abort();
+            Step::End(close(io, out, "421 4.4.2 idle too long, closing connection").await)
+        }
+        Ok(Err(_)) | Ok(Ok(Line::Eof)) => Step::End(End::ClientGone),
+        Ok(Ok(Line::TooLong)) if in_data => {
+            // Refused at the end of DATA, like any malformed message.
+            state
+                .lock()
+                .mark_malformed("a line of the message exceeds 998 characters");
+            Step::Again
+        }
+        Ok(Ok(Line::TooLong)) => {
+            out.extend_from_slice(b"500 5.5.2 Line too long\r\n");
+            Step::Again
+        }
+        Ok(Ok(Line::Ok(line))) => Step::Go((line, in_data)),
+    }
+}
+
+/// Refuses what must not reach the SMTP state machine: a bare CR or LF
+/// (closing the session), control characters in a command, a `MAIL` whose
+/// `SIZE=` is over the limit. Returns the line to process, a command
+/// without its `MAIL` parameters.
+async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Arc<Service>,
+    state: &Shared,
+    io: &mut Io<S>,
+    out: &mut Vec<u8>,
+    line: Vec<u8>,
+    in_data: bool,
+) -> Step<Vec<u8>> {
+    if let Some(problem) = bare_line_ending(&line) {
+        let detail = format!("{problem}; lines must end with CRLF");
+        let event = state.lock().refusal_event(
+            if in_data { "data" } else { "command" },
+            Reason::Smuggling,
+            &detail,
+        );
+        state.lock().abort();
+        let reply = audited(gw, event, Reply::reject(Reason::Smuggling, &detail)).await;
+        // Where the message ends is unknowable now: close.
+        out.extend_from_slice(&reply.wire());
+        let _ = io.get_mut().write_all(out).await;
+        return Step::End(End::Refused);
+    }
+    if !in_data && has_control_character(&line) {
+        // mailin would take a NUL inside an address: an address no
+        // mail client shows as it is.
+        out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
+        return Step::Again;
+    }
+    if !in_data {
+        if let Some((reply, detail)) = check_mail_size(state, &line) {
+            let event = state
+                .lock()
+                .refusal_event("mail", Reason::TooLarge, &detail);
+            out.extend_from_slice(&audited(gw, event, reply).await.wire());
+            return Step::Again;
+        }
+    }
+    Step::Go(if in_data {
+        line
+    } else {
+        strip_mail_params(line)
+    })
+}
+
+/// Passes the line to the SMTP state machine and queues the reply: the
+/// committed message's, an audited refusal's, the EHLO reply, or mailin's
+/// own. Then closes the session (`QUIT`) or upgrades it to TLS
+/// (`STARTTLS`); returns how the session ended, if it did.
+async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
+    gw: &Arc<Service>,
+    smtp: &mut Session<Shared>,
+    state: &Shared,
+    io: &mut Io<S>,
+    out: &mut Vec<u8>,
+    line: &[u8],
+    in_data: bool,
+) -> Option<End> {
+    let is_ehlo = !in_data && line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"EHLO ");
+    let response = smtp.process(line);
+    let pending = state.lock().take_pending();
+    let reply: Option<Vec<u8>> = match pending {
+        Pending::Message(tx) => {
+            let session = state.lock().session.clone();
+            Some(commit::finish(gw, &session, tx).await.wire())
+        }
+        Pending::Audit(event, reply) => Some(audited(gw, event, reply).await.wire()),
+        Pending::None if is_ehlo && response.code == 250 => Some(ehlo_reply(gw, state, line)),
+        Pending::None => match response.action {
+            Action::NoReply => None,
+            _ => Some(wire(&response)),
+        },
+    };
+    if let Some(r) = reply {
+        out.extend_from_slice(&r);
+    }
+    match response.action {
+        Action::Close => {
+            let _ = io.get_mut().write_all(out).await;
+            return Some(End::Quit);
+        }
+        Action::UpgradeTls => {
+            if io.get_mut().write_all(out).await.is_err() {
+                return Some(End::ClientGone);
+            }
+            out.clear();
+            match upgrade(gw, io).await {
+                Ok((version, cipher)) => {
+                    smtp.tls_active();
+                    let mut st = state.lock();
+                    st.tls_active = true;
+                    st.session.tls_version = Some(version);
+                    st.session.tls_cipher = Some(cipher);
+                }
+                Err(()) => return Some(End::ClientGone),
+            }
+        }
+        _ => {}
+    }
+    None
 }
 
 async fn close<S: AsyncRead + AsyncWrite + Unpin>(
