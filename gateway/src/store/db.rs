@@ -17,8 +17,7 @@ use sqlx::Row;
 
 use super::chain::{self, AuditRow};
 use super::kind::AuditKind;
-use super::queue::QueueUpdate;
-use super::recorder::{Prepared, PreparedEvent, PreparedMessage};
+use super::recorder::Prepared;
 use super::rows::{AuditRecord, MessageRow, Verdict};
 use super::search::{self, Bind, MessageSummary, SearchQuery};
 use super::StoreError;
@@ -187,9 +186,104 @@ impl Db {
                     .await?;
                 }
                 for m in rec.message.iter().chain(&rec.outgoing) {
-                    insert_message(&mut tx, m).await?;
+                    let r = &m.record;
+                    if let Some(data) = &m.body_row {
+                        sqlx::query(
+                            "INSERT INTO bodies (sha256, data) VALUES ($1, $2) \
+                             ON CONFLICT (sha256) DO NOTHING",
+                        )
+                        .bind(&r.sha256)
+                        .bind(&data[..])
+                        .execute(&mut *tx)
+                        .await?;
+                    }
+                    sqlx::query(
+                        "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
+                         tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
+                         subject, message_id, date, verdict, reason, detail, signers, authority, \
+                         policy_version, body_stored, case_ref) VALUES ($1, $2, $3, $4, $5, $6, \
+                         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
+                         $22, $23)",
+                    )
+                    .bind(&r.id)
+                    .bind(r.received_at_ms)
+                    .bind(&r.sha256)
+                    .bind(m.size)
+                    .bind(&r.session.client_ip)
+                    .bind(&r.session.helo)
+                    .bind(&r.session.tls_version)
+                    .bind(&r.session.tls_cipher)
+                    .bind(&r.mail_from)
+                    .bind(&m.rcpt_to_json)
+                    .bind(&r.header_from)
+                    .bind(&r.header_to)
+                    .bind(&r.subject)
+                    .bind(&r.message_id)
+                    .bind(&r.date)
+                    .bind(m.verdict.as_str())
+                    .bind(r.reason.as_str())
+                    .bind(&r.detail)
+                    .bind(&m.signers_json)
+                    .bind(&r.authority)
+                    .bind(&r.policy_version)
+                    .bind(m.body_stored)
+                    .bind(&r.case_ref)
+                    .execute(&mut *tx)
+                    .await?;
+                    for (table, keys) in [
+                        ("message_senders", &m.sender_keys),
+                        ("message_recipients", &m.recipient_keys),
+                    ] {
+                        for key in keys {
+                            sqlx::query(&format!(
+                                "INSERT INTO {table} (address, received_at, message_id) \
+                                 VALUES ($1, $2, $3)"
+                            ))
+                            .bind(key)
+                            .bind(r.received_at_ms)
+                            .bind(&r.id)
+                            .execute(&mut *tx)
+                            .await?;
+                        }
+                    }
+                    for (sha256, serial) in &m.signer_keys {
+                        sqlx::query(
+                            "INSERT INTO message_signers (sha256, serial, received_at, message_id) \
+                             VALUES ($1, $2, $3, $4)",
+                        )
+                        .bind(sha256)
+                        .bind(serial)
+                        .bind(r.received_at_ms)
+                        .bind(&r.id)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                 }
-                (seq, prev) = append_events(&mut tx, &rec.events, seq, prev, now_ms).await?;
+                for ev in &rec.events {
+                    seq += 1;
+                    let hash = chain::record_hash(
+                        &prev,
+                        seq,
+                        now_ms,
+                        ev.kind.as_str(),
+                        ev.message_id.as_deref(),
+                        &ev.data_json,
+                    );
+                    sqlx::query(
+                        "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
+                    )
+                    .bind(seq)
+                    .bind(now_ms)
+                    .bind(&ev.message_id)
+                    .bind(ev.kind.as_str())
+                    .bind(&ev.data_json)
+                    .bind(&prev)
+                    .bind(&hash)
+                    .execute(&mut *tx)
+                    .await?;
+                    prev = hash;
+                }
                 for q in &rec.queue {
                     sqlx::query(
                         "INSERT INTO queue (message_id, next_hop, authority, route, lane, \
@@ -209,7 +303,26 @@ impl Db {
                 }
             }
             for rec in batch {
-                apply_queue_updates(&mut tx, &rec.queue_updates, now_ms).await?;
+                for u in &rec.queue_updates {
+                    let sql = super::queue::update_sql(u);
+                    let mut q = sqlx::query(&sql)
+                        .bind(u.status.as_str())
+                        .bind(u.next_attempt_at_ms)
+                        .bind(i64::from(u.attempt.is_some()))
+                        .bind(u.attempt.as_ref().map(|a| a.at_ms))
+                        .bind(u.attempt.as_ref().and_then(|a| a.error.clone()))
+                        .bind(now_ms)
+                        .bind(u.queue_id)
+                        .bind(
+                            u.recipients
+                                .as_ref()
+                                .map(|r| serde_json::to_string(r).unwrap_or_default()),
+                        );
+                    if let Some(h) = &u.holder {
+                        q = q.bind(h.clone());
+                    }
+                    q.execute(&mut *tx).await?;
+                }
             }
             if seq != first {
                 sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -481,183 +594,6 @@ fn redact(url: &str) -> String {
         }
         _ => url.to_string(),
     }
-}
-
-/// The message row of `m`, its body (unless stored already) and its rows in
-/// the sender, recipient and signer indexes.
-async fn insert_message<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    m: &PreparedMessage,
-) -> Result<(), sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q [u8]: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> bool: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    let r = &m.record;
-    if let Some(data) = &m.body_row {
-        sqlx::query(
-            "INSERT INTO bodies (sha256, data) VALUES ($1, $2) \
-             ON CONFLICT (sha256) DO NOTHING",
-        )
-        .bind(&r.sha256)
-        .bind(&data[..])
-        .execute(&mut **tx)
-        .await?;
-    }
-    sqlx::query(
-        "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
-         tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
-         subject, message_id, date, verdict, reason, detail, signers, authority, \
-         policy_version, body_stored, case_ref) VALUES ($1, $2, $3, $4, $5, $6, \
-         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-         $22, $23)",
-    )
-    .bind(&r.id)
-    .bind(r.received_at_ms)
-    .bind(&r.sha256)
-    .bind(m.size)
-    .bind(&r.session.client_ip)
-    .bind(&r.session.helo)
-    .bind(&r.session.tls_version)
-    .bind(&r.session.tls_cipher)
-    .bind(&r.mail_from)
-    .bind(&m.rcpt_to_json)
-    .bind(&r.header_from)
-    .bind(&r.header_to)
-    .bind(&r.subject)
-    .bind(&r.message_id)
-    .bind(&r.date)
-    .bind(m.verdict.as_str())
-    .bind(r.reason.as_str())
-    .bind(&r.detail)
-    .bind(&m.signers_json)
-    .bind(&r.authority)
-    .bind(&r.policy_version)
-    .bind(m.body_stored)
-    .bind(&r.case_ref)
-    .execute(&mut **tx)
-    .await?;
-    for (table, keys) in [
-        ("message_senders", &m.sender_keys),
-        ("message_recipients", &m.recipient_keys),
-    ] {
-        for key in keys {
-            sqlx::query(&format!(
-                "INSERT INTO {table} (address, received_at, message_id) \
-                 VALUES ($1, $2, $3)"
-            ))
-            .bind(key)
-            .bind(r.received_at_ms)
-            .bind(&r.id)
-            .execute(&mut **tx)
-            .await?;
-        }
-    }
-    for (sha256, serial) in &m.signer_keys {
-        sqlx::query(
-            "INSERT INTO message_signers (sha256, serial, received_at, message_id) \
-             VALUES ($1, $2, $3, $4)",
-        )
-        .bind(sha256)
-        .bind(serial)
-        .bind(r.received_at_ms)
-        .bind(&r.id)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
-}
-
-/// Appends `events` to the audit chain after `seq` and `prev` (its head's
-/// seq and hash); returns the new head's.
-async fn append_events<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    events: &[PreparedEvent],
-    mut seq: i64,
-    mut prev: String,
-    now_ms: i64,
-) -> Result<(i64, String), sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for ev in events {
-        seq += 1;
-        let hash = chain::record_hash(
-            &prev,
-            seq,
-            now_ms,
-            ev.kind.as_str(),
-            ev.message_id.as_deref(),
-            &ev.data_json,
-        );
-        sqlx::query(
-            "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        )
-        .bind(seq)
-        .bind(now_ms)
-        .bind(&ev.message_id)
-        .bind(ev.kind.as_str())
-        .bind(&ev.data_json)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut **tx)
-        .await?;
-        prev = hash;
-    }
-    Ok((seq, prev))
-}
-
-/// Applies the queue updates of one record.
-async fn apply_queue_updates<DB>(
-    tx: &mut sqlx::Transaction<'_, DB>,
-    updates: &[QueueUpdate],
-    now_ms: i64,
-) -> Result<(), sqlx::Error>
-where
-    DB: sqlx::Database,
-    for<'e> &'e mut DB::Connection: sqlx::Executor<'e, Database = DB>,
-    for<'q> DB::Arguments<'q>: sqlx::IntoArguments<'q, DB>,
-    for<'q> String: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<String>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> &'q str: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> i64: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-    for<'q> Option<i64>: sqlx::Encode<'q, DB> + sqlx::Type<DB>,
-{
-    for u in updates {
-        let sql = super::queue::update_sql(u);
-        let mut q = sqlx::query(&sql)
-            .bind(u.status.as_str())
-            .bind(u.next_attempt_at_ms)
-            .bind(i64::from(u.attempt.is_some()))
-            .bind(u.attempt.as_ref().map(|a| a.at_ms))
-            .bind(u.attempt.as_ref().and_then(|a| a.error.clone()))
-            .bind(now_ms)
-            .bind(u.queue_id)
-            .bind(
-                u.recipients
-                    .as_ref()
-                    .map(|r| serde_json::to_string(r).unwrap_or_default()),
-            );
-        if let Some(h) = &u.holder {
-            q = q.bind(h.clone());
-        }
-        q.execute(&mut **tx).await?;
-    }
-    Ok(())
 }
 
 #[cfg(test)]
