@@ -965,16 +965,8 @@ fn a_checkpoint_is_mailed_signed_to_the_auditor() {
     let srv = gw.start();
     send_signed(srv.port);
     sink.wait_for(1, Duration::from_secs(20));
-    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-        .args(["audit", "checkpoint", "--config"])
-        .arg(&gw.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out) = emla_cli(&["audit", "checkpoint"], &gw.config);
+    assert_eq!(code, 0, "{out}");
     let mails = delivered_to(&sink, BEA, 1);
     assert_eq!(mails.len(), 1, "{}", srv.stderr());
     let (env, mail) = &mails[0];
