@@ -14,12 +14,18 @@ pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
     let out = cmd
         .output()
         .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
+    assert_succeeded(&format!("{cmd:?}"), &out);
+    out.stdout
+}
+
+/// Asserts the run of `what` that gave `out` succeeded, showing its output
+/// when it did not.
+pub fn assert_succeeded(what: &str, out: &std::process::Output) {
     assert!(
         out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
+        "{what} failed ({}):\n{}{}",
         out.status,
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    out.stdout
 }

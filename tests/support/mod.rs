@@ -20,7 +20,7 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 
-mod cmd;
+pub mod cmd;
 pub use cmd::{openssl, run_ok};
 
 /// The support directory holding `pki.py` and `sign_py.py`.

@@ -1003,13 +1003,7 @@ pub fn smtp_send_py(
     }
     cmd.args(files);
     let out = run_with_timeout(&mut cmd, None, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "smtp_send.py failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::cmd::assert_succeeded("smtp_send.py", &out);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))

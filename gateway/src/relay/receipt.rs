@@ -151,8 +151,22 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
         host = ascii_only(&ctx.gateway_hostname),
     );
     text.push_str(&facts(ctx, subject));
-    let data = json!({
-        "type": "acceptance",
+    let data = receipt_json(ctx, "acceptance");
+    build_mixed(
+        ctx,
+        ReceiptKind::Acceptance,
+        "Accepted",
+        &text,
+        &data,
+        ctx.received_at,
+    )
+}
+
+/// The `receipt.json` fields every receipt has, of type `kind`, for
+/// `ctx.recipients`.
+fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
+    json!({
+        "type": kind,
         "message_id": ctx.message_id,
         "original_message_id": ctx.original_message_id,
         "subject": ctx.original_subject,
@@ -163,15 +177,7 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
         "signer": signer_json(ctx),
         "route": ctx.route,
         "policy_version": ctx.policy_version,
-    });
-    build_mixed(
-        ctx,
-        ReceiptKind::Acceptance,
-        "Accepted",
-        &text,
-        &data,
-        ctx.received_at,
-    )
+    })
 }
 
 /// The receipt for a delivery to the next hop, or `None` for a null
@@ -199,24 +205,12 @@ pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Opti
         ..ctx.clone()
     };
     text.push_str(&facts(&delivered, subject));
-    let data = json!({
-        "type": "delivery",
-        "message_id": ctx.message_id,
-        "original_message_id": ctx.original_message_id,
-        "subject": ctx.original_subject,
-        "received_at": rfc3339(ctx.received_at),
-        "sha256": ctx.sha256,
-        "sender": ctx.sender,
-        "recipients": outcome.recipients,
-        "signer": signer_json(ctx),
-        "route": ctx.route,
-        "policy_version": ctx.policy_version,
-        "delivered_at": rfc3339(outcome.at),
-        "next_hop": outcome.next_hop,
-        "reply_code": outcome.reply_code,
-        "reply_text": outcome.reply_text,
-        "tls": outcome.tls,
-    });
+    let mut data = receipt_json(&delivered, "delivery");
+    data["delivered_at"] = json!(rfc3339(outcome.at));
+    data["next_hop"] = json!(outcome.next_hop);
+    data["reply_code"] = json!(outcome.reply_code);
+    data["reply_text"] = json!(outcome.reply_text);
+    data["tls"] = json!(outcome.tls);
     build_mixed(
         ctx,
         ReceiptKind::Delivery,
