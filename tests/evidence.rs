@@ -42,6 +42,7 @@ use emla::store::{
 use emla::{EvalTime, Reason};
 use serde_json::json;
 use sha2::{Digest, Sha256};
+use smtp::{emla_cli, run_checks};
 use support::{alice_to_bob, pki, Tool, ALICE, BOB};
 use testdb::{Backend, TestDb};
 
@@ -228,33 +229,52 @@ fn message_as(id: &str, i: usize, received_at_ms: i64) -> Record {
     let raw =
         format!("From: alice@justice.aa.example\r\nSubject: {i}\r\n\r\nbody {i}\r\n").into_bytes();
     let sha256 = hex::encode(Sha256::digest(&raw));
-    let id = id.to_string();
+    accepted_record(
+        id,
+        &raw,
+        received_at_ms,
+        Some(format!("{i}")),
+        "v",
+        json!({ "sha256": sha256 }),
+    )
+}
+
+/// The record of message `id` (bytes `raw`), accepted from Alice to Bob
+/// under policy `policy_version`, with one `MessageAccepted` event of `data`.
+fn accepted_record(
+    id: &str,
+    raw: &[u8],
+    received_at_ms: i64,
+    subject: Option<String>,
+    policy_version: &str,
+    data: serde_json::Value,
+) -> Record {
     Record {
         message: Some(MessageRecord {
-            id: id.clone(),
+            id: id.to_string(),
             received_at_ms,
-            sha256: sha256.clone(),
+            sha256: hex::encode(Sha256::digest(raw)),
             size: raw.len() as u64,
             session: SessionInfo::default(),
             mail_from: ALICE.into(),
             rcpt_to: vec![BOB.into()],
             header_from: Some(ALICE.into()),
             header_to: Some(BOB.into()),
-            subject: Some(format!("{i}")),
+            subject,
             message_id: None,
             date: None,
             reason: Reason::Ok,
             detail: "ok".into(),
             signers: json!([]),
             authority: Some("aa-moj".into()),
-            policy_version: "v".into(),
+            policy_version: policy_version.into(),
             case_ref: None,
             body: Some(Arc::from(raw)),
         }),
         events: vec![AuditEvent {
             kind: AuditKind::MessageAccepted,
-            message_id: Some(id),
-            data: json!({"sha256": sha256}),
+            message_id: Some(id.to_string()),
+            data,
         }],
         ..Record::default()
     }
@@ -370,38 +390,13 @@ both!(retention_keeps_the_chain_verifiable);
 // End to end: serve, export, openssl
 // ---------------------------------------------------------------------------
 
-fn emla(args: &[&str], config: &Path) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-        .args(args)
-        .arg("--config")
-        .arg(config)
-        .output()
-        .unwrap();
-    (
-        out.status.code().unwrap_or(-1),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
-/// Runs the bundle's `verify.sh` in `dir`: success and output.
-fn run_checks(dir: &Path) -> (bool, String) {
-    let out = Command::new("sh")
-        .arg("verify.sh")
-        .current_dir(dir)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+/// The bundle's `verify.sh`, asserted to contain each of `cmds`.
+fn script_running(bundle: &Path, cmds: &[&str]) -> String {
+    let script = std::fs::read_to_string(bundle.join("verify.sh")).unwrap();
+    for cmd in cmds {
+        assert!(script.contains(cmd), "{cmd} missing:\n{script}");
+    }
+    script
 }
 
 /// A copy of the bundle with `edit` applied, SHA256SUMS recomputed when
@@ -472,14 +467,14 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     drop(server);
 
     // `emla audit checkpoint` writes one now.
-    let (code, out) = emla(&["audit", "checkpoint"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "checkpoint"], &gw.config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("(+ .p7s)"), "{out}");
 
     let ca = pki().cert("aa", "root");
     let ca_s = ca.to_str().unwrap();
     let cp_s = cp_dir.to_str().unwrap();
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "verify", "--checkpoints", cp_s, "--ca", ca_s],
         &gw.config,
     );
@@ -492,7 +487,7 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     // Export, then check with the README's commands only.
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
         &gw.config,
     );
@@ -503,17 +498,17 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
         "original bytes"
     );
     let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
-    let script = std::fs::read_to_string(bundle.join("verify.sh")).unwrap();
+    let script = script_running(
+        &bundle,
+        &[
+            "sha256sum -c SHA256SUMS",
+            "openssl cms -verify -in message.eml",
+            "-crl_check_all",
+            "openssl cms -verify -binary -inform DER",
+            "python3 audit/verify_chain.py",
+        ],
+    );
     assert!(readme.contains(&script), "README.txt quotes verify.sh");
-    for cmd in [
-        "sha256sum -c SHA256SUMS",
-        "openssl cms -verify -in message.eml",
-        "-crl_check_all",
-        "openssl cms -verify -binary -inform DER",
-        "python3 audit/verify_chain.py",
-    ] {
-        assert!(script.contains(cmd), "{cmd} missing:\n{script}");
-    }
     if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_BUNDLE") {
         copy_dir(&bundle, Path::new(&keep));
     }
@@ -526,12 +521,12 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     // The same bundle as one zip file: unpacked with Python's zipfile, the
     // same checks pass, on the same files.
     let archive = work.path().join("bundle.zip");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "export", &id, "--out", archive.to_str().unwrap()],
         &gw.config,
     );
     assert_eq!(code, 0, "{out}");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "export", &id, "--out", archive.to_str().unwrap()],
         &gw.config,
     );
@@ -623,9 +618,9 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
         let mut c = sqlx::SqliteConnection::connect(&url).await.unwrap();
         sqlx::raw_sql(&sql).execute(&mut c).await.unwrap();
     });
-    let (code, out) = emla(&["audit", "verify"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "verify"], &gw.config);
     assert_eq!(code, 0, "plain verify cannot see it: {out}");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "verify", "--checkpoints", cp_s, "--ca", ca_s],
         &gw.config,
     );
@@ -639,7 +634,7 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
         "{out}"
     );
     // And export refuses a log that no longer matches its checkpoint.
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &[
             "audit",
             "export",
@@ -656,22 +651,22 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
 fn prune_and_checkpoint_cli_exit_codes() {
     // No [retention]: nothing to prune is a configuration error.
     let gw = smtp::Gateway::new(smtp::Opts::default());
-    let (code, out) = emla(&["audit", "prune"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "prune"], &gw.config);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("nothing to prune"), "{out}");
     // No signing identity in the policy: no checkpoint, exit 2.
-    let (code, out) = emla(&["audit", "checkpoint"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "checkpoint"], &gw.config);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("no signing identity"), "{out}");
     // A missing checkpoint directory is a usage error.
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "verify", "--checkpoints", "/nonexistent"],
         &gw.config,
     );
     assert_eq!(code, 2, "{out}");
     // Unknown message: exit 1.
     let out_dir = gw.dir().join("bundle");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &[
             "audit",
             "export",
@@ -687,11 +682,11 @@ fn prune_and_checkpoint_cli_exit_codes() {
         extra_toml: "\n[retention]\nbodies_days = 1\naudit_days = 1\n".into(),
         ..smtp::Opts::default()
     });
-    let (code, out) = emla(&["audit", "prune", "--dry-run"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "prune", "--dry-run"], &gw.config);
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("bodies: would prune 0"), "{out}");
     assert!(out.contains("no signed checkpoint"), "{out}");
-    let (code, out) = emla(&["audit", "prune", "--json"], &gw.config);
+    let (code, out) = emla_cli(&["audit", "prune", "--json"], &gw.config);
     assert_eq!(code, 0, "{out}");
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert_eq!(v["dry_run"], false);
@@ -854,7 +849,7 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
 
     // Export the first message.
     let bundle = work.path().join("bundle");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
         &gw.config,
     );
@@ -879,16 +874,16 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
         !bundle.join("crls/crls.pem").exists(),
         "today's CRLs are not the evidence"
     );
-    let script = std::fs::read_to_string(bundle.join("verify.sh")).unwrap();
-    for cmd in [
-        "-crl_check_all",
-        "-attime",
-        "-purpose smimesign",
-        "openssl crl -inform DER -in",
-        "-CRLfile",
-    ] {
-        assert!(script.contains(cmd), "{cmd} missing:\n{script}");
-    }
+    let script = script_running(
+        &bundle,
+        &[
+            "-crl_check_all",
+            "-attime",
+            "-purpose smimesign",
+            "openssl crl -inform DER -in",
+            "-CRLfile",
+        ],
+    );
     if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_REVOCATION_BUNDLE") {
         copy_dir(
             &bundle,
@@ -960,39 +955,18 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
     // its record): today's CRLs, and the bundle says so.
     let legacy = "legacy-1@emla.test";
     let sha256 = hex::encode(Sha256::digest(&msg));
-    rt.block_on(store.record(Record {
-        message: Some(MessageRecord {
-            id: legacy.into(),
-            received_at_ms: now_ms(),
-            sha256: sha256.clone(),
-            size: msg.len() as u64,
-            session: SessionInfo::default(),
-            mail_from: ALICE.into(),
-            rcpt_to: vec![BOB.into()],
-            header_from: Some(ALICE.into()),
-            header_to: Some(BOB.into()),
-            subject: None,
-            message_id: None,
-            date: None,
-            reason: Reason::Ok,
-            detail: "ok".into(),
-            signers: json!([]),
-            authority: Some("aa-moj".into()),
-            policy_version: "old".into(),
-            case_ref: None,
-            body: Some(Arc::from(msg.clone())),
-        }),
-        events: vec![AuditEvent {
-            kind: AuditKind::MessageAccepted,
-            message_id: Some(legacy.into()),
-            data: json!({"sha256": sha256, "verdict": "accept"}),
-        }],
-        ..Record::default()
-    }))
+    rt.block_on(store.record(accepted_record(
+        legacy,
+        &msg,
+        now_ms(),
+        None,
+        "old",
+        json!({"sha256": sha256, "verdict": "accept"}),
+    )))
     .unwrap();
     drop(store);
     let old_bundle = work.path().join("legacy");
-    let (code, out) = emla(
+    let (code, out) = emla_cli(
         &[
             "audit",
             "export",

@@ -299,14 +299,7 @@ fn snail_send(port: u16, body: &str) -> (Option<i32>, String) {
         Some(&input),
         Duration::from_secs(60),
     );
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code(), output_text(&out))
 }
 
 fn snail_flow(body: &str) {

@@ -145,6 +145,35 @@ fn queue_entries(gw: &Gateway) -> Vec<Value> {
         .clone()
 }
 
+/// A policy whose next hop (at the returned free port, opportunistic TLS)
+/// is down until a sink is started there.
+fn next_hop_down() -> (u16, PolicyCopy) {
+    let port = free_port();
+    (port, policy_to(port, "tls = \"opportunistic\""))
+}
+
+/// `relaying(policy, "")`, started.
+fn start_relaying(policy: &PolicyCopy) -> (Gateway, Server) {
+    let gw = relaying(policy, "");
+    let srv = gw.start();
+    (gw, srv)
+}
+
+/// `policy_to(port)` with the next hop's certificate pinned to `pin`.
+fn pinned_to(port: u16, pin: &str) -> PolicyCopy {
+    policy_to(port, &format!("tls = \"pinned\"\npin_sha256 = \"{pin}\""))
+}
+
+/// After the gateway holding `held` (a connection to the silent next hop
+/// `silent`) was killed: reads until the connection closes, then closes
+/// both, freeing the port.
+fn close_after_kill(mut held: std::net::TcpStream, silent: TcpListener) {
+    let mut buf = [0u8; 1];
+    let _ = held.read(&mut buf);
+    drop(held);
+    drop(silent);
+}
+
 /// Waits until the single queue entry satisfies `pred`.
 fn wait_entry(gw: &Gateway, within: Duration, pred: impl Fn(&Value) -> bool) -> Value {
     let deadline = Instant::now() + within;
@@ -165,6 +194,30 @@ fn send_signed(port: u16) -> (String, Vec<u8>) {
         .accepted_id()
         .unwrap_or_else(|| panic!("not accepted:\n{t}"));
     (id, msg)
+}
+
+/// Waits until the single queue entry has had its first delivery attempt.
+fn first_attempt(gw: &Gateway) -> Value {
+    wait_entry(gw, Duration::from_secs(10), |e| {
+        e["attempts"].as_i64() >= Some(1)
+    })
+}
+
+/// After the first delivery attempt: asserts the single entry is still
+/// queued (deferred) and returns its `last_error`.
+fn deferred_error(gw: &Gateway) -> String {
+    let e = first_attempt(gw);
+    assert_eq!(e["status"], "queued", "{e:#}");
+    e["last_error"].as_str().expect("a last_error").to_string()
+}
+
+/// Waits for `sink` to take one message, asserts it took exactly one (with
+/// the gateway's stderr otherwise) and that it is `sent` (emla id `id`)
+/// relayed unchanged.
+fn assert_relayed_once(sink: &Sink, srv: &Server, id: &str, sent: &[u8]) {
+    let got = sink.wait_for(1, Duration::from_secs(30));
+    assert_eq!(got.len(), 1, "not delivered:\n{}", srv.stderr());
+    assert_relayed_exactly(&got[0], sent, id);
 }
 
 /// Asserts `delivered` is `sent` behind exactly one `Received:` field that
@@ -245,12 +298,9 @@ fn free_port() -> u16 {
 fn relays_byte_for_byte_and_the_copy_verifies() {
     let sink = Sink::start(&[]);
     let policy = policy_to(sink.port, "tls = \"opportunistic\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(got.len(), 1, "not delivered:\n{}", srv.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     let env = sink.envelope(1);
     assert_eq!(env["mail_from"], ALICE);
     assert_eq!(env["rcpt_tos"], serde_json::json!([BOB]));
@@ -305,25 +355,17 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
 
 #[test]
 fn next_hop_down_then_up_is_delivered_after_retry() {
-    let port = free_port();
-    let policy = policy_to(port, "tls = \"opportunistic\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (port, policy) = next_hop_down();
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
-    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
-        e["attempts"].as_i64() >= Some(1)
-    });
-    assert_eq!(e["status"], "queued", "{e:#}");
-    let err = e["last_error"].as_str().unwrap_or_default();
+    let err = deferred_error(&gw);
     assert!(
         err.contains(&format!("127.0.0.1:{port}")),
         "names the next hop: {err}"
     );
 
     let sink = Sink::start_on(port, &[]);
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(got.len(), 1, "not delivered after retry:\n{}", srv.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert!(e["attempts"].as_i64() >= Some(2), "{e:#}");
     let kinds: Vec<String> = gw
@@ -346,13 +388,10 @@ fn next_hop_down_then_up_is_delivered_after_retry() {
 fn deferred_data_is_retried_and_permanent_refusal_fails() {
     let sink = Sink::start(&["--defer", "1", "--refuse-rcpt", BEA]);
     let policy = policy_to(sink.port, "tls = \"opportunistic\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     // 451 to the first DATA, then delivered.
     let (id, msg) = send_signed(srv.port);
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(got.len(), 1, "{}", srv.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert_eq!(e["attempts"], 2, "{e:#}");
 
@@ -390,7 +429,7 @@ fn sigkill_during_delivery_then_delivered_after_restart() {
     let mut srv = gw.start();
     let (id, msg) = send_signed(srv.port);
     silent.set_nonblocking(false).unwrap();
-    let (mut held, _) = silent.accept().unwrap();
+    let (held, _) = silent.accept().unwrap();
     let e = wait_entry(&gw, Duration::from_secs(5), |e| !e["claimed_by"].is_null());
     assert_eq!(e["status"], "queued", "{e:#}");
     assert!(
@@ -398,21 +437,11 @@ fn sigkill_during_delivery_then_delivered_after_restart() {
         "claimed while delivering: {e:#}"
     );
     srv.kill();
-    let mut buf = [0u8; 1];
-    let _ = held.read(&mut buf);
-    drop(held);
-    drop(silent);
+    close_after_kill(held, silent);
 
     let sink = Sink::start_on(port, &[]);
     let srv = gw.start();
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(
-        got.len(),
-        1,
-        "not delivered after restart:\n{}",
-        srv.stderr()
-    );
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert_eq!(e["status"], "delivered", "{e:#}");
     gw.assert_audit_intact();
@@ -432,12 +461,9 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
 
     // Required, with the sink's CA: delivered over TLS.
     let policy = policy_to(sink.port, &format!("tls = \"required\"\nca_file = {ca:?}"));
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(got.len(), 1, "{}", srv.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     assert_eq!(sink.envelope(1)["tls"], true);
     let audit = gw.db().audit();
     let d = audit.iter().find(|a| a.kind == "relay.delivered").unwrap();
@@ -448,20 +474,10 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
     // Required against the system roots: the self-signed certificate fails,
     // and the message is deferred, never sent in plain text.
     let policy = policy_to(sink.port, "tls = \"required\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     send_signed(srv.port);
-    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
-        e["attempts"].as_i64() >= Some(1)
-    });
-    assert_eq!(e["status"], "queued", "{e:#}");
-    assert!(
-        e["last_error"]
-            .as_str()
-            .unwrap()
-            .contains("STARTTLS failed"),
-        "{e:#}"
-    );
+    let err = deferred_error(&gw);
+    assert!(err.contains("STARTTLS failed"), "{err}");
     drop(srv);
 
     // Pinned: the right pin delivers, a wrong one defers.
@@ -471,30 +487,18 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
             .arg(&cert),
     );
     let pin = sha256_hex(&der);
-    let policy = policy_to(
-        sink.port,
-        &format!("tls = \"pinned\"\npin_sha256 = \"{pin}\""),
-    );
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let policy = pinned_to(sink.port, &pin);
+    let (gw, srv) = start_relaying(&policy);
     send_signed(srv.port);
     let e = wait_entry(&gw, Duration::from_secs(10), |e| e["status"] != "queued");
     assert_eq!(e["status"], "delivered", "{e:#}\n{}", srv.stderr());
     drop(srv);
 
     let wrong = "00".repeat(32);
-    let policy = policy_to(
-        sink.port,
-        &format!("tls = \"pinned\"\npin_sha256 = \"{wrong}\""),
-    );
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let policy = pinned_to(sink.port, &wrong);
+    let (gw, srv) = start_relaying(&policy);
     send_signed(srv.port);
-    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
-        e["attempts"].as_i64() >= Some(1)
-    });
-    assert_eq!(e["status"], "queued", "{e:#}");
-    let err = e["last_error"].as_str().unwrap();
+    let err = deferred_error(&gw);
     assert!(
         err.contains(&format!("does not match the pinned {wrong}")),
         "{err}"
@@ -510,14 +514,10 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
 
 #[test]
 fn queue_cancel_and_retry_are_audited_with_exit_codes() {
-    let port = free_port();
-    let policy = policy_to(port, "tls = \"opportunistic\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (_, policy) = next_hop_down();
+    let (gw, srv) = start_relaying(&policy);
     let (id, _) = send_signed(srv.port);
-    let e = wait_entry(&gw, Duration::from_secs(10), |e| {
-        e["attempts"].as_i64() >= Some(1)
-    });
+    let e = first_attempt(&gw);
     let qid = e["id"].to_string();
 
     let (code, out, err) = queue_cli(&gw, &["cancel", &qid]);
@@ -557,6 +557,18 @@ fn queue_cancel_and_retry_are_audited_with_exit_codes() {
     assert!(cancel.1.contains("\"operator\""), "{cancel:?}");
     drop(srv);
     gw.assert_audit_intact();
+}
+
+/// [`policy_with_receipts`], but aa-moj (the sender's authority) wants no
+/// receipts.
+fn policy_without_aa_receipts(port: u16) -> PolicyCopy {
+    let policy = policy_with_receipts(port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "\ndomains = ",
+        "\nreceipts = []\ndomains = ",
+    );
+    policy
 }
 
 /// `policy_to(port)` with aa-moj's next hop at the same sink (receipts go
@@ -613,8 +625,7 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
     let sink = Sink::start(&[]);
     let policy = policy_with_receipts(sink.port);
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
 
     let to_bob = delivered_to(&sink, BOB, 1);
@@ -679,8 +690,7 @@ fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
 fn permanent_refusal_sends_a_signed_delivery_status_notification() {
     let sink = Sink::start(&["--refuse-rcpt", BEA]);
     let policy = policy_with_receipts(sink.port);
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let to_bea = mail(Tool::SmimeDetached, "aa", "alice", ALICE, &[BEA]);
     let (r, t) = send(srv.port, ALICE, &[BEA], &to_bea);
     let id = r.accepted_id().unwrap_or_else(|| panic!("{t}"));
@@ -747,22 +757,17 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
     let (a, b) = (instance("gw-a"), instance("gw-b"));
     let mut srv_a = a.start();
     let (id, msg) = send_signed(srv_a.port);
-    let (mut held, _) = silent.accept().unwrap();
+    let (held, _) = silent.accept().unwrap();
     let e = wait_entry(&a, Duration::from_secs(5), |e| e["claimed_by"] == "gw-a");
     assert_eq!(e["claimed_by"], "gw-a", "{e:#}");
     // B starts while A holds the claim, then A dies mid-delivery.
     let srv_b = b.start();
     srv_a.kill();
-    let mut buf = [0u8; 1];
-    let _ = held.read(&mut buf);
-    drop(held);
-    drop(silent);
+    close_after_kill(held, silent);
     let sink = Sink::start_on(port, &[]);
     // B has none of A's files: the body comes from the shared database.
     assert!(a.body_files().is_empty() && b.body_files().is_empty());
-    let got = sink.wait_for(1, Duration::from_secs(30));
-    assert_eq!(got.len(), 1, "B did not take over:\n{}", srv_b.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv_b, &id, &msg);
     let e = wait_entry(&b, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert_eq!(e["status"], "delivered", "{e:#}");
     let by = b
@@ -846,8 +851,7 @@ fn relayed_through_a_real_postfix_the_copy_still_verifies() {
     let sink = Sink::start(&[]);
     let postfix = Postfix::start(sink.port);
     let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
     let got = sink.wait_for(1, Duration::from_secs(30));
     assert_eq!(
@@ -893,8 +897,7 @@ fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
         "[relay]\n",
         "[relay]\nqueue_lifetime_secs = 3\nurgent_queue_lifetime_secs = 1\n",
     );
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let (gw, srv) = start_relaying(&policy);
     let (id, _) = send_signed(srv.port);
     let to_alice = delivered_to(&sink, ALICE, 2);
     let dsn = to_alice
@@ -929,18 +932,10 @@ fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
 #[test]
 fn an_authority_that_wants_no_receipts_gets_none() {
     let sink = Sink::start(&[]);
-    let policy = policy_with_receipts(sink.port);
-    policy.edit(
-        "authorities/aa-moj.toml",
-        "\ndomains = ",
-        "\nreceipts = []\ndomains = ",
-    );
-    let gw = relaying(&policy, "");
-    let srv = gw.start();
+    let policy = policy_without_aa_receipts(sink.port);
+    let (gw, srv) = start_relaying(&policy);
     let (id, msg) = send_signed(srv.port);
-    let got = sink.wait_for(1, Duration::from_secs(20));
-    assert_eq!(got.len(), 1, "{}", srv.stderr());
-    assert_relayed_exactly(&got[0], &msg, &id);
+    assert_relayed_once(&sink, &srv, &id, &msg);
     wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sink.messages().len(), 1, "no receipts");
@@ -950,12 +945,7 @@ fn an_authority_that_wants_no_receipts_gets_none() {
 #[test]
 fn a_checkpoint_is_mailed_signed_to_the_auditor() {
     let sink = Sink::start(&[]);
-    let policy = policy_with_receipts(sink.port);
-    policy.edit(
-        "authorities/aa-moj.toml",
-        "\ndomains = ",
-        "\nreceipts = []\ndomains = ",
-    );
+    let policy = policy_without_aa_receipts(sink.port);
     let gw = Gateway::new(Opts {
         extra_toml: format!(
             "\n[audit]\ncheckpoint_interval_secs = 0\ncheckpoint_mail = \"{BEA}\"\n"
@@ -965,16 +955,8 @@ fn a_checkpoint_is_mailed_signed_to_the_auditor() {
     let srv = gw.start();
     send_signed(srv.port);
     sink.wait_for(1, Duration::from_secs(20));
-    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-        .args(["audit", "checkpoint", "--config"])
-        .arg(&gw.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (code, out) = emla_cli(&["audit", "checkpoint"], &gw.config);
+    assert_eq!(code, 0, "{out}");
     let mails = delivered_to(&sink, BEA, 1);
     assert_eq!(mails.len(), 1, "{}", srv.stderr());
     let (env, mail) = &mails[0];

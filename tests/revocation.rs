@@ -182,17 +182,7 @@ fn wait_audited(gw: &Gateway, kind: &str, n: usize) -> Vec<serde_json::Value> {
 
 /// `emla crl ARGS --config …` of `gw`: exit code and stdout.
 fn crl_cmd(gw: &Gateway, args: &[&str]) -> (i32, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-        .arg("crl")
-        .args(args)
-        .arg("--config")
-        .arg(&gw.config)
-        .output()
-        .expect("run emla crl");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
-    )
+    emla_cli(&[&["crl"], args].concat(), &gw.config)
 }
 
 /// Sends Alice's message to Bob; returns the final reply.
@@ -604,41 +594,20 @@ fn ocsp_good_revoked_unknown_and_responder_down() {
     // verify.sh checks it with openssl alone, as of reception.
     let id = first_id.expect("accepted id");
     let bundle = tmp.path().join("bundle");
-    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-        .args(["audit", "export", &id, "--out"])
-        .arg(&bundle)
-        .arg("--config")
-        .arg(&gw.config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out_arg = bundle.to_str().unwrap();
+    let (code, out) = emla_cli(&["audit", "export", &id, "--out", out_arg], &gw.config);
+    assert_eq!(code, 0, "{out}");
     let sha = ev[0]["sha256"].as_str().unwrap();
     let ocsp_file = bundle.join(format!("revocation/ocsp-{sha}.der"));
     assert!(ocsp_file.exists(), "{}", ocsp_file.display());
-    let check = |dir: &Path| {
-        let out = Command::new("sh")
-            .arg("verify.sh")
-            .current_dir(dir)
-            .output()
-            .unwrap();
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    };
-    let (ok, out) = check(&bundle);
+    let (ok, out) = run_checks(&bundle);
     assert!(ok, "verify.sh: {out}");
     // One bit changed in the response: the bundle no longer checks.
     let mut bytes = std::fs::read(&ocsp_file).unwrap();
     let n = bytes.len() - 10;
     bytes[n] ^= 1;
     std::fs::write(&ocsp_file, &bytes).unwrap();
-    let (ok, out) = check(&bundle);
+    let (ok, out) = run_checks(&bundle);
     assert!(!ok, "a tampered OCSP response must fail: {out}");
 }
 

@@ -288,13 +288,7 @@ async fn https_trusts_only_the_webpki_roots() {
     assert!(e.to_string().contains("certificate"), "{e}");
 }
 
+/// `application/x-www-form-urlencoded` encoding of one value.
 fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
+    form_urlencoded::byte_serialize(s.as_bytes()).collect()
 }

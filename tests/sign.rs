@@ -37,35 +37,39 @@ fn openssl_verifies_der(content: &[u8], sig: &[u8]) -> bool {
     let p = pki();
     let c = p.write_scratch("content", content);
     let s = p.write_scratch("sig.der", sig);
-    let out = Command::new(openssl())
-        .args([
-            "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
-        ])
-        .arg("-content")
-        .arg(&c)
-        .arg("-in")
-        .arg(&s)
-        .arg("-CAfile")
-        .arg(ca_file())
-        .args(["-out", "/dev/null"])
-        .output()
-        .expect("run openssl");
-    out.status.success()
+    openssl_cms_verify(
+        Command::new(openssl())
+            .args([
+                "cms", "-verify", "-binary", "-inform", "DER", "-purpose", "any",
+            ])
+            .arg("-content")
+            .arg(&c)
+            .arg("-in")
+            .arg(&s),
+    )
 }
 
 /// `openssl cms -verify` of a whole S/MIME message.
 fn openssl_verifies_smime(msg: &[u8]) -> bool {
     let p = pki();
     let m = p.write_scratch("msg.eml", msg);
-    let out = Command::new(openssl())
-        .args(["cms", "-verify", "-in"])
-        .arg(&m)
-        .arg("-CAfile")
+    openssl_cms_verify(
+        Command::new(openssl())
+            .args(["cms", "-verify", "-in"])
+            .arg(&m),
+    )
+}
+
+/// Whether `cmd` (an `openssl cms -verify …`), given the test root as
+/// `-CAfile` and its output discarded, succeeds.
+fn openssl_cms_verify(cmd: &mut Command) -> bool {
+    cmd.arg("-CAfile")
         .arg(ca_file())
         .args(["-out", "/dev/null"])
         .output()
-        .expect("run openssl");
-    out.status.success()
+        .expect("run openssl")
+        .status
+        .success()
 }
 
 /// A copy of `data` with the byte at `at` changed.

@@ -216,38 +216,28 @@ async fn record_and_read_back(backend: Backend) {
     );
 
     // A rejected message whose body is not kept, and an event without one.
-    let mut rejected = message("m2", None);
-    rejected.reason = Reason::BadSignature;
-    store
-        .record(Record {
-            message: Some(rejected),
-            events: vec![AuditEvent {
-                kind: AuditKind::MessageRejected,
-                message_id: Some("m2".into()),
-                data: json!({"reason": "bad-signature"}),
-            }],
-            queue: vec![],
-            queue_updates: vec![],
-            outgoing: vec![],
-            revocation: vec![],
-        })
-        .await
-        .unwrap();
-    store
-        .record(Record {
-            message: None,
-            events: vec![AuditEvent {
-                kind: AuditKind::PolicyReloaded,
-                message_id: None,
-                data: json!({"version": "p2"}),
-            }],
-            queue: vec![],
-            queue_updates: vec![],
-            outgoing: vec![],
-            revocation: vec![],
-        })
-        .await
-        .unwrap();
+    let mut rejected_message = message("m2", None);
+    rejected_message.reason = Reason::BadSignature;
+    let rejected = AuditEvent {
+        kind: AuditKind::MessageRejected,
+        message_id: Some("m2".into()),
+        data: json!({"reason": "bad-signature"}),
+    };
+    let reload = AuditEvent {
+        kind: AuditKind::PolicyReloaded,
+        message_id: None,
+        data: json!({"version": "p2"}),
+    };
+    for (message, event) in [(Some(rejected_message), rejected), (None, reload)] {
+        store
+            .record(Record {
+                message,
+                events: vec![event],
+                ..Record::default()
+            })
+            .await
+            .unwrap();
+    }
     let m2 = store.message("m2").await.unwrap().unwrap();
     assert_eq!(m2.verdict, emla::store::Verdict::Reject);
     assert_eq!(m2.reason, Reason::BadSignature);
@@ -465,6 +455,16 @@ async fn revocation_data_is_archived_once(backend: Backend) {
 }
 both!(revocation_data_is_archived_once);
 
+/// Asserts the chain of `store` is broken at record `seq`, the problem
+/// naming `says`; then drops the store and its database.
+async fn assert_broken_at(db: TestDb, store: Store, seq: i64, says: &str) {
+    let (at, problem) = broken(store.verify_chain().await.unwrap());
+    assert_eq!(at, seq, "{problem}");
+    assert!(problem.contains(says), "{problem}");
+    drop(store);
+    db.drop_db().await;
+}
+
 /// Five messages = audit records 1..=10 (odd: received, even: accepted).
 async fn five_messages(db: &TestDb) -> Store {
     let store = db.open().await;
@@ -480,11 +480,7 @@ async fn detects_edited_record(backend: Backend) {
     let store = five_messages(&db).await;
     db.exec(r#"UPDATE audit SET data = '{"reason":"ok","id":"forged"}' WHERE seq = 4"#)
         .await;
-    let (seq, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(seq, 4, "{problem}");
-    assert!(problem.contains("record 4 was edited"), "{problem}");
-    drop(store);
-    db.drop_db().await;
+    assert_broken_at(db, store, 4, "record 4 was edited").await;
 }
 both!(detects_edited_record);
 
@@ -492,14 +488,7 @@ async fn detects_deleted_middle_record(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = five_messages(&db).await;
     db.exec("DELETE FROM audit WHERE seq = 6").await;
-    let (seq, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(seq, 6, "{problem}");
-    assert!(
-        problem.contains("record 6 is missing (seq jumps from 5 to 7)"),
-        "{problem}"
-    );
-    drop(store);
-    db.drop_db().await;
+    assert_broken_at(db, store, 6, "record 6 is missing (seq jumps from 5 to 7)").await;
 }
 both!(detects_deleted_middle_record);
 
@@ -507,14 +496,13 @@ async fn detects_deleted_last_record(backend: Backend) {
     let db = TestDb::new(backend).await;
     let store = five_messages(&db).await;
     db.exec("DELETE FROM audit WHERE seq = 10").await;
-    let (seq, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(seq, 10, "{problem}");
-    assert!(
-        problem.contains("chain head says seq 10 but the last record is 9"),
-        "{problem}"
-    );
-    drop(store);
-    db.drop_db().await;
+    assert_broken_at(
+        db,
+        store,
+        10,
+        "chain head says seq 10 but the last record is 9",
+    )
+    .await;
 }
 both!(detects_deleted_last_record);
 
@@ -534,10 +522,7 @@ async fn detects_swapped_records(backend: Backend) {
         q(&d3)
     ))
     .await;
-    let (seq, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(seq, 3, "{problem}");
-    drop(store);
-    db.drop_db().await;
+    assert_broken_at(db, store, 3, "").await;
 }
 both!(detects_swapped_records);
 
@@ -546,11 +531,7 @@ async fn detects_records_beyond_head(backend: Backend) {
     let store = five_messages(&db).await;
     db.exec("UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit WHERE seq = 9)")
         .await;
-    let (seq, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(seq, 10, "{problem}");
-    assert!(problem.contains("beyond the chain head"), "{problem}");
-    drop(store);
-    db.drop_db().await;
+    assert_broken_at(db, store, 10, "beyond the chain head").await;
 }
 both!(detects_records_beyond_head);
 

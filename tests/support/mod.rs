@@ -20,6 +20,9 @@ use std::time::{Duration, SystemTime};
 
 use base64::Engine as _;
 
+pub mod cmd;
+pub use cmd::{openssl, run_ok};
+
 /// The support directory holding `pki.py` and `sign_py.py`.
 pub fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support")
@@ -27,25 +30,6 @@ pub fn support_dir() -> PathBuf {
 
 fn python() -> String {
     std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
-}
-
-pub fn openssl() -> String {
-    std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into())
-}
-
-/// Runs `cmd`, panicking with its output when it fails; returns stdout.
-pub fn run_ok(cmd: &mut Command) -> Vec<u8> {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
 }
 
 // ---------------------------------------------------------------------------

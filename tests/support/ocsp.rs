@@ -22,22 +22,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use crate::proc::Proc;
 
-fn openssl() -> String {
-    std::env::var("EMLA_TEST_OPENSSL").unwrap_or_else(|_| "openssl".into())
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
+#[path = "cmd.rs"]
+mod cmd;
+use cmd::{openssl, run_ok as run};
 
 /// Now, Unix seconds.
 pub fn now() -> u64 {

@@ -267,14 +267,7 @@ impl Gateway {
             .arg(&self.config)
             .output()
             .expect("run emla audit verify");
-        (
-            out.status.code(),
-            format!(
-                "{}{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            ),
-        )
+        (out.status.code(), output_text(&out))
     }
 
     /// Asserts that `emla audit verify` finds the chain intact.
@@ -717,29 +710,23 @@ macro_rules! fetch {
         let sql: &str = $sql;
         runtime().block_on(async {
             if url.starts_with("sqlite:") {
-                let mut c = sqlx::SqliteConnection::connect(url)
-                    .await
-                    .unwrap_or_else(|e| panic!("open {url}: {e}"));
-                let rows = sqlx::query(sql)
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let out: Vec<_> = rows.iter().map(|$r| $body).collect();
-                let _ = c.close().await;
-                out
+                fetch!(@on sqlx::SqliteConnection, url, sql, |$r| $body)
             } else {
-                let mut c = sqlx::PgConnection::connect(url)
-                    .await
-                    .unwrap_or_else(|e| panic!("open {url}: {e}"));
-                let rows = sqlx::query(sql)
-                    .fetch_all(&mut c)
-                    .await
-                    .unwrap_or_else(|e| panic!("{sql}: {e}"));
-                let out: Vec<_> = rows.iter().map(|$r| $body).collect();
-                let _ = c.close().await;
-                out
+                fetch!(@on sqlx::PgConnection, url, sql, |$r| $body)
             }
         })
+    }};
+    (@on $conn:ty, $url:ident, $sql:ident, |$r:ident| $body:expr) => {{
+        let mut c = <$conn>::connect($url)
+            .await
+            .unwrap_or_else(|e| panic!("open {}: {e}", $url));
+        let rows = sqlx::query($sql)
+            .fetch_all(&mut c)
+            .await
+            .unwrap_or_else(|e| panic!("{}: {e}", $sql));
+        let out: Vec<_> = rows.iter().map(|$r| $body).collect();
+        let _ = c.close().await;
+        out
     }};
 }
 
@@ -997,14 +984,7 @@ pub fn swaks(port: u16, from: &str, to: &str, msg: &[u8], extra: &[&str]) -> (Op
         None,
         Duration::from_secs(60),
     );
-    (
-        out.status.code(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
+    (out.status.code(), output_text(&out))
 }
 
 /// The replies `tests/support/smtp_send.py` printed, one JSON object per file.
@@ -1023,13 +1003,7 @@ pub fn smtp_send_py(
     }
     cmd.args(files);
     let out = run_with_timeout(&mut cmd, None, Duration::from_secs(60));
-    assert!(
-        out.status.success(),
-        "smtp_send.py failed ({}):\n{}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    crate::support::cmd::assert_succeeded("smtp_send.py", &out);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l:?}: {e}")))
@@ -1104,4 +1078,39 @@ impl Drop for PolicyCopy {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.0);
     }
+}
+
+// ---------------------------------------------------------------------------
+// The `emla` CLI and evidence bundles
+// ---------------------------------------------------------------------------
+
+/// The stdout of `out` followed by its stderr, as text.
+pub fn output_text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// Runs `emla ARGS --config CONFIG`: exit code (-1 when killed by a signal)
+/// and stdout followed by stderr.
+pub fn emla_cli(args: &[&str], config: &Path) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run emla {args:?}: {e}"));
+    (out.status.code().unwrap_or(-1), output_text(&out))
+}
+
+/// Runs an evidence bundle's `verify.sh` in `dir`: success and output.
+pub fn run_checks(dir: &Path) -> (bool, String) {
+    let out = Command::new("sh")
+        .arg("verify.sh")
+        .current_dir(dir)
+        .output()
+        .expect("run sh verify.sh");
+    (out.status.success(), output_text(&out))
 }

@@ -151,8 +151,22 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
         host = ascii_only(&ctx.gateway_hostname),
     );
     text.push_str(&facts(ctx, subject));
-    let data = json!({
-        "type": "acceptance",
+    let data = receipt_json(ctx, "acceptance");
+    build_mixed(
+        ctx,
+        ReceiptKind::Acceptance,
+        "Accepted",
+        &text,
+        &data,
+        ctx.received_at,
+    )
+}
+
+/// The `receipt.json` fields every receipt has, of type `kind`, for
+/// `ctx.recipients`.
+fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
+    json!({
+        "type": kind,
         "message_id": ctx.message_id,
         "original_message_id": ctx.original_message_id,
         "subject": ctx.original_subject,
@@ -163,15 +177,7 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
         "signer": signer_json(ctx),
         "route": ctx.route,
         "policy_version": ctx.policy_version,
-    });
-    build_mixed(
-        ctx,
-        ReceiptKind::Acceptance,
-        "Accepted",
-        &text,
-        &data,
-        ctx.received_at,
-    )
+    })
 }
 
 /// The receipt for a delivery to the next hop, or `None` for a null
@@ -199,24 +205,12 @@ pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Opti
         ..ctx.clone()
     };
     text.push_str(&facts(&delivered, subject));
-    let data = json!({
-        "type": "delivery",
-        "message_id": ctx.message_id,
-        "original_message_id": ctx.original_message_id,
-        "subject": ctx.original_subject,
-        "received_at": rfc3339(ctx.received_at),
-        "sha256": ctx.sha256,
-        "sender": ctx.sender,
-        "recipients": outcome.recipients,
-        "signer": signer_json(ctx),
-        "route": ctx.route,
-        "policy_version": ctx.policy_version,
-        "delivered_at": rfc3339(outcome.at),
-        "next_hop": outcome.next_hop,
-        "reply_code": outcome.reply_code,
-        "reply_text": outcome.reply_text,
-        "tls": outcome.tls,
-    });
+    let mut data = receipt_json(&delivered, "delivery");
+    data["delivered_at"] = json!(rfc3339(outcome.at));
+    data["next_hop"] = json!(outcome.next_hop);
+    data["reply_code"] = json!(outcome.reply_code);
+    data["reply_text"] = json!(outcome.reply_text);
+    data["tls"] = json!(outcome.tls);
     build_mixed(
         ctx,
         ReceiptKind::Delivery,
@@ -719,25 +713,17 @@ mod tests {
         let r = non_delivery_notice(&ctx(), &f, b"From: a@b\nSubject: x\n\nbody").unwrap();
         let t = text(&r);
         assert!(t.starts_with("Content-Type: multipart/report; report-type=delivery-status;"));
-        assert!(
-            t.contains("Reporting-MTA: dns; emla.example.org\r\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("Final-Recipient: rfc822; bob@justice.bb.example\r\n"),
-            "{t}"
-        );
-        assert!(t.contains("Status: 5.0.0\r\n"), "{t}");
-        assert!(
-            t.contains("Diagnostic-Code: smtp; 550 5.1.1 no  such user\r\n"),
-            "{t}"
-        );
-        assert!(
-            t.contains("Remote-MTA: dns; mx.justice.bb.example\r\n"),
-            "{t}"
-        );
-        assert!(t.contains("text/rfc822-headers"), "{t}");
-        assert!(t.contains("From: a@b\r\nSubject: x\r\n"), "{t}");
+        for part in [
+            "Reporting-MTA: dns; emla.example.org\r\n",
+            "Final-Recipient: rfc822; bob@justice.bb.example\r\n",
+            "Status: 5.0.0\r\n",
+            "Diagnostic-Code: smtp; 550 5.1.1 no  such user\r\n",
+            "Remote-MTA: dns; mx.justice.bb.example\r\n",
+            "text/rfc822-headers",
+            "From: a@b\r\nSubject: x\r\n",
+        ] {
+            assert!(t.contains(part), "{part:?} missing: {t}");
+        }
         assert!(!t.contains("body"), "{t}");
         assert_eq!(
             r.header("Subject"),

@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mailin::{Handler, Response};
+use serde_json::json;
 
 use super::reply::Reply;
 use crate::policy::{Policy, RouteDecision};
@@ -127,39 +128,53 @@ impl Intake {
             .clone()
             .unwrap_or_else(|| (self.current_policy)());
         let reply = Reply::reject(reason, &detail);
-        self.pending = Pending::Audit(
-            AuditEvent {
-                kind: AuditKind::SmtpRejected,
-                message_id: None,
-                data: serde_json::json!({
-                    "stage": stage,
-                    "session": self.session,
-                    "mail_from": self.mail_from,
-                    "rcpt": rcpt,
-                    "reason": reason,
-                    "detail": detail,
-                    "policy_version": policy.version,
-                }),
-            },
-            reply.clone(),
+        let event = self.rejected(
+            stage,
+            reason,
+            &detail,
+            &policy.version,
+            ("rcpt", json!(rcpt)),
         );
+        self.pending = Pending::Audit(event, reply.clone());
         Response::custom(reply.code, reply.text)
     }
 
     /// Audits a refusal decided by the driver (size, smuggling, TLS).
     pub fn refusal_event(&self, stage: &str, reason: Reason, detail: &str) -> AuditEvent {
+        let version = (self.current_policy)().version.clone();
+        self.rejected(
+            stage,
+            reason,
+            detail,
+            &version,
+            ("rcpt_to", json!(self.rcpt_to)),
+        )
+    }
+
+    /// The `SmtpRejected` event of a refusal at `stage` under policy
+    /// `policy_version`; `recipients` is the key and value naming whom the
+    /// refused command or transaction was for.
+    fn rejected(
+        &self,
+        stage: &str,
+        reason: Reason,
+        detail: &str,
+        policy_version: &str,
+        recipients: (&str, serde_json::Value),
+    ) -> AuditEvent {
+        let mut data = json!({
+            "stage": stage,
+            "session": self.session,
+            "mail_from": self.mail_from,
+            "reason": reason,
+            "detail": detail,
+            "policy_version": policy_version,
+        });
+        data[recipients.0] = recipients.1;
         AuditEvent {
             kind: AuditKind::SmtpRejected,
             message_id: None,
-            data: serde_json::json!({
-                "stage": stage,
-                "session": self.session,
-                "mail_from": self.mail_from,
-                "rcpt_to": self.rcpt_to,
-                "reason": reason,
-                "detail": detail,
-                "policy_version": (self.current_policy)().version,
-            }),
+            data,
         }
     }
 
