@@ -195,6 +195,12 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         assert_eq!(&reply[..3], code, "{line:?} got {reply:?}");
     }
 
+    /// The gateway's last reply is `reply`, then it closes the connection.
+    async fn expect_last(mut self, reply: &str) {
+        assert_eq!(self.reply().await, reply);
+        self.expect_closed().await;
+    }
+
     /// The gateway closed the connection, and the session ended.
     async fn expect_closed(self) {
         let Client { mut io, session } = self;
@@ -439,19 +445,13 @@ async fn a_bare_lf_or_cr_after_a_command_closes_the_connection() {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
         c.send(b"EHLO client.example\n").await;
-        assert_eq!(
-            c.reply().await,
-            "550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n"
-        );
-        c.expect_closed().await;
+        c.expect_last("550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n")
+            .await;
 
         let mut c = h.connect().await;
         c.send(b"NOOP\rQUIT\r\n").await;
-        assert_eq!(
-            c.reply().await,
-            "550 5.5.2 smuggling: bare CR received; lines must end with CRLF\r\n"
-        );
-        c.expect_closed().await;
+        c.expect_last("550 5.5.2 smuggling: bare CR received; lines must end with CRLF\r\n")
+            .await;
     })
     .await;
 }
@@ -604,11 +604,8 @@ async fn shutdown_closes_a_session_idle_at_the_prompt_with_421() {
         let mut c = h.connect().await;
         c.expect("EHLO client.example", "250").await;
         h.stop.send_replace(true);
-        assert_eq!(
-            c.reply().await,
-            "421 4.3.2 emla is shutting down, try again later\r\n"
-        );
-        c.expect_closed().await;
+        c.expect_last("421 4.3.2 emla is shutting down, try again later\r\n")
+            .await;
     })
     .await;
 }
@@ -631,11 +628,8 @@ async fn shutdown_lets_an_open_transaction_finish_within_the_grace() {
         let r = c.command(".").await;
         assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
         // The transaction over, the session is closed at once.
-        assert_eq!(
-            c.reply().await,
-            "421 4.3.2 emla is shutting down, try again later\r\n"
-        );
-        c.expect_closed().await;
+        c.expect_last("421 4.3.2 emla is shutting down, try again later\r\n")
+            .await;
     })
     .await;
 }
@@ -652,11 +646,8 @@ async fn shutdown_aborts_a_transaction_still_open_after_the_grace() {
         c.expect("EHLO client.example", "250").await;
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         h.stop.send_replace(true);
-        assert_eq!(
-            c.reply().await,
-            "421 4.3.2 emla is shutting down, transaction aborted\r\n"
-        );
-        c.expect_closed().await;
+        c.expect_last("421 4.3.2 emla is shutting down, transaction aborted\r\n")
+            .await;
     })
     .await;
 }
@@ -669,12 +660,9 @@ async fn a_silent_client_is_closed_with_421_after_the_command_timeout() {
             ..Options::default()
         })
         .await;
-        let mut c = h.connect().await;
-        assert_eq!(
-            c.reply().await,
-            "421 4.4.2 idle too long, closing connection\r\n"
-        );
-        c.expect_closed().await;
+        let c = h.connect().await;
+        c.expect_last("421 4.4.2 idle too long, closing connection\r\n")
+            .await;
     })
     .await;
 }
