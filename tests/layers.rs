@@ -17,8 +17,8 @@ const LAYERS: &[&[&str]] = &[
     // `emla demo` runs the whole gateway, as `emla serve` does from main.rs.
     &["demo"],
     &["server"],
-    &["smtp", "relay", "audit", "revocation"],
-    &["verify"],
+    &["intake", "relay", "audit", "revocation"],
+    &["verify", "receipts"],
     &["policy", "trust", "smime", "store"],
     &[
         "clock", "reason", "config", "backoff", "fsutil", "tls", "control", "case_ref", "text",
@@ -207,10 +207,13 @@ fn the_parser_sees_paths_and_groups() {
                 let x = $crate::reason::Reason::Ok; let y = notcrate::fsutil::f;";
     let got: Vec<String> = imported(code).into_iter().collect();
     assert_eq!(got, ["clock", "policy", "reason", "store"]);
-    let skipped = test_modules(Path::new("src/smtp/mod.rs"), "#[cfg(test)]\nmod tests;");
+    let skipped = test_modules(Path::new("src/intake/mod.rs"), "#[cfg(test)]\nmod tests;");
     assert_eq!(
         skipped,
-        [Path::new("src/smtp/tests.rs"), Path::new("src/smtp/tests")]
+        [
+            Path::new("src/intake/tests.rs"),
+            Path::new("src/intake/tests")
+        ]
     );
 }
 

@@ -1,6 +1,6 @@
 //! The gateway's own S/MIME signatures (`emla::smime::sign`) and the
 //! receipts and non-delivery notices built with them
-//! (`emla::relay::receipt`), checked by the real `openssl cms -verify` and
+//! (`emla::receipts::build`), checked by the real `openssl cms -verify` and
 //! by emla's own verifier, on a generated PKI (`tests/support/pki.py`: the
 //! gateway certificates `certs/aa/gateway{,-p384,-rsa}`).
 //!
@@ -310,7 +310,7 @@ fn policy_signing_problems_are_located() {
 // Receipts, signed and checked by OpenSSL and by emla's own verifier
 // ---------------------------------------------------------------------------
 
-use emla::relay::receipt::{
+use emla::receipts::build::{
     acceptance_receipt, delivery_receipt, non_delivery_notice, DeliveryOutcome, Failure, Receipt,
     ReceiptContext, SignerSummary,
 };

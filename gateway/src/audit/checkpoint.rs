@@ -308,7 +308,7 @@ fn mail(
             "Subject",
             format!("emla audit checkpoint {} of {host}", c.seq),
         ),
-        ("Date", crate::relay::receipt::rfc5322_date(at)),
+        ("Date", crate::receipts::build::rfc5322_date(at)),
         (
             "Message-ID",
             format!("<checkpoint.{}.{}@{host}>", c.seq, identity.random_hex(8)),
@@ -346,7 +346,7 @@ fn mail(
     }
     entity.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
     let bytes = identity.sign_mime(&headers, &entity, at);
-    crate::relay::notify::gateway_message(
+    crate::receipts::notify::gateway_message(
         policy,
         authority,
         to,

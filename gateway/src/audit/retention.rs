@@ -23,7 +23,7 @@ use tokio::sync::watch;
 use super::checkpoint;
 use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
-use crate::store::evidence::StoredBody;
+use crate::store::retention::StoredBody;
 use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, CheckpointData, Store, StoreError};
 
 /// The audit event kind of every pruning.

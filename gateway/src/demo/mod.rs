@@ -214,7 +214,7 @@ fn request(
         ("Subject", format!("{reference} {subject}")),
         (
             "Date",
-            crate::relay::receipt::rfc5322_date(SystemTime::now()),
+            crate::receipts::build::rfc5322_date(SystemTime::now()),
         ),
         (
             "Message-ID",

@@ -5,9 +5,7 @@
 
 pub mod admin;
 pub mod deliver;
-pub mod notify;
 pub mod pool;
-pub mod receipt;
 pub mod worker;
 
 pub use worker::spawn;

@@ -10,11 +10,11 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
-use super::notify::{self, Original};
 use super::pool::Pool;
-use super::receipt::{DeliveryOutcome, Failure};
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
+use crate::receipts::build::{DeliveryOutcome, Failure};
+use crate::receipts::notify::{self, Original};
 use crate::store::{
     Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, QueueStatus, QueueUpdate,
     RecipientOutcome, Record, Store,
@@ -297,7 +297,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
     };
     let received = std::time::UNIX_EPOCH
         + Duration::from_millis(u64::try_from(entry.received_at_ms).unwrap_or(0));
-    let when = super::receipt::rfc5322_date(received);
+    let when = crate::receipts::build::rfc5322_date(received);
     let helo: String = entry
         .helo
         .chars()

@@ -111,7 +111,7 @@ pub async fn start(
         stop_rx.clone(),
     )
     .await?;
-    let listeners = crate::smtp::listen(&config.listen).await?;
+    let listeners = crate::intake::listen(&config.listen).await?;
     let addrs = listeners.addrs.clone();
     let shared = Arc::new(Shared {
         config: config.clone(),
@@ -121,7 +121,7 @@ pub async fn start(
     });
     let control = control::listen(shared.clone()).await?;
 
-    let intake = crate::smtp::Service {
+    let intake = crate::intake::Service {
         config: config.clone(),
         store: store.clone(),
         tls,
@@ -129,7 +129,7 @@ pub async fn start(
         revocation: revocation.clone(),
         relay_wake: relay_wake.clone(),
     };
-    let intake = tokio::spawn(crate::smtp::serve(
+    let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),
         listeners,
         stop_rx.clone(),

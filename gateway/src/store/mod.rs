@@ -17,12 +17,12 @@ use crate::reason::Reason;
 
 pub mod chain;
 pub(crate) mod db;
-pub mod evidence;
 mod files;
 pub mod index;
 pub mod kind;
 pub mod queue;
 mod recorder;
+pub mod retention;
 pub mod rows;
 pub mod search;
 

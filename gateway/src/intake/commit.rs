@@ -12,7 +12,7 @@ use super::Service;
 use crate::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::reason::Reason;
-use crate::relay::notify::{self, Original};
+use crate::receipts::notify::{self, Original};
 use crate::store::{
     AuditEvent, AuditKind, Decision, Evidence, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,

@@ -15,7 +15,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{json, Value};
 
-use super::receipt::{self, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary};
+use super::build::{
+    self as receipt, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary,
+};
 use crate::policy::{Authority, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::SigningIdentity;

@@ -1,0 +1,7 @@
+//! Receipts: what the gateway tells a sender about its message, built
+//! ([`build`]) and turned into messages it sends ([`notify`]). Intake uses it
+//! for acceptance receipts, the relay for delivery receipts and
+//! non-delivery notices, checkpoints for their signed mail.
+
+pub mod build;
+pub mod notify;
