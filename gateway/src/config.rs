@@ -41,6 +41,8 @@ pub struct Config {
     pub require_tls: bool,
     /// Most concurrent SMTP sessions; one more gets `421`.
     pub max_sessions: usize,
+    /// What one SMTP client may take of the intake.
+    pub session_limits: SessionLimits,
     /// How long a client may stay silent between commands.
     pub command_timeout: Duration,
     /// How long a client may stay silent during DATA.
@@ -65,6 +67,29 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How revocation data is downloaded (`[revocation]`).
     pub revocation: RevocationConfig,
+}
+
+/// What one SMTP client may take of the intake, so that no client can hold
+/// it against the other authorities (after Postfix's
+/// `smtpd_client_connection_count_limit`, `smtpd_hard_error_limit` and
+/// `smtpd_junk_command_limit`).
+#[derive(Clone, Debug)]
+pub struct SessionLimits {
+    /// Most concurrent sessions from one client address
+    /// (`max_sessions_per_client`, default 10); one more gets `421`.
+    pub per_client: usize,
+    /// Longest session (`max_session_secs`, default 3600): past it, the
+    /// session is closed with `421` at the prompt; a transaction under way
+    /// gets at most the DATA timeout more.
+    pub lifetime: Duration,
+    /// Most commands in one session (`max_commands`, default 10000).
+    pub commands: u32,
+    /// Error replies after which the session is closed with `421`
+    /// (`hard_error_limit`, default 20); an accepted message resets the count.
+    pub hard_errors: u32,
+    /// NOOP, RSET, VRFY, EXPN and HELP a session may send before each one
+    /// counts as an error (`junk_command_limit`, default 100).
+    pub junk_commands: u32,
 }
 
 /// `[revocation]`: when and how CRLs and OCSP answers are downloaded (see
@@ -282,6 +307,11 @@ struct File {
     tls: Option<TlsFiles>,
     require_tls: Option<bool>,
     max_sessions: Option<usize>,
+    max_sessions_per_client: Option<usize>,
+    max_session_secs: Option<u64>,
+    max_commands: Option<u32>,
+    hard_error_limit: Option<u32>,
+    junk_command_limit: Option<u32>,
     command_timeout_secs: Option<u64>,
     data_timeout_secs: Option<u64>,
     shutdown_grace_secs: Option<u64>,
@@ -351,6 +381,17 @@ impl Config {
         if max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
+        let session_limits = SessionLimits {
+            per_client: at_least_one("max_sessions_per_client", f.max_sessions_per_client, 10)?,
+            lifetime: Duration::from_secs(at_least_one(
+                "max_session_secs",
+                f.max_session_secs,
+                3600,
+            )?),
+            commands: at_least_one("max_commands", f.max_commands, 10_000)?,
+            hard_errors: at_least_one("hard_error_limit", f.hard_error_limit, 20)?,
+            junk_commands: f.junk_command_limit.unwrap_or(100),
+        };
         let body_storage = match f.body_storage.as_deref() {
             None | Some("files") => BodyStorage::Files,
             Some("database") => BodyStorage::Database,
@@ -420,6 +461,7 @@ impl Config {
             tls,
             require_tls,
             max_sessions,
+            session_limits,
             command_timeout: Duration::from_secs(f.command_timeout_secs.unwrap_or(300)),
             data_timeout: Duration::from_secs(f.data_timeout_secs.unwrap_or(600)),
             shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
@@ -432,6 +474,15 @@ impl Config {
             retention,
             revocation: revocation_config(f.revocation.unwrap_or_default())?,
         })
+    }
+}
+
+/// `value`, or `default` when absent; zero is refused with the key's name.
+fn at_least_one<T: Default + PartialEq>(key: &str, value: Option<T>, default: T) -> Result<T, String> {
+    match value {
+        Some(v) if v == T::default() => Err(format!("{key} must be at least 1")),
+        Some(v) => Ok(v),
+        None => Ok(default),
     }
 }
 

@@ -429,7 +429,10 @@ impl Client {
 
     /// Connects without reading anything.
     pub fn connect_raw(port: u16) -> std::io::Result<Client> {
-        let stream = TcpStream::connect(("127.0.0.1", port))?;
+        Client::over(TcpStream::connect(("127.0.0.1", port))?)
+    }
+
+    fn over(stream: TcpStream) -> std::io::Result<Client> {
         stream.set_read_timeout(Some(Duration::from_secs(30)))?;
         stream.set_nodelay(true)?;
         Ok(Client {
@@ -438,6 +441,18 @@ impl Client {
             transcript: String::new(),
             greeting: None,
         })
+    }
+
+    /// Connects from the loopback address `source` (e.g. 127.0.0.2) and
+    /// reads the greeting, or whatever the server says first.
+    pub fn connect_from(port: u16, source: std::net::Ipv4Addr) -> std::io::Result<Client> {
+        use socket2::{Domain, Socket, Type};
+        let socket = Socket::new(Domain::IPV4, Type::STREAM, None)?;
+        socket.bind(&std::net::SocketAddr::from((source, 0)).into())?;
+        socket.connect(&std::net::SocketAddr::from(([127, 0, 0, 1], port)).into())?;
+        let mut c = Client::over(socket.into())?;
+        c.greeting = Some(c.read_reply()?);
+        Ok(c)
     }
 
     /// Sets the read timeout.

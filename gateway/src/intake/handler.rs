@@ -23,9 +23,22 @@ pub enum Pending {
     /// Nothing: send mailin's reply.
     None,
     /// An early rejection to audit before its reply is sent.
-    Audit(AuditEvent, Reply),
+    Refusal(Refusal),
     /// A complete message to verify and record; the reply comes from that.
     Message(Transaction),
+}
+
+/// An early rejection: its audit event and reply, with the stage and
+/// reason it is counted under (see [`Refusals`](super::budget::Refusals)).
+pub struct Refusal {
+    /// The `smtp.rejected` record.
+    pub event: AuditEvent,
+    /// What the client is told once the record is durable.
+    pub reply: Reply,
+    /// The command refused (`mail`, `rcpt`, …).
+    pub stage: &'static str,
+    /// Why.
+    pub reason: Reason,
 }
 
 /// A transaction whose DATA ended.
@@ -118,7 +131,7 @@ impl Intake {
     /// An early rejection: its reply, with the audit event left pending.
     fn refuse(
         &mut self,
-        stage: &str,
+        stage: &'static str,
         reason: Reason,
         detail: String,
         rcpt: Option<&str>,
@@ -135,8 +148,14 @@ impl Intake {
             &policy.version,
             ("rcpt", json!(rcpt)),
         );
-        self.pending = Pending::Audit(event, reply.clone());
-        Response::custom(reply.code, reply.text)
+        let response = Response::custom(reply.code, reply.text.clone());
+        self.pending = Pending::Refusal(Refusal {
+            event,
+            reply,
+            stage,
+            reason,
+        });
+        response
     }
 
     /// Audits a refusal decided by the driver (size, smuggling, TLS).

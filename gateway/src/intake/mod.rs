@@ -9,6 +9,8 @@
 //! limit with `421`, configurable timeouts and SIGTERM handling. The same
 //! `mailin` state machine is driven from tokio instead.
 
+pub mod budget;
+pub mod clients;
 pub mod commit;
 pub mod handler;
 pub mod reply;
@@ -26,6 +28,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
+use clients::Clients;
 use crate::policy::{CurrentPolicy, Policy};
 use crate::revocation::Revocation;
 use crate::store::Store;
@@ -86,12 +89,14 @@ pub async fn listen(addrs: &[SocketAddr]) -> Result<Listeners, String> {
 /// then waits for the sessions to end (at most the shutdown grace).
 pub async fn serve(svc: Arc<Service>, listeners: Listeners, stop: watch::Receiver<bool>) {
     let sessions = Arc::new(Semaphore::new(svc.config.max_sessions));
+    let clients = Clients::new(svc.config.session_limits.per_client);
     let mut accept_tasks = Vec::new();
     for listener in listeners.listeners {
         accept_tasks.push(tokio::spawn(accept_loop(
             svc.clone(),
             listener,
             sessions.clone(),
+            clients.clone(),
             stop.clone(),
         )));
     }
@@ -122,6 +127,7 @@ async fn accept_loop(
     gw: Arc<Service>,
     listener: TcpListener,
     sessions: Arc<Semaphore>,
+    clients: Clients,
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
@@ -144,25 +150,31 @@ async fn accept_loop(
                 .await;
             return;
         }
-        match sessions.clone().try_acquire_owned() {
-            Ok(permit) => {
-                let gw = gw.clone();
-                let stop = stop.clone();
-                let _ = tcp.set_nodelay(true);
-                tokio::spawn(async move {
-                    session::run(gw, tcp, peer, stop).await;
-                    drop(permit);
-                });
+        let refusal: &'static [u8] = match clients.enter(peer.ip()) {
+            None => {
+                tracing::warn!(%peer, "session limit per client address reached");
+                b"421 4.7.0 Too many sessions from your address, try again later\r\n"
             }
-            Err(_) => {
-                tracing::warn!(%peer, "session limit reached");
-                tokio::spawn(async move {
-                    let _ = tcp
-                        .write_all(b"421 4.3.2 Too many sessions, try again later\r\n")
-                        .await;
-                    let _ = tcp.shutdown().await;
-                });
-            }
-        }
+            Some(slot) => match sessions.clone().try_acquire_owned() {
+                Ok(permit) => {
+                    let gw = gw.clone();
+                    let stop = stop.clone();
+                    let _ = tcp.set_nodelay(true);
+                    tokio::spawn(async move {
+                        session::run(gw, tcp, peer, stop).await;
+                        drop((permit, slot));
+                    });
+                    continue;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "session limit reached");
+                    b"421 4.3.2 Too many sessions, try again later\r\n"
+                }
+            },
+        };
+        tokio::spawn(async move {
+            let _ = tcp.write_all(refusal).await;
+            let _ = tcp.shutdown().await;
+        });
     }
 }

@@ -22,12 +22,13 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
+use super::budget::{is_junk, Budget, Exceeded, Refusals};
 use super::commit;
-use super::handler::{Intake, Pending, Shared};
+use super::handler::{Intake, Pending, Refusal, Shared};
 use super::reply::Reply;
 use super::Service;
 use crate::reason::Reason;
-use crate::store::AuditEvent;
+use crate::store::{AuditEvent, AuditKind};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
 const MAX_COMMAND_LINE: usize = 2048;
@@ -141,9 +142,15 @@ pub async fn run<S>(
     if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
         return;
     }
-    let end = drive(&gw, &mut smtp, &state, &mut io, &mut shutdown).await;
+    let mut lp = Loop::new(gw.config.session_limits.clone());
+    let end = drive(&gw, &mut smtp, &state, &mut io, &mut shutdown, &mut lp).await;
     let _ = io.get_mut().flush().await;
     let _ = io.get_mut().shutdown().await;
+    if let Some(event) = summary(&state, &lp) {
+        if let Err(e) = gw.store.audit(event).await {
+            tracing::warn!(peer = %peer, error = %e, "cannot record the session summary");
+        }
+    }
     tracing::debug!(
         peer = %peer,
         end = match end {
@@ -161,21 +168,38 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
     state: &Shared,
     io: &mut Io<S>,
     shutdown: &mut watch::Receiver<bool>,
+    lp: &mut Loop,
 ) -> End {
-    let mut lp = Loop::default();
     loop {
-        let (line, in_data) = match next_line(gw, state, io, shutdown, &mut lp).await {
+        let (line, in_data) = match next_line(gw, state, io, shutdown, lp).await {
             Step::Go(read) => read,
             Step::Again => continue,
             Step::End(end) => return end,
         };
-        let line = match screen(gw, state, io, &mut lp.out, line, in_data).await {
-            Step::Go(line) => line,
-            Step::Again => continue,
-            Step::End(end) => return end,
+        let replied = lp.out.len();
+        let junk = !in_data && is_junk(&line);
+        let screened = screen(gw, state, io, lp, line, in_data).await;
+        let end = match screened {
+            Step::Go(line) => respond(gw, smtp, state, io, lp, &line, in_data).await,
+            Step::Again => None,
+            Step::End(end) => Some(end),
         };
-        if let Some(end) = respond(gw, smtp, state, io, &mut lp.out, &line, in_data).await {
+        if let Some(end) = end {
             return end;
+        }
+        // The reply this line got, if it got one (STARTTLS sent it already).
+        let reply = lp.out.get(replied..).unwrap_or_default();
+        let exceeded = if !in_data {
+            lp.budget.command(junk, reply)
+        } else if !reply.is_empty() {
+            lp.budget.message(reply)
+        } else {
+            None
+        };
+        if let Some(why) = exceeded {
+            state.lock().abort();
+            lp.closed = Some(why);
+            return close(io, &mut lp.out, why.reply()).await;
         }
     }
 }
@@ -189,7 +213,6 @@ enum Step<T> {
 }
 
 /// What [`drive`] keeps from one line to the next.
-#[derive(Default)]
 struct Loop {
     /// Replies not yet sent (pipelining).
     out: Vec<u8>,
@@ -197,6 +220,44 @@ struct Loop {
     grace_until: Option<Instant>,
     /// The line being read.
     partial: Partial,
+    /// What the session may still do.
+    budget: Budget,
+    /// Its refusals, audited once per kind.
+    refusals: Refusals,
+    /// Why the gateway closed it, when a limit did.
+    closed: Option<Exceeded>,
+}
+
+impl Loop {
+    fn new(limits: crate::config::SessionLimits) -> Loop {
+        Loop {
+            out: Vec::new(),
+            grace_until: None,
+            partial: Partial::default(),
+            budget: Budget::new(limits),
+            refusals: Refusals::default(),
+            closed: None,
+        }
+    }
+}
+
+/// The `smtp.session-summary` record of a session whose refusals were
+/// repeated or that a limit closed; none for an ordinary session.
+fn summary(state: &Shared, lp: &Loop) -> Option<AuditEvent> {
+    let repeated = lp.refusals.repeated();
+    if repeated.is_empty() && lp.closed.is_none() {
+        return None;
+    }
+    let session = state.lock().session.clone();
+    Some(AuditEvent {
+        kind: AuditKind::SmtpSessionSummary,
+        message_id: None,
+        data: serde_json::json!({
+            "session": session,
+            "closed": lp.closed,
+            "repeated_refusals": repeated,
+        }),
+    })
 }
 
 /// Sends the pipelined replies when no command waits, closes the session at
@@ -234,6 +295,15 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
     if let Some(until) = lp.grace_until {
         timeout = timeout.min(until.saturating_duration_since(Instant::now()));
     }
+    let in_transaction = state.lock().in_transaction();
+    let lifetime_end = lp.budget.deadline(in_transaction, gw.config.data_timeout);
+    let left = lifetime_end.saturating_duration_since(Instant::now());
+    if left.is_zero() {
+        state.lock().abort();
+        lp.closed = Some(Exceeded::Lifetime);
+        return Step::End(close(io, out, Exceeded::Lifetime.reply()).await);
+    }
+    let timeout = timeout.min(left);
     let max = if in_data {
         MAX_TEXT_LINE
     } else {
@@ -255,6 +325,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
                 .await,
             )
         }
+        Err(_) if Instant::now() >= lifetime_end => Step::Again,
         Err(_) => {
             state.lock().abort();
             Step::End(close(io, out, "421 4.4.2 idle too long, closing connection").await)
@@ -283,19 +354,26 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Arc<Service>,
     state: &Shared,
     io: &mut Io<S>,
-    out: &mut Vec<u8>,
+    lp: &mut Loop,
     line: Vec<u8>,
     in_data: bool,
 ) -> Step<Vec<u8>> {
+    let out = &mut lp.out;
     if let Some(problem) = bare_line_ending(&line) {
         let detail = format!("{problem}; lines must end with CRLF");
-        let event = state.lock().refusal_event(
-            if in_data { "data" } else { "command" },
-            Reason::Smuggling,
-            &detail,
-        );
+        let stage = if in_data { "data" } else { "command" };
+        let event = state
+            .lock()
+            .refusal_event(stage, Reason::Smuggling, &detail);
         state.lock().abort();
-        let reply = audited(gw, event, Reply::reject(Reason::Smuggling, &detail)).await;
+        let refusal = Refusal {
+            event,
+            reply: Reply::reject(Reason::Smuggling, &detail),
+            stage,
+            reason: Reason::Smuggling,
+        };
+        let reply = audited(gw, &mut lp.refusals, refusal).await;
+        let out = &mut lp.out;
         // Where the message ends is unknowable now: close.
         out.extend_from_slice(&reply.wire());
         let _ = io.get_mut().write_all(out).await;
@@ -312,7 +390,14 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
             let event = state
                 .lock()
                 .refusal_event("mail", Reason::TooLarge, &detail);
-            out.extend_from_slice(&audited(gw, event, reply).await.wire());
+            let refusal = Refusal {
+                event,
+                reply,
+                stage: "mail",
+                reason: Reason::TooLarge,
+            };
+            let reply = audited(gw, &mut lp.refusals, refusal).await;
+            lp.out.extend_from_slice(&reply.wire());
             return Step::Again;
         }
     }
@@ -332,7 +417,7 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     smtp: &mut Session<Shared>,
     state: &Shared,
     io: &mut Io<S>,
-    out: &mut Vec<u8>,
+    lp: &mut Loop,
     line: &[u8],
     in_data: bool,
 ) -> Option<End> {
@@ -344,13 +429,14 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
             let session = state.lock().session.clone();
             Some(commit::finish(gw, &session, tx).await.wire())
         }
-        Pending::Audit(event, reply) => Some(audited(gw, event, reply).await.wire()),
+        Pending::Refusal(refusal) => Some(audited(gw, &mut lp.refusals, refusal).await.wire()),
         Pending::None if is_ehlo && response.code == 250 => Some(ehlo_reply(gw, state, line)),
         Pending::None => match response.action {
             Action::NoReply => None,
             _ => Some(wire(&response)),
         },
     };
+    let out = &mut lp.out;
     if let Some(r) = reply {
         out.extend_from_slice(&r);
     }
@@ -391,11 +477,16 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     End::Refused
 }
 
-/// `reply` once `event` is durable; a decision that cannot be audited is
-/// not made: the client gets `451` and retries.
-async fn audited(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
-    match gw.store.audit(event).await {
-        Ok(()) => reply,
+/// The refusal's reply once its record is durable; a decision that cannot
+/// be audited is not made: the client gets `451` and retries. A repeat of a
+/// refusal already audited in this session is only counted, for the
+/// session's summary.
+async fn audited(gw: &Service, refusals: &mut Refusals, refusal: Refusal) -> Reply {
+    if !refusals.first(refusal.stage, refusal.reason) {
+        return refusal.reply;
+    }
+    match gw.store.audit(refusal.event).await {
+        Ok(()) => refusal.reply,
         Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
     }
 }

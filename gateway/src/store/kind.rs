@@ -17,6 +17,9 @@ pub enum AuditKind {
     MessageRejected,
     /// `smtp.rejected`: a command was refused before DATA.
     SmtpRejected,
+    /// `smtp.session-summary`: a session's repeated refusals (audited once
+    /// each on their own), or the limit that closed it.
+    SmtpSessionSummary,
     /// `relay.delivered`: the next hop accepted a delivery.
     RelayDelivered,
     /// `relay.deferred`: a delivery attempt failed temporarily.
@@ -49,10 +52,11 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuditKind; 17] = [
+    pub const ALL: [AuditKind; 18] = [
         AuditKind::MessageAccepted,
         AuditKind::MessageRejected,
         AuditKind::SmtpRejected,
+        AuditKind::SmtpSessionSummary,
         AuditKind::RelayDelivered,
         AuditKind::RelayDeferred,
         AuditKind::RelayFailed,
@@ -78,6 +82,7 @@ impl AuditKind {
             AuditKind::MessageAccepted => "message.accepted",
             AuditKind::MessageRejected => "message.rejected",
             AuditKind::SmtpRejected => "smtp.rejected",
+            AuditKind::SmtpSessionSummary => "smtp.session-summary",
             AuditKind::RelayDelivered => "relay.delivered",
             AuditKind::RelayDeferred => "relay.deferred",
             AuditKind::RelayFailed => "relay.failed",

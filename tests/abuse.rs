@@ -1,0 +1,200 @@
+//! End-to-end tests of the limits that keep one abusive client from taking
+//! the intake from the other authorities (issue #11, "Abusive clients"):
+//! the hard error limit, junk commands, the command cap, the session
+//! lifetime and the per-client-address session cap, with the audit log
+//! getting one record per kind of refusal and one summary per session
+//! instead of one record per refused command.
+//!
+//! Requirements: those of `tests/support` and `tests/intake.rs` (swaks).
+
+#[path = "support/smtp.rs"]
+mod smtp;
+mod support;
+
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use smtp::*;
+use support::*;
+
+/// A recipient outside every authority: each RCPT is refused.
+const STRANGER: &str = "someone@nowhere.example";
+
+fn gateway(limits: &str) -> Gateway {
+    Gateway::new(Opts {
+        top_extra: format!("{limits}\n"),
+        ..Opts::default()
+    })
+}
+
+/// The `smtp.session-summary` records, waiting a little for the session's
+/// end to be recorded.
+fn summaries(gw: &Gateway, expected: usize) -> Vec<serde_json::Value> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found: Vec<serde_json::Value> = gw
+            .db()
+            .audit()
+            .into_iter()
+            .filter(|a| a.kind == "smtp.session-summary")
+            .map(|a| serde_json::from_str(&a.data).expect("audit data is JSON"))
+            .collect();
+        if found.len() >= expected || Instant::now() > deadline {
+            return found;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// `n` refused RCPTs in one session: the session is closed at the hard
+/// error limit, one refusal is recorded on its own and the rest are counted
+/// in the summary.
+#[test]
+fn refused_recipients_hit_the_hard_error_limit_and_are_summed_up() {
+    let gw = gateway("hard_error_limit = 5");
+    let srv = gw.start();
+    let mut c = srv.connect();
+    c.ehlo();
+    assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).code, 250);
+    for i in 1..=5 {
+        let r = c.cmd(&format!("RCPT TO:<{STRANGER}>"));
+        assert!(r.code >= 500, "RCPT {i}: {}", c.transcript);
+    }
+    let r = c.read_reply().expect("the closing reply");
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(r.text().contains("too many errors"), "{}", c.transcript);
+    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+
+    let refusals: Vec<_> = gw
+        .db()
+        .early_rejections()
+        .into_iter()
+        .filter(|a| a.data.contains(STRANGER))
+        .collect();
+    assert_eq!(refusals.len(), 1, "one record for five equal refusals");
+    let s = summaries(&gw, 1);
+    assert_eq!(s.len(), 1, "one summary");
+    assert_eq!(s[0]["closed"], "hard-error-limit");
+    let repeated = s[0]["repeated_refusals"].as_array().expect("repeated_refusals");
+    assert_eq!(repeated.len(), 1, "{repeated:?}");
+    assert_eq!(repeated[0]["stage"], "rcpt");
+    assert_eq!(repeated[0]["count"], 4);
+    assert_eq!(s[0]["session"]["client_ip"], "127.0.0.1");
+    gw.assert_audit_intact();
+}
+
+/// Unknown commands are errors too; swaks, a real client, sees the 421.
+#[test]
+fn unknown_commands_hit_the_hard_error_limit() {
+    let gw = gateway("hard_error_limit = 3");
+    let srv = gw.start();
+    let mut c = srv.connect();
+    for _ in 0..3 {
+        assert_eq!(c.cmd("XYZZY").code, 500, "{}", c.transcript);
+    }
+    let r = c.read_reply().expect("the closing reply");
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+
+    // swaks sends RCPTs for each of its comma-separated recipients.
+    let many = vec![STRANGER; 4].join(",");
+    let (_, out) = swaks(srv.port, ALICE, &many, &alice_to_bob(Tool::SmimeDetached), &[]);
+    assert!(out.contains("<** 421 4.7.0 too many errors"), "{out}");
+    assert_eq!(summaries(&gw, 2).len(), 2, "each closed session is summed up");
+}
+
+/// NOOP, RSET, VRFY, EXPN and HELP count as errors past the junk limit.
+#[test]
+fn junk_commands_past_their_limit_count_as_errors() {
+    let gw = gateway("junk_command_limit = 3\nhard_error_limit = 2");
+    let srv = gw.start();
+    let mut c = srv.connect();
+    for cmd in ["NOOP", "RSET", "NOOP", "NOOP"] {
+        assert_eq!(c.cmd(cmd).code, 250, "{cmd}: {}", c.transcript);
+    }
+    assert_eq!(c.cmd("NOOP").code, 250, "{}", c.transcript);
+    let r = c.read_reply().expect("the closing reply");
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+}
+
+/// A session may send `max_commands` commands; a message is accepted
+/// before the cap, and its acceptance is not undone by it.
+#[test]
+fn the_command_cap_closes_the_session() {
+    let gw = gateway("max_commands = 5");
+    let srv = gw.start();
+    let mut c = srv.connect();
+    c.ehlo();
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let r = c.transaction(ALICE, &[BOB], &msg); // MAIL, RCPT, DATA, the dot
+    assert!(r.accepted_id().is_some(), "{}", c.transcript);
+    assert_eq!(c.cmd("NOOP").code, 250, "{}", c.transcript);
+    let r = c.read_reply().expect("the closing reply");
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(r.text().contains("too many commands"), "{}", c.transcript);
+    let s = summaries(&gw, 1);
+    assert_eq!(s[0]["closed"], "command-limit", "{s:?}");
+    assert_eq!(gw.db().messages().len(), 1);
+}
+
+/// A client that keeps a session alive with NOOPs is closed at the end of
+/// its lifetime.
+#[test]
+fn a_session_is_closed_at_the_end_of_its_lifetime() {
+    let gw = gateway("max_session_secs = 2");
+    let srv = gw.start();
+    let t0 = Instant::now();
+    let mut c = srv.connect();
+    c.ehlo();
+    let r = loop {
+        std::thread::sleep(Duration::from_millis(300));
+        let r = c.try_cmd("NOOP").expect("the session answers until it closes");
+        if r.code != 250 {
+            break r;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(6), "{}", c.transcript);
+    };
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(r.text().starts_with("4.4.2 session too long"), "{}", c.transcript);
+    let lived = t0.elapsed();
+    assert!(lived >= Duration::from_secs(2), "closed after {lived:?}");
+    assert_eq!(summaries(&gw, 1)[0]["closed"], "lifetime");
+}
+
+/// One address holding its share of sessions gets `421`; another address
+/// is still served.
+#[test]
+fn sessions_are_capped_per_client_address() {
+    let gw = gateway("max_sessions_per_client = 2");
+    let srv = gw.start();
+    let a = Ipv4Addr::new(127, 0, 0, 1);
+    let held: Vec<Client> = (0..2)
+        .map(|_| Client::connect_from(srv.port, a).expect("connect"))
+        .collect();
+    for c in &held {
+        assert_eq!(c.greeting.as_ref().unwrap().code, 220, "{}", c.transcript);
+    }
+    let third = Client::connect_from(srv.port, a).expect("connect");
+    let g = third.greeting.as_ref().unwrap();
+    assert_eq!(g.code, 421, "{}", third.transcript);
+    assert!(g.text().starts_with("4.7.0 Too many sessions from your address"));
+
+    let mut other = Client::connect_from(srv.port, Ipv4Addr::new(127, 0, 0, 2)).expect("connect");
+    assert_eq!(other.greeting.as_ref().unwrap().code, 220, "{}", other.transcript);
+    other.ehlo();
+    let r = other.transaction(ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
+    assert!(r.accepted_id().is_some(), "{}", other.transcript);
+
+    // A slot given back is taken again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let c = Client::connect_from(srv.port, a).expect("connect");
+        if c.greeting.as_ref().unwrap().code == 220 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot not given back");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
