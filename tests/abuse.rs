@@ -3,7 +3,8 @@
 //! the hard error limit, junk commands, the command cap, the session
 //! lifetime and the per-client-address session cap, with the audit log
 //! getting one record per kind of refusal and one summary per session
-//! instead of one record per refused command.
+//! instead of one record per refused command. And the data directory is
+//! private: MLA requests are not for other local users to read.
 //!
 //! Requirements: those of `tests/support` and `tests/intake.rs` (swaks).
 
@@ -75,7 +76,9 @@ fn refused_recipients_hit_the_hard_error_limit_and_are_summed_up() {
     let s = summaries(&gw, 1);
     assert_eq!(s.len(), 1, "one summary");
     assert_eq!(s[0]["closed"], "hard-error-limit");
-    let repeated = s[0]["repeated_refusals"].as_array().expect("repeated_refusals");
+    let repeated = s[0]["repeated_refusals"]
+        .as_array()
+        .expect("repeated_refusals");
     assert_eq!(repeated.len(), 1, "{repeated:?}");
     assert_eq!(repeated[0]["stage"], "rcpt");
     assert_eq!(repeated[0]["count"], 4);
@@ -98,9 +101,19 @@ fn unknown_commands_hit_the_hard_error_limit() {
 
     // swaks sends RCPTs for each of its comma-separated recipients.
     let many = vec![STRANGER; 4].join(",");
-    let (_, out) = swaks(srv.port, ALICE, &many, &alice_to_bob(Tool::SmimeDetached), &[]);
+    let (_, out) = swaks(
+        srv.port,
+        ALICE,
+        &many,
+        &alice_to_bob(Tool::SmimeDetached),
+        &[],
+    );
     assert!(out.contains("<** 421 4.7.0 too many errors"), "{out}");
-    assert_eq!(summaries(&gw, 2).len(), 2, "each closed session is summed up");
+    assert_eq!(
+        summaries(&gw, 2).len(),
+        2,
+        "each closed session is summed up"
+    );
 }
 
 /// NOOP, RSET, VRFY, EXPN and HELP count as errors past the junk limit.
@@ -149,14 +162,20 @@ fn a_session_is_closed_at_the_end_of_its_lifetime() {
     c.ehlo();
     let r = loop {
         std::thread::sleep(Duration::from_millis(300));
-        let r = c.try_cmd("NOOP").expect("the session answers until it closes");
+        let r = c
+            .try_cmd("NOOP")
+            .expect("the session answers until it closes");
         if r.code != 250 {
             break r;
         }
         assert!(t0.elapsed() < Duration::from_secs(6), "{}", c.transcript);
     };
     assert_eq!(r.code, 421, "{}", c.transcript);
-    assert!(r.text().starts_with("4.4.2 session too long"), "{}", c.transcript);
+    assert!(
+        r.text().starts_with("4.4.2 session too long"),
+        "{}",
+        c.transcript
+    );
     let lived = t0.elapsed();
     assert!(lived >= Duration::from_secs(2), "closed after {lived:?}");
     assert_eq!(summaries(&gw, 1)[0]["closed"], "lifetime");
@@ -178,10 +197,17 @@ fn sessions_are_capped_per_client_address() {
     let third = Client::connect_from(srv.port, a).expect("connect");
     let g = third.greeting.as_ref().unwrap();
     assert_eq!(g.code, 421, "{}", third.transcript);
-    assert!(g.text().starts_with("4.7.0 Too many sessions from your address"));
+    assert!(g
+        .text()
+        .starts_with("4.7.0 Too many sessions from your address"));
 
     let mut other = Client::connect_from(srv.port, Ipv4Addr::new(127, 0, 0, 2)).expect("connect");
-    assert_eq!(other.greeting.as_ref().unwrap().code, 220, "{}", other.transcript);
+    assert_eq!(
+        other.greeting.as_ref().unwrap().code,
+        220,
+        "{}",
+        other.transcript
+    );
     other.ehlo();
     let r = other.transaction(ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
     assert!(r.accepted_id().is_some(), "{}", other.transcript);
@@ -197,4 +223,46 @@ fn sessions_are_capped_per_client_address() {
         assert!(Instant::now() < deadline, "slot not given back");
         std::thread::sleep(Duration::from_millis(100));
     }
+}
+
+/// Started with umask 022 on a data directory made `0755`, the gateway
+/// narrows it to `0700` and creates every file `0600`: the database and its
+/// journals, message bodies, revocation state.
+#[test]
+fn the_data_directory_and_its_files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    // The child inherits it: the usual umask, under which files are 0644.
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o022));
+    let gw = Gateway::new(Opts::default());
+    std::fs::create_dir_all(&gw.data_dir).unwrap();
+    std::fs::set_permissions(&gw.data_dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let srv = gw.start();
+    let mut c = srv.connect();
+    c.ehlo();
+    let r = c.transaction(ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
+    assert!(r.accepted_id().is_some(), "{}", c.transcript);
+    c.quit();
+    assert_eq!(gw.body_files().len(), 1, "the body is on disk");
+
+    let mut seen = 0;
+    let mut dirs = vec![gw.data_dir.clone()];
+    while let Some(dir) = dirs.pop() {
+        let mode = std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o700, "{}: {mode:o}", dir.display());
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                dirs.push(path);
+            } else if meta.is_file() {
+                let mode = meta.permissions().mode() & 0o777;
+                assert_eq!(mode, 0o600, "{}: {mode:o}", path.display());
+                seen += 1;
+            }
+        }
+    }
+    assert!(
+        seen >= 2,
+        "the database and the body at least ({seen} files)"
+    );
 }

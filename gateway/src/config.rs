@@ -478,7 +478,11 @@ impl Config {
 }
 
 /// `value`, or `default` when absent; zero is refused with the key's name.
-fn at_least_one<T: Default + PartialEq>(key: &str, value: Option<T>, default: T) -> Result<T, String> {
+fn at_least_one<T: Default + PartialEq>(
+    key: &str,
+    value: Option<T>,
+    default: T,
+) -> Result<T, String> {
     match value {
         Some(v) if v == T::default() => Err(format!("{key} must be at least 1")),
         Some(v) => Ok(v),

@@ -189,6 +189,9 @@ enum PolicyCommand {
 }
 
 fn main() -> ExitCode {
+    // What emla writes (database, bodies, checkpoints, bundles) is MLA
+    // material: private to its user whatever the umask.
+    emla::fsutil::private_files();
     let cli = Cli::parse();
     let outcome = match cli.command {
         Command::Verify {
@@ -272,7 +275,7 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 }
 
 async fn open_store(config: &Config) -> Result<Store, Failure> {
-    if let Err(e) = std::fs::create_dir_all(&config.data_dir) {
+    if let Err(e) = emla::fsutil::private_dir(&config.data_dir) {
         return Err(Failure::config(format!(
             "cannot create the data directory {}: {e}",
             config.data_dir.display()

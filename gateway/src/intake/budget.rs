@@ -107,7 +107,10 @@ fn is_error(reply: &[u8]) -> bool {
 
 /// NOOP, RSET, VRFY, EXPN and HELP: commands that move no mail.
 pub fn is_junk(line: &[u8]) -> bool {
-    let verb = line.split(|&b| b == b' ' || b == b'\r').next().unwrap_or(b"");
+    let verb = line
+        .split(|&b| b == b' ' || b == b'\r')
+        .next()
+        .unwrap_or(b"");
     ["NOOP", "RSET", "VRFY", "EXPN", "HELP"]
         .iter()
         .any(|j| verb.eq_ignore_ascii_case(j.as_bytes()))
@@ -172,9 +175,18 @@ mod tests {
     #[test]
     fn error_replies_end_the_session_at_the_hard_limit() {
         let mut b = Budget::new(limits());
-        assert_eq!(b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 5.1.1 no\r\n"), None);
-        assert_eq!(b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"250 2.1.5 ok\r\n"), None);
-        assert_eq!(b.command(is_junk(b"XYZZY\r\n"), b"500 5.5.2 what\r\n"), None);
+        assert_eq!(
+            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 5.1.1 no\r\n"),
+            None
+        );
+        assert_eq!(
+            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"250 2.1.5 ok\r\n"),
+            None
+        );
+        assert_eq!(
+            b.command(is_junk(b"XYZZY\r\n"), b"500 5.5.2 what\r\n"),
+            None
+        );
         assert_eq!(
             b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"451 4.3.0 later\r\n"),
             Some(Exceeded::HardErrorLimit)
@@ -187,9 +199,18 @@ mod tests {
         b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n");
         b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n");
         assert_eq!(b.message(b"250 2.0.0 accepted\r\n"), None);
-        assert_eq!(b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"), None);
-        assert_eq!(b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"), None);
-        assert_eq!(b.message(b"550 5.7.1 refused\r\n"), Some(Exceeded::HardErrorLimit));
+        assert_eq!(
+            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"),
+            None
+        );
+        assert_eq!(
+            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"),
+            None
+        );
+        assert_eq!(
+            b.message(b"550 5.7.1 refused\r\n"),
+            Some(Exceeded::HardErrorLimit)
+        );
     }
 
     #[test]
@@ -214,7 +235,10 @@ mod tests {
             ..limits()
         });
         assert_eq!(b.command(is_junk(b"EHLO a\r\n"), b"250 ok\r\n"), None);
-        assert_eq!(b.command(is_junk(b"MAIL FROM:<a@b>\r\n"), b"250 ok\r\n"), None);
+        assert_eq!(
+            b.command(is_junk(b"MAIL FROM:<a@b>\r\n"), b"250 ok\r\n"),
+            None
+        );
         assert_eq!(
             b.command(is_junk(b"RCPT TO:<a@b>\r\n"), b"250 ok\r\n"),
             Some(Exceeded::CommandLimit)

@@ -66,10 +66,23 @@ mod tests {
         let b: IpAddr = "127.0.0.3".parse().unwrap();
         let s1 = clients.enter(a).unwrap();
         let _s2 = clients.enter(a).unwrap();
-        assert!(clients.enter(a).is_none(), "a third session from one address");
-        assert!(clients.enter(b).is_some(), "another address is not affected");
+        assert!(
+            clients.enter(a).is_none(),
+            "a third session from one address"
+        );
+        assert!(
+            clients.enter(b).is_some(),
+            "another address is not affected"
+        );
         drop(s1);
-        assert!(clients.enter(a).is_some(), "a slot is given back when a session ends");
-        assert_eq!(clients.open.lock().unwrap().get(&b), None, "empty counts are removed");
+        assert!(
+            clients.enter(a).is_some(),
+            "a slot is given back when a session ends"
+        );
+        assert_eq!(
+            clients.open.lock().unwrap().get(&b),
+            None,
+            "empty counts are removed"
+        );
     }
 }

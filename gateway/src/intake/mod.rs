@@ -28,10 +28,10 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio_rustls::TlsAcceptor;
 
 use crate::config::Config;
-use clients::Clients;
 use crate::policy::{CurrentPolicy, Policy};
 use crate::revocation::Revocation;
 use crate::store::Store;
+use clients::Clients;
 
 /// What the intake's sessions share.
 pub struct Service {

@@ -6,7 +6,7 @@
 //! returns the file survives a crash. A file that already exists under its
 //! hash is the same content and is not written again.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -44,12 +44,11 @@ pub fn prepare(data_dir: &Path) -> Result<(), StoreError> {
     if dir.is_dir() {
         return Ok(());
     }
-    fs::create_dir_all(&dir).map_err(|e| {
-        StoreError::Config(format!(
-            "cannot create data directory {}: {e}",
-            dir.display()
-        ))
-    })?;
+    for d in [data_dir, &dir] {
+        crate::fsutil::private_dir(d).map_err(|e| {
+            StoreError::Config(format!("cannot create data directory {}: {e}", d.display()))
+        })?;
+    }
     sync_dir(data_dir)
         .map_err(|e| StoreError::Config(format!("cannot sync {}: {e}", data_dir.display())))
 }
@@ -89,7 +88,7 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let mut f = OpenOptions::new().write(true).create_new(true).open(path)?;
+    let mut f = crate::fsutil::create_private(path)?;
     f.write_all(bytes)?;
     f.sync_all()
 }
