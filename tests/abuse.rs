@@ -3,7 +3,8 @@
 //! the hard error limit, junk commands, the command cap, the session
 //! lifetime and the per-client-address session cap, with the audit log
 //! getting one record per kind of refusal and one summary per session
-//! instead of one record per refused command. And the data directory is
+//! instead of one record per refused command. A signed message accepted
+//! once is not relayed again when replayed. And the data directory is
 //! private: MLA requests are not for other local users to read.
 //!
 //! Requirements: those of `tests/support` and `tests/intake.rs` (swaks).
@@ -265,4 +266,109 @@ fn the_data_directory_and_its_files_are_private() {
         seen >= 2,
         "the database and the body at least ({seen} files)"
     );
+}
+
+/// A copy of the test policy with `lines` added to `[limits]` (the last
+/// table of its `gateway.toml`), beside the original so its relative paths
+/// hold.
+fn policy_with_limits(name: &str, lines: &str) -> std::path::PathBuf {
+    let p = pki();
+    let dir = p.dir.join(format!("policy-{name}-{}", std::process::id()));
+    if !dir.exists() {
+        copy_dir(&p.policy(), &dir);
+        let g = dir.join("gateway.toml");
+        let text = std::fs::read_to_string(&g).unwrap();
+        std::fs::write(&g, format!("{text}{lines}\n")).unwrap();
+    }
+    dir
+}
+
+fn send_once(srv: &Server, msg: &[u8]) -> Reply {
+    let mut c = srv.connect();
+    c.ehlo();
+    let r = c.transaction(ALICE, &[BOB], msg);
+    c.quit();
+    r
+}
+
+/// The same signed message again gets the first id and is neither recorded
+/// nor queued again, also with a header added outside the signed part; the
+/// replay is audited on the first message.
+#[test]
+fn a_replayed_message_gets_its_first_id_and_is_not_relayed_again() {
+    let gw = Gateway::new(Opts::default());
+    let srv = gw.start();
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let first = send_once(&srv, &msg);
+    let id = first.accepted_id().expect("first submission accepted");
+    assert_eq!(first.text(), format!("2.0.0 accepted as {id}"));
+
+    let rewrapped = [b"X-Resent-By: mallory\r\n".as_slice(), &msg].concat();
+    for (what, again) in [("the same bytes", &msg), ("a header added", &rewrapped)] {
+        let r = send_once(&srv, again);
+        assert_eq!(r.code, 250, "{what}: {}", r.text());
+        assert_eq!(
+            r.text(),
+            format!("2.0.0 already accepted as {id}"),
+            "{what}"
+        );
+    }
+    // An MTA that splits one message into transactions per recipient sends
+    // the same bytes to another recipient: that is no replay.
+    let mut c = srv.connect();
+    c.ehlo();
+    let split = c.transaction(ALICE, &[BEA], &msg);
+    c.quit();
+    let split_id = split
+        .accepted_id()
+        .expect("the other recipient's copy is accepted");
+    assert_ne!(split_id, id);
+    assert_eq!(split.text(), format!("2.0.0 accepted as {split_id}"));
+
+    let db = gw.db();
+    assert_eq!(
+        db.messages().len(),
+        2,
+        "replays are not recorded as messages"
+    );
+    assert_eq!(db.queue().len(), 2, "nor queued");
+    let dups: Vec<_> = db
+        .audit()
+        .into_iter()
+        .filter(|a| a.kind == "message.duplicate")
+        .collect();
+    assert_eq!(dups.len(), 2);
+    for d in &dups {
+        assert_eq!(d.message_id.as_deref(), Some(id.as_str()));
+        let data: serde_json::Value = serde_json::from_str(&d.data).unwrap();
+        assert_eq!(data["mail_from"], ALICE);
+        assert_eq!(data["signature_sha256"].as_array().map(Vec::len), Some(1));
+    }
+    gw.assert_audit_intact();
+}
+
+/// Under `replay = "refuse"` a replay is refused as `replay` and recorded
+/// as a rejected message.
+#[test]
+fn a_replay_is_refused_when_the_policy_says_so() {
+    let gw = Gateway::new(Opts {
+        policy_dir: policy_with_limits("replay-refuse", "replay = \"refuse\""),
+        ..Opts::default()
+    });
+    let srv = gw.start();
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let id = send_once(&srv, &msg).accepted_id().expect("accepted");
+    let r = send_once(&srv, &msg);
+    assert_eq!(r.code, 550, "{}", r.text());
+    assert!(
+        r.text().starts_with(&format!(
+            "5.7.0 replay: this signature was already accepted as {id}"
+        )),
+        "{}",
+        r.text()
+    );
+    let rows = gw.db().messages();
+    assert_eq!(rows.len(), 2);
+    assert_eq!(rows[1].reason, "replay");
+    assert_eq!(gw.db().queue().len(), 1, "the replay is not queued");
 }

@@ -71,18 +71,6 @@ fn signing_policy() -> PathBuf {
     .clone()
 }
 
-fn copy_dir(from: &Path, to: &Path) {
-    std::fs::create_dir_all(to).unwrap();
-    for e in std::fs::read_dir(from).unwrap().flatten() {
-        let dest = to.join(e.file_name());
-        if e.path().is_dir() {
-            copy_dir(&e.path(), &dest);
-        } else {
-            std::fs::copy(e.path(), dest).unwrap();
-        }
-    }
-}
-
 fn root_ca(cc: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
     checkpoint::read_ca(&pki().cert(cc, "root")).unwrap()
 }
@@ -269,6 +257,7 @@ fn accepted_record(
             authority: Some("aa-moj".into()),
             policy_version: policy_version.into(),
             case_ref: None,
+            signature_keys: Vec::new(),
             body: Some(Arc::from(raw)),
         }),
         events: vec![AuditEvent {

@@ -81,6 +81,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         authority: Some("aa".into()),
         policy_version: "p1".into(),
         case_ref: None,
+        signature_keys: Vec::new(),
         body: body.map(Arc::from),
     }
 }
@@ -709,6 +710,7 @@ fn readers_match_writers() {
         sha256: "00".into(),
         key_algorithm: "rsa-2048".into(),
         signature_algorithm: "sha256-rsa-pkcs1".into(),
+        signature_sha256: "11".into(),
         chain: vec!["CN=a".into()],
         authority: Some("aa".into()),
     });

@@ -61,11 +61,14 @@ pub enum Reason {
     TooManyRecipients,
     /// The gateway cannot decide now; the client should retry.
     TemporaryFailure,
+    /// The message's signature was accepted before (policy `replay =
+    /// "refuse"`): the same signed request is not relayed twice.
+    Replay,
 }
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -89,6 +92,7 @@ impl Reason {
         Reason::TooDeep,
         Reason::TooManyRecipients,
         Reason::TemporaryFailure,
+        Reason::Replay,
     ];
 
     /// The code as written in replies and logs, e.g. `bad-signature`.
@@ -117,6 +121,7 @@ impl Reason {
             Reason::TooDeep => "too-deep",
             Reason::TooManyRecipients => "too-many-recipients",
             Reason::TemporaryFailure => "temporary-failure",
+            Reason::Replay => "replay",
         }
     }
 

@@ -39,6 +39,9 @@ pub struct SignerReport {
     pub key_algorithm: String,
     /// Digest and signature algorithm of the SignerInfo, e.g. `sha256-rsa-pkcs1`.
     pub signature_algorithm: String,
+    /// SHA-256 of the SignerInfo's signature value, hex: what recognises
+    /// the same signed message submitted again (a replay).
+    pub signature_sha256: String,
     /// Subjects of the validated chain, signer first, anchor last.
     pub chain: Vec<String>,
     /// Id of the authority whose anchors validated the chain.
@@ -519,6 +522,7 @@ fn check_signer(
     let digest =
         signature::digest_alg(&signer.info.digest_alg.oid, &limits.digests).map_err(reject)?;
     let (alg, alg_name) = signature::signature_alg(signer, cert, digest).map_err(reject)?;
+    let sig_value = cms::signature_value(signer);
     let report = SignerReport {
         email: cert.emails.first().cloned(),
         emails: cert.emails.clone(),
@@ -528,10 +532,10 @@ fn check_signer(
         sha256: cert.sha256_hex(),
         key_algorithm: cert.key.to_string(),
         signature_algorithm: alg_name,
+        signature_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, sig_value)),
         chain: Vec::new(),
         authority: None,
     };
-    let sig_value = cms::signature_value(signer);
     let who = || {
         report
             .emails

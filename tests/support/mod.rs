@@ -687,3 +687,16 @@ pub fn replace_last_tlv(der: &mut Vec<u8>, old: &[u8], new: &[u8]) {
     assert_ne!(&out, der, "the TLV was not at a TLV boundary");
     *der = out;
 }
+
+/// Copies the tree `from` to `to`.
+pub fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap().flatten() {
+        let dest = to.join(e.file_name());
+        if e.path().is_dir() {
+            copy_dir(&e.path(), &dest);
+        } else {
+            std::fs::copy(e.path(), dest).unwrap();
+        }
+    }
+}

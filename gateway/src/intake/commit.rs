@@ -7,10 +7,12 @@ use std::sync::Arc;
 use mail_parser::MessageParser;
 
 use super::handler::Transaction;
+use super::replay::{Duplicate, ReplayKeys};
 use super::reply::Reply;
 use super::Service;
 use crate::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
+use crate::policy::Replay;
 use crate::reason::Reason;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
@@ -80,7 +82,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         policy,
     } = tx;
     let body: Arc<[u8]> = body.into();
-    let verdict = if too_large {
+    let mut verdict = if too_large {
         Verdict::rejected(
             Reason::TooLarge,
             format!(
@@ -93,8 +95,49 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else {
         judge(gw, &policy, &body, &mail_from, &rcpt_to).await
     };
-    let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let replay_keys = if verdict.accepted() {
+        ReplayKeys::of(&verdict.signers, &rcpt_to)
+    } else {
+        ReplayKeys::default()
+    };
+    // Held until the message is recorded, so a second session with the
+    // same signature sees it.
+    let Some(_claim) = gw.replays.claim(replay_keys.all()) else {
+        return Reply::temporary(
+            "the same signed message is being recorded in another session; try again later",
+        );
+    };
+    if !replay_keys.is_empty() {
+        let window = i64::try_from(policy.limits.replay_window.as_millis()).unwrap_or(i64::MAX);
+        let since = received_at_ms.saturating_sub(window);
+        match replay_keys.earlier(&gw.store, since).await {
+            Ok(None) => {}
+            Ok(Some(original)) if policy.limits.replay == Replay::SameId => {
+                let duplicate = Duplicate {
+                    session,
+                    mail_from: &mail_from,
+                    rcpt_to: &rcpt_to,
+                    sha256: &sha256,
+                    signature_sha256: replay_keys.signatures(),
+                    policy_version: &policy.version,
+                };
+                return match gw.store.audit(duplicate.event(&original)).await {
+                    Ok(()) => Reply::new(250, format!("2.0.0 already accepted as {original}")),
+                    Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
+                };
+            }
+            Ok(Some(original)) => {
+                verdict.reason = Reason::Replay;
+                verdict.detail = format!("this signature was already accepted as {original}");
+                verdict.recipients.clear();
+            }
+            Err(e) => {
+                return Reply::temporary(&format!("cannot look up earlier signatures ({e})"));
+            }
+        }
+    }
+    let accepted = verdict.accepted();
     let headers = Headers::of(&body, &gw.config.case_pattern);
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
     let record = Judged {
@@ -108,6 +151,11 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         sha256,
         headers,
         verdict: &verdict,
+        signature_keys: if accepted {
+            replay_keys.into_stored()
+        } else {
+            Vec::new()
+        },
         policy,
         keep_body,
     }
@@ -141,6 +189,8 @@ struct Judged<'a> {
     sha256: String,
     headers: Headers,
     verdict: &'a Verdict,
+    /// The replay keys of an accepted message.
+    signature_keys: Vec<String>,
     policy: Arc<crate::policy::Policy>,
     /// Whether the body is kept.
     keep_body: bool,
@@ -174,6 +224,7 @@ impl Judged<'_> {
             sha256,
             headers,
             verdict,
+            signature_keys,
             policy,
             keep_body,
         } = self;
@@ -197,6 +248,7 @@ impl Judged<'_> {
                 authority: verdict.authority.clone(),
                 policy_version: policy.version.clone(),
                 case_ref: headers.case_ref.clone(),
+                signature_keys,
                 body: keep_body.then_some(body),
             }),
             events: vec![event],
@@ -315,6 +367,7 @@ fn signer_record(s: &crate::verify::SignerReport) -> Signer {
         sha256: Some(s.sha256.clone()),
         key_algorithm: Some(s.key_algorithm.clone()),
         signature_algorithm: Some(s.signature_algorithm.clone()),
+        signature_sha256: Some(s.signature_sha256.clone()),
         chain: s.chain.clone(),
         authority: s.authority.clone(),
     }

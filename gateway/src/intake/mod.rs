@@ -13,6 +13,7 @@ pub mod budget;
 pub mod clients;
 pub mod commit;
 pub mod handler;
+pub mod replay;
 pub mod reply;
 pub mod session;
 
@@ -47,6 +48,8 @@ pub struct Service {
     pub revocation: Arc<Revocation>,
     /// Wakes the relay worker when a message was queued.
     pub relay_wake: Arc<Notify>,
+    /// Signatures being judged now (see [`replay`]).
+    pub replays: replay::InFlight,
 }
 
 impl Service {

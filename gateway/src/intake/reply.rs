@@ -68,6 +68,7 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         Reason::CrlUnavailable | Reason::OcspUnavailable => (451, "4.7.5"),
         Reason::TemporaryFailure => (451, "4.3.0"),
         Reason::WeakAlgorithm => (550, "5.7.4"),
+        Reason::Replay => (550, "5.7.0"),
         Reason::Unsigned
         | Reason::BadSignature
         | Reason::DigestMismatch

@@ -101,6 +101,7 @@ impl Harness {
             policy: Arc::new(CurrentPolicy::new(policy)),
             revocation,
             relay_wake: Arc::new(Notify::new()),
+            replays: Default::default(),
         });
         Harness {
             svc,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
-use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings};
+use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings, Replay};
 use crate::clock::EvalTime;
 use crate::smime::sign::{PemFile, SigningIdentity};
 
@@ -24,6 +24,8 @@ const LIMIT_KEYS: &[&str] = &[
     "digests",
     "crl",
     "require_email_eku",
+    "replay",
+    "replay_window_days",
 ];
 
 const RELAY_KEYS: &[&str] = &[
@@ -345,6 +347,15 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
     }
     if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
         limits.require_email_eku = strict;
+    }
+    if let Some(value) = t.string("replay", diags) {
+        let choices = [("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
+        if let Some(r) = one_of(src, "replay", &value, &choices, diags) {
+            limits.replay = r;
+        }
+    }
+    if let Some(days) = positive("replay_window_days", diags) {
+        limits.replay_window = Duration::from_secs(days * 86_400);
     }
 }
 

@@ -86,6 +86,22 @@ pub struct Limits {
     /// 8550 §4.4 applies: no extKeyUsage, or one holding emailProtection or
     /// anyExtendedKeyUsage.
     pub require_email_eku: bool,
+    /// What a message whose signature was already accepted gets (`replay`).
+    pub replay: Replay,
+    /// How long an accepted signature is remembered (`replay_window_days`).
+    pub replay_window: Duration,
+}
+
+/// What the gateway does with a message whose SignerInfo signature it has
+/// accepted before, within the replay window.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Replay {
+    /// `same-id` (the default): `250 2.0.0 already accepted as <first id>`,
+    /// not relayed again; a client retrying after a lost reply gets the same
+    /// id.
+    SameId,
+    /// `refuse`: refused as `replay`.
+    Refuse,
 }
 
 impl Default for Limits {
@@ -100,6 +116,8 @@ impl Default for Limits {
             digests: vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
             crl: CrlPolicy::HardFail,
             require_email_eku: false,
+            replay: Replay::SameId,
+            replay_window: Duration::from_secs(365 * 86_400),
         }
     }
 }

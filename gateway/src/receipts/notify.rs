@@ -157,6 +157,7 @@ pub fn gateway_message(
         authority: Some(authority.id.clone()),
         policy_version: policy.version.clone(),
         case_ref: case_ref.map(str::to_owned),
+        signature_keys: Vec::new(),
         body: Some(bytes.into()),
     };
     let queue = QueueEntry {

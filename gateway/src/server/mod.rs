@@ -128,6 +128,7 @@ pub async fn start(
         policy: policy.clone(),
         revocation: revocation.clone(),
         relay_wake: relay_wake.clone(),
+        replays: Default::default(),
     };
     let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),

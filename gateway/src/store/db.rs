@@ -246,6 +246,19 @@ impl Db {
                             .await?;
                         }
                     }
+                    for key in &r.signature_keys {
+                        // Two sessions may race with the same message: the
+                        // first key stays, the batch never fails for it.
+                        sqlx::query(
+                            "INSERT INTO accepted_signatures (replay_key, message_id, received_at) \
+                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                        )
+                        .bind(key)
+                        .bind(&r.id)
+                        .bind(r.received_at_ms)
+                        .execute(&mut *tx)
+                        .await?;
+                    }
                     for (sha256, serial) in &m.signer_keys {
                         sqlx::query(
                             "INSERT INTO message_signers (sha256, serial, received_at, message_id) \

@@ -15,6 +15,9 @@ pub enum AuditKind {
     MessageAccepted,
     /// `message.rejected`: a message was refused at the end of DATA.
     MessageRejected,
+    /// `message.duplicate`: a message whose signature was accepted before
+    /// came again and got the first message's id.
+    MessageDuplicate,
     /// `smtp.rejected`: a command was refused before DATA.
     SmtpRejected,
     /// `smtp.session-summary`: a session's repeated refusals (audited once
@@ -52,9 +55,10 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuditKind; 18] = [
+    pub const ALL: [AuditKind; 19] = [
         AuditKind::MessageAccepted,
         AuditKind::MessageRejected,
+        AuditKind::MessageDuplicate,
         AuditKind::SmtpRejected,
         AuditKind::SmtpSessionSummary,
         AuditKind::RelayDelivered,
@@ -81,6 +85,7 @@ impl AuditKind {
         match self {
             AuditKind::MessageAccepted => "message.accepted",
             AuditKind::MessageRejected => "message.rejected",
+            AuditKind::MessageDuplicate => "message.duplicate",
             AuditKind::SmtpRejected => "smtp.rejected",
             AuditKind::SmtpSessionSummary => "smtp.session-summary",
             AuditKind::RelayDelivered => "relay.delivered",

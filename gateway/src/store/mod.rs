@@ -22,6 +22,7 @@ pub mod index;
 pub mod kind;
 pub mod queue;
 mod recorder;
+pub mod replay;
 pub mod retention;
 pub mod rows;
 pub mod search;
@@ -116,6 +117,9 @@ pub struct MessageRecord {
     /// [`case_ref`](crate::case_ref)); searched by
     /// `emla audit search --case`.
     pub case_ref: Option<String>,
+    /// The replay keys of an accepted message (see
+    /// [`intake::replay`](crate::intake::replay)); empty otherwise.
+    pub signature_keys: Vec<String>,
     /// The raw bytes to keep (always for accepted messages; for rejected
     /// ones only when configured). `None`: only the hash is kept.
     pub body: Option<Arc<[u8]>>,

@@ -142,6 +142,8 @@ pub struct Signer {
     pub key_algorithm: Option<String>,
     /// Digest and signature algorithm of the SignerInfo.
     pub signature_algorithm: Option<String>,
+    /// SHA-256 of the SignerInfo's signature value (the replay key).
+    pub signature_sha256: Option<String>,
     /// Subjects of the validated chain.
     pub chain: Vec<String>,
     /// The authority whose anchors validated it.
