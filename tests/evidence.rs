@@ -43,7 +43,7 @@ use emla::{EvalTime, Reason};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use smtp::{emla_cli, run_checks};
-use support::{alice_to_bob, pki, Tool, ALICE, BOB};
+use support::{alice_to_bob, copy_dir, pki, Tool, ALICE, BOB};
 use testdb::{Backend, TestDb};
 
 const DAY_MS: i64 = 86_400_000;

@@ -317,13 +317,24 @@ pub fn crlf(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// The standard signed message: `text_body()` signed by `certs/<cc>/<signer>`
-/// with `tool`, with `From: from` and `To: to`, CRLF throughout.
+/// `text_body()` with a line numbering it: each call a new request, so
+/// two of them are never one signed message sent twice (a replay).
+pub fn numbered_body() -> Vec<u8> {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let mut body = text_body();
+    body.extend_from_slice(format!("Request {}-{n}.\r\n", std::process::id()).as_bytes());
+    body
+}
+
+/// The standard signed message: [`numbered_body`] signed by
+/// `certs/<cc>/<signer>` with `tool`, with `From: from` and `To: to`, CRLF
+/// throughout.
 pub fn mail(tool: Tool, cc: &str, signer: &str, from: &str, to: &[&str]) -> Vec<u8> {
     crlf(&with_headers(
         from,
         to,
-        &sign(tool, cc, signer, &text_body(), &[]),
+        &sign(tool, cc, signer, &numbered_body(), &[]),
     ))
 }
 

@@ -490,18 +490,23 @@ retry_max_secs = 0
             "crl = \"maybe\"\n",
             "max_recipients = \"ten\"\n",
             "require_email_eku = \"yes\"\n",
+            "replay = \"sometimes\"\n",
+            "replay_window_days = 0\n",
         ));
         assert_eq!(
             d,
             vec![
                 "p/gateway.toml:2:1: unknown key \"max_size\" in [limits]; expected one of: \
                  max_message_size, max_recipients, max_header_size, max_mime_depth, \
-                 signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku",
+                 signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku, \
+                 replay, replay_window_days",
                 "p/gateway.toml:6:18: key \"max_recipients\" in [limits] must be an integer, found string",
                 "p/gateway.toml:3:16: min_rsa_bits = 1024 is below the minimum of 2048",
                 "p/gateway.toml:4:22: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
                 "p/gateway.toml:5:7: invalid crl \"maybe\"; expected one of: \"hard-fail\", \"soft-fail\"",
                 "p/gateway.toml:7:21: key \"require_email_eku\" in [limits] must be a boolean (true or false), found string",
+                "p/gateway.toml:8:10: invalid replay \"sometimes\"; expected one of: \"same-id\", \"refuse\"",
+                "p/gateway.toml:9:22: replay_window_days must be at least 1, found 0",
             ]
         );
     }
