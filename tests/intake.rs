@@ -816,11 +816,13 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
     let gw = Gateway::new(Opts::default());
     let mut srv = gw.start();
     // One signature, many messages: the outer headers (outside the signed
-    // part) differ, so every message has its own bytes and digest.
+    // part) differ, so every message has its own bytes and digest. Each goes
+    // to its own recipient: to one that had it already, it would be a replay.
     let entity = sign(Tool::SmimeDetached, "aa", "alice", &text_body(), &[]);
+    let rcpt = |i: usize| format!("official{i}@justice.bb.example");
     let msgs: Arc<Vec<Vec<u8>>> = Arc::new(
         (0..TOTAL)
-            .map(|_| crlf(&with_headers(ALICE, &[BOB], &entity)))
+            .map(|i| crlf(&with_headers(ALICE, &[&rcpt(i)], &entity)))
             .collect(),
     );
     let acked: Arc<Mutex<Vec<(String, String)>>> = Arc::default();
@@ -848,7 +850,7 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
                         if r.code != 250 {
                             return Ok(r);
                         }
-                        let r = c.try_cmd(&format!("RCPT TO:<{BOB}>"))?;
+                        let r = c.try_cmd(&format!("RCPT TO:<{}>", rcpt(i)))?;
                         if r.code != 250 {
                             return Ok(r);
                         }
