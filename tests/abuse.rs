@@ -101,7 +101,7 @@ fn unknown_commands_hit_the_hard_error_limit() {
     assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
 
     // swaks sends RCPTs for each of its comma-separated recipients.
-    let many = vec![STRANGER; 4].join(",");
+    let many = [STRANGER; 4].join(",");
     let (_, out) = swaks(
         srv.port,
         ALICE,
