@@ -427,14 +427,7 @@ async fn head_is_checkpoint(store: &Store) -> Result<bool, StoreError> {
 
 /// Reads CA certificates (PEM) for checking checkpoint signatures.
 pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    crate::pem::read_certificates(path).map_err(|e| e.to_string())
 }
 
 /// Checks a detached CMS signature (DER) over `content`: exactly one
