@@ -75,17 +75,16 @@ impl History {
         out.field(1, "mail from", &format!("<{}>", clean(&m.mail_from)));
         let rcpt: Vec<String> = m.rcpt_to.iter().map(|r| format!("<{r}>")).collect();
         out.field(1, "rcpt to", &rcpt.join(", "));
-        for (label, value) in [
-            ("From:", &m.header_from),
-            ("To:", &m.header_to),
-            ("Subject:", &m.subject),
-            ("Message-ID:", &m.message_id),
-            ("Date:", &m.date),
-        ] {
-            if let Some(v) = value {
-                out.field(1, label, &clean(v));
-            }
-        }
+        out.fields_present(
+            1,
+            &[
+                ("From:", &m.header_from),
+                ("To:", &m.header_to),
+                ("Subject:", &m.subject),
+                ("Message-ID:", &m.message_id),
+                ("Date:", &m.date),
+            ],
+        );
         out.field(1, "size", &format!("{} bytes", m.size));
         out.field(1, "sha256", &clean(&m.sha256));
         out.field(
@@ -208,17 +207,16 @@ fn verified(out: &mut Out, m: &MessageRow) {
             &format!("signer {}", n + 1),
             &sg.email.as_deref().map_or_else(|| "-".into(), clean),
         );
-        for (key, value) in [
-            ("subject", &sg.subject),
-            ("issuer", &sg.issuer),
-            ("serial", &sg.serial),
-            ("sha256", &sg.sha256),
-            ("authority", &sg.authority),
-        ] {
-            if let Some(v) = value {
-                out.field(2, key, &clean(v));
-            }
-        }
+        out.fields_present(
+            2,
+            &[
+                ("subject", &sg.subject),
+                ("issuer", &sg.issuer),
+                ("serial", &sg.serial),
+                ("sha256", &sg.sha256),
+                ("authority", &sg.authority),
+            ],
+        );
         if !sg.chain.is_empty() {
             out.field(2, "chain", &sg.chain.join(" → "));
         }
@@ -250,6 +248,15 @@ impl Out {
 
     fn field(&mut self, level: usize, label: &str, value: &str) {
         self.line(level, format!("{label:<13} {value}").trim_end());
+    }
+
+    /// The fields that have a value, cleaned; the others are left out.
+    fn fields_present(&mut self, level: usize, fields: &[(&str, &Option<String>)]) {
+        for &(label, value) in fields {
+            if let Some(v) = value {
+                self.field(level, label, &clean(v));
+            }
+        }
     }
 
     fn blank(&mut self) {

@@ -311,17 +311,22 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Records one attempt: the audit record and the entry's new state, in one
-/// transaction.
-async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
-    let Attempt {
-        entry,
-        ref hop,
-        ref tls,
-        started,
-        ..
-    } = *attempt;
-    let now = crate::store::now_ms();
+/// What an attempt makes of its queue entry.
+struct NextState {
+    status: QueueStatus,
+    next_attempt_at: i64,
+    /// Failed because the queue lifetime ran out.
+    expired: bool,
+    /// The first recipient's error (with the lifetime, when expired).
+    error: Option<String>,
+    /// The recipients to try again.
+    deferred: Vec<String>,
+}
+
+/// The entry's state after `outcomes` at `now`: delivered (or failed)
+/// when no recipient is deferred, failed when the queue lifetime has run
+/// out, queued for the retry delay otherwise.
+fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i64) -> NextState {
     let delivered = outcomes
         .iter()
         .filter(|o| matches!(o, RcptOutcome::Delivered { .. }))
@@ -329,7 +334,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     let deferred: Vec<String> = entry
         .recipients
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter(|(_, o)| matches!(o, RcptOutcome::Deferred { .. }))
         .map(|(r, _)| r.clone())
         .collect();
@@ -367,6 +372,33 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     } else {
         error
     };
+    NextState {
+        status,
+        next_attempt_at,
+        expired,
+        error,
+        deferred,
+    }
+}
+
+/// Records one attempt: the audit record and the entry's new state, in one
+/// transaction.
+async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
+    let Attempt {
+        entry,
+        ref hop,
+        ref tls,
+        started,
+        ..
+    } = *attempt;
+    let now = crate::store::now_ms();
+    let NextState {
+        status,
+        next_attempt_at,
+        expired,
+        error,
+        deferred,
+    } = next_state(policy, entry, &outcomes, now);
     let kind = match status {
         QueueStatus::Delivered => AuditKind::RelayDelivered,
         QueueStatus::Failed => AuditKind::RelayFailed,

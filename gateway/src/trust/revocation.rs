@@ -157,10 +157,10 @@ impl Crl {
 
     /// Parses a CRL file or download: DER, or PEM holding one CRL.
     pub fn from_bytes(bytes: &[u8], source: String) -> Result<Crl, CrlError> {
-        use rustls_pki_types::pem::PemObject;
         if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-            let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(bytes)
-                .map_err(|e| CrlError::Unparsable(format!("PEM: {e}")))?;
+            let der = crate::pem::crls(bytes)
+                .map_err(|e| CrlError::Unparsable(format!("PEM: {e}")))?
+                .remove(0);
             return Crl::parse(der.to_vec(), source);
         }
         Crl::parse(bytes.to_vec(), source)
@@ -261,12 +261,7 @@ fn spki_parts(spki: &[u8]) -> der::Result<(&[u8], &[u8])> {
     let outer = AnyRef::from_der(spki)?;
     let mut r = SliceReader::new(outer.value())?;
     let alg = AnyRef::decode(&mut r)?.value();
-    let key = BitStringRef::decode(&mut r)?;
-    let key = key.as_bytes().ok_or_else(|| {
-        der::Error::from(der::ErrorKind::Length {
-            tag: der::Tag::BitString,
-        })
-    })?;
+    let key = whole_bytes(&mut r)?;
     r.finish(())?;
     Ok((alg, key))
 }
@@ -279,14 +274,18 @@ fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
     let mut r = SliceReader::new(outer.value())?;
     let tbs = r.tlv_bytes()?;
     let alg = AnyRef::decode(&mut r)?.value();
-    let sig = BitStringRef::decode(&mut r)?;
-    let sig = sig.as_bytes().ok_or_else(|| {
+    let sig = whole_bytes(&mut r)?;
+    r.finish(())?;
+    Ok((tbs, alg, sig))
+}
+
+/// The bytes of the next BIT STRING, which must have no unused bits.
+fn whole_bytes<'a>(r: &mut SliceReader<'a>) -> der::Result<&'a [u8]> {
+    BitStringRef::decode(r)?.as_bytes().ok_or_else(|| {
         der::Error::from(der::ErrorKind::Length {
             tag: der::Tag::BitString,
         })
-    })?;
-    r.finish(())?;
-    Ok((tbs, alg, sig))
+    })
 }
 
 /// The http(s) URLs of a certificate's CRL distribution points.
