@@ -957,16 +957,11 @@ fn received_time(m: &MessageRow) -> EvalTime {
     EvalTime::from_unix(u64::try_from(m.received_at / 1000).unwrap_or(0))
 }
 
-fn readme(
-    id: &str,
-    m: &MessageRow,
-    cp: &Checkpoint,
-    first_seq: i64,
-    script: &str,
-    body: bool,
-    archive: &Archive,
-) -> String {
-    let (crl_files, crl_note) = if archive.archived() {
+/// The README's revocation part: the files that hold the revocation data
+/// (archived at reception, or the CRLs loaded at export) and the note on
+/// what step 2 judges with them.
+fn revocation_text(archive: &Archive) -> (String, String) {
+    if archive.archived() {
         (
             "revocation/crl-SHA.crl      the CRLs that decided the message, exactly as archived at\n\
              \x20                           reception (DER); SHA is the file's SHA-256, which the audit\n\
@@ -1001,7 +996,20 @@ fn readme(
                 archive.describe()
             ),
         )
-    };
+    }
+}
+
+/// The bundle's README: what each file holds and how to check it all.
+fn readme(
+    id: &str,
+    m: &MessageRow,
+    cp: &Checkpoint,
+    first_seq: i64,
+    script: &str,
+    body: bool,
+    archive: &Archive,
+) -> String {
+    let (crl_files, crl_note) = revocation_text(archive);
     format!(
         "EVIDENCE BUNDLE — emla message {id}\n\
          ====================================\n\n\
