@@ -431,7 +431,7 @@ fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) ->
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&config).await?;
-        let store_err = |e: emla::store::StoreError| Failure::config(e);
+        let store_err = |e: emla::store::StoreError| Failure::with_code(&e, e.exit_code());
         let check = store.verify_chain().await.map_err(store_err)?;
         let mut checks = Vec::new();
         for f in &files {

@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 use super::build::{
     self as receipt, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary,
 };
-use crate::policy::{Authority, Policy, ReceiptKind};
+use crate::policy::{Authority, Lane, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::SigningIdentity;
 use crate::store::{AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
@@ -164,7 +164,7 @@ pub fn gateway_message(
         next_hop: format!("{}:{}", authority.next_hop.host, authority.next_hop.port),
         authority: authority.id.clone(),
         route: route.to_owned(),
-        lane: "normal".into(),
+        lane: Lane::Normal,
         recipients: vec![to.to_owned()],
     };
     (message, queue)

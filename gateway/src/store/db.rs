@@ -98,11 +98,6 @@ macro_rules! on_pool {
 
 pub(super) use on_pool;
 
-/// Any sqlx error is the store being unavailable; `what` says what failed.
-pub fn unavailable(what: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {e}"))
-}
-
 impl Db {
     /// Waits for this process's turn to write (SQLite; see [`WriteTurn`]).
     /// Hold the guard until the transaction has committed.
@@ -155,7 +150,7 @@ impl Db {
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
         migrated.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => unavailable("running migrations", e),
+            sqlx::migrate::MigrateError::Execute(e) => StoreError::sqlx("running migrations", e),
             other => StoreError::Config(format!("database migrations: {other}")),
         })?;
         Ok(db)
@@ -294,7 +289,7 @@ impl Db {
                     .bind(&q.entry.next_hop)
                     .bind(&q.entry.authority)
                     .bind(&q.entry.route)
-                    .bind(&q.entry.lane)
+                    .bind(q.entry.lane.as_str())
                     .bind(&q.recipients_json)
                     .bind(now_ms)
                     .bind(now_ms)
@@ -574,6 +569,8 @@ fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
+/// A failed first connection: unavailable unless the URL itself is wrong
+/// (whatever the server answers, the next start may find it up).
 fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
     let shown = redact(url);
     match e {

@@ -14,6 +14,7 @@ use sqlx::Row;
 
 use super::db::{decode, on_pool, Db};
 use super::rows::QueueRow;
+use super::Lane;
 
 /// Where a queue entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,8 +105,8 @@ pub struct Claimed {
     pub authority: String,
     /// The route that allowed it.
     pub route: String,
-    /// `normal` or `urgent`.
-    pub lane: String,
+    /// The delivery lane.
+    pub lane: Lane,
     /// Recipients at that next hop.
     pub recipients: Vec<String>,
     /// Attempts made before this one.
@@ -171,7 +172,7 @@ macro_rules! queue_row {
             next_hop: r.try_get("next_hop")?,
             authority: r.try_get("authority")?,
             route: r.try_get("route")?,
-            lane: r.try_get("lane")?,
+            lane: Lane::parse(&r.try_get::<String, _>("lane")?),
             recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
                 .unwrap_or_default(),
             status: QueueStatus::parse(&status)
@@ -235,7 +236,7 @@ impl Db {
                         next_hop: r.try_get("next_hop")?,
                         authority: r.try_get("authority")?,
                         route: r.try_get("route")?,
-                        lane: r.try_get("lane")?,
+                        lane: Lane::parse(&r.try_get::<String, _>("lane")?),
                         recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
                             .unwrap_or_default(),
                         attempts: r.try_get("attempts")?,
@@ -259,7 +260,7 @@ impl Db {
                 }
             }
             tx.commit().await?;
-            claimed.sort_by_key(|c| (c.lane != "urgent", c.id));
+            claimed.sort_by_key(|c| (c.lane != Lane::Urgent, c.id));
             Ok(claimed)
         })
     }

@@ -12,7 +12,7 @@
 use sqlx::Row;
 
 use super::chain::{AuditRow, Verifier};
-use super::db::{self, on_pool, Db};
+use super::db::{on_pool, Db};
 use super::{files, Store, StoreError};
 
 /// Where the chain starts after audit records were pruned.
@@ -38,7 +38,7 @@ pub struct StoredBody {
 }
 
 fn read_err(e: sqlx::Error) -> StoreError {
-    db::unavailable("reading the audit chain", e)
+    StoreError::sqlx("reading the audit chain", e)
 }
 
 /// An [`AuditRow`] from a row of either backend.
@@ -258,7 +258,7 @@ impl Store {
             .db
             .evidence_old_bodies(before_ms, limit)
             .await
-            .map_err(|e| db::unavailable("reading messages", e))
+            .map_err(|e| StoreError::sqlx("reading messages", e))
     }
 
     /// Whether a message received at or after `before_ms` still keeps the
@@ -268,7 +268,7 @@ impl Store {
             .db
             .evidence_body_kept_elsewhere(sha256, before_ms)
             .await
-            .map_err(|e| db::unavailable("reading messages", e))
+            .map_err(|e| StoreError::sqlx("reading messages", e))
     }
 
     /// Marks the bodies of `ids` as pruned at `at_ms` (`body_stored` false,
@@ -278,7 +278,7 @@ impl Store {
             .db
             .evidence_mark_pruned(ids, at_ms)
             .await
-            .map_err(|e| db::unavailable("marking pruned bodies", e))
+            .map_err(|e| StoreError::sqlx("marking pruned bodies", e))
     }
 
     /// Removes the body file with this hash, if present; `Ok(true)` when a
@@ -320,6 +320,6 @@ impl Store {
             .db
             .evidence_prune_audit(through, hash, at_ms)
             .await
-            .map_err(|e| db::unavailable("pruning audit records", e))
+            .map_err(|e| StoreError::sqlx("pruning audit records", e))
     }
 }

@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::kind::AuditKind;
 use super::queue::QueueStatus;
+use super::Lane;
 use crate::reason::Reason;
 
 /// The verdict column of a message: what a reason code amounts to.
@@ -161,8 +162,8 @@ pub struct QueueRow {
     pub authority: String,
     /// The route that allowed it.
     pub route: String,
-    /// `normal` or `urgent`.
-    pub lane: String,
+    /// The delivery lane.
+    pub lane: Lane,
     /// Recipients still to deliver to.
     pub recipients: Vec<String>,
     /// Where it stands.
@@ -309,8 +310,8 @@ pub struct Route {
     pub authority: Option<String>,
     /// `host:port` of the next hop.
     pub next_hop: Option<String>,
-    /// `normal` or `urgent`.
-    pub lane: Option<String>,
+    /// The delivery lane.
+    pub lane: Option<Lane>,
 }
 
 /// Revocation evidence for one certificate (a
@@ -359,8 +360,8 @@ pub struct Attempt {
     pub authority: Option<String>,
     /// The route that allowed the delivery.
     pub route: Option<String>,
-    /// `normal` or `urgent`.
-    pub lane: Option<String>,
+    /// The delivery lane.
+    pub lane: Option<Lane>,
     /// The gateway instance that made the attempt.
     pub instance: Option<String>,
     /// What the connection was protected with (`None`: no connection).
@@ -520,7 +521,7 @@ mod tests {
         });
         let d: Decision = typed(&data);
         assert_eq!(d.reason, Some(Reason::Ok));
-        assert_eq!(d.recipients[0].lane.as_deref(), Some("urgent"));
+        assert_eq!(d.recipients[0].lane, Some(Lane::Urgent));
         assert_eq!(d.revocation.unwrap()[0].method, "none");
         let none: Decision = typed(&serde_json::json!({"reason": "no-such-code"}));
         assert_eq!(none, Decision::default());
