@@ -722,7 +722,7 @@ fn readers_match_writers() {
     let evidence = emla::trust::revocation::StatusEvidence {
         subject: "CN=a".into(),
         serial: "01".into(),
-        method: "crl",
+        method: emla::trust::revocation::Method::Crl,
         sha256: Some("00".into()),
         issuer: "CN=ca".into(),
         this_update: Some("t".into()),

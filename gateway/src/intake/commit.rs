@@ -14,7 +14,7 @@ use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
-    AuditEvent, AuditKind, Decision, Evidence, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
+    AuditEvent, AuditKind, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
@@ -239,7 +239,7 @@ impl Judged<'_> {
                 detail: Some(verdict.detail.clone()),
                 signers: verdict.signers.iter().map(signer_record).collect(),
                 recipients: verdict.recipients.iter().map(route_record).collect(),
-                revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
+                revocation: Some(verdict.revocation.clone()),
                 authority: verdict.authority.clone(),
                 policy_version: Some(self.policy.version.clone()),
                 body_stored: Some(self.keep_body),
@@ -329,21 +329,6 @@ fn route_record(r: &crate::verify::RecipientRoute) -> Route {
         authority: r.authority.clone(),
         next_hop: r.next_hop.clone(),
         lane: r.lane,
-    }
-}
-
-/// Revocation evidence as the decision record holds it.
-fn evidence_record(e: &crate::trust::revocation::StatusEvidence) -> Evidence {
-    Evidence {
-        subject: e.subject.clone(),
-        serial: e.serial.clone(),
-        method: e.method.to_string(),
-        sha256: e.sha256.clone(),
-        issuer: e.issuer.clone(),
-        this_update: e.this_update.clone(),
-        next_update: e.next_update.clone(),
-        source: e.source.clone(),
-        problem: e.problem.clone(),
     }
 }
 

@@ -118,13 +118,15 @@ fn class(e: &sqlx::Error) -> Class {
 /// cancelled), 58 (system I/O), 40 (serialization, deadlock), 55 (lock not
 /// available), a read-only transaction, a database that is not there (yet);
 /// SQLite primary codes BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL,
-/// CANTOPEN, PROTOCOL.
+/// CANTOPEN, PROTOCOL. A SQLSTATE has five characters, a SQLite (extended)
+/// code at most four digits.
 fn temporary_code(code: &str) -> bool {
-    if let Ok(n) = code.parse::<i32>() {
-        return matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15);
+    if code.len() == 5 {
+        return matches!(code.get(..2), Some("08" | "53" | "57" | "58" | "40" | "55"))
+            || matches!(code, "25006" | "3D000");
     }
-    matches!(code.get(..2), Some("08" | "53" | "57" | "58" | "40" | "55"))
-        || matches!(code, "25006" | "3D000")
+    code.parse::<i32>()
+        .is_ok_and(|n| matches!(n & 0xff, 5 | 6 | 7 | 8 | 10 | 13 | 14 | 15))
 }
 
 #[cfg(test)]
@@ -147,7 +149,7 @@ mod tests {
         assert!(!StoreError::sqlx("recording", sqlx::Error::Io(io)).is_bug());
         assert!(temporary_code("08006") && temporary_code("53100") && temporary_code("3D000"));
         // SQLITE_BUSY_SNAPSHOT (extended) is BUSY; SQLITE_CORRUPT is not an outage.
-        assert!(temporary_code("517") && temporary_code("13"));
+        assert!(temporary_code("517") && temporary_code("13") && temporary_code("4874"));
         assert!(!temporary_code("11") && !temporary_code("42P01") && !temporary_code("23505"));
         for e in [
             StoreError::Unavailable(String::new()),

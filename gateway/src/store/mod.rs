@@ -14,6 +14,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::BodyStorage;
 use crate::reason::Reason;
+use crate::trust::revocation::Method;
 
 pub mod chain;
 pub(crate) mod db;
@@ -21,6 +22,7 @@ mod error;
 mod files;
 pub mod index;
 pub mod kind;
+pub mod payload;
 pub mod queue;
 mod recorder;
 pub mod retention;
@@ -30,6 +32,7 @@ pub mod search;
 pub use crate::policy::Lane;
 pub use error::StoreError;
 pub use kind::AuditKind;
+pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
@@ -154,12 +157,15 @@ impl RevocationBlob {
             let (Some(sha256), Some(der)) = (&e.sha256, &e.der) else {
                 continue;
             };
-            if !matches!(e.method, "crl" | "ocsp") || out.iter().any(|b| &b.sha256 == sha256) {
+            let (Method::Crl | Method::Ocsp) = e.method else {
+                continue;
+            };
+            if out.iter().any(|b| &b.sha256 == sha256) {
                 continue;
             }
             out.push(RevocationBlob {
                 sha256: sha256.clone(),
-                kind: e.method.to_string(),
+                kind: e.method.as_str().to_string(),
                 der: der.clone(),
             });
         }
@@ -707,8 +713,7 @@ pub fn new_message_id(hostname: &str) -> String {
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Bug(format!("serialising a record: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Bug(format!("serialising a record: {e}")))
 }
 
 /// Revocation blobs must be named by the SHA-256 of their bytes.

@@ -210,9 +210,7 @@ fn is_constraint(e: &CommitError) -> bool {
 fn to_store_error(e: CommitError) -> StoreError {
     match e {
         CommitError::Sql(e) => StoreError::sqlx("recording", e),
-        CommitError::Panicked => {
-            StoreError::Bug("recording: the transaction task panicked".into())
-        }
+        CommitError::Panicked => StoreError::Bug("recording: the transaction task panicked".into()),
     }
 }
 

@@ -314,35 +314,9 @@ pub struct Route {
     pub lane: Option<Lane>,
 }
 
-/// Revocation evidence for one certificate (a
-/// [`StatusEvidence`](crate::trust::revocation::StatusEvidence) as recorded).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Evidence {
-    /// Subject of the certificate.
-    pub subject: String,
-    /// Its serial, hex.
-    pub serial: String,
-    /// `crl`, `ocsp` or `none`.
-    pub method: String,
-    /// SHA-256 of the CRL or OCSP response, hex.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Who issued it.
-    pub issuer: String,
-    /// thisUpdate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub this_update: Option<String>,
-    /// nextUpdate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_update: Option<String>,
-    /// Where it came from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// Why the status is unknown (soft-fail).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
+/// Revocation evidence for one certificate, as recorded: the trust
+/// layer's own type, read back as written.
+pub type Evidence = crate::trust::revocation::StatusEvidence;
 
 /// The data of a delivery attempt record (`relay.*`); written (by the
 /// relay worker) and read with this type. Fields are optional so that
@@ -522,7 +496,10 @@ mod tests {
         let d: Decision = typed(&data);
         assert_eq!(d.reason, Some(Reason::Ok));
         assert_eq!(d.recipients[0].lane, Some(Lane::Urgent));
-        assert_eq!(d.revocation.unwrap()[0].method, "none");
+        assert_eq!(
+            d.revocation.unwrap()[0].method,
+            crate::trust::revocation::Method::None
+        );
         let none: Decision = typed(&serde_json::json!({"reason": "no-such-code"}));
         assert_eq!(none, Decision::default());
     }
