@@ -16,6 +16,7 @@ use crate::config::BodyStorage;
 use crate::reason::Reason;
 use crate::trust::revocation::Method;
 
+mod batch;
 pub mod chain;
 pub(crate) mod db;
 mod error;

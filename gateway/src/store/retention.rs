@@ -12,7 +12,7 @@
 use sqlx::Row;
 
 use super::chain::{AuditRow, Verifier};
-use super::db::{on_pool, Db};
+use super::db::{audit_row, from_row, on_pool, Db};
 use super::{files, Store, StoreError};
 
 /// Where the chain starts after audit records were pruned.
@@ -41,32 +41,13 @@ fn read_err(e: sqlx::Error) -> StoreError {
     StoreError::sqlx("reading the audit chain", e)
 }
 
-/// An [`AuditRow`] from a row of either backend.
-macro_rules! audit_row {
-    ($r:expr) => {
-        Ok(AuditRow {
-            seq: $r.try_get("seq")?,
-            at: $r.try_get("at")?,
-            message_id: $r.try_get("message_id")?,
-            kind: $r.try_get("kind")?,
-            data: $r.try_get("data")?,
-            prev_hash: $r.try_get("prev_hash")?,
-            hash: $r.try_get("hash")?,
-        })
-    };
-}
-
 impl Db {
     async fn evidence_anchor(&self) -> Result<Option<ChainAnchor>, sqlx::Error> {
         on_pool!(self, pool, d => {
             let row = sqlx::query("SELECT seq, hash, pruned_at FROM audit_anchor WHERE id = 1")
                 .fetch_optional(pool)
                 .await?;
-            row.map(|r| Ok(ChainAnchor {
-                seq: r.try_get("seq")?,
-                hash: r.try_get("hash")?,
-                pruned_at: r.try_get("pruned_at")?,
-            })).transpose()
+            row.map(|r| Ok(from_row!(r, ChainAnchor { seq, hash, pruned_at }))).transpose()
         })
     }
 
@@ -99,11 +80,7 @@ impl Db {
             .bind(limit)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(|r| Ok(StoredBody {
-                id: r.try_get("id")?,
-                sha256: r.try_get("sha256")?,
-                received_at: r.try_get("received_at")?,
-            })).collect()
+            rows.iter().map(|r| Ok(from_row!(r, StoredBody { id, sha256, received_at }))).collect()
         })
     }
 

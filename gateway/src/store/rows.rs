@@ -463,7 +463,7 @@ fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
 }
 
 /// A JSON list as `Vec<T>`, elements that do not fit left out.
-fn list_of<T: for<'de> Deserialize<'de>>(v: &Value) -> Vec<T> {
+pub(super) fn list_of<T: for<'de> Deserialize<'de>>(v: &Value) -> Vec<T> {
     v.as_array()
         .map(|a| {
             a.iter()
