@@ -72,12 +72,6 @@ pub enum RefusedFor {
     RcptTo(Vec<String>),
 }
 
-impl Payload for SmtpRejected {
-    fn kind(&self) -> AuditKind {
-        AuditKind::SmtpRejected
-    }
-}
-
 /// `receipt.queued`: a receipt or notice queued for the sender.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReceiptQueued {
@@ -93,12 +87,6 @@ pub struct ReceiptQueued {
     pub signed_by: String,
 }
 
-impl Payload for ReceiptQueued {
-    fn kind(&self) -> AuditKind {
-        AuditKind::ReceiptQueued
-    }
-}
-
 /// `policy.reloaded`: a new policy in force.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReloaded {
@@ -108,12 +96,6 @@ pub struct PolicyReloaded {
     pub version: String,
 }
 
-impl Payload for PolicyReloaded {
-    fn kind(&self) -> AuditKind {
-        AuditKind::PolicyReloaded
-    }
-}
-
 /// `policy.reload-failed`: the old policy kept.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyReloadFailed {
@@ -121,12 +103,6 @@ pub struct PolicyReloadFailed {
     pub kept: String,
     /// What was wrong with the new files.
     pub problems: Vec<String>,
-}
-
-impl Payload for PolicyReloadFailed {
-    fn kind(&self) -> AuditKind {
-        AuditKind::PolicyReloadFailed
-    }
 }
 
 /// `crl.updated`: a downloaded CRL taken.
@@ -150,12 +126,6 @@ pub struct CrlUpdated {
     pub next_update: String,
 }
 
-impl Payload for CrlUpdated {
-    fn kind(&self) -> AuditKind {
-        AuditKind::CrlUpdated
-    }
-}
-
 /// `crl.fetch-failed`: a download refused or failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlFetchFailed {
@@ -171,12 +141,6 @@ pub struct CrlFetchFailed {
     pub held: Option<String>,
     /// When it is tried again (RFC 3339).
     pub next_attempt: String,
-}
-
-impl Payload for CrlFetchFailed {
-    fn kind(&self) -> AuditKind {
-        AuditKind::CrlFetchFailed
-    }
 }
 
 /// `ocsp.updated`: an OCSP answer taken.
@@ -198,12 +162,6 @@ pub struct OcspUpdated {
     pub next_update: String,
 }
 
-impl Payload for OcspUpdated {
-    fn kind(&self) -> AuditKind {
-        AuditKind::OcspUpdated
-    }
-}
-
 /// `ocsp.fetch-failed`: no responder gave a valid answer.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OcspFetchFailed {
@@ -215,12 +173,6 @@ pub struct OcspFetchFailed {
     pub error: String,
     /// Failures in a row.
     pub failures: u32,
-}
-
-impl Payload for OcspFetchFailed {
-    fn kind(&self) -> AuditKind {
-        AuditKind::OcspFetchFailed
-    }
 }
 
 /// `retention.pruned`: bodies or audit records removed, told apart by
@@ -263,10 +215,27 @@ pub struct PrunedBody {
     pub sha256: String,
 }
 
-impl Payload for RetentionPruned {
-    fn kind(&self) -> AuditKind {
-        AuditKind::RetentionPruned
-    }
+/// `impl Payload` for each type, whose name is that of its [`AuditKind`].
+macro_rules! kinds {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Payload for $ty {
+            fn kind(&self) -> AuditKind {
+                AuditKind::$ty
+            }
+        })*
+    };
+}
+
+kinds! {
+    SmtpRejected,
+    ReceiptQueued,
+    PolicyReloaded,
+    PolicyReloadFailed,
+    CrlUpdated,
+    CrlFetchFailed,
+    OcspUpdated,
+    OcspFetchFailed,
+    RetentionPruned,
 }
 
 #[cfg(test)]
