@@ -223,7 +223,7 @@ fn record_of(f: &Fixture) -> Record {
             next_hop: "mx.justice.bb.example:25".into(),
             authority: "bb-moj".into(),
             route: "aa-bb".into(),
-            lane: "normal".into(),
+            lane: emla::store::Lane::Normal,
             recipients: f.rcpt.clone(),
         }]
     } else {

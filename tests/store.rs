@@ -107,7 +107,7 @@ fn accepted(id: &str) -> Record {
             next_hop: "mx.justice.bb:25".into(),
             authority: "bb".into(),
             route: "aa-to-bb".into(),
-            lane: "normal".into(),
+            lane: emla::store::Lane::Normal,
             recipients: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
         }],
         queue_updates: vec![],
@@ -262,7 +262,7 @@ async fn refuses_inconsistent_records(backend: Backend) {
     m.size = 14;
     let e = store.record(bad).await.unwrap_err();
     assert!(
-        matches!(&e, StoreError::Unavailable(m) if m.contains("SHA-256")),
+        matches!(&e, StoreError::Bug(m) if m.contains("SHA-256")),
         "{e}"
     );
     // A queue entry for another message.
@@ -408,7 +408,7 @@ async fn revocation_data_is_archived_once(backend: Backend) {
     wrong.sha256 = crl.sha256.replace('a', "b").replace('0', "1");
     let e = store.record(with_blobs("r3", &[&wrong])).await.unwrap_err();
     assert!(
-        matches!(e, StoreError::Unavailable(ref m) if m.contains("SHA-256")),
+        matches!(e, StoreError::Bug(ref m) if m.contains("SHA-256")),
         "{e}"
     );
     let mut odd = blob("crl", 4, 100);
@@ -717,12 +717,12 @@ fn readers_match_writers() {
         route: Some("r".into()),
         authority: Some("bb".into()),
         next_hop: Some("mx:25".into()),
-        lane: Some("normal".into()),
+        lane: Some(emla::store::Lane::Normal),
     });
     let evidence = emla::trust::revocation::StatusEvidence {
         subject: "CN=a".into(),
         serial: "01".into(),
-        method: "crl",
+        method: emla::trust::revocation::Method::Crl,
         sha256: Some("00".into()),
         issuer: "CN=ca".into(),
         this_update: Some("t".into()),

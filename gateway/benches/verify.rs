@@ -617,7 +617,12 @@ fn benches(c: &mut Criterion) {
     for case in &small {
         let verdict = judge(&crl100k, &fetched, case, &rcpts, at, "verify-crl100k");
         let ev = signer_evidence(&verdict, &pki, case, "verify-crl100k");
-        assert_eq!(ev.method, "crl", "verify-crl100k/{}: {ev:?}", case.name);
+        assert_eq!(
+            ev.method.as_str(),
+            "crl",
+            "verify-crl100k/{}: {ev:?}",
+            case.name
+        );
         assert_eq!(
             ev.sha256.as_deref(),
             Some(crl100k_sha256.as_str()),
@@ -636,7 +641,12 @@ fn benches(c: &mut Criterion) {
             .iter()
             .find(|(who, _)| *who == case.who)
             .map(|(_, h)| h.as_str());
-        assert_eq!(ev.method, "ocsp", "verify-ocsp/{}: {ev:?}", case.name);
+        assert_eq!(
+            ev.method.as_str(),
+            "ocsp",
+            "verify-ocsp/{}: {ev:?}",
+            case.name
+        );
         assert_eq!(
             ev.sha256.as_deref(),
             expected,

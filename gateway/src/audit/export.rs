@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::policy::Policy;
 use crate::store::chain::AuditRow;
 use crate::store::{AuditKind, AuditRecord, Evidence, MessageRow, Store};
-use crate::trust::revocation::{Crl, RevocationSet};
+use crate::trust::revocation::{Crl, Method, RevocationSet};
 use crate::verify::{self, Envelope};
 
 /// `emla audit export`.
@@ -249,10 +249,9 @@ async fn archive(
         pool.extend(auth.anchor_certs.iter().map(|c| c.to_vec()));
     }
     for ev in &evidence {
-        let method = ev.method.as_str();
         let subject = ev.subject.clone();
         let Some(sha) = ev.sha256.as_deref() else {
-            if method == "none" || method.is_empty() {
+            if ev.method == Method::None {
                 a.unchecked.push(subject);
             }
             continue;

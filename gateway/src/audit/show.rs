@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::store::{AuditRecord, MessageRow, QueueRow};
+use crate::store::{AuditRecord, Lane, MessageRow, QueueRow};
 use crate::text::time_rfc3339;
 
 /// Everything recorded about one message.
@@ -123,7 +123,7 @@ impl History {
                 r.route.as_deref().unwrap_or("-"),
                 r.authority.as_deref().unwrap_or("-"),
                 r.next_hop.as_deref().unwrap_or("-"),
-                r.lane.as_deref().unwrap_or("-"),
+                r.lane.map_or("-", Lane::as_str),
             );
             out.field(1, "route", &text);
         }
@@ -182,7 +182,7 @@ impl History {
             );
             out.field(2, "authority", &q.authority);
             out.field(2, "route", &q.route);
-            out.field(2, "lane", &q.lane);
+            out.field(2, "lane", q.lane.as_str());
             out.field(2, "recipients", &q.recipients.join(", "));
             out.field(2, "created", &at(q.created_at));
             out.field(2, "next attempt", &at(q.next_attempt_at));

@@ -14,7 +14,7 @@ use crate::clock::EvalTime;
 use crate::reason::Reason;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
-    AuditEvent, AuditKind, Decision, Evidence, MessageRecord, QueueEntry, Record, RevocationBlob,
+    AuditEvent, AuditKind, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
@@ -119,10 +119,11 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         }
         Ok(()) => Reply::reject(verdict.reason, &verdict.detail),
         Err(e) => {
-            tracing::error!(message = %id, error = %e, "cannot record the decision");
-            Reply::temporary(&format!(
-                "cannot record the message now ({e}); try again later"
-            ))
+            tracing::error!(message = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
+            Reply::reject(
+                e.reason(),
+                &format!("cannot record the message now ({e}); try again later"),
+            )
         }
     }
 }
@@ -238,7 +239,7 @@ impl Judged<'_> {
                 detail: Some(verdict.detail.clone()),
                 signers: verdict.signers.iter().map(signer_record).collect(),
                 recipients: verdict.recipients.iter().map(route_record).collect(),
-                revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
+                revocation: Some(verdict.revocation.clone()),
                 authority: verdict.authority.clone(),
                 policy_version: Some(self.policy.version.clone()),
                 body_stored: Some(self.keep_body),
@@ -278,13 +279,13 @@ impl Judged<'_> {
 
 /// One queue entry per next hop, route and lane, with its recipients.
 fn queue_entries(id: &str, verdict: &Verdict) -> Vec<QueueEntry> {
-    let mut by_hop: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
+    let mut by_hop: BTreeMap<(String, String, String, Lane), Vec<String>> = BTreeMap::new();
     for r in &verdict.recipients {
         let key = (
             r.next_hop.clone().unwrap_or_default(),
             r.authority.clone().unwrap_or_default(),
             r.route.clone().unwrap_or_default(),
-            r.lane.clone().unwrap_or_else(|| "normal".into()),
+            r.lane.unwrap_or(Lane::Normal),
         );
         by_hop.entry(key).or_default().push(r.recipient.clone());
     }
@@ -327,22 +328,7 @@ fn route_record(r: &crate::verify::RecipientRoute) -> Route {
         route: r.route.clone(),
         authority: r.authority.clone(),
         next_hop: r.next_hop.clone(),
-        lane: r.lane.clone(),
-    }
-}
-
-/// Revocation evidence as the decision record holds it.
-fn evidence_record(e: &crate::trust::revocation::StatusEvidence) -> Evidence {
-    Evidence {
-        subject: e.subject.clone(),
-        serial: e.serial.clone(),
-        method: e.method.to_string(),
-        sha256: e.sha256.clone(),
-        issuer: e.issuer.clone(),
-        this_update: e.this_update.clone(),
-        next_update: e.next_update.clone(),
-        source: e.source.clone(),
-        problem: e.problem.clone(),
+        lane: r.lane,
     }
 }
 

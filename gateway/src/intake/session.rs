@@ -396,7 +396,10 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
 async fn audited(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
     match gw.store.audit(event).await {
         Ok(()) => reply,
-        Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
+        Err(e) => {
+            tracing::error!(error = %e, bug = e.is_bug(), "cannot audit a refusal");
+            Reply::reject(e.reason(), &format!("cannot record the decision ({e})"))
+        }
     }
 }
 

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::pool::Pool;
 use crate::config::RelayConfig;
-use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
+use crate::policy::{CurrentPolicy, NextHop, Policy};
 use crate::receipts::build::{DeliveryOutcome, Failure};
 use crate::receipts::notify::{self, Original};
 use crate::store::{
@@ -338,7 +338,7 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
         .filter(|(_, o)| matches!(o, RcptOutcome::Deferred { .. }))
         .map(|(r, _)| r.clone())
         .collect();
-    let lane = Lane::parse(&entry.lane);
+    let lane = entry.lane;
     let lifetime = policy.relay.lifetime(lane);
     let expires_at = entry.created_at_ms + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let failures = u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX);
@@ -410,7 +410,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         next_hop: Some(hop.clone()),
         authority: Some(entry.authority.clone()),
         route: Some(entry.route.clone()),
-        lane: Some(entry.lane.clone()),
+        lane: Some(entry.lane),
         instance: Some(gw.config.instance_id.clone()),
         tls: tls.as_ref().map(TlsReport::to_record),
         recipients: entry

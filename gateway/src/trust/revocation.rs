@@ -408,15 +408,49 @@ impl RevocationSet {
     }
 }
 
-/// What established (or failed to establish) one certificate's status.
-#[derive(Clone, Debug, serde::Serialize)]
+/// How a certificate's status was established.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// By a CRL.
+    Crl,
+    /// By an OCSP answer.
+    Ocsp,
+    /// Not established (accepted under soft-fail); also what a record
+    /// without a method reads as.
+    #[default]
+    None,
+}
+
+impl Method {
+    /// As recorded: `crl`, `ocsp` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Crl => "crl",
+            Method::Ocsp => "ocsp",
+            Method::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What established (or failed to establish) one certificate's status;
+/// the decision record holds it as serialised, and is read back with this
+/// type (fields missing from older records read as their defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StatusEvidence {
     /// Subject of the certificate checked.
     pub subject: String,
     /// Its serial number, hex.
     pub serial: String,
-    /// `crl`, `ocsp`, or `none` (accepted under soft-fail).
-    pub method: &'static str,
+    /// How the status was established.
+    pub method: Method,
     /// SHA-256 of the CRL or OCSP response used, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -551,7 +585,7 @@ pub fn check_path(
         let mut ev = StatusEvidence {
             subject: super::cert::dn(&tbs.subject),
             serial: hex::encode(tbs.serial_number.as_bytes()),
-            method: "none",
+            method: Method::None,
             sha256: None,
             issuer: super::cert::dn(&tbs.issuer),
             this_update: None,
@@ -562,7 +596,7 @@ pub fn check_path(
         };
         match outcome {
             Status::Crl(crl) => {
-                ev.method = "crl";
+                ev.method = Method::Crl;
                 ev.sha256 = Some(crl.sha256.clone());
                 ev.this_update = Some(EvalTime::from_unix(crl.this_update).to_rfc3339());
                 ev.next_update = Some(EvalTime::from_unix(crl.next_update).to_rfc3339());
@@ -570,7 +604,7 @@ pub fn check_path(
                 ev.der = Some(crl.der.clone());
             }
             Status::Ocsp(answer) => {
-                ev.method = "ocsp";
+                ev.method = Method::Ocsp;
                 ev.sha256 = Some(answer.sha256.clone());
                 ev.issuer = answer.responder.clone();
                 ev.this_update = Some(EvalTime::from_unix(answer.this_update).to_rfc3339());
