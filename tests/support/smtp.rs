@@ -154,6 +154,13 @@ impl Gateway {
         }
     }
 
+    /// `Gateway::new(opts)`, started.
+    pub fn serve(opts: Opts) -> (Gateway, Server) {
+        let gw = Gateway::new(opts);
+        let srv = gw.start();
+        (gw, srv)
+    }
+
     /// The temporary directory holding the configuration (and by default the data).
     pub fn dir(&self) -> &Path {
         self.tmp.path()
@@ -523,6 +530,20 @@ impl Client {
         }
     }
 
+    /// Sends `line` and asserts the reply (see [`Client::assert_reply`]).
+    pub fn expect(&mut self, line: &str, code: u16, text: &str) -> Reply {
+        let r = self.cmd(line);
+        self.assert_reply(&r, code, text);
+        r
+    }
+
+    /// Asserts `r` has `code` and a text that starts with `text`; the
+    /// message shows the transcript.
+    pub fn assert_reply(&self, r: &Reply, code: u16, text: &str) {
+        assert_eq!(r.code, code, "{}", self.transcript);
+        assert!(r.text().starts_with(text), "{}", self.transcript);
+    }
+
     /// `EHLO client.test`.
     pub fn ehlo(&mut self) -> Reply {
         self.cmd("EHLO client.test")
@@ -786,6 +807,13 @@ impl Db {
                 data: r.get("data"),
             }
         )
+    }
+
+    /// The rows of `audit` of one kind, in chain order.
+    pub fn audit_of(&self, kind: &str) -> Vec<AuditRow> {
+        let mut rows = self.audit();
+        rows.retain(|a| a.kind == kind);
+        rows
     }
 
     /// Audit rows of refusals decided before DATA (kind mentions a
