@@ -631,7 +631,7 @@ fn starttls_required_then_accepted_over_tls() {
 #[test]
 fn session_limit_answers_421_immediately() {
     let (gw, srv) = Gateway::serve(Opts {
-        max_sessions: Some(2),
+        top_extra: "max_sessions = 2\n".into(),
         ..Opts::default()
     });
     let a = srv.connect();
@@ -682,7 +682,7 @@ fn session_limit_answers_421_immediately() {
 #[test]
 fn idle_session_times_out_with_421() {
     let (_gw, srv) = Gateway::serve(Opts {
-        command_timeout_secs: Some(2),
+        top_extra: "command_timeout_secs = 2\n".into(),
         ..Opts::default()
     });
     let mut c = srv.connect();
@@ -707,7 +707,7 @@ fn idle_session_times_out_with_421() {
 #[test]
 fn sigterm_lets_a_transaction_finish_then_exits_0() {
     let gw = Gateway::new(Opts {
-        shutdown_grace_secs: Some(10),
+        top_extra: "shutdown_grace_secs = 10\n".into(),
         ..Opts::default()
     });
     let mut srv = gw.start();

@@ -113,8 +113,7 @@ fn policy_to(port: u16, tls: &str) -> PolicyCopy {
 fn relaying(policy: &PolicyCopy, extra: &str) -> Gateway {
     Gateway::new(Opts {
         policy_dir: policy.0.clone(),
-        relay: true,
-        relay_extra: format!("poll_ms = 100\n{extra}"),
+        relay: Some(format!("poll_ms = 100\n{extra}")),
         ..Opts::default()
     })
 }
@@ -741,10 +740,9 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
         Gateway::new(Opts {
             policy_dir: policy.0.clone(),
             database_url: Some(pg.url.clone()),
-            relay: true,
-            relay_extra: format!(
+            relay: Some(format!(
                 "instance_id = \"{name}\"\nlease_secs = 3\ntransaction_timeout_secs = 2\npoll_ms = 100\n"
-            ),
+            )),
             top_extra: "body_storage = \"database\"\n".into(),
             ..Opts::default()
         })

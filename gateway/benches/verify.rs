@@ -64,11 +64,12 @@ use base64::Engine as _;
 use cms::content_info::ContentInfo;
 use cms::signed_data::SignedData;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use der::asn1::{ObjectIdentifier, OctetStringRef};
+use der::asn1::{BitString, ObjectIdentifier, OctetStringRef};
 use der::{Decode, Encode};
 use emla::trust::revocation::RevocationSet;
 use ring::signature::{self as sig, UnparsedPublicKey, VerificationAlgorithm};
 use x509_cert::crl::CertificateList;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 use x509_cert::Certificate;
 
 const FROM_DOMAIN: &str = "justice.aa.example";
@@ -411,27 +412,27 @@ fn pem_cert(path: &Path) -> Certificate {
 /// The signature of the CRL at `path` by `issuer`.
 fn crl_check(path: &Path, issuer: &Certificate) -> Check {
     let crl = CertificateList::from_der(&pem_der(path)).expect("CRL DER");
-    let tbs = crl.tbs_cert_list.to_der().expect("TBSCertList DER");
     signed_by(
         issuer,
-        &crl.signature_algorithm.oid,
-        tbs,
-        crl.signature.raw_bytes(),
+        &crl.signature_algorithm,
+        &crl.tbs_cert_list,
+        &crl.signature,
     )
 }
 
-/// The check of `signature` (algorithm `alg`) over `message` by `issuer`'s key.
+/// The check of `signature` (algorithm `alg`) over the DER of `tbs` by
+/// `issuer`'s key.
 fn signed_by(
     issuer: &Certificate,
-    alg: &ObjectIdentifier,
-    message: Vec<u8>,
-    signature: &[u8],
+    alg: &AlgorithmIdentifierOwned,
+    tbs: &impl Encode,
+    signature: &BitString,
 ) -> Check {
     Check {
-        alg: ring_alg(&alg.to_string(), issuer),
+        alg: ring_alg(&alg.oid.to_string(), issuer),
         key: public_key(issuer),
-        message,
-        signature: signature.to_vec(),
+        message: tbs.to_der().expect("to-be-signed DER"),
+        signature: signature.raw_bytes().to_vec(),
     }
 }
 
@@ -459,12 +460,11 @@ fn ring_alg(sig_oid: &str, key_cert: &Certificate) -> &'static dyn VerificationA
 }
 
 fn cert_check(cert: &Certificate, issuer: &Certificate) -> Check {
-    let tbs = cert.tbs_certificate.to_der().expect("TBS DER");
     signed_by(
         issuer,
-        &cert.signature_algorithm.oid,
-        tbs,
-        cert.signature.raw_bytes(),
+        &cert.signature_algorithm,
+        &cert.tbs_certificate,
+        &cert.signature,
     )
 }
 
