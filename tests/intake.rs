@@ -87,6 +87,14 @@ fn send_accepted(port: u16, msg: &[u8], when: &str) -> String {
     r.accepted_id().unwrap_or_else(|| panic!("{when}:\n{t}"))
 }
 
+/// A gateway with these top-level lines in its `emla.toml`, started.
+fn serve_with(top_extra: &str) -> (Gateway, Server) {
+    Gateway::serve(Opts {
+        top_extra: top_extra.into(),
+        ..Opts::default()
+    })
+}
+
 fn count_accepted(gw: &Gateway) -> usize {
     gw.db()
         .messages()
@@ -373,8 +381,8 @@ fn early_rejects_are_audited_without_message_rows() {
     c.cmd("RSET");
     c.cmd(&format!("MAIL FROM:<{ALICE}>"));
     for n in 1..=5 {
-        let r = c.cmd(&format!("RCPT TO:<official{n}@justice.bb.example>"));
-        assert_eq!(r.code, 250, "recipient {n}: {}", c.transcript);
+        let rcpt = format!("RCPT TO:<official{n}@justice.bb.example>");
+        assert_eq!(c.cmd(&rcpt).code, 250, "recipient {n}: {}", c.transcript);
     }
     c.expect(
         "RCPT TO:<official6@justice.bb.example>",
@@ -630,10 +638,7 @@ fn starttls_required_then_accepted_over_tls() {
 
 #[test]
 fn session_limit_answers_421_immediately() {
-    let (gw, srv) = Gateway::serve(Opts {
-        top_extra: "max_sessions = 2\n".into(),
-        ..Opts::default()
-    });
+    let (gw, srv) = serve_with("max_sessions = 2\n");
     let a = srv.connect();
     let mut b = srv.connect();
     assert_eq!(a.greeting.as_ref().unwrap().code, 220);
@@ -681,10 +686,7 @@ fn session_limit_answers_421_immediately() {
 
 #[test]
 fn idle_session_times_out_with_421() {
-    let (_gw, srv) = Gateway::serve(Opts {
-        top_extra: "command_timeout_secs = 2\n".into(),
-        ..Opts::default()
-    });
+    let (_gw, srv) = serve_with("command_timeout_secs = 2\n");
     let mut c = srv.connect();
     c.ehlo();
     let t0 = Instant::now();

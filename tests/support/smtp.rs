@@ -31,12 +31,10 @@ pub struct Opts {
     pub policy_dir: PathBuf,
     /// `require_tls` (default false; needs `tls`).
     pub require_tls: bool,
-    /// `[tls] cert`, `key`.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// `keep_rejected_bodies`.
-    pub keep_rejected_bodies: bool,
     /// `database_url` (default: SQLite under the data directory).
     pub database_url: Option<String>,
+    /// `keep_rejected_bodies`.
+    pub keep_rejected_bodies: bool,
     /// `data_dir` (default: `data` next to the configuration file).
     pub data_dir: Option<PathBuf>,
     /// `Some(lines)`: run the relay worker, with these more lines of the
@@ -49,6 +47,8 @@ pub struct Opts {
     /// TOML appended at the end of the file (further tables such as
     /// `[audit_web]`).
     pub extra_toml: String,
+    /// `[tls] cert`, `key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Opts {
@@ -56,13 +56,13 @@ impl Default for Opts {
         Opts {
             policy_dir: pki().policy(),
             require_tls: false,
-            tls: None,
-            keep_rejected_bodies: false,
             database_url: None,
+            keep_rejected_bodies: false,
             data_dir: None,
             relay: None,
             top_extra: String::new(),
             extra_toml: String::new(),
+            tls: None,
         }
     }
 }
