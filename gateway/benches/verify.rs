@@ -371,6 +371,9 @@ struct Baseline {
     message_digest: Vec<u8>,
 }
 
+/// One of the timed works of [`Baseline`].
+type BaselineRun = fn(&Baseline, &[u8]) -> bool;
+
 impl Baseline {
     /// The timed work: one SHA-256 over the content and three signatures.
     fn run(&self, raw: &[u8]) -> bool {
@@ -693,7 +696,7 @@ fn benches(c: &mut Criterion) {
     bench_group(c, "verify-crl100k", &crl100k, &fetched, &small, &rcpts, at);
     bench_group(c, "verify-ocsp", &ocsp, &answers, &small, &rcpts, at);
 
-    let baselines: [(&str, fn(&Baseline, &[u8]) -> bool); 2] = [
+    let baselines: [(&str, BaselineRun); 2] = [
         ("baseline", Baseline::run),
         ("baseline-crl", Baseline::run_with_crls),
     ];

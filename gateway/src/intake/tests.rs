@@ -604,20 +604,20 @@ async fn run_script(h: &Harness, case: &str, steps: Vec<Step>) {
     let mut c = Some(h.connect().await);
     for (i, step) in steps.into_iter().enumerate() {
         let at = format!("{case}, step {i}");
-        let open = || format!("{at}: the connection was closed");
+        let closed = format!("{at}: the connection was closed");
         match step {
-            Step::Send(bytes) => c.as_mut().expect(&open()).send(&bytes).await,
+            Step::Send(bytes) => c.as_mut().expect(&closed).send(&bytes).await,
             Step::Command(line, want) => {
-                let reply = c.as_mut().expect(&open()).command(&line).await;
+                let reply = c.as_mut().expect(&closed).command(&line).await;
                 want.check(&reply, &format!("{at}: {line:?}"));
             }
             Step::Reply(want) => {
-                let reply = c.as_mut().expect(&open()).reply().await;
+                let reply = c.as_mut().expect(&closed).reply().await;
                 want.check(&reply, &at);
             }
-            Step::Closed => c.take().expect(&open()).expect_closed().await,
+            Step::Closed => c.take().expect(&closed).expect_closed().await,
             Step::Last(reply) => {
-                let mut last = c.take().expect(&open());
+                let mut last = c.take().expect(&closed);
                 Want::Is(reply).check(&last.reply().await, &at);
                 last.expect_closed().await;
             }
