@@ -46,22 +46,11 @@ sed -i 's/^max_message_size = .*/max_message_size = 33554432/' "$POLICY/gateway.
 
 # entity SIZE OUT: the evidence MIME entity of about SIZE bytes, CRLF.
 entity() {
-    "$PYTHON" - "$1" "$2" <<'EOF'
-import base64, random, sys
-size, out = int(sys.argv[1]), sys.argv[2]
-B = "emla-bench-mixed"
-head = (f'Content-Type: multipart/mixed; boundary="{B}"\r\n\r\n'
-        f'--{B}\r\nContent-Type: text/plain; charset=utf-8\r\n'
-        'Content-Transfer-Encoding: 7bit\r\n\r\n'
-        'Request for mutual legal assistance, case AA-2024-0001: evidence attached.\r\n\r\n'
-        f'--{B}\r\nContent-Type: application/pdf; name="evidence.pdf"\r\n'
-        'Content-Transfer-Encoding: base64\r\n'
-        'Content-Disposition: attachment; filename="evidence.pdf"\r\n\r\n')
-tail = f'--{B}--\r\n'
-lines = max(1, (size - len(head) - len(tail)) // 78)
-b64 = base64.b64encode(random.Random(1).randbytes(lines * 57)).decode()
-body = "".join(b64[i:i + 76] + "\r\n" for i in range(0, len(b64), 76))
-open(out, "wb").write((head + body + tail).encode())
+    "$PYTHON" - "$1" "$2" "$ROOT/bench/intake" <<'EOF'
+import sys
+sys.path.insert(0, sys.argv[3])
+from messages import entity
+open(sys.argv[2], "wb").write(entity(1, int(sys.argv[1]), seed=1))
 EOF
 }
 

@@ -224,7 +224,7 @@ fn record_of(f: &Fixture) -> Record {
             next_hop: "mx.justice.bb.example:25".into(),
             authority: "bb-moj".into(),
             route: "aa-bb".into(),
-            lane: "normal".into(),
+            lane: emla::store::Lane::Normal,
             recipients: f.rcpt.clone(),
         }]
     } else {
@@ -242,8 +242,7 @@ fn record_of(f: &Fixture) -> Record {
 
 /// A store holding the fixtures; some deliveries done or failed.
 async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     let fx = fixtures();
     // Concurrently, so the writer groups them into shared transactions.
     let tasks: Vec<_> = fx
@@ -297,6 +296,22 @@ fn args() -> SearchArgs {
     }
 }
 
+/// `args()` with `from`.
+fn sent_by(from: &str) -> SearchArgs {
+    SearchArgs {
+        from: Some(from.into()),
+        ..args()
+    }
+}
+
+/// `args()` with `to`.
+fn sent_to(to: &str) -> SearchArgs {
+    SearchArgs {
+        to: Some(to.into()),
+        ..args()
+    }
+}
+
 /// The ids a search returns, in order.
 async fn ids(store: &Store, a: SearchArgs) -> Vec<String> {
     let policy = policy();
@@ -345,42 +360,27 @@ async fn each_filter(backend: Backend) {
             || f.header_from.contains("alice@justice.aa.example")
     });
     assert!(alice.contains(&fx[7].id), "header From only");
-    let a = SearchArgs {
-        from: Some("ALICE@justice.aa.example".into()),
-        ..args()
-    };
+    let a = sent_by("ALICE@justice.aa.example");
     assert_eq!(ids(&store, a).await, alice);
-    let anna = SearchArgs {
-        from: Some("anna@justice.aa.example".into()),
-        ..args()
-    };
+    let anna = sent_by("anna@justice.aa.example");
     assert_eq!(
         ids(&store, anna).await,
         expect(&fx, |f| f.mail_from == "Anna@Justice.AA.example")
     );
-    let domain = SearchArgs {
-        from: Some("@justice.aa.example".into()),
-        ..args()
-    };
+    let domain = sent_by("@justice.aa.example");
     let aa = expect(&fx, |f| {
         f.mail_from.to_lowercase().ends_with("@justice.aa.example")
     });
     assert_eq!(ids(&store, domain).await, aa);
 
     // Recipient, address and domain.
-    let to = SearchArgs {
-        to: Some("dora@justice.aa.example".into()),
-        ..args()
-    };
+    let to = sent_to("dora@justice.aa.example");
     let dora = expect(&fx, |f| {
         f.rcpt.iter().any(|r| r == "Dora@Justice.AA.example")
     });
     assert_eq!(dora.len(), 13);
     assert_eq!(ids(&store, to).await, dora);
-    let to_bb = SearchArgs {
-        to: Some("justice.bb.example".into()),
-        ..args()
-    };
+    let to_bb = sent_to("justice.bb.example");
     assert_eq!(
         ids(&store, to_bb).await,
         expect(&fx, |f| f.rcpt[0] == "bob@justice.bb.example")
@@ -773,18 +773,23 @@ async fn formats(backend: Backend) {
 }
 both!(formats);
 
-async fn show(backend: Backend) {
-    let (db, store, fx) = filled(backend).await;
-    let f = &fx[0];
-    let out = cli::show(
-        &store,
+/// `emla audit show ID` (`--json` with `json`).
+async fn show_of(store: &Store, id: String, json: bool) -> Result<String, AuditError> {
+    cli::show(
+        store,
         &ShowArgs {
-            id: f.id.clone(),
+            id,
+            json,
             ..Default::default()
         },
     )
     .await
-    .unwrap();
+}
+
+async fn show(backend: Backend) {
+    let (db, store, fx) = filled(backend).await;
+    let f = &fx[0];
+    let out = show_of(&store, f.id.clone(), false).await.unwrap();
     let (sha, serial) = f.signer.clone().unwrap();
     for needle in [
         format!("message {}", f.id),
@@ -831,31 +836,16 @@ async fn show(backend: Backend) {
 
     // A rejected, unsigned message: no signer, no queue.
     let r = fx.iter().find(|f| f.reason == Reason::Unsigned).unwrap();
-    let out = cli::show(
-        &store,
-        &ShowArgs {
-            id: r.id.clone(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let out = show_of(&store, r.id.clone(), false).await.unwrap();
     assert!(out.contains("no signer"), "{out}");
     assert!(out.contains("verdict       REJECT unsigned"), "{out}");
     assert!(out.contains("queue: no entries"), "{out}");
     assert!(out.contains("body          not kept"), "{out}");
 
     // JSON, and look-up by Message-ID.
-    let out = cli::show(
-        &store,
-        &ShowArgs {
-            id: format!("<{}>", f.message_id),
-            json: true,
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let out = show_of(&store, format!("<{}>", f.message_id), true)
+        .await
+        .unwrap();
     let v: Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["id"], f.id);
     assert_eq!(v["message"]["case_ref"], f.case_ref.clone().unwrap());
@@ -864,12 +854,10 @@ async fn show(backend: Backend) {
     assert_eq!(v["queue"][0]["status"], "delivered");
 
     // Unknown: not found, exit code 1.
-    let e = cli::show(
+    let e = show_of(
         &store,
-        &ShowArgs {
-            id: "20990101T000000Z-0000000000000000@gw.test".into(),
-            ..Default::default()
-        },
+        "20990101T000000Z-0000000000000000@gw.test".into(),
+        false,
     )
     .await
     .unwrap_err();

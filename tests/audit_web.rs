@@ -51,37 +51,46 @@ fn web_pki(dir: &Path) -> WebPki {
         "ec_paramgen_curve:P-256",
         "-nodes",
     ];
-    run(Command::new(&o)
-        .args(["req", "-x509"])
-        .args(ec)
-        .args(["-days", "2", "-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .arg("-keyout")
-        .arg(p("web.key"))
-        .arg("-out")
-        .arg(p("web.pem")));
-    run(Command::new(&o)
-        .args(["req", "-x509"])
-        .args(ec)
-        .args(["-days", "2", "-subj", "/CN=Auditors CA"])
-        .arg("-keyout")
-        .arg(p("ca.key"))
-        .arg("-out")
-        .arg(p("ca.pem")));
+    // `openssl req` with a fresh P-256 key: `args`, then the key and output files.
+    let req = |args: &[&str], key: &str, out: &str| {
+        run(Command::new(&o)
+            .arg("req")
+            .args(args)
+            .args(ec)
+            .arg("-keyout")
+            .arg(p(key))
+            .arg("-out")
+            .arg(p(out)));
+    };
+    req(
+        &[
+            "-x509",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+        ],
+        "web.key",
+        "web.pem",
+    );
+    req(
+        &["-x509", "-days", "2", "-subj", "/CN=Auditors CA"],
+        "ca.key",
+        "ca.pem",
+    );
     std::fs::write(
         p("client.ext"),
         "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature\n\
          extendedKeyUsage=clientAuth\n",
     )
     .unwrap();
-    run(Command::new(&o)
-        .args(["req", "-new"])
-        .args(ec)
-        .args(["-subj", "/O=Court AA/CN=Ann Auditor"])
-        .arg("-keyout")
-        .arg(p("client.key"))
-        .arg("-out")
-        .arg(p("client.csr")));
+    req(
+        &["-new", "-subj", "/O=Court AA/CN=Ann Auditor"],
+        "client.key",
+        "client.csr",
+    );
     run(Command::new(&o)
         .args(["x509", "-req", "-days", "2", "-set_serial", "7", "-in"])
         .arg(p("client.csr"))

@@ -3,9 +3,14 @@
 //! its report, runs the openssl commands it prints against the delivered
 //! files, checks the audit chain through the CLI, and stops it with SIGTERM.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
+
+use cmd::run_ok;
 
 fn emla() -> Command {
     Command::new(env!("CARGO_BIN_EXE_emla"))
@@ -86,24 +91,10 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     for v in verifies {
         let cmd = v.split('#').next().unwrap();
         let args: Vec<&str> = cmd.split_whitespace().skip(1).collect();
-        let out = Command::new("openssl").args(&args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "{cmd}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        run_ok(Command::new("openssl").args(&args));
     }
     let config = demo.join("emla.toml");
-    let out = emla()
-        .args(["audit", "verify", "--config"])
-        .arg(&config)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
+    run_ok(emla().args(["audit", "verify", "--config"]).arg(&config));
     let out = emla()
         .args([
             "queue",

@@ -118,8 +118,7 @@ fn event(i: usize) -> Record {
 // ---------------------------------------------------------------------------
 
 async fn checkpoint_detects_a_consistent_rewrite(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     for i in 0..5 {
         store.record(event(i)).await.unwrap();
     }
@@ -270,8 +269,7 @@ fn accepted_record(
 }
 
 async fn retention_keeps_the_chain_verifiable(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     let now = now_ms();
     for i in 0..3 {
         store.record(message(i, now - 400 * DAY_MS)).await.unwrap();
@@ -386,6 +384,13 @@ fn script_running(bundle: &Path, cmds: &[&str]) -> String {
         assert!(script.contains(cmd), "{cmd} missing:\n{script}");
     }
     script
+}
+
+/// Rewrites the file `f` with `edit` applied to its bytes.
+fn edit_bytes(f: &Path, edit: impl FnOnce(&mut Vec<u8>)) {
+    let mut b = std::fs::read(f).unwrap();
+    edit(&mut b);
+    std::fs::write(f, b).unwrap();
 }
 
 /// A copy of the bundle with `edit` applied, SHA256SUMS recomputed when
@@ -543,17 +548,14 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     // A changed byte of the message: sha256sum fails; with the sums fixed,
     // openssl fails.
     let flip = |p: &Path| {
-        let f = p.join("message.eml");
-        let mut b = std::fs::read(&f).unwrap();
-        let at = b.windows(5).position(|w| w == b"quick").unwrap();
-        b[at] = b'Q';
-        std::fs::write(&f, b).unwrap();
+        edit_bytes(&p.join("message.eml"), |b| {
+            let at = b.windows(5).position(|w| w == b"quick").unwrap();
+            b[at] = b'Q';
+        })
     };
-    let t1 = tampered(&bundle, "msg", false, flip);
-    let (ok, out) = run_checks(&t1);
+    let (ok, out) = run_checks(&tampered(&bundle, "msg", false, flip));
     assert!(!ok && out.contains("message.eml: FAILED"), "{out}");
-    let t2 = tampered(&bundle, "msg-sums", true, flip);
-    let (ok, out) = run_checks(&t2);
+    let (ok, out) = run_checks(&tampered(&bundle, "msg-sums", true, flip));
     assert!(!ok && !out.contains("chain proof OK"), "{out}");
     assert!(
         out.to_lowercase().contains("verification failure") || out.contains("digest failure"),
@@ -913,17 +915,14 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
     // A tampered archived CRL: sha256sum fails; with the sums fixed, its
     // name (and the audit record) no longer match and verify.sh fails.
     let flip = |p: &Path| {
-        let f = p.join(format!("revocation/crl-{old_sha}.crl"));
-        let mut b = std::fs::read(&f).unwrap();
-        let n = b.len();
-        b[n - 3] ^= 0x01;
-        std::fs::write(&f, b).unwrap();
+        edit_bytes(&p.join(format!("revocation/crl-{old_sha}.crl")), |b| {
+            let n = b.len();
+            b[n - 3] ^= 0x01;
+        })
     };
-    let t1 = tampered(&bundle, "crl", false, flip);
-    let (ok, out) = run_checks(&t1);
+    let (ok, out) = run_checks(&tampered(&bundle, "crl", false, flip));
     assert!(!ok && out.contains(": FAILED"), "{out}");
-    let t2 = tampered(&bundle, "crl-sums", true, flip);
-    let (ok, out) = run_checks(&t2);
+    let (ok, out) = run_checks(&tampered(&bundle, "crl-sums", true, flip));
     assert!(
         !ok && out.contains("not the one in its name") && !out.contains("evidence bundle OK"),
         "{out}"

@@ -113,8 +113,7 @@ fn policy_to(port: u16, tls: &str) -> PolicyCopy {
 fn relaying(policy: &PolicyCopy, extra: &str) -> Gateway {
     Gateway::new(Opts {
         policy_dir: policy.0.clone(),
-        relay: true,
-        relay_extra: format!("poll_ms = 100\n{extra}"),
+        relay: Some(format!("poll_ms = 100\n{extra}")),
         ..Opts::default()
     })
 }
@@ -157,6 +156,13 @@ fn start_relaying(policy: &PolicyCopy) -> (Gateway, Server) {
     let gw = relaying(policy, "");
     let srv = gw.start();
     (gw, srv)
+}
+
+/// `start_relaying(policy)`, then one signed message sent: its id and bytes.
+fn relay_one(policy: &PolicyCopy) -> (Gateway, Server, String, Vec<u8>) {
+    let (gw, srv) = start_relaying(policy);
+    let (id, msg) = send_signed(srv.port);
+    (gw, srv, id, msg)
 }
 
 /// `policy_to(port)` with the next hop's certificate pinned to `pin`.
@@ -298,8 +304,7 @@ fn free_port() -> u16 {
 fn relays_byte_for_byte_and_the_copy_verifies() {
     let sink = Sink::start(&[]);
     let policy = policy_to(sink.port, "tls = \"opportunistic\"");
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
     assert_relayed_once(&sink, &srv, &id, &msg);
     let env = sink.envelope(1);
     assert_eq!(env["mail_from"], ALICE);
@@ -308,12 +313,8 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
     let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert_eq!(e["status"], "delivered", "{e:#}");
     assert_eq!(e["attempts"], 1, "{e:#}");
-    let delivered: Vec<_> = gw
-        .db()
-        .audit()
-        .into_iter()
-        .filter(|a| a.kind == "relay.delivered" && a.message_id.as_deref() == Some(&id))
-        .collect();
+    let mut delivered = gw.db().audit_of("relay.delivered");
+    delivered.retain(|a| a.message_id.as_deref() == Some(&id));
     assert_eq!(delivered.len(), 1, "{:#?}", gw.db().audit());
     let data: Value = serde_json::from_str(&delivered[0].data).unwrap();
     assert_eq!(
@@ -356,8 +357,7 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
 #[test]
 fn next_hop_down_then_up_is_delivered_after_retry() {
     let (port, policy) = next_hop_down();
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
     let err = deferred_error(&gw);
     assert!(
         err.contains(&format!("127.0.0.1:{port}")),
@@ -461,8 +461,7 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
 
     // Required, with the sink's CA: delivered over TLS.
     let policy = policy_to(sink.port, &format!("tls = \"required\"\nca_file = {ca:?}"));
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
     assert_relayed_once(&sink, &srv, &id, &msg);
     assert_eq!(sink.envelope(1)["tls"], true);
     let audit = gw.db().audit();
@@ -474,8 +473,7 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
     // Required against the system roots: the self-signed certificate fails,
     // and the message is deferred, never sent in plain text.
     let policy = policy_to(sink.port, "tls = \"required\"");
-    let (gw, srv) = start_relaying(&policy);
-    send_signed(srv.port);
+    let (gw, srv, _, _) = relay_one(&policy);
     let err = deferred_error(&gw);
     assert!(err.contains("STARTTLS failed"), "{err}");
     drop(srv);
@@ -488,16 +486,14 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
     );
     let pin = sha256_hex(&der);
     let policy = pinned_to(sink.port, &pin);
-    let (gw, srv) = start_relaying(&policy);
-    send_signed(srv.port);
+    let (gw, srv, _, _) = relay_one(&policy);
     let e = wait_entry(&gw, Duration::from_secs(10), |e| e["status"] != "queued");
     assert_eq!(e["status"], "delivered", "{e:#}\n{}", srv.stderr());
     drop(srv);
 
     let wrong = "00".repeat(32);
     let policy = pinned_to(sink.port, &wrong);
-    let (gw, srv) = start_relaying(&policy);
-    send_signed(srv.port);
+    let (gw, srv, _, _) = relay_one(&policy);
     let err = deferred_error(&gw);
     assert!(
         err.contains(&format!("does not match the pinned {wrong}")),
@@ -515,8 +511,7 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
 #[test]
 fn queue_cancel_and_retry_are_audited_with_exit_codes() {
     let (_, policy) = next_hop_down();
-    let (gw, srv) = start_relaying(&policy);
-    let (id, _) = send_signed(srv.port);
+    let (gw, srv, id, _) = relay_one(&policy);
     let e = first_attempt(&gw);
     let qid = e["id"].to_string();
 
@@ -625,8 +620,7 @@ fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
 fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
     let sink = Sink::start(&[]);
     let policy = policy_with_receipts(sink.port);
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
 
     let to_bob = delivered_to(&sink, BOB, 1);
     assert_eq!(to_bob.len(), 1, "{}", srv.stderr());
@@ -746,10 +740,9 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
         Gateway::new(Opts {
             policy_dir: policy.0.clone(),
             database_url: Some(pg.url.clone()),
-            relay: true,
-            relay_extra: format!(
+            relay: Some(format!(
                 "instance_id = \"{name}\"\nlease_secs = 3\ntransaction_timeout_secs = 2\npoll_ms = 100\n"
-            ),
+            )),
             top_extra: "body_storage = \"database\"\n".into(),
             ..Opts::default()
         })
@@ -770,13 +763,8 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
     assert_relayed_once(&sink, &srv_b, &id, &msg);
     let e = wait_entry(&b, Duration::from_secs(5), |e| e["status"] == "delivered");
     assert_eq!(e["status"], "delivered", "{e:#}");
-    let by = b
-        .db()
-        .audit()
-        .into_iter()
-        .find(|r| r.kind == "relay.delivered")
-        .map(|r| r.data)
-        .unwrap_or_default();
+    let by = b.db().audit_of("relay.delivered");
+    let by = by.first().map(|r| r.data.as_str()).unwrap_or_default();
     assert!(by.contains("\"instance\":\"gw-b\""), "delivered by B: {by}");
 
     // Both instances relay a batch from the shared queue, each message once.
@@ -791,9 +779,8 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
     assert_eq!(sink.messages().len(), n + 1, "each message exactly once");
     let instances: std::collections::BTreeSet<String> = b
         .db()
-        .audit()
+        .audit_of("relay.delivered")
         .into_iter()
-        .filter(|r| r.kind == "relay.delivered")
         .filter_map(|r| {
             let d: Value = serde_json::from_str(&r.data).ok()?;
             d["instance"].as_str().map(str::to_owned)
@@ -851,8 +838,7 @@ fn relayed_through_a_real_postfix_the_copy_still_verifies() {
     let sink = Sink::start(&[]);
     let postfix = Postfix::start(sink.port);
     let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
     let got = sink.wait_for(1, Duration::from_secs(30));
     assert_eq!(
         got.len(),
@@ -897,8 +883,7 @@ fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
         "[relay]\n",
         "[relay]\nqueue_lifetime_secs = 3\nurgent_queue_lifetime_secs = 1\n",
     );
-    let (gw, srv) = start_relaying(&policy);
-    let (id, _) = send_signed(srv.port);
+    let (gw, srv, id, _) = relay_one(&policy);
     let to_alice = delivered_to(&sink, ALICE, 2);
     let dsn = to_alice
         .iter()
@@ -933,8 +918,7 @@ fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
 fn an_authority_that_wants_no_receipts_gets_none() {
     let sink = Sink::start(&[]);
     let policy = policy_without_aa_receipts(sink.port);
-    let (gw, srv) = start_relaying(&policy);
-    let (id, msg) = send_signed(srv.port);
+    let (gw, srv, id, msg) = relay_one(&policy);
     assert_relayed_once(&sink, &srv, &id, &msg);
     wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
     std::thread::sleep(Duration::from_millis(1500));
@@ -975,12 +959,8 @@ fn a_checkpoint_is_mailed_signed_to_the_auditor() {
         openssl_verifies(mail.as_bytes(), "aa"),
         "signed by the gateway:\n{mail}"
     );
-    let cp = gw
-        .db()
-        .audit()
-        .into_iter()
-        .find(|a| a.kind == "audit.checkpoint")
-        .unwrap();
+    let cp = gw.db().audit_of("audit.checkpoint").into_iter().next();
+    let cp = cp.expect("an audit.checkpoint record");
     assert!(
         cp.data.contains(&format!("\"to\":\"{BEA}\"")),
         "{}",

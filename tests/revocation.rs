@@ -65,11 +65,17 @@ impl Http {
     }
 }
 
-/// Runs `revoke.py` with `args`.
-fn revoke_py(args: &[&str]) {
+/// Runs `revoke.py WHAT --ca-cert … --ca-key …` with the test PKI's CA
+/// `(country, name)`, then `args`.
+fn revoke_py(what: &str, (country, ca): (&str, &str), args: &[&str]) {
+    let pki = pki();
     run_ok(
         Command::new("python3")
             .arg(support_dir().join("revoke.py"))
+            .args([what, "--ca-cert"])
+            .arg(pki.cert(country, ca))
+            .arg("--ca-key")
+            .arg(pki.key(country, ca))
             .args(args),
     );
 }
@@ -78,20 +84,8 @@ fn revoke_py(args: &[&str]) {
 /// `certs/aa/NAME.pem`), with crlNumber `number`.
 fn issuing_crl(out: &Path, number: u32, revoked: &[&str], extra: &[&str]) {
     let pki = pki();
-    let cert = pki.cert("aa", "issuing");
-    let key = pki.key("aa", "issuing");
     let number = number.to_string();
-    let mut args = vec![
-        "crl",
-        "--ca-cert",
-        cert.to_str().unwrap(),
-        "--ca-key",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--number",
-        &number,
-    ];
+    let mut args = vec!["--out", out.to_str().unwrap(), "--number", &number];
     let paths: Vec<String> = revoked
         .iter()
         .map(|n| pki.cert("aa", n).display().to_string())
@@ -100,7 +94,7 @@ fn issuing_crl(out: &Path, number: u32, revoked: &[&str], extra: &[&str]) {
         args.extend(["--revoke", p]);
     }
     args.extend(extra);
-    revoke_py(&args);
+    revoke_py("crl", ("aa", "issuing"), &args);
 }
 
 /// A policy directory beside the PKI's `certs/` where AA trusts only its
@@ -156,9 +150,8 @@ fn gateway(policy: PathBuf, refresh: u64) -> Gateway {
 /// The audit records of `kind`, as JSON.
 fn audited(gw: &Gateway, kind: &str) -> Vec<serde_json::Value> {
     gw.db()
-        .audit()
+        .audit_of(kind)
         .into_iter()
-        .filter(|a| a.kind == kind)
         .map(|a| serde_json::from_str(&a.data).expect("audit data is JSON"))
         .collect()
 }
@@ -289,19 +282,18 @@ fn forged_and_older_crls_are_refused_and_audited() {
 
     // The same issuer name, signed by XX's root: a forgery.
     let pki = pki();
-    revoke_py(&[
+    revoke_py(
         "crl",
-        "--ca-cert",
-        pki.cert("xx", "root").to_str().unwrap(),
-        "--ca-key",
-        pki.key("xx", "root").to_str().unwrap(),
-        "--issuer-name-of",
-        pki.cert("aa", "issuing").to_str().unwrap(),
-        "--number",
-        "9",
-        "--out",
-        http.path("issuing.crl").to_str().unwrap(),
-    ]);
+        ("xx", "root"),
+        &[
+            "--issuer-name-of",
+            pki.cert("aa", "issuing").to_str().unwrap(),
+            "--number",
+            "9",
+            "--out",
+            http.path("issuing.crl").to_str().unwrap(),
+        ],
+    );
     let (code, out) = crl_cmd(&gw, &["fetch"]);
     assert_eq!(code, 1, "{out}");
     assert!(out.contains("not signed by any CA"), "{out}");
@@ -438,21 +430,20 @@ fn ocsp_official(name: &str, ocsp_url: &str) -> String {
 /// (`--ocsp` or `--cdp`).
 fn official(name: &str, flag: &str, url: &str) -> String {
     let pki = pki();
-    revoke_py(&[
+    revoke_py(
         "leaf",
-        "--ca-cert",
-        pki.cert("aa", "issuing").to_str().unwrap(),
-        "--ca-key",
-        pki.key("aa", "issuing").to_str().unwrap(),
-        "--email",
-        &format!("{name}@justice.aa.example"),
-        "--cert",
-        pki.cert("aa", name).to_str().unwrap(),
-        "--key",
-        pki.key("aa", name).to_str().unwrap(),
-        flag,
-        url,
-    ]);
+        ("aa", "issuing"),
+        &[
+            "--email",
+            &format!("{name}@justice.aa.example"),
+            "--cert",
+            pki.cert("aa", name).to_str().unwrap(),
+            "--key",
+            pki.key("aa", name).to_str().unwrap(),
+            flag,
+            url,
+        ],
+    );
     format!("{name}@justice.aa.example")
 }
 
@@ -617,11 +608,6 @@ fn ocsp_delegated_responder_needs_ocsp_signing() {
     let pki = pki();
     for (name, extra) in [("delegate", &[][..]), ("delegate-noeku", &["--no-eku"][..])] {
         let mut args: Vec<String> = vec![
-            "responder".to_owned(),
-            "--ca-cert".to_owned(),
-            pki.cert("aa", "issuing").to_str().unwrap().to_owned(),
-            "--ca-key".to_owned(),
-            pki.key("aa", "issuing").to_str().unwrap().to_owned(),
             "--cert".to_owned(),
             pki.cert("aa", name).to_str().unwrap().to_owned(),
             "--key".to_owned(),
@@ -629,7 +615,7 @@ fn ocsp_delegated_responder_needs_ocsp_signing() {
         ];
         args.extend(extra.iter().map(|s| s.to_string()));
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        revoke_py(&args);
+        revoke_py("responder", ("aa", "issuing"), &args);
     }
     for (signer, name, expect) in [
         ("delegate", "ocspdelegated", 250),

@@ -108,7 +108,7 @@ fn accepted(id: &str) -> Record {
             next_hop: "mx.justice.bb:25".into(),
             authority: "bb".into(),
             route: "aa-to-bb".into(),
-            lane: "normal".into(),
+            lane: emla::store::Lane::Normal,
             recipients: vec!["bob@justice.bb".into(), "carol@justice.bb".into()],
         }],
         queue_updates: vec![],
@@ -136,8 +136,7 @@ fn broken(check: ChainCheck) -> (i64, String) {
 // ---------------------------------------------------------------------------
 
 async fn record_and_read_back(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     assert_eq!(intact(&store.verify_chain().await.unwrap()), 0);
 
     store.record(accepted("m1")).await.unwrap();
@@ -248,14 +247,12 @@ async fn record_and_read_back(backend: Backend) {
     assert_eq!(store.counts().await.unwrap(), (2, 4, 1));
     let check = store.verify_chain().await.unwrap();
     assert_eq!(intact(&check), 4);
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 both!(record_and_read_back);
 
 async fn refuses_inconsistent_records(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     // The body does not hash to the recorded sha256.
     let mut bad = accepted("m1");
     let m = bad.message.as_mut().unwrap();
@@ -263,7 +260,7 @@ async fn refuses_inconsistent_records(backend: Backend) {
     m.size = 14;
     let e = store.record(bad).await.unwrap_err();
     assert!(
-        matches!(&e, StoreError::Unavailable(m) if m.contains("SHA-256")),
+        matches!(&e, StoreError::Bug(m) if m.contains("SHA-256")),
         "{e}"
     );
     // A queue entry for another message.
@@ -274,14 +271,12 @@ async fn refuses_inconsistent_records(backend: Backend) {
     // Nothing half-written: no body file either.
     let sha = hex::encode(Sha256::digest(b"something else"));
     assert!(!store.body_path(&sha).unwrap().exists());
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 both!(refuses_inconsistent_records);
 
 async fn concurrent_records_are_group_committed(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     let tasks: Vec<_> = (0..200)
         .map(|i| {
             let store = store.clone();
@@ -311,14 +306,12 @@ async fn concurrent_records_are_group_committed(backend: Backend) {
         "{backend:?}: 200 records in {} transactions",
         stats.transactions
     );
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 both!(concurrent_records_are_group_committed);
 
 async fn a_duplicate_fails_alone(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     store.record(accepted("dup")).await.unwrap();
     let tasks: Vec<_> = (0..40)
         .map(|i| {
@@ -343,8 +336,7 @@ async fn a_duplicate_fails_alone(backend: Backend) {
     // a batch (the batch, then its retry on its own).
     assert!((1..=2).contains(&stats.failed), "{stats:?}");
     eprintln!("{backend:?}: {stats:?}");
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 both!(a_duplicate_fails_alone);
 
@@ -383,8 +375,7 @@ impl TestDb {
 /// transaction, once, validated like bodies; a failed transaction archives
 /// nothing (and is not remembered as archived).
 async fn revocation_data_is_archived_once(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = db.open().await;
+    let (db, store) = TestDb::with_store(backend).await;
     let crl = blob("crl", 1, 3 << 20);
     let ocsp = blob("ocsp", 2, 1500);
     store.record(with_blobs("r1", &[&crl])).await.unwrap();
@@ -409,7 +400,7 @@ async fn revocation_data_is_archived_once(backend: Backend) {
     wrong.sha256 = crl.sha256.replace('a', "b").replace('0', "1");
     let e = store.record(with_blobs("r3", &[&wrong])).await.unwrap_err();
     assert!(
-        matches!(e, StoreError::Unavailable(ref m) if m.contains("SHA-256")),
+        matches!(e, StoreError::Bug(ref m) if m.contains("SHA-256")),
         "{e}"
     );
     let mut odd = blob("crl", 4, 100);
@@ -457,13 +448,12 @@ async fn revocation_data_is_archived_once(backend: Backend) {
 both!(revocation_data_is_archived_once);
 
 /// Asserts the chain of `store` is broken at record `seq`, the problem
-/// naming `says`; then drops the store and its database.
-async fn assert_broken_at(db: TestDb, store: Store, seq: i64, says: &str) {
+/// naming `says` (after `case`); then drops the store and its database.
+async fn assert_broken_at(db: TestDb, store: Store, seq: i64, says: &str, case: &str) {
     let (at, problem) = broken(store.verify_chain().await.unwrap());
-    assert_eq!(at, seq, "{problem}");
-    assert!(problem.contains(says), "{problem}");
-    drop(store);
-    db.drop_db().await;
+    assert_eq!(at, seq, "{case}: {problem}");
+    assert!(problem.contains(says), "{case}: {problem}");
+    db.close(store).await;
 }
 
 /// Five messages = audit records 1..=10 (odd: received, even: accepted).
@@ -476,36 +466,44 @@ async fn five_messages(db: &TestDb) -> Store {
     store
 }
 
-async fn detects_edited_record(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = five_messages(&db).await;
-    db.exec(r#"UPDATE audit SET data = '{"reason":"ok","id":"forged"}' WHERE seq = 4"#)
-        .await;
-    assert_broken_at(db, store, 4, "record 4 was edited").await;
-}
-both!(detects_edited_record);
-
-async fn detects_deleted_middle_record(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = five_messages(&db).await;
-    db.exec("DELETE FROM audit WHERE seq = 6").await;
-    assert_broken_at(db, store, 6, "record 6 is missing (seq jumps from 5 to 7)").await;
-}
-both!(detects_deleted_middle_record);
-
-async fn detects_deleted_last_record(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = five_messages(&db).await;
-    db.exec("DELETE FROM audit WHERE seq = 10").await;
-    assert_broken_at(
-        db,
-        store,
+/// Edits behind the store's back: (case, SQL, the record the check must
+/// find broken, what its problem must say).
+const TAMPERING: &[(&str, &str, i64, &str)] = &[
+    (
+        "edited record",
+        r#"UPDATE audit SET data = '{"reason":"ok","id":"forged"}' WHERE seq = 4"#,
+        4,
+        "record 4 was edited",
+    ),
+    (
+        "deleted middle record",
+        "DELETE FROM audit WHERE seq = 6",
+        6,
+        "record 6 is missing (seq jumps from 5 to 7)",
+    ),
+    (
+        "deleted last record",
+        "DELETE FROM audit WHERE seq = 10",
         10,
         "chain head says seq 10 but the last record is 9",
-    )
-    .await;
+    ),
+    (
+        "records beyond the head",
+        "UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit WHERE seq = 9)",
+        10,
+        "beyond the chain head",
+    ),
+];
+
+async fn detects_tampering(backend: Backend) {
+    for &(case, sql, seq, says) in TAMPERING {
+        let db = TestDb::new(backend).await;
+        let store = five_messages(&db).await;
+        db.exec(sql).await;
+        assert_broken_at(db, store, seq, says, case).await;
+    }
 }
-both!(detects_deleted_last_record);
+both!(detects_tampering);
 
 async fn detects_swapped_records(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -523,18 +521,9 @@ async fn detects_swapped_records(backend: Backend) {
         q(&d3)
     ))
     .await;
-    assert_broken_at(db, store, 3, "").await;
+    assert_broken_at(db, store, 3, "", "swapped records").await;
 }
 both!(detects_swapped_records);
-
-async fn detects_records_beyond_head(backend: Backend) {
-    let db = TestDb::new(backend).await;
-    let store = five_messages(&db).await;
-    db.exec("UPDATE audit_head SET seq = 9, hash = (SELECT hash FROM audit WHERE seq = 9)")
-        .await;
-    assert_broken_at(db, store, 10, "beyond the chain head").await;
-}
-both!(detects_records_beyond_head);
 
 async fn reopening_continues_the_chain(backend: Backend) {
     let db = TestDb::new(backend).await;
@@ -620,8 +609,7 @@ async fn postgres_outage_fails_calls_then_recovers() {
     store.record(accepted("o2")).await.unwrap();
     assert_eq!(intact(&store.verify_chain().await.unwrap()), 4);
     assert_eq!(store.stats().failed, 1);
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 
 /// The relay's claims share SQLite's single write lock with the writer's
@@ -675,8 +663,7 @@ async fn sqlite_claims_keep_up_with_the_writer() {
         claimed * 100 >= written * 95,
         "claims fell behind the writer: {claimed} claimed of {written} written"
     );
-    drop(store);
-    db.drop_db().await;
+    db.close(store).await;
 }
 
 /// Every field a reader type of the store has is one its writer writes: a
@@ -719,12 +706,12 @@ fn readers_match_writers() {
         route: Some("r".into()),
         authority: Some("bb".into()),
         next_hop: Some("mx:25".into()),
-        lane: Some("normal".into()),
+        lane: Some(emla::store::Lane::Normal),
     });
     let evidence = emla::trust::revocation::StatusEvidence {
         subject: "CN=a".into(),
         serial: "01".into(),
-        method: "crl",
+        method: emla::trust::revocation::Method::Crl,
         sha256: Some("00".into()),
         issuer: "CN=ca".into(),
         this_update: Some("t".into()),

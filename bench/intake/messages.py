@@ -32,19 +32,23 @@ RCPT = "bob@justice.bb.example"
 SIZE = 10240
 
 
-def entity(seed: int) -> bytes:
+def entity(case: int, size: int = SIZE, seed: int | None = None) -> bytes:
+    """The evidence entity of about `size` bytes for request `case`; its attachment's
+    pseudo-random bytes come from `seed` (default: case + 1). Also used by
+    bench/verify-memory.sh."""
     b = "emla-bench-mixed"
     head = (f'Content-Type: multipart/mixed; boundary="{b}"\r\n\r\n'
             f'--{b}\r\nContent-Type: text/plain; charset=utf-8\r\n'
             'Content-Transfer-Encoding: 7bit\r\n\r\n'
-            f'Request for mutual legal assistance, case AA-2024-{seed:04d}: '
+            f'Request for mutual legal assistance, case AA-2024-{case:04d}: '
             'evidence attached.\r\n\r\n'
             f'--{b}\r\nContent-Type: application/pdf; name="evidence.pdf"\r\n'
             'Content-Transfer-Encoding: base64\r\n'
             'Content-Disposition: attachment; filename="evidence.pdf"\r\n\r\n')
     tail = f'--{b}--\r\n'
-    lines = max(1, (SIZE - len(head) - len(tail)) // 78)
-    b64 = base64.b64encode(random.Random(seed + 1).randbytes(lines * 57)).decode()
+    lines = max(1, (size - len(head) - len(tail)) // 78)
+    seed = case + 1 if seed is None else seed
+    b64 = base64.b64encode(random.Random(seed).randbytes(lines * 57)).decode()
     body = "".join(b64[i:i + 76] + "\r\n" for i in range(0, len(b64), 76))
     return (head + body + tail).encode()
 

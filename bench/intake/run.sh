@@ -48,11 +48,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/intake
-OPENSSL=${EMLA_TEST_OPENSSL:-openssl}
-PYTHON=${EMLA_TEST_PYTHON:-python3}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-EMLA=${EMLA_BIN:-$TARGET/release/emla}
-SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 BACKENDS=${BACKENDS:-sqlite postgres}
 SESSIONS=${SESSIONS:-1 20 100}
 N1=${N1:-1000}
@@ -61,8 +58,6 @@ DISTINCT=${DISTINCT:-200}
 PGURL=${PGURL:-postgres://postgres@127.0.0.1:5432}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
 PERF=${PERF:-0}
-FROM=alice@justice.aa.example
-RCPT=bob@justice.bb.example
 HZ=$(getconf CLK_TCK)
 
 for tool in "$SMTP_SOURCE" /usr/bin/time sqlite3 "$OPENSSL" "$PYTHON"; do
@@ -83,19 +78,12 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -z ${EMLA_BIN:-} ]]; then
-    echo "== building $EMLA" >&2
-    (cd "$ROOT" && cargo build --release --quiet --bin emla)
-fi
+build_emla
 echo "== emla: $EMLA ($("$EMLA" --version))" >&2
 
 echo "== generating the test PKI and $DISTINCT signed messages" >&2
-"$PYTHON" "$ROOT/tests/support/pki.py" "$WORK/pki" >/dev/null
-"$PYTHON" "$HERE/messages.py" "$WORK/pki" "$WORK/msgs" "$DISTINCT" "$OPENSSL"
-SAME=$WORK/msgs/crlf/0000.eml
-LF=$WORK/msgs/msg-lf.eml
-"$EMLA" verify "$SAME" --policy "$WORK/pki/policy" --mail-from "$FROM" --rcpt "$RCPT" >/dev/null ||
-    { echo "intake: the benchmark message is not accepted by emla verify" >&2; exit 1; }
+make_messages intake "$DISTINCT"
+SAME=$MSG
 echo "   message: $(stat -c %s "$SAME") bytes on the wire" >&2
 
 # cpu_ticks PID: utime + stime of the process (all threads), in clock ticks.
@@ -141,16 +129,7 @@ enabled = false
 EOF
     "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>"$RUN/serve.err" &
     SERVER_PID=$!
-    local i
-    for ((i = 0; i < 100; i++)); do
-        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/serve.out")
-        [[ -n $PORT ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "intake: emla serve did not start:" >&2
-    cat "$RUN/serve.err" >&2
-    exit 1
+    wait_listening intake
 }
 
 # stop_and_check EXPECTED BODIES: stops the gateway, then checks the store.

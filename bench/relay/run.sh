@@ -49,11 +49,8 @@ set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 HERE=$ROOT/bench/relay
-OPENSSL=${EMLA_TEST_OPENSSL:-openssl}
-PYTHON=${EMLA_TEST_PYTHON:-python3}
-TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
-EMLA=${EMLA_BIN:-$TARGET/release/emla}
-SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+# shellcheck source=bench/lib.sh
+source "$ROOT/bench/lib.sh"
 SMTP_SINK=${SMTP_SINK:-/usr/sbin/smtp-sink}
 N=${N:-2000}
 SESSIONS=${SESSIONS:-20}
@@ -65,8 +62,6 @@ SPLIT=${SPLIT:-1}
 SIDES=${SIDES:-emla postfix}
 PF_IN_FLOW_DELAY=${PF_IN_FLOW_DELAY:-1s}
 RUN_TIMEOUT=${RUN_TIMEOUT:-300}
-FROM=alice@justice.aa.example
-RCPT=bob@justice.bb.example
 
 for tool in "$SMTP_SOURCE" "$SMTP_SINK" postfix postqueue sqlite3 "$OPENSSL" "$PYTHON"; do
     command -v "$tool" >/dev/null || { echo "relay: $tool is missing" >&2; exit 2; }
@@ -91,19 +86,11 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ -z ${EMLA_BIN:-} ]]; then
-    echo "== building $EMLA" >&2
-    (cd "$ROOT" && cargo build --release --quiet --bin emla)
-fi
+build_emla
 echo "== emla: $EMLA ($("$EMLA" --version)); $(postconf -d mail_version 2>/dev/null | sed 's/mail_version = /Postfix /')" >&2
 
 echo "== generating the test PKI and the signed message" >&2
-"$PYTHON" "$ROOT/tests/support/pki.py" "$WORK/pki" >/dev/null
-"$PYTHON" "$ROOT/bench/intake/messages.py" "$WORK/pki" "$WORK/msgs" 1 "$OPENSSL"
-MSG=$WORK/msgs/crlf/0000.eml
-LF=$WORK/msgs/msg-lf.eml
-"$EMLA" verify "$MSG" --policy "$WORK/pki/policy" --mail-from "$FROM" --rcpt "$RCPT" >/dev/null ||
-    { echo "relay: the benchmark message is not accepted by emla verify" >&2; exit 1; }
+make_messages relay 1
 echo "   message: $(stat -c %s "$MSG") bytes on the wire; $N messages per load, $SESSIONS sessions" >&2
 
 # free_port: a TCP port on 127.0.0.1 that was free a moment ago.
@@ -168,17 +155,7 @@ max_in_flight = $IN_FLIGHT
 EOF
     "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>>"$RUN/serve.err" &
     SERVER_PID=$!
-    local i
-    PORT=
-    for ((i = 0; i < 100; i++)); do
-        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/serve.out")
-        [[ -n $PORT ]] && return 0
-        kill -0 "$SERVER_PID" 2>/dev/null || break
-        sleep 0.1
-    done
-    echo "relay: emla serve did not start:" >&2
-    cat "$RUN/serve.err" >&2
-    exit 1
+    wait_listening relay
 }
 
 stop_emla() {
@@ -265,8 +242,22 @@ print("ok" if f == n and e is not None and rc == 0 else f"sink counted {f} of {n
 
 load_cmd() { echo timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -F "$LF" -m "$N" -s "$SESSIONS" -d -f "$FROM" -t "$RCPT" "127.0.0.1:$1"; }
 
+# finish_emla REP SIDE JSON LOG: after a load on emla, stops the gateway and the sink,
+# records the line with the sink's and the gateway's checks, and keeps the gateway's log.
+finish_emla() {
+    local check
+    check=$(sink_check "$3")
+    stop_emla
+    stop_sink
+    check_emla
+    [[ $CHECK_EMLA == ok ]] || check="${check#ok}${check:+; }$CHECK_EMLA"
+    check=${check#; }
+    record "$1" "$2" "$3" "${check:-ok}"
+    cp "$RUN/serve.err" "$4" 2>/dev/null || true
+}
+
 run_emla() {
-    local rep=$1 json check
+    local rep=$1 json
     new_run emla
     start_emla true
     json=$OUT/emla-$rep.json
@@ -274,14 +265,7 @@ run_emla() {
     "$PYTHON" "$HERE/drive.py" --sink-out "$RUN/sink.out" --messages "$N" --timeout "$RUN_TIMEOUT" \
         --json "$json" --watch gateway="$SERVER_PID" --watch sink="$SINK_PID" \
         -- $(load_cmd "$PORT") >"$RUN/drive.out" 2>"$RUN/load.err" || true
-    check=$(sink_check "$json")
-    stop_emla
-    stop_sink
-    check_emla
-    [[ $CHECK_EMLA == ok ]] || check="${check#ok}${check:+; }$CHECK_EMLA"
-    check=${check#; }
-    record "$rep" emla "$json" "${check:-ok}"
-    cp "$RUN/serve.err" "$OUT/emla-$rep.serve.log" 2>/dev/null || true
+    finish_emla "$rep" emla "$json" "$OUT/emla-$rep.serve.log"
 }
 
 run_postfix() {
@@ -332,14 +316,7 @@ EOF
     json=$OUT/emla-drain.json
     "$PYTHON" "$HERE/drive.py" --sink-out "$RUN/sink.out" --messages "$N" --timeout "$RUN_TIMEOUT" --no-load --t0-epoch "$t0" \
         --json "$json" --watch gateway="$SERVER_PID" --watch sink="$SINK_PID" >"$RUN/drive-drain.out" 2>&1 || true
-    check=$(sink_check "$json")
-    stop_emla
-    stop_sink
-    check_emla
-    [[ $CHECK_EMLA == ok ]] || check="${check#ok}${check:+; }$CHECK_EMLA"
-    check=${check#; }
-    record - emla-drain "$json" "${check:-ok}"
-    cp "$RUN/serve.err" "$OUT/emla-split.serve.log" 2>/dev/null || true
+    finish_emla - emla-drain "$json" "$OUT/emla-split.serve.log"
 }
 
 echo "== $RUNS repetitions: $SIDES (fresh sink and gateway per line)" >&2

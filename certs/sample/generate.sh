@@ -58,6 +58,14 @@ gen_crl() {
         -crldays "$days" -out "$4"
 }
 
+# issue KEY CSR SUBJECT CA CAKEY SERIAL EXTFILE EXTENSIONS OUT: a fresh RSA key and
+# its certificate, signed by CA.
+issue() {
+    quiet openssl req -new -newkey rsa:3072 -nodes -sha256 -keyout "$1" -out "$2" -subj "$3"
+    quiet openssl x509 -req -sha256 -days "$days" -in "$2" -CA "$4" -CAkey "$5" \
+        -set_serial "$6" -extfile "$7" -extensions "$8" -out "$9"
+}
+
 # authority ID COUNTRY ORGANIZATION
 authority() {
     id=$1 cc=$2 org=$3
@@ -73,12 +81,8 @@ authority() {
         -addext "keyUsage=critical,keyCertSign,cRLSign" \
         -addext "subjectKeyIdentifier=hash"
 
-    quiet openssl req -new -newkey rsa:3072 -nodes -sha256 \
-        -keyout "$w/issuing.key" -out "$w/issuing.csr" \
-        -subj "/C=$cc/O=$org/CN=$org Issuing CA"
-    quiet openssl x509 -req -sha256 -days "$days" -in "$w/issuing.csr" \
-        -CA "$out/root.pem" -CAkey "$w/root.key" -set_serial 0x1001 \
-        -extfile "$w/ext.cnf" -extensions issuing -out "$out/issuing.pem"
+    issue "$w/issuing.key" "$w/issuing.csr" "/C=$cc/O=$org/CN=$org Issuing CA" \
+        "$out/root.pem" "$w/root.key" 0x1001 "$w/ext.cnf" issuing "$out/issuing.pem"
 
     gen_crl "$id-root" "$w/root.key" "$out/root.pem" "$out/root.crl.pem"
     gen_crl "$id-issuing" "$w/issuing.key" "$out/issuing.pem" "$out/issuing.crl.pem"
@@ -104,12 +108,9 @@ keyUsage = critical, digitalSignature, keyEncipherment
 extendedKeyUsage = serverAuth
 subjectAltName = DNS:$mx_host
 CONF
-quiet openssl req -new -newkey rsa:3072 -nodes -sha256 \
-    -keyout "$work/mx.key" -out "$work/mx.csr" \
-    -subj "/C=BB/O=Ministry of Foreign Affairs of BB/CN=$mx_host"
-quiet openssl x509 -req -sha256 -days "$days" -in "$work/mx.csr" \
-    -CA "$here/bb-mfa/issuing.pem" -CAkey "$work/bb-mfa/issuing.key" -set_serial 0x2001 \
-    -extfile "$work/server.cnf" -extensions server -out "$here/bb-mfa/mx.pem"
+issue "$work/mx.key" "$work/mx.csr" "/C=BB/O=Ministry of Foreign Affairs of BB/CN=$mx_host" \
+    "$here/bb-mfa/issuing.pem" "$work/bb-mfa/issuing.key" 0x2001 "$work/server.cnf" server \
+    "$here/bb-mfa/mx.pem"
 pin=$(openssl x509 -in "$here/bb-mfa/mx.pem" -outform DER | openssl dgst -sha256 -r | cut -d' ' -f1)
 if [ -f "$policy/authorities/bb-mfa.toml" ]; then
     sed -i "s/^pin_sha256 = .*/pin_sha256 = \"$pin\"/" "$policy/authorities/bb-mfa.toml"

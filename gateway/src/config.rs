@@ -550,21 +550,25 @@ mod tests {
     fn file_requires_tls_by_default_and_names_errors() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("emla.toml");
-        std::fs::write(&p, "listen = [\"127.0.0.1:0\"]\n").unwrap();
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.contains("require_tls is on"), "{e}");
-        std::fs::write(&p, "listn = []\n").unwrap();
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.contains(":1:1: unknown field `listn`"), "{e}");
+        for (text, error) in [
+            ("listen = [\"127.0.0.1:0\"]\n", "require_tls is on"),
+            ("listn = []\n", ":1:1: unknown field `listn`"),
+            (
+                "require_tls = false\ncase_pattern = \"(\"\n",
+                "case pattern \"(\"",
+            ),
+            (
+                "require_tls = false\nbody_storage = \"s3\"\n",
+                "body_storage \"s3\": expected",
+            ),
+        ] {
+            std::fs::write(&p, text).unwrap();
+            let e = Config::load(&p).unwrap_err();
+            assert!(e.contains(error), "{e}");
+        }
         std::fs::write(&p, "require_tls = false\ndata_dir = \"d\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.data_dir, dir.path().join("d"));
-        std::fs::write(&p, "require_tls = false\ncase_pattern = \"(\"\n").unwrap();
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.contains("case pattern \"(\""), "{e}");
-        std::fs::write(&p, "require_tls = false\nbody_storage = \"s3\"\n").unwrap();
-        let e = Config::load(&p).unwrap_err();
-        assert!(e.contains("body_storage \"s3\": expected"), "{e}");
         std::fs::write(&p, "require_tls = false\nbody_storage = \"database\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.body_storage, BodyStorage::Database);

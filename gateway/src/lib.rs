@@ -17,6 +17,7 @@ pub mod control;
 pub mod demo;
 pub mod fsutil;
 pub mod intake;
+pub mod pem;
 pub mod policy;
 pub mod reason;
 pub mod receipts;

@@ -8,7 +8,7 @@ use clap::{Parser, Subcommand};
 
 use emla::config::Config;
 use emla::policy;
-use emla::store::{ChainCheck, Store};
+use emla::store::{ChainCheck, Store, StoreError};
 use emla::verify::{self, Envelope};
 use emla::EvalTime;
 
@@ -283,7 +283,7 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
     }
     Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
         .await
-        .map_err(Failure::config)
+        .map_err(Failure::store)
 }
 
 fn run_serve(config: Option<PathBuf>) -> Outcome {
@@ -315,6 +315,11 @@ impl Failure {
     /// A usage or configuration error (exit 2).
     fn config(e: impl std::fmt::Display) -> Failure {
         Failure::with_code(e, EXIT_CONFIG)
+    }
+
+    /// The store failed (exit code as [`StoreError::exit_code`] says).
+    fn store(e: StoreError) -> Failure {
+        Failure::with_code(&e, e.exit_code())
     }
 
     fn with_code(e: impl std::fmt::Display, code: u8) -> Failure {
@@ -434,17 +439,16 @@ fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) ->
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&config).await?;
-        let store_err = |e: emla::store::StoreError| Failure::config(e);
-        let check = store.verify_chain().await.map_err(store_err)?;
+        let check = store.verify_chain().await.map_err(Failure::store)?;
         let mut checks = Vec::new();
         for f in &files {
             checks.push(
                 emla::audit::checkpoint::check(&store, f, &ca, cps.allow_unsigned)
                     .await
-                    .map_err(store_err)?,
+                    .map_err(Failure::store)?,
             );
         }
-        let anchor = store.chain_anchor().await.map_err(store_err)?;
+        let anchor = store.chain_anchor().await.map_err(Failure::store)?;
         let cp_failed = checks.iter().any(|c| c.outcome.fails());
         let mut v = match &check {
             ChainCheck::Intact { records, head } => {

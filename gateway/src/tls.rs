@@ -13,22 +13,9 @@ use crate::config::TlsFiles;
 pub fn cert_and_key(
     files: &TlsFiles,
 ) -> Result<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
-    let cert_pem = std::fs::read(&files.cert)
-        .map_err(|e| format!("TLS certificate {}: {e}", files.cert.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut cert_pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("TLS certificate {}: {e}", files.cert.display()))?;
-    if certs.is_empty() {
-        return Err(format!(
-            "TLS certificate {} holds no certificate",
-            files.cert.display()
-        ));
-    }
-    let key_pem =
-        std::fs::read(&files.key).map_err(|e| format!("TLS key {}: {e}", files.key.display()))?;
-    let key: PrivateKeyDer<'static> = rustls_pemfile::private_key(&mut key_pem.as_slice())
-        .map_err(|e| format!("TLS key {}: {e}", files.key.display()))?
-        .ok_or_else(|| format!("TLS key {} holds no private key", files.key.display()))?;
+    let certs =
+        crate::pem::read_certificates(&files.cert).map_err(|e| format!("TLS certificate {e}"))?;
+    let key = crate::pem::read_private_key(&files.key).map_err(|e| format!("TLS key {e}"))?;
     Ok((certs, key))
 }
 

@@ -59,8 +59,8 @@ pub struct RecipientRoute {
     pub authority: Option<String>,
     /// `host:port` of the next hop.
     pub next_hop: Option<String>,
-    /// Delivery lane of the route: `normal` or `urgent`.
-    pub lane: Option<String>,
+    /// Delivery lane of the route.
+    pub lane: Option<Lane>,
 }
 
 /// The outcome of [`verify`]: exactly one reason code, `Reason::Ok` meaning accepted.
@@ -482,13 +482,7 @@ fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Re
                 "{}:{}",
                 authority.next_hop.host, authority.next_hop.port
             )),
-            lane: Some(
-                match route.lane {
-                    Lane::Normal => "normal",
-                    Lane::Urgent => "urgent",
-                }
-                .to_string(),
-            ),
+            lane: Some(route.lane),
         }),
         RouteDecision::Reject { route } => Err((
             Reason::RouteDenied,

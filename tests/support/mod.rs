@@ -459,10 +459,15 @@ pub struct Outcome {
     pub stderr: String,
     /// The message file that was judged (kept for debugging).
     pub message: PathBuf,
+    /// The case of a table this run belongs to (empty: none).
+    pub case: String,
 }
 
 impl std::fmt::Debug for Outcome {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if !self.case.is_empty() {
+            write!(f, "case {}: ", self.case)?;
+        }
         write!(
             f,
             "exit {:?}, message {}\n--- stdout\n{}\n--- stderr\n{}",
@@ -475,6 +480,12 @@ impl std::fmt::Debug for Outcome {
 }
 
 impl Outcome {
+    /// Names the run `case` (of a table) in the failure messages.
+    pub fn case(mut self, case: impl Into<String>) -> Self {
+        self.case = case.into();
+        self
+    }
+
     /// The `--json` object printed on stdout.
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_str(self.stdout.trim())
@@ -518,6 +529,17 @@ impl Outcome {
     pub fn assert_reject(&self, reason: &str) -> serde_json::Value {
         assert_ne!(reason, "ok");
         self.assert_verdict(reason)
+    }
+
+    /// Asserts rejection with `reason` and a detail that contains every one
+    /// of `needles`; returns the detail.
+    pub fn assert_reject_saying(&self, reason: &str, needles: &[&str]) -> String {
+        let v = self.assert_reject(reason);
+        let d = v["detail"].as_str().unwrap().to_owned();
+        for n in needles {
+            assert!(d.contains(n), "{n:?} not in the detail {d:?}: {self:?}");
+        }
+        d
     }
 }
 
@@ -599,6 +621,7 @@ impl Verify {
             stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
             stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
             message: path,
+            case: String::new(),
         }
     }
 }

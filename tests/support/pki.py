@@ -86,31 +86,46 @@ def issuer_aki(issuer_cert):
         )
 
 
-def ca_ku():
-    return x509.KeyUsage(
-        digital_signature=False,
-        content_commitment=False,
-        key_encipherment=False,
-        data_encipherment=False,
-        key_agreement=False,
-        key_cert_sign=True,
-        crl_sign=True,
-        encipher_only=False,
-        decipher_only=False,
-    )
-
-
-def ee_ku(sign=True, encipher=False):
+def key_usage(sign=False, encipher=False, ca=False):
     return x509.KeyUsage(
         digital_signature=sign,
         content_commitment=sign,
         key_encipherment=encipher,
         data_encipherment=False,
         key_agreement=False,
-        key_cert_sign=False,
-        crl_sign=False,
+        key_cert_sign=ca,
+        crl_sign=ca,
         encipher_only=False,
         decipher_only=False,
+    )
+
+
+def ca_ku():
+    return key_usage(ca=True)
+
+
+def ee_ku(sign=True, encipher=False):
+    return key_usage(sign, encipher)
+
+
+CA_ROOT = x509.BasicConstraints(ca=True, path_length=None)
+CA_ISSUING = x509.BasicConstraints(ca=True, path_length=0)
+END_ENTITY = x509.BasicConstraints(ca=False, path_length=None)
+
+
+def builder(subject, issuer, public_key, not_after, basic, not_before=None):
+    """A certificate of `public_key` for `subject` from `issuer` (names) with
+    what all of them here have: a random serial, valid from a day ago (or
+    `not_before`) to `not_after`, and critical BasicConstraints `basic`."""
+    return (
+        x509.CertificateBuilder()
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(not_before or NOW - DAY)
+        .not_valid_after(not_after)
+        .add_extension(basic, critical=True)
     )
 
 
@@ -119,14 +134,7 @@ def make_root(cc):
     key = ec.generate_private_key(ec.SECP384R1())
     subj = name(code, org, f"{org} Root CA")
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(subj)
-        .issuer_name(subj)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder(subj, subj, key.public_key(), NOW + 3650 * DAY, CA_ROOT)
         .add_extension(ca_ku(), critical=True)
         .add_extension(ski(key.public_key()), critical=False)
         .add_extension(
@@ -138,22 +146,22 @@ def make_root(cc):
     return key, cert
 
 
-def make_issuing(cc, root_key, root_cert):
+def make_issuing(cc, root_key, root_cert, key=None, what="Issuing CA", digest=hashes.SHA384):
+    """An issuing CA "ORG WHAT" under the root (a fresh P-384 key unless `key`)."""
     code, org, _ = COUNTRIES[cc]
-    key = ec.generate_private_key(ec.SECP384R1())
+    key = key or ec.generate_private_key(ec.SECP384R1())
     cert = (
-        x509.CertificateBuilder()
-        .subject_name(name(code, org, f"{org} Issuing CA"))
-        .issuer_name(root_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        builder(
+            name(code, org, f"{org} {what}"),
+            root_cert.subject,
+            key.public_key(),
+            NOW + 3650 * DAY,
+            CA_ISSUING,
+        )
         .add_extension(ca_ku(), critical=True)
         .add_extension(ski(key.public_key()), critical=False)
         .add_extension(aki(root_cert), critical=False)
-        .sign(root_key, hashes.SHA384())
+        .sign(root_key, digest())
     )
     return key, cert
 
@@ -173,14 +181,14 @@ def make_official(
 ):
     code, org, _ = COUNTRIES[cc]
     b = (
-        x509.CertificateBuilder()
-        .subject_name(name(code, org, cn))
-        .issuer_name(ca_cert.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(not_before or NOW - DAY)
-        .not_valid_after(not_after or NOW + 365 * DAY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder(
+            name(code, org, cn),
+            ca_cert.subject,
+            key.public_key(),
+            not_after or NOW + 365 * DAY,
+            END_ENTITY,
+            not_before,
+        )
         .add_extension(ku or ee_ku(), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.RFC822Name(email)]), critical=False
@@ -573,33 +581,13 @@ def gen_algorithms(out, iss_key, iss_cert):
     # AA's root, its official (RSASSA-PSS-signed certificate) and CRL.
     pss_ca_key, spki = pss_key(f"{d}/issuing-pss.key", *PSS_SHA256_OPTS)
     _, org, _ = COUNTRIES["aa"]
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("AA", org, f"{org} RSA-PSS Issuing CA"))
-        .issuer_name(root_cert.subject)
-        .public_key(pss_ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(ca_ku(), critical=True)
-        .add_extension(ski(pss_ca_key.public_key()), critical=False)
-        .add_extension(aki(root_cert), critical=False)
-        .sign(root_key, hashes.SHA256())
-    )
+    _, ca = make_issuing("aa", root_key, root_cert, pss_ca_key, "RSA-PSS Issuing CA", hashes.SHA256)
     ca = with_spki(ca, pss_ca_key, spki, root_key)
     write(f"{d}/issuing-pss.pem", pem_cert(ca))
     pss_pad = padding.PSS(mgf=padding.MGF1(hashes.SHA256()), salt_length=32)
     off_key = rsa_key()
     b = (
-        x509.CertificateBuilder()
-        .subject_name(name("AA", org, "pssca"))
-        .issuer_name(ca.subject)
-        .public_key(off_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 365 * DAY)
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        builder(name("AA", org, "pssca"), ca.subject, off_key.public_key(), NOW + 365 * DAY, END_ENTITY)
         .add_extension(ee_ku(), critical=True)
         .add_extension(
             x509.SubjectAlternativeName([x509.RFC822Name(f"pssca@{aa}")]), critical=False
@@ -626,14 +614,7 @@ def gen_algorithms(out, iss_key, iss_cert):
     v1_key = ec.generate_private_key(ec.SECP384R1())
     subj = name("AA", org, f"{org} Legacy V1 Root")
     v3 = (
-        x509.CertificateBuilder()
-        .subject_name(subj)
-        .issuer_name(subj)
-        .public_key(v1_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(NOW - DAY)
-        .not_valid_after(NOW + 3650 * DAY)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        builder(subj, subj, v1_key.public_key(), NOW + 3650 * DAY, CA_ROOT)
         .sign(v1_key, hashes.SHA384())
     )
     v1 = as_v1(v3, v1_key)

@@ -31,31 +31,24 @@ pub struct Opts {
     pub policy_dir: PathBuf,
     /// `require_tls` (default false; needs `tls`).
     pub require_tls: bool,
-    /// `[tls] cert`, `key`.
-    pub tls: Option<(PathBuf, PathBuf)>,
-    /// `max_sessions`.
-    pub max_sessions: Option<usize>,
-    /// `command_timeout_secs`.
-    pub command_timeout_secs: Option<u64>,
-    /// `data_timeout_secs`.
-    pub data_timeout_secs: Option<u64>,
-    /// `shutdown_grace_secs`.
-    pub shutdown_grace_secs: Option<u64>,
-    /// `keep_rejected_bodies`.
-    pub keep_rejected_bodies: bool,
     /// `database_url` (default: SQLite under the data directory).
     pub database_url: Option<String>,
+    /// `keep_rejected_bodies`.
+    pub keep_rejected_bodies: bool,
     /// `data_dir` (default: `data` next to the configuration file).
     pub data_dir: Option<PathBuf>,
-    /// Run the relay worker (off by default: the intake tests have no next hop).
-    pub relay: bool,
-    /// More lines of the `[relay]` table (`lease_secs = 3`, …).
-    pub relay_extra: String,
-    /// More top-level lines (`body_storage = "database"`, …).
+    /// `Some(lines)`: run the relay worker, with these more lines of the
+    /// `[relay]` table (`lease_secs = 3`, …); off by default (the intake
+    /// tests have no next hop).
+    pub relay: Option<String>,
+    /// More top-level lines (`max_sessions = 2`, `command_timeout_secs = 2`,
+    /// `body_storage = "database"`, …).
     pub top_extra: String,
     /// TOML appended at the end of the file (further tables such as
     /// `[audit_web]`).
     pub extra_toml: String,
+    /// `[tls] cert`, `key`.
+    pub tls: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for Opts {
@@ -63,18 +56,13 @@ impl Default for Opts {
         Opts {
             policy_dir: pki().policy(),
             require_tls: false,
-            tls: None,
-            max_sessions: None,
-            command_timeout_secs: None,
-            data_timeout_secs: None,
-            shutdown_grace_secs: None,
-            keep_rejected_bodies: false,
             database_url: None,
+            keep_rejected_bodies: false,
             data_dir: None,
-            relay: false,
-            relay_extra: String::new(),
+            relay: None,
             top_extra: String::new(),
             extra_toml: String::new(),
+            tls: None,
         }
     }
 }
@@ -117,23 +105,12 @@ impl Gateway {
             t += &format!("database_url = {u:?}\n");
         }
         t += &format!("require_tls = {}\n", opts.require_tls);
-        if let Some(n) = opts.max_sessions {
-            t += &format!("max_sessions = {n}\n");
-        }
-        if let Some(n) = opts.command_timeout_secs {
-            t += &format!("command_timeout_secs = {n}\n");
-        }
-        if let Some(n) = opts.data_timeout_secs {
-            t += &format!("data_timeout_secs = {n}\n");
-        }
-        if let Some(n) = opts.shutdown_grace_secs {
-            t += &format!("shutdown_grace_secs = {n}\n");
-        }
         t += &format!("keep_rejected_bodies = {}\n", opts.keep_rejected_bodies);
         t += &opts.top_extra;
         t += &format!(
             "\n[relay]\nenabled = {}\n{}\n",
-            opts.relay, opts.relay_extra
+            opts.relay.is_some(),
+            opts.relay.as_deref().unwrap_or_default()
         );
         if let Some((cert, key)) = &opts.tls {
             t += &format!(
@@ -152,6 +129,13 @@ impl Gateway {
             opts,
             starts: AtomicUsize::new(0),
         }
+    }
+
+    /// `Gateway::new(opts)`, started.
+    pub fn serve(opts: Opts) -> (Gateway, Server) {
+        let gw = Gateway::new(opts);
+        let srv = gw.start();
+        (gw, srv)
     }
 
     /// The temporary directory holding the configuration (and by default the data).
@@ -538,6 +522,20 @@ impl Client {
         }
     }
 
+    /// Sends `line` and asserts the reply (see [`Client::assert_reply`]).
+    pub fn expect(&mut self, line: &str, code: u16, text: &str) -> Reply {
+        let r = self.cmd(line);
+        self.assert_reply(&r, code, text);
+        r
+    }
+
+    /// Asserts `r` has `code` and a text that starts with `text`; the
+    /// message shows the transcript.
+    pub fn assert_reply(&self, r: &Reply, code: u16, text: &str) {
+        assert_eq!(r.code, code, "{}", self.transcript);
+        assert!(r.text().starts_with(text), "{}", self.transcript);
+    }
+
     /// `EHLO client.test`.
     pub fn ehlo(&mut self) -> Reply {
         self.cmd("EHLO client.test")
@@ -801,6 +799,13 @@ impl Db {
                 data: r.get("data"),
             }
         )
+    }
+
+    /// The rows of `audit` of one kind, in chain order.
+    pub fn audit_of(&self, kind: &str) -> Vec<AuditRow> {
+        let mut rows = self.audit();
+        rows.retain(|a| a.kind == kind);
+        rows
     }
 
     /// Audit rows of refusals decided before DATA (kind mentions a

@@ -76,6 +76,19 @@ impl TestDb {
         Store::open(&self.url, self.dir.path()).await.unwrap()
     }
 
+    /// A fresh database on `backend` and a store opened on it.
+    pub async fn with_store(backend: Backend) -> (TestDb, Store) {
+        let db = TestDb::new(backend).await;
+        let store = db.open().await;
+        (db, store)
+    }
+
+    /// Closes `store`, then drops the database.
+    pub async fn close(self, store: Store) {
+        drop(store);
+        self.drop_db().await;
+    }
+
     /// Runs SQL behind the store's back (tampering).
     pub async fn exec(&self, sql: &str) {
         if self.pg_name.is_some() {

@@ -195,29 +195,7 @@ pub async fn write(
     let signature = signing.as_ref().map(|id| id.sign_detached_der(&bytes, now));
     let json = json_path(dir, seq);
     let p7s = signature.as_ref().map(|_| p7s_path(&json));
-    {
-        let (dir, json, p7s, bytes, signature) = (
-            dir.to_path_buf(),
-            json.clone(),
-            p7s.clone(),
-            bytes.clone(),
-            signature.clone(),
-        );
-        tokio::task::spawn_blocking(move || -> Result<(), String> {
-            std::fs::create_dir_all(&dir)
-                .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-            if let (Some(p), Some(s)) = (&p7s, &signature) {
-                write_synced(p, s)?;
-            }
-            write_synced(&json, &bytes)?;
-            std::fs::File::open(&dir)
-                .and_then(|d| d.sync_all())
-                .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
-        })
-        .await
-        .map_err(|e| CheckpointError::Config(format!("writing the checkpoint: {e}")))?
-        .map_err(CheckpointError::Config)?;
-    }
+    write_files(dir, &json, p7s.as_deref(), &bytes, signature.as_deref()).await?;
     let mut data = CheckpointData {
         seq: checkpoint.seq,
         hash: checkpoint.hash.clone(),
@@ -285,6 +263,39 @@ pub async fn write(
         json,
         p7s,
     })
+}
+
+/// Writes the checkpoint's files into `dir` (created if needed), each
+/// fsynced: the signature first (a `.json` without its `.p7s` would look
+/// unsigned), then the directory.
+async fn write_files(
+    dir: &Path,
+    json: &Path,
+    p7s: Option<&Path>,
+    bytes: &[u8],
+    signature: Option<&[u8]>,
+) -> Result<(), CheckpointError> {
+    let (dir, json, p7s, bytes, signature) = (
+        dir.to_path_buf(),
+        json.to_path_buf(),
+        p7s.map(Path::to_path_buf),
+        bytes.to_vec(),
+        signature.map(<[u8]>::to_vec),
+    );
+    tokio::task::spawn_blocking(move || -> Result<(), String> {
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+        if let (Some(p), Some(s)) = (&p7s, &signature) {
+            write_synced(p, s)?;
+        }
+        write_synced(&json, &bytes)?;
+        std::fs::File::open(&dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|e| format!("cannot sync {}: {e}", dir.display()))
+    })
+    .await
+    .map_err(|e| CheckpointError::Config(format!("writing the checkpoint: {e}")))?
+    .map_err(CheckpointError::Config)
 }
 
 /// The signed mail that carries checkpoint `c` (its `.json` bytes and
@@ -427,14 +438,7 @@ async fn head_is_checkpoint(store: &Store) -> Result<bool, StoreError> {
 
 /// Reads CA certificates (PEM) for checking checkpoint signatures.
 pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
-    let pem = std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let certs: Vec<CertificateDer<'static>> = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<_, _>>()
-        .map_err(|e| format!("{}: {e}", path.display()))?;
-    if certs.is_empty() {
-        return Err(format!("{}: no PEM certificate", path.display()));
-    }
-    Ok(certs)
+    crate::pem::read_certificates(path).map_err(|e| e.to_string())
 }
 
 /// Checks a detached CMS signature (DER) over `content`: exactly one

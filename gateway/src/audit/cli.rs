@@ -160,52 +160,8 @@ impl SearchArgs {
             .as_deref()
             .map(|t| parse_time("--until", t))
             .transpose()?;
-        let mut authorities: Option<Vec<String>> = None;
-        if !self.authority.is_empty() {
-            authorities = Some(
-                self.authority
-                    .iter()
-                    .map(|a| a.trim().to_string())
-                    .collect(),
-            );
-        }
-        if !self.country.is_empty() {
-            let policy = policy.ok_or_else(|| {
-                usage("--country needs the policy to map countries to authorities".into())
-            })?;
-            let ids = authorities.get_or_insert_with(Vec::new);
-            for cc in &self.country {
-                let found: Vec<String> = policy
-                    .authorities
-                    .iter()
-                    .filter(|a| a.country.eq_ignore_ascii_case(cc.trim()))
-                    .map(|a| a.id.clone())
-                    .collect();
-                if found.is_empty() {
-                    return Err(usage(format!(
-                        "--country {cc}: no authority of that country in the policy {}",
-                        policy.dir.display()
-                    )));
-                }
-                ids.extend(found);
-            }
-        }
-        let signer = match &self.signer {
-            None => None,
-            Some(s) => {
-                let h = hex_key(s);
-                if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit()) {
-                    return Err(usage(format!(
-                        "--signer {s:?}: expected a SHA-256 fingerprint or a serial number in hex"
-                    )));
-                }
-                Some(if h.len() == 64 {
-                    SignerKey::Sha256(h)
-                } else {
-                    SignerKey::Serial(h)
-                })
-            }
-        };
+        let authorities = self.authorities(policy)?;
+        let signer = self.signer.as_deref().map(signer_key).transpose()?;
         let reason = match &self.reason {
             None => None,
             Some(r) => {
@@ -253,6 +209,59 @@ impl SearchArgs {
             limit: self.limit,
         })
     }
+
+    /// The authority ids of `--authority` and of `--country` (mapped by
+    /// the policy); `None` when neither is given.
+    fn authorities(&self, policy: Option<&Policy>) -> Result<Option<Vec<String>>, AuditError> {
+        let usage = |e: String| AuditError::Usage(e);
+        let mut authorities: Option<Vec<String>> = None;
+        if !self.authority.is_empty() {
+            authorities = Some(
+                self.authority
+                    .iter()
+                    .map(|a| a.trim().to_string())
+                    .collect(),
+            );
+        }
+        if !self.country.is_empty() {
+            let policy = policy.ok_or_else(|| {
+                usage("--country needs the policy to map countries to authorities".into())
+            })?;
+            let ids = authorities.get_or_insert_with(Vec::new);
+            for cc in &self.country {
+                let found: Vec<String> = policy
+                    .authorities
+                    .iter()
+                    .filter(|a| a.country.eq_ignore_ascii_case(cc.trim()))
+                    .map(|a| a.id.clone())
+                    .collect();
+                if found.is_empty() {
+                    return Err(usage(format!(
+                        "--country {cc}: no authority of that country in the policy {}",
+                        policy.dir.display()
+                    )));
+                }
+                ids.extend(found);
+            }
+        }
+        Ok(authorities)
+    }
+}
+
+/// The signer key of `--signer`: a SHA-256 fingerprint (64 hex digits) or
+/// a serial number.
+fn signer_key(s: &str) -> Result<SignerKey, AuditError> {
+    let h = hex_key(s);
+    if h.is_empty() || !h.chars().all(|c| c.is_ascii_hexdigit()) {
+        return Err(AuditError::Usage(format!(
+            "--signer {s:?}: expected a SHA-256 fingerprint or a serial number in hex"
+        )));
+    }
+    Ok(if h.len() == 64 {
+        SignerKey::Sha256(h)
+    } else {
+        SignerKey::Serial(h)
+    })
 }
 
 /// Parses an RFC 3339 instant, or a date `YYYY-MM-DD` (its midnight UTC),

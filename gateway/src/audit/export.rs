@@ -50,7 +50,7 @@ use crate::config::Config;
 use crate::policy::Policy;
 use crate::store::chain::AuditRow;
 use crate::store::{AuditKind, AuditRecord, Evidence, MessageRow, Store};
-use crate::trust::revocation::{Crl, RevocationSet};
+use crate::trust::revocation::{Crl, Method, RevocationSet};
 use crate::verify::{self, Envelope};
 
 /// `emla audit export`.
@@ -249,10 +249,9 @@ async fn archive(
         pool.extend(auth.anchor_certs.iter().map(|c| c.to_vec()));
     }
     for ev in &evidence {
-        let method = ev.method.as_str();
         let subject = ev.subject.clone();
         let Some(sha) = ev.sha256.as_deref() else {
-            if method == "none" || method.is_empty() {
+            if ev.method == Method::None {
                 a.unchecked.push(subject);
             }
             continue;
@@ -957,16 +956,11 @@ fn received_time(m: &MessageRow) -> EvalTime {
     EvalTime::from_unix(u64::try_from(m.received_at / 1000).unwrap_or(0))
 }
 
-fn readme(
-    id: &str,
-    m: &MessageRow,
-    cp: &Checkpoint,
-    first_seq: i64,
-    script: &str,
-    body: bool,
-    archive: &Archive,
-) -> String {
-    let (crl_files, crl_note) = if archive.archived() {
+/// The README's revocation part: the files that hold the revocation data
+/// (archived at reception, or the CRLs loaded at export) and the note on
+/// what step 2 judges with them.
+fn revocation_text(archive: &Archive) -> (String, String) {
+    if archive.archived() {
         (
             "revocation/crl-SHA.crl      the CRLs that decided the message, exactly as archived at\n\
              \x20                           reception (DER); SHA is the file's SHA-256, which the audit\n\
@@ -1001,7 +995,20 @@ fn readme(
                 archive.describe()
             ),
         )
-    };
+    }
+}
+
+/// The bundle's README: what each file holds and how to check it all.
+fn readme(
+    id: &str,
+    m: &MessageRow,
+    cp: &Checkpoint,
+    first_seq: i64,
+    script: &str,
+    body: bool,
+    archive: &Archive,
+) -> String {
+    let (crl_files, crl_note) = revocation_text(archive);
     format!(
         "EVIDENCE BUNDLE — emla message {id}\n\
          ====================================\n\n\

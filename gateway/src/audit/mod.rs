@@ -36,7 +36,8 @@ impl AuditError {
     pub fn exit_code(&self) -> u8 {
         match self {
             AuditError::NotFound(_) => 1,
-            AuditError::Usage(_) | AuditError::Store(_) => 2,
+            AuditError::Usage(_) => 2,
+            AuditError::Store(e) => e.exit_code(),
         }
     }
 }

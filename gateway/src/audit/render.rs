@@ -90,21 +90,9 @@ pub fn json(rows: &[MessageSummary]) -> String {
     s
 }
 
-/// Columns of the CSV: the table's (with `time` in RFC 3339) and
-/// `message_id`, `case_ref`, `cursor`.
-pub const CSV_COLUMNS: [&str; 11] = [
-    "time",
-    "id",
-    "verdict",
-    "reason",
-    "from",
-    "to",
-    "subject",
-    "authority",
-    "message_id",
-    "case_ref",
-    "cursor",
-];
+/// Columns the CSV has after the table's (whose `time` it gives in RFC
+/// 3339).
+const CSV_EXTRA_COLUMNS: [&str; 3] = ["message_id", "case_ref", "cursor"];
 
 /// A CSV field per RFC 4180: quoted (inner quotes doubled) when it holds a
 /// comma, a quote, CR or LF, or starts or ends with a space.
@@ -120,7 +108,11 @@ pub fn csv_field(text: &str) -> String {
 
 /// CSV: a header record, then one record per row; records end with CRLF.
 pub fn csv(rows: &[MessageSummary]) -> String {
-    let mut out = CSV_COLUMNS.join(",");
+    let header: Vec<&str> = std::iter::once("time")
+        .chain(TABLE_COLUMNS[1..].iter().copied())
+        .chain(CSV_EXTRA_COLUMNS)
+        .collect();
+    let mut out = header.join(",");
     out.push_str("\r\n");
     for m in rows {
         let mut fields = cells(m).to_vec();
@@ -168,6 +160,9 @@ mod tests {
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
         let out = csv(&[row("m1", "x")]);
+        assert!(out.starts_with(
+            "time,id,verdict,reason,from,to,subject,authority,message_id,case_ref,cursor\r\n"
+        ));
         assert!(out.ends_with("\r\n"));
         assert!(
             out.contains(",\"bob@b.example, carol@b.example\","),

@@ -17,12 +17,12 @@
 //!
 //! At most [`MAX_BODIES`] bodies go per run; the periodic task catches up.
 
-use serde_json::json;
 use tokio::sync::watch;
 
 use super::checkpoint;
 use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
+use crate::store::payload::{PrunedBody, RetentionPruned};
 use crate::store::retention::StoredBody;
 use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, CheckpointData, Store, StoreError};
 
@@ -118,16 +118,20 @@ pub async fn prune(
         let due = store.bodies_before(before, MAX_BODIES).await?;
         if !due.is_empty() && !dry_run {
             store
-                .audit(AuditEvent {
-                        kind: EVENT_KIND,
-                        message_id: None,
-                        data: json!({
-                            "what": "bodies",
-                            "received_before": rfc3339_ms(before),
-                            "bodies_days": days,
-                            "bodies": due.iter().map(|b| json!({"id": b.id, "sha256": b.sha256})).collect::<Vec<_>>(),
-                        }),
-                })
+                .audit(AuditEvent::of(
+                    None,
+                    &RetentionPruned::Bodies {
+                        received_before: rfc3339_ms(before),
+                        bodies_days: days,
+                        bodies: due
+                            .iter()
+                            .map(|b| PrunedBody {
+                                id: b.id.clone(),
+                                sha256: b.sha256.clone(),
+                            })
+                            .collect(),
+                    },
+                ))
                 .await?;
             for b in &due {
                 if !store.body_kept_after(&b.sha256, before).await?
@@ -208,19 +212,17 @@ async fn prune_audit(
         .prune_audit_through(through, &record.hash, now_ms())
         .await?;
     store
-        .audit(AuditEvent {
-            kind: EVENT_KIND,
-            message_id: None,
-            data: json!({
-                "what": "audit",
-                "older_than": rfc3339_ms(before),
-                "through_seq": through,
-                "anchor_hash": record.hash,
-                "checkpoint_seq": cp_seq,
-                "checkpoint_hash": cp_hash,
-                "deleted": report.audit_deleted,
-            }),
-        })
+        .audit(AuditEvent::of(
+            None,
+            &RetentionPruned::Audit {
+                older_than: rfc3339_ms(before),
+                through_seq: through,
+                anchor_hash: record.hash,
+                checkpoint_seq: cp_seq,
+                checkpoint_hash: cp_hash,
+                deleted: report.audit_deleted,
+            },
+        ))
         .await?;
     Ok(())
 }

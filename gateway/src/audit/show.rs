@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::store::{AuditRecord, MessageRow, QueueRow};
+use crate::store::{AuditRecord, Lane, MessageRow, QueueRow};
 use crate::text::time_rfc3339;
 
 /// Everything recorded about one message.
@@ -75,17 +75,16 @@ impl History {
         out.field(1, "mail from", &format!("<{}>", clean(&m.mail_from)));
         let rcpt: Vec<String> = m.rcpt_to.iter().map(|r| format!("<{r}>")).collect();
         out.field(1, "rcpt to", &rcpt.join(", "));
-        for (label, value) in [
-            ("From:", &m.header_from),
-            ("To:", &m.header_to),
-            ("Subject:", &m.subject),
-            ("Message-ID:", &m.message_id),
-            ("Date:", &m.date),
-        ] {
-            if let Some(v) = value {
-                out.field(1, label, &clean(v));
-            }
-        }
+        out.fields_present(
+            1,
+            &[
+                ("From:", &m.header_from),
+                ("To:", &m.header_to),
+                ("Subject:", &m.subject),
+                ("Message-ID:", &m.message_id),
+                ("Date:", &m.date),
+            ],
+        );
         out.field(1, "size", &format!("{} bytes", m.size));
         out.field(1, "sha256", &clean(&m.sha256));
         out.field(
@@ -124,7 +123,7 @@ impl History {
                 r.route.as_deref().unwrap_or("-"),
                 r.authority.as_deref().unwrap_or("-"),
                 r.next_hop.as_deref().unwrap_or("-"),
-                r.lane.as_deref().unwrap_or("-"),
+                r.lane.map_or("-", Lane::as_str),
             );
             out.field(1, "route", &text);
         }
@@ -183,7 +182,7 @@ impl History {
             );
             out.field(2, "authority", &q.authority);
             out.field(2, "route", &q.route);
-            out.field(2, "lane", &q.lane);
+            out.field(2, "lane", q.lane.as_str());
             out.field(2, "recipients", &q.recipients.join(", "));
             out.field(2, "created", &at(q.created_at));
             out.field(2, "next attempt", &at(q.next_attempt_at));
@@ -208,17 +207,16 @@ fn verified(out: &mut Out, m: &MessageRow) {
             &format!("signer {}", n + 1),
             &sg.email.as_deref().map_or_else(|| "-".into(), clean),
         );
-        for (key, value) in [
-            ("subject", &sg.subject),
-            ("issuer", &sg.issuer),
-            ("serial", &sg.serial),
-            ("sha256", &sg.sha256),
-            ("authority", &sg.authority),
-        ] {
-            if let Some(v) = value {
-                out.field(2, key, &clean(v));
-            }
-        }
+        out.fields_present(
+            2,
+            &[
+                ("subject", &sg.subject),
+                ("issuer", &sg.issuer),
+                ("serial", &sg.serial),
+                ("sha256", &sg.sha256),
+                ("authority", &sg.authority),
+            ],
+        );
         if !sg.chain.is_empty() {
             out.field(2, "chain", &sg.chain.join(" → "));
         }
@@ -250,6 +248,15 @@ impl Out {
 
     fn field(&mut self, level: usize, label: &str, value: &str) {
         self.line(level, format!("{label:<13} {value}").trim_end());
+    }
+
+    /// The fields that have a value, cleaned; the others are left out.
+    fn fields_present(&mut self, level: usize, fields: &[(&str, &Option<String>)]) {
+        for &(label, value) in fields {
+            if let Some(v) = value {
+                self.field(level, label, &clean(v));
+            }
+        }
     }
 
     fn blank(&mut self) {

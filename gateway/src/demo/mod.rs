@@ -96,14 +96,25 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     }
     settle(&gw.store, &mailbox, accepted.len()).await;
 
+    let received = report(&gw.store, &mailbox, &accepted).await?;
+    print_next_steps(dir, &config_path, port, &accepted, &received);
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+
+    server.run_until_signalled().await
+}
+
+/// Prints what became of the accepted messages (their queue entries) and
+/// what the mailbox received; returns the latter, oldest file first.
+async fn report(
+    store: &Store,
+    mailbox: &Mailbox,
+    accepted: &[String],
+) -> Result<Vec<mailbox::Delivered>, String> {
     println!();
     println!("Delivery (emla queue):");
-    for id in &accepted {
-        let rows = gw
-            .store
-            .queue_entries(id)
-            .await
-            .map_err(|e| e.to_string())?;
+    for id in accepted {
+        let rows = store.queue_entries(id).await.map_err(|e| e.to_string())?;
         for r in rows {
             println!(
                 "  {id}  {}  to {}  after {} attempt(s)",
@@ -130,6 +141,18 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
             d.subject
         );
     }
+    Ok(received)
+}
+
+/// Prints the commands to try next: the auditors' tools on this gateway,
+/// openssl on what the mailbox received, and sending one's own request.
+fn print_next_steps(
+    dir: &Path,
+    config_path: &Path,
+    port: u16,
+    accepted: &[String],
+    received: &[mailbox::Delivered],
+) {
     let cfg = config_path.display();
     let aa = dir.join("pki/aa");
     println!();
@@ -164,10 +187,6 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     println!(
         "  swaks --server 127.0.0.1:{port} --from anna@justice.aa.example --to boris@justice.bb.example --data @/tmp/req.eml"
     );
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-
-    server.run_until_signalled().await
 }
 
 /// Empties `dir` if an earlier demo made it; refuses any other non-empty

@@ -6,32 +6,21 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
 use tokio::time::{Duration, Instant};
 
 use crate::config::SessionLimits;
 use crate::reason::Reason;
+use crate::store::payload::RepeatedRefusal;
 
 /// Why a session is closed before its client ends it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Exceeded {
-    /// `hard_error_limit` error replies without an accepted message.
-    HardErrorLimit,
-    /// `max_commands` commands.
-    CommandLimit,
-    /// `max_session_secs` (plus, in a transaction, the DATA timeout).
-    Lifetime,
-}
+pub use crate::store::payload::SessionLimit as Exceeded;
 
-impl Exceeded {
-    /// The closing reply.
-    pub fn reply(self) -> &'static str {
-        match self {
-            Exceeded::HardErrorLimit => "421 4.7.0 too many errors, closing connection",
-            Exceeded::CommandLimit => "421 4.7.0 too many commands, closing connection",
-            Exceeded::Lifetime => "421 4.4.2 session too long, closing connection",
-        }
+/// The closing reply of a session that `limit` ended.
+pub fn closing_reply(limit: Exceeded) -> &'static str {
+    match limit {
+        Exceeded::HardErrorLimit => "421 4.7.0 too many errors, closing connection",
+        Exceeded::CommandLimit => "421 4.7.0 too many commands, closing connection",
+        Exceeded::Lifetime => "421 4.4.2 session too long, closing connection",
     }
 }
 
@@ -123,18 +112,6 @@ pub struct Refusals {
     seen: BTreeMap<(&'static str, Reason), u32>,
 }
 
-/// One line of the summary: how many more refusals of a kind were not
-/// audited on their own.
-#[derive(Debug, PartialEq, Eq, Serialize)]
-pub struct Repeated {
-    /// The SMTP stage (`mail`, `rcpt`, `command`, …).
-    pub stage: &'static str,
-    /// Their reason code.
-    pub reason: Reason,
-    /// How many after the first.
-    pub count: u32,
-}
-
 impl Refusals {
     /// Counts a refusal; whether it is the first of its kind in the session
     /// (and so audited on its own).
@@ -145,12 +122,12 @@ impl Refusals {
     }
 
     /// The refusals not audited on their own.
-    pub fn repeated(&self) -> Vec<Repeated> {
+    pub fn repeated(&self) -> Vec<RepeatedRefusal> {
         self.seen
             .iter()
             .filter(|(_, &n)| n > 1)
-            .map(|(&(stage, reason), &n)| Repeated {
-                stage,
+            .map(|(&(stage, reason), &n)| RepeatedRefusal {
+                stage: stage.to_owned(),
                 reason,
                 count: n - 1,
             })
@@ -261,8 +238,8 @@ mod tests {
         assert!(r.first("mail", Reason::RouteDenied));
         assert_eq!(
             r.repeated(),
-            vec![Repeated {
-                stage: "rcpt",
+            vec![RepeatedRefusal {
+                stage: "rcpt".into(),
                 reason: Reason::RouteDenied,
                 count: 2
             }]

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use mail_parser::MessageParser;
 
 use super::handler::Transaction;
-use super::replay::{Duplicate, ReplayKeys};
+use super::replay::ReplayKeys;
 use super::reply::Reply;
 use super::Service;
 use crate::case_ref::{case_ref, CaseRefPattern};
@@ -15,8 +15,9 @@ use crate::clock::EvalTime;
 use crate::policy::Replay;
 use crate::reason::Reason;
 use crate::receipts::notify::{self, Original};
+use crate::store::payload::MessageDuplicate;
 use crate::store::{
-    AuditEvent, AuditKind, Decision, Evidence, MessageRecord, QueueEntry, Record, RevocationBlob,
+    AuditEvent, AuditKind, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
@@ -114,15 +115,16 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         match replay_keys.earlier(&gw.store, since).await {
             Ok(None) => {}
             Ok(Some(original)) if policy.limits.replay == Replay::SameId => {
-                let duplicate = Duplicate {
-                    session,
-                    mail_from: &mail_from,
-                    rcpt_to: &rcpt_to,
-                    sha256: &sha256,
-                    signature_sha256: replay_keys.signatures(),
-                    policy_version: &policy.version,
+                let duplicate = MessageDuplicate {
+                    session: session.clone(),
+                    mail_from,
+                    rcpt_to,
+                    sha256,
+                    signature_sha256: replay_keys.signatures().to_vec(),
+                    policy_version: policy.version.clone(),
                 };
-                return match gw.store.audit(duplicate.event(&original)).await {
+                let event = AuditEvent::of(Some(original.clone()), &duplicate);
+                return match gw.store.audit(event).await {
                     Ok(()) => Reply::new(250, format!("2.0.0 already accepted as {original}")),
                     Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
                 };
@@ -167,10 +169,11 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         }
         Ok(()) => Reply::reject(verdict.reason, &verdict.detail),
         Err(e) => {
-            tracing::error!(message = %id, error = %e, "cannot record the decision");
-            Reply::temporary(&format!(
-                "cannot record the message now ({e}); try again later"
-            ))
+            tracing::error!(message = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
+            Reply::reject(
+                e.reason(),
+                &format!("cannot record the message now ({e}); try again later"),
+            )
         }
     }
 }
@@ -290,7 +293,7 @@ impl Judged<'_> {
                 detail: Some(verdict.detail.clone()),
                 signers: verdict.signers.iter().map(signer_record).collect(),
                 recipients: verdict.recipients.iter().map(route_record).collect(),
-                revocation: Some(verdict.revocation.iter().map(evidence_record).collect()),
+                revocation: Some(verdict.revocation.clone()),
                 authority: verdict.authority.clone(),
                 policy_version: Some(self.policy.version.clone()),
                 body_stored: Some(self.keep_body),
@@ -330,13 +333,13 @@ impl Judged<'_> {
 
 /// One queue entry per next hop, route and lane, with its recipients.
 fn queue_entries(id: &str, verdict: &Verdict) -> Vec<QueueEntry> {
-    let mut by_hop: BTreeMap<(String, String, String, String), Vec<String>> = BTreeMap::new();
+    let mut by_hop: BTreeMap<(String, String, String, Lane), Vec<String>> = BTreeMap::new();
     for r in &verdict.recipients {
         let key = (
             r.next_hop.clone().unwrap_or_default(),
             r.authority.clone().unwrap_or_default(),
             r.route.clone().unwrap_or_default(),
-            r.lane.clone().unwrap_or_else(|| "normal".into()),
+            r.lane.unwrap_or(Lane::Normal),
         );
         by_hop.entry(key).or_default().push(r.recipient.clone());
     }
@@ -380,22 +383,7 @@ fn route_record(r: &crate::verify::RecipientRoute) -> Route {
         route: r.route.clone(),
         authority: r.authority.clone(),
         next_hop: r.next_hop.clone(),
-        lane: r.lane.clone(),
-    }
-}
-
-/// Revocation evidence as the decision record holds it.
-fn evidence_record(e: &crate::trust::revocation::StatusEvidence) -> Evidence {
-    Evidence {
-        subject: e.subject.clone(),
-        serial: e.serial.clone(),
-        method: e.method.to_string(),
-        sha256: e.sha256.clone(),
-        issuer: e.issuer.clone(),
-        this_update: e.this_update.clone(),
-        next_update: e.next_update.clone(),
-        source: e.source.clone(),
-        problem: e.problem.clone(),
+        lane: r.lane,
     }
 }
 

@@ -11,12 +11,12 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use mailin::{Handler, Response};
-use serde_json::json;
 
 use super::reply::Reply;
 use crate::policy::{Policy, RouteDecision};
 use crate::reason::Reason;
-use crate::store::{AuditEvent, AuditKind, SessionInfo};
+use crate::store::payload::{RefusedFor, SmtpRejected};
+use crate::store::{AuditEvent, SessionInfo};
 
 /// What the driver must do after a line was processed.
 pub enum Pending {
@@ -146,7 +146,7 @@ impl Intake {
             reason,
             &detail,
             &policy.version,
-            ("rcpt", json!(rcpt)),
+            RefusedFor::Rcpt(rcpt.map(str::to_owned)),
         );
         let response = Response::custom(reply.code, reply.text.clone());
         self.pending = Pending::Refusal(Refusal {
@@ -166,35 +166,33 @@ impl Intake {
             reason,
             detail,
             &version,
-            ("rcpt_to", json!(self.rcpt_to)),
+            RefusedFor::RcptTo(self.rcpt_to.clone()),
         )
     }
 
     /// The `SmtpRejected` event of a refusal at `stage` under policy
-    /// `policy_version`; `recipients` is the key and value naming whom the
-    /// refused command or transaction was for.
+    /// `policy_version`; `refused_for` names whom the refused command or
+    /// transaction was for.
     fn rejected(
         &self,
         stage: &str,
         reason: Reason,
         detail: &str,
         policy_version: &str,
-        recipients: (&str, serde_json::Value),
+        refused_for: RefusedFor,
     ) -> AuditEvent {
-        let mut data = json!({
-            "stage": stage,
-            "session": self.session,
-            "mail_from": self.mail_from,
-            "reason": reason,
-            "detail": detail,
-            "policy_version": policy_version,
-        });
-        data[recipients.0] = recipients.1;
-        AuditEvent {
-            kind: AuditKind::SmtpRejected,
-            message_id: None,
-            data,
-        }
+        AuditEvent::of(
+            None,
+            &SmtpRejected {
+                stage: stage.to_owned(),
+                session: self.session.clone(),
+                mail_from: self.mail_from.clone(),
+                reason,
+                detail: detail.to_owned(),
+                policy_version: policy_version.to_owned(),
+                refused_for,
+            },
+        )
     }
 
     /// Marks the message being received as malformed (refused at the end).

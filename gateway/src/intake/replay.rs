@@ -18,9 +18,7 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use serde::Serialize;
-
-use crate::store::{AuditEvent, AuditKind, SessionInfo, Store, StoreError};
+use crate::store::{Store, StoreError};
 use crate::verify::SignerReport;
 
 /// The replay keys of one accepted message: for each recipient, one key
@@ -133,35 +131,6 @@ impl Drop for Claim {
         let mut set = self.keys.lock().unwrap_or_else(|e| e.into_inner());
         for k in &self.held {
             set.remove(k);
-        }
-    }
-}
-
-/// What the `message.duplicate` record says of a replay.
-#[derive(Serialize)]
-pub struct Duplicate<'a> {
-    /// The session it came in.
-    pub session: &'a SessionInfo,
-    /// MAIL FROM.
-    pub mail_from: &'a str,
-    /// RCPT TO.
-    pub rcpt_to: &'a [String],
-    /// SHA-256 of the bytes received this time (they may differ outside
-    /// the signed part).
-    pub sha256: &'a str,
-    /// The signatures that matched.
-    pub signature_sha256: &'a [String],
-    /// The policy it was judged under.
-    pub policy_version: &'a str,
-}
-
-impl Duplicate<'_> {
-    /// The audit event, on the first message's id.
-    pub fn event(&self, original: &str) -> AuditEvent {
-        AuditEvent {
-            kind: AuditKind::MessageDuplicate,
-            message_id: Some(original.to_owned()),
-            data: serde_json::to_value(self).unwrap_or_default(),
         }
     }
 }

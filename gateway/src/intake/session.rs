@@ -22,13 +22,14 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
-use super::budget::{is_junk, Budget, Exceeded, Refusals};
+use super::budget::{closing_reply, is_junk, Budget, Exceeded, Refusals};
 use super::commit;
 use super::handler::{Intake, Pending, Refusal, Shared};
 use super::reply::Reply;
 use super::Service;
 use crate::reason::Reason;
-use crate::store::{AuditEvent, AuditKind};
+use crate::store::payload::SmtpSessionSummary;
+use crate::store::AuditEvent;
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
 const MAX_COMMAND_LINE: usize = 2048;
@@ -199,7 +200,7 @@ async fn drive<S: AsyncRead + AsyncWrite + Unpin>(
         if let Some(why) = exceeded {
             state.lock().abort();
             lp.closed = Some(why);
-            return close(io, &mut lp.out, why.reply()).await;
+            return close(io, &mut lp.out, closing_reply(why)).await;
         }
     }
 }
@@ -244,20 +245,16 @@ impl Loop {
 /// The `smtp.session-summary` record of a session whose refusals were
 /// repeated or that a limit closed; none for an ordinary session.
 fn summary(state: &Shared, lp: &Loop) -> Option<AuditEvent> {
-    let repeated = lp.refusals.repeated();
-    if repeated.is_empty() && lp.closed.is_none() {
+    let repeated_refusals = lp.refusals.repeated();
+    if repeated_refusals.is_empty() && lp.closed.is_none() {
         return None;
     }
-    let session = state.lock().session.clone();
-    Some(AuditEvent {
-        kind: AuditKind::SmtpSessionSummary,
-        message_id: None,
-        data: serde_json::json!({
-            "session": session,
-            "closed": lp.closed,
-            "repeated_refusals": repeated,
-        }),
-    })
+    let summary = SmtpSessionSummary {
+        session: state.lock().session.clone(),
+        closed: lp.closed,
+        repeated_refusals,
+    };
+    Some(AuditEvent::of(None, &summary))
 }
 
 /// Sends the pipelined replies when no command waits, closes the session at
@@ -301,7 +298,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
     if left.is_zero() {
         state.lock().abort();
         lp.closed = Some(Exceeded::Lifetime);
-        return Step::End(close(io, out, Exceeded::Lifetime.reply()).await);
+        return Step::End(close(io, out, closing_reply(Exceeded::Lifetime)).await);
     }
     let timeout = timeout.min(left);
     let max = if in_data {
@@ -487,7 +484,10 @@ async fn audited(gw: &Service, refusals: &mut Refusals, refusal: Refusal) -> Rep
     }
     match gw.store.audit(refusal.event).await {
         Ok(()) => refusal.reply,
-        Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
+        Err(e) => {
+            tracing::error!(error = %e, bug = e.is_bug(), "cannot audit a refusal");
+            Reply::reject(e.reason(), &format!("cannot record the decision ({e})"))
+        }
     }
 }
 

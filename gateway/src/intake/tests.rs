@@ -131,6 +131,13 @@ impl Harness {
         c
     }
 
+    /// A new harness with `opts` and a connection to it.
+    async fn connected(opts: Options) -> (Harness, Client<DuplexStream>) {
+        let h = Harness::new(opts).await;
+        let c = h.connect().await;
+        (h, c)
+    }
+
     /// Rows in the audit table.
     async fn audit_count(&self) -> u64 {
         self.svc.store.counts().await.unwrap().1
@@ -196,9 +203,9 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         assert_eq!(&reply[..3], code, "{line:?} got {reply:?}");
     }
 
-    /// The gateway's last reply is `reply`, then it closes the connection.
-    async fn expect_last(mut self, reply: &str) {
-        assert_eq!(self.reply().await, reply);
+    /// QUIT gets 221, then the gateway closes the connection.
+    async fn quit(mut self) {
+        self.expect("QUIT", "221").await;
         self.expect_closed().await;
     }
 
@@ -229,317 +236,447 @@ fn unsigned_message(from: &str, to: &str) -> String {
     )
 }
 
-#[tokio::test]
-async fn greeting_and_ehlo_capabilities_without_tls() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        let ehlo = c.command("EHLO client.example").await;
-        let size = h.svc.policy().limits.max_message_size;
-        assert_eq!(
-            ehlo,
-            format!(
-                "250-{HOSTNAME} greets client.example\r\n250-SIZE {size}\r\n250-8BITMIME\r\n\
+// ---------------------------------------------------------------------------
+// Scripted conversations: commands and the replies they must get
+// ---------------------------------------------------------------------------
+
+/// What a reply must be.
+enum Want {
+    /// Its code.
+    Code(&'static str),
+    /// Exactly this (every line, CRLF).
+    Is(String),
+    /// It starts with this.
+    Starts(String),
+}
+
+impl Want {
+    fn check(&self, reply: &str, what: &str) {
+        let ok = match self {
+            Want::Code(c) => code(reply) == *c,
+            Want::Is(r) => reply == r,
+            Want::Starts(s) => reply.starts_with(s.as_str()),
+        };
+        assert!(ok, "{what} got {reply:?}, wanted {}", self.describe());
+    }
+
+    fn describe(&self) -> String {
+        match self {
+            Want::Code(c) => format!("code {c}"),
+            Want::Is(r) => format!("{r:?}"),
+            Want::Starts(s) => format!("a reply starting {s:?}"),
+        }
+    }
+}
+
+/// One step of a scripted conversation.
+enum Step {
+    /// Sends the bytes as they are (pipelining, bare LF, …).
+    Send(Vec<u8>),
+    /// Sends a command line; its reply must be as wanted.
+    Command(String, Want),
+    /// The next reply (to something sent before) must be as wanted.
+    Reply(Want),
+    /// The gateway closed the connection and the session ended.
+    Closed,
+    /// The gateway's last reply is exactly this, then it closes.
+    Last(String),
+    /// A new connection (after the last one closed).
+    Connect,
+    /// Shutdown is signalled, as by SIGTERM.
+    Stop,
+    /// The audit table has grown by this many rows since the start.
+    Audited(u64),
+}
+
+fn code_of(line: &str, code: &'static str) -> Step {
+    Step::Command(line.into(), Want::Code(code))
+}
+
+fn says(line: &str, reply: &str) -> Step {
+    Step::Command(line.into(), Want::Is(reply.into()))
+}
+
+fn starts(line: &str, prefix: &str) -> Step {
+    Step::Command(line.into(), Want::Starts(prefix.into()))
+}
+
+fn send(bytes: impl AsRef<[u8]>) -> Step {
+    Step::Send(bytes.as_ref().to_vec())
+}
+
+fn then_code(code: &'static str) -> Step {
+    Step::Reply(Want::Code(code))
+}
+
+fn then_says(reply: &str) -> Step {
+    Step::Reply(Want::Is(reply.into()))
+}
+
+fn last(reply: &str) -> Step {
+    Step::Last(reply.into())
+}
+
+fn then_starts(prefix: &str) -> Step {
+    Step::Reply(Want::Starts(prefix.into()))
+}
+
+/// QUIT gets 221 and the connection closes.
+fn quit() -> [Step; 2] {
+    [code_of("QUIT", "221"), Step::Closed]
+}
+
+const BAD_SEQUENCE: &str = "503 Bad sequence of commands\r\n";
+const SHUTTING_DOWN: &str = "421 4.3.2 emla is shutting down, try again later\r\n";
+
+/// The default service, with a shutdown grace of `grace`.
+fn with_grace(grace: Duration) -> Options {
+    Options {
+        shutdown_grace: grace,
+        ..Options::default()
+    }
+}
+
+/// EHLO and MAIL FROM Anna, then shutdown is signalled.
+fn stop_in_a_transaction() -> Vec<Step> {
+    vec![
+        code_of("EHLO client.example", "250"),
+        code_of(&format!("MAIL FROM:<{ANNA}>"), "250"),
+        Step::Stop,
+    ]
+}
+
+/// A scripted case: its name, the service, and its steps (given the
+/// harness, for limits and the like).
+type Script = (&'static str, Options, fn(&Harness) -> Vec<Step>);
+
+fn scripts() -> Vec<Script> {
+    let tls = Options {
+        tls: true,
+        ..Options::default()
+    };
+    let require_tls = Options {
+        require_tls: true,
+        ..tls
+    };
+    vec![
+        (
+            "greeting_and_ehlo_capabilities_without_tls",
+            Options::default(),
+            |h| {
+                let size = h.svc.policy().limits.max_message_size;
+                let ehlo = format!(
+                    "250-{HOSTNAME} greets client.example\r\n250-SIZE {size}\r\n250-8BITMIME\r\n\
                  250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
-            )
-        );
-        c.expect("HELO client.example", "250").await;
-        c.expect("NOOP", "250").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
+                );
+                let mut s = vec![
+                    says("EHLO client.example", &ehlo),
+                    code_of("HELO client.example", "250"),
+                    code_of("NOOP", "250"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "pipelined_commands_get_their_replies_in_order",
+            Options::default(),
+            |_| {
+                vec![
+                    send(format!(
+                    "EHLO client.example\r\nMAIL FROM:<{ANNA}> SIZE=1000\r\nRCPT TO:<{BORIS}>\r\n\
+                     RCPT TO:<{ARNE}>\r\nRCPT TO:<{BEA}>\r\nRSET\r\nRCPT TO:<{BORIS}>\r\nNOOP\r\n\
+                     QUIT\r\n"
+                )),
+                    then_starts("250-"),
+                    then_says("250 2.1.0 Sender OK\r\n"),
+                    then_says("250 2.1.5 Recipient OK\r\n"),
+                    // Within one authority: the catch-all route refuses it.
+                    then_starts("550 5.7.1 route-denied: route no-internal refuses it"),
+                    then_says("250 2.1.5 Recipient OK\r\n"),
+                    then_code("250"), // RSET
+                    // mailin's own reply, before the handler is asked.
+                    then_says(BAD_SEQUENCE),
+                    then_code("250"), // NOOP
+                    then_code("221"),
+                    Step::Closed,
+                ]
+            },
+        ),
+        (
+            "mail_from_an_unauthorized_domain_is_refused_and_audited",
+            Options::default(),
+            |_| {
+                let mut s = vec![
+                code_of("EHLO client.example", "250"),
+                says(
+                    "MAIL FROM:<someone@nowhere.example>",
+                    "550 5.7.1 unauthorized-domain: sender <someone@nowhere.example> is not in \
+                     a domain of any authority\r\n",
+                ),
+                Step::Audited(1),
+                // No transaction was opened.
+                says(&format!("RCPT TO:<{BORIS}>"), BAD_SEQUENCE),
+                // A recipient no authority owns.
+                code_of(&format!("MAIL FROM:<{ANNA}>"), "250"),
+                starts("RCPT TO:<x@nowhere.example>", "550 5.7.1 unauthorized-domain: recipient"),
+                Step::Audited(2),
+            ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "recipients_beyond_the_limit_get_452_and_rset_clears_them",
+            Options {
+                max_recipients: 2,
+                ..Options::default()
+            },
+            |_| {
+                let too_many =
+                    "452 4.5.3 too-many-recipients: at most 2 recipients per message\r\n";
+                let mut s = vec![
+                    code_of("EHLO client.example", "250"),
+                    code_of(&format!("MAIL FROM:<{ANNA}>"), "250"),
+                    code_of(&format!("RCPT TO:<{BORIS}>"), "250"),
+                    code_of(&format!("RCPT TO:<{CARLA}>"), "250"),
+                    says(&format!("RCPT TO:<{BEA}>"), too_many),
+                    code_of("RSET", "250"),
+                    says(&format!("RCPT TO:<{BEA}>"), BAD_SEQUENCE),
+                    // A new transaction starts with no recipients.
+                    code_of(&format!("MAIL FROM:<{ANNA}>"), "250"),
+                    code_of(&format!("RCPT TO:<{BEA}>"), "250"),
+                    code_of(&format!("RCPT TO:<{BORIS}>"), "250"),
+                    code_of(&format!("RCPT TO:<{CARLA}>"), "452"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "declared_size_above_the_limit_is_refused",
+            Options::default(),
+            |h| {
+                let limit = h.svc.policy().limits.max_message_size;
+                let mut s = vec![
+                    code_of("EHLO client.example", "250"),
+                    starts(
+                        &format!("MAIL FROM:<{ANNA}> SIZE={}", limit + 1),
+                        "552 5.3.4 too-large: declared size",
+                    ),
+                    code_of(&format!("MAIL FROM:<{ANNA}> SIZE={limit}"), "250"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "a_bare_lf_or_cr_after_a_command_closes_the_connection",
+            Options::default(),
+            |_| {
+                vec![
+                    send(b"EHLO client.example\n"),
+                    last("550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n"),
+                    Step::Connect,
+                    send(b"NOOP\rQUIT\r\n"),
+                    last("550 5.5.2 smuggling: bare CR received; lines must end with CRLF\r\n"),
+                ]
+            },
+        ),
+        (
+            "an_over_long_command_line_gets_500_and_the_session_goes_on",
+            Options::default(),
+            |_| {
+                let long = format!("NOOP {}", "x".repeat(5000));
+                let mut s = vec![
+                    says(&long, "500 5.5.2 Line too long\r\n"),
+                    // Nothing of the long line is taken for a command.
+                    code_of("EHLO client.example", "250"),
+                    // Pipelined behind a long line, the next command still counts.
+                    send(format!("{long}\r\nNOOP\r\n")),
+                    then_says("500 5.5.2 Line too long\r\n"),
+                    then_code("250"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "a_control_character_in_a_command_is_refused",
+            Options::default(),
+            |_| {
+                let refused = "501 5.5.2 control characters are not allowed in commands\r\n";
+                let mut s = vec![
+                    code_of("EHLO client.example", "250"),
+                    says("NO\0OP", refused),
+                    says("\0", refused),
+                    // Inside an address, where mailin would take it.
+                    says("MAIL FROM:<an\0na@justice.aa.example>", refused),
+                    says("MAIL FROM:<an\x1bna@justice.aa.example>", refused),
+                    code_of("NOOP", "250"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "starttls_is_refused_when_not_offered",
+            Options::default(),
+            |_| {
+                let mut s = vec![
+                    code_of("EHLO client.example", "250"),
+                    says("STARTTLS", BAD_SEQUENCE),
+                    // Still plain text, still usable.
+                    code_of(&format!("MAIL FROM:<{ANNA}>"), "250"),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "with_require_tls_mail_before_starttls_gets_530",
+            require_tls,
+            |_| {
+                let mut s = vec![
+                    code_of("EHLO client.example", "250"),
+                    says(
+                        &format!("MAIL FROM:<{ANNA}>"),
+                        "530 5.7.0 Must issue a STARTTLS command first\r\n",
+                    ),
+                    says(&format!("RCPT TO:<{BORIS}>"), BAD_SEQUENCE),
+                ];
+                s.extend(quit());
+                s
+            },
+        ),
+        (
+            "shutdown_closes_a_session_idle_at_the_prompt_with_421",
+            Options::default(),
+            |_| {
+                vec![
+                    code_of("EHLO client.example", "250"),
+                    Step::Stop,
+                    last(SHUTTING_DOWN),
+                ]
+            },
+        ),
+        (
+            "shutdown_lets_an_open_transaction_finish_within_the_grace",
+            with_grace(Duration::from_secs(3)),
+            |_| {
+                let mut s = stop_in_a_transaction();
+                s.extend([
+                    code_of(&format!("RCPT TO:<{BORIS}>"), "250"),
+                    code_of("DATA", "354"),
+                    send(unsigned_message(ANNA, BORIS)),
+                    starts(".", "550 5.7.1 unsigned: "),
+                    // The transaction over, the session is closed at once.
+                    last(SHUTTING_DOWN),
+                ]);
+                s
+            },
+        ),
+        (
+            "shutdown_aborts_a_transaction_still_open_after_the_grace",
+            with_grace(Duration::from_millis(300)),
+            |_| {
+                let mut s = stop_in_a_transaction();
+                s.push(last(
+                    "421 4.3.2 emla is shutting down, transaction aborted\r\n",
+                ));
+                s
+            },
+        ),
+        (
+            "a_silent_client_is_closed_with_421_after_the_command_timeout",
+            Options {
+                command_timeout: Duration::from_millis(300),
+                ..Options::default()
+            },
+            |_| vec![last("421 4.4.2 idle too long, closing connection\r\n")],
+        ),
+    ]
+}
+
+/// Runs `steps` on a fresh connection to `h`; `case` and the step's number
+/// name a failure.
+async fn run_script(h: &Harness, case: &str, steps: Vec<Step>) {
+    let before = h.audit_count().await;
+    let mut c = Some(h.connect().await);
+    for (i, step) in steps.into_iter().enumerate() {
+        let at = format!("{case}, step {i}");
+        let closed = format!("{at}: the connection was closed");
+        match step {
+            Step::Send(bytes) => c.as_mut().expect(&closed).send(&bytes).await,
+            Step::Command(line, want) => {
+                let reply = c.as_mut().expect(&closed).command(&line).await;
+                want.check(&reply, &format!("{at}: {line:?}"));
+            }
+            Step::Reply(want) => {
+                let reply = c.as_mut().expect(&closed).reply().await;
+                want.check(&reply, &at);
+            }
+            Step::Closed => c.take().expect(&closed).expect_closed().await,
+            Step::Last(reply) => {
+                let mut last = c.take().expect(&closed);
+                Want::Is(reply).check(&last.reply().await, &at);
+                last.expect_closed().await;
+            }
+            Step::Connect => {
+                assert!(c.is_none(), "{at}: the last connection is still open");
+                c = Some(h.connect().await);
+            }
+            Step::Stop => {
+                h.stop.send_replace(true);
+            }
+            Step::Audited(n) => assert_eq!(h.audit_count().await, before + n, "{at}"),
+        }
+    }
+    assert!(
+        c.is_none(),
+        "{case}: the script ends with the connection open"
+    );
+}
+
+#[tokio::test]
+async fn scripted_conversations() {
+    for (case, opts, script) in scripts() {
+        tokio::time::timeout(BOUND, async {
+            let h = Harness::new(opts).await;
+            run_script(&h, case, script(&h)).await;
+        })
+        .await
+        .unwrap_or_else(|_| panic!("{case}: the conversation did not finish in time"));
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Conversations that look further: the store, TLS, a hang-up
+// ---------------------------------------------------------------------------
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
+    /// EHLO, MAIL FROM Anna, RCPT TO Boris and DATA, each as it should be.
+    async fn open_data(&mut self) {
+        self.expect("EHLO client.example", "250").await;
+        self.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        self.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        self.expect("DATA", "354").await;
+    }
 }
 
 #[tokio::test]
 async fn ehlo_offers_starttls_only_when_tls_is_configured() {
     bounded(async {
-        let h = Harness::new(Options {
+        let (_h, mut c) = Harness::connected(Options {
             tls: true,
             ..Options::default()
         })
         .await;
-        let mut c = h.connect().await;
         let ehlo = c.command("EHLO client.example").await;
         assert!(ehlo.contains("\r\n250-PIPELINING\r\n"), "{ehlo}");
         assert!(ehlo.ends_with("\r\n250 STARTTLS\r\n"), "{ehlo}");
         assert!(ehlo.contains("250-SIZE "), "{ehlo}");
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn pipelined_commands_get_their_replies_in_order() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.send(
-            format!(
-                "EHLO client.example\r\nMAIL FROM:<{ANNA}> SIZE=1000\r\nRCPT TO:<{BORIS}>\r\n\
-                 RCPT TO:<{ARNE}>\r\nRCPT TO:<{BEA}>\r\nRSET\r\nRCPT TO:<{BORIS}>\r\nNOOP\r\nQUIT\r\n"
-            )
-            .as_bytes(),
-        )
-        .await;
-        let ehlo = c.reply().await;
-        assert!(ehlo.starts_with("250-"), "{ehlo}");
-        assert_eq!(c.reply().await, "250 2.1.0 Sender OK\r\n");
-        assert_eq!(c.reply().await, "250 2.1.5 Recipient OK\r\n");
-        // Within one authority: the catch-all route refuses it.
-        let internal = c.reply().await;
-        assert!(
-            internal.starts_with("550 5.7.1 route-denied: route no-internal refuses it"),
-            "{internal}"
-        );
-        assert_eq!(c.reply().await, "250 2.1.5 Recipient OK\r\n");
-        assert_eq!(code(&c.reply().await), "250"); // RSET
-        // mailin's own reply, before the handler is asked.
-        assert_eq!(c.reply().await, "503 Bad sequence of commands\r\n");
-        assert_eq!(code(&c.reply().await), "250"); // NOOP
-        assert_eq!(code(&c.reply().await), "221");
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn mail_from_an_unauthorized_domain_is_refused_and_audited() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let before = h.audit_count().await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        let r = c.command("MAIL FROM:<someone@nowhere.example>").await;
-        assert_eq!(
-            r,
-            "550 5.7.1 unauthorized-domain: sender <someone@nowhere.example> is not in a domain \
-             of any authority\r\n"
-        );
-        assert_eq!(h.audit_count().await, before + 1);
-        // No transaction was opened.
-        assert_eq!(
-            c.command(&format!("RCPT TO:<{BORIS}>")).await,
-            "503 Bad sequence of commands\r\n"
-        );
-        // A recipient no authority owns.
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        let r = c.command("RCPT TO:<x@nowhere.example>").await;
-        assert!(
-            r.starts_with("550 5.7.1 unauthorized-domain: recipient"),
-            "{r}"
-        );
-        assert_eq!(h.audit_count().await, before + 2);
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn recipients_beyond_the_limit_get_452_and_rset_clears_them() {
-    bounded(async {
-        let h = Harness::new(Options {
-            max_recipients: 2,
-            ..Options::default()
-        })
-        .await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{CARLA}>"), "250").await;
-        assert_eq!(
-            c.command(&format!("RCPT TO:<{BEA}>")).await,
-            "452 4.5.3 too-many-recipients: at most 2 recipients per message\r\n"
-        );
-        c.expect("RSET", "250").await;
-        assert_eq!(
-            c.command(&format!("RCPT TO:<{BEA}>")).await,
-            "503 Bad sequence of commands\r\n"
-        );
-        // A new transaction starts with no recipients.
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BEA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{CARLA}>"), "452").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn declared_size_above_the_limit_is_refused() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let limit = h.svc.policy().limits.max_message_size;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        let r = c
-            .command(&format!("MAIL FROM:<{ANNA}> SIZE={}", limit + 1))
-            .await;
-        assert!(r.starts_with("552 5.3.4 too-large: declared size"), "{r}");
-        c.expect(&format!("MAIL FROM:<{ANNA}> SIZE={limit}"), "250")
-            .await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn an_unsigned_message_is_received_then_refused() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
-        c.send(unsigned_message(ANNA, BORIS).as_bytes()).await;
-        let r = c.command(".").await;
-        assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
-        let (messages, _, queued) = h.svc.store.counts().await.unwrap();
-        assert_eq!((messages, queued), (1, 0));
-        // The session goes on.
-        c.expect("NOOP", "250").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_bare_lf_in_data_is_smuggling_and_closes_the_connection() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let before = h.audit_count().await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
-        // The classic smuggling payload: `\n.\r\n` ends nothing here.
-        c.send(b"Subject: a\r\n\r\nfirst\n.\r\nMAIL FROM:<x@y.example>\r\n")
-            .await;
-        let r = c.reply().await;
-        assert_eq!(
-            r,
-            "550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n"
-        );
-        c.expect_closed().await;
-        assert_eq!(h.audit_count().await, before + 1);
-        assert_eq!(
-            h.svc.store.counts().await.unwrap().0,
-            0,
-            "no message record"
-        );
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_bare_lf_or_cr_after_a_command_closes_the_connection() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.send(b"EHLO client.example\n").await;
-        c.expect_last("550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n")
-            .await;
-
-        let mut c = h.connect().await;
-        c.send(b"NOOP\rQUIT\r\n").await;
-        c.expect_last("550 5.5.2 smuggling: bare CR received; lines must end with CRLF\r\n")
-            .await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn an_over_long_command_line_gets_500_and_the_session_goes_on() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        let long = format!("NOOP {}", "x".repeat(5000));
-        assert_eq!(c.command(&long).await, "500 5.5.2 Line too long\r\n");
-        // Nothing of the long line is taken for a command.
-        c.expect("EHLO client.example", "250").await;
-        // Pipelined behind a long line, the next command still counts.
-        c.send(format!("{long}\r\nNOOP\r\n").as_bytes()).await;
-        assert_eq!(c.reply().await, "500 5.5.2 Line too long\r\n");
-        assert_eq!(code(&c.reply().await), "250");
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_control_character_in_a_command_is_refused() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        let refused = "501 5.5.2 control characters are not allowed in commands\r\n";
-        assert_eq!(c.command("NO\0OP").await, refused);
-        assert_eq!(c.command("\0").await, refused);
-        // Inside an address, where mailin would take it.
-        assert_eq!(
-            c.command("MAIL FROM:<an\0na@justice.aa.example>").await,
-            refused
-        );
-        assert_eq!(
-            c.command("MAIL FROM:<an\x1bna@justice.aa.example>").await,
-            refused
-        );
-        c.expect("NOOP", "250").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn starttls_is_refused_when_not_offered() {
-    bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        assert_eq!(
-            c.command("STARTTLS").await,
-            "503 Bad sequence of commands\r\n"
-        );
-        // Still plain text, still usable.
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn with_require_tls_mail_before_starttls_gets_530() {
-    bounded(async {
-        let h = Harness::new(Options {
-            tls: true,
-            require_tls: true,
-            ..Options::default()
-        })
-        .await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        assert_eq!(
-            c.command(&format!("MAIL FROM:<{ANNA}>")).await,
-            "530 5.7.0 Must issue a STARTTLS command first\r\n"
-        );
-        assert_eq!(
-            c.command(&format!("RCPT TO:<{BORIS}>")).await,
-            "503 Bad sequence of commands\r\n"
-        );
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
+        c.quit().await;
     })
     .await;
 }
@@ -547,13 +684,12 @@ async fn with_require_tls_mail_before_starttls_gets_530() {
 #[tokio::test]
 async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
     bounded(async {
-        let h = Harness::new(Options {
+        let (h, mut c) = Harness::connected(Options {
             tls: true,
             require_tls: true,
             ..Options::default()
         })
         .await;
-        let mut c = h.connect().await;
         c.expect("EHLO client.example", "250").await;
         // An injected command behind STARTTLS must not be run after the
         // handshake (CVE-2011-0411 class).
@@ -592,78 +728,50 @@ async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
         );
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("QUIT", "221").await;
-        c.expect_closed().await;
+        c.quit().await;
     })
     .await;
 }
 
 #[tokio::test]
-async fn shutdown_closes_a_session_idle_at_the_prompt_with_421() {
+async fn an_unsigned_message_is_received_then_refused() {
     bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        h.stop.send_replace(true);
-        c.expect_last("421 4.3.2 emla is shutting down, try again later\r\n")
-            .await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn shutdown_lets_an_open_transaction_finish_within_the_grace() {
-    bounded(async {
-        let h = Harness::new(Options {
-            shutdown_grace: Duration::from_secs(3),
-            ..Options::default()
-        })
-        .await;
-        let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        h.stop.send_replace(true);
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
+        let (h, mut c) = Harness::connected(Options::default()).await;
+        c.open_data().await;
         c.send(unsigned_message(ANNA, BORIS).as_bytes()).await;
         let r = c.command(".").await;
         assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
-        // The transaction over, the session is closed at once.
-        c.expect_last("421 4.3.2 emla is shutting down, try again later\r\n")
-            .await;
+        let (messages, _, queued) = h.svc.store.counts().await.unwrap();
+        assert_eq!((messages, queued), (1, 0));
+        // The session goes on.
+        c.expect("NOOP", "250").await;
+        c.quit().await;
     })
     .await;
 }
 
 #[tokio::test]
-async fn shutdown_aborts_a_transaction_still_open_after_the_grace() {
+async fn a_bare_lf_in_data_is_smuggling_and_closes_the_connection() {
     bounded(async {
-        let h = Harness::new(Options {
-            shutdown_grace: Duration::from_millis(300),
-            ..Options::default()
-        })
-        .await;
+        let h = Harness::new(Options::default()).await;
+        let before = h.audit_count().await;
         let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        h.stop.send_replace(true);
-        c.expect_last("421 4.3.2 emla is shutting down, transaction aborted\r\n")
+        c.open_data().await;
+        // The classic smuggling payload: `\n.\r\n` ends nothing here.
+        c.send(b"Subject: a\r\n\r\nfirst\n.\r\nMAIL FROM:<x@y.example>\r\n")
             .await;
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn a_silent_client_is_closed_with_421_after_the_command_timeout() {
-    bounded(async {
-        let h = Harness::new(Options {
-            command_timeout: Duration::from_millis(300),
-            ..Options::default()
-        })
-        .await;
-        let c = h.connect().await;
-        c.expect_last("421 4.4.2 idle too long, closing connection\r\n")
-            .await;
+        let r = c.reply().await;
+        assert_eq!(
+            r,
+            "550 5.5.2 smuggling: bare LF received; lines must end with CRLF\r\n"
+        );
+        c.expect_closed().await;
+        assert_eq!(h.audit_count().await, before + 1);
+        assert_eq!(
+            h.svc.store.counts().await.unwrap().0,
+            0,
+            "no message record"
+        );
     })
     .await;
 }
@@ -671,8 +779,7 @@ async fn a_silent_client_is_closed_with_421_after_the_command_timeout() {
 #[tokio::test]
 async fn a_client_that_hangs_up_ends_the_session() {
     bounded(async {
-        let h = Harness::new(Options::default()).await;
-        let mut c = h.connect().await;
+        let (_h, mut c) = Harness::connected(Options::default()).await;
         c.expect("EHLO client.example", "250").await;
         c.send(format!("MAIL FROM:<{ANNA}>\r\n").as_bytes()).await;
         let Client { io, session } = c;

@@ -363,8 +363,12 @@ pub enum RouteAction {
     Reject,
 }
 
-/// Delivery lane; the urgent lane has a shorter queue lifetime.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+/// Delivery lane; the urgent lane has a shorter queue lifetime. Queue rows
+/// and audit records name it as [`Lane::as_str`] does.
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
 pub enum Lane {
     /// Ordinary requests.
     Normal,

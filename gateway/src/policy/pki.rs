@@ -11,8 +11,7 @@ use std::sync::Arc;
 
 use der::oid::AssociatedOid;
 use der::{Decode, Encode};
-use rustls_pki_types::pem::PemObject;
-use rustls_pki_types::{CertificateDer, CertificateRevocationListDer, TrustAnchor};
+use rustls_pki_types::{CertificateDer, TrustAnchor};
 use x509_cert::ext::pkix::{BasicConstraints, KeyUsage};
 use x509_cert::name::Name;
 use x509_cert::Certificate;
@@ -20,6 +19,7 @@ use x509_cert::Certificate;
 use super::files::{io_reason, At, FileSet, Source};
 use super::{Crl, Diagnostic};
 use crate::clock::EvalTime;
+use crate::pem::PemError;
 
 /// File name extensions taken from a directory of certificates.
 const CERT_EXTS: &[&str] = &["pem", "crt", "cer", "der"];
@@ -178,20 +178,20 @@ impl Ctx<'_> {
                 let Some(bytes) = self.read(key, &entry, span, files, diags) else {
                     continue;
                 };
-                let ders = match decode::<CertificateDer<'static>>(&bytes) {
-                    Ok(d) if !d.is_empty() => d,
-                    Ok(_) => {
-                        diags.push(
-                            self.src
-                                .diag(span, format!("{:?} holds no certificate", entry.shown)),
-                        );
-                        continue;
-                    }
-                    Err(e) => {
+                let ders = match crate::pem::certificates(&bytes) {
+                    Ok(d) => d,
+                    Err(PemError::Syntax(e)) => {
                         diags.push(self.src.diag(
                             span,
                             format!("cannot parse certificate in {:?}: {e}", entry.shown),
                         ));
+                        continue;
+                    }
+                    Err(_) => {
+                        diags.push(
+                            self.src
+                                .diag(span, format!("{:?} holds no certificate", entry.shown)),
+                        );
                         continue;
                     }
                 };
@@ -212,7 +212,7 @@ impl Ctx<'_> {
         &self,
         role: Role,
         shown: &str,
-        der: Vec<u8>,
+        der: CertificateDer<'static>,
         span: &Range<usize>,
         diags: &mut Vec<Diagnostic>,
         notes: &mut Vec<Diagnostic>,
@@ -281,7 +281,6 @@ impl Ctx<'_> {
             ));
             ok = false;
         }
-        let der = CertificateDer::from(der);
         let usable = match role {
             Role::Anchor => webpki::anchor_from_trusted_cert(&der).map(|_| ()),
             Role::Intermediate => webpki::EndEntityCert::try_from(&der).map(|_| ()),
@@ -330,22 +329,25 @@ impl Ctx<'_> {
                     continue;
                 };
                 let shown = &entry.shown;
-                let ders = match decode::<CertificateRevocationListDer<'static>>(&bytes) {
-                    Ok(d) if !d.is_empty() => d,
-                    Ok(_) => {
-                        diags.push(self.src.diag(span, format!("{shown:?} holds no CRL")));
-                        continue;
-                    }
-                    Err(e) => {
+                let ders = match crate::pem::crls(&bytes) {
+                    Ok(d) => d,
+                    Err(PemError::Syntax(e)) => {
                         diags.push(
                             self.src
                                 .diag(span, format!("cannot parse CRL in {shown:?}: {e}")),
                         );
                         continue;
                     }
+                    Err(_) => {
+                        diags.push(self.src.diag(span, format!("{shown:?} holds no CRL")));
+                        continue;
+                    }
                 };
                 for der in ders {
-                    let crl = match Crl::parse(der, self.dir.join(shown).display().to_string()) {
+                    let crl = match Crl::parse(
+                        der.to_vec(),
+                        self.dir.join(shown).display().to_string(),
+                    ) {
                         Ok(c) => c,
                         Err(e) => {
                             diags.push(
@@ -402,7 +404,7 @@ impl Ctx<'_> {
             path: self.dir.join(&written.0),
         };
         let bytes = self.read("ca_file", &entry, &written.1, files, diags)?;
-        let found = match decode::<CertificateDer<'static>>(&bytes) {
+        let found = match crate::pem::certificates(&bytes) {
             Ok(ders) => ders
                 .iter()
                 .filter(|d| Certificate::from_der(d).is_ok())
@@ -425,23 +427,6 @@ pub(super) fn trust_anchor(ca: &CaCert) -> Option<TrustAnchor<'static>> {
     webpki::anchor_from_trusted_cert(&ca.der)
         .ok()
         .map(|a| a.to_owned())
-}
-
-/// The DER items of type `T` in a PEM file, or the whole file when it is
-/// DER (starts with a SEQUENCE tag).
-fn decode<T>(bytes: &[u8]) -> Result<Vec<Vec<u8>>, String>
-where
-    T: PemObject + AsRef<[u8]>,
-{
-    if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-        T::pem_slice_iter(bytes)
-            .map(|item| item.map(|t| t.as_ref().to_vec()).map_err(|e| e.to_string()))
-            .collect()
-    } else if bytes.first() == Some(&0x30) {
-        Ok(vec![bytes.to_vec()])
-    } else {
-        Ok(Vec::new())
-    }
 }
 
 /// Whether the certificate has basicConstraints with cA set.

@@ -18,10 +18,11 @@ use serde_json::{json, Value};
 use super::build::{
     self as receipt, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary,
 };
-use crate::policy::{Authority, Policy, ReceiptKind};
+use crate::policy::{Authority, Lane, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::SigningIdentity;
-use crate::store::{AuditEvent, AuditKind, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
+use crate::store::payload::ReceiptQueued;
+use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
 
 /// What the receipts of an accepted message repeat about it.
 #[derive(Clone, Debug)]
@@ -165,7 +166,7 @@ pub fn gateway_message(
         next_hop: format!("{}:{}", authority.next_hop.host, authority.next_hop.port),
         authority: authority.id.clone(),
         route: route.to_owned(),
-        lane: "normal".into(),
+        lane: Lane::Normal,
         recipients: vec![to.to_owned()],
     };
     (message, queue)
@@ -239,17 +240,16 @@ fn outgoing(
         "receipt",
         o.case_ref,
     );
-    let event = AuditEvent {
-        kind: AuditKind::ReceiptQueued,
-        message_id: Some(o.id.to_owned()),
-        data: json!({
-            "receipt": kind,
-            "receipt_id": message.id,
-            "to": o.sender,
-            "sha256": message.sha256,
-            "signed_by": identity.subject(),
-        }),
-    };
+    let event = AuditEvent::of(
+        Some(o.id.to_owned()),
+        &ReceiptQueued {
+            receipt: kind.to_owned(),
+            receipt_id: message.id.clone(),
+            to: o.sender.to_owned(),
+            sha256: message.sha256.clone(),
+            signed_by: identity.subject().to_owned(),
+        },
+    );
     Outgoing {
         message,
         queue,

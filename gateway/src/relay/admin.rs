@@ -173,7 +173,7 @@ async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
         row.next_hop,
         row.authority,
         row.route,
-        row.lane,
+        row.lane.as_str(),
         row.recipients.join(", "),
         time_text(Some(row.created_at)),
         row.attempts,

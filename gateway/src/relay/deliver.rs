@@ -419,20 +419,13 @@ fn tls_parameters(host: &str, mode: &TlsMode) -> Result<TlsParameters, String> {
         TlsMode::Required {
             ca_file: Some(path),
         } => {
-            let pem = std::fs::read(path)
-                .map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))?;
+            let certs = crate::pem::read_certificates(path).map_err(|e| format!("CA file {e}"))?;
             let mut b =
                 builder.certificate_store(lettre::transport::smtp::client::CertificateStore::None);
-            let mut found = 0;
-            for cert in rustls_pemfile::certs(&mut pem.as_slice()) {
-                let cert = cert.map_err(|e| format!("CA file {}: {e}", path.display()))?;
+            for cert in certs {
                 let cert = Certificate::from_der(cert.to_vec())
                     .map_err(|e| format!("CA file {}: {e}", path.display()))?;
                 b = b.add_root_certificate(cert);
-                found += 1;
-            }
-            if found == 0 {
-                return Err(format!("CA file {} holds no certificate", path.display()));
             }
             b
         }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::pool::Pool;
 use crate::config::RelayConfig;
-use crate::policy::{CurrentPolicy, Lane, NextHop, Policy};
+use crate::policy::{CurrentPolicy, NextHop, Policy};
 use crate::receipts::build::{DeliveryOutcome, Failure};
 use crate::receipts::notify::{self, Original};
 use crate::store::{
@@ -311,17 +311,22 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
     .into_bytes()
 }
 
-/// Records one attempt: the audit record and the entry's new state, in one
-/// transaction.
-async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
-    let Attempt {
-        entry,
-        ref hop,
-        ref tls,
-        started,
-        ..
-    } = *attempt;
-    let now = crate::store::now_ms();
+/// What an attempt makes of its queue entry.
+struct NextState {
+    status: QueueStatus,
+    next_attempt_at: i64,
+    /// Failed because the queue lifetime ran out.
+    expired: bool,
+    /// The first recipient's error (with the lifetime, when expired).
+    error: Option<String>,
+    /// The recipients to try again.
+    deferred: Vec<String>,
+}
+
+/// The entry's state after `outcomes` at `now`: delivered (or failed)
+/// when no recipient is deferred, failed when the queue lifetime has run
+/// out, queued for the retry delay otherwise.
+fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i64) -> NextState {
     let delivered = outcomes
         .iter()
         .filter(|o| matches!(o, RcptOutcome::Delivered { .. }))
@@ -329,11 +334,11 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     let deferred: Vec<String> = entry
         .recipients
         .iter()
-        .zip(&outcomes)
+        .zip(outcomes)
         .filter(|(_, o)| matches!(o, RcptOutcome::Deferred { .. }))
         .map(|(r, _)| r.clone())
         .collect();
-    let lane = Lane::parse(&entry.lane);
+    let lane = entry.lane;
     let lifetime = policy.relay.lifetime(lane);
     let expires_at = entry.created_at_ms + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let failures = u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX);
@@ -367,6 +372,33 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     } else {
         error
     };
+    NextState {
+        status,
+        next_attempt_at,
+        expired,
+        error,
+        deferred,
+    }
+}
+
+/// Records one attempt: the audit record and the entry's new state, in one
+/// transaction.
+async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
+    let Attempt {
+        entry,
+        ref hop,
+        ref tls,
+        started,
+        ..
+    } = *attempt;
+    let now = crate::store::now_ms();
+    let NextState {
+        status,
+        next_attempt_at,
+        expired,
+        error,
+        deferred,
+    } = next_state(policy, entry, &outcomes, now);
     let kind = match status {
         QueueStatus::Delivered => AuditKind::RelayDelivered,
         QueueStatus::Failed => AuditKind::RelayFailed,
@@ -378,7 +410,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         next_hop: Some(hop.clone()),
         authority: Some(entry.authority.clone()),
         route: Some(entry.route.clone()),
-        lane: Some(entry.lane.clone()),
+        lane: Some(entry.lane),
         instance: Some(gw.config.instance_id.clone()),
         tls: tls.as_ref().map(TlsReport::to_record),
         recipients: entry

@@ -26,7 +26,8 @@ use tokio::sync::{watch, Notify};
 use crate::clock::EvalTime;
 use crate::config::RevocationConfig;
 use crate::policy::Policy;
-use crate::store::{AuditEvent, AuditKind, Store};
+use crate::store::payload::{CrlFetchFailed, CrlUpdated, OcspFetchFailed, OcspUpdated};
+use crate::store::{AuditEvent, Store};
 use crate::trust::http::{Http, HttpLimits};
 use crate::trust::ocsp;
 use crate::trust::revocation::{CertStatus, Crl, OcspAnswer, RevocationSet, Want, CLOCK_SKEW_SECS};
@@ -256,19 +257,20 @@ impl Revocation {
                     EvalTime::from_unix(crl.this_update).to_rfc3339(),
                     EvalTime::from_unix(crl.next_update).to_rfc3339()
                 );
-                let event = changed.then(|| AuditEvent {
-                    kind: AuditKind::CrlUpdated,
-                    message_id: None,
-                    data: serde_json::json!({
-                        "url": url,
-                        "authorities": authorities,
-                        "issuer": crl.issuer_text,
-                        "sha256": crl.sha256,
-                        "previous": previous,
-                        "crl_number": crl.number.as_ref().map(hex::encode),
-                        "this_update": EvalTime::from_unix(crl.this_update).to_rfc3339(),
-                        "next_update": EvalTime::from_unix(crl.next_update).to_rfc3339(),
-                    }),
+                let event = changed.then(|| {
+                    AuditEvent::of(
+                        None,
+                        &CrlUpdated {
+                            url: url.to_owned(),
+                            authorities,
+                            issuer: crl.issuer_text.clone(),
+                            sha256: crl.sha256.clone(),
+                            previous,
+                            crl_number: crl.number.as_ref().map(hex::encode),
+                            this_update: EvalTime::from_unix(crl.this_update).to_rfc3339(),
+                            next_update: EvalTime::from_unix(crl.next_update).to_rfc3339(),
+                        },
+                    )
                 });
                 let result = if changed { "updated" } else { "unchanged" };
                 (
@@ -285,18 +287,17 @@ impl Revocation {
                 src.last_error = Some(why.clone());
                 src.next_attempt = self.retry_at(now, src.failures);
                 tracing::warn!(%url, error = %why, failures = src.failures, "CRL download failed");
-                let event = AuditEvent {
-                    kind: AuditKind::CrlFetchFailed,
-                    message_id: None,
-                    data: serde_json::json!({
-                        "url": url,
-                        "authorities": authorities,
-                        "error": why,
-                        "failures": src.failures,
-                        "held": src.sha256,
-                        "next_attempt": EvalTime::from_unix(src.next_attempt).to_rfc3339(),
-                    }),
-                };
+                let event = AuditEvent::of(
+                    None,
+                    &CrlFetchFailed {
+                        url: url.to_owned(),
+                        authorities,
+                        error: why.clone(),
+                        failures: src.failures,
+                        held: src.sha256.clone(),
+                        next_attempt: EvalTime::from_unix(src.next_attempt).to_rfc3339(),
+                    },
+                );
                 (
                     FetchOutcome {
                         url: url.to_owned(),
@@ -521,19 +522,18 @@ impl Revocation {
             let (key, held) = (*key, answer.clone());
             self.replace_set(|set| set.put_ocsp(key, held));
             if changed {
-                let event = AuditEvent {
-                    kind: AuditKind::OcspUpdated,
-                    message_id: None,
-                    data: serde_json::json!({
-                        "url": url,
-                        "certificate": cert_sha,
-                        "status": status_name(&answer.status),
-                        "responder": answer.responder,
-                        "sha256": answer.sha256,
-                        "this_update": EvalTime::from_unix(answer.this_update).to_rfc3339(),
-                        "next_update": EvalTime::from_unix(answer.next_update).to_rfc3339(),
-                    }),
-                };
+                let event = AuditEvent::of(
+                    None,
+                    &OcspUpdated {
+                        url: url.to_owned(),
+                        certificate: cert_sha,
+                        status: status_name(&answer.status).to_owned(),
+                        responder: answer.responder.clone(),
+                        sha256: answer.sha256.clone(),
+                        this_update: EvalTime::from_unix(answer.this_update).to_rfc3339(),
+                        next_update: EvalTime::from_unix(answer.next_update).to_rfc3339(),
+                    },
+                );
                 self.audit(store, event).await;
             }
             return true;
@@ -545,16 +545,15 @@ impl Revocation {
             src.failures = src.failures.saturating_add(1);
             src.last_error = Some(why.clone());
             src.next_attempt = self.retry_at(now, src.failures);
-            AuditEvent {
-                kind: AuditKind::OcspFetchFailed,
-                message_id: None,
-                data: serde_json::json!({
-                    "urls": urls,
-                    "certificate": src.cert,
-                    "error": why,
-                    "failures": src.failures,
-                }),
-            }
+            AuditEvent::of(
+                None,
+                &OcspFetchFailed {
+                    urls: urls.clone(),
+                    certificate: src.cert.clone(),
+                    error: why.clone(),
+                    failures: src.failures,
+                },
+            )
         };
         tracing::warn!(error = %why, "OCSP request failed");
         self.audit(store, event).await;

@@ -19,7 +19,8 @@ use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::{self, CurrentPolicy, Policy};
 use crate::revocation::Revocation;
-use crate::store::{AuditEvent, AuditKind, Store};
+use crate::store::payload::{PolicyReloadFailed, PolicyReloaded};
+use crate::store::{AuditEvent, Store};
 
 /// What the root itself (reloads, the control socket) works with.
 pub struct Shared {
@@ -43,11 +44,13 @@ impl Shared {
                 let version = p.version.clone();
                 // Recorded before it is in force: every decision made under
                 // it comes after this record in the chain.
-                self.audit(AuditEvent {
-                    kind: AuditKind::PolicyReloaded,
-                    message_id: None,
-                    data: serde_json::json!({"previous": old, "version": version}),
-                })
+                self.audit(AuditEvent::of(
+                    None,
+                    &PolicyReloaded {
+                        previous: old,
+                        version: version.clone(),
+                    },
+                ))
                 .await;
                 self.policy.replace(p);
                 tracing::info!(%version, "policy reloaded");
@@ -58,11 +61,13 @@ impl Shared {
             Err(diags) => {
                 let problems: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
                 tracing::error!(problems = ?problems, "policy reload failed; keeping version {old}");
-                self.audit(AuditEvent {
-                    kind: AuditKind::PolicyReloadFailed,
-                    message_id: None,
-                    data: serde_json::json!({"kept": old, "problems": problems}),
-                })
+                self.audit(AuditEvent::of(
+                    None,
+                    &PolicyReloadFailed {
+                        kept: old,
+                        problems: problems.clone(),
+                    },
+                ))
                 .await;
                 Err(problems)
             }

@@ -102,8 +102,12 @@ impl SigningIdentity {
         key_pem: &[u8],
         cert_name: &str,
     ) -> Result<SigningIdentity, (PemFile, String)> {
-        let chain = parse_cert_pem(cert_pem).map_err(|e| (PemFile::Cert, e))?;
-        let key = parse_key_pem(key_pem).map_err(|e| (PemFile::Key, e))?;
+        let chain = crate::pem::certificates(cert_pem)
+            .map_err(|e| (PemFile::Cert, e.to_string()))?
+            .into_iter()
+            .map(|c| c.to_vec())
+            .collect();
+        let key = crate::pem::private_key(key_pem).map_err(|e| (PemFile::Key, e.to_string()))?;
         Self::from_der(chain, key, cert_name).map_err(|e| match e {
             LoadError::Cert(e) => (PemFile::Cert, e),
             LoadError::Key(e) => (PemFile::Key, e),
@@ -436,33 +440,6 @@ pub fn base64_lines(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Every `CERTIFICATE` in a PEM file, in order.
-fn parse_cert_pem(pem: &[u8]) -> Result<Vec<Vec<u8>>, String> {
-    let certs = rustls_pemfile::certs(&mut &pem[..])
-        .map(|c| c.map(|c| c.as_ref().to_vec()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| format!("unreadable PEM: {e}"))?;
-    if certs.is_empty() {
-        return Err("no CERTIFICATE found in the PEM file".into());
-    }
-    Ok(certs)
-}
-
-/// The first private key of a PEM file.
-fn parse_key_pem(pem: &[u8]) -> Result<PrivateKeyDer<'static>, String> {
-    if memchr::memmem::find(pem, b"-----BEGIN ENCRYPTED PRIVATE KEY-----").is_some() {
-        return Err("the private key is encrypted; an unencrypted key is required".into());
-    }
-    match rustls_pemfile::private_key(&mut &pem[..]) {
-        Ok(Some(k)) => Ok(k),
-        Ok(None) => Err(
-            "no private key found (expected PEM \"PRIVATE KEY\", \"RSA PRIVATE KEY\" or \"EC PRIVATE KEY\")"
-                .into(),
-        ),
-        Err(e) => Err(format!("unreadable PEM: {e}")),
-    }
-}
-
 /// The SEC1 ECPrivateKey inside a PKCS#8 PrivateKeyInfo for an EC key.
 fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<&[u8], LoadError> {
     let bad = |what: &str| LoadError::Key(format!("malformed PKCS#8 private key: {what}"));
@@ -577,23 +554,6 @@ mod tests {
         assert_eq!(&time_der(t)[2..], b"260101000000Z");
         let t = UNIX_EPOCH + Duration::from_secs(2_556_144_000); // 2051-01-01
         assert_eq!(time_der(t)[0], 0x18);
-    }
-
-    #[test]
-    fn pem_problems_are_named() {
-        assert!(parse_cert_pem(b"nothing")
-            .unwrap_err()
-            .contains("no CERTIFICATE"));
-        assert!(
-            parse_key_pem(b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n")
-                .unwrap_err()
-                .contains("no private key")
-        );
-        assert!(parse_key_pem(
-            b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n"
-        )
-        .unwrap_err()
-        .contains("encrypted"));
     }
 
     #[test]

@@ -237,32 +237,7 @@ pub fn signature_alg(
             DigestAlg::Sha384 => alg::RSA_PSS_2048_8192_SHA384_LEGACY_KEY,
             DigestAlg::Sha512 => alg::RSA_PSS_2048_8192_SHA512_LEGACY_KEY,
         },
-        KeyAlg::RsaPss { .. } if rsa_pss => {
-            let hash = pss_hash_checked()?;
-            match pss::key_params(&cert.spki_alg) {
-                KeyParams::Unsupported => {
-                    return Err(AlgError::Weak(format!(
-                        "the signer's key is {}; only id-RSASSA-PSS keys without parameters \
-                         or with the RFC 4055 parameters of SHA-256, SHA-384 or SHA-512 are supported",
-                        algorithm_name(&cert.spki_alg)
-                    )))
-                }
-                KeyParams::Only(h) if h != hash => {
-                    return Err(AlgError::Mismatch(format!(
-                        "the signer's key is restricted to RSASSA-PSS with {}, \
-                         but the signature uses RSASSA-PSS with {}",
-                        h.name(),
-                        hash.name()
-                    )))
-                }
-                _ => pss::for_key(&cert.spki_alg, hash).ok_or_else(|| {
-                    AlgError::Weak(format!(
-                        "RSASSA-PSS with {} is not supported for the signer's key",
-                        hash.name()
-                    ))
-                })?,
-            }
-        }
+        KeyAlg::RsaPss { .. } if rsa_pss => pss_key_alg(cert, pss_hash_checked()?)?,
         KeyAlg::EcP256 if ecdsa_family => match digest {
             DigestAlg::Sha256 => alg::ECDSA_P256_SHA256,
             DigestAlg::Sha384 => alg::ECDSA_P256_SHA384,
@@ -300,6 +275,35 @@ pub fn signature_alg(
         _ => format!("{}-rsa-pkcs1", digest.name()),
     };
     Ok((chosen, name))
+}
+
+/// The verification algorithm for an RSASSA-PSS signature with `hash` by
+/// an id-RSASSA-PSS key, which its parameters may restrict to one hash.
+fn pss_key_alg(
+    cert: &CertInfo<'_>,
+    hash: DigestAlg,
+) -> Result<&'static dyn SignatureVerificationAlgorithm, AlgError> {
+    match pss::key_params(&cert.spki_alg) {
+        KeyParams::Unsupported => Err(AlgError::Weak(format!(
+            "the signer's key is {}; only id-RSASSA-PSS keys without parameters \
+                 or with the RFC 4055 parameters of SHA-256, SHA-384 or SHA-512 are supported",
+            algorithm_name(&cert.spki_alg)
+        ))),
+        KeyParams::Only(h) if h != hash => Err(AlgError::Mismatch(format!(
+            "the signer's key is restricted to RSASSA-PSS with {}, \
+                 but the signature uses RSASSA-PSS with {}",
+            h.name(),
+            hash.name()
+        ))),
+        _ => pss::for_key(&cert.spki_alg, hash)
+            .map(|k| k as _)
+            .ok_or_else(|| {
+                AlgError::Weak(format!(
+                    "RSASSA-PSS with {} is not supported for the signer's key",
+                    hash.name()
+                ))
+            }),
+    }
 }
 
 /// The hash of the RSASSA-PSS parameters of a SignerInfo, which must be

@@ -15,7 +15,8 @@ use sqlx::sqlite::{
 };
 use sqlx::Row;
 
-use super::chain::{self, AuditRow};
+use super::batch::Batch;
+use super::chain::AuditRow;
 use super::kind::AuditKind;
 use super::recorder::Prepared;
 use super::rows::{AuditRecord, MessageRow, Verdict};
@@ -98,10 +99,36 @@ macro_rules! on_pool {
 
 pub(super) use on_pool;
 
-/// Any sqlx error is the store being unavailable; `what` says what failed.
-pub fn unavailable(what: &str, e: sqlx::Error) -> StoreError {
-    StoreError::Unavailable(format!("{what}: {e}"))
+/// `$ty { col: $r.try_get("col")?, … }` for the fields named after their
+/// columns, then the fields given as `name: value`; one decoding for both
+/// backends' rows.
+macro_rules! from_row {
+    ($r:ident, $ty:ident { $($col:ident),* $(,)? } $(; $($field:ident: $val:expr),* $(,)?)?) => {
+        $ty { $($col: $r.try_get(stringify!($col))?,)* $($($field: $val,)*)? }
+    };
 }
+
+pub(super) use from_row;
+
+/// An [`AuditRow`] from a row of either backend.
+macro_rules! audit_row {
+    ($r:ident) => {
+        Ok(from_row!(
+            $r,
+            AuditRow {
+                seq,
+                at,
+                message_id,
+                kind,
+                data,
+                prev_hash,
+                hash
+            }
+        ))
+    };
+}
+
+pub(super) use audit_row;
 
 impl Db {
     /// Waits for this process's turn to write (SQLite; see [`WriteTurn`]).
@@ -155,7 +182,7 @@ impl Db {
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
         migrated.map_err(|e| match e {
-            sqlx::migrate::MigrateError::Execute(e) => unavailable("running migrations", e),
+            sqlx::migrate::MigrateError::Execute(e) => StoreError::sqlx("running migrations", e),
             other => StoreError::Config(format!("database migrations: {other}")),
         })?;
         Ok(db)
@@ -173,169 +200,13 @@ impl Db {
             let mut prev: String = head.try_get("hash")?;
             let first = seq;
             for rec in batch {
-                for b in &rec.revocation {
-                    sqlx::query(
-                        "INSERT INTO revocation_data (sha256, kind, data, first_used_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
-                    )
-                    .bind(&b.sha256)
-                    .bind(&b.kind)
-                    .bind(&b.der[..])
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
-                for m in rec.message.iter().chain(&rec.outgoing) {
-                    let r = &m.record;
-                    if let Some(data) = &m.body_row {
-                        sqlx::query(
-                            "INSERT INTO bodies (sha256, data) VALUES ($1, $2) \
-                             ON CONFLICT (sha256) DO NOTHING",
-                        )
-                        .bind(&r.sha256)
-                        .bind(&data[..])
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    sqlx::query(
-                        "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
-                         tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
-                         subject, message_id, date, verdict, reason, detail, signers, authority, \
-                         policy_version, body_stored, case_ref) VALUES ($1, $2, $3, $4, $5, $6, \
-                         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-                         $22, $23)",
-                    )
-                    .bind(&r.id)
-                    .bind(r.received_at_ms)
-                    .bind(&r.sha256)
-                    .bind(m.size)
-                    .bind(&r.session.client_ip)
-                    .bind(&r.session.helo)
-                    .bind(&r.session.tls_version)
-                    .bind(&r.session.tls_cipher)
-                    .bind(&r.mail_from)
-                    .bind(&m.rcpt_to_json)
-                    .bind(&r.header_from)
-                    .bind(&r.header_to)
-                    .bind(&r.subject)
-                    .bind(&r.message_id)
-                    .bind(&r.date)
-                    .bind(m.verdict.as_str())
-                    .bind(r.reason.as_str())
-                    .bind(&r.detail)
-                    .bind(&m.signers_json)
-                    .bind(&r.authority)
-                    .bind(&r.policy_version)
-                    .bind(m.body_stored)
-                    .bind(&r.case_ref)
-                    .execute(&mut *tx)
-                    .await?;
-                    for (table, keys) in [
-                        ("message_senders", &m.sender_keys),
-                        ("message_recipients", &m.recipient_keys),
-                    ] {
-                        for key in keys {
-                            sqlx::query(&format!(
-                                "INSERT INTO {table} (address, received_at, message_id) \
-                                 VALUES ($1, $2, $3)"
-                            ))
-                            .bind(key)
-                            .bind(r.received_at_ms)
-                            .bind(&r.id)
-                            .execute(&mut *tx)
-                            .await?;
-                        }
-                    }
-                    for key in &r.signature_keys {
-                        // Two sessions may race with the same message: the
-                        // first key stays, the batch never fails for it.
-                        sqlx::query(
-                            "INSERT INTO accepted_signatures (replay_key, message_id, received_at) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(key)
-                        .bind(&r.id)
-                        .bind(r.received_at_ms)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                    for (sha256, serial) in &m.signer_keys {
-                        sqlx::query(
-                            "INSERT INTO message_signers (sha256, serial, received_at, message_id) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(sha256)
-                        .bind(serial)
-                        .bind(r.received_at_ms)
-                        .bind(&r.id)
-                        .execute(&mut *tx)
-                        .await?;
-                    }
-                }
-                for ev in &rec.events {
-                    seq += 1;
-                    let hash = chain::record_hash(
-                        &prev,
-                        seq,
-                        now_ms,
-                        ev.kind.as_str(),
-                        ev.message_id.as_deref(),
-                        &ev.data_json,
-                    );
-                    sqlx::query(
-                        "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(seq)
-                    .bind(now_ms)
-                    .bind(&ev.message_id)
-                    .bind(ev.kind.as_str())
-                    .bind(&ev.data_json)
-                    .bind(&prev)
-                    .bind(&hash)
-                    .execute(&mut *tx)
-                    .await?;
-                    prev = hash;
-                }
-                for q in &rec.queue {
-                    sqlx::query(
-                        "INSERT INTO queue (message_id, next_hop, authority, route, lane, \
-                         recipients, next_attempt_at, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                    )
-                    .bind(&q.entry.message_id)
-                    .bind(&q.entry.next_hop)
-                    .bind(&q.entry.authority)
-                    .bind(&q.entry.route)
-                    .bind(&q.entry.lane)
-                    .bind(&q.recipients_json)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .execute(&mut *tx)
-                    .await?;
-                }
+                tx.revocation_data(rec, now_ms).await?;
+                tx.messages(rec).await?;
+                tx.events(rec, now_ms, &mut seq, &mut prev).await?;
+                tx.queue(rec, now_ms).await?;
             }
             for rec in batch {
-                for u in &rec.queue_updates {
-                    let sql = super::queue::update_sql(u);
-                    let mut q = sqlx::query(&sql)
-                        .bind(u.status.as_str())
-                        .bind(u.next_attempt_at_ms)
-                        .bind(i64::from(u.attempt.is_some()))
-                        .bind(u.attempt.as_ref().map(|a| a.at_ms))
-                        .bind(u.attempt.as_ref().and_then(|a| a.error.clone()))
-                        .bind(now_ms)
-                        .bind(u.queue_id)
-                        .bind(
-                            u.recipients
-                                .as_ref()
-                                .map(|r| serde_json::to_string(r).unwrap_or_default()),
-                        );
-                    if let Some(h) = &u.holder {
-                        q = q.bind(h.clone());
-                    }
-                    q.execute(&mut *tx).await?;
-                }
+                tx.queue_updates(rec, now_ms).await?;
             }
             if seq != first {
                 sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")
@@ -395,15 +266,7 @@ impl Db {
             .bind(PAGE)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(|r| Ok(AuditRow {
-                seq: r.try_get("seq")?,
-                at: r.try_get("at")?,
-                message_id: r.try_get("message_id")?,
-                kind: r.try_get("kind")?,
-                data: r.try_get("data")?,
-                prev_hash: r.try_get("prev_hash")?,
-                hash: r.try_get("hash")?,
-            })).collect()
+            rows.iter().map(|r| audit_row!(r)).collect()
         })
     }
 
@@ -432,36 +295,15 @@ impl Db {
             .fetch_optional(pool)
             .await?;
             let Some(r) = row else { return Ok(None) };
-            let rcpt: String = r.try_get("rcpt_to")?;
-            let reason: String = r.try_get("reason")?;
-            let verdict: String = r.try_get("verdict")?;
-            Ok(Some(MessageRow {
-                id: r.try_get("id")?,
-                received_at: r.try_get("received_at")?,
-                sha256: r.try_get("sha256")?,
-                size: r.try_get("size")?,
-                client_ip: r.try_get("client_ip")?,
-                helo: r.try_get("helo")?,
-                tls_version: r.try_get("tls_version")?,
-                tls_cipher: r.try_get("tls_cipher")?,
-                mail_from: r.try_get("mail_from")?,
-                rcpt_to: serde_json::from_str(&rcpt).unwrap_or_else(|_| vec![rcpt]),
-                header_from: r.try_get("header_from")?,
-                header_to: r.try_get("header_to")?,
-                subject: r.try_get("subject")?,
-                message_id: r.try_get("message_id")?,
-                date: r.try_get("date")?,
-                verdict: Verdict::parse(&verdict)
-                    .ok_or_else(|| decode("verdict", format!("unknown verdict {verdict:?}")))?,
-                reason: crate::reason::Reason::parse(&reason)
-                    .ok_or_else(|| decode("reason", format!("unknown reason code {reason:?}")))?,
-                detail: r.try_get("detail")?,
+            Ok(Some(from_row!(r, MessageRow {
+                id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher,
+                mail_from, header_from, header_to, subject, message_id, date, detail,
+                authority, policy_version, body_stored, case_ref,
+            }; rcpt_to: addresses(r.try_get("rcpt_to")?),
+                verdict: verdict(r.try_get("verdict")?)?,
+                reason: reason(r.try_get("reason")?)?,
                 signers: parse_json(&r.try_get::<String, _>("signers")?),
-                authority: r.try_get("authority")?,
-                policy_version: r.try_get("policy_version")?,
-                body_stored: r.try_get("body_stored")?,
-                case_ref: r.try_get("case_ref")?,
-            }))
+            )))
         })
     }
 
@@ -505,32 +347,13 @@ impl Db {
                 };
             }
             let rows = query.fetch_all(pool).await?;
-            rows.iter().map(|r| {
-                let rcpt: String = r.try_get("rcpt_to")?;
-                let reason: String = r.try_get("reason")?;
-                let verdict: String = r.try_get("verdict")?;
-                Ok(MessageSummary {
-                    id: r.try_get("id")?,
-                    received_at: r.try_get("received_at")?,
-                    verdict: Verdict::parse(&verdict).ok_or_else(|| {
-                        decode("verdict", format!("unknown verdict {verdict:?}"))
-                    })?,
-                    reason: crate::reason::Reason::parse(&reason).ok_or_else(|| {
-                        decode("reason", format!("unknown reason code {reason:?}"))
-                    })?,
-                    detail: r.try_get("detail")?,
-                    mail_from: r.try_get("mail_from")?,
-                    rcpt_to: serde_json::from_str(&rcpt).unwrap_or_else(|_| vec![rcpt]),
-                    header_from: r.try_get("header_from")?,
-                    header_to: r.try_get("header_to")?,
-                    subject: r.try_get("subject")?,
-                    message_id: r.try_get("message_id")?,
-                    authority: r.try_get("authority")?,
-                    case_ref: r.try_get("case_ref")?,
-                    sha256: r.try_get("sha256")?,
-                    size: r.try_get("size")?,
-                })
-            }).collect()
+            rows.iter().map(|r| Ok(from_row!(r, MessageSummary {
+                id, received_at, detail, mail_from, header_from, header_to, subject, message_id,
+                authority, case_ref, sha256, size,
+            }; rcpt_to: addresses(r.try_get("rcpt_to")?),
+                verdict: verdict(r.try_get("verdict")?)?,
+                reason: reason(r.try_get("reason")?)?,
+            ))).collect()
         })
     }
 
@@ -581,12 +404,30 @@ pub(super) fn decode(column: &str, problem: String) -> sqlx::Error {
     }
 }
 
+/// A verdict column.
+fn verdict(text: String) -> Result<Verdict, sqlx::Error> {
+    Verdict::parse(&text).ok_or_else(|| decode("verdict", format!("unknown verdict {text:?}")))
+}
+
+/// A reason column.
+fn reason(text: String) -> Result<crate::reason::Reason, sqlx::Error> {
+    crate::reason::Reason::parse(&text)
+        .ok_or_else(|| decode("reason", format!("unknown reason code {text:?}")))
+}
+
+/// A column of addresses as a JSON list; other text is one address.
+fn addresses(text: String) -> Vec<String> {
+    serde_json::from_str(&text).unwrap_or_else(|_| vec![text])
+}
+
 /// Parses a JSON column; text that is not JSON (edited by hand) is
 /// returned as a string rather than hidden.
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 
+/// A failed first connection: unavailable unless the URL itself is wrong
+/// (whatever the server answers, the next start may find it up).
 fn connect_error(url: &str, e: sqlx::Error) -> StoreError {
     let shown = redact(url);
     match e {

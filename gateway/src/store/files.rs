@@ -57,13 +57,13 @@ pub fn prepare(data_dir: &Path) -> Result<(), StoreError> {
 /// Returns the file's path. Blocking: run it on a blocking thread.
 pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     let path = body_path(data_dir, sha256).ok_or_else(|| {
-        StoreError::Unavailable(format!(
+        StoreError::Bug(format!(
             "refusing to store a body: sha256 {sha256:?} is not 64 lowercase hex digits"
         ))
     })?;
     let actual = hex::encode(Sha256::digest(bytes));
     if actual != sha256 {
-        return Err(StoreError::Unavailable(format!(
+        return Err(StoreError::Bug(format!(
             "refusing to store a body: its SHA-256 is {actual}, the record says {sha256}"
         )));
     }
@@ -134,7 +134,7 @@ mod tests {
         prepare(dir.path()).unwrap();
         let wrong = hex::encode(Sha256::digest(b"other"));
         let e = store_body(dir.path(), &wrong, b"body").unwrap_err();
-        assert!(matches!(e, StoreError::Unavailable(ref m) if m.contains("SHA-256")));
+        assert!(matches!(e, StoreError::Bug(ref m) if m.contains("SHA-256")));
         assert!(store_body(dir.path(), "../../etc/passwd", b"x").is_err());
         assert!(body_path(dir.path(), &"A".repeat(64)).is_none());
     }

@@ -114,19 +114,15 @@ pub fn hex_key(hex: &str) -> String {
 /// a fingerprint seen twice is kept once.
 pub fn signer_keys(signers: &Value) -> Vec<(String, String)> {
     let mut out: Vec<(String, String)> = Vec::new();
-    for s in signers.as_array().into_iter().flatten() {
-        let Some(sha) = s.get("sha256").and_then(Value::as_str) else {
+    for s in super::rows::list_of::<super::Signer>(signers) {
+        let Some(sha) = s.sha256.as_deref() else {
             continue;
         };
         let sha = hex_key(sha);
         if sha.is_empty() || out.iter().any(|(k, _)| *k == sha) {
             continue;
         }
-        let serial = s
-            .get("serial")
-            .and_then(Value::as_str)
-            .map(hex_key)
-            .unwrap_or_default();
+        let serial = s.serial.as_deref().map(hex_key).unwrap_or_default();
         out.push((sha, serial));
     }
     out

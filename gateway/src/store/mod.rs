@@ -14,12 +14,16 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::BodyStorage;
 use crate::reason::Reason;
+use crate::trust::revocation::Method;
 
+mod batch;
 pub mod chain;
 pub(crate) mod db;
+mod error;
 mod files;
 pub mod index;
 pub mod kind;
+pub mod payload;
 pub mod queue;
 mod recorder;
 pub mod replay;
@@ -27,7 +31,10 @@ pub mod retention;
 pub mod rows;
 pub mod search;
 
+pub use crate::policy::Lane;
+pub use error::StoreError;
 pub use kind::AuditKind;
+pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
@@ -39,27 +46,6 @@ pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 
 use db::Db;
 use recorder::{Counters, Job, Prepared, PreparedEvent, PreparedMessage, PreparedQueue};
-
-/// Why the store could not do what was asked.
-#[derive(Clone, Debug)]
-pub enum StoreError {
-    /// The database or the disk cannot take the write now (down, full,
-    /// read-only): the SMTP client gets `451 4.3.0` and retries.
-    Unavailable(String),
-    /// The configuration (URL, data directory) is unusable.
-    Config(String),
-}
-
-impl std::fmt::Display for StoreError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StoreError::Unavailable(e) => write!(f, "storage unavailable: {e}"),
-            StoreError::Config(e) => write!(f, "storage configuration: {e}"),
-        }
-    }
-}
-
-impl std::error::Error for StoreError {}
 
 /// Facts about the SMTP session a decision was made in.
 #[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -136,8 +122,8 @@ pub struct QueueEntry {
     pub authority: String,
     /// The route that allowed it.
     pub route: String,
-    /// `normal` or `urgent`.
-    pub lane: String,
+    /// The delivery lane.
+    pub lane: Lane,
     /// Recipients at that next hop.
     pub recipients: Vec<String>,
 }
@@ -176,12 +162,15 @@ impl RevocationBlob {
             let (Some(sha256), Some(der)) = (&e.sha256, &e.der) else {
                 continue;
             };
-            if !matches!(e.method, "crl" | "ocsp") || out.iter().any(|b| &b.sha256 == sha256) {
+            let (Method::Crl | Method::Ocsp) = e.method else {
+                continue;
+            };
+            if out.iter().any(|b| &b.sha256 == sha256) {
                 continue;
             }
             out.push(RevocationBlob {
                 sha256: sha256.clone(),
-                kind: e.method.to_string(),
+                kind: e.method.as_str().to_string(),
                 der: der.clone(),
             });
         }
@@ -239,7 +228,7 @@ pub struct StoreStats {
     pub records: u64,
     /// Audit events appended.
     pub events: u64,
-    /// Transactions that failed (their callers got `Unavailable`).
+    /// Transactions that failed (their callers got the error).
     pub failed: u64,
 }
 
@@ -347,12 +336,12 @@ impl Store {
     /// inconsistent (a body whose SHA-256 is not `sha256`, a queue entry for
     /// another message, a line feed in an event message id, a
     /// revocation blob whose SHA-256 is not its name) is refused with
-    /// [`StoreError::Unavailable`] before anything is written.
+    /// [`StoreError::Bug`] before anything is written.
     ///
     /// Revocation blobs go into `revocation_data` in the same transaction;
     /// those this store already committed are skipped.
     pub async fn record(&self, record: Record) -> Result<(), StoreError> {
-        let invalid = |e| StoreError::Unavailable(format!("invalid record: {e}"));
+        let invalid = |e| StoreError::Bug(format!("invalid record: {e}"));
         validate(&record).map_err(invalid)?;
         let Record {
             message,
@@ -369,7 +358,7 @@ impl Store {
             // Hashing a large CRL is CPU work: off the async workers.
             tokio::task::spawn_blocking(move || validate_blobs(&revocation).map(|()| revocation))
                 .await
-                .map_err(|e| StoreError::Unavailable(format!("checking revocation data: {e}")))?
+                .map_err(|e| StoreError::Bug(format!("checking revocation data: {e}")))?
                 .map_err(invalid)?
         };
         let blob_hashes: Vec<String> = revocation.iter().map(|b| b.sha256.clone()).collect();
@@ -456,7 +445,7 @@ impl Store {
             .db
             .revocation_blob(sha256)
             .await
-            .map_err(|e| db::unavailable("reading revocation data", e))
+            .map_err(|e| StoreError::sqlx("reading revocation data", e))
     }
 
     /// Durably appends one audit event (a [`Store::record`] of it alone).
@@ -481,7 +470,7 @@ impl Store {
                 let sha = m.sha256.clone();
                 tokio::task::spawn_blocking(move || files::store_body(&dir, &sha, &body))
                     .await
-                    .map_err(|e| StoreError::Unavailable(format!("writing the body: {e}")))??;
+                    .map_err(|e| StoreError::Bug(format!("writing the body: {e}")))??;
                 true
             }
             None => false,
@@ -508,7 +497,7 @@ impl Store {
     /// last record. Records appended while the walk runs are not checked.
     pub async fn verify_chain(&self) -> Result<ChainCheck, StoreError> {
         let db = &self.inner.db;
-        let read = |e| db::unavailable("reading the audit chain", e);
+        let read = |e| StoreError::sqlx("reading the audit chain", e);
         let (head_seq, head_hash) = db.head().await.map_err(read)?;
         let mut verifier = self.chain_start().await?;
         loop {
@@ -546,7 +535,7 @@ impl Store {
             .db
             .message(id)
             .await
-            .map_err(|e| db::unavailable("reading a message", e))
+            .map_err(|e| StoreError::sqlx("reading a message", e))
     }
 
     /// One page of messages matching `query`, in its order (see
@@ -556,7 +545,7 @@ impl Store {
             .db
             .search(query)
             .await
-            .map_err(|e| db::unavailable("searching messages", e))
+            .map_err(|e| StoreError::sqlx("searching messages", e))
     }
 
     /// The emla ids of the messages whose `Message-ID:` header is
@@ -569,7 +558,7 @@ impl Store {
             .db
             .ids_by_header_message_id(header_id)
             .await
-            .map_err(|e| db::unavailable("reading messages", e))
+            .map_err(|e| StoreError::sqlx("reading messages", e))
     }
 
     /// The audit records of a message in seq order, `data` parsed and
@@ -580,7 +569,7 @@ impl Store {
             .db
             .audit_events(message_id)
             .await
-            .map_err(|e| db::unavailable("reading audit records", e))
+            .map_err(|e| StoreError::sqlx("reading audit records", e))
     }
 
     /// The queue rows of a message in insertion order, as `emla queue
@@ -603,7 +592,7 @@ impl Store {
             .db
             .counts()
             .await
-            .map_err(|e| db::unavailable("counting rows", e))
+            .map_err(|e| StoreError::sqlx("counting rows", e))
     }
 
     /// Claims up to `limit` due queue entries for `holder` for `lease_ms`
@@ -619,7 +608,7 @@ impl Store {
             .db
             .claim(holder, now, now + lease_ms, limit)
             .await
-            .map_err(|e| db::unavailable("claiming queue entries", e))
+            .map_err(|e| StoreError::sqlx("claiming queue entries", e))
     }
 
     /// Gives back the claims `holder` still holds.
@@ -628,7 +617,7 @@ impl Store {
             .db
             .release_claims(holder)
             .await
-            .map_err(|e| db::unavailable("releasing queue claims", e))
+            .map_err(|e| StoreError::sqlx("releasing queue claims", e))
     }
 
     /// Queue rows for `emla queue list`, newest first.
@@ -637,7 +626,7 @@ impl Store {
             .db
             .queue_rows(filter)
             .await
-            .map_err(|e| db::unavailable("reading the queue", e))
+            .map_err(|e| StoreError::sqlx("reading the queue", e))
     }
 
     /// One queue row.
@@ -646,7 +635,7 @@ impl Store {
             .db
             .queue_row(id)
             .await
-            .map_err(|e| db::unavailable("reading the queue", e))
+            .map_err(|e| StoreError::sqlx("reading the queue", e))
     }
 
     /// One queue entry with the `relay.*` and `queue.*` audit records about
@@ -676,14 +665,14 @@ impl Store {
                 .db
                 .body(sha256)
                 .await
-                .map_err(|e| db::unavailable("reading a message body", e))?;
+                .map_err(|e| StoreError::sqlx("reading a message body", e))?;
             if let Some(data) = row {
                 return Ok(data);
             }
         }
-        let path = self.body_path(sha256).ok_or_else(|| {
-            StoreError::Unavailable(format!("{sha256:?} is not a SHA-256 in hex"))
-        })?;
+        let path = self
+            .body_path(sha256)
+            .ok_or_else(|| StoreError::Bug(format!("{sha256:?} is not a SHA-256 in hex")))?;
         tokio::fs::read(&path)
             .await
             .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))
@@ -729,8 +718,7 @@ pub fn new_message_id(hostname: &str) -> String {
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::Unavailable(format!("serialising a record: {e}")))
+    serde_json::to_string(value).map_err(|e| StoreError::Bug(format!("serialising a record: {e}")))
 }
 
 /// Revocation blobs must be named by the SHA-256 of their bytes.

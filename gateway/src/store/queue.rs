@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::db::{decode, on_pool, Db};
+use super::db::{decode, from_row, on_pool, Db};
 use super::rows::QueueRow;
+use super::Lane;
 
 /// Where a queue entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -104,8 +105,8 @@ pub struct Claimed {
     pub authority: String,
     /// The route that allowed it.
     pub route: String,
-    /// `normal` or `urgent`.
-    pub lane: String,
+    /// The delivery lane.
+    pub lane: Lane,
     /// Recipients at that next hop.
     pub recipients: Vec<String>,
     /// Attempts made before this one.
@@ -162,30 +163,22 @@ const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, rec
 
 /// A [`QueueRow`] from any backend's row.
 macro_rules! queue_row {
-    ($r:expr) => {{
-        let r = $r;
-        let status: String = r.try_get("status")?;
-        Ok::<_, sqlx::Error>(QueueRow {
-            id: r.try_get("id")?,
-            message_id: r.try_get("message_id")?,
-            next_hop: r.try_get("next_hop")?,
-            authority: r.try_get("authority")?,
-            route: r.try_get("route")?,
-            lane: r.try_get("lane")?,
-            recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
-                .unwrap_or_default(),
+    ($r:ident) => {{
+        let status: String = $r.try_get("status")?;
+        Ok::<_, sqlx::Error>(from_row!($r, QueueRow {
+            id, message_id, next_hop, authority, route, attempts, next_attempt_at, created_at,
+            claimed_by, lease_until, last_attempt_at, last_error, updated_at,
+        }; lane: Lane::parse(&$r.try_get::<String, _>("lane")?),
+            recipients: json_col($r.try_get("recipients")?),
             status: QueueStatus::parse(&status)
                 .ok_or_else(|| decode("status", format!("unknown queue status {status:?}")))?,
-            attempts: r.try_get("attempts")?,
-            next_attempt_at: r.try_get("next_attempt_at")?,
-            created_at: r.try_get("created_at")?,
-            claimed_by: r.try_get("claimed_by")?,
-            lease_until: r.try_get("lease_until")?,
-            last_attempt_at: r.try_get("last_attempt_at")?,
-            last_error: r.try_get("last_error")?,
-            updated_at: r.try_get("updated_at")?,
-        })
+        ))
     }};
+}
+
+/// A JSON column; what does not parse reads as the default (empty).
+fn json_col<T: for<'de> Deserialize<'de> + Default>(text: String) -> T {
+    serde_json::from_str(&text).unwrap_or_default()
 }
 
 impl Db {
@@ -229,37 +222,21 @@ impl Db {
                     q = q.bind(*id);
                 }
                 for r in q.fetch_all(&mut *tx).await? {
-                    claimed.push(Claimed {
-                        id: r.try_get("id")?,
-                        message_id: r.try_get("message_id")?,
-                        next_hop: r.try_get("next_hop")?,
-                        authority: r.try_get("authority")?,
-                        route: r.try_get("route")?,
-                        lane: r.try_get("lane")?,
-                        recipients: serde_json::from_str(&r.try_get::<String, _>("recipients")?)
-                            .unwrap_or_default(),
-                        attempts: r.try_get("attempts")?,
+                    claimed.push(from_row!(r, Claimed {
+                        id, message_id, next_hop, authority, route, attempts, mail_from, sha256,
+                        subject, header_message_id, helo, client_ip, tls_version,
+                        sender_authority, policy_version, case_ref,
+                    }; lane: Lane::parse(&r.try_get::<String, _>("lane")?),
+                        recipients: json_col(r.try_get("recipients")?),
                         created_at_ms: r.try_get("created_at")?,
-                        mail_from: r.try_get("mail_from")?,
-                        sha256: r.try_get("sha256")?,
-                        subject: r.try_get("subject")?,
-                        header_message_id: r.try_get("header_message_id")?,
-                        helo: r.try_get("helo")?,
-                        client_ip: r.try_get("client_ip")?,
-                        tls_version: r.try_get("tls_version")?,
                         received_at_ms: r.try_get("received_at")?,
-                        rcpt_to: serde_json::from_str(&r.try_get::<String, _>("rcpt_to")?)
-                            .unwrap_or_default(),
-                        signers: serde_json::from_str(&r.try_get::<String, _>("signers")?)
-                            .unwrap_or_default(),
-                        sender_authority: r.try_get("sender_authority")?,
-                        policy_version: r.try_get("policy_version")?,
-                        case_ref: r.try_get("case_ref")?,
-                    });
+                        rcpt_to: json_col(r.try_get("rcpt_to")?),
+                        signers: json_col(r.try_get("signers")?),
+                    ));
                 }
             }
             tx.commit().await?;
-            claimed.sort_by_key(|c| (c.lane != "urgent", c.id));
+            claimed.sort_by_key(|c| (c.lane != Lane::Urgent, c.id));
             Ok(claimed)
         })
     }

@@ -4,8 +4,8 @@
 //!
 //! Callers prepare their record (body file already on disk, JSON already
 //! serialised) and wait on a oneshot for the outcome of the transaction that
-//! contains it. When a transaction fails, every caller in it gets
-//! [`StoreError::Unavailable`]; nothing of the batch is recorded. A batch
+//! contains it. When a transaction fails, every caller in it gets the
+//! [`StoreError`] of the failure (unavailable, or a bug); nothing of the batch is recorded. A batch
 //! that fails on a constraint (a duplicate message id, a queue entry for an
 //! unknown message) is retried record by record, so one bad record does not
 //! turn away the others. The writer never stops on an error: a database that
@@ -17,7 +17,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::db::{self, Db};
+use super::db::Db;
 use super::queue::QueueUpdate;
 use super::{MessageRecord, QueueEntry, StoreError};
 
@@ -209,10 +209,8 @@ fn is_constraint(e: &CommitError) -> bool {
 
 fn to_store_error(e: CommitError) -> StoreError {
     match e {
-        CommitError::Sql(e) => db::unavailable("recording", e),
-        CommitError::Panicked => {
-            StoreError::Unavailable("recording: the transaction task panicked".into())
-        }
+        CommitError::Sql(e) => StoreError::sqlx("recording", e),
+        CommitError::Panicked => StoreError::Bug("recording: the transaction task panicked".into()),
     }
 }
 

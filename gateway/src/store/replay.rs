@@ -2,7 +2,7 @@
 //! (see [`intake::replay`](crate::intake::replay)). Written in the same
 //! transaction as the message (`Db::write_batch`).
 
-use super::db::{self, on_pool, Db};
+use super::db::{on_pool, Db};
 use super::{Store, StoreError};
 
 impl Db {
@@ -42,6 +42,6 @@ impl Store {
             .db
             .replay_lookup(keys, since_ms)
             .await
-            .map_err(|e| db::unavailable("reading accepted signatures", e))
+            .map_err(|e| StoreError::sqlx("reading accepted signatures", e))
     }
 }

@@ -12,7 +12,7 @@
 use sqlx::Row;
 
 use super::chain::{AuditRow, Verifier};
-use super::db::{self, on_pool, Db};
+use super::db::{audit_row, from_row, on_pool, Db};
 use super::{files, Store, StoreError};
 
 /// Where the chain starts after audit records were pruned.
@@ -38,22 +38,7 @@ pub struct StoredBody {
 }
 
 fn read_err(e: sqlx::Error) -> StoreError {
-    db::unavailable("reading the audit chain", e)
-}
-
-/// An [`AuditRow`] from a row of either backend.
-macro_rules! audit_row {
-    ($r:expr) => {
-        Ok(AuditRow {
-            seq: $r.try_get("seq")?,
-            at: $r.try_get("at")?,
-            message_id: $r.try_get("message_id")?,
-            kind: $r.try_get("kind")?,
-            data: $r.try_get("data")?,
-            prev_hash: $r.try_get("prev_hash")?,
-            hash: $r.try_get("hash")?,
-        })
-    };
+    StoreError::sqlx("reading the audit chain", e)
 }
 
 impl Db {
@@ -62,11 +47,7 @@ impl Db {
             let row = sqlx::query("SELECT seq, hash, pruned_at FROM audit_anchor WHERE id = 1")
                 .fetch_optional(pool)
                 .await?;
-            row.map(|r| Ok(ChainAnchor {
-                seq: r.try_get("seq")?,
-                hash: r.try_get("hash")?,
-                pruned_at: r.try_get("pruned_at")?,
-            })).transpose()
+            row.map(|r| Ok(from_row!(r, ChainAnchor { seq, hash, pruned_at }))).transpose()
         })
     }
 
@@ -99,11 +80,7 @@ impl Db {
             .bind(limit)
             .fetch_all(pool)
             .await?;
-            rows.iter().map(|r| Ok(StoredBody {
-                id: r.try_get("id")?,
-                sha256: r.try_get("sha256")?,
-                received_at: r.try_get("received_at")?,
-            })).collect()
+            rows.iter().map(|r| Ok(from_row!(r, StoredBody { id, sha256, received_at }))).collect()
         })
     }
 
@@ -258,7 +235,7 @@ impl Store {
             .db
             .evidence_old_bodies(before_ms, limit)
             .await
-            .map_err(|e| db::unavailable("reading messages", e))
+            .map_err(|e| StoreError::sqlx("reading messages", e))
     }
 
     /// Whether a message received at or after `before_ms` still keeps the
@@ -268,7 +245,7 @@ impl Store {
             .db
             .evidence_body_kept_elsewhere(sha256, before_ms)
             .await
-            .map_err(|e| db::unavailable("reading messages", e))
+            .map_err(|e| StoreError::sqlx("reading messages", e))
     }
 
     /// Marks the bodies of `ids` as pruned at `at_ms` (`body_stored` false,
@@ -278,7 +255,7 @@ impl Store {
             .db
             .evidence_mark_pruned(ids, at_ms)
             .await
-            .map_err(|e| db::unavailable("marking pruned bodies", e))
+            .map_err(|e| StoreError::sqlx("marking pruned bodies", e))
     }
 
     /// Removes the body file with this hash, if present; `Ok(true)` when a
@@ -320,6 +297,6 @@ impl Store {
             .db
             .evidence_prune_audit(through, hash, at_ms)
             .await
-            .map_err(|e| db::unavailable("pruning audit records", e))
+            .map_err(|e| StoreError::sqlx("pruning audit records", e))
     }
 }

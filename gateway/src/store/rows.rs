@@ -12,6 +12,7 @@ use serde_json::Value;
 
 use super::kind::AuditKind;
 use super::queue::QueueStatus;
+use super::Lane;
 use crate::reason::Reason;
 
 /// The verdict column of a message: what a reason code amounts to.
@@ -163,8 +164,8 @@ pub struct QueueRow {
     pub authority: String,
     /// The route that allowed it.
     pub route: String,
-    /// `normal` or `urgent`.
-    pub lane: String,
+    /// The delivery lane.
+    pub lane: Lane,
     /// Recipients still to deliver to.
     pub recipients: Vec<String>,
     /// Where it stands.
@@ -311,39 +312,13 @@ pub struct Route {
     pub authority: Option<String>,
     /// `host:port` of the next hop.
     pub next_hop: Option<String>,
-    /// `normal` or `urgent`.
-    pub lane: Option<String>,
+    /// The delivery lane.
+    pub lane: Option<Lane>,
 }
 
-/// Revocation evidence for one certificate (a
-/// [`StatusEvidence`](crate::trust::revocation::StatusEvidence) as recorded).
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct Evidence {
-    /// Subject of the certificate.
-    pub subject: String,
-    /// Its serial, hex.
-    pub serial: String,
-    /// `crl`, `ocsp` or `none`.
-    pub method: String,
-    /// SHA-256 of the CRL or OCSP response, hex.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub sha256: Option<String>,
-    /// Who issued it.
-    pub issuer: String,
-    /// thisUpdate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub this_update: Option<String>,
-    /// nextUpdate.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_update: Option<String>,
-    /// Where it came from.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    /// Why the status is unknown (soft-fail).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub problem: Option<String>,
-}
+/// Revocation evidence for one certificate, as recorded: the trust
+/// layer's own type, read back as written.
+pub type Evidence = crate::trust::revocation::StatusEvidence;
 
 /// The data of a delivery attempt record (`relay.*`); written (by the
 /// relay worker) and read with this type. Fields are optional so that
@@ -361,8 +336,8 @@ pub struct Attempt {
     pub authority: Option<String>,
     /// The route that allowed the delivery.
     pub route: Option<String>,
-    /// `normal` or `urgent`.
-    pub lane: Option<String>,
+    /// The delivery lane.
+    pub lane: Option<Lane>,
     /// The gateway instance that made the attempt.
     pub instance: Option<String>,
     /// What the connection was protected with (`None`: no connection).
@@ -490,7 +465,7 @@ fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
 }
 
 /// A JSON list as `Vec<T>`, elements that do not fit left out.
-fn list_of<T: for<'de> Deserialize<'de>>(v: &Value) -> Vec<T> {
+pub(super) fn list_of<T: for<'de> Deserialize<'de>>(v: &Value) -> Vec<T> {
     v.as_array()
         .map(|a| {
             a.iter()
@@ -522,8 +497,11 @@ mod tests {
         });
         let d: Decision = typed(&data);
         assert_eq!(d.reason, Some(Reason::Ok));
-        assert_eq!(d.recipients[0].lane.as_deref(), Some("urgent"));
-        assert_eq!(d.revocation.unwrap()[0].method, "none");
+        assert_eq!(d.recipients[0].lane, Some(Lane::Urgent));
+        assert_eq!(
+            d.revocation.unwrap()[0].method,
+            crate::trust::revocation::Method::None
+        );
         let none: Decision = typed(&serde_json::json!({"reason": "no-such-code"}));
         assert_eq!(none, Decision::default());
     }

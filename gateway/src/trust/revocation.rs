@@ -157,10 +157,10 @@ impl Crl {
 
     /// Parses a CRL file or download: DER, or PEM holding one CRL.
     pub fn from_bytes(bytes: &[u8], source: String) -> Result<Crl, CrlError> {
-        use rustls_pki_types::pem::PemObject;
         if bytes.windows(11).any(|w| w == b"-----BEGIN ") {
-            let der = rustls_pki_types::CertificateRevocationListDer::from_pem_slice(bytes)
-                .map_err(|e| CrlError::Unparsable(format!("PEM: {e}")))?;
+            let der = crate::pem::crls(bytes)
+                .map_err(|e| CrlError::Unparsable(format!("PEM: {e}")))?
+                .remove(0);
             return Crl::parse(der.to_vec(), source);
         }
         Crl::parse(bytes.to_vec(), source)
@@ -261,12 +261,7 @@ fn spki_parts(spki: &[u8]) -> der::Result<(&[u8], &[u8])> {
     let outer = AnyRef::from_der(spki)?;
     let mut r = SliceReader::new(outer.value())?;
     let alg = AnyRef::decode(&mut r)?.value();
-    let key = BitStringRef::decode(&mut r)?;
-    let key = key.as_bytes().ok_or_else(|| {
-        der::Error::from(der::ErrorKind::Length {
-            tag: der::Tag::BitString,
-        })
-    })?;
+    let key = whole_bytes(&mut r)?;
     r.finish(())?;
     Ok((alg, key))
 }
@@ -279,14 +274,18 @@ fn signed_parts(der: &[u8]) -> der::Result<(&[u8], &[u8], &[u8])> {
     let mut r = SliceReader::new(outer.value())?;
     let tbs = r.tlv_bytes()?;
     let alg = AnyRef::decode(&mut r)?.value();
-    let sig = BitStringRef::decode(&mut r)?;
-    let sig = sig.as_bytes().ok_or_else(|| {
+    let sig = whole_bytes(&mut r)?;
+    r.finish(())?;
+    Ok((tbs, alg, sig))
+}
+
+/// The bytes of the next BIT STRING, which must have no unused bits.
+fn whole_bytes<'a>(r: &mut SliceReader<'a>) -> der::Result<&'a [u8]> {
+    BitStringRef::decode(r)?.as_bytes().ok_or_else(|| {
         der::Error::from(der::ErrorKind::Length {
             tag: der::Tag::BitString,
         })
-    })?;
-    r.finish(())?;
-    Ok((tbs, alg, sig))
+    })
 }
 
 /// The http(s) URLs of a certificate's CRL distribution points.
@@ -409,15 +408,49 @@ impl RevocationSet {
     }
 }
 
-/// What established (or failed to establish) one certificate's status.
-#[derive(Clone, Debug, serde::Serialize)]
+/// How a certificate's status was established.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Method {
+    /// By a CRL.
+    Crl,
+    /// By an OCSP answer.
+    Ocsp,
+    /// Not established (accepted under soft-fail); also what a record
+    /// without a method reads as.
+    #[default]
+    None,
+}
+
+impl Method {
+    /// As recorded: `crl`, `ocsp` or `none`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Method::Crl => "crl",
+            Method::Ocsp => "ocsp",
+            Method::None => "none",
+        }
+    }
+}
+
+impl std::fmt::Display for Method {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What established (or failed to establish) one certificate's status;
+/// the decision record holds it as serialised, and is read back with this
+/// type (fields missing from older records read as their defaults).
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
 pub struct StatusEvidence {
     /// Subject of the certificate checked.
     pub subject: String,
     /// Its serial number, hex.
     pub serial: String,
-    /// `crl`, `ocsp`, or `none` (accepted under soft-fail).
-    pub method: &'static str,
+    /// How the status was established.
+    pub method: Method,
     /// SHA-256 of the CRL or OCSP response used, hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
@@ -552,7 +585,7 @@ pub fn check_path(
         let mut ev = StatusEvidence {
             subject: super::cert::dn(&tbs.subject),
             serial: hex::encode(tbs.serial_number.as_bytes()),
-            method: "none",
+            method: Method::None,
             sha256: None,
             issuer: super::cert::dn(&tbs.issuer),
             this_update: None,
@@ -563,7 +596,7 @@ pub fn check_path(
         };
         match outcome {
             Status::Crl(crl) => {
-                ev.method = "crl";
+                ev.method = Method::Crl;
                 ev.sha256 = Some(crl.sha256.clone());
                 ev.this_update = Some(EvalTime::from_unix(crl.this_update).to_rfc3339());
                 ev.next_update = Some(EvalTime::from_unix(crl.next_update).to_rfc3339());
@@ -571,7 +604,7 @@ pub fn check_path(
                 ev.der = Some(crl.der.clone());
             }
             Status::Ocsp(answer) => {
-                ev.method = "ocsp";
+                ev.method = Method::Ocsp;
                 ev.sha256 = Some(answer.sha256.clone());
                 ev.issuer = answer.responder.clone();
                 ev.this_update = Some(EvalTime::from_unix(answer.this_update).to_rfc3339());

@@ -137,13 +137,10 @@ fn acceptor(cfg: &AuditWeb) -> Result<TlsAcceptor, String> {
         None => builder.with_no_client_auth(),
         Some(ca) => {
             let what = |e: &dyn std::fmt::Display| format!("client_ca {}: {e}", ca.display());
-            let pem = std::fs::read(ca).map_err(|e| what(&e))?;
             let mut roots = rustls::RootCertStore::empty();
-            for c in rustls_pemfile::certs(&mut pem.as_slice()) {
-                roots.add(c.map_err(|e| what(&e))?).map_err(|e| what(&e))?;
-            }
-            if roots.is_empty() {
-                return Err(what(&"holds no certificate"));
+            let certs = crate::pem::read_certificates(ca).map_err(|e| format!("client_ca {e}"))?;
+            for c in certs {
+                roots.add(c).map_err(|e| what(&e))?;
             }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
@@ -326,7 +323,13 @@ impl Web {
             "/" | "/search" => self.search(&auditor, &pairs, json).await,
             "/message" => self.message(&auditor, &pairs, json).await,
             "/chain" => self.chain_page(&auditor, json).await,
-            _ => not_found(&auditor, json, "no such page"),
+            _ => error_response(
+                StatusCode::NOT_FOUND,
+                &auditor,
+                json,
+                "not found",
+                "no such page",
+            ),
         };
         tracing::info!(auditor = %auditor.name, via = auditor.via.as_str(), peer = %peer.addr,
             %method, %path, status = r.status().as_u16(), "audit web request");
@@ -456,15 +459,7 @@ impl Web {
             Ok(h) => h,
             Err(e) => {
                 let status = error_status(&e, a);
-                return if json {
-                    respond(status, JSON, json_body(&json!({"error": e.to_string()})))
-                } else {
-                    respond(
-                        status,
-                        HTML,
-                        html::error_page("message", Some(a), &e.to_string()),
-                    )
-                };
+                return error_response(status, a, json, "message", &e.to_string());
             }
         };
         if json {
@@ -486,19 +481,7 @@ impl Web {
         let (check, at) = match self.chain_check().await {
             Ok(c) => c,
             Err(e) => {
-                return if json {
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        JSON,
-                        json_body(&json!({ "error": e })),
-                    )
-                } else {
-                    respond(
-                        StatusCode::SERVICE_UNAVAILABLE,
-                        HTML,
-                        html::error_page("audit chain", Some(a), &e),
-                    )
-                }
+                return error_response(StatusCode::SERVICE_UNAVAILABLE, a, json, "audit chain", &e);
             }
         };
         if json {
@@ -555,19 +538,18 @@ fn error_status(e: &AuditError, a: &Auditor) -> StatusCode {
     }
 }
 
-fn not_found(a: &Auditor, json: bool, what: &str) -> Response<Body> {
+/// An error as JSON `{"error": what}`, or as an HTML page titled `title`.
+fn error_response(
+    status: StatusCode,
+    a: &Auditor,
+    json: bool,
+    title: &str,
+    what: &str,
+) -> Response<Body> {
     if json {
-        respond(
-            StatusCode::NOT_FOUND,
-            JSON,
-            json_body(&json!({ "error": what })),
-        )
+        respond(status, JSON, json_body(&json!({ "error": what })))
     } else {
-        respond(
-            StatusCode::NOT_FOUND,
-            HTML,
-            html::error_page("not found", Some(a), what),
-        )
+        respond(status, HTML, html::error_page(title, Some(a), what))
     }
 }
 

@@ -1,0 +1,46 @@
+# Shared by bench/intake/run.sh and bench/relay/run.sh (sourced, not run).
+# Before sourcing: ROOT. Sets the tools both benchmarks use; every one can be
+# overridden from the environment.
+OPENSSL=${EMLA_TEST_OPENSSL:-openssl}
+PYTHON=${EMLA_TEST_PYTHON:-python3}
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+EMLA=${EMLA_BIN:-$TARGET/release/emla}
+SMTP_SOURCE=${SMTP_SOURCE:-/usr/sbin/smtp-source}
+FROM=alice@justice.aa.example
+RCPT=bob@justice.bb.example
+
+# build_emla: builds the release binary, unless EMLA_BIN names one.
+build_emla() {
+    if [[ -z ${EMLA_BIN:-} ]]; then
+        echo "== building $EMLA" >&2
+        (cd "$ROOT" && cargo build --release --quiet --bin emla)
+    fi
+}
+
+# make_messages BENCH COUNT: the test PKI in $WORK/pki and COUNT signed messages in
+# $WORK/msgs; sets MSG (the first, CRLF) and LF (an LF copy for smtp-source) and checks
+# that `emla verify` accepts MSG.
+make_messages() {
+    "$PYTHON" "$ROOT/tests/support/pki.py" "$WORK/pki" >/dev/null
+    "$PYTHON" "$ROOT/bench/intake/messages.py" "$WORK/pki" "$WORK/msgs" "$2" "$OPENSSL"
+    MSG=$WORK/msgs/crlf/0000.eml
+    LF=$WORK/msgs/msg-lf.eml
+    "$EMLA" verify "$MSG" --policy "$WORK/pki/policy" --mail-from "$FROM" --rcpt "$RCPT" >/dev/null ||
+        { echo "$1: the benchmark message is not accepted by emla verify" >&2; exit 1; }
+}
+
+# wait_listening BENCH: waits (at most 10 s) for the `listening on` line of the gateway
+# started as SERVER_PID with its output in $RUN/serve.out; sets PORT, or exits.
+wait_listening() {
+    local i
+    PORT=
+    for ((i = 0; i < 100; i++)); do
+        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/serve.out")
+        [[ -n $PORT ]] && return 0
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    echo "$1: emla serve did not start:" >&2
+    cat "$RUN/serve.err" >&2
+    exit 1
+}

@@ -1,0 +1,356 @@
+//! The `data` of the audit kinds that are neither decisions, delivery
+//! attempts, queue actions nor checkpoints (those are in [`rows`](super::rows)):
+//! one type per kind, written and read with it.
+//!
+//! Field names and JSON shapes are those the records have always had; the
+//! store serialises through [`serde_json::Value`], whose objects keep keys
+//! sorted, so the hashed text (docs/audit-chain.md) is unchanged.
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::kind::AuditKind;
+use super::{AuditEvent, AuditRecord, SessionInfo};
+use crate::reason::Reason;
+
+/// The data of one audit kind.
+pub trait Payload: Serialize + DeserializeOwned {
+    /// The kind of record it is the data of.
+    fn kind(&self) -> AuditKind;
+}
+
+impl AuditEvent {
+    /// The event recording `payload`, about `message_id` if any.
+    pub fn of<P: Payload>(message_id: Option<String>, payload: &P) -> AuditEvent {
+        AuditEvent {
+            kind: payload.kind(),
+            message_id,
+            // Plain structs of strings and numbers always serialise.
+            data: serde_json::to_value(payload).unwrap_or_default(),
+        }
+    }
+}
+
+impl AuditRecord {
+    /// The record's data as `P`, if it is a record of `P`'s kind.
+    pub fn payload<P: Payload>(&self) -> Option<P> {
+        serde_json::from_value::<P>(self.data.clone())
+            .ok()
+            .filter(|p| p.kind() == self.kind)
+    }
+}
+
+/// `smtp.rejected`: a command refused before DATA.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpRejected {
+    /// The SMTP stage (`mail`, `rcpt`, `data`, …).
+    pub stage: String,
+    /// The session.
+    pub session: SessionInfo,
+    /// MAIL FROM so far (empty before MAIL).
+    pub mail_from: String,
+    /// The reason code.
+    pub reason: Reason,
+    /// What was wrong.
+    pub detail: String,
+    /// The policy version the refusal was made under.
+    pub policy_version: String,
+    /// Whom the refused command or transaction was for.
+    #[serde(flatten)]
+    pub refused_for: RefusedFor,
+}
+
+/// Whom a refusal before DATA concerned.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RefusedFor {
+    /// `rcpt`: the recipient of a refused RCPT (`null` for other commands).
+    #[serde(rename = "rcpt")]
+    Rcpt(Option<String>),
+    /// `rcpt_to`: the recipients of a transaction the driver refused (size,
+    /// smuggling, TLS).
+    #[serde(rename = "rcpt_to")]
+    RcptTo(Vec<String>),
+}
+
+/// `receipt.queued`: a receipt or notice queued for the sender.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptQueued {
+    /// Which receipt (`acceptance`, `delivery`, …).
+    pub receipt: String,
+    /// The emla id of the receipt message.
+    pub receipt_id: String,
+    /// Its recipient (the original sender).
+    pub to: String,
+    /// SHA-256 of the receipt message.
+    pub sha256: String,
+    /// Subject of the gateway certificate that signed it.
+    pub signed_by: String,
+}
+
+/// `policy.reloaded`: a new policy in force.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReloaded {
+    /// The version before.
+    pub previous: String,
+    /// The version now in force.
+    pub version: String,
+}
+
+/// `policy.reload-failed`: the old policy kept.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyReloadFailed {
+    /// The version kept.
+    pub kept: String,
+    /// What was wrong with the new files.
+    pub problems: Vec<String>,
+}
+
+/// `crl.updated`: a downloaded CRL taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlUpdated {
+    /// Where it was downloaded from.
+    pub url: String,
+    /// The authorities that use it.
+    pub authorities: Vec<String>,
+    /// Its issuer.
+    pub issuer: String,
+    /// SHA-256 of its DER.
+    pub sha256: String,
+    /// SHA-256 of the CRL held before, if any.
+    pub previous: Option<String>,
+    /// Its cRLNumber, hex.
+    pub crl_number: Option<String>,
+    /// thisUpdate (RFC 3339).
+    pub this_update: String,
+    /// nextUpdate (RFC 3339).
+    pub next_update: String,
+}
+
+/// `crl.fetch-failed`: a download refused or failed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlFetchFailed {
+    /// Where it was to come from.
+    pub url: String,
+    /// The authorities that use it.
+    pub authorities: Vec<String>,
+    /// What went wrong.
+    pub error: String,
+    /// Failures in a row.
+    pub failures: u32,
+    /// SHA-256 of the CRL still held, if any.
+    pub held: Option<String>,
+    /// When it is tried again (RFC 3339).
+    pub next_attempt: String,
+}
+
+/// `ocsp.updated`: an OCSP answer taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OcspUpdated {
+    /// The responder asked.
+    pub url: String,
+    /// SHA-256 of the certificate it is about.
+    pub certificate: String,
+    /// `good`, `revoked` or `unknown`.
+    pub status: String,
+    /// Who signed the answer.
+    pub responder: String,
+    /// SHA-256 of the DER OCSPResponse.
+    pub sha256: String,
+    /// thisUpdate (RFC 3339).
+    pub this_update: String,
+    /// nextUpdate (RFC 3339).
+    pub next_update: String,
+}
+
+/// `ocsp.fetch-failed`: no responder gave a valid answer.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OcspFetchFailed {
+    /// The responders asked.
+    pub urls: Vec<String>,
+    /// SHA-256 of the certificate.
+    pub certificate: String,
+    /// What went wrong, per responder.
+    pub error: String,
+    /// Failures in a row.
+    pub failures: u32,
+}
+
+/// `retention.pruned`: bodies or audit records removed, told apart by
+/// `what`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "what", rename_all = "lowercase")]
+pub enum RetentionPruned {
+    /// Message bodies.
+    Bodies {
+        /// Bodies of messages received before this (RFC 3339).
+        received_before: String,
+        /// The `bodies_days` in force.
+        bodies_days: u64,
+        /// The bodies removed.
+        bodies: Vec<PrunedBody>,
+    },
+    /// Audit records, below a signed checkpoint.
+    Audit {
+        /// Records older than this (RFC 3339).
+        older_than: String,
+        /// The last record removed.
+        through_seq: i64,
+        /// Its hash, the new anchor of the chain.
+        anchor_hash: String,
+        /// The signed checkpoint the pruning stays below.
+        checkpoint_seq: i64,
+        /// Its hash.
+        checkpoint_hash: String,
+        /// Records removed.
+        deleted: u64,
+    },
+}
+
+/// One body removed by retention.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PrunedBody {
+    /// The emla message id.
+    pub id: String,
+    /// SHA-256 of the body.
+    pub sha256: String,
+}
+
+/// `smtp.session-summary`: a session whose refusals repeated, or that a
+/// limit closed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SmtpSessionSummary {
+    /// The session.
+    pub session: SessionInfo,
+    /// The limit that closed it, if one did.
+    pub closed: Option<SessionLimit>,
+    /// The refusals not recorded on their own.
+    pub repeated_refusals: Vec<RepeatedRefusal>,
+}
+
+/// A limit that closes a session (see `SessionLimits` in the configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SessionLimit {
+    /// `hard_error_limit` error replies without an accepted message.
+    HardErrorLimit,
+    /// `max_commands` commands.
+    CommandLimit,
+    /// `max_session_secs` (plus, in a transaction, the DATA timeout).
+    Lifetime,
+}
+
+/// How many more refusals of one stage and reason a session had after the
+/// first, which was recorded on its own.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepeatedRefusal {
+    /// The SMTP stage (`mail`, `rcpt`, `command`, …).
+    pub stage: String,
+    /// Their reason code.
+    pub reason: Reason,
+    /// How many after the first.
+    pub count: u32,
+}
+
+/// `message.duplicate`: a replay answered with the first message's id.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MessageDuplicate {
+    /// The session it came in.
+    pub session: SessionInfo,
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TO.
+    pub rcpt_to: Vec<String>,
+    /// SHA-256 of the bytes received this time (they may differ outside the
+    /// signed part).
+    pub sha256: String,
+    /// The signers' signature hashes.
+    pub signature_sha256: Vec<String>,
+    /// The policy it was judged under.
+    pub policy_version: String,
+}
+
+/// `impl Payload` for each type, whose name is that of its [`AuditKind`].
+macro_rules! kinds {
+    ($($ty:ident),* $(,)?) => {
+        $(impl Payload for $ty {
+            fn kind(&self) -> AuditKind {
+                AuditKind::$ty
+            }
+        })*
+    };
+}
+
+kinds! {
+    SmtpRejected,
+    SmtpSessionSummary,
+    MessageDuplicate,
+    ReceiptQueued,
+    PolicyReloaded,
+    PolicyReloadFailed,
+    CrlUpdated,
+    CrlFetchFailed,
+    OcspUpdated,
+    OcspFetchFailed,
+    RetentionPruned,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// The JSON the writers built by hand before these types, and what the
+    /// types make of the same values: the same text, so the same hash.
+    #[test]
+    fn payloads_keep_the_recorded_shape() {
+        let session = SessionInfo {
+            client_ip: "127.0.0.1".into(),
+            helo: "c".into(),
+            tls_version: None,
+            tls_cipher: None,
+        };
+        let mut by_hand = json!({
+            "stage": "rcpt", "session": session, "mail_from": "a@b", "reason": Reason::RouteDenied,
+            "detail": "d", "policy_version": "v1",
+        });
+        by_hand["rcpt"] = json!(None::<&str>);
+        let typed = SmtpRejected {
+            stage: "rcpt".into(),
+            session,
+            mail_from: "a@b".into(),
+            reason: Reason::RouteDenied,
+            detail: "d".into(),
+            policy_version: "v1".into(),
+            refused_for: RefusedFor::Rcpt(None),
+        };
+        let event = AuditEvent::of(None, &typed);
+        assert_eq!(event.data.to_string(), by_hand.to_string());
+        let back: SmtpRejected = serde_json::from_value(event.data).unwrap();
+        assert_eq!(back, typed);
+
+        let pruned = RetentionPruned::Bodies {
+            received_before: "t".into(),
+            bodies_days: 30,
+            bodies: vec![PrunedBody {
+                id: "m".into(),
+                sha256: "s".into(),
+            }],
+        };
+        let by_hand = json!({"what": "bodies", "received_before": "t", "bodies_days": 30u64,
+                             "bodies": [json!({"id": "m", "sha256": "s"})]});
+        let event = AuditEvent::of(None, &pruned);
+        assert_eq!(event.data.to_string(), by_hand.to_string());
+        let record = AuditRecord {
+            seq: 1,
+            at: 0,
+            message_id: None,
+            kind: event.kind,
+            data_text: event.data.to_string(),
+            data: event.data,
+            prev_hash: String::new(),
+            hash: String::new(),
+        };
+        assert_eq!(record.payload::<RetentionPruned>(), Some(pruned));
+        assert_eq!(record.payload::<PolicyReloaded>(), None);
+    }
+}
