@@ -372,3 +372,43 @@ fn a_replay_is_refused_when_the_policy_says_so() {
     assert_eq!(rows[1].reason, "replay");
     assert_eq!(gw.db().queue().len(), 1, "the replay is not queued");
 }
+
+/// An ESC sequence in a header field (RFC 2047-encoded, so it passes SMTP)
+/// reaches the log as it is, but every renderer writes it out instead of
+/// letting the auditor's terminal obey it: the table, CSV and the timeline.
+#[test]
+fn control_characters_are_shown_not_obeyed() {
+    let gw = Gateway::new(Opts::default());
+    let srv = gw.start();
+    // ESC [2K ESC [1G: erase the line and paint a fake verdict over it.
+    let subject = "Subject: =?utf-8?q?case_7=1B=5B2K=1B=5B1GACCEPT_ok?=\r\n";
+    let msg = replace_once(
+        &alice_to_bob(Tool::SmimeDetached),
+        b"Subject: MLA request 2026/0042\r\n",
+        subject.as_bytes(),
+    );
+    let id = send_once(&srv, &msg).accepted_id().expect("accepted");
+    let config = gw.config.clone();
+    for args in [
+        vec!["audit", "search"],
+        vec!["audit", "search", "--csv"],
+        vec!["audit", "show", id.as_str()],
+    ] {
+        let (code, out) = emla_cli(&args, &config);
+        assert_eq!(code, 0, "{args:?}: {out}");
+        assert!(
+            !out.contains('\u{1b}'),
+            "{args:?} printed a raw ESC:\n{out}"
+        );
+        assert!(
+            out.contains("\\x1b[2K\\x1b[1GACCEPT"),
+            "{args:?} shows it:\n{out}"
+        );
+    }
+    // JSON escapes it by itself (\u001b).
+    let (_, json) = emla_cli(&["audit", "search", "--json"], &config);
+    assert!(
+        !json.contains('\u{1b}') && json.contains("\\u001b"),
+        "{json}"
+    );
+}

@@ -27,13 +27,38 @@ fn fmt_time(ms: i64, rfc3339: bool) -> String {
     }
 }
 
-/// A cell as the table shows it: control characters as spaces, cut at
-/// `max` characters.
+/// Whether `c` must not reach a terminal or a page as it is: a control
+/// character (an ESC sequence can repaint the screen, e.g. paint a fake
+/// "ACCEPT") or a bidirectional override (which reorders what is shown).
+fn hidden(c: char) -> bool {
+    c.is_control() || matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+}
+
+/// `text` with every control character and bidirectional override written
+/// out visibly (`\x1b`, `\u{202e}`), so what the log holds is seen, never
+/// obeyed; `keep` names characters left as they are (e.g. `\n` between
+/// the lines of a report).
+pub fn visible(text: &str, keep: &[char]) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        if hidden(c) && !keep.contains(&c) {
+            let n = u32::from(c);
+            if n < 0x100 {
+                out.push_str(&format!("\\x{n:02x}"));
+            } else {
+                out.push_str(&format!("\\u{{{n:x}}}"));
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// A cell as the table shows it: control characters written out
+/// ([`visible`]), cut at `max` characters.
 pub fn table_cell(text: &str, max: usize) -> String {
-    let clean: String = text
-        .chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect();
+    let clean = visible(text, &[]);
     if clean.chars().count() > max {
         let mut cut: String = clean.chars().take(max - 1).collect();
         cut.push('…');
@@ -74,6 +99,18 @@ pub fn align(lines: &[Vec<String>]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hidden_characters_are_written_out() {
+        assert_eq!(
+            visible("a\u{1b}[31mACCEPT\u{7}", &[]),
+            "a\\x1b[31mACCEPT\\x07"
+        );
+        assert_eq!(visible("x\u{202e}gpj.exe", &[]), "x\\u{202e}gpj.exe");
+        assert_eq!(visible("l1\nl2\r\n", &['\n']), "l1\nl2\\x0d\n");
+        assert_eq!(visible("\u{9b}é€", &[]), "\\x9bé€");
+        assert_eq!(table_cell("\u{1b}[2J", 20), "\\x1b[2J");
+    }
 
     #[test]
     fn times() {

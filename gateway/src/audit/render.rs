@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::store::MessageSummary;
-use crate::text::{align, table_cell, time_rfc3339, time_utc};
+use crate::text::{align, table_cell, time_rfc3339, time_utc, visible};
 
 /// Header of the table and of the CSV, in column order.
 pub const TABLE_COLUMNS: [&str; 8] = [
@@ -122,7 +122,7 @@ pub fn csv(rows: &[MessageSummary]) -> String {
             m.case_ref.clone().unwrap_or_default(),
             m.cursor().to_string(),
         ]);
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
+        let line: Vec<String> = fields.iter().map(|f| csv_field(&visible(f, &[]))).collect();
         out.push_str(&line.join(","));
         out.push_str("\r\n");
     }
@@ -184,7 +184,10 @@ mod tests {
             assert_eq!(tail, "aa-moj", "{out}");
         }
         assert!(lines[1].contains(&format!("{}…", "é".repeat(MAX_CELL - 1))));
-        assert!(lines[2].contains("short subject"));
+        assert!(
+            lines[2].contains("short\\x09subject"),
+            "a tab is shown, not obeyed: {out}"
+        );
         assert_eq!(lines[3], "next page: --after 1767225600000:m22");
         assert_eq!(table(&[], false), "no messages match\n");
     }

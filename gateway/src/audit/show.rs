@@ -5,7 +5,7 @@
 use serde_json::{json, Value};
 
 use crate::store::{AuditRecord, Lane, MessageRow, QueueRow};
-use crate::text::time_rfc3339;
+use crate::text::{time_rfc3339, visible};
 
 /// Everything recorded about one message.
 #[derive(Clone, Debug)]
@@ -59,7 +59,9 @@ impl History {
         }
         self.events(&mut out);
         self.queue(&mut out);
-        out.0
+        // Every field, whichever printed it: what the log holds is shown,
+        // never obeyed by the terminal.
+        visible(&out.0, &['\n'])
     }
 
     fn received(&self, out: &mut Out, m: &MessageRow) {
@@ -223,11 +225,9 @@ fn verified(out: &mut Out, m: &MessageRow) {
     }
 }
 
-/// Text from the log, control characters shown as spaces.
+/// Text from the log on one line: control characters written out.
 fn clean(t: &str) -> String {
-    t.chars()
-        .map(|c| if c.is_control() { ' ' } else { c })
-        .collect()
+    visible(t, &[])
 }
 
 /// A time in ms as RFC 3339 (UTC, milliseconds).

@@ -8,7 +8,7 @@ use crate::store::{
     Attempt, AuditEvent, AuditKind, AuditRecord, QueueAction, QueueFilter, QueueRow, QueueStatus,
     QueueUpdate, Record, Store,
 };
-use crate::text::{align, table_cell as cut, time_utc};
+use crate::text::{align, table_cell as cut, time_utc, visible};
 
 /// `emla queue …`.
 #[derive(Clone, Debug, Subcommand)]
@@ -195,7 +195,9 @@ async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
             event_summary(e)
         );
     }
-    Ok(out)
+    // Recipients, errors and replies come from clients and next hops: they
+    // are shown, never obeyed by the terminal.
+    Ok(visible(&out, &['\n']))
 }
 
 /// One line about a `relay.*` or `queue.*` record.

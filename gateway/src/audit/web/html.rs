@@ -8,7 +8,7 @@ use super::query::{get, link, with};
 use crate::audit::show::History;
 use crate::reason::Reason;
 use crate::store::{ChainCheck, MessageSummary};
-use crate::text::{time_rfc3339, time_utc};
+use crate::text::{time_rfc3339, time_utc, visible};
 
 /// The stylesheet, served as `/style.css` (the CSP allows styles from
 /// `'self'` only).
@@ -40,8 +40,7 @@ pub fn esc(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\t' | '\n' => out.push(c),
-            c if c.is_control() => out.push(' '),
-            c => out.push(c),
+            c => out.push_str(&visible(c.encode_utf8(&mut [0; 4]), &[])),
         }
     }
     out
@@ -276,7 +275,8 @@ mod tests {
             esc("<script>alert('x')</script> & \"q\""),
             "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt; &amp; &quot;q&quot;"
         );
-        assert_eq!(esc("a\u{0}b\u{1b}c\td\ne"), "a b c\td\ne");
+        assert_eq!(esc("a\u{0}b\u{1b}c\td\ne"), "a\\x00b\\x1bc\td\ne");
+        assert_eq!(esc("\u{202e}"), "\\u{202e}");
         assert_eq!(esc("é€"), "é€");
     }
 
