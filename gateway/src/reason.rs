@@ -57,13 +57,16 @@ pub enum Reason {
     TooDeep,
     /// More recipients than allowed.
     TooManyRecipients,
+    /// A MAIL or RCPT path that is not RFC 5321 syntax, or that the relay
+    /// could not send to.
+    BadAddress,
     /// The gateway cannot decide now; the client should retry.
     TemporaryFailure,
 }
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -86,6 +89,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::TooDeep,
         Reason::TooManyRecipients,
+        Reason::BadAddress,
         Reason::TemporaryFailure,
     ];
 
@@ -114,6 +118,7 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::TooDeep => "too-deep",
             Reason::TooManyRecipients => "too-many-recipients",
+            Reason::BadAddress => "bad-address",
             Reason::TemporaryFailure => "temporary-failure",
         }
     }

@@ -40,7 +40,8 @@ async fn judge(
         let fetched = gw.revocation.current();
         tokio::task::spawn_blocking(move || {
             let envelope = Envelope {
-                mail_from: Some(&mail_from),
+                // The null reverse-path: From: alone names the authority.
+                mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
                 rcpt_to: &rcpt_to,
             };
             verify::verify(&policy, &fetched, &body, &envelope, EvalTime::now())
@@ -73,6 +74,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let Transaction {
         mail_from,
         rcpt_to,
+        dsn,
         body,
         received,
         too_large,
@@ -91,7 +93,8 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else if let Some(why) = malformed {
         Verdict::rejected(Reason::Malformed, why)
     } else {
-        judge(gw, &policy, &body, &mail_from, &rcpt_to).await
+        let verdict = judge(gw, &policy, &body, &mail_from, &rcpt_to).await;
+        admitted(&policy, session, &mail_from, verdict)
     };
     let accepted = verdict.accepted();
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
@@ -103,6 +106,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         session,
         mail_from,
         rcpt_to,
+        dsn,
         size: received,
         body,
         sha256,
@@ -127,6 +131,36 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     }
 }
 
+/// An accepted message from the null reverse-path was not checked at MAIL
+/// against an authority's `allowed_clients`: its From: authority must
+/// admit the client now.
+fn admitted(
+    policy: &crate::policy::Policy,
+    session: &SessionInfo,
+    mail_from: &str,
+    verdict: Verdict,
+) -> Verdict {
+    if !mail_from.is_empty() || !verdict.accepted() {
+        return verdict;
+    }
+    let ip = session.client_ip.parse::<std::net::IpAddr>().ok();
+    match policy
+        .authorities
+        .iter()
+        .find(|a| verdict.authority.as_deref() == Some(a.id.as_str()))
+    {
+        Some(a) if ip.is_some_and(|ip| a.admits_client(ip)) => verdict,
+        a => Verdict::rejected(
+            Reason::UnauthorizedClient,
+            format!(
+                "client {} may not submit mail for authority {}",
+                session.client_ip,
+                a.map_or("(none)", |a| a.id.as_str())
+            ),
+        ),
+    }
+}
+
 /// One transaction's message as judged: what its decision record, its
 /// queue entries and its acceptance receipt are made of.
 struct Judged<'a> {
@@ -135,6 +169,7 @@ struct Judged<'a> {
     session: &'a SessionInfo,
     mail_from: String,
     rcpt_to: Vec<String>,
+    dsn: crate::envelope::Dsn,
     /// Bytes received.
     size: u64,
     body: Arc<[u8]>,
@@ -169,6 +204,7 @@ impl Judged<'_> {
             session,
             mail_from,
             rcpt_to,
+            dsn,
             size,
             body,
             sha256,
@@ -198,6 +234,7 @@ impl Judged<'_> {
                 policy_version: policy.version.clone(),
                 case_ref: headers.case_ref.clone(),
                 body: keep_body.then_some(body),
+                dsn: (!dsn.is_empty()).then_some(dsn),
             }),
             events: vec![event],
             queue,

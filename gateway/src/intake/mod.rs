@@ -9,6 +9,7 @@
 //! limit with `421`, configurable timeouts and SIGTERM handling. The same
 //! `mailin` state machine is driven from tokio instead.
 
+pub mod command;
 pub mod commit;
 pub mod handler;
 pub mod reply;

@@ -238,8 +238,8 @@ async fn greeting_and_ehlo_capabilities_without_tls() {
         assert_eq!(
             ehlo,
             format!(
-                "250-{HOSTNAME} greets client.example\r\n250-SIZE {size}\r\n250-8BITMIME\r\n\
-                 250-PIPELINING\r\n250 ENHANCEDSTATUSCODES\r\n"
+                "250-{HOSTNAME}\r\n250-SIZE {size}\r\n250-8BITMIME\r\n\
+                 250-PIPELINING\r\n250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n"
             )
         );
         c.expect("HELO client.example", "250").await;
@@ -295,7 +295,7 @@ async fn pipelined_commands_get_their_replies_in_order() {
         assert_eq!(c.reply().await, "250 2.1.5 Recipient OK\r\n");
         assert_eq!(code(&c.reply().await), "250"); // RSET
         // mailin's own reply, before the handler is asked.
-        assert_eq!(c.reply().await, "503 Bad sequence of commands\r\n");
+        assert_eq!(c.reply().await, "503 5.5.1 Bad sequence of commands\r\n");
         assert_eq!(code(&c.reply().await), "250"); // NOOP
         assert_eq!(code(&c.reply().await), "221");
         c.expect_closed().await;
@@ -320,7 +320,7 @@ async fn mail_from_an_unauthorized_domain_is_refused_and_audited() {
         // No transaction was opened.
         assert_eq!(
             c.command(&format!("RCPT TO:<{BORIS}>")).await,
-            "503 Bad sequence of commands\r\n"
+            "503 5.5.1 Bad sequence of commands\r\n"
         );
         // A recipient no authority owns.
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
@@ -356,7 +356,7 @@ async fn recipients_beyond_the_limit_get_452_and_rset_clears_them() {
         c.expect("RSET", "250").await;
         assert_eq!(
             c.command(&format!("RCPT TO:<{BEA}>")).await,
-            "503 Bad sequence of commands\r\n"
+            "503 5.5.1 Bad sequence of commands\r\n"
         );
         // A new transaction starts with no recipients.
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
@@ -484,15 +484,11 @@ async fn a_control_character_in_a_command_is_refused() {
         let refused = "501 5.5.2 control characters are not allowed in commands\r\n";
         assert_eq!(c.command("NO\0OP").await, refused);
         assert_eq!(c.command("\0").await, refused);
-        // Inside an address, where mailin would take it.
-        assert_eq!(
-            c.command("MAIL FROM:<an\0na@justice.aa.example>").await,
-            refused
-        );
-        assert_eq!(
-            c.command("MAIL FROM:<an\x1bna@justice.aa.example>").await,
-            refused
-        );
+        // Inside an address, where mailin would take it: a bad address.
+        for bad in ["an\0na", "an\x1bna"] {
+            let r = c.command(&format!("MAIL FROM:<{bad}@justice.aa.example>")).await;
+            assert!(r.starts_with("501 5.1.7 bad-address: "), "{r}");
+        }
         c.expect("NOOP", "250").await;
         c.expect("QUIT", "221").await;
         c.expect_closed().await;
@@ -508,7 +504,7 @@ async fn starttls_is_refused_when_not_offered() {
         c.expect("EHLO client.example", "250").await;
         assert_eq!(
             c.command("STARTTLS").await,
-            "503 Bad sequence of commands\r\n"
+            "502 5.5.1 STARTTLS is not available\r\n"
         );
         // Still plain text, still usable.
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
@@ -535,7 +531,7 @@ async fn with_require_tls_mail_before_starttls_gets_530() {
         );
         assert_eq!(
             c.command(&format!("RCPT TO:<{BORIS}>")).await,
-            "503 Bad sequence of commands\r\n"
+            "503 5.5.1 Bad sequence of commands\r\n"
         );
         c.expect("QUIT", "221").await;
         c.expect_closed().await;
@@ -581,13 +577,13 @@ async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
         // The first reply over TLS is EHLO's, not the injected NOOP's.
         let ehlo = c.command("EHLO client.example").await;
         assert!(
-            ehlo.starts_with(&format!("250-{HOSTNAME} greets")),
+            ehlo.starts_with(&format!("250-{HOSTNAME}\r\n")),
             "{ehlo}"
         );
         assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
         assert_eq!(
             c.command("STARTTLS").await,
-            "503 Bad sequence of commands\r\n"
+            "503 5.5.1 Bad sequence of commands\r\n"
         );
         c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
         c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
