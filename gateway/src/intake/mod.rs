@@ -17,6 +17,8 @@ pub mod session;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_envelope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -619,4 +619,20 @@ mod tests {
         );
     }
 
+    #[test]
+    fn mailin_replies_get_enhanced_codes() {
+        let cases: [(&[u8], &[u8]); 6] = [
+            (b"503 Bad sequence of commands\r\n", b"503 5.5.1 Bad sequence of commands\r\n"),
+            (b"500 Syntax error\r\n", b"500 5.5.2 Syntax error\r\n"),
+            (b"221 Goodbye\r\n", b"221 2.0.0 Goodbye\r\n"),
+            (b"250 OK\r\n", b"250 2.0.0 OK\r\n"),
+            (b"250 2.1.0 Sender OK\r\n", b"250 2.1.0 Sender OK\r\n"),
+            (b"354 Start mail input\r\n", b"354 Start mail input\r\n"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(with_enhanced_code(from), to, "{}", String::from_utf8_lossy(from));
+        }
+        assert_eq!(verb(b"ehlo x\r\n"), "EHLO");
+        assert_eq!(verb(b"HELP\r\n"), "HELP");
+    }
 }
