@@ -56,6 +56,8 @@ pub struct Opts {
     /// TOML appended at the end of the file (further tables such as
     /// `[audit_web]`).
     pub extra_toml: String,
+    /// The port to listen on (default 0: any free port).
+    pub port: u16,
 }
 
 impl Default for Opts {
@@ -75,6 +77,7 @@ impl Default for Opts {
             relay_extra: String::new(),
             top_extra: String::new(),
             extra_toml: String::new(),
+            port: 0,
         }
     }
 }
@@ -110,7 +113,7 @@ impl Gateway {
             .data_dir
             .clone()
             .unwrap_or_else(|| tmp.path().join("data"));
-        let mut t = String::from("listen = [\"127.0.0.1:0\"]\n");
+        let mut t = format!("listen = [\"127.0.0.1:{}\"]\n", opts.port);
         t += &format!("data_dir = {}\n", toml_str(&data_dir));
         t += &format!("policy_dir = {}\n", toml_str(&opts.policy_dir));
         if let Some(u) = &opts.database_url {
@@ -753,6 +756,16 @@ impl Db {
                 tls_version: r.get("tls_version"),
             }
         )
+    }
+
+    /// The `dsn` column (JSON) of message `id`.
+    pub fn dsn(&self, id: &str) -> Option<serde_json::Value> {
+        let sql = format!("SELECT dsn FROM messages WHERE id = '{}'", id.replace('\'', "''"));
+        fetch!(&self.url, &sql, |r| r.get::<Option<String>, _>("dsn"))
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|d| serde_json::from_str(&d).expect("dsn is JSON"))
     }
 
     /// The row of message `id`.
