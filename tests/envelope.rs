@@ -310,3 +310,44 @@ fn smuggling_variants_never_start_a_second_transaction() {
     assert!(rows.len() <= 2, "one row per transaction at most: {rows:#?}");
     gw.assert_audit_intact();
 }
+
+#[test]
+fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
+    let gw = Gateway::new(Opts {
+        extra_toml: "\n[postmaster]\nmax_messages = 2\n".into(),
+        ..Opts::default()
+    });
+    let srv = gw.start();
+    let note = crlf(b"From: admin@justice.bb.example\nSubject: your MX\n\nUnsigned, and welcome.\n");
+    let mut c = srv.connect();
+    c.ehlo();
+    assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
+    assert_eq!(c.cmd("RCPT TO:<PostMaster>").code, 250, "{}", c.transcript);
+    let r = c.cmd(&format!("RCPT TO:<{BOB}>"));
+    assert!(r.last().starts_with("452 4.5.3 "), "{}", c.transcript);
+    let r = c.data(&note);
+    assert!(r.last().starts_with("250 2.0.0 kept for the postmaster as "), "{}", c.transcript);
+    c.quit();
+    let (code, out) = swaks(srv.port, BOB, "postmaster@emla.test", &note, &[]);
+    assert_eq!(code, Some(0), "{out}");
+    assert!(out.contains("kept for the postmaster as "), "{out}");
+    // The mailbox holds two: the third waits.
+    let (code, out) = swaks(srv.port, BOB, "postmaster", &note, &[]);
+    assert_ne!(code, Some(0), "{out}");
+    assert!(out.contains("452 4.2.2 the postmaster mailbox is full"), "{out}");
+
+    let kept: Vec<_> = std::fs::read_dir(gw.data_dir.join("postmaster"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with(".eml"))
+        .map(|e| std::fs::read(e.path()).unwrap())
+        .collect();
+    assert_eq!(kept.len(), 2);
+    assert!(kept.iter().all(|k| *k == note), "kept as received");
+    let db = gw.db();
+    assert!(db.messages().is_empty(), "not judged: {:?}", db.messages());
+    assert!(db.queue().is_empty(), "never relayed: {:?}", db.queue());
+    let audited = db.audit().into_iter().filter(|a| a.kind == "postmaster.kept").count();
+    assert_eq!(audited, 2);
+    gw.assert_audit_intact();
+}

@@ -69,12 +69,16 @@ async fn judge(
 
 /// Verifies and records one transaction; returns the reply for the client.
 pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -> Reply {
+    if tx.postmaster {
+        return super::postmaster::keep(gw, session, tx).await;
+    }
     let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
     let received_at_ms = crate::store::now_ms();
     let Transaction {
         mail_from,
         rcpt_to,
         dsn,
+        postmaster: _,
         body,
         received,
         too_large,

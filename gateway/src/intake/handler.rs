@@ -38,6 +38,8 @@ pub struct Transaction {
     pub rcpt_to: Vec<String>,
     /// The DSN parameters given (RFC 3461).
     pub dsn: Dsn,
+    /// For the postmaster: kept, not judged ([`super::postmaster`]).
+    pub postmaster: bool,
     /// The message, dot-unstuffed, as received (empty when too large).
     pub body: Vec<u8>,
     /// Bytes received, counted even past the limit.
@@ -56,6 +58,9 @@ pub struct Intake {
     pub session: SessionInfo,
     /// STARTTLS has completed.
     pub tls_active: bool,
+    /// The postmaster's mailbox, where `RCPT TO:<postmaster>` is kept;
+    /// without it, postmaster is an address like any other.
+    pub postmaster_box: Option<crate::config::PostmasterConfig>,
     require_tls: bool,
     ip: IpAddr,
     current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
@@ -63,6 +68,7 @@ pub struct Intake {
     mail_from: String,
     rcpt_to: Vec<String>,
     dsn: Dsn,
+    postmaster: bool,
     /// The command the session parsed for `mailin`'s stand-in line.
     staged: Option<Staged>,
     body: Vec<u8>,
@@ -87,6 +93,7 @@ impl Intake {
                 ..SessionInfo::default()
             },
             tls_active: false,
+            postmaster_box: None,
             require_tls,
             ip,
             current_policy,
@@ -94,6 +101,7 @@ impl Intake {
             mail_from: String::new(),
             rcpt_to: Vec::new(),
             dsn: Dsn::default(),
+            postmaster: false,
             staged: None,
             body: Vec::new(),
             received: 0,
@@ -233,6 +241,7 @@ impl Intake {
         self.policy = None;
         self.rcpt_to.clear();
         self.dsn = Dsn::default();
+        self.postmaster = false;
         let mail = match self.staged.take() {
             Some(Staged::Mail(Ok(m))) => m,
             Some(Staged::Mail(Err(refusal))) => {
@@ -321,11 +330,31 @@ impl Intake {
             _ => return Response::custom(501, "5.5.4 Syntax: RCPT TO:<address>".into()),
         };
         let Rcpt { to, notify, orcpt } = rcpt;
-        let to = to.as_str();
+        let postmaster = self
+            .postmaster_box
+            .as_ref()
+            .and_then(|_| super::postmaster::address(&to, &policy.gateway.hostname));
+        let to = postmaster.as_deref().unwrap_or(&to);
         // Merged (case-insensitively): the next hop gets each address once.
         // The first RCPT's DSN parameters stay.
         if self.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(to)) {
             return Response::custom(250, "2.1.5 Recipient OK (already given)".into());
+        }
+        if !self.rcpt_to.is_empty() && postmaster.is_some() != self.postmaster {
+            // RFC 5321 §4.5.3.1.10: the client sends the rest again later.
+            return Response::custom(
+                452,
+                "4.5.3 mail for the postmaster goes in a transaction of its own".into(),
+            );
+        }
+        if let (Some(_), Some(cfg)) = (&postmaster, &self.postmaster_box) {
+            if let Some(why) = super::postmaster::full(cfg, 0) {
+                let r = super::postmaster::full_reply(&why);
+                return Response::custom(r.code, r.text);
+            }
+            self.postmaster = true;
+            self.rcpt_to.push(to.to_string());
+            return Response::custom(250, "2.1.5 Recipient OK (the postmaster)".into());
         }
         if self.rcpt_to.len() >= policy.limits.max_recipients {
             let detail = format!(
@@ -420,6 +449,7 @@ impl Intake {
             mail_from: std::mem::take(&mut self.mail_from),
             rcpt_to: std::mem::take(&mut self.rcpt_to),
             dsn: std::mem::take(&mut self.dsn),
+            postmaster: std::mem::take(&mut self.postmaster),
             body: std::mem::take(&mut self.body),
             received: self.received,
             too_large: self.too_large,

@@ -12,6 +12,7 @@
 pub mod command;
 pub mod commit;
 pub mod handler;
+pub mod postmaster;
 pub mod reply;
 pub mod session;
 

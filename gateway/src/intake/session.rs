@@ -125,11 +125,9 @@ pub async fn run<S>(
         let gw = gw.clone();
         Box::new(move || gw.policy())
     };
-    let state = Arc::new(Mutex::new(Intake::new(
-        peer.ip(),
-        gw.config.require_tls,
-        policy_source,
-    )));
+    let mut intake = Intake::new(peer.ip(), gw.config.require_tls, policy_source);
+    intake.postmaster_box = Some(gw.config.postmaster.clone());
+    let state = Arc::new(Mutex::new(intake));
     let mut builder = SessionBuilder::new(gw.policy().gateway.hostname.clone());
     if gw.tls.is_some() {
         builder.enable_start_tls();

@@ -175,3 +175,34 @@ fn dsn_parameters_are_kept_with_the_transaction() {
         assert!(r.starts_with(want), "{line}: {r}");
     }
 }
+
+#[test]
+fn postmaster_mail_goes_in_a_transaction_of_its_own() {
+    let mut c = Case::new();
+    let dir = tempfile::tempdir().unwrap();
+    c.intake.postmaster_box = Some(crate::config::PostmasterConfig {
+        dir: dir.path().to_path_buf(),
+        max_messages: 1,
+        max_bytes: 1000,
+        max_per_hour: 10,
+    });
+    c.ok("MAIL FROM:<>");
+    c.ok("RCPT TO:<PostMaster>");
+    let (r, _) = c.say(&format!("RCPT TO:<postmaster@{}>", crate::demo::pki::HOSTNAME));
+    assert_eq!(r, "250 2.1.5 Recipient OK (already given)");
+    let (r, _) = c.say(&format!("RCPT TO:<{BORIS}>"));
+    assert!(r.starts_with("452 4.5.3 "), "{r}");
+    let tx = c.transaction();
+    assert!(tx.postmaster);
+    assert_eq!(tx.rcpt_to, vec![format!("postmaster@{}", crate::demo::pki::HOSTNAME)]);
+
+    c.ok(&format!("MAIL FROM:<{ANNA}>"));
+    c.ok(&format!("RCPT TO:<{BORIS}>"));
+    let (r, _) = c.say("RCPT TO:<postmaster>");
+    assert!(r.starts_with("452 4.5.3 "), "{r}");
+    // A full mailbox refuses at RCPT.
+    std::fs::write(dir.path().join("x.eml"), b"kept").unwrap();
+    c.ok(&format!("MAIL FROM:<{ANNA}>"));
+    let (r, _) = c.say("RCPT TO:<postmaster>");
+    assert!(r.starts_with("452 4.2.2 the postmaster mailbox is full"), "{r}");
+}
