@@ -1182,9 +1182,21 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_millis(1500));
-    let to_alice = delivered_to(&sink, ALICE, 1);
-    assert_eq!(to_alice.len(), 1, "the acceptance receipt only: {to_alice:#?}");
-    assert!(!to_alice[0].1.contains("multipart/report"), "{to_alice:#?}");
+    assert!(sink.messages().is_empty(), "NEVER: no notice at all");
+    // Another recipient without NOTIFY: the acceptance receipt is due again,
+    // the failure notice still only for the one who did not say NEVER.
+    send_with_params(srv.port, "", &[(BEA, "NOTIFY=NEVER"), (BOB, "")]);
+    let to_alice = delivered_to(&sink, ALICE, 2);
+    let subjects: Vec<&str> = to_alice
+        .iter()
+        .filter_map(|(_, m)| header(m, "Subject"))
+        .collect();
+    assert!(subjects.iter().any(|s| s.starts_with("Accepted: ")), "{subjects:?}");
+    assert!(subjects.iter().any(|s| s.starts_with("Delivered: ")), "{subjects:?}");
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = sink.messages();
+    assert_eq!(all.len(), 3, "Bob's copy and two receipts, no notice for Bea");
+    assert!(!all.iter().any(|m| find(m, b"multipart/report").is_some()));
     drop((gw, srv));
 
     let sink = Sink::start(&[]);

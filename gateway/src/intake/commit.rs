@@ -291,6 +291,14 @@ impl Judged<'_> {
     /// The acceptance receipt of an accepted message, when its sender's
     /// authority wants one; `signers` as recorded.
     fn acceptance(&self, signers: &serde_json::Value) -> Option<notify::Outgoing> {
+        // NOTIFY=NEVER for every recipient: the client wants no notice at all.
+        if self
+            .rcpt_to
+            .iter()
+            .all(|r| !self.dsn.notify(r, |n| !n.is_never()))
+        {
+            return None;
+        }
         let mut routes: Vec<&str> = self
             .verdict
             .recipients
