@@ -203,6 +203,7 @@ fn record_of(f: &Fixture) -> Record {
         policy_version: "8fb4f6291a5130a5".into(),
         case_ref: f.case_ref.clone(),
         body: accepted.then(|| Arc::from(raw.clone())),
+        dsn: None,
     };
     let event = AuditEvent {
         kind: if accepted {

@@ -66,12 +66,17 @@ fn invalid_paths_get_501_bad_address_and_are_audited() {
     assert_eq!(r.code, 250, "{}", c.transcript);
     let msg = signed();
     let r = c.data(&msg);
-    let id = r.accepted_id().unwrap_or_else(|| panic!("{}", c.transcript));
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
     let q = gw.db().queue();
     assert_eq!(q.len(), 1, "{q:?}");
     assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
-    assert_eq!(gw.db().message(&id).unwrap().rcpt_to, format!("[\"{BOB}\"]"));
+    assert_eq!(
+        gw.db().message(&id).unwrap().rcpt_to,
+        format!("[\"{BOB}\"]")
+    );
 
     let refused = audited(&gw, "bad-address");
     assert_eq!(refused.len(), bad.len() + 3, "{refused:#?}");
@@ -101,14 +106,23 @@ fn the_null_reverse_path_is_judged_by_from_and_signature() {
     assert_eq!((m.mail_from.as_str(), m.verdict.as_str()), ("", "accept"));
 
     // Like any other: unsigned is refused, and so is a From: no authority owns.
-    let (r, t) = send(srv.port, "", &[BOB], &crlf(b"From: alice@justice.aa.example\nTo: bob@justice.bb.example\nSubject: x\n\nplain\n"));
+    let (r, t) = send(
+        srv.port,
+        "",
+        &[BOB],
+        &crlf(b"From: alice@justice.aa.example\nTo: bob@justice.bb.example\nSubject: x\n\nplain\n"),
+    );
     assert_eq!(r.code, 550, "{t}");
     assert!(r.text().starts_with("5.7.1 unsigned: "), "{t}");
     let mut c = srv.connect();
     c.ehlo();
     assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
     let r = c.cmd("RCPT TO:<someone@unknown.example>");
-    assert!(r.text().starts_with("5.7.1 unauthorized-domain: "), "{}", c.transcript);
+    assert!(
+        r.text().starts_with("5.7.1 unauthorized-domain: "),
+        "{}",
+        c.transcript
+    );
     c.quit();
 
     // swaks's null sender.
@@ -126,7 +140,11 @@ fn dsn_is_offered_and_its_parameters_recorded() {
     let mut c = srv.connect();
     let e = c.ehlo();
     assert!(e.lines.iter().any(|l| l == "DSN"), "{}", c.transcript);
-    assert!(!e.lines.iter().any(|l| l.contains("SMTPUTF8")), "{}", c.transcript);
+    assert!(
+        !e.lines.iter().any(|l| l.contains("SMTPUTF8")),
+        "{}",
+        c.transcript
+    );
     for (line, want) in [
         (format!("MAIL FROM:<{ALICE}> SIZE=abc"), "501 5.5.4 "),
         (format!("MAIL FROM:<{ALICE}> FROBNICATE=1"), "555 5.5.4 "),
@@ -137,13 +155,17 @@ fn dsn_is_offered_and_its_parameters_recorded() {
         assert!(r.last().starts_with(want), "{line}: {}", c.transcript);
     }
     assert_eq!(
-        c.cmd(&format!("MAIL FROM:<{ALICE}> RET=HDRS ENVID=case+2B42")).code,
+        c.cmd(&format!("MAIL FROM:<{ALICE}> RET=HDRS ENVID=case+2B42"))
+            .code,
         250,
         "{}",
         c.transcript
     );
     for (line, want) in [
-        (format!("RCPT TO:<{BOB}> NOTIFY=NEVER,SUCCESS"), "501 5.5.4 "),
+        (
+            format!("RCPT TO:<{BOB}> NOTIFY=NEVER,SUCCESS"),
+            "501 5.5.4 ",
+        ),
         (format!("RCPT TO:<{BOB}> ORCPT=no-semicolon"), "501 5.5.4 "),
         (format!("RCPT TO:<{BOB}> XYZZY"), "555 5.5.4 "),
     ] {
@@ -155,14 +177,20 @@ fn dsn_is_offered_and_its_parameters_recorded() {
     ));
     assert_eq!(r.code, 250, "{}", c.transcript);
     let r = c.data(&signed());
-    let id = r.accepted_id().unwrap_or_else(|| panic!("{}", c.transcript));
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
     let dsn = gw.db().dsn(&id).expect("DSN parameters recorded");
     assert_eq!(dsn["ret"], "HDRS", "{dsn}");
     assert_eq!(dsn["envid"], "case+42", "{dsn}");
     assert_eq!(dsn["recipients"][0]["recipient"], BOB, "{dsn}");
     assert_eq!(dsn["recipients"][0]["notify"], "SUCCESS,FAILURE", "{dsn}");
-    assert_eq!(dsn["recipients"][0]["orcpt"], format!("rfc822;{BOB}"), "{dsn}");
+    assert_eq!(
+        dsn["recipients"][0]["orcpt"],
+        format!("rfc822;{BOB}"),
+        "{dsn}"
+    );
     // Without parameters, nothing is recorded.
     let (r, t) = send(srv.port, ALICE, &[BOB], &signed());
     let id = r.accepted_id().unwrap_or_else(|| panic!("{t}"));
@@ -179,7 +207,11 @@ fn smtputf8_and_non_ascii_paths_are_refused() {
     let r = c.cmd(&format!("MAIL FROM:<{ALICE}> SMTPUTF8"));
     assert!(r.last().starts_with("555 5.5.4 "), "{}", c.transcript);
     let r = c.cmd("MAIL FROM:<ålice@justice.aa.example>");
-    assert!(r.last().starts_with("553 5.6.7 bad-address: "), "{}", c.transcript);
+    assert!(
+        r.last().starts_with("553 5.6.7 bad-address: "),
+        "{}",
+        c.transcript
+    );
     assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).code, 250);
     let r = c.cmd("RCPT TO:<böb@justice.bb.example>");
     assert_eq!(r.code, 553, "{}", c.transcript);
@@ -187,7 +219,10 @@ fn smtputf8_and_non_ascii_paths_are_refused() {
     let (code, out) = swaks(srv.port, ALICE, "böb@justice.bb.example", &signed(), &[]);
     assert_ne!(code, Some(0), "{out}");
     assert!(out.contains("553 5.6.7 bad-address: "), "{out}");
-    assert!(!out.contains("250-SMTPUTF8") && !out.contains("250 SMTPUTF8"), "{out}");
+    assert!(
+        !out.contains("250-SMTPUTF8") && !out.contains("250 SMTPUTF8"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -201,12 +236,18 @@ fn duplicate_recipients_are_merged() {
         let r = c.cmd(&format!("RCPT TO:<{to}>"));
         assert_eq!(r.code, 250, "{}", c.transcript);
     }
-    let id = c.data(&signed()).accepted_id().unwrap_or_else(|| panic!("{}", c.transcript));
+    let id = c
+        .data(&signed())
+        .accepted_id()
+        .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
     let q = gw.db().queue();
     assert_eq!(q.len(), 1, "{q:?}");
     assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
-    assert_eq!(gw.db().message(&id).unwrap().rcpt_to, format!("[\"{BOB}\"]"));
+    assert_eq!(
+        gw.db().message(&id).unwrap().rcpt_to,
+        format!("[\"{BOB}\"]")
+    );
 
     // swaks with the address twice.
     let to = format!("{BOB},{}", BOB.to_uppercase());
@@ -217,7 +258,12 @@ fn duplicate_recipients_are_merged() {
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("{out}"));
-    let q: Vec<_> = gw.db().queue().into_iter().filter(|q| q.message_id == id).collect();
+    let q: Vec<_> = gw
+        .db()
+        .queue()
+        .into_iter()
+        .filter(|q| q.message_id == id)
+        .collect();
     assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
 }
 
@@ -244,11 +290,16 @@ fn every_reply_has_an_enhanced_code_and_no_echo() {
         ("DATA", "503 5.5.1 "),
         (&format!("RCPT TO:<{BOB}>"), "503 5.5.1 "),
         ("FROBNICATE", "500 5.5.2 "),
+        ("EHLO", "501 5.5.4 "),
     ] {
         let r = c.cmd(line);
         assert!(r.last().starts_with(want), "{line}: {}", c.transcript);
     }
-    assert!(!c.transcript.contains(&format!("S: 250-{marker}")), "{}", c.transcript);
+    assert!(
+        !c.transcript.contains(&format!("S: 250-{marker}")),
+        "{}",
+        c.transcript
+    );
     let r = c.cmd("QUIT");
     assert_eq!(r.last(), "221 2.0.0 Goodbye", "{}", c.transcript);
     assert!(c.closed_within(Duration::from_secs(3)));
@@ -302,12 +353,19 @@ fn smuggling_variants_never_start_a_second_transaction() {
         }
         // One reply for the whole payload: the next is QUIT's.
         let q = c.cmd("QUIT");
-        assert_eq!(q.code, 221, "{name}: a second transaction ran:\n{}", c.transcript);
+        assert_eq!(
+            q.code, 221,
+            "{name}: a second transaction ran:\n{}",
+            c.transcript
+        );
     }
     let inner_sha = sha256_hex(&inner);
     let rows = gw.db().messages();
     assert!(rows.iter().all(|m| m.sha256 != inner_sha), "{rows:#?}");
-    assert!(rows.len() <= 2, "one row per transaction at most: {rows:#?}");
+    assert!(
+        rows.len() <= 2,
+        "one row per transaction at most: {rows:#?}"
+    );
     gw.assert_audit_intact();
 }
 
@@ -318,7 +376,8 @@ fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
         ..Opts::default()
     });
     let srv = gw.start();
-    let note = crlf(b"From: admin@justice.bb.example\nSubject: your MX\n\nUnsigned, and welcome.\n");
+    let note =
+        crlf(b"From: admin@justice.bb.example\nSubject: your MX\n\nUnsigned, and welcome.\n");
     let mut c = srv.connect();
     c.ehlo();
     assert_eq!(c.cmd("MAIL FROM:<>").code, 250);
@@ -326,7 +385,12 @@ fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
     let r = c.cmd(&format!("RCPT TO:<{BOB}>"));
     assert!(r.last().starts_with("452 4.5.3 "), "{}", c.transcript);
     let r = c.data(&note);
-    assert!(r.last().starts_with("250 2.0.0 kept for the postmaster as "), "{}", c.transcript);
+    assert!(
+        r.last()
+            .starts_with("250 2.0.0 kept for the postmaster as "),
+        "{}",
+        c.transcript
+    );
     c.quit();
     let (code, out) = swaks(srv.port, BOB, "postmaster@emla.test", &note, &[]);
     assert_eq!(code, Some(0), "{out}");
@@ -334,7 +398,10 @@ fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
     // The mailbox holds two: the third waits.
     let (code, out) = swaks(srv.port, BOB, "postmaster", &note, &[]);
     assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("452 4.2.2 the postmaster mailbox is full"), "{out}");
+    assert!(
+        out.contains("452 4.2.2 the postmaster mailbox is full"),
+        "{out}"
+    );
 
     let kept: Vec<_> = std::fs::read_dir(gw.data_dir.join("postmaster"))
         .unwrap()
@@ -347,7 +414,11 @@ fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
     let db = gw.db();
     assert!(db.messages().is_empty(), "not judged: {:?}", db.messages());
     assert!(db.queue().is_empty(), "never relayed: {:?}", db.queue());
-    let audited = db.audit().into_iter().filter(|a| a.kind == "postmaster.kept").count();
+    let audited = db
+        .audit()
+        .into_iter()
+        .filter(|a| a.kind == "postmaster.kept")
+        .count();
     assert_eq!(audited, 2);
     gw.assert_audit_intact();
 }

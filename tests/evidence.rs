@@ -270,6 +270,7 @@ fn accepted_record(
             policy_version: policy_version.into(),
             case_ref: None,
             body: Some(Arc::from(raw)),
+            dsn: None,
         }),
         events: vec![AuditEvent {
             kind: AuditKind::MessageAccepted,

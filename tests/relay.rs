@@ -1017,7 +1017,9 @@ fn send_with_params(port: u16, mail_params: &str, rcpts: &[(&str, &str)]) -> (St
         assert_eq!(r.code, 250, "{}", c.transcript);
     }
     let r = c.data(&msg);
-    let id = r.accepted_id().unwrap_or_else(|| panic!("{}", c.transcript));
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
     (id, msg)
 }
@@ -1053,7 +1055,11 @@ fn two_gateways_in_series_pass_each_others_signed_receipts() {
     let got = to_bob[0].1.as_bytes();
     let at = find(got, &msg).expect("the sent bytes arrive behind the trace fields");
     let trace = String::from_utf8_lossy(&got[..at]);
-    assert_eq!(trace.matches("Received: ").count(), 2, "G2's and G1's: {trace}");
+    assert_eq!(
+        trace.matches("Received: ").count(),
+        2,
+        "G2's and G1's: {trace}"
+    );
     assert!(trace.contains(&format!(" id {id}")), "{trace}");
     assert!(openssl_verifies(got, "aa"));
     // What G2 received: G1's Received: field, then the message.
@@ -1070,7 +1076,10 @@ fn two_gateways_in_series_pass_each_others_signed_receipts() {
         .collect();
     assert_eq!(from_g2.len(), 2, "{receipts:#?}");
     for r in &from_g2 {
-        assert!(openssl_verifies(r.as_bytes(), "bb"), "G2's receipt verifies:\n{r}");
+        assert!(
+            openssl_verifies(r.as_bytes(), "bb"),
+            "G2's receipt verifies:\n{r}"
+        );
         assert!(r.contains(&received_by_g2), "{r}");
     }
     assert!(receipts.iter().all(|(env, _)| env["mail_from"] == "<>"));
@@ -1125,7 +1134,10 @@ fn postfix_relays_dsn_parameters_into_emla_which_records_them() {
         std::thread::sleep(Duration::from_millis(100));
     };
     assert_eq!(row.verdict, "accept", "{row:?}");
-    assert!(row.size > msg.len() as i64, "with Postfix's Received: {row:?}");
+    assert!(
+        row.size > msg.len() as i64,
+        "with Postfix's Received: {row:?}"
+    );
     let dsn = gw.db().dsn(&row.id).expect("DSN parameters recorded");
     assert_eq!(dsn["ret"], "HDRS", "{dsn}");
     assert_eq!(dsn["envid"], "mla-2026-42", "{dsn}");
@@ -1158,7 +1170,10 @@ fn dsn_parameters_go_on_to_a_next_hop_that_offers_dsn() {
     assert_eq!(env["mail_from"], "<>", "{env}");
     assert!(r.contains("Action: relayed"), "{r}");
     assert!(r.contains("Original-Envelope-Id: mla-77"), "{r}");
-    assert!(r.contains(&format!("Original-Recipient: rfc822;{BOB}")), "{r}");
+    assert!(
+        r.contains(&format!("Original-Recipient: rfc822;{BOB}")),
+        "{r}"
+    );
     assert_eq!(delivered_to(&sink, BOB, 1).len(), 1);
 }
 
@@ -1191,11 +1206,21 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
         .iter()
         .filter_map(|(_, m)| header(m, "Subject"))
         .collect();
-    assert!(subjects.iter().any(|s| s.starts_with("Accepted: ")), "{subjects:?}");
-    assert!(subjects.iter().any(|s| s.starts_with("Delivered: ")), "{subjects:?}");
+    assert!(
+        subjects.iter().any(|s| s.starts_with("Accepted: ")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.iter().any(|s| s.starts_with("Delivered: ")),
+        "{subjects:?}"
+    );
     std::thread::sleep(Duration::from_millis(1500));
     let all = sink.messages();
-    assert_eq!(all.len(), 3, "Bob's copy and two receipts, no notice for Bea");
+    assert_eq!(
+        all.len(),
+        3,
+        "Bob's copy and two receipts, no notice for Bea"
+    );
     assert!(!all.iter().any(|m| find(m, b"multipart/report").is_some()));
     drop((gw, srv));
 
@@ -1210,9 +1235,18 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
     );
     let to_bob = delivered_to(&sink, BOB, 1);
     assert_eq!(to_bob.len(), 1, "{}", srv.stderr());
-    assert_eq!(to_bob[0].0["rcpt_tos"], serde_json::json!([BOB]), "one RCPT");
+    assert_eq!(
+        to_bob[0].0["rcpt_tos"],
+        serde_json::json!([BOB]),
+        "one RCPT"
+    );
     let to_alice = delivered_to(&sink, ALICE, 1);
-    assert_eq!(to_alice.len(), 1, "asked for by NOTIFY=SUCCESS: {}", srv.stderr());
+    assert_eq!(
+        to_alice.len(),
+        1,
+        "asked for by NOTIFY=SUCCESS: {}",
+        srv.stderr()
+    );
     let subject = header(&to_alice[0].1, "Subject").unwrap_or_default();
     assert!(subject.starts_with("Delivered: "), "{subject}");
 }

@@ -82,6 +82,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         policy_version: "p1".into(),
         case_ref: None,
         body: body.map(Arc::from),
+        dsn: None,
     }
 }
 

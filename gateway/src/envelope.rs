@@ -53,9 +53,7 @@ pub fn parse_path(inner: &str, null_allowed: bool) -> Result<String, PathError> 
         return Err(PathError::NonAscii);
     }
     if let Some(c) = inner.bytes().find(|&b| b < 0x20 || b == 0x7f) {
-        return Err(bad(format!(
-            "control character 0x{c:02x} in the address"
-        )));
+        return Err(bad(format!("control character 0x{c:02x} in the address")));
     }
     if inner.len() + 2 > MAX_PATH {
         return Err(bad(format!(
@@ -207,7 +205,10 @@ pub fn xtext_decode(s: &str) -> Option<String> {
         match b[i] {
             b'+' => {
                 let hex = s.get(i + 1..i + 3)?;
-                if !hex.bytes().all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h)) {
+                if !hex
+                    .bytes()
+                    .all(|h| h.is_ascii_digit() || (b'A'..=b'F').contains(&h))
+                {
                     return None;
                 }
                 out.push(u8::from_str_radix(hex, 16).ok()?);

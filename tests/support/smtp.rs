@@ -760,7 +760,10 @@ impl Db {
 
     /// The `dsn` column (JSON) of message `id`.
     pub fn dsn(&self, id: &str) -> Option<serde_json::Value> {
-        let sql = format!("SELECT dsn FROM messages WHERE id = '{}'", id.replace('\'', "''"));
+        let sql = format!(
+            "SELECT dsn FROM messages WHERE id = '{}'",
+            id.replace('\'', "''")
+        );
         fetch!(&self.url, &sql, |r| r.get::<Option<String>, _>("dsn"))
             .into_iter()
             .flatten()

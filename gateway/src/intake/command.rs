@@ -77,10 +77,12 @@ fn param_error(code: u16, text: String) -> Refusal {
 fn split(arg: &str) -> Result<(&str, Vec<&str>), Refusal> {
     // RFC 5321 has no space after the colon; Postfix tolerates one, as here.
     let arg = arg.trim_start_matches(' ');
-    let no_brackets = || Refusal::Path(
-        PathError::Syntax("the address must be written <like@this>".into()),
-        arg.to_owned(),
-    );
+    let no_brackets = || {
+        Refusal::Path(
+            PathError::Syntax("the address must be written <like@this>".into()),
+            arg.to_owned(),
+        )
+    };
     let inner = arg.strip_prefix('<').ok_or_else(no_brackets)?;
     let (mut quoted, mut escaped, mut end) = (false, false, None);
     for (i, c) in inner.char_indices() {
@@ -98,9 +100,15 @@ fn split(arg: &str) -> Result<(&str, Vec<&str>), Refusal> {
     let end = end.ok_or_else(no_brackets)?;
     let rest = &inner[end + 1..];
     if !(rest.is_empty() || rest.starts_with(' ')) {
-        return Err(param_error(501, format!("unexpected text after the address: {rest:?}")));
+        return Err(param_error(
+            501,
+            format!("unexpected text after the address: {rest:?}"),
+        ));
     }
-    Ok((&inner[..end], rest.split(' ').filter(|p| !p.is_empty()).collect()))
+    Ok((
+        &inner[..end],
+        rest.split(' ').filter(|p| !p.is_empty()).collect(),
+    ))
 }
 
 /// `KEYWORD[=value]` (RFC 5321 §4.1.2 esmtp-param), keyword uppercased.
@@ -109,9 +117,13 @@ fn param(p: &str) -> Result<(String, Option<&str>), Refusal> {
         Some((k, v)) => (k, Some(v)),
         None => (p, None),
     };
-    let key_ok = key.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+    let key_ok = key
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
         && key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    let value_ok = value.is_none_or(|v| !v.is_empty() && v.bytes().all(|b| (33..=126).contains(&b) && b != b'='));
+    let value_ok = value
+        .is_none_or(|v| !v.is_empty() && v.bytes().all(|b| (33..=126).contains(&b) && b != b'='));
     if !key_ok || !value_ok {
         return Err(param_error(501, format!("malformed parameter {p:?}")));
     }
@@ -126,8 +138,14 @@ fn value<'a>(key: &str, value: Option<&'a str>) -> Result<&'a str, Refusal> {
 fn xtext(key: &str, v: &str, max: usize) -> Result<String, Refusal> {
     match envelope::xtext_decode(v) {
         Some(d) if d.len() <= max => Ok(d),
-        Some(_) => Err(param_error(501, format!("{key} is longer than {max} characters"))),
-        None => Err(param_error(501, format!("{key}={v} is not xtext (RFC 3461 §4)"))),
+        Some(_) => Err(param_error(
+            501,
+            format!("{key} is longer than {max} characters"),
+        )),
+        None => Err(param_error(
+            501,
+            format!("{key}={v} is not xtext (RFC 3461 §4)"),
+        )),
     }
 }
 
@@ -143,7 +161,10 @@ fn once<T>(slot: &mut Option<T>, key: &str, v: T) -> Result<(), Refusal> {
 fn unknown(key: &str, command: &str) -> Refusal {
     if key == "SMTPUTF8" {
         // RFC 6531 §3.4: not offered in EHLO, so not to be used.
-        return param_error(555, "SMTPUTF8 is not supported: addresses must be ASCII".into());
+        return param_error(
+            555,
+            "SMTPUTF8 is not supported: addresses must be ASCII".into(),
+        );
     }
     param_error(555, format!("unsupported {command} parameter {key}"))
 }
@@ -217,7 +238,9 @@ fn rcpt(arg: &str) -> Result<Rcpt, Refusal> {
                 let v = value(&key, v)?;
                 let (kind, addr) = v
                     .split_once(';')
-                    .filter(|(k, _)| !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+                    .filter(|(k, _)| {
+                        !k.is_empty() && k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                    })
                     .ok_or_else(|| param_error(501, format!("ORCPT={v}: addr-type;xtext")))?;
                 let addr = xtext(&key, addr, envelope::MAX_ORCPT)?;
                 once(&mut r.orcpt, &key, format!("{kind};{addr}"))?;
@@ -243,7 +266,10 @@ mod tests {
     #[test]
     fn mail_parameters() {
         let m = mail("<a@b.example> SIZE=10 BODY=8BITMIME RET=HDRS ENVID=QQ+2B1").unwrap();
-        assert_eq!((m.size, m.ret, m.envid.as_deref()), (Some(10), Some(Ret::Hdrs), Some("QQ+1")));
+        assert_eq!(
+            (m.size, m.ret, m.envid.as_deref()),
+            (Some(10), Some(Ret::Hdrs), Some("QQ+1"))
+        );
         assert_eq!(mail(" <>").unwrap().from, "");
         assert_eq!(code(mail("<a@b.example> SIZE=abc")), "501 5.5.4");
         assert_eq!(code(mail("<a@b.example> SIZE=+1")), "501 5.5.4");

@@ -28,11 +28,20 @@ pub fn address(to: &str, hostname: &str) -> Option<String> {
 pub fn full(cfg: &PostmasterConfig, adding: u64) -> Option<String> {
     let (count, bytes, recent) = usage(&cfg.dir);
     if count >= cfg.max_messages {
-        Some(format!("it holds {count} messages, the limit is {}", cfg.max_messages))
+        Some(format!(
+            "it holds {count} messages, the limit is {}",
+            cfg.max_messages
+        ))
     } else if bytes + adding > cfg.max_bytes {
-        Some(format!("it holds {bytes} bytes, the limit is {}", cfg.max_bytes))
+        Some(format!(
+            "it holds {bytes} bytes, the limit is {}",
+            cfg.max_bytes
+        ))
     } else if recent >= cfg.max_per_hour {
-        Some(format!("{recent} messages came in the last hour, the limit is {}", cfg.max_per_hour))
+        Some(format!(
+            "{recent} messages came in the last hour, the limit is {}",
+            cfg.max_per_hour
+        ))
     } else {
         None
     }
@@ -60,14 +69,20 @@ fn usage(dir: &Path) -> (usize, u64, usize) {
 
 /// The reply when the mailbox is full.
 pub fn full_reply(why: &str) -> Reply {
-    Reply::new(452, format!("4.2.2 the postmaster mailbox is full ({why}); try again later"))
+    Reply::new(
+        452,
+        format!("4.2.2 the postmaster mailbox is full ({why}); try again later"),
+    )
 }
 
 /// Keeps a postmaster transaction; returns the reply for the client.
 pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply {
     let cfg = &gw.config.postmaster;
     let refusal = if tx.too_large {
-        Some((Reason::TooLarge, format!("message is at least {} bytes", tx.received)))
+        Some((
+            Reason::TooLarge,
+            format!("message is at least {} bytes", tx.received),
+        ))
     } else {
         tx.malformed.clone().map(|why| (Reason::Malformed, why))
     };
@@ -104,7 +119,10 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
         crate::fsutil::write_atomic(&file, &body)
     })
     .await;
-    if let Err(e) = written.map_err(|e| e.to_string()).and_then(|r| r.map_err(|e| e.to_string())) {
+    if let Err(e) = written
+        .map_err(|e| e.to_string())
+        .and_then(|r| r.map_err(|e| e.to_string()))
+    {
         tracing::error!(error = %e, "cannot keep postmaster mail");
         return Reply::temporary(&format!("cannot keep the message now ({e})"));
     }
@@ -133,7 +151,10 @@ mod tests {
 
     #[test]
     fn postmaster_addresses() {
-        assert_eq!(address("PostMaster", "gw.example").as_deref(), Some("postmaster@gw.example"));
+        assert_eq!(
+            address("PostMaster", "gw.example").as_deref(),
+            Some("postmaster@gw.example")
+        );
         assert!(address("POSTMASTER@GW.example", "gw.example").is_some());
         assert!(address("postmaster@justice.aa.example", "gw.example").is_none());
         assert!(address("postmistress", "gw.example").is_none());
@@ -154,7 +175,12 @@ mod tests {
         assert!(full(&cfg, 6).unwrap().contains("bytes"));
         std::fs::write(dir.path().join("b.eml"), b"1").unwrap();
         assert!(full(&cfg, 0).unwrap().contains("2 messages"));
-        let cfg = PostmasterConfig { max_messages: 9, max_bytes: 99, max_per_hour: 2, ..cfg };
+        let cfg = PostmasterConfig {
+            max_messages: 9,
+            max_bytes: 99,
+            max_per_hour: 2,
+            ..cfg
+        };
         assert!(full(&cfg, 0).unwrap().contains("last hour"));
     }
 }

@@ -431,6 +431,9 @@ fn local_reply(gw: &Service, verb: &str, line: &[u8]) -> Option<Reply> {
         "EXPN" => Reply::new(502, "5.5.1 EXPN is not available"),
         "AUTH" => Reply::new(502, "5.5.1 AUTH is not available"),
         "STARTTLS" if gw.tls.is_none() => Reply::new(502, "5.5.1 STARTTLS is not available"),
+        "HELO" | "EHLO" if arg.is_empty() => {
+            Reply::new(501, format!("5.5.4 Syntax: {verb} hostname"))
+        }
         "VRFY" if arg.is_empty() => Reply::new(501, "5.5.4 Syntax: VRFY address"),
         // As Postfix answers when it cannot tell (RFC 5321 §3.5.3).
         "VRFY" => Reply::new(
@@ -449,10 +452,11 @@ fn with_enhanced_code(wire: &[u8]) -> Vec<u8> {
     for line in text.split_inclusive("\r\n") {
         let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
         let rest = line.get(4..).unwrap_or("");
-        let has_one = rest
-            .split(' ')
-            .next()
-            .is_some_and(|w| w.split('.').count() == 3 && w.split('.').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())));
+        let has_one = rest.split(' ').next().is_some_and(|w| {
+            w.split('.').count() == 3
+                && w.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
         let enhanced = match code {
             _ if has_one => None,
             // Challenges and the go-ahead for DATA carry none.
@@ -620,7 +624,10 @@ mod tests {
     #[test]
     fn mailin_replies_get_enhanced_codes() {
         let cases: [(&[u8], &[u8]); 6] = [
-            (b"503 Bad sequence of commands\r\n", b"503 5.5.1 Bad sequence of commands\r\n"),
+            (
+                b"503 Bad sequence of commands\r\n",
+                b"503 5.5.1 Bad sequence of commands\r\n",
+            ),
             (b"500 Syntax error\r\n", b"500 5.5.2 Syntax error\r\n"),
             (b"221 Goodbye\r\n", b"221 2.0.0 Goodbye\r\n"),
             (b"250 OK\r\n", b"250 2.0.0 OK\r\n"),
@@ -628,7 +635,12 @@ mod tests {
             (b"354 Start mail input\r\n", b"354 Start mail input\r\n"),
         ];
         for (from, to) in cases {
-            assert_eq!(with_enhanced_code(from), to, "{}", String::from_utf8_lossy(from));
+            assert_eq!(
+                with_enhanced_code(from),
+                to,
+                "{}",
+                String::from_utf8_lossy(from)
+            );
         }
         assert_eq!(verb(b"ehlo x\r\n"), "EHLO");
         assert_eq!(verb(b"HELP\r\n"), "HELP");

@@ -486,7 +486,9 @@ async fn a_control_character_in_a_command_is_refused() {
         assert_eq!(c.command("\0").await, refused);
         // Inside an address, where mailin would take it: a bad address.
         for bad in ["an\0na", "an\x1bna"] {
-            let r = c.command(&format!("MAIL FROM:<{bad}@justice.aa.example>")).await;
+            let r = c
+                .command(&format!("MAIL FROM:<{bad}@justice.aa.example>"))
+                .await;
             assert!(r.starts_with("501 5.1.7 bad-address: "), "{r}");
         }
         c.expect("NOOP", "250").await;
@@ -576,10 +578,7 @@ async fn starttls_upgrades_and_drops_what_was_pipelined_behind_it() {
         };
         // The first reply over TLS is EHLO's, not the injected NOOP's.
         let ehlo = c.command("EHLO client.example").await;
-        assert!(
-            ehlo.starts_with(&format!("250-{HOSTNAME}\r\n")),
-            "{ehlo}"
-        );
+        assert!(ehlo.starts_with(&format!("250-{HOSTNAME}\r\n")), "{ehlo}");
         assert!(!ehlo.contains("STARTTLS"), "{ehlo}");
         assert_eq!(
             c.command("STARTTLS").await,

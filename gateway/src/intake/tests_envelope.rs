@@ -63,7 +63,9 @@ impl Case {
     /// Ends DATA and returns the transaction.
     fn transaction(&mut self) -> super::handler::Transaction {
         assert_eq!(
-            self.intake.data_start("client.example", "", false, &[]).code,
+            self.intake
+                .data_start("client.example", "", false, &[])
+                .code,
             354
         );
         self.intake.data(b"Subject: x\r\n\r\nx\r\n").unwrap();
@@ -98,7 +100,11 @@ fn invalid_paths_are_refused_as_bad_address_and_audited() {
         assert!(!r.contains('\x1b') && !r.contains('\0'), "{r:?}");
     }
     c.ok(&format!("MAIL FROM:<{ANNA}>"));
-    for bad in ["", "boris@@justice.bb.example", "bo\x7fris@justice.bb.example"] {
+    for bad in [
+        "",
+        "boris@@justice.bb.example",
+        "bo\x7fris@justice.bb.example",
+    ] {
         let (r, audited) = c.say(&format!("RCPT TO:<{bad}>"));
         assert!(r.starts_with("501 5.1.3 bad-address: "), "{bad:?}: {r}");
         assert!(audited, "{bad:?} not audited");
@@ -142,7 +148,9 @@ fn duplicate_recipients_are_merged_case_insensitively() {
 #[test]
 fn dsn_parameters_are_kept_with_the_transaction() {
     let mut c = Case::new();
-    c.ok(&format!("MAIL FROM:<{ANNA}> RET=HDRS ENVID=QQ+2B314159 SIZE=100"));
+    c.ok(&format!(
+        "MAIL FROM:<{ANNA}> RET=HDRS ENVID=QQ+2B314159 SIZE=100"
+    ));
     c.ok(&format!(
         "RCPT TO:<{BORIS}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{BORIS}"
     ));
@@ -167,7 +175,10 @@ fn dsn_parameters_are_kept_with_the_transaction() {
     }
     c.ok(&format!("MAIL FROM:<{ANNA}>"));
     for (line, want) in [
-        (format!("RCPT TO:<{BORIS}> NOTIFY=NEVER,SUCCESS"), "501 5.5.4 "),
+        (
+            format!("RCPT TO:<{BORIS}> NOTIFY=NEVER,SUCCESS"),
+            "501 5.5.4 ",
+        ),
         (format!("RCPT TO:<{BORIS}> ORCPT=nosemicolon"), "501 5.5.4 "),
         (format!("RCPT TO:<{BORIS}> RET=FULL"), "555 5.5.4 "),
     ] {
@@ -188,13 +199,19 @@ fn postmaster_mail_goes_in_a_transaction_of_its_own() {
     });
     c.ok("MAIL FROM:<>");
     c.ok("RCPT TO:<PostMaster>");
-    let (r, _) = c.say(&format!("RCPT TO:<postmaster@{}>", crate::demo::pki::HOSTNAME));
+    let (r, _) = c.say(&format!(
+        "RCPT TO:<postmaster@{}>",
+        crate::demo::pki::HOSTNAME
+    ));
     assert_eq!(r, "250 2.1.5 Recipient OK (already given)");
     let (r, _) = c.say(&format!("RCPT TO:<{BORIS}>"));
     assert!(r.starts_with("452 4.5.3 "), "{r}");
     let tx = c.transaction();
     assert!(tx.postmaster);
-    assert_eq!(tx.rcpt_to, vec![format!("postmaster@{}", crate::demo::pki::HOSTNAME)]);
+    assert_eq!(
+        tx.rcpt_to,
+        vec![format!("postmaster@{}", crate::demo::pki::HOSTNAME)]
+    );
 
     c.ok(&format!("MAIL FROM:<{ANNA}>"));
     c.ok(&format!("RCPT TO:<{BORIS}>"));
@@ -204,5 +221,8 @@ fn postmaster_mail_goes_in_a_transaction_of_its_own() {
     std::fs::write(dir.path().join("x.eml"), b"kept").unwrap();
     c.ok(&format!("MAIL FROM:<{ANNA}>"));
     let (r, _) = c.say("RCPT TO:<postmaster>");
-    assert!(r.starts_with("452 4.2.2 the postmaster mailbox is full"), "{r}");
+    assert!(
+        r.starts_with("452 4.2.2 the postmaster mailbox is full"),
+        "{r}"
+    );
 }
