@@ -20,6 +20,20 @@ fn signed() -> Vec<u8> {
     alice_to_bob(Tool::SmimeDetached)
 }
 
+/// Message `id` is recorded for Bob alone, and queued once, for him alone.
+fn assert_for_bob_once(gw: &Gateway, id: &str) {
+    let bob = format!("[\"{BOB}\"]");
+    let q: Vec<_> = gw
+        .db()
+        .queue()
+        .into_iter()
+        .filter(|q| q.message_id == id)
+        .collect();
+    assert_eq!(q.len(), 1, "{q:?}");
+    assert_eq!(q[0].recipients, bob, "{q:?}");
+    assert_eq!(gw.db().message(id).unwrap().rcpt_to, bob);
+}
+
 /// The refusals recorded before DATA whose data names `reason`.
 fn audited(gw: &Gateway, reason: &str) -> Vec<AuditRow> {
     gw.db()
@@ -70,13 +84,7 @@ fn invalid_paths_get_501_bad_address_and_are_audited() {
         .accepted_id()
         .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
-    let q = gw.db().queue();
-    assert_eq!(q.len(), 1, "{q:?}");
-    assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
-    assert_eq!(
-        gw.db().message(&id).unwrap().rcpt_to,
-        format!("[\"{BOB}\"]")
-    );
+    assert_for_bob_once(&gw, &id);
 
     let refused = audited(&gw, "bad-address");
     assert_eq!(refused.len(), bad.len() + 3, "{refused:#?}");
@@ -241,13 +249,7 @@ fn duplicate_recipients_are_merged() {
         .accepted_id()
         .unwrap_or_else(|| panic!("{}", c.transcript));
     c.quit();
-    let q = gw.db().queue();
-    assert_eq!(q.len(), 1, "{q:?}");
-    assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
-    assert_eq!(
-        gw.db().message(&id).unwrap().rcpt_to,
-        format!("[\"{BOB}\"]")
-    );
+    assert_for_bob_once(&gw, &id);
 
     // swaks with the address twice.
     let to = format!("{BOB},{}", BOB.to_uppercase());
@@ -258,13 +260,7 @@ fn duplicate_recipients_are_merged() {
         .nth(1)
         .and_then(|r| r.split_whitespace().next())
         .unwrap_or_else(|| panic!("{out}"));
-    let q: Vec<_> = gw
-        .db()
-        .queue()
-        .into_iter()
-        .filter(|q| q.message_id == id)
-        .collect();
-    assert_eq!(q[0].recipients, format!("[\"{BOB}\"]"), "{q:?}");
+    assert_for_bob_once(&gw, id);
 }
 
 #[test]

@@ -856,12 +856,18 @@ impl Drop for Postfix {
     }
 }
 
-#[test]
-fn relayed_through_a_real_postfix_the_copy_still_verifies() {
+/// A relaying gateway whose next hop is a Postfix relaying to a sink.
+fn through_postfix() -> (Sink, Postfix, PolicyCopy, Gateway, Server) {
     let sink = Sink::start(&[]);
     let postfix = Postfix::start(sink.port);
     let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
     let (gw, srv) = start_relaying(&policy);
+    (sink, postfix, policy, gw, srv)
+}
+
+#[test]
+fn relayed_through_a_real_postfix_the_copy_still_verifies() {
+    let (sink, postfix, _policy, gw, srv) = through_postfix();
     let (id, msg) = send_signed(srv.port);
     let got = sink.wait_for(1, Duration::from_secs(30));
     assert_eq!(
@@ -1154,10 +1160,7 @@ fn postfix_relays_dsn_parameters_into_emla_which_records_them() {
 /// the ORCPT.
 #[test]
 fn dsn_parameters_go_on_to_a_next_hop_that_offers_dsn() {
-    let sink = Sink::start(&[]);
-    let postfix = Postfix::start(sink.port);
-    let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
-    let (_gw, srv) = start_relaying(&policy);
+    let (sink, postfix, _policy, _gw, srv) = through_postfix();
     send_with_params(
         srv.port,
         "ENVID=mla-77 RET=HDRS",

@@ -101,10 +101,7 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
             message_id: None,
             data,
         };
-        return match gw.store.audit(event).await {
-            Ok(()) => Reply::reject(reason, &detail),
-            Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
-        };
+        return super::session::audited(gw, event, Reply::reject(reason, &detail)).await;
     }
     if let Some(why) = full(cfg, tx.body.len() as u64) {
         return full_reply(&why);
@@ -135,14 +132,13 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
         message_id: None,
         data,
     };
-    match gw.store.audit(event).await {
-        Ok(()) => Reply::new(250, format!("2.0.0 kept for the postmaster as {id}")),
-        Err(e) => {
-            // Not audited: not kept either.
-            let _ = std::fs::remove_file(&path);
-            Reply::temporary(&format!("cannot record the message now ({e})"))
-        }
+    let kept = Reply::new(250, format!("2.0.0 kept for the postmaster as {id}"));
+    let reply = super::session::audited(gw, event, kept).await;
+    if reply.is_error() {
+        // Not audited: not kept either.
+        let _ = std::fs::remove_file(&path);
     }
+    reply
 }
 
 #[cfg(test)]

@@ -396,7 +396,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
 
 /// `reply` once `event` is durable; a decision that cannot be audited is
 /// not made: the client gets `451` and retries.
-async fn audited(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
+pub(super) async fn audited(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
     match gw.store.audit(event).await {
         Ok(()) => reply,
         Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
