@@ -320,6 +320,7 @@ impl Judged<'_> {
             policy_version: &self.policy.version,
             case_ref: self.headers.case_ref.as_deref(),
             auto_submitted: self.headers.auto_submitted,
+            dsn: Some(&self.dsn),
         };
         notify::acceptance(&self.policy, &original)
     }

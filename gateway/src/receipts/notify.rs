@@ -53,6 +53,8 @@ pub struct Original<'a> {
     /// Whether it is itself an automatic message (`Auto-Submitted:` other
     /// than `no`).
     pub auto_submitted: bool,
+    /// The DSN parameters its client gave, if any.
+    pub dsn: Option<&'a crate::envelope::Dsn>,
 }
 
 /// A signed receipt ready to record.
@@ -226,6 +228,7 @@ fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
         signer: signer(o.signers),
         route: o.route.to_owned(),
         policy_version: o.policy_version.to_owned(),
+        dsn: o.dsn.cloned().unwrap_or_default(),
     }
 }
 

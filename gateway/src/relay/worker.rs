@@ -491,6 +491,7 @@ fn notices(
         policy_version: &entry.policy_version,
         case_ref: entry.case_ref.as_deref(),
         auto_submitted: notify::is_auto_submitted(original),
+        dsn: entry.dsn.as_ref(),
     };
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
     let mut out = Vec::new();
