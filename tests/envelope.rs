@@ -287,6 +287,8 @@ fn every_reply_has_an_enhanced_code_and_no_echo() {
         (&format!("RCPT TO:<{BOB}>"), "503 5.5.1 "),
         ("FROBNICATE", "500 5.5.2 "),
         ("EHLO", "501 5.5.4 "),
+        ("MAIL", "501 5.5.4 "),
+        ("RCPT TO <x@y.example>", "501 5.5.4 "),
     ] {
         let r = c.cmd(line);
         assert!(r.last().starts_with(want), "{line}: {}", c.transcript);

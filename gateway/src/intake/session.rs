@@ -307,6 +307,16 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
             state.lock().stage(Some(staged));
             return Step::Go(stand_in.to_vec());
         }
+        // `MAIL` or `RCPT` without `FROM:` / `TO:` (mailin: `500`).
+        let syntax = match verb(&line).as_str() {
+            "MAIL" => Some("MAIL FROM:<address>"),
+            "RCPT" => Some("RCPT TO:<address>"),
+            _ => None,
+        };
+        if let Some(syntax) = syntax {
+            out.extend_from_slice(&Reply::new(501, format!("5.5.4 Syntax: {syntax}")).wire());
+            return Step::Again;
+        }
     }
     if !in_data && has_control_character(&line) {
         // mailin would take a NUL inside an address: an address no
@@ -447,6 +457,10 @@ fn local_reply(gw: &Service, verb: &str, line: &[u8]) -> Option<Reply> {
 /// `wire` (one reply of `mailin`'s) with an RFC 2034 enhanced status code
 /// after each line's reply code, where `mailin` gives none.
 fn with_enhanced_code(wire: &[u8]) -> Vec<u8> {
+    // mailin's only 502 is a missing argument (`MAIL`, `RCPT TO`): a 501.
+    if wire.starts_with(b"502 Missing parameter") {
+        return b"501 5.5.4 Syntax error: missing argument\r\n".to_vec();
+    }
     let text = String::from_utf8_lossy(wire);
     let mut out = String::new();
     for line in text.split_inclusive("\r\n") {
@@ -623,7 +637,11 @@ mod tests {
 
     #[test]
     fn mailin_replies_get_enhanced_codes() {
-        let cases: [(&[u8], &[u8]); 6] = [
+        let cases: [(&[u8], &[u8]); 7] = [
+            (
+                b"502 Missing parameter\r\n",
+                b"501 5.5.4 Syntax error: missing argument\r\n",
+            ),
             (
                 b"503 Bad sequence of commands\r\n",
                 b"503 5.5.1 Bad sequence of commands\r\n",
