@@ -204,6 +204,7 @@ fn record_of(f: &Fixture) -> Record {
         case_ref: f.case_ref.clone(),
         signature_keys: Vec::new(),
         body: accepted.then(|| Arc::from(raw.clone())),
+        dsn: None,
     };
     let event = AuditEvent {
         kind: if accepted {

@@ -258,6 +258,7 @@ fn accepted_record(
             case_ref: None,
             signature_keys: Vec::new(),
             body: Some(Arc::from(raw)),
+            dsn: None,
         }),
         events: vec![AuditEvent {
             kind: AuditKind::MessageAccepted,

@@ -569,17 +569,27 @@ fn policy_without_aa_receipts(port: u16) -> PolicyCopy {
 /// `policy_to(port)` with aa-moj's next hop at the same sink (receipts go
 /// to the sender's authority) and the gateway signing as its postmaster.
 fn policy_with_receipts(port: u16) -> PolicyCopy {
-    let p = policy_to(port, "tls = \"opportunistic\"");
+    gateway_policy("aa", port, port)
+}
+
+/// A policy whose aa-moj next hop is `aa_port` and bb-moj's `bb_port`, the
+/// gateway signing as `postmaster@justice.CC.example` with country `cc`'s
+/// gateway identity (`certs/CC/gateway.pem`).
+fn gateway_policy(cc: &str, aa_port: u16, bb_port: u16) -> PolicyCopy {
+    let p = policy_to(bb_port, "tls = \"opportunistic\"");
     p.edit(
         "authorities/aa-moj.toml",
         "url = \"smtp://127.0.0.1:2626\"",
-        &format!("url = \"smtp://127.0.0.1:{port}\""),
+        &format!("url = \"smtp://127.0.0.1:{aa_port}\""),
     );
     p.edit(
         "gateway.toml",
         "[gateway]\n",
-        "[gateway]\npostmaster = \"postmaster@justice.aa.example\"\n\
-         signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
+        &format!(
+            "[gateway]\npostmaster = \"postmaster@justice.{cc}.example\"\n\
+             signing_cert = \"../certs/{cc}/gateway.pem\"\n\
+             signing_key = \"../certs/{cc}/gateway.key\"\n"
+        ),
     );
     p
 }
@@ -833,12 +843,19 @@ impl Drop for Postfix {
     }
 }
 
-#[test]
-fn relayed_through_a_real_postfix_the_copy_still_verifies() {
+/// A relaying gateway whose next hop is a Postfix relaying to a sink.
+fn through_postfix() -> (Sink, Postfix, PolicyCopy, Gateway, Server) {
     let sink = Sink::start(&[]);
     let postfix = Postfix::start(sink.port);
     let policy = policy_to(postfix.port, "tls = \"opportunistic\"");
-    let (gw, srv, id, msg) = relay_one(&policy);
+    let (gw, srv) = start_relaying(&policy);
+    (sink, postfix, policy, gw, srv)
+}
+
+#[test]
+fn relayed_through_a_real_postfix_the_copy_still_verifies() {
+    let (sink, postfix, _policy, gw, srv) = through_postfix();
+    let (id, msg) = send_signed(srv.port);
     let got = sink.wait_for(1, Duration::from_secs(30));
     assert_eq!(
         got.len(),
@@ -967,4 +984,252 @@ fn a_checkpoint_is_mailed_signed_to_the_auditor() {
         cp.data
     );
     gw.assert_audit_intact();
+}
+
+// ---------------------------------------------------------------------------
+// Envelopes: null reverse-path, DSN, duplicate recipients (issue 11)
+// ---------------------------------------------------------------------------
+
+/// Alice's signed message to Bob over a raw session: `MAIL FROM:<alice>`
+/// then `mail_params`, one RCPT for each of `rcpts` (address, parameters).
+/// Returns the emla id and the message.
+fn send_with_params(port: u16, mail_params: &str, rcpts: &[(&str, &str)]) -> (String, Vec<u8>) {
+    let msg = alice_to_bob(Tool::SmimeDetached);
+    let mut c = Client::connect(port);
+    c.ehlo();
+    let r = c.cmd(&format!("MAIL FROM:<{ALICE}> {mail_params}"));
+    assert_eq!(r.code, 250, "{}", c.transcript);
+    for (to, params) in rcpts {
+        let r = c.cmd(&format!("RCPT TO:<{to}> {params}"));
+        assert_eq!(r.code, 250, "{}", c.transcript);
+    }
+    let r = c.data(&msg);
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("{}", c.transcript));
+    c.quit();
+    (id, msg)
+}
+
+/// Two emla gateways in series, each the other's counterpart: G1 serves
+/// AA and sends BB's mail to G2; G2 serves BB and sends AA's mail (its
+/// receipts to Alice) to G1. G2's receipts come from the null
+/// reverse-path, signed by BB's gateway identity, which G1's policy trusts
+/// as bb-moj's: G1 judges them by their From: and signature and relays them.
+#[test]
+fn two_gateways_in_series_pass_each_others_signed_receipts() {
+    let sink = Sink::start(&[]);
+    let (p1, p2) = (free_port(), free_port());
+    let policy1 = gateway_policy("aa", sink.port, p2);
+    let policy2 = gateway_policy("bb", p1, sink.port);
+    let start = |policy: &PolicyCopy, port: u16| {
+        let gw = Gateway::new(Opts {
+            policy_dir: policy.0.clone(),
+            relay: Some("poll_ms = 100\n".into()),
+            port,
+            ..Opts::default()
+        });
+        let srv = gw.start();
+        (gw, srv)
+    };
+    let (g1, s1) = start(&policy1, p1);
+    let (g2, s2) = start(&policy2, p2);
+    let (id, msg) = send_signed(s1.port);
+
+    let to_bob = delivered_to(&sink, BOB, 1);
+    assert_eq!(to_bob.len(), 1, "{}\n{}", s1.stderr(), s2.stderr());
+    let got = to_bob[0].1.as_bytes();
+    let at = find(got, &msg).expect("the sent bytes arrive behind the trace fields");
+    let trace = String::from_utf8_lossy(&got[..at]);
+    assert_eq!(
+        trace.matches("Received: ").count(),
+        2,
+        "G2's and G1's: {trace}"
+    );
+    assert!(trace.contains(&format!(" id {id}")), "{trace}");
+    assert!(openssl_verifies(got, "aa"));
+    // What G2 received: G1's Received: field, then the message.
+    let at_g2 = find(got, b"\r\nReceived: ").expect("two trace fields") + 2;
+    let received_by_g2 = sha256_hex(&got[at_g2..]);
+
+    // Acceptance and delivery receipts from each gateway.
+    let receipts = delivered_to(&sink, ALICE, 4);
+    assert_eq!(receipts.len(), 4, "{}\n{}", s1.stderr(), s2.stderr());
+    let from_g2: Vec<&String> = receipts
+        .iter()
+        .filter(|(_, r)| header(r, "From") == Some("postmaster@justice.bb.example"))
+        .map(|(_, r)| r)
+        .collect();
+    assert_eq!(from_g2.len(), 2, "{receipts:#?}");
+    for r in &from_g2 {
+        assert!(
+            openssl_verifies(r.as_bytes(), "bb"),
+            "G2's receipt verifies:\n{r}"
+        );
+        assert!(r.contains(&received_by_g2), "{r}");
+    }
+    assert!(receipts.iter().all(|(env, _)| env["mail_from"] == "<>"));
+    // G1 accepted them from G2 as mail from the null reverse-path.
+    let judged: Vec<_> = g1
+        .db()
+        .messages()
+        .into_iter()
+        .filter(|m| m.client_ip == "127.0.0.1" && m.mail_from.is_empty())
+        .collect();
+    assert_eq!(judged.len(), 2, "{judged:#?}");
+    assert!(judged.iter().all(|m| m.verdict == "accept"), "{judged:#?}");
+    // Nobody answers a receipt: nothing more arrives.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 5);
+    g1.assert_audit_intact();
+    g2.assert_audit_intact();
+}
+
+/// A real MTA passing DSN on: Postfix takes NOTIFY, ORCPT, RET and ENVID
+/// from a client and relays into emla, which offers DSN and records them.
+#[test]
+fn postfix_relays_dsn_parameters_into_emla_which_records_them() {
+    let gw = Gateway::new(Opts::default());
+    let srv = gw.start();
+    let postfix = Postfix::start(srv.port);
+    let (_, msg) = {
+        let msg = alice_to_bob(Tool::SmimeDetached);
+        let mut c = Client::connect(postfix.port);
+        c.ehlo();
+        for line in [
+            format!("MAIL FROM:<{ALICE}> RET=HDRS ENVID=mla+2D2026-42"),
+            format!("RCPT TO:<{BOB}> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;{BOB}"),
+        ] {
+            assert_eq!(c.cmd(&line).code, 250, "{}", c.transcript);
+        }
+        assert_eq!(c.data(&msg).code, 250, "{}", c.transcript);
+        c.quit();
+        ((), msg)
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let row = loop {
+        if let Some(m) = gw.db().messages().into_iter().next() {
+            break m;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "Postfix did not relay into emla:\n{}\n{}",
+            srv.stderr(),
+            std::fs::read_to_string(postfix.dir.path().join("maillog")).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(row.verdict, "accept", "{row:?}");
+    assert!(
+        row.size > msg.len() as i64,
+        "with Postfix's Received: {row:?}"
+    );
+    let dsn = gw.db().dsn(&row.id).expect("DSN parameters recorded");
+    assert_eq!(dsn["ret"], "HDRS", "{dsn}");
+    assert_eq!(dsn["envid"], "mla-2026-42", "{dsn}");
+    let r = &dsn["recipients"][0];
+    assert_eq!(r["recipient"], BOB, "{dsn}");
+    assert_eq!(r["notify"], "SUCCESS,FAILURE", "{dsn}");
+    assert_eq!(r["orcpt"], format!("rfc822;{BOB}"), "{dsn}");
+    gw.assert_audit_intact();
+}
+
+/// emla passes DSN parameters on to a next hop that offers DSN (Postfix),
+/// which proves it got them: the sink behind it offers no DSN, so Postfix
+/// reports NOTIFY=SUCCESS as "relayed" to the sender, naming the ENVID and
+/// the ORCPT.
+#[test]
+fn dsn_parameters_go_on_to_a_next_hop_that_offers_dsn() {
+    let (sink, postfix, _policy, _gw, srv) = through_postfix();
+    send_with_params(
+        srv.port,
+        "ENVID=mla-77 RET=HDRS",
+        &[(BOB, &format!("NOTIFY=SUCCESS ORCPT=rfc822;{BOB}"))],
+    );
+    let report = delivered_to(&sink, ALICE, 1);
+    let log = || std::fs::read_to_string(postfix.dir.path().join("maillog")).unwrap_or_default();
+    assert_eq!(report.len(), 1, "{}\n{}", srv.stderr(), log());
+    let (env, r) = &report[0];
+    assert_eq!(env["mail_from"], "<>", "{env}");
+    assert!(r.contains("Action: relayed"), "{r}");
+    assert!(r.contains("Original-Envelope-Id: mla-77"), "{r}");
+    assert!(
+        r.contains(&format!("Original-Recipient: rfc822;{BOB}")),
+        "{r}"
+    );
+    assert_eq!(delivered_to(&sink, BOB, 1).len(), 1);
+}
+
+/// emla's own notices follow NOTIFY: NEVER means no failure notice, even
+/// when the authority wants one; SUCCESS asks for a delivery receipt, even
+/// when it wants none. A recipient given twice is one RCPT at the next hop.
+#[test]
+fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
+    let sink = Sink::start(&["--refuse-rcpt", BEA]);
+    let policy = policy_with_receipts(sink.port);
+    let (gw, srv) = start_relaying(&policy);
+    let (id, _) = send_with_params(srv.port, "", &[(BEA, "NOTIFY=NEVER")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !gw
+        .db()
+        .audit()
+        .iter()
+        .any(|a| a.kind == "relay.failed" && a.message_id.as_deref() == Some(&id))
+    {
+        assert!(Instant::now() < deadline, "{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(sink.messages().is_empty(), "NEVER: no notice at all");
+    // Another recipient without NOTIFY: the acceptance receipt is due again,
+    // the failure notice still only for the one who did not say NEVER.
+    send_with_params(srv.port, "", &[(BEA, "NOTIFY=NEVER"), (BOB, "")]);
+    let to_alice = delivered_to(&sink, ALICE, 2);
+    let subjects: Vec<&str> = to_alice
+        .iter()
+        .filter_map(|(_, m)| header(m, "Subject"))
+        .collect();
+    assert!(
+        subjects.iter().any(|s| s.starts_with("Accepted: ")),
+        "{subjects:?}"
+    );
+    assert!(
+        subjects.iter().any(|s| s.starts_with("Delivered: ")),
+        "{subjects:?}"
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let all = sink.messages();
+    assert_eq!(
+        all.len(),
+        3,
+        "Bob's copy and two receipts, no notice for Bea"
+    );
+    assert!(!all.iter().any(|m| find(m, b"multipart/report").is_some()));
+    drop((gw, srv));
+
+    let sink = Sink::start(&[]);
+    let policy = policy_without_aa_receipts(sink.port);
+    let (_gw, srv) = start_relaying(&policy);
+    let upper = BOB.to_uppercase();
+    send_with_params(
+        srv.port,
+        "",
+        &[(BOB, "NOTIFY=SUCCESS"), (upper.as_str(), "NOTIFY=SUCCESS")],
+    );
+    let to_bob = delivered_to(&sink, BOB, 1);
+    assert_eq!(to_bob.len(), 1, "{}", srv.stderr());
+    assert_eq!(
+        to_bob[0].0["rcpt_tos"],
+        serde_json::json!([BOB]),
+        "one RCPT"
+    );
+    let to_alice = delivered_to(&sink, ALICE, 1);
+    assert_eq!(
+        to_alice.len(),
+        1,
+        "asked for by NOTIFY=SUCCESS: {}",
+        srv.stderr()
+    );
+    let subject = header(&to_alice[0].1, "Subject").unwrap_or_default();
+    assert!(subject.starts_with("Delivered: "), "{subject}");
 }

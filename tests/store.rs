@@ -83,6 +83,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         case_ref: None,
         signature_keys: Vec::new(),
         body: body.map(Arc::from),
+        dsn: None,
     }
 }
 

@@ -67,6 +67,30 @@ pub struct Config {
     pub retention: RetentionConfig,
     /// How revocation data is downloaded (`[revocation]`).
     pub revocation: RevocationConfig,
+    /// The postmaster's mailbox (`[postmaster]`).
+    pub postmaster: PostmasterConfig,
+}
+
+/// `[postmaster]`: the bounded mailbox where mail to `postmaster` is kept
+/// for the operator (`DATA_DIR/postmaster/ID.eml`).
+#[derive(Clone, Debug)]
+pub struct PostmasterConfig {
+    /// The mailbox directory.
+    pub dir: PathBuf,
+    /// Most messages kept at once (`max_messages`, default 100).
+    pub max_messages: usize,
+    /// Most bytes kept at once (`max_bytes`, default 10 MiB).
+    pub max_bytes: u64,
+    /// Most messages taken in any hour (`max_per_hour`, default 20).
+    pub max_per_hour: usize,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct PostmasterFile {
+    max_messages: Option<usize>,
+    max_bytes: Option<u64>,
+    max_per_hour: Option<usize>,
 }
 
 /// What one SMTP client may take of the intake, so that no client can hold
@@ -323,6 +347,7 @@ struct File {
     audit: Option<AuditFile>,
     retention: Option<RetentionFile>,
     revocation: Option<RevocationFile>,
+    postmaster: Option<PostmasterFile>,
 }
 
 impl Config {
@@ -453,6 +478,13 @@ impl Config {
             audit_days: r.audit_days,
             interval: Duration::from_secs(r.interval_secs.unwrap_or(86_400).max(1)),
         };
+        let p = f.postmaster.unwrap_or_default();
+        let postmaster = PostmasterConfig {
+            dir: data_dir.join("postmaster"),
+            max_messages: p.max_messages.unwrap_or(100),
+            max_bytes: p.max_bytes.unwrap_or(10 << 20),
+            max_per_hour: p.max_per_hour.unwrap_or(20),
+        };
         Ok(Config {
             listen,
             data_dir,
@@ -473,6 +505,7 @@ impl Config {
             audit,
             retention,
             revocation: revocation_config(f.revocation.unwrap_or_default())?,
+            postmaster,
         })
     }
 }

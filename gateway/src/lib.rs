@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod control;
 pub mod demo;
+pub mod envelope;
 pub mod fsutil;
 pub mod intake;
 pub mod pem;

@@ -59,6 +59,9 @@ pub enum Reason {
     TooDeep,
     /// More recipients than allowed.
     TooManyRecipients,
+    /// A MAIL or RCPT path that is not RFC 5321 syntax, or that the relay
+    /// could not send to.
+    BadAddress,
     /// The gateway cannot decide now; the client should retry.
     TemporaryFailure,
     /// The message's signature was accepted before (policy `replay =
@@ -68,7 +71,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -91,6 +94,7 @@ impl Reason {
         Reason::TooLarge,
         Reason::TooDeep,
         Reason::TooManyRecipients,
+        Reason::BadAddress,
         Reason::TemporaryFailure,
         Reason::Replay,
     ];
@@ -120,6 +124,7 @@ impl Reason {
             Reason::TooLarge => "too-large",
             Reason::TooDeep => "too-deep",
             Reason::TooManyRecipients => "too-many-recipients",
+            Reason::BadAddress => "bad-address",
             Reason::TemporaryFailure => "temporary-failure",
             Reason::Replay => "replay",
         }

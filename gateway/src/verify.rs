@@ -14,7 +14,8 @@ use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProbl
 /// The SMTP envelope of a message, when known.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Envelope<'a> {
-    /// MAIL FROM, if given.
+    /// MAIL FROM, if given. `None` (the null reverse-path, or a file
+    /// judged alone): `From:` alone names the authority and the routes.
     pub mail_from: Option<&'a str>,
     /// RCPT TO addresses.
     pub rcpt_to: &'a [String],

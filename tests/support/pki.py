@@ -17,6 +17,8 @@ Layout (all PEM):
                                   (P-256, P-384, RSA-2048; SAN
                                   postmaster@justice.aa.example; the .pem
                                   holds the certificate then the issuing CA)
+  certs/bb/gateway.pem, .key      a second gateway's (P-256, SAN
+                                  postmaster@justice.bb.example)
   policy/, policy-stale/, policy-nocrl/   policy directories (see below)
 
 Validity (relative to generation time): CAs now-1d..now+10y; officials
@@ -536,6 +538,20 @@ def generate(out):
         )
         write(f"{d}/{nm}.pem", pem_cert(cert) + pem_cert(iss_cert))
         write(f"{d}/{nm}.key", pem_key(gw_key))
+
+    # A second gateway's signing identity, under BB's issuing CA: the
+    # counterpart of two emla gateways in series (tests/relay.rs).
+    d_bb = os.path.join(out, "certs", "bb")
+    with open(f"{d_bb}/issuing.key", "rb") as f:
+        bb_iss_key = serialization.load_pem_private_key(f.read(), None)
+    with open(f"{d_bb}/issuing.pem", "rb") as f:
+        bb_iss_cert = x509.load_pem_x509_certificate(f.read())
+    gw_key = ec.generate_private_key(ec.SECP256R1())
+    cert = make_official(
+        "bb", bb_iss_key, bb_iss_cert, "emla gateway", "postmaster@justice.bb.example", gw_key
+    )
+    write(f"{d_bb}/gateway.pem", pem_cert(cert) + pem_cert(bb_iss_cert))
+    write(f"{d_bb}/gateway.key", pem_key(gw_key))
 
     gen_algorithms(out, iss_key, iss_cert)
 

@@ -49,6 +49,8 @@ pub struct Opts {
     pub extra_toml: String,
     /// `[tls] cert`, `key`.
     pub tls: Option<(PathBuf, PathBuf)>,
+    /// The port to listen on (default 0: any free port).
+    pub port: u16,
 }
 
 impl Default for Opts {
@@ -63,6 +65,7 @@ impl Default for Opts {
             top_extra: String::new(),
             extra_toml: String::new(),
             tls: None,
+            port: 0,
         }
     }
 }
@@ -98,7 +101,7 @@ impl Gateway {
             .data_dir
             .clone()
             .unwrap_or_else(|| tmp.path().join("data"));
-        let mut t = String::from("listen = [\"127.0.0.1:0\"]\n");
+        let mut t = format!("listen = [\"127.0.0.1:{}\"]\n", opts.port);
         t += &format!("data_dir = {}\n", toml_str(&data_dir));
         t += &format!("policy_dir = {}\n", toml_str(&opts.policy_dir));
         if let Some(u) = &opts.database_url {
@@ -766,6 +769,19 @@ impl Db {
                 tls_version: r.get("tls_version"),
             }
         )
+    }
+
+    /// The `dsn` column (JSON) of message `id`.
+    pub fn dsn(&self, id: &str) -> Option<serde_json::Value> {
+        let sql = format!(
+            "SELECT dsn FROM messages WHERE id = '{}'",
+            id.replace('\'', "''")
+        );
+        fetch!(&self.url, &sql, |r| r.get::<Option<String>, _>("dsn"))
+            .into_iter()
+            .flatten()
+            .next()
+            .map(|d| serde_json::from_str(&d).expect("dsn is JSON"))
     }
 
     /// The row of message `id`.

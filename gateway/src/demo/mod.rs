@@ -340,6 +340,7 @@ async fn submit(port: u16, s: &Scenario) -> String {
         .send(
             &s.from,
             std::slice::from_ref(&s.to),
+            None,
             b"",
             &s.message,
             timeout,

@@ -43,7 +43,8 @@ async fn judge(
         let fetched = gw.revocation.current();
         tokio::task::spawn_blocking(move || {
             let envelope = Envelope {
-                mail_from: Some(&mail_from),
+                // The null reverse-path: From: alone names the authority.
+                mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
                 rcpt_to: &rcpt_to,
             };
             verify::verify(&policy, &fetched, &body, &envelope, EvalTime::now())
@@ -71,11 +72,16 @@ async fn judge(
 
 /// Verifies and records one transaction; returns the reply for the client.
 pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -> Reply {
+    if tx.postmaster {
+        return super::postmaster::keep(gw, session, tx).await;
+    }
     let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
     let received_at_ms = crate::store::now_ms();
     let Transaction {
         mail_from,
         rcpt_to,
+        dsn,
+        postmaster: _,
         body,
         received,
         too_large,
@@ -94,7 +100,8 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else if let Some(why) = malformed {
         Verdict::rejected(Reason::Malformed, why)
     } else {
-        judge(gw, &policy, &body, &mail_from, &rcpt_to).await
+        let verdict = judge(gw, &policy, &body, &mail_from, &rcpt_to).await;
+        admitted(&policy, session, &mail_from, verdict)
     };
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let replay_keys = if verdict.accepted() {
@@ -148,6 +155,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         session,
         mail_from,
         rcpt_to,
+        dsn,
         size: received,
         body,
         sha256,
@@ -178,6 +186,36 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     }
 }
 
+/// An accepted message from the null reverse-path was not checked at MAIL
+/// against an authority's `allowed_clients`: its From: authority must
+/// admit the client now.
+fn admitted(
+    policy: &crate::policy::Policy,
+    session: &SessionInfo,
+    mail_from: &str,
+    verdict: Verdict,
+) -> Verdict {
+    if !mail_from.is_empty() || !verdict.accepted() {
+        return verdict;
+    }
+    let ip = session.client_ip.parse::<std::net::IpAddr>().ok();
+    match policy
+        .authorities
+        .iter()
+        .find(|a| verdict.authority.as_deref() == Some(a.id.as_str()))
+    {
+        Some(a) if ip.is_some_and(|ip| a.admits_client(ip)) => verdict,
+        a => Verdict::rejected(
+            Reason::UnauthorizedClient,
+            format!(
+                "client {} may not submit mail for authority {}",
+                session.client_ip,
+                a.map_or("(none)", |a| a.id.as_str())
+            ),
+        ),
+    }
+}
+
 /// One transaction's message as judged: what its decision record, its
 /// queue entries and its acceptance receipt are made of.
 struct Judged<'a> {
@@ -186,6 +224,7 @@ struct Judged<'a> {
     session: &'a SessionInfo,
     mail_from: String,
     rcpt_to: Vec<String>,
+    dsn: crate::envelope::Dsn,
     /// Bytes received.
     size: u64,
     body: Arc<[u8]>,
@@ -222,6 +261,7 @@ impl Judged<'_> {
             session,
             mail_from,
             rcpt_to,
+            dsn,
             size,
             body,
             sha256,
@@ -253,6 +293,7 @@ impl Judged<'_> {
                 case_ref: headers.case_ref.clone(),
                 signature_keys,
                 body: keep_body.then_some(body),
+                dsn: (!dsn.is_empty()).then_some(dsn),
             }),
             events: vec![event],
             queue,
@@ -305,6 +346,14 @@ impl Judged<'_> {
     /// The acceptance receipt of an accepted message, when its sender's
     /// authority wants one; `signers` as recorded.
     fn acceptance(&self, signers: &serde_json::Value) -> Option<notify::Outgoing> {
+        // NOTIFY=NEVER for every recipient: the client wants no notice at all.
+        if self
+            .rcpt_to
+            .iter()
+            .all(|r| !self.dsn.notify(r, |n| !n.is_never()))
+        {
+            return None;
+        }
         let mut routes: Vec<&str> = self
             .verdict
             .recipients
@@ -326,6 +375,7 @@ impl Judged<'_> {
             policy_version: &self.policy.version,
             case_ref: self.headers.case_ref.as_deref(),
             auto_submitted: self.headers.auto_submitted,
+            dsn: Some(&self.dsn),
         };
         notify::acceptance(&self.policy, &original)
     }

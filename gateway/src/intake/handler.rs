@@ -12,7 +12,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 
 use mailin::{Handler, Response};
 
+use super::command::{BadCommand, Mail, Rcpt, Staged};
 use super::reply::Reply;
+use crate::envelope::{Dsn, PathError, RcptDsn};
 use crate::policy::{Policy, RouteDecision};
 use crate::reason::Reason;
 use crate::store::payload::{RefusedFor, SmtpRejected};
@@ -43,10 +45,14 @@ pub struct Refusal {
 
 /// A transaction whose DATA ended.
 pub struct Transaction {
-    /// MAIL FROM.
+    /// MAIL FROM; empty for the null reverse-path.
     pub mail_from: String,
-    /// RCPT TO.
+    /// RCPT TO, each address once.
     pub rcpt_to: Vec<String>,
+    /// The DSN parameters given (RFC 3461).
+    pub dsn: Dsn,
+    /// For the postmaster: kept, not judged ([`super::postmaster`]).
+    pub postmaster: bool,
     /// The message, dot-unstuffed, as received (empty when too large).
     pub body: Vec<u8>,
     /// Bytes received, counted even past the limit.
@@ -65,12 +71,19 @@ pub struct Intake {
     pub session: SessionInfo,
     /// STARTTLS has completed.
     pub tls_active: bool,
+    /// The postmaster's mailbox, where `RCPT TO:<postmaster>` is kept;
+    /// without it, postmaster is an address like any other.
+    pub postmaster_box: Option<crate::config::PostmasterConfig>,
     require_tls: bool,
     ip: IpAddr,
     current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
     policy: Option<Arc<Policy>>,
     mail_from: String,
     rcpt_to: Vec<String>,
+    dsn: Dsn,
+    postmaster: bool,
+    /// The command the session parsed for `mailin`'s stand-in line.
+    staged: Option<Staged>,
     body: Vec<u8>,
     received: u64,
     too_large: bool,
@@ -93,12 +106,16 @@ impl Intake {
                 ..SessionInfo::default()
             },
             tls_active: false,
+            postmaster_box: None,
             require_tls,
             ip,
             current_policy,
             policy: None,
             mail_from: String::new(),
             rcpt_to: Vec::new(),
+            dsn: Dsn::default(),
+            postmaster: false,
+            staged: None,
             body: Vec::new(),
             received: 0,
             too_large: false,
@@ -116,6 +133,13 @@ impl Intake {
     /// Whether a transaction is open (MAIL given, not yet finished).
     pub fn in_transaction(&self) -> bool {
         self.policy.is_some()
+    }
+
+    /// Keeps the command parsed from the line `mailin` gets a stand-in
+    /// for; `None` clears what `mailin` did not take (a command out of
+    /// sequence).
+    pub fn stage(&mut self, staged: Option<Staged>) {
+        self.staged = staged;
     }
 
     /// Takes what the driver must do for the line just processed.
@@ -136,11 +160,23 @@ impl Intake {
         detail: String,
         rcpt: Option<&str>,
     ) -> Response {
+        let reply = Reply::reject(reason, &detail);
+        self.refuse_with(stage, reason, reply, detail, rcpt)
+    }
+
+    /// [`Intake::refuse`] with a reply other than the reason's own.
+    fn refuse_with(
+        &mut self,
+        stage: &'static str,
+        reason: Reason,
+        reply: Reply,
+        detail: String,
+        rcpt: Option<&str>,
+    ) -> Response {
         let policy = self
             .policy
             .clone()
             .unwrap_or_else(|| (self.current_policy)());
-        let reply = Reply::reject(reason, &detail);
         let event = self.rejected(
             stage,
             reason,
@@ -217,28 +253,55 @@ impl Intake {
         mailin::response::OK
     }
 
-    /// See [`Handler`].
-    pub fn mail(&mut self, _ip: IpAddr, _domain: &str, from: &str) -> Response {
+    /// See [`Handler`]. The command itself is the one staged.
+    pub fn mail(&mut self, _ip: IpAddr, _domain: &str, _from: &str) -> Response {
         self.policy = None;
-        self.mail_from = from.to_string();
         self.rcpt_to.clear();
+        self.dsn = Dsn::default();
+        self.postmaster = false;
+        let mail = match self.staged.take() {
+            Some(Staged::Mail(Ok(m))) => m,
+            Some(Staged::Mail(Err(refusal))) => {
+                self.mail_from = match &refusal {
+                    BadCommand::Path(_, raw) => raw.clone(),
+                    BadCommand::Param(_) => String::new(),
+                };
+                return self.refused_command("mail", refusal, None);
+            }
+            _ => return Response::custom(501, "5.5.4 Syntax: MAIL FROM:<address>".into()),
+        };
+        let Mail {
+            from,
+            size,
+            ret,
+            envid,
+        } = mail;
+        self.mail_from = from.clone();
         if self.require_tls && !self.tls_active {
             return Response::custom(530, "5.7.0 Must issue a STARTTLS command first".into());
         }
         let policy = (self.current_policy)();
-        let refusal = match policy.authority_for_address(from) {
-            None => Some((
+        let limit = policy.limits.max_message_size;
+        let refusal = match (size, policy.authority_for_address(&from)) {
+            (Some(size), _) if size > limit => Some((
+                Reason::TooLarge,
+                format!("declared size {size} exceeds the limit of {limit} bytes"),
+            )),
+            // The null reverse-path (RFC 5321 §4.5.5): the message is judged
+            // by its From: authority, which must admit the client (commit).
+            _ if from.is_empty() => None,
+            (_, None) => Some((
                 Reason::UnauthorizedDomain,
                 format!("sender <{from}> is not in a domain of any authority"),
             )),
-            Some(a) if !a.admits_client(self.ip) => Some((
+            (_, Some(a)) if !a.admits_client(self.ip) => Some((
                 Reason::UnauthorizedClient,
                 format!(
                     "client {} may not submit mail for authority {}",
                     self.ip, a.id
                 ),
             )),
-            Some(_) => None,
+            (_, Some(_)) => None,
         };
         self.policy = Some(policy);
         if let Some((reason, detail)) = refusal {
@@ -246,14 +309,75 @@ impl Intake {
             self.policy = None;
             return r;
         }
+        self.dsn.ret = ret;
+        self.dsn.envid = envid;
         Response::custom(250, "2.1.0 Sender OK".into())
     }
 
-    /// See [`Handler`].
-    pub fn rcpt(&mut self, to: &str) -> Response {
+    /// The reply to a command refused by its syntax; a bad path is audited.
+    fn refused_command(
+        &mut self,
+        stage: &'static str,
+        refusal: BadCommand,
+        rcpt: Option<&str>,
+    ) -> Response {
+        match refusal {
+            BadCommand::Param(reply) => Response::custom(reply.code, reply.text),
+            BadCommand::Path(e, raw) => {
+                let (code, enhanced) = match (&e, stage) {
+                    (PathError::NonAscii, _) => (553, "5.6.7"),
+                    (_, "mail") => (501, "5.1.7"),
+                    _ => (501, "5.1.3"),
+                };
+                let detail = format!("<{}>: {e}", raw.escape_default());
+                let reason = Reason::BadAddress;
+                let reply = Reply::new(code, format!("{enhanced} {reason}: {detail}"));
+                let rcpt = rcpt.map(|_| raw.as_str());
+                self.refuse_with(stage, reason, reply, detail, rcpt)
+            }
+        }
+    }
+
+    /// See [`Handler`]. The command itself is the one staged.
+    pub fn rcpt(&mut self, _to: &str) -> Response {
+        let staged = self.staged.take();
         let Some(policy) = self.policy.clone() else {
             return Response::custom(503, "5.5.1 MAIL first".into());
         };
+        let rcpt = match staged {
+            Some(Staged::Rcpt(Ok(r))) => r,
+            Some(Staged::Rcpt(Err(refusal))) => {
+                return self.refused_command("rcpt", refusal, Some(""));
+            }
+            _ => return Response::custom(501, "5.5.4 Syntax: RCPT TO:<address>".into()),
+        };
+        let Rcpt { to, notify, orcpt } = rcpt;
+        let postmaster = self
+            .postmaster_box
+            .as_ref()
+            .and_then(|_| super::postmaster::address(&to, &policy.gateway.hostname));
+        let to = postmaster.as_deref().unwrap_or(&to);
+        // Merged (case-insensitively): the next hop gets each address once.
+        // The first RCPT's DSN parameters stay.
+        if self.rcpt_to.iter().any(|r| r.eq_ignore_ascii_case(to)) {
+            return Response::custom(250, "2.1.5 Recipient OK (already given)".into());
+        }
+        if !self.rcpt_to.is_empty() && postmaster.is_some() != self.postmaster {
+            // RFC 5321 §4.5.3.1.10: the client sends the rest again later.
+            return Response::custom(
+                452,
+                "4.5.3 mail for the postmaster goes in a transaction of its own".into(),
+            );
+        }
+        if let (Some(_), Some(cfg)) = (&postmaster, &self.postmaster_box) {
+            if let Some(why) = super::postmaster::full(cfg, 0) {
+                let r = super::postmaster::full_reply(&why);
+                return Response::custom(r.code, r.text);
+            }
+            self.postmaster = true;
+            self.rcpt_to.push(to.to_string());
+            return Response::custom(250, "2.1.5 Recipient OK (the postmaster)".into());
+        }
         if self.rcpt_to.len() >= policy.limits.max_recipients {
             let detail = format!(
                 "at most {} recipients per message",
@@ -261,25 +385,44 @@ impl Intake {
             );
             return self.refuse("rcpt", Reason::TooManyRecipients, detail, Some(to));
         }
-        let (reason, detail) = match policy.route(&self.mail_from, to) {
-            RouteDecision::Relay { .. } => {
-                self.rcpt_to.push(to.to_string());
-                return Response::custom(250, "2.1.5 Recipient OK".into());
+        let refusal = if self.mail_from.is_empty() {
+            // A null sender's routes are those of its From: (verify).
+            match policy.authority_for_address(to) {
+                Some(_) => None,
+                None => Some((
+                    Reason::UnauthorizedDomain,
+                    format!("recipient <{to}> is not in a domain of any authority"),
+                )),
             }
-            RouteDecision::Reject { route } => (
-                Reason::RouteDenied,
-                format!("route {} refuses it: {}", route.name, route.reason),
-            ),
-            RouteDecision::UnknownRecipientDomain => (
-                Reason::UnauthorizedDomain,
-                format!("recipient <{to}> is not in a domain of any authority"),
-            ),
-            RouteDecision::NoRoute => (
-                Reason::RouteDenied,
-                format!("no route allows <{}> to write to <{to}>", self.mail_from),
-            ),
+        } else {
+            match policy.route(&self.mail_from, to) {
+                RouteDecision::Relay { .. } => None,
+                RouteDecision::Reject { route } => Some((
+                    Reason::RouteDenied,
+                    format!("route {} refuses it: {}", route.name, route.reason),
+                )),
+                RouteDecision::UnknownRecipientDomain => Some((
+                    Reason::UnauthorizedDomain,
+                    format!("recipient <{to}> is not in a domain of any authority"),
+                )),
+                RouteDecision::NoRoute => Some((
+                    Reason::RouteDenied,
+                    format!("no route allows <{}> to write to <{to}>", self.mail_from),
+                )),
+            }
         };
-        self.refuse("rcpt", reason, detail, Some(to))
+        if let Some((reason, detail)) = refusal {
+            return self.refuse("rcpt", reason, detail, Some(to));
+        }
+        self.rcpt_to.push(to.to_string());
+        if notify.is_some() || orcpt.is_some() {
+            self.dsn.recipients.push(RcptDsn {
+                recipient: to.to_string(),
+                notify,
+                orcpt,
+            });
+        }
+        Response::custom(250, "2.1.5 Recipient OK".into())
     }
 
     /// See [`Handler`].
@@ -327,6 +470,8 @@ impl Intake {
         self.pending = Pending::Message(Transaction {
             mail_from: std::mem::take(&mut self.mail_from),
             rcpt_to: std::mem::take(&mut self.rcpt_to),
+            dsn: std::mem::take(&mut self.dsn),
+            postmaster: std::mem::take(&mut self.postmaster),
             body: std::mem::take(&mut self.body),
             received: self.received,
             too_large: self.too_large,

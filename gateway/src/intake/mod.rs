@@ -11,14 +11,18 @@
 
 pub mod budget;
 pub mod clients;
+pub mod command;
 pub mod commit;
 pub mod handler;
+pub mod postmaster;
 pub mod replay;
 pub mod reply;
 pub mod session;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_envelope;
 
 use std::net::SocketAddr;
 use std::sync::Arc;

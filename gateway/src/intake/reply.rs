@@ -62,6 +62,8 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         Reason::Ok => (250, "2.0.0"),
         Reason::TooLarge => (552, "5.3.4"),
         Reason::TooManyRecipients => (452, "4.5.3"),
+        // RCPT's; MAIL's is 5.1.7 (see `handler`), as Postfix answers.
+        Reason::BadAddress => (501, "5.1.3"),
         Reason::Smuggling => (550, "5.5.2"),
         Reason::Malformed | Reason::TooDeep => (550, "5.6.0"),
         // The CRL may be refreshed: the sender's server retries.

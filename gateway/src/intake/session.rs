@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tokio_rustls::server::TlsStream;
 
 use super::budget::{closing_reply, is_junk, Budget, Exceeded, Refusals};
+use super::command::Staged;
 use super::commit;
 use super::handler::{Intake, Pending, Refusal, Shared};
 use super::reply::Reply;
@@ -126,11 +127,9 @@ pub async fn run<S>(
         let gw = gw.clone();
         Box::new(move || gw.policy())
     };
-    let state = Arc::new(Mutex::new(Intake::new(
-        peer.ip(),
-        gw.config.require_tls,
-        policy_source,
-    )));
+    let mut intake = Intake::new(peer.ip(), gw.config.require_tls, policy_source);
+    intake.postmaster_box = Some(gw.config.postmaster.clone());
+    let state = Arc::new(Mutex::new(intake));
     let mut builder = SessionBuilder::new(gw.policy().gateway.hostname.clone());
     if gw.tls.is_some() {
         builder.enable_start_tls();
@@ -344,9 +343,9 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 /// Refuses what must not reach the SMTP state machine: a bare CR or LF
-/// (closing the session), control characters in a command, a `MAIL` whose
-/// `SIZE=` is over the limit. Returns the line to process, a command
-/// without its `MAIL` parameters.
+/// (closing the session), control characters in a command. `MAIL` and
+/// `RCPT` are parsed here ([`Staged`]) and `mailin` gets a stand-in line.
+/// Returns the line to process.
 async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
     gw: &Arc<Service>,
     state: &Shared,
@@ -376,33 +375,31 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
         let _ = io.get_mut().write_all(out).await;
         return Step::End(End::Refused);
     }
+    if !in_data {
+        // Before the control-character check: a bad path is refused as
+        // `bad-address` and audited, whatever is wrong with it.
+        if let Some((staged, stand_in)) = Staged::of(&line) {
+            state.lock().stage(Some(staged));
+            return Step::Go(stand_in.to_vec());
+        }
+        // `MAIL` or `RCPT` without `FROM:` / `TO:` (mailin: `500`).
+        let syntax = match verb(&line).as_str() {
+            "MAIL" => Some("MAIL FROM:<address>"),
+            "RCPT" => Some("RCPT TO:<address>"),
+            _ => None,
+        };
+        if let Some(syntax) = syntax {
+            out.extend_from_slice(&Reply::new(501, format!("5.5.4 Syntax: {syntax}")).wire());
+            return Step::Again;
+        }
+    }
     if !in_data && has_control_character(&line) {
         // mailin would take a NUL inside an address: an address no
         // mail client shows as it is.
         out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
         return Step::Again;
     }
-    if !in_data {
-        if let Some((reply, detail)) = check_mail_size(state, &line) {
-            let event = state
-                .lock()
-                .refusal_event("mail", Reason::TooLarge, &detail);
-            let refusal = Refusal {
-                event,
-                reply,
-                stage: "mail",
-                reason: Reason::TooLarge,
-            };
-            let reply = audited(gw, &mut lp.refusals, refusal).await;
-            lp.out.extend_from_slice(&reply.wire());
-            return Step::Again;
-        }
-    }
-    Step::Go(if in_data {
-        line
-    } else {
-        strip_mail_params(line)
-    })
+    Step::Go(line)
 }
 
 /// Passes the line to the SMTP state machine and queues the reply: the
@@ -418,8 +415,13 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     line: &[u8],
     in_data: bool,
 ) -> Option<End> {
-    let is_ehlo = !in_data && line.len() >= 5 && line[..5].eq_ignore_ascii_case(b"EHLO ");
+    let verb = if in_data { String::new() } else { verb(line) };
+    if let Some(reply) = local_reply(gw, &verb, line) {
+        lp.out.extend_from_slice(&reply.wire());
+        return None;
+    }
     let response = smtp.process(line);
+    state.lock().stage(None);
     let pending = state.lock().take_pending();
     let reply: Option<Vec<u8>> = match pending {
         Pending::Message(tx) => {
@@ -427,10 +429,14 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
             Some(commit::finish(gw, &session, tx).await.wire())
         }
         Pending::Refusal(refusal) => Some(audited(gw, &mut lp.refusals, refusal).await.wire()),
-        Pending::None if is_ehlo && response.code == 250 => Some(ehlo_reply(gw, state, line)),
+        Pending::None if verb == "EHLO" && response.code == 250 => Some(ehlo_reply(gw, state)),
+        // RFC 2034 gives HELO's reply no enhanced code.
+        Pending::None if verb == "HELO" && response.code == 250 => {
+            Some(format!("250 {}\r\n", gw.policy().gateway.hostname).into_bytes())
+        }
         Pending::None => match response.action {
             Action::NoReply => None,
-            _ => Some(wire(&response)),
+            _ => Some(with_enhanced_code(&wire(&response))),
         },
     };
     let out = &mut lp.out;
@@ -474,16 +480,21 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
     End::Refused
 }
 
-/// The refusal's reply once its record is durable; a decision that cannot
-/// be audited is not made: the client gets `451` and retries. A repeat of a
-/// refusal already audited in this session is only counted, for the
-/// session's summary.
+/// The refusal's reply once its record is durable (see [`recorded`]). A
+/// repeat of a refusal already audited in this session is only counted,
+/// for the session's summary.
 async fn audited(gw: &Service, refusals: &mut Refusals, refusal: Refusal) -> Reply {
     if !refusals.first(refusal.stage, refusal.reason) {
         return refusal.reply;
     }
-    match gw.store.audit(refusal.event).await {
-        Ok(()) => refusal.reply,
+    recorded(gw, refusal.event, refusal.reply).await
+}
+
+/// `reply` once `event` is durable; a decision that cannot be audited is
+/// not made: the client gets `451` and retries.
+pub(super) async fn recorded(gw: &Service, event: AuditEvent, reply: Reply) -> Reply {
+    match gw.store.audit(event).await {
+        Ok(()) => reply,
         Err(e) => {
             tracing::error!(error = %e, bug = e.is_bug(), "cannot audit a refusal");
             Reply::reject(e.reason(), &format!("cannot record the decision ({e})"))
@@ -493,6 +504,86 @@ async fn audited(gw: &Service, refusals: &mut Refusals, refusal: Refusal) -> Rep
 
 fn wire(response: &Response) -> Vec<u8> {
     response.buffer().unwrap_or_default()
+}
+
+/// The command word of `line`, uppercased.
+fn verb(line: &[u8]) -> String {
+    let end = line
+        .iter()
+        .position(|&b| b == b' ' || b == b'\r' || b == b'\n')
+        .unwrap_or(line.len());
+    String::from_utf8_lossy(&line[..end]).to_ascii_uppercase()
+}
+
+/// The replies emla gives itself, to what `mailin` would answer with
+/// `500`/`503` or a reply Postfix does not give.
+fn local_reply(gw: &Service, verb: &str, line: &[u8]) -> Option<Reply> {
+    let arg = String::from_utf8_lossy(&line[verb.len().min(line.len())..])
+        .trim()
+        .to_owned();
+    Some(match verb {
+        "HELP" => Reply::new(
+            214,
+            "2.0.0 emla: EHLO HELO MAIL RCPT DATA RSET NOOP QUIT VRFY HELP, and STARTTLS when offered",
+        ),
+        // emla has no mailing lists and no accounts.
+        "EXPN" => Reply::new(502, "5.5.1 EXPN is not available"),
+        "AUTH" => Reply::new(502, "5.5.1 AUTH is not available"),
+        "STARTTLS" if gw.tls.is_none() => Reply::new(502, "5.5.1 STARTTLS is not available"),
+        "HELO" | "EHLO" if arg.is_empty() => {
+            Reply::new(501, format!("5.5.4 Syntax: {verb} hostname"))
+        }
+        "VRFY" if arg.is_empty() => Reply::new(501, "5.5.4 Syntax: VRFY address"),
+        // As Postfix answers when it cannot tell (RFC 5321 §3.5.3).
+        "VRFY" => Reply::new(
+            252,
+            "2.0.0 Cannot VRFY the address, but a message to it will be tried",
+        ),
+        _ => return None,
+    })
+}
+
+/// `wire` (one reply of `mailin`'s) with an RFC 2034 enhanced status code
+/// after each line's reply code, where `mailin` gives none.
+fn with_enhanced_code(wire: &[u8]) -> Vec<u8> {
+    // mailin's only 502 is a missing argument (`MAIL`, `RCPT TO`): a 501.
+    if wire.starts_with(b"502 Missing parameter") {
+        return b"501 5.5.4 Syntax error: missing argument\r\n".to_vec();
+    }
+    let text = String::from_utf8_lossy(wire);
+    let mut out = String::new();
+    for line in text.split_inclusive("\r\n") {
+        let code = line.get(..3).and_then(|c| c.parse::<u16>().ok());
+        let rest = line.get(4..).unwrap_or("");
+        let has_one = rest.split(' ').next().is_some_and(|w| {
+            w.split('.').count() == 3
+                && w.split('.')
+                    .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
+        });
+        let enhanced = match code {
+            _ if has_one => None,
+            // Challenges and the go-ahead for DATA carry none.
+            Some(334) | Some(354) | None => None,
+            Some(500) => Some("5.5.2"),
+            Some(501) | Some(504) => Some("5.5.4"),
+            Some(502) | Some(503) => Some("5.5.1"),
+            Some(452) => Some("4.3.1"),
+            Some(530) => Some("5.7.0"),
+            Some(c) if c < 300 => Some("2.0.0"),
+            Some(c) if c < 500 => Some("4.3.0"),
+            Some(_) => Some("5.0.0"),
+        };
+        match enhanced {
+            Some(e) if line.len() >= 4 => {
+                out.push_str(&line[..4]);
+                out.push_str(e);
+                out.push(' ');
+                out.push_str(rest);
+            }
+            _ => out.push_str(line),
+        }
+    }
+    out.into_bytes()
 }
 
 /// A line being read; it lives across [`read_line`] calls so that a read
@@ -559,66 +650,18 @@ fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
     None
 }
 
-/// Refuses `MAIL FROM:<…> SIZE=n` above the limit before anything else.
-fn check_mail_size(state: &Shared, line: &[u8]) -> Option<(Reply, String)> {
-    if line.len() < 10 || !line[..10].eq_ignore_ascii_case(b"MAIL FROM:") {
-        return None;
-    }
-    let text = std::str::from_utf8(line).ok()?;
-    let size: u64 = text
-        .split_ascii_whitespace()
-        .find_map(|p| {
-            p.get(..5)
-                .filter(|k| k.eq_ignore_ascii_case("SIZE="))
-                .map(|_| &p[5..])
-        })?
-        .parse()
-        .ok()?;
-    let limit = state.lock().max_message_size();
-    (size > limit).then(|| {
-        let detail = format!("declared size {size} exceeds the limit of {limit} bytes");
-        (Reply::reject(Reason::TooLarge, &detail), detail)
-    })
-}
-
-/// `mailin` understands only `BODY=`: other MAIL parameters (SIZE, which we
-/// checked) are dropped before it parses the line.
-fn strip_mail_params(line: Vec<u8>) -> Vec<u8> {
-    if line.len() < 10 || !line[..10].eq_ignore_ascii_case(b"MAIL FROM:") {
-        return line;
-    }
-    let Ok(text) = std::str::from_utf8(&line) else {
-        return line;
-    };
-    let text = text.trim_end_matches("\r\n");
-    let mut parts = text.splitn(2, '>');
-    let (Some(path), rest) = (parts.next(), parts.next()) else {
-        return line;
-    };
-    let kept: Vec<&str> = rest
-        .unwrap_or("")
-        .split_ascii_whitespace()
-        .filter(|p| p.len() >= 5 && p[..5].eq_ignore_ascii_case("BODY="))
-        .collect();
-    let mut out = format!("{path}>");
-    for p in kept {
-        out.push(' ');
-        out.push_str(p);
-    }
-    out.push_str("\r\n");
-    out.into_bytes()
-}
-
-/// The EHLO reply, with the extensions emla implements itself.
-fn ehlo_reply(gw: &Service, state: &Shared, line: &[u8]) -> Vec<u8> {
+/// The EHLO reply, with the extensions emla implements itself. The
+/// client's argument is not echoed: it is the client's to say, not ours
+/// to repeat.
+fn ehlo_reply(gw: &Service, state: &Shared) -> Vec<u8> {
     let policy = gw.policy();
-    let client = String::from_utf8_lossy(&line[5..]).trim().to_string();
     let mut lines = vec![
-        format!("{} greets {client}", policy.gateway.hostname),
+        policy.gateway.hostname.clone(),
         format!("SIZE {}", policy.limits.max_message_size),
         "8BITMIME".to_string(),
         "PIPELINING".to_string(),
         "ENHANCEDSTATUSCODES".to_string(),
+        "DSN".to_string(),
     ];
     if gw.tls.is_some() && !state.lock().tls_active {
         lines.push("STARTTLS".to_string());
@@ -682,18 +725,31 @@ mod tests {
     }
 
     #[test]
-    fn mail_parameters_other_than_body_are_dropped() {
-        assert_eq!(
-            strip_mail_params(b"MAIL FROM:<a@b.example> SIZE=123 BODY=8BITMIME\r\n".to_vec()),
-            b"MAIL FROM:<a@b.example> BODY=8BITMIME\r\n"
-        );
-        assert_eq!(
-            strip_mail_params(b"mail from:<a@b.example>\r\n".to_vec()),
-            b"mail from:<a@b.example>\r\n"
-        );
-        assert_eq!(
-            strip_mail_params(b"RCPT TO:<a@b.example> NOTIFY=NEVER\r\n".to_vec()),
-            b"RCPT TO:<a@b.example> NOTIFY=NEVER\r\n"
-        );
+    fn mailin_replies_get_enhanced_codes() {
+        let cases: [(&[u8], &[u8]); 7] = [
+            (
+                b"502 Missing parameter\r\n",
+                b"501 5.5.4 Syntax error: missing argument\r\n",
+            ),
+            (
+                b"503 Bad sequence of commands\r\n",
+                b"503 5.5.1 Bad sequence of commands\r\n",
+            ),
+            (b"500 Syntax error\r\n", b"500 5.5.2 Syntax error\r\n"),
+            (b"221 Goodbye\r\n", b"221 2.0.0 Goodbye\r\n"),
+            (b"250 OK\r\n", b"250 2.0.0 OK\r\n"),
+            (b"250 2.1.0 Sender OK\r\n", b"250 2.1.0 Sender OK\r\n"),
+            (b"354 Start mail input\r\n", b"354 Start mail input\r\n"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(
+                with_enhanced_code(from),
+                to,
+                "{}",
+                String::from_utf8_lossy(from)
+            );
+        }
+        assert_eq!(verb(b"ehlo x\r\n"), "EHLO");
+        assert_eq!(verb(b"HELP\r\n"), "HELP");
     }
 }

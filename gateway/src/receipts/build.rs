@@ -70,6 +70,9 @@ pub struct ReceiptContext {
     pub route: String,
     /// The policy version it was judged under.
     pub policy_version: String,
+    /// The DSN parameters its client gave (ENVID, ORCPT), named in a
+    /// non-delivery notice (RFC 3464 §2.2.1, §2.3.1).
+    pub dsn: crate::envelope::Dsn,
 }
 
 /// The next hop's acceptance of (some recipients of) the message.
@@ -257,12 +260,19 @@ pub fn non_delivery_notice(
     text.push_str(&facts(ctx, subject));
 
     let host = ascii_only(&ctx.gateway_hostname);
-    let mut dsn = format!(
+    let mut dsn = match &ctx.dsn.envid {
+        Some(envid) => format!("Original-Envelope-Id: {}\r\n", ascii_only(envid)),
+        None => String::new(),
+    };
+    dsn.push_str(&format!(
         "Reporting-MTA: dns; {host}\r\nX-Emla-Message-Id: {}\r\nArrival-Date: {}\r\n",
         ascii_only(&ctx.message_id),
         rfc5322_date(ctx.received_at)
-    );
+    ));
     for r in &failure.recipients {
+        if let Some(orcpt) = ctx.dsn.recipient(r).and_then(|d| d.orcpt.as_deref()) {
+            dsn.push_str(&format!("\r\nOriginal-Recipient: {}", ascii_only(orcpt)));
+        }
         dsn.push_str(&format!(
             "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {status}\r\n",
             ascii_only(r)
@@ -625,6 +635,7 @@ mod tests {
             }),
             route: "aa-to-bb".into(),
             policy_version: "ab".repeat(32),
+            dsn: crate::envelope::Dsn::default(),
         }
     }
 
@@ -710,11 +721,22 @@ mod tests {
             remote_mta: Some("mx.justice.bb.example".into()),
             at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
         };
-        let r = non_delivery_notice(&ctx(), &f, b"From: a@b\nSubject: x\n\nbody").unwrap();
+        let mut c = ctx();
+        c.dsn = crate::envelope::Dsn {
+            envid: Some("mla-42".into()),
+            recipients: vec![crate::envelope::RcptDsn {
+                recipient: "Bob@justice.bb.example".into(),
+                notify: None,
+                orcpt: Some("rfc822;bob@justice.bb.example".into()),
+            }],
+            ..Default::default()
+        };
+        let r = non_delivery_notice(&c, &f, b"From: a@b\nSubject: x\n\nbody").unwrap();
         let t = text(&r);
         assert!(t.starts_with("Content-Type: multipart/report; report-type=delivery-status;"));
         for part in [
-            "Reporting-MTA: dns; emla.example.org\r\n",
+            "Original-Envelope-Id: mla-42\r\nReporting-MTA: dns; emla.example.org\r\n",
+            "\r\n\r\nOriginal-Recipient: rfc822;bob@justice.bb.example\r\nFinal-Recipient: ",
             "Final-Recipient: rfc822; bob@justice.bb.example\r\n",
             "Status: 5.0.0\r\n",
             "Diagnostic-Code: smtp; 550 5.1.1 no  such user\r\n",

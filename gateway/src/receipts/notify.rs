@@ -54,6 +54,8 @@ pub struct Original<'a> {
     /// Whether it is itself an automatic message (`Auto-Submitted:` other
     /// than `no`).
     pub auto_submitted: bool,
+    /// The DSN parameters its client gave, if any.
+    pub dsn: Option<&'a crate::envelope::Dsn>,
 }
 
 /// A signed receipt ready to record.
@@ -74,27 +76,35 @@ impl Outgoing {
 
 /// The acceptance receipt, if the sender's authority wants it.
 pub fn acceptance(policy: &Policy, o: &Original<'_>) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Acceptance)?;
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Acceptance, false)?;
     let r = receipt::acceptance_receipt(&context(policy, o))?;
     Some(outgoing(policy, authority, identity, o, &r))
 }
 
-/// The delivery receipt for `outcome`, if wanted.
-pub fn delivery(policy: &Policy, o: &Original<'_>, outcome: &DeliveryOutcome) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Delivery)?;
+/// The delivery receipt for `outcome`, if wanted, or `asked` for (DSN
+/// `NOTIFY=SUCCESS`).
+pub fn delivery(
+    policy: &Policy,
+    o: &Original<'_>,
+    outcome: &DeliveryOutcome,
+    asked: bool,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Delivery, asked)?;
     let r = receipt::delivery_receipt(&context(policy, o), outcome)?;
     Some(outgoing(policy, authority, identity, o, &r))
 }
 
-/// The non-delivery notice for `failure`, if wanted; `original` is the
-/// message as received (its header section is quoted).
+/// The non-delivery notice for `failure`, if wanted or `asked` for (DSN
+/// `NOTIFY=FAILURE`); `original` is the message as received (its header
+/// section is quoted).
 pub fn failure(
     policy: &Policy,
     o: &Original<'_>,
     failure: &Failure,
     original: &[u8],
+    asked: bool,
 ) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Failure)?;
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Failure, asked)?;
     let headers = &original[..crate::smime::mime::header_len(original)];
     let r = receipt::non_delivery_notice(&context(policy, o), failure, headers)?;
     Some(outgoing(policy, authority, identity, o, &r))
@@ -160,6 +170,7 @@ pub fn gateway_message(
         case_ref: case_ref.map(str::to_owned),
         signature_keys: Vec::new(),
         body: Some(bytes.into()),
+        dsn: None,
     };
     let queue = QueueEntry {
         message_id: id,
@@ -182,10 +193,13 @@ fn signer(signers: &Value) -> Option<SignerSummary> {
     })
 }
 
+/// The sender's authority and the signing identity, when a receipt of
+/// `kind` is due: the authority wants it, or the client `asked` for it.
 fn wanted<'p>(
     policy: &'p Policy,
     o: &Original<'_>,
     kind: ReceiptKind,
+    asked: bool,
 ) -> Option<(&'p Authority, &'p Arc<SigningIdentity>)> {
     if o.auto_submitted || o.sender.is_empty() {
         return None;
@@ -195,10 +209,7 @@ fn wanted<'p>(
         .authorities
         .iter()
         .find(|a| Some(a.id.as_str()) == o.sender_authority)?;
-    authority
-        .receipts
-        .contains(kind)
-        .then_some((authority, identity))
+    (asked || authority.receipts.contains(kind)).then_some((authority, identity))
 }
 
 fn at(ms: i64) -> SystemTime {
@@ -219,6 +230,7 @@ fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
         signer: signer(o.signers),
         route: o.route.to_owned(),
         policy_version: o.policy_version.to_owned(),
+        dsn: o.dsn.cloned().unwrap_or_default(),
     }
 }
 

@@ -10,12 +10,15 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt, Rset};
-use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt, Rset};
+use lettre::transport::smtp::extension::{
+    ClientId, Extension, MailBodyParameter, MailParameter, RcptParameter,
+};
 use lettre::Address;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
+use crate::envelope::Dsn;
 use crate::policy::{NextHop, TlsMode};
 
 /// How one recipient fared.
@@ -116,6 +119,9 @@ pub struct ConnectError {
 pub struct Connection {
     conn: AsyncSmtpConnection,
     hop: String,
+    /// Whether the next hop offers DSN (RFC 3461): lettre's `ServerInfo`
+    /// keeps only the extensions it knows, so emla asks again itself.
+    dsn: bool,
     /// What TLS gave this connection.
     pub tls: TlsReport,
 }
@@ -124,6 +130,26 @@ impl Connection {
     /// Connects to `hop` and applies its TLS requirement. `hello` is the
     /// gateway's host name.
     pub async fn open(
+        hop: &NextHop,
+        hello: &str,
+        timeout: Duration,
+    ) -> Result<Connection, ConnectError> {
+        let mut c = Self::open_session(hop, hello, timeout).await?;
+        let ehlo = c
+            .conn
+            .command(Ehlo::new(ClientId::Domain(hello.to_owned())));
+        c.dsn = match tokio::time::timeout(timeout, ehlo).await {
+            Ok(Ok(r)) => r.message().any(|l| {
+                l.split_whitespace()
+                    .next()
+                    .is_some_and(|k| k.eq_ignore_ascii_case("DSN"))
+            }),
+            _ => false,
+        };
+        Ok(c)
+    }
+
+    async fn open_session(
         hop: &NextHop,
         hello: &str,
         timeout: Duration,
@@ -141,6 +167,7 @@ impl Connection {
                 return Ok(Connection {
                     conn,
                     hop: name,
+                    dsn: false,
                     tls: TlsReport {
                         verification: "none",
                         ..TlsReport::default()
@@ -201,6 +228,7 @@ impl Connection {
         Ok(Connection {
             conn,
             hop: name,
+            dsn: false,
             tls: TlsReport {
                 encrypted: true,
                 peer_certificate_sha256: peer,
@@ -219,6 +247,7 @@ impl Connection {
         Ok(Connection {
             conn,
             hop: name.to_owned(),
+            dsn: false,
             tls: TlsReport {
                 verification: "none",
                 ..TlsReport::default()
@@ -239,17 +268,19 @@ impl Connection {
 
     /// One transaction: MAIL FROM `from`, RCPT TO each recipient, and, if
     /// any was accepted, DATA with `trace` then `message` exactly (the
-    /// message must end in CRLF).
-    /// Returns one outcome per recipient, in order.
+    /// message must end in CRLF), passing `dsn` on if the next hop offers
+    /// DSN. Returns one outcome per recipient, in order.
     pub async fn send(
         &mut self,
         from: &str,
         recipients: &[String],
+        dsn: Option<&Dsn>,
         trace: &[u8],
         message: &[u8],
         timeout: Duration,
     ) -> Vec<RcptOutcome> {
-        let sent = self.transaction(from, recipients, trace, message);
+        let dsn = dsn.filter(|_| self.dsn);
+        let sent = self.transaction(from, recipients, dsn, trace, message);
         match tokio::time::timeout(timeout, sent).await {
             Ok(outcomes) => outcomes,
             Err(_) => {
@@ -270,6 +301,7 @@ impl Connection {
         &mut self,
         from: &str,
         recipients: &[String],
+        dsn: Option<&Dsn>,
         trace: &[u8],
         message: &[u8],
     ) -> Vec<RcptOutcome> {
@@ -296,6 +328,15 @@ impl Connection {
         {
             params.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
+        // lettre encodes the values as xtext; they are kept decoded.
+        let other = |keyword: &str, value: &str| (keyword.to_owned(), Some(value.to_owned()));
+        if let Some(dsn) = dsn {
+            let ret = dsn.ret.map(|r| other("RET", r.as_str()));
+            let envid = dsn.envid.as_deref().map(|e| other("ENVID", e));
+            for (keyword, value) in ret.into_iter().chain(envid) {
+                params.push(MailParameter::Other { keyword, value });
+            }
+        }
         if let Err(e) = self.conn.command(Mail::new(sender, params)).await {
             let outcome = RcptOutcome::from_error(&e);
             self.reset().await;
@@ -313,7 +354,15 @@ impl Connection {
                     continue;
                 }
             };
-            match self.conn.command(Rcpt::new(address, Vec::new())).await {
+            let mut params = Vec::new();
+            if let Some(r) = dsn.and_then(|d| d.recipient(rcpt)) {
+                let notify = r.notify.map(|n| other("NOTIFY", &n.to_string()));
+                let orcpt = r.orcpt.as_deref().map(|o| other("ORCPT", o));
+                for (keyword, value) in notify.into_iter().chain(orcpt) {
+                    params.push(RcptParameter::Other { keyword, value });
+                }
+            }
+            match self.conn.command(Rcpt::new(address, params)).await {
                 Ok(_) => outcomes.push(None),
                 Err(e) if self.conn.has_broken() || e.status().is_none() => {
                     return all(RcptOutcome::from_error(&e));

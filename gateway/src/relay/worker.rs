@@ -237,7 +237,14 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
         let Some(c) = conn.as_mut() else { continue };
         let trace = received_field(&policy, &entry);
         let outcomes = c
-            .send(&entry.mail_from, &entry.recipients, &trace, &body, timeout)
+            .send(
+                &entry.mail_from,
+                &entry.recipients,
+                entry.dsn.as_ref(),
+                &trace,
+                &body,
+                timeout,
+            )
             .await;
         attempt.tls = Some(c.tls.clone());
         record(gw, &policy, &attempt, outcomes).await;
@@ -516,13 +523,27 @@ fn notices(
         policy_version: &entry.policy_version,
         case_ref: entry.case_ref.as_deref(),
         auto_submitted: notify::is_auto_submitted(original),
+        dsn: entry.dsn.as_ref(),
     };
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
     let mut out = Vec::new();
+    // DSN NOTIFY (RFC 3461 §4.1), per recipient: without the kind, no
+    // notice of it; with it, one even if the authority wants none.
+    let no_dsn = crate::envelope::Dsn::default();
+    let dsn = entry.dsn.as_ref().unwrap_or(&no_dsn);
+    let allows = |r: &str, kind: fn(&crate::envelope::Notify) -> bool| dsn.notify(r, kind);
+    let asks = |r: &str, kind: fn(&crate::envelope::Notify) -> bool| {
+        dsn.recipient(r)
+            .and_then(|d| d.notify.as_ref())
+            .is_some_and(kind)
+    };
+    let success = |n: &crate::envelope::Notify| n.success;
+    let on_failure = |n: &crate::envelope::Notify| n.failure;
     let delivered: Vec<(&String, u16, &String)> = entry
         .recipients
         .iter()
         .zip(outcomes)
+        .filter(|(r, _)| allows(r, success))
         .filter_map(|(r, o)| match o {
             RcptOutcome::Delivered { code, reply } => Some((r, *code, reply)),
             _ => None,
@@ -540,12 +561,14 @@ fn notices(
             }),
             at,
         };
-        out.extend(notify::delivery(policy, &o, &outcome));
+        let asked = delivered.iter().any(|(r, _, _)| asks(r, success));
+        out.extend(notify::delivery(policy, &o, &outcome, asked));
     }
     let failed: Vec<(&String, &RcptOutcome)> = entry
         .recipients
         .iter()
         .zip(outcomes)
+        .filter(|(r, _)| allows(r, on_failure))
         .filter(|(_, o)| match o {
             RcptOutcome::Refused { .. } => true,
             RcptOutcome::Deferred { .. } => expired,
@@ -568,7 +591,8 @@ fn notices(
             remote_mta: Some(attempt.hop.clone()),
             at,
         };
-        out.extend(notify::failure(policy, &o, &failure, original));
+        let asked = failed.iter().any(|(r, _)| asks(r, on_failure));
+        out.extend(notify::failure(policy, &o, &failure, original, asked));
     }
     out
 }

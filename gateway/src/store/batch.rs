@@ -75,9 +75,9 @@ macro_rules! batch_sections {
                         "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
                          tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
                          subject, message_id, date, verdict, reason, detail, signers, authority, \
-                         policy_version, body_stored, case_ref) VALUES ($1, $2, $3, $4, $5, $6, \
-                         $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, $21, \
-                         $22, $23)",
+                         policy_version, body_stored, case_ref, dsn) VALUES ($1, $2, $3, $4, $5, \
+                         $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
+                         $21, $22, $23, $24)",
                     )
                     .bind(&r.id)
                     .bind(r.received_at_ms)
@@ -102,6 +102,7 @@ macro_rules! batch_sections {
                     .bind(&r.policy_version)
                     .bind(m.body_stored)
                     .bind(&r.case_ref)
+                    .bind(r.dsn.as_ref().and_then(|d| serde_json::to_string(d).ok()))
                     .execute(&mut **self)
                     .await?;
                     for (table, keys) in [

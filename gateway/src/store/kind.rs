@@ -51,11 +51,14 @@ pub enum AuditKind {
     OcspUpdated,
     /// `ocsp.fetch-failed`: an OCSP request failed.
     OcspFetchFailed,
+    /// `postmaster.kept`: mail to the postmaster was kept in the operator's
+    /// mailbox.
+    PostmasterKept,
 }
 
 impl AuditKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuditKind; 19] = [
+    pub const ALL: [AuditKind; 20] = [
         AuditKind::MessageAccepted,
         AuditKind::MessageRejected,
         AuditKind::MessageDuplicate,
@@ -75,6 +78,7 @@ impl AuditKind {
         AuditKind::CrlFetchFailed,
         AuditKind::OcspUpdated,
         AuditKind::OcspFetchFailed,
+        AuditKind::PostmasterKept,
     ];
 
     /// The kinds of the record that carries a message's decision.
@@ -102,6 +106,7 @@ impl AuditKind {
             AuditKind::CrlFetchFailed => "crl.fetch-failed",
             AuditKind::OcspUpdated => "ocsp.updated",
             AuditKind::OcspFetchFailed => "ocsp.fetch-failed",
+            AuditKind::PostmasterKept => "postmaster.kept",
         }
     }
 

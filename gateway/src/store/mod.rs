@@ -109,6 +109,8 @@ pub struct MessageRecord {
     /// The raw bytes to keep (always for accepted messages; for rejected
     /// ones only when configured). `None`: only the hash is kept.
     pub body: Option<Arc<[u8]>>,
+    /// The DSN parameters its client gave, if any.
+    pub dsn: Option<crate::envelope::Dsn>,
 }
 
 /// One delivery to make: a message to one next hop, for some recipients.

@@ -139,6 +139,8 @@ pub struct Claimed {
     pub policy_version: String,
     /// Its case reference.
     pub case_ref: Option<String>,
+    /// The DSN parameters its client gave, if any.
+    pub dsn: Option<crate::envelope::Dsn>,
 }
 
 /// Selects for the `emla queue list`.
@@ -155,7 +157,8 @@ pub struct QueueFilter {
 const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
      q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.subject, \
      m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at, \
-     m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref";
+     m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref, \
+     m.dsn";
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
@@ -232,6 +235,9 @@ impl Db {
                         received_at_ms: r.try_get("received_at")?,
                         rcpt_to: json_col(r.try_get("rcpt_to")?),
                         signers: json_col(r.try_get("signers")?),
+                        dsn: r
+                            .try_get::<Option<String>, _>("dsn")?
+                            .and_then(|d| serde_json::from_str(&d).ok()),
                     ));
                 }
             }
