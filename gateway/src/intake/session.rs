@@ -28,11 +28,10 @@ use super::reply::Reply;
 use super::Service;
 use crate::reason::Reason;
 use crate::store::AuditEvent;
+use crate::wire::{self, WireProblem, MAX_TEXT_LINE};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
 const MAX_COMMAND_LINE: usize = 2048;
-/// Longest line of message text (RFC 5322 §2.1.1: 998 plus CRLF).
-const MAX_TEXT_LINE: usize = 1000;
 
 /// The session's connection: the stream it was given, then, after
 /// STARTTLS, TLS over that stream.
@@ -264,7 +263,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
             // Refused at the end of DATA, like any malformed message.
             state
                 .lock()
-                .mark_malformed("a line of the message exceeds 998 characters");
+                .mark_malformed(&WireProblem::LineTooLong.to_string());
             Step::Again
         }
         Ok(Ok(Line::TooLong)) => {
@@ -287,7 +286,7 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
     line: Vec<u8>,
     in_data: bool,
 ) -> Step<Vec<u8>> {
-    if let Some(problem) = bare_line_ending(&line) {
+    if let Some(problem) = wire::line_ending(&line) {
         let detail = format!("{problem}; lines must end with CRLF");
         let event = state.lock().refusal_event(
             if in_data { "data" } else { "command" },
@@ -300,6 +299,10 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
         out.extend_from_slice(&reply.wire());
         let _ = io.get_mut().write_all(out).await;
         return Step::End(End::Refused);
+    }
+    if in_data && memchr::memchr(0, &line).is_some() {
+        // Refused at the end of DATA, like an over-long line.
+        state.lock().mark_malformed(&WireProblem::Nul.to_string());
     }
     if !in_data && has_control_character(&line) {
         // mailin would take a NUL inside an address: an address no
@@ -448,24 +451,11 @@ async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Why a line does not end in CRLF or holds a lone CR or LF, if it does.
 /// Whether a command line (CRLF excluded) holds a control character other
 /// than TAB.
 fn has_control_character(line: &[u8]) -> bool {
     let body = line.strip_suffix(b"\r\n").unwrap_or(line);
     body.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-}
-
-fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
-    let body = match line.strip_suffix(b"\r\n") {
-        Some(b) => b,
-        None if line.ends_with(b"\n") => return Some("bare LF received"),
-        None => return Some("line without CRLF received"),
-    };
-    if body.contains(&b'\r') {
-        return Some("bare CR received");
-    }
-    None
 }
 
 /// Refuses `MAIL FROM:<…> SIZE=n` above the limit before anything else.
@@ -575,20 +565,6 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_endings_must_be_crlf() {
-        assert_eq!(bare_line_ending(b"hello\r\n"), None);
-        assert_eq!(bare_line_ending(b".\r\n"), None);
-        assert_eq!(bare_line_ending(b"hello\n"), Some("bare LF received"));
-        assert_eq!(bare_line_ending(b"\n"), Some("bare LF received"));
-        assert_eq!(bare_line_ending(b"he\rllo\r\n"), Some("bare CR received"));
-        assert_eq!(bare_line_ending(b"hello\r\r\n"), Some("bare CR received"));
-        assert_eq!(
-            bare_line_ending(b"no end"),
-            Some("line without CRLF received")
-        );
-    }
 
     #[test]
     fn mail_parameters_other_than_body_are_dropped() {

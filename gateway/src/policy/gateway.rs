@@ -24,6 +24,7 @@ const LIMIT_KEYS: &[&str] = &[
     "digests",
     "crl",
     "require_email_eku",
+    "allow_unsigned_text",
 ];
 
 const RELAY_KEYS: &[&str] = &[
@@ -346,6 +347,9 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
     if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
         limits.require_email_eku = strict;
     }
+    if let Some((allow, _)) = t.boolean("allow_unsigned_text", diags) {
+        limits.allow_unsigned_text = allow;
+    }
 }
 
 #[cfg(test)]
@@ -424,6 +428,7 @@ retry_max_secs = 0
         );
         assert_eq!(l.crl, CrlPolicy::HardFail);
         assert!(!l.require_email_eku);
+        assert!(!l.allow_unsigned_text);
     }
 
     #[test]
@@ -433,9 +438,10 @@ retry_max_secs = 0
             "[limits]\nmax_message_size = 1_000\nmax_recipients = 3\n",
             "max_header_size = 100\nmax_mime_depth = 4\nsigning_time_skew_secs = 0\n",
             "min_rsa_bits = 3072\ndigests = [\"sha512\"]\ncrl = \"soft-fail\"\n",
-            "require_email_eku = true\n",
+            "require_email_eku = true\nallow_unsigned_text = true\n",
         ));
         assert!(d.is_empty(), "{d:?}");
+        assert!(l.allow_unsigned_text);
         assert_eq!(g.hostname, "emla.example.org");
         assert_eq!(l.max_message_size, 1000);
         assert_eq!(l.max_recipients, 3);
@@ -479,18 +485,21 @@ retry_max_secs = 0
             "crl = \"maybe\"\n",
             "max_recipients = \"ten\"\n",
             "require_email_eku = \"yes\"\n",
+            "allow_unsigned_text = 1\n",
         ));
         assert_eq!(
             d,
             vec![
                 "p/gateway.toml:2:1: unknown key \"max_size\" in [limits]; expected one of: \
                  max_message_size, max_recipients, max_header_size, max_mime_depth, \
-                 signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku",
+                 signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku, \
+                 allow_unsigned_text",
                 "p/gateway.toml:6:18: key \"max_recipients\" in [limits] must be an integer, found string",
                 "p/gateway.toml:3:16: min_rsa_bits = 1024 is below the minimum of 2048",
                 "p/gateway.toml:4:22: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
                 "p/gateway.toml:5:7: invalid crl \"maybe\"; expected one of: \"hard-fail\", \"soft-fail\"",
                 "p/gateway.toml:7:21: key \"require_email_eku\" in [limits] must be a boolean (true or false), found string",
+                "p/gateway.toml:8:23: key \"allow_unsigned_text\" in [limits] must be a boolean (true or false), found integer",
             ]
         );
     }

@@ -86,6 +86,10 @@ pub struct Limits {
     /// 8550 §4.4 applies: no extKeyUsage, or one holding emailProtection or
     /// anyExtendedKeyUsage.
     pub require_email_eku: bool,
+    /// Accept text outside the signed parts of multipart/signed (a preamble
+    /// other than the customary notice, an epilogue): no signature covers
+    /// it, and some mail clients show it (`allow_unsigned_text`).
+    pub allow_unsigned_text: bool,
 }
 
 impl Default for Limits {
@@ -100,6 +104,7 @@ impl Default for Limits {
             digests: vec![DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512],
             crl: CrlPolicy::HardFail,
             require_email_eku: false,
+            allow_unsigned_text: false,
         }
     }
 }
