@@ -617,13 +617,40 @@ pub fn openssl_verifies(msg: &[u8], cc: &str) -> bool {
     out.status.success()
 }
 
+/// Whether `openssl cms -verify` accepts `msg` as emla judges it: the
+/// message as it travels (`-binary`: no line-ending translation, as emla
+/// refuses bare LF, so canonical and raw content are the same bytes;
+/// `-crlfeol`: the CRLF before a boundary belongs to it, RFC 2046 §5.1.1,
+/// where `-binary` alone keeps its CR in the content),
+/// trusting `cc`'s root (`-CAfile`) with its issuing CA as an untrusted
+/// intermediate (`-certfile`, as the policy's `intermediates`), any key
+/// purpose (`-purpose any`: emla applies RFC 8550's rule itself). No CRL
+/// check: emla's revocation checks only refuse more.
+pub fn openssl_cms_verifies(msg: &[u8], cc: &str) -> bool {
+    let pki = pki();
+    let path = pki.write_scratch("openssl-cms.eml", msg);
+    let out = Command::new(openssl())
+        .args(["cms", "-verify", "-binary", "-crlfeol", "-purpose", "any"])
+        .arg("-CAfile")
+        .arg(pki.dir.join(format!("certs/{cc}/root.pem")))
+        .arg("-certfile")
+        .arg(pki.chain(cc))
+        .arg("-in")
+        .arg(&path)
+        .args(["-out", "/dev/null"])
+        .output()
+        .expect("run openssl");
+    let _ = std::fs::remove_file(&path);
+    out.status.success()
+}
+
 // ---------------------------------------------------------------------------
 // Re-encoding DER
 // ---------------------------------------------------------------------------
 
 /// Header length and content length of the DER TLV at the start of `der`
 /// (definite lengths only).
-fn tlv_header(der: &[u8]) -> (usize, usize) {
+pub fn tlv_header(der: &[u8]) -> (usize, usize) {
     let first = der[1] as usize;
     if first < 0x80 {
         return (2, first);
@@ -636,7 +663,8 @@ fn tlv_header(der: &[u8]) -> (usize, usize) {
     (2 + k, len)
 }
 
-fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+/// The DER TLV of `tag` around `content`.
+pub fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let n = content.len();
     if n < 0x80 {
@@ -686,4 +714,34 @@ pub fn replace_last_tlv(der: &mut Vec<u8>, old: &[u8], new: &[u8]) {
     let out = replace_tlv_at(der, at, old, new);
     assert_ne!(&out, der, "the TLV was not at a TLV boundary");
     *der = out;
+}
+
+/// The consecutive TLVs of a DER `content`, each whole.
+pub fn der_items(content: &[u8]) -> Vec<Vec<u8>> {
+    let mut items = Vec::new();
+    let mut pos = 0;
+    while pos < content.len() {
+        let (h, n) = tlv_header(&content[pos..]);
+        items.push(content[pos..pos + h + n].to_vec());
+        pos += h + n;
+    }
+    items
+}
+
+/// The content of the DER TLV `tlv`.
+pub fn der_content(tlv: &[u8]) -> &[u8] {
+    let (h, n) = tlv_header(tlv);
+    &tlv[h..h + n]
+}
+
+/// Lets `f` edit the fields of the SignedData in the DER ContentInfo `der`
+/// (version, digestAlgorithms, encapContentInfo, [0] certificates, [1]
+/// crls, signerInfos: those present, in order), then re-encodes it.
+pub fn edit_signed_data(der: &mut Vec<u8>, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let ci = der_items(der_content(der));
+    let sd = der_content(der_content(&ci[1])).to_vec();
+    let mut fields = der_items(&sd);
+    f(&mut fields);
+    let sd = der_wrap(0x30, &fields.concat());
+    *der = der_wrap(0x30, &[ci[0].clone(), der_wrap(0xa0, &sd)].concat());
 }
