@@ -322,7 +322,7 @@ fn judge(
         out.revocation = rev.evidence;
         out.wanted.extend(rev.wants);
         out.path_cas.extend(rev.path_cas);
-        match validated {
+        match validated.and_then(|path| same_copies(&certs, &path).map(|()| path)) {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());
                 out.signers[n].email = cert.emails.iter().find(|e| same_address(e, from)).cloned();
@@ -456,6 +456,34 @@ fn check_sender<'p, 'm>(
         }
     }
     Ok((from, authority))
+}
+
+/// Refuses a message carrying, beside a CA certificate of the validated
+/// path, another certificate of the same name (a damaged copy, or a
+/// rival): clients that take the message's copy (OpenSSL does) would not
+/// validate what emla validated with the policy's.
+fn same_copies(certs: &[CertInfo<'_>], path: &trust::ValidPath) -> Result<(), Reject> {
+    for der in &path.intermediates {
+        let Ok(ca) = CertInfo::parse(der) else {
+            continue;
+        };
+        let subject = &ca.cert.tbs_certificate.subject;
+        if certs
+            .iter()
+            .any(|c| &c.cert.tbs_certificate.subject == subject && c.der != der.as_slice())
+        {
+            return Err((
+                Reason::UntrustedChain,
+                format!(
+                    "the message carries a certificate named {} that differs from the CA \
+                     certificate of the validated chain; a client taking the message's copy \
+                     would not validate it",
+                    ca.subject()
+                ),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The address-like words (`local@domain`) of a display name, with the

@@ -621,20 +621,32 @@ pub fn openssl_verifies(msg: &[u8], cc: &str) -> bool {
 /// message as it travels (`-binary`: no line-ending translation, as emla
 /// refuses bare LF, so canonical and raw content are the same bytes;
 /// `-crlfeol`: the CRLF before a boundary belongs to it, RFC 2046 §5.1.1,
-/// where `-binary` alone keeps its CR in the content),
-/// trusting `cc`'s root (`-CAfile`) with its issuing CA as an untrusted
-/// intermediate (`-certfile`, as the policy's `intermediates`), any key
-/// purpose (`-purpose any`: emla applies RFC 8550's rule itself). No CRL
-/// check: emla's revocation checks only refuse more.
+/// where `-binary` alone keeps its CR in the content), with the CAs the
+/// policy gives `cc` (its root and issuing CA in `-CAfile`: OpenSSL takes
+/// intermediates only from the message or the trusted store, and still
+/// needs a path to the self-signed root), any key purpose (`-purpose any`:
+/// emla applies RFC 8550's rule itself). No `-certfile`: the signer's
+/// certificate must travel in the message, as emla requires. No CRL check:
+/// emla's revocation checks only refuse more.
 pub fn openssl_cms_verifies(msg: &[u8], cc: &str) -> bool {
     let pki = pki();
+    let cas = pki.dir.join(format!("certs/{cc}/policy-cas.pem"));
+    if !cas.exists() {
+        let both = [
+            std::fs::read(pki.dir.join(format!("certs/{cc}/root.pem"))).expect("root"),
+            std::fs::read(pki.chain(cc)).expect("chain"),
+        ]
+        .concat();
+        // Written whole under another name first: tests run in parallel.
+        let tmp = pki.scratch_file("policy-cas");
+        std::fs::write(&tmp, both).expect("write CA bundle");
+        std::fs::rename(&tmp, &cas).expect("CA bundle");
+    }
     let path = pki.write_scratch("openssl-cms.eml", msg);
     let out = Command::new(openssl())
         .args(["cms", "-verify", "-binary", "-crlfeol", "-purpose", "any"])
         .arg("-CAfile")
-        .arg(pki.dir.join(format!("certs/{cc}/root.pem")))
-        .arg("-certfile")
-        .arg(pki.chain(cc))
+        .arg(&cas)
         .arg("-in")
         .arg(&path)
         .args(["-out", "/dev/null"])

@@ -282,10 +282,18 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
                     problem: format!("is not an X.509 certificate but {}", describe(choice.tag)),
                 });
             }
-            x509_cert::Certificate::from_der(choice.raw).map_err(|e| CmsError::Certificate {
-                index,
-                problem: format!("does not parse as an X.509 certificate: {e}"),
+            let cert = x509_cert::Certificate::from_der(choice.raw).map_err(|e| {
+                CmsError::Certificate {
+                    index,
+                    problem: format!("does not parse as an X.509 certificate: {e}"),
+                }
             })?;
+            let tbs = &cert.tbs_certificate;
+            if let Some(problem) = bad_name("subject", &tbs.subject)
+                .or_else(|| bad_name("issuer", &tbs.issuer))
+            {
+                return Err(CmsError::Certificate { index, problem });
+            }
             certificates.push(choice.raw);
         }
     }
@@ -300,9 +308,10 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
             let problem = if choice.tag != 0x30 {
                 Some(format!("is not a CertificateList but {}", describe(choice.tag)))
             } else {
-                x509_cert::crl::CertificateList::from_der(choice.raw)
-                    .err()
-                    .map(|e| format!("does not parse as a CertificateList: {e}"))
+                match x509_cert::crl::CertificateList::from_der(choice.raw) {
+                    Ok(crl) => bad_name("issuer", &crl.tbs_cert_list.issuer),
+                    Err(e) => Some(format!("does not parse as a CertificateList: {e}")),
+                }
             };
             if let Some(problem) = problem {
                 return Err(CmsError::Crl { index, problem });
@@ -341,6 +350,25 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
         digest_algorithms,
         signers,
     })
+}
+
+/// Why a distinguished name holds a string OpenSSL cannot decode (it
+/// converts each to UTF-8 when it reads the certificate, so one bad string
+/// fails the whole message there), if it does. (`der` refuses a
+/// UniversalString outright.)
+fn bad_name(what: &str, name: &x509_cert::name::Name) -> Option<String> {
+    let bad = name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
+        let v = atv.value.value();
+        let units = |n: usize| v.chunks(n).map(|c| c.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)));
+        let scalar = |u: u32| char::from_u32(u).is_some();
+        let ok = match der::Tagged::tag(&atv.value).octet() {
+            0x0c => std::str::from_utf8(v).is_ok(),
+            0x1e => v.len() % 2 == 0 && units(2).all(scalar),
+            _ => true,
+        };
+        (!ok).then(|| atv.oid)
+    })?;
+    Some(format!("has an invalid string for {bad} in its {what}"))
 }
 
 /// A name for a TLV that is not what was expected.
@@ -721,6 +749,29 @@ mod tests {
         .error()
         .unwrap();
         assert!(other.to_string().starts_with("CMS: crls[0] is not a CertificateList"), "{other}");
+    }
+
+    #[test]
+    fn names_with_undecodable_strings_are_refused() {
+        let name = |tag: u8, value: &[u8]| {
+            let der = tlv(
+                0x30,
+                &tlv(
+                    0x31,
+                    &tlv(0x30, &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(tag, value)].concat()),
+                ),
+            );
+            x509_cert::name::Name::from_der(&der).unwrap()
+        };
+        assert_eq!(bad_name("subject", &name(0x0c, "Ministère".as_bytes())), None);
+        assert_eq!(bad_name("subject", &name(0x13, b"AA")), None);
+        assert_eq!(
+            bad_name("subject", &name(0x0c, b"Mini\xf4ry")),
+            Some("has an invalid string for 2.5.4.3 in its subject".into())
+        );
+        assert!(bad_name("issuer", &name(0x1e, &[0, 0x41, 0])).is_some());
+        assert!(bad_name("issuer", &name(0x1e, &[0xd8, 0x00])).is_some());
+        assert_eq!(bad_name("issuer", &name(0x1e, &[0, 0x41])), None);
     }
 
     #[test]
