@@ -237,6 +237,19 @@ const MD5_ALG: &[u8] = &[
 /// The fields' index of `[0] certificates`.
 const CERTS: usize = 3;
 
+/// The DER of the (first) certificate of a PEM file.
+fn pem_der(path: &std::path::Path) -> Vec<u8> {
+    use base64::Engine as _;
+    let pem = std::fs::read_to_string(path).unwrap();
+    let b64: String = pem
+        .lines()
+        .skip_while(|l| !l.starts_with("-----BEGIN"))
+        .skip(1)
+        .take_while(|l| !l.starts_with("-----END"))
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+}
+
 #[test]
 fn cms_openssl_cannot_verify_is_refused() {
     let (_gw, srv) = start();
@@ -251,7 +264,22 @@ fn cms_openssl_cannot_verify_is_refused() {
                 f[CERTS] = der_wrap(0xa0, &[der_content(&f[CERTS]), &extra].concat())
             })
         };
+        // A damaged copy of the issuing CA first: a client taking the
+        // message's copy fails, one that trusts the policy's CAs does not.
+        let issuing = pem_der(&pki().chain("aa"));
+        let mut damaged = issuing.clone();
+        let n = damaged.len();
+        damaged[n - 5] ^= 0x10;
+        let rival = cms_edited(&msg, |f| {
+            f[CERTS] = der_wrap(0xa0, &[&damaged, der_content(&f[CERTS])].concat())
+        });
         let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+            (
+                "damaged CA copy",
+                rival,
+                "550 5.7.1 untrusted-chain",
+                "differs from the CA certificate of the validated chain",
+            ),
             (
                 "NULL certificate",
                 add_to_certs(vec![0x05, 0x00]),
@@ -292,10 +320,11 @@ fn cms_openssl_cannot_verify_is_refused() {
             ),
         ];
         for (what, m, reply, detail) in &cases {
-            // OpenSSL 3.0 ignores the version; RFC 5652 defines it.
+            // OpenSSL 3.0 ignores the version (RFC 5652 defines it), and
+            // finds the issuing CA in its trusted store before the copy.
             assert_eq!(
                 openssl_cms_verifies(m, "aa"),
-                *what == "version 99",
+                ["version 99", "damaged CA copy"].contains(what),
                 "{tool:?} {what}: OpenSSL"
             );
             refused(&srv, m, reply, detail);
