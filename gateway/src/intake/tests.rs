@@ -411,6 +411,26 @@ async fn an_unsigned_message_is_received_then_refused() {
 }
 
 #[tokio::test]
+async fn a_nul_in_data_is_malformed_at_the_final_dot_and_the_session_goes_on() {
+    bounded(async {
+        let h = Harness::new(Options::default()).await;
+        let mut c = h.connect().await;
+        c.expect("EHLO client.example", "250").await;
+        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        c.expect("DATA", "354").await;
+        let msg = unsigned_message(ANNA, BORIS).replacen("\r\n\r\n", "\r\n\r\nN\0L\r\n", 1);
+        c.send(msg.as_bytes()).await;
+        let r = c.command(".").await;
+        assert_eq!(r, "550 5.6.0 malformed: the message contains a NUL byte\r\n");
+        c.expect("NOOP", "250").await;
+        c.expect("QUIT", "221").await;
+        c.expect_closed().await;
+    })
+    .await;
+}
+
+#[tokio::test]
 async fn a_bare_lf_in_data_is_smuggling_and_closes_the_connection() {
     bounded(async {
         let h = Harness::new(Options::default()).await;

@@ -38,6 +38,13 @@ pub enum MimeError {
         /// The field name, as this module spells it.
         name: &'static str,
     },
+    /// A line of a header section is no header field: its name is empty or
+    /// holds a character RFC 5322 §3.6.8 does not allow (parsers that skip
+    /// it and parsers that read it differ), or it has no colon.
+    BadField {
+        /// The line, cut short.
+        line: String,
+    },
     /// The nesting is deeper than allowed.
     TooDeep {
         /// The limit, in levels (the entity itself counting as 1).
@@ -63,6 +70,9 @@ impl fmt::Display for MimeError {
                 f,
                 "a MIME header section repeats {name}: mail clients disagree on which one counts"
             ),
+            MimeError::BadField { line } => {
+                write!(f, "a MIME header section holds a line that is no header field: {line:?}")
+            }
             MimeError::TooDeep { limit } => {
                 write!(f, "MIME nesting exceeds the limit of {limit} levels")
             }
@@ -79,7 +89,8 @@ impl From<&MimeError> for Reason {
             | MimeError::NoBoundary { .. }
             | MimeError::NoParts { .. }
             | MimeError::NoClosingBoundary { .. }
-            | MimeError::DuplicateHeader { .. } => Reason::Malformed,
+            | MimeError::DuplicateHeader { .. }
+            | MimeError::BadField { .. } => Reason::Malformed,
             MimeError::TooDeep { .. } => Reason::TooDeep,
         }
     }
@@ -107,29 +118,41 @@ pub struct Entity<'a> {
 /// Fields a MIME entity may carry once only; a repeated one is refused.
 const SINGLE_FIELDS: [&str; 3] = ["Content-Type", "MIME-Version", "Content-Transfer-Encoding"];
 
-/// The first of [`SINGLE_FIELDS`] that the header section `head` repeats.
-/// Field names are compared case-insensitively, with the white space some
-/// parsers allow before the colon (RFC 5322 §4.5.4's obsolete syntax).
-fn repeated_field(head: &[u8]) -> Option<&'static str> {
+/// Checks the fields of the header section `head` (its blank line
+/// included): each line is a field `name:` (ftext, with the white space
+/// some parsers allow before the colon, RFC 5322 §4.5.4's obsolete syntax)
+/// or a continuation of one, and none of [`SINGLE_FIELDS`] repeats (names
+/// compared case-insensitively).
+fn check_fields(head: &[u8]) -> Result<(), MimeError> {
     let mut seen = [false; SINGLE_FIELDS.len()];
+    let mut in_field = false;
     for line in head.split(|&b| b == b'\n') {
-        if line.first().is_some_and(|b| b.is_ascii_whitespace()) {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break; // the blank line ending the section, or the end
+        }
+        if in_field && (line[0] == b' ' || line[0] == b'\t') {
             continue; // a continuation line
         }
-        let Some(colon) = memchr::memchr(b':', line) else {
-            continue;
+        let bad = || MimeError::BadField {
+            line: String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned(),
         };
+        let colon = memchr::memchr(b':', line).ok_or_else(bad)?;
         let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+            return Err(bad());
+        }
+        in_field = true;
         for (i, field) in SINGLE_FIELDS.iter().enumerate() {
             if name.eq_ignore_ascii_case(field.as_bytes()) {
                 if seen[i] {
-                    return Some(field);
+                    return Err(MimeError::DuplicateHeader { name: field });
                 }
                 seen[i] = true;
             }
         }
     }
-    None
+    Ok(())
 }
 
 impl<'a> Entity<'a> {
@@ -156,9 +179,7 @@ impl<'a> Entity<'a> {
             .ok_or(MimeError::Header)?;
         // parse_headers leaves offset_body at the end of the input.
         let body_start = header_len(raw);
-        if let Some(name) = repeated_field(&raw[..body_start]) {
-            return Err(MimeError::DuplicateHeader { name });
-        }
+        check_fields(&raw[..body_start])?;
         let (content_type, params) = match message.content_type() {
             Some(ct) => (
                 format!(
@@ -434,6 +455,16 @@ mod tests {
             dup(b"Content-Type: text/plain;\r\n Content-Type: x\r\nMIME-Version: 1.0\r\n\r\nContent-Type: y\r\n"),
             None
         );
+        // A name a lenient parser would read as Content-Type is no field.
+        assert_eq!(
+            dup(b"Content\t-Type: application/pkcs7-mime\r\n\r\n"),
+            Some(MimeError::BadField {
+                line: "Content\t-Type: application/pkcs7-mime".into()
+            })
+        );
+        assert!(dup(b"no colon here\r\n\r\n").is_some());
+        assert!(dup(b" leading: continuation\r\n\r\n").is_some());
+        assert!(dup(b": empty name\r\n\r\n").is_some());
         let e = MimeError::DuplicateHeader { name: "Content-Type" };
         assert_eq!(Reason::from(&e), Reason::Malformed);
         assert!(e.to_string().contains("repeats Content-Type"), "{e}");
@@ -502,6 +533,7 @@ mod tests {
                 },
                 Reason::Malformed,
             ),
+            (MimeError::BadField { line: b() }, Reason::Malformed),
             (MimeError::TooDeep { limit: 3 }, Reason::TooDeep),
         ];
         for (e, r) in &table {

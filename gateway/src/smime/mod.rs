@@ -55,12 +55,13 @@ impl fmt::Display for UnsignedText {
 }
 
 /// The notices signing tools put in the preamble for readers without MIME
-/// (OpenSSL, Thunderbird, Outlook): harmless if a client shows them.
+/// (OpenSSL, emla, Thunderbird, Outlook), with or without a final period:
+/// harmless if a client shows them.
 const NOTICES: [&str; 4] = [
     "this is an s/mime signed message",
-    "this is a cryptographically signed message in mime format.",
-    "this is a multi-part message in mime format.",
-    "this is a multipart message in mime format.",
+    "this is a cryptographically signed message in mime format",
+    "this is a multi-part message in mime format",
+    "this is a multipart message in mime format",
 ];
 
 impl Envelope<'_> {
@@ -71,6 +72,7 @@ impl Envelope<'_> {
         let preamble = preamble.trim_ascii();
         let epilogue = epilogue.trim_ascii();
         let notice = |t: &[u8]| {
+            let t = t.strip_suffix(b".").unwrap_or(t);
             NOTICES
                 .iter()
                 .any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
@@ -309,6 +311,8 @@ mod tests {
         };
         assert_eq!(found("", ""), None);
         assert_eq!(found("This is an S/MIME signed message\r\n\r\n", "\r\n \t\r\n"), None);
+        assert_eq!(found("This is an S/MIME signed message.\r\n", ""), None);
+        assert!(found("This is an S/MIME signed message..\r\n", "").is_some());
         assert_eq!(
             found("This is a cryptographically signed message in MIME format.\r\n\r\n", ""),
             None
