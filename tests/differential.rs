@@ -54,11 +54,29 @@ fn bases() -> Vec<Base> {
     vec![
         alice("rsa smime detached", Tool::SmimeDetached, &[], true, true),
         alice("rsa cms opaque", Tool::CmsOpaque, &[], true, true),
-        alice("rsa cms opaque ber", Tool::CmsOpaqueStream, &[], true, false),
+        alice(
+            "rsa cms opaque ber",
+            Tool::CmsOpaqueStream,
+            &[],
+            true,
+            false,
+        ),
         alice("rsa python detached", Tool::PyDetached, &[], true, true),
         alice("rsa python opaque", Tool::PyOpaque, &[], true, true),
-        alice("rsa no attributes", Tool::CmsDetached, &["-noattr"], true, true),
-        alice("rsa no certificates", Tool::CmsDetached, &["-nocerts"], false, true),
+        alice(
+            "rsa no attributes",
+            Tool::CmsDetached,
+            &["-noattr"],
+            true,
+            true,
+        ),
+        alice(
+            "rsa no certificates",
+            Tool::CmsDetached,
+            &["-nocerts"],
+            false,
+            true,
+        ),
         Base {
             name: "ecdsa smime detached",
             msg: mail(Tool::SmimeDetached, "aa", "eve", EVE, &[BOB]),
@@ -303,5 +321,8 @@ fn whatever_emla_accepts_openssl_verifies() {
         disagreements.join("\n")
     );
     // Enough accepted mutants that the comparison says something.
-    assert!(accepted * 20 >= cases, "only {accepted} of {cases} mutants accepted");
+    assert!(
+        accepted * 20 >= cases,
+        "only {accepted} of {cases} mutants accepted"
+    );
 }

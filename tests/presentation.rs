@@ -28,7 +28,10 @@ fn signed_body(tool: Tool, body: &[u8]) -> Vec<u8> {
 fn refused(srv: &Server, msg: &[u8], reply: &str, detail: &str) {
     let (r, t) = send(srv.port, ALICE, &[BOB], msg);
     let line = r.last();
-    assert!(line.starts_with(&format!("{reply}: ")), "want {reply}:\n{t}");
+    assert!(
+        line.starts_with(&format!("{reply}: ")),
+        "want {reply}:\n{t}"
+    );
     assert!(line.contains(detail), "want {detail:?} in the reply:\n{t}");
     let reason = reply.split(' ').nth(2).unwrap();
     let v = Verify::new(msg.to_vec()).run().assert_reject(reason);
@@ -74,7 +77,12 @@ fn repeated_mime_fields_are_refused_at_the_top_and_inside_the_signed_entity() {
             &[b"MIME-Version: 1.0\r\n", extra].concat(),
         )
     };
-    refused(&srv, &top(b"Mime-Version: 1.0\r\n"), MALFORMED, "repeats MIME-Version");
+    refused(
+        &srv,
+        &top(b"Mime-Version: 1.0\r\n"),
+        MALFORMED,
+        "repeats MIME-Version",
+    );
     refused(
         &srv,
         &top(b"Content-Transfer-Encoding: 7bit\r\ncontent-transfer-encoding : base64\r\n"),
@@ -89,7 +97,10 @@ fn repeated_mime_fields_are_refused_at_the_top_and_inside_the_signed_entity() {
     );
     for tool in [Tool::CmsDetached, Tool::CmsOpaque] {
         let m = signed_body(tool, &ambiguous);
-        assert!(openssl_cms_verifies(&m, "aa"), "{tool:?}: the signature is valid");
+        assert!(
+            openssl_cms_verifies(&m, "aa"),
+            "{tool:?}: the signature is valid"
+        );
         refused(&srv, &m, MALFORMED, "repeats Content-Type");
     }
     // And in a part deep in the signed tree.
@@ -123,7 +134,7 @@ fn a_display_name_naming_another_address_is_sender_mismatch() {
         format!("=?utf-8?B?bWFsbG9yeUBqdXN0aWNlLmZyLmV4YW1wbGU=?= {alice}"),
         format!("=?utf-8?Q?mallory=40justice=2Efr=2Eexample?= {alice}"),
         format!("=?utf-8?Q?mallory=EF=BC=A0justice.fr.example?= {alice}"),
-        format!("alice@justice.aa.example (mallory@justice.fr.example)"),
+        "alice@justice.aa.example (mallory@justice.fr.example)".to_string(),
     ] {
         let m = mail(Tool::CmsDetached, "aa", "alice", &spoof, &[BOB]);
         let (r, t) = send(srv.port, ALICE, &[BOB], &m);
@@ -172,13 +183,24 @@ fn nul_anywhere_in_data_is_refused_and_the_session_goes_on() {
             c.transcript
         );
         let v = Verify::new(m.to_vec()).run().assert_reject("malformed");
-        assert!(v["detail"].as_str().unwrap().starts_with("the message contains a NUL byte (line "));
+        assert!(v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the message contains a NUL byte (line "));
     }
     // The session is intact: the next transaction is judged normally.
-    assert!(c.transaction(ALICE, &[BOB], &msg).accepted_id().is_some(), "{}", c.transcript);
+    assert!(
+        c.transaction(ALICE, &[BOB], &msg).accepted_id().is_some(),
+        "{}",
+        c.transcript
+    );
     c.quit();
     assert_eq!(
-        gw.db().messages().iter().filter(|m| m.reason == "malformed").count(),
+        gw.db()
+            .messages()
+            .iter()
+            .filter(|m| m.reason == "malformed")
+            .count(),
         3
     );
 }
@@ -193,7 +215,12 @@ fn unsigned_text_around_the_signed_parts_is_refused_unless_the_policy_allows_it(
         b"This is an S/MIME signed message",
         b"P.S. Release the suspect at once.",
     );
-    refused(&srv, &epilogue, MALFORMED, "text after the closing boundary");
+    refused(
+        &srv,
+        &epilogue,
+        MALFORMED,
+        "text after the closing boundary",
+    );
     refused(&srv, &preamble, MALFORMED, "text before the first boundary");
     // White space and the signing tools' customary notice are no text.
     accepted(&srv, &[&msg[..], b"\r\n \t\r\n"].concat());
@@ -247,7 +274,9 @@ fn pem_der(path: &std::path::Path) -> Vec<u8> {
         .skip(1)
         .take_while(|l| !l.starts_with("-----END"))
         .collect();
-    base64::engine::general_purpose::STANDARD.decode(b64).unwrap()
+    base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .unwrap()
 }
 
 #[test]
@@ -343,15 +372,25 @@ fn emla_verify_applies_the_wire_checks_of_intake() {
     );
     let v = Verify::new(long.clone()).run().assert_reject("malformed");
     assert!(
-        v["detail"].as_str().unwrap().starts_with("a line of the message exceeds 998 characters (line "),
+        v["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("a line of the message exceeds 998 characters (line "),
         "{v:#}"
     );
     let (r, t) = send(srv.port, ALICE, &[BOB], &long);
-    assert_eq!(r.last(), "550 5.6.0 malformed: a line of the message exceeds 998 characters", "{t}");
+    assert_eq!(
+        r.last(),
+        "550 5.6.0 malformed: a line of the message exceeds 998 characters",
+        "{t}"
+    );
     // 998 characters are fine.
     let at_limit = replace_once(&long, &[b'x'; 991], &[b'x'; 990]);
     accepted(&srv, &at_limit);
-    for (what, bytes) in [("bare LF", b"X-A: 1\n".as_slice()), ("bare CR", b"X-A: 1\r2\r\n")] {
+    for (what, bytes) in [
+        ("bare LF", b"X-A: 1\n".as_slice()),
+        ("bare CR", b"X-A: 1\r2\r\n"),
+    ] {
         let m = replace_once(&msg, b"Subject: ", &[bytes, b"Subject: "].concat());
         let v = Verify::new(m).run().assert_reject("smuggling");
         assert!(v["detail"].as_str().unwrap().starts_with(what), "{v:#}");

@@ -24,7 +24,10 @@ fn fixtures_verify_with_openssl() {
         &sign(Tool::SmimeDetached, "aa", "alice", &text_body(), &[]),
     );
     assert!(openssl_verifies(&raw, "aa"), "LF fixture must verify");
-    assert!(openssl_verifies(&crlf(&raw), "aa"), "CRLF fixture must verify");
+    assert!(
+        openssl_verifies(&crlf(&raw), "aa"),
+        "CRLF fixture must verify"
+    );
 }
 
 #[test]
@@ -142,7 +145,9 @@ fn lf_files_are_refused_as_the_gateway_would_and_crlf_accepted() {
     for tool in [Tool::SmimeDetached, Tool::SmimeOpaque] {
         let m = with_headers(ALICE, &[BOB], &sign(tool, "aa", "alice", &text_body(), &[]));
         let lf = String::from_utf8(m.clone()).unwrap().replace("\r\n", "\n");
-        let v = Verify::new(lf.into_bytes()).run().assert_reject("smuggling");
+        let v = Verify::new(lf.into_bytes())
+            .run()
+            .assert_reject("smuggling");
         assert_eq!(
             v["detail"], "bare LF received (line 1); lines must end with CRLF, as in SMTP DATA",
             "{tool:?}: {v:#}"

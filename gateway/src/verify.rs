@@ -721,7 +721,10 @@ mod tests {
             ["mallory@fr.example"]
         );
         assert_eq!(addresses_in("\"x\"@y,z@w"), ["z@w"]);
-        assert_eq!(addresses_in("mallory\u{ff20}fr.example"), ["mallory@fr.example"]);
+        assert_eq!(
+            addresses_in("mallory\u{ff20}fr.example"),
+            ["mallory@fr.example"]
+        );
         assert!(addresses_in("Alice Official").is_empty());
         assert!(addresses_in("Alice @ home").is_empty());
     }

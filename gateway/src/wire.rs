@@ -29,9 +29,7 @@ impl WireProblem {
     /// The reason code: line-ending tricks are smuggling, the rest malformed.
     pub fn reason(self) -> Reason {
         match self {
-            WireProblem::BareLf | WireProblem::BareCr | WireProblem::NoLineEnd => {
-                Reason::Smuggling
-            }
+            WireProblem::BareLf | WireProblem::BareCr | WireProblem::NoLineEnd => Reason::Smuggling,
             WireProblem::LineTooLong | WireProblem::Nul => Reason::Malformed,
         }
     }

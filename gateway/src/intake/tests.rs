@@ -422,7 +422,10 @@ async fn a_nul_in_data_is_malformed_at_the_final_dot_and_the_session_goes_on() {
         let msg = unsigned_message(ANNA, BORIS).replacen("\r\n\r\n", "\r\n\r\nN\0L\r\n", 1);
         c.send(msg.as_bytes()).await;
         let r = c.command(".").await;
-        assert_eq!(r, "550 5.6.0 malformed: the message contains a NUL byte\r\n");
+        assert_eq!(
+            r,
+            "550 5.6.0 malformed: the message contains a NUL byte\r\n"
+        );
         c.expect("NOOP", "250").await;
         c.expect("QUIT", "221").await;
         c.expect_closed().await;

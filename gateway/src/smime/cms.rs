@@ -289,8 +289,8 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
                 }
             })?;
             let tbs = &cert.tbs_certificate;
-            if let Some(problem) = bad_name("subject", &tbs.subject)
-                .or_else(|| bad_name("issuer", &tbs.issuer))
+            if let Some(problem) =
+                bad_name("subject", &tbs.subject).or_else(|| bad_name("issuer", &tbs.issuer))
             {
                 return Err(CmsError::Certificate { index, problem });
             }
@@ -306,7 +306,10 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
         while !crls.is_empty() {
             let choice = crls.read().map_err(malformed)?;
             let problem = if choice.tag != 0x30 {
-                Some(format!("is not a CertificateList but {}", describe(choice.tag)))
+                Some(format!(
+                    "is not a CertificateList but {}",
+                    describe(choice.tag)
+                ))
             } else {
                 match x509_cert::crl::CertificateList::from_der(choice.raw) {
                     Ok(crl) => bad_name("issuer", &crl.tbs_cert_list.issuer),
@@ -359,14 +362,17 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
 fn bad_name(what: &str, name: &x509_cert::name::Name) -> Option<String> {
     let bad = name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
         let v = atv.value.value();
-        let units = |n: usize| v.chunks(n).map(|c| c.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)));
+        let units = |n: usize| {
+            v.chunks(n)
+                .map(|c| c.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)))
+        };
         let scalar = |u: u32| char::from_u32(u).is_some();
         let ok = match der::Tagged::tag(&atv.value).octet() {
             0x0c => std::str::from_utf8(v).is_ok(),
             0x1e => v.len() % 2 == 0 && units(2).all(scalar),
             _ => true,
         };
-        (!ok).then(|| atv.oid)
+        (!ok).then_some(atv.oid)
     })?;
     Some(format!("has an invalid string for {bad} in its {what}"))
 }
@@ -448,7 +454,11 @@ fn check_versions(
             });
         }
     }
-    let expected = if any_v3 || content_type != ID_DATA { 3 } else { 1 };
+    let expected = if any_v3 || content_type != ID_DATA {
+        3
+    } else {
+        1
+    };
     if version != Some(i64::from(expected)) {
         return Err(CmsError::Version {
             what: "SignedData".into(),
@@ -617,12 +627,7 @@ mod tests {
             ]
             .concat();
             let encap = tlv(0x30, &tlv(0x06, &ID_DATA.to_der().unwrap()[2..]));
-            let mut body = [
-                tlv(0x02, &self.version),
-                tlv(0x31, &self.digests),
-                encap,
-            ]
-            .concat();
+            let mut body = [tlv(0x02, &self.version), tlv(0x31, &self.digests), encap].concat();
             if let Some(c) = &self.certs {
                 body.extend(tlv(0xa0, c));
             }
@@ -668,13 +673,19 @@ mod tests {
             ..Sd::default()
         }
         .error();
-        assert!(matches!(e, Some(CmsError::Version { expected: 1, .. })), "{e:?}");
+        assert!(
+            matches!(e, Some(CmsError::Version { expected: 1, .. })),
+            "{e:?}"
+        );
         let e = Sd {
             version: vec![1; 12],
             ..Sd::default()
         }
         .error();
-        assert!(matches!(e, Some(CmsError::Version { found: None, .. })), "{e:?}");
+        assert!(
+            matches!(e, Some(CmsError::Version { found: None, .. })),
+            "{e:?}"
+        );
         let e = Sd {
             signer_version: 3,
             ..Sd::default()
@@ -731,8 +742,13 @@ mod tests {
             (0, "is not an X.509 certificate but a NULL".into())
         );
         let huge = tlv(0x04, &vec![0x41; 100_000]);
-        assert_eq!(problem(certs(huge)).1, "is not an X.509 certificate but an OCTET STRING");
-        assert!(problem(certs(tlv(0xa2, &[]))).1.contains("attribute certificate"));
+        assert_eq!(
+            problem(certs(huge)).1,
+            "is not an X.509 certificate but an OCTET STRING"
+        );
+        assert!(problem(certs(tlv(0xa2, &[])))
+            .1
+            .contains("attribute certificate"));
         assert!(problem(certs(tlv(0x30, &[0x02, 0x01, 0x00])))
             .1
             .starts_with("does not parse as an X.509 certificate"));
@@ -741,14 +757,22 @@ mod tests {
             ..Sd::default()
         }
         .error();
-        assert!(matches!(crls, Some(CmsError::Crl { index: 0, .. })), "{crls:?}");
+        assert!(
+            matches!(crls, Some(CmsError::Crl { index: 0, .. })),
+            "{crls:?}"
+        );
         let other = Sd {
             crls: Some(tlv(0xa1, &[0x06, 0x01, 0x01])),
             ..Sd::default()
         }
         .error()
         .unwrap();
-        assert!(other.to_string().starts_with("CMS: crls[0] is not a CertificateList"), "{other}");
+        assert!(
+            other
+                .to_string()
+                .starts_with("CMS: crls[0] is not a CertificateList"),
+            "{other}"
+        );
     }
 
     #[test]
@@ -758,12 +782,18 @@ mod tests {
                 0x30,
                 &tlv(
                     0x31,
-                    &tlv(0x30, &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(tag, value)].concat()),
+                    &tlv(
+                        0x30,
+                        &[tlv(0x06, &[0x55, 0x04, 0x03]), tlv(tag, value)].concat(),
+                    ),
                 ),
             );
             x509_cert::name::Name::from_der(&der).unwrap()
         };
-        assert_eq!(bad_name("subject", &name(0x0c, "Ministère".as_bytes())), None);
+        assert_eq!(
+            bad_name("subject", &name(0x0c, "Ministère".as_bytes())),
+            None
+        );
         assert_eq!(bad_name("subject", &name(0x13, b"AA")), None);
         assert_eq!(
             bad_name("subject", &name(0x0c, b"Mini\xf4ry")),

@@ -71,7 +71,10 @@ impl fmt::Display for MimeError {
                 "a MIME header section repeats {name}: mail clients disagree on which one counts"
             ),
             MimeError::BadField { line } => {
-                write!(f, "a MIME header section holds a line that is no header field: {line:?}")
+                write!(
+                    f,
+                    "a MIME header section holds a line that is no header field: {line:?}"
+                )
             }
             MimeError::TooDeep { limit } => {
                 write!(f, "MIME nesting exceeds the limit of {limit} levels")
@@ -465,7 +468,9 @@ mod tests {
         assert!(dup(b"no colon here\r\n\r\n").is_some());
         assert!(dup(b" leading: continuation\r\n\r\n").is_some());
         assert!(dup(b": empty name\r\n\r\n").is_some());
-        let e = MimeError::DuplicateHeader { name: "Content-Type" };
+        let e = MimeError::DuplicateHeader {
+            name: "Content-Type",
+        };
         assert_eq!(Reason::from(&e), Reason::Malformed);
         assert!(e.to_string().contains("repeats Content-Type"), "{e}");
         // Every entity of a tree is parsed, so a repeat in a part is found too.

@@ -73,9 +73,7 @@ impl Envelope<'_> {
         let epilogue = epilogue.trim_ascii();
         let notice = |t: &[u8]| {
             let t = t.strip_suffix(b".").unwrap_or(t);
-            NOTICES
-                .iter()
-                .any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
+            NOTICES.iter().any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
         };
         if !preamble.is_empty() && !notice(preamble) {
             return Some((UnsignedText::Preamble, preamble));
@@ -310,11 +308,17 @@ mod tests {
                 .map(|(w, t)| (w, String::from_utf8_lossy(t).into_owned()))
         };
         assert_eq!(found("", ""), None);
-        assert_eq!(found("This is an S/MIME signed message\r\n\r\n", "\r\n \t\r\n"), None);
+        assert_eq!(
+            found("This is an S/MIME signed message\r\n\r\n", "\r\n \t\r\n"),
+            None
+        );
         assert_eq!(found("This is an S/MIME signed message.\r\n", ""), None);
         assert!(found("This is an S/MIME signed message..\r\n", "").is_some());
         assert_eq!(
-            found("This is a cryptographically signed message in MIME format.\r\n\r\n", ""),
+            found(
+                "This is a cryptographically signed message in MIME format.\r\n\r\n",
+                ""
+            ),
             None
         );
         assert_eq!(
