@@ -434,6 +434,25 @@ pub fn tamper_signing_time(msg: &[u8]) -> Vec<u8> {
     })
 }
 
+/// xorshift64*: a deterministic sequence for a fixed seed, no dependency
+/// (the mutation tests).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Running `emla verify`
 // ---------------------------------------------------------------------------

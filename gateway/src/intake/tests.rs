@@ -189,6 +189,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.reply().await
     }
 
+    /// EHLO, a transaction from Anna to Boris, DATA: the message may follow.
+    async fn open_data(&mut self) {
+        self.expect("EHLO client.example", "250").await;
+        self.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        self.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        self.expect("DATA", "354").await;
+    }
+
     /// Sends one command and checks its reply code.
     async fn expect(&mut self, line: &str, code: &str) {
         let reply = self.command(line).await;
@@ -393,10 +401,7 @@ async fn an_unsigned_message_is_received_then_refused() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
+        c.open_data().await;
         c.send(unsigned_message(ANNA, BORIS).as_bytes()).await;
         let r = c.command(".").await;
         assert!(r.starts_with("550 5.7.1 unsigned: "), "{r}");
@@ -415,10 +420,7 @@ async fn a_nul_in_data_is_malformed_at_the_final_dot_and_the_session_goes_on() {
     bounded(async {
         let h = Harness::new(Options::default()).await;
         let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
+        c.open_data().await;
         let msg = unsigned_message(ANNA, BORIS).replacen("\r\n\r\n", "\r\n\r\nN\0L\r\n", 1);
         c.send(msg.as_bytes()).await;
         let r = c.command(".").await;
@@ -439,10 +441,7 @@ async fn a_bare_lf_in_data_is_smuggling_and_closes_the_connection() {
         let h = Harness::new(Options::default()).await;
         let before = h.audit_count().await;
         let mut c = h.connect().await;
-        c.expect("EHLO client.example", "250").await;
-        c.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        c.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        c.expect("DATA", "354").await;
+        c.open_data().await;
         // The classic smuggling payload: `\n.\r\n` ends nothing here.
         c.send(b"Subject: a\r\n\r\nfirst\n.\r\nMAIL FROM:<x@y.example>\r\n")
             .await;

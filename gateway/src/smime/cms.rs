@@ -355,26 +355,29 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
     })
 }
 
-/// Why a distinguished name holds a string OpenSSL cannot decode (it
-/// converts each to UTF-8 when it reads the certificate, so one bad string
-/// fails the whole message there), if it does. (`der` refuses a
-/// UniversalString outright.)
+/// Why a distinguished name holds a value OpenSSL cannot decode, if it
+/// does: one of the string types certificates use (OpenSSL refuses other
+/// types and classes, e.g. an \[APPLICATION 19\] where PrintableString
+/// was), and for those it converts to UTF-8 when it reads the certificate
+/// (UTF8String, BMPString), a valid one. One bad value fails the whole
+/// message there. (`der` refuses a UniversalString outright.)
 fn bad_name(what: &str, name: &x509_cert::name::Name) -> Option<String> {
     let bad = name.0.iter().flat_map(|rdn| rdn.0.iter()).find_map(|atv| {
         let v = atv.value.value();
-        let units = |n: usize| {
-            v.chunks(n)
-                .map(|c| c.iter().fold(0u32, |a, &b| a << 8 | u32::from(b)))
-        };
-        let scalar = |u: u32| char::from_u32(u).is_some();
         let ok = match der::Tagged::tag(&atv.value).octet() {
             0x0c => std::str::from_utf8(v).is_ok(),
-            0x1e => v.len() % 2 == 0 && units(2).all(scalar),
-            _ => true,
+            0x1e => {
+                v.len() % 2 == 0
+                    && v.chunks(2)
+                        .all(|c| char::from_u32(u32::from(c[0]) << 8 | u32::from(c[1])).is_some())
+            }
+            // NumericString, PrintableString, T61String, IA5String.
+            0x12 | 0x13 | 0x14 | 0x16 => true,
+            _ => false,
         };
         (!ok).then_some(atv.oid)
     })?;
-    Some(format!("has an invalid string for {bad} in its {what}"))
+    Some(format!("has an invalid value for {bad} in its {what}"))
 }
 
 /// A name for a TLV that is not what was expected.
@@ -647,6 +650,13 @@ mod tests {
 
     use der::Encode as _;
 
+    /// The error of parsing the default SignedData as `f` changes it.
+    fn sd_error(f: impl FnOnce(&mut Sd)) -> Option<CmsError> {
+        let mut sd = Sd::default();
+        f(&mut sd);
+        sd.error()
+    }
+
     #[test]
     fn minimal_signed_data_parses() {
         let der = Sd::default().der();
@@ -658,39 +668,22 @@ mod tests {
 
     #[test]
     fn versions_are_the_ones_rfc_5652_assigns() {
-        let e = Sd {
-            version: vec![99],
-            ..Sd::default()
-        }
-        .error()
-        .unwrap();
+        let e = sd_error(|s| s.version = vec![99]).unwrap();
         assert_eq!(
             e.to_string(),
             "CMS: SignedData version is 99; RFC 5652 requires 1 for this content"
         );
-        let e = Sd {
-            version: vec![3],
-            ..Sd::default()
-        }
-        .error();
+        let e = sd_error(|s| s.version = vec![3]);
         assert!(
             matches!(e, Some(CmsError::Version { expected: 1, .. })),
             "{e:?}"
         );
-        let e = Sd {
-            version: vec![1; 12],
-            ..Sd::default()
-        }
-        .error();
+        let e = sd_error(|s| s.version = vec![1; 12]);
         assert!(
             matches!(e, Some(CmsError::Version { found: None, .. })),
             "{e:?}"
         );
-        let e = Sd {
-            signer_version: 3,
-            ..Sd::default()
-        }
-        .error();
+        let e = sd_error(|s| s.signer_version = 3);
         assert!(
             matches!(&e, Some(CmsError::Version { what, expected: 1, .. }) if what == "SignerInfo 0"),
             "{e:?}"
@@ -699,13 +692,7 @@ mod tests {
 
     #[test]
     fn digest_algorithms_must_cover_the_signers_and_be_strong() {
-        let with = |digests: Vec<u8>| {
-            Sd {
-                digests,
-                ..Sd::default()
-            }
-            .error()
-        };
+        let with = |digests: Vec<u8>| sd_error(|s| s.digests = digests);
         assert!(matches!(with(vec![]), Some(CmsError::DigestAlgorithms(_))));
         let md5 = with(MD5_ALG.to_vec()).unwrap();
         assert_eq!(Reason::from(&md5), Reason::WeakAlgorithm);
@@ -726,13 +713,7 @@ mod tests {
 
     #[test]
     fn every_certificate_and_crl_must_parse() {
-        let certs = |c: Vec<u8>| {
-            Sd {
-                certs: Some(c),
-                ..Sd::default()
-            }
-            .error()
-        };
+        let certs = |c: Vec<u8>| sd_error(|s| s.certs = Some(c));
         let problem = |e: Option<CmsError>| match e {
             Some(CmsError::Certificate { index, problem }) => (index, problem),
             e => panic!("{e:?}"),
@@ -752,21 +733,12 @@ mod tests {
         assert!(problem(certs(tlv(0x30, &[0x02, 0x01, 0x00])))
             .1
             .starts_with("does not parse as an X.509 certificate"));
-        let crls = Sd {
-            crls: Some(tlv(0x30, &[0x02, 0x01, 0x00])),
-            ..Sd::default()
-        }
-        .error();
+        let crls = sd_error(|s| s.crls = Some(tlv(0x30, &[0x02, 0x01, 0x00])));
         assert!(
             matches!(crls, Some(CmsError::Crl { index: 0, .. })),
             "{crls:?}"
         );
-        let other = Sd {
-            crls: Some(tlv(0xa1, &[0x06, 0x01, 0x01])),
-            ..Sd::default()
-        }
-        .error()
-        .unwrap();
+        let other = sd_error(|s| s.crls = Some(tlv(0xa1, &[0x06, 0x01, 0x01]))).unwrap();
         assert!(
             other
                 .to_string()
@@ -797,21 +769,19 @@ mod tests {
         assert_eq!(bad_name("subject", &name(0x13, b"AA")), None);
         assert_eq!(
             bad_name("subject", &name(0x0c, b"Mini\xf4ry")),
-            Some("has an invalid string for 2.5.4.3 in its subject".into())
+            Some("has an invalid value for 2.5.4.3 in its subject".into())
         );
         assert!(bad_name("issuer", &name(0x1e, &[0, 0x41, 0])).is_some());
         assert!(bad_name("issuer", &name(0x1e, &[0xd8, 0x00])).is_some());
         assert_eq!(bad_name("issuer", &name(0x1e, &[0, 0x41])), None);
+        assert!(bad_name("issuer", &name(0x53, b"AA")).is_some());
+        assert!(bad_name("issuer", &name(0x04, b"AA")).is_some());
+        assert_eq!(bad_name("issuer", &name(0x16, b"a@b.example")), None);
     }
 
     #[test]
     fn trailing_data_after_the_signed_data_is_refused() {
-        let e = Sd {
-            after: vec![0x05, 0x00],
-            ..Sd::default()
-        }
-        .error()
-        .unwrap();
+        let e = sd_error(|s| s.after = vec![0x05, 0x00]).unwrap();
         assert_eq!(e.to_string(), "CMS: trailing data after the SignedData");
     }
 }
