@@ -286,7 +286,16 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
     line: Vec<u8>,
     in_data: bool,
 ) -> Step<Vec<u8>> {
-    if let Some(problem) = wire::line_ending(&line) {
+    // The line rules of `emla verify` too: one function for both.
+    let problem = if in_data {
+        wire::text_line(&line)
+    } else {
+        wire::line_ending(&line)
+    };
+    if let Some(problem) = problem.filter(|p| p.reason() != Reason::Smuggling) {
+        // Refused at the end of DATA, like an over-long line.
+        state.lock().mark_malformed(&problem.to_string());
+    } else if let Some(problem) = problem {
         let detail = format!("{problem}; lines must end with CRLF");
         let event = state.lock().refusal_event(
             if in_data { "data" } else { "command" },
@@ -299,10 +308,6 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
         out.extend_from_slice(&reply.wire());
         let _ = io.get_mut().write_all(out).await;
         return Step::End(End::Refused);
-    }
-    if in_data && memchr::memchr(0, &line).is_some() {
-        // Refused at the end of DATA, like an over-long line.
-        state.lock().mark_malformed(&WireProblem::Nul.to_string());
     }
     if !in_data && has_control_character(&line) {
         // mailin would take a NUL inside an address: an address no
