@@ -55,14 +55,27 @@ impl fmt::Display for UnsignedText {
 }
 
 /// The notices signing tools put in the preamble for readers without MIME
-/// (OpenSSL, emla, Thunderbird, Outlook), with or without a final period:
-/// harmless if a client shows them.
+/// (OpenSSL, emla, s-nail, Thunderbird, Outlook), after "This is a" or
+/// "This is an", with or without a final period: harmless if a client
+/// shows them.
 const NOTICES: [&str; 4] = [
-    "this is an s/mime signed message",
-    "this is a cryptographically signed message in mime format",
-    "this is a multi-part message in mime format",
-    "this is a multipart message in mime format",
+    "s/mime signed message",
+    "cryptographically signed message in mime format",
+    "multi-part message in mime format",
+    "multipart message in mime format",
 ];
+
+/// Whether `text` (trimmed) is one of the [`NOTICES`].
+fn is_notice(text: &[u8]) -> bool {
+    let t = text.strip_suffix(b".").unwrap_or(text).to_ascii_lowercase();
+    let Some(rest) = t
+        .strip_prefix(b"this is an ")
+        .or_else(|| t.strip_prefix(b"this is a "))
+    else {
+        return false;
+    };
+    NOTICES.iter().any(|n| rest == n.as_bytes())
+}
 
 impl Envelope<'_> {
     /// The first piece of unsigned text that is neither white space nor a
@@ -71,11 +84,7 @@ impl Envelope<'_> {
         let (preamble, epilogue) = self.outside;
         let preamble = preamble.trim_ascii();
         let epilogue = epilogue.trim_ascii();
-        let notice = |t: &[u8]| {
-            let t = t.strip_suffix(b".").unwrap_or(t);
-            NOTICES.iter().any(|n| t.eq_ignore_ascii_case(n.as_bytes()))
-        };
-        if !preamble.is_empty() && !notice(preamble) {
+        if !preamble.is_empty() && !is_notice(preamble) {
             return Some((UnsignedText::Preamble, preamble));
         }
         (!epilogue.is_empty()).then_some((UnsignedText::Epilogue, epilogue))
@@ -314,6 +323,8 @@ mod tests {
         );
         assert_eq!(found("This is an S/MIME signed message.\r\n", ""), None);
         assert!(found("This is an S/MIME signed message..\r\n", "").is_some());
+        assert_eq!(found("This is a S/MIME signed message.\r\n", ""), None);
+        assert!(found("This is a S/MIME signed message, pay X.\r\n", "").is_some());
         assert_eq!(
             found(
                 "This is a cryptographically signed message in MIME format.\r\n\r\n",
