@@ -22,7 +22,7 @@ const LAYERS: &[&[&str]] = &[
     &["policy", "trust", "smime", "store"],
     &[
         "clock", "reason", "config", "backoff", "fsutil", "tls", "control", "case_ref", "text",
-        "asn1", "pem", "envelope",
+        "asn1", "pem", "envelope", "wire",
     ],
 ];
 

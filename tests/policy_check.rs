@@ -504,7 +504,7 @@ const BROKEN: &[Broken] = &[
             "policy/gateway.toml:3:1: unknown key \"max_size\" in [limits]; expected one of: \
              max_message_size, max_recipients, max_header_size, max_mime_depth, \
              signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku, replay, \
-             replay_window_days",
+             replay_window_days, allow_unsigned_text",
         ],
     },
     Broken {

@@ -24,6 +24,10 @@ fn fixtures_verify_with_openssl() {
         &sign(Tool::SmimeDetached, "aa", "alice", &text_body(), &[]),
     );
     assert!(openssl_verifies(&raw, "aa"), "LF fixture must verify");
+    assert!(
+        openssl_verifies(&crlf(&raw), "aa"),
+        "CRLF fixture must verify"
+    );
 }
 
 #[test]
@@ -116,17 +120,22 @@ fn accept_every_other_signing_tool() {
 }
 
 /// OpenSSL's own output, untouched: LF line endings outside the signed
-/// content, CRLF inside it (as a file saved by a tool, not SMTP DATA);
-/// detached and opaque.
+/// content, CRLF inside it (as a file saved by a tool, not SMTP DATA). The
+/// file is judged as DATA, as the gateway would judge it: bare LF is
+/// smuggling; the same message with CRLF throughout is accepted.
 #[test]
-fn accept_openssl_lf_file() {
+fn lf_files_are_refused_as_the_gateway_would_and_crlf_accepted() {
     for tool in [Tool::SmimeDetached, Tool::SmimeOpaque] {
         let m = with_headers(ALICE, &[BOB], &sign(tool, "aa", "alice", &text_body(), &[]));
-        let m = String::from_utf8(m).unwrap().replace("\r\n", "\n");
-        Verify::new(m.into_bytes())
+        let lf = String::from_utf8(m.clone()).unwrap().replace("\r\n", "\n");
+        let v = Verify::new(lf.into_bytes())
             .run()
-            .case(format!("{tool:?}"))
-            .assert_accept();
+            .assert_reject("smuggling");
+        assert_eq!(
+            v["detail"], "bare LF received (line 1); lines must end with CRLF, as in SMTP DATA",
+            "{tool:?}: {v:#}"
+        );
+        Verify::new(crlf(&m)).run().assert_accept();
     }
 }
 

@@ -31,6 +31,7 @@ pub mod text;
 pub mod tls;
 pub mod trust;
 pub mod verify;
+pub mod wire;
 
 pub use clock::EvalTime;
 pub use reason::Reason;

@@ -683,7 +683,7 @@ fn run_verify(
         }
         None => Default::default(),
     };
-    let verdict = verify::verify(&policy, &fetched, &raw, &envelope, at);
+    let verdict = verify::verify_data(&policy, &fetched, &raw, &envelope, at);
     if json {
         println!("{}", verdict.to_json());
     } else {

@@ -10,6 +10,7 @@ use crate::smime::signature;
 use crate::smime::{self as smime, Form};
 use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
 use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProblem};
+use crate::wire;
 
 /// The SMTP envelope of a message, when known.
 #[derive(Clone, Copy, Debug, Default)]
@@ -178,6 +179,30 @@ where
     (Reason::from(&e), e.to_string())
 }
 
+/// Judges `data` as the DATA of an SMTP transaction: first the intake's
+/// line rules ([`wire::check_data`]), in the intake's order (bare CR or LF
+/// at once, then the size limit, then long lines and NUL), then [`verify`].
+/// `emla verify FILE` judges a file this way.
+pub fn verify_data(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    data: &[u8],
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> Verdict {
+    match wire::check_data(data) {
+        Err(e)
+            if e.problem.reason() == Reason::Smuggling
+                || data.len() as u64 <= policy.limits.max_message_size =>
+        {
+            let mut verdict = Verdict::rejected(e.problem.reason(), e.to_string());
+            verdict.evaluated_at = at.to_rfc3339();
+            verdict
+        }
+        _ => verify(policy, fetched, data, envelope, at),
+    }
+}
+
 /// Judges `raw` (the message exactly as received) against `policy` at `at`,
 /// with the revocation data gathered at run time in `fetched` besides the
 /// policy's CRL files.
@@ -231,6 +256,19 @@ fn judge(
     // Structure, then the signature container.
     check_depth(raw, limits.max_mime_depth)?;
     let container = smime::extract(&top).map_err(reject)?;
+    if let Some((which, text)) = container.unsigned_text() {
+        if !limits.allow_unsigned_text {
+            return Err((
+                Reason::Malformed,
+                format!(
+                    "{which} is not signed, and mail clients may show it ({} bytes: {:?}); \
+                     refused unless [limits] allow_unsigned_text = true",
+                    text.len(),
+                    crate::text::table_cell(&String::from_utf8_lossy(text), 60)
+                ),
+            ));
+        }
+    }
     let signed = cms::parse(&container.cms_der).map_err(reject)?;
     let content: &[u8] = match (container.form, container.detached_content, signed.content) {
         (Form::Detached, Some(c), None) => c,
@@ -288,7 +326,7 @@ fn judge(
         out.revocation = rev.evidence;
         out.wanted.extend(rev.wants);
         out.path_cas.extend(rev.path_cas);
-        match validated {
+        match validated.and_then(|path| same_copies(&certs, &path).map(|()| path)) {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());
                 out.signers[n].email = cert.emails.iter().find(|e| same_address(e, from)).cloned();
@@ -388,6 +426,20 @@ fn check_sender<'p, 'm>(
             ))
         }
     };
+    if let Some(other) = top
+        .from_names
+        .iter()
+        .flat_map(|name| addresses_in(name))
+        .find(|a| !a.eq_ignore_ascii_case(from))
+    {
+        return Err((
+            Reason::SenderMismatch,
+            format!(
+                "the From: display name names another address, {other}, than the sender <{from}>; \
+                 mail clients show the name"
+            ),
+        ));
+    }
     let authority = policy.authority_for_address(from).ok_or_else(|| {
         (
             Reason::UnauthorizedDomain,
@@ -408,6 +460,44 @@ fn check_sender<'p, 'm>(
         }
     }
     Ok((from, authority))
+}
+
+/// Refuses a message carrying, beside a CA certificate of the validated
+/// path, another certificate of the same name (a damaged copy, or a
+/// rival): clients that take the message's copy (OpenSSL does) would not
+/// validate what emla validated with the policy's.
+fn same_copies(certs: &[CertInfo<'_>], path: &trust::ValidPath) -> Result<(), Reject> {
+    for der in &path.intermediates {
+        let Ok(ca) = CertInfo::parse(der) else {
+            continue;
+        };
+        let subject = &ca.cert.tbs_certificate.subject;
+        if certs
+            .iter()
+            .any(|c| &c.cert.tbs_certificate.subject == subject && c.der != der.as_slice())
+        {
+            return Err((
+                Reason::UntrustedChain,
+                format!(
+                    "the message carries a certificate named {} that differs from the CA \
+                     certificate of the validated chain; a client taking the message's copy \
+                     would not validate it",
+                    ca.subject()
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The address-like words (`local@domain`) of a display name, with the
+/// full-width and small at signs a client renders like `@` read as `@`.
+fn addresses_in(name: &str) -> Vec<String> {
+    let name = name.replace(['\u{ff20}', '\u{fe6b}'], "@");
+    name.split(|c: char| c.is_whitespace() || "<>()[]\"',;:".contains(c))
+        .filter(|w| matches!(w.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty()))
+        .map(str::to_string)
+        .collect()
 }
 
 fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
@@ -613,4 +703,28 @@ fn check_signer(
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn display_names_yield_their_address_like_words() {
+        assert_eq!(
+            addresses_in("mallory@justice.fr.example"),
+            ["mallory@justice.fr.example"]
+        );
+        assert_eq!(
+            addresses_in("Mallory <mallory@fr.example> (boss)"),
+            ["mallory@fr.example"]
+        );
+        assert_eq!(addresses_in("\"x\"@y,z@w"), ["z@w"]);
+        assert_eq!(
+            addresses_in("mallory\u{ff20}fr.example"),
+            ["mallory@fr.example"]
+        );
+        assert!(addresses_in("Alice Official").is_empty());
+        assert!(addresses_in("Alice @ home").is_empty());
+    }
 }

@@ -445,6 +445,25 @@ pub fn tamper_signing_time(msg: &[u8]) -> Vec<u8> {
     })
 }
 
+/// xorshift64*: a deterministic sequence for a fixed seed, no dependency
+/// (the mutation tests).
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+
+    /// A number below `n` (0 when `n` is 0).
+    pub fn below(&mut self, n: usize) -> usize {
+        (self.next() % n.max(1) as u64) as usize
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Running `emla verify`
 // ---------------------------------------------------------------------------
@@ -651,13 +670,52 @@ pub fn openssl_verifies(msg: &[u8], cc: &str) -> bool {
     out.status.success()
 }
 
+/// Whether `openssl cms -verify` accepts `msg` as emla judges it: the
+/// message as it travels (`-binary`: no line-ending translation, as emla
+/// refuses bare LF, so canonical and raw content are the same bytes;
+/// `-crlfeol`: the CRLF before a boundary belongs to it, RFC 2046 §5.1.1,
+/// where `-binary` alone keeps its CR in the content), with the CAs the
+/// policy gives `cc` (its root and issuing CA in `-CAfile`: OpenSSL takes
+/// intermediates only from the message or the trusted store, and still
+/// needs a path to the self-signed root), any key purpose (`-purpose any`:
+/// emla applies RFC 8550's rule itself). No `-certfile`: the signer's
+/// certificate must travel in the message, as emla requires. No CRL check:
+/// emla's revocation checks only refuse more.
+pub fn openssl_cms_verifies(msg: &[u8], cc: &str) -> bool {
+    let pki = pki();
+    let cas = pki.dir.join(format!("certs/{cc}/policy-cas.pem"));
+    if !cas.exists() {
+        let both = [
+            std::fs::read(pki.dir.join(format!("certs/{cc}/root.pem"))).expect("root"),
+            std::fs::read(pki.chain(cc)).expect("chain"),
+        ]
+        .concat();
+        // Written whole under another name first: tests run in parallel.
+        let tmp = pki.scratch_file("policy-cas");
+        std::fs::write(&tmp, both).expect("write CA bundle");
+        std::fs::rename(&tmp, &cas).expect("CA bundle");
+    }
+    let path = pki.write_scratch("openssl-cms.eml", msg);
+    let out = Command::new(openssl())
+        .args(["cms", "-verify", "-binary", "-crlfeol", "-purpose", "any"])
+        .arg("-CAfile")
+        .arg(&cas)
+        .arg("-in")
+        .arg(&path)
+        .args(["-out", "/dev/null"])
+        .output()
+        .expect("run openssl");
+    let _ = std::fs::remove_file(&path);
+    out.status.success()
+}
+
 // ---------------------------------------------------------------------------
 // Re-encoding DER
 // ---------------------------------------------------------------------------
 
 /// Header length and content length of the DER TLV at the start of `der`
 /// (definite lengths only).
-fn tlv_header(der: &[u8]) -> (usize, usize) {
+pub fn tlv_header(der: &[u8]) -> (usize, usize) {
     let first = der[1] as usize;
     if first < 0x80 {
         return (2, first);
@@ -670,7 +728,8 @@ fn tlv_header(der: &[u8]) -> (usize, usize) {
     (2 + k, len)
 }
 
-fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
+/// The DER TLV of `tag` around `content`.
+pub fn der_wrap(tag: u8, content: &[u8]) -> Vec<u8> {
     let mut out = vec![tag];
     let n = content.len();
     if n < 0x80 {
@@ -733,4 +792,34 @@ pub fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(e.path(), dest).unwrap();
         }
     }
+}
+
+/// The consecutive TLVs of a DER `content`, each whole.
+pub fn der_items(content: &[u8]) -> Vec<Vec<u8>> {
+    let mut items = Vec::new();
+    let mut pos = 0;
+    while pos < content.len() {
+        let (h, n) = tlv_header(&content[pos..]);
+        items.push(content[pos..pos + h + n].to_vec());
+        pos += h + n;
+    }
+    items
+}
+
+/// The content of the DER TLV `tlv`.
+pub fn der_content(tlv: &[u8]) -> &[u8] {
+    let (h, n) = tlv_header(tlv);
+    &tlv[h..h + n]
+}
+
+/// Lets `f` edit the fields of the SignedData in the DER ContentInfo `der`
+/// (version, digestAlgorithms, encapContentInfo, [0] certificates, [1]
+/// crls, signerInfos: those present, in order), then re-encodes it.
+pub fn edit_signed_data(der: &mut Vec<u8>, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
+    let ci = der_items(der_content(der));
+    let sd = der_content(der_content(&ci[1])).to_vec();
+    let mut fields = der_items(&sd);
+    f(&mut fields);
+    let sd = der_wrap(0x30, &fields.concat());
+    *der = der_wrap(0x30, &[ci[0].clone(), der_wrap(0xa0, &sd)].concat());
 }

@@ -31,11 +31,10 @@ use super::Service;
 use crate::reason::Reason;
 use crate::store::payload::SmtpSessionSummary;
 use crate::store::AuditEvent;
+use crate::wire::{self, WireProblem, MAX_TEXT_LINE};
 
 /// Longest command line accepted (RFC 5321 §4.5.3.1.4: 512 with CRLF).
 const MAX_COMMAND_LINE: usize = 2048;
-/// Longest line of message text (RFC 5322 §2.1.1: 998 plus CRLF).
-const MAX_TEXT_LINE: usize = 1000;
 
 /// The session's connection: the stream it was given, then, after
 /// STARTTLS, TLS over that stream.
@@ -331,7 +330,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
             // Refused at the end of DATA, like any malformed message.
             state
                 .lock()
-                .mark_malformed("a line of the message exceeds 998 characters");
+                .mark_malformed(&WireProblem::LineTooLong.to_string());
             Step::Again
         }
         Ok(Ok(Line::TooLong)) => {
@@ -354,8 +353,16 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
     line: Vec<u8>,
     in_data: bool,
 ) -> Step<Vec<u8>> {
-    let out = &mut lp.out;
-    if let Some(problem) = bare_line_ending(&line) {
+    // The line rules of `emla verify` too: one function for both.
+    let problem = if in_data {
+        wire::text_line(&line)
+    } else {
+        wire::line_ending(&line)
+    };
+    if let Some(problem) = problem.filter(|p| p.reason() != Reason::Smuggling) {
+        // Refused at the end of DATA, like an over-long line.
+        state.lock().mark_malformed(&problem.to_string());
+    } else if let Some(problem) = problem {
         let detail = format!("{problem}; lines must end with CRLF");
         let stage = if in_data { "data" } else { "command" };
         let event = state
@@ -389,14 +396,16 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
             _ => None,
         };
         if let Some(syntax) = syntax {
-            out.extend_from_slice(&Reply::new(501, format!("5.5.4 Syntax: {syntax}")).wire());
+            lp.out
+                .extend_from_slice(&Reply::new(501, format!("5.5.4 Syntax: {syntax}")).wire());
             return Step::Again;
         }
     }
     if !in_data && has_control_character(&line) {
         // mailin would take a NUL inside an address: an address no
         // mail client shows as it is.
-        out.extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
+        lp.out
+            .extend_from_slice(b"501 5.5.2 control characters are not allowed in commands\r\n");
         return Step::Again;
     }
     Step::Go(line)
@@ -630,24 +639,11 @@ async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
     }
 }
 
-/// Why a line does not end in CRLF or holds a lone CR or LF, if it does.
 /// Whether a command line (CRLF excluded) holds a control character other
 /// than TAB.
 fn has_control_character(line: &[u8]) -> bool {
     let body = line.strip_suffix(b"\r\n").unwrap_or(line);
     body.iter().any(|&b| (b < 0x20 && b != b'\t') || b == 0x7f)
-}
-
-fn bare_line_ending(line: &[u8]) -> Option<&'static str> {
-    let body = match line.strip_suffix(b"\r\n") {
-        Some(b) => b,
-        None if line.ends_with(b"\n") => return Some("bare LF received"),
-        None => return Some("line without CRLF received"),
-    };
-    if body.contains(&b'\r') {
-        return Some("bare CR received");
-    }
-    None
 }
 
 /// The EHLO reply, with the extensions emla implements itself. The
@@ -709,20 +705,6 @@ async fn upgrade<S: AsyncRead + AsyncWrite + Unpin>(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn line_endings_must_be_crlf() {
-        assert_eq!(bare_line_ending(b"hello\r\n"), None);
-        assert_eq!(bare_line_ending(b".\r\n"), None);
-        assert_eq!(bare_line_ending(b"hello\n"), Some("bare LF received"));
-        assert_eq!(bare_line_ending(b"\n"), Some("bare LF received"));
-        assert_eq!(bare_line_ending(b"he\rllo\r\n"), Some("bare CR received"));
-        assert_eq!(bare_line_ending(b"hello\r\r\n"), Some("bare CR received"));
-        assert_eq!(
-            bare_line_ending(b"no end"),
-            Some("line without CRLF received")
-        );
-    }
 
     #[test]
     fn mailin_replies_get_enhanced_codes() {

@@ -197,6 +197,14 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         self.reply().await
     }
 
+    /// EHLO, a transaction from Anna to Boris, DATA: the message may follow.
+    async fn open_data(&mut self) {
+        self.expect("EHLO client.example", "250").await;
+        self.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
+        self.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
+        self.expect("DATA", "354").await;
+    }
+
     /// Sends one command and checks its reply code.
     async fn expect(&mut self, line: &str, code: &str) {
         let reply = self.command(line).await;
@@ -660,16 +668,6 @@ async fn scripted_conversations() {
 // Conversations that look further: the store, TLS, a hang-up
 // ---------------------------------------------------------------------------
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
-    /// EHLO, MAIL FROM Anna, RCPT TO Boris and DATA, each as it should be.
-    async fn open_data(&mut self) {
-        self.expect("EHLO client.example", "250").await;
-        self.expect(&format!("MAIL FROM:<{ANNA}>"), "250").await;
-        self.expect(&format!("RCPT TO:<{BORIS}>"), "250").await;
-        self.expect("DATA", "354").await;
-    }
-}
-
 #[tokio::test]
 async fn ehlo_offers_starttls_only_when_tls_is_configured() {
     bounded(async {
@@ -791,6 +789,26 @@ async fn a_client_that_hangs_up_ends_the_session() {
             .await
             .expect("the session did not end")
             .unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_nul_in_data_is_malformed_at_the_final_dot_and_the_session_goes_on() {
+    bounded(async {
+        let h = Harness::new(Options::default()).await;
+        let mut c = h.connect().await;
+        c.open_data().await;
+        let msg = unsigned_message(ANNA, BORIS).replacen("\r\n\r\n", "\r\n\r\nN\0L\r\n", 1);
+        c.send(msg.as_bytes()).await;
+        let r = c.command(".").await;
+        assert_eq!(
+            r,
+            "550 5.6.0 malformed: the message contains a NUL byte\r\n"
+        );
+        c.expect("NOOP", "250").await;
+        c.expect("QUIT", "221").await;
+        c.expect_closed().await;
     })
     .await;
 }

@@ -26,6 +26,7 @@ const LIMIT_KEYS: &[&str] = &[
     "require_email_eku",
     "replay",
     "replay_window_days",
+    "allow_unsigned_text",
 ];
 
 const RELAY_KEYS: &[&str] = &[
@@ -357,6 +358,9 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
     if let Some(days) = positive("replay_window_days", diags) {
         limits.replay_window = Duration::from_secs(days * 86_400);
     }
+    if let Some((allow, _)) = t.boolean("allow_unsigned_text", diags) {
+        limits.allow_unsigned_text = allow;
+    }
 }
 
 #[cfg(test)]
@@ -435,6 +439,7 @@ retry_max_secs = 0
         );
         assert_eq!(l.crl, CrlPolicy::HardFail);
         assert!(!l.require_email_eku);
+        assert!(!l.allow_unsigned_text);
     }
 
     #[test]
@@ -444,9 +449,10 @@ retry_max_secs = 0
             "[limits]\nmax_message_size = 1_000\nmax_recipients = 3\n",
             "max_header_size = 100\nmax_mime_depth = 4\nsigning_time_skew_secs = 0\n",
             "min_rsa_bits = 3072\ndigests = [\"sha512\"]\ncrl = \"soft-fail\"\n",
-            "require_email_eku = true\n",
+            "require_email_eku = true\nallow_unsigned_text = true\n",
         ));
         assert!(d.is_empty(), "{d:?}");
+        assert!(l.allow_unsigned_text);
         assert_eq!(g.hostname, "emla.example.org");
         assert_eq!(l.max_message_size, 1000);
         assert_eq!(l.max_recipients, 3);
@@ -492,6 +498,7 @@ retry_max_secs = 0
             "require_email_eku = \"yes\"\n",
             "replay = \"sometimes\"\n",
             "replay_window_days = 0\n",
+            "allow_unsigned_text = 1\n",
         ));
         assert_eq!(
             d,
@@ -499,7 +506,7 @@ retry_max_secs = 0
                 "p/gateway.toml:2:1: unknown key \"max_size\" in [limits]; expected one of: \
                  max_message_size, max_recipients, max_header_size, max_mime_depth, \
                  signing_time_skew_secs, min_rsa_bits, digests, crl, require_email_eku, \
-                 replay, replay_window_days",
+                 replay, replay_window_days, allow_unsigned_text",
                 "p/gateway.toml:6:18: key \"max_recipients\" in [limits] must be an integer, found string",
                 "p/gateway.toml:3:16: min_rsa_bits = 1024 is below the minimum of 2048",
                 "p/gateway.toml:4:22: digest \"sha1\" is refused: MD5 and SHA-1 are never accepted",
@@ -507,6 +514,7 @@ retry_max_secs = 0
                 "p/gateway.toml:7:21: key \"require_email_eku\" in [limits] must be a boolean (true or false), found string",
                 "p/gateway.toml:8:10: invalid replay \"sometimes\"; expected one of: \"same-id\", \"refuse\"",
                 "p/gateway.toml:9:22: replay_window_days must be at least 1, found 0",
+                "p/gateway.toml:10:23: key \"allow_unsigned_text\" in [limits] must be a boolean (true or false), found integer",
             ]
         );
     }

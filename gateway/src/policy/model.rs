@@ -90,6 +90,10 @@ pub struct Limits {
     pub replay: Replay,
     /// How long an accepted signature is remembered (`replay_window_days`).
     pub replay_window: Duration,
+    /// Accept text outside the signed parts of multipart/signed (a preamble
+    /// other than the customary notice, an epilogue): no signature covers
+    /// it, and some mail clients show it (`allow_unsigned_text`).
+    pub allow_unsigned_text: bool,
 }
 
 /// What the gateway does with a message whose SignerInfo signature it has
@@ -118,6 +122,7 @@ impl Default for Limits {
             require_email_eku: false,
             replay: Replay::SameId,
             replay_window: Duration::from_secs(365 * 86_400),
+            allow_unsigned_text: false,
         }
     }
 }

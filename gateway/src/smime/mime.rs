@@ -31,6 +31,20 @@ pub enum MimeError {
         /// The boundary.
         boundary: String,
     },
+    /// A header that must occur at most once occurs again (RFC 2045 §3,
+    /// RFC 5322 §3.6): parsers that take the first and parsers that take
+    /// the last would show different messages.
+    DuplicateHeader {
+        /// The field name, as this module spells it.
+        name: &'static str,
+    },
+    /// A line of a header section is no header field: its name is empty or
+    /// holds a character RFC 5322 §3.6.8 does not allow (parsers that skip
+    /// it and parsers that read it differ), or it has no colon.
+    BadField {
+        /// The line, cut short.
+        line: String,
+    },
     /// The nesting is deeper than allowed.
     TooDeep {
         /// The limit, in levels (the entity itself counting as 1).
@@ -52,6 +66,16 @@ impl fmt::Display for MimeError {
                 f,
                 "multipart body is missing its closing boundary --{boundary}--"
             ),
+            MimeError::DuplicateHeader { name } => write!(
+                f,
+                "a MIME header section repeats {name}: mail clients disagree on which one counts"
+            ),
+            MimeError::BadField { line } => {
+                write!(
+                    f,
+                    "a MIME header section holds a line that is no header field: {line:?}"
+                )
+            }
             MimeError::TooDeep { limit } => {
                 write!(f, "MIME nesting exceeds the limit of {limit} levels")
             }
@@ -67,7 +91,9 @@ impl From<&MimeError> for Reason {
             MimeError::Header
             | MimeError::NoBoundary { .. }
             | MimeError::NoParts { .. }
-            | MimeError::NoClosingBoundary { .. } => Reason::Malformed,
+            | MimeError::NoClosingBoundary { .. }
+            | MimeError::DuplicateHeader { .. }
+            | MimeError::BadField { .. } => Reason::Malformed,
             MimeError::TooDeep { .. } => Reason::TooDeep,
         }
     }
@@ -87,6 +113,49 @@ pub struct Entity<'a> {
     pub transfer_encoding: Option<String>,
     /// Addresses of the `From:` field (empty when absent).
     pub from: Vec<String>,
+    /// The display names (decoded) and group names of the `From:` field,
+    /// what a mail client shows instead of the addresses.
+    pub from_names: Vec<String>,
+}
+
+/// Fields a MIME entity may carry once only; a repeated one is refused.
+const SINGLE_FIELDS: [&str; 3] = ["Content-Type", "MIME-Version", "Content-Transfer-Encoding"];
+
+/// Checks the fields of the header section `head` (its blank line
+/// included): each line is a field `name:` (ftext, with the white space
+/// some parsers allow before the colon, RFC 5322 §4.5.4's obsolete syntax)
+/// or a continuation of one, and none of [`SINGLE_FIELDS`] repeats (names
+/// compared case-insensitively).
+fn check_fields(head: &[u8]) -> Result<(), MimeError> {
+    let mut seen = [false; SINGLE_FIELDS.len()];
+    let mut in_field = false;
+    for line in head.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break; // the blank line ending the section, or the end
+        }
+        if in_field && (line[0] == b' ' || line[0] == b'\t') {
+            continue; // a continuation line
+        }
+        let bad = || MimeError::BadField {
+            line: String::from_utf8_lossy(&line[..line.len().min(60)]).into_owned(),
+        };
+        let colon = memchr::memchr(b':', line).ok_or_else(bad)?;
+        let name = line[..colon].trim_ascii_end();
+        if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+            return Err(bad());
+        }
+        in_field = true;
+        for (i, field) in SINGLE_FIELDS.iter().enumerate() {
+            if name.eq_ignore_ascii_case(field.as_bytes()) {
+                if seen[i] {
+                    return Err(MimeError::DuplicateHeader { name: field });
+                }
+                seen[i] = true;
+            }
+        }
+    }
+    Ok(())
 }
 
 impl<'a> Entity<'a> {
@@ -105,6 +174,7 @@ impl<'a> Entity<'a> {
                 params: Vec::new(),
                 transfer_encoding: None,
                 from: Vec::new(),
+                from_names: Vec::new(),
             });
         }
         let message = MessageParser::new()
@@ -112,6 +182,7 @@ impl<'a> Entity<'a> {
             .ok_or(MimeError::Header)?;
         // parse_headers leaves offset_body at the end of the input.
         let body_start = header_len(raw);
+        check_fields(&raw[..body_start])?;
         let (content_type, params) = match message.content_type() {
             Some(ct) => (
                 format!(
@@ -141,6 +212,16 @@ impl<'a> Entity<'a> {
                 None => vec![String::new()],
             })
             .collect();
+        let mut from_names = Vec::new();
+        for value in message.header_values(mail_parser::HeaderName::From) {
+            if let mail_parser::HeaderValue::Address(mail_parser::Address::Group(groups)) = value {
+                from_names.extend(groups.iter().filter_map(|g| g.name.as_deref()));
+            }
+            if let Some(a) = value.as_address() {
+                from_names.extend(a.iter().filter_map(|addr| addr.name()));
+            }
+        }
+        let from_names = from_names.into_iter().map(str::to_string).collect();
         Ok(Entity {
             raw,
             body_start,
@@ -148,6 +229,7 @@ impl<'a> Entity<'a> {
             params,
             transfer_encoding,
             from,
+            from_names,
         })
     }
 
@@ -171,6 +253,11 @@ impl<'a> Entity<'a> {
 
     /// The body parts of a multipart entity.
     pub fn parts(&self) -> Result<Vec<&'a [u8]>, MimeError> {
+        Ok(self.multipart()?.parts)
+    }
+
+    /// The body of a multipart entity: its parts, preamble and epilogue.
+    pub fn multipart(&self) -> Result<Multipart<'a>, MimeError> {
         let boundary = self
             .param("boundary")
             .filter(|b| !b.is_empty())
@@ -181,14 +268,27 @@ impl<'a> Entity<'a> {
     }
 }
 
+/// A multipart body (RFC 2046 §5.1.1) as transmitted.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Multipart<'a> {
+    /// The parts.
+    pub parts: Vec<&'a [u8]>,
+    /// What comes before the first delimiter (without the line break that
+    /// belongs to it).
+    pub preamble: &'a [u8],
+    /// What follows the line of the closing delimiter.
+    pub epilogue: &'a [u8],
+}
+
 /// Splits a multipart body into its parts (RFC 2046 §5.1.1). Each part runs
 /// from after its delimiter line to before the line break that precedes the
 /// next delimiter: that line break belongs to the delimiter.
-pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8]>, MimeError> {
+pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'a>, MimeError> {
     let delimiter = format!("--{boundary}");
     let finder = memmem::Finder::new(delimiter.as_bytes());
     let mut parts = Vec::new();
     let mut current: Option<usize> = None;
+    let mut preamble: Option<&[u8]> = None;
     let mut search = 0;
     while let Some(found) = finder.find(&body[search..]) {
         let at = search + found;
@@ -210,25 +310,33 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Vec<&'a [u8
             [] if closing => 0,
             _ => continue, // a longer boundary that merely starts the same way
         };
-        if let Some(start) = current.take() {
-            let mut end = at;
-            if end > 0 && body[end - 1] == b'\n' {
+        let start = current.take();
+        let mut end = at;
+        if end > 0 && body[end - 1] == b'\n' {
+            end -= 1;
+            if end > 0 && body[end - 1] == b'\r' {
                 end -= 1;
-                if end > 0 && body[end - 1] == b'\r' {
-                    end -= 1;
-                }
             }
-            parts.push(&body[start..end.max(start)]);
         }
+        match start {
+            Some(start) => parts.push(&body[start..end.max(start)]),
+            None => {
+                preamble.get_or_insert(&body[..end]);
+            }
+        }
+        let line_end = at + delimiter.len() + usize::from(closing) * 2 + pad + eol;
         if closing {
             if parts.is_empty() {
                 return Err(MimeError::NoParts {
                     boundary: boundary.to_string(),
                 });
             }
-            return Ok(parts);
+            return Ok(Multipart {
+                parts,
+                preamble: preamble.unwrap_or_default(),
+                epilogue: &body[line_end..],
+            });
         }
-        let line_end = at + delimiter.len() + pad + eol;
         current = Some(line_end);
         search = line_end;
     }
@@ -302,9 +410,11 @@ mod tests {
 
     #[test]
     fn splits_lf_only_bodies() {
-        let body = b"preamble\n--x\nA: b\n\none\n--x\n\ntwo\n--x--\n";
-        let parts = split_multipart(body, "x").unwrap();
-        assert_eq!(parts, vec![&b"A: b\n\none"[..], &b"\ntwo"[..]]);
+        let body = b"preamble\n--x\nA: b\n\none\n--x\n\ntwo\n--x--\nepilogue\n";
+        let m = split_multipart(body, "x").unwrap();
+        assert_eq!(m.parts, vec![&b"A: b\n\none"[..], &b"\ntwo"[..]]);
+        assert_eq!(m.preamble, b"preamble");
+        assert_eq!(m.epilogue, b"epilogue\n");
     }
 
     #[test]
@@ -315,6 +425,75 @@ mod tests {
             assert!(e.body().starts_with(b"hello"));
             assert!(e.from.is_empty());
         }
+    }
+
+    #[test]
+    fn preamble_and_epilogue_are_what_surrounds_the_parts() {
+        let m = split_multipart(b"--x\r\na\r\n--x-- \r\n", "x").unwrap();
+        assert_eq!((m.preamble, m.epilogue), (&b""[..], &b""[..]));
+        let m = split_multipart(b"pre\r\n\r\n--x\r\na\r\n--x--", "x").unwrap();
+        assert_eq!((m.preamble, m.epilogue), (&b"pre\r\n"[..], &b""[..]));
+        let m = split_multipart(b"--x\r\na\r\n--x--\r\n\r\nshown?\r\n", "x").unwrap();
+        assert_eq!(m.epilogue, b"\r\nshown?\r\n");
+    }
+
+    #[test]
+    fn repeated_mime_fields_are_refused_anywhere() {
+        let dup = |raw: &[u8]| Entity::parse(raw).err();
+        let refused = |name| Some(MimeError::DuplicateHeader { name });
+        assert_eq!(
+            dup(b"Content-Type: text/plain\r\nContent-Type: multipart/signed; boundary=x\r\n\r\n"),
+            refused("Content-Type")
+        );
+        assert_eq!(
+            dup(b"MIME-Version: 1.0\r\nSubject: x\r\nmime-version : 1.0\r\n\r\n"),
+            refused("MIME-Version")
+        );
+        assert_eq!(
+            dup(b"Content-Transfer-Encoding: 7bit\nCONTENT-TRANSFER-ENCODING: base64\n\n"),
+            refused("Content-Transfer-Encoding")
+        );
+        // A folded value and the body do not count; distinct fields are fine.
+        assert_eq!(
+            dup(b"Content-Type: text/plain;\r\n Content-Type: x\r\nMIME-Version: 1.0\r\n\r\nContent-Type: y\r\n"),
+            None
+        );
+        // A name a lenient parser would read as Content-Type is no field.
+        assert_eq!(
+            dup(b"Content\t-Type: application/pkcs7-mime\r\n\r\n"),
+            Some(MimeError::BadField {
+                line: "Content\t-Type: application/pkcs7-mime".into()
+            })
+        );
+        assert!(dup(b"no colon here\r\n\r\n").is_some());
+        assert!(dup(b" leading: continuation\r\n\r\n").is_some());
+        assert!(dup(b": empty name\r\n\r\n").is_some());
+        let e = MimeError::DuplicateHeader {
+            name: "Content-Type",
+        };
+        assert_eq!(Reason::from(&e), Reason::Malformed);
+        assert!(e.to_string().contains("repeats Content-Type"), "{e}");
+        // Every entity of a tree is parsed, so a repeat in a part is found too.
+        let nested = b"Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\nContent-Type: text/plain\r\ncontent-type: text/html\r\n\r\nx\r\n--b--\r\n";
+        assert_eq!(check_depth(nested, 5), Err(e));
+    }
+
+    #[test]
+    fn from_display_names_are_kept_decoded() {
+        let names = |raw: &[u8]| Entity::parse(raw).unwrap().from_names;
+        assert_eq!(
+            names(b"From: mallory@fr.example <alice@aa.example>\r\n\r\n"),
+            ["mallory@fr.example"]
+        );
+        assert_eq!(
+            names(b"From: =?utf-8?q?mallory=40fr=2Eexample?= <alice@aa.example>\r\n\r\n"),
+            ["mallory@fr.example"]
+        );
+        assert_eq!(
+            names(b"From: \"Mallory <mallory@fr.example>\" <alice@aa.example>\r\n\r\n"),
+            ["Mallory <mallory@fr.example>"]
+        );
+        assert!(names(b"From: alice@aa.example\r\n\r\n").is_empty());
     }
 
     #[test]
@@ -353,6 +532,13 @@ mod tests {
                 MimeError::NoClosingBoundary { boundary: b() },
                 Reason::Malformed,
             ),
+            (
+                MimeError::DuplicateHeader {
+                    name: "MIME-Version",
+                },
+                Reason::Malformed,
+            ),
+            (MimeError::BadField { line: b() }, Reason::Malformed),
             (MimeError::TooDeep { limit: 3 }, Reason::TooDeep),
         ];
         for (e, r) in &table {

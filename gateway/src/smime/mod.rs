@@ -30,6 +30,65 @@ pub struct Envelope<'a> {
     pub detached_content: Option<&'a [u8]>,
     /// The CMS ContentInfo, normalised to DER.
     pub cms_der: Vec<u8>,
+    /// Of a detached signature, the multipart/signed body's preamble and
+    /// epilogue: text no signature covers (empty for an opaque one).
+    pub outside: (&'a [u8], &'a [u8]),
+}
+
+/// Which unsigned text of a multipart/signed body holds more than white
+/// space and the customary notice.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UnsignedText {
+    /// Before the first boundary.
+    Preamble,
+    /// After the closing boundary.
+    Epilogue,
+}
+
+impl fmt::Display for UnsignedText {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            UnsignedText::Preamble => "text before the first boundary of multipart/signed",
+            UnsignedText::Epilogue => "text after the closing boundary of multipart/signed",
+        })
+    }
+}
+
+/// The notices signing tools put in the preamble for readers without MIME
+/// (OpenSSL, emla, s-nail, Thunderbird, Outlook), after "This is a" or
+/// "This is an", with or without a final period: harmless if a client
+/// shows them.
+const NOTICES: [&str; 4] = [
+    "s/mime signed message",
+    "cryptographically signed message in mime format",
+    "multi-part message in mime format",
+    "multipart message in mime format",
+];
+
+/// Whether `text` (trimmed) is one of the [`NOTICES`].
+fn is_notice(text: &[u8]) -> bool {
+    let t = text.strip_suffix(b".").unwrap_or(text).to_ascii_lowercase();
+    let Some(rest) = t
+        .strip_prefix(b"this is an ")
+        .or_else(|| t.strip_prefix(b"this is a "))
+    else {
+        return false;
+    };
+    NOTICES.iter().any(|n| rest == n.as_bytes())
+}
+
+impl Envelope<'_> {
+    /// The first piece of unsigned text that is neither white space nor a
+    /// customary notice, with its content (trimmed).
+    pub fn unsigned_text(&self) -> Option<(UnsignedText, &[u8])> {
+        let (preamble, epilogue) = self.outside;
+        let preamble = preamble.trim_ascii();
+        let epilogue = epilogue.trim_ascii();
+        if !preamble.is_empty() && !is_notice(preamble) {
+            return Some((UnsignedText::Preamble, preamble));
+        }
+        (!epilogue.is_empty()).then_some((UnsignedText::Epilogue, epilogue))
+    }
 }
 
 /// Why a message offers no usable S/MIME signature.
@@ -130,9 +189,9 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
                 return Err(ExtractError::OtherProtocol(p.clone()));
             }
         }
-        let parts = top.parts()?;
-        let [content, signature] = parts.as_slice() else {
-            return Err(ExtractError::PartCount(parts.len()));
+        let body = top.multipart()?;
+        let [content, signature] = body.parts.as_slice() else {
+            return Err(ExtractError::PartCount(body.parts.len()));
         };
         let sig = Entity::parse(signature)?;
         if !SIGNATURE_TYPES.contains(&sig.content_type.as_str()) {
@@ -143,6 +202,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
             form: Form::Detached,
             detached_content: Some(content),
             cms_der,
+            outside: (body.preamble, body.epilogue),
         });
     }
     if MIME_TYPES.contains(&ct) {
@@ -159,6 +219,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
             form: Form::Opaque,
             detached_content: None,
             cms_der,
+            outside: (b"", b""),
         });
     }
     Err(ExtractError::NotSmime(ct.to_string()))
@@ -178,7 +239,8 @@ fn decode_cms(entity: &Entity<'_>) -> Result<Vec<u8>, ExtractError> {
     }
 }
 
-/// Decodes MIME base64 (line breaks and blanks ignored) in bounded chunks,
+/// Decodes MIME base64 (line breaks, spaces and tabs ignored; no other
+/// character, as OpenSSL's decoder refuses a form feed) in bounded chunks,
 /// so memory stays at the decoded size.
 fn decode_base64(body: &[u8]) -> Result<Vec<u8>, ExtractError> {
     const CHUNK: usize = 64 * 1024;
@@ -186,7 +248,7 @@ fn decode_base64(body: &[u8]) -> Result<Vec<u8>, ExtractError> {
     let mut out = Vec::with_capacity(body.len() / 4 * 3);
     let mut chunk = Vec::with_capacity(CHUNK);
     for &b in body {
-        if b.is_ascii_whitespace() {
+        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
             continue;
         }
         chunk.push(b);
@@ -218,6 +280,8 @@ mod tests {
             .collect();
         assert_eq!(decode_base64(&wrapped).unwrap(), data);
         assert!(decode_base64(b"@@@@").is_err());
+        assert_eq!(decode_base64(b"QU \tJD\r\n").unwrap(), b"ABC");
+        assert!(decode_base64(b"QU\x0cJD").is_err());
     }
 
     #[test]
@@ -235,6 +299,47 @@ mod tests {
         )
         .unwrap();
         assert_eq!(reason(extract(&enc)), Reason::Unsigned);
+    }
+
+    #[test]
+    fn unsigned_text_beyond_the_notice_is_found() {
+        let signed = |pre: &str, post: &str| {
+            format!(
+                "Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\"; boundary=b\r\n\r\n\
+                 {pre}--b\r\n\r\nsigned\r\n--b\r\nContent-Type: application/pkcs7-signature\r\n\r\nMAA=\r\n--b--\r\n{post}"
+            )
+        };
+        let found = |pre: &str, post: &str| {
+            let raw = signed(pre, post);
+            let top = Entity::parse(raw.as_bytes()).unwrap();
+            let env = extract(&top).unwrap();
+            env.unsigned_text()
+                .map(|(w, t)| (w, String::from_utf8_lossy(t).into_owned()))
+        };
+        assert_eq!(found("", ""), None);
+        assert_eq!(
+            found("This is an S/MIME signed message\r\n\r\n", "\r\n \t\r\n"),
+            None
+        );
+        assert_eq!(found("This is an S/MIME signed message.\r\n", ""), None);
+        assert!(found("This is an S/MIME signed message..\r\n", "").is_some());
+        assert_eq!(found("This is a S/MIME signed message.\r\n", ""), None);
+        assert!(found("This is a S/MIME signed message, pay X.\r\n", "").is_some());
+        assert_eq!(
+            found(
+                "This is a cryptographically signed message in MIME format.\r\n\r\n",
+                ""
+            ),
+            None
+        );
+        assert_eq!(
+            found("Pay 1000 EUR to X\r\n", ""),
+            Some((UnsignedText::Preamble, "Pay 1000 EUR to X".into()))
+        );
+        assert_eq!(
+            found("", "Unsigned postscript\r\n"),
+            Some((UnsignedText::Epilogue, "Unsigned postscript".into()))
+        );
     }
 
     /// One row per variant: the reason code `verify` reports for it.

@@ -83,11 +83,12 @@ impl From<&SignatureError> for Reason {
     }
 }
 
-const MD5: &str = "1.2.840.113549.2.5";
-const SHA1: &str = "1.3.14.3.2.26";
-const SHA256: &str = "2.16.840.1.101.3.4.2.1";
-const SHA384: &str = "2.16.840.1.101.3.4.2.2";
-const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+/// Digest algorithm OIDs, dotted.
+pub(crate) const MD5: &str = "1.2.840.113549.2.5";
+pub(crate) const SHA1: &str = "1.3.14.3.2.26";
+pub(crate) const SHA256: &str = "2.16.840.1.101.3.4.2.1";
+pub(crate) const SHA384: &str = "2.16.840.1.101.3.4.2.2";
+pub(crate) const SHA512: &str = "2.16.840.1.101.3.4.2.3";
 const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
 /// The digest algorithm a SignerInfo names, if the policy allows it.
