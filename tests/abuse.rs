@@ -48,6 +48,14 @@ fn summaries(gw: &Gateway, expected: usize) -> Vec<serde_json::Value> {
     }
 }
 
+/// The gateway's `421` that closes `c`'s session, and the close.
+fn closing_reply(c: &mut Client) -> Reply {
+    let r = c.read_reply().expect("the closing reply");
+    assert_eq!(r.code, 421, "{}", c.transcript);
+    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+    r
+}
+
 /// `n` refused RCPTs in one session: the session is closed at the hard
 /// error limit, one refusal is recorded on its own and the rest are counted
 /// in the summary.
@@ -62,10 +70,8 @@ fn refused_recipients_hit_the_hard_error_limit_and_are_summed_up() {
         let r = c.cmd(&format!("RCPT TO:<{STRANGER}>"));
         assert!(r.code >= 500, "RCPT {i}: {}", c.transcript);
     }
-    let r = c.read_reply().expect("the closing reply");
-    assert_eq!(r.code, 421, "{}", c.transcript);
+    let r = closing_reply(&mut c);
     assert!(r.text().contains("too many errors"), "{}", c.transcript);
-    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
 
     let refusals: Vec<_> = gw
         .db()
@@ -96,9 +102,7 @@ fn unknown_commands_hit_the_hard_error_limit() {
     for _ in 0..3 {
         assert_eq!(c.cmd("XYZZY").code, 500, "{}", c.transcript);
     }
-    let r = c.read_reply().expect("the closing reply");
-    assert_eq!(r.code, 421, "{}", c.transcript);
-    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+    closing_reply(&mut c);
 
     // swaks sends RCPTs for each of its comma-separated recipients.
     let many = [STRANGER; 4].join(",");
@@ -127,9 +131,7 @@ fn junk_commands_past_their_limit_count_as_errors() {
         assert_eq!(c.cmd(cmd).code, 250, "{cmd}: {}", c.transcript);
     }
     assert_eq!(c.cmd("NOOP").code, 250, "{}", c.transcript);
-    let r = c.read_reply().expect("the closing reply");
-    assert_eq!(r.code, 421, "{}", c.transcript);
-    assert!(c.closed_within(Duration::from_secs(2)), "{}", c.transcript);
+    closing_reply(&mut c);
 }
 
 /// A session may send `max_commands` commands; a message is accepted
@@ -144,8 +146,7 @@ fn the_command_cap_closes_the_session() {
     let r = c.transaction(ALICE, &[BOB], &msg); // MAIL, RCPT, DATA, the dot
     assert!(r.accepted_id().is_some(), "{}", c.transcript);
     assert_eq!(c.cmd("NOOP").code, 250, "{}", c.transcript);
-    let r = c.read_reply().expect("the closing reply");
-    assert_eq!(r.code, 421, "{}", c.transcript);
+    let r = closing_reply(&mut c);
     assert!(r.text().contains("too many commands"), "{}", c.transcript);
     let s = summaries(&gw, 1);
     assert_eq!(s[0]["closed"], "command-limit", "{s:?}");

@@ -149,76 +149,95 @@ mod tests {
         }
     }
 
+    /// What a session sent, with the reply it got: a command, or the end
+    /// of DATA.
+    enum Seen {
+        Cmd(&'static [u8], &'static [u8]),
+        Msg(&'static [u8]),
+    }
+    use Seen::{Cmd, Msg};
+
+    /// Runs `script` against a budget of `limits`: each step must end the
+    /// session, or not, as it says.
+    fn run(limits: SessionLimits, script: &[(Seen, Option<Exceeded>)]) {
+        let mut b = Budget::new(limits);
+        for (i, (seen, want)) in script.iter().enumerate() {
+            let got = match seen {
+                Cmd(line, reply) => b.command(is_junk(line), reply),
+                Msg(reply) => b.message(reply),
+            };
+            assert_eq!(got, *want, "step {i}");
+        }
+    }
+
+    const RCPT: &[u8] = b"RCPT TO:<x@y>\r\n";
+
     #[test]
     fn error_replies_end_the_session_at_the_hard_limit() {
-        let mut b = Budget::new(limits());
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 5.1.1 no\r\n"),
-            None
-        );
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"250 2.1.5 ok\r\n"),
-            None
-        );
-        assert_eq!(
-            b.command(is_junk(b"XYZZY\r\n"), b"500 5.5.2 what\r\n"),
-            None
-        );
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"451 4.3.0 later\r\n"),
-            Some(Exceeded::HardErrorLimit)
+        run(
+            limits(),
+            &[
+                (Cmd(RCPT, b"550 5.1.1 no\r\n"), None),
+                (Cmd(RCPT, b"250 2.1.5 ok\r\n"), None),
+                (Cmd(b"XYZZY\r\n", b"500 5.5.2 what\r\n"), None),
+                (
+                    Cmd(RCPT, b"451 4.3.0 later\r\n"),
+                    Some(Exceeded::HardErrorLimit),
+                ),
+            ],
         );
     }
 
     #[test]
     fn an_accepted_message_resets_the_error_count() {
-        let mut b = Budget::new(limits());
-        b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n");
-        b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n");
-        assert_eq!(b.message(b"250 2.0.0 accepted\r\n"), None);
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"),
-            None
-        );
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<x@y>\r\n"), b"550 no\r\n"),
-            None
-        );
-        assert_eq!(
-            b.message(b"550 5.7.1 refused\r\n"),
-            Some(Exceeded::HardErrorLimit)
+        run(
+            limits(),
+            &[
+                (Cmd(RCPT, b"550 no\r\n"), None),
+                (Cmd(RCPT, b"550 no\r\n"), None),
+                (Msg(b"250 2.0.0 accepted\r\n"), None),
+                (Cmd(RCPT, b"550 no\r\n"), None),
+                (Cmd(RCPT, b"550 no\r\n"), None),
+                (
+                    Msg(b"550 5.7.1 refused\r\n"),
+                    Some(Exceeded::HardErrorLimit),
+                ),
+            ],
         );
     }
 
     #[test]
     fn junk_commands_count_as_errors_past_their_limit() {
-        let mut b = Budget::new(limits());
-        for _ in 0..2 {
-            assert_eq!(b.command(is_junk(b"NOOP\r\n"), b"250 2.0.0 OK\r\n"), None);
-        }
-        assert_eq!(b.command(is_junk(b"noop\r\n"), b"250 2.0.0 OK\r\n"), None);
-        assert_eq!(b.command(is_junk(b"RSET\r\n"), b"250 2.0.0 OK\r\n"), None);
-        assert_eq!(
-            b.command(is_junk(b"VRFY x\r\n"), b"252 2.0.0 OK\r\n"),
-            Some(Exceeded::HardErrorLimit)
+        const OK: &[u8] = b"250 2.0.0 OK\r\n";
+        run(
+            limits(),
+            &[
+                (Cmd(b"NOOP\r\n", OK), None),
+                (Cmd(b"NOOP\r\n", OK), None),
+                (Cmd(b"noop\r\n", OK), None),
+                (Cmd(b"RSET\r\n", OK), None),
+                (
+                    Cmd(b"VRFY x\r\n", b"252 2.0.0 OK\r\n"),
+                    Some(Exceeded::HardErrorLimit),
+                ),
+            ],
         );
         assert!(!is_junk(b"NOOPS\r\n"));
     }
 
     #[test]
     fn commands_are_capped() {
-        let mut b = Budget::new(SessionLimits {
+        let limits = SessionLimits {
             commands: 3,
             ..limits()
-        });
-        assert_eq!(b.command(is_junk(b"EHLO a\r\n"), b"250 ok\r\n"), None);
-        assert_eq!(
-            b.command(is_junk(b"MAIL FROM:<a@b>\r\n"), b"250 ok\r\n"),
-            None
-        );
-        assert_eq!(
-            b.command(is_junk(b"RCPT TO:<a@b>\r\n"), b"250 ok\r\n"),
-            Some(Exceeded::CommandLimit)
+        };
+        run(
+            limits,
+            &[
+                (Cmd(b"EHLO a\r\n", b"250 ok\r\n"), None),
+                (Cmd(b"MAIL FROM:<a@b>\r\n", b"250 ok\r\n"), None),
+                (Cmd(RCPT, b"250 ok\r\n"), Some(Exceeded::CommandLimit)),
+            ],
         );
     }
 

@@ -8,14 +8,13 @@
 use std::path::Path;
 use std::time::{Duration, SystemTime};
 
-use serde_json::json;
-
 use super::handler::Transaction;
 use super::reply::Reply;
 use super::Service;
 use crate::config::PostmasterConfig;
 use crate::reason::Reason;
-use crate::store::{AuditEvent, AuditKind, SessionInfo};
+use crate::store::payload::{PostmasterKept, RefusedFor, SmtpRejected};
+use crate::store::{AuditEvent, SessionInfo};
 
 /// Whether `to` (a parsed forward-path) is the postmaster of the gateway
 /// called `hostname`; the address it is kept under.
@@ -86,21 +85,17 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
     } else {
         tx.malformed.clone().map(|why| (Reason::Malformed, why))
     };
-    let mut data = json!({
-        "stage": "data",
-        "session": session,
-        "mail_from": tx.mail_from,
-        "rcpt_to": tx.rcpt_to,
-        "postmaster": true,
-    });
     if let Some((reason, detail)) = refusal {
-        data["reason"] = json!(reason);
-        data["detail"] = json!(detail);
-        let event = AuditEvent {
-            kind: AuditKind::SmtpRejected,
-            message_id: None,
-            data,
+        let refused = SmtpRejected {
+            stage: "data".into(),
+            session: session.clone(),
+            mail_from: tx.mail_from.clone(),
+            reason,
+            detail: format!("postmaster mail: {detail}"),
+            policy_version: tx.policy.version.clone(),
+            refused_for: RefusedFor::RcptTo(tx.rcpt_to.clone()),
         };
+        let event = AuditEvent::of(None, &refused);
         return super::session::recorded(gw, event, Reply::reject(reason, &detail)).await;
     }
     if let Some(why) = full(cfg, tx.body.len() as u64) {
@@ -123,15 +118,16 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
         tracing::error!(error = %e, "cannot keep postmaster mail");
         return Reply::temporary(&format!("cannot keep the message now ({e})"));
     }
-    data["id"] = json!(id);
-    data["file"] = json!(path.display().to_string());
-    data["size"] = json!(size);
-    data["sha256"] = json!(sha256);
-    let event = AuditEvent {
-        kind: AuditKind::PostmasterKept,
-        message_id: None,
-        data,
+    let kept_as = PostmasterKept {
+        session: session.clone(),
+        mail_from: tx.mail_from.clone(),
+        rcpt_to: tx.rcpt_to.clone(),
+        id: id.clone(),
+        file: path.display().to_string(),
+        size: size as u64,
+        sha256,
     };
+    let event = AuditEvent::of(None, &kept_as);
     let kept = Reply::new(250, format!("2.0.0 kept for the postmaster as {id}"));
     let reply = super::session::recorded(gw, event, kept).await;
     if reply.is_error() {

@@ -269,6 +269,26 @@ pub struct MessageDuplicate {
     pub policy_version: String,
 }
 
+/// `postmaster.kept`: mail for the postmaster kept, unjudged, in the
+/// mailbox under the data directory.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PostmasterKept {
+    /// The session it came in.
+    pub session: SessionInfo,
+    /// MAIL FROM.
+    pub mail_from: String,
+    /// RCPT TO (the postmaster's addresses).
+    pub rcpt_to: Vec<String>,
+    /// Its id (the file's name).
+    pub id: String,
+    /// Where it is kept.
+    pub file: String,
+    /// Its size in bytes.
+    pub size: u64,
+    /// SHA-256 of its bytes.
+    pub sha256: String,
+}
+
 /// `impl Payload` for each type, whose name is that of its [`AuditKind`].
 macro_rules! kinds {
     ($($ty:ident),* $(,)?) => {
@@ -284,6 +304,7 @@ kinds! {
     SmtpRejected,
     SmtpSessionSummary,
     MessageDuplicate,
+    PostmasterKept,
     ReceiptQueued,
     PolicyReloaded,
     PolicyReloadFailed,
