@@ -116,35 +116,15 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
             "the same signed message is being recorded in another session; try again later",
         );
     };
-    if !replay_keys.is_empty() {
-        let window = i64::try_from(policy.limits.replay_window.as_millis()).unwrap_or(i64::MAX);
-        let since = received_at_ms.saturating_sub(window);
-        match replay_keys.earlier(&gw.store, since).await {
-            Ok(None) => {}
-            Ok(Some(original)) if policy.limits.replay == Replay::SameId => {
-                let duplicate = MessageDuplicate {
-                    session: session.clone(),
-                    mail_from,
-                    rcpt_to,
-                    sha256,
-                    signature_sha256: replay_keys.signatures().to_vec(),
-                    policy_version: policy.version.clone(),
-                };
-                let event = AuditEvent::of(Some(original.clone()), &duplicate);
-                return match gw.store.audit(event).await {
-                    Ok(()) => Reply::new(250, format!("2.0.0 already accepted as {original}")),
-                    Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
-                };
-            }
-            Ok(Some(original)) => {
-                verdict.reason = Reason::Replay;
-                verdict.detail = format!("this signature was already accepted as {original}");
-                verdict.recipients.clear();
-            }
-            Err(e) => {
-                return Reply::temporary(&format!("cannot look up earlier signatures ({e})"));
-            }
-        }
+    let earlier = Earlier {
+        session,
+        mail_from: &mail_from,
+        rcpt_to: &rcpt_to,
+        sha256: &sha256,
+        received_at_ms,
+    };
+    if let Some(reply) = earlier.judge(gw, &policy, &replay_keys, &mut verdict).await {
+        return reply;
     }
     let accepted = verdict.accepted();
     let headers = Headers::of(&body, &gw.config.case_pattern);
@@ -213,6 +193,62 @@ fn admitted(
                 a.map_or("(none)", |a| a.id.as_str())
             ),
         ),
+    }
+}
+
+/// What a replay check needs of the transaction.
+struct Earlier<'a> {
+    session: &'a SessionInfo,
+    mail_from: &'a str,
+    rcpt_to: &'a [String],
+    sha256: &'a str,
+    received_at_ms: i64,
+}
+
+impl Earlier<'_> {
+    /// Looks up the message's signature among earlier accepted ones (see
+    /// [`replay`](super::replay)). A replay under `replay = "same-id"` is
+    /// answered here with the first message's id; under `"refuse"`, the
+    /// verdict becomes `replay`. `None`: go on and record the verdict.
+    async fn judge(
+        &self,
+        gw: &Service,
+        policy: &crate::policy::Policy,
+        keys: &ReplayKeys,
+        verdict: &mut Verdict,
+    ) -> Option<Reply> {
+        if keys.is_empty() {
+            return None;
+        }
+        let window = i64::try_from(policy.limits.replay_window.as_millis()).unwrap_or(i64::MAX);
+        let since = self.received_at_ms.saturating_sub(window);
+        let original = match keys.earlier(&gw.store, since).await {
+            Ok(found) => found?,
+            Err(e) => {
+                return Some(Reply::temporary(&format!(
+                    "cannot look up earlier signatures ({e})"
+                )))
+            }
+        };
+        if policy.limits.replay == Replay::Refuse {
+            verdict.reason = Reason::Replay;
+            verdict.detail = format!("this signature was already accepted as {original}");
+            verdict.recipients.clear();
+            return None;
+        }
+        let duplicate = MessageDuplicate {
+            session: self.session.clone(),
+            mail_from: self.mail_from.to_owned(),
+            rcpt_to: self.rcpt_to.to_vec(),
+            sha256: self.sha256.to_owned(),
+            signature_sha256: keys.signatures().to_vec(),
+            policy_version: policy.version.clone(),
+        };
+        let event = AuditEvent::of(Some(original.clone()), &duplicate);
+        Some(match gw.store.audit(event).await {
+            Ok(()) => Reply::new(250, format!("2.0.0 already accepted as {original}")),
+            Err(e) => Reply::temporary(&format!("cannot record the decision ({e})")),
+        })
     }
 }
 
