@@ -177,13 +177,13 @@ impl History {
                 1,
                 &format!(
                     "#{}  {}  status {}  attempts {}",
-                    q.id, q.next_hop, q.status, q.attempts
+                    q.id, q.delivery.next_hop, q.status, q.attempts
                 ),
             );
-            out.field(2, "authority", &q.authority);
-            out.field(2, "route", &q.route);
-            out.field(2, "lane", q.lane.as_str());
-            out.field(2, "recipients", &q.recipients.join(", "));
+            out.field(2, "authority", &q.delivery.authority);
+            out.field(2, "route", &q.delivery.route);
+            out.field(2, "lane", q.delivery.lane.as_str());
+            out.field(2, "recipients", &q.delivery.recipients.join(", "));
             out.field(2, "created", &at(q.created_at));
             out.field(2, "next attempt", &at(q.next_attempt_at));
             if let Some(c) = &q.claimed_by {

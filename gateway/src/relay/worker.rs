@@ -159,9 +159,13 @@ impl Hop {
 fn by_hop(policy: &Policy, batch: Vec<Claimed>) -> Vec<(Hop, Vec<Claimed>)> {
     let mut groups: Vec<(Hop, Vec<Claimed>)> = Vec::new();
     for c in batch {
-        let hop = match policy.authorities.iter().find(|a| a.id == c.authority) {
+        let hop = match policy
+            .authorities
+            .iter()
+            .find(|a| a.id == c.delivery.authority)
+        {
             Some(a) => Hop::Known(a.next_hop.clone()),
-            None => Hop::Unknown(c.authority.clone()),
+            None => Hop::Unknown(c.delivery.authority.clone()),
         };
         match groups.iter_mut().find(|(h, _)| h.key() == hop.key()) {
             Some((_, v)) => v.push(c),
@@ -237,7 +241,13 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
         let Some(c) = conn.as_mut() else { continue };
         let trace = received_field(&policy, &entry);
         let outcomes = c
-            .send(&entry.mail_from, &entry.recipients, &trace, &body, timeout)
+            .send(
+                &entry.mail_from,
+                &entry.delivery.recipients,
+                &trace,
+                &body,
+                timeout,
+            )
             .await;
         attempt.tls = Some(c.tls.clone());
         record(gw, &policy, &attempt, outcomes).await;
@@ -264,6 +274,7 @@ struct Attempt<'a> {
 
 fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcome> {
     entry
+        .delivery
         .recipients
         .iter()
         .map(|_| RcptOutcome::Deferred {
@@ -276,6 +287,7 @@ fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcom
 fn connect_failed(entry: &Claimed, e: &ConnectError) -> Vec<RcptOutcome> {
     match (e.permanent, e.code) {
         (true, Some(code)) => entry
+            .delivery
             .recipients
             .iter()
             .map(|_| RcptOutcome::Refused {
@@ -306,7 +318,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
         .collect();
     format!(
         "Received: from {helo} ([{}])\r\n\tby {} (emla) with {with} id {}\r\n\t; {when}\r\n",
-        entry.client_ip, policy.gateway.hostname, entry.message_id
+        entry.client_ip, policy.gateway.hostname, entry.delivery.message_id
     )
     .into_bytes()
 }
@@ -332,13 +344,14 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
         .filter(|o| matches!(o, RcptOutcome::Delivered { .. }))
         .count();
     let deferred: Vec<String> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)
         .filter(|(_, o)| matches!(o, RcptOutcome::Deferred { .. }))
         .map(|(r, _)| r.clone())
         .collect();
-    let lane = entry.lane;
+    let lane = entry.delivery.lane;
     let lifetime = policy.relay.lifetime(lane);
     let expires_at = entry.created_at_ms + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let failures = u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX);
@@ -408,12 +421,13 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         queue_id: Some(entry.id),
         attempt: Some(entry.attempts + 1),
         next_hop: Some(hop.clone()),
-        authority: Some(entry.authority.clone()),
-        route: Some(entry.route.clone()),
-        lane: Some(entry.lane),
+        authority: Some(entry.delivery.authority.clone()),
+        route: Some(entry.delivery.route.clone()),
+        lane: Some(entry.delivery.lane),
         instance: Some(gw.config.instance_id.clone()),
         tls: tls.as_ref().map(TlsReport::to_record),
         recipients: entry
+            .delivery
             .recipients
             .iter()
             .zip(&outcomes)
@@ -430,11 +444,12 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     };
     let event = AuditEvent {
         kind,
-        message_id: Some(entry.message_id.clone()),
+        message_id: Some(entry.delivery.message_id.clone()),
         data: serde_json::to_value(&data).unwrap_or_default(),
     };
-    let remaining = (status == QueueStatus::Queued && deferred.len() < entry.recipients.len())
-        .then_some(deferred);
+    let remaining = (status == QueueStatus::Queued
+        && deferred.len() < entry.delivery.recipients.len())
+    .then_some(deferred);
     let update = QueueUpdate {
         queue_id: entry.id,
         holder: Some(gw.config.instance_id.clone()),
@@ -463,7 +478,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         // The claim runs out and the entry is tried again: at least once.
         Err(e) => {
             tracing::error!(
-                message = %entry.message_id,
+                message = %entry.delivery.message_id,
                 queue_id = entry.id,
                 error = %e,
                 "relay: cannot record the attempt"
@@ -472,7 +487,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         }
     }
     tracing::info!(
-        message = %entry.message_id,
+        message = %entry.delivery.message_id,
         queue_id = entry.id,
         next_hop = %hop,
         status = status.as_str(),
@@ -503,7 +518,7 @@ fn notices(
         return Vec::new();
     };
     let o = Original {
-        id: &entry.message_id,
+        id: &entry.delivery.message_id,
         received_at_ms: entry.received_at_ms,
         sha256: &entry.sha256,
         sender: &entry.mail_from,
@@ -512,7 +527,7 @@ fn notices(
         message_id: entry.header_message_id.as_deref(),
         signers: &entry.signers,
         sender_authority: entry.sender_authority.as_deref(),
-        route: &entry.route,
+        route: &entry.delivery.route,
         policy_version: &entry.policy_version,
         case_ref: entry.case_ref.as_deref(),
         auto_submitted: notify::is_auto_submitted(original),
@@ -520,6 +535,7 @@ fn notices(
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
     let mut out = Vec::new();
     let delivered: Vec<(&String, u16, &String)> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)
@@ -543,6 +559,7 @@ fn notices(
         out.extend(notify::delivery(policy, &o, &outcome));
     }
     let failed: Vec<(&String, &RcptOutcome)> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)

@@ -108,7 +108,7 @@ pub struct MessageRecord {
 }
 
 /// One delivery to make: a message to one next hop, for some recipients.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueEntry {
     /// The emla message id.
     pub message_id: String,
@@ -644,7 +644,7 @@ impl Store {
             return Ok(None);
         };
         let events = self
-            .audit_events(&entry.message_id)
+            .audit_events(&entry.delivery.message_id)
             .await?
             .into_iter()
             .filter(|e| e.queue_id() == Some(id))

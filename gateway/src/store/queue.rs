@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::db::{decode, from_row, on_pool, Db};
 use super::rows::QueueRow;
-use super::Lane;
+use super::{Lane, QueueEntry};
 
 /// Where a queue entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,18 +97,8 @@ pub struct AttemptNote {
 pub struct Claimed {
     /// Queue row id.
     pub id: i64,
-    /// The emla message id.
-    pub message_id: String,
-    /// `host:port` of the next hop.
-    pub next_hop: String,
-    /// The recipients' authority.
-    pub authority: String,
-    /// The route that allowed it.
-    pub route: String,
-    /// The delivery lane.
-    pub lane: Lane,
-    /// Recipients at that next hop.
-    pub recipients: Vec<String>,
+    /// The delivery.
+    pub delivery: QueueEntry,
     /// Attempts made before this one.
     pub attempts: i64,
     /// When the entry was queued (ms since the epoch).
@@ -161,15 +151,24 @@ const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, rec
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
      last_error, updated_at";
 
+/// The [`QueueEntry`] of a row of `queue` (any backend).
+macro_rules! queue_entry {
+    ($r:ident) => {
+        from_row!($r, QueueEntry { message_id, next_hop, authority, route };
+            lane: Lane::parse(&$r.try_get::<String, _>("lane")?),
+            recipients: json_col($r.try_get("recipients")?),
+        )
+    };
+}
+
 /// A [`QueueRow`] from any backend's row.
 macro_rules! queue_row {
     ($r:ident) => {{
         let status: String = $r.try_get("status")?;
         Ok::<_, sqlx::Error>(from_row!($r, QueueRow {
-            id, message_id, next_hop, authority, route, attempts, next_attempt_at, created_at,
-            claimed_by, lease_until, last_attempt_at, last_error, updated_at,
-        }; lane: Lane::parse(&$r.try_get::<String, _>("lane")?),
-            recipients: json_col($r.try_get("recipients")?),
+            id, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at,
+            last_error, updated_at,
+        }; delivery: queue_entry!($r),
             status: QueueStatus::parse(&status)
                 .ok_or_else(|| decode("status", format!("unknown queue status {status:?}")))?,
         ))
@@ -223,11 +222,9 @@ impl Db {
                 }
                 for r in q.fetch_all(&mut *tx).await? {
                     claimed.push(from_row!(r, Claimed {
-                        id, message_id, next_hop, authority, route, attempts, mail_from, sha256,
-                        subject, header_message_id, helo, client_ip, tls_version,
-                        sender_authority, policy_version, case_ref,
-                    }; lane: Lane::parse(&r.try_get::<String, _>("lane")?),
-                        recipients: json_col(r.try_get("recipients")?),
+                        id, attempts, mail_from, sha256, subject, header_message_id, helo,
+                        client_ip, tls_version, sender_authority, policy_version, case_ref,
+                    }; delivery: queue_entry!(r),
                         created_at_ms: r.try_get("created_at")?,
                         received_at_ms: r.try_get("received_at")?,
                         rcpt_to: json_col(r.try_get("rcpt_to")?),
@@ -236,7 +233,7 @@ impl Db {
                 }
             }
             tx.commit().await?;
-            claimed.sort_by_key(|c| (c.lane != Lane::Urgent, c.id));
+            claimed.sort_by_key(|c| (c.delivery.lane != Lane::Urgent, c.id));
             Ok(claimed)
         })
     }

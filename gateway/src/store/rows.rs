@@ -154,18 +154,9 @@ pub struct Signer {
 pub struct QueueRow {
     /// Queue row id.
     pub id: i64,
-    /// The emla message id.
-    pub message_id: String,
-    /// `host:port` of the next hop.
-    pub next_hop: String,
-    /// The recipients' authority.
-    pub authority: String,
-    /// The route that allowed it.
-    pub route: String,
-    /// The delivery lane.
-    pub lane: Lane,
-    /// Recipients still to deliver to.
-    pub recipients: Vec<String>,
+    /// The delivery (its recipients: those still to deliver to).
+    #[serde(flatten)]
+    pub delivery: super::QueueEntry,
     /// Where it stands.
     pub status: QueueStatus,
     /// Attempts made.
