@@ -257,11 +257,12 @@ fn accepted_record(
             session: SessionInfo::default(),
             mail_from: ALICE.into(),
             rcpt_to: vec![BOB.into()],
-            header_from: Some(ALICE.into()),
-            header_to: Some(BOB.into()),
-            subject,
-            message_id: None,
-            date: None,
+            headers: emla::store::MessageHeaders {
+                header_from: Some(ALICE.into()),
+                header_to: Some(BOB.into()),
+                subject,
+                ..Default::default()
+            },
             reason: Reason::Ok,
             detail: "ok".into(),
             signers: json!([]),

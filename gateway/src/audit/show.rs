@@ -65,8 +65,12 @@ impl History {
     fn received(&self, out: &mut Out, m: &MessageRow) {
         out.blank();
         out.line(0, &format!("{}  received", at(m.received_at)));
-        let mut client = format!("{} (HELO {})", clean(&m.client_ip), clean(&m.helo));
-        match (&m.tls_version, &m.tls_cipher) {
+        let mut client = format!(
+            "{} (HELO {})",
+            clean(&m.session.client_ip),
+            clean(&m.session.helo)
+        );
+        match (&m.session.tls_version, &m.session.tls_cipher) {
             (Some(v), Some(c)) => client.push_str(&format!(", {} {}", clean(v), clean(c))),
             (Some(v), None) => client.push_str(&format!(", {}", clean(v))),
             _ => client.push_str(", no TLS"),
@@ -78,11 +82,11 @@ impl History {
         out.fields_present(
             1,
             &[
-                ("From:", &m.header_from),
-                ("To:", &m.header_to),
-                ("Subject:", &m.subject),
-                ("Message-ID:", &m.message_id),
-                ("Date:", &m.date),
+                ("From:", &m.headers.header_from),
+                ("To:", &m.headers.header_to),
+                ("Subject:", &m.headers.subject),
+                ("Message-ID:", &m.headers.message_id),
+                ("Date:", &m.headers.date),
             ],
         );
         out.field(1, "size", &format!("{} bytes", m.size));
