@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use emla::audit::checkpoint::{self, Outcome};
 use emla::audit::retention;
 use emla::config::RetentionConfig;
-use emla::store::chain::{record_hash, GENESIS};
+use emla::store::chain::{canonical, record_hash, GENESIS};
 use emla::store::{
     now_ms, AuditEvent, AuditKind, ChainCheck, MessageRecord, Record, SessionInfo, Store,
 };
@@ -102,7 +102,14 @@ fn rewrite_sql(rows: &[emla::store::chain::AuditRow], changed: i64, new_data: &s
         } else {
             r.data.clone()
         };
-        let hash = record_hash(&prev, r.seq, r.at, &r.kind, r.message_id.as_deref(), &data);
+        let hash = record_hash(&canonical(
+            &prev,
+            r.seq,
+            r.at,
+            &r.kind,
+            r.message_id.as_deref(),
+            &data,
+        ));
         sql += &format!(
             "UPDATE audit SET data = '{}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};\n",
             data.replace('\'', "''"),

@@ -145,14 +145,14 @@ macro_rules! batch_sections {
             ) -> Result<(), sqlx::Error> {
                 for ev in &rec.events {
                     *seq += 1;
-                    let hash = chain::record_hash(
+                    let hash = chain::record_hash(&chain::canonical(
                         prev,
                         *seq,
                         now_ms,
                         ev.kind.as_str(),
                         ev.message_id.as_deref(),
                         &ev.data_json,
-                    );
+                    ));
                     sqlx::query(
                         "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7)",
