@@ -302,7 +302,7 @@ fn connect_failed(entry: &Claimed, e: &ConnectError) -> Vec<RcptOutcome> {
 /// The `Received:` field sent in front of the stored message: the only
 /// change relaying makes, outside anything a signature covers.
 fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
-    let with = if entry.tls_version.is_some() {
+    let with = if entry.session.tls_version.is_some() {
         "ESMTPS"
     } else {
         "ESMTP"
@@ -311,6 +311,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
         + Duration::from_millis(u64::try_from(entry.received_at_ms).unwrap_or(0));
     let when = crate::receipts::build::rfc5322_date(received);
     let helo: String = entry
+        .session
         .helo
         .chars()
         .filter(|c| c.is_ascii_graphic() && !"()[];".contains(*c))
@@ -318,7 +319,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
         .collect();
     format!(
         "Received: from {helo} ([{}])\r\n\tby {} (emla) with {with} id {}\r\n\t; {when}\r\n",
-        entry.client_ip, policy.gateway.hostname, entry.delivery.message_id
+        entry.session.client_ip, policy.gateway.hostname, entry.delivery.message_id
     )
     .into_bytes()
 }
@@ -523,8 +524,8 @@ fn notices(
         sha256: &entry.sha256,
         sender: &entry.mail_from,
         recipients: &entry.rcpt_to,
-        subject: entry.subject.as_deref(),
-        message_id: entry.header_message_id.as_deref(),
+        subject: entry.headers.subject.as_deref(),
+        message_id: entry.headers.message_id.as_deref(),
         signers: &entry.signers,
         sender_authority: entry.sender_authority.as_deref(),
         route: &entry.delivery.route,

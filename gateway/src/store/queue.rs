@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::db::{decode, from_row, on_pool, Db};
 use super::rows::QueueRow;
-use super::{Lane, QueueEntry};
+use super::{Lane, MessageHeaders, QueueEntry, SessionInfo};
 
 /// Where a queue entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -107,16 +107,10 @@ pub struct Claimed {
     pub mail_from: String,
     /// SHA-256 of the raw message (its body file name).
     pub sha256: String,
-    /// `Subject:` of the message.
-    pub subject: Option<String>,
-    /// `Message-ID:` of the message.
-    pub header_message_id: Option<String>,
-    /// HELO name of the client that submitted it.
-    pub helo: String,
-    /// Its IP address.
-    pub client_ip: String,
-    /// The TLS version of that session, if any.
-    pub tls_version: Option<String>,
+    /// The header fields of the message.
+    pub headers: MessageHeaders,
+    /// The SMTP session that submitted it.
+    pub session: SessionInfo,
     /// When it was received (ms since the epoch).
     pub received_at_ms: i64,
     /// All envelope recipients of the message.
@@ -143,9 +137,9 @@ pub struct QueueFilter {
 }
 
 const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
-     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.subject, \
-     m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at, \
-     m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref";
+     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.header_from, \
+     m.header_to, m.subject, m.message_id AS header_message_id, m.date, m.helo, m.client_ip, \
+     m.tls_version, m.tls_cipher, m.received_at, m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref";
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
@@ -222,9 +216,12 @@ impl Db {
                 }
                 for r in q.fetch_all(&mut *tx).await? {
                     claimed.push(from_row!(r, Claimed {
-                        id, attempts, mail_from, sha256, subject, header_message_id, helo,
-                        client_ip, tls_version, sender_authority, policy_version, case_ref,
+                        id, attempts, mail_from, sha256, sender_authority, policy_version, case_ref,
                     }; delivery: queue_entry!(r),
+                        headers: from_row!(r, MessageHeaders { header_from, header_to, subject, date };
+                            message_id: r.try_get("header_message_id")?,
+                        ),
+                        session: from_row!(r, SessionInfo { helo, client_ip, tls_version, tls_cipher }),
                         created_at_ms: r.try_get("created_at")?,
                         received_at_ms: r.try_get("received_at")?,
                         rcpt_to: json_col(r.try_get("rcpt_to")?),
