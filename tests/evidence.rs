@@ -349,7 +349,8 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     let later = now + 400 * DAY_MS;
     let r = retention::prune(&store, &cfg, later, false).await.unwrap();
     assert!(r
-        .audit_skipped
+        .audit
+        .skipped
         .as_deref()
         .unwrap()
         .contains("no signed checkpoint"));
@@ -365,8 +366,8 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     .unwrap();
     store.record(event(9)).await.unwrap(); // after the checkpoint: kept
     let r = retention::prune(&store, &cfg, later, false).await.unwrap();
-    assert_eq!(r.audit_through, Some(w.checkpoint.seq), "{}", r.text());
-    assert_eq!(r.audit_deleted, w.checkpoint.seq as u64);
+    assert_eq!(r.audit.through, Some(w.checkpoint.seq), "{}", r.text());
+    assert_eq!(r.audit.deleted, w.checkpoint.seq as u64);
     let anchor = store.chain_anchor().await.unwrap().unwrap();
     assert_eq!(
         (anchor.seq, anchor.hash.as_str()),
