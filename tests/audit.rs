@@ -187,11 +187,13 @@ fn record_of(f: &Fixture) -> Record {
         session: session.clone(),
         mail_from: f.mail_from.clone(),
         rcpt_to: f.rcpt.clone(),
-        header_from: Some(f.header_from.clone()),
-        header_to: Some(f.rcpt.join(", ")),
-        subject: Some(f.subject.clone()),
-        message_id: Some(f.message_id.clone()),
-        date: Some("Thu, 01 Jan 2026 00:00:00 +0000".into()),
+        headers: emla::store::MessageHeaders {
+            header_from: Some(f.header_from.clone()),
+            header_to: Some(f.rcpt.join(", ")),
+            subject: Some(f.subject.clone()),
+            message_id: Some(f.message_id.clone()),
+            date: Some("Thu, 01 Jan 2026 00:00:00 +0000".into()),
+        },
         reason: f.reason,
         detail: if accepted {
             format!("signed by {}", f.mail_from)

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use emla::audit::checkpoint::{self, Outcome};
 use emla::audit::retention;
 use emla::config::RetentionConfig;
-use emla::store::chain::{record_hash, GENESIS};
+use emla::store::chain::{canonical, record_hash, GENESIS};
 use emla::store::{
     now_ms, AuditEvent, AuditKind, ChainCheck, MessageRecord, Record, SessionInfo, Store,
 };
@@ -90,7 +90,14 @@ fn rewrite_sql(rows: &[emla::store::chain::AuditRow], changed: i64, new_data: &s
         } else {
             r.data.clone()
         };
-        let hash = record_hash(&prev, r.seq, r.at, &r.kind, r.message_id.as_deref(), &data);
+        let hash = record_hash(&canonical(
+            &prev,
+            r.seq,
+            r.at,
+            &r.kind,
+            r.message_id.as_deref(),
+            &data,
+        ));
         sql += &format!(
             "UPDATE audit SET data = '{}', prev_hash = '{prev}', hash = '{hash}' WHERE seq = {};\n",
             data.replace('\'', "''"),
@@ -245,11 +252,12 @@ fn accepted_record(
             session: SessionInfo::default(),
             mail_from: ALICE.into(),
             rcpt_to: vec![BOB.into()],
-            header_from: Some(ALICE.into()),
-            header_to: Some(BOB.into()),
-            subject,
-            message_id: None,
-            date: None,
+            headers: emla::store::MessageHeaders {
+                header_from: Some(ALICE.into()),
+                header_to: Some(BOB.into()),
+                subject,
+                ..Default::default()
+            },
             reason: Reason::Ok,
             detail: "ok".into(),
             signers: json!([]),
@@ -331,7 +339,8 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     let later = now + 400 * DAY_MS;
     let r = retention::prune(&store, &cfg, later, false).await.unwrap();
     assert!(r
-        .audit_skipped
+        .audit
+        .skipped
         .as_deref()
         .unwrap()
         .contains("no signed checkpoint"));
@@ -347,8 +356,8 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     .unwrap();
     store.record(event(9)).await.unwrap(); // after the checkpoint: kept
     let r = retention::prune(&store, &cfg, later, false).await.unwrap();
-    assert_eq!(r.audit_through, Some(w.checkpoint.seq), "{}", r.text());
-    assert_eq!(r.audit_deleted, w.checkpoint.seq as u64);
+    assert_eq!(r.audit.through, Some(w.checkpoint.seq), "{}", r.text());
+    assert_eq!(r.audit.deleted, w.checkpoint.seq as u64);
     let anchor = store.chain_anchor().await.unwrap().unwrap();
     assert_eq!(
         (anchor.seq, anchor.hash.as_str()),

@@ -258,7 +258,14 @@ async fn load(conn: &mut Conn, n: usize) -> Samples {
         for (k, g) in batch.iter().enumerate() {
             let seq = (i + k + 1) as i64;
             let at = g.at + 3;
-            let hash = chain::record_hash(&prev, seq, at, g.event_kind, Some(&g.id), &g.event_data);
+            let hash = chain::record_hash(&chain::canonical(
+                &prev,
+                seq,
+                at,
+                g.event_kind,
+                Some(&g.id),
+                &g.event_data,
+            ));
             audit.push(format!(
                 "({seq}, {at}, {}, '{}', {}, '{prev}', '{hash}')",
                 q(&g.id),

@@ -1072,7 +1072,7 @@ fn readme(
         received = received_time(m).to_rfc3339(),
         from = m.mail_from,
         to = m.rcpt_to.iter().map(|r| format!("<{r}>")).collect::<Vec<_>>().join(", "),
-        subject = m.subject.as_deref().unwrap_or_default(),
+        subject = m.headers.subject.as_deref().unwrap_or_default(),
         sha = m.sha256,
         verdict = m.verdict,
         reason = m.reason,

@@ -46,18 +46,32 @@ pub struct PruneReport {
     /// Body files removed (fewer than `bodies` when files are shared or
     /// already gone).
     pub files_removed: u64,
-    /// Audit records older than this instant were due.
-    pub audit_before: Option<String>,
-    /// Audit records pruned: the new anchor's seq.
-    pub audit_through: Option<i64>,
+    /// What became of the audit records.
+    #[serde(flatten)]
+    pub audit: AuditPrune,
+}
+
+/// The audit half of a pruning run (its JSON keys start with `audit_`).
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct AuditPrune {
+    /// Records older than this instant were due.
+    #[serde(rename = "audit_before")]
+    pub before: Option<String>,
+    /// Records pruned: the new anchor's seq.
+    #[serde(rename = "audit_through")]
+    pub through: Option<i64>,
     /// The new anchor's hash.
-    pub audit_anchor_hash: Option<String>,
+    #[serde(rename = "audit_anchor_hash")]
+    pub anchor_hash: Option<String>,
     /// The signed checkpoint that covers the anchor.
-    pub audit_checkpoint: Option<i64>,
+    #[serde(rename = "audit_checkpoint")]
+    pub checkpoint: Option<i64>,
     /// Records deleted.
-    pub audit_deleted: u64,
-    /// Why no audit record was pruned, when due but not done.
-    pub audit_skipped: Option<String>,
+    #[serde(rename = "audit_deleted")]
+    pub deleted: u64,
+    /// Why no record was pruned, when due but not done.
+    #[serde(rename = "audit_skipped")]
+    pub skipped: Option<String>,
 }
 
 impl PruneReport {
@@ -80,7 +94,8 @@ impl PruneReport {
         for b in &self.bodies {
             s.push_str(&format!("  {} {}\n", b.id, b.sha256));
         }
-        match (&self.audit_before, self.audit_through, &self.audit_skipped) {
+        let audit = &self.audit;
+        match (&audit.before, audit.through, &audit.skipped) {
             (None, _, _) => {
                 s.push_str("audit records: kept forever ([retention] audit_days not set)\n")
             }
@@ -88,8 +103,8 @@ impl PruneReport {
             (Some(before), Some(through), None) => s.push_str(&format!(
                 "audit records: {verb} records up to {through} (older than {before}, covered by \
                  signed checkpoint {}); chain now starts after anchor {through} {}\n",
-                self.audit_checkpoint.unwrap_or_default(),
-                self.audit_anchor_hash.as_deref().unwrap_or_default()
+                audit.checkpoint.unwrap_or_default(),
+                audit.anchor_hash.as_deref().unwrap_or_default()
             )),
             (Some(_), None, None) => s.push_str("audit records: nothing due\n"),
         }
@@ -147,8 +162,8 @@ pub async fn prune(
     }
     if let Some(days) = cfg.audit_days {
         let before = now.saturating_sub(i64::try_from(days).unwrap_or(i64::MAX / DAY_MS) * DAY_MS);
-        report.audit_before = Some(rfc3339_ms(before));
-        prune_audit(store, before, dry_run, &mut report).await?;
+        report.audit.before = Some(rfc3339_ms(before));
+        prune_audit(store, before, dry_run, &mut report.audit).await?;
     }
     Ok(report)
 }
@@ -157,7 +172,7 @@ async fn prune_audit(
     store: &Store,
     before: i64,
     dry_run: bool,
-    report: &mut PruneReport,
+    report: &mut AuditPrune,
 ) -> Result<(), StoreError> {
     let latest_signed = store
         .audit_of_kind(checkpoint::EVENT_KIND, 1000)
@@ -168,7 +183,7 @@ async fn prune_audit(
             d.signed.then_some((d.seq, d.hash))
         });
     let Some((cp_seq, cp_hash)) = latest_signed.filter(|(_, hash)| !hash.is_empty()) else {
-        report.audit_skipped = Some(
+        report.skipped = Some(
             "no signed checkpoint in the log; records are only pruned below one \
              (run `emla audit checkpoint`)"
                 .into(),
@@ -176,7 +191,7 @@ async fn prune_audit(
         return Ok(());
     };
     if let ChainCheck::Broken { seq, problem } = store.verify_chain().await? {
-        report.audit_skipped = Some(format!(
+        report.skipped = Some(format!(
             "the audit chain is broken at record {seq} ({problem}); nothing is pruned from a broken chain"
         ));
         return Ok(());
@@ -184,7 +199,7 @@ async fn prune_audit(
     match store.audit_record(cp_seq).await? {
         Some(r) if r.hash == cp_hash => {}
         other => {
-            report.audit_skipped = Some(format!(
+            report.skipped = Some(format!(
                 "record {cp_seq} has hash {}, not the signed checkpoint's {cp_hash}",
                 other.map(|r| r.hash).unwrap_or_else(|| "(missing)".into())
             ));
@@ -198,17 +213,17 @@ async fn prune_audit(
         return Ok(());
     }
     let Some(record) = store.audit_record(through).await? else {
-        report.audit_skipped = Some(format!("record {through} is missing"));
+        report.skipped = Some(format!("record {through} is missing"));
         return Ok(());
     };
-    report.audit_through = Some(through);
-    report.audit_anchor_hash = Some(record.hash.clone());
-    report.audit_checkpoint = Some(cp_seq);
+    report.through = Some(through);
+    report.anchor_hash = Some(record.hash.clone());
+    report.checkpoint = Some(cp_seq);
     if dry_run {
-        report.audit_deleted = u64::try_from(through - anchor).unwrap_or(0);
+        report.deleted = u64::try_from(through - anchor).unwrap_or(0);
         return Ok(());
     }
-    report.audit_deleted = store
+    report.deleted = store
         .prune_audit_through(through, &record.hash, now_ms())
         .await?;
     store
@@ -220,7 +235,7 @@ async fn prune_audit(
                 anchor_hash: record.hash,
                 checkpoint_seq: cp_seq,
                 checkpoint_hash: cp_hash,
-                deleted: report.audit_deleted,
+                deleted: report.deleted,
             },
         ))
         .await?;
@@ -248,14 +263,14 @@ pub fn spawn(
             }
             match prune(&store, &cfg, now_ms(), false).await {
                 Ok(r) => {
-                    if !r.bodies.is_empty() || r.audit_through.is_some() {
+                    if !r.bodies.is_empty() || r.audit.through.is_some() {
                         tracing::info!(
                             bodies = r.bodies.len(),
-                            audit_through = ?r.audit_through,
+                            audit_through = ?r.audit.through,
                             "retention: pruned"
                         );
                     }
-                    if let Some(why) = r.audit_skipped {
+                    if let Some(why) = r.audit.skipped {
                         tracing::warn!("retention: audit records not pruned: {why}");
                     }
                 }
@@ -263,4 +278,30 @@ pub fn spawn(
             }
         }
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn report_json_keeps_flat_audit_keys() {
+        let v = serde_json::to_value(PruneReport::default()).unwrap();
+        let keys: Vec<&str> = v.as_object().unwrap().keys().map(String::as_str).collect();
+        assert_eq!(
+            keys,
+            [
+                "audit_anchor_hash",
+                "audit_before",
+                "audit_checkpoint",
+                "audit_deleted",
+                "audit_skipped",
+                "audit_through",
+                "bodies",
+                "bodies_before",
+                "dry_run",
+                "files_removed"
+            ]
+        );
+    }
 }

@@ -67,8 +67,12 @@ impl History {
     fn received(&self, out: &mut Out, m: &MessageRow) {
         out.blank();
         out.line(0, &format!("{}  received", at(m.received_at)));
-        let mut client = format!("{} (HELO {})", clean(&m.client_ip), clean(&m.helo));
-        match (&m.tls_version, &m.tls_cipher) {
+        let mut client = format!(
+            "{} (HELO {})",
+            clean(&m.session.client_ip),
+            clean(&m.session.helo)
+        );
+        match (&m.session.tls_version, &m.session.tls_cipher) {
             (Some(v), Some(c)) => client.push_str(&format!(", {} {}", clean(v), clean(c))),
             (Some(v), None) => client.push_str(&format!(", {}", clean(v))),
             _ => client.push_str(", no TLS"),
@@ -80,11 +84,11 @@ impl History {
         out.fields_present(
             1,
             &[
-                ("From:", &m.header_from),
-                ("To:", &m.header_to),
-                ("Subject:", &m.subject),
-                ("Message-ID:", &m.message_id),
-                ("Date:", &m.date),
+                ("From:", &m.headers.header_from),
+                ("To:", &m.headers.header_to),
+                ("Subject:", &m.headers.subject),
+                ("Message-ID:", &m.headers.message_id),
+                ("Date:", &m.headers.date),
             ],
         );
         out.field(1, "size", &format!("{} bytes", m.size));
@@ -179,13 +183,13 @@ impl History {
                 1,
                 &format!(
                     "#{}  {}  status {}  attempts {}",
-                    q.id, q.next_hop, q.status, q.attempts
+                    q.id, q.delivery.next_hop, q.status, q.attempts
                 ),
             );
-            out.field(2, "authority", &q.authority);
-            out.field(2, "route", &q.route);
-            out.field(2, "lane", q.lane.as_str());
-            out.field(2, "recipients", &q.recipients.join(", "));
+            out.field(2, "authority", &q.delivery.authority);
+            out.field(2, "route", &q.delivery.route);
+            out.field(2, "lane", q.delivery.lane.as_str());
+            out.field(2, "recipients", &q.delivery.recipients.join(", "));
             out.field(2, "created", &at(q.created_at));
             out.field(2, "next attempt", &at(q.next_attempt_at));
             if let Some(c) = &q.claimed_by {

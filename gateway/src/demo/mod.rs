@@ -119,7 +119,7 @@ async fn report(
             println!(
                 "  {id}  {}  to {}  after {} attempt(s)",
                 r.status,
-                serde_json::json!(r.recipients),
+                serde_json::json!(r.delivery.recipients),
                 r.attempts
             );
         }

@@ -143,12 +143,12 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
         };
         table.push(vec![
             r.id.to_string(),
-            r.message_id.clone(),
+            r.delivery.message_id.clone(),
             r.status.to_string(),
             r.attempts.to_string(),
             next,
-            r.next_hop.clone(),
-            r.recipients.join(", "),
+            r.delivery.next_hop.clone(),
+            r.delivery.recipients.join(", "),
             cut(r.last_error.as_deref().unwrap_or_default(), 60),
         ]);
     }
@@ -168,13 +168,13 @@ async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
         "queue entry {}\n  message      {}\n  status       {}\n  next hop     {} (authority {}, route {}, {} lane)\n  \
          recipients   {}\n  queued at    {}\n  attempts     {}\n",
         a.id,
-        row.message_id,
+        row.delivery.message_id,
         row.status,
-        row.next_hop,
-        row.authority,
-        row.route,
-        row.lane.as_str(),
-        row.recipients.join(", "),
+        row.delivery.next_hop,
+        row.delivery.authority,
+        row.delivery.route,
+        row.delivery.lane.as_str(),
+        row.delivery.recipients.join(", "),
         time_text(Some(row.created_at)),
         row.attempts,
     );
@@ -283,7 +283,7 @@ async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, 
         .record(Record {
             events: vec![AuditEvent {
                 kind,
-                message_id: Some(row.message_id.clone()),
+                message_id: Some(row.delivery.message_id.clone()),
                 data: serde_json::to_value(&action).unwrap_or_default(),
             }],
             queue_updates: vec![QueueUpdate {

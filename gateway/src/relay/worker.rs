@@ -159,9 +159,13 @@ impl Hop {
 fn by_hop(policy: &Policy, batch: Vec<Claimed>) -> Vec<(Hop, Vec<Claimed>)> {
     let mut groups: Vec<(Hop, Vec<Claimed>)> = Vec::new();
     for c in batch {
-        let hop = match policy.authorities.iter().find(|a| a.id == c.authority) {
+        let hop = match policy
+            .authorities
+            .iter()
+            .find(|a| a.id == c.delivery.authority)
+        {
             Some(a) => Hop::Known(a.next_hop.clone()),
-            None => Hop::Unknown(c.authority.clone()),
+            None => Hop::Unknown(c.delivery.authority.clone()),
         };
         match groups.iter_mut().find(|(h, _)| h.key() == hop.key()) {
             Some((_, v)) => v.push(c),
@@ -239,7 +243,7 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
         let outcomes = c
             .send(
                 &entry.mail_from,
-                &entry.recipients,
+                &entry.delivery.recipients,
                 entry.dsn.as_ref(),
                 &trace,
                 &body,
@@ -271,6 +275,7 @@ struct Attempt<'a> {
 
 fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcome> {
     entry
+        .delivery
         .recipients
         .iter()
         .map(|_| RcptOutcome::Deferred {
@@ -283,6 +288,7 @@ fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcom
 fn connect_failed(entry: &Claimed, e: &ConnectError) -> Vec<RcptOutcome> {
     match (e.permanent, e.code) {
         (true, Some(code)) => entry
+            .delivery
             .recipients
             .iter()
             .map(|_| RcptOutcome::Refused {
@@ -297,7 +303,7 @@ fn connect_failed(entry: &Claimed, e: &ConnectError) -> Vec<RcptOutcome> {
 /// The `Received:` field sent in front of the stored message: the only
 /// change relaying makes, outside anything a signature covers.
 fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
-    let with = if entry.tls_version.is_some() {
+    let with = if entry.session.tls_version.is_some() {
         "ESMTPS"
     } else {
         "ESMTP"
@@ -306,6 +312,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
         + Duration::from_millis(u64::try_from(entry.received_at_ms).unwrap_or(0));
     let when = crate::receipts::build::rfc5322_date(received);
     let helo: String = entry
+        .session
         .helo
         .chars()
         .filter(|c| c.is_ascii_graphic() && !"()[];".contains(*c))
@@ -313,7 +320,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
         .collect();
     format!(
         "Received: from {helo} ([{}])\r\n\tby {} (emla) with {with} id {}\r\n\t; {when}\r\n",
-        entry.client_ip, policy.gateway.hostname, entry.message_id
+        entry.session.client_ip, policy.gateway.hostname, entry.delivery.message_id
     )
     .into_bytes()
 }
@@ -339,13 +346,14 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
         .filter(|o| matches!(o, RcptOutcome::Delivered { .. }))
         .count();
     let deferred: Vec<String> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)
         .filter(|(_, o)| matches!(o, RcptOutcome::Deferred { .. }))
         .map(|(r, _)| r.clone())
         .collect();
-    let lane = entry.lane;
+    let lane = entry.delivery.lane;
     let lifetime = policy.relay.lifetime(lane);
     let expires_at = entry.created_at_ms + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let failures = u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX);
@@ -415,12 +423,13 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         queue_id: Some(entry.id),
         attempt: Some(entry.attempts + 1),
         next_hop: Some(hop.clone()),
-        authority: Some(entry.authority.clone()),
-        route: Some(entry.route.clone()),
-        lane: Some(entry.lane),
+        authority: Some(entry.delivery.authority.clone()),
+        route: Some(entry.delivery.route.clone()),
+        lane: Some(entry.delivery.lane),
         instance: Some(gw.config.instance_id.clone()),
         tls: tls.as_ref().map(TlsReport::to_record),
         recipients: entry
+            .delivery
             .recipients
             .iter()
             .zip(&outcomes)
@@ -437,11 +446,12 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     };
     let event = AuditEvent {
         kind,
-        message_id: Some(entry.message_id.clone()),
+        message_id: Some(entry.delivery.message_id.clone()),
         data: serde_json::to_value(&data).unwrap_or_default(),
     };
-    let remaining = (status == QueueStatus::Queued && deferred.len() < entry.recipients.len())
-        .then_some(deferred);
+    let remaining = (status == QueueStatus::Queued
+        && deferred.len() < entry.delivery.recipients.len())
+    .then_some(deferred);
     let update = QueueUpdate {
         queue_id: entry.id,
         holder: Some(gw.config.instance_id.clone()),
@@ -470,7 +480,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         // The claim runs out and the entry is tried again: at least once.
         Err(e) => {
             tracing::error!(
-                message = %entry.message_id,
+                message = %entry.delivery.message_id,
                 queue_id = entry.id,
                 error = %e,
                 "relay: cannot record the attempt"
@@ -479,7 +489,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         }
     }
     tracing::info!(
-        message = %entry.message_id,
+        message = %entry.delivery.message_id,
         queue_id = entry.id,
         next_hop = %hop,
         status = status.as_str(),
@@ -510,16 +520,16 @@ fn notices(
         return Vec::new();
     };
     let o = Original {
-        id: &entry.message_id,
+        id: &entry.delivery.message_id,
         received_at_ms: entry.received_at_ms,
         sha256: &entry.sha256,
         sender: &entry.mail_from,
         recipients: &entry.rcpt_to,
-        subject: entry.subject.as_deref(),
-        message_id: entry.header_message_id.as_deref(),
+        subject: entry.headers.subject.as_deref(),
+        message_id: entry.headers.message_id.as_deref(),
         signers: &entry.signers,
         sender_authority: entry.sender_authority.as_deref(),
-        route: &entry.route,
+        route: &entry.delivery.route,
         policy_version: &entry.policy_version,
         case_ref: entry.case_ref.as_deref(),
         auto_submitted: notify::is_auto_submitted(original),
@@ -540,6 +550,7 @@ fn notices(
     let success = |n: &crate::envelope::Notify| n.success;
     let on_failure = |n: &crate::envelope::Notify| n.failure;
     let delivered: Vec<(&String, u16, &String)> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)
@@ -565,6 +576,7 @@ fn notices(
         out.extend(notify::delivery(policy, &o, &outcome, asked));
     }
     let failed: Vec<(&String, &RcptOutcome)> = entry
+        .delivery
         .recipients
         .iter()
         .zip(outcomes)

@@ -99,10 +99,10 @@ pub fn status_rows(policy: &Policy, state: &State, now: EvalTime) -> Vec<CrlRow>
                 this_update: when(src.this_update),
                 next_update: when(src.next_update),
                 stale: src.next_update.is_none_or(|n| n < now.unix()),
-                last_attempt: when(src.last_attempt),
+                last_attempt: when(src.schedule.last_attempt),
                 last_success: when(src.last_success),
-                last_error: src.last_error.clone(),
-                next_attempt: when(Some(src.next_attempt)),
+                last_error: src.schedule.last_error.clone(),
+                next_attempt: when(Some(src.schedule.next_attempt)),
             });
         }
     }

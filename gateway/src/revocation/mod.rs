@@ -193,7 +193,7 @@ impl Revocation {
             state
                 .crls
                 .iter()
-                .filter(|(_, s)| s.active && (force || s.next_attempt <= now))
+                .filter(|(_, s)| s.active && (force || s.schedule.next_attempt <= now))
                 .map(|(u, _)| u.clone())
                 .collect()
         };
@@ -235,19 +235,18 @@ impl Revocation {
     ) -> (FetchOutcome, Option<AuditEvent>) {
         let mut state = self.st();
         let src = state.crls.entry(url.to_owned()).or_default();
-        src.last_attempt = Some(now);
+        src.schedule.last_attempt = Some(now);
         let authorities: Vec<String> = src.authorities.iter().cloned().collect();
         match result {
             Ok((crl, changed)) => {
                 src.last_success = Some(now);
-                src.last_error = None;
-                src.failures = 0;
+                src.schedule.succeeded();
                 src.issuer = Some(crl.issuer_text.clone());
                 src.this_update = Some(crl.this_update);
                 src.next_update = Some(crl.next_update);
                 let previous = src.sha256.replace(crl.sha256.clone());
                 let margin = self.settings.refresh_margin.as_secs();
-                src.next_attempt = (now + self.settings.refresh_interval.as_secs())
+                src.schedule.next_attempt = (now + self.settings.refresh_interval.as_secs())
                     .min(crl.next_update.saturating_sub(margin))
                     .max(now + 1);
                 let detail = format!(
@@ -283,19 +282,18 @@ impl Revocation {
                 )
             }
             Err(why) => {
-                src.failures = src.failures.saturating_add(1);
-                src.last_error = Some(why.clone());
-                src.next_attempt = self.retry_at(now, src.failures);
-                tracing::warn!(%url, error = %why, failures = src.failures, "CRL download failed");
+                src.schedule.failed(&why, |n| self.retry_at(now, n));
+                let failures = src.schedule.failures;
+                tracing::warn!(%url, error = %why, failures, "CRL download failed");
                 let event = AuditEvent::of(
                     None,
                     &CrlFetchFailed {
                         url: url.to_owned(),
                         authorities,
                         error: why.clone(),
-                        failures: src.failures,
+                        failures,
                         held: src.sha256.clone(),
-                        next_attempt: EvalTime::from_unix(src.next_attempt).to_rfc3339(),
+                        next_attempt: EvalTime::from_unix(src.schedule.next_attempt).to_rfc3339(),
                     },
                 );
                 (
@@ -404,7 +402,7 @@ impl Revocation {
                     if let Some(a) = authority {
                         src.authorities.insert(a.to_owned());
                     }
-                    if src.next_attempt <= now {
+                    if src.schedule.next_attempt <= now {
                         urls.insert(url.clone());
                     }
                 }
@@ -481,10 +479,10 @@ impl Revocation {
             if let Some(a) = authority {
                 src.authorities.insert(a.to_owned());
             }
-            if src.failures > 0 && now < src.next_attempt {
+            if src.schedule.backing_off(now) {
                 return false;
             }
-            src.last_attempt = Some(now);
+            src.schedule.last_attempt = Some(now);
         }
         let flight = format!("ocsp:{id}");
         if !self.begin(&flight) {
@@ -515,8 +513,7 @@ impl Revocation {
                 src.sha256 = Some(answer.sha256.clone());
                 src.valid_until = Some(answer.next_update);
                 src.this_update = Some(answer.this_update);
-                src.last_error = None;
-                src.failures = 0;
+                src.schedule.succeeded();
                 (changed, src.cert.clone())
             };
             let (key, held) = (*key, answer.clone());
@@ -542,16 +539,14 @@ impl Revocation {
         let event = {
             let mut state = self.st();
             let src = state.ocsp.entry(id).or_default();
-            src.failures = src.failures.saturating_add(1);
-            src.last_error = Some(why.clone());
-            src.next_attempt = self.retry_at(now, src.failures);
+            src.schedule.failed(&why, |n| self.retry_at(now, n));
             AuditEvent::of(
                 None,
                 &OcspFetchFailed {
                     urls: urls.clone(),
                     certificate: src.cert.clone(),
                     error: why.clone(),
-                    failures: src.failures,
+                    failures: src.schedule.failures,
                 },
             )
         };
@@ -607,7 +602,7 @@ impl Revocation {
                 };
                 let life = until.saturating_sub(s.this_update.unwrap_or(until));
                 let margin = self.settings.refresh_margin.as_secs().min(life / 2);
-                until.saturating_sub(margin) <= now && (s.failures == 0 || s.next_attempt <= now)
+                until.saturating_sub(margin) <= now && !s.schedule.backing_off(now)
             })
             .map(|(k, s)| (k.clone(), s.clone()))
             .collect();
@@ -642,7 +637,7 @@ impl Revocation {
             .crls
             .values()
             .filter(|s| s.active)
-            .map(|s| s.next_attempt)
+            .map(|s| s.schedule.next_attempt)
             .min()
             .unwrap_or(u64::MAX);
         let ocsp_next = state

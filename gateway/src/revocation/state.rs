@@ -49,16 +49,11 @@ pub struct CrlSource {
     pub this_update: Option<u64>,
     /// nextUpdate of the CRL held, Unix seconds.
     pub next_update: Option<u64>,
-    /// Last download attempt, Unix seconds.
-    pub last_attempt: Option<u64>,
     /// Last successful download, Unix seconds.
     pub last_success: Option<u64>,
-    /// What went wrong the last time, when it did.
-    pub last_error: Option<String>,
-    /// Failures in a row.
-    pub failures: u32,
-    /// When to download it next, Unix seconds.
-    pub next_attempt: u64,
+    /// Its attempts: when to download it next.
+    #[serde(flatten)]
+    pub schedule: Schedule,
 }
 
 /// One certificate whose status is asked of an OCSP responder.
@@ -78,14 +73,44 @@ pub struct OcspSource {
     pub valid_until: Option<u64>,
     /// thisUpdate of the response held, Unix seconds.
     pub this_update: Option<u64>,
-    /// Last request, Unix seconds.
+    /// Its requests: not asked again before `next_attempt` after a failure.
+    #[serde(flatten)]
+    pub schedule: Schedule,
+}
+
+/// The attempts on one source (CRL download, OCSP request): the last one,
+/// the failures in a row and when to try next.
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
+pub struct Schedule {
+    /// Last attempt, Unix seconds.
     pub last_attempt: Option<u64>,
     /// What went wrong the last time, when it did.
     pub last_error: Option<String>,
     /// Failures in a row.
     pub failures: u32,
-    /// Not asked again before this time after a failure, Unix seconds.
+    /// When to try next, Unix seconds.
     pub next_attempt: u64,
+}
+
+impl Schedule {
+    /// Whether failures in a row put off the next attempt past `now`.
+    pub fn backing_off(&self, now: u64) -> bool {
+        self.failures > 0 && now < self.next_attempt
+    }
+
+    /// An attempt worked: the failures are over.
+    pub fn succeeded(&mut self) {
+        self.last_error = None;
+        self.failures = 0;
+    }
+
+    /// An attempt failed with `why`; the next is due at `retry_at` of the
+    /// failures in a row.
+    pub fn failed(&mut self, why: &str, retry_at: impl FnOnce(u32) -> u64) {
+        self.failures = self.failures.saturating_add(1);
+        self.last_error = Some(why.to_owned());
+        self.next_attempt = retry_at(self.failures);
+    }
 }
 
 /// The downloader's state.

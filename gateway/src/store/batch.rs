@@ -89,11 +89,11 @@ macro_rules! batch_sections {
                     .bind(&r.session.tls_cipher)
                     .bind(&r.mail_from)
                     .bind(&m.rcpt_to_json)
-                    .bind(&r.header_from)
-                    .bind(&r.header_to)
-                    .bind(&r.subject)
-                    .bind(&r.message_id)
-                    .bind(&r.date)
+                    .bind(&r.headers.header_from)
+                    .bind(&r.headers.header_to)
+                    .bind(&r.headers.subject)
+                    .bind(&r.headers.message_id)
+                    .bind(&r.headers.date)
                     .bind(m.verdict.as_str())
                     .bind(r.reason.as_str())
                     .bind(&r.detail)
@@ -159,14 +159,14 @@ macro_rules! batch_sections {
             ) -> Result<(), sqlx::Error> {
                 for ev in &rec.events {
                     *seq += 1;
-                    let hash = chain::record_hash(
+                    let hash = chain::record_hash(&chain::canonical(
                         prev,
                         *seq,
                         now_ms,
                         ev.kind.as_str(),
                         ev.message_id.as_deref(),
                         &ev.data_json,
-                    );
+                    ));
                     sqlx::query(
                         "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
                          VALUES ($1, $2, $3, $4, $5, $6, $7)",

@@ -44,17 +44,9 @@ pub fn canonical(
     )
 }
 
-/// The hash of a record (lowercase hex SHA-256 of [`canonical`]).
-pub fn record_hash(
-    prev_hash: &str,
-    seq: i64,
-    at_ms: i64,
-    kind: &str,
-    message_id: Option<&str>,
-    data_json: &str,
-) -> String {
-    let form = canonical(prev_hash, seq, at_ms, kind, message_id, data_json);
-    hex::encode(Sha256::digest(form.as_bytes()))
+/// The hash of a record: lowercase hex SHA-256 of its [`canonical`] form.
+pub fn record_hash(canonical_form: &str) -> String {
+    hex::encode(Sha256::digest(canonical_form.as_bytes()))
 }
 
 /// One row of `audit` as stored.
@@ -77,6 +69,18 @@ pub struct AuditRow {
 }
 
 impl AuditRow {
+    /// The hash its fields give (what `hash` must be).
+    pub fn computed_hash(&self) -> String {
+        record_hash(&canonical(
+            &self.prev_hash,
+            self.seq,
+            self.at,
+            &self.kind,
+            self.message_id.as_deref(),
+            &self.data,
+        ))
+    }
+
     /// Its kind, when it is one of the [`AuditKind`](super::AuditKind)s
     /// (the text is kept as stored: the hash covers it).
     pub fn audit_kind(&self) -> Option<super::AuditKind> {
@@ -134,14 +138,7 @@ impl Verifier {
             };
             return Err(broken(expected, problem));
         }
-        let computed = record_hash(
-            &row.prev_hash,
-            row.seq,
-            row.at,
-            &row.kind,
-            row.message_id.as_deref(),
-            &row.data,
-        );
+        let computed = row.computed_hash();
         if computed != row.hash {
             return Err(broken(
                 row.seq,
@@ -232,7 +229,14 @@ mod tests {
         (1..=n)
             .map(|seq| {
                 let data = format!("{{\"n\":{seq}}}");
-                let hash = record_hash(&prev, seq, 1000 + seq, "test", Some("m1"), &data);
+                let hash = record_hash(&canonical(
+                    &prev,
+                    seq,
+                    1000 + seq,
+                    "test",
+                    Some("m1"),
+                    &data,
+                ));
                 let row = AuditRow {
                     seq,
                     at: 1000 + seq,
@@ -281,14 +285,7 @@ mod tests {
             format!("{GENESIS}\n1\n1767225600000\nmessage.accepted\nm1\n{{\"reason\":\"ok\"}}")
         );
         assert_eq!(
-            record_hash(
-                GENESIS,
-                1,
-                1767225600000,
-                "message.accepted",
-                Some("m1"),
-                r#"{"reason":"ok"}"#
-            ),
+            record_hash(&form),
             "5fdf26d9d2dc9d5c5549d88a88f9d243aba9f0590d02cac09922a9e0c7c7f937"
         );
     }
@@ -328,14 +325,7 @@ mod tests {
         let mut rows = chain(5);
         let head = rows[4].hash.clone();
         rows[2].data = "{\"n\":99}".into();
-        rows[2].hash = record_hash(
-            &rows[2].prev_hash,
-            3,
-            rows[2].at,
-            "test",
-            Some("m1"),
-            &rows[2].data,
-        );
+        rows[2].hash = rows[2].computed_hash();
         let (seq, p) = broken_seq(check(&rows, 5, &head));
         assert_eq!(seq, 4);
         assert!(p.contains("record 4 does not link to record 3"), "{p}");
@@ -381,14 +371,7 @@ mod tests {
     fn bad_genesis() {
         let mut rows = chain(1);
         rows[0].prev_hash = "1".repeat(64);
-        rows[0].hash = record_hash(
-            &rows[0].prev_hash,
-            1,
-            rows[0].at,
-            "test",
-            Some("m1"),
-            &rows[0].data,
-        );
+        rows[0].hash = rows[0].computed_hash();
         let (seq, p) = broken_seq(check(&rows, 1, &rows[0].hash.clone()));
         assert_eq!(seq, 1);
         assert!(p.contains("does not start the chain"), "{p}");

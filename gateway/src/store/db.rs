@@ -21,7 +21,7 @@ use super::kind::AuditKind;
 use super::recorder::Prepared;
 use super::rows::{AuditRecord, MessageRow, Verdict};
 use super::search::{self, Bind, MessageSummary, SearchQuery};
-use super::StoreError;
+use super::{MessageHeaders, SessionInfo, StoreError};
 
 /// How long a caller waits for a connection (or SQLite for a lock) before
 /// the store reports itself unavailable.
@@ -296,10 +296,13 @@ impl Db {
             .await?;
             let Some(r) = row else { return Ok(None) };
             Ok(Some(from_row!(r, MessageRow {
-                id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher,
-                mail_from, header_from, header_to, subject, message_id, date, detail,
-                authority, policy_version, body_stored, case_ref,
-            }; rcpt_to: addresses(r.try_get("rcpt_to")?),
+                id, received_at, sha256, size, mail_from, detail, authority, policy_version,
+                body_stored, case_ref,
+            }; session: from_row!(r, SessionInfo { client_ip, helo, tls_version, tls_cipher }),
+                headers: from_row!(r, MessageHeaders {
+                    header_from, header_to, subject, message_id, date,
+                }),
+                rcpt_to: addresses(r.try_get("rcpt_to")?),
                 verdict: verdict(r.try_get("verdict")?)?,
                 reason: reason(r.try_get("reason")?)?,
                 signers: parse_json(&r.try_get::<String, _>("signers")?),

@@ -61,6 +61,23 @@ pub struct SessionInfo {
     pub tls_cipher: Option<String>,
 }
 
+/// The header fields of a message that its row keeps (as decoded; `None`
+/// when absent); named as the columns of `messages`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(default)]
+pub struct MessageHeaders {
+    /// `From:`.
+    pub header_from: Option<String>,
+    /// `To:`.
+    pub header_to: Option<String>,
+    /// `Subject:`.
+    pub subject: Option<String>,
+    /// `Message-ID:`.
+    pub message_id: Option<String>,
+    /// `Date:`.
+    pub date: Option<String>,
+}
+
 /// One message that reached the end of DATA, accepted or rejected.
 #[derive(Clone, Debug)]
 pub struct MessageRecord {
@@ -78,16 +95,8 @@ pub struct MessageRecord {
     pub mail_from: String,
     /// RCPT TO, in order.
     pub rcpt_to: Vec<String>,
-    /// Header fields of the message (as decoded; `None` when absent).
-    pub header_from: Option<String>,
-    /// `To:`.
-    pub header_to: Option<String>,
-    /// `Subject:`.
-    pub subject: Option<String>,
-    /// `Message-ID:`.
-    pub message_id: Option<String>,
-    /// `Date:`.
-    pub date: Option<String>,
+    /// Header fields of the message.
+    pub headers: MessageHeaders,
     /// The verdict's reason code (`Reason::Ok` = accepted).
     pub reason: Reason,
     /// The verdict's detail.
@@ -114,7 +123,7 @@ pub struct MessageRecord {
 }
 
 /// One delivery to make: a message to one next hop, for some recipients.
-#[derive(Clone, Debug, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct QueueEntry {
     /// The emla message id.
     pub message_id: String,
@@ -484,8 +493,8 @@ impl Store {
             signers_json: to_json(&m.signers)?,
             body_stored,
             body_row,
-            sender_keys: index::sender_keys(&m.mail_from, m.header_from.as_deref()),
-            recipient_keys: index::recipient_keys(&m.rcpt_to, m.header_to.as_deref()),
+            sender_keys: index::sender_keys(&m.mail_from, m.headers.header_from.as_deref()),
+            recipient_keys: index::recipient_keys(&m.rcpt_to, m.headers.header_to.as_deref()),
             signer_keys: index::signer_keys(&m.signers),
             record: m,
         })
@@ -650,7 +659,7 @@ impl Store {
             return Ok(None);
         };
         let events = self
-            .audit_events(&entry.message_id)
+            .audit_events(&entry.delivery.message_id)
             .await?
             .into_iter()
             .filter(|e| e.queue_id() == Some(id))

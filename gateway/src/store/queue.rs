@@ -14,7 +14,7 @@ use sqlx::Row;
 
 use super::db::{decode, from_row, on_pool, Db};
 use super::rows::QueueRow;
-use super::Lane;
+use super::{Lane, MessageHeaders, QueueEntry, SessionInfo};
 
 /// Where a queue entry stands.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -97,18 +97,8 @@ pub struct AttemptNote {
 pub struct Claimed {
     /// Queue row id.
     pub id: i64,
-    /// The emla message id.
-    pub message_id: String,
-    /// `host:port` of the next hop.
-    pub next_hop: String,
-    /// The recipients' authority.
-    pub authority: String,
-    /// The route that allowed it.
-    pub route: String,
-    /// The delivery lane.
-    pub lane: Lane,
-    /// Recipients at that next hop.
-    pub recipients: Vec<String>,
+    /// The delivery.
+    pub delivery: QueueEntry,
     /// Attempts made before this one.
     pub attempts: i64,
     /// When the entry was queued (ms since the epoch).
@@ -117,16 +107,10 @@ pub struct Claimed {
     pub mail_from: String,
     /// SHA-256 of the raw message (its body file name).
     pub sha256: String,
-    /// `Subject:` of the message.
-    pub subject: Option<String>,
-    /// `Message-ID:` of the message.
-    pub header_message_id: Option<String>,
-    /// HELO name of the client that submitted it.
-    pub helo: String,
-    /// Its IP address.
-    pub client_ip: String,
-    /// The TLS version of that session, if any.
-    pub tls_version: Option<String>,
+    /// The header fields of the message.
+    pub headers: MessageHeaders,
+    /// The SMTP session that submitted it.
+    pub session: SessionInfo,
     /// When it was received (ms since the epoch).
     pub received_at_ms: i64,
     /// All envelope recipients of the message.
@@ -155,24 +139,33 @@ pub struct QueueFilter {
 }
 
 const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
-     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.subject, \
-     m.message_id AS header_message_id, m.helo, m.client_ip, m.tls_version, m.received_at, \
-     m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref, \
+     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.header_from, \
+     m.header_to, m.subject, m.message_id AS header_message_id, m.date, m.helo, m.client_ip, \
+     m.tls_version, m.tls_cipher, m.received_at, m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref, \
      m.dsn";
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
      last_error, updated_at";
 
+/// The [`QueueEntry`] of a row of `queue` (any backend).
+macro_rules! queue_entry {
+    ($r:ident) => {
+        from_row!($r, QueueEntry { message_id, next_hop, authority, route };
+            lane: Lane::parse(&$r.try_get::<String, _>("lane")?),
+            recipients: json_col($r.try_get("recipients")?),
+        )
+    };
+}
+
 /// A [`QueueRow`] from any backend's row.
 macro_rules! queue_row {
     ($r:ident) => {{
         let status: String = $r.try_get("status")?;
         Ok::<_, sqlx::Error>(from_row!($r, QueueRow {
-            id, message_id, next_hop, authority, route, attempts, next_attempt_at, created_at,
-            claimed_by, lease_until, last_attempt_at, last_error, updated_at,
-        }; lane: Lane::parse(&$r.try_get::<String, _>("lane")?),
-            recipients: json_col($r.try_get("recipients")?),
+            id, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at,
+            last_error, updated_at,
+        }; delivery: queue_entry!($r),
             status: QueueStatus::parse(&status)
                 .ok_or_else(|| decode("status", format!("unknown queue status {status:?}")))?,
         ))
@@ -226,11 +219,12 @@ impl Db {
                 }
                 for r in q.fetch_all(&mut *tx).await? {
                     claimed.push(from_row!(r, Claimed {
-                        id, message_id, next_hop, authority, route, attempts, mail_from, sha256,
-                        subject, header_message_id, helo, client_ip, tls_version,
-                        sender_authority, policy_version, case_ref,
-                    }; lane: Lane::parse(&r.try_get::<String, _>("lane")?),
-                        recipients: json_col(r.try_get("recipients")?),
+                        id, attempts, mail_from, sha256, sender_authority, policy_version, case_ref,
+                    }; delivery: queue_entry!(r),
+                        headers: from_row!(r, MessageHeaders { header_from, header_to, subject, date };
+                            message_id: r.try_get("header_message_id")?,
+                        ),
+                        session: from_row!(r, SessionInfo { helo, client_ip, tls_version, tls_cipher }),
                         created_at_ms: r.try_get("created_at")?,
                         received_at_ms: r.try_get("received_at")?,
                         rcpt_to: json_col(r.try_get("rcpt_to")?),
@@ -242,7 +236,7 @@ impl Db {
                 }
             }
             tx.commit().await?;
-            claimed.sort_by_key(|c| (c.lane != Lane::Urgent, c.id));
+            claimed.sort_by_key(|c| (c.delivery.lane != Lane::Urgent, c.id));
             Ok(claimed)
         })
     }

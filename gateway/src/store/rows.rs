@@ -68,28 +68,16 @@ pub struct MessageRow {
     pub sha256: String,
     /// Size in bytes.
     pub size: i64,
-    /// The SMTP client's IP address.
-    pub client_ip: String,
-    /// Its HELO/EHLO name.
-    pub helo: String,
-    /// TLS version of the session, if any.
-    pub tls_version: Option<String>,
-    /// TLS cipher of the session, if any.
-    pub tls_cipher: Option<String>,
+    /// The SMTP session (its columns).
+    #[serde(flatten)]
+    pub session: super::SessionInfo,
     /// MAIL FROM.
     pub mail_from: String,
     /// RCPT TO.
     pub rcpt_to: Vec<String>,
-    /// `From:`.
-    pub header_from: Option<String>,
-    /// `To:`.
-    pub header_to: Option<String>,
-    /// `Subject:`.
-    pub subject: Option<String>,
-    /// `Message-ID:`.
-    pub message_id: Option<String>,
-    /// `Date:`.
-    pub date: Option<String>,
+    /// The header fields (their columns).
+    #[serde(flatten)]
+    pub headers: super::MessageHeaders,
     /// Accepted or rejected.
     pub verdict: Verdict,
     /// The reason code.
@@ -156,18 +144,9 @@ pub struct Signer {
 pub struct QueueRow {
     /// Queue row id.
     pub id: i64,
-    /// The emla message id.
-    pub message_id: String,
-    /// `host:port` of the next hop.
-    pub next_hop: String,
-    /// The recipients' authority.
-    pub authority: String,
-    /// The route that allowed it.
-    pub route: String,
-    /// The delivery lane.
-    pub lane: Lane,
-    /// Recipients still to deliver to.
-    pub recipients: Vec<String>,
+    /// The delivery (its recipients: those still to deliver to).
+    #[serde(flatten)]
+    pub delivery: super::QueueEntry,
     /// Where it stands.
     pub status: QueueStatus,
     /// Attempts made.
