@@ -485,7 +485,14 @@ impl Proof {
                 match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
                     Some((_, p)) => p,
                     None => {
-                        checkpoint::write(store, policy, dir, &config.audit)
+                        let tsa = config
+                            .evidence
+                            .tsa
+                            .as_ref()
+                            .map(crate::smime::tsa::Tsa::from_config)
+                            .transpose()
+                            .map_err(usage)?;
+                        checkpoint::write(store, policy, dir, &config.audit, tsa.as_ref())
                             .await
                             .map_err(|e| usage(format!("writing a checkpoint: {e}")))?
                             .json
