@@ -19,10 +19,10 @@ mod support;
 #[allow(unused_macros)]
 #[path = "support/testdb.rs"]
 mod testdb;
+#[path = "support/tsa.rs"]
+mod tsa_support;
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::OnceLock;
 use std::time::{Duration, Instant, SystemTime};
 
 use emla::audit::checkpoint;
@@ -31,179 +31,13 @@ use emla::smime::sign::SigningIdentity;
 use emla::smime::tsa::{self, Stamp, Tsa};
 use emla::store::CheckpointData;
 use emla::EvalTime;
-use proc::Proc;
-use support::{pki, support_dir};
+use support::pki;
 use testdb::{Backend, TestDb};
-
-/// The TSA's files: two CAs, a TSA under each, the openssl config.
-struct TsaPki {
-    dir: PathBuf,
-}
-
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(support::openssl())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-fn tsa_pki() -> &'static TsaPki {
-    static PKI: OnceLock<TsaPki> = OnceLock::new();
-    PKI.get_or_init(|| {
-        let dir = pki().dir.join(format!("tsa-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
-        std::fs::write(
-            dir.join("ext.cnf"),
-            "[tsa]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
-             extendedKeyUsage=critical,timeStamping\n",
-        )
-        .unwrap();
-        for ca in ["ca", "rogue-ca"] {
-            let subj = format!("/CN=Test {ca}");
-            let mut args = vec!["req", "-x509", "-days", "30", "-subj", &subj];
-            args.extend(ec);
-            let (key, pem) = (format!("{ca}.key"), format!("{ca}-cert.pem"));
-            args.extend(["-keyout", &key, "-out", &pem]);
-            args.extend(["-addext", "basicConstraints=critical,CA:TRUE"]);
-            args.extend(["-addext", "keyUsage=critical,keyCertSign,cRLSign"]);
-            openssl(&dir, &args);
-        }
-        for (tsa, ca) in [("good", "ca"), ("rogue", "rogue-ca")] {
-            let subj = format!("/CN=Test TSA {tsa}");
-            let (key, csr, pem) = (
-                format!("{tsa}.key"),
-                format!("{tsa}.csr"),
-                format!("{tsa}.pem"),
-            );
-            let mut args = vec!["req", "-new", "-subj", &subj, "-keyout", &key, "-out", &csr];
-            args.extend(ec);
-            openssl(&dir, &args);
-            let (ca_pem, ca_key) = (format!("{ca}-cert.pem"), format!("{ca}.key"));
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_pem,
-                    "-CAkey",
-                    &ca_key,
-                    "-days",
-                    "30",
-                    "-set_serial",
-                    "7",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "tsa",
-                    "-out",
-                    &pem,
-                ],
-            );
-        }
-        std::fs::write(dir.join("serial"), "01\n").unwrap();
-        std::fs::write(
-            dir.join("tsa.cnf"),
-            format!(
-                "[tsa]\ndefault_tsa = t\n[t]\nserial = {}/serial\nsigner_digest = sha256\n\
-                 default_policy = 1.2.3.4.1\nother_policies = 1.2.3.4.5\n\
-                 digests = sha256, sha384, sha512\naccuracy = secs:1\nordering = no\n\
-                 tsa_name = no\ness_cert_id_chain = no\ness_cert_id_alg = sha256\n",
-                dir.display()
-            ),
-        )
-        .unwrap();
-        TsaPki { dir }
-    })
-}
-
-impl TsaPki {
-    fn ca(&self) -> PathBuf {
-        self.dir.join("ca-cert.pem")
-    }
-}
-
-/// `tsa_serve.py` on a free loopback port; killed on drop.
-struct Server {
-    _proc: Proc,
-    port: u16,
-}
-
-impl Server {
-    fn start() -> Server {
-        let python = std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
-        let mut proc = Proc::spawn(
-            "tsa_serve.py",
-            Command::new(python)
-                .arg(support_dir().join("tsa_serve.py"))
-                .arg(&tsa_pki().dir)
-                .env("OPENSSL", support::openssl()),
-        );
-        let port = proc
-            .wait_line("listening on ", Duration::from_secs(20))
-            .trim()
-            .parse()
-            .expect("port number");
-        Server { _proc: proc, port }
-    }
-
-    fn tsa(&self, path: &str) -> Tsa {
-        tsa_at(&format!("http://127.0.0.1:{}{path}", self.port))
-    }
-}
-
-fn tsa_at(url: &str) -> Tsa {
-    let ca = emla::pem::read_certificates(&tsa_pki().ca()).unwrap();
-    Tsa::new(url, ca, None, Duration::from_secs(10)).unwrap()
-}
-
-/// A port nothing listens on.
-fn closed_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use tsa_support::{closed_port, readme_check, tsa_at, tsa_pki, Server};
 
 fn identity() -> SigningIdentity {
     let p = pki();
     SigningIdentity::load(&p.cert("aa", "gateway"), &p.key("aa", "gateway")).unwrap()
-}
-
-/// The README's openssl commands (the block after `<!-- tsa-verify -->`),
-/// run on `file` in a scratch directory.
-fn readme_check(file: &Path, tsa_ca: &Path) -> std::process::Output {
-    let readme = std::fs::read_to_string(support_dir().join("../../README.md")).unwrap();
-    let block = readme
-        .split("<!-- tsa-verify -->\n```sh\n")
-        .nth(1)
-        .and_then(|b| b.split("```").next())
-        .expect("README has the tsa-verify block");
-    let scratch = tempfile::tempdir().unwrap();
-    Command::new("sh")
-        .arg("-ec")
-        .arg(block)
-        .current_dir(scratch.path())
-        .env("FILE", file)
-        .env("TSA_CA", tsa_ca)
-        .output()
-        .unwrap()
 }
 
 fn rt() -> tokio::runtime::Runtime {

@@ -4,7 +4,7 @@ behind HTTP.
 
 Usage: tsa_serve.py DIR -- binds 127.0.0.1 on a free port, prints
 "listening on PORT" and serves until killed. DIR holds tsa.cnf (the
-openssl [tsa] section) and, per signer NAME, NAME.pem and NAME.key:
+openssl [tsa] section, `serial = @SERIAL@`) and, per signer NAME, NAME.pem and NAME.key:
 
   POST /NAME         the reply to the request, signed by NAME
   POST /NAME/other   a reply signed by NAME over another imprint (a
@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import time
 
 OPENSSL = os.environ.get("OPENSSL", "openssl")
 
@@ -54,9 +55,19 @@ class Handler(http.server.BaseHTTPRequestHandler):
             else:
                 with open(q, "wb") as f:
                     f.write(query)
+            # A serial file per reply (openssl rewrites it): replies in
+            # parallel never share one, and serials differ.
+            serial = os.path.join(tmp, "serial")
+            with open(serial, "w") as f:
+                f.write(f"{time.time_ns():x}\n")
+            cnf = os.path.join(tmp, "tsa.cnf")
+            with open(os.path.join(root, "tsa.cnf")) as f:
+                text = f.read().replace("@SERIAL@", serial)
+            with open(cnf, "w") as f:
+                f.write(text)
             r = os.path.join(tmp, "r.tsr")
             done = subprocess.run(
-                [OPENSSL, "ts", "-reply", "-config", os.path.join(root, "tsa.cnf"),
+                [OPENSSL, "ts", "-reply", "-config", cnf,
                  "-queryfile", q, "-signer", os.path.join(root, name + ".pem"),
                  "-inkey", os.path.join(root, name + ".key"), "-out", r],
                 capture_output=True, timeout=30)
