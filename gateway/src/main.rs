@@ -501,13 +501,7 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&config).await?;
-        let tsa = config
-            .evidence
-            .tsa
-            .as_ref()
-            .map(emla::smime::tsa::Tsa::from_config)
-            .transpose()
-            .map_err(Failure::config)?;
+        let tsa = emla::smime::tsa::Tsa::configured(&config.evidence).map_err(Failure::config)?;
         let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit, tsa.as_ref())
             .await
             .map_err(Failure::config)?;

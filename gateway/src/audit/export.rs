@@ -485,13 +485,8 @@ impl Proof {
                 match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
                     Some((_, p)) => p,
                     None => {
-                        let tsa = config
-                            .evidence
-                            .tsa
-                            .as_ref()
-                            .map(crate::smime::tsa::Tsa::from_config)
-                            .transpose()
-                            .map_err(usage)?;
+                        let tsa =
+                            crate::smime::tsa::Tsa::configured(&config.evidence).map_err(usage)?;
                         checkpoint::write(store, policy, dir, &config.audit, tsa.as_ref())
                             .await
                             .map_err(|e| usage(format!("writing a checkpoint: {e}")))?

@@ -108,12 +108,7 @@ pub async fn start(
     let policy = Arc::new(CurrentPolicy::new(policy));
     let revocation = Arc::new(Revocation::open(&config.data_dir, &config.revocation));
     let relay_wake = Arc::new(Notify::new());
-    let tsa = config
-        .evidence
-        .tsa
-        .as_ref()
-        .map(crate::smime::tsa::Tsa::from_config)
-        .transpose()?;
+    let tsa = crate::smime::tsa::Tsa::configured(&config.evidence)?;
 
     let web = crate::audit::web::spawn(
         config.audit_web.clone(),

@@ -118,6 +118,11 @@ impl Tsa {
         Tsa::new(&c.url, ca, policy, c.timeout).map_err(|e| format!("[evidence] {e}"))
     }
 
+    /// The TSA of `[evidence]`, if one is configured.
+    pub fn configured(c: &crate::config::EvidenceConfig) -> Result<Option<Tsa>, String> {
+        c.tsa.as_ref().map(Tsa::from_config).transpose()
+    }
+
     /// The TSA's URL.
     pub fn url(&self) -> &str {
         &self.url
