@@ -38,13 +38,7 @@ pub fn tsa_pki() -> &'static TsaPki {
     PKI.get_or_init(|| {
         let dir = pki().dir.join(format!("tsa-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
-        let ec = [
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:P-256",
-            "-nodes",
-        ];
+        let ec = support::NEW_P256_KEY;
         std::fs::write(
             dir.join("ext.cnf"),
             "[tsa]\nbasicConstraints=critical,CA:FALSE\nkeyUsage=critical,digitalSignature\n\
