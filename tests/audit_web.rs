@@ -44,13 +44,7 @@ fn run(cmd: &mut Command) {
 fn web_pki(dir: &Path) -> WebPki {
     let o = openssl();
     let p = |n: &str| dir.join(n);
-    let ec = [
-        "-newkey",
-        "ec",
-        "-pkeyopt",
-        "ec_paramgen_curve:P-256",
-        "-nodes",
-    ];
+    let ec = NEW_P256_KEY;
     // `openssl req` with a fresh P-256 key: `args`, then the key and output files.
     let req = |args: &[&str], key: &str, out: &str| {
         run(Command::new(&o)

@@ -131,7 +131,7 @@ async fn checkpoint_detects_a_consistent_rewrite(backend: Backend) {
     }
     let policy = emla::policy::load(&signing_policy(), EvalTime::now()).unwrap();
     let dir = db.dir.path().join("checkpoints");
-    let w = checkpoint::write(&store, &policy, &dir, &AuditConfig::default())
+    let w = checkpoint::write(&store, &policy, &dir, &AuditConfig::default(), None)
         .await
         .unwrap();
     assert_eq!(w.checkpoint.seq, 5);
@@ -351,6 +351,7 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
         &policy,
         &db.dir.path().join("cp"),
         &AuditConfig::default(),
+        None,
     )
     .await
     .unwrap();

@@ -8,9 +8,13 @@
 //!
 //! Requirements beyond `tests/support`: Python `aiosmtpd` (PyPI).
 
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
+#[path = "support/tsa.rs"]
+mod tsa_support;
 
 use std::io::{BufRead, BufReader, Read};
 use std::net::TcpListener;
@@ -688,6 +692,59 @@ fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
         "{q:#?}"
     );
     gw.assert_audit_intact();
+}
+
+/// With `[evidence] tsa_url`: receipts carry a token the README's openssl
+/// commands verify and `receipt.queued` says `granted`; with the TSA down
+/// they still go out, without one, and the audit says `unavailable`.
+#[test]
+fn receipts_carry_a_timestamp_or_the_audit_says_why_not() {
+    let tsa = tsa_support::Server::start();
+    let ca = tsa_support::tsa_pki().ca();
+    let down = format!("http://127.0.0.1:{}/", tsa_support::closed_port());
+    for (url, status) in [(tsa.url("/good"), "granted"), (down, "unavailable")] {
+        let sink = Sink::start(&[]);
+        let policy = policy_with_receipts(sink.port);
+        let gw = Gateway::new(Opts {
+            policy_dir: policy.0.clone(),
+            relay: Some("poll_ms = 100\n".into()),
+            extra_toml: format!(
+                "[evidence]\ntsa_url = \"{url}\"\ntsa_ca = \"{}\"\ntsa_timeout_secs = 3\n",
+                ca.display()
+            ),
+            ..Opts::default()
+        });
+        let srv = gw.start();
+        let (id, _) = send_signed(srv.port);
+        let receipts = delivered_to(&sink, ALICE, 2);
+        assert_eq!(receipts.len(), 2, "{status}: {}", srv.stderr());
+        let queued: Vec<Value> = gw
+            .db()
+            .audit()
+            .iter()
+            .filter(|a| a.kind == "receipt.queued" && a.message_id.as_deref() == Some(&id))
+            .map(|a| serde_json::from_str(&a.data).unwrap())
+            .collect();
+        assert_eq!(queued.len(), 2);
+        for q in &queued {
+            assert_eq!(q["timestamp"]["status"], status, "{q}");
+        }
+        for (_, r) in &receipts {
+            assert!(openssl_verifies(r.as_bytes(), "aa"), "{r}");
+            let mut der = Vec::new();
+            edit_cms(r.as_bytes(), |d| der = d.clone());
+            let dir = tempfile::tempdir().unwrap();
+            let file = dir.path().join("smime.p7s");
+            std::fs::write(&file, &der).unwrap();
+            let out = tsa_support::readme_check(&file, &ca);
+            assert_eq!(
+                out.status.success(),
+                status == "granted",
+                "{status}: {out:?}"
+            );
+        }
+        gw.assert_audit_intact();
+    }
 }
 
 #[test]

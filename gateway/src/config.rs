@@ -69,6 +69,73 @@ pub struct Config {
     pub revocation: RevocationConfig,
     /// The postmaster's mailbox (`[postmaster]`).
     pub postmaster: PostmasterConfig,
+    /// Trusted timestamps of the gateway's signatures (`[evidence]`).
+    pub evidence: EvidenceConfig,
+}
+
+/// `[evidence]`: RFC 3161 timestamps of the gateway's own signatures
+/// (receipts, notices, checkpoints). Off without `tsa_url`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EvidenceConfig {
+    /// The time-stamping authority, when configured.
+    pub tsa: Option<TsaConfig>,
+}
+
+/// Where the TSA is and how its tokens are checked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TsaConfig {
+    /// `tsa_url`: http or https, RFC 3161 over HTTP (POST
+    /// `application/timestamp-query`).
+    pub url: String,
+    /// `tsa_ca`: PEM file of the CA(s) the TSA's certificate must chain to.
+    pub ca: PathBuf,
+    /// `tsa_policy`: the TSA policy OID to ask for and demand in tokens.
+    pub policy: Option<String>,
+    /// `tsa_timeout_secs` (default 5): the longest a signature waits for
+    /// its token; after it, it goes out without one.
+    pub timeout: Duration,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct EvidenceFile {
+    tsa_url: Option<String>,
+    tsa_ca: Option<PathBuf>,
+    tsa_policy: Option<String>,
+    tsa_timeout_secs: Option<u64>,
+}
+
+fn evidence_config(
+    f: EvidenceFile,
+    rel: impl Fn(PathBuf) -> PathBuf,
+) -> Result<EvidenceConfig, String> {
+    let Some(url) = f.tsa_url else {
+        if f.tsa_ca.is_some() || f.tsa_policy.is_some() || f.tsa_timeout_secs.is_some() {
+            return Err("[evidence] tsa_ca, tsa_policy and tsa_timeout_secs need tsa_url".into());
+        }
+        return Ok(EvidenceConfig::default());
+    };
+    if !(url.starts_with("http://") || url.starts_with("https://")) {
+        return Err(format!(
+            "[evidence] tsa_url {url:?}: expected an http:// or https:// URL"
+        ));
+    }
+    let ca = f
+        .tsa_ca
+        .ok_or("[evidence] tsa_url needs tsa_ca, the PEM file of the TSA's CA")?;
+    if let Some(p) = &f.tsa_policy {
+        der::asn1::ObjectIdentifier::new(p)
+            .map_err(|e| format!("[evidence] tsa_policy {p:?} is not an OID: {e}"))?;
+    }
+    let timeout = at_least_one("[evidence] tsa_timeout_secs", f.tsa_timeout_secs, 5)?;
+    Ok(EvidenceConfig {
+        tsa: Some(TsaConfig {
+            url,
+            ca: rel(ca),
+            policy: f.tsa_policy,
+            timeout: Duration::from_secs(timeout),
+        }),
+    })
 }
 
 /// `[postmaster]`: the bounded mailbox where mail to `postmaster` is kept
@@ -348,6 +415,7 @@ struct File {
     retention: Option<RetentionFile>,
     revocation: Option<RevocationFile>,
     postmaster: Option<PostmasterFile>,
+    evidence: Option<EvidenceFile>,
 }
 
 impl Config {
@@ -506,6 +574,7 @@ impl Config {
             retention,
             revocation: revocation_config(f.revocation.unwrap_or_default())?,
             postmaster,
+            evidence: evidence_config(f.evidence.unwrap_or_default(), rel)?,
         })
     }
 }
@@ -605,6 +674,38 @@ mod tests {
         std::fs::write(&p, "require_tls = false\nbody_storage = \"database\"\n").unwrap();
         let c = Config::load(&p).unwrap();
         assert_eq!(c.body_storage, BodyStorage::Database);
+    }
+
+    #[test]
+    fn evidence_table() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        let head = "require_tls = false\n[evidence]\n";
+        for (text, error) in [
+            (
+                "tsa_url = \"ftp://x\"\ntsa_ca = \"ca.pem\"\n",
+                "expected an http://",
+            ),
+            ("tsa_url = \"http://127.0.0.1:1/\"\n", "needs tsa_ca"),
+            ("tsa_ca = \"ca.pem\"\n", "need tsa_url"),
+            (
+                "tsa_url = \"http://x/\"\ntsa_ca = \"c\"\ntsa_policy = \"x.y\"\n",
+                "tsa_policy \"x.y\" is not an OID",
+            ),
+        ] {
+            std::fs::write(&p, format!("{head}{text}")).unwrap();
+            let e = Config::load(&p).unwrap_err();
+            assert!(e.contains(error), "{e}");
+        }
+        std::fs::write(
+            &p,
+            format!("{head}tsa_url = \"http://127.0.0.1:1/\"\ntsa_ca = \"ca.pem\"\n"),
+        )
+        .unwrap();
+        let tsa = Config::load(&p).unwrap().evidence.tsa.unwrap();
+        assert_eq!(tsa.ca, dir.path().join("ca.pem"));
+        assert_eq!(tsa.timeout, Duration::from_secs(5));
+        assert!(Config::embedded().evidence.tsa.is_none());
     }
 
     #[test]

@@ -501,7 +501,8 @@ fn run_audit_checkpoint(config: Option<PathBuf>, dir: Option<PathBuf>, json: boo
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&config).await?;
-        let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit)
+        let tsa = emla::smime::tsa::Tsa::configured(&config.evidence).map_err(Failure::config)?;
+        let w = emla::audit::checkpoint::write(&store, &policy, &dir, &config.audit, tsa.as_ref())
             .await
             .map_err(Failure::config)?;
         if json {

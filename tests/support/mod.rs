@@ -23,6 +23,15 @@ use base64::Engine as _;
 pub mod cmd;
 pub use cmd::{openssl, run_ok};
 
+/// `openssl req` arguments for a fresh unencrypted P-256 key.
+pub const NEW_P256_KEY: [&str; 5] = [
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:P-256",
+    "-nodes",
+];
+
 /// The support directory holding `pki.py` and `sign_py.py`.
 pub fn support_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support")

@@ -36,17 +36,17 @@ use rustls_pki_types::CertificateDer;
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use tokio::sync::watch;
-use webpki::{EndEntityCert, KeyUsage};
+use webpki::KeyUsage;
 
 use crate::clock::EvalTime;
 use crate::config::AuditConfig;
-use crate::policy::{CurrentPolicy, DigestAlg, Policy};
-use crate::smime::{cms, signature};
+use crate::policy::{CurrentPolicy, Policy};
+use crate::smime::cms;
+use crate::smime::tsa::{Stamp, Tsa};
 use crate::store::{
     AuditEvent, AuditKind, CheckpointData, CheckpointMail, CheckpointSigner, Record, Store,
     StoreError,
 };
-use crate::trust::cert::CertInfo;
 
 /// The `format` of a checkpoint document.
 pub const FORMAT: &str = "emla-checkpoint/1";
@@ -165,6 +165,7 @@ pub async fn write(
     policy: &Policy,
     dir: &Path,
     audit: &crate::config::AuditConfig,
+    tsa: Option<&Tsa>,
 ) -> Result<Written, CheckpointError> {
     let allow_unsigned = audit.allow_unsigned;
     let signing = policy.gateway.signing.clone();
@@ -192,7 +193,14 @@ pub async fn write(
         policy_version: policy.version.clone(),
     };
     let bytes = checkpoint.to_bytes();
-    let signature = signing.as_ref().map(|id| id.sign_detached_der(&bytes, now));
+    let detached = signing.as_ref().map(|id| id.sign_detached(&bytes, now));
+    let stamp = match &detached {
+        Some(d) => crate::receipts::notify::stamp(tsa, d).await,
+        None => None,
+    };
+    let signature = detached
+        .as_ref()
+        .map(|d| d.to_der(stamp.as_ref().and_then(Stamp::token)));
     let json = json_path(dir, seq);
     let p7s = signature.as_ref().map(|_| p7s_path(&json));
     write_files(dir, &json, p7s.as_deref(), &bytes, signature.as_deref()).await?;
@@ -208,6 +216,9 @@ pub async fn write(
             sha256: hex::encode(Sha256::digest(id.certificate_der())),
         }),
         mailed: None,
+        timestamp: stamp
+            .as_ref()
+            .map(crate::receipts::notify::timestamp_record),
     };
     let mut outgoing = None;
     if let Some(to) = &audit.checkpoint_mail {
@@ -381,6 +392,7 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
 /// checkpoint, whoever wrote it) writes nothing.
 pub fn spawn(
     cfg: AuditConfig,
+    tsa: Option<Tsa>,
     store: Store,
     policy: Arc<CurrentPolicy>,
     mut stop: watch::Receiver<bool>,
@@ -406,7 +418,7 @@ pub fn spawn(
                 }
             }
             let policy = policy.get();
-            match write(&store, &policy, &cfg.checkpoint_dir, &cfg).await {
+            match write(&store, &policy, &cfg.checkpoint_dir, &cfg, tsa.as_ref()).await {
                 Ok(w) => {
                     tracing::info!(
                         seq = w.checkpoint.seq,
@@ -456,71 +468,8 @@ pub fn verify_detached(
     if signed.content.is_some() {
         return Err("the signature encapsulates content; a detached one is expected".into());
     }
-    let [signer] = signed.signers.as_slice() else {
-        return Err(format!(
-            "{} signers; a checkpoint has exactly one",
-            signed.signers.len()
-        ));
-    };
-    let certs: Vec<CertInfo<'_>> = signed
-        .certificates
-        .iter()
-        .map(|d| CertInfo::parse(d))
-        .collect::<Result<_, _>>()?;
-    let cert = certs
-        .iter()
-        .find(|c| c.matches(&signer.info.sid))
-        .ok_or("the signer's certificate is not in the signature")?;
-    let allowed = [DigestAlg::Sha256, DigestAlg::Sha384, DigestAlg::Sha512];
-    let digest =
-        signature::digest_alg(&signer.info.digest_alg.oid, &allowed).map_err(|e| e.to_string())?;
-    let (alg, _) = signature::signature_alg(signer, cert, digest).map_err(|e| e.to_string())?;
-    let attrs_der = signer
-        .signed_attrs
-        .as_ref()
-        .ok_or("the signature has no signed attributes")?;
-    let attrs = signer.attributes().map_err(|e| e.to_string())?;
-    let expected = attrs
-        .message_digest
-        .ok_or("the signed attributes lack messageDigest")?;
-    if expected != signature::digest_plain(digest, content).as_slice() {
-        return Err(format!(
-            "the {} digest of the document differs from the signed messageDigest \
-             (the document was changed)",
-            digest.name()
-        ));
-    }
-    signature::verify_signature(cert.der, alg, attrs_der, cms::signature_value(signer))
-        .map_err(|e| format!("the signature does not verify: {e}"))?;
-    let anchors: Vec<_> = ca
-        .iter()
-        .filter_map(|c| webpki::anchor_from_trusted_cert(c).ok())
-        .collect();
-    let leaf = CertificateDer::from(cert.der);
-    let ee = EndEntityCert::try_from(&leaf).map_err(|e| format!("signer certificate: {e}"))?;
-    let intermediates: Vec<CertificateDer<'_>> = signed
-        .certificates
-        .iter()
-        .filter(|c| **c != cert.der)
-        .map(|c| CertificateDer::from(*c))
-        .collect();
-    ee.verify_for_usage(
-        crate::trust::CHAIN_ALGORITHMS,
-        &anchors,
-        &intermediates,
-        at.to_webpki(),
-        KeyUsage::required_if_present(EMAIL_PROTECTION),
-        None,
-        None,
-    )
-    .map_err(|e| {
-        format!(
-            "the signer {} does not chain to the given CA at {}: {e}",
-            cert.subject(),
-            at.to_rfc3339()
-        )
-    })?;
-    Ok(cert.subject())
+    let usage = KeyUsage::required_if_present(EMAIL_PROTECTION);
+    Ok(crate::smime::check::only_signer(&signed, content, ca, at, usage, "checkpoint")?.subject)
 }
 
 /// What checking one checkpoint against the database found.

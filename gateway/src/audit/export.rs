@@ -485,7 +485,9 @@ impl Proof {
                 match existing.into_iter().find(|(seq, _)| *seq >= last_seq) {
                     Some((_, p)) => p,
                     None => {
-                        checkpoint::write(store, policy, dir, &config.audit)
+                        let tsa =
+                            crate::smime::tsa::Tsa::configured(&config.evidence).map_err(usage)?;
+                        checkpoint::write(store, policy, dir, &config.audit, tsa.as_ref())
                             .await
                             .map_err(|e| usage(format!("writing a checkpoint: {e}")))?
                             .json

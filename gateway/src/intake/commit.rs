@@ -129,7 +129,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let accepted = verdict.accepted();
     let headers = Headers::of(&body, &gw.config.case_pattern);
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
-    let record = Judged {
+    let (mut record, receipt) = Judged {
         id: &id,
         received_at_ms,
         session,
@@ -150,6 +150,12 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         keep_body,
     }
     .into_record();
+    if let Some(receipt) = receipt {
+        // A bounded wait (tsa_timeout_secs) before the 250: the receipt's
+        // bytes are recorded with the decision, so its token comes first.
+        let stamp = receipt.stamp(gw.tsa.as_ref()).await;
+        receipt.add_to(&mut record, stamp.as_ref());
+    }
     match gw.store.record(record).await {
         Ok(()) if accepted => {
             gw.relay_wake.notify_one();
@@ -276,8 +282,9 @@ struct Judged<'a> {
 
 impl Judged<'_> {
     /// The record to store: the message row, its decision event, its queue
-    /// entries (when accepted) and its acceptance receipt (when one is due).
-    fn into_record(self) -> Record {
+    /// entries (when accepted); and its acceptance receipt (when one is
+    /// due), to be timestamped and added.
+    fn into_record(self) -> (Record, Option<notify::Outgoing>) {
         let accepted = self.verdict.accepted();
         let queue = if accepted {
             queue_entries(self.id, self.verdict)
@@ -307,7 +314,7 @@ impl Judged<'_> {
             policy,
             keep_body,
         } = self;
-        let mut record = Record {
+        let record = Record {
             message: Some(MessageRecord {
                 id: id.to_owned(),
                 received_at_ms,
@@ -339,10 +346,7 @@ impl Judged<'_> {
             outgoing: Vec::new(),
             revocation: RevocationBlob::of(&verdict.revocation),
         };
-        if let Some(receipt) = receipt {
-            receipt.add_to(&mut record);
-        }
-        record
+        (record, receipt)
     }
 
     /// The audit event of the decision (`message_accepted` or

@@ -54,6 +54,8 @@ pub struct Service {
     pub relay_wake: Arc<Notify>,
     /// Signatures being judged now (see [`replay`]).
     pub replays: replay::InFlight,
+    /// The TSA that timestamps acceptance receipts (`[evidence]`).
+    pub tsa: Option<crate::smime::tsa::Tsa>,
 }
 
 impl Service {

@@ -28,7 +28,7 @@ use serde_json::json;
 
 use crate::clock::EvalTime;
 use crate::policy::ReceiptKind;
-use crate::smime::sign::{base64_lines, random_hex, SigningIdentity};
+use crate::smime::sign::{base64_lines, random_hex, SignedMime, SigningIdentity};
 
 /// The certificate that signed the original message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,9 +125,14 @@ pub struct Receipt {
 impl Receipt {
     /// The complete signed message, signed as of the receipt's time.
     pub fn sign(&self, identity: &SigningIdentity) -> Vec<u8> {
+        self.sign_parts(identity).to_message(None)
+    }
+
+    /// As [`Receipt::sign`], the signature part still open to a timestamp.
+    pub fn sign_parts(&self, identity: &SigningIdentity) -> SignedMime {
         let headers: Vec<(&str, String)> =
             self.headers.iter().map(|(n, v)| (*n, v.clone())).collect();
-        identity.sign_mime(&headers, &self.entity, self.at)
+        identity.sign_mime_parts(&headers, &self.entity, self.at)
     }
 
     /// The value of the first header `name`, if any.

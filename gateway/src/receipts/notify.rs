@@ -20,8 +20,9 @@ use super::build::{
 };
 use crate::policy::{Authority, Lane, Policy, ReceiptKind};
 use crate::reason::Reason;
-use crate::smime::sign::SigningIdentity;
-use crate::store::payload::ReceiptQueued;
+use crate::smime::sign::{Detached, SignedMime, SigningIdentity};
+use crate::smime::tsa::{Stamp, Tsa};
+use crate::store::payload::{ReceiptQueued, Timestamp};
 use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
 
 /// What the receipts of an accepted message repeat about it.
@@ -58,19 +59,83 @@ pub struct Original<'a> {
     pub dsn: Option<&'a crate::envelope::Dsn>,
 }
 
-/// A signed receipt ready to record.
+/// A signed receipt ready to record, once its signature has a timestamp
+/// (or not): see [`Outgoing::stamp`].
 pub struct Outgoing {
+    signed: SignedMime,
     message: MessageRecord,
     queue: QueueEntry,
-    event: AuditEvent,
+    original: String,
+    queued: ReceiptQueued,
 }
 
 impl Outgoing {
-    /// Adds the receipt's row, queue entry and audit record to `record`.
-    pub fn add_to(self, record: &mut Record) {
-        record.outgoing.push(self.message);
-        record.queue.push(self.queue);
-        record.events.push(self.event);
+    /// Asks `tsa` (when configured) for a token over the signature: at
+    /// most the TSA's timeout, so a receipt is never held back for long.
+    pub async fn stamp(&self, tsa: Option<&Tsa>) -> Option<Stamp> {
+        stamp(tsa, self.signed.signature()).await
+    }
+
+    /// Adds the receipt's row, queue entry and audit record to `record`,
+    /// with `stamp`'s token in its signature when granted, and what became
+    /// of the timestamp in the audit record.
+    pub fn add_to(self, record: &mut Record, stamp: Option<&Stamp>) {
+        let Outgoing {
+            signed,
+            mut message,
+            queue,
+            original,
+            mut queued,
+        } = self;
+        let bytes = signed.to_message(stamp.and_then(Stamp::token));
+        message.sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        message.size = bytes.len() as u64;
+        message.body = Some(bytes.into());
+        queued.sha256 = message.sha256.clone();
+        queued.timestamp = stamp.map(timestamp_record);
+        record.outgoing.push(message);
+        record.queue.push(queue);
+        record.events.push(AuditEvent::of(Some(original), &queued));
+    }
+}
+
+/// A token over `signature`'s value from `tsa`, if one is configured.
+pub async fn stamp(tsa: Option<&Tsa>, signature: &Detached) -> Option<Stamp> {
+    let tsa = tsa?;
+    let stamp = tsa.stamp(signature.signature_value()).await;
+    match &stamp {
+        Stamp::Granted(_) => {}
+        Stamp::Unavailable(e) => {
+            tracing::warn!(tsa = tsa.url(), error = %e, "no timestamp: the TSA is unavailable")
+        }
+        Stamp::Refused(e) => {
+            tracing::error!(tsa = tsa.url(), error = %e, "no timestamp: the TSA's answer is refused")
+        }
+    }
+    Some(stamp)
+}
+
+/// What the audit record says of a timestamp.
+pub fn timestamp_record(stamp: &Stamp) -> Timestamp {
+    match stamp {
+        Stamp::Granted(t) => Timestamp {
+            status: "granted".into(),
+            gen_time: Some(t.gen_time.clone()),
+            tsa: Some(t.tsa.clone()),
+            serial: Some(t.serial.clone()),
+            sha256: Some(hex::encode(crate::smime::tsa::sha256(&t.der))),
+            ..Timestamp::default()
+        },
+        Stamp::Unavailable(e) => Timestamp {
+            status: "unavailable".into(),
+            detail: Some(e.clone()),
+            ..Timestamp::default()
+        },
+        Stamp::Refused(e) => Timestamp {
+            status: "refused".into(),
+            detail: Some(e.clone()),
+            ..Timestamp::default()
+        },
     }
 }
 
@@ -244,30 +309,31 @@ fn outgoing(
     r: &Receipt,
 ) -> Outgoing {
     let kind = r.kind.name();
+    let signed = r.sign_parts(identity);
     let (message, queue) = gateway_message(
         policy,
         authority,
         o.sender,
-        r.sign(identity),
+        signed.to_message(None),
         &r.headers,
         format!("{kind} receipt for {}", o.id),
         "receipt",
         o.case_ref,
     );
-    let event = AuditEvent::of(
-        Some(o.id.to_owned()),
-        &ReceiptQueued {
-            receipt: kind.to_owned(),
-            receipt_id: message.id.clone(),
-            to: o.sender.to_owned(),
-            sha256: message.sha256.clone(),
-            signed_by: identity.subject().to_owned(),
-        },
-    );
+    let queued = ReceiptQueued {
+        receipt: kind.to_owned(),
+        receipt_id: message.id.clone(),
+        to: o.sender.to_owned(),
+        sha256: message.sha256.clone(),
+        signed_by: identity.subject().to_owned(),
+        timestamp: None,
+    };
     Outgoing {
+        signed,
         message,
         queue,
-        event,
+        original: o.id.to_owned(),
+        queued,
     }
 }
 

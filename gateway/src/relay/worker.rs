@@ -35,6 +35,8 @@ pub struct Worker {
     pub policy: Arc<CurrentPolicy>,
     /// Notified when something was queued.
     pub wake: Arc<Notify>,
+    /// The TSA that timestamps delivery and failure receipts (`[evidence]`).
+    pub tsa: Option<crate::smime::tsa::Tsa>,
 }
 
 /// Starts the worker; it stops claiming when `stop` turns true, lets the
@@ -472,7 +474,9 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     let receipts = notices(policy, attempt, &outcomes, expired, now);
     let notified = !receipts.is_empty();
     for r in receipts {
-        r.add_to(&mut record);
+        // Bounded by tsa_timeout_secs, within the delivery's lease.
+        let stamp = r.stamp(gw.tsa.as_ref()).await;
+        r.add_to(&mut record, stamp.as_ref());
     }
     match gw.store.record(record).await {
         Ok(()) if notified => gw.wake.notify_one(),

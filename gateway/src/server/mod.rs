@@ -108,6 +108,7 @@ pub async fn start(
     let policy = Arc::new(CurrentPolicy::new(policy));
     let revocation = Arc::new(Revocation::open(&config.data_dir, &config.revocation));
     let relay_wake = Arc::new(Notify::new());
+    let tsa = crate::smime::tsa::Tsa::configured(&config.evidence)?;
 
     let web = crate::audit::web::spawn(
         config.audit_web.clone(),
@@ -134,6 +135,7 @@ pub async fn start(
         revocation: revocation.clone(),
         relay_wake: relay_wake.clone(),
         replays: Default::default(),
+        tsa: tsa.clone(),
     };
     let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),
@@ -148,6 +150,7 @@ pub async fn start(
                 store: store.clone(),
                 policy: policy.clone(),
                 wake: relay_wake.clone(),
+                tsa: tsa.clone(),
             },
             stop_rx.clone(),
         )
@@ -163,6 +166,7 @@ pub async fn start(
     };
     let checkpoints = crate::audit::checkpoint::spawn(
         config.audit.clone(),
+        tsa,
         store.clone(),
         policy.clone(),
         stop_rx.clone(),

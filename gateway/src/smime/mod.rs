@@ -1,10 +1,12 @@
 //! S/MIME: the MIME shape of a signed message, its CMS SignedData, and the
 //! digest and signature checks of each SignerInfo.
 
+pub mod check;
 pub mod cms;
 pub mod mime;
 pub mod sign;
 pub mod signature;
+pub mod tsa;
 
 use std::fmt;
 

@@ -252,6 +252,17 @@ impl SigningIdentity {
     /// `ring` reports for ECDSA nonces and RSA blinding; nothing can be
     /// signed then.
     pub fn sign_detached_der(&self, content: &[u8], at: SystemTime) -> Vec<u8> {
+        self.sign_detached(content, at).to_der(None)
+    }
+
+    /// As [`SigningIdentity::sign_detached_der`], but the SignedData is
+    /// assembled later ([`Detached::to_der`]), so that a timestamp token
+    /// over the signature value can be added as an unsigned attribute.
+    ///
+    /// # Panics
+    ///
+    /// As [`SigningIdentity::sign_detached_der`].
+    pub fn sign_detached(&self, content: &[u8], at: SystemTime) -> Detached {
         let digest = super::signature::digest_plain(self.digest, content);
         let (digest_oid, sig_alg) = match (&self.key, self.digest) {
             (Key::Rsa(_), _) => (OID_SHA256, alg_id(OID_SHA256_WITH_RSA, true)),
@@ -279,15 +290,12 @@ impl SigningIdentity {
 
         let mut certs = self.chain.clone();
         certs.sort(); // DER SET OF order
-        let mut signed_data = tlv(0x02, &[1]);
-        write_tlv(&mut signed_data, 0x31, &digest_alg);
-        write_tlv(&mut signed_data, 0x30, &oid_der(ID_DATA));
-        write_tlv(&mut signed_data, 0xa0, &certs.concat());
-        write_tlv(&mut signed_data, 0x31, &tlv(0x30, &signer_info));
-
-        let mut content_info = oid_der(ID_SIGNED_DATA);
-        write_tlv(&mut content_info, 0xa0, &tlv(0x30, &signed_data));
-        tlv(0x30, &content_info)
+        Detached {
+            digest_alg,
+            certs: certs.concat(),
+            signer_info,
+            signature,
+        }
     }
 
     /// A complete RFC 5322 message, `multipart/signed` (RFC 8551 §3.5.3):
@@ -302,20 +310,35 @@ impl SigningIdentity {
     ///
     /// As [`SigningIdentity::sign_detached_der`].
     pub fn sign_mime(&self, headers: &[(&str, String)], entity: &[u8], at: SystemTime) -> Vec<u8> {
+        self.sign_mime_parts(headers, entity, at).to_message(None)
+    }
+
+    /// As [`SigningIdentity::sign_mime`], assembled later
+    /// ([`SignedMime::to_message`]) so that a timestamp token can be added.
+    ///
+    /// # Panics
+    ///
+    /// As [`SigningIdentity::sign_detached_der`].
+    pub fn sign_mime_parts(
+        &self,
+        headers: &[(&str, String)],
+        entity: &[u8],
+        at: SystemTime,
+    ) -> SignedMime {
         let entity = super::signature::canonical(entity);
-        let signature = self.sign_detached_der(&entity, at);
+        let signature = self.sign_detached(&entity, at);
         let boundary = loop {
             let b = format!("----emla-signed-{}", self.random_hex(12));
             if memchr::memmem::find(&entity, b.as_bytes()).is_none() {
                 break b;
             }
         };
-        let mut out = Vec::with_capacity(entity.len() + signature.len() * 2 + 1024);
+        let mut head = Vec::with_capacity(entity.len() + 1024);
         for (name, value) in headers {
             let clean = header_value(value);
-            out.extend_from_slice(format!("{name}: {clean}\r\n").as_bytes());
+            head.extend_from_slice(format!("{name}: {clean}\r\n").as_bytes());
         }
-        out.extend_from_slice(
+        head.extend_from_slice(
             format!(
                 "MIME-Version: 1.0\r\n\
                  Content-Type: multipart/signed; protocol=\"application/pkcs7-signature\";\r\n \
@@ -328,8 +351,8 @@ impl SigningIdentity {
             )
             .as_bytes(),
         );
-        out.extend_from_slice(&entity);
-        out.extend_from_slice(
+        head.extend_from_slice(&entity);
+        head.extend_from_slice(
             format!(
                 "\r\n--{boundary}\r\n\
                  Content-Type: application/pkcs7-signature; name=\"smime.p7s\"\r\n\
@@ -340,9 +363,11 @@ impl SigningIdentity {
             )
             .as_bytes(),
         );
-        out.extend_from_slice(&base64_lines(&signature));
-        out.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
-        out
+        SignedMime {
+            head,
+            signature,
+            tail: format!("--{boundary}--\r\n"),
+        }
     }
 
     /// `n` random bytes as lower-case hex (Message-IDs, boundaries).
@@ -370,6 +395,76 @@ impl SigningIdentity {
                 .as_ref()
                 .to_vec(),
         }
+    }
+}
+
+/// A detached signature made but not yet assembled: the SignerInfo's
+/// unsigned attributes (a timestamp token) can still be added, since they
+/// are outside what the signature covers.
+#[derive(Clone, Debug)]
+pub struct Detached {
+    digest_alg: Vec<u8>,
+    /// The certificates, DER SET OF order, concatenated.
+    certs: Vec<u8>,
+    /// The SignerInfo's fields up to and including the signature.
+    signer_info: Vec<u8>,
+    signature: Vec<u8>,
+}
+
+impl Detached {
+    /// The SignerInfo's signature value: what a signature timestamp covers.
+    pub fn signature_value(&self) -> &[u8] {
+        &self.signature
+    }
+
+    /// The ContentInfo (DER), with `token` (a DER TimeStampToken) as the
+    /// unsigned attribute id-smime-aa-timeStampToken (RFC 3161 appendix A).
+    pub fn to_der(&self, token: Option<&[u8]>) -> Vec<u8> {
+        let mut signer_info = self.signer_info.clone();
+        if let Some(token) = token {
+            write_tlv(
+                &mut signer_info,
+                0xa1,
+                &attribute(super::tsa::ATTR_TIMESTAMP_TOKEN, token),
+            );
+        }
+        let mut signed_data = tlv(0x02, &[1]);
+        write_tlv(&mut signed_data, 0x31, &self.digest_alg);
+        write_tlv(&mut signed_data, 0x30, &oid_der(ID_DATA));
+        write_tlv(&mut signed_data, 0xa0, &self.certs);
+        write_tlv(&mut signed_data, 0x31, &tlv(0x30, &signer_info));
+
+        let mut content_info = oid_der(ID_SIGNED_DATA);
+        write_tlv(&mut content_info, 0xa0, &tlv(0x30, &signed_data));
+        tlv(0x30, &content_info)
+    }
+}
+
+/// A `multipart/signed` message whose signature part is still to be
+/// assembled (see [`Detached`]).
+#[derive(Clone, Debug)]
+pub struct SignedMime {
+    /// Everything up to the base64 of the signature.
+    head: Vec<u8>,
+    signature: Detached,
+    /// The closing boundary.
+    tail: String,
+}
+
+impl SignedMime {
+    /// The detached signature.
+    pub fn signature(&self) -> &Detached {
+        &self.signature
+    }
+
+    /// The complete message, with `token` in the signature if given.
+    pub fn to_message(&self, token: Option<&[u8]>) -> Vec<u8> {
+        let der = self.signature.to_der(token);
+        let mut out = Vec::with_capacity(self.head.len() + der.len() * 2);
+        out.extend_from_slice(&self.head);
+        out.extend_from_slice(&base64_lines(&der));
+        out.extend_from_slice(self.tail.as_bytes());
+        out
     }
 }
 

@@ -85,6 +85,34 @@ pub struct ReceiptQueued {
     pub sha256: String,
     /// Subject of the gateway certificate that signed it.
     pub signed_by: String,
+    /// The signature's RFC 3161 timestamp, when a TSA is configured.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<Timestamp>,
+}
+
+/// What became of a signature's RFC 3161 timestamp (`[evidence] tsa_url`).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Timestamp {
+    /// `granted` (the token is in the signature), `unavailable` (the TSA
+    /// could not be reached or did not grant) or `refused` (its answer
+    /// failed a check and was not used).
+    pub status: String,
+    /// Why there is no token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The token's genTime (RFC 3339).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gen_time: Option<String>,
+    /// The TSA certificate's subject.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tsa: Option<String>,
+    /// The token's serial number, hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub serial: Option<String>,
+    /// SHA-256 of the token (DER TimeStampToken), hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// `policy.reloaded`: a new policy in force.

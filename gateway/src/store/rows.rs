@@ -407,6 +407,9 @@ pub struct CheckpointData {
     /// Where it was mailed, if it was.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub mailed: Option<CheckpointMail>,
+    /// The signature's RFC 3161 timestamp, when a TSA is configured.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub timestamp: Option<super::payload::Timestamp>,
 }
 
 /// The certificate that signed a checkpoint.

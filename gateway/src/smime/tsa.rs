@@ -1,0 +1,436 @@
+//! RFC 3161 signature timestamps for the gateway's own CMS signatures
+//! (receipts, checkpoints), as CAdES-T does it: the TSA stamps SHA-256 of
+//! the SignerInfo's signature value and the token travels as the unsigned
+//! attribute id-smime-aa-timeStampToken.
+//!
+//! A token is used only after it is checked: status granted, the imprint
+//! and nonce are ours, the policy is the configured one (if any), the
+//! token's signature verifies and its signer chains, with extKeyUsage
+//! timeStamping, to the configured TSA CA at the token's genTime. Anything
+//! else, or a TSA that cannot be reached in time, leaves the signature
+//! without a token and says why ([`Stamp`]); it never blocks a signature.
+
+use std::time::Duration;
+
+use der::asn1::ObjectIdentifier;
+use ring::rand::SecureRandom;
+use rustls_pki_types::CertificateDer;
+use webpki::KeyUsage;
+
+use crate::asn1::{write_tlv, Reader};
+use crate::clock::EvalTime;
+use crate::trust::http::{Http, HttpLimits};
+
+/// id-smime-aa-timeStampToken (RFC 3161 appendix A).
+pub const ATTR_TIMESTAMP_TOKEN: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.14");
+/// id-ct-TSTInfo: the eContentType of a token.
+const ID_CT_TSTINFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
+const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+/// id-kp-timeStamping, DER value octets (RFC 3161 §2.3: the only EKU).
+const TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
+/// A TimeStampResp is a token plus a status: a few KiB.
+const MAX_RESPONSE: u64 = 256 * 1024;
+
+/// A checked timestamp token.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Token {
+    /// The TimeStampToken (a CMS ContentInfo), DER, as the TSA sent it.
+    pub der: Vec<u8>,
+    /// genTime, RFC 3339 UTC (whole seconds).
+    pub gen_time: String,
+    /// The token's serialNumber, hex.
+    pub serial: String,
+    /// The TSA certificate's subject DN.
+    pub tsa: String,
+    /// The TSA policy the token was issued under.
+    pub policy: String,
+}
+
+/// What asking for a token brought.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Stamp {
+    /// A token that passed every check.
+    Granted(Token),
+    /// The TSA could not be reached, timed out, or answered with an HTTP
+    /// error or a status other than granted.
+    Unavailable(String),
+    /// The TSA answered with something that fails a check (another
+    /// imprint, an untrusted signer, a broken signature…): not used.
+    Refused(String),
+}
+
+impl Stamp {
+    /// The token's DER, when granted.
+    pub fn token(&self) -> Option<&[u8]> {
+        match self {
+            Stamp::Granted(t) => Some(&t.der),
+            _ => None,
+        }
+    }
+}
+
+/// A time-stamping authority: where it is, whom to trust for its tokens.
+#[derive(Clone, Debug)]
+pub struct Tsa {
+    url: String,
+    ca: Vec<CertificateDer<'static>>,
+    policy: Option<ObjectIdentifier>,
+    http: Http,
+}
+
+impl Tsa {
+    /// A TSA at `url` whose tokens must chain to `ca`, under `policy` if
+    /// given; every request is bounded by `timeout` in all.
+    pub fn new(
+        url: &str,
+        ca: Vec<CertificateDer<'static>>,
+        policy: Option<ObjectIdentifier>,
+        timeout: Duration,
+    ) -> Result<Tsa, String> {
+        if ca.is_empty() {
+            return Err("the TSA CA file holds no certificate".into());
+        }
+        let http = Http::new(HttpLimits {
+            max_bytes: MAX_RESPONSE,
+            connect_timeout: timeout,
+            timeout,
+            max_redirects: 0,
+        })
+        .map_err(|e| e.to_string())?;
+        Ok(Tsa {
+            url: url.to_owned(),
+            ca,
+            policy,
+            http,
+        })
+    }
+
+    /// The TSA of `[evidence]`, its CA file read (errors name the file).
+    pub fn from_config(c: &crate::config::TsaConfig) -> Result<Tsa, String> {
+        let ca = crate::pem::read_certificates(&c.ca).map_err(|e| e.to_string())?;
+        let policy = c
+            .policy
+            .as_deref()
+            .map(ObjectIdentifier::new)
+            .transpose()
+            .map_err(|e| format!("[evidence] tsa_policy: {e}"))?;
+        Tsa::new(&c.url, ca, policy, c.timeout).map_err(|e| format!("[evidence] {e}"))
+    }
+
+    /// The TSA of `[evidence]`, if one is configured.
+    pub fn configured(c: &crate::config::EvidenceConfig) -> Result<Option<Tsa>, String> {
+        c.tsa.as_ref().map(Tsa::from_config).transpose()
+    }
+
+    /// The TSA's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// A token over SHA-256 of `signature` (a SignerInfo's signature
+    /// value), checked; never fails, says why there is none instead.
+    pub async fn stamp(&self, signature: &[u8]) -> Stamp {
+        let imprint = sha256(signature);
+        let mut nonce = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut nonce).is_err() {
+            return Stamp::Unavailable("the system random number generator failed".into());
+        }
+        nonce[0] &= 0x7f; // a positive INTEGER
+        nonce[0] |= 0x01; // and minimal: no leading zero octet
+        let body = request(&imprint, self.policy.as_ref(), &nonce);
+        let fetched = match self
+            .http
+            .post(&self.url, "application/timestamp-query", body)
+            .await
+        {
+            Ok(f) => f,
+            Err(e) => return Stamp::Unavailable(e.to_string()),
+        };
+        match check_response(&fetched.bytes) {
+            Err(Problem::Status(s)) => Stamp::Unavailable(s),
+            Err(Problem::Invalid(e)) => Stamp::Refused(e),
+            Ok(token) => match check_token(&token, &imprint, self.policy.as_ref(), &self.ca)
+                .and_then(|t| check_nonce(&token, &nonce).map(|()| t))
+            {
+                Ok(t) => Stamp::Granted(t),
+                Err(e) => Stamp::Refused(e),
+            },
+        }
+    }
+}
+
+/// SHA-256 of `data`.
+pub fn sha256(data: &[u8]) -> [u8; 32] {
+    let d = ring::digest::digest(&ring::digest::SHA256, data);
+    d.as_ref().try_into().expect("SHA-256 has 32 octets")
+}
+
+/// A DER TimeStampReq (RFC 3161 §2.4.1) for a SHA-256 `imprint`, asking
+/// for the TSA's certificate in the token.
+pub fn request(imprint: &[u8], policy: Option<&ObjectIdentifier>, nonce: &[u8]) -> Vec<u8> {
+    let mut alg = oid(&OID_SHA256);
+    alg.extend_from_slice(&[0x05, 0x00]);
+    let mut mi = tlv(0x30, &alg);
+    write_tlv(&mut mi, 0x04, imprint);
+    let mut req = tlv(0x02, &[1]);
+    write_tlv(&mut req, 0x30, &mi);
+    if let Some(p) = policy {
+        req.extend_from_slice(&oid(p));
+    }
+    write_tlv(&mut req, 0x02, nonce);
+    write_tlv(&mut req, 0x01, &[0xff]); // certReq TRUE
+    tlv(0x30, &req)
+}
+
+/// Why a response gave no token.
+#[derive(Debug, PartialEq, Eq)]
+enum Problem {
+    /// A well-formed refusal (status rejection, waiting, …).
+    Status(String),
+    /// Not a TimeStampResp.
+    Invalid(String),
+}
+
+/// The token of a TimeStampResp (RFC 3161 §2.4.2) whose status is granted
+/// (or grantedWithMods).
+fn check_response(resp: &[u8]) -> Result<Vec<u8>, Problem> {
+    let bad = |e: crate::asn1::Asn1Error| Problem::Invalid(format!("not a TimeStampResp: {}", e.0));
+    let outer = Reader::new(resp)
+        .expect(0x30, "not a SEQUENCE")
+        .map_err(bad)?;
+    let mut r = Reader::new(outer.value);
+    let info = r
+        .expect(0x30, "PKIStatusInfo is not a SEQUENCE")
+        .map_err(bad)?;
+    let mut s = Reader::new(info.value);
+    let status = s.expect(0x02, "status is not an INTEGER").map_err(bad)?;
+    let mut text = Vec::new();
+    if s.peek_tag() == Some(0x30) {
+        let strings = s.read().map_err(bad)?;
+        let mut t = Reader::new(strings.value);
+        while let Ok(one) = t.read() {
+            text.push(String::from_utf8_lossy(one.value).into_owned());
+        }
+    }
+    let code = match status.value {
+        [c] => *c,
+        _ => 0xff,
+    };
+    if code > 1 {
+        let name = match code {
+            2 => "rejection",
+            3 => "waiting",
+            4 => "revocationWarning",
+            5 => "revocationNotification",
+            _ => "unknown",
+        };
+        let text = if text.is_empty() {
+            String::new()
+        } else {
+            format!(": {}", text.join("; "))
+        };
+        return Err(Problem::Status(format!(
+            "the TSA answered status {name}{text}"
+        )));
+    }
+    let token = r
+        .expect(0x30, "a granted response without timeStampToken")
+        .map_err(bad)?;
+    Ok(token.raw.to_vec())
+}
+
+/// Whether the token answers the request with `nonce` (after
+/// [`check_token`], so a foreign imprint is named as such first).
+fn check_nonce(token: &[u8], nonce: &[u8]) -> Result<(), String> {
+    if tst_info(token)?.nonce.as_deref() != Some(nonce) {
+        return Err("the token's nonce is not the request's (a replayed or foreign answer)".into());
+    }
+    Ok(())
+}
+
+/// The fields of a TSTInfo (RFC 3161 §2.4.2) that are checked or reported.
+struct TstInfo {
+    policy: ObjectIdentifier,
+    hash_alg: ObjectIdentifier,
+    imprint: Vec<u8>,
+    serial: Vec<u8>,
+    /// genTime's first 14 digits, YYYYMMDDHHMMSS.
+    gen_time: String,
+    nonce: Option<Vec<u8>>,
+}
+
+/// The TSTInfo inside a token, unchecked.
+fn tst_info(token: &[u8]) -> Result<TstInfo, String> {
+    let signed = super::cms::parse(token).map_err(|e| format!("not a CMS token: {e}"))?;
+    if signed.content_type != ID_CT_TSTINFO {
+        return Err(format!(
+            "the token holds {}, not a TSTInfo",
+            signed.content_type
+        ));
+    }
+    let content = signed.content.ok_or("the token has no TSTInfo")?;
+    parse_tst_info(content).map_err(|e| format!("malformed TSTInfo: {}", e.0))
+}
+
+fn parse_tst_info(der: &[u8]) -> Result<TstInfo, crate::asn1::Asn1Error> {
+    let seq = Reader::new(der).expect(0x30, "not a SEQUENCE")?;
+    let mut r = Reader::new(seq.value);
+    r.expect(0x02, "version is not an INTEGER")?;
+    let policy = r.expect(0x06, "policy is not an OID")?;
+    let mi = r.expect(0x30, "messageImprint is not a SEQUENCE")?;
+    let mut m = Reader::new(mi.value);
+    let alg = m.expect(0x30, "hashAlgorithm is not a SEQUENCE")?;
+    let alg_oid = Reader::new(alg.value).expect(0x06, "hashAlgorithm has no OID")?;
+    let imprint = m.expect(0x04, "hashedMessage is not an OCTET STRING")?;
+    let serial = r.expect(0x02, "serialNumber is not an INTEGER")?;
+    let gen = r.expect(0x18, "genTime is not a GeneralizedTime")?;
+    let mut nonce = None;
+    while !r.is_empty() {
+        let t = r.read()?;
+        if t.tag == 0x02 {
+            nonce = Some(t.value.to_vec());
+        }
+    }
+    let bad_oid = |_| crate::asn1::Asn1Error("an OID does not parse");
+    let gen_time = std::str::from_utf8(gen.value)
+        .ok()
+        .filter(|g| {
+            g.len() >= 15 && g[..14].bytes().all(|b| b.is_ascii_digit()) && g.ends_with('Z')
+        })
+        .ok_or(crate::asn1::Asn1Error("genTime is not YYYYMMDDHHMMSS[.f]Z"))?;
+    Ok(TstInfo {
+        policy: ObjectIdentifier::from_bytes(policy.value).map_err(bad_oid)?,
+        hash_alg: ObjectIdentifier::from_bytes(alg_oid.value).map_err(bad_oid)?,
+        imprint: imprint.value.to_vec(),
+        serial: serial.value.to_vec(),
+        gen_time: gen_time[..14].to_owned(),
+        nonce,
+    })
+}
+
+/// Checks a TimeStampToken (DER ContentInfo) over the SHA-256 `imprint`:
+/// the TSTInfo's imprint and (if `policy`) its policy, the token's
+/// signature, and its signer's path to one of `ca` with extKeyUsage
+/// timeStamping at genTime.
+pub fn check_token(
+    token: &[u8],
+    imprint: &[u8],
+    policy: Option<&ObjectIdentifier>,
+    ca: &[CertificateDer<'_>],
+) -> Result<Token, String> {
+    let tst = tst_info(token)?;
+    if tst.hash_alg != OID_SHA256 || tst.imprint != imprint {
+        return Err(format!(
+            "the token stamps another imprint ({} {}), not SHA-256 of this signature",
+            tst.hash_alg,
+            hex::encode(&tst.imprint)
+        ));
+    }
+    if let Some(p) = policy {
+        if tst.policy != *p {
+            return Err(format!(
+                "the token's policy is {}, not the configured {p}",
+                tst.policy
+            ));
+        }
+    }
+    let at = gen_time_unix(&tst.gen_time).ok_or("genTime is not a valid date")?;
+    let signed = super::cms::parse(token).map_err(|e| format!("not a CMS token: {e}"))?;
+    let content = signed.content.unwrap_or_default();
+    let usage = KeyUsage::required(TIME_STAMPING);
+    let signer = super::check::only_signer(&signed, content, ca, at, usage, "timestamp token")?;
+    Ok(Token {
+        der: token.to_vec(),
+        gen_time: at.to_rfc3339(),
+        serial: hex::encode(&tst.serial),
+        tsa: signer.subject,
+        policy: tst.policy.to_string(),
+    })
+}
+
+/// YYYYMMDDHHMMSS (UTC) as an evaluation time.
+fn gen_time_unix(g: &str) -> Option<EvalTime> {
+    let n = |a: usize, b: usize| g.get(a..b)?.parse::<u16>().ok();
+    let (y, mo, d, h, mi, s) = (
+        n(0, 4)?,
+        n(4, 6)?,
+        n(6, 8)?,
+        n(8, 10)?,
+        n(10, 12)?,
+        n(12, 14)?,
+    );
+    let dt = der::DateTime::new(y, mo as u8, d as u8, h as u8, mi as u8, s as u8).ok()?;
+    Some(EvalTime::from_unix(dt.unix_duration().as_secs()))
+}
+
+/// The timestamp token in a CMS signature's first SignerInfo
+/// (id-smime-aa-timeStampToken), DER, if it has one.
+pub fn token_of(signature_der: &[u8]) -> Result<Option<Vec<u8>>, String> {
+    let signed = super::cms::parse(signature_der).map_err(|e| format!("not CMS: {e}"))?;
+    let signer = signed.signers.first().ok_or("no SignerInfo")?;
+    let Some(attrs) = &signer.info.unsigned_attrs else {
+        return Ok(None);
+    };
+    for attr in attrs.iter() {
+        if attr.oid == ATTR_TIMESTAMP_TOKEN {
+            let value = attr.values.get(0).ok_or("an empty timeStampToken")?;
+            return der::Encode::to_der(value)
+                .map(Some)
+                .map_err(|e| format!("timeStampToken: {e}"));
+        }
+    }
+    Ok(None)
+}
+
+fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(value.len() + 4);
+    write_tlv(&mut out, tag, value);
+    out
+}
+
+fn oid(o: &ObjectIdentifier) -> Vec<u8> {
+    tlv(0x06, o.as_bytes())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_is_der_with_sha256_and_cert_req() {
+        let req = request(&[7u8; 32], None, &[1, 2]);
+        let outer = Reader::new(&req).expect(0x30, "x").unwrap();
+        let mut r = Reader::new(outer.value);
+        assert_eq!(r.expect(0x02, "v").unwrap().value, [1]);
+        let mi = r.expect(0x30, "mi").unwrap();
+        assert!(memchr::memmem::find(mi.value, OID_SHA256.as_bytes()).is_some());
+        assert_eq!(r.expect(0x02, "nonce").unwrap().value, [1, 2]);
+        assert_eq!(r.expect(0x01, "certReq").unwrap().value, [0xff]);
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn refusals_name_the_status() {
+        // TimeStampResp { PKIStatusInfo { rejection, ["bad alg"] } }
+        let text = tlv(0x30, &tlv(0x0c, b"bad alg"));
+        let info = tlv(0x30, &[tlv(0x02, &[2]), text].concat());
+        let resp = tlv(0x30, &info);
+        let e = check_response(&resp).unwrap_err();
+        assert_eq!(
+            e,
+            Problem::Status("the TSA answered status rejection: bad alg".into())
+        );
+        assert!(matches!(
+            check_response(b"garbage"),
+            Err(Problem::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn gen_time_reads_whole_seconds() {
+        let t = gen_time_unix("20261201123456").unwrap();
+        assert_eq!(t.to_rfc3339(), "2026-12-01T12:34:56Z");
+        assert!(gen_time_unix("20261301000000").is_none());
+    }
+}
