@@ -711,12 +711,22 @@ fn a_bundle_whose_log_was_truncated_after_the_receipt_was_issued_is_detected_by_
 ) {
     let sink = Sink::start(&[]);
     let policy = policy_with_receipts(sink.port);
-    let (gw, srv, id, msg) = relay_one(&policy);
+    let gw = relaying(&policy, "");
+    // A signed checkpoint of the empty log, which the receipts then name.
+    let cp = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["audit", "checkpoint", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(cp.status.success(), "{}", output_text(&cp));
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
     let receipts = delivered_to(&sink, ALICE, 2);
     assert_eq!(receipts.len(), 2, "{}", srv.stderr());
     drop(srv);
     for (_, r) in &receipts {
         assert!(r.contains("receipt.json") && r.contains("\"audit\""), "{r}");
+        assert!(r.contains("Checkpoint:     signed at record 0"), "{r}");
         let (code, out) = verify_receipt(&gw, r);
         assert_eq!(code, Some(0), "{out}\n{r}");
         assert!(out.contains("receipt matches the log"), "{out}");

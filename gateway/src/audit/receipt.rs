@@ -277,6 +277,7 @@ pub async fn against_log(
     let pruned = pruned.as_ref();
     let hash_at = |seq: i64| async move {
         match pruned {
+            _ if seq == 0 => Ok(Some(crate::store::chain::GENESIS.to_owned())),
             Some(a) if seq == a.seq => Ok(Some(a.hash.clone())),
             Some(a) if seq < a.seq => Ok(None),
             _ => Ok::<_, StoreError>(store.audit_record(seq).await?.map(|r| r.hash)),
