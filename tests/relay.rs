@@ -747,6 +747,123 @@ fn receipts_carry_a_timestamp_or_the_audit_says_why_not() {
     }
 }
 
+/// `emla audit verify --receipt FILE --config …`: exit code and output.
+fn verify_receipt(gw: &Gateway, receipt: &str) -> (Option<i32>, String) {
+    let file = gw
+        .data_dir
+        .join(format!("receipt-{}.eml", sha256_hex(receipt.as_bytes())));
+    std::fs::write(&file, receipt).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["audit", "verify", "--receipt"])
+        .arg(&file)
+        .arg("--config")
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    (out.status.code(), output_text(&out))
+}
+
+#[test]
+fn a_bundle_whose_log_was_truncated_after_the_receipt_was_issued_is_detected_by_audit_verify_receipt(
+) {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    let gw = relaying(&policy, "");
+    // A signed checkpoint of the empty log, which the receipts then name.
+    let cp = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["audit", "checkpoint", "--config"])
+        .arg(&gw.config)
+        .output()
+        .unwrap();
+    assert!(cp.status.success(), "{}", output_text(&cp));
+    let srv = gw.start();
+    let (id, msg) = send_signed(srv.port);
+    let receipts = delivered_to(&sink, ALICE, 2);
+    assert_eq!(receipts.len(), 2, "{}", srv.stderr());
+    drop(srv);
+    for (_, r) in &receipts {
+        assert!(r.contains("receipt.json") && r.contains("\"audit\""), "{r}");
+        assert!(r.contains("Checkpoint:     signed at record 0"), "{r}");
+        let (code, out) = verify_receipt(&gw, r);
+        assert_eq!(code, Some(0), "{out}\n{r}");
+        assert!(out.contains("receipt matches the log"), "{out}");
+    }
+    let accepted = gw
+        .db()
+        .audit()
+        .into_iter()
+        .find(|a| a.kind == "message.accepted" && a.message_id.as_deref() == Some(&id))
+        .expect("the decision record");
+    // The auditors' tools name each event's EN 319 522-1 counterpart.
+    let show = |json: bool| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_emla"));
+        cmd.args(["audit", "show", &id, "--config"]).arg(&gw.config);
+        if json {
+            cmd.arg("--json");
+        }
+        String::from_utf8(cmd.output().unwrap().stdout).unwrap()
+    };
+    let v: Value = serde_json::from_str(&show(true)).unwrap();
+    let rem = |kind: &str| {
+        v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .map(|e| e["rem_event"].clone())
+    };
+    assert_eq!(
+        rem("message.accepted"),
+        Some("SubmissionAcceptance".into()),
+        "{v}"
+    );
+    assert_eq!(
+        rem("relay.delivered"),
+        Some("RelayAcceptance".into()),
+        "{v}"
+    );
+    assert_eq!(rem("receipt.queued"), Some(Value::Null), "{v}");
+    assert!(show(false).contains("message.accepted [SubmissionAcceptance]"));
+
+    // A forged receipt (its signed text changed) is refused.
+    let (_, acceptance) = receipts
+        .iter()
+        .find(|(_, r)| r.contains("Subject: Accepted"))
+        .expect("the acceptance receipt");
+    let sha = sha256_hex(&msg);
+    let forged = acceptance.replacen(&sha, &sha.to_uppercase(), 1);
+    let (code, out) = verify_receipt(&gw, &forged);
+    assert_eq!(code, Some(1), "{out}");
+
+    // Cut the log just before the decision and make the head agree: the
+    // chain alone still verifies, every receipt does not.
+    let before = accepted.seq - 1;
+    let db = gw.data_dir.join("emla.db");
+    let sql = format!(
+        "DELETE FROM audit WHERE seq > {before}; UPDATE audit_head SET seq = {before}, \
+         hash = ifnull((SELECT hash FROM audit WHERE seq = {before}), '{}') WHERE id = 1;",
+        "0".repeat(64)
+    );
+    let done = Command::new("sqlite3").arg(&db).arg(&sql).status().unwrap();
+    assert!(done.success());
+    let (code, out) = gw.audit_verify();
+    assert_eq!(
+        code,
+        Some(0),
+        "a clean truncation fools the chain alone: {out}"
+    );
+    for (_, r) in &receipts {
+        let (code, out) = verify_receipt(&gw, r);
+        assert_eq!(code, Some(1), "{out}");
+        assert!(out.contains("does NOT match the log"), "{out}");
+        assert!(
+            out.contains("truncated"),
+            "names what does not match: {out}"
+        );
+        assert!(out.contains(&id), "{out}");
+    }
+}
+
 #[test]
 fn permanent_refusal_sends_a_signed_delivery_status_notification() {
     let sink = Sink::start(&["--refuse-rcpt", BEA]);
@@ -776,6 +893,14 @@ fn permanent_refusal_sends_a_signed_delivery_status_notification() {
         openssl_verifies(dsn.as_bytes(), "aa"),
         "the DSN verifies:\n{dsn}"
     );
+    assert!(dsn.contains("X-Emla-Evidence: RelayFailure\r\n"), "{dsn}");
+    let (code, out) = verify_receipt(&gw, dsn);
+    assert_eq!(
+        code,
+        Some(0),
+        "the DSN names its relay.failed record: {out}"
+    );
+    assert!(out.contains("relay.failed"), "{out}");
     assert!(
         !to_alice
             .iter()

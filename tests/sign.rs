@@ -338,6 +338,7 @@ fn context(subject: &str) -> ReceiptContext {
         route: "bb-to-aa".into(),
         policy_version: "cd".repeat(32),
         dsn: Default::default(),
+        log: None,
     }
 }
 

@@ -121,6 +121,11 @@ enum AuditCommand {
         /// (default: the trust anchors of every authority of the policy).
         #[arg(long)]
         ca: Option<PathBuf>,
+        /// Check this receipt (the signed message as the sender got it)
+        /// against the log: the gateway's signature, the audit record and
+        /// the checkpoint it names (`docs/evidence-vocabulary.md`).
+        #[arg(long)]
+        receipt: Option<PathBuf>,
         /// Compare checkpoints that have no `.p7s` too.
         #[arg(long = "allow-unsigned")]
         allow_unsigned: bool,
@@ -216,10 +221,21 @@ fn main() -> ExitCode {
                 AuditCommand::Verify {
                     config,
                     json,
+                    ca,
+                    receipt: Some(receipt),
+                    ..
+                },
+        } => run_audit_receipt(config, json, &receipt, ca),
+        Command::Audit {
+            command:
+                AuditCommand::Verify {
+                    config,
+                    json,
                     checkpoint,
                     checkpoints,
                     ca,
                     allow_unsigned,
+                    receipt: None,
                 },
         } => run_audit_verify(
             config,
@@ -491,6 +507,53 @@ fn run_audit_verify(config: Option<PathBuf>, json: bool, cps: CheckpointArgs) ->
                 ExitCode::from(EXIT_REJECTED)
             },
         )
+    })
+}
+
+/// `emla audit verify --receipt FILE`.
+fn run_audit_receipt(
+    config: Option<PathBuf>,
+    json: bool,
+    file: &std::path::Path,
+    ca: Option<PathBuf>,
+) -> Outcome {
+    let config = load_config(config)?;
+    let raw = std::fs::read(file)
+        .map_err(|e| Failure::config(format!("--receipt {}: {e}", file.display())))?;
+    let ca = checkpoint_ca(ca.as_deref(), &config)?;
+    let policy = load_policy(&config.policy_dir, EvalTime::now())?;
+    let identity = policy
+        .gateway
+        .signing
+        .as_ref()
+        .map(|s| s.certificate_der().to_vec());
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        use emla::audit::receipt::{check, Error};
+        match check(&store, &raw, &ca, identity.as_deref()).await {
+            Ok(c) => {
+                if json {
+                    println!("{}", c.json());
+                } else {
+                    println!("{}", c.text());
+                }
+                Ok(if c.problem.is_none() {
+                    ExitCode::SUCCESS
+                } else {
+                    ExitCode::from(EXIT_REJECTED)
+                })
+            }
+            Err(Error::Receipt(p)) => {
+                if json {
+                    println!("{}", serde_json::json!({"ok": false, "problem": p}));
+                } else {
+                    println!("receipt does NOT match the log: {p}");
+                }
+                Ok(ExitCode::from(EXIT_REJECTED))
+            }
+            Err(Error::Store(e)) => Err(Failure::store(e)),
+        }
     })
 }
 

@@ -24,12 +24,23 @@ pub struct History {
 
 impl History {
     /// `{"id", "message", "events", "queue"}` as one pretty JSON object;
-    /// events keep `data` parsed and `data_text` exactly as hashed.
+    /// events keep `data` parsed and `data_text` exactly as hashed, and
+    /// carry `rem_event`, the EN 319 522-1 name of their kind (not part of
+    /// the hashed record).
     pub fn json(&self) -> String {
+        let events: Vec<Value> = self
+            .events
+            .iter()
+            .map(|e| {
+                let mut v = serde_json::to_value(e).unwrap_or_default();
+                v["rem_event"] = json!(e.kind.rem_event().map(|r| r.as_str()));
+                v
+            })
+            .collect();
         let v = json!({
             "id": self.id,
             "message": self.message,
-            "events": self.events,
+            "events": events,
             "queue": self.queue,
         });
         let mut s = serde_json::to_string_pretty(&v).unwrap_or_default();
@@ -147,10 +158,13 @@ impl History {
             out.line(
                 1,
                 &format!(
-                    "{}  #{}  {}  (hash {})",
+                    "{}  #{}  {}{}  (hash {})",
                     at(e.at),
                     e.seq,
                     e.kind,
+                    e.kind
+                        .rem_event()
+                        .map_or_else(String::new, |r| format!(" [{r}]")),
                     hash.get(..16).unwrap_or(hash)
                 ),
             );

@@ -127,6 +127,23 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         return reply;
     }
     let accepted = verdict.accepted();
+    // What an acceptance receipt names of the log: read before the record
+    // is prepared, so the receipt's event follows this head.
+    let log_anchor = if accepted
+        && notify::may_be_due(
+            &policy,
+            &mail_from,
+            verdict.authority.as_deref(),
+            crate::policy::ReceiptKind::Acceptance,
+            false,
+        ) {
+        match gw.store.log_anchor().await {
+            Ok(a) => Some(a),
+            Err(e) => return Reply::temporary(&format!("cannot read the audit log's head ({e})")),
+        }
+    } else {
+        None
+    };
     let headers = Headers::of(&body, &gw.config.case_pattern);
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
     let (mut record, receipt) = Judged {
@@ -148,6 +165,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         },
         policy,
         keep_body,
+        log_anchor,
     }
     .into_record();
     if let Some(receipt) = receipt {
@@ -278,6 +296,8 @@ struct Judged<'a> {
     policy: Arc<crate::policy::Policy>,
     /// Whether the body is kept.
     keep_body: bool,
+    /// The log as it stood, when an acceptance receipt may be due.
+    log_anchor: Option<crate::store::retention::LogAnchor>,
 }
 
 impl Judged<'_> {
@@ -294,7 +314,7 @@ impl Judged<'_> {
         let event = self.event();
         let signers = serde_json::to_value(&self.verdict.signers).unwrap_or_default();
         let receipt = if accepted {
-            self.acceptance(&signers)
+            self.acceptance(&signers, &event)
         } else {
             None
         };
@@ -313,6 +333,7 @@ impl Judged<'_> {
             signature_keys,
             policy,
             keep_body,
+            log_anchor: _,
         } = self;
         let record = Record {
             message: Some(MessageRecord {
@@ -386,8 +407,12 @@ impl Judged<'_> {
     }
 
     /// The acceptance receipt of an accepted message, when its sender's
-    /// authority wants one; `signers` as recorded.
-    fn acceptance(&self, signers: &serde_json::Value) -> Option<notify::Outgoing> {
+    /// authority wants one; `signers` as recorded, `event` the decision's.
+    fn acceptance(
+        &self,
+        signers: &serde_json::Value,
+        event: &AuditEvent,
+    ) -> Option<notify::Outgoing> {
         // NOTIFY=NEVER for every recipient: the client wants no notice at all.
         if self
             .rcpt_to
@@ -403,6 +428,7 @@ impl Judged<'_> {
             .filter_map(|r| r.route.as_deref())
             .collect();
         routes.dedup();
+        let log = notify::log_ref(event, self.log_anchor.as_ref()?);
         let original = Original {
             id: self.id,
             received_at_ms: self.received_at_ms,
@@ -418,6 +444,7 @@ impl Judged<'_> {
             case_ref: self.headers.case_ref.as_deref(),
             auto_submitted: self.headers.auto_submitted,
             dsn: Some(&self.dsn),
+            log: Some(&log),
         };
         notify::acceptance(&self.policy, &original)
     }

@@ -29,6 +29,7 @@ use serde_json::json;
 use crate::clock::EvalTime;
 use crate::policy::ReceiptKind;
 use crate::smime::sign::{base64_lines, random_hex, SignedMime, SigningIdentity};
+use crate::store::RemEvent;
 
 /// The certificate that signed the original message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -73,6 +74,48 @@ pub struct ReceiptContext {
     /// The DSN parameters its client gave (ENVID, ORCPT), named in a
     /// non-delivery notice (RFC 3464 §2.2.1, §2.3.1).
     pub dsn: crate::envelope::Dsn,
+    /// Where the receipt's event stands in the audit log.
+    pub log: Option<LogRef>,
+}
+
+/// The audit record of a receipt's event and the log around it when the
+/// receipt was issued (`docs/evidence-vocabulary.md`, "Receipts anchor
+/// the log"). The record's own seq and hash exist only once it is
+/// committed, after the receipt is signed; so the receipt names the record
+/// by its content and the committed head it follows.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogRef {
+    /// The record's kind, e.g. `message.accepted`.
+    pub kind: String,
+    /// Its content hash (`store::chain::content_hash`).
+    pub content_sha256: String,
+    /// The seq of the committed chain head when the receipt was made: the
+    /// record lies after it.
+    pub after_seq: i64,
+    /// That head's hash.
+    pub after_hash: String,
+    /// The latest signed checkpoint then, `(seq, hash)`.
+    pub checkpoint: Option<(i64, String)>,
+}
+
+impl LogRef {
+    /// `receipt.json`'s `audit` object.
+    fn json(&self) -> serde_json::Value {
+        json!({
+            "record": {"kind": self.kind, "content_sha256": self.content_sha256},
+            "after": {"seq": self.after_seq, "hash": self.after_hash},
+            "checkpoint": self.checkpoint.as_ref().map(|(seq, hash)| json!({"seq": seq, "hash": hash})),
+        })
+    }
+}
+
+/// The ETSI EN 319 522-1 event a receipt of `kind` is the evidence of.
+pub fn evidence(kind: ReceiptKind) -> RemEvent {
+    match kind {
+        ReceiptKind::Acceptance => RemEvent::SubmissionAcceptance,
+        ReceiptKind::Delivery => RemEvent::RelayAcceptance,
+        ReceiptKind::Failure => RemEvent::RelayFailure,
+    }
 }
 
 /// The next hop's acceptance of (some recipients of) the message.
@@ -274,6 +317,7 @@ pub fn non_delivery_notice(
         ascii_only(&ctx.message_id),
         rfc5322_date(ctx.received_at)
     ));
+    dsn.push_str(&dsn_log_fields(ctx.log.as_ref()));
     for r in &failure.recipients {
         if let Some(orcpt) = ctx.dsn.recipient(r).and_then(|d| d.orcpt.as_deref()) {
             dsn.push_str(&format!("\r\nOriginal-Recipient: {}", ascii_only(orcpt)));
@@ -322,6 +366,51 @@ pub fn non_delivery_notice(
     })
 }
 
+/// The per-message extension fields (RFC 3464 §7) of a non-delivery
+/// notice that name its audit record, as `receipt.json`'s `evidence` and
+/// `audit` do in the other receipts.
+fn dsn_log_fields(log: Option<&LogRef>) -> String {
+    let mut s = format!("X-Emla-Evidence: {}\r\n", evidence(ReceiptKind::Failure));
+    if let Some(log) = log {
+        s.push_str(&format!(
+            "X-Emla-Audit-Record: {}; content-sha256={}; after-seq={}; after-hash={}\r\n",
+            ascii_only(&log.kind),
+            ascii_only(&log.content_sha256),
+            log.after_seq,
+            ascii_only(&log.after_hash)
+        ));
+        match &log.checkpoint {
+            Some((seq, hash)) => s.push_str(&format!(
+                "X-Emla-Audit-Checkpoint: seq={seq}; hash={}\r\n",
+                ascii_only(hash)
+            )),
+            None => s.push_str("X-Emla-Audit-Checkpoint: none\r\n"),
+        }
+    }
+    s
+}
+
+/// The human lines naming the receipt's audit record and checkpoint.
+fn log_facts(log: &LogRef) -> String {
+    let mut s = format!(
+        "\r\nAudit record:   {} with content SHA-256\r\n                {}\r\n\
+         \x20 appended after record {} (hash {})\r\n",
+        one_line(&log.kind),
+        one_line(&log.content_sha256),
+        log.after_seq,
+        one_line(&log.after_hash)
+    );
+    match &log.checkpoint {
+        Some((seq, hash)) => s.push_str(&format!(
+            "Checkpoint:     signed at record {seq} (hash {})\r\n",
+            one_line(hash)
+        )),
+        None => s.push_str("Checkpoint:     none signed yet\r\n"),
+    }
+    s.push_str("Check it with:  emla audit verify --receipt FILE\r\n");
+    s
+}
+
 /// The human summary of the original message shared by every receipt.
 fn facts(ctx: &ReceiptContext, subject: &str) -> String {
     let mut s = String::new();
@@ -345,6 +434,9 @@ fn facts(ctx: &ReceiptContext, subject: &str) -> String {
     }
     line("Route:", &ctx.route);
     line("Policy version:", &ctx.policy_version);
+    if let Some(log) = &ctx.log {
+        s.push_str(&log_facts(log));
+    }
     s
 }
 
@@ -368,7 +460,13 @@ fn build_mixed(
         return None;
     }
     let rng = SystemRandom::new();
-    let mut json = serde_json::to_vec_pretty(data).unwrap_or_default();
+    let mut data = data.clone();
+    data["evidence"] = json!(evidence(kind).as_str());
+    data["audit"] = ctx
+        .log
+        .as_ref()
+        .map_or(serde_json::Value::Null, LogRef::json);
+    let mut json = serde_json::to_vec_pretty(&data).unwrap_or_default();
     json.push(b'\n');
     let parts = vec![
         text_part("text/plain; charset=utf-8", text.as_bytes(), None),
@@ -641,6 +739,13 @@ mod tests {
             route: "aa-to-bb".into(),
             policy_version: "ab".repeat(32),
             dsn: crate::envelope::Dsn::default(),
+            log: Some(LogRef {
+                kind: "message.accepted".into(),
+                content_sha256: "cc".repeat(32),
+                after_seq: 41,
+                after_hash: "dd".repeat(32),
+                checkpoint: Some((40, "ee".repeat(32))),
+            }),
         }
     }
 
@@ -671,6 +776,42 @@ mod tests {
         assert!(t.contains("application/json"), "{t}");
         assert!(!t.contains("\nBcc"), "{t}");
         assert!(!t.replace("\r\n", "").contains('\n'), "bare LF in {t}");
+    }
+
+    #[test]
+    fn receipts_name_their_event_and_the_log() {
+        let r = acceptance_receipt(&ctx()).unwrap();
+        let t = text(&r);
+        let start = t.find("{\r\n").unwrap();
+        let end = t[start..].find("}\r\n--").unwrap() + start + 1;
+        let v: serde_json::Value = serde_json::from_str(&t[start..end]).unwrap();
+        assert_eq!(v["evidence"], "SubmissionAcceptance");
+        assert_eq!(v["audit"]["record"]["kind"], "message.accepted");
+        assert_eq!(v["audit"]["record"]["content_sha256"], "cc".repeat(32));
+        assert_eq!(v["audit"]["after"]["seq"], 41);
+        assert_eq!(v["audit"]["checkpoint"]["seq"], 40);
+        assert!(t.contains("appended after record 41"), "{t}");
+        assert!(t.contains("signed at record 40"), "{t}");
+
+        let f = Failure {
+            recipients: vec!["bob@justice.bb.example".into()],
+            status: "5.1.1".into(),
+            diagnostic: "550 5.1.1 no such user".into(),
+            remote_mta: None,
+            at: UNIX_EPOCH,
+        };
+        let t = text(&non_delivery_notice(&ctx(), &f, b"Subject: x\r\n\r\n").unwrap());
+        for field in [
+            "X-Emla-Evidence: RelayFailure\r\n".to_owned(),
+            format!(
+                "X-Emla-Audit-Record: message.accepted; content-sha256={}; after-seq=41; after-hash={}\r\n",
+                "cc".repeat(32),
+                "dd".repeat(32)
+            ),
+            format!("X-Emla-Audit-Checkpoint: seq=40; hash={}\r\n", "ee".repeat(32)),
+        ] {
+            assert!(t.contains(&field), "{field:?} missing: {t}");
+        }
     }
 
     #[test]

@@ -16,13 +16,14 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde_json::{json, Value};
 
 use super::build::{
-    self as receipt, DeliveryOutcome, Failure, Receipt, ReceiptContext, SignerSummary,
+    self as receipt, DeliveryOutcome, Failure, LogRef, Receipt, ReceiptContext, SignerSummary,
 };
 use crate::policy::{Authority, Lane, Policy, ReceiptKind};
 use crate::reason::Reason;
 use crate::smime::sign::{Detached, SignedMime, SigningIdentity};
 use crate::smime::tsa::{Stamp, Tsa};
 use crate::store::payload::{ReceiptQueued, Timestamp};
+use crate::store::retention::LogAnchor;
 use crate::store::{AuditEvent, MessageRecord, QueueEntry, Record, SessionInfo, Signer};
 
 /// What the receipts of an accepted message repeat about it.
@@ -57,6 +58,38 @@ pub struct Original<'a> {
     pub auto_submitted: bool,
     /// The DSN parameters its client gave, if any.
     pub dsn: Option<&'a crate::envelope::Dsn>,
+    /// The audit record of the event its receipts report ([`log_ref`]).
+    pub log: Option<&'a LogRef>,
+}
+
+/// How a receipt names `event`'s record, recorded in the same transaction
+/// as the receipt, when the log stood at `anchor`.
+pub fn log_ref(event: &AuditEvent, anchor: &LogAnchor) -> LogRef {
+    LogRef {
+        kind: event.kind.as_str().to_owned(),
+        content_sha256: event.content_hash(),
+        after_seq: anchor.head_seq,
+        after_hash: anchor.head_hash.clone(),
+        checkpoint: anchor.checkpoint.clone(),
+    }
+}
+
+/// Whether a receipt of `kind` may be due for a message from `sender` of
+/// authority `sender_authority` (the caller then reads the log's anchor).
+pub fn may_be_due(
+    policy: &Policy,
+    sender: &str,
+    sender_authority: Option<&str>,
+    kind: ReceiptKind,
+    asked: bool,
+) -> bool {
+    !sender.is_empty()
+        && policy.gateway.signing.is_some()
+        && policy
+            .authorities
+            .iter()
+            .find(|a| Some(a.id.as_str()) == sender_authority)
+            .is_some_and(|a| asked || a.receipts.contains(kind))
 }
 
 /// A signed receipt ready to record, once its signature has a timestamp
@@ -298,6 +331,7 @@ fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
         route: o.route.to_owned(),
         policy_version: o.policy_version.to_owned(),
         dsn: o.dsn.cloned().unwrap_or_default(),
+        log: o.log.cloned(),
     }
 }
 

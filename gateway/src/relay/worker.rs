@@ -471,7 +471,28 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         queue_updates: vec![update],
         ..Record::default()
     };
-    let receipts = notices(policy, attempt, &outcomes, expired, now);
+    // What its receipts name of the log: read before the record is
+    // prepared, so the attempt's record follows this head.
+    let log = if settled(&outcomes, expired)
+        && notify::may_be_due(
+            policy,
+            &entry.mail_from,
+            entry.sender_authority.as_deref(),
+            crate::policy::ReceiptKind::Delivery,
+            true,
+        ) {
+        match gw.store.log_anchor().await {
+            Ok(anchor) => Some(notify::log_ref(&record.events[0], &anchor)),
+            Err(e) => {
+                // The claim runs out and the entry is tried again.
+                tracing::error!(message = %entry.delivery.message_id, error = %e, "relay: cannot read the audit log's head");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let receipts = notices(policy, attempt, &outcomes, expired, now, log.as_ref());
     let notified = !receipts.is_empty();
     for r in receipts {
         // Bounded by tsa_timeout_secs, within the delivery's lease.
@@ -511,13 +532,12 @@ fn notices(
     outcomes: &[RcptOutcome],
     expired: bool,
     now_ms: i64,
+    log: Option<&crate::receipts::build::LogRef>,
 ) -> Vec<notify::Outgoing> {
     let entry = attempt.entry;
     // Most attempts owe nobody a receipt: no parsing for them.
-    let settled = outcomes
-        .iter()
-        .any(|o| !matches!(o, RcptOutcome::Deferred { .. }) || expired);
-    if !settled || policy.gateway.signing.is_none() || entry.mail_from.is_empty() {
+    if !settled(outcomes, expired) || policy.gateway.signing.is_none() || entry.mail_from.is_empty()
+    {
         return Vec::new();
     }
     let Some(original) = attempt.original else {
@@ -538,6 +558,7 @@ fn notices(
         case_ref: entry.case_ref.as_deref(),
         auto_submitted: notify::is_auto_submitted(original),
         dsn: entry.dsn.as_ref(),
+        log,
     };
     let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
     let mut out = Vec::new();
@@ -611,6 +632,14 @@ fn notices(
         out.extend(notify::failure(policy, &o, &failure, original, asked));
     }
     out
+}
+
+/// Whether some recipient's outcome is final: delivered, refused, or
+/// deferred past the queue lifetime.
+fn settled(outcomes: &[RcptOutcome], expired: bool) -> bool {
+    outcomes
+        .iter()
+        .any(|o| !matches!(o, RcptOutcome::Deferred { .. }) || expired)
 }
 
 /// The RFC 3463 status in a reply (`5.1.1` in `550 5.1.1 no such user`),

@@ -49,6 +49,16 @@ pub fn record_hash(canonical_form: &str) -> String {
     hex::encode(Sha256::digest(canonical_form.as_bytes()))
 }
 
+/// What a record says, without where it stands: the lowercase hex SHA-256
+/// of the last three fields of [`canonical`] (`kind "\n" message_id "\n"
+/// data`). A receipt names its event by this hash, which is known before
+/// the record's seq, time and `prev_hash` are (see
+/// `docs/evidence-vocabulary.md`, "Receipts anchor the log").
+pub fn content_hash(kind: &str, message_id: Option<&str>, data_json: &str) -> String {
+    let form = format!("{kind}\n{}\n{data_json}", message_id.unwrap_or(""));
+    hex::encode(Sha256::digest(form.as_bytes()))
+}
+
 /// One row of `audit` as stored.
 #[derive(Clone, Debug)]
 pub struct AuditRow {
@@ -79,6 +89,11 @@ impl AuditRow {
             self.message_id.as_deref(),
             &self.data,
         ))
+    }
+
+    /// Its [`content_hash`].
+    pub fn content_hash(&self) -> String {
+        content_hash(&self.kind, self.message_id.as_deref(), &self.data)
     }
 
     /// Its kind, when it is one of the [`AuditKind`](super::AuditKind)s

@@ -115,6 +115,35 @@ impl AuditKind {
         AuditKind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
+    /// The event of ETSI EN 319 522-1 (electronic registered delivery) this
+    /// kind records, or `None` when the standard has no counterpart (the
+    /// table in `docs/evidence-vocabulary.md` says why, kind by kind). It is
+    /// shown beside the kind, never hashed into a record.
+    pub fn rem_event(self) -> Option<RemEvent> {
+        match self {
+            AuditKind::MessageAccepted => Some(RemEvent::SubmissionAcceptance),
+            AuditKind::MessageRejected => Some(RemEvent::SubmissionRejection),
+            AuditKind::RelayDelivered => Some(RemEvent::RelayAcceptance),
+            AuditKind::RelayFailed => Some(RemEvent::RelayFailure),
+            AuditKind::MessageDuplicate
+            | AuditKind::SmtpRejected
+            | AuditKind::SmtpSessionSummary
+            | AuditKind::RelayDeferred
+            | AuditKind::ReceiptQueued
+            | AuditKind::QueueRetry
+            | AuditKind::QueueCancelled
+            | AuditKind::PolicyReloaded
+            | AuditKind::PolicyReloadFailed
+            | AuditKind::AuditCheckpoint
+            | AuditKind::RetentionPruned
+            | AuditKind::CrlUpdated
+            | AuditKind::CrlFetchFailed
+            | AuditKind::OcspUpdated
+            | AuditKind::OcspFetchFailed
+            | AuditKind::PostmasterKept => None,
+        }
+    }
+
     /// Whether this is the record of a message's decision
     /// (`message.accepted` or `message.rejected`).
     pub fn is_decision(self) -> bool {
@@ -132,6 +161,39 @@ impl AuditKind {
                 | AuditKind::QueueRetry
                 | AuditKind::QueueCancelled
         )
+    }
+}
+
+/// The events of ETSI EN 319 522-1 that emla records (their names as the
+/// standard spells them, e.g. in EN 319 522-3's event identifiers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum RemEvent {
+    /// The sender's message was accepted for delivery.
+    SubmissionAcceptance,
+    /// The sender's message was refused.
+    SubmissionRejection,
+    /// The next hop accepted the message relayed to it.
+    RelayAcceptance,
+    /// The message could not be relayed (refused, or not within the
+    /// queue lifetime).
+    RelayFailure,
+}
+
+impl RemEvent {
+    /// The standard's name, e.g. `SubmissionAcceptance`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RemEvent::SubmissionAcceptance => "SubmissionAcceptance",
+            RemEvent::SubmissionRejection => "SubmissionRejection",
+            RemEvent::RelayAcceptance => "RelayAcceptance",
+            RemEvent::RelayFailure => "RelayFailure",
+        }
+    }
+}
+
+impl fmt::Display for RemEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
     }
 }
 
@@ -213,5 +275,36 @@ mod tests {
         let documented = contract_table("Audit record kinds");
         let ours: Vec<String> = AuditKind::ALL.iter().map(|k| k.to_string()).collect();
         assert_eq!(documented, ours, "docs/contracts.md vs AuditKind::ALL");
+    }
+
+    #[test]
+    fn evidence_vocabulary_matches_the_doc() {
+        const DOC: &str = include_str!("../../../docs/evidence-vocabulary.md");
+        let section = DOC
+            .split("\n## ")
+            .find(|s| s.starts_with("Audit record kinds"))
+            .expect("docs/evidence-vocabulary.md has no section \"Audit record kinds\"");
+        let documented: Vec<(String, String)> = section
+            .lines()
+            .filter(|l| l.starts_with("| `"))
+            .map(|l| {
+                let cells: Vec<&str> = l.split('|').map(str::trim).collect();
+                (
+                    cells[1].trim_matches('`').to_owned(),
+                    cells[2].trim_matches('`').to_owned(),
+                )
+            })
+            .collect();
+        let ours: Vec<(String, String)> = AuditKind::ALL
+            .iter()
+            .map(|k| {
+                let e = k.rem_event().map_or("none".to_owned(), |e| e.to_string());
+                (k.to_string(), e)
+            })
+            .collect();
+        assert_eq!(
+            documented, ours,
+            "docs/evidence-vocabulary.md vs AuditKind::rem_event"
+        );
     }
 }

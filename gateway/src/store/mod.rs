@@ -33,7 +33,7 @@ pub mod search;
 
 pub use crate::policy::Lane;
 pub use error::StoreError;
-pub use kind::AuditKind;
+pub use kind::{AuditKind, RemEvent};
 pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
 pub use recorder::now_ms;
@@ -148,6 +148,18 @@ pub struct AuditEvent {
     pub message_id: Option<String>,
     /// Everything about it, as one JSON object.
     pub data: serde_json::Value,
+}
+
+impl AuditEvent {
+    /// The [`chain::content_hash`] its record will have: `data` serialised
+    /// as [`Store::record`] stores it.
+    pub fn content_hash(&self) -> String {
+        chain::content_hash(
+            self.kind.as_str(),
+            self.message_id.as_deref(),
+            &to_json(&self.data).unwrap_or_default(),
+        )
+    }
 }
 
 /// One CRL or OCSP response that decided a message, kept in the

@@ -26,6 +26,18 @@ pub struct ChainAnchor {
     pub pruned_at: i64,
 }
 
+/// Where the log stood when a receipt was issued: what the receipt names
+/// besides its own event.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LogAnchor {
+    /// The seq of the committed chain head (0: empty log).
+    pub head_seq: i64,
+    /// Its hash.
+    pub head_hash: String,
+    /// The latest signed checkpoint's `(seq, hash)`, if there is one.
+    pub checkpoint: Option<(i64, String)>,
+}
+
 /// A message whose body file retention may remove.
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct StoredBody {
@@ -209,6 +221,26 @@ impl Store {
             .await
             .map_err(read_err)?;
         Ok(rows.pop())
+    }
+
+    /// Where the log stands for a receipt issued now: the committed chain
+    /// head and the latest signed checkpoint named by an `audit.checkpoint`
+    /// record (see `docs/evidence-vocabulary.md`).
+    pub async fn log_anchor(&self) -> Result<LogAnchor, StoreError> {
+        let (head_seq, head_hash) = self.chain_head().await?;
+        let checkpoint = self
+            .audit_of_kind(super::AuditKind::AuditCheckpoint, 50)
+            .await?
+            .into_iter()
+            .find_map(|r| {
+                let d = super::CheckpointData::parse(&r.data)?;
+                (d.signed && !d.hash.is_empty()).then_some((d.seq, d.hash))
+            });
+        Ok(LogAnchor {
+            head_seq,
+            head_hash,
+            checkpoint,
+        })
     }
 
     /// The newest `limit` records of one kind, newest first.
