@@ -7,7 +7,8 @@
 //!
 //! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
 //! - [`delivery_receipt`]: the next hop accepted it;
-//! - [`non_delivery_notice`]: an RFC 3464 delivery status notification.
+//! - [`non_delivery_notice`]: an RFC 3464 delivery status notification;
+//! - [`delay_notice`]: the same, `Action: delayed`, while still trying.
 //!
 //! Acceptance and delivery receipts are `multipart/mixed` with a human
 //! `text/plain` part and a machine-readable `application/json` part
@@ -235,28 +236,75 @@ pub fn non_delivery_notice(
     failure: &Failure,
     original_headers: &[u8],
 ) -> Option<Receipt> {
+    status_report(ctx, failure, original_headers, None)
+}
+
+/// An RFC 3464 delay notice (`Action: delayed`), or `None` for a null
+/// sender: the same report as [`non_delivery_notice`] for recipients still
+/// deferred, with a 4.x.x status and `Will-Retry-Until: retry_until` (the
+/// end of the queue lifetime).
+pub fn delay_notice(
+    ctx: &ReceiptContext,
+    delay: &Failure,
+    retry_until: SystemTime,
+    original_headers: &[u8],
+) -> Option<Receipt> {
+    status_report(ctx, delay, original_headers, Some(retry_until))
+}
+
+/// The report of [`non_delivery_notice`] (`retry_until` none) or
+/// [`delay_notice`].
+fn status_report(
+    ctx: &ReceiptContext,
+    failure: &Failure,
+    original_headers: &[u8],
+    retry_until: Option<SystemTime>,
+) -> Option<Receipt> {
     if ctx.sender.trim().is_empty() {
         return None;
     }
     let rng = SystemRandom::new();
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
-    let status = if is_status(&failure.status) {
+    let (kind, action, class, prefix) = match retry_until {
+        None => (ReceiptKind::Failure, "failed", "5.0.0", "Undeliverable"),
+        Some(_) => (ReceiptKind::Delay, "delayed", "4.0.0", "Delayed"),
+    };
+    // A delay is transient (4.x.x); an expiry fails with 4.4.7, as usual.
+    let fits_action = retry_until.is_none() || failure.status.starts_with('4');
+    let status = if is_status(&failure.status) && fits_action {
         failure.status.as_str()
     } else {
-        "5.0.0"
+        class
     };
-    let mut text = format!(
-        "Your message could not be delivered by the secure gateway {host}\r\n\
-         to the following recipients:\r\n\r\n",
-        host = ascii_only(&ctx.gateway_hostname),
-    );
+    let mut text = match retry_until {
+        None => format!(
+            "Your message could not be delivered by the secure gateway {host}\r\n\
+             to the following recipients:\r\n\r\n",
+            host = ascii_only(&ctx.gateway_hostname),
+        ),
+        Some(_) => format!(
+            "Your message has not yet been delivered by the secure gateway {host}\r\n\
+             to the following recipients. This is a warning only: delivery\r\n\
+             is still being tried, you need not send it again.\r\n\r\n",
+            host = ascii_only(&ctx.gateway_hostname),
+        ),
+    };
     for r in &failure.recipients {
         text.push_str(&format!("    {}\r\n", one_line(r)));
     }
+    let reason = if retry_until.is_some() {
+        "Last error"
+    } else {
+        "Reason"
+    };
     text.push_str(&format!(
-        "\r\nReason: {}\r\nStatus: {status}\r\n\r\n",
+        "\r\n{reason}: {}\r\nStatus: {status}\r\n",
         one_line(&failure.diagnostic)
     ));
+    if let Some(until) = retry_until {
+        text.push_str(&format!("Will retry until: {}\r\n", rfc5322_date(until)));
+    }
+    text.push_str("\r\n");
     text.push_str(&facts(ctx, subject));
 
     let host = ascii_only(&ctx.gateway_hostname);
@@ -274,7 +322,7 @@ pub fn non_delivery_notice(
             dsn.push_str(&format!("\r\nOriginal-Recipient: {}", ascii_only(orcpt)));
         }
         dsn.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {status}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {status}\r\n",
             ascii_only(r)
         ));
         if let Some(mta) = &failure.remote_mta {
@@ -285,6 +333,9 @@ pub fn non_delivery_notice(
             ascii_only(&failure.diagnostic),
             rfc5322_date(failure.at)
         ));
+        if let Some(until) = retry_until {
+            dsn.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
+        }
     }
 
     let mut headers = crlf_text(original_headers);
@@ -310,8 +361,8 @@ pub fn non_delivery_notice(
         &parts,
     );
     Some(Receipt {
-        kind: ReceiptKind::Failure,
-        headers: top_headers(ctx, ReceiptKind::Failure, "Undeliverable", failure.at, &rng),
+        kind,
+        headers: top_headers(ctx, kind, prefix, failure.at, &rng),
         entity,
         at: failure.at,
     })
@@ -751,5 +802,32 @@ mod tests {
             r.header("Subject"),
             Some("Undeliverable: Request  Bcc: evil@x.example")
         );
+    }
+
+    #[test]
+    fn delay_notice_says_delayed_and_until_when() {
+        let f = Failure {
+            recipients: vec!["bob@justice.bb.example".into()],
+            status: "5.1.1".into(),
+            diagnostic: "451 4.3.0 try later".into(),
+            remote_mta: None,
+            at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
+        };
+        let until = UNIX_EPOCH + Duration::from_secs(1_767_232_800);
+        let r = delay_notice(&ctx(), &f, until, b"Subject: x\r\n\r\n").unwrap();
+        assert_eq!(r.kind, ReceiptKind::Delay);
+        let t = text(&r);
+        for part in [
+            "Action: delayed\r\nStatus: 4.0.0\r\n",
+            "Will-Retry-Until: Thu, 01 Jan 2026 02:00:00 +0000\r\n",
+            "This is a warning only",
+        ] {
+            assert!(t.contains(part), "{part:?} missing: {t}");
+        }
+        assert!(!t.contains("Action: failed"), "{t}");
+        assert_eq!(r.header("X-Emla-Receipt"), Some("delay"));
+        let mut c = ctx();
+        c.sender = String::new();
+        assert!(delay_notice(&c, &f, until, b"").is_none());
     }
 }

@@ -110,6 +110,22 @@ pub fn failure(
     Some(outgoing(policy, authority, identity, o, &r))
 }
 
+/// The delay notice for `delay` (recipients still deferred), if wanted or
+/// `asked` for (DSN `NOTIFY=DELAY`); delivery is tried until `retry_until`.
+pub fn delay(
+    policy: &Policy,
+    o: &Original<'_>,
+    delay: &Failure,
+    retry_until: SystemTime,
+    original: &[u8],
+    asked: bool,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Delay, asked)?;
+    let headers = &original[..crate::smime::mime::header_len(original)];
+    let r = receipt::delay_notice(&context(policy, o), delay, retry_until, headers)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
 /// Whether `raw`'s header section says it was sent automatically.
 pub fn is_auto_submitted(raw: &[u8]) -> bool {
     mail_parser::MessageParser::new()
