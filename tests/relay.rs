@@ -1039,6 +1039,70 @@ fn a_deferred_message_gets_one_signed_delay_notice_at_the_warning_time() {
     gw.assert_audit_intact();
 }
 
+/// A message the gateway refuses at the end of DATA (unsigned) from an
+/// authority that lists `rejection`: the sender gets a signed
+/// non-acceptance notice naming the reason, at most 20 an hour; a null
+/// sender and an `Auto-Submitted` message get none.
+#[test]
+fn a_refused_message_gets_a_signed_rejection_notice_within_the_hourly_limit() {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "\ndomains = ",
+        "\nreceipts = [\"rejection\"]\ndomains = ",
+    );
+    let (gw, srv) = start_relaying(&policy);
+    let unsigned = |extra: &str| {
+        format!(
+            "From: {ALICE}\r\nTo: {BOB}\r\nSubject: unsigned\r\n{extra}\
+             Message-ID: <u@justice.aa.example>\r\n\r\nhello\r\n"
+        )
+        .into_bytes()
+    };
+    let refused = |from: &str, msg: &[u8]| {
+        let (r, t) = send(srv.port, from, &[BOB], msg);
+        assert!(r.code >= 500, "refused:\n{t}");
+    };
+    refused("", &unsigned(""));
+    refused(ALICE, &unsigned("Auto-Submitted: auto-replied\r\n"));
+    refused(ALICE, &unsigned(""));
+    let got = delivered_to(&sink, ALICE, 1);
+    assert_eq!(got.len(), 1, "{}", srv.stderr());
+    let (env, notice) = &got[0];
+    assert_eq!(env["mail_from"], "<>", "{env}");
+    assert_eq!(
+        header(notice, "X-Emla-Receipt"),
+        Some("rejection"),
+        "{notice}"
+    );
+    assert!(
+        header(notice, "Subject").is_some_and(|s| s.starts_with("Not accepted: ")),
+        "{notice}"
+    );
+    assert!(notice.contains("\"type\": \"rejection\""), "{notice}");
+    assert!(notice.contains("\"reason\": \"unsigned\""), "{notice}");
+    assert!(
+        openssl_verifies(notice.as_bytes(), "aa"),
+        "signed:\n{notice}"
+    );
+
+    for _ in 0..25 {
+        refused(ALICE, &unsigned(""));
+    }
+    assert_eq!(delivered_to(&sink, ALICE, 20).len(), 20, "{}", srv.stderr());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 20, "20 an hour, nothing else");
+    let queued = gw
+        .db()
+        .audit()
+        .iter()
+        .filter(|a| a.kind == "receipt.queued" && a.data.contains("\"rejection\""))
+        .count();
+    assert_eq!(queued, 20);
+    gw.assert_audit_intact();
+}
+
 #[test]
 fn an_authority_that_wants_no_receipts_gets_none() {
     let sink = Sink::start(&[]);

@@ -15,6 +15,7 @@ pub mod command;
 pub mod commit;
 pub mod handler;
 pub mod postmaster;
+pub mod rejections;
 pub mod replay;
 pub mod reply;
 pub mod session;
@@ -54,6 +55,8 @@ pub struct Service {
     pub relay_wake: Arc<Notify>,
     /// Signatures being judged now (see [`replay`]).
     pub replays: replay::InFlight,
+    /// Rejection notices sent per sender authority (see [`rejections`]).
+    pub rejections: rejections::Limiter,
 }
 
 impl Service {

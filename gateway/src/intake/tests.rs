@@ -102,6 +102,7 @@ impl Harness {
             revocation,
             relay_wake: Arc::new(Notify::new()),
             replays: Default::default(),
+            rejections: Default::default(),
         });
         Harness {
             svc,

@@ -237,15 +237,19 @@ pub enum ReceiptKind {
     /// The message is still not delivered after the delay warning time: a
     /// delay notice (`delay`), once.
     Delay,
+    /// The gateway refused the message at the end of DATA: a non-acceptance
+    /// notice (`rejection`). Only when listed: not in the default set.
+    Rejection,
 }
 
 impl ReceiptKind {
     /// Every kind, in the order of the policy file reference.
-    pub const ALL: [ReceiptKind; 4] = [
+    pub const ALL: [ReceiptKind; 5] = [
         ReceiptKind::Acceptance,
         ReceiptKind::Delivery,
         ReceiptKind::Failure,
         ReceiptKind::Delay,
+        ReceiptKind::Rejection,
     ];
 
     /// The name used in policy files and `X-Emla-Receipt`.
@@ -255,6 +259,7 @@ impl ReceiptKind {
             ReceiptKind::Delivery => "delivery",
             ReceiptKind::Failure => "failure",
             ReceiptKind::Delay => "delay",
+            ReceiptKind::Rejection => "rejection",
         }
     }
 }
@@ -266,7 +271,8 @@ pub struct ReceiptKinds {
 }
 
 impl ReceiptKinds {
-    /// Every kind (the default).
+    /// The default: every kind but `rejection`, which answers mail the
+    /// gateway did not take and so is sent only where asked for.
     pub const ALL: ReceiptKinds = ReceiptKinds { bits: 0b1111 };
     /// No receipts at all.
     pub const NONE: ReceiptKinds = ReceiptKinds { bits: 0 };
@@ -277,6 +283,7 @@ impl ReceiptKinds {
             ReceiptKind::Delivery => 2,
             ReceiptKind::Failure => 4,
             ReceiptKind::Delay => 8,
+            ReceiptKind::Rejection => 16,
         }
     }
 

@@ -8,7 +8,8 @@
 //! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
 //! - [`delivery_receipt`]: the next hop accepted it;
 //! - [`non_delivery_notice`]: an RFC 3464 delivery status notification;
-//! - [`delay_notice`]: the same, `Action: delayed`, while still trying.
+//! - [`delay_notice`]: the same, `Action: delayed`, while still trying;
+//! - [`rejection_notice`]: the gateway refused the message.
 //!
 //! Acceptance and delivery receipts are `multipart/mixed` with a human
 //! `text/plain` part and a machine-readable `application/json` part
@@ -160,6 +161,35 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
         ctx,
         ReceiptKind::Acceptance,
         "Accepted",
+        &text,
+        &data,
+        ctx.received_at,
+    )
+}
+
+/// The notice for a message the gateway refused at the end of DATA
+/// (PEC's avviso di non accettazione), or `None` for a null sender.
+/// `receipt.json` holds what [`acceptance_receipt`] does (with `type`
+/// `rejection`) plus `reason` (the reason code), `detail` and
+/// `rejected_at`.
+pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Option<Receipt> {
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let mut text = format!(
+        "Your message was NOT accepted by the secure gateway {host}; it\r\n\
+         has not been relayed to anyone.\r\n\r\nReason: {reason}: {detail}\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+        reason = one_line(reason),
+        detail = one_line(detail),
+    );
+    text.push_str(&facts(ctx, subject));
+    let mut data = receipt_json(ctx, "rejection");
+    data["reason"] = json!(reason);
+    data["detail"] = json!(detail);
+    data["rejected_at"] = json!(rfc3339(ctx.received_at));
+    build_mixed(
+        ctx,
+        ReceiptKind::Rejection,
+        "Not accepted",
         &text,
         &data,
         ctx.received_at,

@@ -7,8 +7,9 @@
 //!
 //! No receipt goes to a null sender, answers an `Auto-Submitted` message or
 //! a receipt (which has a null sender), or leaves without the gateway's
-//! signing identity; only accepted messages have receipts, so nothing is
-//! ever sent outside the authorized domains.
+//! signing identity. Receipts go only to an authorized domain: the
+//! accepted message's sender's, or for a rejection notice the authority
+//! that owns the envelope sender's domain.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -123,6 +124,20 @@ pub fn delay(
     let (authority, identity) = wanted(policy, o, ReceiptKind::Delay, asked)?;
     let headers = &original[..crate::smime::mime::header_len(original)];
     let r = receipt::delay_notice(&context(policy, o), delay, retry_until, headers)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// The non-acceptance notice of a message refused for `reason`, if its
+/// sender's authority (`o.sender_authority`, which the caller takes from
+/// the envelope sender's domain) lists `rejection`.
+pub fn rejection(
+    policy: &Policy,
+    o: &Original<'_>,
+    reason: Reason,
+    detail: &str,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Rejection, false)?;
+    let r = receipt::rejection_notice(&context(policy, o), reason.as_str(), detail)?;
     Some(outgoing(policy, authority, identity, o, &r))
 }
 

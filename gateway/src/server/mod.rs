@@ -134,6 +134,7 @@ pub async fn start(
         revocation: revocation.clone(),
         relay_wake: relay_wake.clone(),
         replays: Default::default(),
+        rejections: Default::default(),
     };
     let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),
