@@ -1113,6 +1113,178 @@ fn queue_lifetime_ends_in_failure_and_a_notice_to_the_sender() {
     gw.assert_audit_intact();
 }
 
+/// The delay notices Alice got, by the emla id they are about.
+fn delay_notices(sink: &Sink) -> Vec<(String, String)> {
+    sink.messages()
+        .into_iter()
+        .map(|m| String::from_utf8_lossy(&m).into_owned())
+        .filter(|m| header(m, "X-Emla-Receipt") == Some("delay"))
+        .map(|m| (header(&m, "X-Emla-Message-Id").unwrap_or("").to_owned(), m))
+        .collect()
+}
+
+/// A next hop that defers every message: after `delay_warning_secs` the
+/// sender gets one signed `Action: delayed` notice, not before, and at that
+/// time even though the next retry was due a minute later; not again on
+/// later retries nor after a restart, and none for a recipient whose
+/// NOTIFY leaves out DELAY. The entry stays queued (failure only at the
+/// queue lifetime).
+#[test]
+fn a_deferred_message_gets_one_signed_delay_notice_at_the_warning_time() {
+    let alice = Sink::start(&[]);
+    let bob = Sink::start(&["--defer", "100000"]);
+    let policy = gateway_policy("aa", alice.port, bob.port);
+    policy.edit(
+        "gateway.toml",
+        "[relay]\n",
+        "[relay]\ndelay_warning_secs = 3\n",
+    );
+    policy.edit(
+        "gateway.toml",
+        "retry_initial_secs = 1\nretry_max_secs = 2\n",
+        "retry_initial_secs = 60\nretry_max_secs = 60\n",
+    );
+    let gw = relaying(&policy, "");
+    let mut srv = gw.start();
+    let sent = Instant::now();
+    let (id, _) = send_with_params(srv.port, "", &[(BOB, "")]);
+    let (quiet, _) = send_with_params(srv.port, "", &[(BOB, "NOTIFY=FAILURE")]);
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while delay_notices(&alice).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "no delay notice:\n{}",
+            srv.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let waited = sent.elapsed();
+    assert!(
+        waited >= Duration::from_secs(3) && waited < Duration::from_secs(8),
+        "sent at the warning time (3 s), not {waited:?}"
+    );
+    let notices = delay_notices(&alice);
+    assert_eq!(notices.len(), 1, "{notices:#?}");
+    let (about, dsn) = &notices[0];
+    assert_eq!(about, &id);
+    assert!(dsn.contains("report-type=delivery-status"), "{dsn}");
+    assert!(
+        dsn.contains(&format!("Final-Recipient: rfc822; {BOB}")),
+        "{dsn}"
+    );
+    assert!(dsn.contains("Action: delayed\r\nStatus: 4.3.0"), "{dsn}");
+    assert!(dsn.contains("Will-Retry-Until: "), "{dsn}");
+    assert!(dsn.contains("try later"), "the next hop's reply: {dsn}");
+    assert!(!dsn.contains("Action: failed"), "{dsn}");
+    assert!(openssl_verifies(dsn.as_bytes(), "aa"), "signed:\n{dsn}");
+
+    // Retried by hand, before and after a restart: still one notice, and
+    // still queued.
+    let entry = |gw: &Gateway| {
+        queue_entries(gw)
+            .into_iter()
+            .find(|e| e["message_id"] == id.as_str())
+            .unwrap()
+    };
+    let retry = |gw: &Gateway, srv: &Server| {
+        let e = entry(gw);
+        let before = e["attempts"].as_i64().unwrap();
+        let (code, out, err) = queue_cli(gw, &["retry", &e["id"].to_string()]);
+        assert_eq!(code, Some(0), "{out}{err}");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while entry(gw)["attempts"].as_i64().unwrap() <= before {
+            assert!(Instant::now() < deadline, "not retried:\n{}", srv.stderr());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    };
+    retry(&gw, &srv);
+    srv.kill();
+    let srv = gw.start();
+    retry(&gw, &srv);
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(delay_notices(&alice).len(), 1, "only once");
+    let e = entry(&gw);
+    assert_eq!(e["status"], "queued", "{e:#}");
+    let queued: Vec<Value> = gw
+        .db()
+        .audit()
+        .iter()
+        .filter(|a| a.kind == "receipt.queued")
+        .map(|a| serde_json::from_str::<Value>(&a.data).unwrap())
+        .filter(|d| d["receipt"] == "delay")
+        .collect();
+    assert_eq!(queued.len(), 1, "audited once: {queued:#?}");
+    assert!(
+        !delay_notices(&alice).iter().any(|(m, _)| m == &quiet),
+        "NOTIFY=FAILURE: no delay notice"
+    );
+    gw.assert_audit_intact();
+}
+
+/// A message the gateway refuses at the end of DATA (unsigned) from an
+/// authority that lists `rejection`: the sender gets a signed
+/// non-acceptance notice naming the reason, at most 20 an hour; a null
+/// sender and an `Auto-Submitted` message get none.
+#[test]
+fn a_refused_message_gets_a_signed_rejection_notice_within_the_hourly_limit() {
+    let sink = Sink::start(&[]);
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "\ndomains = ",
+        "\nreceipts = [\"rejection\"]\ndomains = ",
+    );
+    let (gw, srv) = start_relaying(&policy);
+    let unsigned = |extra: &str| {
+        format!(
+            "From: {ALICE}\r\nTo: {BOB}\r\nSubject: unsigned\r\n{extra}\
+             Message-ID: <u@justice.aa.example>\r\n\r\nhello\r\n"
+        )
+        .into_bytes()
+    };
+    let refused = |from: &str, msg: &[u8]| {
+        let (r, t) = send(srv.port, from, &[BOB], msg);
+        assert!(r.code >= 500, "refused:\n{t}");
+    };
+    refused("", &unsigned(""));
+    refused(ALICE, &unsigned("Auto-Submitted: auto-replied\r\n"));
+    refused(ALICE, &unsigned(""));
+    let got = delivered_to(&sink, ALICE, 1);
+    assert_eq!(got.len(), 1, "{}", srv.stderr());
+    let (env, notice) = &got[0];
+    assert_eq!(env["mail_from"], "<>", "{env}");
+    assert_eq!(
+        header(notice, "X-Emla-Receipt"),
+        Some("rejection"),
+        "{notice}"
+    );
+    assert!(
+        header(notice, "Subject").is_some_and(|s| s.starts_with("Not accepted: ")),
+        "{notice}"
+    );
+    assert!(notice.contains("\"type\": \"rejection\""), "{notice}");
+    assert!(notice.contains("\"reason\": \"unsigned\""), "{notice}");
+    assert!(
+        openssl_verifies(notice.as_bytes(), "aa"),
+        "signed:\n{notice}"
+    );
+
+    for _ in 0..25 {
+        refused(ALICE, &unsigned(""));
+    }
+    assert_eq!(delivered_to(&sink, ALICE, 20).len(), 20, "{}", srv.stderr());
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(sink.messages().len(), 20, "20 an hour, nothing else");
+    let queued = gw
+        .db()
+        .audit()
+        .iter()
+        .filter(|a| a.kind == "receipt.queued" && a.data.contains("\"rejection\""))
+        .count();
+    assert_eq!(queued, 20);
+    gw.assert_audit_intact();
+}
+
 #[test]
 fn an_authority_that_wants_no_receipts_gets_none() {
     let sink = Sink::start(&[]);

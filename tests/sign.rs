@@ -249,7 +249,7 @@ fn policy_signing_problems_are_located() {
     assert!(
         got[0].contains("aa-moj.toml:")
             && got[0].ends_with(
-                "unknown receipt kind \"delivered\"; expected any of: \"acceptance\", \"delivery\", \"failure\""
+                "unknown receipt kind \"delivered\"; expected any of: \"acceptance\", \"delivery\", \"failure\", \"delay\", \"rejection\""
             ),
         "{got:#?}"
     );

@@ -145,7 +145,9 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         None
     };
     let headers = Headers::of(&body, &gw.config.case_pattern);
+    let auto_submitted = headers.auto_submitted;
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
+    let notice_policy = policy.clone();
     let (mut record, receipt) = Judged {
         id: &id,
         received_at_ms,
@@ -174,12 +176,24 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         let stamp = receipt.stamp(gw.tsa.as_ref()).await;
         receipt.add_to(&mut record, stamp.as_ref());
     }
+    if !accepted {
+        if let Some(n) = rejection_notice(gw, &notice_policy, &record, auto_submitted) {
+            let stamp = n.stamp(gw.tsa.as_ref()).await;
+            n.add_to(&mut record, stamp.as_ref());
+        }
+    }
+    let notified = !record.outgoing.is_empty();
     match gw.store.record(record).await {
         Ok(()) if accepted => {
             gw.relay_wake.notify_one();
             Reply::new(250, format!("2.0.0 accepted as {id}"))
         }
-        Ok(()) => Reply::reject(verdict.reason, &verdict.detail),
+        Ok(()) => {
+            if notified {
+                gw.relay_wake.notify_one();
+            }
+            Reply::reject(verdict.reason, &verdict.detail)
+        }
         Err(e) => {
             tracing::error!(message = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
             Reply::reject(
@@ -188,6 +202,48 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
             )
         }
     }
+}
+
+/// The non-acceptance notice of a message `record` refuses for good (5xx),
+/// when the authority owning its envelope sender's domain (never the
+/// unverified `From:`) lists `rejection` and is within its hourly budget.
+fn rejection_notice(
+    gw: &Service,
+    policy: &crate::policy::Policy,
+    record: &Record,
+    auto_submitted: bool,
+) -> Option<notify::Outgoing> {
+    let m = record.message.as_ref()?;
+    if super::reply::codes(m.reason).0 < 500 || m.mail_from.is_empty() || auto_submitted {
+        return None;
+    }
+    let authority = policy
+        .authority_for_address(&m.mail_from)
+        .filter(|a| a.receipts.contains(crate::policy::ReceiptKind::Rejection))?;
+    if !gw.rejections.allow(&authority.id, m.received_at_ms) {
+        tracing::info!(message = %m.id, authority = %authority.id, "rejection notice over the hourly limit");
+        return None;
+    }
+    let original = Original {
+        id: &m.id,
+        received_at_ms: m.received_at_ms,
+        sha256: &m.sha256,
+        sender: &m.mail_from,
+        recipients: &m.rcpt_to,
+        subject: m.headers.subject.as_deref(),
+        message_id: m.headers.message_id.as_deref(),
+        signers: &m.signers,
+        sender_authority: Some(&authority.id),
+        route: "",
+        policy_version: &m.policy_version,
+        case_ref: m.case_ref.as_deref(),
+        auto_submitted,
+        dsn: m.dsn.as_ref(),
+        // Not anchored yet: the log's head is read only for receipts of
+        // accepted messages.
+        log: None,
+    };
+    notify::rejection(policy, &original, m.reason, &m.detail)
 }
 
 /// An accepted message from the null reverse-path was not checked at MAIL

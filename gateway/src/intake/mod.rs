@@ -15,6 +15,7 @@ pub mod command;
 pub mod commit;
 pub mod handler;
 pub mod postmaster;
+pub mod rejections;
 pub mod replay;
 pub mod reply;
 pub mod session;
@@ -56,6 +57,8 @@ pub struct Service {
     pub replays: replay::InFlight,
     /// The TSA that timestamps acceptance receipts (`[evidence]`).
     pub tsa: Option<crate::smime::tsa::Tsa>,
+    /// Rejection notices sent per sender authority (see [`rejections`]).
+    pub rejections: rejections::Limiter,
 }
 
 impl Service {

@@ -103,6 +103,7 @@ impl Harness {
             relay_wake: Arc::new(Notify::new()),
             replays: Default::default(),
             tsa: None,
+            rejections: Default::default(),
         });
         Harness {
             svc,

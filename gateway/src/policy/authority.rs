@@ -369,7 +369,7 @@ fn read_receipts(
                         span,
                         format!(
                             "unknown receipt kind {name:?}; expected any of: \
-                             \"acceptance\", \"delivery\", \"failure\""
+                             \"acceptance\", \"delivery\", \"failure\", \"delay\", \"rejection\""
                         ),
                     )),
                 }

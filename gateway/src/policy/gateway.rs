@@ -32,6 +32,8 @@ const LIMIT_KEYS: &[&str] = &[
 const RELAY_KEYS: &[&str] = &[
     "queue_lifetime_secs",
     "urgent_queue_lifetime_secs",
+    "delay_warning_secs",
+    "urgent_delay_warning_secs",
     "retry_initial_secs",
     "retry_max_secs",
     "max_connections_per_destination",
@@ -169,6 +171,12 @@ fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut V
     }
     if let Some(n) = positive("urgent_queue_lifetime_secs", diags) {
         relay.urgent_queue_lifetime = secs(n);
+    }
+    if let Some(n) = positive("delay_warning_secs", diags) {
+        relay.delay_warning = secs(n);
+    }
+    if let Some(n) = positive("urgent_delay_warning_secs", diags) {
+        relay.urgent_delay_warning = secs(n);
     }
     if let Some(n) = positive("retry_initial_secs", diags) {
         relay.retry_initial = secs(n);

@@ -134,6 +134,11 @@ pub struct RelaySettings {
     pub queue_lifetime: Duration,
     /// The same for the urgent lane (never longer than `queue_lifetime`).
     pub urgent_queue_lifetime: Duration,
+    /// How long after queueing a still undelivered message gets its one
+    /// delay notice (`delay_warning_secs`).
+    pub delay_warning: Duration,
+    /// The same for the urgent lane (`urgent_delay_warning_secs`).
+    pub urgent_delay_warning: Duration,
     /// Wait after the first failed attempt; doubled after each one.
     pub retry_initial: Duration,
     /// Longest wait between attempts.
@@ -149,6 +154,8 @@ impl Default for RelaySettings {
         RelaySettings {
             queue_lifetime: Duration::from_secs(5 * 24 * 3600),
             urgent_queue_lifetime: Duration::from_secs(4 * 3600),
+            delay_warning: Duration::from_secs(12 * 3600),
+            urgent_delay_warning: Duration::from_secs(30 * 60),
             retry_initial: Duration::from_secs(60),
             retry_max: Duration::from_secs(3600),
             max_connections_per_destination: 4,
@@ -170,6 +177,14 @@ impl RelaySettings {
         match lane {
             Lane::Normal => self.queue_lifetime,
             Lane::Urgent => self.urgent_queue_lifetime,
+        }
+    }
+
+    /// When, after queueing, a message of a lane gets its delay notice.
+    pub fn delay_warning(&self, lane: Lane) -> Duration {
+        match lane {
+            Lane::Normal => self.delay_warning,
+            Lane::Urgent => self.urgent_delay_warning,
         }
     }
 }
@@ -219,14 +234,22 @@ pub enum ReceiptKind {
     Delivery,
     /// The message could not be delivered: a non-delivery notice (`failure`).
     Failure,
+    /// The message is still not delivered after the delay warning time: a
+    /// delay notice (`delay`), once.
+    Delay,
+    /// The gateway refused the message at the end of DATA: a non-acceptance
+    /// notice (`rejection`). Only when listed: not in the default set.
+    Rejection,
 }
 
 impl ReceiptKind {
     /// Every kind, in the order of the policy file reference.
-    pub const ALL: [ReceiptKind; 3] = [
+    pub const ALL: [ReceiptKind; 5] = [
         ReceiptKind::Acceptance,
         ReceiptKind::Delivery,
         ReceiptKind::Failure,
+        ReceiptKind::Delay,
+        ReceiptKind::Rejection,
     ];
 
     /// The name used in policy files and `X-Emla-Receipt`.
@@ -235,6 +258,8 @@ impl ReceiptKind {
             ReceiptKind::Acceptance => "acceptance",
             ReceiptKind::Delivery => "delivery",
             ReceiptKind::Failure => "failure",
+            ReceiptKind::Delay => "delay",
+            ReceiptKind::Rejection => "rejection",
         }
     }
 }
@@ -246,8 +271,9 @@ pub struct ReceiptKinds {
 }
 
 impl ReceiptKinds {
-    /// Every kind (the default).
-    pub const ALL: ReceiptKinds = ReceiptKinds { bits: 0b111 };
+    /// The default: every kind but `rejection`, which answers mail the
+    /// gateway did not take and so is sent only where asked for.
+    pub const ALL: ReceiptKinds = ReceiptKinds { bits: 0b1111 };
     /// No receipts at all.
     pub const NONE: ReceiptKinds = ReceiptKinds { bits: 0 };
 
@@ -256,6 +282,8 @@ impl ReceiptKinds {
             ReceiptKind::Acceptance => 1,
             ReceiptKind::Delivery => 2,
             ReceiptKind::Failure => 4,
+            ReceiptKind::Delay => 8,
+            ReceiptKind::Rejection => 16,
         }
     }
 

@@ -7,7 +7,9 @@
 //!
 //! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
 //! - [`delivery_receipt`]: the next hop accepted it;
-//! - [`non_delivery_notice`]: an RFC 3464 delivery status notification.
+//! - [`non_delivery_notice`]: an RFC 3464 delivery status notification;
+//! - [`delay_notice`]: the same, `Action: delayed`, while still trying;
+//! - [`rejection_notice`]: the gateway refused the message.
 //!
 //! Acceptance and delivery receipts are `multipart/mixed` with a human
 //! `text/plain` part and a machine-readable `application/json` part
@@ -109,12 +111,15 @@ impl LogRef {
     }
 }
 
-/// The ETSI EN 319 522-1 event a receipt of `kind` is the evidence of.
-pub fn evidence(kind: ReceiptKind) -> RemEvent {
+/// The ETSI EN 319 522-1 event a receipt of `kind` is the evidence of;
+/// the standard has none for a delay notice.
+pub fn evidence(kind: ReceiptKind) -> Option<RemEvent> {
     match kind {
-        ReceiptKind::Acceptance => RemEvent::SubmissionAcceptance,
-        ReceiptKind::Delivery => RemEvent::RelayAcceptance,
-        ReceiptKind::Failure => RemEvent::RelayFailure,
+        ReceiptKind::Acceptance => Some(RemEvent::SubmissionAcceptance),
+        ReceiptKind::Rejection => Some(RemEvent::SubmissionRejection),
+        ReceiptKind::Delivery => Some(RemEvent::RelayAcceptance),
+        ReceiptKind::Failure => Some(RemEvent::RelayFailure),
+        ReceiptKind::Delay => None,
     }
 }
 
@@ -213,6 +218,35 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
     )
 }
 
+/// The notice for a message the gateway refused at the end of DATA
+/// (PEC's avviso di non accettazione), or `None` for a null sender.
+/// `receipt.json` holds what [`acceptance_receipt`] does (with `type`
+/// `rejection`) plus `reason` (the reason code), `detail` and
+/// `rejected_at`.
+pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Option<Receipt> {
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let mut text = format!(
+        "Your message was NOT accepted by the secure gateway {host}; it\r\n\
+         has not been relayed to anyone.\r\n\r\nReason: {reason}: {detail}\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+        reason = one_line(reason),
+        detail = one_line(detail),
+    );
+    text.push_str(&facts(ctx, subject));
+    let mut data = receipt_json(ctx, "rejection");
+    data["reason"] = json!(reason);
+    data["detail"] = json!(detail);
+    data["rejected_at"] = json!(rfc3339(ctx.received_at));
+    build_mixed(
+        ctx,
+        ReceiptKind::Rejection,
+        "Not accepted",
+        &text,
+        &data,
+        ctx.received_at,
+    )
+}
+
 /// The `receipt.json` fields every receipt has, of type `kind`, for
 /// `ctx.recipients`.
 fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
@@ -283,28 +317,75 @@ pub fn non_delivery_notice(
     failure: &Failure,
     original_headers: &[u8],
 ) -> Option<Receipt> {
+    status_report(ctx, failure, original_headers, None)
+}
+
+/// An RFC 3464 delay notice (`Action: delayed`), or `None` for a null
+/// sender: the same report as [`non_delivery_notice`] for recipients still
+/// deferred, with a 4.x.x status and `Will-Retry-Until: retry_until` (the
+/// end of the queue lifetime).
+pub fn delay_notice(
+    ctx: &ReceiptContext,
+    delay: &Failure,
+    retry_until: SystemTime,
+    original_headers: &[u8],
+) -> Option<Receipt> {
+    status_report(ctx, delay, original_headers, Some(retry_until))
+}
+
+/// The report of [`non_delivery_notice`] (`retry_until` none) or
+/// [`delay_notice`].
+fn status_report(
+    ctx: &ReceiptContext,
+    failure: &Failure,
+    original_headers: &[u8],
+    retry_until: Option<SystemTime>,
+) -> Option<Receipt> {
     if ctx.sender.trim().is_empty() {
         return None;
     }
     let rng = SystemRandom::new();
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
-    let status = if is_status(&failure.status) {
+    let (kind, action, class, prefix) = match retry_until {
+        None => (ReceiptKind::Failure, "failed", "5.0.0", "Undeliverable"),
+        Some(_) => (ReceiptKind::Delay, "delayed", "4.0.0", "Delayed"),
+    };
+    // A delay is transient (4.x.x); an expiry fails with 4.4.7, as usual.
+    let fits_action = retry_until.is_none() || failure.status.starts_with('4');
+    let status = if is_status(&failure.status) && fits_action {
         failure.status.as_str()
     } else {
-        "5.0.0"
+        class
     };
-    let mut text = format!(
-        "Your message could not be delivered by the secure gateway {host}\r\n\
-         to the following recipients:\r\n\r\n",
-        host = ascii_only(&ctx.gateway_hostname),
-    );
+    let mut text = match retry_until {
+        None => format!(
+            "Your message could not be delivered by the secure gateway {host}\r\n\
+             to the following recipients:\r\n\r\n",
+            host = ascii_only(&ctx.gateway_hostname),
+        ),
+        Some(_) => format!(
+            "Your message has not yet been delivered by the secure gateway {host}\r\n\
+             to the following recipients. This is a warning only: delivery\r\n\
+             is still being tried, you need not send it again.\r\n\r\n",
+            host = ascii_only(&ctx.gateway_hostname),
+        ),
+    };
     for r in &failure.recipients {
         text.push_str(&format!("    {}\r\n", one_line(r)));
     }
+    let reason = if retry_until.is_some() {
+        "Last error"
+    } else {
+        "Reason"
+    };
     text.push_str(&format!(
-        "\r\nReason: {}\r\nStatus: {status}\r\n\r\n",
+        "\r\n{reason}: {}\r\nStatus: {status}\r\n",
         one_line(&failure.diagnostic)
     ));
+    if let Some(until) = retry_until {
+        text.push_str(&format!("Will retry until: {}\r\n", rfc5322_date(until)));
+    }
+    text.push_str("\r\n");
     text.push_str(&facts(ctx, subject));
 
     let host = ascii_only(&ctx.gateway_hostname);
@@ -317,13 +398,13 @@ pub fn non_delivery_notice(
         ascii_only(&ctx.message_id),
         rfc5322_date(ctx.received_at)
     ));
-    dsn.push_str(&dsn_log_fields(ctx.log.as_ref()));
+    dsn.push_str(&dsn_log_fields(kind, ctx.log.as_ref()));
     for r in &failure.recipients {
         if let Some(orcpt) = ctx.dsn.recipient(r).and_then(|d| d.orcpt.as_deref()) {
             dsn.push_str(&format!("\r\nOriginal-Recipient: {}", ascii_only(orcpt)));
         }
         dsn.push_str(&format!(
-            "\r\nFinal-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {status}\r\n",
+            "\r\nFinal-Recipient: rfc822; {}\r\nAction: {action}\r\nStatus: {status}\r\n",
             ascii_only(r)
         ));
         if let Some(mta) = &failure.remote_mta {
@@ -334,6 +415,9 @@ pub fn non_delivery_notice(
             ascii_only(&failure.diagnostic),
             rfc5322_date(failure.at)
         ));
+        if let Some(until) = retry_until {
+            dsn.push_str(&format!("Will-Retry-Until: {}\r\n", rfc5322_date(until)));
+        }
     }
 
     let mut headers = crlf_text(original_headers);
@@ -359,8 +443,8 @@ pub fn non_delivery_notice(
         &parts,
     );
     Some(Receipt {
-        kind: ReceiptKind::Failure,
-        headers: top_headers(ctx, ReceiptKind::Failure, "Undeliverable", failure.at, &rng),
+        kind,
+        headers: top_headers(ctx, kind, prefix, failure.at, &rng),
         entity,
         at: failure.at,
     })
@@ -369,8 +453,10 @@ pub fn non_delivery_notice(
 /// The per-message extension fields (RFC 3464 §7) of a non-delivery
 /// notice that name its audit record, as `receipt.json`'s `evidence` and
 /// `audit` do in the other receipts.
-fn dsn_log_fields(log: Option<&LogRef>) -> String {
-    let mut s = format!("X-Emla-Evidence: {}\r\n", evidence(ReceiptKind::Failure));
+fn dsn_log_fields(kind: ReceiptKind, log: Option<&LogRef>) -> String {
+    let mut s = evidence(kind)
+        .map(|e| format!("X-Emla-Evidence: {e}\r\n"))
+        .unwrap_or_default();
     if let Some(log) = log {
         s.push_str(&format!(
             "X-Emla-Audit-Record: {}; content-sha256={}; after-seq={}; after-hash={}\r\n",
@@ -461,7 +547,7 @@ fn build_mixed(
     }
     let rng = SystemRandom::new();
     let mut data = data.clone();
-    data["evidence"] = json!(evidence(kind).as_str());
+    data["evidence"] = json!(evidence(kind).map(RemEvent::as_str));
     data["audit"] = ctx
         .log
         .as_ref()
@@ -897,5 +983,32 @@ mod tests {
             r.header("Subject"),
             Some("Undeliverable: Request  Bcc: evil@x.example")
         );
+    }
+
+    #[test]
+    fn delay_notice_says_delayed_and_until_when() {
+        let f = Failure {
+            recipients: vec!["bob@justice.bb.example".into()],
+            status: "5.1.1".into(),
+            diagnostic: "451 4.3.0 try later".into(),
+            remote_mta: None,
+            at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
+        };
+        let until = UNIX_EPOCH + Duration::from_secs(1_767_232_800);
+        let r = delay_notice(&ctx(), &f, until, b"Subject: x\r\n\r\n").unwrap();
+        assert_eq!(r.kind, ReceiptKind::Delay);
+        let t = text(&r);
+        for part in [
+            "Action: delayed\r\nStatus: 4.0.0\r\n",
+            "Will-Retry-Until: Thu, 01 Jan 2026 02:00:00 +0000\r\n",
+            "This is a warning only",
+        ] {
+            assert!(t.contains(part), "{part:?} missing: {t}");
+        }
+        assert!(!t.contains("Action: failed"), "{t}");
+        assert_eq!(r.header("X-Emla-Receipt"), Some("delay"));
+        let mut c = ctx();
+        c.sender = String::new();
+        assert!(delay_notice(&c, &f, until, b"").is_none());
     }
 }

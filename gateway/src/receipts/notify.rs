@@ -7,8 +7,9 @@
 //!
 //! No receipt goes to a null sender, answers an `Auto-Submitted` message or
 //! a receipt (which has a null sender), or leaves without the gateway's
-//! signing identity; only accepted messages have receipts, so nothing is
-//! ever sent outside the authorized domains.
+//! signing identity. Receipts go only to an authorized domain: the
+//! accepted message's sender's, or for a rejection notice the authority
+//! that owns the envelope sender's domain.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -205,6 +206,36 @@ pub fn failure(
     let (authority, identity) = wanted(policy, o, ReceiptKind::Failure, asked)?;
     let headers = &original[..crate::smime::mime::header_len(original)];
     let r = receipt::non_delivery_notice(&context(policy, o), failure, headers)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// The delay notice for `delay` (recipients still deferred), if wanted or
+/// `asked` for (DSN `NOTIFY=DELAY`); delivery is tried until `retry_until`.
+pub fn delay(
+    policy: &Policy,
+    o: &Original<'_>,
+    delay: &Failure,
+    retry_until: SystemTime,
+    original: &[u8],
+    asked: bool,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Delay, asked)?;
+    let headers = &original[..crate::smime::mime::header_len(original)];
+    let r = receipt::delay_notice(&context(policy, o), delay, retry_until, headers)?;
+    Some(outgoing(policy, authority, identity, o, &r))
+}
+
+/// The non-acceptance notice of a message refused for `reason`, if its
+/// sender's authority (`o.sender_authority`, which the caller takes from
+/// the envelope sender's domain) lists `rejection`.
+pub fn rejection(
+    policy: &Policy,
+    o: &Original<'_>,
+    reason: Reason,
+    detail: &str,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, ReceiptKind::Rejection, false)?;
+    let r = receipt::rejection_notice(&context(policy, o), reason.as_str(), detail)?;
     Some(outgoing(policy, authority, identity, o, &r))
 }
 

@@ -371,6 +371,9 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
     } else {
         let wait = policy.relay.retry_delay(failures);
         let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
+        // The delay notice is due at its time, not at the retry after it.
+        let warn_at = delay_warning_at(policy, entry);
+        let at = if now < warn_at { at.min(warn_at) } else { at };
         (QueueStatus::Queued, at.min(expires_at), false)
     };
     let error = outcomes.iter().find_map(|o| match o {
@@ -396,6 +399,31 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
         error,
         deferred,
     }
+}
+
+/// When `entry` is due its delay notice (ms since the epoch).
+fn delay_warning_at(policy: &Policy, entry: &Claimed) -> i64 {
+    let warn = policy.relay.delay_warning(entry.delivery.lane);
+    entry
+        .created_at_ms
+        .saturating_add(i64::try_from(warn.as_millis()).unwrap_or(i64::MAX))
+}
+
+/// Whether this attempt at `now`, which leaves recipients deferred, is the
+/// one that owes the delay notice: the first after the warning time, and
+/// before the queue lifetime runs out (then the failure notice says it
+/// all). The notice is recorded with the attempt, which moves
+/// `last_attempt_at` past the warning time: once per entry, restarts
+/// included.
+/// Gives the end of the queue lifetime.
+fn delay_due(policy: &Policy, entry: &Claimed, now: i64) -> Option<i64> {
+    let warn_at = delay_warning_at(policy, entry);
+    let lifetime = policy.relay.lifetime(entry.delivery.lane);
+    let expires_at = entry
+        .created_at_ms
+        .saturating_add(i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX));
+    let first = entry.last_attempt_at_ms.is_none_or(|t| t < warn_at);
+    (now >= warn_at && first && warn_at < expires_at).then_some(expires_at)
 }
 
 /// Records one attempt: the audit record and the entry's new state, in one
@@ -536,7 +564,13 @@ fn notices(
 ) -> Vec<notify::Outgoing> {
     let entry = attempt.entry;
     // Most attempts owe nobody a receipt: no parsing for them.
-    if !settled(outcomes, expired) || policy.gateway.signing.is_none() || entry.mail_from.is_empty()
+    let settled = settled(outcomes, expired);
+    let delay = (!expired)
+        .then(|| delay_due(policy, entry, now_ms))
+        .flatten();
+    if !(settled || delay.is_some())
+        || policy.gateway.signing.is_none()
+        || entry.mail_from.is_empty()
     {
         return Vec::new();
     }
@@ -630,6 +664,31 @@ fn notices(
         };
         let asked = failed.iter().any(|(r, _)| asks(r, on_failure));
         out.extend(notify::failure(policy, &o, &failure, original, asked));
+    }
+    let on_delay = |n: &crate::envelope::Notify| n.delay;
+    let delayed: Vec<(&String, Option<u16>, &String)> = entry
+        .delivery
+        .recipients
+        .iter()
+        .zip(outcomes)
+        .filter(|(r, _)| allows(r, on_delay))
+        .filter_map(|(r, o)| match o {
+            RcptOutcome::Deferred { code, reply } => Some((r, *code, reply)),
+            _ => None,
+        })
+        .collect();
+    if let (Some((_, code, reply)), Some(expires_at)) = (delayed.first(), delay) {
+        let notice = Failure {
+            recipients: delayed.iter().map(|(r, _, _)| (*r).clone()).collect(),
+            status: code.map_or_else(|| "4.0.0".to_owned(), |c| enhanced_status(c, reply)),
+            diagnostic: (*reply).clone(),
+            remote_mta: Some(attempt.hop.clone()),
+            at,
+        };
+        let until =
+            std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(expires_at).unwrap_or(0));
+        let asked = delayed.iter().any(|(r, _, _)| asks(r, on_delay));
+        out.extend(notify::delay(policy, &o, &notice, until, original, asked));
     }
     out
 }

@@ -136,6 +136,7 @@ pub async fn start(
         relay_wake: relay_wake.clone(),
         replays: Default::default(),
         tsa: tsa.clone(),
+        rejections: Default::default(),
     };
     let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),

@@ -103,6 +103,8 @@ pub struct Claimed {
     pub attempts: i64,
     /// When the entry was queued (ms since the epoch).
     pub created_at_ms: i64,
+    /// When it was last tried, if ever (ms since the epoch).
+    pub last_attempt_at_ms: Option<i64>,
     /// MAIL FROM of the message.
     pub mail_from: String,
     /// SHA-256 of the raw message (its body file name).
@@ -139,7 +141,7 @@ pub struct QueueFilter {
 }
 
 const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.route, q.lane, \
-     q.recipients, q.attempts, q.created_at, m.mail_from, m.sha256, m.header_from, \
+     q.recipients, q.attempts, q.created_at, q.last_attempt_at, m.mail_from, m.sha256, m.header_from, \
      m.header_to, m.subject, m.message_id AS header_message_id, m.date, m.helo, m.client_ip, \
      m.tls_version, m.tls_cipher, m.received_at, m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref, \
      m.dsn";
@@ -226,6 +228,7 @@ impl Db {
                         ),
                         session: from_row!(r, SessionInfo { helo, client_ip, tls_version, tls_cipher }),
                         created_at_ms: r.try_get("created_at")?,
+                        last_attempt_at_ms: r.try_get("last_attempt_at")?,
                         received_at_ms: r.try_get("received_at")?,
                         rcpt_to: json_col(r.try_get("rcpt_to")?),
                         signers: json_col(r.try_get("signers")?),
