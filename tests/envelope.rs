@@ -43,6 +43,19 @@ fn audited(gw: &Gateway, reason: &str) -> Vec<AuditRow> {
         .collect()
 }
 
+/// Runs swaks (`swaks(…)`'s arguments): whether it succeeded must be `ok`,
+/// and what it printed must hold `needle`; returns that transcript.
+fn swaks_says(
+    (port, from, to, msg, extra): (u16, &str, &str, &[u8], &[&str]),
+    ok: bool,
+    needle: &str,
+) -> String {
+    let (code, out) = swaks(port, from, to, msg, extra);
+    assert_eq!(code == Some(0), ok, "{out}");
+    assert!(out.contains(needle), "{needle:?} in: {out}");
+    out
+}
+
 #[test]
 fn invalid_paths_get_501_bad_address_and_are_audited() {
     let gw = Gateway::new(Opts::default());
@@ -120,12 +133,16 @@ fn invalid_paths_get_501_bad_address_and_are_audited() {
     );
 
     // swaks sees the same.
-    let (code, out) = swaks(srv.port, ALICE, "bob@@justice.bb.example", &msg, &[]);
-    assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("501 5.1.3 bad-address: "), "{out}");
-    let (code, out) = swaks(srv.port, "alice..x@justice.aa.example", BOB, &msg, &[]);
-    assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("501 5.1.7 bad-address: "), "{out}");
+    swaks_says(
+        (srv.port, ALICE, "bob@@justice.bb.example", &msg, &[]),
+        false,
+        "501 5.1.3 bad-address: ",
+    );
+    swaks_says(
+        (srv.port, "alice..x@justice.aa.example", BOB, &msg, &[]),
+        false,
+        "501 5.1.7 bad-address: ",
+    );
     gw.assert_audit_intact();
 }
 
@@ -160,9 +177,7 @@ fn the_null_reverse_path_is_judged_by_from_and_signature() {
     c.quit();
 
     // swaks's null sender.
-    let (code, out) = swaks(srv.port, "<>", BOB, &signed(), &[]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("MAIL FROM:<>"), "{out}");
+    let out = swaks_says((srv.port, "<>", BOB, &signed(), &[]), true, "MAIL FROM:<>");
     assert!(out.contains("250 2.0.0 accepted as "), "{out}");
     gw.assert_audit_intact();
 }
@@ -250,9 +265,11 @@ fn smtputf8_and_non_ascii_paths_are_refused() {
     let r = c.cmd("RCPT TO:<böb@justice.bb.example>");
     assert_eq!(r.code, 553, "{}", c.transcript);
     c.quit();
-    let (code, out) = swaks(srv.port, ALICE, "böb@justice.bb.example", &signed(), &[]);
-    assert_ne!(code, Some(0), "{out}");
-    assert!(out.contains("553 5.6.7 bad-address: "), "{out}");
+    let out = swaks_says(
+        (srv.port, ALICE, "böb@justice.bb.example", &signed(), &[]),
+        false,
+        "553 5.6.7 bad-address: ",
+    );
     assert!(
         !out.contains("250-SMTPUTF8") && !out.contains("250 SMTPUTF8"),
         "{out}"
@@ -328,9 +345,11 @@ fn every_reply_has_an_enhanced_code_and_no_echo() {
     assert_eq!(r.last(), "221 2.0.0 Goodbye", "{}", c.transcript);
     assert!(c.closed_within(Duration::from_secs(3)));
 
-    let (code, out) = swaks(srv.port, ALICE, BOB, &signed(), &["--quit-after", "EHLO"]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("<-  250-emla.test\n"), "{out}");
+    let out = swaks_says(
+        (srv.port, ALICE, BOB, &signed(), &["--quit-after", "EHLO"]),
+        true,
+        "<-  250-emla.test\n",
+    );
     assert!(!out.contains("greets"), "{out}");
     assert!(out.contains("221 2.0.0 "), "{out}");
 }
@@ -416,15 +435,16 @@ fn postmaster_mail_is_kept_unjudged_in_a_bounded_mailbox() {
         c.transcript
     );
     c.quit();
-    let (code, out) = swaks(srv.port, BOB, "postmaster@emla.test", &note, &[]);
-    assert_eq!(code, Some(0), "{out}");
-    assert!(out.contains("kept for the postmaster as "), "{out}");
+    swaks_says(
+        (srv.port, BOB, "postmaster@emla.test", &note, &[]),
+        true,
+        "kept for the postmaster as ",
+    );
     // The mailbox holds two: the third waits.
-    let (code, out) = swaks(srv.port, BOB, "postmaster", &note, &[]);
-    assert_ne!(code, Some(0), "{out}");
-    assert!(
-        out.contains("452 4.2.2 the postmaster mailbox is full"),
-        "{out}"
+    swaks_says(
+        (srv.port, BOB, "postmaster", &note, &[]),
+        false,
+        "452 4.2.2 the postmaster mailbox is full",
     );
 
     let kept: Vec<_> = std::fs::read_dir(gw.data_dir.join("postmaster"))

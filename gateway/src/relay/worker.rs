@@ -608,20 +608,26 @@ fn notices(
     };
     let success = |n: &crate::envelope::Notify| n.success;
     let on_failure = |n: &crate::envelope::Notify| n.failure;
-    let delivered: Vec<(&String, u16, &String)> = entry
-        .delivery
-        .recipients
-        .iter()
-        .zip(outcomes)
-        .filter(|(r, _)| allows(r, success))
-        .filter_map(|(r, o)| match o {
-            RcptOutcome::Delivered { code, reply } => Some((r, *code, reply)),
-            _ => None,
-        })
-        .collect();
-    if let Some((_, code, reply)) = delivered.first() {
+    // The recipients whose outcome `is` one of a kind and whose NOTIFY
+    // allows the notice of it.
+    let owed = |kind: fn(&crate::envelope::Notify) -> bool,
+                is: &dyn Fn(&RcptOutcome) -> bool|
+     -> Vec<(&String, &RcptOutcome)> {
+        entry
+            .delivery
+            .recipients
+            .iter()
+            .zip(outcomes)
+            .filter(|(r, o)| allows(r, kind) && is(o))
+            .collect()
+    };
+    let names = |owed: &[(&String, &RcptOutcome)]| -> Vec<String> {
+        owed.iter().map(|(r, _)| (*r).clone()).collect()
+    };
+    let delivered = owed(success, &|o| matches!(o, RcptOutcome::Delivered { .. }));
+    if let Some((_, RcptOutcome::Delivered { code, reply })) = delivered.first() {
         let outcome = DeliveryOutcome {
-            recipients: delivered.iter().map(|(r, _, _)| (*r).clone()).collect(),
+            recipients: names(&delivered),
             next_hop: attempt.hop.clone(),
             reply_code: *code,
             reply_text: (*reply).clone(),
@@ -631,21 +637,14 @@ fn notices(
             }),
             at,
         };
-        let asked = delivered.iter().any(|(r, _, _)| asks(r, success));
+        let asked = delivered.iter().any(|(r, _)| asks(r, success));
         out.extend(notify::delivery(policy, &o, &outcome, asked));
     }
-    let failed: Vec<(&String, &RcptOutcome)> = entry
-        .delivery
-        .recipients
-        .iter()
-        .zip(outcomes)
-        .filter(|(r, _)| allows(r, on_failure))
-        .filter(|(_, o)| match o {
-            RcptOutcome::Refused { .. } => true,
-            RcptOutcome::Deferred { .. } => expired,
-            RcptOutcome::Delivered { .. } => false,
-        })
-        .collect();
+    let failed = owed(on_failure, &|o| match o {
+        RcptOutcome::Refused { .. } => true,
+        RcptOutcome::Deferred { .. } => expired,
+        RcptOutcome::Delivered { .. } => false,
+    });
     if let Some((_, first)) = failed.first() {
         let (status, diagnostic) = match first {
             RcptOutcome::Refused { code, reply } => (enhanced_status(*code, reply), reply.clone()),
@@ -656,7 +655,7 @@ fn notices(
             RcptOutcome::Delivered { .. } => unreachable!("filtered out above"),
         };
         let failure = Failure {
-            recipients: failed.iter().map(|(r, _)| (*r).clone()).collect(),
+            recipients: names(&failed),
             status,
             diagnostic,
             remote_mta: Some(attempt.hop.clone()),
@@ -666,20 +665,12 @@ fn notices(
         out.extend(notify::failure(policy, &o, &failure, original, asked));
     }
     let on_delay = |n: &crate::envelope::Notify| n.delay;
-    let delayed: Vec<(&String, Option<u16>, &String)> = entry
-        .delivery
-        .recipients
-        .iter()
-        .zip(outcomes)
-        .filter(|(r, _)| allows(r, on_delay))
-        .filter_map(|(r, o)| match o {
-            RcptOutcome::Deferred { code, reply } => Some((r, *code, reply)),
-            _ => None,
-        })
-        .collect();
-    if let (Some((_, code, reply)), Some(expires_at)) = (delayed.first(), delay) {
+    let delayed = owed(on_delay, &|o| matches!(o, RcptOutcome::Deferred { .. }));
+    if let (Some((_, RcptOutcome::Deferred { code, reply })), Some(expires_at)) =
+        (delayed.first(), delay)
+    {
         let notice = Failure {
-            recipients: delayed.iter().map(|(r, _, _)| (*r).clone()).collect(),
+            recipients: names(&delayed),
             status: code.map_or_else(|| "4.0.0".to_owned(), |c| enhanced_status(c, reply)),
             diagnostic: (*reply).clone(),
             remote_mta: Some(attempt.hop.clone()),
@@ -687,7 +678,7 @@ fn notices(
         };
         let until =
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(expires_at).unwrap_or(0));
-        let asked = delayed.iter().any(|(r, _, _)| asks(r, on_delay));
+        let asked = delayed.iter().any(|(r, _)| asks(r, on_delay));
         out.extend(notify::delay(policy, &o, &notice, until, original, asked));
     }
     out
