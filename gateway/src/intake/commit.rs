@@ -170,29 +170,34 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         log_anchor,
     }
     .into_record();
-    if let Some(receipt) = receipt {
-        // A bounded wait (tsa_timeout_secs) before the 250: the receipt's
+    let notice = if accepted {
+        receipt
+    } else {
+        rejection_notice(gw, &notice_policy, &record, auto_submitted)
+    };
+    if let Some(notice) = notice {
+        // A bounded wait (tsa_timeout_secs) before the reply: the notice's
         // bytes are recorded with the decision, so its token comes first.
-        let stamp = receipt.stamp(gw.tsa.as_ref()).await;
-        receipt.add_to(&mut record, stamp.as_ref());
+        let stamp = notice.stamp(gw.tsa.as_ref()).await;
+        notice.add_to(&mut record, stamp.as_ref());
     }
-    if !accepted {
-        if let Some(n) = rejection_notice(gw, &notice_policy, &record, auto_submitted) {
-            let stamp = n.stamp(gw.tsa.as_ref()).await;
-            n.add_to(&mut record, stamp.as_ref());
-        }
-    }
+    record_and_reply(gw, &id, &verdict, record).await
+}
+
+/// Records the decision (with what it sends) and replies: `250` only once
+/// it is durable.
+async fn record_and_reply(gw: &Service, id: &str, verdict: &Verdict, record: Record) -> Reply {
     let notified = !record.outgoing.is_empty();
     match gw.store.record(record).await {
-        Ok(()) if accepted => {
-            gw.relay_wake.notify_one();
-            Reply::new(250, format!("2.0.0 accepted as {id}"))
-        }
         Ok(()) => {
-            if notified {
+            if verdict.accepted() || notified {
                 gw.relay_wake.notify_one();
             }
-            Reply::reject(verdict.reason, &verdict.detail)
+            if verdict.accepted() {
+                Reply::new(250, format!("2.0.0 accepted as {id}"))
+            } else {
+                Reply::reject(verdict.reason, &verdict.detail)
+            }
         }
         Err(e) => {
             tracing::error!(message = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
