@@ -41,18 +41,27 @@ fn hidden(c: char) -> bool {
 pub fn visible(text: &str, keep: &[char]) -> String {
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
-        if hidden(c) && !keep.contains(&c) {
-            let n = u32::from(c);
-            if n < 0x100 {
-                out.push_str(&format!("\\x{n:02x}"));
-            } else {
-                out.push_str(&format!("\\u{{{n:x}}}"));
-            }
-        } else {
+        if keep.contains(&c) {
             out.push(c);
+        } else {
+            push_visible(&mut out, c);
         }
     }
     out
+}
+
+/// Appends `c` to `out`, written out if it is hidden (see [`visible`]).
+pub fn push_visible(out: &mut String, c: char) {
+    if !hidden(c) {
+        out.push(c);
+        return;
+    }
+    let n = u32::from(c);
+    if n < 0x100 {
+        out.push_str(&format!("\\x{n:02x}"));
+    } else {
+        out.push_str(&format!("\\u{{{n:x}}}"));
+    }
 }
 
 /// A cell as the table shows it: control characters written out

@@ -111,7 +111,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     };
     // Held until the message is recorded, so a second session with the
     // same signature sees it.
-    let Some(_claim) = gw.replays.claim(replay_keys.all()) else {
+    let Some(_claim) = gw.replays.claim(&replay_keys.all()) else {
         return Reply::temporary(
             "the same signed message is being recorded in another session; try again later",
         );

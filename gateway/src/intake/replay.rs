@@ -27,7 +27,6 @@ use crate::verify::SignerReport;
 pub struct ReplayKeys {
     signatures: Vec<String>,
     per_recipient: Vec<Vec<String>>,
-    all: Vec<String>,
 }
 
 impl ReplayKeys {
@@ -52,22 +51,20 @@ impl ReplayKeys {
                     .collect()
             })
             .collect();
-        let all = per_recipient.concat();
         ReplayKeys {
             signatures,
             per_recipient,
-            all,
         }
     }
 
     /// Whether there is nothing to look up (no signer, or not accepted).
     pub fn is_empty(&self) -> bool {
-        self.all.is_empty()
+        self.per_recipient.iter().all(Vec::is_empty)
     }
 
     /// Every key, as stored with the message.
-    pub fn all(&self) -> &[String] {
-        &self.all
+    pub fn all(&self) -> Vec<String> {
+        self.per_recipient.concat()
     }
 
     /// The signers' signature hashes.
@@ -77,7 +74,7 @@ impl ReplayKeys {
 
     /// The keys to store with the accepted message.
     pub fn into_stored(self) -> Vec<String> {
-        self.all
+        self.all()
     }
 
     /// The first message accepted since `since_ms` with this signature, when
@@ -87,9 +84,16 @@ impl ReplayKeys {
         store: &Store,
         since_ms: i64,
     ) -> Result<Option<String>, StoreError> {
+        let found = store.accepted_with_signature(&self.all(), since_ms).await?;
+        let first_of = |keys: &[String]| {
+            found
+                .iter()
+                .find(|(k, _)| keys.contains(k))
+                .map(|(_, id)| id.clone())
+        };
         let mut first = None;
         for keys in &self.per_recipient {
-            match store.accepted_with_signature(keys, since_ms).await? {
+            match first_of(keys) {
                 Some(id) => first = first.or(Some(id)),
                 None => return Ok(None),
             }

@@ -10,34 +10,37 @@ impl Db {
         &self,
         keys: &[String],
         since_ms: i64,
-    ) -> Result<Option<String>, sqlx::Error> {
-        for key in keys {
-            let found: Option<String> = on_pool!(self, pool, d => {
-                sqlx::query_scalar(
-                    "SELECT message_id FROM accepted_signatures \
-                     WHERE replay_key = $1 AND received_at >= $2",
-                )
-                .bind(key)
-                .bind(since_ms)
-                .fetch_optional(pool)
-                .await
-            })?;
-            if found.is_some() {
-                return Ok(found);
+    ) -> Result<Vec<(String, String)>, sqlx::Error> {
+        let list = (2..keys.len() + 2)
+            .map(|i| format!("${i}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sql = format!(
+            "SELECT replay_key, message_id FROM accepted_signatures \
+             WHERE received_at >= $1 AND replay_key IN ({list})"
+        );
+        on_pool!(self, pool, d => {
+            let mut q = sqlx::query_as(&sql).bind(since_ms);
+            for key in keys {
+                q = q.bind(key);
             }
-        }
-        Ok(None)
+            q.fetch_all(pool).await
+        })
     }
 }
 
 impl Store {
-    /// The id of a message accepted at or after `since_ms` that had one of
-    /// these replay keys (see [`ReplayKeys`](crate::intake::replay::ReplayKeys)).
+    /// Which of these replay keys (see
+    /// [`ReplayKeys`](crate::intake::replay::ReplayKeys)) a message accepted
+    /// at or after `since_ms` had: `(key, message id)` pairs, in one query.
     pub async fn accepted_with_signature(
         &self,
         keys: &[String],
         since_ms: i64,
-    ) -> Result<Option<String>, StoreError> {
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        if keys.is_empty() {
+            return Ok(Vec::new());
+        }
         self.inner
             .db
             .replay_lookup(keys, since_ms)

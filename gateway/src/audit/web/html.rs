@@ -8,7 +8,7 @@ use super::query::{get, link, with};
 use crate::audit::show::History;
 use crate::reason::Reason;
 use crate::store::{ChainCheck, MessageSummary};
-use crate::text::{time_rfc3339, time_utc, visible};
+use crate::text::{push_visible, time_rfc3339, time_utc};
 
 /// The stylesheet, served as `/style.css` (the CSP allows styles from
 /// `'self'` only).
@@ -40,7 +40,7 @@ pub fn esc(text: &str) -> String {
             '"' => out.push_str("&quot;"),
             '\'' => out.push_str("&#39;"),
             '\t' | '\n' => out.push(c),
-            c => out.push_str(&visible(c.encode_utf8(&mut [0; 4]), &[])),
+            c => push_visible(&mut out, c),
         }
     }
     out
