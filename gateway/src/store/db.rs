@@ -9,10 +9,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use serde_json::Value;
-use sqlx::postgres::{PgPool, PgPoolOptions};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
-};
+use sqlx::postgres::PgPool;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqliteSynchronous};
 use sqlx::Row;
 
 use super::batch::Batch;
@@ -143,9 +141,7 @@ impl Db {
     /// Connects and runs the migrations.
     pub async fn open(url: &str) -> Result<Db, StoreError> {
         let db = if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-            let pool = PgPoolOptions::new()
-                .max_connections(8)
-                .acquire_timeout(TIMEOUT)
+            let pool = pool_options(8)
                 .connect(url)
                 .await
                 .map_err(|e| connect_error(url, e))?;
@@ -165,9 +161,7 @@ impl Db {
                     })?;
                 }
             }
-            let pool = SqlitePoolOptions::new()
-                .max_connections(4)
-                .acquire_timeout(TIMEOUT)
+            let pool = pool_options(4)
                 .connect_with(options)
                 .await
                 .map_err(|e| connect_error(url, e))?;
@@ -427,6 +421,14 @@ fn addresses(text: String) -> Vec<String> {
 /// returned as a string rather than hidden.
 fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
+}
+
+/// Pool settings of both backends: at most `max` connections, a caller
+/// waiting no longer than [`TIMEOUT`] for one.
+fn pool_options<DB: sqlx::Database>(max: u32) -> sqlx::pool::PoolOptions<DB> {
+    sqlx::pool::PoolOptions::new()
+        .max_connections(max)
+        .acquire_timeout(TIMEOUT)
 }
 
 /// A failed first connection: unavailable unless the URL itself is wrong

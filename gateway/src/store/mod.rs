@@ -464,11 +464,11 @@ impl Store {
         &self,
         sha256: &str,
     ) -> Result<Option<(String, Vec<u8>)>, StoreError> {
-        self.inner
-            .db
-            .revocation_blob(sha256)
-            .await
-            .map_err(|e| StoreError::sqlx("reading revocation data", e))
+        named(
+            "reading revocation data",
+            self.inner.db.revocation_blob(sha256),
+        )
+        .await
     }
 
     /// Durably appends one audit event (a [`Store::record`] of it alone).
@@ -554,21 +554,13 @@ impl Store {
 
     /// The message row `id` (`rcpt_to` and `signers` parsed), or `None`.
     pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, StoreError> {
-        self.inner
-            .db
-            .message(id)
-            .await
-            .map_err(|e| StoreError::sqlx("reading a message", e))
+        named("reading a message", self.inner.db.message(id)).await
     }
 
     /// One page of messages matching `query`, in its order (see
     /// [`search`]).
     pub async fn search(&self, query: &SearchQuery) -> Result<Vec<MessageSummary>, StoreError> {
-        self.inner
-            .db
-            .search(query)
-            .await
-            .map_err(|e| StoreError::sqlx("searching messages", e))
+        named("searching messages", self.inner.db.search(query)).await
     }
 
     /// The emla ids of the messages whose `Message-ID:` header is
@@ -577,22 +569,22 @@ impl Store {
         &self,
         header_id: &str,
     ) -> Result<Vec<String>, StoreError> {
-        self.inner
-            .db
-            .ids_by_header_message_id(header_id)
-            .await
-            .map_err(|e| StoreError::sqlx("reading messages", e))
+        named(
+            "reading messages",
+            self.inner.db.ids_by_header_message_id(header_id),
+        )
+        .await
     }
 
     /// The audit records of a message in seq order, `data` parsed and
     /// `data_text` the exact hashed text. A record whose kind is no
     /// [`AuditKind`] (written outside emla) makes this fail.
     pub async fn audit_events(&self, message_id: &str) -> Result<Vec<AuditRecord>, StoreError> {
-        self.inner
-            .db
-            .audit_events(message_id)
-            .await
-            .map_err(|e| StoreError::sqlx("reading audit records", e))
+        named(
+            "reading audit records",
+            self.inner.db.audit_events(message_id),
+        )
+        .await
     }
 
     /// The queue rows of a message in insertion order, as `emla queue
@@ -611,11 +603,7 @@ impl Store {
 
     /// Number of rows in `messages`, `audit` and `queue`.
     pub async fn counts(&self) -> Result<(u64, u64, u64), StoreError> {
-        self.inner
-            .db
-            .counts()
-            .await
-            .map_err(|e| StoreError::sqlx("counting rows", e))
+        named("counting rows", self.inner.db.counts()).await
     }
 
     /// Claims up to `limit` due queue entries for `holder` for `lease_ms`
@@ -627,38 +615,30 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
         let now = recorder::now_ms();
-        self.inner
-            .db
-            .claim(holder, now, now + lease_ms, limit)
-            .await
-            .map_err(|e| StoreError::sqlx("claiming queue entries", e))
+        named(
+            "claiming queue entries",
+            self.inner.db.claim(holder, now, now + lease_ms, limit),
+        )
+        .await
     }
 
     /// Gives back the claims `holder` still holds.
     pub async fn release_claims(&self, holder: &str) -> Result<u64, StoreError> {
-        self.inner
-            .db
-            .release_claims(holder)
-            .await
-            .map_err(|e| StoreError::sqlx("releasing queue claims", e))
+        named(
+            "releasing queue claims",
+            self.inner.db.release_claims(holder),
+        )
+        .await
     }
 
     /// Queue rows for `emla queue list`, newest first.
     pub async fn queue_rows(&self, filter: &QueueFilter) -> Result<Vec<QueueRow>, StoreError> {
-        self.inner
-            .db
-            .queue_rows(filter)
-            .await
-            .map_err(|e| StoreError::sqlx("reading the queue", e))
+        named("reading the queue", self.inner.db.queue_rows(filter)).await
     }
 
     /// One queue row.
     pub async fn queue_row(&self, id: i64) -> Result<Option<QueueRow>, StoreError> {
-        self.inner
-            .db
-            .queue_row(id)
-            .await
-            .map_err(|e| StoreError::sqlx("reading the queue", e))
+        named("reading the queue", self.inner.db.queue_row(id)).await
     }
 
     /// One queue entry with the `relay.*` and `queue.*` audit records about
@@ -683,13 +663,8 @@ impl Store {
     /// first when bodies are kept in the database, then the file).
     pub async fn read_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         if self.inner.bodies == BodyStorage::Database {
-            let row = self
-                .inner
-                .db
-                .body(sha256)
-                .await
-                .map_err(|e| StoreError::sqlx("reading a message body", e))?;
-            if let Some(data) = row {
+            let row = named("reading a message body", self.inner.db.body(sha256));
+            if let Some(data) = row.await? {
                 return Ok(data);
             }
         }
@@ -738,6 +713,15 @@ pub fn new_message_id(hostname: &str) -> String {
         t.second(),
         hex::encode(rnd)
     )
+}
+
+/// What a database call gives, its error named by what the store was
+/// doing.
+async fn named<T>(
+    what: &str,
+    call: impl std::future::Future<Output = Result<T, sqlx::Error>>,
+) -> Result<T, StoreError> {
+    call.await.map_err(|e| StoreError::sqlx(what, e))
 }
 
 fn to_json<T: serde::Serialize + ?Sized>(value: &T) -> Result<String, StoreError> {
