@@ -154,142 +154,159 @@ pub const COLUMNS: &str = "m.id, m.received_at, m.verdict, m.reason, m.detail, m
 
 /// The SQL text and its binds (`$1`, `$2`, … in order).
 pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
-    let mut binds: Vec<Bind> = Vec::new();
-    let mut bind = |b: Bind| {
-        binds.push(b);
-        format!("${}", binds.len())
-    };
-    let mut conds: Vec<String> = Vec::new();
+    let mut w = Where::default();
     // The driving table: its (received_at, message id) columns order the page.
-    let (from, t, i) = if let Some(s) = &q.sender {
-        conds.push(format!("k.address = {}", bind(Bind::Text(s.clone()))));
-        (
-            "message_senders k JOIN messages m ON m.id = k.message_id".to_string(),
-            "k.received_at",
-            "k.message_id",
-        )
-    } else if let Some(r) = &q.recipient {
-        conds.push(format!("k.address = {}", bind(Bind::Text(r.clone()))));
-        (
-            "message_recipients k JOIN messages m ON m.id = k.message_id".to_string(),
-            "k.received_at",
-            "k.message_id",
-        )
-    } else if let Some(s) = &q.signer {
-        let (col, v) = match s {
-            SignerKey::Sha256(v) => ("sha256", v),
-            SignerKey::Serial(v) => ("serial", v),
-        };
-        conds.push(format!("k.{col} = {}", bind(Bind::Text(v.clone()))));
-        (
-            "message_signers k JOIN messages m ON m.id = k.message_id".to_string(),
-            "k.received_at",
-            "k.message_id",
-        )
-    } else {
-        ("messages m".to_string(), "m.received_at", "m.id")
-    };
-    // Secondary index-table filters, checked per row by primary key.
-    if q.sender.is_some() {
-        if let Some(r) = &q.recipient {
-            conds.push(format!(
-                "EXISTS (SELECT 1 FROM message_recipients r WHERE r.address = {} \
-                 AND r.received_at = m.received_at AND r.message_id = m.id)",
-                bind(Bind::Text(r.clone()))
-            ));
-        }
-    }
-    if q.sender.is_some() || q.recipient.is_some() {
-        if let Some(s) = &q.signer {
-            let (col, v) = match s {
-                SignerKey::Sha256(v) => ("sha256", v),
-                SignerKey::Serial(v) => ("serial", v),
-            };
-            conds.push(format!(
-                "EXISTS (SELECT 1 FROM message_signers s WHERE s.{col} = {} \
-                 AND s.received_at = m.received_at AND s.message_id = m.id)",
-                bind(Bind::Text(v.clone()))
-            ));
-        }
-    }
-    if let Some(since) = q.since_ms {
-        conds.push(format!("{t} >= {}", bind(Bind::Int(since))));
-    }
-    if let Some(until) = q.until_ms {
-        conds.push(format!("{t} < {}", bind(Bind::Int(until))));
-    }
-    if let Some(auths) = &q.authorities {
-        if auths.is_empty() {
-            conds.push("1 = 0".into());
-        } else if auths.len() == 1 {
-            conds.push(format!(
-                "m.authority = {}",
-                bind(Bind::Text(auths[0].clone()))
-            ));
-        } else {
-            let list: Vec<String> = auths.iter().map(|a| bind(Bind::Text(a.clone()))).collect();
-            conds.push(format!("m.authority IN ({})", list.join(", ")));
-        }
-    }
-    if let Some(r) = &q.reason {
-        conds.push(format!(
-            "m.reason = {}",
-            bind(Bind::Text(r.as_str().to_string()))
-        ));
-    }
-    if let Some(v) = &q.verdict {
-        conds.push(format!(
-            "m.verdict = {}",
-            bind(Bind::Text(v.as_str().to_string()))
-        ));
-    }
-    if let Some(s) = &q.status {
-        conds.push(format!(
-            "EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status = {})",
-            bind(Bind::Text(s.as_str().to_string()))
-        ));
-    }
-    if let Some(mid) = &q.message_id {
-        let bare = mid
-            .trim()
-            .trim_start_matches('<')
-            .trim_end_matches('>')
-            .to_string();
-        let a = bind(Bind::Text(bare.clone()));
-        let b = bind(Bind::Text(format!("<{bare}>")));
-        conds.push(format!("m.message_id IN ({a}, {b})"));
-    }
-    if let Some(id) = &q.id {
-        conds.push(format!("m.id = {}", bind(Bind::Text(id.clone()))));
-    }
-    if let Some(c) = &q.case_ref {
-        conds.push(format!(
-            "upper(m.case_ref) = upper({})",
-            bind(Bind::Text(c.trim().to_string()))
-        ));
-    }
+    let (from, t, i) = driving_table(q, &mut w);
+    index_filters(q, &mut w);
+    row_filters(q, t, &mut w);
     let (cmp, dir) = if q.ascending {
         (">", "ASC")
     } else {
         ("<", "DESC")
     };
     if let Some(c) = &q.after {
-        let at = bind(Bind::Int(c.received_at_ms));
-        let id = bind(Bind::Text(c.id.clone()));
-        conds.push(format!("({t}, {i}) {cmp} ({at}, {id})"));
+        let at = w.bind(Bind::Int(c.received_at_ms));
+        let id = w.bind(Bind::text(&c.id));
+        w.conds.push(format!("({t}, {i}) {cmp} ({at}, {id})"));
     }
-    let limit = bind(Bind::Int(i64::from(q.limit)));
-    let offset = bind(Bind::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
-    let where_ = if conds.is_empty() {
+    let limit = w.bind(Bind::Int(i64::from(q.limit)));
+    let offset = w.bind(Bind::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
+    let where_ = if w.conds.is_empty() {
         String::new()
     } else {
-        format!(" WHERE {}", conds.join(" AND "))
+        format!(" WHERE {}", w.conds.join(" AND "))
     };
     let sql = format!(
         "SELECT {COLUMNS} FROM {from}{where_} ORDER BY {t} {dir}, {i} {dir} \
          LIMIT {limit} OFFSET {offset}"
     );
-    (sql, binds)
+    (sql, w.binds)
+}
+
+impl Bind {
+    fn text(s: &str) -> Bind {
+        Bind::Text(s.to_string())
+    }
+}
+
+/// The conditions of a search and the values bound in them, in order.
+#[derive(Default)]
+struct Where {
+    conds: Vec<String>,
+    binds: Vec<Bind>,
+}
+
+impl Where {
+    /// The placeholder of `value`, bound next.
+    fn bind(&mut self, value: Bind) -> String {
+        self.binds.push(value);
+        format!("${}", self.binds.len())
+    }
+
+    /// Adds the condition `cond` makes of the placeholder of `value`.
+    fn cond(&mut self, value: Bind, cond: impl FnOnce(String) -> String) {
+        let placeholder = self.bind(value);
+        self.conds.push(cond(placeholder));
+    }
+}
+
+/// The column of the signer index a signer key is looked up in.
+fn signer_column(s: &SignerKey) -> (&'static str, Bind) {
+    match s {
+        SignerKey::Sha256(v) => ("sha256", Bind::text(v)),
+        SignerKey::Serial(v) => ("serial", Bind::text(v)),
+    }
+}
+
+/// The table that drives the query (the most selective look-up), with its
+/// `received_at` and message id columns; its look-up goes into `w`.
+fn driving_table(q: &SearchQuery, w: &mut Where) -> (String, &'static str, &'static str) {
+    let (table, column, key) = if let Some(s) = &q.sender {
+        ("message_senders", "address", Bind::text(s))
+    } else if let Some(r) = &q.recipient {
+        ("message_recipients", "address", Bind::text(r))
+    } else if let Some(s) = &q.signer {
+        let (column, key) = signer_column(s);
+        ("message_signers", column, key)
+    } else {
+        return ("messages m".to_string(), "m.received_at", "m.id");
+    };
+    w.cond(key, |p| format!("k.{column} = {p}"));
+    (
+        format!("{table} k JOIN messages m ON m.id = k.message_id"),
+        "k.received_at",
+        "k.message_id",
+    )
+}
+
+/// The index-table filters that do not drive: checked per row by primary
+/// key.
+fn index_filters(q: &SearchQuery, w: &mut Where) {
+    if let (Some(_), Some(r)) = (&q.sender, &q.recipient) {
+        w.cond(Bind::text(r), |p| {
+            format!(
+                "EXISTS (SELECT 1 FROM message_recipients r WHERE r.address = {p} \
+                 AND r.received_at = m.received_at AND r.message_id = m.id)"
+            )
+        });
+    }
+    if q.sender.is_some() || q.recipient.is_some() {
+        if let Some(s) = &q.signer {
+            let (col, key) = signer_column(s);
+            w.cond(key, |p| {
+                format!(
+                    "EXISTS (SELECT 1 FROM message_signers s WHERE s.{col} = {p} \
+                     AND s.received_at = m.received_at AND s.message_id = m.id)"
+                )
+            });
+        }
+    }
+}
+
+/// The filters on the row of `messages` (and its queue entries); `t` is
+/// the driving table's `received_at` column.
+fn row_filters(q: &SearchQuery, t: &str, w: &mut Where) {
+    if let Some(since) = q.since_ms {
+        w.cond(Bind::Int(since), |p| format!("{t} >= {p}"));
+    }
+    if let Some(until) = q.until_ms {
+        w.cond(Bind::Int(until), |p| format!("{t} < {p}"));
+    }
+    match q.authorities.as_deref() {
+        None => {}
+        Some([]) => w.conds.push("1 = 0".into()),
+        Some([one]) => w.cond(Bind::text(one), |p| format!("m.authority = {p}")),
+        Some(many) => {
+            let list: Vec<String> = many.iter().map(|a| w.bind(Bind::text(a))).collect();
+            w.conds
+                .push(format!("m.authority IN ({})", list.join(", ")));
+        }
+    }
+    if let Some(r) = q.reason {
+        w.cond(Bind::text(r.as_str()), |p| format!("m.reason = {p}"));
+    }
+    if let Some(v) = q.verdict {
+        w.cond(Bind::text(v.as_str()), |p| format!("m.verdict = {p}"));
+    }
+    if let Some(s) = q.status {
+        w.cond(Bind::text(s.as_str()), |p| {
+            format!("EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status = {p})")
+        });
+    }
+    if let Some(mid) = &q.message_id {
+        let bare = mid.trim().trim_start_matches('<').trim_end_matches('>');
+        let a = w.bind(Bind::text(bare));
+        let b = w.bind(Bind::Text(format!("<{bare}>")));
+        w.conds.push(format!("m.message_id IN ({a}, {b})"));
+    }
+    if let Some(id) = &q.id {
+        w.cond(Bind::text(id), |p| format!("m.id = {p}"));
+    }
+    if let Some(c) = &q.case_ref {
+        w.cond(Bind::text(c.trim()), |p| {
+            format!("upper(m.case_ref) = upper({p})")
+        });
+    }
 }
 
 #[cfg(test)]
