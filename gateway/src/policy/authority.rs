@@ -128,7 +128,10 @@ fn parse(
     let pki = Pki::read(&top, &ctx, label, files, diags, notes);
     let allowed_clients = read_clients(&top, &src, diags);
     let receipts = read_receipts(&top, &src, diags);
-    let next_hop = read_next_hop(&top, &ctx, files, diags);
+    let next_hop = top
+        .require("next_hop", diags)
+        .table("next_hop", "[next_hop]", NEXT_HOP_KEYS, diags)
+        .and_then(|t| parse_next_hop(&t, &ctx, files, diags));
 
     let built = match (&ident.id, &ident.country, &ident.name, next_hop) {
         (Some(id), Some(country), Some(name), Some(next_hop)) if diags.len() == before => {
@@ -375,27 +378,6 @@ fn read_receipts(
                 }
             }
             kinds
-        }
-    }
-}
-
-/// The `[next_hop]` table (required).
-fn read_next_hop(
-    top: &TableReader<'_, '_>,
-    ctx: &Ctx<'_>,
-    files: &mut FileSet,
-    diags: &mut Vec<Diagnostic>,
-) -> Option<NextHop> {
-    match top.table("next_hop", diags) {
-        Some((table, header)) => {
-            let t = TableReader::new(ctx.src, table, header, "[next_hop]", NEXT_HOP_KEYS, diags);
-            parse_next_hop(&t, ctx, files, diags)
-        }
-        None => {
-            if top.get("next_hop").is_none() {
-                top.missing("next_hop", diags);
-            }
-            None
         }
     }
 }

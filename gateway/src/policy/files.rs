@@ -282,10 +282,15 @@ impl<'a, 'i> TableReader<'a, 'i> {
 
     /// A required string value.
     pub fn required_string(&self, key: &str, diags: &mut Vec<Diagnostic>) -> Option<At<String>> {
+        self.require(key, diags).string(key, diags)
+    }
+
+    /// Reports `key` missing if it is absent; read it on from the result.
+    pub fn require(&self, key: &str, diags: &mut Vec<Diagnostic>) -> &Self {
         if self.get(key).is_none() {
             self.missing(key, diags);
         }
-        self.string(key, diags)
+        self
     }
 
     /// A boolean value; `None` (reported) when of another type, `None`
@@ -376,15 +381,25 @@ impl<'a, 'i> TableReader<'a, 'i> {
         Some(list)
     }
 
-    /// A sub-table written as `[name]` (or inline), with its header span.
+    /// A sub-table written as `[name]` (or inline), read as `context`
+    /// (`[name]`) whose keys must be among `allowed`.
     pub fn table(
         &self,
         key: &str,
+        context: &'static str,
+        allowed: &[&str],
         diags: &mut Vec<Diagnostic>,
-    ) -> Option<(&'a DeTable<'i>, Range<usize>)> {
+    ) -> Option<TableReader<'a, 'i>> {
         let v = self.get(key)?;
         match v.get_ref() {
-            DeValue::Table(t) => Some((t, v.span())),
+            DeValue::Table(t) => Some(TableReader::new(
+                self.src,
+                t,
+                v.span(),
+                context,
+                allowed,
+                diags,
+            )),
             _ => {
                 self.wrong_type(key, "a table", v, diags);
                 None

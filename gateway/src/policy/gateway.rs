@@ -68,8 +68,7 @@ pub(super) fn parse(
         &["gateway", "limits", "relay"],
         diags,
     );
-    if let Some((table, header)) = top.table("gateway", diags) {
-        let t = TableReader::new(src, table, header, "[gateway]", GATEWAY_KEYS, diags);
+    if let Some(t) = top.table("gateway", "[gateway]", GATEWAY_KEYS, diags) {
         if let Some((name, span)) = t.string("hostname", diags) {
             if is_dns_name(&name.to_ascii_lowercase()) {
                 gateway.hostname = name;
@@ -137,12 +136,10 @@ pub(super) fn parse(
     } else {
         gateway.postmaster = format!("postmaster@{}", gateway.hostname);
     }
-    if let Some((table, header)) = top.table("limits", diags) {
-        let t = TableReader::new(src, table, header, "[limits]", LIMIT_KEYS, diags);
+    if let Some(t) = top.table("limits", "[limits]", LIMIT_KEYS, diags) {
         parse_limits(&t, &mut limits, diags);
     }
-    if let Some((table, header)) = top.table("relay", diags) {
-        let t = TableReader::new(src, table, header, "[relay]", RELAY_KEYS, diags);
+    if let Some(t) = top.table("relay", "[relay]", RELAY_KEYS, diags) {
         parse_relay(&t, &mut relay, diags);
     }
     (gateway, limits, relay)
@@ -165,30 +162,27 @@ fn positive(t: &TableReader<'_, '_>, key: &str, diags: &mut Vec<Diagnostic>) -> 
 fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut Vec<Diagnostic>) {
     let src = t.src();
     let positive = |key: &str, diags: &mut Vec<Diagnostic>| positive(t, key, diags);
-    let secs = Duration::from_secs;
-    if let Some(n) = positive("queue_lifetime_secs", diags) {
-        relay.queue_lifetime = secs(n);
-    }
-    if let Some(n) = positive("urgent_queue_lifetime_secs", diags) {
-        relay.urgent_queue_lifetime = secs(n);
-    }
-    if let Some(n) = positive("delay_warning_secs", diags) {
-        relay.delay_warning = secs(n);
-    }
-    if let Some(n) = positive("urgent_delay_warning_secs", diags) {
-        relay.urgent_delay_warning = secs(n);
-    }
-    if let Some(n) = positive("retry_initial_secs", diags) {
-        relay.retry_initial = secs(n);
-    }
-    if let Some(n) = positive("retry_max_secs", diags) {
-        relay.retry_max = secs(n);
+    let durations: [(&str, &mut Duration); 6] = [
+        ("queue_lifetime_secs", &mut relay.queue_lifetime),
+        (
+            "urgent_queue_lifetime_secs",
+            &mut relay.urgent_queue_lifetime,
+        ),
+        ("delay_warning_secs", &mut relay.delay_warning),
+        ("urgent_delay_warning_secs", &mut relay.urgent_delay_warning),
+        ("retry_initial_secs", &mut relay.retry_initial),
+        ("retry_max_secs", &mut relay.retry_max),
+    ];
+    for (key, field) in durations {
+        if let Some(n) = positive(key, diags) {
+            *field = Duration::from_secs(n);
+        }
     }
     if let Some(n) = positive("max_connections_per_destination", diags) {
         relay.max_connections_per_destination = n as usize;
     }
     if let Some(n) = positive("connect_timeout_secs", diags) {
-        relay.connect_timeout = secs(n);
+        relay.connect_timeout = Duration::from_secs(n);
     }
     let header = t.header();
     if relay.urgent_queue_lifetime > relay.queue_lifetime {
@@ -292,14 +286,15 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
     if let Some(n) = positive("max_message_size", diags) {
         limits.max_message_size = n;
     }
-    if let Some(n) = positive("max_recipients", diags) {
-        limits.max_recipients = n as usize;
-    }
-    if let Some(n) = positive("max_header_size", diags) {
-        limits.max_header_size = n as usize;
-    }
-    if let Some(n) = positive("max_mime_depth", diags) {
-        limits.max_mime_depth = n as usize;
+    let counts: [(&str, &mut usize); 3] = [
+        ("max_recipients", &mut limits.max_recipients),
+        ("max_header_size", &mut limits.max_header_size),
+        ("max_mime_depth", &mut limits.max_mime_depth),
+    ];
+    for (key, field) in counts {
+        if let Some(n) = positive(key, diags) {
+            *field = n as usize;
+        }
     }
     if let Some((n, span)) = t.integer("signing_time_skew_secs", diags) {
         match u64::try_from(n) {

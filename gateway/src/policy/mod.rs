@@ -211,14 +211,12 @@ mod tests {
             p.route("clerk@justice.bb.example", "judge@justice.bb.example"),
             RouteDecision::Reject { route } if route.name == "no-domestic-bb"
         ));
-        assert_eq!(
-            p.route("clerk@justice.aa.example", "judge@justice.aa.example"),
-            RouteDecision::NoRoute
-        );
-        assert_eq!(
-            p.route("x@elsewhere.example", "x@justice.bb.example"),
-            RouteDecision::NoRoute
-        );
+        for (from, to) in [
+            ("clerk@justice.aa.example", "judge@justice.aa.example"),
+            ("x@elsewhere.example", "x@justice.bb.example"),
+        ] {
+            assert_eq!(p.route(from, to), RouteDecision::NoRoute, "{from} → {to}");
+        }
         let bb_moj = p.authority_for_domain("justice.bb.example").unwrap();
         assert_eq!(bb_moj.anchors.len(), 1);
         assert_eq!(bb_moj.intermediates.len(), 1);

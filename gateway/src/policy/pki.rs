@@ -74,15 +74,9 @@ impl Ctx<'_> {
     ) -> Vec<Entry> {
         let (text, span) = written;
         let path = self.dir.join(text);
-        let meta = match fs::metadata(&path) {
-            Ok(m) => m,
-            Err(e) => {
-                diags.push(self.src.diag(
-                    span,
-                    format!("cannot read {key} entry {text:?}: {}", io_reason(&e)),
-                ));
-                return Vec::new();
-            }
+        let read = |what: &str| format!("{key} {what} {text:?}");
+        let Some(meta) = self.readable(fs::metadata(&path), span, diags, || read("entry")) else {
+            return Vec::new();
         };
         if !meta.is_dir() {
             return vec![Entry {
@@ -90,15 +84,9 @@ impl Ctx<'_> {
                 path,
             }];
         }
-        let listing = match fs::read_dir(&path) {
-            Ok(l) => l,
-            Err(e) => {
-                diags.push(self.src.diag(
-                    span,
-                    format!("cannot read {key} directory {text:?}: {}", io_reason(&e)),
-                ));
-                return Vec::new();
-            }
+        let Some(listing) = self.readable(fs::read_dir(&path), span, diags, || read("directory"))
+        else {
+            return Vec::new();
         };
         let mut names: Vec<String> = listing
             .filter_map(Result::ok)
@@ -140,20 +128,29 @@ impl Ctx<'_> {
         files: &mut FileSet,
         diags: &mut Vec<Diagnostic>,
     ) -> Option<Vec<u8>> {
-        match fs::read(&entry.path) {
-            Ok(bytes) => {
-                files.add(entry.shown.clone(), &bytes);
-                Some(bytes)
-            }
+        let what = || format!("{key} entry {:?}", entry.shown);
+        let bytes = self.readable(fs::read(&entry.path), span, diags, what)?;
+        files.add(entry.shown.clone(), &bytes);
+        Some(bytes)
+    }
+
+    /// The value of a file system call, or a diagnostic at `span` saying
+    /// which of the configured paths (`what`) cannot be read and why.
+    fn readable<T>(
+        &self,
+        result: std::io::Result<T>,
+        span: &Range<usize>,
+        diags: &mut Vec<Diagnostic>,
+        what: impl FnOnce() -> String,
+    ) -> Option<T> {
+        match result {
+            Ok(value) => Some(value),
             Err(e) => {
-                diags.push(self.src.diag(
-                    span,
-                    format!(
-                        "cannot read {key} entry {:?}: {}",
-                        entry.shown,
-                        io_reason(&e)
-                    ),
-                ));
+                let why = io_reason(&e);
+                diags.push(
+                    self.src
+                        .diag(span, format!("cannot read {}: {why}", what())),
+                );
                 None
             }
         }
@@ -262,23 +259,16 @@ impl Ctx<'_> {
         let not_before = tbs.validity.not_before.to_unix_duration().as_secs();
         let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
         let now = self.now.unix();
-        if now < not_before {
-            diags.push(self.src.diag(
-                span,
-                format!(
-                    "{what} is not valid before {}",
-                    EvalTime::from_unix(not_before).to_rfc3339()
-                ),
-            ));
-            ok = false;
+        let outside = if now < not_before {
+            Some(("is not valid before", not_before))
         } else if now > not_after {
-            diags.push(self.src.diag(
-                span,
-                format!(
-                    "{what} expired at {}",
-                    EvalTime::from_unix(not_after).to_rfc3339()
-                ),
-            ));
+            Some(("expired at", not_after))
+        } else {
+            None
+        };
+        if let Some((problem, limit)) = outside {
+            let limit = EvalTime::from_unix(limit).to_rfc3339();
+            diags.push(self.src.diag(span, format!("{what} {problem} {limit}")));
             ok = false;
         }
         let usable = match role {

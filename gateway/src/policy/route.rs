@@ -181,17 +181,24 @@ mod tests {
             RouteDecision::Reject { route } => assert_eq!(route.name, "no-mfa-to-aa"),
             other => panic!("{other:?}"),
         }
-        assert_eq!(
-            p.route("x@justice.aa.example", "y@justice.bb.example"),
-            RouteDecision::NoRoute
-        );
-        assert_eq!(
-            p.route("x@justice.bb.example", "y@unknown.example"),
-            RouteDecision::UnknownRecipientDomain
-        );
-        assert_eq!(
-            p.route("x@justice.bb.example", "no-at-sign"),
-            RouteDecision::UnknownRecipientDomain
-        );
+        for (from, to, want) in [
+            (
+                "x@justice.aa.example",
+                "y@justice.bb.example",
+                RouteDecision::NoRoute,
+            ),
+            (
+                "x@justice.bb.example",
+                "y@unknown.example",
+                RouteDecision::UnknownRecipientDomain,
+            ),
+            (
+                "x@justice.bb.example",
+                "no-at-sign",
+                RouteDecision::UnknownRecipientDomain,
+            ),
+        ] {
+            assert_eq!(p.route(from, to), want, "{from} → {to}");
+        }
     }
 }

@@ -190,23 +190,18 @@ mod tests {
 
     #[test]
     fn matchers_parse() {
-        assert_eq!(parse_matcher("*"), Ok(Matcher::Any));
-        assert_eq!(
-            parse_matcher("authority:aa-moj"),
-            Ok(Matcher::Authority("aa-moj".into()))
-        );
-        assert_eq!(
-            parse_matcher("country:bb"),
-            Ok(Matcher::Country("BB".into()))
-        );
-        assert_eq!(
-            parse_matcher("domain:Justice.AA.example"),
-            Ok(Matcher::Domain("justice.aa.example".into()))
-        );
-        assert_eq!(
-            parse_matcher("Minister@*"),
-            Ok(Matcher::Pattern("minister@*".into()))
-        );
+        for (text, want) in [
+            ("*", Matcher::Any),
+            ("authority:aa-moj", Matcher::Authority("aa-moj".into())),
+            ("country:bb", Matcher::Country("BB".into())),
+            (
+                "domain:Justice.AA.example",
+                Matcher::Domain("justice.aa.example".into()),
+            ),
+            ("Minister@*", Matcher::Pattern("minister@*".into())),
+        ] {
+            assert_eq!(parse_matcher(text), Ok(want), "{text}");
+        }
         assert!(parse_matcher("justice.aa.example").is_err());
         assert!(parse_matcher("country:BBB").is_err());
         assert!(parse_matcher("authority:").is_err());
