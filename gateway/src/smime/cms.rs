@@ -225,120 +225,17 @@ impl Signer {
 
 /// Parses a DER ContentInfo that must hold SignedData.
 pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
-    let mut top = Reader::new(der);
-    let content_info = top
-        .expect(0x30, "CMS ContentInfo is not a SEQUENCE")
-        .map_err(malformed)?;
-    if !top.is_empty() {
-        return Err(malformed("trailing data after the CMS ContentInfo"));
-    }
-    let mut ci = Reader::new(content_info.value);
-    let oid = read_oid(&mut ci, "ContentInfo contentType")?;
-    if oid == ID_ENVELOPED_DATA || oid == ID_AUTH_ENVELOPED_DATA {
-        return Err(CmsError::EncryptedOnly);
-    }
-    if oid != ID_SIGNED_DATA {
-        return Err(CmsError::NotSignedData(oid));
-    }
-    let explicit = ci
-        .expect(0xa0, "ContentInfo content is not [0] EXPLICIT")
-        .map_err(malformed)?;
-    if !ci.is_empty() {
-        return Err(malformed("trailing data in the CMS ContentInfo"));
-    }
-    let mut inner = Reader::new(explicit.value);
-    let signed_data = inner
-        .expect(0x30, "SignedData is not a SEQUENCE")
-        .map_err(malformed)?;
-    if !inner.is_empty() {
-        return Err(malformed("trailing data after the SignedData"));
-    }
-
-    let mut sd = Reader::new(signed_data.value);
-    let version = sd
-        .expect(0x02, "SignedData version is not an INTEGER")
-        .map_err(malformed)?;
-    let digests = sd
-        .expect(0x31, "SignedData digestAlgorithms is not a SET")
-        .map_err(malformed)?;
+    let mut sd = Reader::new(signed_data_of(der)?);
+    let version = field(&mut sd, 0x02, "SignedData version is not an INTEGER")?;
+    let digests = field(&mut sd, 0x31, "SignedData digestAlgorithms is not a SET")?;
     let digest_algorithms = parse_digest_algorithms(digests.value)?;
-    let encap = sd
-        .expect(0x30, "encapContentInfo is not a SEQUENCE")
-        .map_err(malformed)?;
+    let encap = field(&mut sd, 0x30, "encapContentInfo is not a SEQUENCE")?;
     let (content_type, content) = parse_encap(encap)?;
-
-    let mut certificates = Vec::new();
-    if sd.peek_tag() == Some(0xa0) {
-        let set = sd.read().map_err(malformed)?;
-        let mut certs = Reader::new(set.value);
-        while !certs.is_empty() {
-            let index = certificates.len();
-            let choice = certs.read().map_err(malformed)?;
-            // Only X.509 certificates: OpenSSL refuses a set it cannot
-            // decode, and nothing else plays a part in S/MIME signing.
-            if choice.tag != 0x30 {
-                return Err(CmsError::Certificate {
-                    index,
-                    problem: format!("is not an X.509 certificate but {}", describe(choice.tag)),
-                });
-            }
-            let cert = x509_cert::Certificate::from_der(choice.raw).map_err(|e| {
-                CmsError::Certificate {
-                    index,
-                    problem: format!("does not parse as an X.509 certificate: {e}"),
-                }
-            })?;
-            let tbs = &cert.tbs_certificate;
-            if let Some(problem) =
-                bad_name("subject", &tbs.subject).or_else(|| bad_name("issuer", &tbs.issuer))
-            {
-                return Err(CmsError::Certificate { index, problem });
-            }
-            certificates.push(choice.raw);
-        }
-    }
-    if sd.peek_tag() == Some(0xa1) {
-        // Not trusted (the policy and downloads supply CRLs), but they must
-        // parse, as they do for OpenSSL.
-        let set = sd.read().map_err(malformed)?;
-        let mut crls = Reader::new(set.value);
-        let mut index = 0;
-        while !crls.is_empty() {
-            let choice = crls.read().map_err(malformed)?;
-            let problem = if choice.tag != 0x30 {
-                Some(format!(
-                    "is not a CertificateList but {}",
-                    describe(choice.tag)
-                ))
-            } else {
-                match x509_cert::crl::CertificateList::from_der(choice.raw) {
-                    Ok(crl) => bad_name("issuer", &crl.tbs_cert_list.issuer),
-                    Err(e) => Some(format!("does not parse as a CertificateList: {e}")),
-                }
-            };
-            if let Some(problem) = problem {
-                return Err(CmsError::Crl { index, problem });
-            }
-            index += 1;
-        }
-    }
-    let infos = sd
-        .expect(0x31, "SignedData signerInfos is not a SET")
-        .map_err(malformed)?;
-    if !sd.is_empty() {
-        return Err(malformed("trailing data in SignedData"));
-    }
-    let mut signers = Vec::new();
-    let mut reader = Reader::new(infos.value);
-    while !reader.is_empty() {
-        let tlv = reader
-            .expect(0x30, "SignerInfo is not a SEQUENCE")
-            .map_err(malformed)?;
-        signers.push(parse_signer(tlv)?);
-    }
-    if signers.is_empty() {
-        return Err(CmsError::NoSigners);
-    }
+    let certificates = parse_certificates(&mut sd)?;
+    check_crls(&mut sd)?;
+    let infos = field(&mut sd, 0x31, "SignedData signerInfos is not a SET")?;
+    end(&sd, "trailing data in SignedData")?;
+    let signers = parse_signers(infos.value)?;
     check_versions(small_int(version.value), content_type, &signers)?;
     for (signer, s) in signers.iter().enumerate() {
         let oid = s.info.digest_alg.oid;
@@ -353,6 +250,120 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
         digest_algorithms,
         signers,
     })
+}
+
+/// The content of the SignedData SEQUENCE a ContentInfo holds.
+fn signed_data_of(der: &[u8]) -> Result<&[u8], CmsError> {
+    let mut top = Reader::new(der);
+    let content_info = field(&mut top, 0x30, "CMS ContentInfo is not a SEQUENCE")?;
+    end(&top, "trailing data after the CMS ContentInfo")?;
+    let mut ci = Reader::new(content_info.value);
+    let oid = read_oid(&mut ci, "ContentInfo contentType")?;
+    if oid == ID_ENVELOPED_DATA || oid == ID_AUTH_ENVELOPED_DATA {
+        return Err(CmsError::EncryptedOnly);
+    }
+    if oid != ID_SIGNED_DATA {
+        return Err(CmsError::NotSignedData(oid));
+    }
+    let explicit = field(&mut ci, 0xa0, "ContentInfo content is not [0] EXPLICIT")?;
+    end(&ci, "trailing data in the CMS ContentInfo")?;
+    let mut inner = Reader::new(explicit.value);
+    let signed_data = field(&mut inner, 0x30, "SignedData is not a SEQUENCE")?;
+    end(&inner, "trailing data after the SignedData")?;
+    Ok(signed_data.value)
+}
+
+/// The next TLV of `r`, which must have `tag` (else `what` is wrong).
+fn field<'a>(r: &mut Reader<'a>, tag: u8, what: &'static str) -> Result<Tlv<'a>, CmsError> {
+    r.expect(tag, what).map_err(malformed)
+}
+
+/// Nothing may follow in `r` (else `trailing` is wrong).
+fn end(r: &Reader<'_>, trailing: &str) -> Result<(), CmsError> {
+    if r.is_empty() {
+        Ok(())
+    } else {
+        Err(malformed(trailing))
+    }
+}
+
+/// The certificates `[0]` of SignedData, if present, each as encoded.
+fn parse_certificates<'a>(sd: &mut Reader<'a>) -> Result<Vec<&'a [u8]>, CmsError> {
+    let mut certificates = Vec::new();
+    if sd.peek_tag() != Some(0xa0) {
+        return Ok(certificates);
+    }
+    let set = sd.read().map_err(malformed)?;
+    let mut certs = Reader::new(set.value);
+    while !certs.is_empty() {
+        let index = certificates.len();
+        let choice = certs.read().map_err(malformed)?;
+        // Only X.509 certificates: OpenSSL refuses a set it cannot
+        // decode, and nothing else plays a part in S/MIME signing.
+        if choice.tag != 0x30 {
+            return Err(CmsError::Certificate {
+                index,
+                problem: format!("is not an X.509 certificate but {}", describe(choice.tag)),
+            });
+        }
+        let cert =
+            x509_cert::Certificate::from_der(choice.raw).map_err(|e| CmsError::Certificate {
+                index,
+                problem: format!("does not parse as an X.509 certificate: {e}"),
+            })?;
+        let tbs = &cert.tbs_certificate;
+        if let Some(problem) =
+            bad_name("subject", &tbs.subject).or_else(|| bad_name("issuer", &tbs.issuer))
+        {
+            return Err(CmsError::Certificate { index, problem });
+        }
+        certificates.push(choice.raw);
+    }
+    Ok(certificates)
+}
+
+/// The crls `[1]` of SignedData, if present: not trusted (the policy and
+/// downloads supply CRLs), but they must parse, as they do for OpenSSL.
+fn check_crls(sd: &mut Reader<'_>) -> Result<(), CmsError> {
+    if sd.peek_tag() != Some(0xa1) {
+        return Ok(());
+    }
+    let set = sd.read().map_err(malformed)?;
+    let mut crls = Reader::new(set.value);
+    let mut index = 0;
+    while !crls.is_empty() {
+        let choice = crls.read().map_err(malformed)?;
+        let problem = if choice.tag != 0x30 {
+            Some(format!(
+                "is not a CertificateList but {}",
+                describe(choice.tag)
+            ))
+        } else {
+            match x509_cert::crl::CertificateList::from_der(choice.raw) {
+                Ok(crl) => bad_name("issuer", &crl.tbs_cert_list.issuer),
+                Err(e) => Some(format!("does not parse as a CertificateList: {e}")),
+            }
+        };
+        if let Some(problem) = problem {
+            return Err(CmsError::Crl { index, problem });
+        }
+        index += 1;
+    }
+    Ok(())
+}
+
+/// The SignerInfos of the signerInfos SET (at least one).
+fn parse_signers(infos: &[u8]) -> Result<Vec<Signer>, CmsError> {
+    let mut signers = Vec::new();
+    let mut reader = Reader::new(infos);
+    while !reader.is_empty() {
+        let tlv = field(&mut reader, 0x30, "SignerInfo is not a SEQUENCE")?;
+        signers.push(parse_signer(tlv)?);
+    }
+    if signers.is_empty() {
+        return Err(CmsError::NoSigners);
+    }
+    Ok(signers)
 }
 
 /// Why a distinguished name holds a value OpenSSL cannot decode, if it
@@ -486,13 +497,9 @@ fn parse_encap(encap: Tlv<'_>) -> Result<(ObjectIdentifier, Option<&[u8]>), CmsE
     if r.is_empty() {
         return Ok((content_type, None));
     }
-    let explicit = r
-        .expect(0xa0, "eContent is not [0] EXPLICIT")
-        .map_err(malformed)?;
+    let explicit = field(&mut r, 0xa0, "eContent is not [0] EXPLICIT")?;
     let mut inner = Reader::new(explicit.value);
-    let octets = inner
-        .expect(0x04, "eContent is not an OCTET STRING")
-        .map_err(malformed)?;
+    let octets = field(&mut inner, 0x04, "eContent is not an OCTET STRING")?;
     if !inner.is_empty() || !r.is_empty() {
         return Err(malformed("trailing data in encapContentInfo"));
     }

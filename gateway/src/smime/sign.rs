@@ -24,7 +24,7 @@ use rustls_pki_types::PrivateKeyDer;
 use super::cms::{
     ATTR_CONTENT_TYPE, ATTR_MESSAGE_DIGEST, ATTR_SIGNING_TIME, ID_DATA, ID_SIGNED_DATA,
 };
-use crate::asn1::{write_tlv, Reader};
+use crate::asn1::{write_tlv, Reader, Tlv};
 use crate::trust::cert::DigestAlg;
 use crate::trust::cert::{CertInfo, KeyAlg};
 
@@ -537,47 +537,53 @@ pub fn base64_lines(data: &[u8]) -> Vec<u8> {
 
 /// The SEC1 ECPrivateKey inside a PKCS#8 PrivateKeyInfo for an EC key.
 fn ec_from_pkcs8(pkcs8: &[u8]) -> Result<&[u8], LoadError> {
-    let bad = |what: &str| LoadError::Key(format!("malformed PKCS#8 private key: {what}"));
-    let seq = Reader::new(pkcs8)
-        .expect(0x30, "not a SEQUENCE")
-        .map_err(|e| bad(e.0))?;
-    let mut r = Reader::new(seq.value);
-    r.expect(0x02, "version is not an INTEGER")
-        .map_err(|e| bad(e.0))?;
-    let alg = r
-        .expect(0x30, "algorithm is not a SEQUENCE")
-        .map_err(|e| bad(e.0))?;
-    let oid = Reader::new(alg.value)
-        .expect(0x06, "algorithm OID missing")
-        .map_err(|e| bad(e.0))?;
+    const PKCS8: &str = "PKCS#8 private key";
+    let mut r = key_sequence(pkcs8, PKCS8)?;
+    key_field(&mut r, 0x02, "version is not an INTEGER", PKCS8)?;
+    let alg = key_field(&mut r, 0x30, "algorithm is not a SEQUENCE", PKCS8)?;
+    let mut alg = Reader::new(alg.value);
+    let oid = key_field(&mut alg, 0x06, "algorithm OID missing", PKCS8)?;
     if oid.raw != oid_der(OID_EC_PUBLIC_KEY).as_slice() {
         return Err(LoadError::Key(
             "the private key is not an EC key, but the certificate's key is".into(),
         ));
     }
-    let key = r
-        .expect(0x04, "privateKey is not an OCTET STRING")
-        .map_err(|e| bad(e.0))?;
+    let key = key_field(&mut r, 0x04, "privateKey is not an OCTET STRING", PKCS8)?;
     Ok(key.value)
 }
 
 /// The private scalar of a SEC1 ECPrivateKey (RFC 5915).
 fn ec_private_scalar(sec1: &[u8]) -> Result<&[u8], LoadError> {
-    let bad = |what: &str| LoadError::Key(format!("malformed EC private key: {what}"));
-    let seq = Reader::new(sec1)
-        .expect(0x30, "not a SEQUENCE")
-        .map_err(|e| bad(e.0))?;
-    let mut r = Reader::new(seq.value);
-    let version = r
-        .expect(0x02, "version is not an INTEGER")
-        .map_err(|e| bad(e.0))?;
+    const SEC1: &str = "EC private key";
+    let mut r = key_sequence(sec1, SEC1)?;
+    let version = key_field(&mut r, 0x02, "version is not an INTEGER", SEC1)?;
     if version.value != [1] {
-        return Err(bad("version is not 1"));
+        return Err(malformed_key(SEC1, "version is not 1"));
     }
-    let scalar = r
-        .expect(0x04, "privateKey is not an OCTET STRING")
-        .map_err(|e| bad(e.0))?;
+    let scalar = key_field(&mut r, 0x04, "privateKey is not an OCTET STRING", SEC1)?;
     Ok(scalar.value)
+}
+
+/// The fields of the DER SEQUENCE `der` starts with, a private key
+/// `structure`.
+fn key_sequence<'a>(der: &'a [u8], structure: &str) -> Result<Reader<'a>, LoadError> {
+    let seq = key_field(&mut Reader::new(der), 0x30, "not a SEQUENCE", structure)?;
+    Ok(Reader::new(seq.value))
+}
+
+/// The next field of a private key `structure`, which must have `tag`.
+fn key_field<'a>(
+    r: &mut Reader<'a>,
+    tag: u8,
+    what: &'static str,
+    structure: &str,
+) -> Result<Tlv<'a>, LoadError> {
+    r.expect(tag, what)
+        .map_err(|e| malformed_key(structure, e.0))
+}
+
+fn malformed_key(structure: &str, what: &str) -> LoadError {
+    LoadError::Key(format!("malformed {structure}: {what}"))
 }
 
 /// DER IssuerAndSerialNumber of a certificate, from its own bytes.
