@@ -445,18 +445,9 @@ impl Config {
 
     fn build(f: File, base: &Path, from_file: bool) -> Result<Config, String> {
         let rel = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
-        let listen = f
-            .listen
-            .unwrap_or_else(|| vec!["127.0.0.1:2525".into()])
-            .iter()
-            .map(|s| {
-                s.parse::<SocketAddr>()
-                    .map_err(|e| format!("listen address {s:?}: {e}"))
-            })
-            .collect::<Result<Vec<_>, _>>()?;
-        if listen.is_empty() {
-            return Err("listen must name at least one address".into());
-        }
+        // Read before fields move out of `f`; its error is reported in turn.
+        let session_limits = session_limits(&f);
+        let listen = listen_addresses(f.listen)?;
         let data_dir = rel(f.data_dir.unwrap_or_else(|| "data".into()));
         let database_url = f
             .database_url
@@ -474,85 +465,17 @@ impl Config {
         if max_sessions == 0 {
             return Err("max_sessions must be at least 1".into());
         }
-        let session_limits = SessionLimits {
-            per_client: at_least_one("max_sessions_per_client", f.max_sessions_per_client, 10)?,
-            lifetime: Duration::from_secs(at_least_one(
-                "max_session_secs",
-                f.max_session_secs,
-                3600,
-            )?),
-            commands: at_least_one("max_commands", f.max_commands, 10_000)?,
-            hard_errors: at_least_one("hard_error_limit", f.hard_error_limit, 20)?,
-            junk_commands: f.junk_command_limit.unwrap_or(100),
-        };
-        let body_storage = match f.body_storage.as_deref() {
-            None | Some("files") => BodyStorage::Files,
-            Some("database") => BodyStorage::Database,
-            Some(other) => {
-                return Err(format!(
-                    "body_storage {other:?}: expected \"files\" or \"database\""
-                ))
-            }
-        };
+        let session_limits = session_limits?;
+        let body_storage = body_storage(f.body_storage.as_deref())?;
         let case_pattern = match f.case_pattern {
             Some(p) => CaseRefPattern::new(&p)?,
             None => CaseRefPattern::default(),
         };
         let relay = relay_config(f.relay.unwrap_or_default(), &data_dir)?;
-        let audit_web = match f.audit_web {
-            None => None,
-            Some(w) => {
-                let listen = w
-                    .listen
-                    .parse::<SocketAddr>()
-                    .map_err(|e| format!("[audit_web] listen address {:?}: {e}", w.listen))?;
-                if w.tokens_file.is_none() && w.client_ca.is_none() {
-                    return Err("[audit_web] needs tokens_file or client_ca (or both): \
-                                without either no auditor could sign in"
-                        .into());
-                }
-                Some(AuditWeb {
-                    listen,
-                    tls: TlsFiles {
-                        cert: rel(w.cert),
-                        key: rel(w.key),
-                    },
-                    tokens_file: w.tokens_file.map(rel),
-                    client_ca: w.client_ca.map(rel),
-                })
-            }
-        };
-        let a = f.audit.unwrap_or_default();
-        let audit = AuditConfig {
-            checkpoint_interval: match a.checkpoint_interval_secs.unwrap_or(3600) {
-                0 => None,
-                n => Some(Duration::from_secs(n)),
-            },
-            checkpoint_dir: a
-                .checkpoint_dir
-                .map(rel)
-                .unwrap_or_else(|| data_dir.join("checkpoints")),
-            allow_unsigned: a.allow_unsigned_checkpoints.unwrap_or(false),
-            checkpoint_mail: a.checkpoint_mail,
-        };
-        let r = f.retention.unwrap_or_default();
-        for (key, v) in [("bodies_days", r.bodies_days), ("audit_days", r.audit_days)] {
-            if v == Some(0) {
-                return Err(format!("[retention] {key} must be at least 1"));
-            }
-        }
-        let retention = RetentionConfig {
-            bodies_days: r.bodies_days,
-            audit_days: r.audit_days,
-            interval: Duration::from_secs(r.interval_secs.unwrap_or(86_400).max(1)),
-        };
-        let p = f.postmaster.unwrap_or_default();
-        let postmaster = PostmasterConfig {
-            dir: data_dir.join("postmaster"),
-            max_messages: p.max_messages.unwrap_or(100),
-            max_bytes: p.max_bytes.unwrap_or(10 << 20),
-            max_per_hour: p.max_per_hour.unwrap_or(20),
-        };
+        let audit_web = f.audit_web.map(|w| audit_web_config(w, rel)).transpose()?;
+        let audit = audit_config(f.audit.unwrap_or_default(), &data_dir, rel);
+        let retention = retention_config(f.retention.unwrap_or_default())?;
+        let postmaster = postmaster_config(f.postmaster.unwrap_or_default(), &data_dir);
         Ok(Config {
             listen,
             data_dir,
@@ -576,6 +499,100 @@ impl Config {
             postmaster,
             evidence: evidence_config(f.evidence.unwrap_or_default(), rel)?,
         })
+    }
+}
+
+/// The SMTP listen addresses (at least one).
+fn listen_addresses(listen: Option<Vec<String>>) -> Result<Vec<SocketAddr>, String> {
+    let listen = listen
+        .unwrap_or_else(|| vec!["127.0.0.1:2525".into()])
+        .iter()
+        .map(|s| {
+            s.parse::<SocketAddr>()
+                .map_err(|e| format!("listen address {s:?}: {e}"))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    if listen.is_empty() {
+        return Err("listen must name at least one address".into());
+    }
+    Ok(listen)
+}
+
+fn session_limits(f: &File) -> Result<SessionLimits, String> {
+    Ok(SessionLimits {
+        per_client: at_least_one("max_sessions_per_client", f.max_sessions_per_client, 10)?,
+        lifetime: Duration::from_secs(at_least_one("max_session_secs", f.max_session_secs, 3600)?),
+        commands: at_least_one("max_commands", f.max_commands, 10_000)?,
+        hard_errors: at_least_one("hard_error_limit", f.hard_error_limit, 20)?,
+        junk_commands: f.junk_command_limit.unwrap_or(100),
+    })
+}
+
+fn body_storage(value: Option<&str>) -> Result<BodyStorage, String> {
+    match value {
+        None | Some("files") => Ok(BodyStorage::Files),
+        Some("database") => Ok(BodyStorage::Database),
+        Some(other) => Err(format!(
+            "body_storage {other:?}: expected \"files\" or \"database\""
+        )),
+    }
+}
+
+fn audit_web_config(w: AuditWebFile, rel: impl Fn(PathBuf) -> PathBuf) -> Result<AuditWeb, String> {
+    let listen = w
+        .listen
+        .parse::<SocketAddr>()
+        .map_err(|e| format!("[audit_web] listen address {:?}: {e}", w.listen))?;
+    if w.tokens_file.is_none() && w.client_ca.is_none() {
+        return Err("[audit_web] needs tokens_file or client_ca (or both): \
+                    without either no auditor could sign in"
+            .into());
+    }
+    Ok(AuditWeb {
+        listen,
+        tls: TlsFiles {
+            cert: rel(w.cert),
+            key: rel(w.key),
+        },
+        tokens_file: w.tokens_file.map(&rel),
+        client_ca: w.client_ca.map(&rel),
+    })
+}
+
+fn audit_config(a: AuditFile, data_dir: &Path, rel: impl Fn(PathBuf) -> PathBuf) -> AuditConfig {
+    AuditConfig {
+        checkpoint_interval: match a.checkpoint_interval_secs.unwrap_or(3600) {
+            0 => None,
+            n => Some(Duration::from_secs(n)),
+        },
+        checkpoint_dir: a
+            .checkpoint_dir
+            .map(rel)
+            .unwrap_or_else(|| data_dir.join("checkpoints")),
+        allow_unsigned: a.allow_unsigned_checkpoints.unwrap_or(false),
+        checkpoint_mail: a.checkpoint_mail,
+    }
+}
+
+fn retention_config(r: RetentionFile) -> Result<RetentionConfig, String> {
+    for (key, v) in [("bodies_days", r.bodies_days), ("audit_days", r.audit_days)] {
+        if v == Some(0) {
+            return Err(format!("[retention] {key} must be at least 1"));
+        }
+    }
+    Ok(RetentionConfig {
+        bodies_days: r.bodies_days,
+        audit_days: r.audit_days,
+        interval: Duration::from_secs(r.interval_secs.unwrap_or(86_400).max(1)),
+    })
+}
+
+fn postmaster_config(p: PostmasterFile, data_dir: &Path) -> PostmasterConfig {
+    PostmasterConfig {
+        dir: data_dir.join("postmaster"),
+        max_messages: p.max_messages.unwrap_or(100),
+        max_bytes: p.max_bytes.unwrap_or(10 << 20),
+        max_per_hour: p.max_per_hour.unwrap_or(20),
     }
 }
 

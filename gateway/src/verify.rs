@@ -256,35 +256,9 @@ fn judge(
     // Structure, then the signature container.
     check_depth(raw, limits.max_mime_depth)?;
     let container = smime::extract(&top).map_err(reject)?;
-    if let Some((which, text)) = container.unsigned_text() {
-        if !limits.allow_unsigned_text {
-            return Err((
-                Reason::Malformed,
-                format!(
-                    "{which} is not signed, and mail clients may show it ({} bytes: {:?}); \
-                     refused unless [limits] allow_unsigned_text = true",
-                    text.len(),
-                    crate::text::table_cell(&String::from_utf8_lossy(text), 60)
-                ),
-            ));
-        }
-    }
+    check_unsigned_text(&container, limits)?;
     let signed = cms::parse(&container.cms_der).map_err(reject)?;
-    let content: &[u8] = match (container.form, container.detached_content, signed.content) {
-        (Form::Detached, Some(c), None) => c,
-        (Form::Detached, _, Some(_)) => {
-            return Err((
-                Reason::Malformed,
-                "a detached signature must not encapsulate content".into(),
-            ))
-        }
-        (Form::Opaque, _, Some(c)) => {
-            // The CMS wrapper is one level of the message's structure.
-            check_depth(c, limits.max_mime_depth.saturating_sub(1))?;
-            c
-        }
-        _ => return Err((Reason::Unsigned, "the signature covers no content".into())),
-    };
+    let content = signed_content(&container, signed.content, limits)?;
 
     let certs: Vec<CertInfo<'_>> = signed
         .certificates
@@ -341,20 +315,61 @@ fn judge(
             }
         }
     }
-    Err(failure.unwrap_or_else(|| {
-        let names: Vec<String> = signer_certs.iter().flat_map(|c| c.emails.clone()).collect();
-        (
-            Reason::SenderMismatch,
+    Err(failure.unwrap_or_else(|| sender_mismatch(from, &signer_certs)))
+}
+
+/// Text outside the signature is refused unless the policy allows it.
+fn check_unsigned_text(container: &smime::Envelope<'_>, limits: &Limits) -> Result<(), Reject> {
+    match container.unsigned_text() {
+        Some((which, text)) if !limits.allow_unsigned_text => Err((
+            Reason::Malformed,
             format!(
-                "From: <{from}> is not an e-mail address of any signer certificate (they name: {})",
-                if names.is_empty() {
-                    "none".to_string()
-                } else {
-                    names.join(", ")
-                }
+                "{which} is not signed, and mail clients may show it ({} bytes: {:?}); \
+                 refused unless [limits] allow_unsigned_text = true",
+                text.len(),
+                crate::text::table_cell(&String::from_utf8_lossy(text), 60)
             ),
-        )
-    }))
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// The content the signature covers: the signed entity of a detached
+/// signature, the encapsulated content of an opaque one.
+fn signed_content<'a>(
+    container: &smime::Envelope<'a>,
+    encapsulated: Option<&'a [u8]>,
+    limits: &Limits,
+) -> Result<&'a [u8], Reject> {
+    match (container.form, container.detached_content, encapsulated) {
+        (Form::Detached, Some(c), None) => Ok(c),
+        (Form::Detached, _, Some(_)) => Err((
+            Reason::Malformed,
+            "a detached signature must not encapsulate content".into(),
+        )),
+        (Form::Opaque, _, Some(c)) => {
+            // The CMS wrapper is one level of the message's structure.
+            check_depth(c, limits.max_mime_depth.saturating_sub(1))?;
+            Ok(c)
+        }
+        _ => Err((Reason::Unsigned, "the signature covers no content".into())),
+    }
+}
+
+/// No signer certificate names the `From:` address.
+fn sender_mismatch(from: &str, signer_certs: &[&CertInfo<'_>]) -> Reject {
+    let names: Vec<String> = signer_certs.iter().flat_map(|c| c.emails.clone()).collect();
+    (
+        Reason::SenderMismatch,
+        format!(
+            "From: <{from}> is not an e-mail address of any signer certificate (they name: {})",
+            if names.is_empty() {
+                "none".to_string()
+            } else {
+                names.join(", ")
+            }
+        ),
+    )
 }
 
 fn check_limits(limits: &Limits, raw: &[u8], envelope: &Envelope<'_>) -> Result<(), Reject> {
