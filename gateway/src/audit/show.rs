@@ -147,13 +147,7 @@ impl History {
     }
 
     fn events(&self, out: &mut Out) {
-        out.blank();
-        if self.events.is_empty() {
-            out.line(0, "audit records: none");
-            return;
-        }
-        out.line(0, "audit records");
-        for e in &self.events {
+        for e in out.section("audit records", "none", &self.events) {
             let hash = &e.hash;
             out.line(
                 1,
@@ -186,13 +180,7 @@ impl History {
     }
 
     fn queue(&self, out: &mut Out) {
-        out.blank();
-        if self.queue.is_empty() {
-            out.line(0, "queue: no entries");
-            return;
-        }
-        out.line(0, "queue");
-        for q in &self.queue {
+        for q in out.section("queue", "no entries", &self.queue) {
             out.line(
                 1,
                 &format!(
@@ -279,5 +267,17 @@ impl Out {
 
     fn blank(&mut self) {
         self.0.push('\n');
+    }
+
+    /// After a blank line, the heading of a list (`title: none_text` when
+    /// it is empty); gives back the items to show under it.
+    fn section<'a, T>(&mut self, title: &str, none_text: &str, items: &'a [T]) -> &'a [T] {
+        self.blank();
+        if items.is_empty() {
+            self.line(0, &format!("{title}: {none_text}"));
+        } else {
+            self.line(0, title);
+        }
+        items
     }
 }

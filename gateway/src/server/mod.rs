@@ -20,7 +20,7 @@ use crate::config::Config;
 use crate::policy::{self, CurrentPolicy, Policy};
 use crate::revocation::Revocation;
 use crate::store::payload::{PolicyReloadFailed, PolicyReloaded};
-use crate::store::{AuditEvent, Store};
+use crate::store::{AuditEvent, Payload, Store};
 
 /// What the root itself (reloads, the control socket) works with.
 pub struct Shared {
@@ -44,13 +44,10 @@ impl Shared {
                 let version = p.version.clone();
                 // Recorded before it is in force: every decision made under
                 // it comes after this record in the chain.
-                self.audit(AuditEvent::of(
-                    None,
-                    &PolicyReloaded {
-                        previous: old,
-                        version: version.clone(),
-                    },
-                ))
+                self.audit(&PolicyReloaded {
+                    previous: old,
+                    version: version.clone(),
+                })
                 .await;
                 self.policy.replace(p);
                 tracing::info!(%version, "policy reloaded");
@@ -61,21 +58,19 @@ impl Shared {
             Err(diags) => {
                 let problems: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
                 tracing::error!(problems = ?problems, "policy reload failed; keeping version {old}");
-                self.audit(AuditEvent::of(
-                    None,
-                    &PolicyReloadFailed {
-                        kept: old,
-                        problems: problems.clone(),
-                    },
-                ))
+                self.audit(&PolicyReloadFailed {
+                    kept: old,
+                    problems: problems.clone(),
+                })
                 .await;
                 Err(problems)
             }
         }
     }
 
-    async fn audit(&self, event: AuditEvent) {
-        if let Err(e) = self.store.audit(event).await {
+    /// Records a reload's outcome (about no message).
+    async fn audit<P: Payload>(&self, payload: &P) {
+        if let Err(e) = self.store.audit(AuditEvent::of(None, payload)).await {
             tracing::error!(error = %e, "cannot audit the policy reload");
         }
     }

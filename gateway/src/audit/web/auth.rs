@@ -333,11 +333,17 @@ mod tests {
         assert_eq!(parse_tokens("# nobody\n").unwrap_err(), "no token listed");
     }
 
-    #[test]
-    fn token_file_errors_name_the_file_and_line() {
+    /// A tokens file holding `text`, in a directory removed when dropped.
+    fn tokens_file(text: &str) -> (tempfile::TempDir, std::path::PathBuf) {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("auditors.tokens");
-        std::fs::write(&p, format!("jane {H}\nbad\n")).unwrap();
+        std::fs::write(&p, text).unwrap();
+        (dir, p)
+    }
+
+    #[test]
+    fn token_file_errors_name_the_file_and_line() {
+        let (_dir, p) = tokens_file(&format!("jane {H}\nbad\n"));
         let e = TokenFile::load(&p).unwrap_err();
         assert!(e.contains("auditors.tokens:2: expected"), "{e}");
         std::fs::write(&p, format!("jane {H}\n")).unwrap();
@@ -370,9 +376,7 @@ mod tests {
 
     #[test]
     fn sessions_follow_their_token() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("t");
-        std::fs::write(&p, format!("jane {H}\n")).unwrap();
+        let (_dir, p) = tokens_file(&format!("jane {H}\n"));
         let file = TokenFile::load(&p).unwrap();
         let token = file.find(&sha256(b"test")).unwrap();
         let s = Sessions::default();
