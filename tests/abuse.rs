@@ -22,11 +22,12 @@ use support::*;
 /// A recipient outside every authority: each RCPT is refused.
 const STRANGER: &str = "someone@nowhere.example";
 
-fn gateway(limits: &str) -> Gateway {
-    Gateway::new(Opts {
-        top_extra: format!("{limits}\n"),
+/// The default options with these top-level `keys` (the limits).
+fn limits(keys: &str) -> Opts {
+    Opts {
+        top_extra: format!("{keys}\n"),
         ..Opts::default()
-    })
+    }
 }
 
 /// The `smtp.session-summary` records, waiting a little for the session's
@@ -61,10 +62,7 @@ fn closing_reply(c: &mut Client) -> Reply {
 /// in the summary.
 #[test]
 fn refused_recipients_hit_the_hard_error_limit_and_are_summed_up() {
-    let gw = gateway("hard_error_limit = 5");
-    let srv = gw.start();
-    let mut c = srv.connect();
-    c.ehlo();
+    let (gw, _srv, mut c) = Gateway::greeted(limits("hard_error_limit = 5"));
     assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).code, 250);
     for i in 1..=5 {
         let r = c.cmd(&format!("RCPT TO:<{STRANGER}>"));
@@ -96,8 +94,7 @@ fn refused_recipients_hit_the_hard_error_limit_and_are_summed_up() {
 /// Unknown commands are errors too; swaks, a real client, sees the 421.
 #[test]
 fn unknown_commands_hit_the_hard_error_limit() {
-    let gw = gateway("hard_error_limit = 3");
-    let srv = gw.start();
+    let (gw, srv) = Gateway::serve(limits("hard_error_limit = 3"));
     let mut c = srv.connect();
     for _ in 0..3 {
         assert_eq!(c.cmd("XYZZY").code, 500, "{}", c.transcript);
@@ -124,8 +121,7 @@ fn unknown_commands_hit_the_hard_error_limit() {
 /// NOOP, RSET, VRFY, EXPN and HELP count as errors past the junk limit.
 #[test]
 fn junk_commands_past_their_limit_count_as_errors() {
-    let gw = gateway("junk_command_limit = 3\nhard_error_limit = 2");
-    let srv = gw.start();
+    let (_gw, srv) = Gateway::serve(limits("junk_command_limit = 3\nhard_error_limit = 2"));
     let mut c = srv.connect();
     for cmd in ["NOOP", "RSET", "NOOP", "NOOP"] {
         assert_eq!(c.cmd(cmd).code, 250, "{cmd}: {}", c.transcript);
@@ -138,10 +134,7 @@ fn junk_commands_past_their_limit_count_as_errors() {
 /// before the cap, and its acceptance is not undone by it.
 #[test]
 fn the_command_cap_closes_the_session() {
-    let gw = gateway("max_commands = 5");
-    let srv = gw.start();
-    let mut c = srv.connect();
-    c.ehlo();
+    let (gw, _srv, mut c) = Gateway::greeted(limits("max_commands = 5"));
     let msg = alice_to_bob(Tool::SmimeDetached);
     let r = c.transaction(ALICE, &[BOB], &msg); // MAIL, RCPT, DATA, the dot
     assert!(r.accepted_id().is_some(), "{}", c.transcript);
@@ -157,8 +150,7 @@ fn the_command_cap_closes_the_session() {
 /// its lifetime.
 #[test]
 fn a_session_is_closed_at_the_end_of_its_lifetime() {
-    let gw = gateway("max_session_secs = 2");
-    let srv = gw.start();
+    let (gw, srv) = Gateway::serve(limits("max_session_secs = 2"));
     let t0 = Instant::now();
     let mut c = srv.connect();
     c.ehlo();
@@ -187,8 +179,7 @@ fn a_session_is_closed_at_the_end_of_its_lifetime() {
 /// is still served.
 #[test]
 fn sessions_are_capped_per_client_address() {
-    let gw = gateway("max_sessions_per_client = 2");
-    let srv = gw.start();
+    let (_gw, srv) = Gateway::serve(limits("max_sessions_per_client = 2"));
     let a = Ipv4Addr::new(127, 0, 0, 1);
     let held: Vec<Client> = (0..2)
         .map(|_| Client::connect_from(srv.port, a).expect("connect"))

@@ -23,12 +23,7 @@ fn signed() -> Vec<u8> {
 /// Message `id` is recorded for Bob alone, and queued once, for him alone.
 fn assert_for_bob_once(gw: &Gateway, id: &str) {
     let bob = format!("[\"{BOB}\"]");
-    let q: Vec<_> = gw
-        .db()
-        .queue()
-        .into_iter()
-        .filter(|q| q.message_id == id)
-        .collect();
+    let q = gw.db().queue_of(id);
     assert_eq!(q.len(), 1, "{q:?}");
     assert_eq!(q[0].recipients, bob, "{q:?}");
     assert_eq!(gw.db().message(id).unwrap().rcpt_to, bob);
@@ -58,10 +53,7 @@ fn swaks_says(
 
 #[test]
 fn invalid_paths_get_501_bad_address_and_are_audited() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
-    let mut c = srv.connect();
-    c.ehlo();
+    let (gw, srv, mut c) = Gateway::greeted(Opts::default());
     let long_local = format!("{}@justice.aa.example", "x".repeat(65));
     let long_path = format!("{}@{}", "x".repeat(60), vec!["d".repeat(60); 4].join("."));
     // The first of a session's refusals of a kind is audited on its own: the
@@ -148,8 +140,7 @@ fn invalid_paths_get_501_bad_address_and_are_audited() {
 
 #[test]
 fn the_null_reverse_path_is_judged_by_from_and_signature() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
+    let (gw, srv) = Gateway::serve(Opts::default());
     let msg = signed();
     let (r, t) = send(srv.port, "", &[BOB], &msg);
     let id = r.accepted_id().unwrap_or_else(|| panic!("{t}"));
@@ -184,8 +175,7 @@ fn the_null_reverse_path_is_judged_by_from_and_signature() {
 
 #[test]
 fn dsn_is_offered_and_its_parameters_recorded() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
+    let (gw, srv) = Gateway::serve(Opts::default());
     let mut c = srv.connect();
     let e = c.ehlo();
     assert!(e.lines.iter().any(|l| l == "DSN"), "{}", c.transcript);
@@ -249,10 +239,7 @@ fn dsn_is_offered_and_its_parameters_recorded() {
 
 #[test]
 fn smtputf8_and_non_ascii_paths_are_refused() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
-    let mut c = srv.connect();
-    c.ehlo();
+    let (_gw, srv, mut c) = Gateway::greeted(Opts::default());
     let r = c.cmd(&format!("MAIL FROM:<{ALICE}> SMTPUTF8"));
     assert!(r.last().starts_with("555 5.5.4 "), "{}", c.transcript);
     let r = c.cmd("MAIL FROM:<ålice@justice.aa.example>");
@@ -278,10 +265,7 @@ fn smtputf8_and_non_ascii_paths_are_refused() {
 
 #[test]
 fn duplicate_recipients_are_merged() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
-    let mut c = srv.connect();
-    c.ehlo();
+    let (gw, srv, mut c) = Gateway::greeted(Opts::default());
     assert_eq!(c.cmd(&format!("MAIL FROM:<{ALICE}>")).code, 250);
     for to in [BOB, &BOB.to_uppercase(), "Bob@Justice.BB.example"] {
         let r = c.cmd(&format!("RCPT TO:<{to}>"));
@@ -308,8 +292,7 @@ fn duplicate_recipients_are_merged() {
 
 #[test]
 fn every_reply_has_an_enhanced_code_and_no_echo() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
+    let (_gw, srv) = Gateway::serve(Opts::default());
     let mut c = srv.connect();
     let marker = "client-name-that-must-not-come-back.example";
     let e = c.cmd(&format!("EHLO {marker}"));
@@ -359,8 +342,7 @@ fn every_reply_has_an_enhanced_code_and_no_echo() {
 /// smuggled transaction after its header section, then a proper end.
 #[test]
 fn smuggling_variants_never_start_a_second_transaction() {
-    let gw = Gateway::new(Opts::default());
-    let srv = gw.start();
+    let (gw, srv) = Gateway::serve(Opts::default());
     let inner = signed();
     let mut smuggled = format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n").into_bytes();
     smuggled.extend_from_slice(&dot_stuff(&inner));

@@ -60,19 +60,11 @@ fn assert_stored(gw: &Gateway, id: &str, msg: &[u8]) -> MessageRow {
         openssl_verifies(&body, "aa"),
         "stored body no longer verifies"
     );
-    let q: Vec<_> = db
-        .queue()
-        .into_iter()
-        .filter(|q| q.message_id == id)
-        .collect();
+    let q = db.queue_of(id);
     assert_eq!(q.len(), 1, "one queue entry: {q:?}");
     assert_eq!(q[0].next_hop, "127.0.0.1:2626", "{q:?}");
     assert!(q[0].recipients.contains(BOB), "{q:?}");
-    let audit: Vec<_> = db
-        .audit()
-        .into_iter()
-        .filter(|a| a.message_id.as_deref() == Some(id))
-        .collect();
+    let audit = db.audit_about(id);
     assert!(
         audit.iter().any(|a| a.kind.contains("accept")),
         "audit rows of {id}: {audit:?}"
@@ -232,12 +224,7 @@ fn python_smtplib_accepts_signed_and_refuses_tampered_and_unsigned() {
             !gw.body_path(&sha).exists(),
             "rejected body kept although keep_rejected_bodies = false"
         );
-        let audit: Vec<_> = gw
-            .db()
-            .audit()
-            .into_iter()
-            .filter(|a| a.message_id.as_deref() == Some(m.id.as_str()))
-            .collect();
+        let audit = gw.db().audit_about(&m.id);
         assert!(
             audit
                 .iter()

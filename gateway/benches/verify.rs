@@ -636,19 +636,9 @@ fn benches(c: &mut Criterion) {
     let crl100k = load(&crl100k_dir);
     for case in &small {
         let verdict = judge(&crl100k, &fetched, case, &rcpts, at, "verify-crl100k");
-        let ev = signer_evidence(&verdict, &pki, case, "verify-crl100k");
-        assert_eq!(
-            ev.method.as_str(),
-            "crl",
-            "verify-crl100k/{}: {ev:?}",
-            case.name
-        );
-        assert_eq!(
-            ev.sha256.as_deref(),
-            Some(crl100k_sha256.as_str()),
-            "verify-crl100k/{}: the signer must be checked against the 100k CRL: {ev:?}",
-            case.name
-        );
+        // The signer must be checked against the 100k CRL.
+        let crl = Some(crl100k_sha256.as_str());
+        assert_signer_checked(&verdict, &pki, case, "verify-crl100k", "crl", crl);
     }
 
     // No issuing-CA CRL, OCSP preferred, a validated answer held per signer.
@@ -656,23 +646,11 @@ fn benches(c: &mut Criterion) {
     let (answers, answer_sha256) = ocsp_answers(&pki, tmp.path(), at);
     for case in &small {
         let verdict = judge(&ocsp, &answers, case, &rcpts, at, "verify-ocsp");
-        let ev = signer_evidence(&verdict, &pki, case, "verify-ocsp");
         let expected = answer_sha256
             .iter()
             .find(|(who, _)| *who == case.who)
             .map(|(_, h)| h.as_str());
-        assert_eq!(
-            ev.method.as_str(),
-            "ocsp",
-            "verify-ocsp/{}: {ev:?}",
-            case.name
-        );
-        assert_eq!(
-            ev.sha256.as_deref(),
-            expected,
-            "verify-ocsp/{}: {ev:?}",
-            case.name
-        );
+        assert_signer_checked(&verdict, &pki, case, "verify-ocsp", "ocsp", expected);
     }
 
     let configure = |group: &mut criterion::BenchmarkGroup<'_, _>, size: &str| {
@@ -747,16 +725,19 @@ fn judge(
     verdict
 }
 
-/// The revocation evidence of `verdict` for the signer of `case`.
-fn signer_evidence<'v>(
-    verdict: &'v emla::verify::Verdict,
+/// The revocation evidence of `verdict` for the signer of `case` has
+/// `method` and names the data by `sha256`.
+fn assert_signer_checked(
+    verdict: &emla::verify::Verdict,
     pki: &Path,
     case: &Case,
     group: &str,
-) -> &'v emla::trust::revocation::StatusEvidence {
+    method: &str,
+    sha256: Option<&str>,
+) {
     let cert = pem_cert(&pki.join(format!("certs/aa/{}.pem", case.who)));
     let serial = hex::encode(cert.tbs_certificate.serial_number.as_bytes());
-    verdict
+    let ev = verdict
         .revocation
         .iter()
         .find(|e| e.serial == serial)
@@ -765,7 +746,9 @@ fn signer_evidence<'v>(
                 "{group}/{}: no revocation evidence for the signer: {:?}",
                 case.name, verdict.revocation
             )
-        })
+        });
+    let found = (ev.method.as_str(), ev.sha256.as_deref());
+    assert_eq!(found, (method, sha256), "{group}/{}: {ev:?}", case.name);
 }
 
 /// One group timing `emla::verify::verify` of the 10 KB `cases` under

@@ -141,6 +141,14 @@ impl Gateway {
         (gw, srv)
     }
 
+    /// [`Gateway::serve`], and a client session past EHLO.
+    pub fn greeted(opts: Opts) -> (Gateway, Server, Client) {
+        let (gw, srv) = Gateway::serve(opts);
+        let mut c = srv.connect();
+        c.ehlo();
+        (gw, srv, c)
+    }
+
     /// The temporary directory holding the configuration (and by default the data).
     pub fn dir(&self) -> &Path {
         self.tmp.path()
@@ -789,6 +797,14 @@ impl Db {
         self.messages().into_iter().find(|m| m.id == id)
     }
 
+    /// The rows of `queue` for message `id`.
+    pub fn queue_of(&self, id: &str) -> Vec<QueueRow> {
+        self.queue()
+            .into_iter()
+            .filter(|q| q.message_id == id)
+            .collect()
+    }
+
     /// Every row of `queue`.
     pub fn queue(&self) -> Vec<QueueRow> {
         fetch!(
@@ -817,20 +833,27 @@ impl Db {
         )
     }
 
+    /// The rows of `audit` that `keep` keeps, in chain order.
+    fn audit_where(&self, keep: impl Fn(&AuditRow) -> bool) -> Vec<AuditRow> {
+        let mut rows = self.audit();
+        rows.retain(keep);
+        rows
+    }
+
     /// The rows of `audit` of one kind, in chain order.
     pub fn audit_of(&self, kind: &str) -> Vec<AuditRow> {
-        let mut rows = self.audit();
-        rows.retain(|a| a.kind == kind);
-        rows
+        self.audit_where(|a| a.kind == kind)
+    }
+
+    /// The rows of `audit` about message `id`, in chain order.
+    pub fn audit_about(&self, id: &str) -> Vec<AuditRow> {
+        self.audit_where(|a| a.message_id.as_deref() == Some(id))
     }
 
     /// Audit rows of refusals decided before DATA (kind mentions a
     /// rejection, no message id).
     pub fn early_rejections(&self) -> Vec<AuditRow> {
-        self.audit()
-            .into_iter()
-            .filter(|a| a.kind.contains("reject") && a.message_id.is_none())
-            .collect()
+        self.audit_where(|a| a.kind.contains("reject") && a.message_id.is_none())
     }
 }
 
