@@ -351,135 +351,63 @@ struct Samples {
 
 /// The searches timed: `(name, arguments)`.
 fn searches(s: &Samples) -> Vec<(&'static str, SearchArgs)> {
-    let base = SearchArgs {
-        limit: 50,
-        ..Default::default()
-    };
     let mid = T0 + SPAN_MS / 2;
     let month = 30 * 24 * 3_600_000;
     let t = emla::text::time_rfc3339;
     let (official, authority) = official(1234 % officials());
     let (sha, serial) = cert(&official);
     vec![
-        ("no filter (newest page)", base.clone()),
-        (
-            "--from address",
-            SearchArgs {
-                from: Some(official.clone()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--from @domain",
-            SearchArgs {
-                from: Some("@justice.c042.example".into()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--to address",
-            SearchArgs {
-                to: Some("official3@mfa.c100.example".into()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--reason + --since/--until (1 month)",
-            SearchArgs {
-                reason: Some("revoked".into()),
-                since: Some(t(mid)),
-                until: Some(t(mid + month)),
-                ..base.clone()
-            },
-        ),
-        (
-            "--signer fingerprint",
-            SearchArgs {
-                signer: Some(sha),
-                ..base.clone()
-            },
-        ),
-        (
-            "--signer serial",
-            SearchArgs {
-                signer: Some(serial),
-                ..base.clone()
-            },
-        ),
-        (
-            "--case",
-            SearchArgs {
-                case_ref: Some("mla-2025-777".into()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--message-id",
-            SearchArgs {
-                message_id: Some(format!("<{}>", s.message_id)),
-                ..base.clone()
-            },
-        ),
-        (
-            "--id",
-            SearchArgs {
-                id: Some(s.id.clone()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--authority",
-            SearchArgs {
-                authority: vec![authority.clone()],
-                ..base.clone()
-            },
-        ),
-        (
-            "--authority x2 (a country)",
-            SearchArgs {
-                authority: vec!["c077-moj".into(), "c077-mfa".into()],
-                ..base.clone()
-            },
-        ),
-        (
-            "--verdict reject --asc",
-            SearchArgs {
-                verdict: Some(cli::VerdictArg::Reject),
-                asc: true,
-                ..base.clone()
-            },
-        ),
-        (
-            "--status failed",
-            SearchArgs {
-                status: Some(cli::StatusArg::Failed),
-                ..base.clone()
-            },
-        ),
-        (
-            "--from + --verdict + --since",
-            SearchArgs {
-                from: Some(official),
-                verdict: Some(cli::VerdictArg::Accept),
-                since: Some(t(mid)),
-                ..base.clone()
-            },
-        ),
-        (
-            "--after (page in the middle)",
-            SearchArgs {
-                after: Some(s.cursor.clone()),
-                ..base.clone()
-            },
-        ),
-        (
-            "--page 100",
-            SearchArgs {
-                page: Some(100),
-                ..base
-            },
-        ),
+        search("no filter (newest page)", |_| {}),
+        search("--from address", |a| a.from = Some(official.clone())),
+        search("--from @domain", |a| {
+            a.from = Some("@justice.c042.example".into())
+        }),
+        search("--to address", |a| {
+            a.to = Some("official3@mfa.c100.example".into())
+        }),
+        search("--reason + --since/--until (1 month)", |a| {
+            a.reason = Some("revoked".into());
+            a.since = Some(t(mid));
+            a.until = Some(t(mid + month));
+        }),
+        search("--signer fingerprint", |a| a.signer = Some(sha)),
+        search("--signer serial", |a| a.signer = Some(serial)),
+        search("--case", |a| a.case_ref = Some("mla-2025-777".into())),
+        search("--message-id", |a| {
+            a.message_id = Some(format!("<{}>", s.message_id))
+        }),
+        search("--id", |a| a.id = Some(s.id.clone())),
+        search("--authority", |a| a.authority = vec![authority.clone()]),
+        search("--authority x2 (a country)", |a| {
+            a.authority = vec!["c077-moj".into(), "c077-mfa".into()]
+        }),
+        search("--verdict reject --asc", |a| {
+            a.verdict = Some(cli::VerdictArg::Reject);
+            a.asc = true;
+        }),
+        search("--status failed", |a| {
+            a.status = Some(cli::StatusArg::Failed)
+        }),
+        search("--from + --verdict + --since", |a| {
+            a.from = Some(official);
+            a.verdict = Some(cli::VerdictArg::Accept);
+            a.since = Some(t(mid));
+        }),
+        search("--after (page in the middle)", |a| {
+            a.after = Some(s.cursor.clone())
+        }),
+        search("--page 100", |a| a.page = Some(100)),
     ]
+}
+
+/// One search timed: pages of 50 with the filters `set` sets.
+fn search(name: &'static str, set: impl FnOnce(&mut SearchArgs)) -> (&'static str, SearchArgs) {
+    let mut args = SearchArgs {
+        limit: 50,
+        ..Default::default()
+    };
+    set(&mut args);
+    (name, args)
 }
 
 /// Per backend: `(search, median time, rows on the page)`.

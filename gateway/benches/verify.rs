@@ -561,17 +561,76 @@ fn benches(c: &mut Criterion) {
     let tmp = tempfile::tempdir().expect("temp dir");
     let (pki, policy_dir) = make_pki();
     let at = emla::EvalTime::now();
-    let policy = emla::policy::load(&policy_dir, at).unwrap_or_else(|diags| {
-        let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-        panic!("policy {}:\n{}", policy_dir.display(), list.join("\n"))
-    });
+    let policy = load_policy(&policy_dir, at);
     let rcpts = vec![RCPT.to_string()];
+    let cases = make_cases(&pki, tmp.path());
+    let fetched = RevocationSet::default();
+    check_cases(&policy, &fetched, &cases, &rcpts, at);
 
+    // The revocation paths, 10 KB messages only: the same messages under
+    // copies of the policy.
+    let small: Vec<&Case> = cases.iter().filter(|c| c.size == "10KB").collect();
+    let load = |dir: &Path| load_policy(dir, at);
+
+    // A 100 000-entry issuing-CA CRL: the signer must be judged by it.
+    let (crl100k_dir, crl100k_sha256) = crl100k_policy(&pki, &policy_dir);
+    let crl100k = load(&crl100k_dir);
+    for case in &small {
+        let verdict = judge(&crl100k, &fetched, case, &rcpts, at, "verify-crl100k");
+        // The signer must be checked against the 100k CRL.
+        let crl = Some(crl100k_sha256.as_str());
+        assert_signer_checked(&verdict, &pki, case, "verify-crl100k", "crl", crl);
+    }
+
+    // No issuing-CA CRL, OCSP preferred, a validated answer held per signer.
+    let ocsp = load(&ocsp_policy(&policy_dir));
+    let (answers, answer_sha256) = ocsp_answers(&pki, tmp.path(), at);
+    for case in &small {
+        let verdict = judge(&ocsp, &answers, case, &rcpts, at, "verify-ocsp");
+        let expected = answer_sha256
+            .iter()
+            .find(|(who, _)| *who == case.who)
+            .map(|(_, h)| h.as_str());
+        assert_signer_checked(&verdict, &pki, case, "verify-ocsp", "ocsp", expected);
+    }
+
+    let all: Vec<&Case> = cases.iter().collect();
+    bench_group(c, "verify", &policy, &fetched, &all, &rcpts, at);
+    bench_group(c, "verify-crl100k", &crl100k, &fetched, &small, &rcpts, at);
+    bench_group(c, "verify-ocsp", &ocsp, &answers, &small, &rcpts, at);
+
+    let baselines: [(&str, BaselineRun); 2] = [
+        ("baseline", Baseline::run),
+        ("baseline-crl", Baseline::run_with_crls),
+    ];
+    for (name, run) in baselines {
+        let mut group = c.benchmark_group(name);
+        for case in &cases {
+            configure(&mut group, case.size);
+            group.throughput(Throughput::Bytes(case.raw.len() as u64));
+            group.bench_function(&case.name, |b| {
+                b.iter(|| run(&case.baseline, black_box(&case.raw)))
+            });
+        }
+        group.finish();
+    }
+}
+
+/// The policy in `dir`, which must load.
+fn load_policy(dir: &Path, at: emla::EvalTime) -> emla::policy::Policy {
+    emla::policy::load(dir, at).unwrap_or_else(|diags| {
+        let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        panic!("policy {}:\n{}", dir.display(), list.join("\n"))
+    })
+}
+
+/// One message per size and signer, with its baseline.
+fn make_cases(pki: &Path, tmp: &Path) -> Vec<Case> {
     let mut cases = Vec::new();
     for (size_name, size) in SIZES {
         let entity = evidence_entity(size);
         for (name, who) in SIGNERS {
-            let raw = sign(&pki, tmp.path(), who, &entity);
+            let raw = sign(pki, tmp, who, &entity);
             let baseline = baseline(&raw, &pki.join("certs/aa"), who);
             cases.push(Case {
                 name: format!("{name}/{size_name}"),
@@ -583,15 +642,23 @@ fn benches(c: &mut Criterion) {
             });
         }
     }
+    cases
+}
 
-    let fetched = RevocationSet::default();
-    // Both sides must do their work successfully before anything is timed.
-    for case in &cases {
+/// Both sides must do their work successfully before anything is timed.
+fn check_cases(
+    policy: &emla::policy::Policy,
+    fetched: &RevocationSet,
+    cases: &[Case],
+    rcpts: &[String],
+    at: emla::EvalTime,
+) {
+    for case in cases {
         let envelope = emla::verify::Envelope {
             mail_from: Some(&case.from),
-            rcpt_to: &rcpts,
+            rcpt_to: rcpts,
         };
-        let verdict = emla::verify::verify(&policy, &fetched, &case.raw, &envelope, at);
+        let verdict = emla::verify::verify(policy, fetched, &case.raw, &envelope, at);
         assert!(
             verdict.accepted(),
             "verify/{} must accept: {} {}",
@@ -620,84 +687,23 @@ fn benches(c: &mut Criterion) {
         }
         assert!(b.run_with_crls(&case.raw));
     }
+}
 
-    // The revocation paths, 10 KB messages only: the same messages under
-    // copies of the policy.
-    let small: Vec<&Case> = cases.iter().filter(|c| c.size == "10KB").collect();
-    let load = |dir: &Path| {
-        emla::policy::load(dir, at).unwrap_or_else(|diags| {
-            let list: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
-            panic!("policy {}:\n{}", dir.display(), list.join("\n"))
-        })
-    };
-
-    // A 100 000-entry issuing-CA CRL: the signer must be judged by it.
-    let (crl100k_dir, crl100k_sha256) = crl100k_policy(&pki, &policy_dir);
-    let crl100k = load(&crl100k_dir);
-    for case in &small {
-        let verdict = judge(&crl100k, &fetched, case, &rcpts, at, "verify-crl100k");
-        // The signer must be checked against the 100k CRL.
-        let crl = Some(crl100k_sha256.as_str());
-        assert_signer_checked(&verdict, &pki, case, "verify-crl100k", "crl", crl);
-    }
-
-    // No issuing-CA CRL, OCSP preferred, a validated answer held per signer.
-    let ocsp = load(&ocsp_policy(&policy_dir));
-    let (answers, answer_sha256) = ocsp_answers(&pki, tmp.path(), at);
-    for case in &small {
-        let verdict = judge(&ocsp, &answers, case, &rcpts, at, "verify-ocsp");
-        let expected = answer_sha256
-            .iter()
-            .find(|(who, _)| *who == case.who)
-            .map(|(_, h)| h.as_str());
-        assert_signer_checked(&verdict, &pki, case, "verify-ocsp", "ocsp", expected);
-    }
-
-    let configure = |group: &mut criterion::BenchmarkGroup<'_, _>, size: &str| {
-        if size == "10MB" {
-            group
-                .sample_size(10)
-                .warm_up_time(Duration::from_secs(1))
-                .measurement_time(Duration::from_secs(4));
-        } else {
-            group
-                .sample_size(50)
-                .warm_up_time(Duration::from_secs(1))
-                .measurement_time(Duration::from_secs(3));
-        }
-    };
-
-    let mut group = c.benchmark_group("verify");
-    for case in &cases {
-        configure(&mut group, case.size);
-        group.throughput(Throughput::Bytes(case.raw.len() as u64));
-        let envelope = emla::verify::Envelope {
-            mail_from: Some(&case.from),
-            rcpt_to: &rcpts,
-        };
-        group.bench_function(&case.name, |b| {
-            b.iter(|| emla::verify::verify(&policy, &fetched, black_box(&case.raw), &envelope, at))
-        });
-    }
-    group.finish();
-
-    bench_group(c, "verify-crl100k", &crl100k, &fetched, &small, &rcpts, at);
-    bench_group(c, "verify-ocsp", &ocsp, &answers, &small, &rcpts, at);
-
-    let baselines: [(&str, BaselineRun); 2] = [
-        ("baseline", Baseline::run),
-        ("baseline-crl", Baseline::run_with_crls),
-    ];
-    for (name, run) in baselines {
-        let mut group = c.benchmark_group(name);
-        for case in &cases {
-            configure(&mut group, case.size);
-            group.throughput(Throughput::Bytes(case.raw.len() as u64));
-            group.bench_function(&case.name, |b| {
-                b.iter(|| run(&case.baseline, black_box(&case.raw)))
-            });
-        }
-        group.finish();
+/// Sample sizes and times of a group for messages of `size`.
+fn configure<M: criterion::measurement::Measurement>(
+    group: &mut criterion::BenchmarkGroup<'_, M>,
+    size: &str,
+) {
+    if size == "10MB" {
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(4));
+    } else {
+        group
+            .sample_size(50)
+            .warm_up_time(Duration::from_secs(1))
+            .measurement_time(Duration::from_secs(3));
     }
 }
 
@@ -751,8 +757,8 @@ fn assert_signer_checked(
     assert_eq!(found, (method, sha256), "{group}/{}: {ev:?}", case.name);
 }
 
-/// One group timing `emla::verify::verify` of the 10 KB `cases` under
-/// `policy` with `fetched` (50 samples, 3 s each).
+/// One group timing `emla::verify::verify` of `cases` under `policy` with
+/// `fetched`, sampled as [`configure`] says for their size.
 fn bench_group(
     c: &mut Criterion,
     name: &str,
@@ -763,11 +769,8 @@ fn bench_group(
     at: emla::EvalTime,
 ) {
     let mut group = c.benchmark_group(name);
-    group
-        .sample_size(50)
-        .warm_up_time(Duration::from_secs(1))
-        .measurement_time(Duration::from_secs(3));
     for case in cases {
+        configure(&mut group, case.size);
         group.throughput(Throughput::Bytes(case.raw.len() as u64));
         let envelope = emla::verify::Envelope {
             mail_from: Some(&case.from),
