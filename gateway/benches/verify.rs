@@ -654,18 +654,7 @@ fn check_cases(
     at: emla::EvalTime,
 ) {
     for case in cases {
-        let envelope = emla::verify::Envelope {
-            mail_from: Some(&case.from),
-            rcpt_to: rcpts,
-        };
-        let verdict = emla::verify::verify(policy, fetched, &case.raw, &envelope, at);
-        assert!(
-            verdict.accepted(),
-            "verify/{} must accept: {} {}",
-            case.name,
-            verdict.reason,
-            verdict.detail
-        );
+        judge(policy, fetched, case, rcpts, at, "verify");
         let b = &case.baseline;
         let content = &case.raw[b.content.clone()];
         let digest = ring::digest::digest(&ring::digest::SHA256, content);
