@@ -663,8 +663,8 @@ impl Store {
     /// first when bodies are kept in the database, then the file).
     pub async fn read_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         if self.inner.bodies == BodyStorage::Database {
-            let row = named("reading a message body", self.inner.db.body(sha256));
-            if let Some(data) = row.await? {
+            let row = named("reading a message body", self.inner.db.body(sha256)).await?;
+            if let Some(data) = row {
                 return Ok(data);
             }
         }
