@@ -735,13 +735,8 @@ mod tests {
     /// One row per variant: the reason code `verify` reports for it
     /// (docs/contracts.md, "Reason codes").
     #[test]
-    fn every_trust_error_has_its_reason() {
-        use revocation::NoStatus;
+    fn every_certificate_error_has_its_reason() {
         let s = || "x".to_string();
-        let no_crl = || NoStatus::NoCrl {
-            issuer: s(),
-            subject: s(),
-        };
         let table = [
             (
                 TrustError::MessageCert(cert::CertError(der::Error::from(der::ErrorKind::Failed))),
@@ -824,6 +819,21 @@ mod tests {
                 },
                 Reason::WrongUsage,
             ),
+        ];
+        for (e, r) in &table {
+            assert_eq!(Reason::from(e), *r, "{e:?}");
+        }
+    }
+
+    #[test]
+    fn every_revocation_error_has_its_reason() {
+        use revocation::NoStatus;
+        let s = || "x".to_string();
+        let no_crl = || NoStatus::NoCrl {
+            issuer: s(),
+            subject: s(),
+        };
+        let table = [
             (TrustError::CrlRevoked { authority: s() }, Reason::Revoked),
             (
                 TrustError::CrlStale {
