@@ -361,14 +361,15 @@ fn stop_in_a_transaction() -> Vec<Step> {
 type Script = (&'static str, Options, fn(&Harness) -> Vec<Step>);
 
 fn scripts() -> Vec<Script> {
-    let tls = Options {
-        tls: true,
-        ..Options::default()
-    };
-    let require_tls = Options {
-        require_tls: true,
-        ..tls
-    };
+    let mut all = session_scripts();
+    all.extend(line_scripts());
+    all.extend(tls_and_shutdown_scripts());
+    all
+}
+
+/// The scripted cases of a session: capabilities, pipelining, refusals
+/// and limits of the envelope.
+fn session_scripts() -> Vec<Script> {
     vec![
         (
             "greeting_and_ehlo_capabilities_without_tls",
@@ -463,6 +464,13 @@ fn scripts() -> Vec<Script> {
                 s
             },
         ),
+    ]
+}
+
+/// The scripted cases about what a command line may hold: a declared
+/// size, line ends, length and control characters.
+fn line_scripts() -> Vec<Script> {
+    vec![
         (
             "declared_size_above_the_limit_is_refused",
             Options::default(),
@@ -535,6 +543,17 @@ fn scripts() -> Vec<Script> {
                 s
             },
         ),
+    ]
+}
+
+/// The scripted cases about STARTTLS, shutdown and the command timeout.
+fn tls_and_shutdown_scripts() -> Vec<Script> {
+    let require_tls = Options {
+        tls: true,
+        require_tls: true,
+        ..Options::default()
+    };
+    vec![
         (
             "starttls_is_refused_when_not_offered",
             Options::default(),
