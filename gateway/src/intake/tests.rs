@@ -368,7 +368,7 @@ fn scripts() -> Vec<Script> {
 }
 
 /// The scripted cases of a session: capabilities, pipelining, refusals
-/// and limits of the envelope.
+/// and the limits of the envelope and size.
 fn session_scripts() -> Vec<Script> {
     vec![
         (
@@ -464,13 +464,6 @@ fn session_scripts() -> Vec<Script> {
                 s
             },
         ),
-    ]
-}
-
-/// The scripted cases about what a command line may hold: a declared
-/// size, line ends, length and control characters.
-fn line_scripts() -> Vec<Script> {
-    vec![
         (
             "declared_size_above_the_limit_is_refused",
             Options::default(),
@@ -488,6 +481,13 @@ fn line_scripts() -> Vec<Script> {
                 s
             },
         ),
+    ]
+}
+
+/// The scripted cases about what a command line may hold: line ends,
+/// length and control characters.
+fn line_scripts() -> Vec<Script> {
+    vec![
         (
             "a_bare_lf_or_cr_after_a_command_closes_the_connection",
             Options::default(),
