@@ -347,84 +347,97 @@ async fn each_filter(backend: Backend) {
     let all = expect(&fx, |_| true);
     assert_eq!(ids(&store, args()).await, all);
 
+    times_and_addresses(&store, &fx).await;
+    authorities_and_signers(&store, &fx).await;
+    codes_and_status(&store, &fx).await;
+    message_ids_and_cases(&store, &fx).await;
+    db.drop_db().await;
+}
+both!(each_filter);
+
+/// [`each_filter`]: the time range, senders and recipients.
+async fn times_and_addresses(store: &Store, fx: &[Fixture]) {
     // Time range: since inclusive, until exclusive.
     let a = SearchArgs {
         since: Some(rfc3339(T0 + 5 * HOUR)),
         until: Some(rfc3339(T0 + 12 * HOUR)),
         ..args()
     };
-    let want = expect(&fx, |f| f.at >= T0 + 5 * HOUR && f.at < T0 + 12 * HOUR);
+    let want = expect(fx, |f| f.at >= T0 + 5 * HOUR && f.at < T0 + 12 * HOUR);
     assert_eq!(want.len(), 7);
-    assert_eq!(ids(&store, a).await, want);
+    assert_eq!(ids(store, a).await, want);
 
     // Sender: MAIL FROM or header From, case-insensitive; a domain.
-    let alice = expect(&fx, |f| {
+    let alice = expect(fx, |f| {
         f.mail_from.eq_ignore_ascii_case("alice@justice.aa.example")
             || f.header_from.contains("alice@justice.aa.example")
     });
     assert!(alice.contains(&fx[7].id), "header From only");
     let a = sent_by("ALICE@justice.aa.example");
-    assert_eq!(ids(&store, a).await, alice);
+    assert_eq!(ids(store, a).await, alice);
     let anna = sent_by("anna@justice.aa.example");
     assert_eq!(
-        ids(&store, anna).await,
-        expect(&fx, |f| f.mail_from == "Anna@Justice.AA.example")
+        ids(store, anna).await,
+        expect(fx, |f| f.mail_from == "Anna@Justice.AA.example")
     );
     let domain = sent_by("@justice.aa.example");
-    let aa = expect(&fx, |f| {
+    let aa = expect(fx, |f| {
         f.mail_from.to_lowercase().ends_with("@justice.aa.example")
     });
-    assert_eq!(ids(&store, domain).await, aa);
+    assert_eq!(ids(store, domain).await, aa);
 
     // Recipient, address and domain.
     let to = sent_to("dora@justice.aa.example");
-    let dora = expect(&fx, |f| {
+    let dora = expect(fx, |f| {
         f.rcpt.iter().any(|r| r == "Dora@Justice.AA.example")
     });
     assert_eq!(dora.len(), 13);
-    assert_eq!(ids(&store, to).await, dora);
+    assert_eq!(ids(store, to).await, dora);
     let to_bb = sent_to("justice.bb.example");
     assert_eq!(
-        ids(&store, to_bb).await,
-        expect(&fx, |f| f.rcpt[0] == "bob@justice.bb.example")
+        ids(store, to_bb).await,
+        expect(fx, |f| f.rcpt[0] == "bob@justice.bb.example")
     );
+}
 
+/// [`each_filter`]: authorities, countries and signer certificates.
+async fn authorities_and_signers(store: &Store, fx: &[Fixture]) {
     // Authority and country (BB: bb-moj and bb-mfa in the sample policy).
     let auth = SearchArgs {
         authority: vec!["bb-mfa".into()],
         ..args()
     };
     assert_eq!(
-        ids(&store, auth).await,
-        expect(&fx, |f| f.authority.as_deref() == Some("bb-mfa"))
+        ids(store, auth).await,
+        expect(fx, |f| f.authority.as_deref() == Some("bb-mfa"))
     );
     let country = SearchArgs {
         country: vec!["bb".into()],
         ..args()
     };
-    let bb = expect(&fx, |f| {
+    let bb = expect(fx, |f| {
         matches!(f.authority.as_deref(), Some("bb-mfa") | Some("bb-moj"))
     });
     assert_eq!(bb.len(), 16);
-    assert_eq!(ids(&store, country).await, bb);
+    assert_eq!(ids(store, country).await, bb);
     let unknown = SearchArgs {
         country: vec!["ZZ".into()],
         ..args()
     };
-    let e = cli::search(&store, Some(&policy()), &unknown)
+    let e = cli::search(store, Some(&policy()), &unknown)
         .await
         .unwrap_err();
     assert_eq!(e.exit_code(), 2, "{e}");
 
     // Signer: fingerprint (any case) or serial (with colons).
     let (sha, serial) = cert_of("ben@mfa.bb.example");
-    let ben = expect(&fx, |f| f.signer.as_ref().map(|s| &s.0) == Some(&sha));
+    let ben = expect(fx, |f| f.signer.as_ref().map(|s| &s.0) == Some(&sha));
     assert!(!ben.is_empty());
     let by_sha = SearchArgs {
         signer: Some(sha.to_uppercase()),
         ..args()
     };
-    assert_eq!(ids(&store, by_sha).await, ben);
+    assert_eq!(ids(store, by_sha).await, ben);
     let colons: Vec<&str> = serial
         .as_bytes()
         .chunks(2)
@@ -434,23 +447,26 @@ async fn each_filter(backend: Backend) {
         signer: Some(colons.join(":").to_uppercase()),
         ..args()
     };
-    assert_eq!(ids(&store, by_serial).await, ben);
+    assert_eq!(ids(store, by_serial).await, ben);
+}
 
+/// [`each_filter`]: reason codes, verdicts and delivery status.
+async fn codes_and_status(store: &Store, fx: &[Fixture]) {
     // Reason, verdict, delivery status.
     let reason = SearchArgs {
         reason: Some("untrusted-chain".into()),
         ..args()
     };
-    let untrusted = expect(&fx, |f| f.reason == Reason::UntrustedChain);
+    let untrusted = expect(fx, |f| f.reason == Reason::UntrustedChain);
     assert!(!untrusted.is_empty());
-    assert_eq!(ids(&store, reason).await, untrusted);
+    assert_eq!(ids(store, reason).await, untrusted);
     let rejected = SearchArgs {
         verdict: Some(cli::VerdictArg::Reject),
         ..args()
     };
     assert_eq!(
-        ids(&store, rejected).await,
-        expect(&fx, |f| f.reason != Reason::Ok)
+        ids(store, rejected).await,
+        expect(fx, |f| f.reason != Reason::Ok)
     );
     for (status, want) in [
         (cli::StatusArg::Delivered, vec![0, 3]),
@@ -461,8 +477,8 @@ async fn each_filter(backend: Backend) {
             ..args()
         };
         assert_eq!(
-            ids(&store, a).await,
-            expect(&fx, |f| want.iter().any(|&i| fx[i].id == f.id))
+            ids(store, a).await,
+            expect(fx, |f| want.iter().any(|&i| fx[i].id == f.id))
         );
     }
     let queued = SearchArgs {
@@ -470,46 +486,47 @@ async fn each_filter(backend: Backend) {
         ..args()
     };
     assert_eq!(
-        ids(&store, queued).await,
-        expect(&fx, |f| f.reason == Reason::Ok
+        ids(store, queued).await,
+        expect(fx, |f| f.reason == Reason::Ok
             && ![0, 3, 4].iter().any(|&i| fx[i].id == f.id))
     );
+}
 
+/// [`each_filter`]: Message-IDs, emla ids and case references.
+async fn message_ids_and_cases(store: &Store, fx: &[Fixture]) {
     // Message-ID with or without brackets; emla id.
     for q in [format!("<{}>", fx[9].message_id), fx[9].message_id.clone()] {
         let a = SearchArgs {
             message_id: Some(q),
             ..args()
         };
-        assert_eq!(ids(&store, a).await, vec![fx[9].id.clone()]);
+        assert_eq!(ids(store, a).await, vec![fx[9].id.clone()]);
     }
     let by_id = SearchArgs {
         id: Some(fx[13].id.clone()),
         ..args()
     };
-    assert_eq!(ids(&store, by_id).await, vec![fx[13].id.clone()]);
+    assert_eq!(ids(store, by_id).await, vec![fx[13].id.clone()]);
 
     // Case reference: the header, or the pattern in the subject.
     let header = SearchArgs {
         case_ref: Some("aa/2026/0015".into()),
         ..args()
     };
-    assert_eq!(ids(&store, header).await, vec![fx[15].id.clone()]);
+    assert_eq!(ids(store, header).await, vec![fx[15].id.clone()]);
     assert_eq!(fx[8].case_ref.as_deref(), Some("MLA-2026-8"));
     let subject = SearchArgs {
         case_ref: Some("mla-2026-8".into()),
         ..args()
     };
-    assert_eq!(ids(&store, subject).await, vec![fx[8].id.clone()]);
+    assert_eq!(ids(store, subject).await, vec![fx[8].id.clone()]);
     assert_eq!(fx[6].case_ref.as_deref(), Some("mla 2026-6"));
     let spaced = SearchArgs {
         case_ref: Some("MLA 2026-6".into()),
         ..args()
     };
-    assert_eq!(ids(&store, spaced).await, vec![fx[6].id.clone()]);
-    db.drop_db().await;
+    assert_eq!(ids(store, spaced).await, vec![fx[6].id.clone()]);
 }
-both!(each_filter);
 
 async fn combinations(backend: Backend) {
     let (db, store, fx) = filled(backend).await;
