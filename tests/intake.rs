@@ -807,18 +807,7 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
                         break;
                     }
                     attempted.fetch_add(1, Ordering::Relaxed);
-                    let step = (|| -> std::io::Result<Reply> {
-                        let r = c.try_cmd(&format!("MAIL FROM:<{ALICE}>"))?;
-                        if r.code != 250 {
-                            return Ok(r);
-                        }
-                        let r = c.try_cmd(&format!("RCPT TO:<{}>", rcpt(i)))?;
-                        if r.code != 250 {
-                            return Ok(r);
-                        }
-                        c.try_data(&msgs[i])
-                    })();
-                    match step {
+                    match try_send(&mut c, &rcpt(i), &msgs[i]) {
                         Ok(r) => match r.accepted_id() {
                             Some(id) => acked.lock().unwrap().push((id, sha256_hex(&msgs[i]))),
                             None => {
@@ -862,8 +851,6 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
     let srv2 = gw.start();
     let db = gw.db();
     let rows = db.messages();
-    let audit = db.audit();
-    let queue = db.queue();
     for (id, sha) in &acked {
         let m = rows
             .iter()
@@ -874,7 +861,39 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
     }
     // Every row (acknowledged or not: at-least-once) is complete.
     assert!(rows.len() <= TOTAL, "{} rows", rows.len());
-    for m in &rows {
+    assert_rows_complete(&gw, &rows);
+    eprintln!(
+        "after restart: {} rows for {} acknowledged",
+        rows.len(),
+        acked.len()
+    );
+    gw.assert_audit_intact();
+    // And the restarted gateway accepts mail.
+    let msg = signed();
+    let id = send_accepted(srv2.port, &msg, "not accepted");
+    assert_stored(&gw, &id, &msg);
+}
+
+/// MAIL FROM Alice, RCPT TO `rcpt`, DATA `msg`: the first reply that is not
+/// 250, or the reply to the data.
+fn try_send(c: &mut Client, rcpt: &str, msg: &[u8]) -> std::io::Result<Reply> {
+    let r = c.try_cmd(&format!("MAIL FROM:<{ALICE}>"))?;
+    if r.code != 250 {
+        return Ok(r);
+    }
+    let r = c.try_cmd(&format!("RCPT TO:<{rcpt}>"))?;
+    if r.code != 250 {
+        return Ok(r);
+    }
+    c.try_data(msg)
+}
+
+/// Every row is an accepted message with its body, audit events and queue
+/// entry.
+fn assert_rows_complete(gw: &Gateway, rows: &[MessageRow]) {
+    let db = gw.db();
+    let (audit, queue) = (db.audit(), db.queue());
+    for m in rows {
         assert_eq!(m.verdict, "accept", "{m:?}");
         let body = std::fs::read(gw.body_path(&m.sha256))
             .unwrap_or_else(|e| panic!("row {} without body ({e})", m.id));
@@ -892,16 +911,6 @@ fn sigkill_under_load_loses_no_acknowledged_message() {
             m.id
         );
     }
-    eprintln!(
-        "after restart: {} rows for {} acknowledged",
-        rows.len(),
-        acked.len()
-    );
-    gw.assert_audit_intact();
-    // And the restarted gateway accepts mail.
-    let msg = signed();
-    let id = send_accepted(srv2.port, &msg, "not accepted");
-    assert_stored(&gw, &id, &msg);
 }
 
 // ---------------------------------------------------------------------------
