@@ -296,10 +296,37 @@ fn auditors_browse_search_and_timeline() {
         .expect("the rejected message is recorded");
     let audit_records = gw.db().audit().len();
 
-    // 1. Headless Chromium: search results from the database.
+    browsed(port, [&plain, &evil, &rejected], audit_records);
+    refusals(&pki, port);
+    token_pages(&pki, port, [&plain, &evil], audit_records);
+
+    // A client certificate from the auditors' CA.
+    let r = https(&pki, port, "GET", "/chain", &[], true);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("CN=Ann Auditor"), "{r:?}");
+    assert!(r.body.contains("(certificate)"), "{r:?}");
+
+    // The log names auditors and refusals.
+    let log = srv.stderr();
+    assert!(log.contains("unauthenticated request refused"), "{log}");
+    assert!(log.contains("reason=unknown token"), "{log}");
+    assert!(log.contains(&format!("auditor={AUDITOR}")), "{log}");
+    assert!(log.contains("Ann Auditor"), "{log}");
+    assert!(!log.contains(TOKEN), "the token is never logged:\n{log}");
+
+    // SIGTERM stops the web view with the gateway.
+    srv.signal("TERM");
+    let st = srv.wait_exit(Duration::from_secs(20));
+    assert!(st.is_some_and(|s| s.success()), "exit: {st:?}");
+    assert!(srv.stderr().contains("audit web view stopped"));
+}
+
+/// [`auditors_browse_search_and_timeline`], step 1: headless Chromium
+/// shows search results from the database and a timeline.
+fn browsed(port: u16, [plain, evil, rejected]: [&str; 3], audit_records: usize) {
     let profile = tempfile::tempdir().unwrap();
     let dom = browse(port, "/search", profile.path());
-    for id in [&plain, &evil, &rejected] {
+    for id in [plain, evil, rejected] {
         assert!(
             dom.contains(&format!(">{id}</a>")),
             "{id} in results:\n{dom}"
@@ -330,13 +357,16 @@ fn auditors_browse_search_and_timeline() {
     );
     assert!(dom.contains(&format!("{audit_records} records")), "{dom}");
     assert!(!dom.contains("<script"), "{dom}");
+}
 
-    // 2. Plain HTTPS: refusals.
-    let r = https(&pki, port, "GET", "/search", &[], false);
+/// Step 2: plain HTTPS without a valid credential, or with a method other
+/// than GET and HEAD, is refused.
+fn refusals(pki: &WebPki, port: u16) {
+    let r = https(pki, port, "GET", "/search", &[], false);
     assert_eq!(r.status, 401, "{r:?}");
     assert!(r.header("www-authenticate").starts_with("Bearer"), "{r:?}");
     let r = https(
-        &pki,
+        pki,
         port,
         "GET",
         "/search",
@@ -349,7 +379,7 @@ fn auditors_browse_search_and_timeline() {
         "{r:?}"
     );
     let r = https(
-        &pki,
+        pki,
         port,
         "GET",
         "/search",
@@ -357,11 +387,11 @@ fn auditors_browse_search_and_timeline() {
         false,
     );
     assert_eq!(r.status, 401, "{r:?}");
-    let r = https(&pki, port, "GET", "/login?token=wrong", &[], false);
+    let r = https(pki, port, "GET", "/login?token=wrong", &[], false);
     assert_eq!(r.status, 401, "{r:?}");
     assert_eq!(r.header("set-cookie"), "", "{r:?}");
     let stale = "Cookie: __Host-emla_session=00";
-    let r = https(&pki, port, "GET", "/search", &[stale], false);
+    let r = https(pki, port, "GET", "/search", &[stale], false);
     assert_eq!(r.status, 401, "{r:?}");
     // Methods other than GET/HEAD: 405 before authentication.
     for (method, auth) in [
@@ -370,14 +400,16 @@ fn auditors_browse_search_and_timeline() {
         ("DELETE", None),
     ] {
         let h: Vec<&str> = auth.iter().map(String::as_str).collect();
-        let r = https(&pki, port, method, "/search", &h, false);
+        let r = https(pki, port, method, "/search", &h, false);
         assert_eq!(r.status, 405, "{method}: {r:?}");
         assert_eq!(r.header("allow"), "GET, HEAD", "{r:?}");
     }
+}
 
-    // With the token: pages, headers, JSON.
+/// Step 3: with the token, the pages, their headers and the JSON API.
+fn token_pages(pki: &WebPki, port: u16, [plain, evil]: [&str; 2], audit_records: usize) {
     let ok = bearer(TOKEN);
-    let r = https(&pki, port, "GET", "/search", &[&ok], false);
+    let r = https(pki, port, "GET", "/search", &[&ok], false);
     assert_eq!(r.status, 200, "{r:?}");
     assert!(r
         .header("content-security-policy")
@@ -385,12 +417,12 @@ fn auditors_browse_search_and_timeline() {
     assert_eq!(r.header("x-content-type-options"), "nosniff");
     assert_eq!(r.header("referrer-policy"), "no-referrer");
     assert_eq!(r.header("cache-control"), "no-store");
-    assert!(r.body.contains(&plain), "{r:?}");
-    let r = https(&pki, port, "HEAD", "/search", &[&ok], false);
+    assert!(r.body.contains(plain), "{r:?}");
+    let r = https(pki, port, "HEAD", "/search", &[&ok], false);
     assert_eq!(r.status, 200, "{r:?}");
     assert_eq!(r.body, "", "HEAD has no body");
     let r = https(
-        &pki,
+        pki,
         port,
         "GET",
         "/api/search?verdict=accept",
@@ -405,28 +437,28 @@ fn auditors_browse_search_and_timeline() {
         .iter()
         .map(|m| m["id"].as_str().unwrap())
         .collect();
-    assert_eq!(ids, [evil.as_str(), plain.as_str()], "newest first: {r:?}");
+    assert_eq!(ids, [evil, plain], "newest first: {r:?}");
     assert_eq!(v["auditor"], AUDITOR);
     assert_eq!(v["messages"][0]["subject"], EVIL_SUBJECT);
     // Paging with the cursor.
-    let r = https(&pki, port, "GET", "/api/search?limit=1", &[&ok], false);
+    let r = https(pki, port, "GET", "/api/search?limit=1", &[&ok], false);
     let v: Value = serde_json::from_str(&r.body).unwrap();
     let next = v["next_after"].as_str().expect("a full page has a cursor");
     let path = format!("/api/search?limit=1&after={}", form_encode(next));
-    let r = https(&pki, port, "GET", &path, &[&ok], false);
+    let r = https(pki, port, "GET", &path, &[&ok], false);
     let v2: Value = serde_json::from_str(&r.body).unwrap();
     assert_ne!(v["messages"][0]["id"], v2["messages"][0]["id"], "{r:?}");
-    let r = https(&pki, port, "GET", "/search?since=yesterday", &[&ok], false);
+    let r = https(pki, port, "GET", "/search?since=yesterday", &[&ok], false);
     assert_eq!(r.status, 400, "{r:?}");
     assert!(r.body.contains("--since"), "{r:?}");
-    let r = https(&pki, port, "GET", "/message?id=no-such-id", &[&ok], false);
+    let r = https(pki, port, "GET", "/message?id=no-such-id", &[&ok], false);
     assert_eq!(r.status, 404, "{r:?}");
-    let r = https(&pki, port, "GET", "/api/chain", &[&ok], false);
+    let r = https(pki, port, "GET", "/api/chain", &[&ok], false);
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["status"], "intact", "{r:?}");
     assert_eq!(v["records"], audit_records as u64, "{r:?}");
     let r = https(
-        &pki,
+        pki,
         port,
         "GET",
         &format!("/api/message?id={evil}"),
@@ -434,27 +466,7 @@ fn auditors_browse_search_and_timeline() {
         false,
     );
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    assert_eq!(v["id"], evil.as_str(), "{r:?}");
-
-    // A client certificate from the auditors' CA.
-    let r = https(&pki, port, "GET", "/chain", &[], true);
-    assert_eq!(r.status, 200, "{r:?}");
-    assert!(r.body.contains("CN=Ann Auditor"), "{r:?}");
-    assert!(r.body.contains("(certificate)"), "{r:?}");
-
-    // The log names auditors and refusals.
-    let log = srv.stderr();
-    assert!(log.contains("unauthenticated request refused"), "{log}");
-    assert!(log.contains("reason=unknown token"), "{log}");
-    assert!(log.contains(&format!("auditor={AUDITOR}")), "{log}");
-    assert!(log.contains("Ann Auditor"), "{log}");
-    assert!(!log.contains(TOKEN), "the token is never logged:\n{log}");
-
-    // SIGTERM stops the web view with the gateway.
-    srv.signal("TERM");
-    let st = srv.wait_exit(Duration::from_secs(20));
-    assert!(st.is_some_and(|s| s.success()), "exit: {st:?}");
-    assert!(srv.stderr().contains("audit web view stopped"));
+    assert_eq!(v["id"], evil, "{r:?}");
 }
 
 /// Runs `emla serve` on a configuration that must be refused; returns the
