@@ -178,9 +178,9 @@ fn generate(i: usize, n: usize, rng: &mut Rng) -> Generated {
         qo(&case),
     );
     let status = match rng.below(100) {
-        0..=94 => "delivered",
+        0..=94 => "relayed",
         95..=96 => "failed",
-        _ => "queued",
+        _ => "accepted",
     };
     let queue = (!reject).then(|| {
         format!(
@@ -452,7 +452,7 @@ fn searches(s: &Samples) -> Vec<(&'static str, SearchArgs)> {
         (
             "--status failed",
             SearchArgs {
-                status: Some(cli::StatusArg::Failed),
+                status: Some("failed".into()),
                 ..base.clone()
             },
         ),

@@ -6,7 +6,8 @@
 //! `multipart/signed` message with the gateway's [`SigningIdentity`].
 //!
 //! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
-//! - [`delivery_receipt`]: the next hop accepted it;
+//! - [`delivery_receipt`]: the next hop accepted it (relayed, with its
+//!   queue id);
 //! - [`non_delivery_notice`]: an RFC 3464 delivery status notification;
 //! - [`delay_notice`]: the same, `Action: delayed`, while still trying;
 //! - [`rejection_notice`]: the gateway refused the message.
@@ -31,7 +32,7 @@ use serde_json::json;
 use crate::clock::EvalTime;
 use crate::policy::ReceiptKind;
 use crate::smime::sign::{base64_lines, random_hex, SignedMime, SigningIdentity};
-use crate::store::RemEvent;
+use crate::store::{DeliveryState, RemEvent};
 
 /// The certificate that signed the original message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,17 +124,31 @@ pub fn evidence(kind: ReceiptKind) -> Option<RemEvent> {
     }
 }
 
-/// The next hop's acceptance of (some recipients of) the message.
+/// The state of the message a receipt of `kind` reports (`receipt.json`'s
+/// `state`, a report's `X-Emla-State`).
+pub fn state(kind: ReceiptKind) -> DeliveryState {
+    match kind {
+        ReceiptKind::Acceptance => DeliveryState::Accepted,
+        ReceiptKind::Rejection => DeliveryState::Rejected,
+        ReceiptKind::Delivery => DeliveryState::Relayed,
+        ReceiptKind::Failure => DeliveryState::Failed,
+        ReceiptKind::Delay => DeliveryState::Delayed,
+    }
+}
+
+/// The next hop's acceptance of (some recipients of) the message: relayed.
 #[derive(Clone, Debug)]
 pub struct DeliveryOutcome {
-    /// The recipients delivered in this transaction.
+    /// The recipients relayed in this transaction.
     pub recipients: Vec<String>,
     /// The next hop, `host:port`.
     pub next_hop: String,
     /// Its SMTP reply code to the end of DATA, e.g. 250.
     pub reply_code: u16,
-    /// Its reply text.
+    /// Its reply text, in full.
     pub reply_text: String,
+    /// Its queue id, read from the reply when it names one.
+    pub queue_id: Option<String>,
     /// The TLS version and cipher suite used, `None` for plain SMTP.
     pub tls: Option<String>,
     /// When it answered.
@@ -202,8 +217,8 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
     let mut text = format!(
         "Your message was accepted by the secure gateway {host} and recorded\r\n\
-         as evidence. It will now be relayed; you will be told when it is\r\n\
-         delivered or if it cannot be.\r\n\r\n",
+         as evidence. It will now be relayed; you will be told when the next\r\n\
+         hop has taken it (relayed) or if it cannot be.\r\n\r\n",
         host = ascii_only(&ctx.gateway_hostname),
     );
     text.push_str(&facts(ctx, subject));
@@ -265,18 +280,25 @@ fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
     })
 }
 
-/// The receipt for a delivery to the next hop, or `None` for a null
-/// sender. `receipt.json` holds what [`acceptance_receipt`] does (with
-/// `type` `delivery` and `recipients` the ones delivered) plus
-/// `delivered_at`, `next_hop`, `reply_code`, `reply_text`, `tls`.
+/// The receipt for a relay to the next hop (its `250`), or `None` for a
+/// null sender. `receipt.json` holds what [`acceptance_receipt`] does
+/// (with `type` `delivery`, `state` `relayed` and `recipients` the ones
+/// relayed) plus `relayed_at` (and the same time as `delivered_at`, its
+/// older name), `next_hop`, `next_hop_queue_id` (the next hop's queue id
+/// from its reply, or null), `reply_code`, `reply_text`, `tls`.
 pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let hop = one_line(&outcome.next_hop);
+    let relayed = match &outcome.queue_id {
+        Some(id) => format!("relayed to {hop}, its queue id {}", one_line(id)),
+        None => format!("relayed to {hop} (its reply names no queue id)"),
+    };
     let mut text = format!(
-        "Your message was delivered by the secure gateway {host} to the\r\n\
-         next hop {hop}, which accepted it at {at}:\r\n\r\n    {code} {reply}\r\n\r\n\
+        "Your message was {relayed}, by the secure gateway {host}.\r\n\
+         The next hop accepted it at {at}:\r\n\r\n    {code} {reply}\r\n\r\n\
+         The gateway's part is done: the next hop now delivers it.\r\n\
          Transport security: {tls}\r\n\r\n",
         host = ascii_only(&ctx.gateway_hostname),
-        hop = one_line(&outcome.next_hop),
         at = rfc3339(outcome.at),
         code = outcome.reply_code,
         reply = one_line(&outcome.reply_text),
@@ -291,15 +313,17 @@ pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Opti
     };
     text.push_str(&facts(&delivered, subject));
     let mut data = receipt_json(&delivered, "delivery");
+    data["relayed_at"] = json!(rfc3339(outcome.at));
     data["delivered_at"] = json!(rfc3339(outcome.at));
     data["next_hop"] = json!(outcome.next_hop);
+    data["next_hop_queue_id"] = json!(outcome.queue_id);
     data["reply_code"] = json!(outcome.reply_code);
     data["reply_text"] = json!(outcome.reply_text);
     data["tls"] = json!(outcome.tls);
     build_mixed(
         ctx,
         ReceiptKind::Delivery,
-        "Delivered",
+        "Relayed",
         &text,
         &data,
         outcome.at,
@@ -454,9 +478,10 @@ fn status_report(
 /// notice that name its audit record, as `receipt.json`'s `evidence` and
 /// `audit` do in the other receipts.
 fn dsn_log_fields(kind: ReceiptKind, log: Option<&LogRef>) -> String {
-    let mut s = evidence(kind)
-        .map(|e| format!("X-Emla-Evidence: {e}\r\n"))
-        .unwrap_or_default();
+    let mut s = format!("X-Emla-State: {}\r\n", state(kind));
+    if let Some(e) = evidence(kind) {
+        s.push_str(&format!("X-Emla-Evidence: {e}\r\n"));
+    }
     if let Some(log) = log {
         s.push_str(&format!(
             "X-Emla-Audit-Record: {}; content-sha256={}; after-seq={}; after-hash={}\r\n",
@@ -547,6 +572,7 @@ fn build_mixed(
     }
     let rng = SystemRandom::new();
     let mut data = data.clone();
+    data["state"] = json!(state(kind));
     data["evidence"] = json!(evidence(kind).map(RemEvent::as_str));
     data["audit"] = ctx
         .log

@@ -75,8 +75,8 @@ pub struct SearchQuery {
     pub reason: Option<Reason>,
     /// Accepted or rejected.
     pub verdict: Option<super::Verdict>,
-    /// Some queue entry of the message has this status.
-    pub status: Option<super::QueueStatus>,
+    /// Some queue entry of the message is in this state.
+    pub status: Option<super::DeliveryState>,
     /// The `Message-ID:` header, with or without angle brackets.
     pub message_id: Option<String>,
     /// The emla message id.
@@ -245,8 +245,8 @@ pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
     }
     if let Some(s) = &q.status {
         conds.push(format!(
-            "EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status = {})",
-            bind(Bind::Text(s.as_str().to_string()))
+            "EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status IN ({}))",
+            super::state::sql_names(&[*s])
         ));
     }
     if let Some(mid) = &q.message_id {

@@ -7,7 +7,7 @@ use super::auth::Auditor;
 use super::query::{get, link, with};
 use crate::audit::show::History;
 use crate::reason::Reason;
-use crate::store::{ChainCheck, MessageSummary};
+use crate::store::{ChainCheck, DeliveryState, MessageSummary};
 use crate::text::{push_visible, time_rfc3339, time_utc};
 
 /// The stylesheet, served as `/style.css` (the CSP allows styles from
@@ -139,13 +139,8 @@ pub fn search_form(pairs: &[(String, String)]) -> String {
     let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     select(&mut f, pairs, "reason", "reason", &reasons);
     select(&mut f, pairs, "verdict", "verdict", &["accept", "reject"]);
-    select(
-        &mut f,
-        pairs,
-        "status",
-        "delivery",
-        &["queued", "delivered", "failed"],
-    );
+    let states: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+    select(&mut f, pairs, "status", "state", &states);
     input(&mut f, pairs, "message-id", "Message-ID", "<…@…>");
     input(&mut f, pairs, "id", "emla id", "");
     input(&mut f, pairs, "case", "case reference", "");
