@@ -823,7 +823,7 @@ async fn show(backend: Backend) {
         "message.accepted".to_string(),
         "relay.delivered".to_string(),
         "reply         250 2.0.0 ok".to_string(),
-        "status delivered  attempts 1".to_string(),
+        "state relayed  attempts 1".to_string(),
         "body          kept".to_string(),
     ] {
         assert!(out.contains(&needle), "missing {needle:?} in\n{out}");

@@ -486,8 +486,8 @@ fn rejection_notice_limit_is_checked() {
         "rejection_notices_per_hour = \"20\"",
     );
     f.assert_problems(&[
-        "policy/authorities/aa-moj.toml:9:30: key rejection_notices_per_hour must be an \
-         integer, found a string",
+        "policy/authorities/aa-moj.toml:9:30: key \"rejection_notices_per_hour\" must be an \
+         integer, found string",
     ]);
     f.edit(
         file,
