@@ -325,6 +325,10 @@ fn auditors_browse_search_and_timeline() {
     assert!(dom.contains("decided"), "{dom}");
     assert!(dom.contains("ACCEPT ok"), "{dom}");
     assert!(
+        dom.contains("state accepted"),
+        "its queue entry's state:\n{dom}"
+    );
+    assert!(
         dom.contains("audit chain <strong>intact</strong>"),
         "chain status:\n{dom}"
     );
@@ -435,6 +439,30 @@ fn auditors_browse_search_and_timeline() {
     );
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["id"], evil.as_str(), "{r:?}");
+    assert_eq!(v["queue"][0]["status"], "accepted", "{r:?}");
+    // The state filter, by today's names and by the older one.
+    for (state, want) in [
+        ("accepted", vec![evil.as_str(), plain.as_str()]),
+        ("queued", vec![evil.as_str(), plain.as_str()]),
+        ("relayed", vec![]),
+    ] {
+        let path = format!("/api/search?status={state}");
+        let r = https(&pki, port, "GET", &path, &[&ok], false);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        let ids: Vec<&str> = v["messages"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| m["id"].as_str().unwrap())
+            .collect();
+        assert_eq!(ids, want, "{state}: {r:?}");
+    }
+    let r = https(&pki, port, "GET", "/search?status=sent", &[&ok], false);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body.contains("expected one of accepted, relayed"),
+        "{r:?}"
+    );
 
     // A client certificate from the auditors' CA.
     let r = https(&pki, port, "GET", "/chain", &[], true);

@@ -334,6 +334,14 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
     let (code, table, _) = queue_cli(&gw, &["list"]);
     assert_eq!(code, Some(0));
     assert!(table.contains(&id) && table.contains("relayed"), "{table}");
+    // The older name still filters, and says the new one.
+    let (code, table, err) = queue_cli(&gw, &["list", "--status", "delivered"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(table.contains(&id), "{table}");
+    assert!(
+        err.contains("--status delivered: the state is now called relayed"),
+        "{err}"
+    );
     // Two more, one after the other: the open session is reused.
     send_signed(srv.port);
     sink.wait_for(2, Duration::from_secs(20));
