@@ -894,9 +894,7 @@ mod tests {
     fn receipts_name_their_event_and_the_log() {
         let r = acceptance_receipt(&ctx()).unwrap();
         let t = text(&r);
-        let start = t.find("{\r\n").unwrap();
-        let end = t[start..].find("}\r\n--").unwrap() + start + 1;
-        let v: serde_json::Value = serde_json::from_str(&t[start..end]).unwrap();
+        let v = receipt_json_of(&t);
         assert_eq!(v["evidence"], "SubmissionAcceptance");
         assert_eq!(v["audit"]["record"]["kind"], "message.accepted");
         assert_eq!(v["audit"]["record"]["content_sha256"], "cc".repeat(32));
@@ -914,7 +912,7 @@ mod tests {
         };
         let t = text(&non_delivery_notice(&ctx(), &f, b"Subject: x\r\n\r\n").unwrap());
         for field in [
-            "X-Emla-Evidence: RelayFailure\r\n".to_owned(),
+            "X-Emla-State: failed\r\nX-Emla-Evidence: RelayFailure\r\n".to_owned(),
             format!(
                 "X-Emla-Audit-Record: message.accepted; content-sha256={}; after-seq=41; after-hash={}\r\n",
                 "cc".repeat(32),
@@ -924,6 +922,53 @@ mod tests {
         ] {
             assert!(t.contains(&field), "{field:?} missing: {t}");
         }
+    }
+
+    /// `receipt.json` of a receipt's text.
+    fn receipt_json_of(t: &str) -> serde_json::Value {
+        let start = t.find("{\r\n").unwrap();
+        let end = t[start..].find("}\r\n--").unwrap() + start + 1;
+        serde_json::from_str(&t[start..end]).unwrap()
+    }
+
+    #[test]
+    fn a_delivery_receipt_says_relayed_with_the_next_hops_queue_id() {
+        let mut outcome = DeliveryOutcome {
+            recipients: vec!["bob@justice.bb.example".into()],
+            next_hop: "mx.justice.bb.example:25".into(),
+            reply_code: 250,
+            reply_text: "2.0.0 Ok: queued as 4F2A1B3C".into(),
+            queue_id: Some("4F2A1B3C".into()),
+            tls: None,
+            at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
+        };
+        let r = delivery_receipt(&ctx(), &outcome).unwrap();
+        assert_eq!(
+            r.header("Subject"),
+            Some("Relayed: Request  Bcc: evil@x.example")
+        );
+        let t = text(&r);
+        assert!(
+            t.contains("relayed to mx.justice.bb.example:25, its queue id 4F2A1B3C"),
+            "{t}"
+        );
+        let v = receipt_json_of(&t);
+        assert_eq!(v["state"], "relayed");
+        assert_eq!(v["next_hop_queue_id"], "4F2A1B3C");
+        assert_eq!(v["reply_text"], "2.0.0 Ok: queued as 4F2A1B3C");
+        assert_eq!(v["relayed_at"], v["delivered_at"]);
+
+        outcome.queue_id = None;
+        let t = text(&delivery_receipt(&ctx(), &outcome).unwrap());
+        assert!(t.contains("(its reply names no queue id)"), "{t}");
+        assert_eq!(
+            receipt_json_of(&t)["next_hop_queue_id"],
+            serde_json::Value::Null
+        );
+        let v = receipt_json_of(&text(&acceptance_receipt(&ctx()).unwrap()));
+        assert_eq!(v["state"], "accepted");
+        let v = receipt_json_of(&text(&rejection_notice(&ctx(), "unsigned", "d").unwrap()));
+        assert_eq!(v["state"], "rejected");
     }
 
     #[test]
