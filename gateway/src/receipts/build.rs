@@ -209,7 +209,8 @@ impl Receipt {
 
 /// The receipt for an accepted message, or `None` for a null sender.
 ///
-/// `receipt.json` holds: `type` (`acceptance`), `message_id` (emla's),
+/// `receipt.json` holds: `type` (`acceptance`), `state` (the message's,
+/// [`state`]: `accepted`), `evidence`, `audit`, `message_id` (emla's),
 /// `original_message_id`, `received_at` (RFC 3339), `sha256`, `sender`,
 /// `recipients`, `signer` (`subject`, `serial`, `sha256`, or null),
 /// `route`, `policy_version`.
@@ -236,8 +237,9 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
 /// The notice for a message the gateway refused at the end of DATA
 /// (PEC's avviso di non accettazione), or `None` for a null sender.
 /// `receipt.json` holds what [`acceptance_receipt`] does (with `type`
-/// `rejection`) plus `reason` (the reason code), `detail` and
-/// `rejected_at`.
+/// `rejection`, `state` `rejected`, and `audit` naming the
+/// `message.rejected` record) plus `reason` (the reason code), `detail`
+/// and `rejected_at`.
 pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
     let mut text = format!(
