@@ -274,6 +274,16 @@ fn accepted(port: u16, msg: &[u8]) -> String {
         .unwrap_or_else(|| panic!("not accepted: {r}\n{t}"))
 }
 
+/// The ids of `/api/search`'s `messages`, in order.
+fn message_ids(v: &Value) -> Vec<&str> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn auditors_browse_search_and_timeline() {
     let (gw, pki, _files) = web_gateway();
@@ -403,13 +413,11 @@ fn auditors_browse_search_and_timeline() {
     );
     assert_eq!(r.status, 200, "{r:?}");
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    let ids: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
-    assert_eq!(ids, [evil.as_str(), plain.as_str()], "newest first: {r:?}");
+    assert_eq!(
+        message_ids(&v),
+        [evil.as_str(), plain.as_str()],
+        "newest first: {r:?}"
+    );
     assert_eq!(v["auditor"], AUDITOR);
     assert_eq!(v["messages"][0]["subject"], EVIL_SUBJECT);
     // Paging with the cursor.
@@ -449,13 +457,7 @@ fn auditors_browse_search_and_timeline() {
         let path = format!("/api/search?status={state}");
         let r = https(&pki, port, "GET", &path, &[&ok], false);
         let v: Value = serde_json::from_str(&r.body).unwrap();
-        let ids: Vec<&str> = v["messages"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|m| m["id"].as_str().unwrap())
-            .collect();
-        assert_eq!(ids, want, "{state}: {r:?}");
+        assert_eq!(message_ids(&v), want, "{state}: {r:?}");
     }
     let r = https(&pki, port, "GET", "/search?status=sent", &[&ok], false);
     assert_eq!(r.status, 400, "{r:?}");
