@@ -468,6 +468,27 @@ async fn each_filter(backend: Backend) {
             expect(&fx, |f| want.iter().any(|&i| fx[i].id == f.id))
         );
     }
+    // Each row states where its message stands, by today's names (0 and 3
+    // were written `delivered`).
+    let out = cli::search(&store, None, &args()).await.unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let state_of = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["state"].clone())
+            .unwrap()
+    };
+    for (i, f) in fx.iter().enumerate() {
+        let want = match i {
+            _ if f.reason != Reason::Ok => "rejected",
+            0 | 3 => "relayed",
+            4 => "failed",
+            _ => "accepted",
+        };
+        assert_eq!(state_of(&f.id), want, "fixture {i}");
+    }
     for name in ["accepted", "queued"] {
         let accepted = SearchArgs {
             status: Some(name.into()),
@@ -698,7 +719,7 @@ async fn formats(backend: Backend) {
     let records: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(
         records[0],
-        "time,id,verdict,reason,from,to,subject,authority,message_id,case_ref,cursor"
+        "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,cursor"
     );
     assert_eq!(records.len(), 3, "{out:?}");
     assert_eq!(records[2], "");
@@ -708,7 +729,7 @@ async fn formats(backend: Backend) {
     assert_eq!(
         records[1],
         format!(
-            "{},{},accept,ok,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{}:{}",
+            "{},{},accept,ok,accepted,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{}:{}",
             rfc3339(f.at),
             f.id,
             f.mail_from,

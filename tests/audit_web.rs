@@ -323,6 +323,8 @@ fn auditors_browse_search_and_timeline() {
     );
     assert!(!dom.contains("<script"), "no script element:\n{dom}");
     assert!(dom.contains("bad-signature"), "{dom}");
+    assert!(dom.contains("<td>rejected</td>"), "its state:\n{dom}");
+    assert!(dom.contains("<td>accepted</td>"), "their state:\n{dom}");
 
     // A filter: only the rejected message.
     let dom = browse(port, "/search?verdict=reject", profile.path());

@@ -126,6 +126,10 @@ pub struct MessageSummary {
     pub sha256: String,
     /// Size in bytes.
     pub size: i64,
+    /// Where it stands: `rejected`, or the state of its least advanced
+    /// queue entry ([`super::state::summary`]); `None` for an accepted
+    /// message without queue entries.
+    pub state: Option<super::DeliveryState>,
 }
 
 impl MessageSummary {
@@ -286,8 +290,9 @@ pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
         format!(" WHERE {}", conds.join(" AND "))
     };
     let sql = format!(
-        "SELECT {COLUMNS} FROM {from}{where_} ORDER BY {t} {dir}, {i} {dir} \
-         LIMIT {limit} OFFSET {offset}"
+        "SELECT {COLUMNS}, {} FROM {from}{where_} ORDER BY {t} {dir}, {i} {dir} \
+         LIMIT {limit} OFFSET {offset}",
+        super::state::summary_rank_sql()
     );
     (sql, binds)
 }

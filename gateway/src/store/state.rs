@@ -113,6 +113,43 @@ pub fn parse_filter(flag: &str, s: &str) -> Result<(DeliveryState, Option<String
     }
 }
 
+/// The order in which the states of a message's queue entries decide its
+/// one state in a search result: the least advanced wins (one entry
+/// delayed and one relayed: delayed; all relayed: relayed).
+pub const SUMMARY_ORDER: [DeliveryState; 5] = [
+    DeliveryState::Delayed,
+    DeliveryState::Accepted,
+    DeliveryState::Failed,
+    DeliveryState::Cancelled,
+    DeliveryState::Relayed,
+];
+
+/// SQL selecting, as `state_rank`, the place in [`SUMMARY_ORDER`] of the
+/// least advanced queue entry of the message `m` (NULL without entries).
+pub fn summary_rank_sql() -> String {
+    let cases: Vec<String> = SUMMARY_ORDER
+        .iter()
+        .enumerate()
+        .map(|(i, s)| format!("WHEN q.status IN ({}) THEN {i}", sql_names(&[*s])))
+        .collect();
+    format!(
+        "(SELECT CAST(MIN(CASE {} END) AS BIGINT) FROM queue q WHERE q.message_id = m.id) \
+         AS state_rank",
+        cases.join(" ")
+    )
+}
+
+/// A message's one state: `rejected` when it was refused, else that of its
+/// least advanced queue entry (`rank`, as [`summary_rank_sql`] selects it);
+/// `None` for an accepted message without queue entries.
+pub fn summary(verdict: super::Verdict, rank: Option<i64>) -> Option<DeliveryState> {
+    if verdict == super::Verdict::Reject {
+        return Some(DeliveryState::Rejected);
+    }
+    let rank = usize::try_from(rank?).ok()?;
+    SUMMARY_ORDER.get(rank).copied()
+}
+
 /// SQL `IN (…)` list of every stored name of `states` (quoted constants;
 /// the names are ours, never user input).
 pub fn sql_names(states: &[DeliveryState]) -> String {
@@ -178,6 +215,30 @@ mod tests {
         assert_eq!(
             sql_names(&DeliveryState::PENDING),
             "'accepted', 'queued', 'delayed'"
+        );
+    }
+
+    #[test]
+    fn a_message_has_the_state_of_its_least_advanced_entry() {
+        use super::super::Verdict;
+        assert_eq!(
+            summary(Verdict::Reject, None),
+            Some(DeliveryState::Rejected)
+        );
+        assert_eq!(summary(Verdict::Accept, None), None);
+        assert_eq!(
+            summary(Verdict::Accept, Some(0)),
+            Some(DeliveryState::Delayed)
+        );
+        assert_eq!(
+            summary(Verdict::Accept, Some(4)),
+            Some(DeliveryState::Relayed)
+        );
+        assert_eq!(summary(Verdict::Accept, Some(9)), None);
+        let sql = summary_rank_sql();
+        assert!(
+            sql.contains("WHEN q.status IN ('relayed', 'delivered') THEN 4"),
+            "{sql}"
         );
     }
 

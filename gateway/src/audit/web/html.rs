@@ -166,7 +166,7 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
     }
     let mut t = String::from(
         "<table id=\"results\"><thead><tr><th>time (UTC)</th><th>id</th><th>verdict</th>\
-         <th>reason</th><th>from</th><th>to</th><th>subject</th><th>authority</th>\
+         <th>reason</th><th>state</th><th>from</th><th>to</th><th>subject</th><th>authority</th>\
          <th>case</th></tr></thead><tbody>\n",
     );
     for m in rows {
@@ -174,13 +174,14 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
         let _ = writeln!(
             t,
             "<tr><td>{}</td><td><a class=\"id\" href=\"{}\">{}</a></td><td class=\"{}\">{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&time_utc(m.received_at)),
             esc(&href),
             esc(&m.id),
             m.verdict.as_str(),
             esc(m.verdict.as_str()),
             esc(m.reason.as_str()),
+            m.state.map_or("-", DeliveryState::as_str),
             esc(&m.mail_from),
             esc(&m.rcpt_to.join(", ")),
             esc(m.subject.as_deref().unwrap_or("")),
@@ -293,6 +294,7 @@ mod tests {
             case_ref: None,
             sha256: String::new(),
             size: 1,
+            state: None,
         };
         let html = results(&[row], true, &[("from".into(), "a&b".into())]);
         assert!(!html.contains("<script>"), "{html}");
