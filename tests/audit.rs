@@ -258,7 +258,9 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
     for t in tasks {
         t.await.unwrap().unwrap();
     }
-    // What the relay will do: messages 0 and 3 delivered, 4 failed.
+    // What the relay will do: messages 0 and 3 relayed, 4 failed; 0 and 3
+    // under the name an older version wrote (`delivered`), which reads as
+    // `relayed`.
     let id = |i: usize| fx[i].id.clone();
     db.exec(&format!(
         "UPDATE queue SET status = 'delivered', attempts = 1 WHERE message_id IN ('{}', '{}');
@@ -469,11 +471,12 @@ async fn codes_and_status(store: &Store, fx: &[Fixture]) {
         expect(fx, |f| f.reason != Reason::Ok)
     );
     for (status, want) in [
-        (cli::StatusArg::Delivered, vec![0, 3]),
-        (cli::StatusArg::Failed, vec![4]),
+        ("relayed", vec![0, 3]),
+        ("delivered", vec![0, 3]),
+        ("failed", vec![4]),
     ] {
         let a = SearchArgs {
-            status: Some(status),
+            status: Some(status.into()),
             ..args()
         };
         assert_eq!(
@@ -481,15 +484,38 @@ async fn codes_and_status(store: &Store, fx: &[Fixture]) {
             expect(fx, |f| want.iter().any(|&i| fx[i].id == f.id))
         );
     }
-    let queued = SearchArgs {
-        status: Some(cli::StatusArg::Queued),
-        ..args()
+    // Each row states where its message stands, by today's names (0 and 3
+    // were written `delivered`).
+    let out = cli::search(store, None, &args()).await.unwrap();
+    let v: Value = serde_json::from_str(&out).unwrap();
+    let state_of = |id: &str| {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["id"] == id)
+            .map(|r| r["state"].clone())
+            .unwrap()
     };
-    assert_eq!(
-        ids(store, queued).await,
-        expect(fx, |f| f.reason == Reason::Ok
-            && ![0, 3, 4].iter().any(|&i| fx[i].id == f.id))
-    );
+    for (i, f) in fx.iter().enumerate() {
+        let want = match i {
+            _ if f.reason != Reason::Ok => "rejected",
+            0 | 3 => "relayed",
+            4 => "failed",
+            _ => "accepted",
+        };
+        assert_eq!(state_of(&f.id), want, "fixture {i}");
+    }
+    for name in ["accepted", "queued"] {
+        let accepted = SearchArgs {
+            status: Some(name.into()),
+            ..args()
+        };
+        assert_eq!(
+            ids(store, accepted).await,
+            expect(fx, |f| f.reason == Reason::Ok
+                && ![0, 3, 4].iter().any(|&i| fx[i].id == f.id))
+        );
+    }
 }
 
 /// [`each_filter`]: Message-IDs, emla ids and case references.
@@ -710,7 +736,7 @@ async fn formats(backend: Backend) {
     let records: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(
         records[0],
-        "time,id,verdict,reason,from,to,subject,authority,message_id,case_ref,cursor"
+        "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,cursor"
     );
     assert_eq!(records.len(), 3, "{out:?}");
     assert_eq!(records[2], "");
@@ -720,7 +746,7 @@ async fn formats(backend: Backend) {
     assert_eq!(
         records[1],
         format!(
-            "{},{},accept,ok,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{}:{}",
+            "{},{},accept,ok,accepted,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{}:{}",
             rfc3339(f.at),
             f.id,
             f.mail_from,
@@ -835,7 +861,7 @@ async fn show(backend: Backend) {
         "message.accepted".to_string(),
         "relay.delivered".to_string(),
         "reply         250 2.0.0 ok".to_string(),
-        "status delivered  attempts 1".to_string(),
+        "state relayed  attempts 1".to_string(),
         "body          kept".to_string(),
     ] {
         assert!(out.contains(&needle), "missing {needle:?} in\n{out}");
@@ -871,7 +897,7 @@ async fn show(backend: Backend) {
     assert_eq!(v["message"]["case_ref"], f.case_ref.clone().unwrap());
     assert_eq!(v["events"].as_array().unwrap().len(), 2);
     assert_eq!(v["events"][1]["kind"], "relay.delivered");
-    assert_eq!(v["queue"][0]["status"], "delivered");
+    assert_eq!(v["queue"][0]["status"], "relayed");
 
     // Unknown: not found, exit code 1.
     let e = show_of(

@@ -274,6 +274,16 @@ fn accepted(port: u16, msg: &[u8]) -> String {
         .unwrap_or_else(|| panic!("not accepted: {r}\n{t}"))
 }
 
+/// The ids of `/api/search`'s `messages`, in order.
+fn message_ids(v: &Value) -> Vec<&str> {
+    v["messages"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["id"].as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn auditors_browse_search_and_timeline() {
     let (gw, pki, _files) = web_gateway();
@@ -340,6 +350,8 @@ fn browsed(port: u16, [plain, evil, rejected]: [&str; 3], audit_records: usize) 
     );
     assert!(!dom.contains("<script"), "no script element:\n{dom}");
     assert!(dom.contains("bad-signature"), "{dom}");
+    assert!(dom.contains("<td>rejected</td>"), "its state:\n{dom}");
+    assert!(dom.contains("<td>accepted</td>"), "their state:\n{dom}");
 
     // A filter: only the rejected message.
     let dom = browse(port, "/search?verdict=reject", profile.path());
@@ -351,6 +363,10 @@ fn browsed(port: u16, [plain, evil, rejected]: [&str; 3], audit_records: usize) 
     assert!(dom.contains("message.accepted"), "accept event:\n{dom}");
     assert!(dom.contains("decided"), "{dom}");
     assert!(dom.contains("ACCEPT ok"), "{dom}");
+    assert!(
+        dom.contains("state accepted"),
+        "its queue entry's state:\n{dom}"
+    );
     assert!(
         dom.contains("audit chain <strong>intact</strong>"),
         "chain status:\n{dom}"
@@ -467,6 +483,24 @@ fn token_pages(pki: &WebPki, port: u16, [plain, evil]: [&str; 2], audit_records:
     );
     let v: Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["id"], evil, "{r:?}");
+    assert_eq!(v["queue"][0]["status"], "accepted", "{r:?}");
+    // The state filter, by today's names and by the older one.
+    for (state, want) in [
+        ("accepted", vec![evil, plain]),
+        ("queued", vec![evil, plain]),
+        ("relayed", vec![]),
+    ] {
+        let path = format!("/api/search?status={state}");
+        let r = https(pki, port, "GET", &path, &[&ok], false);
+        let v: Value = serde_json::from_str(&r.body).unwrap();
+        assert_eq!(message_ids(&v), want, "{state}: {r:?}");
+    }
+    let r = https(pki, port, "GET", "/search?status=sent", &[&ok], false);
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body.contains("expected one of accepted, relayed"),
+        "{r:?}"
+    );
 }
 
 /// Runs `emla serve` on a configuration that must be refused; returns the

@@ -69,7 +69,7 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     ] {
         assert!(text.contains(refusal), "{refusal}:\n{text}");
     }
-    assert_eq!(text.matches("  delivered  to ").count(), 2, "{text}");
+    assert_eq!(text.matches("  relayed  to ").count(), 2, "{text}");
     assert_eq!(
         text.matches("(relayed request, byte for byte)").count(),
         2,

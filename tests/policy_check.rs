@@ -464,6 +464,39 @@ fn pin_without_pinned() {
     ]);
 }
 
+#[test]
+fn rejection_notice_limit_is_checked() {
+    let f = Fixture::new();
+    let (file, key) = (
+        "policy/authorities/aa-moj.toml",
+        "receipts = [\"rejection\"]\n",
+    );
+    f.edit(
+        file,
+        "\n[next_hop]",
+        &format!("{key}rejection_notices_per_hour = 0\n\n[next_hop]"),
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:9:30: rejection_notices_per_hour must be from 1 to \
+         10000, found 0 (to send none, leave \"rejection\" out of receipts)",
+    ]);
+    f.edit(
+        file,
+        "rejection_notices_per_hour = 0",
+        "rejection_notices_per_hour = \"20\"",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:9:30: key \"rejection_notices_per_hour\" must be an \
+         integer, found string",
+    ]);
+    f.edit(
+        file,
+        "rejection_notices_per_hour = \"20\"",
+        "rejection_notices_per_hour = 3",
+    );
+    f.passes();
+}
+
 /// A change to the fixture.
 enum Change {
     /// Writes the file (relative to the fixture) with this text.

@@ -217,7 +217,7 @@ fn first_attempt(gw: &Gateway) -> Value {
 /// queued (deferred) and returns its `last_error`.
 fn deferred_error(gw: &Gateway) -> String {
     let e = first_attempt(gw);
-    assert_eq!(e["status"], "queued", "{e:#}");
+    assert_eq!(e["status"], "accepted", "{e:#}");
     e["last_error"].as_str().expect("a last_error").to_string()
 }
 
@@ -314,15 +314,18 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
     assert_eq!(env["mail_from"], ALICE);
     assert_eq!(env["rcpt_tos"], serde_json::json!([BOB]));
 
-    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
-    assert_eq!(e["status"], "delivered", "{e:#}");
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
+    assert_eq!(e["status"], "relayed", "{e:#}");
     assert_eq!(e["attempts"], 1, "{e:#}");
+    // The sink's "250 2.0.0 stored as 0001" is no form an MTA writes: no
+    // queue id, the reply kept whole (below).
+    assert!(e["next_hop_queue_id"].is_null(), "{e:#}");
     let mut delivered = gw.db().audit_of("relay.delivered");
     delivered.retain(|a| a.message_id.as_deref() == Some(&id));
     assert_eq!(delivered.len(), 1, "{:#?}", gw.db().audit());
     let data: Value = serde_json::from_str(&delivered[0].data).unwrap();
     assert_eq!(
-        data["recipients"][0]["outcome"]["result"], "delivered",
+        data["recipients"][0]["outcome"]["result"], "relayed",
         "{data:#}"
     );
     assert_eq!(data["recipients"][0]["outcome"]["code"], 250, "{data:#}");
@@ -330,9 +333,14 @@ fn relays_byte_for_byte_and_the_copy_verifies() {
 
     let (code, table, _) = queue_cli(&gw, &["list"]);
     assert_eq!(code, Some(0));
+    assert!(table.contains(&id) && table.contains("relayed"), "{table}");
+    // The older name still filters, and says the new one.
+    let (code, table, err) = queue_cli(&gw, &["list", "--status", "delivered"]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(table.contains(&id), "{table}");
     assert!(
-        table.contains(&id) && table.contains("delivered"),
-        "{table}"
+        err.contains("--status delivered: the state is now called relayed"),
+        "{err}"
     );
     // Two more, one after the other: the open session is reused.
     send_signed(srv.port);
@@ -370,7 +378,7 @@ fn next_hop_down_then_up_is_delivered_after_retry() {
 
     let sink = Sink::start_on(port, &[]);
     assert_relayed_once(&sink, &srv, &id, &msg);
-    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
     assert!(e["attempts"].as_i64() >= Some(2), "{e:#}");
     let kinds: Vec<String> = gw
         .db()
@@ -395,7 +403,7 @@ fn deferred_data_is_retried_and_permanent_refusal_fails() {
     // 451 to the first DATA, then delivered.
     let (id, msg) = send_signed(srv.port);
     assert_relayed_once(&sink, &srv, &id, &msg);
-    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
     assert_eq!(e["attempts"], 2, "{e:#}");
 
     // 550 to the only recipient: failed at once, no retry.
@@ -406,7 +414,7 @@ fn deferred_data_is_retried_and_permanent_refusal_fails() {
     let failed = loop {
         let q = queue_entries(&gw);
         let e = q.iter().find(|e| e["message_id"] == id2.as_str()).cloned();
-        if let Some(e) = e.filter(|e| e["status"] != "queued") {
+        if let Some(e) = e.filter(|e| e["status"] != "accepted") {
             break e;
         }
         assert!(Instant::now() < deadline, "{q:#?}\n{}", srv.stderr());
@@ -434,7 +442,7 @@ fn sigkill_during_delivery_then_delivered_after_restart() {
     silent.set_nonblocking(false).unwrap();
     let (held, _) = silent.accept().unwrap();
     let e = wait_entry(&gw, Duration::from_secs(5), |e| !e["claimed_by"].is_null());
-    assert_eq!(e["status"], "queued", "{e:#}");
+    assert_eq!(e["status"], "accepted", "{e:#}");
     assert!(
         !e["claimed_by"].is_null(),
         "claimed while delivering: {e:#}"
@@ -445,8 +453,8 @@ fn sigkill_during_delivery_then_delivered_after_restart() {
     let sink = Sink::start_on(port, &[]);
     let srv = gw.start();
     assert_relayed_once(&sink, &srv, &id, &msg);
-    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
-    assert_eq!(e["status"], "delivered", "{e:#}");
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
+    assert_eq!(e["status"], "relayed", "{e:#}");
     gw.assert_audit_intact();
 }
 
@@ -490,8 +498,8 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
     let pin = sha256_hex(&der);
     let policy = pinned_to(sink.port, &pin);
     let (gw, srv, _, _) = relay_one(&policy);
-    let e = wait_entry(&gw, Duration::from_secs(10), |e| e["status"] != "queued");
-    assert_eq!(e["status"], "delivered", "{e:#}\n{}", srv.stderr());
+    let e = wait_entry(&gw, Duration::from_secs(10), |e| e["status"] != "accepted");
+    assert_eq!(e["status"], "relayed", "{e:#}\n{}", srv.stderr());
     drop(srv);
 
     let wrong = "00".repeat(32);
@@ -670,7 +678,7 @@ fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
     }
     subjects.sort();
     assert!(subjects[0].starts_with("Accepted: "), "{subjects:?}");
-    assert!(subjects[1].starts_with("Delivered: "), "{subjects:?}");
+    assert!(subjects[1].starts_with("Relayed: "), "{subjects:?}");
 
     // Audited on the original, delivered like any message, and not answered.
     let audit = gw.db().audit();
@@ -683,7 +691,7 @@ fn acceptance_and_delivery_receipts_are_signed_and_relayed_to_the_sender() {
     assert_eq!(sink.messages().len(), 3, "no receipt for a receipt");
     let q = queue_entries(&gw);
     assert_eq!(q.len(), 3, "{q:#?}");
-    assert!(q.iter().all(|e| e["status"] == "delivered"), "{q:#?}");
+    assert!(q.iter().all(|e| e["status"] == "relayed"), "{q:#?}");
     assert_eq!(
         q.iter().filter(|e| e["route"] == "receipt").count(),
         2,
@@ -743,6 +751,23 @@ fn receipts_carry_a_timestamp_or_the_audit_says_why_not() {
         }
         gw.assert_audit_intact();
     }
+}
+
+/// Asserts that `notice` verifies with openssl and says each of `said`,
+/// and that `emla audit verify --receipt` finds the record it names;
+/// returns what that said.
+fn assert_signed_and_anchored(gw: &Gateway, notice: &str, said: &[&str]) -> String {
+    assert!(
+        openssl_verifies(notice.as_bytes(), "aa"),
+        "signed:\n{notice}"
+    );
+    for s in said {
+        assert!(notice.contains(s), "{s:?} missing:\n{notice}");
+    }
+    let (code, out) = verify_receipt(gw, notice);
+    assert_eq!(code, Some(0), "{out}\n{notice}");
+    assert!(out.contains("receipt matches the log"), "{out}");
+    out
 }
 
 /// `emla audit verify --receipt FILE --config …`: exit code and output.
@@ -907,7 +932,7 @@ fn permanent_refusal_sends_a_signed_delivery_status_notification() {
     assert!(
         !to_alice
             .iter()
-            .any(|(_, m)| header(m, "Subject").is_some_and(|s| s.starts_with("Delivered"))),
+            .any(|(_, m)| header(m, "Subject").is_some_and(|s| s.starts_with("Relayed"))),
         "no delivery receipt for a refused message"
     );
     let failed = gw
@@ -956,8 +981,8 @@ fn two_instances_share_the_queue_and_one_takes_over_when_the_other_dies() {
     // B has none of A's files: the body comes from the shared database.
     assert!(a.body_files().is_empty() && b.body_files().is_empty());
     assert_relayed_once(&sink, &srv_b, &id, &msg);
-    let e = wait_entry(&b, Duration::from_secs(5), |e| e["status"] == "delivered");
-    assert_eq!(e["status"], "delivered", "{e:#}");
+    let e = wait_entry(&b, Duration::from_secs(5), |e| e["status"] == "relayed");
+    assert_eq!(e["status"], "relayed", "{e:#}");
     let by = b.db().audit_of("relay.delivered");
     let by = by.first().map(|r| r.data.as_str()).unwrap_or_default();
     assert!(by.contains("\"instance\":\"gw-b\""), "delivered by B: {by}");
@@ -1064,8 +1089,100 @@ fn relayed_through_a_real_postfix_the_copy_still_verifies() {
         openssl_verifies(delivered, "aa"),
         "the copy Postfix delivered verifies"
     );
-    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
-    assert_eq!(e["status"], "delivered", "{e:#}");
+    let e = wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
+    assert_eq!(e["status"], "relayed", "{e:#}");
+    gw.assert_audit_intact();
+}
+
+/// Postfix's answer to the data names its queue id ("250 2.0.0 Ok: queued
+/// as ID"): the queue entry, `emla queue show`, the attempt's audit record
+/// and the delivery receipt carry it, and it is the id Postfix's own log
+/// and its `Received:` field give the message.
+#[test]
+fn the_next_hops_queue_id_from_postfix_is_in_the_queue_the_audit_and_the_receipt() {
+    let sink = Sink::start(&[]);
+    let postfix = Postfix::start(sink.port);
+    // Bob's mail goes through Postfix; Alice's receipts straight to the sink.
+    let policy = gateway_policy("aa", sink.port, postfix.port);
+    let (gw, srv) = start_relaying(&policy);
+    let (id, _) = send_signed(srv.port);
+    let maillog =
+        || std::fs::read_to_string(postfix.dir.path().join("maillog")).unwrap_or_default();
+    let to_bob = delivered_to(&sink, BOB, 1);
+    assert_eq!(to_bob.len(), 1, "{}\n{}", srv.stderr(), maillog());
+    // Postfix's trace field: "by counterpart.test (Postfix) with ESMTP id ID".
+    let copy = &to_bob[0].1;
+    let postfix_id = copy
+        .split("(Postfix) with ESMTP id ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no Postfix Received: field in\n{copy}"))
+        .trim_end_matches(';')
+        .to_owned();
+    assert!(
+        maillog().contains(&format!("{postfix_id}: ")),
+        "Postfix's log knows {postfix_id}:\n{}",
+        maillog()
+    );
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let entry = loop {
+        let q = queue_entries(&gw);
+        let e = q.into_iter().find(|e| e["message_id"] == id.as_str());
+        if let Some(e) = e.filter(|e| e["status"] == "relayed") {
+            break e;
+        }
+        assert!(Instant::now() < deadline, "not relayed:\n{}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(entry["next_hop_queue_id"], postfix_id.as_str(), "{entry:#}");
+    let (code, show, err) = queue_cli(&gw, &["show", &entry["id"].to_string()]);
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        show.contains(&format!(
+            "relayed as   {postfix_id} (the next hop's queue id)"
+        )),
+        "{show}"
+    );
+    assert!(show.contains(&format!("(queue id {postfix_id})")), "{show}");
+    let (_, table, _) = queue_cli(&gw, &["list", "--message", &id]);
+    assert!(table.contains(&postfix_id), "{table}");
+
+    let attempt = gw
+        .db()
+        .audit_of("relay.delivered")
+        .into_iter()
+        .find(|a| a.message_id.as_deref() == Some(&id))
+        .expect("the relay's record");
+    let data: Value = serde_json::from_str(&attempt.data).unwrap();
+    let outcome = &data["recipients"][0]["outcome"];
+    assert_eq!(outcome["queue_id"], postfix_id.as_str(), "{data:#}");
+    assert_eq!(outcome["state"], "relayed", "{data:#}");
+    assert_eq!(data["status"], "relayed", "{data:#}");
+    assert!(
+        outcome["reply"]
+            .as_str()
+            .is_some_and(|r| r.contains(&format!("queued as {postfix_id}"))),
+        "the full reply is kept: {data:#}"
+    );
+
+    let receipts = delivered_to(&sink, ALICE, 2);
+    let (_, receipt) = receipts
+        .iter()
+        .find(|(_, r)| header(r, "X-Emla-Receipt") == Some("delivery"))
+        .unwrap_or_else(|| panic!("no delivery receipt:\n{}", srv.stderr()));
+    assert_signed_and_anchored(
+        &gw,
+        receipt,
+        &[
+            &format!("\"next_hop_queue_id\": \"{postfix_id}\""),
+            "\"state\": \"relayed\"",
+            &format!(
+                "relayed to 127.0.0.1:{}, its queue id {postfix_id}",
+                postfix.port
+            ),
+        ],
+    );
     gw.assert_audit_intact();
 }
 
@@ -1178,7 +1295,14 @@ fn a_deferred_message_gets_one_signed_delay_notice_at_the_warning_time() {
     ];
     assert_status_report(dsn, BOB, &says);
     assert!(!dsn.contains("Action: failed"), "{dsn}");
-    assert!(openssl_verifies(dsn.as_bytes(), "aa"), "signed:\n{dsn}");
+    assert_signed_and_anchored(
+        &gw,
+        dsn,
+        &[
+            "X-Emla-State: delayed\r\n",
+            "X-Emla-Audit-Record: relay.deferred; ",
+        ],
+    );
 
     // Retried by hand, before and after a restart: still one notice, and
     // still queued.
@@ -1206,7 +1330,13 @@ fn a_deferred_message_gets_one_signed_delay_notice_at_the_warning_time() {
     std::thread::sleep(Duration::from_millis(500));
     assert_eq!(delay_notices(&alice).len(), 1, "only once");
     let e = entry(&gw);
-    assert_eq!(e["status"], "queued", "{e:#}");
+    assert_eq!(e["status"], "delayed", "{e:#}");
+    let (code, out, err) = queue_cli(&gw, &["list", "--status", "delayed"]);
+    assert_eq!(code, Some(0), "{err}");
+    // Both are delayed, the one whose NOTIFY wanted no notice too.
+    assert!(out.contains(&id) && out.contains(&quiet), "{out}");
+    let (_, out, _) = queue_cli(&gw, &["list", "--status", "accepted"]);
+    assert!(!out.contains(&id) && !out.contains(&quiet), "{out}");
     let queued: Vec<Value> = gw
         .db()
         .audit()
@@ -1225,8 +1355,10 @@ fn a_deferred_message_gets_one_signed_delay_notice_at_the_warning_time() {
 
 /// A message the gateway refuses at the end of DATA (unsigned) from an
 /// authority that lists `rejection`: the sender gets a signed
-/// non-acceptance notice naming the reason, at most 20 an hour; a null
-/// sender and an `Auto-Submitted` message get none.
+/// non-acceptance notice naming the reason and the rejection's audit
+/// record (which `emla audit verify --receipt` finds), at most the
+/// authority's `rejection_notices_per_hour` (here 3); a null sender and an
+/// `Auto-Submitted` message get none.
 #[test]
 fn a_refused_message_gets_a_signed_rejection_notice_within_the_hourly_limit() {
     let sink = Sink::start(&[]);
@@ -1234,7 +1366,7 @@ fn a_refused_message_gets_a_signed_rejection_notice_within_the_hourly_limit() {
     policy.edit(
         "authorities/aa-moj.toml",
         "\ndomains = ",
-        "\nreceipts = [\"rejection\"]\ndomains = ",
+        "\nreceipts = [\"rejection\"]\nrejection_notices_per_hour = 3\ndomains = ",
     );
     let (gw, srv) = start_relaying(&policy);
     let unsigned = |extra: &str| {
@@ -1266,24 +1398,26 @@ fn a_refused_message_gets_a_signed_rejection_notice_within_the_hourly_limit() {
     );
     assert!(notice.contains("\"type\": \"rejection\""), "{notice}");
     assert!(notice.contains("\"reason\": \"unsigned\""), "{notice}");
-    assert!(
-        openssl_verifies(notice.as_bytes(), "aa"),
-        "signed:\n{notice}"
+    let out = assert_signed_and_anchored(
+        &gw,
+        notice,
+        &["\"state\": \"rejected\"", "\"kind\": \"message.rejected\""],
     );
+    assert!(out.contains("message.rejected of message"), "{out}");
 
-    for _ in 0..25 {
+    for _ in 0..5 {
         refused(ALICE, &unsigned(""));
     }
-    assert_eq!(delivered_to(&sink, ALICE, 20).len(), 20, "{}", srv.stderr());
+    assert_eq!(delivered_to(&sink, ALICE, 3).len(), 3, "{}", srv.stderr());
     std::thread::sleep(Duration::from_millis(1500));
-    assert_eq!(sink.messages().len(), 20, "20 an hour, nothing else");
+    assert_eq!(sink.messages().len(), 3, "3 an hour, nothing else");
     let queued = gw
         .db()
         .audit()
         .iter()
         .filter(|a| a.kind == "receipt.queued" && a.data.contains("\"rejection\""))
         .count();
-    assert_eq!(queued, 20);
+    assert_eq!(queued, 3);
     gw.assert_audit_intact();
 }
 
@@ -1293,7 +1427,7 @@ fn an_authority_that_wants_no_receipts_gets_none() {
     let policy = policy_without_aa_receipts(sink.port);
     let (gw, srv, id, msg) = relay_one(&policy);
     assert_relayed_once(&sink, &srv, &id, &msg);
-    wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "delivered");
+    wait_entry(&gw, Duration::from_secs(5), |e| e["status"] == "relayed");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(sink.messages().len(), 1, "no receipts");
     assert!(!gw.db().audit().iter().any(|a| a.kind == "receipt.queued"));
@@ -1550,7 +1684,7 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
         "{subjects:?}"
     );
     assert!(
-        subjects.iter().any(|s| s.starts_with("Delivered: ")),
+        subjects.iter().any(|s| s.starts_with("Relayed: ")),
         "{subjects:?}"
     );
     std::thread::sleep(Duration::from_millis(1500));
@@ -1587,5 +1721,5 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
         srv.stderr()
     );
     let subject = header(&to_alice[0].1, "Subject").unwrap_or_default();
-    assert!(subject.starts_with("Delivered: "), "{subject}");
+    assert!(subject.starts_with("Relayed: "), "{subject}");
 }

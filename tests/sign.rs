@@ -353,6 +353,7 @@ fn receipts(subject: &str) -> Vec<Receipt> {
         next_hop: "mx.justice.aa.example:25".into(),
         reply_code: 250,
         reply_text: "2.0.0 Ok: queued as 4F2A1".into(),
+        queue_id: Some("4F2A1".into()),
         tls: Some("TLSv1.3 TLS_AES_256_GCM_SHA384".into()),
         at: SystemTime::now(),
     };

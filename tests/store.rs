@@ -184,7 +184,7 @@ async fn record_and_read_back(backend: Backend) {
     assert_eq!(queue.len(), 1);
     assert_eq!(queue[0]["next_hop"], "mx.justice.bb:25");
     assert_eq!(queue[0]["lane"], "normal");
-    assert_eq!(queue[0]["status"], "queued");
+    assert_eq!(queue[0]["status"], "accepted");
     assert_eq!(queue[0]["attempts"], 0);
     assert_eq!(
         queue[0]["recipients"],
@@ -741,21 +741,41 @@ fn readers_match_writers() {
         serde_json::to_value(&tls).unwrap(),
         "the relay writes what it always wrote"
     );
-    for o in [
-        RcptOutcome::Delivered {
-            code: 250,
-            reply: "ok".into(),
-        },
-        RcptOutcome::Deferred {
-            code: None,
-            reply: "later".into(),
-        },
+    for (o, state) in [
+        (
+            RcptOutcome::Relayed {
+                code: 250,
+                reply: "2.0.0 Ok: queued as 4F2A1B3C".into(),
+            },
+            emla::store::DeliveryState::Relayed,
+        ),
+        (
+            RcptOutcome::Deferred {
+                code: None,
+                reply: "later".into(),
+            },
+            emla::store::DeliveryState::Delayed,
+        ),
     ] {
         reads_only_written::<_, Outcome>(&o);
+        let mut written = serde_json::to_value(&o).unwrap();
+        written["state"] = json!(state);
+        if let Some(id) = o.queue_id() {
+            written["queue_id"] = json!(id);
+        }
         assert_eq!(
-            serde_json::to_value(o.to_record()).unwrap(),
-            serde_json::to_value(&o).unwrap(),
-            "the relay writes what it always wrote"
+            serde_json::to_value(o.to_record(state)).unwrap(),
+            written,
+            "the relay writes the outcome, the recipient's state and the next hop's queue id"
         );
     }
+    assert_eq!(
+        RcptOutcome::Relayed {
+            code: 250,
+            reply: "2.0.0 Ok: queued as 4F2A1B3C".into()
+        }
+        .queue_id()
+        .as_deref(),
+        Some("4F2A1B3C")
+    );
 }

@@ -178,9 +178,9 @@ fn generate(i: usize, n: usize, rng: &mut Rng) -> Generated {
         qo(&case),
     );
     let status = match rng.below(100) {
-        0..=94 => "delivered",
+        0..=94 => "relayed",
         95..=96 => "failed",
-        _ => "queued",
+        _ => "accepted",
     };
     let queue = (!reject).then(|| {
         format!(
@@ -385,9 +385,7 @@ fn searches(s: &Samples) -> Vec<(&'static str, SearchArgs)> {
             a.verdict = Some(cli::VerdictArg::Reject);
             a.asc = true;
         }),
-        search("--status failed", |a| {
-            a.status = Some(cli::StatusArg::Failed)
-        }),
+        search("--status failed", |a| a.status = Some("failed".into())),
         search("--from + --verdict + --since", |a| {
             a.from = Some(official);
             a.verdict = Some(cli::VerdictArg::Accept);

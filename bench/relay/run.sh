@@ -24,8 +24,8 @@
 # of the sink and of the machine, and the ratio emla/Postfix of the medians.
 #
 # Checks (exit 1 if one fails): the sink counted exactly N messages (and no
-# more after a settle second); on emla: `emla queue list --status delivered`
-# has N entries and none is still queued or failed, `emla audit verify`
+# more after a settle second); on emla: `emla queue list --status relayed`
+# has N entries and none is still accepted, delayed or failed, `emla audit verify`
 # exits 0; on Postfix: its queue is empty.
 #
 # Environment (all optional):
@@ -164,15 +164,15 @@ stop_emla() {
     SERVER_PID=
 }
 
-# check_emla: the queue has N delivered entries and nothing else; the audit chain verifies.
+# check_emla: the queue has N relayed entries and nothing else; the audit chain verifies.
 check_emla() {
-    local delivered queued failed
+    local relayed pending failed
     local limit=$((N < 10000 ? N + 1 : 10000))
-    delivered=$("$EMLA" queue list --status delivered --json --limit "$limit" --config "$CFG" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)))')
-    queued=$(sqlite3 "$DATA/emla.db" "SELECT count(*) FROM queue WHERE status <> 'delivered'")
+    relayed=$("$EMLA" queue list --status relayed --json --limit "$limit" --config "$CFG" | "$PYTHON" -c 'import json,sys; print(len(json.load(sys.stdin)))')
+    pending=$(sqlite3 "$DATA/emla.db" "SELECT count(*) FROM queue WHERE status <> 'relayed'")
     CHECK_EMLA=ok
-    [[ $delivered == "$N" ]] || CHECK_EMLA="queue: $delivered delivered, expected $N"
-    [[ $queued == 0 ]] || CHECK_EMLA="$CHECK_EMLA; $queued entries not delivered"
+    [[ $relayed == "$N" ]] || CHECK_EMLA="queue: $relayed relayed, expected $N"
+    [[ $pending == 0 ]] || CHECK_EMLA="$CHECK_EMLA; $pending entries not relayed"
     if ! "$EMLA" audit verify --config "$CFG" >"$RUN/audit.out" 2>&1; then
         CHECK_EMLA="$CHECK_EMLA; audit verify failed: $(head -c 300 "$RUN/audit.out")"
     fi

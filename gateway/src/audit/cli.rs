@@ -13,7 +13,7 @@ use super::{render, show::History, AuditError};
 use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::store::index::{address_key, hex_key};
-use crate::store::{Cursor, QueueStatus, SearchQuery, SignerKey, Store, Verdict};
+use crate::store::{Cursor, DeliveryState, SearchQuery, SignerKey, Store, Verdict};
 
 /// Default page size of `emla audit search`.
 pub const DEFAULT_LIMIT: u32 = 50;
@@ -28,18 +28,6 @@ pub enum VerdictArg {
     Accept,
     /// Rejected messages.
     Reject,
-}
-
-/// The delivery status a search asks for (a queue entry of the message has
-/// it).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-pub enum StatusArg {
-    /// Waiting for delivery.
-    Queued,
-    /// Delivered to the next hop.
-    Delivered,
-    /// Given up.
-    Failed,
 }
 
 /// `emla audit search`: find messages in the log. Filters combine with AND;
@@ -87,9 +75,11 @@ pub struct SearchArgs {
     /// Verdict.
     #[arg(long, value_enum)]
     pub verdict: Option<VerdictArg>,
-    /// Delivery status of some queue entry of the message.
-    #[arg(long, value_enum)]
-    pub status: Option<StatusArg>,
+    /// State of some queue entry of the message: accepted, relayed,
+    /// delayed, failed, cancelled (the older names queued and delivered
+    /// still work).
+    #[arg(long)]
+    pub status: Option<String>,
     /// The `Message-ID:` header (angle brackets optional).
     #[arg(long = "message-id")]
     pub message_id: Option<String>,
@@ -195,11 +185,7 @@ impl SearchArgs {
                 VerdictArg::Accept => Verdict::Accept,
                 VerdictArg::Reject => Verdict::Reject,
             }),
-            status: self.status.map(|s| match s {
-                StatusArg::Queued => QueueStatus::Queued,
-                StatusArg::Delivered => QueueStatus::Delivered,
-                StatusArg::Failed => QueueStatus::Failed,
-            }),
+            status: self.status()?.map(|(state, _)| state),
             message_id: nonempty("--message-id", &self.message_id)?,
             id: nonempty("--id", &self.id)?,
             case_ref: nonempty("--case", &self.case_ref)?,
@@ -208,6 +194,14 @@ impl SearchArgs {
             offset,
             limit: self.limit,
         })
+    }
+
+    /// `--status`, and a note when it was given by an older name.
+    pub fn status(&self) -> Result<Option<(DeliveryState, Option<String>)>, AuditError> {
+        self.status
+            .as_deref()
+            .map(|s| crate::store::state::parse_filter("--status", s).map_err(AuditError::Usage))
+            .transpose()
     }
 
     /// The authority ids of `--authority` and of `--country` (mapped by
@@ -300,6 +294,10 @@ pub async fn search(
     args: &SearchArgs,
 ) -> Result<String, AuditError> {
     let query = args.query(policy)?;
+    if let Some((_, Some(note))) = args.status()? {
+        // On stderr, so that --json and --csv stay what they are.
+        eprintln!("note: {note}");
+    }
     let rows = store.search(&query).await?;
     let full = rows.len() == query.limit as usize;
     Ok(if args.json {

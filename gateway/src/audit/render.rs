@@ -7,11 +7,12 @@ use crate::store::MessageSummary;
 use crate::text::{align, table_cell, time_rfc3339, time_utc, visible};
 
 /// Header of the table and of the CSV, in column order.
-pub const TABLE_COLUMNS: [&str; 8] = [
+pub const TABLE_COLUMNS: [&str; 9] = [
     "time (UTC)",
     "id",
     "verdict",
     "reason",
+    "state",
     "from",
     "to",
     "subject",
@@ -23,12 +24,13 @@ pub const TABLE_COLUMNS: [&str; 8] = [
 pub const MAX_CELL: usize = 40;
 
 /// The table cells of a row, in [`TABLE_COLUMNS`] order, not yet cut.
-fn cells(m: &MessageSummary) -> [String; 8] {
+fn cells(m: &MessageSummary) -> [String; 9] {
     [
         time_utc(m.received_at),
         m.id.clone(),
         m.verdict.to_string(),
         m.reason.to_string(),
+        m.state.map_or_else(|| "-".into(), |s| s.to_string()),
         m.mail_from.clone(),
         m.rcpt_to.join(", "),
         m.subject.clone().unwrap_or_default(),
@@ -52,7 +54,7 @@ pub fn table(rows: &[MessageSummary], more: bool) -> String {
             c.iter()
                 .enumerate()
                 .map(|(i, cell)| {
-                    let max = if (4..=6).contains(&i) {
+                    let max = if (5..=7).contains(&i) {
                         MAX_CELL
                     } else {
                         usize::MAX
@@ -150,6 +152,7 @@ mod tests {
             case_ref: None,
             sha256: String::new(),
             size: 1,
+            state: Some(crate::store::DeliveryState::Relayed),
         }
     }
 
@@ -161,8 +164,9 @@ mod tests {
         assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
         let out = csv(&[row("m1", "x")]);
         assert!(out.starts_with(
-            "time,id,verdict,reason,from,to,subject,authority,message_id,case_ref,cursor\r\n"
+            "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,cursor\r\n"
         ));
+        assert!(out.contains(",accept,ok,relayed,"), "{out}");
         assert!(out.ends_with("\r\n"));
         assert!(
             out.contains(",\"bob@b.example, carol@b.example\","),

@@ -4,7 +4,7 @@
 
 use serde_json::{json, Value};
 
-use crate::store::{AuditRecord, Lane, MessageRow, QueueRow};
+use crate::store::{AuditRecord, DeliveryState, Lane, MessageRow, QueueRow};
 use crate::text::{time_rfc3339, visible};
 
 /// Everything recorded about one message.
@@ -25,8 +25,9 @@ pub struct History {
 impl History {
     /// `{"id", "message", "events", "queue"}` as one pretty JSON object;
     /// events keep `data` parsed and `data_text` exactly as hashed, and
-    /// carry `rem_event`, the EN 319 522-1 name of their kind (not part of
-    /// the hashed record).
+    /// carry `rem_event`, the EN 319 522-1 name of their kind, and for a
+    /// delivery attempt `state`, the state it left the entry in by today's
+    /// name (neither is part of the hashed record).
     pub fn json(&self) -> String {
         let events: Vec<Value> = self
             .events
@@ -34,6 +35,9 @@ impl History {
             .map(|e| {
                 let mut v = serde_json::to_value(e).unwrap_or_default();
                 v["rem_event"] = json!(e.kind.rem_event().map(|r| r.as_str()));
+                if let Some(state) = state_after(e) {
+                    v["state"] = json!(state);
+                }
                 v
             })
             .collect();
@@ -176,6 +180,11 @@ impl History {
                     out.field(2, "data", &e.data_text);
                 }
             }
+            if let Some(state) = state_after(e) {
+                // Older records say `queued` and `delivered`: the state by
+                // today's name, beside the data as recorded.
+                out.field(2, "→ state", state.as_str());
+            }
         }
     }
 
@@ -184,10 +193,17 @@ impl History {
             out.line(
                 1,
                 &format!(
-                    "#{}  {}  status {}  attempts {}",
+                    "#{}  {}  state {}  attempts {}",
                     q.id, q.delivery.next_hop, q.status, q.attempts
                 ),
             );
+            if let Some(id) = &q.next_hop_queue_id {
+                out.field(
+                    2,
+                    "relayed as",
+                    &format!("{} (the next hop's queue id)", clean(id)),
+                );
+            }
             out.field(2, "authority", &q.delivery.authority);
             out.field(2, "route", &q.delivery.route);
             out.field(2, "lane", q.delivery.lane.as_str());
@@ -200,6 +216,11 @@ impl History {
             }
         }
     }
+}
+
+/// The state a delivery attempt left its queue entry in (its `status`).
+fn state_after(e: &AuditRecord) -> Option<DeliveryState> {
+    e.attempt().and_then(|a| a.status)
 }
 
 fn verified(out: &mut Out, m: &MessageRow) {

@@ -17,7 +17,7 @@ use crate::config::Config;
 use crate::policy::{self, NextHop, TlsMode};
 use crate::relay::deliver::{Connection, RcptOutcome};
 use crate::smime::sign::SigningIdentity;
-use crate::store::{QueueFilter, QueueStatus, Store};
+use crate::store::{DeliveryState, QueueFilter, Store};
 
 use mailbox::Mailbox;
 use pki::AUTHORITIES;
@@ -348,7 +348,7 @@ async fn submit(port: u16, s: &Scenario) -> String {
         .await;
     conn.quit().await;
     match outcome.into_iter().next() {
-        Some(RcptOutcome::Delivered { code, reply }) => format!("{code} {reply}"),
+        Some(RcptOutcome::Relayed { code, reply }) => format!("{code} {reply}"),
         Some(
             RcptOutcome::Refused { code, reply }
             | RcptOutcome::Deferred {
@@ -372,7 +372,7 @@ async fn settle(store: &Store, mailbox: &Mailbox, accepted: usize) {
     while Instant::now() < deadline {
         let queued = store
             .queue_rows(&QueueFilter {
-                status: Some(QueueStatus::Queued),
+                status: Some(DeliveryState::Accepted),
                 limit: 1,
                 ..QueueFilter::default()
             })

@@ -173,7 +173,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let notice = if accepted {
         receipt
     } else {
-        rejection_notice(gw, &notice_policy, &record, auto_submitted)
+        rejection_notice(gw, &notice_policy, &record, auto_submitted).await
     };
     if let Some(notice) = notice {
         // A bounded wait (tsa_timeout_secs) before the reply: the notice's
@@ -211,8 +211,10 @@ async fn record_and_reply(gw: &Service, id: &str, verdict: &Verdict, record: Rec
 
 /// The non-acceptance notice of a message `record` refuses for good (5xx),
 /// when the authority owning its envelope sender's domain (never the
-/// unverified `From:`) lists `rejection` and is within its hourly budget.
-fn rejection_notice(
+/// unverified `From:`) lists `rejection` and is within its hourly budget
+/// (`rejection_notices_per_hour`). It names the rejection's record
+/// (`message.rejected`) in the log, as every receipt names its event's.
+async fn rejection_notice(
     gw: &Service,
     policy: &crate::policy::Policy,
     record: &Record,
@@ -225,10 +227,20 @@ fn rejection_notice(
     let authority = policy
         .authority_for_address(&m.mail_from)
         .filter(|a| a.receipts.contains(crate::policy::ReceiptKind::Rejection))?;
-    if !gw.rejections.allow(&authority.id, m.received_at_ms) {
-        tracing::info!(message = %m.id, authority = %authority.id, "rejection notice over the hourly limit");
+    let limit = authority.rejection_notices_per_hour;
+    if !gw.rejections.allow(&authority.id, limit, m.received_at_ms) {
+        tracing::info!(message = %m.id, authority = %authority.id, limit, "rejection notice over the hourly limit");
         return None;
     }
+    // Read before the record is prepared, so the rejection follows this head.
+    let log = match gw.store.log_anchor().await {
+        Ok(anchor) => notify::log_ref(record.events.first()?, &anchor),
+        Err(e) => {
+            // The refusal is still recorded; only its notice is not sent.
+            tracing::error!(message = %m.id, error = %e, "no rejection notice: cannot read the audit log's head");
+            return None;
+        }
+    };
     let original = Original {
         id: &m.id,
         received_at_ms: m.received_at_ms,
@@ -244,9 +256,7 @@ fn rejection_notice(
         case_ref: m.case_ref.as_deref(),
         auto_submitted,
         dsn: m.dsn.as_ref(),
-        // Not anchored yet: the log's head is read only for receipts of
-        // accepted messages.
-        log: None,
+        log: Some(&log),
     };
     notify::rejection(policy, &original, m.reason, &m.detail)
 }

@@ -1,12 +1,11 @@
-//! How many non-acceptance notices each sender authority may get: a
-//! sender whose every message is refused (a broken signer, a spoofing
-//! run) must not turn the gateway into a mail cannon.
+//! How many non-acceptance notices each sender authority may get (its
+//! policy's `rejection_notices_per_hour`): a sender whose every message is
+//! refused (a broken signer, a spoofing run) must not turn the gateway into
+//! a mail cannon.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-/// Most rejection notices per sender authority per window.
-pub const PER_HOUR: u32 = 20;
 const WINDOW_MS: i64 = 3_600_000;
 /// Authorities are policy-bounded; this caps the map anyway.
 const MAX_TRACKED: usize = 1024;
@@ -19,8 +18,9 @@ pub struct Limiter {
 }
 
 impl Limiter {
-    /// Whether `authority` may get one more notice at `now_ms`; counts it.
-    pub fn allow(&self, authority: &str, now_ms: i64) -> bool {
+    /// Whether `authority` may get one more notice at `now_ms`, at most
+    /// `per_hour` in its window; counts it.
+    pub fn allow(&self, authority: &str, per_hour: u32, now_ms: i64) -> bool {
         let mut w = self.windows.lock().unwrap_or_else(|e| e.into_inner());
         if w.len() >= MAX_TRACKED && !w.contains_key(authority) {
             w.retain(|_, (start, _)| now_ms - *start < WINDOW_MS);
@@ -32,7 +32,7 @@ impl Limiter {
         if now_ms - *start >= WINDOW_MS {
             (*start, *count) = (now_ms, 0);
         }
-        if *count >= PER_HOUR {
+        if *count >= per_hour {
             return false;
         }
         *count += 1;
@@ -47,9 +47,11 @@ mod tests {
     #[test]
     fn per_authority_per_hour() {
         let l = Limiter::default();
-        assert!((0..PER_HOUR).all(|_| l.allow("aa", 0)));
-        assert!(!l.allow("aa", WINDOW_MS - 1));
-        assert!(l.allow("bb", 1), "another authority has its own budget");
-        assert!(l.allow("aa", WINDOW_MS), "a new hour");
+        assert!((0..20).all(|_| l.allow("aa", 20, 0)));
+        assert!(!l.allow("aa", 20, WINDOW_MS - 1));
+        assert!(l.allow("bb", 20, 1), "another authority has its own budget");
+        assert!(l.allow("aa", 20, WINDOW_MS), "a new hour");
+        assert!((0..3).all(|_| l.allow("cc", 3, 0)));
+        assert!(!l.allow("cc", 3, 0), "each authority's own limit");
     }
 }

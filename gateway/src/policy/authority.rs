@@ -28,8 +28,15 @@ const KEYS: &[&str] = &[
     "ocsp",
     "allowed_clients",
     "receipts",
+    "rejection_notices_per_hour",
     "next_hop",
 ];
+
+/// Default of `rejection_notices_per_hour`.
+pub const REJECTION_NOTICES_PER_HOUR: u32 = 20;
+/// Largest `rejection_notices_per_hour` (one a minute is 60; this is far
+/// beyond what any authority should need).
+const MAX_REJECTION_NOTICES_PER_HOUR: i64 = 10_000;
 const NEXT_HOP_KEYS: &[&str] = &["url", "tls", "ca_file", "pin_sha256"];
 
 /// One authority file as read: what cross-file checks need (with
@@ -128,6 +135,7 @@ fn parse(
     let pki = Pki::read(&top, &ctx, label, files, diags, notes);
     let allowed_clients = read_clients(&top, &src, diags);
     let receipts = read_receipts(&top, &src, diags);
+    let rejection_notices_per_hour = read_rejection_limit(&top, &src, diags);
     let next_hop = top
         .require("next_hop", diags)
         .table("next_hop", "[next_hop]", NEXT_HOP_KEYS, diags)
@@ -151,6 +159,7 @@ fn parse(
                 allowed_clients,
                 next_hop,
                 receipts,
+                rejection_notices_per_hour,
             })
         }
         _ => None,
@@ -378,6 +387,33 @@ fn read_receipts(
                 }
             }
             kinds
+        }
+    }
+}
+
+/// `rejection_notices_per_hour`: at most this many rejection notices per
+/// hour to the authority's senders (default
+/// [`REJECTION_NOTICES_PER_HOUR`]).
+fn read_rejection_limit(
+    top: &TableReader<'_, '_>,
+    src: &Source,
+    diags: &mut Vec<Diagnostic>,
+) -> u32 {
+    let Some((n, span)) = top.integer("rejection_notices_per_hour", diags) else {
+        return REJECTION_NOTICES_PER_HOUR;
+    };
+    match u32::try_from(n) {
+        Ok(v) if (1..=MAX_REJECTION_NOTICES_PER_HOUR).contains(&n) => v,
+        _ => {
+            diags.push(src.diag(
+                &span,
+                format!(
+                    "rejection_notices_per_hour must be from 1 to \
+                     {MAX_REJECTION_NOTICES_PER_HOUR}, found {n} (to send none, leave \
+                     \"rejection\" out of receipts)"
+                ),
+            ));
+            REJECTION_NOTICES_PER_HOUR
         }
     }
 }

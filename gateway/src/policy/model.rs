@@ -223,6 +223,9 @@ pub struct Authority {
     pub next_hop: NextHop,
     /// The signed receipts its senders get (`receipts`, default all).
     pub receipts: ReceiptKinds,
+    /// Most rejection notices its senders get per hour
+    /// (`rejection_notices_per_hour`).
+    pub rejection_notices_per_hour: u32,
 }
 
 /// A kind of signed message the gateway sends back to a sender.

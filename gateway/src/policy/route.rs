@@ -91,6 +91,7 @@ mod tests {
                 tls: TlsMode::Opportunistic,
             },
             receipts: crate::policy::ReceiptKinds::ALL,
+            rejection_notices_per_hour: crate::policy::authority::REJECTION_NOTICES_PER_HOUR,
         }
     }
 

@@ -6,7 +6,8 @@
 //! `multipart/signed` message with the gateway's [`SigningIdentity`].
 //!
 //! - [`acceptance_receipt`]: the gateway accepted and recorded the message;
-//! - [`delivery_receipt`]: the next hop accepted it;
+//! - [`delivery_receipt`]: the next hop accepted it (relayed, with its
+//!   queue id);
 //! - [`non_delivery_notice`]: an RFC 3464 delivery status notification;
 //! - [`delay_notice`]: the same, `Action: delayed`, while still trying;
 //! - [`rejection_notice`]: the gateway refused the message.
@@ -31,7 +32,7 @@ use serde_json::json;
 use crate::clock::EvalTime;
 use crate::policy::ReceiptKind;
 use crate::smime::sign::{base64_lines, random_hex, SignedMime, SigningIdentity};
-use crate::store::RemEvent;
+use crate::store::{DeliveryState, RemEvent};
 
 /// The certificate that signed the original message.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -123,17 +124,31 @@ pub fn evidence(kind: ReceiptKind) -> Option<RemEvent> {
     }
 }
 
-/// The next hop's acceptance of (some recipients of) the message.
+/// The state of the message a receipt of `kind` reports (`receipt.json`'s
+/// `state`, a report's `X-Emla-State`).
+pub fn state(kind: ReceiptKind) -> DeliveryState {
+    match kind {
+        ReceiptKind::Acceptance => DeliveryState::Accepted,
+        ReceiptKind::Rejection => DeliveryState::Rejected,
+        ReceiptKind::Delivery => DeliveryState::Relayed,
+        ReceiptKind::Failure => DeliveryState::Failed,
+        ReceiptKind::Delay => DeliveryState::Delayed,
+    }
+}
+
+/// The next hop's acceptance of (some recipients of) the message: relayed.
 #[derive(Clone, Debug)]
 pub struct DeliveryOutcome {
-    /// The recipients delivered in this transaction.
+    /// The recipients relayed in this transaction.
     pub recipients: Vec<String>,
     /// The next hop, `host:port`.
     pub next_hop: String,
     /// Its SMTP reply code to the end of DATA, e.g. 250.
     pub reply_code: u16,
-    /// Its reply text.
+    /// Its reply text, in full.
     pub reply_text: String,
+    /// Its queue id, read from the reply when it names one.
+    pub queue_id: Option<String>,
     /// The TLS version and cipher suite used, `None` for plain SMTP.
     pub tls: Option<String>,
     /// When it answered.
@@ -194,7 +209,8 @@ impl Receipt {
 
 /// The receipt for an accepted message, or `None` for a null sender.
 ///
-/// `receipt.json` holds: `type` (`acceptance`), `message_id` (emla's),
+/// `receipt.json` holds: `type` (`acceptance`), `state` (the message's,
+/// [`state`]: `accepted`), `evidence`, `audit`, `message_id` (emla's),
 /// `original_message_id`, `received_at` (RFC 3339), `sha256`, `sender`,
 /// `recipients`, `signer` (`subject`, `serial`, `sha256`, or null),
 /// `route`, `policy_version`.
@@ -202,8 +218,8 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
     let mut text = format!(
         "Your message was accepted by the secure gateway {host} and recorded\r\n\
-         as evidence. It will now be relayed; you will be told when it is\r\n\
-         delivered or if it cannot be.\r\n\r\n",
+         as evidence. It will now be relayed; you will be told when the next\r\n\
+         hop has taken it (relayed) or if it cannot be.\r\n\r\n",
         host = ascii_only(&ctx.gateway_hostname),
     );
     text.push_str(&facts(ctx, subject));
@@ -221,8 +237,9 @@ pub fn acceptance_receipt(ctx: &ReceiptContext) -> Option<Receipt> {
 /// The notice for a message the gateway refused at the end of DATA
 /// (PEC's avviso di non accettazione), or `None` for a null sender.
 /// `receipt.json` holds what [`acceptance_receipt`] does (with `type`
-/// `rejection`) plus `reason` (the reason code), `detail` and
-/// `rejected_at`.
+/// `rejection`, `state` `rejected`, and `audit` naming the
+/// `message.rejected` record) plus `reason` (the reason code), `detail`
+/// and `rejected_at`.
 pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
     let mut text = format!(
@@ -265,18 +282,25 @@ fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
     })
 }
 
-/// The receipt for a delivery to the next hop, or `None` for a null
-/// sender. `receipt.json` holds what [`acceptance_receipt`] does (with
-/// `type` `delivery` and `recipients` the ones delivered) plus
-/// `delivered_at`, `next_hop`, `reply_code`, `reply_text`, `tls`.
+/// The receipt for a relay to the next hop (its `250`), or `None` for a
+/// null sender. `receipt.json` holds what [`acceptance_receipt`] does
+/// (with `type` `delivery`, `state` `relayed` and `recipients` the ones
+/// relayed) plus `relayed_at` (and the same time as `delivered_at`, its
+/// older name), `next_hop`, `next_hop_queue_id` (the next hop's queue id
+/// from its reply, or null), `reply_code`, `reply_text`, `tls`.
 pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Option<Receipt> {
     let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let hop = one_line(&outcome.next_hop);
+    let relayed = match &outcome.queue_id {
+        Some(id) => format!("relayed to {hop}, its queue id {}", one_line(id)),
+        None => format!("relayed to {hop} (its reply names no queue id)"),
+    };
     let mut text = format!(
-        "Your message was delivered by the secure gateway {host} to the\r\n\
-         next hop {hop}, which accepted it at {at}:\r\n\r\n    {code} {reply}\r\n\r\n\
+        "Your message was {relayed}, by the secure gateway {host}.\r\n\
+         The next hop accepted it at {at}:\r\n\r\n    {code} {reply}\r\n\r\n\
+         The gateway's part is done: the next hop now delivers it.\r\n\
          Transport security: {tls}\r\n\r\n",
         host = ascii_only(&ctx.gateway_hostname),
-        hop = one_line(&outcome.next_hop),
         at = rfc3339(outcome.at),
         code = outcome.reply_code,
         reply = one_line(&outcome.reply_text),
@@ -291,15 +315,17 @@ pub fn delivery_receipt(ctx: &ReceiptContext, outcome: &DeliveryOutcome) -> Opti
     };
     text.push_str(&facts(&delivered, subject));
     let mut data = receipt_json(&delivered, "delivery");
+    data["relayed_at"] = json!(rfc3339(outcome.at));
     data["delivered_at"] = json!(rfc3339(outcome.at));
     data["next_hop"] = json!(outcome.next_hop);
+    data["next_hop_queue_id"] = json!(outcome.queue_id);
     data["reply_code"] = json!(outcome.reply_code);
     data["reply_text"] = json!(outcome.reply_text);
     data["tls"] = json!(outcome.tls);
     build_mixed(
         ctx,
         ReceiptKind::Delivery,
-        "Delivered",
+        "Relayed",
         &text,
         &data,
         outcome.at,
@@ -454,9 +480,10 @@ fn status_report(
 /// notice that name its audit record, as `receipt.json`'s `evidence` and
 /// `audit` do in the other receipts.
 fn dsn_log_fields(kind: ReceiptKind, log: Option<&LogRef>) -> String {
-    let mut s = evidence(kind)
-        .map(|e| format!("X-Emla-Evidence: {e}\r\n"))
-        .unwrap_or_default();
+    let mut s = format!("X-Emla-State: {}\r\n", state(kind));
+    if let Some(e) = evidence(kind) {
+        s.push_str(&format!("X-Emla-Evidence: {e}\r\n"));
+    }
     if let Some(log) = log {
         s.push_str(&format!(
             "X-Emla-Audit-Record: {}; content-sha256={}; after-seq={}; after-hash={}\r\n",
@@ -547,6 +574,7 @@ fn build_mixed(
     }
     let rng = SystemRandom::new();
     let mut data = data.clone();
+    data["state"] = json!(state(kind));
     data["evidence"] = json!(evidence(kind).map(RemEvent::as_str));
     data["audit"] = ctx
         .log
@@ -868,9 +896,7 @@ mod tests {
     fn receipts_name_their_event_and_the_log() {
         let r = acceptance_receipt(&ctx()).unwrap();
         let t = text(&r);
-        let start = t.find("{\r\n").unwrap();
-        let end = t[start..].find("}\r\n--").unwrap() + start + 1;
-        let v: serde_json::Value = serde_json::from_str(&t[start..end]).unwrap();
+        let v = receipt_json_of(&t);
         assert_eq!(v["evidence"], "SubmissionAcceptance");
         assert_eq!(v["audit"]["record"]["kind"], "message.accepted");
         assert_eq!(v["audit"]["record"]["content_sha256"], "cc".repeat(32));
@@ -888,7 +914,7 @@ mod tests {
         };
         let t = text(&non_delivery_notice(&ctx(), &f, b"Subject: x\r\n\r\n").unwrap());
         for field in [
-            "X-Emla-Evidence: RelayFailure\r\n".to_owned(),
+            "X-Emla-State: failed\r\nX-Emla-Evidence: RelayFailure\r\n".to_owned(),
             format!(
                 "X-Emla-Audit-Record: message.accepted; content-sha256={}; after-seq=41; after-hash={}\r\n",
                 "cc".repeat(32),
@@ -898,6 +924,53 @@ mod tests {
         ] {
             assert!(t.contains(&field), "{field:?} missing: {t}");
         }
+    }
+
+    /// `receipt.json` of a receipt's text.
+    fn receipt_json_of(t: &str) -> serde_json::Value {
+        let start = t.find("{\r\n").unwrap();
+        let end = t[start..].find("}\r\n--").unwrap() + start + 1;
+        serde_json::from_str(&t[start..end]).unwrap()
+    }
+
+    #[test]
+    fn a_delivery_receipt_says_relayed_with_the_next_hops_queue_id() {
+        let mut outcome = DeliveryOutcome {
+            recipients: vec!["bob@justice.bb.example".into()],
+            next_hop: "mx.justice.bb.example:25".into(),
+            reply_code: 250,
+            reply_text: "2.0.0 Ok: queued as 4F2A1B3C".into(),
+            queue_id: Some("4F2A1B3C".into()),
+            tls: None,
+            at: UNIX_EPOCH + Duration::from_secs(1_767_229_200),
+        };
+        let r = delivery_receipt(&ctx(), &outcome).unwrap();
+        assert_eq!(
+            r.header("Subject"),
+            Some("Relayed: Request  Bcc: evil@x.example")
+        );
+        let t = text(&r);
+        assert!(
+            t.contains("relayed to mx.justice.bb.example:25, its queue id 4F2A1B3C"),
+            "{t}"
+        );
+        let v = receipt_json_of(&t);
+        assert_eq!(v["state"], "relayed");
+        assert_eq!(v["next_hop_queue_id"], "4F2A1B3C");
+        assert_eq!(v["reply_text"], "2.0.0 Ok: queued as 4F2A1B3C");
+        assert_eq!(v["relayed_at"], v["delivered_at"]);
+
+        outcome.queue_id = None;
+        let t = text(&delivery_receipt(&ctx(), &outcome).unwrap());
+        assert!(t.contains("(its reply names no queue id)"), "{t}");
+        assert_eq!(
+            receipt_json_of(&t)["next_hop_queue_id"],
+            serde_json::Value::Null
+        );
+        let v = receipt_json_of(&text(&acceptance_receipt(&ctx()).unwrap()));
+        assert_eq!(v["state"], "accepted");
+        let v = receipt_json_of(&text(&rejection_notice(&ctx(), "unsigned", "d").unwrap()));
+        assert_eq!(v["state"], "rejected");
     }
 
     #[test]

@@ -175,54 +175,50 @@ pub fn timestamp_record(stamp: &Stamp) -> Timestamp {
 
 /// The acceptance receipt, if the sender's authority wants it.
 pub fn acceptance(policy: &Policy, o: &Original<'_>) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Acceptance, false)?;
-    let r = receipt::acceptance_receipt(&context(policy, o))?;
-    Some(outgoing(policy, authority, identity, o, &r))
+    notice(
+        policy,
+        o,
+        ReceiptKind::Acceptance,
+        false,
+        receipt::acceptance_receipt,
+    )
 }
 
-/// The delivery receipt for `outcome`, if wanted, or `asked` for (DSN
-/// `NOTIFY=SUCCESS`).
+/// The delivery receipt for `outcome` (the next hop's `250`: relayed), if
+/// wanted, or `asked` for (DSN `NOTIFY=SUCCESS`).
 pub fn delivery(
     policy: &Policy,
     o: &Original<'_>,
     outcome: &DeliveryOutcome,
     asked: bool,
 ) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Delivery, asked)?;
-    let r = receipt::delivery_receipt(&context(policy, o), outcome)?;
-    Some(outgoing(policy, authority, identity, o, &r))
+    notice(policy, o, ReceiptKind::Delivery, asked, |ctx| {
+        receipt::delivery_receipt(ctx, outcome)
+    })
 }
 
-/// The non-delivery notice for `failure`, if wanted or `asked` for (DSN
-/// `NOTIFY=FAILURE`); `original` is the message as received (its header
-/// section is quoted).
-pub fn failure(
+/// The RFC 3464 report for `report`'s recipients, if wanted or `asked` for
+/// (DSN `NOTIFY=FAILURE`, `NOTIFY=DELAY`): a non-delivery notice when
+/// `retry_until` is `None`, else a delay notice (delivery is tried until
+/// then). `original` is the message as received (its header section is
+/// quoted).
+pub fn status_report(
     policy: &Policy,
     o: &Original<'_>,
-    failure: &Failure,
+    report: &Failure,
+    retry_until: Option<SystemTime>,
     original: &[u8],
     asked: bool,
 ) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Failure, asked)?;
     let headers = &original[..crate::smime::mime::header_len(original)];
-    let r = receipt::non_delivery_notice(&context(policy, o), failure, headers)?;
-    Some(outgoing(policy, authority, identity, o, &r))
-}
-
-/// The delay notice for `delay` (recipients still deferred), if wanted or
-/// `asked` for (DSN `NOTIFY=DELAY`); delivery is tried until `retry_until`.
-pub fn delay(
-    policy: &Policy,
-    o: &Original<'_>,
-    delay: &Failure,
-    retry_until: SystemTime,
-    original: &[u8],
-    asked: bool,
-) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Delay, asked)?;
-    let headers = &original[..crate::smime::mime::header_len(original)];
-    let r = receipt::delay_notice(&context(policy, o), delay, retry_until, headers)?;
-    Some(outgoing(policy, authority, identity, o, &r))
+    let kind = match retry_until {
+        None => ReceiptKind::Failure,
+        Some(_) => ReceiptKind::Delay,
+    };
+    notice(policy, o, kind, asked, |ctx| match retry_until {
+        None => receipt::non_delivery_notice(ctx, report, headers),
+        Some(until) => receipt::delay_notice(ctx, report, until, headers),
+    })
 }
 
 /// The non-acceptance notice of a message refused for `reason`, if its
@@ -234,8 +230,22 @@ pub fn rejection(
     reason: Reason,
     detail: &str,
 ) -> Option<Outgoing> {
-    let (authority, identity) = wanted(policy, o, ReceiptKind::Rejection, false)?;
-    let r = receipt::rejection_notice(&context(policy, o), reason.as_str(), detail)?;
+    notice(policy, o, ReceiptKind::Rejection, false, |ctx| {
+        receipt::rejection_notice(ctx, reason.as_str(), detail)
+    })
+}
+
+/// The receipt of `kind` that `build` makes, signed and ready to record,
+/// when it is due ([`wanted`]).
+fn notice(
+    policy: &Policy,
+    o: &Original<'_>,
+    kind: ReceiptKind,
+    asked: bool,
+    build: impl FnOnce(&ReceiptContext) -> Option<Receipt>,
+) -> Option<Outgoing> {
+    let (authority, identity) = wanted(policy, o, kind, asked)?;
+    let r = build(&context(policy, o))?;
     Some(outgoing(policy, authority, identity, o, &r))
 }
 

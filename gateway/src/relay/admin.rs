@@ -5,7 +5,7 @@ use clap::{Args, Subcommand};
 
 use crate::store::rows::to_json_text;
 use crate::store::{
-    Attempt, AuditEvent, AuditKind, AuditRecord, QueueAction, QueueFilter, QueueRow, QueueStatus,
+    Attempt, AuditEvent, AuditKind, AuditRecord, DeliveryState, QueueAction, QueueFilter, QueueRow,
     QueueUpdate, Record, Store,
 };
 use crate::text::{align, table_cell as cut, time_utc, visible};
@@ -26,7 +26,8 @@ pub enum QueueCommand {
 /// Options of `emla queue list`.
 #[derive(Clone, Debug, Args)]
 pub struct ListArgs {
-    /// Only entries with this status: queued, delivered, failed, cancelled.
+    /// Only entries in this state: accepted, relayed, delayed, failed,
+    /// cancelled (the older names queued and delivered still work).
     #[arg(long)]
     pub status: Option<String>,
     /// Only entries of this emla message id.
@@ -98,11 +99,15 @@ pub async fn run(store: &Store, cmd: &QueueCommand) -> Result<String, QueueError
 async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
     let status = match &a.status {
         None => None,
-        Some(s) => Some(QueueStatus::parse(s).ok_or_else(|| {
-            QueueError::Usage(format!(
-                "--status {s:?}: expected one of queued, delivered, failed, cancelled"
-            ))
-        })?),
+        Some(s) => {
+            let (state, note) =
+                crate::store::state::parse_filter("--status", s).map_err(QueueError::Usage)?;
+            if let Some(note) = note {
+                // On stderr, so that --json stays one JSON value.
+                eprintln!("note: {note}");
+            }
+            Some(state)
+        }
     };
     if a.limit == 0 || a.limit > 10_000 {
         return Err(QueueError::Usage(format!(
@@ -126,17 +131,18 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
     let mut table = vec![[
         "ID",
         "MESSAGE",
-        "STATUS",
+        "STATE",
         "TRIES",
         "NEXT ATTEMPT",
         "NEXT HOP",
+        "NEXT HOP QUEUE ID",
         "RECIPIENTS",
         "LAST ERROR",
     ]
     .map(String::from)
     .to_vec()];
     for r in &rows {
-        let next = if r.status == QueueStatus::Queued {
+        let next = if r.status.is_pending() {
             time_text(Some(r.next_attempt_at))
         } else {
             "-".into()
@@ -148,6 +154,7 @@ async fn list(store: &Store, a: &ListArgs) -> Result<String, QueueError> {
             r.attempts.to_string(),
             next,
             r.delivery.next_hop.clone(),
+            r.next_hop_queue_id.clone().unwrap_or_else(|| "-".into()),
             r.delivery.recipients.join(", "),
             cut(r.last_error.as_deref().unwrap_or_default(), 60),
         ]);
@@ -165,7 +172,7 @@ async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
     }
     let row = &h.entry;
     let mut out = format!(
-        "queue entry {}\n  message      {}\n  status       {}\n  next hop     {} (authority {}, route {}, {} lane)\n  \
+        "queue entry {}\n  message      {}\n  state        {}\n  next hop     {} (authority {}, route {}, {} lane)\n  \
          recipients   {}\n  queued at    {}\n  attempts     {}\n",
         a.id,
         row.delivery.message_id,
@@ -178,8 +185,11 @@ async fn show(store: &Store, a: &EntryArgs) -> Result<String, QueueError> {
         time_text(Some(row.created_at)),
         row.attempts,
     );
-    if row.status == QueueStatus::Queued {
+    if row.status.is_pending() {
         out += &format!("  next attempt {}\n", time_text(Some(row.next_attempt_at)));
+    }
+    if let Some(id) = &row.next_hop_queue_id {
+        out += &format!("  relayed as   {id} (the next hop's queue id)\n");
     }
     if let Some(e) = &row.last_error {
         out += &format!("  last error   {e}\n");
@@ -220,16 +230,34 @@ fn event_summary(e: &AuditRecord) -> String {
             parts.push("no TLS".into());
         }
     }
+    if let Some(state) = d.status {
+        parts.push(format!("now {state}"));
+    }
     for r in &d.recipients {
         let o = &r.outcome;
+        let queue_id = o
+            .queue_id
+            .as_ref()
+            .map_or_else(String::new, |id| format!(" (queue id {id})"));
         parts.push(format!(
-            "{}: {} {}",
+            "{}: {}{queue_id} {}",
             r.recipient.as_deref().unwrap_or_default(),
-            o.result.as_deref().unwrap_or_default(),
+            recipient_state(o),
             cut(o.reply.as_deref().unwrap_or_default(), 80)
         ));
     }
     parts.join("; ")
+}
+
+/// A recipient's state after an attempt, in the state vocabulary: as
+/// recorded, or for a record written before it, its `result` (`delivered`
+/// reads as relayed).
+fn recipient_state(o: &crate::store::Outcome) -> String {
+    match (o.state, o.result.as_deref()) {
+        (Some(state), _) => state.to_string(),
+        (None, Some(r)) => DeliveryState::parse(r).map_or_else(|| r.to_owned(), |s| s.to_string()),
+        (None, None) => String::new(),
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -241,16 +269,26 @@ enum Change {
 async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, QueueError> {
     let row = entry(store, a.id).await?;
     let status = row.status;
-    let (allowed, new, kind, verb): (&'static [QueueStatus], _, _, _) = match change {
+    // A retried delayed entry is still delayed; a failed one is pending again.
+    let retried = if status == DeliveryState::Delayed {
+        DeliveryState::Delayed
+    } else {
+        DeliveryState::Accepted
+    };
+    let (allowed, new, kind, verb): (&'static [DeliveryState], _, _, _) = match change {
         Change::Retry => (
-            &[QueueStatus::Queued, QueueStatus::Failed],
-            QueueStatus::Queued,
+            &[
+                DeliveryState::Accepted,
+                DeliveryState::Delayed,
+                DeliveryState::Failed,
+            ],
+            retried,
             AuditKind::QueueRetry,
-            "queued for an attempt now",
+            "due for an attempt now",
         ),
         Change::Cancel => (
-            &[QueueStatus::Queued],
-            QueueStatus::Cancelled,
+            &DeliveryState::PENDING,
+            DeliveryState::Cancelled,
             AuditKind::QueueCancelled,
             "cancelled",
         ),
@@ -294,6 +332,7 @@ async fn change(store: &Store, a: &EntryArgs, change: Change) -> Result<String, 
                 next_attempt_at_ms: now,
                 attempt: None,
                 recipients: None,
+                next_hop_queue_id: None,
             }],
             ..Record::default()
         })

@@ -20,13 +20,15 @@ use sha2::{Digest, Sha256};
 
 use crate::envelope::Dsn;
 use crate::policy::{NextHop, TlsMode};
+use crate::store::DeliveryState;
 
 /// How one recipient fared.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "result", rename_all = "lowercase")]
 pub enum RcptOutcome {
-    /// The next hop accepted the message for it.
-    Delivered {
+    /// The next hop accepted the message for it (its `250` to the data):
+    /// relayed.
+    Relayed {
         /// SMTP reply code.
         code: u16,
         /// The reply, joined to one line.
@@ -65,10 +67,18 @@ impl RcptOutcome {
 }
 
 impl RcptOutcome {
-    /// As the attempt's audit record holds it.
-    pub fn to_record(&self) -> crate::store::Outcome {
+    /// The next hop's queue id, when it relayed and its reply names one.
+    pub fn queue_id(&self) -> Option<String> {
+        match self {
+            RcptOutcome::Relayed { reply, .. } => super::queue_id::next_hop_queue_id(reply),
+            _ => None,
+        }
+    }
+
+    /// As the attempt's audit record holds it, the recipient now in `state`.
+    pub fn to_record(&self, state: DeliveryState) -> crate::store::Outcome {
         let (result, code, reply) = match self {
-            RcptOutcome::Delivered { code, reply } => ("delivered", Some(*code), reply),
+            RcptOutcome::Relayed { code, reply } => ("relayed", Some(*code), reply),
             RcptOutcome::Deferred { code, reply } => ("deferred", *code, reply),
             RcptOutcome::Refused { code, reply } => ("refused", Some(*code), reply),
         };
@@ -76,6 +86,8 @@ impl RcptOutcome {
             result: Some(result.to_string()),
             code,
             reply: Some(reply.clone()),
+            queue_id: self.queue_id(),
+            state: Some(state),
         }
     }
 }
@@ -391,7 +403,7 @@ impl Connection {
         data.extend_from_slice(trace);
         data.extend_from_slice(body);
         let result = match self.conn.message(&data).await {
-            Ok(r) => RcptOutcome::Delivered {
+            Ok(r) => RcptOutcome::Relayed {
                 code: u16::from(r.code()),
                 reply: r.message().collect::<Vec<_>>().join(" "),
             },

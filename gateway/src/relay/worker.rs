@@ -13,11 +13,11 @@ use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
 use super::pool::Pool;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, NextHop, Policy};
-use crate::receipts::build::{DeliveryOutcome, Failure};
+use crate::receipts::build::{DeliveryOutcome, Failure, LogRef};
 use crate::receipts::notify::{self, Original};
 use crate::store::{
-    Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, QueueStatus, QueueUpdate,
-    RecipientOutcome, Record, Store,
+    Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, DeliveryState,
+    QueueUpdate, RecipientOutcome, Record, Store,
 };
 
 /// Most entries claimed at once.
@@ -329,7 +329,7 @@ fn received_field(policy: &Policy, entry: &Claimed) -> Vec<u8> {
 
 /// What an attempt makes of its queue entry.
 struct NextState {
-    status: QueueStatus,
+    status: DeliveryState,
     next_attempt_at: i64,
     /// Failed because the queue lifetime ran out.
     expired: bool,
@@ -339,13 +339,26 @@ struct NextState {
     deferred: Vec<String>,
 }
 
-/// The entry's state after `outcomes` at `now`: delivered (or failed)
-/// when no recipient is deferred, failed when the queue lifetime has run
-/// out, queued for the retry delay otherwise.
+impl NextState {
+    /// Where a recipient with outcome `o` stands after the attempt.
+    fn of_recipient(&self, o: &RcptOutcome) -> DeliveryState {
+        match o {
+            RcptOutcome::Relayed { .. } => DeliveryState::Relayed,
+            RcptOutcome::Refused { .. } => DeliveryState::Failed,
+            RcptOutcome::Deferred { .. } if self.expired => DeliveryState::Failed,
+            RcptOutcome::Deferred { .. } => self.status,
+        }
+    }
+}
+
+/// The entry's state after `outcomes` at `now`: relayed (or failed) when
+/// no recipient is deferred, failed when the queue lifetime has run out,
+/// otherwise still accepted (delayed once past its delay warning time)
+/// for the retry delay.
 fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i64) -> NextState {
-    let delivered = outcomes
+    let relayed = outcomes
         .iter()
-        .filter(|o| matches!(o, RcptOutcome::Delivered { .. }))
+        .filter(|o| matches!(o, RcptOutcome::Relayed { .. }))
         .count();
     let deferred: Vec<String> = entry
         .delivery
@@ -360,24 +373,28 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
     let expires_at = entry.created_at_ms + i64::try_from(lifetime.as_millis()).unwrap_or(i64::MAX);
     let failures = u32::try_from(entry.attempts + 1).unwrap_or(u32::MAX);
     let (status, next_attempt_at, expired) = if deferred.is_empty() {
-        let status = if delivered > 0 {
-            QueueStatus::Delivered
+        let status = if relayed > 0 {
+            DeliveryState::Relayed
         } else {
-            QueueStatus::Failed
+            DeliveryState::Failed
         };
         (status, now, false)
     } else if now >= expires_at {
-        (QueueStatus::Failed, now, true)
+        (DeliveryState::Failed, now, true)
     } else {
         let wait = policy.relay.retry_delay(failures);
         let at = now + i64::try_from(wait.as_millis()).unwrap_or(i64::MAX);
         // The delay notice is due at its time, not at the retry after it.
         let warn_at = delay_warning_at(policy, entry);
-        let at = if now < warn_at { at.min(warn_at) } else { at };
-        (QueueStatus::Queued, at.min(expires_at), false)
+        let (status, at) = if now < warn_at {
+            (DeliveryState::Accepted, at.min(warn_at))
+        } else {
+            (DeliveryState::Delayed, at)
+        };
+        (status, at.min(expires_at), false)
     };
     let error = outcomes.iter().find_map(|o| match o {
-        RcptOutcome::Delivered { .. } => None,
+        RcptOutcome::Relayed { .. } => None,
         RcptOutcome::Deferred { reply, .. } | RcptOutcome::Refused { reply, .. } => {
             Some(reply.clone())
         }
@@ -426,107 +443,144 @@ fn delay_due(policy: &Policy, entry: &Claimed, now: i64) -> Option<i64> {
     (now >= warn_at && first && warn_at < expires_at).then_some(expires_at)
 }
 
-/// Records one attempt: the audit record and the entry's new state, in one
-/// transaction.
+/// Records one attempt: the audit record and the entry's new state, with
+/// the notices it owes the sender, in one transaction.
 async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: Vec<RcptOutcome>) {
-    let Attempt {
-        entry,
-        ref hop,
-        ref tls,
-        started,
-        ..
-    } = *attempt;
+    let entry = attempt.entry;
     let now = crate::store::now_ms();
-    let NextState {
-        status,
-        next_attempt_at,
-        expired,
-        error,
-        deferred,
-    } = next_state(policy, entry, &outcomes, now);
-    let kind = match status {
-        QueueStatus::Delivered => AuditKind::RelayDelivered,
-        QueueStatus::Failed => AuditKind::RelayFailed,
-        _ => AuditKind::RelayDeferred,
+    let next = next_state(policy, entry, &outcomes, now);
+    let mut record = attempt_record(gw, attempt, &outcomes, &next, now);
+    let delay = (!next.expired)
+        .then(|| delay_due(policy, entry, now))
+        .flatten();
+    let owes = settled(&outcomes, next.expired) || delay.is_some();
+    let Ok(log) = receipt_anchor(gw, policy, entry, owes, &record.events[0]).await else {
+        // The claim runs out and the entry is tried again.
+        return;
     };
-    let data = AttemptData {
-        queue_id: Some(entry.id),
-        attempt: Some(entry.attempts + 1),
-        next_hop: Some(hop.clone()),
-        authority: Some(entry.delivery.authority.clone()),
-        route: Some(entry.delivery.route.clone()),
-        lane: Some(entry.delivery.lane),
-        instance: Some(gw.config.instance_id.clone()),
-        tls: tls.as_ref().map(TlsReport::to_record),
-        recipients: entry
-            .delivery
-            .recipients
-            .iter()
-            .zip(&outcomes)
-            .map(|(r, o)| RecipientOutcome {
-                recipient: Some(r.clone()),
-                outcome: o.to_record(),
-            })
-            .collect(),
-        status: Some(status),
-        expired,
-        error: error.clone(),
-        next_attempt_at: (status == QueueStatus::Queued).then_some(next_attempt_at),
-        duration_ms: Some(started.elapsed().as_millis() as u64),
+    let owing = Owing {
+        policy,
+        attempt,
+        outcomes: &outcomes,
+        at: std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
     };
-    let event = AuditEvent {
-        kind,
-        message_id: Some(entry.delivery.message_id.clone()),
-        data: serde_json::to_value(&data).unwrap_or_default(),
-    };
-    let remaining = (status == QueueStatus::Queued
-        && deferred.len() < entry.delivery.recipients.len())
-    .then_some(deferred);
-    let update = QueueUpdate {
-        queue_id: entry.id,
-        holder: Some(gw.config.instance_id.clone()),
-        only_if: &[QueueStatus::Queued],
-        status,
-        next_attempt_at_ms: next_attempt_at,
-        attempt: Some(AttemptNote {
-            at_ms: now,
-            error: error.clone(),
-        }),
-        recipients: remaining,
-    };
-    let mut record = Record {
-        events: vec![event],
-        queue_updates: vec![update],
-        ..Record::default()
-    };
-    // What its receipts name of the log: read before the record is
-    // prepared, so the attempt's record follows this head.
-    let log = if settled(&outcomes, expired)
-        && notify::may_be_due(
-            policy,
-            &entry.mail_from,
-            entry.sender_authority.as_deref(),
-            crate::policy::ReceiptKind::Delivery,
-            true,
-        ) {
-        match gw.store.log_anchor().await {
-            Ok(anchor) => Some(notify::log_ref(&record.events[0], &anchor)),
-            Err(e) => {
-                // The claim runs out and the entry is tried again.
-                tracing::error!(message = %entry.delivery.message_id, error = %e, "relay: cannot read the audit log's head");
-                return;
-            }
-        }
-    } else {
-        None
-    };
-    let receipts = notices(policy, attempt, &outcomes, expired, now, log.as_ref());
+    let receipts = owing.notices(next.expired, delay, log.as_ref());
     let notified = !receipts.is_empty();
     for r in receipts {
         // Bounded by tsa_timeout_secs, within the delivery's lease.
         let stamp = r.stamp(gw.tsa.as_ref()).await;
         r.add_to(&mut record, stamp.as_ref());
     }
+    store_attempt(gw, attempt, record, notified, &next).await;
+}
+
+/// The attempt's audit record (`relay.*`, each recipient's reply, state
+/// and the next hop's queue id) and the change of its queue entry.
+fn attempt_record(
+    gw: &Worker,
+    attempt: &Attempt<'_>,
+    outcomes: &[RcptOutcome],
+    next: &NextState,
+    now: i64,
+) -> Record {
+    let entry = attempt.entry;
+    let kind = match next.status {
+        DeliveryState::Relayed => AuditKind::RelayDelivered,
+        DeliveryState::Failed => AuditKind::RelayFailed,
+        _ => AuditKind::RelayDeferred,
+    };
+    let pending = next.status.is_pending();
+    let data = AttemptData {
+        queue_id: Some(entry.id),
+        attempt: Some(entry.attempts + 1),
+        next_hop: Some(attempt.hop.clone()),
+        authority: Some(entry.delivery.authority.clone()),
+        route: Some(entry.delivery.route.clone()),
+        lane: Some(entry.delivery.lane),
+        instance: Some(gw.config.instance_id.clone()),
+        tls: attempt.tls.as_ref().map(TlsReport::to_record),
+        recipients: entry
+            .delivery
+            .recipients
+            .iter()
+            .zip(outcomes)
+            .map(|(r, o)| RecipientOutcome {
+                recipient: Some(r.clone()),
+                outcome: o.to_record(next.of_recipient(o)),
+            })
+            .collect(),
+        status: Some(next.status),
+        expired: next.expired,
+        error: next.error.clone(),
+        next_attempt_at: pending.then_some(next.next_attempt_at),
+        duration_ms: Some(attempt.started.elapsed().as_millis() as u64),
+    };
+    let event = AuditEvent {
+        kind,
+        message_id: Some(entry.delivery.message_id.clone()),
+        data: serde_json::to_value(&data).unwrap_or_default(),
+    };
+    let remaining = (pending && next.deferred.len() < entry.delivery.recipients.len())
+        .then(|| next.deferred.clone());
+    let update = QueueUpdate {
+        queue_id: entry.id,
+        holder: Some(gw.config.instance_id.clone()),
+        only_if: &DeliveryState::PENDING,
+        status: next.status,
+        next_attempt_at_ms: next.next_attempt_at,
+        attempt: Some(AttemptNote {
+            at_ms: now,
+            error: next.error.clone(),
+        }),
+        recipients: remaining,
+        next_hop_queue_id: outcomes.iter().find_map(RcptOutcome::queue_id),
+    };
+    Record {
+        events: vec![event],
+        queue_updates: vec![update],
+        ..Record::default()
+    }
+}
+
+/// What the attempt's receipts name of the log, when it `owes` one: read
+/// before the record is prepared, so the attempt's record `event` follows
+/// this head. `Err` when the log cannot be read (logged).
+async fn receipt_anchor(
+    gw: &Worker,
+    policy: &Policy,
+    entry: &Claimed,
+    owes: bool,
+    event: &AuditEvent,
+) -> Result<Option<LogRef>, ()> {
+    let may_be_due = notify::may_be_due(
+        policy,
+        &entry.mail_from,
+        entry.sender_authority.as_deref(),
+        crate::policy::ReceiptKind::Delivery,
+        true,
+    );
+    if !(owes && may_be_due) {
+        return Ok(None);
+    }
+    match gw.store.log_anchor().await {
+        Ok(anchor) => Ok(Some(notify::log_ref(event, &anchor))),
+        Err(e) => {
+            tracing::error!(message = %entry.delivery.message_id, error = %e, "relay: cannot read the audit log's head");
+            Err(())
+        }
+    }
+}
+
+/// Stores the attempt's `record`; wakes the relay for the notices it
+/// queued.
+async fn store_attempt(
+    gw: &Worker,
+    attempt: &Attempt<'_>,
+    record: Record,
+    notified: bool,
+    next: &NextState,
+) {
+    let entry = attempt.entry;
     match gw.store.record(record).await {
         Ok(()) if notified => gw.wake.notify_one(),
         Ok(()) => {}
@@ -544,147 +598,195 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     tracing::info!(
         message = %entry.delivery.message_id,
         queue_id = entry.id,
-        next_hop = %hop,
-        status = status.as_str(),
-        error = error.as_deref().unwrap_or(""),
+        next_hop = %attempt.hop,
+        status = next.status.as_str(),
+        error = next.error.as_deref().unwrap_or(""),
         "relay attempt"
     );
 }
 
-/// The delivery receipt for the recipients this attempt delivered and the
-/// non-delivery notice for those it failed for good (refused, or deferred
-/// past the queue lifetime), as the sender's authority wants them.
-fn notices(
-    policy: &Policy,
-    attempt: &Attempt<'_>,
-    outcomes: &[RcptOutcome],
-    expired: bool,
-    now_ms: i64,
-    log: Option<&crate::receipts::build::LogRef>,
-) -> Vec<notify::Outgoing> {
-    let entry = attempt.entry;
-    // Most attempts owe nobody a receipt: no parsing for them.
-    let settled = settled(outcomes, expired);
-    let delay = (!expired)
-        .then(|| delay_due(policy, entry, now_ms))
-        .flatten();
-    if !(settled || delay.is_some())
-        || policy.gateway.signing.is_none()
-        || entry.mail_from.is_empty()
-    {
-        return Vec::new();
+/// The recipients of an attempt owed one notice: their outcome is of its
+/// kind and their DSN NOTIFY allows it (RFC 3461 §4.1).
+struct Owed<'a> {
+    recipients: Vec<String>,
+    /// The first one's outcome, which the notice quotes.
+    first: &'a RcptOutcome,
+    /// Whether one of them asked for it with NOTIFY (then it is sent even
+    /// if the authority wants none).
+    asked: bool,
+}
+
+/// What an attempt's notices are made from.
+struct Owing<'a> {
+    policy: &'a Policy,
+    attempt: &'a Attempt<'a>,
+    outcomes: &'a [RcptOutcome],
+    /// The attempt's time.
+    at: std::time::SystemTime,
+}
+
+impl<'a> Owing<'a> {
+    /// The delivery receipt for the recipients this attempt relayed, the
+    /// non-delivery notice for those it failed for good (refused, or
+    /// deferred past the queue lifetime, `expired`) and the delay notice
+    /// when one is due (`delay`: the end of the queue lifetime), as the
+    /// sender's authority and DSN want them; `log` is what they name of
+    /// the log.
+    fn notices(
+        &self,
+        expired: bool,
+        delay: Option<i64>,
+        log: Option<&LogRef>,
+    ) -> Vec<notify::Outgoing> {
+        let entry = self.attempt.entry;
+        // Most attempts owe nobody a receipt: no parsing for them.
+        if !(settled(self.outcomes, expired) || delay.is_some())
+            || self.policy.gateway.signing.is_none()
+            || entry.mail_from.is_empty()
+        {
+            return Vec::new();
+        }
+        let Some(original) = self.attempt.original else {
+            return Vec::new();
+        };
+        let o = Original {
+            id: &entry.delivery.message_id,
+            received_at_ms: entry.received_at_ms,
+            sha256: &entry.sha256,
+            sender: &entry.mail_from,
+            recipients: &entry.rcpt_to,
+            subject: entry.headers.subject.as_deref(),
+            message_id: entry.headers.message_id.as_deref(),
+            signers: &entry.signers,
+            sender_authority: entry.sender_authority.as_deref(),
+            route: &entry.delivery.route,
+            policy_version: &entry.policy_version,
+            case_ref: entry.case_ref.as_deref(),
+            auto_submitted: notify::is_auto_submitted(original),
+            dsn: entry.dsn.as_ref(),
+            log,
+        };
+        let mut out = Vec::new();
+        out.extend(self.relayed(&o));
+        out.extend(self.failed(&o, expired, original));
+        if let Some(until) = delay {
+            out.extend(self.delayed(&o, until, original));
+        }
+        out
     }
-    let Some(original) = attempt.original else {
-        return Vec::new();
-    };
-    let o = Original {
-        id: &entry.delivery.message_id,
-        received_at_ms: entry.received_at_ms,
-        sha256: &entry.sha256,
-        sender: &entry.mail_from,
-        recipients: &entry.rcpt_to,
-        subject: entry.headers.subject.as_deref(),
-        message_id: entry.headers.message_id.as_deref(),
-        signers: &entry.signers,
-        sender_authority: entry.sender_authority.as_deref(),
-        route: &entry.delivery.route,
-        policy_version: &entry.policy_version,
-        case_ref: entry.case_ref.as_deref(),
-        auto_submitted: notify::is_auto_submitted(original),
-        dsn: entry.dsn.as_ref(),
-        log,
-    };
-    let at = std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now_ms).unwrap_or(0));
-    let mut out = Vec::new();
-    // DSN NOTIFY (RFC 3461 §4.1), per recipient: without the kind, no
-    // notice of it; with it, one even if the authority wants none.
-    let no_dsn = crate::envelope::Dsn::default();
-    let dsn = entry.dsn.as_ref().unwrap_or(&no_dsn);
-    let allows = |r: &str, kind: fn(&crate::envelope::Notify) -> bool| dsn.notify(r, kind);
-    let asks = |r: &str, kind: fn(&crate::envelope::Notify) -> bool| {
-        dsn.recipient(r)
-            .and_then(|d| d.notify.as_ref())
-            .is_some_and(kind)
-    };
-    let success = |n: &crate::envelope::Notify| n.success;
-    let on_failure = |n: &crate::envelope::Notify| n.failure;
-    // The recipients whose outcome `is` one of a kind and whose NOTIFY
-    // allows the notice of it.
-    let owed = |kind: fn(&crate::envelope::Notify) -> bool,
-                is: &dyn Fn(&RcptOutcome) -> bool|
-     -> Vec<(&String, &RcptOutcome)> {
-        entry
-            .delivery
-            .recipients
-            .iter()
-            .zip(outcomes)
-            .filter(|(r, o)| allows(r, kind) && is(o))
-            .collect()
-    };
-    let names = |owed: &[(&String, &RcptOutcome)]| -> Vec<String> {
-        owed.iter().map(|(r, _)| (*r).clone()).collect()
-    };
-    let delivered = owed(success, &|o| matches!(o, RcptOutcome::Delivered { .. }));
-    if let Some((_, RcptOutcome::Delivered { code, reply })) = delivered.first() {
+
+    /// The recipients whose outcome `is` one of the kind `wants` selects of
+    /// NOTIFY, if any.
+    fn owed(
+        &self,
+        wants: fn(&crate::envelope::Notify) -> bool,
+        is: impl Fn(&RcptOutcome) -> bool,
+    ) -> Option<Owed<'a>> {
+        let entry = self.attempt.entry;
+        let no_dsn = crate::envelope::Dsn::default();
+        let dsn = entry.dsn.as_ref().unwrap_or(&no_dsn);
+        let mut owed: Option<Owed<'a>> = None;
+        for (r, o) in entry.delivery.recipients.iter().zip(self.outcomes) {
+            if !(is(o) && dsn.notify(r, wants)) {
+                continue;
+            }
+            let asked = dsn
+                .recipient(r)
+                .and_then(|d| d.notify.as_ref())
+                .is_some_and(wants);
+            match &mut owed {
+                Some(w) => {
+                    w.recipients.push(r.clone());
+                    w.asked |= asked;
+                }
+                None => {
+                    owed = Some(Owed {
+                        recipients: vec![r.clone()],
+                        first: o,
+                        asked,
+                    })
+                }
+            }
+        }
+        owed
+    }
+
+    /// The delivery receipt: relayed, with the next hop's reply and queue id.
+    fn relayed(&self, o: &Original<'_>) -> Option<notify::Outgoing> {
+        let owed = self.owed(|n| n.success, |o| matches!(o, RcptOutcome::Relayed { .. }))?;
+        let RcptOutcome::Relayed { code, reply } = owed.first else {
+            return None;
+        };
         let outcome = DeliveryOutcome {
-            recipients: names(&delivered),
-            next_hop: attempt.hop.clone(),
+            recipients: owed.recipients,
+            next_hop: self.attempt.hop.clone(),
             reply_code: *code,
-            reply_text: (*reply).clone(),
-            tls: attempt.tls.as_ref().map(|t| match t.verification {
+            reply_text: reply.clone(),
+            queue_id: owed.first.queue_id(),
+            tls: self.attempt.tls.as_ref().map(|t| match t.verification {
                 "none" => "none".to_owned(),
                 v => format!("STARTTLS, certificate {v}"),
             }),
-            at,
+            at: self.at,
         };
-        let asked = delivered.iter().any(|(r, _)| asks(r, success));
-        out.extend(notify::delivery(policy, &o, &outcome, asked));
+        notify::delivery(self.policy, o, &outcome, owed.asked)
     }
-    let failed = owed(on_failure, &|o| match o {
-        RcptOutcome::Refused { .. } => true,
-        RcptOutcome::Deferred { .. } => expired,
-        RcptOutcome::Delivered { .. } => false,
-    });
-    if let Some((_, first)) = failed.first() {
-        let (status, diagnostic) = match first {
+
+    /// The non-delivery notice: refused, or not relayed within the queue
+    /// lifetime (`expired`).
+    fn failed(&self, o: &Original<'_>, expired: bool, original: &[u8]) -> Option<notify::Outgoing> {
+        let owed = self.owed(
+            |n| n.failure,
+            |o| match o {
+                RcptOutcome::Refused { .. } => true,
+                RcptOutcome::Deferred { .. } => expired,
+                RcptOutcome::Relayed { .. } => false,
+            },
+        )?;
+        let (status, diagnostic) = match owed.first {
             RcptOutcome::Refused { code, reply } => (enhanced_status(*code, reply), reply.clone()),
             RcptOutcome::Deferred { reply, .. } => (
                 "4.4.7".to_owned(),
                 format!("not delivered within the queue lifetime; last error: {reply}"),
             ),
-            RcptOutcome::Delivered { .. } => unreachable!("filtered out above"),
+            RcptOutcome::Relayed { .. } => return None,
         };
-        let failure = Failure {
-            recipients: names(&failed),
+        let report = Failure {
+            recipients: owed.recipients,
             status,
             diagnostic,
-            remote_mta: Some(attempt.hop.clone()),
-            at,
+            remote_mta: Some(self.attempt.hop.clone()),
+            at: self.at,
         };
-        let asked = failed.iter().any(|(r, _)| asks(r, on_failure));
-        out.extend(notify::failure(policy, &o, &failure, original, asked));
+        notify::status_report(self.policy, o, &report, None, original, owed.asked)
     }
-    let on_delay = |n: &crate::envelope::Notify| n.delay;
-    let delayed = owed(on_delay, &|o| matches!(o, RcptOutcome::Deferred { .. }));
-    if let (Some((_, RcptOutcome::Deferred { code, reply })), Some(expires_at)) =
-        (delayed.first(), delay)
-    {
-        let notice = Failure {
-            recipients: names(&delayed),
+
+    /// The delay notice for the recipients still deferred; delivery is
+    /// tried until `expires_at` (ms).
+    fn delayed(
+        &self,
+        o: &Original<'_>,
+        expires_at: i64,
+        original: &[u8],
+    ) -> Option<notify::Outgoing> {
+        let owed = self.owed(|n| n.delay, |o| matches!(o, RcptOutcome::Deferred { .. }))?;
+        let RcptOutcome::Deferred { code, reply } = owed.first else {
+            return None;
+        };
+        let report = Failure {
+            recipients: owed.recipients,
             status: code.map_or_else(|| "4.0.0".to_owned(), |c| enhanced_status(c, reply)),
-            diagnostic: (*reply).clone(),
-            remote_mta: Some(attempt.hop.clone()),
-            at,
+            diagnostic: reply.clone(),
+            remote_mta: Some(self.attempt.hop.clone()),
+            at: self.at,
         };
         let until =
             std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(expires_at).unwrap_or(0));
-        let asked = delayed.iter().any(|(r, _)| asks(r, on_delay));
-        out.extend(notify::delay(policy, &o, &notice, until, original, asked));
+        notify::status_report(self.policy, o, &report, Some(until), original, owed.asked)
     }
-    out
 }
 
-/// Whether some recipient's outcome is final: delivered, refused, or
+/// Whether some recipient's outcome is final: relayed, refused, or
 /// deferred past the queue lifetime.
 fn settled(outcomes: &[RcptOutcome], expired: bool) -> bool {
     outcomes

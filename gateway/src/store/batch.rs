@@ -189,8 +189,8 @@ macro_rules! batch_sections {
                 for q in &rec.queue {
                     sqlx::query(
                         "INSERT INTO queue (message_id, next_hop, authority, route, lane, \
-                         recipients, next_attempt_at, created_at) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+                         recipients, next_attempt_at, created_at, status) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
                     )
                     .bind(&q.entry.message_id)
                     .bind(&q.entry.next_hop)
@@ -200,6 +200,7 @@ macro_rules! batch_sections {
                     .bind(&q.recipients_json)
                     .bind(now_ms)
                     .bind(now_ms)
+                    .bind(super::DeliveryState::Accepted.as_str())
                     .execute(&mut **self)
                     .await?;
                 }
@@ -225,7 +226,8 @@ macro_rules! batch_sections {
                             u.recipients
                                 .as_ref()
                                 .map(|r| serde_json::to_string(r).unwrap_or_default()),
-                        );
+                        )
+                        .bind(u.next_hop_queue_id.clone());
                     if let Some(h) = &u.holder {
                         q = q.bind(h.clone());
                     }

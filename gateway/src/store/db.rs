@@ -344,13 +344,18 @@ impl Db {
                 };
             }
             let rows = query.fetch_all(pool).await?;
-            rows.iter().map(|r| Ok(from_row!(r, MessageSummary {
-                id, received_at, detail, mail_from, header_from, header_to, subject, message_id,
-                authority, case_ref, sha256, size,
-            }; rcpt_to: addresses(r.try_get("rcpt_to")?),
-                verdict: verdict(r.try_get("verdict")?)?,
-                reason: reason(r.try_get("reason")?)?,
-            ))).collect()
+            rows.iter().map(|r| {
+                let judged = verdict(r.try_get("verdict")?)?;
+                let rank: Option<i64> = r.try_get("state_rank")?;
+                Ok(from_row!(r, MessageSummary {
+                    id, received_at, detail, mail_from, header_from, header_to, subject,
+                    message_id, authority, case_ref, sha256, size,
+                }; rcpt_to: addresses(r.try_get("rcpt_to")?),
+                    verdict: judged,
+                    reason: reason(r.try_get("reason")?)?,
+                    state: super::state::summary(judged, rank),
+                ))
+            }).collect()
         })
     }
 

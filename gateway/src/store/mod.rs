@@ -30,12 +30,13 @@ pub mod replay;
 pub mod retention;
 pub mod rows;
 pub mod search;
+pub mod state;
 
 pub use crate::policy::Lane;
 pub use error::StoreError;
 pub use kind::{AuditKind, RemEvent};
 pub use payload::Payload;
-pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
+pub use queue::{AttemptNote, Claimed, QueueFilter, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
     Attempt, AttemptTls, AuditRecord, CheckpointData, CheckpointMail, CheckpointSigner, Decision,
@@ -43,6 +44,7 @@ pub use rows::{
     Route, Signer, Verdict,
 };
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
+pub use state::DeliveryState;
 
 use db::Db;
 use recorder::{Counters, Job, Prepared, PreparedEvent, PreparedMessage, PreparedQueue};

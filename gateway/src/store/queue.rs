@@ -1,65 +1,22 @@
 //! The delivery queue: claiming due entries under a lease, recording the
 //! outcome of an attempt, and the rows `emla queue` shows.
 //!
-//! An entry is `queued` until an attempt ends it: `delivered`, `failed`
-//! (a permanent refusal or the queue lifetime ran out) or `cancelled` (by
-//! an administrator). A gateway instance claims due entries by writing its
+//! An entry is `accepted` (then `delayed`, past its delay warning) until an
+//! attempt ends it: `relayed`, `failed` (a permanent refusal or the queue
+//! lifetime ran out) or `cancelled` (by an administrator); see
+//! [`DeliveryState`]. A gateway instance claims due entries by writing its
 //! id and a lease expiry; another instance may take an entry over only once
 //! that lease has run out, so an instance that dies mid-delivery delays its
 //! entries by one lease, and a message is delivered at least once.
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::Value;
 use sqlx::Row;
 
 use super::db::{decode, from_row, on_pool, Db};
 use super::rows::QueueRow;
+use super::state::{sql_names, DeliveryState};
 use super::{Lane, MessageHeaders, QueueEntry, SessionInfo};
-
-/// Where a queue entry stands.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueueStatus {
-    /// Waiting for its next attempt.
-    Queued,
-    /// The next hop accepted it.
-    Delivered,
-    /// Permanently refused, or its queue lifetime ran out.
-    Failed,
-    /// An administrator cancelled it.
-    Cancelled,
-}
-
-impl QueueStatus {
-    /// Every status.
-    pub const ALL: [QueueStatus; 4] = [
-        QueueStatus::Queued,
-        QueueStatus::Delivered,
-        QueueStatus::Failed,
-        QueueStatus::Cancelled,
-    ];
-
-    /// The name stored in the `status` column.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            QueueStatus::Queued => "queued",
-            QueueStatus::Delivered => "delivered",
-            QueueStatus::Failed => "failed",
-            QueueStatus::Cancelled => "cancelled",
-        }
-    }
-
-    /// Parses a stored or typed status name.
-    pub fn parse(s: &str) -> Option<QueueStatus> {
-        QueueStatus::ALL.into_iter().find(|q| q.as_str() == s)
-    }
-}
-
-impl std::fmt::Display for QueueStatus {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// A change to one queue entry, written in the same transaction as the
 /// audit record that explains it.
@@ -70,16 +27,19 @@ pub struct QueueUpdate {
     /// Apply only while this instance holds the claim (an attempt's
     /// outcome); `None` for administrators' actions.
     pub holder: Option<String>,
-    /// Apply only while the entry has one of these statuses.
-    pub only_if: &'static [QueueStatus],
-    /// The new status.
-    pub status: QueueStatus,
+    /// Apply only while the entry is in one of these states.
+    pub only_if: &'static [DeliveryState],
+    /// The new state.
+    pub status: DeliveryState,
     /// When the next attempt is due (ms since the epoch).
     pub next_attempt_at_ms: i64,
     /// Whether this update ends an attempt (counted, with its time and error).
     pub attempt: Option<AttemptNote>,
-    /// The recipients still to deliver to, when only some were done.
+    /// The recipients still to relay to, when only some were done.
     pub recipients: Option<Vec<String>>,
+    /// The next hop's queue id from its `250`, when this attempt relayed
+    /// and the reply named one.
+    pub next_hop_queue_id: Option<String>,
 }
 
 /// What an attempt left on its entry.
@@ -132,8 +92,8 @@ pub struct Claimed {
 /// Selects for the `emla queue list`.
 #[derive(Clone, Debug, Default)]
 pub struct QueueFilter {
-    /// Only entries with this status.
-    pub status: Option<QueueStatus>,
+    /// Only entries in this state.
+    pub status: Option<DeliveryState>,
     /// Only entries of this message.
     pub message_id: Option<String>,
     /// At most this many, newest first.
@@ -148,7 +108,7 @@ const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.ro
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
-     last_error, updated_at";
+     last_error, updated_at, next_hop_queue_id";
 
 /// The [`QueueEntry`] of a row of `queue` (any backend).
 macro_rules! queue_entry {
@@ -166,10 +126,10 @@ macro_rules! queue_row {
         let status: String = $r.try_get("status")?;
         Ok::<_, sqlx::Error>(from_row!($r, QueueRow {
             id, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at,
-            last_error, updated_at,
+            last_error, updated_at, next_hop_queue_id,
         }; delivery: queue_entry!($r),
-            status: QueueStatus::parse(&status)
-                .ok_or_else(|| decode("status", format!("unknown queue status {status:?}")))?,
+            status: DeliveryState::parse(&status)
+                .ok_or_else(|| decode("status", format!("unknown queue state {status:?}")))?,
         ))
     }};
 }
@@ -195,11 +155,11 @@ impl Db {
             let mut tx = pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(&format!(
                 "UPDATE queue SET claimed_by = $1, lease_until = $2 WHERE id IN (\
-                 SELECT id FROM queue WHERE status = '{queued}' AND next_attempt_at <= $3 \
+                 SELECT id FROM queue WHERE status IN ({pending}) AND next_attempt_at <= $3 \
                  AND (lease_until IS NULL OR lease_until < $3) \
                  ORDER BY CASE lane WHEN 'urgent' THEN 0 ELSE 1 END, next_attempt_at, id \
                  LIMIT $4{skip_locked}) RETURNING id",
-                queued = QueueStatus::Queued.as_str(),
+                pending = sql_names(&DeliveryState::PENDING),
                 skip_locked = d.skip_locked
             ))
             .bind(holder)
@@ -251,8 +211,8 @@ impl Db {
         on_pool!(self, pool, d => {
             Ok(sqlx::query(&format!(
                 "UPDATE queue SET claimed_by = NULL, lease_until = NULL \
-                 WHERE claimed_by = $1 AND status = '{}'",
-                QueueStatus::Queued.as_str()
+                 WHERE claimed_by = $1 AND status IN ({})",
+                sql_names(&DeliveryState::PENDING)
             ))
             .bind(holder)
             .execute(pool)
@@ -266,9 +226,8 @@ impl Db {
         on_pool!(self, pool, d => {
             let mut sql = format!("SELECT {ROW_COLUMNS} FROM queue WHERE 1 = 1");
             let mut n = 0;
-            if f.status.is_some() {
-                n += 1;
-                sql += &format!(" AND status = ${n}");
+            if let Some(s) = f.status {
+                sql += &format!(" AND status IN ({})", sql_names(&[s]));
             }
             if f.message_id.is_some() {
                 n += 1;
@@ -276,9 +235,6 @@ impl Db {
             }
             sql += &format!(" ORDER BY id DESC LIMIT ${}", n + 1);
             let mut q = sqlx::query(&sql);
-            if let Some(s) = f.status {
-                q = q.bind(s.as_str());
-            }
             if let Some(m) = &f.message_id {
                 q = q.bind(m);
             }
@@ -301,37 +257,21 @@ impl Db {
 
 /// The statement that applies a [`QueueUpdate`]; binds, in order: status,
 /// next_attempt_at, attempted (0/1), attempt time, attempt error, now, queue
-/// id, remaining recipients (JSON or NULL), and the holder when there is one.
+/// id, remaining recipients (JSON or NULL), the next hop's queue id (or
+/// NULL), and the holder when there is one.
 pub(super) fn update_sql(u: &QueueUpdate) -> String {
-    let statuses = u
-        .only_if
-        .iter()
-        .map(|s| format!("'{}'", s.as_str()))
-        .collect::<Vec<_>>()
-        .join(", ");
+    let statuses = sql_names(u.only_if);
     let mut sql = format!(
         "UPDATE queue SET status = $1, next_attempt_at = $2, attempts = attempts + $3, \
          last_attempt_at = COALESCE($4, last_attempt_at), \
          last_error = CASE WHEN $3 = 1 THEN $5 ELSE last_error END, \
          claimed_by = NULL, lease_until = NULL, updated_at = $6, \
-         recipients = COALESCE($8, recipients) \
+         recipients = COALESCE($8, recipients), \
+         next_hop_queue_id = COALESCE($9, next_hop_queue_id) \
          WHERE id = $7 AND status IN ({statuses})"
     );
     if u.holder.is_some() {
-        sql += " AND claimed_by = $9";
+        sql += " AND claimed_by = $10";
     }
     sql
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn status_names_round_trip() {
-        for s in ["queued", "delivered", "failed", "cancelled"] {
-            assert_eq!(QueueStatus::parse(s).unwrap().as_str(), s);
-        }
-        assert_eq!(QueueStatus::parse("sent"), None);
-    }
 }

@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::kind::AuditKind;
-use super::queue::QueueStatus;
+use super::state::DeliveryState;
 use super::Lane;
 use crate::reason::Reason;
 
@@ -148,7 +148,7 @@ pub struct QueueRow {
     #[serde(flatten)]
     pub delivery: super::QueueEntry,
     /// Where it stands.
-    pub status: QueueStatus,
+    pub status: DeliveryState,
     /// Attempts made.
     pub attempts: i64,
     /// When the next attempt is due, ms.
@@ -165,6 +165,9 @@ pub struct QueueRow {
     pub last_error: Option<String>,
     /// Last change, ms.
     pub updated_at: Option<i64>,
+    /// The next hop's queue id from its `250` (the last one, when several
+    /// attempts relayed some recipients each), when its reply named one.
+    pub next_hop_queue_id: Option<String>,
 }
 
 /// A queue entry with the audit records of its attempts and of the
@@ -323,8 +326,10 @@ pub struct Attempt {
     pub tls: Option<AttemptTls>,
     /// Per recipient, what the next hop answered.
     pub recipients: Vec<RecipientOutcome>,
-    /// The entry's status after it.
-    pub status: Option<QueueStatus>,
+    /// The entry's state after it (records written before the state
+    /// vocabulary say `queued` and `delivered`, read as `accepted` and
+    /// `relayed`).
+    pub status: Option<DeliveryState>,
     /// Whether the queue lifetime ran out.
     pub expired: bool,
     /// Why it did not deliver.
@@ -359,17 +364,26 @@ pub struct RecipientOutcome {
     pub outcome: Outcome,
 }
 
-/// A recipient's outcome: `result` (`delivered`, `deferred`, `refused`),
-/// the reply code and text.
+/// A recipient's outcome: `result` (what the next hop answered:
+/// `relayed`, `deferred`, `refused`; records written before the state
+/// vocabulary say `delivered` for `relayed`), the reply code and text, the
+/// next hop's queue id and where the recipient stands after it.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Outcome {
-    /// `delivered`, `deferred` or `refused`.
+    /// `relayed` (older records: `delivered`), `deferred` or `refused`.
     pub result: Option<String>,
     /// The SMTP reply code.
     pub code: Option<u16>,
-    /// The reply, one line.
+    /// The reply, one line, in full.
     pub reply: Option<String>,
+    /// The next hop's queue id, read from its `250` when relayed (none
+    /// when its reply names none in a known form).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<String>,
+    /// Where the recipient stands after this attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<DeliveryState>,
 }
 
 /// The data of an operator's action on a queue entry (`queue.*`); written
@@ -379,8 +393,8 @@ pub struct Outcome {
 pub struct QueueAction {
     /// The queue entry.
     pub queue_id: i64,
-    /// Its status before.
-    pub previous_status: Option<QueueStatus>,
+    /// Its state before.
+    pub previous_status: Option<DeliveryState>,
     /// Who did it.
     pub operator: String,
 }

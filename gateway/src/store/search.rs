@@ -75,8 +75,8 @@ pub struct SearchQuery {
     pub reason: Option<Reason>,
     /// Accepted or rejected.
     pub verdict: Option<super::Verdict>,
-    /// Some queue entry of the message has this status.
-    pub status: Option<super::QueueStatus>,
+    /// Some queue entry of the message is in this state.
+    pub status: Option<super::DeliveryState>,
     /// The `Message-ID:` header, with or without angle brackets.
     pub message_id: Option<String>,
     /// The emla message id.
@@ -126,6 +126,10 @@ pub struct MessageSummary {
     pub sha256: String,
     /// Size in bytes.
     pub size: i64,
+    /// Where it stands: `rejected`, or the state of its least advanced
+    /// queue entry ([`super::state::summary`]); `None` for an accepted
+    /// message without queue entries.
+    pub state: Option<super::DeliveryState>,
 }
 
 impl MessageSummary {
@@ -177,8 +181,9 @@ pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
         format!(" WHERE {}", w.conds.join(" AND "))
     };
     let sql = format!(
-        "SELECT {COLUMNS} FROM {from}{where_} ORDER BY {t} {dir}, {i} {dir} \
-         LIMIT {limit} OFFSET {offset}"
+        "SELECT {COLUMNS}, {} FROM {from}{where_} ORDER BY {t} {dir}, {i} {dir} \
+         LIMIT {limit} OFFSET {offset}",
+        super::state::summary_rank_sql()
     );
     (sql, w.binds)
 }
@@ -289,9 +294,10 @@ fn row_filters(q: &SearchQuery, t: &str, w: &mut Where) {
         w.cond(Bind::text(v.as_str()), |p| format!("m.verdict = {p}"));
     }
     if let Some(s) = q.status {
-        w.cond(Bind::text(s.as_str()), |p| {
-            format!("EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status = {p})")
-        });
+        w.conds.push(format!(
+            "EXISTS (SELECT 1 FROM queue q WHERE q.message_id = m.id AND q.status IN ({}))",
+            super::state::sql_names(&[s])
+        ));
     }
     if let Some(mid) = &q.message_id {
         let bare = mid.trim().trim_start_matches('<').trim_end_matches('>');

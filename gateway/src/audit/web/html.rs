@@ -7,7 +7,7 @@ use super::auth::Auditor;
 use super::query::{get, link, with};
 use crate::audit::show::History;
 use crate::reason::Reason;
-use crate::store::{ChainCheck, MessageSummary};
+use crate::store::{ChainCheck, DeliveryState, MessageSummary};
 use crate::text::{push_visible, time_rfc3339, time_utc};
 
 /// The stylesheet, served as `/style.css` (the CSP allows styles from
@@ -139,13 +139,8 @@ pub fn search_form(pairs: &[(String, String)]) -> String {
     let reasons: Vec<&str> = Reason::ALL.iter().map(|r| r.as_str()).collect();
     select(&mut f, pairs, "reason", "reason", &reasons);
     select(&mut f, pairs, "verdict", "verdict", &["accept", "reject"]);
-    select(
-        &mut f,
-        pairs,
-        "status",
-        "delivery",
-        &["queued", "delivered", "failed"],
-    );
+    let states: Vec<&str> = DeliveryState::ALL.iter().map(|s| s.as_str()).collect();
+    select(&mut f, pairs, "status", "state", &states);
     input(&mut f, pairs, "message-id", "Message-ID", "<…@…>");
     input(&mut f, pairs, "id", "emla id", "");
     input(&mut f, pairs, "case", "case reference", "");
@@ -171,7 +166,7 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
     }
     let mut t = String::from(
         "<table id=\"results\"><thead><tr><th>time (UTC)</th><th>id</th><th>verdict</th>\
-         <th>reason</th><th>from</th><th>to</th><th>subject</th><th>authority</th>\
+         <th>reason</th><th>state</th><th>from</th><th>to</th><th>subject</th><th>authority</th>\
          <th>case</th></tr></thead><tbody>\n",
     );
     for m in rows {
@@ -179,13 +174,14 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
         let _ = writeln!(
             t,
             "<tr><td>{}</td><td><a class=\"id\" href=\"{}\">{}</a></td><td class=\"{}\">{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td></tr>",
             esc(&time_utc(m.received_at)),
             esc(&href),
             esc(&m.id),
             m.verdict.as_str(),
             esc(m.verdict.as_str()),
             esc(m.reason.as_str()),
+            m.state.map_or("-", DeliveryState::as_str),
             esc(&m.mail_from),
             esc(&m.rcpt_to.join(", ")),
             esc(m.subject.as_deref().unwrap_or("")),
@@ -298,6 +294,7 @@ mod tests {
             case_ref: None,
             sha256: String::new(),
             size: 1,
+            state: None,
         };
         let html = results(&[row], true, &[("from".into(), "a&b".into())]);
         assert!(!html.contains("<script>"), "{html}");
