@@ -450,7 +450,7 @@ fn cert_hash(alg: &ObjectIdentifier, cert: &[u8]) -> Option<Vec<u8>> {
         (OID_SHA512, &digest::SHA512),
     ];
     let (_, a) = known.iter().find(|(o, _)| o == alg)?;
-    Some(digest::digest(*a, cert).as_ref().to_vec())
+    Some(digest::digest(a, cert).as_ref().to_vec())
 }
 
 /// YYYYMMDDHHMMSS (UTC) as an evaluation time.
