@@ -1075,6 +1075,9 @@ fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
     );
     let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
     assert!(readme.contains("timestamps/*.tst"), "{readme}");
+    if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_STAMPED_BUNDLE") {
+        copy_dir(&bundle, Path::new(&keep));
+    }
     let (ok, out) = run_checks(&bundle);
     assert!(ok, "the bundle does not check:\n{out}");
     assert!(out.contains("receipt OK: receipts/"), "{out}");
