@@ -438,16 +438,12 @@ fn tampered(bundle: &Path, name: &str, fix_sums: bool, edit: impl Fn(&Path)) -> 
     copy
 }
 
-#[test]
-fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
-    let cp_dir_holder = tempfile::tempdir().unwrap();
-    let cp_dir = cp_dir_holder.path().join("checkpoints");
+/// `emla serve` with the signing policy and `extra_toml`, and the id of a
+/// signed message it accepted (and that message).
+fn serve_one(extra_toml: String) -> (smtp::Gateway, smtp::Server, String, Vec<u8>) {
     let gw = smtp::Gateway::new(smtp::Opts {
         policy_dir: signing_policy(),
-        extra_toml: format!(
-            "\n[audit]\ncheckpoint_interval_secs = 1\ncheckpoint_dir = {:?}\n",
-            cp_dir.display().to_string()
-        ),
+        extra_toml,
         ..smtp::Opts::default()
     });
     let server = gw.start();
@@ -456,6 +452,17 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     let id = reply
         .accepted_id()
         .unwrap_or_else(|| panic!("not accepted: {t}"));
+    (gw, server, id, msg)
+}
+
+#[test]
+fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
+    let cp_dir_holder = tempfile::tempdir().unwrap();
+    let cp_dir = cp_dir_holder.path().join("checkpoints");
+    let (gw, server, id, msg) = serve_one(format!(
+        "\n[audit]\ncheckpoint_interval_secs = 1\ncheckpoint_dir = {:?}\n",
+        cp_dir.display().to_string()
+    ));
 
     // emla serve writes a checkpoint covering the message by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -1016,22 +1023,12 @@ fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
     let tsa = tsa_support::Server::start();
     let holder = tempfile::tempdir().unwrap();
     let cp_dir = holder.path().join("checkpoints");
-    let gw = smtp::Gateway::new(smtp::Opts {
-        policy_dir: signing_policy(),
-        extra_toml: format!(
-            "\n[audit]\ncheckpoint_dir = {:?}\n[evidence]\ntsa_url = {:?}\ntsa_ca = {:?}\n",
-            cp_dir.display().to_string(),
-            tsa.url("/good"),
-            tsa_support::tsa_pki().ca().display().to_string()
-        ),
-        ..smtp::Opts::default()
-    });
-    let server = gw.start();
-    let msg = alice_to_bob(Tool::SmimeDetached);
-    let (reply, t) = smtp::send(server.port, ALICE, &[BOB], &msg);
-    let id = reply
-        .accepted_id()
-        .unwrap_or_else(|| panic!("not accepted: {t}"));
+    let (gw, server, id, _) = serve_one(format!(
+        "\n[audit]\ncheckpoint_dir = {:?}\n[evidence]\ntsa_url = {:?}\ntsa_ca = {:?}\n",
+        cp_dir.display().to_string(),
+        tsa.url("/good"),
+        tsa_support::tsa_pki().ca().display().to_string()
+    ));
     drop(server);
 
     // The export writes a checkpoint, stamped too.

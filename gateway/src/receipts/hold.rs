@@ -170,14 +170,7 @@ pub fn spawn(
     };
     let every = retry.min(Duration::from_secs(5));
     Some(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(every) => {}
-                _ = stop.changed() => return,
-            }
-            if *stop.borrow() {
-                return;
-            }
+        while crate::clock::tick(every, &mut stop).await {
             if round(&store, &tsa, retry).await > 0 {
                 wake.notify_one();
             }
