@@ -455,6 +455,18 @@ fn serve_one(extra_toml: String) -> (smtp::Gateway, smtp::Server, String, Vec<u8
     (gw, server, id, msg)
 }
 
+/// `emla audit export ID --out DIR/bundle` into a new temporary DIR.
+fn exported(gw: &smtp::Gateway, id: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    let (code, out) = emla_cli(
+        &["audit", "export", id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    (work, bundle)
+}
+
 #[test]
 fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     let cp_dir_holder = tempfile::tempdir().unwrap();
@@ -507,13 +519,7 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     );
 
     // Export, then check with the README's commands only.
-    let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("bundle");
-    let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let (work, bundle) = exported(&gw, &id);
     assert_eq!(
         std::fs::read(bundle.join("message.eml")).unwrap(),
         msg,
@@ -1032,13 +1038,7 @@ fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
     drop(server);
 
     // The export writes a checkpoint, stamped too.
-    let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("bundle");
-    let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let (_work, bundle) = exported(&gw, &id);
     let receipts: Vec<PathBuf> = std::fs::read_dir(bundle.join("receipts"))
         .unwrap()
         .flatten()
