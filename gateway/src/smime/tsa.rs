@@ -604,6 +604,29 @@ mod tests {
     }
 
     #[test]
+    fn ess_cert_ids_v1_and_v2() {
+        let cert = b"a certificate";
+        let id = |alg: Option<&ObjectIdentifier>, hash: &[u8]| {
+            let mut v = alg.map_or_else(Vec::new, |a| tlv(0x30, &oid(a)));
+            write_tlv(&mut v, 0x04, hash);
+            // SigningCertificate(V2) { certs { ESSCertID(v2) } }
+            tlv(0x30, &tlv(0x30, &tlv(0x30, &v)))
+        };
+        let sha1 = cert_hash(&OID_SHA1, cert).unwrap();
+        let (alg, hash) = first_cert_id(&id(None, &sha1), false).unwrap();
+        assert_eq!((alg, hash), (OID_SHA1, sha1));
+        // V2 without hashAlgorithm: SHA-256 (RFC 5035's DEFAULT).
+        let sha256 = cert_hash(&OID_SHA256, cert).unwrap();
+        let (alg, _) = first_cert_id(&id(None, &sha256), true).unwrap();
+        assert_eq!(alg, OID_SHA256);
+        let sha512 = cert_hash(&OID_SHA512, cert).unwrap();
+        let (alg, hash) = first_cert_id(&id(Some(&OID_SHA512), &sha512), true).unwrap();
+        assert_eq!((alg, hash.len()), (OID_SHA512, 64));
+        assert!(cert_hash(&ATTR_TIMESTAMP_TOKEN, cert).is_none());
+        assert!(first_cert_id(b"\x30\x00", true).is_err());
+    }
+
+    #[test]
     fn gen_time_reads_whole_seconds() {
         let t = gen_time_unix("20261201123456").unwrap();
         assert_eq!(t.to_rfc3339(), "2026-12-01T12:34:56Z");
