@@ -238,6 +238,7 @@ fn record_of(f: &Fixture) -> Record {
         events: vec![event],
         queue,
         queue_updates: Vec::new(),
+        holds: Vec::new(),
         outgoing: Vec::new(),
         revocation: Vec::new(),
     }
@@ -280,6 +281,7 @@ async fn filled(backend: Backend) -> (TestDb, Store, Vec<Fixture>) {
             }],
             queue: Vec::new(),
             queue_updates: Vec::new(),
+            holds: Vec::new(),
             outgoing: Vec::new(),
             revocation: Vec::new(),
         })

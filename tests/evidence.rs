@@ -15,12 +15,22 @@
 //!   reception after that file was replaced by one revoking the signer;
 //!   a tampered archived CRL fails; older records fall back to today's CRLs.
 //!
+//! - RFC 3161 tokens in bundles: each token of the checkpoint and of the
+//!   receipts is its own file beside the receipt as sent, and verify.sh
+//!   checks them with `openssl ts -verify` (a real `openssl ts` TSA on
+//!   loopback) and the receipt against the records; a tampered token or
+//!   receipt fails.
+//!
 //! Needs `openssl`, `python3` with `cryptography`, `sha256sum`, and
 //! PostgreSQL as for `tests/audit.rs`.
 
+#[path = "support/proc.rs"]
+mod proc;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
+#[path = "support/tsa.rs"]
+mod tsa_support;
 
 #[macro_use]
 #[path = "support/testdb.rs"]
@@ -428,16 +438,12 @@ fn tampered(bundle: &Path, name: &str, fix_sums: bool, edit: impl Fn(&Path)) -> 
     copy
 }
 
-#[test]
-fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
-    let cp_dir_holder = tempfile::tempdir().unwrap();
-    let cp_dir = cp_dir_holder.path().join("checkpoints");
+/// `emla serve` with the signing policy and `extra_toml`, and the id of a
+/// signed message it accepted (and that message).
+fn serve_one(extra_toml: String) -> (smtp::Gateway, smtp::Server, String, Vec<u8>) {
     let gw = smtp::Gateway::new(smtp::Opts {
         policy_dir: signing_policy(),
-        extra_toml: format!(
-            "\n[audit]\ncheckpoint_interval_secs = 1\ncheckpoint_dir = {:?}\n",
-            cp_dir.display().to_string()
-        ),
+        extra_toml,
         ..smtp::Opts::default()
     });
     let server = gw.start();
@@ -446,6 +452,29 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     let id = reply
         .accepted_id()
         .unwrap_or_else(|| panic!("not accepted: {t}"));
+    (gw, server, id, msg)
+}
+
+/// `emla audit export ID --out DIR/bundle` into a new temporary DIR.
+fn exported(gw: &smtp::Gateway, id: &str) -> (tempfile::TempDir, PathBuf) {
+    let work = tempfile::tempdir().unwrap();
+    let bundle = work.path().join("bundle");
+    let (code, out) = emla_cli(
+        &["audit", "export", id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    (work, bundle)
+}
+
+#[test]
+fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
+    let cp_dir_holder = tempfile::tempdir().unwrap();
+    let cp_dir = cp_dir_holder.path().join("checkpoints");
+    let (gw, server, id, msg) = serve_one(format!(
+        "\n[audit]\ncheckpoint_interval_secs = 1\ncheckpoint_dir = {:?}\n",
+        cp_dir.display().to_string()
+    ));
 
     // emla serve writes a checkpoint covering the message by itself.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -490,13 +519,7 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
     );
 
     // Export, then check with the README's commands only.
-    let work = tempfile::tempdir().unwrap();
-    let bundle = work.path().join("bundle");
-    let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", bundle.to_str().unwrap()],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let (work, bundle) = exported(&gw, &id);
     assert_eq!(
         std::fs::read(bundle.join("message.eml")).unwrap(),
         msg,
@@ -999,4 +1022,97 @@ fn revocation_evidence_survives_a_newer_crl_sqlite() {
 #[test]
 fn revocation_evidence_survives_a_newer_crl_postgres() {
     revocation_evidence_survives_a_newer_crl(true);
+}
+
+#[test]
+fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
+    let tsa = tsa_support::Server::start();
+    let holder = tempfile::tempdir().unwrap();
+    let cp_dir = holder.path().join("checkpoints");
+    let (gw, server, id, _) = serve_one(format!(
+        "\n[audit]\ncheckpoint_dir = {:?}\n[evidence]\ntsa_url = {:?}\ntsa_ca = {:?}\n",
+        cp_dir.display().to_string(),
+        tsa.url("/good"),
+        tsa_support::tsa_pki().ca().display().to_string()
+    ));
+    drop(server);
+
+    // The export writes a checkpoint, stamped too.
+    let (_work, bundle) = exported(&gw, &id);
+    let receipts: Vec<PathBuf> = std::fs::read_dir(bundle.join("receipts"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert_eq!(receipts.len(), 1, "the acceptance receipt: {receipts:?}");
+    let rid = receipts[0]
+        .file_stem()
+        .unwrap()
+        .to_string_lossy()
+        .into_owned();
+    let tokens: Vec<String> = std::fs::read_dir(bundle.join("timestamps"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".tst"))
+        .collect();
+    assert!(tokens.contains(&format!("receipt-{rid}.tst")), "{tokens:?}");
+    assert!(
+        tokens.iter().any(|t| t.starts_with("checkpoint-")),
+        "{tokens:?}"
+    );
+    assert!(bundle.join("timestamps/tsa-ca.pem").exists());
+    script_running(
+        &bundle,
+        &[
+            "openssl ts -verify",
+            "python3 audit/verify_receipts.py",
+            &format!("openssl cms -verify -in receipts/{rid}.eml"),
+        ],
+    );
+    let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
+    assert!(readme.contains("timestamps/*.tst"), "{readme}");
+    if let Some(keep) = std::env::var_os("EMLA_TEST_KEEP_STAMPED_BUNDLE") {
+        copy_dir(&bundle, Path::new(&keep));
+    }
+    let (ok, out) = run_checks(&bundle);
+    assert!(ok, "the bundle does not check:\n{out}");
+    assert!(out.contains("receipt OK: receipts/"), "{out}");
+    assert_eq!(out.matches("Verification: OK").count(), 2, "{out}");
+    assert!(out.contains("evidence bundle OK"), "{out}");
+
+    // A changed byte of the receipt's token, SHA256SUMS fixed: fails.
+    let token = format!("timestamps/receipt-{rid}.tst");
+    let t = tampered(&bundle, "token", true, |b| {
+        edit_bytes(&b.join(&token), |x| {
+            let n = x.len();
+            x[n - 8] ^= 0x01;
+        })
+    });
+    let (ok, out) = run_checks(&t);
+    assert!(!ok, "a tampered token passed:\n{out}");
+    // The checkpoint's token swapped for the receipt's: not its imprint.
+    let cp_token = tokens
+        .iter()
+        .find(|t| t.starts_with("checkpoint-"))
+        .unwrap();
+    let t = tampered(&bundle, "swapped", true, |b| {
+        let receipt_token = std::fs::read(b.join(&token)).unwrap();
+        std::fs::write(b.join("timestamps").join(cp_token), receipt_token).unwrap();
+    });
+    let (ok, out) = run_checks(&t);
+    assert!(!ok, "a swapped token passed:\n{out}");
+    // The receipt's Subject (outside its signature) changed: its bytes no
+    // longer have the SHA-256 the log names.
+    let t = tampered(&bundle, "receipt", true, |b| {
+        edit_bytes(&b.join(format!("receipts/{rid}.eml")), |x| {
+            let at = x.windows(9).position(|w| w == b"Subject: ").unwrap() + 9;
+            x.insert(at, b'X');
+        })
+    });
+    let (ok, out) = run_checks(&t);
+    assert!(
+        !ok && out.contains("is not the one its receipt.queued record"),
+        "a changed receipt passed:\n{out}"
+    );
 }

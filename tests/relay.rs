@@ -1723,3 +1723,151 @@ fn notify_governs_emlas_notices_and_duplicates_are_one_rcpt() {
     let subject = header(&to_alice[0].1, "Subject").unwrap_or_default();
     assert!(subject.starts_with("Relayed: "), "{subject}");
 }
+
+/// The gateway of [`policy_with_receipts`] with its TSA at
+/// 127.0.0.1:`tsa_port` and `tsa_unavailable = "wait"` (`more`: further
+/// `[evidence]` lines, then other tables).
+fn waiting_gateway(sink: &Sink, tsa_port: u16, more: &str) -> (PolicyCopy, Gateway) {
+    let policy = policy_with_receipts(sink.port);
+    let gw = Gateway::new(Opts {
+        policy_dir: policy.0.clone(),
+        relay: Some("poll_ms = 100\n".into()),
+        extra_toml: format!(
+            "[evidence]\ntsa_url = \"http://127.0.0.1:{tsa_port}/good\"\ntsa_ca = \"{}\"\n\
+             tsa_timeout_secs = 2\ntsa_unavailable = \"wait\"\ntsa_retry_secs = 1\n{more}",
+            tsa_support::tsa_pki().ca().display()
+        ),
+        ..Opts::default()
+    });
+    (policy, gw)
+}
+
+/// The data of the audit records of `kind` about message `id`.
+fn records_of(gw: &Gateway, kind: &str, id: &str) -> Vec<Value> {
+    gw.db()
+        .audit()
+        .iter()
+        .filter(|a| a.kind == kind && a.message_id.as_deref() == Some(id))
+        .map(|a| serde_json::from_str(&a.data).unwrap())
+        .collect()
+}
+
+/// `tsa_unavailable = "wait"`: with the TSA down both receipts are held
+/// (`receipt.held`), across a restart, and none reaches the sender; once
+/// the TSA is up they go out with a token that `openssl ts -verify`
+/// checks, `receipt.queued` saying granted after how many tries; the
+/// checkpoints `emla serve` wrote meanwhile get theirs from the backlog job.
+#[test]
+fn wait_mode_holds_receipts_until_the_tsa_is_back() {
+    let port = tsa_support::closed_port();
+    let sink = Sink::start(&[]);
+    let cp = tempfile::tempdir().unwrap();
+    let (_policy, gw) = waiting_gateway(
+        &sink,
+        port,
+        &format!(
+            "tsa_wait_max_secs = 120\n[audit]\ncheckpoint_interval_secs = 1\n\
+             checkpoint_dir = \"{}\"\n",
+            cp.path().display()
+        ),
+    );
+    let srv = gw.start();
+    let (id, _) = send_signed(srv.port);
+    assert_eq!(delivered_to(&sink, BOB, 1).len(), 1, "{}", srv.stderr());
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while records_of(&gw, "receipt.held", &id).len() < 2 {
+        assert!(Instant::now() < deadline, "not held: {}", srv.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let held = records_of(&gw, "receipt.held", &id);
+    assert_eq!(held[0]["timestamp"]["status"], "unavailable", "{held:#?}");
+    assert!(records_of(&gw, "receipt.queued", &id).is_empty());
+    drop(srv);
+    // Held in the database: a restart keeps them, and still sends nothing.
+    let srv = gw.start();
+    std::thread::sleep(Duration::from_millis(1500));
+    assert!(
+        delivered_to(&sink, ALICE, 0).is_empty(),
+        "a receipt went out unstamped"
+    );
+
+    let _tsa = tsa_support::Server::start_on(port);
+    let receipts = delivered_to(&sink, ALICE, 2);
+    assert_eq!(receipts.len(), 2, "{}", srv.stderr());
+    let ca = tsa_support::tsa_pki().ca();
+    for (_, r) in &receipts {
+        assert!(openssl_verifies(r.as_bytes(), "aa"), "{r}");
+        let mut der = Vec::new();
+        edit_cms(r.as_bytes(), |d| der = d.clone());
+        let file = gw.data_dir.join("held-receipt.p7s");
+        std::fs::write(&file, &der).unwrap();
+        let out = tsa_support::readme_check(&file, &ca);
+        assert!(out.status.success(), "{out:?}");
+    }
+    let queued = records_of(&gw, "receipt.queued", &id);
+    assert_eq!(queued.len(), 2, "{queued:#?}");
+    for q in &queued {
+        assert_eq!(q["timestamp"]["status"], "granted", "{q}");
+        assert!(q["timestamp"]["tries"].as_i64() >= Some(1), "{q}");
+    }
+    // The checkpoints written while the TSA was down: stamped by the
+    // backlog job of the checkpoint writer.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let p7s: Vec<Vec<u8>> = std::fs::read_dir(cp.path())
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|e| e == "p7s"))
+            .map(|p| std::fs::read(p).unwrap())
+            .collect();
+        let bare = p7s
+            .iter()
+            .filter(|d| emla::smime::tsa::token_of(d).unwrap().is_none())
+            .count();
+        if !p7s.is_empty() && bare == 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{bare} of {} checkpoints without a token",
+            p7s.len()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(!gw.db().audit_of("audit.checkpoint-stamped").is_empty());
+    drop(srv);
+    gw.assert_audit_intact();
+}
+
+/// `tsa_unavailable = "wait"` with the TSA down for good: after
+/// `tsa_wait_max_secs` the receipts go out without a token, and
+/// `receipt.queued` says so.
+#[test]
+fn wait_mode_sends_unstamped_after_the_maximum_wait() {
+    let sink = Sink::start(&[]);
+    let (_policy, gw) =
+        waiting_gateway(&sink, tsa_support::closed_port(), "tsa_wait_max_secs = 2\n");
+    let srv = gw.start();
+    let t0 = Instant::now();
+    let (id, _) = send_signed(srv.port);
+    let receipts = delivered_to(&sink, ALICE, 2);
+    assert_eq!(receipts.len(), 2, "{}", srv.stderr());
+    assert!(
+        t0.elapsed() >= Duration::from_secs(2),
+        "sent before the wait ran out"
+    );
+    for (_, r) in &receipts {
+        assert!(openssl_verifies(r.as_bytes(), "aa"), "{r}");
+    }
+    let queued = records_of(&gw, "receipt.queued", &id);
+    assert_eq!(queued.len(), 2, "{queued:#?}");
+    for q in &queued {
+        assert_eq!(q["timestamp"]["status"], "unavailable", "{q}");
+        let detail = q["timestamp"]["detail"].as_str().unwrap();
+        assert!(detail.contains("no token within tsa_wait_max_secs"), "{q}");
+    }
+    assert!(records_of(&gw, "receipt.held", &id).len() >= 2);
+    drop(srv);
+    gw.assert_audit_intact();
+}

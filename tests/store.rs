@@ -117,6 +117,7 @@ fn accepted(id: &str) -> Record {
         queue_updates: vec![],
         outgoing: vec![],
         revocation: vec![],
+        holds: vec![],
     }
 }
 

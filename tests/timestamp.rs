@@ -9,7 +9,13 @@
 //!   refused; a TSA that is down gives `unavailable` within the timeout;
 //! - a checkpoint written with the TSA carries the token and its audit
 //!   record says `granted`; with the TSA down it is written without one
-//!   and the record says `unavailable`.
+//!   and the record says `unavailable`;
+//! - the backlog job adds the token to such a checkpoint once the TSA is
+//!   back (`openssl ts -verify` checks it, the signature still verifies,
+//!   `audit.checkpoint-stamped` names both files' SHA-256);
+//! - a token whose ESS signingCertificateV2 names another certificate
+//!   than the one that signed it (a twin: same key, issuer and serial) is
+//!   refused.
 //!
 //! Needs `openssl` and `python3`.
 
@@ -25,7 +31,8 @@ mod tsa_support;
 use std::process::Command;
 use std::time::{Duration, Instant, SystemTime};
 
-use emla::audit::checkpoint;
+use emla::asn1::{write_tlv, Reader};
+use emla::audit::{backlog, checkpoint};
 use emla::config::AuditConfig;
 use emla::smime::sign::SigningIdentity;
 use emla::smime::tsa::{self, Stamp, Tsa};
@@ -65,6 +72,12 @@ fn granted_token_verifies_with_openssl() {
         Some(&token.der[..])
     );
     assert_eq!(tsa::token_of(&signed.to_der(None)).unwrap(), None);
+    // A token added later gives the same bytes as one added when signing.
+    assert_eq!(
+        tsa::add_token(&signed.to_der(None), &token.der).unwrap(),
+        der
+    );
+    assert!(tsa::add_token(&der, &token.der).is_err(), "a second token");
 
     let dir = tempfile::tempdir().unwrap();
     let p7s = dir.path().join("x.p7s");
@@ -186,4 +199,105 @@ async fn checkpoints_carry_a_token_or_say_why_not() {
     let (_, ts) = checkpoint_with(&server.tsa("/rogue")).await;
     assert_eq!(ts.status, "refused", "{ts:?}");
     assert!(ts.detail.unwrap().contains("does not chain"));
+}
+
+/// `der` with the TLV `old` inside it replaced by `new`, the lengths of the
+/// TLVs around it rewritten.
+fn replace_tlv(der: &[u8], old: &[u8], new: &[u8]) -> Vec<u8> {
+    if der == old {
+        return new.to_vec();
+    }
+    let t = Reader::new(der).read().unwrap();
+    let inside = t.value.windows(old.len()).any(|w| w == old);
+    if t.tag & 0x20 == 0 || !inside {
+        return der.to_vec();
+    }
+    let mut r = Reader::new(t.value);
+    let mut value = Vec::new();
+    while !r.is_empty() {
+        value.extend(replace_tlv(r.read().unwrap().raw, old, new));
+    }
+    let mut out = Vec::new();
+    write_tlv(&mut out, t.tag, &value);
+    out
+}
+
+#[test]
+fn a_token_whose_ess_attribute_names_another_certificate_is_refused() {
+    let server = Server::start();
+    let signed = identity().sign_detached(b"x", SystemTime::now());
+    let stamp = rt().block_on(server.tsa("/good").stamp(signed.signature_value()));
+    let token = stamp.token().expect("granted").to_vec();
+    let cert = |name: &str| {
+        emla::pem::read_certificates(&tsa_pki().dir.join(name))
+            .unwrap()
+            .remove(0)
+            .to_vec()
+    };
+    // The twin has the good TSA's key, issuer and serial: the token's
+    // signature verifies with it and it chains; only ESS tells them apart.
+    let swapped = replace_tlv(&token, &cert("good.pem"), &cert("twin.pem"));
+    assert_ne!(swapped, token, "the token carries the TSA certificate");
+    let ca = emla::pem::read_certificates(&tsa_pki().ca()).unwrap();
+    let imprint = tsa::sha256(signed.signature_value());
+    let e = tsa::check_token(&swapped, &imprint, None, &ca).unwrap_err();
+    assert!(
+        e.contains("ESS signingCertificate names another certificate"),
+        "{e}"
+    );
+    assert!(tsa::check_token(&token, &imprint, None, &ca).is_ok());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backlog_stamps_a_checkpoint_written_while_the_tsa_was_down() {
+    let server = Server::start();
+    let (db, store) = TestDb::with_store(Backend::Sqlite).await;
+    let mut policy = emla::policy::load(&pki().policy(), EvalTime::now()).unwrap();
+    policy.gateway.signing = Some(std::sync::Arc::new(identity()));
+    let dir = db.dir.path().join("checkpoints");
+    let down = tsa_at(&format!("http://127.0.0.1:{}/", closed_port()));
+    let w = checkpoint::write(&store, &policy, &dir, &AuditConfig::default(), Some(&down))
+        .await
+        .unwrap();
+    let p7s = w.p7s.clone().unwrap();
+    let before = std::fs::read(&p7s).unwrap();
+    assert_eq!(tsa::token_of(&before).unwrap(), None);
+
+    // Still down: nothing changes, the checkpoint waits.
+    let b = backlog::stamp_checkpoints(&store, &dir, &down).await;
+    assert_eq!((b.stamped.len(), b.left), (0, 1), "{b:?}");
+    assert_eq!(std::fs::read(&p7s).unwrap(), before);
+
+    let b = backlog::stamp_checkpoints(&store, &dir, &server.tsa("/good")).await;
+    assert_eq!((b.stamped, b.left), (vec![w.checkpoint.seq], 0));
+    let after = std::fs::read(&p7s).unwrap();
+    let token = tsa::token_of(&after).unwrap().expect("a token now");
+    let out = readme_check(&p7s, &tsa_pki().ca());
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("Verification: OK"),
+        "{out:?}"
+    );
+    // The signature over the checkpoint still verifies.
+    let root = checkpoint::read_ca(&pki().dir.join("certs/aa/root.pem")).unwrap();
+    let json = std::fs::read(&w.json).unwrap();
+    checkpoint::verify_detached(&json, &after, &root, w.checkpoint.eval_time()).unwrap();
+
+    let (head, _) = store.chain_head().await.unwrap();
+    let ev = store.audit_record(head).await.unwrap().unwrap();
+    assert_eq!(ev.kind, "audit.checkpoint-stamped");
+    let data: emla::store::payload::AuditCheckpointStamped =
+        serde_json::from_str(&ev.data).unwrap();
+    assert_eq!(data.seq, w.checkpoint.seq);
+    assert_eq!(data.sha256_before, hex::encode(tsa::sha256(&before)));
+    assert_eq!(data.sha256, hex::encode(tsa::sha256(&after)));
+    assert_eq!(data.timestamp.status, "granted");
+    assert_eq!(
+        data.timestamp.sha256,
+        Some(hex::encode(tsa::sha256(&token)))
+    );
+
+    // Done: a second run finds nothing to stamp.
+    let b = backlog::stamp_checkpoints(&store, &dir, &server.tsa("/good")).await;
+    assert_eq!((b.stamped.len(), b.left), (0, 0));
+    db.close(store).await;
 }

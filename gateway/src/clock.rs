@@ -5,6 +5,16 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+/// The tick of a background job of `emla serve`: waits `every`, and says
+/// whether to go on (false once `stop` turned true, at once).
+pub async fn tick(every: Duration, stop: &mut tokio::sync::watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(every) => {}
+        _ = stop.changed() => return false,
+    }
+    !*stop.borrow()
+}
+
 /// An instant at which certificates, CRLs and signing times are judged.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct EvalTime {

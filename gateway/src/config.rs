@@ -94,6 +94,28 @@ pub struct TsaConfig {
     /// `tsa_timeout_secs` (default 5): the longest a signature waits for
     /// its token; after it, it goes out without one.
     pub timeout: Duration,
+    /// `tsa_unavailable`: what a receipt does when it gets no token.
+    pub unavailable: OnUnavailable,
+}
+
+/// `tsa_unavailable`: what a receipt or notice whose signature got no
+/// token does. Checkpoints never wait: they are written at once and get
+/// their token later (the backlog job).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum OnUnavailable {
+    /// `"send"` (the default): it goes out without a token at once.
+    #[default]
+    Send,
+    /// `"wait"`: it is held (in the database) and the TSA asked again,
+    /// `retry` after the first failure, then twice as long each time (at
+    /// most 16 times `retry`), until a token is granted; after `max`
+    /// (`tsa_wait_max_secs`, default 3600) it goes out without one.
+    Wait {
+        /// `tsa_wait_max_secs`.
+        max: Duration,
+        /// `tsa_retry_secs` (default 30).
+        retry: Duration,
+    },
 }
 
 #[derive(Deserialize, Default)]
@@ -103,6 +125,9 @@ struct EvidenceFile {
     tsa_ca: Option<PathBuf>,
     tsa_policy: Option<String>,
     tsa_timeout_secs: Option<u64>,
+    tsa_unavailable: Option<String>,
+    tsa_wait_max_secs: Option<u64>,
+    tsa_retry_secs: Option<u64>,
 }
 
 fn evidence_config(
@@ -110,8 +135,18 @@ fn evidence_config(
     rel: impl Fn(PathBuf) -> PathBuf,
 ) -> Result<EvidenceConfig, String> {
     let Some(url) = f.tsa_url else {
-        if f.tsa_ca.is_some() || f.tsa_policy.is_some() || f.tsa_timeout_secs.is_some() {
-            return Err("[evidence] tsa_ca, tsa_policy and tsa_timeout_secs need tsa_url".into());
+        if f.tsa_ca.is_some()
+            || f.tsa_policy.is_some()
+            || f.tsa_timeout_secs.is_some()
+            || f.tsa_unavailable.is_some()
+            || f.tsa_wait_max_secs.is_some()
+            || f.tsa_retry_secs.is_some()
+        {
+            return Err(
+                "[evidence] tsa_ca, tsa_policy, tsa_timeout_secs, tsa_unavailable, tsa_wait_max_secs \
+                 and tsa_retry_secs need tsa_url"
+                    .into(),
+            );
         }
         return Ok(EvidenceConfig::default());
     };
@@ -128,12 +163,35 @@ fn evidence_config(
             .map_err(|e| format!("[evidence] tsa_policy {p:?} is not an OID: {e}"))?;
     }
     let timeout = at_least_one("[evidence] tsa_timeout_secs", f.tsa_timeout_secs, 5)?;
+    let max = at_least_one("[evidence] tsa_wait_max_secs", f.tsa_wait_max_secs, 3600)?;
+    let retry = at_least_one("[evidence] tsa_retry_secs", f.tsa_retry_secs, 30)?;
+    let unavailable = match f.tsa_unavailable.as_deref() {
+        None | Some("send") => {
+            if f.tsa_wait_max_secs.is_some() || f.tsa_retry_secs.is_some() {
+                return Err(
+                    "[evidence] tsa_wait_max_secs and tsa_retry_secs need tsa_unavailable = \"wait\""
+                        .into(),
+                );
+            }
+            OnUnavailable::Send
+        }
+        Some("wait") => OnUnavailable::Wait {
+            max: Duration::from_secs(max),
+            retry: Duration::from_secs(retry),
+        },
+        Some(other) => {
+            return Err(format!(
+                "[evidence] tsa_unavailable {other:?}: expected \"send\" or \"wait\""
+            ))
+        }
+    };
     Ok(EvidenceConfig {
         tsa: Some(TsaConfig {
             url,
             ca: rel(ca),
             policy: f.tsa_policy,
             timeout: Duration::from_secs(timeout),
+            unavailable,
         }),
     })
 }
@@ -709,6 +767,14 @@ mod tests {
                 "tsa_url = \"http://x/\"\ntsa_ca = \"c\"\ntsa_policy = \"x.y\"\n",
                 "tsa_policy \"x.y\" is not an OID",
             ),
+            (
+                "tsa_url = \"http://x/\"\ntsa_ca = \"c\"\ntsa_unavailable = \"hold\"\n",
+                "expected \"send\" or \"wait\"",
+            ),
+            (
+                "tsa_url = \"http://x/\"\ntsa_ca = \"c\"\ntsa_wait_max_secs = 5\n",
+                "need tsa_unavailable = \"wait\"",
+            ),
         ] {
             std::fs::write(&p, format!("{head}{text}")).unwrap();
             let e = Config::load(&p).unwrap_err();
@@ -722,7 +788,23 @@ mod tests {
         let tsa = Config::load(&p).unwrap().evidence.tsa.unwrap();
         assert_eq!(tsa.ca, dir.path().join("ca.pem"));
         assert_eq!(tsa.timeout, Duration::from_secs(5));
+        assert_eq!(tsa.unavailable, OnUnavailable::Send);
         assert!(Config::embedded().evidence.tsa.is_none());
+        std::fs::write(
+            &p,
+            format!(
+                "{head}tsa_url = \"http://x/\"\ntsa_ca = \"c\"\ntsa_unavailable = \"wait\"\n\
+                 tsa_wait_max_secs = 60\n"
+            ),
+        )
+        .unwrap();
+        assert_eq!(
+            Config::load(&p).unwrap().evidence.tsa.unwrap().unavailable,
+            OnUnavailable::Wait {
+                max: Duration::from_secs(60),
+                retry: Duration::from_secs(30)
+            }
+        );
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! A time-stamping authority for tests: its PKI (two CAs, a TSA under
-//! each with extendedKeyUsage critical timeStamping) and `tsa_serve.py`
+//! each with extendedKeyUsage critical timeStamping, and `twin`: another
+//! certificate for the good TSA's key, with its issuer and serial) and `tsa_serve.py`
 //! (`openssl ts -reply` behind HTTP) on loopback; and the README's openssl
 //! commands that check a token. Included as `#[path = "support/tsa.rs"] mod
 //! tsa_support;` next to `mod support;` and `mod proc;`.
@@ -66,29 +67,15 @@ pub fn tsa_pki() -> &'static TsaPki {
             args.extend(ec);
             openssl(&dir, &args);
             let (ca_pem, ca_key) = (format!("{ca}-cert.pem"), format!("{ca}.key"));
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    &csr,
-                    "-CA",
-                    &ca_pem,
-                    "-CAkey",
-                    &ca_key,
-                    "-days",
-                    "30",
-                    "-set_serial",
-                    "7",
-                    "-extfile",
-                    "ext.cnf",
-                    "-extensions",
-                    "tsa",
-                    "-out",
-                    &pem,
-                ],
-            );
+            if tsa == "good" {
+                // The same key, issuer and serial, another subject.
+                let key = "good.key";
+                let mut args = vec!["req", "-new", "-subj", "/CN=Test TSA twin", "-key", key];
+                args.extend(["-out", "twin.csr"]);
+                openssl(&dir, &args);
+                sign_tsa(&dir, "twin.csr", &ca_pem, &ca_key, "twin.pem");
+            }
+            sign_tsa(&dir, &csr, &ca_pem, &ca_key, &pem);
         }
         std::fs::write(
             dir.join("tsa.cnf"),
@@ -100,6 +87,33 @@ pub fn tsa_pki() -> &'static TsaPki {
         .unwrap();
         TsaPki { dir }
     })
+}
+
+/// Issues the TSA certificate `pem` for `csr` under `ca_pem`.
+fn sign_tsa(dir: &Path, csr: &str, ca_pem: &str, ca_key: &str, pem: &str) {
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            csr,
+            "-CA",
+            ca_pem,
+            "-CAkey",
+            ca_key,
+            "-days",
+            "30",
+            "-set_serial",
+            "7",
+            "-extfile",
+            "ext.cnf",
+            "-extensions",
+            "tsa",
+            "-out",
+            pem,
+        ],
+    );
 }
 
 impl TsaPki {
@@ -116,12 +130,18 @@ pub struct Server {
 
 impl Server {
     pub fn start() -> Server {
+        Server::start_on(0)
+    }
+
+    /// On `port` (e.g. one a gateway was told of while nothing listened).
+    pub fn start_on(port: u16) -> Server {
         let python = std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into());
         let mut proc = Proc::spawn(
             "tsa_serve.py",
             Command::new(python)
                 .arg(support_dir().join("tsa_serve.py"))
                 .arg(&tsa_pki().dir)
+                .arg(port.to_string())
                 .env("OPENSSL", support::openssl()),
         );
         let port = proc

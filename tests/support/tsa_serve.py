@@ -2,8 +2,8 @@
 """An RFC 3161 time-stamping authority for tests: `openssl ts -reply`
 behind HTTP.
 
-Usage: tsa_serve.py DIR -- binds 127.0.0.1 on a free port, prints
-"listening on PORT" and serves until killed. DIR holds tsa.cnf (the
+Usage: tsa_serve.py DIR [PORT] -- binds 127.0.0.1 on PORT (default: a
+free one), prints "listening on PORT" and serves until killed. DIR holds tsa.cnf (the
 openssl [tsa] section, `serial = @SERIAL@`) and, per signer NAME, NAME.pem and NAME.key:
 
   POST /NAME         the reply to the request, signed by NAME
@@ -78,7 +78,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
 
 
 def main():
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    port = int(sys.argv[2]) if len(sys.argv) > 2 else 0
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", port), Handler)
     server.root = sys.argv[1]
     print(f"listening on {server.server_address[1]}", flush=True)
     server.serve_forever()

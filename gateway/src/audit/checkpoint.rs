@@ -407,6 +407,9 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
+            if let Some(tsa) = &tsa {
+                super::backlog::stamp_checkpoints(&store, &cfg.checkpoint_dir, tsa).await;
+            }
             // Nothing happened since the last checkpoint (of this instance,
             // another one sharing the database, or before a restart).
             match head_is_checkpoint(&store).await {

@@ -31,6 +31,8 @@
 //! checkpoint/checkpoint-N.json, .p7s, ca.pem
 //! delivery.json              queue entries (deliveries) of the message
 //! receipts.json              audit records of receipts for the message
+//! receipts/ID.eml            the receipts as sent, audit/verify_receipts.py
+//! timestamps/*.tst, tsa-ca.pem  the RFC 3161 tokens, each on its own
 //! ```
 
 use std::fmt::Write as _;
@@ -138,12 +140,12 @@ fn usage(e: impl std::fmt::Display) -> AuditError {
 
 /// Files written, relative path → bytes, in order.
 #[derive(Default)]
-struct Bundle {
+pub(super) struct Bundle {
     files: Vec<(String, Vec<u8>)>,
 }
 
 impl Bundle {
-    fn add(&mut self, path: &str, bytes: impl Into<Vec<u8>>) {
+    pub(super) fn add(&mut self, path: &str, bytes: impl Into<Vec<u8>>) {
         self.files.push((path.to_string(), bytes.into()));
     }
 }
@@ -386,6 +388,15 @@ pub async fn export(
     let cp = &proof.checkpoint;
     let cp_name = format!("checkpoint-{}", cp.seq);
     let ca_pem = add_checkpoint(&mut b, policy, &proof, &cp_name);
+    let cp_p7s = format!("checkpoint/{cp_name}.p7s");
+    let stamps = super::bundle_receipts::add(
+        &mut b,
+        store,
+        config,
+        &h.events,
+        proof.signature.as_deref().map(|d| (cp_p7s.as_str(), d)),
+    )
+    .await;
 
     // Deliveries and receipts.
     b.add("delivery.json", pretty(&h.queue));
@@ -397,20 +408,33 @@ pub async fn export(
     b.add("receipts.json", pretty(&receipts));
 
     // The check script and README.
-    let script = check_script(
+    let signed = proof.signature.is_some() && !ca_pem.is_empty();
+    let mut script = check_script(
         &id,
         raw.is_some() && authority.is_some(),
         &archive,
         has_untrusted,
         received,
         &cp_name,
-        proof.signature.is_some() && !ca_pem.is_empty(),
+        signed,
         cp.eval_time(),
     );
+    super::bundle_receipts::script(&mut script, &stamps, signed, cp.eval_time());
+    script.push_str("echo 'evidence bundle OK'\n");
     b.add("verify.sh", script.clone());
+    let files = super::bundle_receipts::readme(&stamps);
     b.add(
         "README.txt",
-        readme(&id, &m, cp, first_seq, &script, raw.is_some(), &archive),
+        readme(
+            &id,
+            &m,
+            cp,
+            first_seq,
+            &script,
+            raw.is_some(),
+            &archive,
+            &files,
+        ),
     );
 
     // SHA256SUMS over everything, then write.
@@ -947,8 +971,7 @@ fn check_script(
     let _ = write!(
         s,
         "# 4. The audit records hash, one to the next, to the signed checkpoint.\n\
-         python3 audit/verify_chain.py '{id}'\n\
-         echo 'evidence bundle OK'\n"
+         python3 audit/verify_chain.py '{id}'\n"
     );
     s
 }
@@ -1001,6 +1024,7 @@ fn revocation_text(archive: &Archive) -> (String, String) {
 }
 
 /// The bundle's README: what each file holds and how to check it all.
+#[allow(clippy::too_many_arguments)]
 fn readme(
     id: &str,
     m: &MessageRow,
@@ -1009,6 +1033,7 @@ fn readme(
     script: &str,
     body: bool,
     archive: &Archive,
+    stamp_files: &str,
 ) -> String {
     let (crl_files, crl_note) = revocation_text(archive);
     format!(
@@ -1039,6 +1064,7 @@ fn readme(
          \x20                           the CA its signer (the gateway) chains to\n\
          delivery.json               deliveries (queue entries) of the message\n\
          receipts.json               audit records of receipts sent for it (may be empty)\n\
+         {stamp_files}\
          SHA256SUMS                  SHA-256 of every file above\n\
          verify.sh                   the commands below, as one script\n\n\
          The chain proof\n---------------\n\

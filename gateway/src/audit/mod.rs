@@ -7,6 +7,8 @@
 //! The runners return their rendered output as a `String`; `main.rs` prints
 //! it and maps an [`AuditError`] to the exit code it names.
 
+pub mod backlog;
+pub mod bundle_receipts;
 pub mod checkpoint;
 pub mod cli;
 pub mod export;

@@ -178,8 +178,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     if let Some(notice) = notice {
         // A bounded wait (tsa_timeout_secs) before the reply: the notice's
         // bytes are recorded with the decision, so its token comes first.
-        let stamp = notice.stamp(gw.tsa.as_ref()).await;
-        notice.add_to(&mut record, stamp.as_ref());
+        crate::receipts::hold::stamp_or_hold(notice, &mut record, gw.tsa.as_ref()).await;
     }
     record_and_reply(gw, &id, &verdict, record).await
 }
@@ -437,6 +436,7 @@ impl Judged<'_> {
             queue_updates: Vec::new(),
             outgoing: Vec::new(),
             revocation: RevocationBlob::of(&verdict.revocation),
+            holds: Vec::new(),
         };
         (record, receipt)
     }

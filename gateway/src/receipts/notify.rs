@@ -110,6 +110,18 @@ impl Outgoing {
         stamp(tsa, self.signed.signature()).await
     }
 
+    /// Its parts: the signed message still open to a token, its row, queue
+    /// entry, the original's id and its `receipt.queued` record.
+    pub fn into_parts(self) -> (SignedMime, MessageRecord, QueueEntry, String, ReceiptQueued) {
+        (
+            self.signed,
+            self.message,
+            self.queue,
+            self.original,
+            self.queued,
+        )
+    }
+
     /// Adds the receipt's row, queue entry and audit record to `record`,
     /// with `stamp`'s token in its signature when granted, and what became
     /// of the timestamp in the audit record.

@@ -468,8 +468,7 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
     let notified = !receipts.is_empty();
     for r in receipts {
         // Bounded by tsa_timeout_secs, within the delivery's lease.
-        let stamp = r.stamp(gw.tsa.as_ref()).await;
-        r.add_to(&mut record, stamp.as_ref());
+        crate::receipts::hold::stamp_or_hold(r, &mut record, gw.tsa.as_ref()).await;
     }
     store_attempt(gw, attempt, record, notified, &next).await;
 }

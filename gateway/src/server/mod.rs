@@ -160,6 +160,12 @@ pub async fn start(
             stop_rx.clone(),
         )
     };
+    let holds = crate::receipts::hold::spawn(
+        store.clone(),
+        tsa.clone(),
+        relay_wake.clone(),
+        stop_rx.clone(),
+    );
     let checkpoints = crate::audit::checkpoint::spawn(
         config.audit.clone(),
         tsa,
@@ -169,7 +175,7 @@ pub async fn start(
     );
     let retention =
         crate::audit::retention::spawn(config.retention.clone(), store.clone(), stop_rx.clone());
-    let background = [checkpoints, retention, Some(refresher)]
+    let background = [checkpoints, retention, holds, Some(refresher)]
         .into_iter()
         .flatten()
         .collect();

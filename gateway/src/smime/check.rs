@@ -91,6 +91,7 @@ pub fn only_signer(
     Ok(SignerFacts {
         subject: cert.subject(),
         serial: cert.serial_hex(),
+        cert: cert.der.to_vec(),
     })
 }
 
@@ -101,4 +102,6 @@ pub struct SignerFacts {
     pub subject: String,
     /// Its serial number, hex.
     pub serial: String,
+    /// The certificate, DER, as the document carries it.
+    pub cert: Vec<u8>,
 }

@@ -27,6 +27,15 @@ pub const ATTR_TIMESTAMP_TOKEN: ObjectIdentifier =
 /// id-ct-TSTInfo: the eContentType of a token.
 const ID_CT_TSTINFO: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.1.4");
 const OID_SHA256: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.1");
+const OID_SHA1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.3.14.3.2.26");
+const OID_SHA384: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.2");
+const OID_SHA512: ObjectIdentifier = ObjectIdentifier::new_unwrap("2.16.840.1.101.3.4.2.3");
+/// id-aa-signingCertificate (RFC 2634 §5.4): ESSCertID with SHA-1.
+const ATTR_SIGNING_CERTIFICATE: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.12");
+/// id-aa-signingCertificateV2 (RFC 5035 §3): ESSCertIDv2, SHA-256 by default.
+const ATTR_SIGNING_CERTIFICATE_V2: ObjectIdentifier =
+    ObjectIdentifier::new_unwrap("1.2.840.113549.1.9.16.2.47");
 /// id-kp-timeStamping, DER value octets (RFC 3161 §2.3: the only EKU).
 const TIME_STAMPING: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08];
 /// A TimeStampResp is a token plus a status: a few KiB.
@@ -77,6 +86,7 @@ pub struct Tsa {
     ca: Vec<CertificateDer<'static>>,
     policy: Option<ObjectIdentifier>,
     http: Http,
+    unavailable: crate::config::OnUnavailable,
 }
 
 impl Tsa {
@@ -103,6 +113,7 @@ impl Tsa {
             ca,
             policy,
             http,
+            unavailable: crate::config::OnUnavailable::Send,
         })
     }
 
@@ -115,7 +126,20 @@ impl Tsa {
             .map(ObjectIdentifier::new)
             .transpose()
             .map_err(|e| format!("[evidence] tsa_policy: {e}"))?;
-        Tsa::new(&c.url, ca, policy, c.timeout).map_err(|e| format!("[evidence] {e}"))
+        Tsa::new(&c.url, ca, policy, c.timeout)
+            .map(|t| t.on_unavailable(c.unavailable))
+            .map_err(|e| format!("[evidence] {e}"))
+    }
+
+    /// The same TSA, receipts doing `u` when it gives no token.
+    pub fn on_unavailable(mut self, u: crate::config::OnUnavailable) -> Tsa {
+        self.unavailable = u;
+        self
+    }
+
+    /// What a receipt does when this TSA gives no token.
+    pub fn unavailable(&self) -> crate::config::OnUnavailable {
+        self.unavailable
     }
 
     /// The TSA of `[evidence]`, if one is configured.
@@ -340,6 +364,7 @@ pub fn check_token(
     let content = signed.content.unwrap_or_default();
     let usage = KeyUsage::required(TIME_STAMPING);
     let signer = super::check::only_signer(&signed, content, ca, at, usage, "timestamp token")?;
+    check_ess(&signed, &signer.cert)?;
     Ok(Token {
         der: token.to_vec(),
         gen_time: at.to_rfc3339(),
@@ -347,6 +372,85 @@ pub fn check_token(
         tsa: signer.subject,
         policy: tst.policy.to_string(),
     })
+}
+
+/// The token's signed ESS signingCertificate or signingCertificateV2
+/// (RFC 3161 §2.4.1 demands one; RFC 5816 allows V2) must name `cert`,
+/// the certificate whose key verified the token: otherwise another
+/// certificate with the same key, issuer and serial, or a substituted
+/// one, would pass for the TSA's.
+fn check_ess(signed: &super::cms::SignedData<'_>, cert: &[u8]) -> Result<(), String> {
+    let attrs = signed
+        .signers
+        .first()
+        .and_then(|s| s.info.signed_attrs.as_ref())
+        .ok_or("the token has no signed attributes")?;
+    let mut found = None;
+    for attr in attrs.iter() {
+        let v2 = attr.oid == ATTR_SIGNING_CERTIFICATE_V2;
+        if !(v2 || attr.oid == ATTR_SIGNING_CERTIFICATE) {
+            continue;
+        }
+        let [value] = attr.values.as_slice() else {
+            return Err("the token's ESS signingCertificate has not exactly one value".into());
+        };
+        if found.is_some() {
+            return Err("the token has two ESS signingCertificate attributes".into());
+        }
+        let der = der::Encode::to_der(value).map_err(|e| format!("ESS signingCertificate: {e}"))?;
+        found = Some(
+            first_cert_id(&der, v2)
+                .map_err(|e| format!("malformed ESS signingCertificate: {}", e.0))?,
+        );
+    }
+    let (alg, hash) = found.ok_or(
+        "the token lacks the ESS signingCertificate attribute that names the TSA certificate",
+    )?;
+    let ours = cert_hash(&alg, cert)
+        .ok_or_else(|| format!("the token's ESS signingCertificate uses hash {alg}"))?;
+    if ours != hash {
+        return Err(format!(
+            "the token's ESS signingCertificate names another certificate ({alg} {}) than the \
+             one that signed it ({})",
+            hex::encode(&hash),
+            hex::encode(&ours)
+        ));
+    }
+    Ok(())
+}
+
+/// The hash algorithm and certHash of the first ESSCertID(v2) of a
+/// SigningCertificate(V2): the signer's (RFC 2634 §5.4.1).
+fn first_cert_id(
+    der: &[u8],
+    v2: bool,
+) -> Result<(ObjectIdentifier, Vec<u8>), crate::asn1::Asn1Error> {
+    let sc = Reader::new(der).expect(0x30, "not a SEQUENCE")?;
+    let certs = Reader::new(sc.value).expect(0x30, "certs is not a SEQUENCE")?;
+    let id = Reader::new(certs.value).expect(0x30, "no ESSCertID")?;
+    let mut r = Reader::new(id.value);
+    let mut alg = if v2 { OID_SHA256 } else { OID_SHA1 };
+    if v2 && r.peek_tag() == Some(0x30) {
+        let a = r.read()?;
+        let o = Reader::new(a.value).expect(0x06, "hashAlgorithm has no OID")?;
+        alg = ObjectIdentifier::from_bytes(o.value)
+            .map_err(|_| crate::asn1::Asn1Error("an OID does not parse"))?;
+    }
+    let hash = r.expect(0x04, "certHash is not an OCTET STRING")?;
+    Ok((alg, hash.value.to_vec()))
+}
+
+/// `cert` hashed with `alg`, if it is one ESS uses.
+fn cert_hash(alg: &ObjectIdentifier, cert: &[u8]) -> Option<Vec<u8>> {
+    use ring::digest;
+    let known = [
+        (OID_SHA1, &digest::SHA1_FOR_LEGACY_USE_ONLY),
+        (OID_SHA256, &digest::SHA256),
+        (OID_SHA384, &digest::SHA384),
+        (OID_SHA512, &digest::SHA512),
+    ];
+    let (_, a) = known.iter().find(|(o, _)| o == alg)?;
+    Some(digest::digest(a, cert).as_ref().to_vec())
 }
 
 /// YYYYMMDDHHMMSS (UTC) as an evaluation time.
@@ -381,6 +485,78 @@ pub fn token_of(signature_der: &[u8]) -> Result<Option<Vec<u8>>, String> {
         }
     }
     Ok(None)
+}
+
+/// The signature value of a CMS signature's only SignerInfo: what its
+/// timestamp covers.
+pub fn signature_value_of(signature_der: &[u8]) -> Result<Vec<u8>, String> {
+    let signed = super::cms::parse(signature_der).map_err(|e| format!("not CMS: {e}"))?;
+    let [signer] = signed.signers.as_slice() else {
+        return Err(format!(
+            "{} SignerInfos; a gateway signature has one",
+            signed.signers.len()
+        ));
+    };
+    Ok(super::cms::signature_value(signer).to_vec())
+}
+
+/// A CMS signature (DER ContentInfo with one SignerInfo) with `token`
+/// added as its unsigned attribute id-smime-aa-timeStampToken, the rest
+/// unchanged: the signature stays valid, since unsigned attributes are
+/// outside what it covers. For signatures made without a token (the TSA
+/// was down); one that already has a token is refused.
+pub fn add_token(signature_der: &[u8], token: &[u8]) -> Result<Vec<u8>, String> {
+    if token_of(signature_der)?.is_some() {
+        return Err("the signature already has a timestamp token".into());
+    }
+    let bad = |e: crate::asn1::Asn1Error| format!("not a CMS signature: {}", e.0);
+    let ci = Reader::new(signature_der)
+        .expect(0x30, "ContentInfo")
+        .map_err(bad)?;
+    let mut r = Reader::new(ci.value);
+    let content_type = r.expect(0x06, "contentType").map_err(bad)?;
+    let explicit = r.expect(0xa0, "content").map_err(bad)?;
+    let sd = Reader::new(explicit.value)
+        .expect(0x30, "SignedData")
+        .map_err(bad)?;
+    let mut fields = Vec::new();
+    let mut r = Reader::new(sd.value);
+    while !r.is_empty() {
+        fields.push(r.read().map_err(bad)?);
+    }
+    let last = fields
+        .pop()
+        .filter(|f| f.tag == 0x31)
+        .ok_or("no SignerInfos")?;
+    let info = Reader::new(last.value)
+        .expect(0x30, "SignerInfo")
+        .map_err(bad)?;
+    if info.raw.len() != last.value.len() {
+        return Err("more than one SignerInfo".into());
+    }
+    let mut attr = oid(&ATTR_TIMESTAMP_TOKEN);
+    write_tlv(&mut attr, 0x31, token);
+    let attr = tlv(0x30, &attr);
+    let mut signer = Vec::with_capacity(info.value.len() + attr.len() + 8);
+    let mut r = Reader::new(info.value);
+    let mut unsigned_seen = false;
+    while !r.is_empty() {
+        let f = r.read().map_err(bad)?;
+        if f.tag == 0xa1 {
+            unsigned_seen = true;
+            write_tlv(&mut signer, 0xa1, &[f.value, attr.as_slice()].concat());
+        } else {
+            signer.extend_from_slice(f.raw);
+        }
+    }
+    if !unsigned_seen {
+        write_tlv(&mut signer, 0xa1, &attr);
+    }
+    let mut signed_data: Vec<u8> = fields.iter().flat_map(|f| f.raw.iter().copied()).collect();
+    write_tlv(&mut signed_data, 0x31, &tlv(0x30, &signer));
+    let mut content_info = content_type.raw.to_vec();
+    write_tlv(&mut content_info, 0xa0, &tlv(0x30, &signed_data));
+    Ok(tlv(0x30, &content_info))
 }
 
 fn tlv(tag: u8, value: &[u8]) -> Vec<u8> {
@@ -425,6 +601,29 @@ mod tests {
             check_response(b"garbage"),
             Err(Problem::Invalid(_))
         ));
+    }
+
+    #[test]
+    fn ess_cert_ids_v1_and_v2() {
+        let cert = b"a certificate";
+        let id = |alg: Option<&ObjectIdentifier>, hash: &[u8]| {
+            let mut v = alg.map_or_else(Vec::new, |a| tlv(0x30, &oid(a)));
+            write_tlv(&mut v, 0x04, hash);
+            // SigningCertificate(V2) { certs { ESSCertID(v2) } }
+            tlv(0x30, &tlv(0x30, &tlv(0x30, &v)))
+        };
+        let sha1 = cert_hash(&OID_SHA1, cert).unwrap();
+        let (alg, hash) = first_cert_id(&id(None, &sha1), false).unwrap();
+        assert_eq!((alg, hash), (OID_SHA1, sha1));
+        // V2 without hashAlgorithm: SHA-256 (RFC 5035's DEFAULT).
+        let sha256 = cert_hash(&OID_SHA256, cert).unwrap();
+        let (alg, _) = first_cert_id(&id(None, &sha256), true).unwrap();
+        assert_eq!(alg, OID_SHA256);
+        let sha512 = cert_hash(&OID_SHA512, cert).unwrap();
+        let (alg, hash) = first_cert_id(&id(Some(&OID_SHA512), &sha512), true).unwrap();
+        assert_eq!((alg, hash.len()), (OID_SHA512, 64));
+        assert!(cert_hash(&ATTR_TIMESTAMP_TOKEN, cert).is_none());
+        assert!(first_cert_id(b"\x30\x00", true).is_err());
     }
 
     #[test]

@@ -32,6 +32,9 @@ pub(super) trait Batch {
 
     /// The changes to queue rows.
     async fn queue_updates(&mut self, rec: &Prepared, now_ms: i64) -> Result<(), sqlx::Error>;
+
+    /// The changes to held receipts.
+    async fn holds(&mut self, rec: &Prepared) -> Result<(), sqlx::Error>;
 }
 
 /// Implements [`Batch`] for the transactions of backend `$db`.
@@ -234,6 +237,11 @@ macro_rules! batch_sections {
                     q.execute(&mut **self).await?;
                 }
                 Ok(())
+            }
+
+            async fn holds(&mut self, rec: &Prepared) -> Result<(), sqlx::Error> {
+                use super::holds::HoldChange;
+                super::holds::write_holds!(self, &rec.holds)
             }
         }
     };

@@ -201,6 +201,7 @@ impl Db {
             }
             for rec in batch {
                 tx.queue_updates(rec, now_ms).await?;
+                tx.holds(rec).await?;
             }
             if seq != first {
                 sqlx::query("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1")

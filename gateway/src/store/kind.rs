@@ -31,6 +31,10 @@ pub enum AuditKind {
     RelayFailed,
     /// `receipt.queued`: a signed receipt or non-delivery notice was queued.
     ReceiptQueued,
+    /// `receipt.held`: a signed receipt waits for its timestamp token
+    /// (`[evidence] tsa_unavailable = "wait"`), kept until the TSA grants
+    /// one or the wait runs out.
+    ReceiptHeld,
     /// `queue.retry`: an operator retried a queue entry.
     QueueRetry,
     /// `queue.cancelled`: an operator cancelled a queue entry.
@@ -41,6 +45,9 @@ pub enum AuditKind {
     PolicyReloadFailed,
     /// `audit.checkpoint`: a signed checkpoint of the chain head was written.
     AuditCheckpoint,
+    /// `audit.checkpoint-stamped`: a checkpoint signed without a timestamp
+    /// got its token later (the backlog job).
+    AuditCheckpointStamped,
     /// `retention.pruned`: bodies or audit records were removed by retention.
     RetentionPruned,
     /// `crl.updated`: a downloaded CRL was taken.
@@ -58,7 +65,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuditKind; 20] = [
+    pub const ALL: [AuditKind; 22] = [
         AuditKind::MessageAccepted,
         AuditKind::MessageRejected,
         AuditKind::MessageDuplicate,
@@ -68,11 +75,13 @@ impl AuditKind {
         AuditKind::RelayDeferred,
         AuditKind::RelayFailed,
         AuditKind::ReceiptQueued,
+        AuditKind::ReceiptHeld,
         AuditKind::QueueRetry,
         AuditKind::QueueCancelled,
         AuditKind::PolicyReloaded,
         AuditKind::PolicyReloadFailed,
         AuditKind::AuditCheckpoint,
+        AuditKind::AuditCheckpointStamped,
         AuditKind::RetentionPruned,
         AuditKind::CrlUpdated,
         AuditKind::CrlFetchFailed,
@@ -96,11 +105,13 @@ impl AuditKind {
             AuditKind::RelayDeferred => "relay.deferred",
             AuditKind::RelayFailed => "relay.failed",
             AuditKind::ReceiptQueued => "receipt.queued",
+            AuditKind::ReceiptHeld => "receipt.held",
             AuditKind::QueueRetry => "queue.retry",
             AuditKind::QueueCancelled => "queue.cancelled",
             AuditKind::PolicyReloaded => "policy.reloaded",
             AuditKind::PolicyReloadFailed => "policy.reload-failed",
             AuditKind::AuditCheckpoint => "audit.checkpoint",
+            AuditKind::AuditCheckpointStamped => "audit.checkpoint-stamped",
             AuditKind::RetentionPruned => "retention.pruned",
             AuditKind::CrlUpdated => "crl.updated",
             AuditKind::CrlFetchFailed => "crl.fetch-failed",
@@ -130,11 +141,13 @@ impl AuditKind {
             | AuditKind::SmtpSessionSummary
             | AuditKind::RelayDeferred
             | AuditKind::ReceiptQueued
+            | AuditKind::ReceiptHeld
             | AuditKind::QueueRetry
             | AuditKind::QueueCancelled
             | AuditKind::PolicyReloaded
             | AuditKind::PolicyReloadFailed
             | AuditKind::AuditCheckpoint
+            | AuditKind::AuditCheckpointStamped
             | AuditKind::RetentionPruned
             | AuditKind::CrlUpdated
             | AuditKind::CrlFetchFailed

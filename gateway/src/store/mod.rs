@@ -21,6 +21,7 @@ pub mod chain;
 pub(crate) mod db;
 mod error;
 mod files;
+pub mod holds;
 pub mod index;
 pub mod kind;
 pub mod payload;
@@ -221,6 +222,8 @@ pub struct Record {
     /// The CRLs and OCSP responses the decision used (content-addressed;
     /// one already archived is not written again).
     pub revocation: Vec<RevocationBlob>,
+    /// Receipts held for their timestamp token, tried again, or released.
+    pub holds: Vec<holds::HoldChange>,
 }
 
 /// Result of walking the audit chain.
@@ -375,6 +378,7 @@ impl Store {
             queue,
             queue_updates,
             revocation,
+            holds,
         } = record;
         let revocation = self.unarchived(revocation);
         let revocation = if revocation.is_empty() {
@@ -423,6 +427,7 @@ impl Store {
                 queue,
                 queue_updates,
                 revocation,
+                holds,
             },
             reply,
         };

@@ -90,6 +90,42 @@ pub struct ReceiptQueued {
     pub timestamp: Option<Timestamp>,
 }
 
+/// `receipt.held`: a receipt waits for its timestamp token
+/// (`[evidence] tsa_unavailable = "wait"`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptHeld {
+    /// Which receipt (`acceptance`, `delivery`, …).
+    pub receipt: String,
+    /// The emla id it will be sent as.
+    pub receipt_id: String,
+    /// Its recipient.
+    pub to: String,
+    /// How many times the TSA gave no token.
+    pub tries: i64,
+    /// When the TSA is asked again (RFC 3339).
+    pub next_try_at: String,
+    /// When it goes out even without a token (RFC 3339).
+    pub deadline: String,
+    /// What the last try brought (`unavailable` or `refused`, why).
+    pub timestamp: Timestamp,
+}
+
+/// `audit.checkpoint-stamped`: the backlog job added a timestamp token to
+/// a checkpoint signed without one.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AuditCheckpointStamped {
+    /// The checkpoint's seq.
+    pub seq: i64,
+    /// The `.p7s` file rewritten.
+    pub file: String,
+    /// SHA-256 of the `.p7s` before (without the token).
+    pub sha256_before: String,
+    /// SHA-256 of the `.p7s` now.
+    pub sha256: String,
+    /// The token (always `granted`).
+    pub timestamp: Timestamp,
+}
+
 /// What became of a signature's RFC 3161 timestamp (`[evidence] tsa_url`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
@@ -113,6 +149,13 @@ pub struct Timestamp {
     /// SHA-256 of the token (DER TimeStampToken), hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sha256: Option<String>,
+    /// For a receipt that was held (`tsa_unavailable = "wait"`): how many
+    /// times the TSA gave no token.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tries: Option<i64>,
+    /// And how long it was held, in seconds.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub waited_secs: Option<u64>,
 }
 
 /// `policy.reloaded`: a new policy in force.
@@ -334,6 +377,8 @@ kinds! {
     MessageDuplicate,
     PostmasterKept,
     ReceiptQueued,
+    ReceiptHeld,
+    AuditCheckpointStamped,
     PolicyReloaded,
     PolicyReloadFailed,
     CrlUpdated,

@@ -87,6 +87,8 @@ pub struct Prepared {
     pub queue_updates: Vec<QueueUpdate>,
     /// Rows of `revocation_data` (inserted unless present).
     pub revocation: Vec<super::RevocationBlob>,
+    /// Changes to held receipts.
+    pub holds: Vec<super::holds::HoldChange>,
 }
 
 /// Counters of the writer's work.
