@@ -95,6 +95,7 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     }
     let config = demo.join("emla.toml");
     run_ok(emla().args(["audit", "verify", "--config"]).arg(&config));
+    check_evidence(&report, &text);
     let out = emla()
         .args([
             "queue",
@@ -148,4 +149,45 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(foreign.join("notes.txt").exists());
+}
+
+/// The demo's TSA stamped its receipts and checkpoint, and the commands it
+/// prints export a bundle that checks and verify a receipt's token.
+fn check_evidence(report: &[String], text: &str) {
+    assert!(text.contains("  TSA      http://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("Signed checkpoint of the audit log: ")
+            && text.contains(", its .p7s with a timestamp token"),
+        "{text}"
+    );
+    let printed = |start: &str| -> String {
+        report
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line:\n{text}"))
+            .to_string()
+    };
+    for start in [
+        "emla audit export ",
+        "(cd ",
+        "openssl cms -cmsout ",
+        "FILE=",
+    ] {
+        let mut line = printed(start);
+        if let Some(args) = line.strip_prefix("emla ") {
+            line = format!("{} {args}", env!("CARGO_BIN_EXE_emla"));
+        }
+        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        assert!(
+            out.status.success(),
+            "{line}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if start == "FILE=" {
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("Verification: OK"), "{said}");
+        }
+    }
 }

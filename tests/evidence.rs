@@ -43,33 +43,10 @@ use emla::{EvalTime, Reason};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use smtp::{emla_cli, run_checks};
-use support::{alice_to_bob, copy_dir, pki, Tool, ALICE, BOB};
+use support::{alice_to_bob, copy_dir, pki, signing_policy, Tool, ALICE, BOB};
 use testdb::{Backend, TestDb};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// A copy of the test policy whose `gateway.toml` names the gateway's
-/// signing identity (`certs/aa/gateway.pem`, under AA's CA).
-fn signing_policy() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let p = pki();
-        let dir = p.dir.join("policy-signing");
-        if !dir.join(".done").exists() {
-            copy_dir(&p.policy(), &dir);
-            let g = dir.join("gateway.toml");
-            let text = std::fs::read_to_string(&g).unwrap().replace(
-                "hostname = \"emla.test\"\n",
-                "hostname = \"emla.test\"\npostmaster = \"postmaster@justice.aa.example\"\n\
-                 signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
-            );
-            std::fs::write(&g, text).unwrap();
-            std::fs::write(dir.join(".done"), "").unwrap();
-        }
-        dir
-    })
-    .clone()
-}
 
 fn root_ca(cc: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
     checkpoint::read_ca(&pki().cert(cc, "root")).unwrap()

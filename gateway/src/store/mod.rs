@@ -21,6 +21,7 @@ pub mod chain;
 pub(crate) mod db;
 mod error;
 mod files;
+pub mod jobs;
 pub mod index;
 pub mod kind;
 pub mod payload;
@@ -33,6 +34,7 @@ pub mod search;
 
 pub use crate::policy::Lane;
 pub use error::StoreError;
+pub use jobs::{ExclusiveJob, JobLock};
 pub use kind::{AuditKind, RemEvent};
 pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueStatus, QueueUpdate};
