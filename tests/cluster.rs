@@ -71,12 +71,13 @@ fn two_instances_share_checkpoints_and_retention() {
     assert_eq!(rows("SELECT COUNT(*) FROM messages WHERE sha256 = 'SHA'"), 2);
     assert_eq!(rows("SELECT COUNT(*) FROM bodies WHERE sha256 = 'SHA'"), 1);
 
-    // The accepted one is now old: retention prunes it, but the body stays
-    // for the refused copy, received today.
+    // The first one and the body row are now old: retention prunes the
+    // message, but the body stays for the copy received today.
     pg_exec(
         &pg.url,
         &format!(
-            "UPDATE messages SET received_at = received_at - 2 * 86400000 WHERE id = '{first}'"
+            "UPDATE messages SET received_at = received_at - 2 * 86400000 WHERE id = '{first}'; \
+             UPDATE bodies SET stored_at = stored_at - 2 * 86400000 WHERE sha256 = '{sha}'"
         ),
     );
     until("retention to prune the old message", || {
