@@ -42,7 +42,9 @@ fn until(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn two_instances_share_checkpoints_and_retention() {
     if std::env::var_os("EMLA_TEST_POSTGRES").is_none() {
-        eprintln!("cluster: skipped, EMLA_TEST_POSTGRES is not set (two instances need PostgreSQL)");
+        eprintln!(
+            "cluster: skipped, EMLA_TEST_POSTGRES is not set (two instances need PostgreSQL)"
+        );
         return;
     }
     let pg = PgDb::create();
@@ -55,7 +57,11 @@ fn two_instances_share_checkpoints_and_retention() {
     for i in 0..8 {
         let srv = &servers[i % 2];
         let (reply, t) = send(srv.port, ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
-        ids.push(reply.accepted_id().unwrap_or_else(|| panic!("not accepted: {t}")));
+        ids.push(
+            reply
+                .accepted_id()
+                .unwrap_or_else(|| panic!("not accepted: {t}")),
+        );
         std::thread::sleep(Duration::from_millis(400));
     }
 
@@ -63,12 +69,19 @@ fn two_instances_share_checkpoints_and_retention() {
     // (so not a replay): one row of `bodies` for both messages.
     let shared = alice_to_bob(Tool::SmimeDetached);
     let (first, t) = send(servers[0].port, ALICE, &[BOB], &shared);
-    let first = first.accepted_id().unwrap_or_else(|| panic!("not accepted: {t}"));
+    let first = first
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted: {t}"));
     let (again, t) = send(servers[1].port, ALICE, &[BOB, BEA], &shared);
-    let again = again.accepted_id().unwrap_or_else(|| panic!("not accepted: {t}"));
+    let again = again
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted: {t}"));
     let sha = db.message(&first).unwrap().sha256;
     let rows = |sql: &str| db.scalar(&sql.replace("SHA", &sha));
-    assert_eq!(rows("SELECT COUNT(*) FROM messages WHERE sha256 = 'SHA'"), 2);
+    assert_eq!(
+        rows("SELECT COUNT(*) FROM messages WHERE sha256 = 'SHA'"),
+        2
+    );
     assert_eq!(rows("SELECT COUNT(*) FROM bodies WHERE sha256 = 'SHA'"), 1);
 
     // The first one and the body row are now old: retention prunes the
@@ -92,7 +105,9 @@ fn two_instances_share_checkpoints_and_retention() {
     // Once no message needs it, it goes.
     pg_exec(
         &pg.url,
-        &format!("UPDATE messages SET received_at = received_at - 2 * 86400000 WHERE sha256 = '{sha}'"),
+        &format!(
+            "UPDATE messages SET received_at = received_at - 2 * 86400000 WHERE sha256 = '{sha}'"
+        ),
     );
     until("retention to remove the unneeded body", || {
         rows("SELECT COUNT(*) FROM bodies WHERE sha256 = 'SHA'") == 0

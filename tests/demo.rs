@@ -16,17 +16,18 @@ fn emla() -> Command {
     Command::new(env!("CARGO_BIN_EXE_emla"))
 }
 
-#[test]
-fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let demo = dir.path().join("demo");
-    let mut child = emla()
-        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&demo)
+/// Starts `emla demo` in `demo` (with `path` as PATH, if given) and reads
+/// its report up to the commands after `demo ready`.
+fn start_demo(demo: &std::path::Path, path: Option<&str>) -> (std::process::Child, Vec<String>) {
+    let mut cmd = emla();
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(demo)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -56,6 +57,14 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
         report.push(line);
     }
+    (child, report)
+}
+
+#[test]
+fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let (mut child, report) = start_demo(&demo, None);
     let text = report.join("\n");
     assert_eq!(
         text.matches("gateway: 250 2.0.0 accepted as ").count(),
@@ -190,4 +199,24 @@ fn check_evidence(report: &[String], text: &str) {
             assert!(said.contains("Verification: OK"), "{said}");
         }
     }
+}
+
+#[test]
+fn without_openssl_the_demo_runs_without_a_tsa_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, report) = start_demo(&dir.path().join("demo"), Some("/nonexistent"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = report.join("\n");
+    assert!(
+        text.contains("TSA      none: openssl was not found"),
+        "{text}"
+    );
+    assert!(text.contains(", without a timestamp token)"), "{text}");
+    assert!(!text.contains("FILE="), "{text}");
+    assert_eq!(
+        text.matches("gateway: 250 2.0.0 accepted as ").count(),
+        2,
+        "{text}"
+    );
 }

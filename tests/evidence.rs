@@ -29,7 +29,7 @@ mod testdb;
 use emla::config::AuditConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emla::audit::checkpoint::{self, Outcome};

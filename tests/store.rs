@@ -809,10 +809,7 @@ async fn a_checkpoint_number_is_recorded_once(backend: Backend) {
     let again = two.audit(checkpoint_event(2)).await;
     assert!(again.is_err(), "checkpoint 2 recorded twice");
     // Group-committed with a message: the message still goes in.
-    let (a, b) = tokio::join!(
-        two.record(accepted("m2")),
-        one.audit(checkpoint_event(2))
-    );
+    let (a, b) = tokio::join!(two.record(accepted("m2")), one.audit(checkpoint_event(2)));
     a.unwrap();
     assert!(b.is_err());
     two.audit(checkpoint_event(6)).await.unwrap();

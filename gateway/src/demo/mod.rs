@@ -125,12 +125,25 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     let checkpoint = {
         let tsa = crate::smime::tsa::Tsa::configured(&gw.config.evidence)?;
         let (policy, audit) = (gw.policy.get(), &gw.config.audit);
-        crate::audit::checkpoint::write(&gw.store, &policy, &audit.checkpoint_dir, audit, tsa.as_ref())
-            .await
-            .map_err(|e| format!("the demo checkpoint: {e}"))?
+        crate::audit::checkpoint::write(
+            &gw.store,
+            &policy,
+            &audit.checkpoint_dir,
+            audit,
+            tsa.as_ref(),
+        )
+        .await
+        .map_err(|e| format!("the demo checkpoint: {e}"))?
     };
     print_next_steps(dir, &config_path, port, &accepted, &received);
-    print_evidence(dir, &config_path, &accepted, &received, &checkpoint, tsa.as_ref())?;
+    print_evidence(
+        dir,
+        &config_path,
+        &accepted,
+        &received,
+        &checkpoint,
+        tsa.as_ref(),
+    )?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -234,15 +247,20 @@ fn print_evidence(
     tsa: Option<&tsa::DemoTsa>,
 ) -> Result<(), String> {
     let cfg = config_path.display();
+    let stamped = checkpoint
+        .p7s
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|der| matches!(crate::smime::tsa::token_of(&der), Ok(Some(_))));
     println!();
     println!(
         "Signed checkpoint of the audit log: {} (seq {}{})",
         checkpoint.json.display(),
         checkpoint.checkpoint.seq,
-        if tsa.is_some() {
+        if stamped {
             ", its .p7s with a timestamp token"
         } else {
-            ""
+            ", without a timestamp token"
         }
     );
     if let Some(id) = accepted.first() {

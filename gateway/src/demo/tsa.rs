@@ -91,7 +91,10 @@ async fn answer(files: &Arc<Files>, req: Request<Incoming>) -> Response<Full<Byt
         r
     };
     if req.method() != Method::POST {
-        return plain(StatusCode::METHOD_NOT_ALLOWED, "POST a TimeStampReq\n".into());
+        return plain(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "POST a TimeStampReq\n".into(),
+        );
     }
     let query = match Limited::new(req.into_body(), MAX_REQUEST).collect().await {
         Ok(b) => b.to_bytes(),
