@@ -409,16 +409,8 @@ pub fn spawn(
                 return;
             }
             // One instance at a time; the head is read under the lock.
-            let lock = match store.exclusive(ExclusiveJob::Checkpoint).await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    tracing::debug!("audit checkpoint: another instance holds the job; skipped");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "audit checkpoint: cannot take the job lock");
-                    continue;
-                }
+            let Some(lock) = store.exclusive_round(ExclusiveJob::Checkpoint).await else {
+                continue;
             };
             // Nothing happened since the last checkpoint (of this instance,
             // another one sharing the database, or before a restart).

@@ -267,16 +267,8 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
-            let lock = match store.exclusive(ExclusiveJob::Retention).await {
-                Ok(Some(lock)) => lock,
-                Ok(None) => {
-                    tracing::debug!("retention: another instance holds the job; skipped");
-                    continue;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "retention: cannot take the job lock");
-                    continue;
-                }
+            let Some(lock) = store.exclusive_round(ExclusiveJob::Retention).await else {
+                continue;
             };
             let pruned = prune(&store, &cfg, now_ms(), false).await;
             lock.release().await;

@@ -151,6 +151,26 @@ impl Store {
         };
         Ok(Some(JobLock { job, held }))
     }
+
+    /// [`Store::exclusive`] for one round of a periodic job: `None` means
+    /// skip the round (logged at debug level when another instance holds
+    /// the job, as an error when the lock could not be asked for).
+    pub async fn exclusive_round(&self, job: ExclusiveJob) -> Option<JobLock> {
+        match self.exclusive(job).await {
+            Ok(Some(lock)) => Some(lock),
+            Ok(None) => {
+                tracing::debug!(
+                    job = job.name(),
+                    "another instance holds the job; round skipped"
+                );
+                None
+            }
+            Err(e) => {
+                tracing::error!(job = job.name(), error = %e, "cannot take the job lock; round skipped");
+                None
+            }
+        }
+    }
 }
 
 #[cfg(test)]
