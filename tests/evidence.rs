@@ -259,6 +259,11 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     let now = now_ms();
     for i in 0..3 {
         store.record(message(i, now - 400 * DAY_MS)).await.unwrap();
+        // Its file as old as it (retention also goes by the file's mtime).
+        let m = store.message(&format!("msg-{i}")).await.unwrap().unwrap();
+        let then = std::time::SystemTime::now() - Duration::from_secs(400 * 86_400);
+        let file = std::fs::File::open(store.body_path(&m.sha256).unwrap()).unwrap();
+        file.set_modified(then).unwrap();
     }
     store.record(message(3, now)).await.unwrap();
     // A young message with the same bytes as old msg-1: the shared file stays.
