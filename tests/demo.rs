@@ -177,6 +177,7 @@ fn check_evidence(report: &[String], text: &str) {
             .unwrap_or_else(|| panic!("no `{start}` line:\n{text}"))
             .to_string()
     };
+    let cwd = tempfile::tempdir().unwrap();
     for start in [
         "emla audit export ",
         "(cd ",
@@ -187,7 +188,11 @@ fn check_evidence(report: &[String], text: &str) {
         if let Some(args) = line.strip_prefix("emla ") {
             line = format!("{} {args}", env!("CARGO_BIN_EXE_emla"));
         }
-        let out = Command::new("sh").args(["-c", &line]).output().unwrap();
+        let out = Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
         assert!(
             out.status.success(),
             "{line}:\n{}{}",
@@ -199,6 +204,11 @@ fn check_evidence(report: &[String], text: &str) {
             assert!(said.contains("Verification: OK"), "{said}");
         }
     }
+    let litter: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(
+        litter.is_empty(),
+        "the commands wrote into the current directory: {litter:?}"
+    );
 }
 
 #[test]

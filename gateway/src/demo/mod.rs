@@ -303,7 +303,11 @@ fn token_check_script() -> String {
         .nth(1)
         .and_then(|b| b.split("```").next())
         .unwrap_or("echo 'the README has no tsa-verify block' >&2; exit 2\n");
-    format!("#!/bin/sh\n# Checks the timestamp token in $FILE (DER CMS) against $TSA_CA.\nset -e\n{block}")
+    format!(
+        "#!/bin/sh\n# Checks the timestamp token in $FILE (DER CMS) against $TSA_CA.\nset -e\n\
+         FILE=$(realpath \"$FILE\"); TSA_CA=$(realpath \"$TSA_CA\")\n\
+         work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT; cd \"$work\"   # cms.txt, token.tsr\n{block}"
+    )
 }
 
 /// Empties `dir` if an earlier demo made it; refuses any other non-empty
