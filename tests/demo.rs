@@ -16,17 +16,18 @@ fn emla() -> Command {
     Command::new(env!("CARGO_BIN_EXE_emla"))
 }
 
-#[test]
-fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
-    let dir = tempfile::tempdir().unwrap();
-    let demo = dir.path().join("demo");
-    let mut child = emla()
-        .args(["demo", "--listen", "127.0.0.1:0", "--dir"])
-        .arg(&demo)
+/// Starts `emla demo` in `demo` (with `path` as PATH, if given) and reads
+/// its report up to the commands after `demo ready`.
+fn start_demo(demo: &std::path::Path, path: Option<&str>) -> (std::process::Child, Vec<String>) {
+    let mut cmd = emla();
+    cmd.args(["demo", "--listen", "127.0.0.1:0", "--dir"])
+        .arg(demo)
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        .stderr(Stdio::piped());
+    if let Some(p) = path {
+        cmd.env("PATH", p);
+    }
+    let mut child = cmd.spawn().unwrap();
     let stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
@@ -56,6 +57,14 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     while let Ok(line) = rx.recv_timeout(Duration::from_millis(500)) {
         report.push(line);
     }
+    (child, report)
+}
+
+#[test]
+fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = dir.path().join("demo");
+    let (mut child, report) = start_demo(&demo, None);
     let text = report.join("\n");
     assert_eq!(
         text.matches("gateway: 250 2.0.0 accepted as ").count(),
@@ -95,6 +104,7 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     }
     let config = demo.join("emla.toml");
     run_ok(emla().args(["audit", "verify", "--config"]).arg(&config));
+    check_evidence(&report, &text);
     let out = emla()
         .args([
             "queue",
@@ -148,4 +158,75 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(foreign.join("notes.txt").exists());
+}
+
+/// The demo's TSA stamped its receipts and checkpoint, and the commands it
+/// prints export a bundle that checks and verify a receipt's token.
+fn check_evidence(report: &[String], text: &str) {
+    assert!(text.contains("  TSA      http://127.0.0.1:"), "{text}");
+    assert!(
+        text.contains("Signed checkpoint of the audit log: ")
+            && text.contains(", its .p7s with a timestamp token"),
+        "{text}"
+    );
+    let printed = |start: &str| -> String {
+        report
+            .iter()
+            .map(|l| l.trim())
+            .find(|l| l.starts_with(start))
+            .unwrap_or_else(|| panic!("no `{start}` line:\n{text}"))
+            .to_string()
+    };
+    let cwd = tempfile::tempdir().unwrap();
+    for start in [
+        "emla audit export ",
+        "(cd ",
+        "openssl cms -cmsout ",
+        "FILE=",
+    ] {
+        let mut line = printed(start);
+        if let Some(args) = line.strip_prefix("emla ") {
+            line = format!("{} {args}", env!("CARGO_BIN_EXE_emla"));
+        }
+        let out = Command::new("sh")
+            .args(["-c", &line])
+            .current_dir(cwd.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{line}:\n{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if start == "FILE=" {
+            let said = String::from_utf8_lossy(&out.stdout);
+            assert!(said.contains("Verification: OK"), "{said}");
+        }
+    }
+    let litter: Vec<_> = std::fs::read_dir(cwd.path()).unwrap().collect();
+    assert!(
+        litter.is_empty(),
+        "the commands wrote into the current directory: {litter:?}"
+    );
+}
+
+#[test]
+fn without_openssl_the_demo_runs_without_a_tsa_and_says_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, report) = start_demo(&dir.path().join("demo"), Some("/nonexistent"));
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = report.join("\n");
+    assert!(
+        text.contains("TSA      none: openssl was not found"),
+        "{text}"
+    );
+    assert!(text.contains(", without a timestamp token)"), "{text}");
+    assert!(!text.contains("FILE="), "{text}");
+    assert_eq!(
+        text.matches("gateway: 250 2.0.0 accepted as ").count(),
+        2,
+        "{text}"
+    );
 }

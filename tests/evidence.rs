@@ -39,7 +39,7 @@ mod testdb;
 use emla::config::AuditConfig;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use emla::audit::checkpoint::{self, Outcome};
@@ -53,33 +53,10 @@ use emla::{EvalTime, Reason};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 use smtp::{emla_cli, run_checks};
-use support::{alice_to_bob, copy_dir, pki, Tool, ALICE, BOB};
+use support::{alice_to_bob, copy_dir, pki, signing_policy, Tool, ALICE, BOB};
 use testdb::{Backend, TestDb};
 
 const DAY_MS: i64 = 86_400_000;
-
-/// A copy of the test policy whose `gateway.toml` names the gateway's
-/// signing identity (`certs/aa/gateway.pem`, under AA's CA).
-fn signing_policy() -> PathBuf {
-    static DIR: OnceLock<PathBuf> = OnceLock::new();
-    DIR.get_or_init(|| {
-        let p = pki();
-        let dir = p.dir.join("policy-signing");
-        if !dir.join(".done").exists() {
-            copy_dir(&p.policy(), &dir);
-            let g = dir.join("gateway.toml");
-            let text = std::fs::read_to_string(&g).unwrap().replace(
-                "hostname = \"emla.test\"\n",
-                "hostname = \"emla.test\"\npostmaster = \"postmaster@justice.aa.example\"\n\
-                 signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
-            );
-            std::fs::write(&g, text).unwrap();
-            std::fs::write(dir.join(".done"), "").unwrap();
-        }
-        dir
-    })
-    .clone()
-}
 
 fn root_ca(cc: &str) -> Vec<rustls_pki_types::CertificateDer<'static>> {
     checkpoint::read_ca(&pki().cert(cc, "root")).unwrap()
@@ -292,6 +269,11 @@ async fn retention_keeps_the_chain_verifiable(backend: Backend) {
     let now = now_ms();
     for i in 0..3 {
         store.record(message(i, now - 400 * DAY_MS)).await.unwrap();
+        // Its file as old as it (retention also goes by the file's mtime).
+        let m = store.message(&format!("msg-{i}")).await.unwrap().unwrap();
+        let then = std::time::SystemTime::now() - Duration::from_secs(400 * 86_400);
+        let file = std::fs::File::open(store.body_path(&m.sha256).unwrap()).unwrap();
+        file.set_modified(then).unwrap();
     }
     store.record(message(3, now)).await.unwrap();
     // A young message with the same bytes as old msg-1: the shared file stays.

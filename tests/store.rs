@@ -780,3 +780,63 @@ fn readers_match_writers() {
         Some("4F2A1B3C")
     );
 }
+
+// ---------------------------------------------------------------------------
+// Two instances on one database
+// ---------------------------------------------------------------------------
+
+/// A job's lock is held by one store at a time, across two stores on one
+/// database (two instances), and comes free when released or dropped.
+async fn job_locks_are_exclusive_across_instances(backend: Backend) {
+    use emla::store::ExclusiveJob::{Checkpoint, Retention};
+    let (db, one) = TestDb::with_store(backend).await;
+    let two = db.open().await;
+    let held = one.exclusive(Retention).await.unwrap().expect("free");
+    assert!(two.exclusive(Retention).await.unwrap().is_none());
+    let other = two.exclusive(Checkpoint).await.unwrap();
+    assert!(other.is_some(), "jobs lock independently");
+    held.release().await;
+    let held = two.exclusive(Retention).await.unwrap().expect("released");
+    assert!(one.exclusive(Retention).await.unwrap().is_none());
+    // Dropped without release (a job that panicked): free again.
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while one.exclusive(Retention).await.unwrap().is_none() {
+        assert!(Instant::now() < deadline, "a dropped lock stays held");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    drop(other);
+    drop(two);
+    db.close(one).await;
+}
+both!(job_locks_are_exclusive_across_instances);
+
+fn checkpoint_event(seq: i64) -> AuditEvent {
+    AuditEvent {
+        kind: AuditKind::AuditCheckpoint,
+        message_id: None,
+        data: json!({"seq": seq, "hash": "ab".repeat(32), "at": "2026-01-01T00:00:00Z",
+                     "file": null, "sha256": "cd".repeat(32), "signed": true}),
+    }
+}
+
+/// Two instances that both took a checkpoint of head 2 (a lock lost):
+/// the second record fails, alone, and the chain stays intact.
+async fn a_checkpoint_number_is_recorded_once(backend: Backend) {
+    let (db, one) = TestDb::with_store(backend).await;
+    let two = db.open().await;
+    one.record(accepted("m1")).await.unwrap();
+    one.audit(checkpoint_event(2)).await.unwrap();
+    let again = two.audit(checkpoint_event(2)).await;
+    assert!(again.is_err(), "checkpoint 2 recorded twice");
+    // Group-committed with a message: the message still goes in.
+    let (a, b) = tokio::join!(two.record(accepted("m2")), one.audit(checkpoint_event(2)));
+    a.unwrap();
+    assert!(b.is_err());
+    two.audit(checkpoint_event(6)).await.unwrap();
+    let (_, audit, _) = one.counts().await.unwrap();
+    assert_eq!(intact(&one.verify_chain().await.unwrap()), audit);
+    drop(two);
+    db.close(one).await;
+}
+both!(a_checkpoint_number_is_recorded_once);

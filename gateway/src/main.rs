@@ -606,14 +606,21 @@ fn run_audit_prune(config: Option<PathBuf>, dry_run: bool, json: bool) -> Outcom
     let rt = runtime()?;
     rt.block_on(async {
         let store = open_store(&config).await?;
+        let job = emla::store::ExclusiveJob::Retention;
+        let Some(lock) = store.exclusive(job).await.map_err(Failure::config)? else {
+            return Err(Failure::config(
+                "another gateway instance is pruning now (retention job lock held); try again later",
+            ));
+        };
         let report = emla::audit::retention::prune(
             &store,
             &config.retention,
             emla::store::now_ms(),
             dry_run,
         )
-        .await
-        .map_err(Failure::config)?;
+        .await;
+        lock.release().await;
+        let report = report.map_err(Failure::config)?;
         if json {
             println!("{}", serde_json::json!(report));
         } else {

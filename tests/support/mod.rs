@@ -832,3 +832,26 @@ pub fn edit_signed_data(der: &mut Vec<u8>, f: impl FnOnce(&mut Vec<Vec<u8>>)) {
     let sd = der_wrap(0x30, &fields.concat());
     *der = der_wrap(0x30, &[ci[0].clone(), der_wrap(0xa0, &sd)].concat());
 }
+
+/// A copy of the test policy whose `gateway.toml` names the gateway's
+/// signing identity (`certs/aa/gateway.pem`, under AA's CA).
+pub fn signing_policy() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        let p = pki();
+        let dir = p.dir.join("policy-signing");
+        if !dir.join(".done").exists() {
+            copy_dir(&p.policy(), &dir);
+            let g = dir.join("gateway.toml");
+            let text = std::fs::read_to_string(&g).unwrap().replace(
+                "hostname = \"emla.test\"\n",
+                "hostname = \"emla.test\"\npostmaster = \"postmaster@justice.aa.example\"\n\
+                 signing_cert = \"../certs/aa/gateway.pem\"\nsigning_key = \"../certs/aa/gateway.key\"\n",
+            );
+            std::fs::write(&g, text).unwrap();
+            std::fs::write(dir.join(".done"), "").unwrap();
+        }
+        dir
+    })
+    .clone()
+}

@@ -840,6 +840,14 @@ impl Db {
         rows
     }
 
+    /// The one BIGINT that `sql` selects (e.g. a `COUNT(*)`).
+    pub fn scalar(&self, sql: &str) -> i64 {
+        fetch!(&self.url, sql, |r| r.get::<i64, _>(0))
+            .into_iter()
+            .next()
+            .unwrap_or_else(|| panic!("{sql}: no row"))
+    }
+
     /// The rows of `audit` of one kind, in chain order.
     pub fn audit_of(&self, kind: &str) -> Vec<AuditRow> {
         self.audit_where(|a| a.kind == kind)

@@ -44,8 +44,8 @@ use crate::policy::{CurrentPolicy, Policy};
 use crate::smime::cms;
 use crate::smime::tsa::{Stamp, Tsa};
 use crate::store::{
-    AuditEvent, AuditKind, CheckpointData, CheckpointMail, CheckpointSigner, Record, Store,
-    StoreError,
+    AuditEvent, AuditKind, CheckpointData, CheckpointMail, CheckpointSigner, ExclusiveJob, Record,
+    Store, StoreError,
 };
 
 /// The `format` of a checkpoint document.
@@ -387,9 +387,10 @@ fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
 }
 
 /// Starts the periodic checkpoint writer of `emla serve` (`[audit]
-/// checkpoint_interval_secs`); `None` when turned off. A tick whose head
-/// record is an `audit.checkpoint` record (nothing happened since the last
-/// checkpoint, whoever wrote it) writes nothing.
+/// checkpoint_interval_secs`); `None` when turned off. A tick runs only on
+/// the instance that gets [`ExclusiveJob::Checkpoint`] (the others skip
+/// it); one whose head record is an `audit.checkpoint` record (nothing
+/// happened since the last checkpoint, whoever wrote it) writes nothing.
 pub fn spawn(
     cfg: AuditConfig,
     tsa: Option<Tsa>,
@@ -407,21 +408,30 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
+            // One instance at a time; the head is read under the lock.
+            let Some(lock) = store.exclusive_round(ExclusiveJob::Checkpoint).await else {
+                continue;
+            };
             if let Some(tsa) = &tsa {
                 super::backlog::stamp_checkpoints(&store, &cfg.checkpoint_dir, tsa).await;
             }
             // Nothing happened since the last checkpoint (of this instance,
             // another one sharing the database, or before a restart).
-            match head_is_checkpoint(&store).await {
-                Ok(true) => continue,
-                Ok(false) => {}
+            let due = head_is_checkpoint(&store).await;
+            let written = match due {
+                Ok(true) => None,
+                Ok(false) => {
+                    let policy = policy.get();
+                    Some(write(&store, &policy, &cfg.checkpoint_dir, &cfg, tsa.as_ref()).await)
+                }
                 Err(e) => {
                     tracing::error!(error = %e, "audit checkpoint: cannot read the chain head");
-                    continue;
+                    None
                 }
-            }
-            let policy = policy.get();
-            match write(&store, &policy, &cfg.checkpoint_dir, &cfg, tsa.as_ref()).await {
+            };
+            lock.release().await;
+            let Some(written) = written else { continue };
+            match written {
                 Ok(w) => {
                     tracing::info!(
                         seq = w.checkpoint.seq,

@@ -16,6 +16,9 @@
 //!   which `emla audit verify` starts; a `retention.pruned` event records it.
 //!
 //! At most [`MAX_BODIES`] bodies go per run; the periodic task catches up.
+//! One instance prunes at a time ([`ExclusiveJob::Retention`]); a body file
+//! or row goes only when no message received since the cutoff stored it,
+//! committed or not (see [`Store::remove_body`]).
 
 use tokio::sync::watch;
 
@@ -24,7 +27,9 @@ use crate::clock::EvalTime;
 use crate::config::RetentionConfig;
 use crate::store::payload::{PrunedBody, RetentionPruned};
 use crate::store::retention::StoredBody;
-use crate::store::{now_ms, AuditEvent, AuditKind, ChainCheck, CheckpointData, Store, StoreError};
+use crate::store::{
+    now_ms, AuditEvent, AuditKind, ChainCheck, CheckpointData, ExclusiveJob, Store, StoreError,
+};
 
 /// The audit event kind of every pruning.
 pub const EVENT_KIND: AuditKind = AuditKind::RetentionPruned;
@@ -43,8 +48,8 @@ pub struct PruneReport {
     pub bodies_before: Option<String>,
     /// The bodies pruned.
     pub bodies: Vec<StoredBody>,
-    /// Body files removed (fewer than `bodies` when files are shared or
-    /// already gone).
+    /// Bodies removed, as files or rows of `bodies` (fewer than `bodies`
+    /// when shared with a younger message or already gone).
     pub files_removed: u64,
     /// What became of the audit records.
     #[serde(flatten)]
@@ -148,9 +153,10 @@ pub async fn prune(
                     },
                 ))
                 .await?;
+            store.restore_set_aside_bodies().await?;
             for b in &due {
                 if !store.body_kept_after(&b.sha256, before).await?
-                    && store.remove_body_file(&b.sha256)?
+                    && store.remove_body(&b.sha256, before).await?
                 {
                     report.files_removed += 1;
                 }
@@ -261,7 +267,12 @@ pub fn spawn(
             if *stop.borrow() {
                 return;
             }
-            match prune(&store, &cfg, now_ms(), false).await {
+            let Some(lock) = store.exclusive_round(ExclusiveJob::Retention).await else {
+                continue;
+            };
+            let pruned = prune(&store, &cfg, now_ms(), false).await;
+            lock.release().await;
+            match pruned {
                 Ok(r) => {
                     if !r.bodies.is_empty() || r.audit.through.is_some() {
                         tracing::info!(

@@ -3,10 +3,14 @@
 //! starts a counterpart mailbox and the gateway, sends real S/MIME-signed
 //! requests between the authorities (and a forged one, an impostor and one
 //! from an unauthorized domain), prints what happened, and leaves the
-//! gateway running with the commands to try more.
+//! gateway running with the commands to try more. With openssl it also
+//! runs a TSA ([`tsa`]), so receipts and the checkpoint it writes at the
+//! end carry timestamp tokens, and prints how to export and check one
+//! evidence bundle and one receipt's token.
 
 pub mod mailbox;
 pub mod pki;
+pub mod tsa;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -39,13 +43,25 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     prepare(dir)?;
     let mailbox = Mailbox::start(dir.join("mailbox")).await?;
     let policy_dir = pki::create(dir, mailbox.port)?;
+    let tsa = if tsa::openssl_present() {
+        pki::tsa(dir)?;
+        Some(tsa::start(dir).await?)
+    } else {
+        None
+    };
+    let evidence = tsa.as_ref().map_or(String::new(), |t| {
+        format!(
+            "\n[evidence]\ntsa_url = \"{}\"\ntsa_ca = \"pki/tsa/ca.pem\"\n",
+            t.url
+        )
+    });
     let config_path = dir.join("emla.toml");
     std::fs::write(
         &config_path,
         format!(
             "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
              data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
-             [relay]\npoll_ms = 100\n"
+             [relay]\npoll_ms = 100\n{evidence}"
         ),
     )
     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -81,6 +97,18 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         dir.join("pki").display()
     );
     println!("           the gateway signs receipts with its own certificate)");
+    match &tsa {
+        Some(t) => println!(
+            "  TSA      {}  (RFC 3161, `openssl ts -reply`; its CA {}:\n           \
+             receipts and checkpoints carry its timestamp tokens)",
+            t.url,
+            t.ca.display()
+        ),
+        None => println!(
+            "  TSA      none: openssl was not found, so receipts and checkpoints carry no \
+             timestamp token"
+        ),
+    }
     println!();
 
     let scenarios = scenarios(dir)?;
@@ -97,7 +125,28 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     settle(&gw.store, &mailbox, accepted.len()).await;
 
     let received = report(&gw.store, &mailbox, &accepted).await?;
+    let checkpoint = {
+        let tsa = crate::smime::tsa::Tsa::configured(&gw.config.evidence)?;
+        let (policy, audit) = (gw.policy.get(), &gw.config.audit);
+        crate::audit::checkpoint::write(
+            &gw.store,
+            &policy,
+            &audit.checkpoint_dir,
+            audit,
+            tsa.as_ref(),
+        )
+        .await
+        .map_err(|e| format!("the demo checkpoint: {e}"))?
+    };
     print_next_steps(dir, &config_path, port, &accepted, &received);
+    print_evidence(
+        dir,
+        &config_path,
+        &accepted,
+        &received,
+        &checkpoint,
+        tsa.as_ref(),
+    )?;
     use std::io::Write;
     let _ = std::io::stdout().flush();
 
@@ -187,6 +236,81 @@ fn print_next_steps(
     println!(
         "  swaks --server 127.0.0.1:{port} --from anna@justice.aa.example --to boris@justice.bb.example --data @/tmp/req.eml"
     );
+}
+
+/// Prints the signed checkpoint just written, how to export and check one
+/// message's evidence bundle, and (with the TSA) how to check a receipt's
+/// timestamp token with openssl alone, as the README shows.
+fn print_evidence(
+    dir: &Path,
+    config_path: &Path,
+    accepted: &[String],
+    received: &[mailbox::Delivered],
+    checkpoint: &crate::audit::checkpoint::Written,
+    tsa: Option<&tsa::DemoTsa>,
+) -> Result<(), String> {
+    let cfg = config_path.display();
+    let stamped = checkpoint
+        .p7s
+        .as_ref()
+        .and_then(|p| std::fs::read(p).ok())
+        .is_some_and(|der| matches!(crate::smime::tsa::token_of(&der), Ok(Some(_))));
+    println!();
+    println!(
+        "Signed checkpoint of the audit log: {} (seq {}{})",
+        checkpoint.json.display(),
+        checkpoint.checkpoint.seq,
+        if stamped {
+            ", its .p7s with a timestamp token"
+        } else {
+            ", without a timestamp token"
+        }
+    );
+    if let Some(id) = accepted.first() {
+        let bundle = dir.join("bundle");
+        println!("Export and check the evidence bundle of {id}:");
+        println!(
+            "  emla audit export {id} --out {} --config {cfg}",
+            bundle.display()
+        );
+        println!("  (cd {} && sh verify.sh)", bundle.display());
+    }
+    let (Some(tsa), Some(receipt)) = (tsa, received.iter().find(|d| d.from.is_empty())) else {
+        return Ok(());
+    };
+    let script = dir.join("check-token.sh");
+    std::fs::write(&script, token_check_script())
+        .map_err(|e| format!("cannot write {}: {e}", script.display()))?;
+    let p7s = dir.join("receipt.p7s");
+    println!("Check a receipt's timestamp token with openssl alone (the README's commands):");
+    println!(
+        "  openssl cms -cmsout -in {} -outform DER -out {}",
+        receipt.path.display(),
+        p7s.display()
+    );
+    println!(
+        "  FILE={} TSA_CA={} sh {}",
+        p7s.display(),
+        tsa.ca.display(),
+        script.display()
+    );
+    Ok(())
+}
+
+/// The README's commands that check a token (the block after
+/// `<!-- tsa-verify -->`), so the demo and the documentation agree.
+fn token_check_script() -> String {
+    const README: &str = include_str!("../../../README.md");
+    let block = README
+        .split("<!-- tsa-verify -->\n```sh\n")
+        .nth(1)
+        .and_then(|b| b.split("```").next())
+        .unwrap_or("echo 'the README has no tsa-verify block' >&2; exit 2\n");
+    format!(
+        "#!/bin/sh\n# Checks the timestamp token in $FILE (DER CMS) against $TSA_CA.\nset -e\n\
+         FILE=$(realpath \"$FILE\"); TSA_CA=$(realpath \"$TSA_CA\")\n\
+         work=$(mktemp -d); trap 'rm -rf \"$work\"' EXIT; cd \"$work\"   # cms.txt, token.tsr\n{block}"
+    )
 }
 
 /// Empties `dir` if an earlier demo made it; refuses any other non-empty

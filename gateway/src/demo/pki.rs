@@ -164,6 +164,30 @@ fn write(path: &Path, text: &str) -> Result<(), String> {
         .map_err(|e| format!("cannot write {}: {e}", path.display()))
 }
 
+/// The demo TSA's CA and certificate: `dir/pki/tsa/ca.pem`, `tsa.pem`,
+/// `tsa.key`. RFC 3161 (and `openssl ts -reply`) wants extendedKeyUsage
+/// timeStamping alone and critical, which rcgen's own field does not mark.
+pub fn tsa(dir: &Path) -> Result<(), String> {
+    let d = dir.join("pki/tsa");
+    let ca = root("emla demo TSA CA", "emla demo", "ZZ")?;
+    let key = KeyPair::generate().map_err(|e| failed("key", e))?;
+    let mut p = params("emla demo TSA", "emla demo", "ZZ");
+    p.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    // SEQUENCE { id-kp-timeStamping (1.3.6.1.5.5.7.3.8) }
+    let eku = [
+        0x30, 0x0a, 0x06, 0x08, 0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x08,
+    ];
+    let mut ext = rcgen::CustomExtension::from_oid_content(&[2, 5, 29, 37], eku.to_vec());
+    ext.set_criticality(true);
+    p.custom_extensions = vec![ext];
+    let cert = p
+        .signed_by(&key, &ca.cert, &ca.key)
+        .map_err(|e| failed("TSA", e))?;
+    write(&d.join("ca.pem"), &ca.cert.pem())?;
+    write(&d.join("tsa.pem"), &cert.pem())?;
+    write(&d.join("tsa.key"), &key.serialize_pem())
+}
+
 /// Writes `dir/pki/…` and `dir/policy/…` with every authority's next hop at
 /// `mailbox_port`; returns the policy directory.
 pub fn create(dir: &Path, mailbox_port: u16) -> Result<PathBuf, String> {

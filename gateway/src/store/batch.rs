@@ -5,6 +5,7 @@
 //! bounds would be longer than the SQL.
 
 use super::chain;
+use super::kind::AuditKind;
 use super::recorder::Prepared;
 
 /// One method per section of the write transaction, for one record.
@@ -65,12 +66,15 @@ macro_rules! batch_sections {
                 for m in rec.message.iter().chain(&rec.outgoing) {
                     let r = &m.record;
                     if let Some(data) = &m.body_row {
+                        // Updating an existing row locks it: retention's
+                        // DELETE waits for this commit, then sees stored_at.
                         sqlx::query(
-                            "INSERT INTO bodies (sha256, data) VALUES ($1, $2) \
-                             ON CONFLICT (sha256) DO NOTHING",
+                            "INSERT INTO bodies (sha256, data, stored_at) VALUES ($1, $2, $3) \
+                             ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at",
                         )
                         .bind(&r.sha256)
                         .bind(&data[..])
+                        .bind(r.received_at_ms)
                         .execute(&mut **self)
                         .await?;
                     }
@@ -183,6 +187,17 @@ macro_rules! batch_sections {
                     .bind(&hash)
                     .execute(&mut **self)
                     .await?;
+                    let checkpoint = (ev.kind == AuditKind::AuditCheckpoint)
+                        .then(|| crate::store::CheckpointData::parse(&ev.data_json))
+                        .flatten();
+                    if let Some(cp) = checkpoint {
+                        // A checkpoint number twice fails the record.
+                        sqlx::query("INSERT INTO checkpoints (seq, audit_seq) VALUES ($1, $2)")
+                            .bind(cp.seq)
+                            .bind(*seq)
+                            .execute(&mut **self)
+                            .await?;
+                    }
                     *prev = hash;
                 }
                 Ok(())

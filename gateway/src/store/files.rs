@@ -4,7 +4,35 @@
 //! A body is written to a temporary file in its final directory, fsynced,
 //! renamed into place, and the directory fsynced, so after [`store_body`]
 //! returns the file survives a crash. A file that already exists under its
-//! hash is the same content and is not written again.
+//! hash is the same content and is not written again, but its mtime is set
+//! to now: the mtime says when a message last relied on the file.
+//!
+//! # Retention against a message being accepted
+//!
+//! Messages with the same bytes share one file, and a message relies on it
+//! from [`store_body`] until its row is committed, before which retention
+//! cannot see it in the database. Retention removes a file only through
+//! [`remove_untouched`], with a cutoff no later than the reception time of
+//! any message it must keep:
+//!
+//! 1. it renames the file aside (`.<sha256>.<pid>.<n>.prune`, same
+//!    directory): atomic, so from then on no writer can touch that inode
+//!    through the path;
+//! 2. it reads the mtime of the renamed inode: a writer that touched the
+//!    file before the rename did so after its message was received, so at
+//!    or after the cutoff, and the file is put back (linked to its path;
+//!    a copy written meanwhile is the same bytes); otherwise it is deleted.
+//!
+//! A writer that comes after the rename finds no file (its touch fails)
+//! and writes a new one. So every message that [`store_body`] returned for
+//! has its file, whatever the interleaving, across processes and instances
+//! sharing the directory. A file left aside by a crash between the two
+//! steps is put back by [`restore_set_aside`] at the next pruning, which
+//! decides again. Retention also asks the database first (a committed
+//! message received since the cutoff keeps the file), which covers a touch
+//! lost with a machine crash (mtimes are not fsynced). While a file is
+//! aside (microseconds), a reader of it gets "not found"; the relay treats
+//! that as a temporary failure and retries.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -67,11 +95,13 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
             "refusing to store a body: its SHA-256 is {actual}, the record says {sha256}"
         )));
     }
-    if path.exists() {
-        return Ok(path);
-    }
     let unavailable =
         |what: &str, e: io::Error| StoreError::Unavailable(format!("{what} for {sha256}: {e}"));
+    // Not there, or not ours to touch (another owner): a fresh copy, same
+    // bytes, is renamed over it.
+    if touch(&path).is_ok() {
+        return Ok(path);
+    }
     let dir = path.parent().expect("body path has a parent");
     if !dir.is_dir() {
         fs::create_dir_all(dir).map_err(|e| unavailable("creating the body directory", e))?;
@@ -85,6 +115,110 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
     }
     sync_dir(dir).map_err(|e| unavailable("syncing the body directory", e))?;
     Ok(path)
+}
+
+/// Sets the mtime of the file at `path` to now (not found: `NotFound`).
+fn touch(path: &Path) -> io::Result<()> {
+    File::open(path)?.set_modified(std::time::SystemTime::now())
+}
+
+/// What [`remove_untouched`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Removal {
+    /// The file was deleted.
+    Removed,
+    /// A message stored it at or after the cutoff: put back.
+    Kept,
+    /// There was no file.
+    Absent,
+}
+
+/// A body file renamed aside, to be deleted or put back.
+#[derive(Debug)]
+pub struct SetAside {
+    path: PathBuf,
+    aside: PathBuf,
+}
+
+/// Step 1 of a removal: the file renamed aside (`None`: there is none).
+pub fn set_aside(data_dir: &Path, sha256: &str) -> io::Result<Option<SetAside>> {
+    let Some(path) = body_path(data_dir, sha256) else {
+        return Ok(None);
+    };
+    let dir = path.parent().expect("body path has a parent");
+    let aside = dir.join(aside_name(sha256));
+    match fs::rename(&path, &aside) {
+        Ok(()) => Ok(Some(SetAside { path, aside })),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+impl SetAside {
+    /// Step 2: deletes the file unless it was touched at or after `cutoff`,
+    /// then puts it back.
+    pub fn finish(self, cutoff: std::time::SystemTime) -> io::Result<Removal> {
+        let modified = match fs::metadata(&self.aside) {
+            Ok(m) => m.modified()?,
+            // Put back already (a restore ran meanwhile).
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Removal::Kept),
+            Err(e) => return Err(e),
+        };
+        if modified >= cutoff {
+            put_back(&self.aside, &self.path)?;
+            return Ok(Removal::Kept);
+        }
+        fs::remove_file(&self.aside)?;
+        Ok(Removal::Removed)
+    }
+}
+
+/// Removes the body file with this hash unless a message stored it at or
+/// after `cutoff` (see the module docs). Blocking.
+pub fn remove_untouched(
+    data_dir: &Path,
+    sha256: &str,
+    cutoff: std::time::SystemTime,
+) -> io::Result<Removal> {
+    match set_aside(data_dir, sha256)? {
+        Some(s) => s.finish(cutoff),
+        None => Ok(Removal::Absent),
+    }
+}
+
+/// Puts back every file a crashed removal left aside; returns how many.
+/// Blocking.
+pub fn restore_set_aside(data_dir: &Path) -> io::Result<u64> {
+    let mut n = 0;
+    for sub in fs::read_dir(messages_dir(data_dir))? {
+        let sub = sub?.path();
+        if !sub.is_dir() {
+            continue;
+        }
+        for e in fs::read_dir(&sub)? {
+            let aside = e?.path();
+            let name = aside.file_name().and_then(|n| n.to_str()).unwrap_or("");
+            let sha = name.get(1..65).unwrap_or("");
+            if !name.ends_with(".prune") || !is_sha256_hex(sha) {
+                continue;
+            }
+            put_back(&aside, &sub.join(format!("{sha}.eml")))?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Links `aside` back to `path` (a copy already there is the same bytes),
+/// then removes `aside`.
+fn put_back(aside: &Path, path: &Path) -> io::Result<()> {
+    match fs::hard_link(aside, path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e),
+    }
+    fs::remove_file(aside)?;
+    sync_dir(path.parent().expect("body path has a parent"))
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
@@ -102,6 +236,11 @@ fn temp_name(sha256: &str) -> String {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let n = COUNTER.fetch_add(1, Ordering::Relaxed);
     format!(".{sha256}.{}.{n}.tmp", std::process::id())
+}
+
+/// Where [`set_aside`] renames a file to.
+fn aside_name(sha256: &str) -> String {
+    temp_name(sha256).replace(".tmp", ".prune")
 }
 
 #[cfg(test)]
@@ -125,6 +264,73 @@ mod tests {
         assert_eq!(fs::read(&path).unwrap(), body);
         // Second time: same path, nothing else in the directory.
         assert_eq!(store_body(dir.path(), &sha, body).unwrap(), path);
+        assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+    }
+
+    /// A stored body whose file was last touched a day ago.
+    fn old_body(dir: &Path) -> (String, PathBuf, std::time::SystemTime) {
+        prepare(dir).unwrap();
+        let sha = hex::encode(Sha256::digest(BODY));
+        let path = store_body(dir, &sha, BODY).unwrap();
+        let now = std::time::SystemTime::now();
+        let day = std::time::Duration::from_secs(86_400);
+        File::open(&path).unwrap().set_modified(now - day).unwrap();
+        // Retention's cutoff: an hour ago (bodies received before go).
+        (sha, path, now - day / 24)
+    }
+
+    const BODY: &[u8] = b"Subject: shared\r\n\r\nsame bytes\r\n";
+
+    #[test]
+    fn an_untouched_file_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sha, path, cutoff) = old_body(dir.path());
+        assert_eq!(
+            remove_untouched(dir.path(), &sha, cutoff).unwrap(),
+            Removal::Removed
+        );
+        assert!(!path.exists());
+        assert_eq!(
+            remove_untouched(dir.path(), &sha, cutoff).unwrap(),
+            Removal::Absent
+        );
+    }
+
+    #[test]
+    fn a_message_stored_at_either_step_keeps_its_file() {
+        for between in [false, true] {
+            let dir = tempfile::tempdir().unwrap();
+            let (sha, path, cutoff) = old_body(dir.path());
+            // A new message with the same bytes, not yet committed: before
+            // the rename it touches the file, after it it writes a new one.
+            if !between {
+                store_body(dir.path(), &sha, BODY).unwrap();
+            }
+            let aside = set_aside(dir.path(), &sha).unwrap().unwrap();
+            assert!(!path.exists());
+            if between {
+                store_body(dir.path(), &sha, BODY).unwrap();
+            }
+            let expected = if between {
+                Removal::Removed
+            } else {
+                Removal::Kept
+            };
+            assert_eq!(aside.finish(cutoff).unwrap(), expected, "{between}");
+            assert_eq!(fs::read(&path).unwrap(), BODY, "{between}");
+            assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
+        }
+    }
+
+    #[test]
+    fn a_crash_while_set_aside_is_undone() {
+        let dir = tempfile::tempdir().unwrap();
+        let (sha, path, _) = old_body(dir.path());
+        let aside = set_aside(dir.path(), &sha).unwrap().unwrap();
+        drop(aside);
+        assert!(!path.exists());
+        assert_eq!(restore_set_aside(dir.path()).unwrap(), 1);
+        assert_eq!(fs::read(&path).unwrap(), BODY);
         assert_eq!(fs::read_dir(path.parent().unwrap()).unwrap().count(), 1);
     }
 

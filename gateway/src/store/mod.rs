@@ -23,6 +23,7 @@ mod error;
 mod files;
 pub mod holds;
 pub mod index;
+pub mod jobs;
 pub mod kind;
 pub mod payload;
 pub mod queue;
@@ -35,6 +36,7 @@ pub mod state;
 
 pub use crate::policy::Lane;
 pub use error::StoreError;
+pub use jobs::{ExclusiveJob, JobLock};
 pub use kind::{AuditKind, RemEvent};
 pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueUpdate};

@@ -115,6 +115,32 @@ impl Db {
         })
     }
 
+    /// Deletes the `bodies` row unless it was stored at or after
+    /// `before_ms` or a message received since keeps it. A writer storing
+    /// the same body updates the row, so the DELETE waits for its commit
+    /// and then re-checks `stored_at` (PostgreSQL); SQLite has one writer.
+    async fn evidence_remove_body_row(
+        &self,
+        sha256: &str,
+        before_ms: i64,
+    ) -> Result<bool, sqlx::Error> {
+        let _turn = self.write_turn().await;
+        on_pool!(self, pool, d => {
+            let n = sqlx::query(
+                "DELETE FROM bodies WHERE sha256 = $1 AND stored_at < $2 AND NOT EXISTS \
+                 (SELECT 1 FROM messages WHERE sha256 = $1 AND body_stored = $3 \
+                 AND received_at >= $2)",
+            )
+            .bind(sha256)
+            .bind(before_ms)
+            .bind(true)
+            .execute(pool)
+            .await?
+            .rows_affected();
+            Ok(n > 0)
+        })
+    }
+
     async fn evidence_mark_pruned(&self, ids: &[String], at_ms: i64) -> Result<(), sqlx::Error> {
         on_pool!(self, pool, d => {
             let mut tx = pool.begin().await?;
@@ -290,20 +316,36 @@ impl Store {
             .map_err(|e| StoreError::sqlx("marking pruned bodies", e))
     }
 
-    /// Removes the body file with this hash, if present; `Ok(true)` when a
-    /// file was removed.
-    pub fn remove_body_file(&self, sha256: &str) -> Result<bool, StoreError> {
-        let Some(path) = files::body_path(&self.inner.data_dir, sha256) else {
-            return Ok(false);
-        };
-        match std::fs::remove_file(&path) {
-            Ok(()) => Ok(true),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(false),
-            Err(e) => Err(StoreError::Unavailable(format!(
-                "removing {}: {e}",
-                path.display()
-            ))),
-        }
+    /// Removes the body with this hash (its file, and its row of `bodies`)
+    /// unless a message received at or after `before_ms` stored it, even
+    /// one not committed yet (see [`files`]); `Ok(true)` when something
+    /// was removed.
+    pub async fn remove_body(&self, sha256: &str, before_ms: i64) -> Result<bool, StoreError> {
+        let row = self
+            .inner
+            .db
+            .evidence_remove_body_row(sha256, before_ms)
+            .await
+            .map_err(|e| StoreError::sqlx("removing a body", e))?;
+        let dir = self.inner.data_dir.clone();
+        let sha = sha256.to_owned();
+        let cutoff = std::time::UNIX_EPOCH
+            + std::time::Duration::from_millis(u64::try_from(before_ms).unwrap_or(0));
+        let file = tokio::task::spawn_blocking(move || files::remove_untouched(&dir, &sha, cutoff))
+            .await
+            .map_err(|e| StoreError::Bug(format!("removing a body: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("removing the body {sha256}: {e}")))?;
+        Ok(row || file == files::Removal::Removed)
+    }
+
+    /// Puts back the body files a crashed removal left aside (see
+    /// [`files`]); returns how many.
+    pub async fn restore_set_aside_bodies(&self) -> Result<u64, StoreError> {
+        let dir = self.inner.data_dir.clone();
+        tokio::task::spawn_blocking(move || files::restore_set_aside(&dir))
+            .await
+            .map_err(|e| StoreError::Bug(format!("restoring body files: {e}")))?
+            .map_err(|e| StoreError::Unavailable(format!("restoring body files: {e}")))
     }
 
     /// The lowest seq of a record committed at or after `at_ms`, if any.
