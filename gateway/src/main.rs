@@ -184,6 +184,21 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What changes from one policy directory to another: settings,
+    /// authorities (domains, anchors by fingerprint, CRL sources, next hop)
+    /// and routes. Exit 0 when nothing changes, 1 when something does.
+    Diff {
+        /// The policy in force (or any older one).
+        old: PathBuf,
+        /// The candidate policy.
+        new: PathBuf,
+        /// Load both as of this instant (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the policy, then make the running gateway load it (it keeps the
     /// old one if the new one has problems).
     Reload {
@@ -211,6 +226,9 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { dir, at, json },
         } => run_policy_check(dir, at, json),
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new, at, json },
+        } => run_policy_diff(&old, &new, at, json),
         Command::Policy {
             command: PolicyCommand::Reload { config },
         } => run_policy_reload(config),
@@ -757,6 +775,45 @@ fn run_verify(
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_REJECTED)
+    })
+}
+
+/// Exit 0 when the two policies decide alike, 1 when something changed (as
+/// diff(1) does), 2 when either does not load.
+fn run_policy_diff(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    at: Option<String>,
+    json: bool,
+) -> Outcome {
+    let at = eval_time(at)?;
+    let (a, b) = (load_policy(old, at)?, load_policy(new, at)?);
+    let changes = policy::diff::diff(&a, &b);
+    if json {
+        let v = serde_json::json!({
+            "old": {"dir": old.display().to_string(), "version": a.version},
+            "new": {"dir": new.display().to_string(), "version": b.version},
+            "changes": changes,
+        });
+        println!("{v}");
+    } else {
+        for c in &changes {
+            println!("{c}");
+        }
+        let short = |v: &str| v[..v.len().min(16)].to_owned();
+        eprintln!(
+            "{} (version {}) -> {} (version {}): {} change(s)",
+            old.display(),
+            short(&a.version),
+            new.display(),
+            short(&b.version),
+            changes.len()
+        );
+    }
+    Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
     })
 }
 

@@ -5,6 +5,7 @@
 mod authority;
 mod check;
 mod current;
+pub mod diff;
 mod files;
 mod gateway;
 mod model;

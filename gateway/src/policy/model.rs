@@ -387,6 +387,20 @@ pub enum Matcher {
     Pattern(String),
 }
 
+impl std::fmt::Display for Matcher {
+    /// As `routes.toml` writes it: `*`, `authority:ID`, `country:CC`,
+    /// `domain:NAME` or the address glob.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Any => f.write_str("*"),
+            Matcher::Authority(id) => write!(f, "authority:{id}"),
+            Matcher::Country(cc) => write!(f, "country:{cc}"),
+            Matcher::Domain(d) => write!(f, "domain:{d}"),
+            Matcher::Pattern(p) => f.write_str(p),
+        }
+    }
+}
+
 /// A route's action.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum RouteAction {
