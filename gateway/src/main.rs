@@ -199,6 +199,26 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// An archived policy version: every version the gateway put in force,
+    /// with the files it was built from, checked against its version hash.
+    /// Without VERSION, lists them.
+    Show {
+        /// The version, or its first hex digits.
+        version: Option<String>,
+        /// Configuration file naming the database (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print this file of the version (its name as listed) instead.
+        #[arg(long, conflicts_with = "extract")]
+        file: Option<String>,
+        /// Write the version's files under this directory (policy in
+        /// DIR/policy, the files it names beside it).
+        #[arg(long)]
+        extract: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the policy, then make the running gateway load it (it keeps the
     /// old one if the new one has problems).
     Reload {
@@ -229,6 +249,24 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Diff { old, new, at, json },
         } => run_policy_diff(&old, &new, at, json),
+        Command::Policy {
+            command:
+                PolicyCommand::Show {
+                    version,
+                    config,
+                    file,
+                    extract,
+                    json,
+                },
+        } => run_policy_show(
+            config,
+            emla::audit::policies::ShowArgs {
+                version,
+                file,
+                extract,
+                json,
+            },
+        ),
         Command::Policy {
             command: PolicyCommand::Reload { config },
         } => run_policy_reload(config),
@@ -815,6 +853,23 @@ fn run_policy_diff(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn run_policy_show(config: Option<PathBuf>, args: emla::audit::policies::ShowArgs) -> Outcome {
+    init_logging("warn");
+    let config = load_config(config)?;
+    let rt = runtime()?;
+    let bytes = rt.block_on(async {
+        let store = open_store(&config).await?;
+        emla::audit::policies::show(&store, &args)
+            .await
+            .map_err(|e| Failure::with_code(&e, e.exit_code()))
+    })?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&bytes)
+        .map_err(|e| Failure::config(format!("cannot write to standard output: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> Outcome {

@@ -10,6 +10,7 @@
 pub mod checkpoint;
 pub mod cli;
 pub mod export;
+pub mod policies;
 pub mod receipt;
 pub mod render;
 pub mod retention;

@@ -21,6 +21,9 @@ pub struct Policy {
     pub dir: PathBuf,
     /// SHA-256 over the policy files and the files they reference, hex.
     pub version: String,
+    /// The bytes the version was computed over (policy files and the files
+    /// they name), kept for the archive of versions in force.
+    pub files: super::FileSet,
     /// `[gateway]` settings.
     pub gateway: GatewaySettings,
     /// `[limits]` settings.

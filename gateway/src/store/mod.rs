@@ -24,6 +24,7 @@ mod files;
 pub mod index;
 pub mod kind;
 pub mod payload;
+pub mod policies;
 pub mod queue;
 mod recorder;
 pub mod replay;
