@@ -199,6 +199,29 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Judge the recorded traffic again under a candidate policy, as of
+    /// each message's reception, and list every message whose verdict,
+    /// reason, route, next hop or lane would change. Exit 0 when nothing
+    /// changes, 1 when something does. Reads only the database and bodies.
+    Replay {
+        /// The candidate policy directory.
+        candidate: PathBuf,
+        /// Configuration file of the gateway whose traffic is replayed.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The last DURATION of traffic (90s, 30m, 24h, 7d, 2w).
+        #[arg(long)]
+        since: Option<String>,
+        /// Traffic received at or after this instant (RFC 3339 or a date).
+        #[arg(long)]
+        from: Option<String>,
+        /// Traffic received before this instant.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// An archived policy version: every version the gateway put in force,
     /// with the files it was built from, checked against its version hash.
     /// Without VERSION, lists them.
@@ -249,6 +272,17 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Diff { old, new, at, json },
         } => run_policy_diff(&old, &new, at, json),
+        Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    candidate,
+                    config,
+                    since,
+                    from,
+                    until,
+                    json,
+                },
+        } => run_policy_replay(&candidate, config, [since, from, until], json),
         Command::Policy {
             command:
                 PolicyCommand::Show {
@@ -849,6 +883,49 @@ fn run_policy_diff(
         );
     }
     Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Exit 0 when the candidate decides the recorded traffic alike, 1 when
+/// some message would change, 2 for usage, configuration or store errors.
+fn run_policy_replay(
+    candidate: &std::path::Path,
+    config: Option<PathBuf>,
+    [since, from, until]: [Option<String>; 3],
+    json: bool,
+) -> Outcome {
+    use emla::audit::replay::{replay, Period};
+    init_logging("warn");
+    let config = load_config(config)?;
+    let period = Period::from_flags(
+        since.as_deref(),
+        from.as_deref(),
+        until.as_deref(),
+        emla::store::now_ms(),
+    )
+    .map_err(|e| Failure::with_code(&e, e.exit_code()))?;
+    let policy = std::sync::Arc::new(load_policy(candidate, EvalTime::now())?);
+    let fetched =
+        emla::revocation::Revocation::open(&config.data_dir, &config.revocation).current();
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let store = open_store(&config).await?;
+        replay(&store, policy, fetched, period)
+            .await
+            .map_err(|e| Failure::with_code(&e, e.exit_code()))
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serializes")
+        );
+    } else {
+        print!("{}", report.text(period));
+    }
+    Ok(if report.changes.is_empty() {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

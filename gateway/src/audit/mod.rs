@@ -13,6 +13,7 @@ pub mod export;
 pub mod policies;
 pub mod receipt;
 pub mod render;
+pub mod replay;
 pub mod retention;
 pub mod show;
 pub mod web;

@@ -19,6 +19,7 @@ use crate::trust::revocation::Method;
 mod batch;
 pub mod chain;
 pub(crate) mod db;
+pub mod decisions;
 mod error;
 mod files;
 pub mod index;
