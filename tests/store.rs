@@ -840,3 +840,41 @@ async fn a_checkpoint_number_is_recorded_once(backend: Backend) {
     db.close(one).await;
 }
 both!(a_checkpoint_number_is_recorded_once);
+/// Policy versions are archived once, keep their first time in force, and
+/// are found by a prefix of their version; the contents are shared.
+async fn policy_versions_are_archived(backend: Backend) {
+    use emla::store::policies::Lookup;
+    let db = TestDb::new(backend).await;
+    let store = db.open().await;
+    let files_a: [(&str, &[u8]); 2] = [("gateway.toml", b"a = 1\n"), ("routes.toml", b"r\n")];
+    let files_b: [(&str, &[u8]); 2] = [("gateway.toml", b"a = 2\n"), ("routes.toml", b"r\n")];
+    store.archive_policy("ab12", &files_a, 1_000).await.unwrap();
+    // Put in force again later (a reload back to it): the first time stays.
+    store.archive_policy("ab12", &files_a, 9_000).await.unwrap();
+    store.archive_policy("ab34", &files_b, 2_000).await.unwrap();
+    assert_eq!(
+        store.archived_policies().await.unwrap(),
+        [("ab12".to_owned(), 1_000), ("ab34".to_owned(), 2_000)]
+    );
+    match store.archived_policy("ab3").await.unwrap() {
+        Lookup::Found(p) => {
+            assert_eq!(p.version, "ab34");
+            assert_eq!(p.first_in_force_ms, 2_000);
+            let names: Vec<_> = p.files.iter().map(|f| f.name.as_str()).collect();
+            assert_eq!(names, ["gateway.toml", "routes.toml"]);
+            assert_eq!(p.files[0].content, b"a = 2\n");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(matches!(
+        store.archived_policy("ab").await.unwrap(),
+        Lookup::Ambiguous(v) if v == ["ab12", "ab34"]
+    ));
+    assert!(matches!(
+        store.archived_policy("ff").await.unwrap(),
+        Lookup::Unknown
+    ));
+    drop(store);
+    db.drop_db().await;
+}
+both!(policy_versions_are_archived);

@@ -184,6 +184,64 @@ enum PolicyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// What changes from one policy directory to another: settings,
+    /// authorities (domains, anchors by fingerprint, CRL sources, next hop)
+    /// and routes. Exit 0 when nothing changes, 1 when something does.
+    Diff {
+        /// The policy in force (or any older one).
+        old: PathBuf,
+        /// The candidate policy.
+        new: PathBuf,
+        /// Load both as of this instant (RFC 3339; default now).
+        #[arg(long)]
+        at: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Judge the recorded traffic again under a candidate policy, as of
+    /// each message's reception, and list every message whose verdict,
+    /// reason, route, next hop or lane would change. Exit 0 when nothing
+    /// changes, 1 when something does. Reads only the database and bodies.
+    Replay {
+        /// The candidate policy directory.
+        candidate: PathBuf,
+        /// Configuration file of the gateway whose traffic is replayed.
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The last DURATION of traffic (90s, 30m, 24h, 7d, 2w).
+        #[arg(long)]
+        since: Option<String>,
+        /// Traffic received at or after this instant (RFC 3339 or a date).
+        #[arg(long)]
+        from: Option<String>,
+        /// Traffic received before this instant.
+        #[arg(long)]
+        until: Option<String>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// An archived policy version: every version the gateway put in force,
+    /// with the files it was built from, checked against its version hash.
+    /// Without VERSION, lists them.
+    Show {
+        /// The version, or its first hex digits.
+        version: Option<String>,
+        /// Configuration file naming the database (default: the embedded default).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Print this file of the version (its name as listed) instead.
+        #[arg(long, conflicts_with = "extract")]
+        file: Option<String>,
+        /// Write the version's files under this directory (policy in
+        /// DIR/policy, the files it names beside it).
+        #[arg(long)]
+        extract: Option<PathBuf>,
+        /// Print one JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Check the policy, then make the running gateway load it (it keeps the
     /// old one if the new one has problems).
     Reload {
@@ -211,6 +269,38 @@ fn main() -> ExitCode {
         Command::Policy {
             command: PolicyCommand::Check { dir, at, json },
         } => run_policy_check(dir, at, json),
+        Command::Policy {
+            command: PolicyCommand::Diff { old, new, at, json },
+        } => run_policy_diff(&old, &new, at, json),
+        Command::Policy {
+            command:
+                PolicyCommand::Replay {
+                    candidate,
+                    config,
+                    since,
+                    from,
+                    until,
+                    json,
+                },
+        } => run_policy_replay(&candidate, config, [since, from, until], json),
+        Command::Policy {
+            command:
+                PolicyCommand::Show {
+                    version,
+                    config,
+                    file,
+                    extract,
+                    json,
+                },
+        } => run_policy_show(
+            config,
+            emla::audit::policies::ShowArgs {
+                version,
+                file,
+                extract,
+                json,
+            },
+        ),
         Command::Policy {
             command: PolicyCommand::Reload { config },
         } => run_policy_reload(config),
@@ -765,6 +855,105 @@ fn run_verify(
     } else {
         ExitCode::from(EXIT_REJECTED)
     })
+}
+
+/// Exit 0 when the two policies decide alike, 1 when something changed (as
+/// diff(1) does), 2 when either does not load.
+fn run_policy_diff(
+    old: &std::path::Path,
+    new: &std::path::Path,
+    at: Option<String>,
+    json: bool,
+) -> Outcome {
+    let at = eval_time(at)?;
+    let (a, b) = (load_policy(old, at)?, load_policy(new, at)?);
+    let changes = policy::diff::diff(&a, &b);
+    if json {
+        let v = serde_json::json!({
+            "old": {"dir": old.display().to_string(), "version": a.version},
+            "new": {"dir": new.display().to_string(), "version": b.version},
+            "changes": changes,
+        });
+        println!("{v}");
+    } else {
+        for c in &changes {
+            println!("{c}");
+        }
+        let short = |v: &str| v[..v.len().min(16)].to_owned();
+        eprintln!(
+            "{} (version {}) -> {} (version {}): {} change(s)",
+            old.display(),
+            short(&a.version),
+            new.display(),
+            short(&b.version),
+            changes.len()
+        );
+    }
+    Ok(if changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// Exit 0 when the candidate decides the recorded traffic alike, 1 when
+/// some message would change, 2 for usage, configuration or store errors.
+fn run_policy_replay(
+    candidate: &std::path::Path,
+    config: Option<PathBuf>,
+    [since, from, until]: [Option<String>; 3],
+    json: bool,
+) -> Outcome {
+    use emla::audit::replay::{replay, Period};
+    init_logging("warn");
+    let config = load_config(config)?;
+    let period = Period::from_flags(
+        since.as_deref(),
+        from.as_deref(),
+        until.as_deref(),
+        emla::store::now_ms(),
+    )
+    .map_err(|e| Failure::with_code(&e, e.exit_code()))?;
+    let policy = std::sync::Arc::new(load_policy(candidate, EvalTime::now())?);
+    let fetched =
+        emla::revocation::Revocation::open(&config.data_dir, &config.revocation).current();
+    let rt = runtime()?;
+    let report = rt.block_on(async {
+        let store = open_store(&config).await?;
+        replay(&store, policy, fetched, period)
+            .await
+            .map_err(|e| Failure::with_code(&e, e.exit_code()))
+    })?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).expect("report serializes")
+        );
+    } else {
+        print!("{}", report.text(period));
+    }
+    Ok(if report.changes.is_empty() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+fn run_policy_show(config: Option<PathBuf>, args: emla::audit::policies::ShowArgs) -> Outcome {
+    init_logging("warn");
+    let config = load_config(config)?;
+    let rt = runtime()?;
+    let bytes = rt.block_on(async {
+        let store = open_store(&config).await?;
+        emla::audit::policies::show(&store, &args)
+            .await
+            .map_err(|e| Failure::with_code(&e, e.exit_code()))
+    })?;
+    use std::io::Write;
+    std::io::stdout()
+        .write_all(&bytes)
+        .map_err(|e| Failure::config(format!("cannot write to standard output: {e}")))?;
+    Ok(ExitCode::SUCCESS)
 }
 
 fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> Outcome {

@@ -235,6 +235,42 @@ pub fn verify(
     verdict
 }
 
+/// Judges a recorded envelope alone, when the message itself was not kept:
+/// the sender's authority and each recipient's route, nothing a signature
+/// decides. `sender` is MAIL FROM, or `From:` for the null reverse-path.
+pub fn verify_envelope(policy: &Policy, sender: &str, rcpt_to: &[String], at: EvalTime) -> Verdict {
+    let mut verdict = Verdict::rejected(Reason::Ok, String::new());
+    verdict.evaluated_at = at.to_rfc3339();
+    let Some(authority) = policy.authority_for_address(sender) else {
+        verdict.reason = Reason::UnauthorizedDomain;
+        verdict.detail = format!("sender <{sender}> is not in a domain of any authority");
+        return verdict;
+    };
+    verdict.authority = Some(authority.id.clone());
+    if rcpt_to.len() > policy.limits.max_recipients {
+        verdict.reason = Reason::TooManyRecipients;
+        verdict.detail = format!(
+            "{} recipients; the limit is {}",
+            rcpt_to.len(),
+            policy.limits.max_recipients
+        );
+        return verdict;
+    }
+    for rcpt in rcpt_to {
+        match route(policy, sender, rcpt) {
+            Ok(r) => verdict.recipients.push(r),
+            Err((reason, detail)) => {
+                verdict.reason = reason;
+                verdict.detail = detail;
+                verdict.recipients.clear();
+                return verdict;
+            }
+        }
+    }
+    verdict.detail = format!("routed from authority {} (envelope only)", authority.id);
+    verdict
+}
+
 fn judge(
     policy: &Policy,
     fetched: &RevocationSet,

@@ -123,11 +123,16 @@ pub(super) fn io_reason(e: &io::Error) -> String {
 /// are hashed under (relative to the policy directory), for
 /// [`super::Policy::version`].
 #[derive(Default)]
-pub(super) struct FileSet {
+pub struct FileSet {
     files: BTreeMap<String, Vec<u8>>,
 }
 
 impl FileSet {
+    /// Each file's name and content, in name order.
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &[u8])> {
+        self.files.iter().map(|(n, b)| (n.as_str(), b.as_slice()))
+    }
+
     /// Records `bytes` as the content of `name`.
     pub fn add(&mut self, name: impl Into<String>, bytes: &[u8]) {
         self.files.insert(name.into(), bytes.to_vec());

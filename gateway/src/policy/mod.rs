@@ -5,6 +5,7 @@
 mod authority;
 mod check;
 mod current;
+pub mod diff;
 mod files;
 mod gateway;
 mod model;
@@ -13,6 +14,7 @@ mod route;
 mod routes;
 
 pub use current::CurrentPolicy;
+pub use files::FileSet;
 pub use model::*;
 
 use std::fmt;
@@ -123,6 +125,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     Ok(Policy {
         dir: dir.to_path_buf(),
         version: fileset.version(),
+        files: fileset,
         gateway,
         limits,
         relay,

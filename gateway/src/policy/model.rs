@@ -21,6 +21,9 @@ pub struct Policy {
     pub dir: PathBuf,
     /// SHA-256 over the policy files and the files they reference, hex.
     pub version: String,
+    /// The bytes the version was computed over (policy files and the files
+    /// they name), kept for the archive of versions in force.
+    pub files: super::FileSet,
     /// `[gateway]` settings.
     pub gateway: GatewaySettings,
     /// `[limits]` settings.
@@ -388,6 +391,20 @@ pub enum Matcher {
     Domain(String),
     /// An address glob (`*` matches any run of characters), lower case.
     Pattern(String),
+}
+
+impl std::fmt::Display for Matcher {
+    /// As `routes.toml` writes it: `*`, `authority:ID`, `country:CC`,
+    /// `domain:NAME` or the address glob.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Matcher::Any => f.write_str("*"),
+            Matcher::Authority(id) => write!(f, "authority:{id}"),
+            Matcher::Country(cc) => write!(f, "country:{cc}"),
+            Matcher::Domain(d) => write!(f, "domain:{d}"),
+            Matcher::Pattern(p) => f.write_str(p),
+        }
+    }
 }
 
 /// A route's action.

@@ -120,6 +120,7 @@ mod tests {
         Policy {
             dir: "policy".into(),
             version: String::new(),
+            files: Default::default(),
             gateway: GatewaySettings::default(),
             limits: Limits::default(),
             relay: Default::default(),

@@ -42,6 +42,16 @@ impl Shared {
         match policy::load(&self.config.policy_dir, EvalTime::now()) {
             Ok(p) => {
                 let version = p.version.clone();
+                if let Err(e) = archive(&self.store, &p).await {
+                    let problem = format!("cannot archive policy version {version}: {e}");
+                    tracing::error!("{problem}; keeping version {old}");
+                    self.audit(&PolicyReloadFailed {
+                        kept: old,
+                        problems: vec![problem.clone()],
+                    })
+                    .await;
+                    return Err(vec![problem]);
+                }
                 // Recorded before it is in force: every decision made under
                 // it comes after this record in the chain.
                 self.audit(&PolicyReloaded {
@@ -76,6 +86,16 @@ impl Shared {
     }
 }
 
+/// Archives a policy about to be put in force (see
+/// [`crate::store::policies`]): no version decides anything that cannot be
+/// shown later.
+pub async fn archive(store: &Store, policy: &Policy) -> Result<(), crate::store::StoreError> {
+    let files: Vec<(&str, &[u8])> = policy.files.iter().collect();
+    store
+        .archive_policy(&policy.version, &files, crate::store::now_ms())
+        .await
+}
+
 /// A running gateway.
 pub struct Server {
     /// The SMTP addresses bound.
@@ -99,6 +119,9 @@ pub async fn start(
     tls: Option<TlsAcceptor>,
     policy: Policy,
 ) -> Result<Server, String> {
+    archive(&store, &policy)
+        .await
+        .map_err(|e| format!("cannot archive policy version {}: {e}", policy.version))?;
     let (stop, stop_rx) = watch::channel(false);
     let policy = Arc::new(CurrentPolicy::new(policy));
     let revocation = Arc::new(Revocation::open(&config.data_dir, &config.revocation));

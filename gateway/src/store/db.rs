@@ -97,6 +97,32 @@ macro_rules! on_pool {
 
 pub(super) use on_pool;
 
+/// The columns of `messages` that [`message_row!`] reads.
+pub(super) const MESSAGE_COLUMNS: &str = "id, received_at, sha256, size, client_ip, helo, \
+     tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, subject, message_id, \
+     date, verdict, reason, detail, signers, authority, policy_version, body_stored, case_ref";
+
+/// A row of [`MESSAGE_COLUMNS`] as a [`MessageRow`](super::MessageRow);
+/// `?` on a column that does not decode.
+macro_rules! message_row {
+    ($r:ident) => {
+        from_row!($r, MessageRow {
+            id, received_at, sha256, size, mail_from, detail, authority, policy_version,
+            body_stored, case_ref,
+        }; session: from_row!($r, SessionInfo { client_ip, helo, tls_version, tls_cipher }),
+            headers: from_row!($r, MessageHeaders {
+                header_from, header_to, subject, message_id, date,
+            }),
+            rcpt_to: addresses($r.try_get("rcpt_to")?),
+            verdict: verdict($r.try_get("verdict")?)?,
+            reason: reason($r.try_get("reason")?)?,
+            signers: parse_json(&$r.try_get::<String, _>("signers")?),
+        )
+    };
+}
+
+pub(super) use message_row;
+
 /// `$ty { col: $r.try_get("col")?, … }` for the fields named after their
 /// columns, then the fields given as `name: value`; one decoding for both
 /// backends' rows.
@@ -280,28 +306,12 @@ impl Db {
     /// The message row (JSON columns parsed).
     pub async fn message(&self, id: &str) -> Result<Option<MessageRow>, sqlx::Error> {
         on_pool!(self, pool, d => {
-            let row = sqlx::query(
-                "SELECT id, received_at, sha256, size, client_ip, helo, tls_version, tls_cipher, \
-                 mail_from, rcpt_to, header_from, header_to, subject, message_id, date, verdict, \
-                 reason, detail, signers, authority, policy_version, body_stored, case_ref \
-                 FROM messages WHERE id = $1",
-            )
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
+            let row = sqlx::query(&format!("SELECT {MESSAGE_COLUMNS} FROM messages WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
             let Some(r) = row else { return Ok(None) };
-            Ok(Some(from_row!(r, MessageRow {
-                id, received_at, sha256, size, mail_from, detail, authority, policy_version,
-                body_stored, case_ref,
-            }; session: from_row!(r, SessionInfo { client_ip, helo, tls_version, tls_cipher }),
-                headers: from_row!(r, MessageHeaders {
-                    header_from, header_to, subject, message_id, date,
-                }),
-                rcpt_to: addresses(r.try_get("rcpt_to")?),
-                verdict: verdict(r.try_get("verdict")?)?,
-                reason: reason(r.try_get("reason")?)?,
-                signers: parse_json(&r.try_get::<String, _>("signers")?),
-            )))
+            Ok(Some(message_row!(r)))
         })
     }
 
@@ -408,24 +418,24 @@ pub(super) fn decode(column: &str, problem: String) -> sqlx::Error {
 }
 
 /// A verdict column.
-fn verdict(text: String) -> Result<Verdict, sqlx::Error> {
+pub(super) fn verdict(text: String) -> Result<Verdict, sqlx::Error> {
     Verdict::parse(&text).ok_or_else(|| decode("verdict", format!("unknown verdict {text:?}")))
 }
 
 /// A reason column.
-fn reason(text: String) -> Result<crate::reason::Reason, sqlx::Error> {
+pub(super) fn reason(text: String) -> Result<crate::reason::Reason, sqlx::Error> {
     crate::reason::Reason::parse(&text)
         .ok_or_else(|| decode("reason", format!("unknown reason code {text:?}")))
 }
 
 /// A column of addresses as a JSON list; other text is one address.
-fn addresses(text: String) -> Vec<String> {
+pub(super) fn addresses(text: String) -> Vec<String> {
     serde_json::from_str(&text).unwrap_or_else(|_| vec![text])
 }
 
 /// Parses a JSON column; text that is not JSON (edited by hand) is
 /// returned as a string rather than hidden.
-fn parse_json(text: &str) -> Value {
+pub(super) fn parse_json(text: &str) -> Value {
     serde_json::from_str(text).unwrap_or_else(|_| Value::String(text.to_string()))
 }
 

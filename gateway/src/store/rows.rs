@@ -456,7 +456,7 @@ impl CheckpointData {
 
 /// `data` as `T`; what does not fit (a record written by an older version,
 /// or edited) reads as `T::default()`.
-fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
+pub(super) fn typed<T: for<'de> Deserialize<'de> + Default>(data: &Value) -> T {
     serde_json::from_value(data.clone()).unwrap_or_default()
 }
 

@@ -1,0 +1,210 @@
+//! `emla policy show`: the archived policy versions ([`crate::store::policies`]).
+//! Every version shown is checked first: its files must hash to the
+//! version's name, so what is shown is what decided.
+
+use std::path::{Component, Path, PathBuf};
+
+use serde::Serialize;
+
+use super::AuditError;
+use crate::clock::EvalTime;
+use crate::policy::FileSet;
+use crate::store::policies::{ArchivedPolicy, Lookup};
+use crate::store::Store;
+
+/// What to show.
+#[derive(Debug, Default)]
+pub struct ShowArgs {
+    /// A version or its first hex digits; `None` lists every version.
+    pub version: Option<String>,
+    /// Print this one file's content instead of the list.
+    pub file: Option<String>,
+    /// Write the version's files under this directory, so `emla policy
+    /// check DIR/policy` can load it again.
+    pub extract: Option<PathBuf>,
+    /// One JSON object instead of text.
+    pub json: bool,
+}
+
+#[derive(Serialize)]
+struct FileLine<'a> {
+    name: &'a str,
+    sha256: &'a str,
+    size: usize,
+}
+
+/// Runs `emla policy show`; returns what to print (a file's bytes for
+/// `--file`).
+pub async fn show(store: &Store, args: &ShowArgs) -> Result<Vec<u8>, AuditError> {
+    let Some(prefix) = &args.version else {
+        return list(store, args.json).await;
+    };
+    if prefix.is_empty() || !prefix.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(AuditError::Usage(format!(
+            "policy version {prefix:?}: expected hex digits (a version or its start)"
+        )));
+    }
+    let p = match store
+        .archived_policy(&prefix.to_ascii_lowercase())
+        .await
+        .map_err(AuditError::Store)?
+    {
+        Lookup::Found(p) => p,
+        Lookup::Unknown => {
+            return Err(AuditError::NotFound(format!(
+                "no policy version {prefix} was ever in force here (`emla policy show` lists them)"
+            )))
+        }
+        Lookup::Ambiguous(vs) => {
+            return Err(AuditError::Usage(format!(
+                "policy version {prefix} is ambiguous: {}; give more digits",
+                vs.join(", ")
+            )))
+        }
+    };
+    check(&p)?;
+    if let Some(name) = &args.file {
+        return match p.files.iter().find(|f| &f.name == name) {
+            Some(f) => Ok(f.content.clone()),
+            None => Err(AuditError::NotFound(format!(
+                "policy version {} has no file {name:?}",
+                p.version
+            ))),
+        };
+    }
+    if let Some(dir) = &args.extract {
+        let root = extract(&p, dir)?;
+        return Ok(format!(
+            "policy version {} extracted: {} file(s); check it with `emla policy check {}`\n",
+            p.version,
+            p.files.len(),
+            root.display()
+        )
+        .into_bytes());
+    }
+    Ok(render(&p, args.json).into_bytes())
+}
+
+/// The archive must give back exactly the bytes the version was computed
+/// over; a changed blob or file list is reported, never shown as the
+/// policy.
+fn check(p: &ArchivedPolicy) -> Result<(), AuditError> {
+    let mut set = FileSet::default();
+    for f in &p.files {
+        let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &f.content));
+        if actual != f.sha256 {
+            return Err(AuditError::NotFound(format!(
+                "policy version {}: archived file {:?} was altered (SHA-256 {actual}, recorded {})",
+                p.version, f.name, f.sha256
+            )));
+        }
+        set.add(f.name.clone(), &f.content);
+    }
+    let computed = set.version();
+    if computed != p.version {
+        return Err(AuditError::NotFound(format!(
+            "policy version {}: the archived files hash to {computed}: the archive was altered",
+            p.version
+        )));
+    }
+    Ok(())
+}
+
+fn when(ms: i64) -> String {
+    EvalTime::from_unix((ms.max(0) / 1000) as u64).to_rfc3339()
+}
+
+fn render(p: &ArchivedPolicy, json: bool) -> String {
+    let files: Vec<FileLine> = p
+        .files
+        .iter()
+        .map(|f| FileLine {
+            name: &f.name,
+            sha256: &f.sha256,
+            size: f.content.len(),
+        })
+        .collect();
+    if json {
+        let v = serde_json::json!({
+            "version": p.version,
+            "first_in_force": when(p.first_in_force_ms),
+            "intact": true,
+            "files": files,
+        });
+        return format!("{v}\n");
+    }
+    let mut out = format!(
+        "policy version {}\nfirst in force {}; files intact ({} file(s)):\n",
+        p.version,
+        when(p.first_in_force_ms),
+        files.len()
+    );
+    for f in &files {
+        out.push_str(&format!("  {}  {:>8}  {}\n", f.sha256, f.size, f.name));
+    }
+    out
+}
+
+async fn list(store: &Store, json: bool) -> Result<Vec<u8>, AuditError> {
+    let versions = store.archived_policies().await.map_err(AuditError::Store)?;
+    if json {
+        let v: Vec<_> = versions
+            .iter()
+            .map(|(v, ms)| serde_json::json!({"version": v, "first_in_force": when(*ms)}))
+            .collect();
+        return Ok(format!("{}\n", serde_json::json!({ "versions": v })).into_bytes());
+    }
+    let mut out = String::new();
+    for (v, ms) in &versions {
+        out.push_str(&format!("{}  first in force {}\n", v, when(*ms)));
+    }
+    if versions.is_empty() {
+        out.push_str(
+            "no policy version archived yet (the gateway archives each one it puts in force)\n",
+        );
+    }
+    Ok(out.into_bytes())
+}
+
+/// Writes the files so that the names resolve as they did: policy files
+/// under `DIR/policy`, and a file the policy named as `../certs/x.pem` at
+/// `DIR/certs/x.pem`. Names with absolute paths cannot be placed and are
+/// refused.
+fn extract(p: &ArchivedPolicy, dir: &Path) -> Result<PathBuf, AuditError> {
+    let ups = |name: &str| {
+        Path::new(name)
+            .components()
+            .take_while(|c| matches!(c, Component::ParentDir))
+            .count()
+    };
+    let depth = p.files.iter().map(|f| ups(&f.name)).max().unwrap_or(0);
+    let mut root = dir.to_path_buf();
+    for _ in 1..depth {
+        root.push("policy.d");
+    }
+    root.push("policy");
+    let usage = |e: String| AuditError::Usage(e);
+    if root.exists() {
+        return Err(usage(format!(
+            "{} exists already: extract into an empty directory",
+            root.display()
+        )));
+    }
+    for f in &p.files {
+        let rel = Path::new(&f.name);
+        let inner = rel.components().skip(ups(&f.name));
+        if inner.clone().any(|c| !matches!(c, Component::Normal(_))) {
+            return Err(usage(format!(
+                "archived file name {:?} cannot be placed under {}",
+                f.name,
+                dir.display()
+            )));
+        }
+        let target = root.join(rel);
+        let parent = target.parent().expect("a file name has a parent");
+        std::fs::create_dir_all(parent)
+            .and_then(|_| std::fs::write(&target, &f.content))
+            .map_err(|e| usage(format!("cannot write {}: {e}", target.display())))?;
+    }
+    Ok(root)
+}
