@@ -126,6 +126,25 @@ fn change(section: Section, subject: &str, action: Action) -> Change {
     }
 }
 
+/// A change of one field of an authority or route, when `old != new`.
+fn changed_field(
+    section: Section,
+    subject: &str,
+    field: &'static str,
+    old: String,
+    new: String,
+    out: &mut Vec<Change>,
+) {
+    if old != new {
+        out.push(Change {
+            field: Some(field),
+            old: Some(old),
+            new: Some(new),
+            ..change(section, subject, Action::Changed)
+        });
+    }
+}
+
 /// Compares `key = value` lists in which every key is on both sides.
 fn settings(
     section: Section,
@@ -282,15 +301,8 @@ fn authority(
     new_dir: &Path,
     out: &mut Vec<Change>,
 ) {
-    let scalar = |field: &'static str, a: String, b: String, out: &mut Vec<Change>| {
-        if a != b {
-            out.push(Change {
-                field: Some(field),
-                old: Some(a),
-                new: Some(b),
-                ..change(Section::Authority, &old.id, Action::Changed)
-            });
-        }
+    let scalar = |field, a, b, out: &mut Vec<Change>| {
+        changed_field(Section::Authority, &old.id, field, a, b, out)
     };
     scalar("country", old.country.clone(), new.country.clone(), out);
     scalar("name", old.name.clone(), new.name.clone(), out);
@@ -477,15 +489,8 @@ fn routes(old: &[Route], new: &[Route], out: &mut Vec<Change>) {
             continue;
         };
         let was = &old[j];
-        let field = |field: &'static str, a: String, b: String, out: &mut Vec<Change>| {
-            if a != b {
-                out.push(Change {
-                    field: Some(field),
-                    old: Some(a),
-                    new: Some(b),
-                    ..change(Section::Route, &r.name, Action::Changed)
-                });
-            }
+        let field = |field, a, b, out: &mut Vec<Change>| {
+            changed_field(Section::Route, &r.name, field, a, b, out)
         };
         field("from", matchers(&was.from), matchers(&r.from), out);
         field("to", matchers(&was.to), matchers(&r.to), out);
