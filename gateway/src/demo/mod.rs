@@ -11,6 +11,7 @@
 pub mod mailbox;
 pub mod pki;
 pub mod tsa;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,13 +56,15 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
             t.url
         )
     });
+    let web = web::prepare(dir, listen)?;
     let config_path = dir.join("emla.toml");
     std::fs::write(
         &config_path,
         format!(
             "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
              data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
-             [relay]\npoll_ms = 100\n{evidence}"
+             [relay]\npoll_ms = 100\n{evidence}{}",
+            web.toml
         ),
     )
     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -138,7 +141,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("the demo checkpoint: {e}"))?
     };
-    print_next_steps(dir, &config_path, port, &accepted, &received);
+    print_next_steps(dir, &config_path, port, &accepted, &received, &web.login);
     print_evidence(
         dir,
         &config_path,
@@ -201,6 +204,7 @@ fn print_next_steps(
     port: u16,
     accepted: &[String],
     received: &[mailbox::Delivered],
+    web_login: &str,
 ) {
     let cfg = config_path.display();
     let aa = dir.join("pki/aa");
@@ -212,6 +216,7 @@ fn print_next_steps(
     }
     println!("  emla queue list --config {cfg}");
     println!("  emla audit verify --config {cfg}");
+    println!("  open {web_login}   # the auditors' web view: overview, queue, CRLs, search");
     let relayed = received.iter().find(|d| d.from.starts_with("anna@"));
     let receipt = received.iter().find(|d| d.from.is_empty());
     if let Some(d) = relayed {

@@ -214,10 +214,7 @@ impl Db {
             for r in &rows {
                 let name: String = r.try_get("status")?;
                 let n: i64 = r.try_get("n")?;
-                let Some(state) = DeliveryState::ALL
-                    .into_iter()
-                    .find(|s| s.stored_names().any(|x| x == name))
-                else {
+                let Some(state) = DeliveryState::parse(&name) else {
                     continue;
                 };
                 match out.iter_mut().find(|c| c.state == state) {
