@@ -731,8 +731,8 @@ fn the_overview_charts_real_data() {
         assert!(has(&refusals, label), "{label}: {refusals:?}");
     }
     let latency = figure("latency");
-    assert!(dom.contains("(seconds), 1 relayed"), "{dom}");
-    assert!(has(&latency, "4"), "4 s to relay: {latency:?}");
+    assert!(dom.contains("(milliseconds), 1 relayed"), "{dom}");
+    assert!(has(&latency, "4000"), "4 s to relay: {latency:?}");
     assert!(dom.contains("<td>4.0</td>"), "latency table:\n{dom}");
     let queue = figure("queue");
     for label in ["relayed", "delayed", "failed"] {
@@ -752,6 +752,10 @@ fn the_overview_charts_real_data() {
         profile.path(),
         &files.path().join("overview.png"),
     );
+    // EMLA_TEST_SCREENSHOT=FILE keeps it, to look at.
+    if let Ok(keep) = std::env::var("EMLA_TEST_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
     assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
     assert!(
         png.len() > 20_000,

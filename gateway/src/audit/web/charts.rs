@@ -98,6 +98,7 @@ pub fn stacked(categories: &[String], series: &[Series], y_label: &str) -> Optio
             if series.len() > 1 {
                 chart
                     .configure_series_labels()
+                    .position(SeriesLabelPosition::UpperLeft)
                     .background_style(WHITE.mix(0.8))
                     .border_style(BLACK)
                     .draw()?;

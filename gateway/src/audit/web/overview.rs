@@ -87,9 +87,9 @@ pub fn ocsp_rows(state: &State, now_unix: u64) -> Vec<OcspRow> {
 }
 
 fn figure(out: &mut String, id: &str, title: &str, svg: Option<String>) {
-    let _ = write!(
+    let _ = writeln!(
         out,
-        "<figure class=\"chart\" id=\"{id}\"><figcaption>{}</figcaption>{}</figure>\n",
+        "<figure class=\"chart\" id=\"{id}\"><figcaption>{}</figcaption>{}</figure>",
         esc(title),
         svg.unwrap_or_else(|| "<p class=\"error\">the chart could not be drawn</p>".into())
     );
@@ -174,16 +174,16 @@ fn latency(out: &mut String, o: &Overview) {
         ("max", l.max_ms),
     ]
     .into_iter()
-    .map(|(n, v)| (n.to_string(), v.unwrap_or(0) / 1000))
+    .map(|(n, v)| (n.to_string(), v.unwrap_or(0)))
     .collect();
     figure(
         out,
         "latency",
         &format!(
-            "delivery latency, reception to relay (seconds), {} relayed",
+            "delivery latency, reception to relay (milliseconds), {} relayed",
             l.count
         ),
-        bars(&items, "seconds"),
+        bars(&items, "ms"),
     );
     let _ = writeln!(
         out,
