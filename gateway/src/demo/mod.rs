@@ -3,7 +3,8 @@
 //! starts a counterpart mailbox and the gateway, sends real S/MIME-signed
 //! requests between the authorities (and a forged one, an impostor and one
 //! from an unauthorized domain), prints what happened, and leaves the
-//! gateway running with the commands to try more. With openssl it also
+//! gateway running with the commands to try more, and the auditors' web
+//! view with its login link ([`web`]). With openssl it also
 //! runs a TSA ([`tsa`]), so receipts and the checkpoint it writes at the
 //! end carry timestamp tokens, and prints how to export and check one
 //! evidence bundle and one receipt's token.
