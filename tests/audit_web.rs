@@ -221,12 +221,9 @@ fn chromium() -> String {
     path
 }
 
-/// The DOM headless Chromium builds for `https://127.0.0.1:PORT/login?
-/// token=…&next=PATH`: the login sets the session cookie and redirects to
-/// `path`.
-fn browse(port: u16, path: &str, profile: &Path) -> String {
-    let next: String = form_encode(path);
-    let url = format!("https://127.0.0.1:{port}/login?token={TOKEN}&next={next}");
+/// Headless Chromium with a profile of its own, accepting the test's
+/// self-signed server certificate.
+fn headless(profile: &Path) -> Command {
     let mut cmd = Command::new(chromium());
     cmd.args([
         "--headless",
@@ -238,9 +235,18 @@ fn browse(port: u16, path: &str, profile: &Path) -> String {
         "--no-first-run",
         "--ignore-certificate-errors",
     ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg("--dump-dom")
-    .arg(&url);
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// The DOM headless Chromium builds for `https://127.0.0.1:PORT/login?
+/// token=…&next=PATH`: the login sets the session cookie and redirects to
+/// `path`.
+fn browse(port: u16, path: &str, profile: &Path) -> String {
+    let next: String = form_encode(path);
+    let url = format!("https://127.0.0.1:{port}/login?token={TOKEN}&next={next}");
+    let mut cmd = headless(profile);
+    cmd.arg("--dump-dom").arg(&url);
     let out = run_with_timeout(&mut cmd, None, Duration::from_secs(120));
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -637,20 +643,10 @@ fn screenshot(port: u16, path: &str, profile: &Path, out: &Path) -> Vec<u8> {
         "https://127.0.0.1:{port}/login?token={TOKEN}&next={}",
         form_encode(path)
     );
-    let mut cmd = Command::new(chromium());
-    cmd.args([
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--no-first-run",
-        "--ignore-certificate-errors",
-        "--hide-scrollbars",
-        "--window-size=1280,2400",
-    ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg(format!("--screenshot={}", out.display()))
-    .arg(&url);
+    let mut cmd = headless(profile);
+    cmd.args(["--hide-scrollbars", "--window-size=1280,2400"])
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(&url);
     let o = run_with_timeout(&mut cmd, None, Duration::from_secs(120));
     assert!(
         o.status.success(),
