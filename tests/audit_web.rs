@@ -221,12 +221,9 @@ fn chromium() -> String {
     path
 }
 
-/// The DOM headless Chromium builds for `https://127.0.0.1:PORT/login?
-/// token=…&next=PATH`: the login sets the session cookie and redirects to
-/// `path`.
-fn browse(port: u16, path: &str, profile: &Path) -> String {
-    let next: String = form_encode(path);
-    let url = format!("https://127.0.0.1:{port}/login?token={TOKEN}&next={next}");
+/// Headless Chromium with a profile of its own, accepting the test's
+/// self-signed server certificate.
+fn headless(profile: &Path) -> Command {
     let mut cmd = Command::new(chromium());
     cmd.args([
         "--headless",
@@ -238,9 +235,18 @@ fn browse(port: u16, path: &str, profile: &Path) -> String {
         "--no-first-run",
         "--ignore-certificate-errors",
     ])
-    .arg(format!("--user-data-dir={}", profile.display()))
-    .arg("--dump-dom")
-    .arg(&url);
+    .arg(format!("--user-data-dir={}", profile.display()));
+    cmd
+}
+
+/// The DOM headless Chromium builds for `https://127.0.0.1:PORT/login?
+/// token=…&next=PATH`: the login sets the session cookie and redirects to
+/// `path`.
+fn browse(port: u16, path: &str, profile: &Path) -> String {
+    let next: String = form_encode(path);
+    let url = format!("https://127.0.0.1:{port}/login?token={TOKEN}&next={next}");
+    let mut cmd = headless(profile);
+    cmd.arg("--dump-dom").arg(&url);
     let out = run_with_timeout(&mut cmd, None, Duration::from_secs(120));
     let dom = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
@@ -612,4 +618,221 @@ fn a_broken_chain_shows_on_every_page_that_reports_it() {
         "{}",
         srv.stderr()
     );
+}
+
+/// Statements run on the gateway's SQLite database behind its back: the
+/// relay's outcomes, which this test has no next hop to produce.
+fn set_queue_states(url: &str, statements: &[String]) {
+    use sqlx::Connection;
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let mut c = sqlx::SqliteConnection::connect(url).await.unwrap();
+        for s in statements {
+            let done = sqlx::query(s).execute(&mut c).await.unwrap();
+            assert_eq!(done.rows_affected(), 1, "{s}");
+        }
+    });
+}
+
+/// Headless Chromium's screenshot of `path` (after the login): a PNG.
+fn screenshot(port: u16, path: &str, profile: &Path, out: &Path) -> Vec<u8> {
+    let url = format!(
+        "https://127.0.0.1:{port}/login?token={TOKEN}&next={}",
+        form_encode(path)
+    );
+    let mut cmd = headless(profile);
+    cmd.args(["--hide-scrollbars", "--window-size=1280,2400"])
+        .arg(format!("--screenshot={}", out.display()))
+        .arg(&url);
+    let o = run_with_timeout(&mut cmd, None, Duration::from_secs(120));
+    assert!(
+        o.status.success(),
+        "chromium --screenshot: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    std::fs::read(out).unwrap_or_else(|e| panic!("{}: {e}", out.display()))
+}
+
+/// The overview charts what the database holds: a known mix of accepted
+/// and refused mail over SMTP, entries relayed, delayed and failed; then
+/// Chromium's DOM and screenshot, the JSON, the queue and CRL pages, the
+/// refusals without a credential, and no write action anywhere.
+#[test]
+fn the_overview_charts_real_data() {
+    let (gw, pki, files) = web_gateway();
+    let srv = gw.start();
+    let port = web_port(&srv);
+    let ids: Vec<String> = (0..3)
+        .map(|i| accepted(srv.port, &with_subject(&format!("MLA request 2026/00{i}"))))
+        .collect();
+    let broken = flip_signature_bit(&alice_to_bob(Tool::SmimeDetached));
+    for _ in 0..2 {
+        let (r, t) = send(srv.port, ALICE, &[BOB], &broken);
+        assert_eq!(r.code, 550, "{r}\n{t}");
+    }
+    let unsigned = with_headers(ALICE, &[BOB], &crlf(&text_body()));
+    let (r, t) = send(srv.port, ALICE, &[BOB], &unsigned);
+    assert_eq!(r.code, 550, "{r}\n{t}");
+    let q = |id: &str| id.replace('\'', "''");
+    set_queue_states(
+        &gw.database_url(),
+        &[
+            format!(
+                "UPDATE queue SET status = 'relayed', last_attempt_at = (SELECT received_at \
+                 FROM messages WHERE id = '{}') + 4000 WHERE message_id = '{0}'",
+                q(&ids[0])
+            ),
+            format!(
+                "UPDATE queue SET status = 'delayed', attempts = 3, \
+                 last_error = '451 4.2.1 mailbox busy' WHERE message_id = '{}'",
+                q(&ids[1])
+            ),
+            format!(
+                "UPDATE queue SET status = 'failed', attempts = 1, \
+                 last_error = '550 5.1.1 no such user' WHERE message_id = '{}'",
+                q(&ids[2])
+            ),
+        ],
+    );
+
+    // Chromium: the landing page after login is the overview.
+    let profile = tempfile::tempdir().unwrap();
+    let dom = browse(port, "/", profile.path());
+    assert!(dom.contains("<h1>overview</h1>"), "{dom}");
+    // The text drawn in a chart: axis labels, legends, each bar's value.
+    let texts = |svg: &str| -> Vec<String> {
+        svg.split("<text")
+            .skip(1)
+            .filter_map(|t| Some(t.split_once('>')?.1.split("</text>").next()?.trim().into()))
+            .collect()
+    };
+    let figure = |id: &str| -> Vec<String> {
+        let start = dom
+            .find(&format!("<figure class=\"chart\" id=\"{id}\">"))
+            .unwrap_or_else(|| panic!("figure {id}:\n{dom}"));
+        let end = start + dom[start..].find("</figure>").unwrap();
+        let f = dom[start..end].to_string();
+        assert!(f.contains("<svg"), "{id} is an SVG chart:\n{f}");
+        texts(&f)
+    };
+    let has = |texts: &[String], t: &str| texts.iter().any(|x| x == t);
+    // Six messages today: the day's bar is labelled 6.
+    let per_day = figure("per-day");
+    assert!(has(&per_day, "6"), "{per_day:?}");
+    let refusals = figure("refusals");
+    for label in ["bad-signature", "2", "unsigned", "1"] {
+        assert!(has(&refusals, label), "{label}: {refusals:?}");
+    }
+    let latency = figure("latency");
+    assert!(dom.contains("(milliseconds), 1 relayed"), "{dom}");
+    assert!(has(&latency, "4000"), "4 s to relay: {latency:?}");
+    assert!(dom.contains("<td>4.0</td>"), "latency table:\n{dom}");
+    let queue = figure("queue");
+    for label in ["relayed", "delayed", "failed"] {
+        assert!(has(&queue, label), "{queue:?}");
+    }
+    assert!(dom.contains("451 4.2.1 mailbox busy"), "{dom}");
+    assert!(dom.contains("550 5.1.1 no such user"), "{dom}");
+    assert!(dom.contains("id=\"crls\""), "CRL freshness:\n{dom}");
+    assert!(dom.contains("id=\"checkpoint\""), "{dom}");
+    assert!(!dom.contains("<script"), "{dom}");
+    assert!(!dom.contains("<form"), "no form on the overview:\n{dom}");
+
+    // The screenshot: a PNG of a drawn page, not an empty one.
+    let png = screenshot(
+        port,
+        "/",
+        profile.path(),
+        &files.path().join("overview.png"),
+    );
+    // EMLA_TEST_SCREENSHOT=FILE keeps it, to look at.
+    if let Ok(keep) = std::env::var("EMLA_TEST_SCREENSHOT") {
+        std::fs::write(keep, &png).unwrap();
+    }
+    assert!(png.starts_with(b"\x89PNG\r\n\x1a\n"), "a PNG");
+    assert!(
+        png.len() > 20_000,
+        "a page with charts: {} bytes",
+        png.len()
+    );
+
+    // The same figures as JSON, and the period checked.
+    let ok = bearer(TOKEN);
+    let r = https(&pki, port, "GET", "/api/overview?days=1", &[&ok], false);
+    assert_eq!(r.status, 200, "{r:?}");
+    let v: Value = serde_json::from_str(&r.body).unwrap();
+    assert_eq!(v["days"], 1);
+    assert_eq!(
+        v["figures"]["refusals"],
+        serde_json::json!([{"reason": "bad-signature", "count": 2},
+                           {"reason": "unsigned", "count": 1}]),
+        "{r:?}"
+    );
+    assert_eq!(v["figures"]["latency"]["count"], 1, "{r:?}");
+    assert_eq!(v["figures"]["latency"]["p50_ms"], 4000, "{r:?}");
+    let stuck: Vec<&str> = v["stuck"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(stuck, ["delayed", "failed"], "{r:?}");
+    for bad in ["0", "91", "week"] {
+        let r = https(&pki, port, "GET", &format!("/?days={bad}"), &[&ok], false);
+        assert_eq!(r.status, 400, "{bad}: {r:?}");
+        assert!(r.body.contains("from 1 to 90"), "{r:?}");
+    }
+
+    // The queue page, read-only, by state.
+    let r = https(&pki, port, "GET", "/queue?status=failed", &[&ok], false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(
+        r.body.contains(&ids[2]) && !r.body.contains(&format!(">{}<", ids[1])),
+        "{r:?}"
+    );
+    assert!(r.body.contains("550 5.1.1 no such user"), "{r:?}");
+    let r = https(&pki, port, "GET", "/queue?status=sent", &[&ok], false);
+    assert_eq!(r.status, 400, "{r:?}");
+    // The CRL status page: the policy's CRLs per authority.
+    let r = https(&pki, port, "GET", "/crl", &[&ok], false);
+    assert_eq!(r.status, 200, "{r:?}");
+    assert!(r.body.contains("<h1>CRL status</h1>"), "{r:?}");
+    assert!(r.body.contains("<td>file</td>"), "{r:?}");
+    let dom = browse(port, "/queue", profile.path());
+    assert!(dom.contains("mailbox busy"), "{dom}");
+
+    // No credential: refused on every new page; no method but GET/HEAD.
+    for path in [
+        "/",
+        "/overview",
+        "/queue",
+        "/crl",
+        "/api/overview",
+        "/api/queue",
+    ] {
+        let r = https(&pki, port, "GET", path, &[], false);
+        assert_eq!(r.status, 401, "{path}: {r:?}");
+        assert!(!r.body.contains("mailbox busy"), "{r:?}");
+        let r = https(&pki, port, "POST", path, &[&ok], false);
+        assert_eq!(r.status, 405, "{path}: {r:?}");
+    }
+    // No write action: the only form is the search's, and it is a GET.
+    for path in ["/", "/queue", "/crl", "/search", "/chain"] {
+        let r = https(&pki, port, "GET", path, &[&ok], false);
+        assert_eq!(r.status, 200, "{path}: {r:?}");
+        let b = r.body.to_ascii_lowercase();
+        assert_eq!(
+            b.matches("<form").count(),
+            b.matches("<form class=\"search\" method=\"get\"").count(),
+            "{path}: {b}"
+        );
+        assert!(
+            !b.contains("method=\"post\"") && !b.contains("<script"),
+            "{path}"
+        );
+    }
+    drop(srv);
 }

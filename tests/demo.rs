@@ -104,6 +104,7 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     }
     let config = demo.join("emla.toml");
     run_ok(emla().args(["audit", "verify", "--config"]).arg(&config));
+    overview_once(&demo, &text);
     check_evidence(&report, &text);
     let out = emla()
         .args([
@@ -158,6 +159,57 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(foreign.join("notes.txt").exists());
+}
+
+/// One HTTPS request to the demo's web view (Python's `http.client`, the
+/// demo's certificate as the CA): `(status, headers, body)` as JSON.
+fn web_get(demo: &std::path::Path, port: &str, path: &str, header: &str) -> serde_json::Value {
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/https_get.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .args([
+            "--port", port, "--path", path, "--header", header, "--cafile",
+        ])
+        .arg(demo.join("pki/web/web.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The printed login link opens a session; the overview charts the
+/// demo's own traffic.
+fn overview_once(demo: &std::path::Path, text: &str) {
+    let url = text
+        .split_whitespace()
+        .find(|w| w.starts_with("https://") && w.contains("/login?token="))
+        .unwrap_or_else(|| panic!("no web view login link:\n{text}"));
+    let rest = url.strip_prefix("https://127.0.0.1:").expect("on loopback");
+    let (port, path) = rest.split_once('/').unwrap();
+    let login = web_get(demo, port, &format!("/{path}"), "X-Test: 1");
+    assert_eq!(login["status"], 303, "{login}");
+    assert_eq!(login["headers"]["location"], "/", "{login}");
+    let cookie = login["headers"]["set-cookie"].as_str().unwrap();
+    let session = cookie.split(';').next().unwrap();
+    let page = web_get(demo, port, "/", &format!("Cookie: {session}"));
+    assert_eq!(page["status"], 200, "{page}");
+    let body = page["body"].as_str().unwrap();
+    assert!(body.contains("<h1>overview</h1>"), "{body}");
+    assert!(body.contains("<svg"), "{body}");
+    // (The unauthorized domain is refused at RCPT: no message is recorded.)
+    for reason in ["digest-mismatch", "sender-mismatch"] {
+        assert!(
+            body.contains(&format!(">\n{reason}\n</text>")),
+            "{reason} charted:\n{body}"
+        );
+    }
+    let anonymous = web_get(demo, port, "/", "X-Test: 1");
+    assert_eq!(anonymous["status"], 401, "{anonymous}");
 }
 
 /// The demo's TSA stamped its receipts and checkpoint, and the commands it

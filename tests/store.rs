@@ -878,3 +878,98 @@ async fn policy_versions_are_archived(backend: Backend) {
     db.drop_db().await;
 }
 both!(policy_versions_are_archived);
+
+/// The overview's figures, counted in SQL: a known mix of messages over
+/// three days, two authorities, refusals, relayed entries with known
+/// latencies, a delayed and a failed entry, a checkpoint.
+async fn overview_counts_the_period(backend: Backend) {
+    let (db, store) = TestDb::with_store(backend).await;
+    const DAY: i64 = 86_400_000;
+    let day0 = 1_767_225_600_000 / DAY; // 2026-01-01
+    let at = |day: i64, ms: i64| (day0 + day) * DAY + ms;
+    let mut n = 0;
+    let mut put = |day: i64, authority: Option<&str>, reason: Reason| {
+        n += 1;
+        let id = format!("ov{n}");
+        let mut r = accepted(&id);
+        let m = r.message.as_mut().unwrap();
+        m.received_at_ms = at(day, 1000 * n);
+        m.authority = authority.map(String::from);
+        m.reason = reason;
+        if reason != Reason::Ok {
+            r.queue.clear();
+            r.events[1].kind = AuditKind::MessageRejected;
+        }
+        r
+    };
+    let mut records = Vec::new();
+    for _ in 0..3 {
+        records.push(put(0, Some("aa"), Reason::Ok));
+    }
+    records.push(put(0, Some("bb"), Reason::Ok));
+    records.push(put(1, Some("aa"), Reason::BadSignature));
+    records.push(put(1, None, Reason::UnauthorizedDomain));
+    records.push(put(1, None, Reason::UnauthorizedDomain));
+    records.push(put(2, Some("bb"), Reason::Ok));
+    // Before the period: not counted.
+    records.push(put(-5, Some("aa"), Reason::BadSignature));
+    for r in records {
+        store.record(r).await.unwrap();
+    }
+    // ov1..ov3 relayed 10 s, 20 s, 30 s after reception; ov4 delayed; ov8 failed.
+    db.exec(
+        "UPDATE queue SET status = 'relayed', last_attempt_at = \
+           (SELECT received_at FROM messages m WHERE m.id = queue.message_id) \
+           + 10000 * CAST(substr(message_id, 3) AS INTEGER) \
+         WHERE message_id IN ('ov1', 'ov2', 'ov3');
+         UPDATE queue SET status = 'delayed', last_error = '451 try later' WHERE message_id = 'ov4';
+         UPDATE queue SET status = 'failed', last_error = '550 no such user' WHERE message_id = 'ov8';",
+    )
+    .await;
+    store.audit(checkpoint_event(9)).await.unwrap();
+
+    let o = store.overview(3, at(2, 5000)).await.unwrap();
+    assert_eq!(o.from_ms, at(0, 0));
+    assert_eq!(o.until_ms, at(3, 0));
+    let per_day: Vec<_> = o
+        .per_day
+        .iter()
+        .map(|d| (d.day - day0, d.authority.as_str(), d.accepted, d.rejected))
+        .collect();
+    assert_eq!(
+        per_day,
+        [
+            (0, "aa", 3, 0),
+            (0, "bb", 1, 0),
+            (1, "(none)", 0, 2),
+            (1, "aa", 0, 1),
+            (2, "bb", 1, 0)
+        ]
+    );
+    let refusals: Vec<_> = o
+        .refusals
+        .iter()
+        .map(|r| (r.reason.as_str(), r.count))
+        .collect();
+    assert_eq!(refusals, [("unauthorized-domain", 2), ("bad-signature", 1)]);
+    assert_eq!(o.latency.count, 3);
+    assert_eq!(o.latency.p50_ms, Some(20_000));
+    assert_eq!(o.latency.p90_ms, Some(30_000));
+    assert_eq!(o.latency.max_ms, Some(30_000));
+    let queue: Vec<_> = o
+        .queue
+        .iter()
+        .map(|q| (q.state.as_str(), q.count))
+        .collect();
+    assert_eq!(queue, [("relayed", 3), ("delayed", 1), ("failed", 1)]);
+    let cp = o.checkpoint.expect("checkpoint");
+    assert_eq!(cp.head_seq, Some(9));
+    assert!(cp.signed);
+    // One day: only the last day's message.
+    let o = store.overview(1, at(2, 5000)).await.unwrap();
+    assert_eq!(o.per_day.len(), 1);
+    assert!(o.refusals.is_empty());
+    assert_eq!(o.latency.count, 0);
+    db.close(store).await;
+}
+both!(overview_counts_the_period);

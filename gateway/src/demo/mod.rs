@@ -3,7 +3,8 @@
 //! starts a counterpart mailbox and the gateway, sends real S/MIME-signed
 //! requests between the authorities (and a forged one, an impostor and one
 //! from an unauthorized domain), prints what happened, and leaves the
-//! gateway running with the commands to try more. With openssl it also
+//! gateway running with the commands to try more, and the auditors' web
+//! view with its login link ([`web`]). With openssl it also
 //! runs a TSA ([`tsa`]), so receipts and the checkpoint it writes at the
 //! end carry timestamp tokens, and prints how to export and check one
 //! evidence bundle and one receipt's token.
@@ -11,6 +12,7 @@
 pub mod mailbox;
 pub mod pki;
 pub mod tsa;
+pub mod web;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -55,13 +57,15 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
             t.url
         )
     });
+    let web = web::prepare(dir, listen)?;
     let config_path = dir.join("emla.toml");
     std::fs::write(
         &config_path,
         format!(
             "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
              data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
-             [relay]\npoll_ms = 100\n{evidence}"
+             [relay]\npoll_ms = 100\n{evidence}{}",
+            web.toml
         ),
     )
     .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
@@ -138,7 +142,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("the demo checkpoint: {e}"))?
     };
-    print_next_steps(dir, &config_path, port, &accepted, &received);
+    print_next_steps(dir, &config_path, port, &accepted, &received, &web.login);
     print_evidence(
         dir,
         &config_path,
@@ -201,6 +205,7 @@ fn print_next_steps(
     port: u16,
     accepted: &[String],
     received: &[mailbox::Delivered],
+    web_login: &str,
 ) {
     let cfg = config_path.display();
     let aa = dir.join("pki/aa");
@@ -212,6 +217,7 @@ fn print_next_steps(
     }
     println!("  emla queue list --config {cfg}");
     println!("  emla audit verify --config {cfg}");
+    println!("  open {web_login}   # the auditors' web view: overview, queue, CRLs, search");
     let relayed = received.iter().find(|d| d.from.starts_with("anna@"));
     let receipt = received.iter().find(|d| d.from.is_empty());
     if let Some(d) = relayed {

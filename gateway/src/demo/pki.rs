@@ -188,6 +188,24 @@ pub fn tsa(dir: &Path) -> Result<(), String> {
     write(&d.join("tsa.key"), &key.serialize_pem())
 }
 
+/// The web view's HTTPS certificate for `ip`, self-signed (the browser
+/// warns once): `dir/pki/web/web.pem` and `web.key`.
+pub fn web(dir: &Path, ip: std::net::IpAddr) -> Result<(PathBuf, PathBuf), String> {
+    let d = dir.join("pki/web");
+    let key = KeyPair::generate().map_err(|e| failed("key", e))?;
+    let mut p = params(&ip.to_string(), "emla demo", "ZZ");
+    p.subject_alt_names = vec![SanType::IpAddress(ip)];
+    // As `openssl req -x509` makes one: its own trust anchor for a client
+    // given it as the CA file.
+    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    p.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+    let cert = p.self_signed(&key).map_err(|e| failed("web", e))?;
+    let (pem, k) = (d.join("web.pem"), d.join("web.key"));
+    write(&pem, &cert.pem())?;
+    write(&k, &key.serialize_pem())?;
+    Ok((pem, k))
+}
+
 /// Writes `dir/pki/…` and `dir/policy/…` with every authority's next hop at
 /// `mailbox_port`; returns the policy directory.
 pub fn create(dir: &Path, mailbox_port: u16) -> Result<PathBuf, String> {

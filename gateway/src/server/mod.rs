@@ -132,6 +132,7 @@ pub async fn start(
         config.audit_web.clone(),
         store.clone(),
         policy.clone(),
+        config.data_dir.join("revocation"),
         stop_rx.clone(),
     )
     .await?;

@@ -26,6 +26,8 @@ th,td{border-bottom:1px solid #ddd;padding:.25em .5em;text-align:left;vertical-a
 .chain-intact{background:#efe;border:1px solid #070;padding:.5em}\
 .chain-broken{background:#fee;border:1px solid #c00;padding:.5em;font-weight:bold}\
 pre{background:#f6f6f6;padding:1em;overflow-x:auto}\
+figure.chart{margin:1em 0}figure.chart svg{max-width:100%;height:auto}\
+figcaption{font-weight:bold;margin-bottom:.3em}\
 ";
 
 /// HTML-escapes text for element content and quoted attribute values;
@@ -61,8 +63,9 @@ pub fn page(title: &str, auditor: Option<&Auditor>, body: &str) -> String {
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
          <meta name=\"viewport\" content=\"width=device-width\">\
          <title>{} — emla audit</title><link rel=\"stylesheet\" href=\"/style.css\"></head>\n\
-         <body><header><strong>emla audit</strong><nav><a href=\"/search\">search</a> · \
-         <a href=\"/chain\">audit chain</a></nav>{who}</header>\n<main>\n{body}</main></body></html>\n",
+         <body><header><strong>emla audit</strong><nav><a href=\"/\">overview</a> · \
+         <a href=\"/search\">search</a> · <a href=\"/queue\">queue</a> · \
+         <a href=\"/crl\">CRL status</a> · <a href=\"/chain\">audit chain</a></nav>{who}</header>\n<main>\n{body}</main></body></html>\n",
         esc(title)
     )
 }

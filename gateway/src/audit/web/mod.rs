@@ -23,11 +23,14 @@
 //! HTTP is hyper 1 (HTTP/1.1 only) over the gateway's tokio-rustls.
 
 pub mod auth;
+pub mod charts;
 pub mod html;
+pub mod overview;
 pub mod query;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -74,6 +77,8 @@ type Body = Full<Bytes>;
 pub struct Web {
     store: Store,
     policy: Arc<CurrentPolicy>,
+    /// The revocation downloader's directory (its `state.json`).
+    revocation_dir: PathBuf,
     tokens: Option<TokenFile>,
     sessions: Sessions,
     chain: tokio::sync::Mutex<Option<(Instant, i64, ChainCheck)>>,
@@ -96,6 +101,7 @@ pub async fn spawn(
     cfg: Option<AuditWeb>,
     store: Store,
     policy: Arc<CurrentPolicy>,
+    revocation_dir: PathBuf,
     stop: watch::Receiver<bool>,
 ) -> Result<Option<JoinHandle<()>>, String> {
     let Some(cfg) = cfg else {
@@ -118,6 +124,7 @@ pub async fn spawn(
     let web = Arc::new(Web {
         store,
         policy,
+        revocation_dir,
         tokens,
         sessions: Sessions::default(),
         chain: tokio::sync::Mutex::new(None),
@@ -275,7 +282,7 @@ fn safe_next(next: Option<&str>) -> &str {
         {
             n
         }
-        _ => "/search",
+        _ => "/",
     }
 }
 
@@ -320,7 +327,10 @@ impl Web {
         let json = path.starts_with("/api/") || query::get(&pairs, "format") == Some("json");
         let route = path.strip_prefix("/api").unwrap_or(&path);
         let r = match route {
-            "/" | "/search" => self.search(&auditor, &pairs, json).await,
+            "/" | "/overview" => self.overview(&auditor, &pairs, json).await,
+            "/queue" => self.queue(&auditor, &pairs, json).await,
+            "/crl" => self.crl(&auditor, json),
+            "/search" => self.search(&auditor, &pairs, json).await,
             "/message" => self.message(&auditor, &pairs, json).await,
             "/chain" => self.chain_page(&auditor, json).await,
             _ => error_response(
@@ -392,7 +402,7 @@ impl Web {
         let mut r = respond(
             StatusCode::SEE_OTHER,
             HTML,
-            html::error_page("signed in", None, "continue to the search page"),
+            html::error_page("signed in", None, "continue to the overview"),
         );
         let h = r.headers_mut();
         if let Ok(v) = HeaderValue::from_str(next) {
@@ -589,11 +599,11 @@ mod tests {
     #[test]
     fn login_redirects_stay_local() {
         assert_eq!(safe_next(Some("/message?id=x")), "/message?id=x");
-        assert_eq!(safe_next(Some("//evil.example/")), "/search");
-        assert_eq!(safe_next(Some("https://evil.example/")), "/search");
-        assert_eq!(safe_next(Some("/\\evil.example")), "/search");
-        assert_eq!(safe_next(Some("/a\r\nSet-Cookie: x")), "/search");
-        assert_eq!(safe_next(None), "/search");
+        assert_eq!(safe_next(Some("//evil.example/")), "/");
+        assert_eq!(safe_next(Some("https://evil.example/")), "/");
+        assert_eq!(safe_next(Some("/\\evil.example")), "/");
+        assert_eq!(safe_next(Some("/a\r\nSet-Cookie: x")), "/");
+        assert_eq!(safe_next(None), "/");
     }
 
     #[test]
