@@ -306,13 +306,13 @@ fn routes_added_removed_changed_and_moved() {
     assert_eq!(
         lines[0],
         "route \"aa-central-to-bb-central\" removed (was: at position 2: from authority:aa-moj \
-         to authority:bb-moj, relay, lane normal)",
+         to authority:bb-moj, relay)",
         "{lines:#?}"
     );
     assert_eq!(
         lines[1],
         "route \"aa-urgent-to-bb-diplomatic-refused\" added: at position 1: from \
-         urgent@justice.aa.example to authority:bb-mfa, reject (\"through the MFA only\"), lane normal"
+         urgent@justice.aa.example to authority:bb-mfa, reject (\"through the MFA only\")"
     );
     assert!(
         lines.contains(

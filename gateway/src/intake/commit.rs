@@ -427,6 +427,7 @@ impl Judged<'_> {
                 authority: verdict.authority.clone(),
                 policy_version: policy.version.clone(),
                 case_ref: headers.case_ref.clone(),
+                kind: verdict.kind.clone(),
                 signature_keys,
                 body: keep_body.then_some(body),
                 dsn: (!dsn.is_empty()).then_some(dsn),
@@ -470,6 +471,7 @@ impl Judged<'_> {
                 recipients: verdict.recipients.iter().map(route_record).collect(),
                 revocation: Some(verdict.revocation.clone()),
                 authority: verdict.authority.clone(),
+                kind: verdict.kind.clone(),
                 policy_version: Some(self.policy.version.clone()),
                 body_stored: Some(self.keep_body),
             })

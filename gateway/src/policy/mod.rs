@@ -8,6 +8,7 @@ mod current;
 pub mod diff;
 mod files;
 mod gateway;
+mod kind;
 mod model;
 mod pki;
 mod route;
@@ -15,6 +16,7 @@ mod routes;
 
 pub use current::CurrentPolicy;
 pub use files::FileSet;
+pub use kind::{Declared, Kind, KindSettings, UnknownKind};
 pub use model::*;
 
 use std::fmt;
@@ -70,9 +72,11 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
             GatewaySettings::default(),
             Limits::default(),
             RelaySettings::default(),
+            KindSettings::default(),
         )
     };
-    let (gateway, limits, relay) = match files::read_source(dir, gateway::FILE, &mut fileset) {
+    let (gateway, limits, relay, kinds) = match files::read_source(dir, gateway::FILE, &mut fileset)
+    {
         Ok(Some(src)) => gateway::parse(&src, dir, now, &mut fileset, &mut diags),
         Ok(None) => defaults(),
         Err(d) => {
@@ -88,7 +92,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     let route_specs = match files::read_source(dir, routes::FILE, &mut fileset) {
         Ok(Some(src)) => {
             let specs = routes::parse(&src, &mut diags);
-            check::routes(&src, &specs, &directory, complete, &mut diags);
+            check::routes(&src, &specs, &directory, &kinds, complete, &mut diags);
             specs
         }
         Ok(None) => {
@@ -129,6 +133,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         gateway,
         limits,
         relay,
+        kinds,
         authorities,
         routes,
         domain_index,
@@ -156,8 +161,16 @@ impl Policy {
     /// ([`RouteDecision::UnknownRecipientDomain`] otherwise); then the first
     /// route whose `from` matches the sender and whose `to` matches the
     /// recipient decides ([`RouteDecision::NoRoute`] when none does).
-    pub fn route(&self, from: &str, to: &str) -> RouteDecision<'_> {
-        route::decide(self, from, to)
+    /// A route with `kind = [...]` matches only messages of those kinds;
+    /// one without matches every message.
+    pub fn route(&self, from: &str, to: &str, kind: Option<&str>) -> RouteDecision<'_> {
+        route::decide(self, from, to, kind)
+    }
+
+    /// The routing decision before the message (and so its kind) is
+    /// known, as at RCPT: `None` when it depends on the kind.
+    pub fn route_any_kind(&self, from: &str, to: &str) -> Option<RouteDecision<'_>> {
+        route::decide_any_kind(self, from, to)
     }
 }
 

@@ -321,6 +321,7 @@ pub fn gateway_message(
         authority: Some(authority.id.clone()),
         policy_version: policy.version.clone(),
         case_ref: case_ref.map(str::to_owned),
+        kind: None,
         signature_keys: Vec::new(),
         body: Some(bytes.into()),
         dsn: None,
