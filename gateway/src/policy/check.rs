@@ -397,14 +397,14 @@ mod tests {
         assert_eq!(
             got,
             vec![
+                "r.toml:6:1: route \"fifth\" refers to unknown kind \"asylum\" \
+                 (gateway.toml declares: mla-request, extradition-request)",
                 "r.toml:3:1: route \"third\" is unreachable: route \"first\" (line 1) \
                  already matches every sender, recipient and kind it matches",
                 "r.toml:4:1: route \"fourth\" is unreachable: route \"second\" (line 2) \
                  already matches every sender, recipient and kind it matches",
                 "r.toml:5:1: route \"fifth\" is unreachable: route \"second\" (line 2) \
                  already matches every sender, recipient and kind it matches",
-                "r.toml:6:1: route \"fifth\" refers to unknown kind \"asylum\" \
-                 (gateway.toml declares: mla-request, extradition-request)",
             ]
         );
     }

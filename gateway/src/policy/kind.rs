@@ -301,10 +301,10 @@ mod tests {
         assert_eq!(
             d,
             vec![
-                "p/gateway.toml:17:11: invalid unknown \"drop\"; expected one of: \"refuse\", \"no-kind\"",
+                "p/gateway.toml:14:11: invalid unknown \"drop\"; expected one of: \"refuse\", \"no-kind\"",
                 "p/gateway.toml:2:6: invalid kind id \"MLA\": use lower-case letters, digits and '-'",
                 "p/gateway.toml:4:1: a [[kind]] needs a header field, a subject pattern or both",
-                "p/gateway.toml:15:8: invalid lane \"fast\"; expected one of: \"normal\", \"urgent\"",
+                "p/gateway.toml:12:8: invalid lane \"fast\"; expected one of: \"normal\", \"urgent\"",
             ]
         );
         let (_, d) = run(concat!(
