@@ -329,7 +329,7 @@ fn judge(
         Some(Err(e)) => return Err(reject(e)),
         None => cms::parse(&container.cms_der).map_err(reject)?,
     };
-    let content = signed_content(&container, signed.content, limits)?;
+    let content = signed_content(container, signed.content, limits)?;
 
     let certs: Vec<CertInfo<'_>> = signed
         .certificates
