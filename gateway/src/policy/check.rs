@@ -232,6 +232,18 @@ mod tests {
         assert!(covers(&pat, &pat, &d));
     }
 
+    /// The diagnostics of [`routes`] over `specs` with [`dir`].
+    fn check(
+        src: &Source,
+        specs: &[RouteSpec],
+        kinds: &KindSettings,
+        complete: bool,
+    ) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        routes(src, specs, &dir(), kinds, complete, &mut diags);
+        diags
+    }
+
     fn spec(src: &Source, name: &str, from: Vec<Matcher>, to: Vec<Matcher>) -> RouteSpec {
         let at = src.text_offset(name);
         RouteSpec {
@@ -268,15 +280,7 @@ mod tests {
                 vec![bb.clone()],
             ),
         ];
-        let mut diags = Vec::new();
-        routes(
-            &src,
-            &specs,
-            &dir(),
-            &KindSettings::default(),
-            true,
-            &mut diags,
-        );
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             got,
@@ -299,15 +303,7 @@ mod tests {
                 vec![Matcher::Country("AA".into())],
             ),
         ];
-        let mut diags = Vec::new();
-        routes(
-            &src,
-            &specs,
-            &dir(),
-            &KindSettings::default(),
-            true,
-            &mut diags,
-        );
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         assert_eq!(diags.len(), 1);
         assert!(diags[0]
             .message
@@ -323,15 +319,7 @@ mod tests {
             vec![Matcher::Authority("zz-moj".into())],
             vec![Matcher::Country("ZZ".into())],
         )];
-        let mut diags = Vec::new();
-        routes(
-            &src,
-            &specs,
-            &dir(),
-            &KindSettings::default(),
-            true,
-            &mut diags,
-        );
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         let msgs: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             msgs,
@@ -341,15 +329,7 @@ mod tests {
             ]
         );
         // Not judged when an authority file could not be read.
-        let mut diags = Vec::new();
-        routes(
-            &src,
-            &specs,
-            &dir(),
-            &KindSettings::default(),
-            false,
-            &mut diags,
-        );
+        let diags = check(&src, &specs, &KindSettings::default(), false);
         assert!(diags.is_empty());
     }
 
@@ -391,8 +371,7 @@ mod tests {
             with(spec(&src, "fourth", any(), any()), &["mla-request"]),
             with(spec(&src, "fifth", any(), any()), &["asylum"]),
         ];
-        let mut diags = Vec::new();
-        routes(&src, &specs, &dir(), &kinds, true, &mut diags);
+        let diags = check(&src, &specs, &kinds, true);
         let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             got,
