@@ -869,4 +869,35 @@ mod tests {
         assert!(addresses_in("Alice Official").is_empty());
         assert!(addresses_in("Alice @ home").is_empty());
     }
+
+    /// The sample policy's kinds route an envelope judged alone (a replay
+    /// of a message whose body was not kept) by its recorded kind.
+    #[test]
+    fn the_envelope_alone_routes_by_the_recorded_kind() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy");
+        let p = crate::policy::load(&dir, EvalTime::now()).unwrap_or_else(|d| panic!("{d:?}"));
+        let (aa, bb, mfa) = (
+            "clerk@justice.aa.example",
+            ["x@justice.bb.example".to_owned()],
+            ["envoy@mfa.bb.example".to_owned()],
+        );
+        let v = verify_envelope(&p, aa, &bb, Some("extradition-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::RouteDenied, "{}", v.detail);
+        assert!(
+            v.detail.contains("aa-extradition-not-to-bb-central"),
+            "{}",
+            v.detail
+        );
+        assert_eq!(v.kind.as_deref(), Some("extradition-request"));
+        let v = verify_envelope(&p, aa, &mfa, Some("extradition-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::Ok, "{}", v.detail);
+        assert_eq!(
+            v.recipients[0].route.as_deref(),
+            Some("aa-extradition-to-bb-diplomatic")
+        );
+        let v = verify_envelope(&p, aa, &bb, None, EvalTime::now());
+        assert_eq!(v.reason, Reason::Ok, "{}", v.detail);
+        let v = verify_envelope(&p, aa, &bb, Some("provisional-arrest"), EvalTime::now());
+        assert_eq!(v.recipients[0].lane, Some(Lane::Urgent));
+    }
 }
