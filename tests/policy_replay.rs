@@ -182,28 +182,14 @@ fn each_edit_finds_exactly_the_messages_it_affects() {
     );
 
     // A period without those messages; bad flags are usage errors.
-    let (code, out) = smtp::emla_cli(
-        &[
-            "policy",
-            "replay",
-            no_route.to_str().unwrap(),
-            "--until",
-            "2020-01-01",
-        ],
-        &rec.gw.config,
-    );
+    let replay_with = |flag: &str, value: &str| {
+        let policy = no_route.to_str().unwrap();
+        smtp::emla_cli(&["policy", "replay", policy, flag, value], &rec.gw.config)
+    };
+    let (code, out) = replay_with("--until", "2020-01-01");
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("replayed 0 message(s)"), "{out}");
-    let (code, out) = smtp::emla_cli(
-        &[
-            "policy",
-            "replay",
-            no_route.to_str().unwrap(),
-            "--since",
-            "7y",
-        ],
-        &rec.gw.config,
-    );
+    let (code, out) = replay_with("--since", "7y");
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("expected a number and a unit"), "{out}");
 }

@@ -15,14 +15,14 @@ use serde::Serialize;
 
 use super::AuditError;
 use crate::clock::EvalTime;
-use crate::policy::{Lane, Policy};
+use crate::policy::Policy;
 use crate::reason::Reason;
 use crate::store::decisions::Decided;
 use crate::store::rows::Verdict as RecordedVerdict;
 use crate::store::search::Cursor;
 use crate::store::Store;
 use crate::trust::revocation::RevocationSet;
-use crate::verify::{self, Envelope, Verdict};
+use crate::verify::{self, Envelope, RecipientRoute, Verdict};
 
 /// The period replayed, `[from_ms, until_ms)`.
 #[derive(Clone, Copy, Debug)]
@@ -33,28 +33,15 @@ pub struct Period {
     pub until_ms: i64,
 }
 
-/// One recipient's routing, old or new.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
-pub struct Routed {
-    /// The recipient.
-    pub recipient: String,
-    /// The route's name.
-    pub route: Option<String>,
-    /// `host:port` of the next hop.
-    pub next_hop: Option<String>,
-    /// The lane.
-    pub lane: Option<Lane>,
-}
-
 /// A decision, as recorded or as the candidate would make it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Serialize)]
 pub struct Outcome {
     /// `accept` or `reject`.
     pub verdict: &'static str,
     /// The reason code.
     pub reason: Reason,
     /// Each recipient's routing (accepted messages).
-    pub recipients: Vec<Routed>,
+    pub recipients: Vec<RecipientRoute>,
 }
 
 /// A message the candidate would decide otherwise.
@@ -307,9 +294,10 @@ fn recorded(d: &Decided) -> Option<Outcome> {
         recipients: decision
             .recipients
             .iter()
-            .map(|r| Routed {
+            .map(|r| RecipientRoute {
                 recipient: r.recipient.clone().unwrap_or_default(),
                 route: r.route.clone(),
+                authority: r.authority.clone(),
                 next_hop: r.next_hop.clone(),
                 lane: r.lane,
             })
@@ -344,16 +332,7 @@ fn outcome(v: &Verdict) -> Outcome {
     Outcome {
         verdict: if v.accepted() { "accept" } else { "reject" },
         reason: v.reason,
-        recipients: v
-            .recipients
-            .iter()
-            .map(|r| Routed {
-                recipient: r.recipient.clone(),
-                route: r.route.clone(),
-                next_hop: r.next_hop.clone(),
-                lane: r.lane,
-            })
-            .collect(),
+        recipients: v.recipients.clone(),
     }
 }
 
@@ -367,7 +346,7 @@ fn differences(old: &Outcome, new: &Outcome) -> Vec<&'static str> {
     }
     // Routing compares only where both sides accept: a refusal routes nothing.
     if old.verdict == "accept" && new.verdict == "accept" {
-        let field = |f: fn(&Routed) -> Option<String>| {
+        let field = |f: fn(&RecipientRoute) -> Option<String>| {
             old.recipients
                 .iter()
                 .map(f)
@@ -412,7 +391,7 @@ impl Report {
             );
             if c.old.verdict == "accept" && c.new.verdict == "accept" {
                 for (o, n) in c.old.recipients.iter().zip(&c.new.recipients) {
-                    if o != n {
+                    if routing(o) != routing(n) {
                         let _ =
                             writeln!(s, "  <{}>: {} -> {}", o.recipient, routing(o), routing(n));
                     }
@@ -436,7 +415,7 @@ impl Report {
     }
 }
 
-fn routing(r: &Routed) -> String {
+fn routing(r: &RecipientRoute) -> String {
     format!(
         "route {}, next hop {}, lane {}",
         r.route.as_deref().unwrap_or("-"),
@@ -448,17 +427,19 @@ fn routing(r: &Routed) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::policy::Lane;
 
-    fn routed(route: &str, hop: &str, lane: Lane) -> Routed {
-        Routed {
+    fn routed(route: &str, hop: &str, lane: Lane) -> RecipientRoute {
+        RecipientRoute {
             recipient: "b@bb.example".into(),
             route: Some(route.into()),
+            authority: Some("bb-moj".into()),
             next_hop: Some(hop.into()),
             lane: Some(lane),
         }
     }
 
-    fn accept(r: Vec<Routed>) -> Outcome {
+    fn accept(r: Vec<RecipientRoute>) -> Outcome {
         Outcome {
             verdict: "accept",
             reason: Reason::Ok,

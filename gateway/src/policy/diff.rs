@@ -186,14 +186,7 @@ fn kinds(old: &[Kind], new: &[Kind], out: &mut Vec<Change>) {
             continue;
         };
         for ((field, a), (_, b)) in kind_fields(was).into_iter().zip(kind_fields(k)) {
-            if a != b {
-                out.push(Change {
-                    field: Some(field),
-                    old: Some(a),
-                    new: Some(b),
-                    ..change(Section::Kind, &k.id, Action::Changed)
-                });
-            }
+            changed_field(Section::Kind, &k.id, field, a, b, out);
         }
     }
 }
@@ -221,6 +214,25 @@ fn change(section: Section, subject: &str, action: Action) -> Change {
         field: None,
         old: None,
         new: None,
+    }
+}
+
+/// A change of one field of an authority, kind or route, when `old != new`.
+fn changed_field(
+    section: Section,
+    subject: &str,
+    field: &'static str,
+    old: String,
+    new: String,
+    out: &mut Vec<Change>,
+) {
+    if old != new {
+        out.push(Change {
+            field: Some(field),
+            old: Some(old),
+            new: Some(new),
+            ..change(section, subject, Action::Changed)
+        });
     }
 }
 
@@ -380,15 +392,8 @@ fn authority(
     new_dir: &Path,
     out: &mut Vec<Change>,
 ) {
-    let scalar = |field: &'static str, a: String, b: String, out: &mut Vec<Change>| {
-        if a != b {
-            out.push(Change {
-                field: Some(field),
-                old: Some(a),
-                new: Some(b),
-                ..change(Section::Authority, &old.id, Action::Changed)
-            });
-        }
+    let scalar = |field, a, b, out: &mut Vec<Change>| {
+        changed_field(Section::Authority, &old.id, field, a, b, out)
     };
     scalar("country", old.country.clone(), new.country.clone(), out);
     scalar("name", old.name.clone(), new.name.clone(), out);
@@ -582,15 +587,8 @@ fn routes(old: &[Route], new: &[Route], out: &mut Vec<Change>) {
             continue;
         };
         let was = &old[j];
-        let field = |field: &'static str, a: String, b: String, out: &mut Vec<Change>| {
-            if a != b {
-                out.push(Change {
-                    field: Some(field),
-                    old: Some(a),
-                    new: Some(b),
-                    ..change(Section::Route, &r.name, Action::Changed)
-                });
-            }
+        let field = |field, a, b, out: &mut Vec<Change>| {
+            changed_field(Section::Route, &r.name, field, a, b, out)
         };
         field("from", matchers(&was.from), matchers(&r.from), out);
         field("to", matchers(&was.to), matchers(&r.to), out);
