@@ -204,6 +204,7 @@ fn record_of(f: &Fixture) -> Record {
         authority: f.authority.clone(),
         policy_version: "8fb4f6291a5130a5".into(),
         case_ref: f.case_ref.clone(),
+        kind: None,
         signature_keys: Vec::new(),
         body: accepted.then(|| Arc::from(raw.clone())),
         dsn: None,

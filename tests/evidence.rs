@@ -251,6 +251,7 @@ fn accepted_record(
             authority: Some("aa-moj".into()),
             policy_version: policy_version.into(),
             case_ref: None,
+            kind: None,
             signature_keys: Vec::new(),
             body: Some(Arc::from(raw)),
             dsn: None,

@@ -232,7 +232,7 @@ fn repo() -> &'static Path {
 fn sample_policy_passes() {
     assert_passes(
         run(repo(), &["policy", "check", "policy"]),
-        "policy: ok (3 authorities, 6 routes, version ",
+        "policy: ok (3 authorities, 8 routes, version ",
     );
 }
 
@@ -444,7 +444,31 @@ fn unreachable_route() {
     );
     f.assert_problems(&[
         "policy/routes.toml:15:8: route \"aa-to-bb-moj\" is unreachable: route \"aa-to-bb\" \
-         (line 1) already matches every sender and recipient it matches",
+         (line 1) already matches every sender, recipient and kind it matches",
+    ]);
+}
+
+#[test]
+fn kinds_in_routes_are_checked() {
+    let f = Fixture::new();
+    let gateway = std::fs::read_to_string(f.path("policy/gateway.toml")).unwrap_or_default();
+    f.write(
+        "policy/gateway.toml",
+        &format!("{gateway}\n[[kind]]\nid = \"extradition-request\"\nheader = \"X-MLA-Type\"\n"),
+    );
+    // A route for one kind does not shadow a later one for every kind;
+    // one naming an undeclared kind is located.
+    f.write(
+        "policy/routes.toml",
+        &format!(
+            "[[route]]\nname = \"extradition\"\nfrom = \"*\"\nto = \"*\"\n\
+             kind = [\"extradition-request\", \"asylum\"]\naction = \"reject\"\nreason = \"no\"\n\n\
+             {ROUTES}"
+        ),
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:5:32: route \"extradition\" refers to unknown kind \"asylum\" \
+         (gateway.toml declares: extradition-request)",
     ]);
 }
 

@@ -337,6 +337,7 @@ fn context(subject: &str) -> ReceiptContext {
         }),
         route: "bb-to-aa".into(),
         policy_version: "cd".repeat(32),
+        request_kind: None,
         dsn: Default::default(),
         log: None,
     }

@@ -83,6 +83,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         authority: Some("aa".into()),
         policy_version: "p1".into(),
         case_ref: None,
+        kind: None,
         signature_keys: Vec::new(),
         body: body.map(Arc::from),
         dsn: None,

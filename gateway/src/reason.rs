@@ -67,11 +67,14 @@ pub enum Reason {
     /// The message's signature was accepted before (policy `replay =
     /// "refuse"`): the same signed request is not relayed twice.
     Replay,
+    /// The message declares a request kind the policy does not know
+    /// (`[kinds] unknown = "refuse"`, the default).
+    UnknownKind,
 }
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 26] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -97,6 +100,7 @@ impl Reason {
         Reason::BadAddress,
         Reason::TemporaryFailure,
         Reason::Replay,
+        Reason::UnknownKind,
     ];
 
     /// The code as written in replies and logs, e.g. `bad-signature`.
@@ -127,6 +131,7 @@ impl Reason {
             Reason::BadAddress => "bad-address",
             Reason::TemporaryFailure => "temporary-failure",
             Reason::Replay => "replay",
+            Reason::UnknownKind => "unknown-kind",
         }
     }
 

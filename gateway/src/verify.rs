@@ -2,7 +2,7 @@
 //! and `emla verify` both call.
 
 use crate::clock::EvalTime;
-use crate::policy::{Authority, Lane, Limits, Policy, RouteDecision};
+use crate::policy::{Authority, Declared, Kind, Lane, Limits, Policy, RouteDecision, UnknownKind};
 use crate::reason::Reason;
 use crate::smime::cms::{self, Signer};
 use crate::smime::mime::{self, Entity};
@@ -78,6 +78,9 @@ pub struct Verdict {
     pub recipients: Vec<RecipientRoute>,
     /// The sender's authority id, when known.
     pub authority: Option<String>,
+    /// The request kind the message declares (`[[kind]]` id), when it
+    /// declares a known one where the policy trusts it.
+    pub kind: Option<String>,
     /// What established the revocation status of each certificate of the
     /// validated path (on accept; on a revocation reject, what was found).
     pub revocation: Vec<StatusEvidence>,
@@ -101,6 +104,7 @@ impl Verdict {
             signers: Vec::new(),
             recipients: Vec::new(),
             authority: None,
+            kind: None,
             revocation: Vec::new(),
             evaluated_at: EvalTime::now().to_rfc3339(),
             wanted: Vec::new(),
@@ -126,6 +130,9 @@ impl Verdict {
         let mut s = String::new();
         let verdict = if self.accepted() { "ACCEPT" } else { "REJECT" };
         let _ = writeln!(s, "{verdict} {}: {}", self.reason, self.detail);
+        if let Some(k) = &self.kind {
+            let _ = writeln!(s, "kind {k}");
+        }
         for signer in &self.signers {
             let _ = writeln!(s, "signer {}", signer.emails.join(", "));
             let _ = writeln!(s, "  subject     {}", signer.subject);
@@ -219,6 +226,7 @@ pub fn verify(
         signers: Vec::new(),
         recipients: Vec::new(),
         authority: None,
+        kind: None,
         revocation: Vec::new(),
         evaluated_at: at.to_rfc3339(),
         wanted: Vec::new(),
@@ -237,10 +245,19 @@ pub fn verify(
 
 /// Judges a recorded envelope alone, when the message itself was not kept:
 /// the sender's authority and each recipient's route, nothing a signature
-/// decides. `sender` is MAIL FROM, or `From:` for the null reverse-path.
-pub fn verify_envelope(policy: &Policy, sender: &str, rcpt_to: &[String], at: EvalTime) -> Verdict {
+/// decides. `sender` is MAIL FROM, or `From:` for the null reverse-path;
+/// `kind` the kind recorded for it.
+pub fn verify_envelope(
+    policy: &Policy,
+    sender: &str,
+    rcpt_to: &[String],
+    kind: Option<&str>,
+    at: EvalTime,
+) -> Verdict {
     let mut verdict = Verdict::rejected(Reason::Ok, String::new());
     verdict.evaluated_at = at.to_rfc3339();
+    let kind = kind.and_then(|k| policy.kinds.get(k));
+    verdict.kind = kind.map(|k| k.id.clone());
     let Some(authority) = policy.authority_for_address(sender) else {
         verdict.reason = Reason::UnauthorizedDomain;
         verdict.detail = format!("sender <{sender}> is not in a domain of any authority");
@@ -257,7 +274,7 @@ pub fn verify_envelope(policy: &Policy, sender: &str, rcpt_to: &[String], at: Ev
         return verdict;
     }
     for rcpt in rcpt_to {
-        match route(policy, sender, rcpt) {
+        match route(policy, sender, rcpt, kind) {
             Ok(r) => verdict.recipients.push(r),
             Err((reason, detail)) => {
                 verdict.reason = reason;
@@ -284,17 +301,35 @@ fn judge(
     let top = Entity::parse(raw).map_err(reject)?;
     let (from, authority) = check_sender(policy, envelope, &top)?;
     out.authority = Some(authority.id.clone());
+    // The container is read now for the kind the signed entity declares;
+    // its errors count below, in their order.
+    let container = smime::extract(&top);
+    let signed = container.as_ref().ok().map(|c| cms::parse(&c.cms_der));
+    let entity = match (&container, &signed) {
+        (Ok(c), Some(Ok(s))) => signed_content(c, s.content, limits).ok(),
+        _ => None,
+    };
+    let kind = declared_kind(policy, &top, entity)?;
+    out.kind = kind.map(|k| k.id.clone());
     let route_sender = envelope.mail_from.unwrap_or(from);
     for rcpt in envelope.rcpt_to {
-        out.recipients.push(route(policy, route_sender, rcpt)?);
+        out.recipients
+            .push(route(policy, route_sender, rcpt, kind)?);
     }
 
     // Structure, then the signature container.
     check_depth(raw, limits.max_mime_depth)?;
-    let container = smime::extract(&top).map_err(reject)?;
-    check_unsigned_text(&container, limits)?;
-    let signed = cms::parse(&container.cms_der).map_err(reject)?;
-    let content = signed_content(&container, signed.content, limits)?;
+    let container = match &container {
+        Ok(c) => c,
+        Err(e) => return Err((Reason::from(e), e.to_string())),
+    };
+    check_unsigned_text(container, limits)?;
+    let signed = match signed {
+        Some(Ok(s)) => s,
+        Some(Err(e)) => return Err(reject(e)),
+        None => cms::parse(&container.cms_der).map_err(reject)?,
+    };
+    let content = signed_content(container, signed.content, limits)?;
 
     let certs: Vec<CertInfo<'_>> = signed
         .certificates
@@ -614,8 +649,64 @@ fn same_address(a: &str, b: &str) -> bool {
     }
 }
 
-fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Reject> {
-    match policy.route(sender, rcpt) {
+/// The kind the message declares: by the signed entity's header fields
+/// (those of the message inside, for a wrapped `message/rfc822`), else by
+/// the outer header when the policy trusts it. An unknown kind is refused
+/// unless the policy says to judge it as declaring none.
+fn declared_kind<'p>(
+    policy: &'p Policy,
+    top: &Entity<'_>,
+    signed: Option<&[u8]>,
+) -> Result<Option<&'p Kind>, Reject> {
+    let kinds = &policy.kinds;
+    if kinds.kinds.is_empty() {
+        return Ok(None);
+    }
+    let declared_by = |raw: &[u8]| {
+        let entity = Entity::parse(raw).ok();
+        let raw = match &entity {
+            Some(e) if e.content_type == "message/rfc822" => e.body(),
+            _ => raw,
+        };
+        let parsed = mail_parser::MessageParser::new().parse_headers(raw);
+        let Some(m) = parsed else {
+            return Declared::None;
+        };
+        kinds.declared(|name: &str| m.header_raw(name.to_owned()), m.subject())
+    };
+    let mut where_ = "signed";
+    let mut declared = signed.map_or(Declared::None, declared_by);
+    if declared == Declared::None && kinds.trust_outer_header {
+        where_ = "outer";
+        declared = declared_by(top.raw);
+    }
+    match declared {
+        Declared::None => Ok(None),
+        Declared::Kind(k) => Ok(Some(k)),
+        Declared::Unknown { .. } if kinds.unknown == UnknownKind::NoKind => Ok(None),
+        Declared::Unknown { field, value } => {
+            let known: Vec<&str> = kinds.kinds.iter().map(|k| k.id.as_str()).collect();
+            Err((
+                Reason::UnknownKind,
+                format!(
+                    "the {where_} header field {field}: {:?} names no request kind of the policy \
+                     (known: {})",
+                    crate::text::table_cell(&value, 60),
+                    known.join(", ")
+                ),
+            ))
+        }
+    }
+}
+
+fn route(
+    policy: &Policy,
+    sender: &str,
+    rcpt: &str,
+    kind: Option<&Kind>,
+) -> Result<RecipientRoute, Reject> {
+    let of_kind = kind.map_or(String::new(), |k| format!(" ({})", k.id));
+    match policy.route(sender, rcpt, kind.map(|k| k.id.as_str())) {
         RouteDecision::Relay { route, authority } => Ok(RecipientRoute {
             recipient: rcpt.to_string(),
             route: Some(route.name.clone()),
@@ -624,12 +715,12 @@ fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Re
                 "{}:{}",
                 authority.next_hop.host, authority.next_hop.port
             )),
-            lane: Some(route.lane),
+            lane: Some(route.lane_for(kind)),
         }),
         RouteDecision::Reject { route } => Err((
             Reason::RouteDenied,
             format!(
-                "route {} refuses <{sender}> to <{rcpt}>: {}",
+                "route {} refuses <{sender}> to <{rcpt}>{of_kind}: {}",
                 route.name, route.reason
             ),
         )),
@@ -639,7 +730,7 @@ fn route(policy: &Policy, sender: &str, rcpt: &str) -> Result<RecipientRoute, Re
         )),
         RouteDecision::NoRoute => Err((
             Reason::RouteDenied,
-            format!("no route allows <{sender}> to write to <{rcpt}>"),
+            format!("no route allows <{sender}> to write to <{rcpt}>{of_kind}"),
         )),
     }
 }
@@ -777,5 +868,36 @@ mod tests {
         );
         assert!(addresses_in("Alice Official").is_empty());
         assert!(addresses_in("Alice @ home").is_empty());
+    }
+
+    /// The sample policy's kinds route an envelope judged alone (a replay
+    /// of a message whose body was not kept) by its recorded kind.
+    #[test]
+    fn the_envelope_alone_routes_by_the_recorded_kind() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../policy");
+        let p = crate::policy::load(&dir, EvalTime::now()).unwrap_or_else(|d| panic!("{d:?}"));
+        let (aa, bb, mfa) = (
+            "clerk@justice.aa.example",
+            ["x@justice.bb.example".to_owned()],
+            ["envoy@mfa.bb.example".to_owned()],
+        );
+        let v = verify_envelope(&p, aa, &bb, Some("extradition-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::RouteDenied, "{}", v.detail);
+        assert!(
+            v.detail.contains("aa-extradition-not-to-bb-central"),
+            "{}",
+            v.detail
+        );
+        assert_eq!(v.kind.as_deref(), Some("extradition-request"));
+        let v = verify_envelope(&p, aa, &mfa, Some("extradition-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::Ok, "{}", v.detail);
+        assert_eq!(
+            v.recipients[0].route.as_deref(),
+            Some("aa-extradition-to-bb-diplomatic")
+        );
+        let v = verify_envelope(&p, aa, &bb, None, EvalTime::now());
+        assert_eq!(v.reason, Reason::Ok, "{}", v.detail);
+        let v = verify_envelope(&p, aa, &bb, Some("provisional-arrest"), EvalTime::now());
+        assert_eq!(v.recipients[0].lane, Some(Lane::Urgent));
     }
 }

@@ -90,6 +90,10 @@ pub struct SearchArgs {
     /// subject at reception); case-insensitive.
     #[arg(long = "case")]
     pub case_ref: Option<String>,
+    /// Request kind, a `[[kind]]` id of the policy (e.g.
+    /// `extradition-request`), as declared at reception.
+    #[arg(long)]
+    pub kind: Option<String>,
     /// Rows per page.
     #[arg(long, default_value_t = DEFAULT_LIMIT)]
     pub limit: u32,
@@ -189,6 +193,7 @@ impl SearchArgs {
             message_id: nonempty("--message-id", &self.message_id)?,
             id: nonempty("--id", &self.id)?,
             case_ref: nonempty("--case", &self.case_ref)?,
+            kind: nonempty("--kind", &self.kind)?,
             ascending: self.asc,
             after,
             offset,

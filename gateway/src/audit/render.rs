@@ -150,6 +150,7 @@ mod tests {
             message_id: None,
             authority: Some("aa-moj".into()),
             case_ref: None,
+            kind: None,
             sha256: String::new(),
             size: 1,
             state: Some(crate::store::DeliveryState::Relayed),

@@ -252,7 +252,7 @@ fn one(d: &Decided, body: Option<&[u8]>, candidate: &Policy, fetched: &Revocatio
                 m.mail_from.clone()
             };
             (
-                verify::verify_envelope(candidate, &sender, &m.rcpt_to, at),
+                verify::verify_envelope(candidate, &sender, &m.rcpt_to, m.kind.as_deref(), at),
                 true,
             )
         }

@@ -66,6 +66,9 @@ impl History {
             if let Some(c) = &m.case_ref {
                 out.field(1, "case", &clean(c));
             }
+            if let Some(k) = &m.kind {
+                out.field(1, "kind", &clean(k));
+            }
             self.received(&mut out, m);
             verified(&mut out, m);
             self.decided(&mut out, m);

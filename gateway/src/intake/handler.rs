@@ -395,17 +395,18 @@ impl Intake {
                 )),
             }
         } else {
-            match policy.route(&self.mail_from, to) {
-                RouteDecision::Relay { .. } => None,
-                RouteDecision::Reject { route } => Some((
+            // A decision that depends on the request kind waits for DATA.
+            match policy.route_any_kind(&self.mail_from, to) {
+                None | Some(RouteDecision::Relay { .. }) => None,
+                Some(RouteDecision::Reject { route }) => Some((
                     Reason::RouteDenied,
                     format!("route {} refuses it: {}", route.name, route.reason),
                 )),
-                RouteDecision::UnknownRecipientDomain => Some((
+                Some(RouteDecision::UnknownRecipientDomain) => Some((
                     Reason::UnauthorizedDomain,
                     format!("recipient <{to}> is not in a domain of any authority"),
                 )),
-                RouteDecision::NoRoute => Some((
+                Some(RouteDecision::NoRoute) => Some((
                     Reason::RouteDenied,
                     format!("no route allows <{}> to write to <{to}>", self.mail_from),
                 )),

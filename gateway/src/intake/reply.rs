@@ -71,6 +71,7 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         Reason::TemporaryFailure => (451, "4.3.0"),
         Reason::WeakAlgorithm => (550, "5.7.4"),
         Reason::Replay => (550, "5.7.0"),
+        Reason::UnknownKind => (550, "5.7.0"),
         Reason::Unsigned
         | Reason::BadSignature
         | Reason::DigestMismatch

@@ -1,13 +1,13 @@
 //! Checks across files: unique authority ids, domains owned by one
 //! authority, routes referring to known authorities and countries, and
-//! routes made unreachable by earlier ones.
+//! routes made unreachable by earlier ones (for the kinds they match).
 
 use std::collections::HashMap;
 
 use super::authority::AuthoritySpec;
 use super::files::Source;
 use super::routes::RouteSpec;
-use super::{Diagnostic, Matcher};
+use super::{Diagnostic, KindSettings, Matcher};
 
 /// What the authorities declare, for judging routes.
 #[derive(Default)]
@@ -82,17 +82,34 @@ pub(super) fn authorities(specs: &[AuthoritySpec], diags: &mut Vec<Diagnostic>) 
 }
 
 /// Checks that routes refer to declared authorities and countries (only
-/// when every authority file could be read: `complete`), and that no route
-/// is shadowed by an earlier one.
+/// when every authority file could be read: `complete`) and to declared
+/// kinds, and that no route is shadowed by an earlier one.
 pub(super) fn routes(
     src: &Source,
     specs: &[RouteSpec],
     dir: &Directory,
+    kinds: &KindSettings,
     complete: bool,
     diags: &mut Vec<Diagnostic>,
 ) {
     for spec in specs {
         let name = spec.name.as_ref().map_or("?", |(n, _)| n.as_str());
+        for (id, span) in spec.kinds.iter().flatten() {
+            if kinds.get(id).is_none() {
+                let known: Vec<&str> = kinds.kinds.iter().map(|k| k.id.as_str()).collect();
+                diags.push(src.diag(
+                    span,
+                    format!(
+                        "route {name:?} refers to unknown kind {id:?} (gateway.toml declares: {})",
+                        if known.is_empty() {
+                            "none".to_owned()
+                        } else {
+                            known.join(", ")
+                        }
+                    ),
+                ));
+            }
+        }
         let matchers = spec.from.iter().chain(&spec.to).flatten();
         for (m, span) in matchers.filter(|_| complete) {
             match m {
@@ -109,15 +126,20 @@ pub(super) fn routes(
         }
     }
     for (i, later) in specs.iter().enumerate() {
-        let (Some(from), Some(to)) = (&later.from, &later.to) else {
+        let (Some(from), Some(to), Some(lk)) = (&later.from, &later.to, &later.kinds) else {
             continue;
         };
-        let shadow = specs[..i]
-            .iter()
-            .find(|earlier| match (&earlier.from, &earlier.to) {
-                (Some(ef), Some(et)) => all_covered(ef, from, dir) && all_covered(et, to, dir),
-                _ => false,
-            });
+        let shadow =
+            specs[..i].iter().find(
+                |earlier| match (&earlier.from, &earlier.to, &earlier.kinds) {
+                    (Some(ef), Some(et), Some(ek)) => {
+                        all_covered(ef, from, dir)
+                            && all_covered(et, to, dir)
+                            && kinds_covered(ek, lk)
+                    }
+                    _ => false,
+                },
+            );
         if let Some(earlier) = shadow {
             let name = later.name.as_ref().map_or("?", |(n, _)| n.as_str());
             let earlier_name = earlier.name.as_ref().map_or("?", |(n, _)| n.as_str());
@@ -130,11 +152,24 @@ pub(super) fn routes(
                 &span,
                 format!(
                     "route {name:?} is unreachable: route {earlier_name:?} (line {line}) \
-                     already matches every sender and recipient it matches"
+                     already matches every sender, recipient and kind it matches"
                 ),
             ));
         }
     }
+}
+
+/// Whether every kind `later` matches is matched by `earlier` (an empty
+/// list matches every kind, and messages declaring none).
+fn kinds_covered(
+    earlier: &[(String, std::ops::Range<usize>)],
+    later: &[(String, std::ops::Range<usize>)],
+) -> bool {
+    earlier.is_empty()
+        || (!later.is_empty()
+            && later
+                .iter()
+                .all(|(k, _)| earlier.iter().any(|(e, _)| e == k)))
 }
 
 /// Whether every matcher of `later` is covered by one of `earlier`.
@@ -197,6 +232,18 @@ mod tests {
         assert!(covers(&pat, &pat, &d));
     }
 
+    /// The diagnostics of [`routes`] over `specs` with [`dir`].
+    fn check(
+        src: &Source,
+        specs: &[RouteSpec],
+        kinds: &KindSettings,
+        complete: bool,
+    ) -> Vec<Diagnostic> {
+        let mut diags = Vec::new();
+        routes(src, specs, &dir(), kinds, complete, &mut diags);
+        diags
+    }
+
     fn spec(src: &Source, name: &str, from: Vec<Matcher>, to: Vec<Matcher>) -> RouteSpec {
         let at = src.text_offset(name);
         RouteSpec {
@@ -204,6 +251,7 @@ mod tests {
             name: Some((name.into(), at)),
             from: Some(from.into_iter().map(|m| (m, 0..0)).collect()),
             to: Some(to.into_iter().map(|m| (m, 0..0)).collect()),
+            kinds: Some(Vec::new()),
             built: None,
         }
     }
@@ -232,14 +280,13 @@ mod tests {
                 vec![bb.clone()],
             ),
         ];
-        let mut diags = Vec::new();
-        routes(&src, &specs, &dir(), true, &mut diags);
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         assert_eq!(
             got,
             vec![
                 "r.toml:2:1: route \"second\" is unreachable: route \"first\" (line 1) \
-                 already matches every sender and recipient it matches"
+                 already matches every sender, recipient and kind it matches"
             ]
         );
     }
@@ -256,8 +303,7 @@ mod tests {
                 vec![Matcher::Country("AA".into())],
             ),
         ];
-        let mut diags = Vec::new();
-        routes(&src, &specs, &dir(), true, &mut diags);
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         assert_eq!(diags.len(), 1);
         assert!(diags[0]
             .message
@@ -273,8 +319,7 @@ mod tests {
             vec![Matcher::Authority("zz-moj".into())],
             vec![Matcher::Country("ZZ".into())],
         )];
-        let mut diags = Vec::new();
-        routes(&src, &specs, &dir(), true, &mut diags);
+        let diags = check(&src, &specs, &KindSettings::default(), true);
         let msgs: Vec<&str> = diags.iter().map(|d| d.message.as_str()).collect();
         assert_eq!(
             msgs,
@@ -284,8 +329,62 @@ mod tests {
             ]
         );
         // Not judged when an authority file could not be read.
-        let mut diags = Vec::new();
-        routes(&src, &specs, &dir(), false, &mut diags);
+        let diags = check(&src, &specs, &KindSettings::default(), false);
         assert!(diags.is_empty());
+    }
+
+    #[test]
+    fn kinds_in_shadowing_and_unknown_kinds() {
+        let src = Source::new(
+            "r.toml".into(),
+            "first\nsecond\nthird\nfourth\nfifth\nasylum\n".into(),
+        );
+        let kinds = KindSettings {
+            kinds: ["mla-request", "extradition-request"]
+                .into_iter()
+                .map(|id| crate::policy::Kind {
+                    id: id.into(),
+                    name: id.into(),
+                    header: Some(("X-MLA-Type".into(), vec![id.into()])),
+                    subject: None,
+                    lane: None,
+                })
+                .collect(),
+            ..Default::default()
+        };
+        let with = |mut s: RouteSpec, ks: &[&str]| {
+            s.kinds = Some(
+                ks.iter()
+                    .map(|k| (k.to_string(), src.text_offset(k)))
+                    .collect(),
+            );
+            s
+        };
+        let any = || vec![Matcher::Any];
+        let specs = vec![
+            with(spec(&src, "first", any(), any()), &["extradition-request"]),
+            // Other kinds (and none) still reach it.
+            spec(&src, "second", any(), any()),
+            // Only extradition requests: "first" takes them all.
+            with(spec(&src, "third", any(), any()), &["extradition-request"]),
+            // "second" matches every kind.
+            with(spec(&src, "fourth", any(), any()), &["mla-request"]),
+            with(spec(&src, "fifth", any(), any()), &["asylum"]),
+        ];
+        let diags = check(&src, &specs, &kinds, true);
+        let got: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
+        assert_eq!(
+            got,
+            vec![
+                "r.toml:6:1: route \"fifth\" refers to unknown kind \"asylum\" \
+                 (gateway.toml declares: mla-request, extradition-request)",
+                "r.toml:3:1: route \"third\" is unreachable: route \"first\" (line 1) \
+                 already matches every sender, recipient and kind it matches",
+                "r.toml:4:1: route \"fourth\" is unreachable: route \"second\" (line 2) \
+                 already matches every sender, recipient and kind it matches",
+                "r.toml:5:1: route \"fifth\" is unreachable: route \"second\" (line 2) \
+                 already matches every sender, recipient and kind it matches",
+            ]
+        );
     }
 }

@@ -12,7 +12,10 @@ use std::path::Path;
 
 use serde::Serialize;
 
-use super::{Authority, Limits, Matcher, Policy, RelaySettings, Route, RouteAction, TlsMode};
+use super::{
+    Authority, Kind, KindSettings, Limits, Matcher, Policy, RelaySettings, Route, RouteAction,
+    TlsMode, UnknownKind,
+};
 use crate::trust::cert::CertInfo;
 
 /// Which part of the policy a change is in.
@@ -25,6 +28,10 @@ pub enum Section {
     Limits,
     /// `gateway.toml` `[relay]`.
     Relay,
+    /// `gateway.toml` `[kinds]`.
+    Kinds,
+    /// A `[[kind]]` of `gateway.toml`.
+    Kind,
     /// A file under `authorities/`.
     Authority,
     /// `routes.toml`.
@@ -71,6 +78,8 @@ impl fmt::Display for Change {
             Section::Gateway => format!("[gateway] {}", self.subject),
             Section::Limits => format!("[limits] {}", self.subject),
             Section::Relay => format!("[relay] {}", self.subject),
+            Section::Kinds => format!("[kinds] {}", self.subject),
+            Section::Kind => format!("kind {}", self.subject),
             Section::Authority => format!("authority {}", self.subject),
             Section::Route => format!("route {:?}", self.subject),
         };
@@ -88,8 +97,8 @@ impl fmt::Display for Change {
     }
 }
 
-/// Every difference from `old` to `new`: settings first, then authorities
-/// by id, then routes in the new order.
+/// Every difference from `old` to `new`: settings first, then kinds, then
+/// authorities by id, then routes in the new order.
 pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
     let mut out = Vec::new();
     settings(
@@ -110,9 +119,91 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
         &relay_values(&new.relay),
         &mut out,
     );
+    settings(
+        Section::Kinds,
+        &kind_settings(&old.kinds),
+        &kind_settings(&new.kinds),
+        &mut out,
+    );
+    kinds(&old.kinds.kinds, &new.kinds.kinds, &mut out);
     authorities(old, new, &mut out);
     routes(&old.routes, &new.routes, &mut out);
     out
+}
+
+fn kind_settings(k: &KindSettings) -> Vec<(&'static str, String)> {
+    let unknown = match k.unknown {
+        UnknownKind::Refuse => "refuse",
+        UnknownKind::NoKind => "no-kind",
+    };
+    vec![
+        ("trust_outer_header", k.trust_outer_header.to_string()),
+        ("unknown", unknown.to_owned()),
+    ]
+}
+
+/// A kind's fields as the policy writes them.
+fn kind_fields(k: &Kind) -> Vec<(&'static str, String)> {
+    let (header, values) = match &k.header {
+        Some((h, v)) => (h.clone(), v.join(", ")),
+        None => ("none".into(), "none".into()),
+    };
+    vec![
+        ("name", k.name.clone()),
+        ("header", header),
+        ("values", values),
+        (
+            "subject",
+            k.subject.clone().unwrap_or_else(|| "none".into()),
+        ),
+        ("lane", k.lane.map_or("none", |l| l.as_str()).to_owned()),
+    ]
+}
+
+fn kind_summary(k: &Kind) -> String {
+    let fields: Vec<String> = kind_fields(k)
+        .into_iter()
+        .filter(|(_, v)| v != "none")
+        .map(|(f, v)| format!("{f} {v}"))
+        .collect();
+    fields.join(", ")
+}
+
+/// Kinds by id: added, removed, and each changed field.
+fn kinds(old: &[Kind], new: &[Kind], out: &mut Vec<Change>) {
+    for k in old.iter().filter(|k| !new.iter().any(|n| n.id == k.id)) {
+        out.push(Change {
+            old: Some(kind_summary(k)),
+            ..change(Section::Kind, &k.id, Action::Removed)
+        });
+    }
+    for k in new {
+        let Some(was) = old.iter().find(|o| o.id == k.id) else {
+            out.push(Change {
+                new: Some(kind_summary(k)),
+                ..change(Section::Kind, &k.id, Action::Added)
+            });
+            continue;
+        };
+        for ((field, a), (_, b)) in kind_fields(was).into_iter().zip(kind_fields(k)) {
+            changed_field(Section::Kind, &k.id, field, a, b, out);
+        }
+    }
+}
+
+/// A route's `kind`, as the policy writes it.
+fn route_kinds(r: &Route) -> String {
+    if r.kinds.is_empty() {
+        "every kind".to_owned()
+    } else {
+        r.kinds.join(", ")
+    }
+}
+
+fn lane(r: &Route) -> String {
+    r.lane
+        .map_or("the kind's, else normal", |l| l.as_str())
+        .to_owned()
 }
 
 fn change(section: Section, subject: &str, action: Action) -> Change {
@@ -126,7 +217,7 @@ fn change(section: Section, subject: &str, action: Action) -> Change {
     }
 }
 
-/// A change of one field of an authority or route, when `old != new`.
+/// A change of one field of an authority, kind or route, when `old != new`.
 fn changed_field(
     section: Section,
     subject: &str,
@@ -449,12 +540,19 @@ fn action(r: &Route) -> String {
 }
 
 fn route_summary(r: &Route, position: usize) -> String {
+    let kinds = if r.kinds.is_empty() {
+        String::new()
+    } else {
+        format!(" for kind {}", route_kinds(r))
+    };
+    let lane = r
+        .lane
+        .map_or(String::new(), |l| format!(", lane {}", l.as_str()));
     format!(
-        "at position {position}: from {} to {}, {}, lane {}",
+        "at position {position}: from {} to {}{kinds}, {}{lane}",
         matchers(&r.from),
         matchers(&r.to),
         action(r),
-        r.lane.as_str()
     )
 }
 
@@ -494,13 +592,9 @@ fn routes(old: &[Route], new: &[Route], out: &mut Vec<Change>) {
         };
         field("from", matchers(&was.from), matchers(&r.from), out);
         field("to", matchers(&was.to), matchers(&r.to), out);
+        field("kind", route_kinds(was), route_kinds(r), out);
         field("action", action(was), action(r), out);
-        field(
-            "lane",
-            was.lane.as_str().into(),
-            r.lane.as_str().into(),
-            out,
-        );
+        field("lane", lane(was), lane(r), out);
         let rank = |names: &[&str]| names.iter().position(|n| *n == r.name);
         if rank(&common_old) != rank(&common_new) {
             out.push(Change {
@@ -523,7 +617,8 @@ mod tests {
             to: vec![Matcher::Country(to.into())],
             action: RouteAction::Relay,
             reason: String::new(),
-            lane: super::super::Lane::Normal,
+            kinds: Vec::new(),
+            lane: None,
         }
     }
 
@@ -533,19 +628,25 @@ mod tests {
         let mut c2 = route("c", "CC");
         c2.action = RouteAction::Reject;
         c2.reason = "closed".into();
-        let new = [c2, route("a", "DD"), route("d", "DD")];
+        c2.kinds = vec!["mla-request".into()];
+        let mut d = route("d", "DD");
+        d.kinds = vec!["extradition-request".into()];
+        d.lane = Some(super::super::Lane::Urgent);
+        let new = [c2, route("a", "DD"), d];
         let mut out = Vec::new();
         routes(&old, &new, &mut out);
         let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
         assert_eq!(
             text,
             [
-                "route \"b\" removed (was: at position 2: from * to country:BB, relay, lane normal)",
+                "route \"b\" removed (was: at position 2: from * to country:BB, relay)",
+                "route \"c\": kind: every kind -> mla-request",
                 "route \"c\": action: relay -> reject (\"closed\")",
                 "route \"c\" moved: position 3 -> position 1 (first match wins)",
                 "route \"a\": to: country:AA -> country:DD",
                 "route \"a\" moved: position 1 -> position 2 (first match wins)",
-                "route \"d\" added: at position 3: from * to country:DD, relay, lane normal",
+                "route \"d\" added: at position 3: from * to country:DD for kind \
+                 extradition-request, relay, lane urgent",
             ]
         );
     }
@@ -577,6 +678,49 @@ mod tests {
                 "authority aa-moj: domain removed: a.example",
                 "authority aa-moj: domain added: c.example",
             ]
+        );
+    }
+
+    #[test]
+    fn kinds_added_removed_and_changed() {
+        let kind = |id: &str, lane| Kind {
+            id: id.into(),
+            name: id.into(),
+            header: Some(("X-MLA-Type".into(), vec![id.into()])),
+            subject: None,
+            lane,
+        };
+        let old = [kind("mla-request", None), kind("asylum", None)];
+        let new = [
+            kind("mla-request", Some(super::super::Lane::Urgent)),
+            kind("extradition-request", None),
+        ];
+        let mut out = Vec::new();
+        kinds(&old, &new, &mut out);
+        let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
+        assert_eq!(
+            text,
+            [
+                "kind asylum removed (was: name asylum, header X-MLA-Type, values asylum)",
+                "kind mla-request: lane: none -> urgent",
+                "kind extradition-request added: name extradition-request, header X-MLA-Type, \
+                 values extradition-request",
+            ]
+        );
+        let mut out = Vec::new();
+        let trusting = KindSettings {
+            trust_outer_header: true,
+            ..Default::default()
+        };
+        settings(
+            Section::Kinds,
+            &kind_settings(&KindSettings::default()),
+            &kind_settings(&trusting),
+            &mut out,
+        );
+        assert_eq!(
+            out[0].to_string(),
+            "[kinds] trust_outer_header: false -> true"
         );
     }
 }

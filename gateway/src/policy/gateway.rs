@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
+use super::kind::{self, KindSettings};
 use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings, Replay};
 use crate::clock::EvalTime;
 use crate::smime::sign::{PemFile, SigningIdentity};
@@ -49,7 +50,7 @@ pub(super) fn parse(
     now: EvalTime,
     files: &mut FileSet,
     diags: &mut Vec<Diagnostic>,
-) -> (GatewaySettings, Limits, RelaySettings) {
+) -> (GatewaySettings, Limits, RelaySettings, KindSettings) {
     let mut gateway = GatewaySettings::default();
     let mut limits = Limits::default();
     let mut relay = RelaySettings::default();
@@ -57,7 +58,7 @@ pub(super) fn parse(
         Ok(doc) => doc,
         Err(d) => {
             diags.push(d);
-            return (gateway, limits, relay);
+            return (gateway, limits, relay, KindSettings::default());
         }
     };
     let top = TableReader::new(
@@ -65,7 +66,7 @@ pub(super) fn parse(
         doc.get_ref(),
         0..0,
         "",
-        &["gateway", "limits", "relay"],
+        &["gateway", "limits", "relay", "kinds", "kind"],
         diags,
     );
     if let Some(t) = top.table("gateway", "[gateway]", GATEWAY_KEYS, diags) {
@@ -142,7 +143,9 @@ pub(super) fn parse(
     if let Some(t) = top.table("relay", "[relay]", RELAY_KEYS, diags) {
         parse_relay(&t, &mut relay, diags);
     }
-    (gateway, limits, relay)
+    let settings = top.table("kinds", "[kinds]", kind::SETTINGS_KEYS, diags);
+    let kinds = kind::parse(&top, settings, diags);
+    (gateway, limits, relay, kinds)
 }
 
 /// The integer `key` of `t` when it is at least 1 (else a diagnostic).
@@ -378,7 +381,7 @@ mod tests {
     fn run_all(text: &str) -> (GatewaySettings, Limits, RelaySettings, Vec<String>) {
         let src = Source::new("p/gateway.toml".into(), text.to_owned());
         let mut diags = Vec::new();
-        let (g, l, r) = parse(
+        let (g, l, r, _) = parse(
             &src,
             Path::new("p"),
             EvalTime::now(),

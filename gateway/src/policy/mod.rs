@@ -8,6 +8,7 @@ mod current;
 pub mod diff;
 mod files;
 mod gateway;
+mod kind;
 mod model;
 mod pki;
 mod route;
@@ -15,6 +16,7 @@ mod routes;
 
 pub use current::CurrentPolicy;
 pub use files::FileSet;
+pub use kind::{Declared, Kind, KindSettings, UnknownKind};
 pub use model::*;
 
 use std::fmt;
@@ -70,9 +72,11 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
             GatewaySettings::default(),
             Limits::default(),
             RelaySettings::default(),
+            KindSettings::default(),
         )
     };
-    let (gateway, limits, relay) = match files::read_source(dir, gateway::FILE, &mut fileset) {
+    let (gateway, limits, relay, kinds) = match files::read_source(dir, gateway::FILE, &mut fileset)
+    {
         Ok(Some(src)) => gateway::parse(&src, dir, now, &mut fileset, &mut diags),
         Ok(None) => defaults(),
         Err(d) => {
@@ -88,7 +92,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
     let route_specs = match files::read_source(dir, routes::FILE, &mut fileset) {
         Ok(Some(src)) => {
             let specs = routes::parse(&src, &mut diags);
-            check::routes(&src, &specs, &directory, complete, &mut diags);
+            check::routes(&src, &specs, &directory, &kinds, complete, &mut diags);
             specs
         }
         Ok(None) => {
@@ -129,6 +133,7 @@ pub fn load(dir: &Path, now: EvalTime) -> Result<Policy, Vec<Diagnostic>> {
         gateway,
         limits,
         relay,
+        kinds,
         authorities,
         routes,
         domain_index,
@@ -156,8 +161,16 @@ impl Policy {
     /// ([`RouteDecision::UnknownRecipientDomain`] otherwise); then the first
     /// route whose `from` matches the sender and whose `to` matches the
     /// recipient decides ([`RouteDecision::NoRoute`] when none does).
-    pub fn route(&self, from: &str, to: &str) -> RouteDecision<'_> {
-        route::decide(self, from, to)
+    /// A route with `kind = [...]` matches only messages of those kinds;
+    /// one without matches every message.
+    pub fn route(&self, from: &str, to: &str, kind: Option<&str>) -> RouteDecision<'_> {
+        route::decide(self, from, to, kind)
+    }
+
+    /// The routing decision before the message (and so its kind) is
+    /// known, as at RCPT: `None` when it depends on the kind.
+    pub fn route_any_kind(&self, from: &str, to: &str) -> Option<RouteDecision<'_>> {
+        route::decide_any_kind(self, from, to)
     }
 }
 
@@ -174,12 +187,15 @@ mod tests {
         assert_eq!(p.authorities.len(), 3);
         assert_eq!(p.version.len(), 64);
         assert_eq!(p.gateway.hostname, "emla.example.org");
-        let relay = |from: &str, to: &str| match p.route(from, to) {
-            RouteDecision::Relay { route, authority } => {
-                (route.name.clone(), authority.id.clone(), route.lane)
-            }
+        let relay_kind = |from: &str, to: &str, kind: Option<&str>| match p.route(from, to, kind) {
+            RouteDecision::Relay { route, authority } => (
+                route.name.clone(),
+                authority.id.clone(),
+                route.lane_for(kind.and_then(|k| p.kinds.get(k))),
+            ),
             other => panic!("{from} -> {to}: {other:?}"),
         };
+        let relay = |from: &str, to: &str| relay_kind(from, to, None);
         assert_eq!(
             relay("urgent@justice.aa.example", "x@Justice.BB.example"),
             (
@@ -201,24 +217,52 @@ mod tests {
             "bb-diplomatic-to-aa-central"
         );
         assert!(matches!(
-            p.route("clerk@justice.bb.example", "envoy@mfa.bb.example"),
+            p.route("clerk@justice.bb.example", "envoy@mfa.bb.example", None),
             RouteDecision::Reject { route } if route.name == "no-domestic-bb"
         ));
         assert_eq!(
-            p.route("envoy@mfa.bb.example", "x@justice.bb.example"),
+            p.route("envoy@mfa.bb.example", "x@justice.bb.example", None),
             RouteDecision::Reject {
-                route: &p.routes[5]
+                route: &p.routes[7]
             }
         );
+        // Kinds: extradition through the diplomatic channel only; urgent
+        // provisional arrests central to central on the urgent lane.
+        let ex = Some("extradition-request");
+        assert_eq!(
+            relay_kind("clerk@justice.aa.example", "envoy@mfa.bb.example", ex).0,
+            "aa-extradition-to-bb-diplomatic"
+        );
         assert!(matches!(
-            p.route("clerk@justice.bb.example", "judge@justice.bb.example"),
+            p.route("clerk@justice.aa.example", "x@justice.bb.example", ex),
+            RouteDecision::Reject { route } if route.name == "aa-extradition-not-to-bb-central"
+        ));
+        assert_eq!(
+            relay_kind(
+                "clerk@justice.aa.example",
+                "x@justice.bb.example",
+                Some("provisional-arrest")
+            ),
+            (
+                "aa-central-to-bb-central".into(),
+                "bb-moj".into(),
+                Lane::Urgent
+            )
+        );
+        assert_eq!(p.kinds.kinds.len(), 5);
+        assert!(matches!(
+            p.route("clerk@justice.bb.example", "judge@justice.bb.example", None),
             RouteDecision::Reject { route } if route.name == "no-domestic-bb"
         ));
         for (from, to) in [
             ("clerk@justice.aa.example", "judge@justice.aa.example"),
             ("x@elsewhere.example", "x@justice.bb.example"),
         ] {
-            assert_eq!(p.route(from, to), RouteDecision::NoRoute, "{from} → {to}");
+            assert_eq!(
+                p.route(from, to, None),
+                RouteDecision::NoRoute,
+                "{from} → {to}"
+            );
         }
         let bb_moj = p.authority_for_domain("justice.bb.example").unwrap();
         assert_eq!(bb_moj.anchors.len(), 1);

@@ -30,6 +30,8 @@ pub struct Policy {
     pub limits: Limits,
     /// `[relay]` settings.
     pub relay: RelaySettings,
+    /// `[[kind]]` entries and `[kinds]` settings.
+    pub kinds: super::KindSettings,
     /// The authorities, in file-name order.
     pub authorities: Vec<Authority>,
     /// The routes, first match wins.
@@ -374,8 +376,24 @@ pub struct Route {
     pub action: RouteAction,
     /// Human reason, quoted in rejections and the audit log.
     pub reason: String,
-    /// Delivery lane.
-    pub lane: Lane,
+    /// The request kinds it applies to (`kind`); empty: every message.
+    pub kinds: Vec<String>,
+    /// Delivery lane (`lane`); `None`: the kind's, else normal.
+    pub lane: Option<Lane>,
+}
+
+impl Route {
+    /// Whether it applies to a message of `kind` (`None`: declaring none).
+    pub fn applies_to(&self, kind: Option<&str>) -> bool {
+        self.kinds.is_empty() || kind.is_some_and(|k| self.kinds.iter().any(|r| r == k))
+    }
+
+    /// The lane of a message of `kind` relayed along it.
+    pub fn lane_for(&self, kind: Option<&super::Kind>) -> Lane {
+        self.lane
+            .or(kind.and_then(|k| k.lane))
+            .unwrap_or(Lane::Normal)
+    }
 }
 
 /// Matches an address by authority, country, domain or pattern.

@@ -1,17 +1,56 @@
 //! Routing decisions: which rule applies to a sender and a recipient.
 
-use super::{Matcher, Policy, RouteAction, RouteDecision};
+use super::{Matcher, Policy, Route, RouteAction, RouteDecision};
 
-/// The decision for one sender/recipient pair: the recipient's domain must
-/// belong to an authority, then the first rule whose sender and recipient
-/// matchers both match decides.
-pub(super) fn decide<'p>(policy: &'p Policy, from: &str, to: &str) -> RouteDecision<'p> {
+/// The decision for one sender/recipient pair and a message of `kind`:
+/// the recipient's domain must belong to an authority, then the first rule
+/// whose sender and recipient matchers both match, and that applies to the
+/// kind, decides.
+pub(super) fn decide<'p>(
+    policy: &'p Policy,
+    from: &str,
+    to: &str,
+    kind: Option<&str>,
+) -> RouteDecision<'p> {
     let Some(authority) = policy.authority_for_address(to) else {
         return RouteDecision::UnknownRecipientDomain;
     };
-    let hit = policy.routes.iter().find(|r| {
+    let hit = candidates(policy, from, to).find(|r| r.applies_to(kind));
+    outcome(hit, authority)
+}
+
+/// [`decide`] for a message whose kind is not known yet: `None` when the
+/// first matching rule is restricted to some kinds (the decision, and its
+/// reason, then depend on the kind).
+pub(super) fn decide_any_kind<'p>(
+    policy: &'p Policy,
+    from: &str,
+    to: &str,
+) -> Option<RouteDecision<'p>> {
+    let Some(authority) = policy.authority_for_address(to) else {
+        return Some(RouteDecision::UnknownRecipientDomain);
+    };
+    match candidates(policy, from, to).next() {
+        Some(r) if !r.kinds.is_empty() => None,
+        hit => Some(outcome(hit, authority)),
+    }
+}
+
+/// The rules matching the sender and the recipient, in order.
+fn candidates<'p, 'a>(
+    policy: &'p Policy,
+    from: &'a str,
+    to: &'a str,
+) -> impl Iterator<Item = &'p Route> + 'a
+where
+    'p: 'a,
+{
+    policy.routes.iter().filter(move |r| {
         r.from.iter().any(|m| m.matches(from, policy)) && r.to.iter().any(|m| m.matches(to, policy))
-    });
+    })
+}
+
+fn outcome<'p>(hit: Option<&'p Route>, authority: &'p super::Authority) -> RouteDecision<'p> {
     match hit {
         None => RouteDecision::NoRoute,
         Some(route) => match route.action {
@@ -44,7 +83,7 @@ impl Matcher {
 /// Whether `text` matches `pattern`, where `*` matches any run of bytes
 /// (possibly empty) and every other byte matches itself. Linear in
 /// practice: on a mismatch it retries from the last `*` only.
-fn glob(pattern: &[u8], text: &[u8]) -> bool {
+pub(super) fn glob(pattern: &[u8], text: &[u8]) -> bool {
     let (mut p, mut t) = (0, 0);
     let mut star: Option<(usize, usize)> = None;
     while t < text.len() {
@@ -68,7 +107,7 @@ fn glob(pattern: &[u8], text: &[u8]) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{Authority, GatewaySettings, Lane, Limits, NextHop, Route, TlsMode};
+    use crate::policy::{Authority, GatewaySettings, Kind, Lane, Limits, NextHop, Route, TlsMode};
     use std::collections::HashMap;
 
     fn authority(id: &str, country: &str, domain: &str) -> Authority {
@@ -102,7 +141,8 @@ mod tests {
             to,
             action,
             reason: String::new(),
-            lane: Lane::Normal,
+            kinds: Vec::new(),
+            lane: None,
         }
     }
 
@@ -124,6 +164,7 @@ mod tests {
             gateway: GatewaySettings::default(),
             limits: Limits::default(),
             relay: Default::default(),
+            kinds: Default::default(),
             authorities,
             routes,
             domain_index,
@@ -172,14 +213,14 @@ mod tests {
                 RouteAction::Relay,
             ),
         ]);
-        match p.route("x@justice.bb.example", "y@justice.aa.example") {
+        match p.route("x@justice.bb.example", "y@justice.aa.example", None) {
             RouteDecision::Relay { route, authority } => {
                 assert_eq!(route.name, "bb-to-aa");
                 assert_eq!(authority.id, "aa-moj");
             }
             other => panic!("{other:?}"),
         }
-        match p.route("x@mfa.bb.example", "y@justice.aa.example") {
+        match p.route("x@mfa.bb.example", "y@justice.aa.example", None) {
             RouteDecision::Reject { route } => assert_eq!(route.name, "no-mfa-to-aa"),
             other => panic!("{other:?}"),
         }
@@ -200,7 +241,64 @@ mod tests {
                 RouteDecision::UnknownRecipientDomain,
             ),
         ] {
-            assert_eq!(p.route(from, to), want, "{from} → {to}");
+            assert_eq!(p.route(from, to, None), want, "{from} → {to}");
         }
+    }
+
+    #[test]
+    fn kinds_route_differently() {
+        let mut extradition = route(
+            "extradition-via-mfa",
+            vec![Matcher::Authority("aa-moj".into())],
+            vec![Matcher::Country("BB".into())],
+            RouteAction::Relay,
+        );
+        extradition.kinds = vec!["extradition-request".into()];
+        extradition.to = vec![Matcher::Authority("bb-mfa".into())];
+        let mut no_extradition = route(
+            "extradition-not-central",
+            vec![Matcher::Authority("aa-moj".into())],
+            vec![Matcher::Country("BB".into())],
+            RouteAction::Reject,
+        );
+        no_extradition.kinds = vec!["extradition-request".into()];
+        let central = route(
+            "central",
+            vec![Matcher::Authority("aa-moj".into())],
+            vec![Matcher::Authority("bb-moj".into())],
+            RouteAction::Relay,
+        );
+        let p = policy(vec![extradition, no_extradition, central]);
+        let name = |d: RouteDecision<'_>| match d {
+            RouteDecision::Relay { route, .. } => format!("relay {}", route.name),
+            RouteDecision::Reject { route } => format!("reject {}", route.name),
+            other => format!("{other:?}"),
+        };
+        let (aa, moj, mfa) = (
+            "x@justice.aa.example",
+            "y@justice.bb.example",
+            "y@mfa.bb.example",
+        );
+        let ex = Some("extradition-request");
+        assert_eq!(name(p.route(aa, mfa, ex)), "relay extradition-via-mfa");
+        assert_eq!(name(p.route(aa, moj, ex)), "reject extradition-not-central");
+        assert_eq!(name(p.route(aa, moj, None)), "relay central");
+        assert_eq!(name(p.route(aa, moj, Some("mla-request"))), "relay central");
+        assert_eq!(name(p.route(aa, mfa, None)), "NoRoute");
+        // Before DATA: the first match is kind-restricted, so no answer yet.
+        assert_eq!(p.route_any_kind(aa, moj), None);
+        assert_eq!(
+            p.route_any_kind("x@justice.bb.example", moj),
+            Some(RouteDecision::NoRoute)
+        );
+        let urgent = Kind {
+            id: "urgent".into(),
+            name: "urgent".into(),
+            header: None,
+            subject: Some("*".into()),
+            lane: Some(Lane::Urgent),
+        };
+        assert_eq!(p.routes[2].lane_for(Some(&urgent)), Lane::Urgent);
+        assert_eq!(p.routes[2].lane_for(None), Lane::Normal);
     }
 }

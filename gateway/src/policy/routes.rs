@@ -10,7 +10,7 @@ use super::{Diagnostic, Lane, Matcher, Route, RouteAction};
 /// The file name inside the policy directory.
 pub(super) const FILE: &str = "routes.toml";
 
-const ROUTE_KEYS: &[&str] = &["name", "from", "to", "action", "reason", "lane"];
+const ROUTE_KEYS: &[&str] = &["name", "from", "to", "kind", "action", "reason", "lane"];
 
 /// One `[[route]]` as read, with positions for cross-file checks.
 pub(super) struct RouteSpec {
@@ -22,6 +22,8 @@ pub(super) struct RouteSpec {
     pub from: Option<Vec<At<Matcher>>>,
     /// The recipient matchers, when all were valid.
     pub to: Option<Vec<At<Matcher>>>,
+    /// The request kinds (`kind`), when valid; empty: every kind.
+    pub kinds: Option<Vec<At<String>>>,
     /// The route, when the rule had no problem.
     pub built: Option<Route>,
 }
@@ -85,6 +87,19 @@ fn parse_route(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> RouteSpe
     };
     let from = matchers("from", diags);
     let to = matchers("to", diags);
+    let kinds = match t.string_list("kind", diags) {
+        None if t.get("kind").is_some() => None,
+        None => Some(Vec::new()),
+        Some(list) if list.is_empty() => {
+            let span = t.span_of("kind").unwrap_or_else(|| t.header());
+            diags.push(src.diag(
+                &span,
+                "kind must not be empty (leave it out to match every kind)",
+            ));
+            None
+        }
+        Some(list) => Some(list),
+    };
     let action = t.required_string("action", diags).and_then(|v| {
         one_of(
             src,
@@ -110,23 +125,27 @@ fn parse_route(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> RouteSpe
         ));
     }
     let lane = match t.string("lane", diags) {
-        None => Some(Lane::Normal),
+        None => Some(None),
         Some(v) => one_of(
             src,
             "lane",
             &v,
             &[("normal", Lane::Normal), ("urgent", Lane::Urgent)],
             diags,
-        ),
+        )
+        .map(Some),
     };
-    let built = match (&name, &from, &to, action, lane) {
-        (Some(name), Some(from), Some(to), Some(action), Some(lane)) if diags.len() == before => {
+    let built = match (&name, &from, &to, &kinds, action, lane) {
+        (Some(name), Some(from), Some(to), Some(kinds), Some(action), Some(lane))
+            if diags.len() == before =>
+        {
             Some(Route {
                 name: name.0.clone(),
                 from: from.iter().map(|(m, _)| m.clone()).collect(),
                 to: to.iter().map(|(m, _)| m.clone()).collect(),
                 action,
                 reason: reason.map(|(r, _)| r).unwrap_or_default(),
+                kinds: kinds.iter().map(|(k, _)| k.clone()).collect(),
                 lane,
             })
         }
@@ -137,6 +156,7 @@ fn parse_route(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> RouteSpe
         name,
         from,
         to,
+        kinds,
         built,
     }
 }
@@ -220,15 +240,19 @@ mod tests {
         let (specs, d) = run(concat!(
             "[[route]]\nname = \"a\"\nfrom = \"*\"\nto = [\"country:BB\", \"x@y\"]\naction = \"relay\"\n",
             "[[route]]\nname = \"b\"\nfrom = \"*\"\nto = \"*\"\naction = \"reject\"\nreason = \"no\"\nlane = \"urgent\"\n",
+            "[[route]]\nname = \"c\"\nfrom = \"*\"\nto = \"*\"\nkind = [\"mla-request\", \"x\"]\naction = \"relay\"\n",
         ));
         assert!(d.is_empty(), "{d:?}");
         let a = specs[0].built.as_ref().unwrap();
-        assert_eq!(a.lane, Lane::Normal);
+        assert_eq!(a.lane, None);
+        assert!(a.kinds.is_empty());
         assert_eq!(a.to.len(), 2);
         let b = specs[1].built.as_ref().unwrap();
         assert_eq!(b.action, RouteAction::Reject);
         assert_eq!(b.reason, "no");
-        assert_eq!(b.lane, Lane::Urgent);
+        let c = specs[2].built.as_ref().unwrap();
+        assert_eq!(c.kinds, ["mla-request", "x"]);
+        assert_eq!(b.lane, Some(Lane::Urgent));
     }
 
     #[test]

@@ -74,6 +74,8 @@ pub struct ReceiptContext {
     pub route: String,
     /// The policy version it was judged under.
     pub policy_version: String,
+    /// The request kind the message declared (`[[kind]]` id), if any.
+    pub request_kind: Option<String>,
     /// The DSN parameters its client gave (ENVID, ORCPT), named in a
     /// non-delivery notice (RFC 3464 §2.2.1, §2.3.1).
     pub dsn: crate::envelope::Dsn,
@@ -278,6 +280,7 @@ fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {
         "recipients": ctx.recipients,
         "signer": signer_json(ctx),
         "route": ctx.route,
+        "request_kind": ctx.request_kind,
         "policy_version": ctx.policy_version,
     })
 }
@@ -546,6 +549,9 @@ fn facts(ctx: &ReceiptContext, subject: &str) -> String {
         None => line("Signed by:", "(no verified signature)"),
     }
     line("Route:", &ctx.route);
+    if let Some(k) = &ctx.request_kind {
+        line("Request kind:", k);
+    }
     line("Policy version:", &ctx.policy_version);
     if let Some(log) = &ctx.log {
         s.push_str(&log_facts(log));
@@ -852,6 +858,7 @@ mod tests {
             }),
             route: "aa-to-bb".into(),
             policy_version: "ab".repeat(32),
+            request_kind: Some("mla-request".into()),
             dsn: crate::envelope::Dsn::default(),
             log: Some(LogRef {
                 kind: "message.accepted".into(),
@@ -904,6 +911,15 @@ mod tests {
         assert_eq!(v["audit"]["checkpoint"]["seq"], 40);
         assert!(t.contains("appended after record 41"), "{t}");
         assert!(t.contains("signed at record 40"), "{t}");
+        assert_eq!(v["request_kind"], "mla-request");
+        assert!(t.contains("Request kind:   mla-request\r\n"), "{t}");
+        let none = ReceiptContext {
+            request_kind: None,
+            ..ctx()
+        };
+        let t = text(&acceptance_receipt(&none).unwrap());
+        assert!(receipt_json_of(&t)["request_kind"].is_null(), "{t}");
+        assert!(!t.contains("Request kind:"), "{t}");
 
         let f = Failure {
             recipients: vec!["bob@justice.bb.example".into()],

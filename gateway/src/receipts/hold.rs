@@ -99,6 +99,7 @@ impl Row {
             authority: self.authority,
             policy_version: self.policy_version,
             case_ref: self.case_ref,
+            kind: None,
             signature_keys: Vec::new(),
             body: Some(bytes.into()),
             dsn: None,

@@ -54,6 +54,8 @@ pub struct Original<'a> {
     pub policy_version: &'a str,
     /// Its case reference.
     pub case_ref: Option<&'a str>,
+    /// The request kind it declared (`[[kind]]` id).
+    pub request_kind: Option<&'a str>,
     /// Whether it is itself an automatic message (`Auto-Submitted:` other
     /// than `no`).
     pub auto_submitted: bool,
@@ -321,6 +323,7 @@ pub fn gateway_message(
         authority: Some(authority.id.clone()),
         policy_version: policy.version.clone(),
         case_ref: case_ref.map(str::to_owned),
+        kind: None,
         signature_keys: Vec::new(),
         body: Some(bytes.into()),
         dsn: None,
@@ -383,6 +386,7 @@ fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
         signer: signer(o.signers),
         route: o.route.to_owned(),
         policy_version: o.policy_version.to_owned(),
+        request_kind: o.request_kind.map(str::to_owned),
         dsn: o.dsn.cloned().unwrap_or_default(),
         log: o.log.cloned(),
     }

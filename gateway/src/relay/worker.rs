@@ -661,6 +661,7 @@ impl<'a> Owing<'a> {
             route: &entry.delivery.route,
             policy_version: &entry.policy_version,
             case_ref: entry.case_ref.as_deref(),
+            request_kind: entry.kind.as_deref(),
             auto_submitted: notify::is_auto_submitted(original),
             dsn: entry.dsn.as_ref(),
             log,

@@ -82,9 +82,9 @@ macro_rules! batch_sections {
                         "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
                          tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
                          subject, message_id, date, verdict, reason, detail, signers, authority, \
-                         policy_version, body_stored, case_ref, dsn) VALUES ($1, $2, $3, $4, $5, \
-                         $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, $20, \
-                         $21, $22, $23, $24)",
+                         policy_version, body_stored, case_ref, dsn, kind) VALUES ($1, $2, $3, \
+                         $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
+                         $20, $21, $22, $23, $24, $25)",
                     )
                     .bind(&r.id)
                     .bind(r.received_at_ms)
@@ -110,6 +110,7 @@ macro_rules! batch_sections {
                     .bind(m.body_stored)
                     .bind(&r.case_ref)
                     .bind(r.dsn.as_ref().and_then(|d| serde_json::to_string(d).ok()))
+                    .bind(&r.kind)
                     .execute(&mut **self)
                     .await?;
                     for (table, keys) in [

@@ -100,7 +100,7 @@ pub(super) use on_pool;
 /// The columns of `messages` that [`message_row!`] reads.
 pub(super) const MESSAGE_COLUMNS: &str = "id, received_at, sha256, size, client_ip, helo, \
      tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, subject, message_id, \
-     date, verdict, reason, detail, signers, authority, policy_version, body_stored, case_ref";
+     date, verdict, reason, detail, signers, authority, policy_version, body_stored, case_ref, kind";
 
 /// A row of [`MESSAGE_COLUMNS`] as a [`MessageRow`](super::MessageRow);
 /// `?` on a column that does not decode.
@@ -108,7 +108,7 @@ macro_rules! message_row {
     ($r:ident) => {
         from_row!($r, MessageRow {
             id, received_at, sha256, size, mail_from, detail, authority, policy_version,
-            body_stored, case_ref,
+            body_stored, case_ref, kind,
         }; session: from_row!($r, SessionInfo { client_ip, helo, tls_version, tls_cipher }),
             headers: from_row!($r, MessageHeaders {
                 header_from, header_to, subject, message_id, date,
@@ -360,7 +360,7 @@ impl Db {
                 let rank: Option<i64> = r.try_get("state_rank")?;
                 Ok(from_row!(r, MessageSummary {
                     id, received_at, detail, mail_from, header_from, header_to, subject,
-                    message_id, authority, case_ref, sha256, size,
+                    message_id, authority, case_ref, kind, sha256, size,
                 }; rcpt_to: addresses(r.try_get("rcpt_to")?),
                     verdict: judged,
                     reason: reason(r.try_get("reason")?)?,

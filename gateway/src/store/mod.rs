@@ -120,6 +120,9 @@ pub struct MessageRecord {
     /// [`case_ref`](crate::case_ref)); searched by
     /// `emla audit search --case`.
     pub case_ref: Option<String>,
+    /// The request kind it declared (`[[kind]]` id); searched by
+    /// `emla audit search --kind`.
+    pub kind: Option<String>,
     /// The replay keys of an accepted message (see
     /// [`intake::replay`](crate::intake::replay)); empty otherwise.
     pub signature_keys: Vec<String>,

@@ -85,6 +85,8 @@ pub struct Claimed {
     pub policy_version: String,
     /// Its case reference.
     pub case_ref: Option<String>,
+    /// The request kind it declared.
+    pub kind: Option<String>,
     /// The DSN parameters its client gave, if any.
     pub dsn: Option<crate::envelope::Dsn>,
 }
@@ -104,7 +106,7 @@ const CLAIMED_COLUMNS: &str = "q.id, q.message_id, q.next_hop, q.authority, q.ro
      q.recipients, q.attempts, q.created_at, q.last_attempt_at, m.mail_from, m.sha256, m.header_from, \
      m.header_to, m.subject, m.message_id AS header_message_id, m.date, m.helo, m.client_ip, \
      m.tls_version, m.tls_cipher, m.received_at, m.rcpt_to, m.signers, m.authority AS sender_authority, m.policy_version, m.case_ref, \
-     m.dsn";
+     m.kind, m.dsn";
 
 const ROW_COLUMNS: &str = "id, message_id, next_hop, authority, route, lane, recipients, \
      status, attempts, next_attempt_at, created_at, claimed_by, lease_until, last_attempt_at, \
@@ -182,6 +184,7 @@ impl Db {
                 for r in q.fetch_all(&mut *tx).await? {
                     claimed.push(from_row!(r, Claimed {
                         id, attempts, mail_from, sha256, sender_authority, policy_version, case_ref,
+                        kind,
                     }; delivery: queue_entry!(r),
                         headers: from_row!(r, MessageHeaders { header_from, header_to, subject, date };
                             message_id: r.try_get("header_message_id")?,

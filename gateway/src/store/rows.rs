@@ -96,6 +96,8 @@ pub struct MessageRow {
     pub body_stored: bool,
     /// The case reference.
     pub case_ref: Option<String>,
+    /// The request kind it declared (`[[kind]]` id).
+    pub kind: Option<String>,
 }
 
 impl MessageRow {
@@ -275,6 +277,10 @@ pub struct Decision {
     pub revocation: Option<Vec<Evidence>>,
     /// The sender's authority.
     pub authority: Option<String>,
+    /// The request kind the message declared (`[[kind]]` id); absent when
+    /// none (and in records written before kinds existed).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
     /// The policy version.
     pub policy_version: Option<String>,
     /// Whether the body is kept.

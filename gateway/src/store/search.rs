@@ -83,6 +83,8 @@ pub struct SearchQuery {
     pub id: Option<String>,
     /// The case reference (compared case-insensitively).
     pub case_ref: Option<String>,
+    /// The request kind (`[[kind]]` id) it declared.
+    pub kind: Option<String>,
     /// Oldest first instead of newest first.
     pub ascending: bool,
     /// Start strictly after this row (keyset paging).
@@ -122,6 +124,8 @@ pub struct MessageSummary {
     pub authority: Option<String>,
     /// The case reference.
     pub case_ref: Option<String>,
+    /// The request kind it declared.
+    pub kind: Option<String>,
     /// SHA-256 of the raw message.
     pub sha256: String,
     /// Size in bytes.
@@ -154,7 +158,7 @@ pub enum Bind {
 /// The columns every search selects from `messages m`.
 pub const COLUMNS: &str = "m.id, m.received_at, m.verdict, m.reason, m.detail, m.mail_from, \
      m.rcpt_to, m.header_from, m.header_to, m.subject, m.message_id, m.authority, m.case_ref, \
-     m.sha256, m.size";
+     m.kind, m.sha256, m.size";
 
 /// The SQL text and its binds (`$1`, `$2`, … in order).
 pub fn sql(q: &SearchQuery) -> (String, Vec<Bind>) {
@@ -312,6 +316,9 @@ fn row_filters(q: &SearchQuery, t: &str, w: &mut Where) {
         w.cond(Bind::text(c.trim()), |p| {
             format!("upper(m.case_ref) = upper({p})")
         });
+    }
+    if let Some(k) = &q.kind {
+        w.cond(Bind::text(k.trim()), |p| format!("m.kind = {p}"));
     }
 }
 

@@ -247,6 +247,7 @@ pub fn message(h: &History, chain: &str) -> String {
             ("Subject:", opt(&m.headers.subject)),
             ("Message-ID:", opt(&m.headers.message_id)),
             ("case", opt(&m.case_ref)),
+            ("kind", opt(&m.kind)),
             ("authority", opt(&m.authority)),
             ("sha256", m.sha256.as_str()),
         ] {
@@ -295,6 +296,7 @@ mod tests {
             message_id: None,
             authority: None,
             case_ref: None,
+            kind: None,
             sha256: String::new(),
             size: 1,
             state: None,

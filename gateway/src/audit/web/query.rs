@@ -60,6 +60,7 @@ pub fn search_args(pairs: &[(String, String)]) -> Result<SearchArgs, String> {
             "message-id" => a.message_id = one,
             "id" => a.id = one,
             "case" => a.case_ref = one,
+            "kind" => a.kind = one,
             "after" => a.after = one,
             "asc" => a.asc = true,
             "verdict" => {
