@@ -957,30 +957,8 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
 
     // A message recorded before evidence was archived (no "revocation" in
     // its record): today's CRLs, and the bundle says so.
-    let legacy = "legacy-1@emla.test";
-    let sha256 = hex::encode(Sha256::digest(&msg));
-    rt.block_on(store.record(accepted_record(
-        legacy,
-        &msg,
-        now_ms(),
-        None,
-        "old",
-        json!({"sha256": sha256, "verdict": "accept"}),
-    )))
-    .unwrap();
     drop(store);
-    let old_bundle = work.path().join("legacy");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            legacy,
-            "--out",
-            old_bundle.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let old_bundle = legacy_bundle(&gw, &msg, work.path(), "legacy-1@emla.test", "old");
     assert!(old_bundle.join("crls/crls.pem").exists());
     assert!(!old_bundle.join("revocation").exists());
     let readme = std::fs::read_to_string(old_bundle.join("README.txt")).unwrap();
@@ -1099,6 +1077,41 @@ fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
     );
 }
 
+/// Records `msg` as message `id` accepted under `policy_version`, as an
+/// older gateway did (no revocation evidence, a version not archived), and
+/// exports it to `work/legacy`.
+fn legacy_bundle(
+    gw: &smtp::Gateway,
+    msg: &[u8],
+    work: &Path,
+    id: &str,
+    policy_version: &str,
+) -> PathBuf {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(Store::open(&gw.database_url(), &gw.data_dir))
+        .unwrap();
+    let sha256 = hex::encode(Sha256::digest(msg));
+    let data = json!({"sha256": sha256, "verdict": "accept", "policy_version": policy_version});
+    rt.block_on(store.record(accepted_record(
+        id,
+        msg,
+        now_ms(),
+        None,
+        policy_version,
+        data,
+    )))
+    .unwrap();
+    drop(store);
+    let bundle = work.join("legacy");
+    let (code, out) = emla_cli(
+        &["audit", "export", id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    bundle
+}
+
 /// An exported bundle carries the archived policy version that matches the
 /// recorded hash: its files under `policy/VERSION/` (as `emla policy show
 /// --extract` lays them out, loadable by `emla policy check`), checked by
@@ -1181,34 +1194,8 @@ fn exported_bundle_carries_the_archived_policy_version() {
     // Recorded before versions were archived: the bundle says so, and the
     // policy step notes it without failing.
     let legacy = "legacy-policy@emla.test";
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let store = rt
-        .block_on(Store::open(&gw.database_url(), &gw.data_dir))
-        .unwrap();
-    let sha256 = hex::encode(Sha256::digest(&msg));
     let old_version = "0".repeat(64);
-    rt.block_on(store.record(accepted_record(
-        legacy,
-        &msg,
-        now_ms(),
-        None,
-        &old_version,
-        json!({"sha256": sha256, "verdict": "accept", "policy_version": old_version}),
-    )))
-    .unwrap();
-    drop(store);
-    let old_bundle = work.path().join("legacy");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            legacy,
-            "--out",
-            old_bundle.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let old_bundle = legacy_bundle(&gw, &msg, work.path(), legacy, &old_version);
     let note = std::fs::read_to_string(old_bundle.join("policy/NOT-ARCHIVED.txt")).unwrap();
     assert!(
         note.contains(&old_version) && note.contains("not in"),

@@ -98,7 +98,9 @@ pub(super) async fn add(
     };
     super::policies::check(&p)
         .map_err(|e| AuditError::NotFound(format!("refusing to export: {e}")))?;
-    let (root, placed) = super::policies::layout(&p).map_err(AuditError::Usage)?;
+    // Files the policy names by absolute path go under absolute/.
+    let (root, placed) =
+        super::policies::layout(&p, Some("absolute")).map_err(AuditError::Usage)?;
     let base = format!("policy/{}", p.version);
     let mut files = Vec::with_capacity(placed.len());
     for (path, f) in placed {
@@ -153,7 +155,8 @@ pub(super) fn readme(a: &Added) -> String {
             "policy/VERSION/             the policy version that decided the message, as archived when\n\
              \x20                           it was put in force: {dir}/ holds the policy files (the\n\
              \x20                           files they name beside it, as `emla policy show --extract`\n\
-             \x20                           lays them out; `emla policy check {dir}` loads it)\n\
+             \x20                           lays them out; those named by absolute path are\n\
+             \x20                           under policy/VERSION/absolute/)\n\
              policy/VERSION/manifest.json each file's name (as hashed), path here, SHA-256 and size\n\
              policy/verify_policy.py     recomputes the version from the files (step 7)\n",
             dir = a.dir

@@ -170,15 +170,23 @@ async fn list(store: &Store, json: bool) -> Result<Vec<u8>, AuditError> {
 /// as they did: policy files under `policy/`, and a file the policy named
 /// as `../certs/x.pem` at `certs/x.pem` (deeper `../` add `policy.d/`
 /// levels above `policy/`). Returns the policy directory and each file's
-/// path, both relative, `/`-separated and without `..`. Absolute names
-/// cannot be placed and are refused. Shared by `--extract` and the
+/// path, both relative, `/`-separated and without `..`. A name that cannot
+/// be placed so (an absolute path, say) goes under `elsewhere` by its plain
+/// components, or is refused without it. Shared by `--extract` and the
 /// evidence bundle, so both lay a version out alike.
-pub(crate) fn layout(p: &ArchivedPolicy) -> Result<(String, Vec<(String, &ArchivedFile)>), String> {
+pub(crate) fn layout<'a>(
+    p: &'a ArchivedPolicy,
+    elsewhere: Option<&str>,
+) -> Result<(String, Vec<(String, &'a ArchivedFile)>), String> {
     let ups = |name: &str| {
         Path::new(name)
             .components()
             .take_while(|c| matches!(c, Component::ParentDir))
             .count()
+    };
+    let plain = |c: Component<'a>| match c {
+        Component::Normal(n) => n.to_str(),
+        _ => None,
     };
     let depth = p.files.iter().map(|f| ups(&f.name)).max().unwrap_or(0);
     let mut base = vec!["policy.d"; depth.saturating_sub(1)];
@@ -186,23 +194,26 @@ pub(crate) fn layout(p: &ArchivedPolicy) -> Result<(String, Vec<(String, &Archiv
     let mut placed = Vec::with_capacity(p.files.len());
     for f in &p.files {
         let up = ups(&f.name);
-        let inner: Vec<&str> = Path::new(&f.name)
+        let inner: Option<Vec<&str>> = Path::new(&f.name)
             .components()
             .skip(up)
-            .map(|c| match c {
-                Component::Normal(n) => n.to_str(),
-                _ => None,
-            })
+            .map(plain)
             .collect::<Option<_>>()
-            .filter(|v: &Vec<&str>| !v.is_empty())
-            .ok_or_else(|| format!("archived file name {:?} cannot be placed", f.name))?;
-        let path = base[..base.len() - up]
-            .iter()
-            .chain(&inner)
-            .copied()
-            .collect::<Vec<_>>()
-            .join("/");
-        placed.push((path, f));
+            .filter(|v: &Vec<&str>| !v.is_empty());
+        let parts: Vec<&str> = match (inner, elsewhere) {
+            (Some(inner), _) => base[..base.len() - up]
+                .iter()
+                .copied()
+                .chain(inner)
+                .collect(),
+            (None, Some(dir)) => std::iter::once(dir)
+                .chain(Path::new(&f.name).components().filter_map(plain))
+                .collect(),
+            (None, None) => {
+                return Err(format!("archived file name {:?} cannot be placed", f.name))
+            }
+        };
+        placed.push((parts.join("/"), f));
     }
     Ok((base.join("/"), placed))
 }
@@ -210,7 +221,8 @@ pub(crate) fn layout(p: &ArchivedPolicy) -> Result<(String, Vec<(String, &Archiv
 /// Writes the files under `dir` as [`layout`] places them.
 fn extract(p: &ArchivedPolicy, dir: &Path) -> Result<PathBuf, AuditError> {
     let usage = |e: String| AuditError::Usage(e);
-    let (root, placed) = layout(p).map_err(|e| usage(format!("{e} under {}", dir.display())))?;
+    let (root, placed) =
+        layout(p, None).map_err(|e| usage(format!("{e} under {}", dir.display())))?;
     let root = dir.join(root);
     if root.exists() {
         return Err(usage(format!(
@@ -250,7 +262,7 @@ mod tests {
     #[test]
     fn layout_resolves_names_as_the_policy_did() {
         let p = version(&["routes.toml", "authorities/aa.toml", "../certs/aa/root.pem"]);
-        let (root, placed) = layout(&p).unwrap();
+        let (root, placed) = layout(&p, None).unwrap();
         assert_eq!(root, "policy");
         let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
@@ -262,7 +274,7 @@ mod tests {
             ]
         );
         let deep = version(&["a.toml", "../../pki/ca.pem", "../c.pem"]);
-        let (root, placed) = layout(&deep).unwrap();
+        let (root, placed) = layout(&deep, None).unwrap();
         assert_eq!(root, "policy.d/policy");
         let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
         assert_eq!(
@@ -270,7 +282,9 @@ mod tests {
             ["policy.d/policy/a.toml", "pki/ca.pem", "policy.d/c.pem"]
         );
         for bad in ["/etc/ca.pem", "certs/../../x", "..", "./x"] {
-            assert!(layout(&version(&[bad])).is_err(), "{bad}");
+            assert!(layout(&version(&[bad]), None).is_err(), "{bad}");
         }
+        let (_, placed) = layout(&version(&["/etc/pki/ca.pem"]), Some("absolute")).unwrap();
+        assert_eq!(placed[0].0, "absolute/etc/pki/ca.pem");
     }
 }
