@@ -30,7 +30,7 @@
 #   PERF=1          one more route-removed replay under `perf record -g`;
 #                   the flat profile is printed and kept in $OUT/perf-flat.txt
 #   OUT=DIR         keep results (results.md, the JSON reports) there
-#   RUN_TIMEOUT=600 upper bound in seconds on the load and on each replay
+#   RUN_TIMEOUT=1800 upper bound in seconds on signing+recording and on each replay
 #   EMLA_BIN=PATH   use this emla binary instead of building target/release/emla
 # Needs: cargo, openssl 3.x, python3 (+ `cryptography`), sqlite3; perf for
 # PERF=1 (`apt-get install linux-perf`). Targets 127.0.0.1 only.
@@ -44,7 +44,7 @@ if [[ ${QUICK:-0} == 1 ]]; then
 else
     N=${N:-100000}
 fi
-RUN_TIMEOUT=${RUN_TIMEOUT:-600}
+RUN_TIMEOUT=${RUN_TIMEOUT:-1800}
 PERF=${PERF:-0}
 REFUSED=$((N / 10))
 ACCEPTED=$((N - REFUSED))

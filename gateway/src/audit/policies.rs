@@ -166,6 +166,9 @@ async fn list(store: &Store, json: bool) -> Result<Vec<u8>, AuditError> {
     Ok(out.into_bytes())
 }
 
+/// The policy directory and each file's path in an extracted version.
+pub(crate) type Placed<'a> = (String, Vec<(String, &'a ArchivedFile)>);
+
 /// Where each file of `p` goes in a directory, so that the names resolve
 /// as they did: policy files under `policy/`, and a file the policy named
 /// as `../certs/x.pem` at `certs/x.pem` (deeper `../` add `policy.d/`
@@ -177,7 +180,7 @@ async fn list(store: &Store, json: bool) -> Result<Vec<u8>, AuditError> {
 pub(crate) fn layout<'a>(
     p: &'a ArchivedPolicy,
     elsewhere: Option<&str>,
-) -> Result<(String, Vec<(String, &'a ArchivedFile)>), String> {
+) -> Result<Placed<'a>, String> {
     let ups = |name: &str| {
         Path::new(name)
             .components()
@@ -284,7 +287,8 @@ mod tests {
         for bad in ["/etc/ca.pem", "certs/../../x", "..", "./x"] {
             assert!(layout(&version(&[bad]), None).is_err(), "{bad}");
         }
-        let (_, placed) = layout(&version(&["/etc/pki/ca.pem"]), Some("absolute")).unwrap();
+        let abs = version(&["/etc/pki/ca.pem"]);
+        let (_, placed) = layout(&abs, Some("absolute")).unwrap();
         assert_eq!(placed[0].0, "absolute/etc/pki/ca.pem");
     }
 }
