@@ -133,13 +133,22 @@ def main():
                                   (payloads[split:], "eve@justice.aa.example", False)):
         if not part:
             continue
-        run, errors = asyncio.run(send(a, part, mail_from))
-        refused = sum(run.refused.values())
-        print(f"sent {len(part)} MAIL FROM {mail_from}: {run.accepted} accepted, {refused} refused"
-              f" {dict(run.refused)}", file=sys.stderr)
+        # Sessions end after a number of commands, and after a few refusals:
+        # each batch gets new ones (500 messages, or 10 refusals, per session).
+        batch = a.sessions * (500 if want else 10)
+        refused, accepted, errors, texts = 0, 0, [], {}
+        for k in range(0, len(part), batch):
+            run, errs = asyncio.run(send(a, part[k:k + batch], mail_from))
+            accepted += run.accepted
+            refused += sum(run.refused.values())
+            errors += errs
+            for t, n in run.refused.items():
+                texts[t] = texts.get(t, 0) + n
+        print(f"sent {len(part)} MAIL FROM {mail_from}: {accepted} accepted, {refused} refused"
+              f" {texts}", file=sys.stderr)
         for e in errors[:5]:
             print(f"error: {e}", file=sys.stderr)
-        ok = ok and not errors and (run.accepted if want else refused) == len(part)
+        ok = ok and not errors and (accepted if want else refused) == len(part)
     print(f"recorded in {time.perf_counter() - t1:.1f} s", file=sys.stderr)
     sys.exit(0 if ok else 1)
 
