@@ -958,30 +958,8 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
 
     // A message recorded before evidence was archived (no "revocation" in
     // its record): today's CRLs, and the bundle says so.
-    let legacy = "legacy-1@emla.test";
-    let sha256 = hex::encode(Sha256::digest(&msg));
-    rt.block_on(store.record(accepted_record(
-        legacy,
-        &msg,
-        now_ms(),
-        None,
-        "old",
-        json!({"sha256": sha256, "verdict": "accept"}),
-    )))
-    .unwrap();
     drop(store);
-    let old_bundle = work.path().join("legacy");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            legacy,
-            "--out",
-            old_bundle.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_eq!(code, 0, "{out}");
+    let old_bundle = legacy_bundle(&gw, &msg, work.path(), "legacy-1@emla.test", "old");
     assert!(old_bundle.join("crls/crls.pem").exists());
     assert!(!old_bundle.join("revocation").exists());
     let readme = std::fs::read_to_string(old_bundle.join("README.txt")).unwrap();
@@ -1097,5 +1075,143 @@ fn bundle_includes_and_checks_timestamp_tokens_and_receipts() {
     assert!(
         !ok && out.contains("is not the one its receipt.queued record"),
         "a changed receipt passed:\n{out}"
+    );
+}
+
+/// Records `msg` as message `id` accepted under `policy_version`, as an
+/// older gateway did (no revocation evidence, a version not archived), and
+/// exports it to `work/legacy`.
+fn legacy_bundle(
+    gw: &smtp::Gateway,
+    msg: &[u8],
+    work: &Path,
+    id: &str,
+    policy_version: &str,
+) -> PathBuf {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let store = rt
+        .block_on(Store::open(&gw.database_url(), &gw.data_dir))
+        .unwrap();
+    let sha256 = hex::encode(Sha256::digest(msg));
+    let data = json!({"sha256": sha256, "verdict": "accept", "policy_version": policy_version});
+    rt.block_on(store.record(accepted_record(
+        id,
+        msg,
+        now_ms(),
+        None,
+        policy_version,
+        data,
+    )))
+    .unwrap();
+    drop(store);
+    let bundle = work.join("legacy");
+    let (code, out) = emla_cli(
+        &["audit", "export", id, "--out", bundle.to_str().unwrap()],
+        &gw.config,
+    );
+    assert_eq!(code, 0, "{out}");
+    bundle
+}
+
+/// An exported bundle carries the archived policy version that matches the
+/// recorded hash: its files under `policy/VERSION/` (as `emla policy show
+/// --extract` lays them out, loadable by `emla policy check`), checked by
+/// verify.sh; an altered policy file fails it, even with SHA256SUMS and
+/// the manifest fixed. A version recorded before the archive existed is
+/// noted, not failed.
+#[test]
+fn exported_bundle_carries_the_archived_policy_version() {
+    let (gw, server, id, msg) = serve_one(String::new());
+    drop(server);
+    let (work, bundle) = exported(&gw, &id);
+    let version = read_json(&bundle.join("recorded.json"))["policy_version"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let manifest = read_json(&bundle.join(format!("policy/{version}/manifest.json")));
+    assert_eq!(manifest["version"], version.as_str());
+    let routes = bundle
+        .join(manifest["policy_dir"].as_str().unwrap())
+        .join("routes.toml");
+    assert!(routes.is_file(), "{manifest}");
+    // The files the version hashed, and nothing else: the gateway's signing
+    // key, which the policy names but does not hash, stays out.
+    let names: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    assert!(names.contains(&"routes.toml"), "{names:?}");
+    let files = emla::audit::export::bundle_files(&bundle);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.extension().is_some_and(|e| e == "key")),
+        "no private key in the bundle: {files:?}"
+    );
+    script_running(&bundle, &["python3 policy/verify_policy.py"]);
+    let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
+    assert!(readme.contains("policy/VERSION/manifest.json"), "{readme}");
+    let (ok, out) = run_checks(&bundle);
+    assert!(
+        ok && out.contains("policy version OK") && out.contains("evidence bundle OK"),
+        "{out}"
+    );
+
+    // A changed route: sha256sum fails; with the sums fixed, the manifest's
+    // SHA-256 does; with the manifest fixed too, the version does.
+    let rel = routes.strip_prefix(&bundle).unwrap().to_path_buf();
+    let edit = |p: &Path| {
+        let f = p.join(&rel);
+        let text = std::fs::read_to_string(&f).unwrap();
+        std::fs::write(&f, text.replacen("relay", "reject", 1)).unwrap();
+    };
+    let (ok, out) = run_checks(&tampered(&bundle, "policy", false, edit));
+    assert!(!ok && out.contains("routes.toml: FAILED"), "{out}");
+    let (ok, out) = run_checks(&tampered(&bundle, "policy-sums", true, edit));
+    assert!(
+        !ok && out.contains("was altered") && !out.contains("evidence bundle OK"),
+        "{out}"
+    );
+    let rel_s = rel.to_str().unwrap().to_string();
+    let manifest_rel = format!("policy/{version}/manifest.json");
+    let (ok, out) = run_checks(&tampered(&bundle, "policy-manifest", true, |p| {
+        edit(p);
+        let new_sha = hex::encode(Sha256::digest(std::fs::read(p.join(&rel)).unwrap()));
+        let mut m = read_json(&p.join(&manifest_rel));
+        for f in m["files"].as_array_mut().unwrap() {
+            if f["path"] == rel_s.as_str() {
+                f["sha256"] = json!(new_sha);
+            }
+        }
+        std::fs::write(p.join(&manifest_rel), m.to_string()).unwrap();
+    }));
+    assert!(
+        !ok && out.contains("not to the recorded version") && !out.contains("evidence bundle OK"),
+        "{out}"
+    );
+
+    // Recorded before versions were archived: the bundle says so, and the
+    // policy step notes it without failing.
+    let legacy = "legacy-policy@emla.test";
+    let old_version = "0".repeat(64);
+    let old_bundle = legacy_bundle(&gw, &msg, work.path(), legacy, &old_version);
+    let note = std::fs::read_to_string(old_bundle.join("policy/NOT-ARCHIVED.txt")).unwrap();
+    assert!(
+        note.contains(&old_version) && note.contains("not in"),
+        "{note}"
+    );
+    assert!(!old_bundle.join(format!("policy/{old_version}")).exists());
+    let out = Command::new("python3")
+        .args(["policy/verify_policy.py", legacy])
+        .current_dir(&old_bundle)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success() && text.contains("NOTE") && text.contains("not archived"),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
     );
 }

@@ -33,6 +33,10 @@
 //! receipts.json              audit records of receipts for the message
 //! receipts/ID.eml            the receipts as sent, audit/verify_receipts.py
 //! timestamps/*.tst, tsa-ca.pem  the RFC 3161 tokens, each on its own
+//! policy/VERSION/...         the archived policy version that decided it
+//!                            (policy/, certs/ as `emla policy show --extract`
+//!                            lays them out, manifest.json), or
+//!                            policy/NOT-ARCHIVED.txt; policy/verify_policy.py
 //! ```
 
 use std::fmt::Write as _;
@@ -397,6 +401,7 @@ pub async fn export(
         proof.signature.as_deref().map(|d| (cp_p7s.as_str(), d)),
     )
     .await;
+    let policy_files = super::bundle_policy::add(&mut b, store, &m).await?;
 
     // Deliveries and receipts.
     b.add("delivery.json", pretty(&h.queue));
@@ -420,9 +425,11 @@ pub async fn export(
         cp.eval_time(),
     );
     super::bundle_receipts::script(&mut script, &stamps, signed, cp.eval_time());
+    super::bundle_policy::script(&mut script, &policy_files, &id);
     script.push_str("echo 'evidence bundle OK'\n");
     b.add("verify.sh", script.clone());
-    let files = super::bundle_receipts::readme(&stamps);
+    let files =
+        super::bundle_receipts::readme(&stamps) + &super::bundle_policy::readme(&policy_files);
     b.add(
         "README.txt",
         readme(

@@ -8,6 +8,7 @@
 //! it and maps an [`AuditError`] to the exit code it names.
 
 pub mod backlog;
+pub mod bundle_policy;
 pub mod bundle_receipts;
 pub mod checkpoint;
 pub mod cli;

@@ -9,7 +9,7 @@ use serde::Serialize;
 use super::AuditError;
 use crate::clock::EvalTime;
 use crate::policy::FileSet;
-use crate::store::policies::{ArchivedPolicy, Lookup};
+use crate::store::policies::{ArchivedFile, ArchivedPolicy, Lookup};
 use crate::store::Store;
 
 /// What to show.
@@ -88,7 +88,7 @@ pub async fn show(store: &Store, args: &ShowArgs) -> Result<Vec<u8>, AuditError>
 /// The archive must give back exactly the bytes the version was computed
 /// over; a changed blob or file list is reported, never shown as the
 /// policy.
-fn check(p: &ArchivedPolicy) -> Result<(), AuditError> {
+pub(crate) fn check(p: &ArchivedPolicy) -> Result<(), AuditError> {
     let mut set = FileSet::default();
     for f in &p.files {
         let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &f.content));
@@ -166,45 +166,129 @@ async fn list(store: &Store, json: bool) -> Result<Vec<u8>, AuditError> {
     Ok(out.into_bytes())
 }
 
-/// Writes the files so that the names resolve as they did: policy files
-/// under `DIR/policy`, and a file the policy named as `../certs/x.pem` at
-/// `DIR/certs/x.pem`. Names with absolute paths cannot be placed and are
-/// refused.
-fn extract(p: &ArchivedPolicy, dir: &Path) -> Result<PathBuf, AuditError> {
+/// The policy directory and each file's path in an extracted version.
+pub(crate) type Placed<'a> = (String, Vec<(String, &'a ArchivedFile)>);
+
+/// Where each file of `p` goes in a directory, so that the names resolve
+/// as they did: policy files under `policy/`, and a file the policy named
+/// as `../certs/x.pem` at `certs/x.pem` (deeper `../` add `policy.d/`
+/// levels above `policy/`). Returns the policy directory and each file's
+/// path, both relative, `/`-separated and without `..`. A name that cannot
+/// be placed so (an absolute path, say) goes under `elsewhere` by its plain
+/// components, or is refused without it. Shared by `--extract` and the
+/// evidence bundle, so both lay a version out alike.
+pub(crate) fn layout<'a>(
+    p: &'a ArchivedPolicy,
+    elsewhere: Option<&str>,
+) -> Result<Placed<'a>, String> {
     let ups = |name: &str| {
         Path::new(name)
             .components()
             .take_while(|c| matches!(c, Component::ParentDir))
             .count()
     };
+    let plain = |c: Component<'a>| match c {
+        Component::Normal(n) => n.to_str(),
+        _ => None,
+    };
     let depth = p.files.iter().map(|f| ups(&f.name)).max().unwrap_or(0);
-    let mut root = dir.to_path_buf();
-    for _ in 1..depth {
-        root.push("policy.d");
+    let mut base = vec!["policy.d"; depth.saturating_sub(1)];
+    base.push("policy");
+    let mut placed = Vec::with_capacity(p.files.len());
+    for f in &p.files {
+        let up = ups(&f.name);
+        let inner: Option<Vec<&str>> = Path::new(&f.name)
+            .components()
+            .skip(up)
+            .map(plain)
+            .collect::<Option<_>>()
+            .filter(|v: &Vec<&str>| !v.is_empty());
+        let parts: Vec<&str> = match (inner, elsewhere) {
+            (Some(inner), _) => base[..base.len() - up]
+                .iter()
+                .copied()
+                .chain(inner)
+                .collect(),
+            (None, Some(dir)) => std::iter::once(dir)
+                .chain(Path::new(&f.name).components().filter_map(plain))
+                .collect(),
+            (None, None) => {
+                return Err(format!("archived file name {:?} cannot be placed", f.name))
+            }
+        };
+        placed.push((parts.join("/"), f));
     }
-    root.push("policy");
+    Ok((base.join("/"), placed))
+}
+
+/// Writes the files under `dir` as [`layout`] places them.
+fn extract(p: &ArchivedPolicy, dir: &Path) -> Result<PathBuf, AuditError> {
     let usage = |e: String| AuditError::Usage(e);
+    let (root, placed) =
+        layout(p, None).map_err(|e| usage(format!("{e} under {}", dir.display())))?;
+    let root = dir.join(root);
     if root.exists() {
         return Err(usage(format!(
             "{} exists already: extract into an empty directory",
             root.display()
         )));
     }
-    for f in &p.files {
-        let rel = Path::new(&f.name);
-        let inner = rel.components().skip(ups(&f.name));
-        if inner.clone().any(|c| !matches!(c, Component::Normal(_))) {
-            return Err(usage(format!(
-                "archived file name {:?} cannot be placed under {}",
-                f.name,
-                dir.display()
-            )));
-        }
-        let target = root.join(rel);
+    for (path, f) in placed {
+        let target = dir.join(path);
         let parent = target.parent().expect("a file name has a parent");
         std::fs::create_dir_all(parent)
             .and_then(|_| std::fs::write(&target, &f.content))
             .map_err(|e| usage(format!("cannot write {}: {e}", target.display())))?;
     }
     Ok(root)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn version(names: &[&str]) -> ArchivedPolicy {
+        ArchivedPolicy {
+            version: String::new(),
+            first_in_force_ms: 0,
+            files: names
+                .iter()
+                .map(|n| ArchivedFile {
+                    name: (*n).into(),
+                    sha256: String::new(),
+                    content: Vec::new(),
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn layout_resolves_names_as_the_policy_did() {
+        let p = version(&["routes.toml", "authorities/aa.toml", "../certs/aa/root.pem"]);
+        let (root, placed) = layout(&p, None).unwrap();
+        assert_eq!(root, "policy");
+        let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "policy/routes.toml",
+                "policy/authorities/aa.toml",
+                "certs/aa/root.pem"
+            ]
+        );
+        let deep = version(&["a.toml", "../../pki/ca.pem", "../c.pem"]);
+        let (root, placed) = layout(&deep, None).unwrap();
+        assert_eq!(root, "policy.d/policy");
+        let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
+        assert_eq!(
+            paths,
+            ["policy.d/policy/a.toml", "pki/ca.pem", "policy.d/c.pem"]
+        );
+        for bad in ["/etc/ca.pem", "certs/../../x", "..", "./x"] {
+            assert!(layout(&version(&[bad]), None).is_err(), "{bad}");
+        }
+        let abs = version(&["/etc/pki/ca.pem"]);
+        let (_, placed) = layout(&abs, Some("absolute")).unwrap();
+        assert_eq!(placed[0].0, "absolute/etc/pki/ca.pem");
+    }
 }
