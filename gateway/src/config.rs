@@ -71,6 +71,62 @@ pub struct Config {
     pub postmaster: PostmasterConfig,
     /// Trusted timestamps of the gateway's signatures (`[evidence]`).
     pub evidence: EvidenceConfig,
+    /// The metrics and health listener (`[metrics]`); off when absent.
+    pub metrics: Option<MetricsConfig>,
+    /// `log_format`: human-readable lines or one JSON object per event.
+    pub log_format: LogFormat,
+}
+
+/// `[metrics]`: plain HTTP for a scrape network: `/metrics`, `/healthz`,
+/// `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where it listens; `metrics listening on ADDR` is printed.
+    pub listen: SocketAddr,
+    /// `/readyz` is 503 when the data directory has less free space.
+    pub min_free_bytes: u64,
+}
+
+/// `log_format`: how events are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON layer).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses the `log_format` value.
+    pub fn parse(value: Option<&str>) -> Result<LogFormat, String> {
+        match value {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(format!(
+                "log_format {other:?}: expected \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: String,
+    min_free_bytes: Option<u64>,
+}
+
+fn metrics_config(m: MetricsFile) -> Result<MetricsConfig, String> {
+    let listen = m
+        .listen
+        .parse()
+        .map_err(|e| format!("[metrics] listen address {:?}: {e}", m.listen))?;
+    Ok(MetricsConfig {
+        listen,
+        // A full disk stops intake (bodies cannot be written): 1 GiB warns first.
+        min_free_bytes: m.min_free_bytes.unwrap_or(1 << 30),
+    })
 }
 
 /// `[evidence]`: RFC 3161 timestamps of the gateway's own signatures
@@ -474,6 +530,8 @@ struct File {
     revocation: Option<RevocationFile>,
     postmaster: Option<PostmasterFile>,
     evidence: Option<EvidenceFile>,
+    metrics: Option<MetricsFile>,
+    log_format: Option<String>,
 }
 
 impl Config {
@@ -556,6 +614,8 @@ impl Config {
             revocation: revocation_config(f.revocation.unwrap_or_default())?,
             postmaster,
             evidence: evidence_config(f.evidence.unwrap_or_default(), rel)?,
+            metrics: f.metrics.map(metrics_config).transpose()?,
+            log_format: LogFormat::parse(f.log_format.as_deref())?,
         })
     }
 }

@@ -28,6 +28,7 @@ pub mod jobs;
 pub mod kind;
 pub mod payload;
 pub mod policies;
+pub mod ops;
 pub mod queue;
 mod recorder;
 pub mod replay;
