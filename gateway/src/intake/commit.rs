@@ -191,7 +191,13 @@ async fn record_and_reply(gw: &Service, id: &str, verdict: &Verdict, record: Rec
     let recorded = gw.store.record(record);
     match crate::metrics::timed(crate::metrics::Timer::Commit, recorded).await {
         Ok(()) => {
-            crate::metrics::with(|m| m.decision(verdict.reason.as_str(), verdict.authority.as_deref(), verdict.accepted()));
+            crate::metrics::with(|m| {
+                m.decision(
+                    verdict.reason.as_str(),
+                    verdict.authority.as_deref(),
+                    verdict.accepted(),
+                )
+            });
             tracing::info!(emla_id = %id, reason = verdict.reason.as_str(), authority = verdict.authority.as_deref().unwrap_or(""), "decision recorded");
             if verdict.accepted() || notified {
                 gw.relay_wake.notify_one();

@@ -439,7 +439,11 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
         Pending::Message(tx) => {
             let session = state.lock().session.clone();
             let finished = commit::finish(gw, &session, tx);
-            Some(crate::metrics::timed(crate::metrics::Timer::DataToReply, finished).await.wire())
+            Some(
+                crate::metrics::timed(crate::metrics::Timer::DataToReply, finished)
+                    .await
+                    .wire(),
+            )
         }
         Pending::Refusal(refusal) => Some(audited(gw, &mut lp.refusals, refusal).await.wire()),
         Pending::None if verb == "EHLO" && response.code == 250 => Some(ehlo_reply(gw, state)),

@@ -188,11 +188,7 @@ impl Metrics {
             Unit::Seconds,
             self.delivery.clone(),
         );
-        r.register(
-            "sessions",
-            "SMTP sessions in use",
-            self.sessions.clone(),
-        );
+        r.register("sessions", "SMTP sessions in use", self.sessions.clone());
         r.register(
             "sessions_per_client_max",
             "The most SMTP sessions one client address holds",
@@ -300,7 +296,13 @@ impl Metrics {
 
     /// One delivery attempt to `next_hop` that left its entry `outcome`; a
     /// relayed one also observes the time since acceptance.
-    pub fn relay_attempt(&self, next_hop: &str, outcome: &'static str, lane: &'static str, accepted_at_ms: i64) {
+    pub fn relay_attempt(
+        &self,
+        next_hop: &str,
+        outcome: &'static str,
+        lane: &'static str,
+        accepted_at_ms: i64,
+    ) {
         let labels = RelayLabels {
             next_hop: self.known(Some(next_hop), true),
             outcome,
@@ -311,7 +313,9 @@ impl Metrics {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64);
             let secs = (now_ms - accepted_at_ms).max(0) as f64 / 1000.0;
-            self.delivery.get_or_create(&LaneLabels { lane }).observe(secs);
+            self.delivery
+                .get_or_create(&LaneLabels { lane })
+                .observe(secs);
         }
     }
 

@@ -31,9 +31,18 @@ fn reply_classes_count_final_lines_only() {
     m.smtp_replies(b"250-first\r\n250 last\r\n550 5.7.1 no\r\n");
     m.smtp_replies(b"421 4.3.2 bye\r\n");
     let text = m.encode();
-    assert!(text.contains(r#"emla_smtp_replies_total{class="2xx"} 1"#), "{text}");
-    assert!(text.contains(r#"emla_smtp_replies_total{class="5xx"} 1"#), "{text}");
-    assert!(text.contains(r#"emla_smtp_replies_total{class="4xx"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"emla_smtp_replies_total{class="2xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"emla_smtp_replies_total{class="5xx"} 1"#),
+        "{text}"
+    );
+    assert!(
+        text.contains(r#"emla_smtp_replies_total{class="4xx"} 1"#),
+        "{text}"
+    );
 }
 
 #[test]
@@ -42,6 +51,9 @@ fn a_new_policy_version_replaces_the_old_one() {
     m.set_policy("v1", [], []);
     m.set_policy("v2", [], []);
     let text = m.encode();
-    assert!(text.contains(r#"emla_policy_info{version="v2"} 1"#), "{text}");
+    assert!(
+        text.contains(r#"emla_policy_info{version="v2"} 1"#),
+        "{text}"
+    );
     assert!(!text.contains(r#"version="v1""#), "{text}");
 }

@@ -594,7 +594,14 @@ async fn store_attempt(
             return;
         }
     }
-    crate::metrics::with(|m| m.relay_attempt(&attempt.hop, next.status.as_str(), entry.delivery.lane.as_str(), entry.received_at_ms));
+    crate::metrics::with(|m| {
+        m.relay_attempt(
+            &attempt.hop,
+            next.status.as_str(),
+            entry.delivery.lane.as_str(),
+            entry.received_at_ms,
+        )
+    });
     tracing::info!(
         emla_id = %entry.delivery.message_id,
         queue_id = entry.id,

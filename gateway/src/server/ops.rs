@@ -148,7 +148,11 @@ fn respond(status: StatusCode, content_type: &'static str, body: String) -> Resp
 impl Ops {
     async fn handle(&self, req: Request<Incoming>) -> Response<Full<Bytes>> {
         if req.method() != Method::GET && req.method() != Method::HEAD {
-            return respond(StatusCode::METHOD_NOT_ALLOWED, "text/plain", "GET only\n".into());
+            return respond(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
         }
         match req.uri().path() {
             "/metrics" => {
@@ -185,7 +189,10 @@ impl Ops {
         let checks = [
             ("policy", Ok(format!("version {}", policy.version))),
             ("database", database),
-            ("disk", free_space(&self.shared.config.data_dir, self.min_free_bytes)),
+            (
+                "disk",
+                free_space(&self.shared.config.data_dir, self.min_free_bytes),
+            ),
             ("crl", crl_fresh(&self.shared, &policy)),
         ];
         let ready = checks.iter().all(|(_, c)| c.is_ok());
