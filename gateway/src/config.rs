@@ -868,6 +868,39 @@ mod tests {
     }
 
     #[test]
+    fn metrics_table_and_log_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        let head = "require_tls = false\n";
+        std::fs::write(
+            &p,
+            format!("{head}[metrics]\nlisten = \"127.0.0.1:9725\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        let m = c.metrics.unwrap();
+        assert_eq!(m.listen, "127.0.0.1:9725".parse().unwrap());
+        assert_eq!(m.min_free_bytes, 1 << 30);
+        assert_eq!(c.log_format, LogFormat::Text);
+        std::fs::write(&p, format!("{head}log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:1\"\nmin_free_bytes = 5\n")).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(
+            (c.log_format, c.metrics.unwrap().min_free_bytes),
+            (LogFormat::Json, 5)
+        );
+        std::fs::write(&p, format!("{head}log_format = \"xml\"\n")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(
+            e.contains("log_format \"xml\": expected \"text\" or \"json\""),
+            "{e}"
+        );
+        std::fs::write(&p, format!("{head}[metrics]\nlisten = \"any\"\n")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("[metrics] listen address \"any\""), "{e}");
+        assert!(Config::embedded().metrics.is_none());
+    }
+
+    #[test]
     fn audit_web_table() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("emla.toml");
