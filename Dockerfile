@@ -11,7 +11,7 @@ RUN cargo build --release --locked -p emla-gateway --bin emla \
 
 # Runtime stage: the binary (TLS is rustls, SQL migrations are embedded),
 # the system CA roots for next hops with tls = "required", and bash for the
-# SMTP health check of docker-compose.yml.
+# /readyz health check (the image has no HTTP client).
 FROM debian:bookworm-slim
 RUN apt-get update \
     && apt-get install -y --no-install-recommends ca-certificates \
@@ -28,6 +28,10 @@ COPY --from=build /usr/local/bin/emla /usr/local/bin/emla
 VOLUME ["/var/lib/emla"]
 USER emla
 WORKDIR /var/lib/emla
-EXPOSE 2525
+EXPOSE 2525 9725
+# /readyz of [metrics] (deploy/emla.toml listens on 9725): 200 only when
+# the gateway can take mail; docker-compose.yml has the same check.
+HEALTHCHECK --interval=15s --timeout=10s --start-period=30s --retries=3 \
+    CMD ["bash", "-c", "exec 3<>/dev/tcp/127.0.0.1/9725 && printf 'GET /readyz HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && IFS= read -r -t 5 line <&3 && [[ $line == \"HTTP/1.1 200\"* ]]"]
 ENTRYPOINT ["emla"]
 CMD ["serve", "--config", "/etc/emla/emla.toml"]

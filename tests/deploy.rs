@@ -32,10 +32,21 @@ fn container_config_matches_compose_file() {
         compose.contains(&format!(":{port}\"")),
         "port {port} not published"
     );
-    assert!(
-        compose.contains(&format!("/dev/tcp/127.0.0.1/{port}")),
-        "health check does not probe port {port}"
-    );
+    // Both health checks read /readyz of the [metrics] listener.
+    let metrics = config.metrics.as_ref().expect("[metrics]").listen.port();
+    for (file, text) in [
+        ("docker-compose.yml", &compose),
+        ("Dockerfile", &dockerfile),
+    ] {
+        assert!(
+            text.contains(&format!("/dev/tcp/127.0.0.1/{metrics}"))
+                && text.contains("GET /readyz HTTP/1.1")
+                && text.contains("HTTP/1.1 200"),
+            "the health check of {file} does not read /readyz on port {metrics}"
+        );
+    }
+    assert!(dockerfile.contains("HEALTHCHECK "));
+    assert!(compose.contains(&format!("\"127.0.0.1:{metrics}:{metrics}\"")));
 
     assert_eq!(config.data_dir, Path::new("/var/lib/emla"));
     assert!(compose.contains("- emla-data:/var/lib/emla"));

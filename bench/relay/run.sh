@@ -8,7 +8,10 @@
 #   emla     `emla serve` (release, SQLite, relay on) relaying to smtp-sink;
 #   postfix  a throwaway Postfix instance (own config, queue and data
 #            directories under the work directory) relaying to smtp-sink;
-# (the order alternates between repetitions), and, once, emla split in two:
+# (the order alternates between repetitions), and, with SIDES naming it,
+#   emla-metrics  the emla side with [metrics] on and /metrics scraped once a
+#                 second during the load (a harsher rate than Prometheus's 15 s);
+# and, once, emla split in two:
 #   emla-intake  the same load with the relay off (intake only);
 #   emla-drain   the gateway restarted with the relay on: the time to empty
 #                that queue into the sink.
@@ -36,7 +39,7 @@
 #   IN_FLIGHT=64    [relay] max_in_flight (gateway config)
 #   POLL_MS=50      [relay] poll_ms
 #   SPLIT=1         also run emla-intake / emla-drain (0: skip)
-#   SIDES="emla postfix"   which sides to run
+#   SIDES="emla postfix"   which sides to run (also: emla-metrics)
 #   PF_IN_FLOW_DELAY=1s     Postfix's in_flow_delay (its default; 0s: off)
 #   OUT=DIR         keep results.md, results.tsv, per-run JSON and logs there
 #   RUN_TIMEOUT=300 upper bound in seconds on any single load or drain
@@ -153,6 +156,10 @@ enabled = $relay
 poll_ms = $POLL_MS
 max_in_flight = $IN_FLIGHT
 EOF
+    if [[ ${2:-} == metrics ]]; then
+        METRICS_PORT=$(free_port)
+        printf '\n[metrics]\nlisten = "127.0.0.1:%s"\nmin_free_bytes = 1\n' "$METRICS_PORT" >>"$CFG"
+    fi
     "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>>"$RUN/serve.err" &
     SERVER_PID=$!
     wait_listening relay
@@ -257,15 +264,32 @@ finish_emla() {
 }
 
 run_emla() {
-    local rep=$1 json
-    new_run emla
-    start_emla true
-    json=$OUT/emla-$rep.json
+    local rep=$1 side=${2:-emla} json scraper= failed_scrapes
+    new_run "$side"
+    if [[ $side == emla-metrics ]]; then
+        start_emla true metrics
+        # Bounded: at most RUN_TIMEOUT scrapes, killed when the load ends.
+        "$PYTHON" -c '
+import sys, time, urllib.request
+for _ in range(int(sys.argv[2])):
+    urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/metrics", timeout=5).read()
+    time.sleep(1)' "$METRICS_PORT" "$RUN_TIMEOUT" >"$RUN/scrape.out" 2>&1 &
+        scraper=$!
+    else
+        start_emla true
+    fi
+    json=$OUT/$side-$rep.json
     # shellcheck disable=SC2046
     "$PYTHON" "$HERE/drive.py" --sink-out "$RUN/sink.out" --messages "$N" --timeout "$RUN_TIMEOUT" \
         --json "$json" --watch gateway="$SERVER_PID" --watch sink="$SINK_PID" \
         -- $(load_cmd "$PORT") >"$RUN/drive.out" 2>"$RUN/load.err" || true
-    finish_emla "$rep" emla "$json" "$OUT/emla-$rep.serve.log"
+    if [[ -n $scraper ]]; then
+        kill "$scraper" 2>/dev/null || true
+        wait "$scraper" 2>/dev/null || true
+        failed_scrapes=$(grep -c . "$RUN/scrape.out" || true)
+        [[ $failed_scrapes == 0 ]] || echo "relay: a scrape failed: $(head -c 300 "$RUN/scrape.out")" >&2
+    fi
+    finish_emla "$rep" "$side" "$json" "$OUT/$side-$rep.serve.log"
 }
 
 run_postfix() {
@@ -326,6 +350,7 @@ for ((rep = 1; rep <= RUNS; rep++)); do
     for side in $order; do
         case $side in
             emla) run_emla "$rep" ;;
+            emla-metrics) run_emla "$rep" emla-metrics ;;
             postfix) run_postfix "$rep" ;;
         esac
     done
@@ -342,13 +367,15 @@ done
 import csv, statistics, sys
 rows = list(csv.DictReader(open(sys.argv[1]), delimiter="\t"))
 med = {}
-for side in ("emla", "postfix"):
+for side in ("emla", "emla-metrics", "postfix"):
     v = [float(r["e2e_msgs_per_s"]) for r in rows if r["side"] == side and r["e2e_msgs_per_s"] != "-"]
     if v:
         med[side] = statistics.median(v)
         print(f"- {side}: median end-to-end **{med[side]:.0f} msg/s** over {len(v)} runs ({', '.join(f'{x:.0f}' for x in v)})")
-if len(med) == 2:
+if "emla" in med and "postfix" in med:
     print(f"- **emla / Postfix = {med['emla'] / med['postfix']:.2f}** (goal >= 1.0)")
+if "emla" in med and "emla-metrics" in med:
+    print(f"- **metrics on / off = {med['emla-metrics'] / med['emla']:.3f}** (goal >= 0.97)")
 EOF
 } >"$OUT/results.md"
 cat "$OUT/results.md"

@@ -71,6 +71,62 @@ pub struct Config {
     pub postmaster: PostmasterConfig,
     /// Trusted timestamps of the gateway's signatures (`[evidence]`).
     pub evidence: EvidenceConfig,
+    /// The metrics and health listener (`[metrics]`); off when absent.
+    pub metrics: Option<MetricsConfig>,
+    /// `log_format`: human-readable lines or one JSON object per event.
+    pub log_format: LogFormat,
+}
+
+/// `[metrics]`: plain HTTP for a scrape network: `/metrics`, `/healthz`,
+/// `/readyz`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MetricsConfig {
+    /// Where it listens; `metrics listening on ADDR` is printed.
+    pub listen: SocketAddr,
+    /// `/readyz` is 503 when the data directory has less free space.
+    pub min_free_bytes: u64,
+}
+
+/// `log_format`: how events are written to stderr.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    #[default]
+    Text,
+    /// One JSON object per line (tracing-subscriber's JSON layer).
+    Json,
+}
+
+impl LogFormat {
+    /// Parses the `log_format` value.
+    pub fn parse(value: Option<&str>) -> Result<LogFormat, String> {
+        match value {
+            None | Some("text") => Ok(LogFormat::Text),
+            Some("json") => Ok(LogFormat::Json),
+            Some(other) => Err(format!(
+                "log_format {other:?}: expected \"text\" or \"json\""
+            )),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MetricsFile {
+    listen: String,
+    min_free_bytes: Option<u64>,
+}
+
+fn metrics_config(m: MetricsFile) -> Result<MetricsConfig, String> {
+    let listen = m
+        .listen
+        .parse()
+        .map_err(|e| format!("[metrics] listen address {:?}: {e}", m.listen))?;
+    Ok(MetricsConfig {
+        listen,
+        // A full disk stops intake (bodies cannot be written): 1 GiB warns first.
+        min_free_bytes: m.min_free_bytes.unwrap_or(1 << 30),
+    })
 }
 
 /// `[evidence]`: RFC 3161 timestamps of the gateway's own signatures
@@ -474,6 +530,8 @@ struct File {
     revocation: Option<RevocationFile>,
     postmaster: Option<PostmasterFile>,
     evidence: Option<EvidenceFile>,
+    metrics: Option<MetricsFile>,
+    log_format: Option<String>,
 }
 
 impl Config {
@@ -556,6 +614,8 @@ impl Config {
             revocation: revocation_config(f.revocation.unwrap_or_default())?,
             postmaster,
             evidence: evidence_config(f.evidence.unwrap_or_default(), rel)?,
+            metrics: f.metrics.map(metrics_config).transpose()?,
+            log_format: LogFormat::parse(f.log_format.as_deref())?,
         })
     }
 }
@@ -805,6 +865,39 @@ mod tests {
                 retry: Duration::from_secs(30)
             }
         );
+    }
+
+    #[test]
+    fn metrics_table_and_log_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        let head = "require_tls = false\n";
+        std::fs::write(
+            &p,
+            format!("{head}[metrics]\nlisten = \"127.0.0.1:9725\"\n"),
+        )
+        .unwrap();
+        let c = Config::load(&p).unwrap();
+        let m = c.metrics.unwrap();
+        assert_eq!(m.listen, "127.0.0.1:9725".parse().unwrap());
+        assert_eq!(m.min_free_bytes, 1 << 30);
+        assert_eq!(c.log_format, LogFormat::Text);
+        std::fs::write(&p, format!("{head}log_format = \"json\"\n[metrics]\nlisten = \"127.0.0.1:1\"\nmin_free_bytes = 5\n")).unwrap();
+        let c = Config::load(&p).unwrap();
+        assert_eq!(
+            (c.log_format, c.metrics.unwrap().min_free_bytes),
+            (LogFormat::Json, 5)
+        );
+        std::fs::write(&p, format!("{head}log_format = \"xml\"\n")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(
+            e.contains("log_format \"xml\": expected \"text\" or \"json\""),
+            "{e}"
+        );
+        std::fs::write(&p, format!("{head}[metrics]\nlisten = \"any\"\n")).unwrap();
+        let e = Config::load(&p).unwrap_err();
+        assert!(e.contains("[metrics] listen address \"any\""), "{e}");
+        assert!(Config::embedded().metrics.is_none());
     }
 
     #[test]

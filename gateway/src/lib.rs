@@ -18,6 +18,7 @@ pub mod demo;
 pub mod envelope;
 pub mod fsutil;
 pub mod intake;
+pub mod metrics;
 pub mod pem;
 pub mod policy;
 pub mod reason;

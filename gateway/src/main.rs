@@ -393,8 +393,8 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
 }
 
 fn run_serve(config: Option<PathBuf>) -> Outcome {
-    init_logging("info");
     let config = load_config(config)?;
+    init_logging_as("info", config.log_format);
     let policy = load_policy(&config.policy_dir, EvalTime::now())?;
     let tls = match &config.tls {
         Some(files) => Some(emla::tls::acceptor(files).map_err(Failure::config)?),
@@ -440,14 +440,25 @@ impl Failure {
 type Outcome = Result<ExitCode, Failure>;
 
 fn init_logging(default: &str) {
-    tracing_subscriber::fmt()
+    init_logging_as(default, emla::config::LogFormat::Text);
+}
+
+/// `log_format = "json"`: one object per line, the event's fields at the
+/// top level (`emla_id`, `reason`, `authority`, `next_hop`, …) for a log
+/// shipper to index.
+fn init_logging_as(default: &str, format: emla::config::LogFormat) {
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("EMLA_LOG")
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default)),
         )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        emla::config::LogFormat::Text => builder
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        emla::config::LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
 }
 
 fn run_demo(dir: &std::path::Path, listen: std::net::SocketAddr) -> Outcome {

@@ -36,6 +36,12 @@ impl Clients {
             return None;
         }
         *n += 1;
+        crate::metrics::with(|m| {
+            m.sessions(
+                open.values().sum(),
+                open.values().copied().max().unwrap_or(0),
+            )
+        });
         Some(Slot {
             clients: self.clone(),
             ip,
@@ -52,6 +58,12 @@ impl Drop for Slot {
                 open.remove(&self.ip);
             }
         }
+        crate::metrics::with(|m| {
+            m.sessions(
+                open.values().sum(),
+                open.values().copied().max().unwrap_or(0),
+            )
+        });
     }
 }
 

@@ -100,7 +100,8 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else if let Some(why) = malformed {
         Verdict::rejected(Reason::Malformed, why)
     } else {
-        let verdict = judge(gw, &policy, &body, &mail_from, &rcpt_to).await;
+        let judged = judge(gw, &policy, &body, &mail_from, &rcpt_to);
+        let verdict = crate::metrics::timed(crate::metrics::Timer::Verify, judged).await;
         admitted(&policy, session, &mail_from, verdict)
     };
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
@@ -187,8 +188,17 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
 /// it is durable.
 async fn record_and_reply(gw: &Service, id: &str, verdict: &Verdict, record: Record) -> Reply {
     let notified = !record.outgoing.is_empty();
-    match gw.store.record(record).await {
+    let recorded = gw.store.record(record);
+    match crate::metrics::timed(crate::metrics::Timer::Commit, recorded).await {
         Ok(()) => {
+            crate::metrics::with(|m| {
+                m.decision(
+                    verdict.reason.as_str(),
+                    verdict.authority.as_deref(),
+                    verdict.accepted(),
+                )
+            });
+            tracing::info!(emla_id = %id, reason = verdict.reason.as_str(), authority = verdict.authority.as_deref().unwrap_or(""), "decision recorded");
             if verdict.accepted() || notified {
                 gw.relay_wake.notify_one();
             }
@@ -199,7 +209,7 @@ async fn record_and_reply(gw: &Service, id: &str, verdict: &Verdict, record: Rec
             }
         }
         Err(e) => {
-            tracing::error!(message = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
+            tracing::error!(emla_id = %id, error = %e, bug = e.is_bug(), "cannot record the decision");
             Reply::reject(
                 e.reason(),
                 &format!("cannot record the message now ({e}); try again later"),
@@ -228,7 +238,7 @@ async fn rejection_notice(
         .filter(|a| a.receipts.contains(crate::policy::ReceiptKind::Rejection))?;
     let limit = authority.rejection_notices_per_hour;
     if !gw.rejections.allow(&authority.id, limit, m.received_at_ms) {
-        tracing::info!(message = %m.id, authority = %authority.id, limit, "rejection notice over the hourly limit");
+        tracing::info!(emla_id = %m.id, authority = %authority.id, limit, "rejection notice over the hourly limit");
         return None;
     }
     // Read before the record is prepared, so the rejection follows this head.
@@ -236,7 +246,7 @@ async fn rejection_notice(
         Ok(anchor) => notify::log_ref(record.events.first()?, &anchor),
         Err(e) => {
             // The refusal is still recorded; only its notice is not sent.
-            tracing::error!(message = %m.id, error = %e, "no rejection notice: cannot read the audit log's head");
+            tracing::error!(emla_id = %m.id, error = %e, "no rejection notice: cannot read the audit log's head");
             return None;
         }
     };

@@ -185,6 +185,7 @@ async fn accept_loop(
             },
         };
         tokio::spawn(async move {
+            crate::metrics::with(|m| m.smtp_replies(refusal));
             let _ = tcp.write_all(refusal).await;
             let _ = tcp.shutdown().await;
         });

@@ -138,6 +138,7 @@ pub async fn run<S>(
     let mut io: Io<S> = BufReader::new(Conn::Plain(stream));
     let hostname = gw.policy().gateway.hostname.clone();
     let greeting = format!("220 {hostname} ESMTP emla\r\n");
+    crate::metrics::with(|m| m.smtp_replies(greeting.as_bytes()));
     if io.get_mut().write_all(greeting.as_bytes()).await.is_err() {
         return;
     }
@@ -269,6 +270,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
     // Pipelined replies go out together, once no complete command is
     // waiting in the input.
     if !out.is_empty() && memchr::memchr(b'\n', io.buffer()).is_none() {
+        crate::metrics::with(|m| m.smtp_replies(out));
         if io.get_mut().write_all(out).await.is_err() {
             return Step::End(End::ClientGone);
         }
@@ -379,6 +381,7 @@ async fn screen<S: AsyncRead + AsyncWrite + Unpin>(
         let out = &mut lp.out;
         // Where the message ends is unknowable now: close.
         out.extend_from_slice(&reply.wire());
+        crate::metrics::with(|m| m.smtp_replies(out));
         let _ = io.get_mut().write_all(out).await;
         return Step::End(End::Refused);
     }
@@ -435,7 +438,12 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     let reply: Option<Vec<u8>> = match pending {
         Pending::Message(tx) => {
             let session = state.lock().session.clone();
-            Some(commit::finish(gw, &session, tx).await.wire())
+            let finished = commit::finish(gw, &session, tx);
+            Some(
+                crate::metrics::timed(crate::metrics::Timer::DataToReply, finished)
+                    .await
+                    .wire(),
+            )
         }
         Pending::Refusal(refusal) => Some(audited(gw, &mut lp.refusals, refusal).await.wire()),
         Pending::None if verb == "EHLO" && response.code == 250 => Some(ehlo_reply(gw, state)),
@@ -454,10 +462,12 @@ async fn respond<S: AsyncRead + AsyncWrite + Unpin>(
     }
     match response.action {
         Action::Close => {
+            crate::metrics::with(|m| m.smtp_replies(out));
             let _ = io.get_mut().write_all(out).await;
             return Some(End::Quit);
         }
         Action::UpgradeTls => {
+            crate::metrics::with(|m| m.smtp_replies(out));
             if io.get_mut().write_all(out).await.is_err() {
                 return Some(End::ClientGone);
             }
@@ -485,6 +495,7 @@ async fn close<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> End {
     out.extend_from_slice(text.as_bytes());
     out.extend_from_slice(b"\r\n");
+    crate::metrics::with(|m| m.smtp_replies(out));
     let _ = io.get_mut().write_all(out).await;
     End::Refused
 }

@@ -110,6 +110,7 @@ impl Row {
 /// Holds `o` in `record`'s transaction: its first try failed with `stamp`.
 fn hold(o: Outgoing, record: &mut Record, stamp: &Stamp, max: Duration, retry: Duration) {
     let (signed, message, queue, original, queued) = o.into_parts();
+    crate::metrics::with(|m| m.receipt(&queued.receipt));
     let now = crate::store::now_ms();
     let deadline = now.saturating_add(ms(max));
     let next = now.saturating_add(ms(backoff(retry, 1))).min(deadline);

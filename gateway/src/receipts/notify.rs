@@ -128,6 +128,7 @@ impl Outgoing {
     /// with `stamp`'s token in its signature when granted, and what became
     /// of the timestamp in the audit record.
     pub fn add_to(self, record: &mut Record, stamp: Option<&Stamp>) {
+        crate::metrics::with(|m| m.receipt(&self.queued.receipt));
         let Outgoing {
             signed,
             mut message,

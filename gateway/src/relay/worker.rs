@@ -564,7 +564,7 @@ async fn receipt_anchor(
     match gw.store.log_anchor().await {
         Ok(anchor) => Ok(Some(notify::log_ref(event, &anchor))),
         Err(e) => {
-            tracing::error!(message = %entry.delivery.message_id, error = %e, "relay: cannot read the audit log's head");
+            tracing::error!(emla_id = %entry.delivery.message_id, error = %e, "relay: cannot read the audit log's head");
             Err(())
         }
     }
@@ -586,7 +586,7 @@ async fn store_attempt(
         // The claim runs out and the entry is tried again: at least once.
         Err(e) => {
             tracing::error!(
-                message = %entry.delivery.message_id,
+                emla_id = %entry.delivery.message_id,
                 queue_id = entry.id,
                 error = %e,
                 "relay: cannot record the attempt"
@@ -594,10 +594,19 @@ async fn store_attempt(
             return;
         }
     }
+    crate::metrics::with(|m| {
+        m.relay_attempt(
+            &attempt.hop,
+            next.status.as_str(),
+            entry.delivery.lane.as_str(),
+            entry.received_at_ms,
+        )
+    });
     tracing::info!(
-        message = %entry.delivery.message_id,
+        emla_id = %entry.delivery.message_id,
         queue_id = entry.id,
         next_hop = %attempt.hop,
+        authority = %entry.delivery.authority,
         status = next.status.as_str(),
         error = next.error.as_deref().unwrap_or(""),
         "relay attempt"

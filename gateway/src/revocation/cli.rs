@@ -49,6 +49,9 @@ pub struct CrlRow {
     pub next_update: Option<String>,
     /// Whether the CRL held is past its nextUpdate (or none is held).
     pub stale: bool,
+    /// nextUpdate as seconds since the epoch (the gauges' reading).
+    #[serde(skip)]
+    pub next_update_unix: Option<u64>,
     /// Last download attempt.
     pub last_attempt: Option<String>,
     /// Last successful download.
@@ -77,6 +80,7 @@ pub fn status_rows(policy: &Policy, state: &State, now: EvalTime) -> Vec<CrlRow>
                 this_update: when(Some(crl.this_update)),
                 next_update: when(Some(crl.next_update)),
                 stale: crl.next_update < now.unix(),
+                next_update_unix: Some(crl.next_update),
                 last_attempt: None,
                 last_success: None,
                 last_error: None,
@@ -99,6 +103,7 @@ pub fn status_rows(policy: &Policy, state: &State, now: EvalTime) -> Vec<CrlRow>
                 this_update: when(src.this_update),
                 next_update: when(src.next_update),
                 stale: src.next_update.is_none_or(|n| n < now.unix()),
+                next_update_unix: src.next_update,
                 last_attempt: when(src.schedule.last_attempt),
                 last_success: when(src.last_success),
                 last_error: src.schedule.last_error.clone(),

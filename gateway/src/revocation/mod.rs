@@ -117,6 +117,11 @@ impl Revocation {
         self.set.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
+    /// The rows of `emla crl status` as this process holds them now.
+    pub fn status(&self, policy: &Policy) -> Vec<cli::CrlRow> {
+        cli::status_rows(policy, &self.st(), EvalTime::now())
+    }
+
     fn st(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -199,7 +204,9 @@ impl Revocation {
         };
         let mut outcomes = Vec::new();
         for url in due {
-            outcomes.push(self.fetch_crl(policy, store, &url).await);
+            let outcome = self.fetch_crl(policy, store, &url).await;
+            crate::metrics::with(|m| m.revocation_fetch("crl", outcome.result));
+            outcomes.push(outcome);
         }
         self.refresh_ocsp(store).await;
         self.save();
@@ -501,6 +508,7 @@ impl Revocation {
         }
         self.end(&flight);
         if let Some((url, answer)) = got {
+            crate::metrics::with(|m| m.revocation_fetch("ocsp", "updated"));
             let answer = Arc::new(answer);
             if let Err(e) = state::write_blob(&self.dir, "ocsp", &answer.sha256, "der", &answer.der)
             {
@@ -551,6 +559,7 @@ impl Revocation {
             )
         };
         tracing::warn!(error = %why, "OCSP request failed");
+        crate::metrics::with(|m| m.revocation_fetch("ocsp", "failed"));
         self.audit(store, event).await;
         false
     }

@@ -6,6 +6,7 @@
 //! given.
 
 pub mod control;
+pub mod ops;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -59,6 +60,7 @@ impl Shared {
                     version: version.clone(),
                 })
                 .await;
+                ops::note_policy(&p);
                 self.policy.replace(p);
                 tracing::info!(%version, "policy reloaded");
                 // New CRL sources are fetched at once.
@@ -136,14 +138,19 @@ pub async fn start(
         stop_rx.clone(),
     )
     .await?;
-    let listeners = crate::intake::listen(&config.listen).await?;
-    let addrs = listeners.addrs.clone();
     let shared = Arc::new(Shared {
         config: config.clone(),
         store: store.clone(),
         policy: policy.clone(),
         revocation: revocation.clone(),
     });
+    let ops = match config.metrics.clone() {
+        Some(m) => ops::spawn(m, shared.clone(), stop_rx.clone()).await?,
+        None => Vec::new(),
+    };
+    // After the other listeners: `listening on` is the last line printed.
+    let listeners = crate::intake::listen(&config.listen).await?;
+    let addrs = listeners.addrs.clone();
     let control = control::listen(shared.clone()).await?;
 
     let intake = crate::intake::Service {
@@ -202,6 +209,7 @@ pub async fn start(
     let background = [checkpoints, retention, holds, Some(refresher)]
         .into_iter()
         .flatten()
+        .chain(ops)
         .collect();
     Ok(Server {
         addrs,

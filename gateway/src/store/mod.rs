@@ -26,6 +26,7 @@ pub mod holds;
 pub mod index;
 pub mod jobs;
 pub mod kind;
+pub mod ops;
 pub mod overview;
 pub mod payload;
 pub mod policies;
