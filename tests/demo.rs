@@ -194,19 +194,32 @@ fn metrics_count_the_demo(text: &str) {
     assert_eq!(accepted, 2.0, "{s:#?}");
     let value = |series: &str| scrape::value(&s, series);
     assert_eq!(
-        value(r#"emla_decisions_total{reason="digest-mismatch",authority="aa-moj",verdict="reject"}"#),
+        value(
+            r#"emla_decisions_total{reason="digest-mismatch",authority="aa-moj",verdict="reject"}"#
+        ),
         1.0,
         "{s:#?}"
     );
-    assert_eq!(value(r#"emla_receipts_total{kind="acceptance"}"#), 2.0, "{s:#?}");
-    assert_eq!(value(r#"emla_receipts_total{kind="delivery"}"#), 2.0, "{s:#?}");
+    assert_eq!(
+        value(r#"emla_receipts_total{kind="acceptance"}"#),
+        2.0,
+        "{s:#?}"
+    );
+    assert_eq!(
+        value(r#"emla_receipts_total{kind="delivery"}"#),
+        2.0,
+        "{s:#?}"
+    );
     assert_eq!(
         sum(&s, "emla_relay_attempts_total{", "outcome=\"relayed\""),
         6.0,
         "{s:#?}"
     );
     assert_eq!(sum(&s, "emla_duty_alerts_total{", ""), 0.0, "{s:#?}");
-    assert!(s.keys().any(|k| k.starts_with("emla_policy_info{version=")), "{s:#?}");
+    assert!(
+        s.keys().any(|k| k.starts_with("emla_policy_info{version=")),
+        "{s:#?}"
+    );
 }
 
 /// One HTTPS request to the demo's web view (Python's `http.client`, the

@@ -146,9 +146,19 @@ fn assert_alerted(alerts: &[(String, String)], id: &str, event: &str, says: &str
     for (rcpt, m) in alerts {
         assert_eq!(header(m, "X-Emla-Duty-Alert"), Some(event), "{m}");
         assert_eq!(header(m, "X-Emla-Message-Id"), Some(id), "{m}");
-        assert_eq!(header(m, "To").map(|t| t.contains(rcpt.as_str())), Some(true), "{m}");
+        assert_eq!(
+            header(m, "To").map(|t| t.contains(rcpt.as_str())),
+            Some(true),
+            "{m}"
+        );
         assert!(header(m, "Subject").is_some_and(|s| s.starts_with("Urgent-lane alert (")));
-        for s in [says, "\"type\": \"duty-alert\"", ALICE, BOB, "UNTOC art. 18(13)"] {
+        for s in [
+            says,
+            "\"type\": \"duty-alert\"",
+            ALICE,
+            BOB,
+            "UNTOC art. 18(13)",
+        ] {
             assert!(m.contains(s), "{s:?} missing:\n{m}");
         }
         assert!(openssl_verifies(m.as_bytes(), "aa"), "signed:\n{m}");
@@ -164,7 +174,9 @@ fn an_urgent_message_to_a_next_hop_that_is_down_alerts_both_duty_officers_once()
     let mut srv = gw.start();
     let sent = Instant::now();
     let (r, t) = send(srv.port, ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
-    let id = r.accepted_id().unwrap_or_else(|| panic!("not accepted:\n{t}"));
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted:\n{t}"));
 
     let got = wait_alerts(&sink, 2, &srv);
     let waited = sent.elapsed();
@@ -173,7 +185,11 @@ fn an_urgent_message_to_a_next_hop_that_is_down_alerts_both_duty_officers_once()
         "at urgent_alert_secs (2 s), not {waited:?}"
     );
     assert_alerted(&got, &id, "delayed", "delayed since ");
-    assert!(got[0].1.contains(&format!("127.0.0.1:{down}")), "{}", got[0].1);
+    assert!(
+        got[0].1.contains(&format!("127.0.0.1:{down}")),
+        "{}",
+        got[0].1
+    );
 
     // Later attempts, and attempts after a restart, alert no more.
     std::thread::sleep(Duration::from_secs(3));

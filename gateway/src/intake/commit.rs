@@ -294,10 +294,11 @@ fn refused_alert(gw: &Service, policy: &crate::policy::Policy, record: &mut Reco
     if duty::refused_lane(policy, &m.mail_from, &m.rcpt_to, m.kind.as_deref()) != Lane::Urgent {
         return;
     }
-    let sending = m
-        .authority
-        .clone()
-        .or_else(|| policy.authority_for_address(&m.mail_from).map(|a| a.id.clone()));
+    let sending = m.authority.clone().or_else(|| {
+        policy
+            .authority_for_address(&m.mail_from)
+            .map(|a| a.id.clone())
+    });
     let receiving = m
         .rcpt_to
         .iter()

@@ -228,7 +228,9 @@ fn parse_duty(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut Ve
         match u32::try_from(n) {
             Ok(v) if n <= MAX_DUTY_ALERTS_PER_HOUR => relay.duty_alerts_per_hour = v,
             _ => {
-                let span = t.span_of("duty_alerts_per_hour").unwrap_or_else(|| t.header());
+                let span = t
+                    .span_of("duty_alerts_per_hour")
+                    .unwrap_or_else(|| t.header());
                 diags.push(src.diag(
                     &span,
                     format!(
@@ -469,11 +471,18 @@ retry_max_secs = 0
     fn duty_alert_settings_stay_within_the_urgent_lifetime() {
         let (_, _, r, d) = run_all("[relay]\nurgent_queue_lifetime_secs = 60\n");
         assert!(d.is_empty(), "{d:?}");
-        assert_eq!(r.urgent_alert, Duration::from_secs(60), "the default shrinks");
+        assert_eq!(
+            r.urgent_alert,
+            Duration::from_secs(60),
+            "the default shrinks"
+        );
         assert_eq!(r.duty_alerts_per_hour, 20);
         let (_, _, r, d) = run_all("[relay]\nurgent_alert_secs = 2\nduty_alerts_per_hour = 5\n");
         assert!(d.is_empty(), "{d:?}");
-        assert_eq!((r.urgent_alert, r.duty_alerts_per_hour), (Duration::from_secs(2), 5));
+        assert_eq!(
+            (r.urgent_alert, r.duty_alerts_per_hour),
+            (Duration::from_secs(2), 5)
+        );
         let (_, _, _, d) = run_all(
             "[relay]\nurgent_queue_lifetime_secs = 60\nurgent_alert_secs = 61\nduty_alerts_per_hour = 0\n",
         );

@@ -136,7 +136,8 @@ pub fn add(
     now_ms: i64,
 ) -> bool {
     let o = alert.original;
-    let duty: Vec<(&Authority, &str)> = duty_addresses(policy, o.sender_authority, &alert.receiving);
+    let duty: Vec<(&Authority, &str)> =
+        duty_addresses(policy, o.sender_authority, &alert.receiving);
     if duty.is_empty() {
         return false;
     }
@@ -164,10 +165,19 @@ pub fn add(
         let cap = policy.relay.duty_alerts_per_hour;
         // Policy check makes every duty address one of an authority's domains.
         let owner = policy.authority_for_address(to);
-        let built = owner.filter(|_| limiter.allow(&authority.id, cap, now_ms)).and_then(|owner| {
-            let r = receipt::duty_alert(&ctx, alert.event.kind(), alert.event.name(), &what, to, at)?;
-            Some((owner, r))
-        });
+        let built = owner
+            .filter(|_| limiter.allow(&authority.id, cap, now_ms))
+            .and_then(|owner| {
+                let r = receipt::duty_alert(
+                    &ctx,
+                    alert.event.kind(),
+                    alert.event.name(),
+                    &what,
+                    to,
+                    at,
+                )?;
+                Some((owner, r))
+            });
         let Some((owner, r)) = built else {
             tracing::warn!(emla_id = %o.id, authority = %authority.id, to, cap, "duty alert suppressed");
             crate::metrics::with(|m| m.duty_alert("suppressed"));
@@ -215,7 +225,10 @@ fn duty_addresses<'p>(
     receiving: &[String],
 ) -> Vec<(&'p Authority, &'p str)> {
     let mut out: Vec<(&Authority, &str)> = Vec::new();
-    for id in sending.into_iter().chain(receiving.iter().map(String::as_str)) {
+    for id in sending
+        .into_iter()
+        .chain(receiving.iter().map(String::as_str))
+    {
         let Some(a) = policy.authorities.iter().find(|a| a.id == id) else {
             continue;
         };
@@ -237,9 +250,18 @@ mod tests {
         let at = Some(10_000);
         assert!(!delayed_due(at, None, 9_999), "not before");
         assert!(delayed_due(at, None, 10_000), "at the threshold");
-        assert!(delayed_due(at, Some(9_000), 12_000), "first attempt past it");
-        assert!(!delayed_due(at, Some(10_000), 12_000), "the attempt at it alerted");
-        assert!(!delayed_due(at, Some(11_000), 12_000), "a later attempt, a restart");
+        assert!(
+            delayed_due(at, Some(9_000), 12_000),
+            "first attempt past it"
+        );
+        assert!(
+            !delayed_due(at, Some(10_000), 12_000),
+            "the attempt at it alerted"
+        );
+        assert!(
+            !delayed_due(at, Some(11_000), 12_000),
+            "a later attempt, a restart"
+        );
         assert!(!delayed_due(None, None, 99_999), "normal lane: never");
     }
 
@@ -270,7 +292,12 @@ mod tests {
             "not relayed yet, delayed since 1970-01-01T00:00:00Z; last error: connection refused"
         );
         assert_eq!(delayed.kind(), ReceiptKind::Delay);
-        let failed = Event::Failed { error: "550 no".into() };
-        assert_eq!((failed.name(), failed.kind()), ("failed", ReceiptKind::Failure));
+        let failed = Event::Failed {
+            error: "550 no".into(),
+        };
+        assert_eq!(
+            (failed.name(), failed.kind()),
+            ("failed", ReceiptKind::Failure)
+        );
     }
 }

@@ -508,7 +508,11 @@ fn duty_event(policy: &Policy, entry: &Claimed, next: &NextState, now: i64) -> O
 }
 
 /// What receipts and alerts repeat of `entry`'s message.
-fn original_of<'a>(entry: &'a Claimed, auto_submitted: bool, log: Option<&'a LogRef>) -> Original<'a> {
+fn original_of<'a>(
+    entry: &'a Claimed,
+    auto_submitted: bool,
+    log: Option<&'a LogRef>,
+) -> Original<'a> {
     Original {
         id: &entry.delivery.message_id,
         received_at_ms: entry.received_at_ms,
