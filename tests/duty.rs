@@ -19,7 +19,7 @@ mod support;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sink::{free_port, Sink};
+use sink::{free_port, header, Sink};
 use smtp::*;
 use support::*;
 
@@ -114,14 +114,6 @@ fn wait_alerts(sink: &Sink, n: usize, srv: &Server) -> Vec<(String, String)> {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n\r\n")
-        .next()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 /// The `duty.alert` records of `gw`'s log.

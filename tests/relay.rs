@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sink::{free_port, Sink};
+use sink::{free_port, header, Sink};
 use smtp::*;
 use support::*;
 
@@ -549,14 +549,6 @@ fn delivered_to(sink: &Sink, rcpt: &str, n: usize) -> Vec<(Value, String)> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n\r\n")
-        .next()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 #[test]

@@ -92,3 +92,12 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The value of the first header field `name` of a delivered message.
+pub fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
+    msg.split("\r\n\r\n")
+        .next()?
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
+        .map(str::trim)
+}
