@@ -6,7 +6,8 @@
 //! (bb-moj's duty address is in aa-moj's domain, so its alert can arrive
 //! while bb-moj is down); not again on the next attempts nor after a
 //! restart. A refused urgent request alerts them too, within the hourly
-//! cap; the suppressed ones are audited.
+//! cap (the suppressed ones are audited), and so does one the next hop
+//! refuses for good.
 //!
 //! Requirements: those of `tests/relay.rs` (Python `aiosmtpd`, openssl).
 
@@ -244,5 +245,24 @@ fn a_refused_urgent_message_alerts_within_the_hourly_cap() {
     assert_eq!(data["event"], "refused", "{data}");
     assert_eq!(data["sent"], serde_json::json!([]), "{data}");
     assert_eq!(data["suppressed"].as_array().unwrap().len(), 2, "{data}");
+    gw.assert_audit_intact();
+}
+
+#[test]
+fn an_urgent_message_the_next_hop_refuses_alerts_as_failed() {
+    let sink = Sink::start(&[]);
+    let refusing = Sink::start(&["--refuse-rcpt", BOB]);
+    let policy = urgent_policy(sink.port, refusing.port, 20);
+    let gw = relaying(&policy);
+    let srv = gw.start();
+    let (r, t) = send(srv.port, ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
+    let id = r.accepted_id().unwrap_or_else(|| panic!("not accepted:\n{t}"));
+    let got = wait_alerts(&sink, 2, &srv);
+    assert_alerted(&got, &id, "failed", "failed: ");
+    let records = alert_records(&gw);
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(records[0].1["event"], "failed", "{:#}", records[0].1);
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(alerts(&sink).len(), 2, "once");
     gw.assert_audit_intact();
 }
