@@ -256,7 +256,9 @@ fn an_urgent_message_the_next_hop_refuses_alerts_as_failed() {
     let gw = relaying(&policy);
     let srv = gw.start();
     let (r, t) = send(srv.port, ALICE, &[BOB], &alice_to_bob(Tool::SmimeDetached));
-    let id = r.accepted_id().unwrap_or_else(|| panic!("not accepted:\n{t}"));
+    let id = r
+        .accepted_id()
+        .unwrap_or_else(|| panic!("not accepted:\n{t}"));
     let got = wait_alerts(&sink, 2, &srv);
     assert_alerted(&got, &id, "failed", "failed: ");
     let records = alert_records(&gw);
