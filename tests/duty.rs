@@ -138,6 +138,7 @@ fn assert_alerted(alerts: &[(String, String)], id: &str, event: &str, says: &str
     assert_eq!(to, [BB_DUTY, AA_DUTY], "{alerts:#?}");
     for (rcpt, m) in alerts {
         assert_eq!(header(m, "X-Emla-Duty-Alert"), Some(event), "{m}");
+        assert_eq!(header(m, "Auto-Submitted"), Some("auto-generated"), "{m}");
         assert_eq!(header(m, "X-Emla-Message-Id"), Some(id), "{m}");
         assert_eq!(
             header(m, "To").map(|t| t.contains(rcpt.as_str())),

@@ -272,7 +272,7 @@ pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Opt
 /// (`receipt.json`'s `state` and `evidence`). `receipt.json` holds what
 /// [`acceptance_receipt`] does (with `type` `duty-alert`) plus `event` and
 /// `what`; the header `X-Emla-Duty-Alert: EVENT` stands for
-/// `X-Emla-Receipt`.
+/// `X-Emla-Receipt`, and `Auto-Submitted` is `auto-generated`.
 pub fn duty_alert(
     ctx: &ReceiptContext,
     kind: ReceiptKind,
@@ -299,6 +299,8 @@ pub fn duty_alert(
             "To" => *value = address(to),
             "Message-ID" => *value = value.replacen(kind.name(), "duty-alert", 1),
             "X-Emla-Receipt" => (*name, *value) = ("X-Emla-Duty-Alert", ascii_only(event)),
+            // Not a reply to the duty officer's mail (RFC 3834 §5).
+            "Auto-Submitted" => *value = "auto-generated".to_owned(),
             _ => {}
         }
     }
