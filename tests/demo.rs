@@ -5,6 +5,8 @@
 
 #[path = "support/cmd.rs"]
 mod cmd;
+#[path = "support/scrape.rs"]
+mod scrape;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -105,6 +107,7 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
     let config = demo.join("emla.toml");
     run_ok(emla().args(["audit", "verify", "--config"]).arg(&config));
     overview_once(&demo, &text);
+    metrics_count_the_demo(&text);
     check_evidence(&report, &text);
     let out = emla()
         .args([
@@ -159,6 +162,64 @@ fn demo_shows_accepts_refusals_deliveries_and_receipts_then_keeps_running() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(foreign.join("notes.txt").exists());
+}
+
+/// The printed `http://ADDR/metrics` serves the Prometheus text format,
+/// its counters those of the demo's traffic: two requests accepted (their
+/// acceptance and delivery receipts), the altered one refused, six
+/// deliveries relayed (two requests, four receipts), no duty alert.
+fn metrics_count_the_demo(text: &str) {
+    let url = text
+        .split_whitespace()
+        .find(|w| w.starts_with("http://") && w.ends_with("/metrics"))
+        .unwrap_or_else(|| panic!("no metrics URL:\n{text}"));
+    let addr = &url["http://".len()..url.len() - "/metrics".len()];
+    let sum = |s: &std::collections::BTreeMap<String, f64>, prefix: &str, label: &str| -> f64 {
+        s.iter()
+            .filter(|(k, _)| k.starts_with(prefix) && k.contains(label))
+            .map(|(_, v)| v)
+            .sum()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let s = loop {
+        let s = scrape::scrape(addr);
+        // The last delivery is counted once it is recorded.
+        let relayed = sum(&s, "emla_relay_attempts_total{", "outcome=\"relayed\"");
+        if relayed >= 6.0 || Instant::now() > deadline {
+            break s;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let accepted = sum(&s, "emla_decisions_total{", "verdict=\"accept\"");
+    assert_eq!(accepted, 2.0, "{s:#?}");
+    let value = |series: &str| scrape::value(&s, series);
+    assert_eq!(
+        value(
+            r#"emla_decisions_total{reason="digest-mismatch",authority="aa-moj",verdict="reject"}"#
+        ),
+        1.0,
+        "{s:#?}"
+    );
+    assert_eq!(
+        value(r#"emla_receipts_total{kind="acceptance"}"#),
+        2.0,
+        "{s:#?}"
+    );
+    assert_eq!(
+        value(r#"emla_receipts_total{kind="delivery"}"#),
+        2.0,
+        "{s:#?}"
+    );
+    assert_eq!(
+        sum(&s, "emla_relay_attempts_total{", "outcome=\"relayed\""),
+        6.0,
+        "{s:#?}"
+    );
+    assert_eq!(sum(&s, "emla_duty_alerts_total{", ""), 0.0, "{s:#?}");
+    assert!(
+        s.keys().any(|k| k.starts_with("emla_policy_info{version=")),
+        "{s:#?}"
+    );
 }
 
 /// One HTTPS request to the demo's web view (Python's `http.client`, the

@@ -7,15 +7,16 @@
 //! Requirements: those of `tests/support` and `tests/intake.rs`;
 //! PostgreSQL at `EMLA_TEST_POSTGRES` for the database case.
 
+#[path = "support/scrape.rs"]
+mod scrape;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
+use scrape::{get, scrape, value};
 use smtp::*;
 use support::*;
 
@@ -28,50 +29,6 @@ fn metrics_addr(srv: &Server) -> String {
         .find_map(|l| l.strip_prefix("metrics listening on "))
         .unwrap_or_else(|| panic!("no `metrics listening on` line in {:?}", srv.stdout))
         .to_owned()
-}
-
-/// One plain HTTP/1.1 GET: the status and the body.
-fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut s = TcpStream::connect(addr).expect("connect to the metrics listener");
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut raw = String::new();
-    s.read_to_string(&mut raw).expect("HTTP response");
-    let (head, body) = raw.split_once("\r\n\r\n").expect("HTTP head");
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or_else(|| panic!("bad status line in {head}"));
-    (status, body.to_owned())
-}
-
-/// The samples of a scrape: `name{labels}` → value.
-fn scrape(addr: &str) -> BTreeMap<String, f64> {
-    let (status, body) = get(addr, "/metrics");
-    assert_eq!(status, 200, "{body}");
-    assert!(
-        body.ends_with("# EOF\n"),
-        "not the OpenMetrics text format:\n{body}"
-    );
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, value) = l.rsplit_once(' ').unwrap_or_else(|| panic!("sample {l:?}"));
-            (
-                series.to_owned(),
-                value.parse().unwrap_or_else(|_| panic!("value in {l:?}")),
-            )
-        })
-        .collect()
-}
-
-fn value(samples: &BTreeMap<String, f64>, series: &str) -> f64 {
-    samples.get(series).copied().unwrap_or(0.0)
 }
 
 /// `/readyz` until its status is `want` (within `within`); the last body.

@@ -521,6 +521,33 @@ fn rejection_notice_limit_is_checked() {
     f.passes();
 }
 
+#[test]
+fn duty_addresses_are_checked() {
+    let f = Fixture::new();
+    let file = "policy/authorities/aa-moj.toml";
+    f.edit(
+        file,
+        "\n[next_hop]",
+        "duty = \"Duty <duty@justice.aa.example>\"\n\n[next_hop]",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:8:8: invalid duty address \"Duty \
+         <duty@justice.aa.example>\": expected an address local@domain",
+    ]);
+    f.edit(
+        file,
+        "\"Duty <duty@justice.aa.example>\"",
+        "\"duty@elsewhere.example\"",
+    );
+    f.assert_problems(&[
+        "policy/authorities/aa-moj.toml:8:8: duty address \"duty@elsewhere.example\" is in \
+         no authority's domain: the gateway could not relay its alerts",
+    ]);
+    // Another authority's domain relays it.
+    f.edit(file, "duty@elsewhere.example", "duty@justice.bb.example");
+    f.passes();
+}
+
 /// A change to the fixture.
 enum Change {
     /// Writes the file (relative to the fixture) with this text.

@@ -195,11 +195,16 @@ fn domains_next_hop_ocsp_and_receipts() {
         "url = \"smtp://mx2.justice.aa.example:587\"\ntls = \"opportunistic\"",
     );
     // The route for the old domain's address no longer matches anything
-    // valid; keep it pointing at the new domain.
+    // valid; keep it pointing at the new domain, and the duty address too.
     p.edit(
         "routes.toml",
         "from = \"urgent@justice.aa.example\"",
         "from = \"urgent@mlat.aa.example\"",
+    )
+    .edit(
+        "authorities/aa-moj.toml",
+        "duty = \"duty@justice.aa.example\"",
+        "duty = \"duty@mlat.aa.example\"",
     );
     assert_eq!(
         p.changes(),
@@ -209,6 +214,7 @@ fn domains_next_hop_ocsp_and_receipts() {
             "authority aa-moj: ocsp: fallback -> prefer",
             "authority aa-moj: receipts: acceptance, delivery, failure, delay -> acceptance, failure",
             "authority aa-moj: rejection_notices_per_hour: 20 -> 5",
+            "authority aa-moj: duty: duty@justice.aa.example -> duty@mlat.aa.example",
             "authority aa-moj: domain removed: justice.aa.example",
             "authority aa-moj: domain added: mlat.aa.example",
             "route \"aa-urgent-to-bb-central\": from: urgent@justice.aa.example -> urgent@mlat.aa.example",

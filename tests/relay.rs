@@ -10,93 +10,24 @@
 
 #[path = "support/proc.rs"]
 mod proc;
+#[path = "support/sink.rs"]
+mod sink;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
 #[path = "support/tsa.rs"]
 mod tsa_support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sink::{free_port, header, Sink};
 use smtp::*;
 use support::*;
-
-/// A running `sink.py`; killed when dropped.
-struct Sink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sink {
-    fn start(args: &[&str]) -> Sink {
-        Self::start_on(0, args)
-    }
-
-    fn start_on(port: u16, args: &[&str]) -> Sink {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
-            .arg(support_dir().join("sink.py"))
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3 sink.py (needs aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("sink.py did not start: {line:?}"));
-        Sink { child, port, dir }
-    }
-
-    /// The delivered messages, in order, waiting up to `within` for `n`.
-    fn wait_for(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.messages();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn messages(&self) -> Vec<Vec<u8>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
-    }
-
-    fn envelope(&self, n: usize) -> Value {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{n:04}.json"))).unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A policy whose bb-moj next hop is 127.0.0.1:`port` with `tls` lines,
 /// retrying after a second.
@@ -294,14 +225,6 @@ fn next_hop_pki(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
             .arg(&cert),
     );
     (ca, cert, key)
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]
@@ -626,14 +549,6 @@ fn delivered_to(sink: &Sink, rcpt: &str, n: usize) -> Vec<(Value, String)> {
         }
         std::thread::sleep(Duration::from_millis(100));
     }
-}
-
-fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
-    msg.split("\r\n\r\n")
-        .next()?
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(':'))
-        .map(str::trim)
 }
 
 #[test]

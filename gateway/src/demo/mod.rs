@@ -58,13 +58,14 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         )
     });
     let web = web::prepare(dir, listen)?;
+    let metrics = web::free_addr(listen.ip(), "the metrics listener")?;
     let config_path = dir.join("emla.toml");
     std::fs::write(
         &config_path,
         format!(
             "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
              data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
-             [relay]\npoll_ms = 100\n{evidence}{}",
+             [relay]\npoll_ms = 100\n\n[metrics]\nlisten = \"{metrics}\"\n{evidence}{}",
             web.toml
         ),
     )
@@ -142,7 +143,11 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         .await
         .map_err(|e| format!("the demo checkpoint: {e}"))?
     };
-    print_next_steps(dir, &config_path, port, &accepted, &received, &web.login);
+    let links = Links {
+        web_login: &web.login,
+        metrics: &format!("http://{metrics}/metrics"),
+    };
+    print_next_steps(dir, &config_path, port, &accepted, &received, &links);
     print_evidence(
         dir,
         &config_path,
@@ -197,6 +202,14 @@ async fn report(
     Ok(received)
 }
 
+/// Where the demo's web view and metrics are.
+struct Links<'a> {
+    /// The web view's one-time `https://ADDR/login?token=…`.
+    web_login: &'a str,
+    /// `http://ADDR/metrics`.
+    metrics: &'a str,
+}
+
 /// Prints the commands to try next: the auditors' tools on this gateway,
 /// openssl on what the mailbox received, and sending one's own request.
 fn print_next_steps(
@@ -205,7 +218,7 @@ fn print_next_steps(
     port: u16,
     accepted: &[String],
     received: &[mailbox::Delivered],
-    web_login: &str,
+    links: &Links<'_>,
 ) {
     let cfg = config_path.display();
     let aa = dir.join("pki/aa");
@@ -217,7 +230,14 @@ fn print_next_steps(
     }
     println!("  emla queue list --config {cfg}");
     println!("  emla audit verify --config {cfg}");
-    println!("  open {web_login}   # the auditors' web view: overview, queue, CRLs, search");
+    println!(
+        "  open {}   # the auditors' web view: overview, queue, CRLs, search",
+        links.web_login
+    );
+    println!(
+        "  curl {}   # Prometheus metrics: this demo's decisions, relays, receipts",
+        links.metrics
+    );
     let relayed = received.iter().find(|d| d.from.starts_with("anna@"));
     let receipt = received.iter().find(|d| d.from.is_empty());
     if let Some(d) = relayed {

@@ -237,7 +237,7 @@ pub fn create(dir: &Path, mailbox_port: u16) -> Result<PathBuf, String> {
             &policy.join("authorities").join(format!("{}.toml", a.id)),
             &format!(
                 "id = \"{id}\"\ncountry = \"{country}\"\nname = \"{name}\"\ndomains = [\"{domain}\"]\n\
-                 trust_anchors = [\"../pki/{cc}/root.pem\"]\nintermediates = [\"../pki/{cc}/issuing.pem\"]\n\
+                 duty = \"duty@{domain}\"\ntrust_anchors = [\"../pki/{cc}/root.pem\"]\nintermediates = [\"../pki/{cc}/issuing.pem\"]\n\
                  crls = [\"../pki/{cc}/root.crl.pem\", \"../pki/{cc}/issuing.crl.pem\"]\n\n\
                  [next_hop]\nurl = \"smtp://127.0.0.1:{mailbox_port}\"\ntls = \"opportunistic\"\n",
                 id = a.id,

@@ -13,14 +13,19 @@ pub struct WebView {
     pub login: String,
 }
 
+/// A free port on `ip`, for the listener named `what` (the listeners
+/// print no address the demo could read back before they start).
+pub fn free_addr(ip: std::net::IpAddr, what: &str) -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind((ip, 0))
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port for {what} on {ip}: {e}"))
+}
+
 /// Makes the certificate and tokens file under `dir` and picks a free port
-/// on the SMTP listener's address (the web view prints no address the demo
-/// could read back before it starts).
+/// on the SMTP listener's address.
 pub fn prepare(dir: &Path, listen: SocketAddr) -> Result<WebView, String> {
     let ip = listen.ip();
-    let addr = std::net::TcpListener::bind((ip, 0))
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port for the web view on {ip}: {e}"))?;
+    let addr = free_addr(ip, "the web view")?;
     let (cert, key) = super::pki::web(dir, ip)?;
     let mut raw = [0u8; 24];
     ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut raw)

@@ -14,6 +14,7 @@ use crate::case_ref::{case_ref, CaseRefPattern};
 use crate::clock::EvalTime;
 use crate::policy::Replay;
 use crate::reason::Reason;
+use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::payload::MessageDuplicate;
 use crate::store::{
@@ -174,6 +175,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let notice = if accepted {
         receipt
     } else {
+        refused_alert(gw, &notice_policy, &mut record);
         rejection_notice(gw, &notice_policy, &record, auto_submitted).await
     };
     if let Some(notice) = notice {
@@ -250,7 +252,18 @@ async fn rejection_notice(
             return None;
         }
     };
-    let original = Original {
+    let original = refused(m, Some(&authority.id), auto_submitted, Some(&log));
+    notify::rejection(policy, &original, m.reason, &m.detail)
+}
+
+/// What notices about the refused message `m` repeat of it.
+fn refused<'a>(
+    m: &'a MessageRecord,
+    sender_authority: Option<&'a str>,
+    auto_submitted: bool,
+    log: Option<&'a crate::receipts::build::LogRef>,
+) -> Original<'a> {
+    Original {
         id: &m.id,
         received_at_ms: m.received_at_ms,
         sha256: &m.sha256,
@@ -259,16 +272,50 @@ async fn rejection_notice(
         subject: m.headers.subject.as_deref(),
         message_id: m.headers.message_id.as_deref(),
         signers: &m.signers,
-        sender_authority: Some(&authority.id),
+        sender_authority,
         route: "",
         policy_version: &m.policy_version,
         case_ref: m.case_ref.as_deref(),
         request_kind: m.kind.as_deref(),
         auto_submitted,
         dsn: m.dsn.as_ref(),
-        log: Some(&log),
+        log,
+    }
+}
+
+/// Alerts the duty officers of the sending and receiving authorities when
+/// `record` refuses an urgent-lane message (see [`duty`]); the alerts go
+/// in the same transaction as the refusal. The lane is the one its routes
+/// or its kind give.
+fn refused_alert(gw: &Service, policy: &crate::policy::Policy, record: &mut Record) {
+    let Some(m) = record.message.clone() else {
+        return;
     };
-    notify::rejection(policy, &original, m.reason, &m.detail)
+    if duty::refused_lane(policy, &m.mail_from, &m.rcpt_to, m.kind.as_deref()) != Lane::Urgent {
+        return;
+    }
+    let sending = m.authority.clone().or_else(|| {
+        policy
+            .authority_for_address(&m.mail_from)
+            .map(|a| a.id.clone())
+    });
+    let receiving = m
+        .rcpt_to
+        .iter()
+        .filter_map(|r| policy.authority_for_address(r))
+        .map(|a| a.id.clone())
+        .collect();
+    let original = refused(&m, sending.as_deref(), false, None);
+    let alert = duty::Alert {
+        original: &original,
+        event: duty::Event::Refused {
+            reason: m.reason,
+            detail: m.detail.clone(),
+        },
+        receiving,
+        delivery: None,
+    };
+    duty::add(policy, &gw.duty, &alert, record, m.received_at_ms);
 }
 
 /// An accepted message from the null reverse-path was not checked at MAIL

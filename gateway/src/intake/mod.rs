@@ -15,7 +15,6 @@ pub mod command;
 pub mod commit;
 pub mod handler;
 pub mod postmaster;
-pub mod rejections;
 pub mod replay;
 pub mod reply;
 pub mod session;
@@ -57,8 +56,10 @@ pub struct Service {
     pub replays: replay::InFlight,
     /// The TSA that timestamps acceptance receipts (`[evidence]`).
     pub tsa: Option<crate::smime::tsa::Tsa>,
-    /// Rejection notices sent per sender authority (see [`rejections`]).
-    pub rejections: rejections::Limiter,
+    /// Rejection notices sent per sender authority.
+    pub rejections: crate::receipts::limit::Limiter,
+    /// Duty alerts sent per authority (shared with the relay).
+    pub duty: Arc<crate::receipts::limit::Limiter>,
 }
 
 impl Service {

@@ -104,6 +104,7 @@ impl Harness {
             replays: Default::default(),
             tsa: None,
             rejections: Default::default(),
+            duty: Default::default(),
         });
         Harness {
             svc,

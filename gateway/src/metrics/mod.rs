@@ -27,8 +27,8 @@ use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 
 use labels::{
-    ClassLabels, CrlLabels, DecisionLabels, FetchLabels, KindLabels, LaneLabels, QueueLabels,
-    RelayLabels, VersionLabels,
+    ClassLabels, CrlLabels, DecisionLabels, FetchLabels, KindLabels, LaneLabels, OutcomeLabels,
+    QueueLabels, RelayLabels, VersionLabels,
 };
 
 /// A label value for an unknown authority or next hop.
@@ -65,6 +65,7 @@ pub struct Metrics {
     relay_attempts: Family<RelayLabels, Counter>,
     receipts: Family<KindLabels, Counter>,
     revocation_fetches: Family<FetchLabels, Counter>,
+    duty_alerts: Family<OutcomeLabels, Counter>,
     data_to_reply: Histogram,
     verify: Histogram,
     commit: Histogram,
@@ -120,6 +121,7 @@ impl Metrics {
             relay_attempts: Family::default(),
             receipts: Family::default(),
             revocation_fetches: Family::default(),
+            duty_alerts: Family::default(),
             data_to_reply: seconds(),
             verify: seconds(),
             commit: seconds(),
@@ -163,6 +165,11 @@ impl Metrics {
             "revocation_fetches",
             "CRL and OCSP downloads, by source and outcome",
             self.revocation_fetches.clone(),
+        );
+        r.register(
+            "duty_alerts",
+            "Urgent-lane duty alerts, by outcome (sent, suppressed by the hourly cap)",
+            self.duty_alerts.clone(),
         );
         r.register_with_unit(
             "data_reply",
@@ -327,6 +334,14 @@ impl Metrics {
             .find(|k| *k == kind)
             .unwrap_or(OTHER);
         self.receipts.get_or_create(&KindLabels { kind }).inc();
+    }
+
+    /// One duty alert to one duty address: `sent` (recorded for sending)
+    /// or `suppressed` (over the authority's hourly cap).
+    pub fn duty_alert(&self, outcome: &'static str) {
+        self.duty_alerts
+            .get_or_create(&OutcomeLabels { outcome })
+            .inc();
     }
 
     /// One CRL (`source` `crl`) or OCSP (`ocsp`) download and its outcome.

@@ -57,3 +57,18 @@ fn a_new_policy_version_replaces_the_old_one() {
     );
     assert!(!text.contains(r#"version="v1""#), "{text}");
 }
+
+#[test]
+fn duty_alerts_count_by_outcome() {
+    let m = Metrics::new();
+    m.duty_alert("sent");
+    m.duty_alert("sent");
+    m.duty_alert("suppressed");
+    let text = m.encode();
+    for want in [
+        r#"emla_duty_alerts_total{outcome="sent"} 2"#,
+        r#"emla_duty_alerts_total{outcome="suppressed"} 1"#,
+    ] {
+        assert!(text.contains(want), "{want} missing from\n{text}");
+    }
+}

@@ -29,6 +29,7 @@ const KEYS: &[&str] = &[
     "allowed_clients",
     "receipts",
     "rejection_notices_per_hour",
+    "duty",
     "next_hop",
 ];
 
@@ -50,6 +51,8 @@ pub(super) struct AuthoritySpec {
     pub country: Option<At<String>>,
     /// The valid entries of `domains`, lower case.
     pub domains: Vec<At<String>>,
+    /// `duty`, when present and a valid address.
+    pub duty: Option<At<String>>,
     /// The authority, when its file had no problem.
     pub built: Option<Authority>,
 }
@@ -136,6 +139,16 @@ fn parse(
     let allowed_clients = read_clients(&top, &src, diags);
     let receipts = read_receipts(&top, &src, diags);
     let rejection_notices_per_hour = read_rejection_limit(&top, &src, diags);
+    let duty = top.string("duty", diags).filter(|(address, span)| {
+        let ok = super::gateway::is_address(address);
+        if !ok {
+            diags.push(src.diag(
+                span,
+                format!("invalid duty address {address:?}: expected an address local@domain"),
+            ));
+        }
+        ok
+    });
     let next_hop = top
         .require("next_hop", diags)
         .table("next_hop", "[next_hop]", NEXT_HOP_KEYS, diags)
@@ -160,6 +173,7 @@ fn parse(
                 next_hop,
                 receipts,
                 rejection_notices_per_hour,
+                duty: duty.as_ref().map(|(d, _)| d.clone()),
             })
         }
         _ => None,
@@ -168,6 +182,7 @@ fn parse(
         id: ident.id,
         country: ident.country,
         domains: ident.domains,
+        duty,
         built,
         src,
     })

@@ -78,6 +78,20 @@ pub(super) fn authorities(specs: &[AuthoritySpec], diags: &mut Vec<Diagnostic>) 
             }
         }
     }
+    for spec in specs {
+        if let Some((address, span)) = &spec.duty {
+            let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+            if !domain_files.contains_key(domain.to_ascii_lowercase().as_str()) {
+                diags.push(spec.src.diag(
+                    span,
+                    format!(
+                        "duty address {address:?} is in no authority's domain: \
+                         the gateway could not relay its alerts"
+                    ),
+                ));
+            }
+        }
+    }
     dir
 }
 

@@ -315,6 +315,8 @@ fn relay_values(r: &RelaySettings) -> Vec<(&'static str, String)> {
             r.max_connections_per_destination.to_string(),
         ),
         ("connect_timeout_secs", secs(r.connect_timeout)),
+        ("urgent_alert_secs", secs(r.urgent_alert)),
+        ("duty_alerts_per_hour", r.duty_alerts_per_hour.to_string()),
     ]
 }
 
@@ -425,6 +427,8 @@ fn authority(
         new.rejection_notices_per_hour.to_string(),
         out,
     );
+    let duty = |a: &Authority| a.duty.clone().unwrap_or_else(|| "none".to_owned());
+    scalar("duty", duty(old), duty(new), out);
 
     let members = |field: &'static str, a: Vec<String>, b: Vec<String>, out: &mut Vec<Change>| {
         members(&old.id, field, a, b, out)

@@ -39,7 +39,12 @@ const RELAY_KEYS: &[&str] = &[
     "retry_max_secs",
     "max_connections_per_destination",
     "connect_timeout_secs",
+    "urgent_alert_secs",
+    "duty_alerts_per_hour",
 ];
+
+/// Largest `duty_alerts_per_hour`.
+const MAX_DUTY_ALERTS_PER_HOUR: u64 = 10_000;
 
 /// Reads `gateway.toml` from `src` (already read from disk; files it
 /// names are relative to `dir` and recorded in `files`); every problem
@@ -187,6 +192,7 @@ fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut V
     if let Some(n) = positive("connect_timeout_secs", diags) {
         relay.connect_timeout = Duration::from_secs(n);
     }
+    parse_duty(t, relay, diags);
     let header = t.header();
     if relay.urgent_queue_lifetime > relay.queue_lifetime {
         let span = t
@@ -203,9 +209,42 @@ fn parse_relay(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut V
     }
 }
 
+/// `urgent_alert_secs` (at most the urgent queue lifetime, to which the
+/// default shrinks) and `duty_alerts_per_hour`.
+fn parse_duty(t: &TableReader<'_, '_>, relay: &mut RelaySettings, diags: &mut Vec<Diagnostic>) {
+    let src = t.src();
+    relay.urgent_alert = relay.urgent_alert.min(relay.urgent_queue_lifetime);
+    if let Some(n) = positive(t, "urgent_alert_secs", diags) {
+        relay.urgent_alert = Duration::from_secs(n);
+        if relay.urgent_alert > relay.urgent_queue_lifetime {
+            let span = t.span_of("urgent_alert_secs").unwrap_or_else(|| t.header());
+            diags.push(src.diag(
+                &span,
+                "urgent_alert_secs must not exceed urgent_queue_lifetime_secs",
+            ));
+        }
+    }
+    if let Some(n) = positive(t, "duty_alerts_per_hour", diags) {
+        match u32::try_from(n) {
+            Ok(v) if n <= MAX_DUTY_ALERTS_PER_HOUR => relay.duty_alerts_per_hour = v,
+            _ => {
+                let span = t
+                    .span_of("duty_alerts_per_hour")
+                    .unwrap_or_else(|| t.header());
+                diags.push(src.diag(
+                    &span,
+                    format!(
+                        "duty_alerts_per_hour must be from 1 to {MAX_DUTY_ALERTS_PER_HOUR}, found {n}"
+                    ),
+                ));
+            }
+        }
+    }
+}
+
 /// Whether `s` is a plain address `local@domain` (no display name, no
 /// white space or controls, a DNS domain).
-fn is_address(s: &str) -> bool {
+pub(super) fn is_address(s: &str) -> bool {
     let Some((local, domain)) = s.rsplit_once('@') else {
         return false;
     };
@@ -424,6 +463,34 @@ retry_max_secs = 0
             vec![
                 "p/gateway.toml:4:18: retry_max_secs must be at least 1, found 0",
                 "p/gateway.toml:3:30: urgent_queue_lifetime_secs must not exceed queue_lifetime_secs",
+            ]
+        );
+    }
+
+    #[test]
+    fn duty_alert_settings_stay_within_the_urgent_lifetime() {
+        let (_, _, r, d) = run_all("[relay]\nurgent_queue_lifetime_secs = 60\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            r.urgent_alert,
+            Duration::from_secs(60),
+            "the default shrinks"
+        );
+        assert_eq!(r.duty_alerts_per_hour, 20);
+        let (_, _, r, d) = run_all("[relay]\nurgent_alert_secs = 2\nduty_alerts_per_hour = 5\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(
+            (r.urgent_alert, r.duty_alerts_per_hour),
+            (Duration::from_secs(2), 5)
+        );
+        let (_, _, _, d) = run_all(
+            "[relay]\nurgent_queue_lifetime_secs = 60\nurgent_alert_secs = 61\nduty_alerts_per_hour = 0\n",
+        );
+        assert_eq!(
+            d,
+            vec![
+                "p/gateway.toml:3:21: urgent_alert_secs must not exceed urgent_queue_lifetime_secs",
+                "p/gateway.toml:4:24: duty_alerts_per_hour must be at least 1, found 0",
             ]
         );
     }

@@ -152,7 +152,18 @@ pub struct RelaySettings {
     pub max_connections_per_destination: usize,
     /// How long to wait for a next hop's connection and greeting.
     pub connect_timeout: Duration,
+    /// How long after acceptance a still undelivered urgent-lane message
+    /// alerts the duty officers (`urgent_alert_secs`; never longer than
+    /// `urgent_queue_lifetime`).
+    pub urgent_alert: Duration,
+    /// Most duty alerts each authority's duty address gets per hour
+    /// (`duty_alerts_per_hour`); more are suppressed and audited.
+    pub duty_alerts_per_hour: u32,
 }
+
+/// Default of `urgent_alert_secs` (shortened to the urgent queue lifetime
+/// when that is shorter).
+pub const URGENT_ALERT_SECS: u64 = 15 * 60;
 
 impl Default for RelaySettings {
     fn default() -> Self {
@@ -165,6 +176,8 @@ impl Default for RelaySettings {
             retry_max: Duration::from_secs(3600),
             max_connections_per_destination: 4,
             connect_timeout: Duration::from_secs(30),
+            urgent_alert: Duration::from_secs(URGENT_ALERT_SECS),
+            duty_alerts_per_hour: 20,
         }
     }
 }
@@ -231,6 +244,9 @@ pub struct Authority {
     /// Most rejection notices its senders get per hour
     /// (`rejection_notices_per_hour`).
     pub rejection_notices_per_hour: u32,
+    /// Where its duty officer is alerted about its urgent-lane mail
+    /// (`duty`; UNTOC art. 18(13)), if anywhere.
+    pub duty: Option<String>,
 }
 
 /// A kind of signed message the gateway sends back to a sender.

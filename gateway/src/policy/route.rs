@@ -131,6 +131,7 @@ mod tests {
             },
             receipts: crate::policy::ReceiptKinds::ALL,
             rejection_notices_per_hour: crate::policy::authority::REJECTION_NOTICES_PER_HOUR,
+            duty: None,
         }
     }
 

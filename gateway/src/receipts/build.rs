@@ -266,6 +266,47 @@ pub fn rejection_notice(ctx: &ReceiptContext, reason: &str, detail: &str) -> Opt
     )
 }
 
+/// An alert to a duty officer at `to` about the urgent-lane message of
+/// `ctx`: `event` (`refused`, `delayed`, `failed`) is what happened,
+/// `what` says it for people, `kind` is the notice whose state it reports
+/// (`receipt.json`'s `state` and `evidence`). `receipt.json` holds what
+/// [`acceptance_receipt`] does (with `type` `duty-alert`) plus `event` and
+/// `what`; the header `X-Emla-Duty-Alert: EVENT` stands for
+/// `X-Emla-Receipt`, and `Auto-Submitted` is `auto-generated`.
+pub fn duty_alert(
+    ctx: &ReceiptContext,
+    kind: ReceiptKind,
+    event: &str,
+    what: &str,
+    to: &str,
+    at: SystemTime,
+) -> Option<Receipt> {
+    let subject = ctx.original_subject.as_deref().unwrap_or("(no subject)");
+    let mut text = format!(
+        "An urgent-lane message at the secure gateway {host} needs attention\r\n\
+         (UNTOC art. 18(13)): {what}\r\n\r\n",
+        host = ascii_only(&ctx.gateway_hostname),
+        what = one_line(what),
+    );
+    text.push_str(&facts(ctx, subject));
+    let mut data = receipt_json(ctx, "duty-alert");
+    data["event"] = json!(event);
+    data["what"] = json!(what);
+    let prefix = format!("Urgent-lane alert ({})", ascii_only(event));
+    let mut r = build_mixed(ctx, kind, &prefix, &text, &data, at)?;
+    for (name, value) in &mut r.headers {
+        match *name {
+            "To" => *value = address(to),
+            "Message-ID" => *value = value.replacen(kind.name(), "duty-alert", 1),
+            "X-Emla-Receipt" => (*name, *value) = ("X-Emla-Duty-Alert", ascii_only(event)),
+            // Not a reply to the duty officer's mail (RFC 3834 §5).
+            "Auto-Submitted" => *value = "auto-generated".to_owned(),
+            _ => {}
+        }
+    }
+    Some(r)
+}
+
 /// The `receipt.json` fields every receipt has, of type `kind`, for
 /// `ctx.recipients`.
 fn receipt_json(ctx: &ReceiptContext, kind: &str) -> serde_json::Value {

@@ -373,7 +373,7 @@ fn at(ms: i64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(u64::try_from(ms).unwrap_or(0))
 }
 
-fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
+pub(super) fn context(policy: &Policy, o: &Original<'_>) -> ReceiptContext {
     ReceiptContext {
         gateway_hostname: policy.gateway.hostname.clone(),
         from_address: policy.gateway.postmaster.clone(),

@@ -14,6 +14,7 @@ use super::pool::Pool;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, NextHop, Policy};
 use crate::receipts::build::{DeliveryOutcome, Failure, LogRef};
+use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
     Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, DeliveryState,
@@ -37,6 +38,8 @@ pub struct Worker {
     pub wake: Arc<Notify>,
     /// The TSA that timestamps delivery and failure receipts (`[evidence]`).
     pub tsa: Option<crate::smime::tsa::Tsa>,
+    /// Duty alerts sent per authority (shared with intake).
+    pub duty: Arc<crate::receipts::limit::Limiter>,
 }
 
 /// Starts the worker; it stops claiming when `stop` turns true, lets the
@@ -391,6 +394,11 @@ fn next_state(policy: &Policy, entry: &Claimed, outcomes: &[RcptOutcome], now: i
         } else {
             (DeliveryState::Delayed, at)
         };
+        // So is the duty alert, from the queue's own times (restarts included).
+        let at = match duty::alert_at(&policy.relay, lane, entry.created_at_ms) {
+            Some(alert_at) if now < alert_at => at.min(alert_at),
+            _ => at,
+        };
         (status, at.min(expires_at), false)
     };
     let error = outcomes.iter().find_map(|o| match o {
@@ -465,12 +473,64 @@ async fn record(gw: &Worker, policy: &Policy, attempt: &Attempt<'_>, outcomes: V
         at: std::time::UNIX_EPOCH + Duration::from_millis(u64::try_from(now).unwrap_or(0)),
     };
     let receipts = owing.notices(next.expired, delay, log.as_ref());
-    let notified = !receipts.is_empty();
+    let mut notified = !receipts.is_empty();
     for r in receipts {
         // Bounded by tsa_timeout_secs, within the delivery's lease.
         crate::receipts::hold::stamp_or_hold(r, &mut record, gw.tsa.as_ref()).await;
     }
+    if let Some(event) = duty_event(policy, entry, &next, now) {
+        let o = original_of(entry, false, None);
+        let alert = duty::Alert {
+            original: &o,
+            event,
+            receiving: vec![entry.delivery.authority.clone()],
+            delivery: Some((entry.id, attempt.hop.clone())),
+        };
+        notified |= duty::add(policy, &gw.duty, &alert, &mut record, now);
+    }
     store_attempt(gw, attempt, record, notified, &next).await;
+}
+
+/// The duty alert an attempt of an urgent-lane entry owes: when it failed
+/// it for good, or when it is the first past `urgent_alert_secs` and left
+/// it pending.
+fn duty_event(policy: &Policy, entry: &Claimed, next: &NextState, now: i64) -> Option<duty::Event> {
+    let error = next.error.clone().unwrap_or_default();
+    let alert_at = duty::alert_at(&policy.relay, entry.delivery.lane, entry.created_at_ms)?;
+    if next.status == DeliveryState::Failed {
+        return Some(duty::Event::Failed { error });
+    }
+    (next.status.is_pending() && duty::delayed_due(Some(alert_at), entry.last_attempt_at_ms, now))
+        .then_some(duty::Event::Delayed {
+            since_ms: entry.created_at_ms,
+            error,
+        })
+}
+
+/// What receipts and alerts repeat of `entry`'s message.
+fn original_of<'a>(
+    entry: &'a Claimed,
+    auto_submitted: bool,
+    log: Option<&'a LogRef>,
+) -> Original<'a> {
+    Original {
+        id: &entry.delivery.message_id,
+        received_at_ms: entry.received_at_ms,
+        sha256: &entry.sha256,
+        sender: &entry.mail_from,
+        recipients: &entry.rcpt_to,
+        subject: entry.headers.subject.as_deref(),
+        message_id: entry.headers.message_id.as_deref(),
+        signers: &entry.signers,
+        sender_authority: entry.sender_authority.as_deref(),
+        route: &entry.delivery.route,
+        policy_version: &entry.policy_version,
+        case_ref: entry.case_ref.as_deref(),
+        request_kind: entry.kind.as_deref(),
+        auto_submitted,
+        dsn: entry.dsn.as_ref(),
+        log,
+    }
 }
 
 /// The attempt's audit record (`relay.*`, each recipient's reply, state
@@ -657,24 +717,7 @@ impl<'a> Owing<'a> {
         let Some(original) = self.attempt.original else {
             return Vec::new();
         };
-        let o = Original {
-            id: &entry.delivery.message_id,
-            received_at_ms: entry.received_at_ms,
-            sha256: &entry.sha256,
-            sender: &entry.mail_from,
-            recipients: &entry.rcpt_to,
-            subject: entry.headers.subject.as_deref(),
-            message_id: entry.headers.message_id.as_deref(),
-            signers: &entry.signers,
-            sender_authority: entry.sender_authority.as_deref(),
-            route: &entry.delivery.route,
-            policy_version: &entry.policy_version,
-            case_ref: entry.case_ref.as_deref(),
-            request_kind: entry.kind.as_deref(),
-            auto_submitted: notify::is_auto_submitted(original),
-            dsn: entry.dsn.as_ref(),
-            log,
-        };
+        let o = original_of(entry, notify::is_auto_submitted(original), log);
         let mut out = Vec::new();
         out.extend(self.relayed(&o));
         out.extend(self.failed(&o, expired, original));

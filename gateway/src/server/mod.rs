@@ -153,6 +153,7 @@ pub async fn start(
     let addrs = listeners.addrs.clone();
     let control = control::listen(shared.clone()).await?;
 
+    let duty = Arc::new(crate::receipts::limit::Limiter::default());
     let intake = crate::intake::Service {
         config: config.clone(),
         store: store.clone(),
@@ -163,6 +164,7 @@ pub async fn start(
         replays: Default::default(),
         tsa: tsa.clone(),
         rejections: Default::default(),
+        duty: duty.clone(),
     };
     let intake = tokio::spawn(crate::intake::serve(
         Arc::new(intake),
@@ -178,6 +180,7 @@ pub async fn start(
                 policy: policy.clone(),
                 wake: relay_wake.clone(),
                 tsa: tsa.clone(),
+                duty,
             },
             stop_rx.clone(),
         )

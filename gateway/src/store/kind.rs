@@ -35,6 +35,10 @@ pub enum AuditKind {
     /// (`[evidence] tsa_unavailable = "wait"`), kept until the TSA grants
     /// one or the wait runs out.
     ReceiptHeld,
+    /// `duty.alert`: an urgent-lane message was refused, delayed past
+    /// `urgent_alert_secs` or failed, and the authorities' duty addresses
+    /// were alerted (or the hourly cap suppressed it).
+    DutyAlert,
     /// `queue.retry`: an operator retried a queue entry.
     QueueRetry,
     /// `queue.cancelled`: an operator cancelled a queue entry.
@@ -65,7 +69,7 @@ pub enum AuditKind {
 
 impl AuditKind {
     /// Every kind, in documentation order.
-    pub const ALL: [AuditKind; 22] = [
+    pub const ALL: [AuditKind; 23] = [
         AuditKind::MessageAccepted,
         AuditKind::MessageRejected,
         AuditKind::MessageDuplicate,
@@ -76,6 +80,7 @@ impl AuditKind {
         AuditKind::RelayFailed,
         AuditKind::ReceiptQueued,
         AuditKind::ReceiptHeld,
+        AuditKind::DutyAlert,
         AuditKind::QueueRetry,
         AuditKind::QueueCancelled,
         AuditKind::PolicyReloaded,
@@ -106,6 +111,7 @@ impl AuditKind {
             AuditKind::RelayFailed => "relay.failed",
             AuditKind::ReceiptQueued => "receipt.queued",
             AuditKind::ReceiptHeld => "receipt.held",
+            AuditKind::DutyAlert => "duty.alert",
             AuditKind::QueueRetry => "queue.retry",
             AuditKind::QueueCancelled => "queue.cancelled",
             AuditKind::PolicyReloaded => "policy.reloaded",
@@ -142,6 +148,7 @@ impl AuditKind {
             | AuditKind::RelayDeferred
             | AuditKind::ReceiptQueued
             | AuditKind::ReceiptHeld
+            | AuditKind::DutyAlert
             | AuditKind::QueueRetry
             | AuditKind::QueueCancelled
             | AuditKind::PolicyReloaded

@@ -340,6 +340,40 @@ pub struct MessageDuplicate {
     pub policy_version: String,
 }
 
+/// `duty.alert`: the duty officers of an urgent-lane message's
+/// authorities alerted (or not, over the hourly cap).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DutyAlert {
+    /// What happened: `refused`, `delayed` or `failed`.
+    pub event: String,
+    /// What the alerts say of it.
+    pub what: String,
+    /// The queue entry it concerns (`delayed`, `failed`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_id: Option<i64>,
+    /// That entry's next hop.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_hop: Option<String>,
+    /// The alerts queued.
+    pub sent: Vec<DutyRecipient>,
+    /// The alerts the authority's hourly cap held back.
+    pub suppressed: Vec<DutyRecipient>,
+    /// Subject of the gateway certificate that signed them.
+    pub signed_by: String,
+}
+
+/// One duty address a [`DutyAlert`] was for.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DutyRecipient {
+    /// The authority whose duty address it is.
+    pub authority: String,
+    /// The duty address.
+    pub to: String,
+    /// The emla id of the alert message, when sent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alert_id: Option<String>,
+}
+
 /// `postmaster.kept`: mail for the postmaster kept, unjudged, in the
 /// mailbox under the data directory.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -378,6 +412,7 @@ kinds! {
     PostmasterKept,
     ReceiptQueued,
     ReceiptHeld,
+    DutyAlert,
     AuditCheckpointStamped,
     PolicyReloaded,
     PolicyReloadFailed,

@@ -1,7 +1,8 @@
-//! How many non-acceptance notices each sender authority may get (its
-//! policy's `rejection_notices_per_hour`): a sender whose every message is
-//! refused (a broken signer, a spoofing run) must not turn the gateway into
-//! a mail cannon.
+//! How many notices each authority may get per hour: non-acceptance
+//! notices to its senders (its policy's `rejection_notices_per_hour`) and
+//! duty alerts to its duty address (`duty_alerts_per_hour`). A sender whose
+//! every message is refused (a broken signer, a spoofing run) must not turn
+//! the gateway into a mail cannon.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
