@@ -10,93 +10,24 @@
 
 #[path = "support/proc.rs"]
 mod proc;
+#[path = "support/sink.rs"]
+mod sink;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
 #[path = "support/tsa.rs"]
 mod tsa_support;
 
-use std::io::{BufRead, BufReader, Read};
+use std::io::Read;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use sink::*;
 use smtp::*;
 use support::*;
-
-/// A running `sink.py`; killed when dropped.
-struct Sink {
-    child: Child,
-    port: u16,
-    dir: tempfile::TempDir,
-}
-
-impl Sink {
-    fn start(args: &[&str]) -> Sink {
-        Self::start_on(0, args)
-    }
-
-    fn start_on(port: u16, args: &[&str]) -> Sink {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = Command::new("python3")
-            .arg(support_dir().join("sink.py"))
-            .arg("--dir")
-            .arg(dir.path())
-            .args(["--port", &port.to_string()])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("run python3 sink.py (needs aiosmtpd)");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .strip_prefix("ready ")
-            .and_then(|p| p.parse().ok())
-            .unwrap_or_else(|| panic!("sink.py did not start: {line:?}"));
-        Sink { child, port, dir }
-    }
-
-    /// The delivered messages, in order, waiting up to `within` for `n`.
-    fn wait_for(&self, n: usize, within: Duration) -> Vec<Vec<u8>> {
-        let deadline = Instant::now() + within;
-        loop {
-            let got = self.messages();
-            if got.len() >= n || Instant::now() > deadline {
-                return got;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    fn messages(&self) -> Vec<Vec<u8>> {
-        let mut files: Vec<PathBuf> = std::fs::read_dir(self.dir.path())
-            .unwrap()
-            .flatten()
-            .map(|e| e.path())
-            .filter(|p| p.extension().is_some_and(|e| e == "eml"))
-            .collect();
-        files.sort();
-        files.iter().map(|p| std::fs::read(p).unwrap()).collect()
-    }
-
-    fn envelope(&self, n: usize) -> Value {
-        let text = std::fs::read_to_string(self.dir.path().join(format!("{n:04}.json"))).unwrap();
-        serde_json::from_str(&text).unwrap()
-    }
-}
-
-impl Drop for Sink {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// A policy whose bb-moj next hop is 127.0.0.1:`port` with `tls` lines,
 /// retrying after a second.
@@ -219,36 +150,6 @@ fn deferred_error(gw: &Gateway) -> String {
     let e = first_attempt(gw);
     assert_eq!(e["status"], "accepted", "{e:#}");
     e["last_error"].as_str().expect("a last_error").to_string()
-}
-
-/// Waits for `sink` to take one message, asserts it took exactly one (with
-/// the gateway's stderr otherwise) and that it is `sent` (emla id `id`)
-/// relayed unchanged.
-fn assert_relayed_once(sink: &Sink, srv: &Server, id: &str, sent: &[u8]) {
-    let got = sink.wait_for(1, Duration::from_secs(30));
-    assert_eq!(got.len(), 1, "not delivered:\n{}", srv.stderr());
-    assert_relayed_exactly(&got[0], sent, id);
-}
-
-/// Asserts `delivered` is `sent` behind exactly one `Received:` field that
-/// names the emla id, and still verifies.
-fn assert_relayed_exactly(delivered: &[u8], sent: &[u8], id: &str) {
-    let at = find(delivered, sent).unwrap_or_else(|| {
-        panic!(
-            "the delivered message does not contain the sent bytes:\n{}",
-            String::from_utf8_lossy(delivered)
-        )
-    });
-    assert_eq!(at + sent.len(), delivered.len(), "bytes after the message");
-    let trace = std::str::from_utf8(&delivered[..at]).unwrap();
-    assert!(trace.starts_with("Received: from "), "{trace}");
-    assert!(trace.contains(&format!(" id {id}")), "{trace}");
-    assert_eq!(trace.matches("Received:").count(), 1, "{trace}");
-    assert!(trace.ends_with("\r\n"), "{trace:?}");
-    assert!(
-        openssl_verifies(delivered, "aa"),
-        "the relayed copy does not verify"
-    );
 }
 
 /// A CA and a server certificate for 127.0.0.1 issued by it (P-256):
@@ -602,30 +503,6 @@ fn gateway_policy(cc: &str, aa_port: u16, bb_port: u16) -> PolicyCopy {
         ),
     );
     p
-}
-
-/// The delivered messages whose envelope is for `rcpt`, waiting up to 20 s
-/// for `n` of them.
-fn delivered_to(sink: &Sink, rcpt: &str, n: usize) -> Vec<(Value, String)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got: Vec<(Value, String)> = sink
-            .messages()
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                (
-                    sink.envelope(i + 1),
-                    String::from_utf8_lossy(&m).into_owned(),
-                )
-            })
-            .filter(|(env, _)| env["rcpt_tos"][0] == rcpt)
-            .collect();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 fn header<'a>(msg: &'a str, name: &str) -> Option<&'a str> {
