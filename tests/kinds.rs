@@ -324,7 +324,7 @@ fn replay_finds_exactly_the_messages_a_kind_route_or_lane_edit_affects() {
     );
     let (code, v) = policy_replay_json(&gw.config, &no_mfa);
     assert_eq!(code, 1, "{v}");
-    assert_eq!(changed_ids(&v), [via_mfa.clone()], "{v}");
+    assert_eq!(changed_ids(&v), [via_mfa], "{v}");
     let c = &v["changes"][0];
     assert_eq!(c["kind"], "extradition-request", "{c}");
     assert_eq!(
@@ -349,7 +349,7 @@ fn replay_finds_exactly_the_messages_a_kind_route_or_lane_edit_affects() {
     );
     let (code, v) = policy_replay_json(&gw.config, &urgent);
     assert_eq!(code, 1, "{v}");
-    assert_eq!(changed_ids(&v), [mla.clone()], "{v}");
+    assert_eq!(changed_ids(&v), [mla], "{v}");
     let c = &v["changes"][0];
     assert_eq!(c["kind"], "mla-request", "{c}");
     assert_eq!(c["differs"], json!(["lane"]), "{c}");
