@@ -53,6 +53,7 @@ struct Fixture {
     message_id: String,
     subject: String,
     case_ref: Option<String>,
+    kind: Option<&'static str>,
 }
 
 /// `(address, authority, signer certificate sha256, serial)`.
@@ -133,6 +134,7 @@ fn fixtures() -> Vec<Fixture> {
                 message_id: format!("msg-{i}@{}", from.split('@').nth(1).unwrap()),
                 subject,
                 case_ref: case,
+                kind: [None, Some("mla-request"), None, Some("extradition-request")][i % 4],
             }
         })
         .collect()
@@ -204,7 +206,7 @@ fn record_of(f: &Fixture) -> Record {
         authority: f.authority.clone(),
         policy_version: "8fb4f6291a5130a5".into(),
         case_ref: f.case_ref.clone(),
-        kind: None,
+        kind: f.kind.map(str::to_owned),
         signature_keys: Vec::new(),
         body: accepted.then(|| Arc::from(raw.clone())),
         dsn: None,
@@ -555,6 +557,15 @@ async fn message_ids_and_cases(store: &Store, fx: &[Fixture]) {
         ..args()
     };
     assert_eq!(ids(store, spaced).await, vec![fx[6].id.clone()]);
+
+    // Request kind.
+    let kind = SearchArgs {
+        kind: Some("extradition-request".into()),
+        ..args()
+    };
+    let want = expect(fx, |f| f.kind == Some("extradition-request"));
+    assert_eq!(want.len(), N / 4);
+    assert_eq!(ids(store, kind).await, want);
 }
 
 async fn combinations(backend: Backend) {
@@ -739,7 +750,7 @@ async fn formats(backend: Backend) {
     let records: Vec<&str> = out.split("\r\n").collect();
     assert_eq!(
         records[0],
-        "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,cursor"
+        "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,kind,cursor"
     );
     assert_eq!(records.len(), 3, "{out:?}");
     assert_eq!(records[2], "");
@@ -749,7 +760,7 @@ async fn formats(backend: Backend) {
     assert_eq!(
         records[1],
         format!(
-            "{},{},accept,ok,accepted,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{}:{}",
+            "{},{},accept,ok,accepted,{},\"{}\",\"Evidence, part \"\"13\"\"\",{},{},{},{},{}:{}",
             rfc3339(f.at),
             f.id,
             f.mail_from,
@@ -757,6 +768,7 @@ async fn formats(backend: Backend) {
             f.authority.as_deref().unwrap(),
             f.message_id,
             f.case_ref.as_deref().unwrap_or(""),
+            f.kind.unwrap(),
             f.at,
             f.id
         )

@@ -232,7 +232,7 @@ fn repo() -> &'static Path {
 fn sample_policy_passes() {
     assert_passes(
         run(repo(), &["policy", "check", "policy"]),
-        "policy: ok (3 authorities, 8 routes, version ",
+        "policy: ok (3 authorities, 8 routes, 5 kinds, version ",
     );
 }
 
@@ -244,7 +244,7 @@ fn deploy_policy_passes() {
     let repo = repo();
     assert_passes(
         run(repo, &["policy", "check", "deploy/policy"]),
-        "deploy/policy: ok (3 authorities, 6 routes, version ",
+        "deploy/policy: ok (3 authorities, 6 routes, 0 kinds, version ",
     );
     let compose = fs::read_to_string(repo.join("docker-compose.yml")).unwrap();
     assert!(
@@ -265,7 +265,10 @@ fn deploy_policy_passes() {
 #[test]
 fn fixture_policy_passes() {
     let f = Fixture::new();
-    assert_passes(f.check(), "policy: ok (2 authorities, 2 routes, version ");
+    assert_passes(
+        f.check(),
+        "policy: ok (2 authorities, 2 routes, 0 kinds, version ",
+    );
 }
 
 #[test]
@@ -320,7 +323,7 @@ fn version_1_anchor_is_a_note() {
     assert_eq!(code, 0, "{stdout}");
     assert_eq!(lines.len(), 2, "{stdout}");
     assert!(
-        lines[0].starts_with("policy: ok (2 authorities, 2 routes, version "),
+        lines[0].starts_with("policy: ok (2 authorities, 2 routes, 0 kinds, version "),
         "{stdout}"
     );
     assert_eq!(lines[1], format!("note: {note}"));
@@ -470,6 +473,36 @@ fn kinds_in_routes_are_checked() {
         "policy/routes.toml:5:32: route \"extradition\" refers to unknown kind \"asylum\" \
          (gateway.toml declares: extradition-request)",
     ]);
+    // A later route for the same kind, from and to no more than the first
+    // matches, is unreachable; the same route for every kind is not.
+    let extradition = "[[route]]\nname = \"extradition\"\nfrom = \"*\"\nto = \"*\"\n\
+                       kind = [\"extradition-request\"]\naction = \"reject\"\nreason = \"no\"\n\n";
+    let later = |kind: &str| {
+        format!(
+            "{extradition}{ROUTES}\n[[route]]\nname = \"aa-internal\"\nfrom = \"authority:aa-moj\"\n\
+             to = \"authority:aa-moj\"\n{kind}action = \"relay\"\n"
+        )
+    };
+    f.write(
+        "policy/routes.toml",
+        &later("kind = [\"extradition-request\"]\n"),
+    );
+    f.assert_problems(&[
+        "policy/routes.toml:23:8: route \"aa-internal\" is unreachable: route \"extradition\" \
+         (line 1) already matches every sender, recipient and kind it matches",
+    ]);
+    f.write("policy/routes.toml", &later(""));
+    assert_passes(
+        f.check(),
+        "policy: ok (2 authorities, 4 routes, 1 kinds, version ",
+    );
+    let (code, stdout) = run(
+        f.path("").as_path(),
+        &["policy", "check", "policy", "--at", AT, "--json"],
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let v: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!((&v["routes"], &v["kinds"]), (&4.into(), &1.into()), "{v}");
 }
 
 #[test]

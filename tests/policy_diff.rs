@@ -376,3 +376,36 @@ fn a_policy_that_does_not_load_exits_2() {
     assert!(err.contains("nobody"), "{err}");
     assert!(err.contains("run `emla policy check new`"), "{err}");
 }
+
+#[test]
+fn kinds_and_the_kinds_of_a_route() {
+    let p = Pair::new();
+    p.edit(
+        "gateway.toml",
+        "[[kind]]\nid = \"mla-response\"\nname = \"Answer to a request for mutual legal assistance\"\n\
+         header = \"X-MLA-Type\"\n\n",
+        "",
+    )
+    .edit(
+        "gateway.toml",
+        "header = \"X-MLA-Type\"\nlane = \"urgent\"",
+        "header = \"X-MLA-Type\"\nlane = \"normal\"",
+    )
+    .edit("gateway.toml", "unknown = \"refuse\"", "unknown = \"no-kind\"")
+    .edit(
+        "routes.toml",
+        "to = \"authority:bb-mfa\"\nkind = [\"extradition-request\"]",
+        "to = \"authority:bb-mfa\"\nkind = [\"extradition-request\", \"provisional-arrest\"]",
+    );
+    assert_eq!(
+        p.changes(),
+        [
+            "[kinds] unknown: refuse -> no-kind",
+            "kind mla-response removed (was: name Answer to a request for mutual legal assistance, \
+             header X-MLA-Type, values mla-response)",
+            "kind provisional-arrest: lane: urgent -> normal",
+            "route \"aa-extradition-to-bb-diplomatic\": kind: extradition-request -> \
+             extradition-request, provisional-arrest",
+        ]
+    );
+}

@@ -8,7 +8,8 @@ mod support;
 
 use std::path::{Path, PathBuf};
 
-use support::{copy_dir, mail, pki, Tool, ALICE, BEA, BOB};
+use smtp::changed_ids;
+use support::{mail, pki, Tool, ALICE, BEA, BOB};
 
 /// The recorded mix: two accepted messages (one to two recipients), one
 /// refused by a route at the end of DATA (body not kept), one with a broken
@@ -60,39 +61,13 @@ fn record() -> Recorded {
     }
 }
 
-/// A copy of the test policy, edited by `edit` (a file and a replacement).
+/// A copy of the test policy with `edits` (file, text, replacement).
 fn candidate(name: &str, edits: &[(&str, &str, &str)]) -> PathBuf {
-    let dir = pki()
-        .dir
-        .join(format!("policy-replay-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    copy_dir(&pki().policy(), &dir);
-    for (file, from, to) in edits {
-        let path = dir.join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file}: {from:?}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
-    }
-    dir
+    support::policy_variant(&pki().policy(), &format!("replay-{name}"), edits)
 }
 
 fn replay(rec: &Recorded, policy: &Path) -> (i32, serde_json::Value) {
-    let (code, out) = smtp::emla_cli(
-        &["policy", "replay", policy.to_str().unwrap(), "--json"],
-        &rec.gw.config,
-    );
-    let json = out.lines().next().unwrap_or_default();
-    let v = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
-    (code, v)
-}
-
-fn changed_ids(v: &serde_json::Value) -> Vec<String> {
-    v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["id"].as_str().unwrap().to_owned())
-        .collect()
+    smtp::policy_replay_json(&rec.gw.config, policy)
 }
 
 #[test]

@@ -25,7 +25,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use sink::{free_port, header, Sink};
+use sink::*;
 use smtp::*;
 use support::*;
 
@@ -150,36 +150,6 @@ fn deferred_error(gw: &Gateway) -> String {
     let e = first_attempt(gw);
     assert_eq!(e["status"], "accepted", "{e:#}");
     e["last_error"].as_str().expect("a last_error").to_string()
-}
-
-/// Waits for `sink` to take one message, asserts it took exactly one (with
-/// the gateway's stderr otherwise) and that it is `sent` (emla id `id`)
-/// relayed unchanged.
-fn assert_relayed_once(sink: &Sink, srv: &Server, id: &str, sent: &[u8]) {
-    let got = sink.wait_for(1, Duration::from_secs(30));
-    assert_eq!(got.len(), 1, "not delivered:\n{}", srv.stderr());
-    assert_relayed_exactly(&got[0], sent, id);
-}
-
-/// Asserts `delivered` is `sent` behind exactly one `Received:` field that
-/// names the emla id, and still verifies.
-fn assert_relayed_exactly(delivered: &[u8], sent: &[u8], id: &str) {
-    let at = find(delivered, sent).unwrap_or_else(|| {
-        panic!(
-            "the delivered message does not contain the sent bytes:\n{}",
-            String::from_utf8_lossy(delivered)
-        )
-    });
-    assert_eq!(at + sent.len(), delivered.len(), "bytes after the message");
-    let trace = std::str::from_utf8(&delivered[..at]).unwrap();
-    assert!(trace.starts_with("Received: from "), "{trace}");
-    assert!(trace.contains(&format!(" id {id}")), "{trace}");
-    assert_eq!(trace.matches("Received:").count(), 1, "{trace}");
-    assert!(trace.ends_with("\r\n"), "{trace:?}");
-    assert!(
-        openssl_verifies(delivered, "aa"),
-        "the relayed copy does not verify"
-    );
 }
 
 /// A CA and a server certificate for 127.0.0.1 issued by it (P-256):
@@ -525,30 +495,6 @@ fn gateway_policy(cc: &str, aa_port: u16, bb_port: u16) -> PolicyCopy {
         ),
     );
     p
-}
-
-/// The delivered messages whose envelope is for `rcpt`, waiting up to 20 s
-/// for `n` of them.
-fn delivered_to(sink: &Sink, rcpt: &str, n: usize) -> Vec<(Value, String)> {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
-        let got: Vec<(Value, String)> = sink
-            .messages()
-            .into_iter()
-            .enumerate()
-            .map(|(i, m)| {
-                (
-                    sink.envelope(i + 1),
-                    String::from_utf8_lossy(&m).into_owned(),
-                )
-            })
-            .filter(|(env, _)| env["rcpt_tos"][0] == rcpt)
-            .collect();
-        if got.len() >= n || Instant::now() > deadline {
-            return got;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]

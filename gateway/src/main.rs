@@ -985,16 +985,18 @@ fn run_policy_check(dir: PathBuf, at: Option<String>, json: bool) -> Outcome {
                     "version": p.version,
                     "authorities": p.authorities.len(),
                     "routes": p.routes.len(),
+                    "kinds": p.kinds.kinds.len(),
                     "problems": [],
                     "notes": p.notes.iter().map(located).collect::<Vec<_>>(),
                 });
                 println!("{v}");
             } else {
                 println!(
-                    "{}: ok ({} authorities, {} routes, version {})",
+                    "{}: ok ({} authorities, {} routes, {} kinds, version {})",
                     dir.display(),
                     p.authorities.len(),
                     p.routes.len(),
+                    p.kinds.kinds.len(),
                     &p.version[..p.version.len().min(16)]
                 );
                 for n in &p.notes {

@@ -256,7 +256,14 @@ pub fn verify_envelope(
 ) -> Verdict {
     let mut verdict = Verdict::rejected(Reason::Ok, String::new());
     verdict.evaluated_at = at.to_rfc3339();
-    let kind = kind.and_then(|k| policy.kinds.get(k));
+    let kind = match recorded_kind(policy, kind) {
+        Ok(k) => k,
+        Err((reason, detail)) => {
+            verdict.reason = reason;
+            verdict.detail = detail;
+            return verdict;
+        }
+    };
     verdict.kind = kind.map(|k| k.id.clone());
     let Some(authority) = policy.authority_for_address(sender) else {
         verdict.reason = Reason::UnauthorizedDomain;
@@ -286,6 +293,34 @@ pub fn verify_envelope(
     }
     verdict.detail = format!("routed from authority {} (envelope only)", authority.id);
     verdict
+}
+
+/// The policy's kind for a recorded kind id. One the policy no longer
+/// declares counts as a declared kind it does not know (`[kinds] unknown`),
+/// unless the policy declares no kinds at all (no kind field is read then).
+fn recorded_kind<'p>(policy: &'p Policy, id: Option<&str>) -> Result<Option<&'p Kind>, Reject> {
+    let kinds = &policy.kinds;
+    match id.map(|id| (id, kinds.get(id))) {
+        None => Ok(None),
+        Some((_, Some(k))) => Ok(Some(k)),
+        Some(_) if kinds.kinds.is_empty() || kinds.unknown == UnknownKind::NoKind => Ok(None),
+        Some((id, None)) => Err(unknown_kind(
+            kinds,
+            format!("the recorded request kind {id:?}"),
+        )),
+    }
+}
+
+/// The refusal of a declared kind (`what`) the policy does not name.
+fn unknown_kind(kinds: &crate::policy::KindSettings, what: String) -> Reject {
+    let known: Vec<&str> = kinds.kinds.iter().map(|k| k.id.as_str()).collect();
+    (
+        Reason::UnknownKind,
+        format!(
+            "{what} names no request kind of the policy (known: {})",
+            known.join(", ")
+        ),
+    )
 }
 
 fn judge(
@@ -684,18 +719,13 @@ fn declared_kind<'p>(
         Declared::None => Ok(None),
         Declared::Kind(k) => Ok(Some(k)),
         Declared::Unknown { .. } if kinds.unknown == UnknownKind::NoKind => Ok(None),
-        Declared::Unknown { field, value } => {
-            let known: Vec<&str> = kinds.kinds.iter().map(|k| k.id.as_str()).collect();
-            Err((
-                Reason::UnknownKind,
-                format!(
-                    "the {where_} header field {field}: {:?} names no request kind of the policy \
-                     (known: {})",
-                    crate::text::table_cell(&value, 60),
-                    known.join(", ")
-                ),
-            ))
-        }
+        Declared::Unknown { field, value } => Err(unknown_kind(
+            kinds,
+            format!(
+                "the {where_} header field {field}: {:?}",
+                crate::text::table_cell(&value, 60)
+            ),
+        )),
     }
 }
 
@@ -899,5 +929,22 @@ mod tests {
         assert_eq!(v.reason, Reason::Ok, "{}", v.detail);
         let v = verify_envelope(&p, aa, &bb, Some("provisional-arrest"), EvalTime::now());
         assert_eq!(v.recipients[0].lane, Some(Lane::Urgent));
+        // A kind the policy no longer declares is an unknown one.
+        let v = verify_envelope(&p, aa, &bb, Some("asylum-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::UnknownKind, "{}", v.detail);
+        assert!(
+            v.detail
+                .starts_with("the recorded request kind \"asylum-request\" names no"),
+            "{}",
+            v.detail
+        );
+        let mut lenient = crate::policy::load(&dir, EvalTime::now()).unwrap();
+        lenient.kinds.unknown = UnknownKind::NoKind;
+        let v = verify_envelope(&lenient, aa, &bb, Some("asylum-request"), EvalTime::now());
+        assert_eq!((v.reason, v.kind), (Reason::Ok, None));
+        lenient.kinds.kinds.clear();
+        lenient.kinds.unknown = UnknownKind::Refuse;
+        let v = verify_envelope(&lenient, aa, &bb, Some("mla-request"), EvalTime::now());
+        assert_eq!(v.reason, Reason::Ok, "no kinds: none is read");
     }
 }

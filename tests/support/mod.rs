@@ -803,6 +803,31 @@ pub fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Replaces the first `from` (which must occur) by `to` in the file `path`.
+pub fn edit_file(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(
+        text.contains(from),
+        "{} has no {from:?}:\n{text}",
+        path.display()
+    );
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+/// A fresh copy of the policy directory `base` beside the PKI's `certs/`
+/// (`policy-NAME-PID`), with each `(file, from, to)` edit made.
+pub fn policy_variant(base: &Path, name: &str, edits: &[(&str, &str, &str)]) -> PathBuf {
+    let dir = pki()
+        .dir
+        .join(format!("policy-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    copy_dir(base, &dir);
+    for (file, from, to) in edits {
+        edit_file(&dir.join(file), from, to);
+    }
+    dir
+}
+
 /// The consecutive TLVs of a DER `content`, each whole.
 pub fn der_items(content: &[u8]) -> Vec<Vec<u8>> {
     let mut items = Vec::new();

@@ -1134,10 +1134,7 @@ impl PolicyCopy {
 
     /// Replaces `from` (which must occur) with `to` in the policy file `file`.
     pub fn edit(&self, file: &str, from: &str, to: &str) {
-        let path = self.0.join(file);
-        let text = std::fs::read_to_string(&path).unwrap();
-        assert!(text.contains(from), "{file} has no {from:?}:\n{text}");
-        std::fs::write(&path, text.replacen(from, to, 1)).unwrap();
+        crate::support::edit_file(&self.0.join(file), from, to);
     }
 }
 
@@ -1170,6 +1167,28 @@ pub fn emla_cli(args: &[&str], config: &Path) -> (i32, String) {
         .output()
         .unwrap_or_else(|e| panic!("cannot run emla {args:?}: {e}"));
     (out.status.code().unwrap_or(-1), output_text(&out))
+}
+
+/// `emla policy replay POLICY --json --config CONFIG`: exit code and the
+/// report.
+pub fn policy_replay_json(config: &Path, policy: &Path) -> (i32, serde_json::Value) {
+    let (code, out) = emla_cli(
+        &["policy", "replay", policy.to_str().unwrap(), "--json"],
+        config,
+    );
+    let json = out.lines().next().unwrap_or_default();
+    let v = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {out}"));
+    (code, v)
+}
+
+/// The ids of a replay report's changes, in order.
+pub fn changed_ids(report: &serde_json::Value) -> Vec<String> {
+    report["changes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no changes in {report}"))
+        .iter()
+        .map(|c| c["id"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Runs an evidence bundle's `verify.sh` in `dir`: success and output.

@@ -94,7 +94,7 @@ pub fn json(rows: &[MessageSummary]) -> String {
 
 /// Columns the CSV has after the table's (whose `time` it gives in RFC
 /// 3339).
-const CSV_EXTRA_COLUMNS: [&str; 3] = ["message_id", "case_ref", "cursor"];
+const CSV_EXTRA_COLUMNS: [&str; 4] = ["message_id", "case_ref", "kind", "cursor"];
 
 /// A CSV field per RFC 4180: quoted (inner quotes doubled) when it holds a
 /// comma, a quote, CR or LF, or starts or ends with a space.
@@ -122,6 +122,7 @@ pub fn csv(rows: &[MessageSummary]) -> String {
         fields.extend([
             m.message_id.clone().unwrap_or_default(),
             m.case_ref.clone().unwrap_or_default(),
+            m.kind.clone().unwrap_or_default(),
             m.cursor().to_string(),
         ]);
         let line: Vec<String> = fields.iter().map(|f| csv_field(&visible(f, &[]))).collect();
@@ -163,11 +164,17 @@ mod tests {
         assert_eq!(csv_field("a, b"), "\"a, b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
         assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
-        let out = csv(&[row("m1", "x")]);
+        let mut r = row("m1", "x");
+        r.kind = Some("mla-request".into());
+        let out = csv(&[r]);
         assert!(out.starts_with(
-            "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,cursor\r\n"
+            "time,id,verdict,reason,state,from,to,subject,authority,message_id,case_ref,kind,cursor\r\n"
         ));
         assert!(out.contains(",accept,ok,relayed,"), "{out}");
+        assert!(
+            out.contains(",aa-moj,,,mla-request,1767225600000:m1\r\n"),
+            "{out}"
+        );
         assert!(out.ends_with("\r\n"));
         assert!(
             out.contains(",\"bob@b.example, carol@b.example\","),

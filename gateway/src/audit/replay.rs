@@ -55,6 +55,8 @@ pub struct Change {
     pub mail_from: String,
     /// RCPT TO.
     pub rcpt_to: Vec<String>,
+    /// The request kind recorded for it.
+    pub kind: Option<String>,
     /// Judged on the envelope alone (the body was not kept).
     pub envelope_only: bool,
     /// What differs: `verdict`, `reason`, `route`, `next_hop`, `lane`.
@@ -264,6 +266,7 @@ fn one(d: &Decided, body: Option<&[u8]>, candidate: &Policy, fetched: &Revocatio
         received_at: EvalTime::from_unix((m.received_at.max(0) / 1000) as u64).to_rfc3339(),
         mail_from: m.mail_from.clone(),
         rcpt_to: m.rcpt_to.clone(),
+        kind: m.kind.clone(),
         envelope_only,
         differs,
         old,
@@ -373,11 +376,14 @@ impl Report {
         for c in &self.changes {
             let _ = writeln!(
                 s,
-                "{} received {} <{}> -> {}{}",
+                "{} received {} <{}> -> {}{}{}",
                 c.id,
                 c.received_at,
                 c.mail_from,
                 c.rcpt_to.join(", "),
+                c.kind
+                    .as_ref()
+                    .map_or(String::new(), |k| format!(", kind {k}")),
                 if c.envelope_only {
                     " (envelope only: body not kept)"
                 } else {

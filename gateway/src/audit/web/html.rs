@@ -147,6 +147,7 @@ pub fn search_form(pairs: &[(String, String)]) -> String {
     input(&mut f, pairs, "message-id", "Message-ID", "<…@…>");
     input(&mut f, pairs, "id", "emla id", "");
     input(&mut f, pairs, "case", "case reference", "");
+    input(&mut f, pairs, "kind", "request kind", "extradition-request");
     input(&mut f, pairs, "limit", "rows per page", "50");
     let asc = if get(pairs, "asc").is_some() {
         " checked"
@@ -170,14 +171,14 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
     let mut t = String::from(
         "<table id=\"results\"><thead><tr><th>time (UTC)</th><th>id</th><th>verdict</th>\
          <th>reason</th><th>state</th><th>from</th><th>to</th><th>subject</th><th>authority</th>\
-         <th>case</th></tr></thead><tbody>\n",
+         <th>case</th><th>kind</th></tr></thead><tbody>\n",
     );
     for m in rows {
         let href = link("/message", &[("id".into(), m.id.clone())]);
         let _ = writeln!(
             t,
             "<tr><td>{}</td><td><a class=\"id\" href=\"{}\">{}</a></td><td class=\"{}\">{}</td>\
-             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td></tr>",
+             <td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"subject\">{}</td><td>{}</td><td>{}</td><td class=\"kind\">{}</td></tr>",
             esc(&time_utc(m.received_at)),
             esc(&href),
             esc(&m.id),
@@ -190,6 +191,7 @@ pub fn results(rows: &[MessageSummary], full: bool, pairs: &[(String, String)]) 
             esc(m.subject.as_deref().unwrap_or("")),
             esc(m.authority.as_deref().unwrap_or("")),
             esc(m.case_ref.as_deref().unwrap_or("")),
+            esc(m.kind.as_deref().unwrap_or("")),
         );
     }
     t.push_str("</tbody></table>\n");
@@ -296,12 +298,17 @@ mod tests {
             message_id: None,
             authority: None,
             case_ref: None,
-            kind: None,
+            kind: Some("<mla>".into()),
             sha256: String::new(),
             size: 1,
             state: None,
         };
         let html = results(&[row], true, &[("from".into(), "a&b".into())]);
+        assert!(html.contains("<th>kind</th>"), "{html}");
+        assert!(
+            html.contains("<td class=\"kind\">&lt;mla&gt;</td></tr>"),
+            "{html}"
+        );
         assert!(!html.contains("<script>"), "{html}");
         assert!(!html.contains("<b>"), "{html}");
         assert!(
@@ -320,8 +327,13 @@ mod tests {
         let f = search_form(&[
             ("from".into(), "\"><script>".into()),
             ("verdict".into(), "reject".into()),
+            ("kind".into(), "mla-request".into()),
         ]);
         assert!(f.contains("value=\"&quot;&gt;&lt;script&gt;\""), "{f}");
+        assert!(
+            f.contains("<input name=\"kind\" value=\"mla-request\""),
+            "{f}"
+        );
         assert!(f.contains("<option selected>reject</option>"), "{f}");
     }
 

@@ -3,7 +3,7 @@
 //!
 //! Parameter names are the CLI's flags without `--` (`since`, `until`,
 //! `from`, `to`, `authority`, `country`, `signer`, `reason`, `verdict`,
-//! `status`, `message-id`, `id`, `case`, `limit`, `after`, `asc`), so an
+//! `status`, `message-id`, `id`, `case`, `kind`, `limit`, `after`, `asc`), so an
 //! error message naming `--since` names the form field too. Empty values
 //! (what a form sends for an untouched field) mean "no filter";
 //! `authority` and `country` may repeat or hold a comma-separated list.
@@ -115,7 +115,7 @@ mod tests {
         let p = pairs(Some(
             "since=2026-01-01&from=alice%40a.example&to=&authority=aa-moj%2C+bb-moj\
              &authority=cc&verdict=accept&status=queued&message-id=%3Cx%40y%3E&case=MLA+1\
-             &limit=20&after=1%3Aab&asc=on&format=json",
+             &kind=mla-request&limit=20&after=1%3Aab&asc=on&format=json",
         ));
         let a = search_args(&p).unwrap();
         assert_eq!(a.since.as_deref(), Some("2026-01-01"));
@@ -126,6 +126,7 @@ mod tests {
         assert_eq!(a.status.as_deref(), Some("queued"));
         assert_eq!(a.message_id.as_deref(), Some("<x@y>"));
         assert_eq!(a.case_ref.as_deref(), Some("MLA 1"));
+        assert_eq!(a.kind.as_deref(), Some("mla-request"));
         assert_eq!(a.limit, 20);
         assert_eq!(a.after.as_deref(), Some("1:ab"));
         assert!(a.asc);
