@@ -185,16 +185,7 @@ struct Identity {
 impl Identity {
     /// `id`, `country`, `name` and `domains`.
     fn read(top: &TableReader<'_, '_>, src: &Source, diags: &mut Vec<Diagnostic>) -> Identity {
-        let id = top.required_string("id", diags).filter(|(id, span)| {
-            let ok = is_id(id);
-            if !ok {
-                diags.push(src.diag(
-                    span,
-                    format!("invalid authority id {id:?}: use lower-case letters, digits and '-'"),
-                ));
-            }
-            ok
-        });
+        let id = required_id(top, "authority", diags);
         let country = top.required_string("country", diags).filter(|(cc, span)| {
             let ok = cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase());
             if !ok {
@@ -316,32 +307,15 @@ fn revocation_sources(
             Err(why) => diags.push(src.diag(&span, format!("invalid CRL URL {url:?}: {why}"))),
         }
     }
-    let fetch_cdp = match top.string("fetch_crls", diags) {
-        None => false,
-        Some(v) => one_of(
-            src,
-            "fetch_crls",
-            &v,
-            &[("off", false), ("cdp", true)],
-            diags,
-        )
-        .unwrap_or(false),
-    };
-    let ocsp = match top.string("ocsp", diags) {
-        None => OcspMode::default(),
-        Some(v) => one_of(
-            src,
-            "ocsp",
-            &v,
-            &[
-                ("off", OcspMode::Off),
-                ("fallback", OcspMode::Fallback),
-                ("prefer", OcspMode::Prefer),
-            ],
-            diags,
-        )
-        .unwrap_or_default(),
-    };
+    let fetch_cdp = top
+        .choice("fetch_crls", &[("off", false), ("cdp", true)], diags)
+        .unwrap_or(false);
+    let ocsp_modes = [
+        ("off", OcspMode::Off),
+        ("fallback", OcspMode::Fallback),
+        ("prefer", OcspMode::Prefer),
+    ];
+    let ocsp = top.choice("ocsp", &ocsp_modes, diags).unwrap_or_default();
     (crl_urls, fetch_cdp, ocsp)
 }
 
@@ -449,6 +423,25 @@ pub(super) fn check_fetch_url(url: &str) -> Result<(), String> {
         return Err("expected a host and no user name or spaces".to_owned());
     }
     Ok(())
+}
+
+/// The required `id` of a `what` (authority, kind), reported when it is not
+/// an [`is_id`].
+pub(super) fn required_id(
+    t: &TableReader<'_, '_>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<At<String>> {
+    t.required_string("id", diags).filter(|(id, span)| {
+        let ok = is_id(id);
+        if !ok {
+            diags.push(t.src().diag(
+                span,
+                format!("invalid {what} id {id:?}: use lower-case letters, digits and '-'"),
+            ));
+        }
+        ok
+    })
 }
 
 /// Whether `s` is a valid authority id: `[a-z0-9-]+`.

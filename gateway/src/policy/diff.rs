@@ -101,30 +101,16 @@ impl fmt::Display for Change {
 /// authorities by id, then routes in the new order.
 pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
     let mut out = Vec::new();
-    settings(
-        Section::Gateway,
-        &gateway_values(old),
-        &gateway_values(new),
-        &mut out,
-    );
-    settings(
-        Section::Limits,
-        &limit_values(&old.limits),
-        &limit_values(&new.limits),
-        &mut out,
-    );
-    settings(
-        Section::Relay,
-        &relay_values(&old.relay),
-        &relay_values(&new.relay),
-        &mut out,
-    );
-    settings(
-        Section::Kinds,
-        &kind_settings(&old.kinds),
-        &kind_settings(&new.kinds),
-        &mut out,
-    );
+    type Values = fn(&Policy) -> Vec<(&'static str, String)>;
+    let sections: [(Section, Values); 4] = [
+        (Section::Gateway, gateway_values),
+        (Section::Limits, |p| limit_values(&p.limits)),
+        (Section::Relay, |p| relay_values(&p.relay)),
+        (Section::Kinds, |p| kind_settings(&p.kinds)),
+    ];
+    for (section, values) in sections {
+        settings(section, &values(old), &values(new), &mut out);
+    }
     kinds(&old.kinds.kinds, &new.kinds.kinds, &mut out);
     authorities(old, new, &mut out);
     routes(&old.routes, &new.routes, &mut out);
@@ -610,6 +596,13 @@ fn routes(old: &[Route], new: &[Route], out: &mut Vec<Change>) {
 mod tests {
     use super::*;
 
+    /// The changes `diff` finds from `old` to `new`, as printed.
+    fn printed<T>(diff: fn(&[T], &[T], &mut Vec<Change>), old: &[T], new: &[T]) -> Vec<String> {
+        let mut out = Vec::new();
+        diff(old, new, &mut out);
+        out.iter().map(|c| c.to_string()).collect()
+    }
+
     fn route(name: &str, to: &str) -> Route {
         Route {
             name: name.into(),
@@ -633,11 +626,8 @@ mod tests {
         d.kinds = vec!["extradition-request".into()];
         d.lane = Some(super::super::Lane::Urgent);
         let new = [c2, route("a", "DD"), d];
-        let mut out = Vec::new();
-        routes(&old, &new, &mut out);
-        let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
         assert_eq!(
-            text,
+            printed(routes, &old, &new),
             [
                 "route \"b\" removed (was: at position 2: from * to country:BB, relay)",
                 "route \"c\": kind: every kind -> mla-request",
@@ -695,11 +685,8 @@ mod tests {
             kind("mla-request", Some(super::super::Lane::Urgent)),
             kind("extradition-request", None),
         ];
-        let mut out = Vec::new();
-        kinds(&old, &new, &mut out);
-        let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
         assert_eq!(
-            text,
+            printed(kinds, &old, &new),
             [
                 "kind asylum removed (was: name asylum, header X-MLA-Type, values asylum)",
                 "kind mla-request: lane: none -> urgent",

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
+use super::files::{io_reason, is_dns_name, At, FileSet, Source, TableReader};
 use super::kind::{self, KindSettings};
 use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings, Replay};
 use crate::clock::EvalTime;
@@ -343,23 +343,19 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
             limits.digests = digests;
         }
     }
-    if let Some(value) = t.string("crl", diags) {
-        let choices = [
-            ("hard-fail", CrlPolicy::HardFail),
-            ("soft-fail", CrlPolicy::SoftFail),
-        ];
-        if let Some(p) = one_of(src, "crl", &value, &choices, diags) {
-            limits.crl = p;
-        }
+    let crl = [
+        ("hard-fail", CrlPolicy::HardFail),
+        ("soft-fail", CrlPolicy::SoftFail),
+    ];
+    if let Some(p) = t.choice("crl", &crl, diags) {
+        limits.crl = p;
     }
     if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
         limits.require_email_eku = strict;
     }
-    if let Some(value) = t.string("replay", diags) {
-        let choices = [("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
-        if let Some(r) = one_of(src, "replay", &value, &choices, diags) {
-            limits.replay = r;
-        }
+    let replay = [("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
+    if let Some(r) = t.choice("replay", &replay, diags) {
+        limits.replay = r;
     }
     if let Some(days) = positive("replay_window_days", diags) {
         limits.replay_window = Duration::from_secs(days * 86_400);

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 
-use super::authority::is_id;
-use super::files::{one_of, At, TableReader};
+use super::authority::required_id;
+use super::files::{At, TableReader};
 use super::{Diagnostic, Lane};
 
 /// Keys of one `[[kind]]`.
@@ -141,14 +141,12 @@ pub(super) fn parse(
         if let Some((b, _)) = t.boolean("trust_outer_header", diags) {
             out.trust_outer_header = b;
         }
-        if let Some(v) = t.string("unknown", diags) {
-            let choices = [
-                ("refuse", UnknownKind::Refuse),
-                ("no-kind", UnknownKind::NoKind),
-            ];
-            if let Some(u) = one_of(src, "unknown", &v, &choices, diags) {
-                out.unknown = u;
-            }
+        let unknown = [
+            ("refuse", UnknownKind::Refuse),
+            ("no-kind", UnknownKind::NoKind),
+        ];
+        if let Some(u) = t.choice("unknown", &unknown, diags) {
+            out.unknown = u;
         }
     }
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -178,16 +176,7 @@ pub(super) fn parse(
 fn parse_kind(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Option<At<Kind>> {
     let src = t.src();
     let before = diags.len();
-    let id = t.required_string("id", diags).filter(|(id, span)| {
-        let ok = is_id(id);
-        if !ok {
-            diags.push(src.diag(
-                span,
-                format!("invalid kind id {id:?}: use lower-case letters, digits and '-'"),
-            ));
-        }
-        ok
-    });
+    let id = required_id(t, "kind", diags);
     let name = t.string("name", diags);
     let header = t.string("header", diags).filter(|(h, span)| {
         let ok = !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -214,15 +203,11 @@ fn parse_kind(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Option<At
             "a [[kind]] needs a header field, a subject pattern or both",
         ));
     }
-    let lane = t.string("lane", diags).and_then(|v| {
-        one_of(
-            src,
-            "lane",
-            &v,
-            &[("normal", Lane::Normal), ("urgent", Lane::Urgent)],
-            diags,
-        )
-    });
+    let lane = t.choice(
+        "lane",
+        &[("normal", Lane::Normal), ("urgent", Lane::Urgent)],
+        diags,
+    );
     let (id, span) = id?;
     if diags.len() != before {
         return None;
