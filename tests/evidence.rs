@@ -421,6 +421,17 @@ fn tampered(bundle: &Path, name: &str, fix_sums: bool, edit: impl Fn(&Path)) -> 
     copy
 }
 
+/// `edit` made to copies of `bundle` is caught twice: by sha256sum (its
+/// output says `caught`), and, with the sums fixed, by the bundle's other
+/// checks, whose output it returns.
+fn caught_twice(bundle: &Path, name: &str, edit: impl Fn(&Path), caught: &str) -> String {
+    let (ok, out) = run_checks(&tampered(bundle, name, false, &edit));
+    assert!(!ok && out.contains(caught), "{out}");
+    let (ok, out) = run_checks(&tampered(bundle, &format!("{name}-sums"), true, &edit));
+    assert!(!ok && !out.contains("evidence bundle OK"), "{out}");
+    out
+}
+
 /// `emla serve` with the signing policy and `extra_toml`, and the id of a
 /// signed message it accepted (and that message).
 fn serve_one(extra_toml: String) -> (smtp::Gateway, smtp::Server, String, Vec<u8>) {
@@ -570,10 +581,8 @@ fn serve_checkpoints_and_exported_bundle_checks_with_openssl() {
             b[at] = b'Q';
         })
     };
-    let (ok, out) = run_checks(&tampered(&bundle, "msg", false, flip));
-    assert!(!ok && out.contains("message.eml: FAILED"), "{out}");
-    let (ok, out) = run_checks(&tampered(&bundle, "msg-sums", true, flip));
-    assert!(!ok && !out.contains("chain proof OK"), "{out}");
+    let out = caught_twice(&bundle, "msg", flip, "message.eml: FAILED");
+    assert!(!out.contains("chain proof OK"), "{out}");
     assert!(
         out.to_lowercase().contains("verification failure") || out.contains("digest failure"),
         "{out}"
@@ -919,12 +928,7 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
             .contains("archived at reception"),
         "{v}"
     );
-    let used: Vec<&str> = v["reverified"]["revocation"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["sha256"].as_str().unwrap())
-        .collect();
+    let used = support::field_strs(&v["reverified"]["revocation"], "sha256");
     assert!(used.contains(&old_sha.as_str()), "{used:?}");
     let readme = std::fs::read_to_string(bundle.join("README.txt")).unwrap();
     assert!(readme.contains("revocation/crl-SHA.crl"), "{readme}");
@@ -937,13 +941,8 @@ fn revocation_evidence_survives_a_newer_crl(postgres: bool) {
             b[n - 3] ^= 0x01;
         })
     };
-    let (ok, out) = run_checks(&tampered(&bundle, "crl", false, flip));
-    assert!(!ok && out.contains(": FAILED"), "{out}");
-    let (ok, out) = run_checks(&tampered(&bundle, "crl-sums", true, flip));
-    assert!(
-        !ok && out.contains("not the one in its name") && !out.contains("evidence bundle OK"),
-        "{out}"
-    );
+    let out = caught_twice(&bundle, "crl", flip, ": FAILED");
+    assert!(out.contains("not the one in its name"), "{out}");
     // Today's CRL put in place of the archived one (sums fixed): refused.
     let t3 = tampered(&bundle, "crl-swap", true, |p| {
         let out = Command::new(support::openssl())
@@ -1136,12 +1135,7 @@ fn exported_bundle_carries_the_archived_policy_version() {
     assert!(routes.is_file(), "{manifest}");
     // The files the version hashed, and nothing else: the gateway's signing
     // key, which the policy names but does not hash, stays out.
-    let names: Vec<&str> = manifest["files"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|f| f["name"].as_str().unwrap())
-        .collect();
+    let names = support::field_strs(&manifest["files"], "name");
     assert!(names.contains(&"routes.toml"), "{names:?}");
     let files = emla::audit::export::bundle_files(&bundle);
     assert!(
@@ -1167,13 +1161,8 @@ fn exported_bundle_carries_the_archived_policy_version() {
         let text = std::fs::read_to_string(&f).unwrap();
         std::fs::write(&f, text.replacen("relay", "reject", 1)).unwrap();
     };
-    let (ok, out) = run_checks(&tampered(&bundle, "policy", false, edit));
-    assert!(!ok && out.contains("routes.toml: FAILED"), "{out}");
-    let (ok, out) = run_checks(&tampered(&bundle, "policy-sums", true, edit));
-    assert!(
-        !ok && out.contains("was altered") && !out.contains("evidence bundle OK"),
-        "{out}"
-    );
+    let out = caught_twice(&bundle, "policy", edit, "routes.toml: FAILED");
+    assert!(out.contains("was altered"), "{out}");
     let rel_s = rel.to_str().unwrap().to_string();
     let manifest_rel = format!("policy/{version}/manifest.json");
     let (ok, out) = run_checks(&tampered(&bundle, "policy-manifest", true, |p| {
