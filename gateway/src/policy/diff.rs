@@ -13,8 +13,8 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{
-    Authority, Kind, KindSettings, Limits, Matcher, Policy, RelaySettings, Route, RouteAction,
-    TlsMode, UnknownKind,
+    Authority, Kind, KindSettings, Limits, Matcher, Named, Policy, RelaySettings, Route,
+    RouteAction, TlsMode,
 };
 use crate::trust::cert::CertInfo;
 
@@ -118,13 +118,9 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
 }
 
 fn kind_settings(k: &KindSettings) -> Vec<(&'static str, String)> {
-    let unknown = match k.unknown {
-        UnknownKind::Refuse => "refuse",
-        UnknownKind::NoKind => "no-kind",
-    };
     vec![
         ("trust_outer_header", k.trust_outer_header.to_string()),
-        ("unknown", unknown.to_owned()),
+        ("unknown", k.unknown.name().to_owned()),
     ]
 }
 
@@ -263,23 +259,9 @@ fn limit_values(l: &Limits) -> Vec<(&'static str, String)> {
         ("signing_time_skew_secs", secs(l.signing_time_skew)),
         ("min_rsa_bits", l.min_rsa_bits.to_string()),
         ("digests", digests.join(", ")),
-        (
-            "crl",
-            match l.crl {
-                super::CrlPolicy::HardFail => "hard-fail",
-                super::CrlPolicy::SoftFail => "soft-fail",
-            }
-            .to_owned(),
-        ),
+        ("crl", l.crl.name().to_owned()),
         ("require_email_eku", l.require_email_eku.to_string()),
-        (
-            "replay",
-            match l.replay {
-                super::Replay::SameId => "same-id",
-                super::Replay::Refuse => "refuse",
-            }
-            .to_owned(),
-        ),
+        ("replay", l.replay.name().to_owned()),
         (
             "replay_window_days",
             (l.replay_window.as_secs() / 86_400).to_string(),

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use super::files::{io_reason, is_dns_name, At, FileSet, Source, TableReader};
 use super::kind::{self, KindSettings};
-use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings, Replay};
+use super::{
+    CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, Named, RelaySettings, Replay,
+};
 use crate::clock::EvalTime;
 use crate::smime::sign::{PemFile, SigningIdentity};
 
@@ -343,18 +345,13 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
             limits.digests = digests;
         }
     }
-    let crl = [
-        ("hard-fail", CrlPolicy::HardFail),
-        ("soft-fail", CrlPolicy::SoftFail),
-    ];
-    if let Some(p) = t.choice("crl", &crl, diags) {
+    if let Some(p) = t.choice("crl", CrlPolicy::NAMES, diags) {
         limits.crl = p;
     }
     if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
         limits.require_email_eku = strict;
     }
-    let replay = [("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
-    if let Some(r) = t.choice("replay", &replay, diags) {
+    if let Some(r) = t.choice("replay", Replay::NAMES, diags) {
         limits.replay = r;
     }
     if let Some(days) = positive("replay_window_days", diags) {

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use super::authority::required_id;
 use super::files::{At, TableReader};
-use super::{Diagnostic, Lane};
+use super::{Diagnostic, Lane, Named};
 
 /// Keys of one `[[kind]]`.
 const KIND_KEYS: &[&str] = &["id", "name", "header", "values", "subject", "lane"];
@@ -43,6 +43,13 @@ pub enum UnknownKind {
     Refuse,
     /// `no-kind`: judged as a message declaring no kind.
     NoKind,
+}
+
+impl super::Named for UnknownKind {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("refuse", UnknownKind::Refuse),
+        ("no-kind", UnknownKind::NoKind),
+    ];
 }
 
 /// The kinds and how they are read.
@@ -141,11 +148,7 @@ pub(super) fn parse(
         if let Some((b, _)) = t.boolean("trust_outer_header", diags) {
             out.trust_outer_header = b;
         }
-        let unknown = [
-            ("refuse", UnknownKind::Refuse),
-            ("no-kind", UnknownKind::NoKind),
-        ];
-        if let Some(u) = t.choice("unknown", &unknown, diags) {
+        if let Some(u) = t.choice("unknown", UnknownKind::NAMES, diags) {
             out.unknown = u;
         }
     }
