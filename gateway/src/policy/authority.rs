@@ -133,9 +133,9 @@ fn parse(
     };
     let label = ident.id.as_ref().map_or("?", |(id, _)| id.as_str());
     let pki = Pki::read(&top, &ctx, label, files, diags, notes);
-    let allowed_clients = read_clients(&top, &src, diags);
-    let receipts = read_receipts(&top, &src, diags);
-    let rejection_notices_per_hour = read_rejection_limit(&top, &src, diags);
+    let allowed_clients = read_clients(&top, diags);
+    let receipts = read_receipts(&top, diags);
+    let rejection_notices_per_hour = read_rejection_limit(&top, diags);
     let next_hop = top
         .require("next_hop", diags)
         .table("next_hop", "[next_hop]", NEXT_HOP_KEYS, diags)
@@ -320,11 +320,8 @@ fn revocation_sources(
 }
 
 /// `allowed_clients`: the valid entries.
-fn read_clients(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<ipnet::IpNet> {
+fn read_clients(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Vec<ipnet::IpNet> {
+    let src = top.src();
     let mut allowed_clients = Vec::new();
     for (net, span) in top
         .string_list("allowed_clients", diags)
@@ -339,11 +336,8 @@ fn read_clients(
 }
 
 /// `receipts`: the receipt kinds sent (all when the key is absent).
-fn read_receipts(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> ReceiptKinds {
+fn read_receipts(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> ReceiptKinds {
+    let src = top.src();
     match top.string_list("receipts", diags) {
         None => ReceiptKinds::ALL,
         Some(list) => {
@@ -368,11 +362,8 @@ fn read_receipts(
 /// `rejection_notices_per_hour`: at most this many rejection notices per
 /// hour to the authority's senders (default
 /// [`REJECTION_NOTICES_PER_HOUR`]).
-fn read_rejection_limit(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> u32 {
+fn read_rejection_limit(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> u32 {
+    let src = top.src();
     let Some((n, span)) = top.integer("rejection_notices_per_hour", diags) else {
         return REJECTION_NOTICES_PER_HOUR;
     };
