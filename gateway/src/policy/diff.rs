@@ -16,6 +16,7 @@ use super::{
     Authority, Kind, KindSettings, Limits, Matcher, Named, Policy, RelaySettings, Route,
     RouteAction, TlsMode,
 };
+use crate::text::list_or_none;
 use crate::trust::cert::CertInfo;
 
 /// Which part of the policy a change is in.
@@ -380,11 +381,7 @@ fn authority(
             .filter(|k| a.receipts.contains(*k))
             .map(|k| k.name())
             .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
+        list_or_none(&names)
     };
     scalar("receipts", receipts(old), receipts(new), out);
     scalar(
