@@ -316,13 +316,8 @@ impl Connection {
     }
 
     async fn transaction(&mut self, mail: &Outgoing<'_>) -> Vec<RcptOutcome> {
-        let Outgoing {
-            from,
-            recipients,
-            trace,
-            message,
-            ..
-        } = *mail;
+        let (from, recipients) = (mail.from, mail.recipients);
+        let (trace, message) = (mail.trace, mail.message);
         let dsn = mail.dsn.filter(|_| self.dsn);
         let all = |o: RcptOutcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
         // An empty sender is the null reverse-path of receipts and notices.
