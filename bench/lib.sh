@@ -1,4 +1,4 @@
-# Shared by bench/intake/run.sh and bench/relay/run.sh (sourced, not run).
+# Shared by the benchmarks' run.sh scripts (sourced, not run).
 # Before sourcing: ROOT. Sets the tools both benchmarks use; every one can be
 # overridden from the environment.
 OPENSSL=${EMLA_TEST_OPENSSL:-openssl}
@@ -43,4 +43,26 @@ wait_listening() {
     echo "$1: emla serve did not start:" >&2
     cat "$RUN/serve.err" >&2
     exit 1
+}
+
+# emla_config DBURL POLICY_DIR: the settings every benchmark's gateway shares (loopback, no
+# TLS, 200 sessions, data in $DATA), for the head of its configuration file.
+emla_config() {
+    cat <<EOF
+listen = ["127.0.0.1:0"]
+data_dir = "$DATA"
+database_url = "$1"
+policy_dir = "$2"
+require_tls = false
+max_sessions = 200
+EOF
+}
+
+# serve_emla BENCH: starts `emla serve --config $CFG` with its output in $RUN (stderr
+# appended: a restart in the same run keeps the first log) and waits for it; sets
+# SERVER_PID and PORT, or exits.
+serve_emla() {
+    "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>>"$RUN/serve.err" &
+    SERVER_PID=$!
+    wait_listening "$1"
 }

@@ -282,12 +282,7 @@ fn accepted(port: u16, msg: &[u8]) -> String {
 
 /// The ids of `/api/search`'s `messages`, in order.
 fn message_ids(v: &Value) -> Vec<&str> {
-    v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect()
+    field_strs(&v["messages"], "id")
 }
 
 #[test]
@@ -453,12 +448,7 @@ fn token_pages(pki: &WebPki, port: u16, [plain, evil]: [&str; 2], audit_records:
     );
     assert_eq!(r.status, 200, "{r:?}");
     let v: Value = serde_json::from_str(&r.body).unwrap();
-    let ids: Vec<&str> = v["messages"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| m["id"].as_str().unwrap())
-        .collect();
+    let ids = message_ids(&v);
     assert_eq!(ids, [evil, plain], "newest first: {r:?}");
     assert_eq!(v["auditor"], AUDITOR);
     assert_eq!(v["messages"][0]["subject"], EVIL_SUBJECT);
@@ -773,12 +763,7 @@ fn the_overview_charts_real_data() {
     );
     assert_eq!(v["figures"]["latency"]["count"], 1, "{r:?}");
     assert_eq!(v["figures"]["latency"]["p50_ms"], 4000, "{r:?}");
-    let stuck: Vec<&str> = v["stuck"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["status"].as_str().unwrap())
-        .collect();
+    let stuck = field_strs(&v["stuck"], "status");
     assert_eq!(stuck, ["delayed", "failed"], "{r:?}");
     for bad in ["0", "91", "week"] {
         let r = https(&pki, port, "GET", &format!("/?days={bad}"), &[&ok], false);

@@ -227,20 +227,15 @@ fn metrics_count_the_demo(text: &str) {
 fn web_get(demo: &std::path::Path, port: &str, path: &str, header: &str) -> serde_json::Value {
     let script =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/support/https_get.py");
-    let out = Command::new("python3")
-        .arg(script)
-        .args([
-            "--port", port, "--path", path, "--header", header, "--cafile",
-        ])
-        .arg(demo.join("pki/web/web.pem"))
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = run_ok(
+        Command::new("python3")
+            .arg(script)
+            .args([
+                "--port", port, "--path", path, "--header", header, "--cafile",
+            ])
+            .arg(demo.join("pki/web/web.pem")),
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    serde_json::from_slice(&out).unwrap()
 }
 
 /// The printed login link opens a session; the overview charts the
@@ -301,19 +296,13 @@ fn check_evidence(report: &[String], text: &str) {
         if let Some(args) = line.strip_prefix("emla ") {
             line = format!("{} {args}", env!("CARGO_BIN_EXE_emla"));
         }
-        let out = Command::new("sh")
-            .args(["-c", &line])
-            .current_dir(cwd.path())
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{line}:\n{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let out = run_ok(
+            Command::new("sh")
+                .args(["-c", &line])
+                .current_dir(cwd.path()),
         );
         if start == "FILE=" {
-            let said = String::from_utf8_lossy(&out.stdout);
+            let said = String::from_utf8_lossy(&out);
             assert!(said.contains("Verification: OK"), "{said}");
         }
     }

@@ -344,8 +344,7 @@ fn every_reply_has_an_enhanced_code_and_no_echo() {
 fn smuggling_variants_never_start_a_second_transaction() {
     let (gw, srv) = Gateway::serve(Opts::default());
     let inner = signed();
-    let mut smuggled = format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n").into_bytes();
-    smuggled.extend_from_slice(&dot_stuff(&inner));
+    let smuggled = smuggled_transaction(&inner);
     // Bare CR or LF: refused and the session closed. The others are no end
     // of data (a line "\0." or " ."): the smuggled text stays inside the
     // one message, whatever its verdict.

@@ -421,9 +421,7 @@ fn early_rejects_are_audited_without_message_rows() {
 #[test]
 fn smuggling_is_refused_and_the_connection_closed() {
     let (gw, srv) = Gateway::serve(Opts::default());
-    let inner = signed();
-    let mut smuggled = format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n").into_bytes();
-    smuggled.extend_from_slice(&dot_stuff(&inner));
+    let mut smuggled = smuggled_transaction(&signed());
     smuggled.extend_from_slice(b".\r\n");
     let outer = dot_stuff(&signed());
     let cut = find(&outer, b"\r\n\r\n").unwrap() + 2; // after the outer headers
@@ -1093,22 +1091,18 @@ fn sighup_reloads_the_policy_and_keeps_it_when_broken() {
     // A broken policy: the last good one stays.
     std::fs::write(&routes, "[[route]\nname = \n").unwrap();
     srv.signal("HUP");
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
+    eventually(Duration::from_secs(5), Duration::from_millis(100), || {
         let audit = gw.db().audit();
-        if audit
-            .iter()
-            .any(|a| a.kind.contains("reload") && a.kind.contains("fail"))
-        {
-            break;
+        let failed = |a: &AuditRow| a.kind.contains("reload") && a.kind.contains("fail");
+        if audit.iter().any(failed) {
+            Ok(())
+        } else {
+            Err(format!(
+                "no reload-failed audit row: {audit:?}\n{}",
+                srv.stderr()
+            ))
         }
-        assert!(
-            Instant::now() < deadline,
-            "no reload-failed audit row: {audit:?}\n{}",
-            srv.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    });
     let (r, t) = rcpt_reply(srv.port, BOB, ALICE);
     assert_eq!(r.code, 550, "{t}");
     assert!(r.text().starts_with("5.7.1 route-denied: "), "{t}");

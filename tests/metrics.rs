@@ -138,14 +138,9 @@ fn scrape_after_a_known_mix_counts_exactly() {
     ] {
         assert_eq!(value(&s, h), 4.0, "{h}: {s:#?}");
     }
-    assert!(
-        s.keys().any(|k| k.starts_with("emla_policy_info{version=")),
-        "{s:#?}"
-    );
-    assert!(
-        s.keys().any(|k| k.starts_with("emla_build_info{version=")),
-        "{s:#?}"
-    );
+    for info in ["emla_policy_info{version=", "emla_build_info{version="] {
+        assert!(s.keys().any(|k| k.starts_with(info)), "{info}: {s:#?}");
+    }
     assert!(
         s.keys()
             .all(|k| !k.contains("impostor") && !k.contains("\"xx")),

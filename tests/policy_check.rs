@@ -6,11 +6,15 @@
 //! with fixed validity dates so messages are deterministic; every check runs
 //! with `--at 2030-01-01T00:00:00Z`.
 
+#[path = "support/cmd.rs"]
+mod cmd;
+
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
+use cmd::run_ok;
 use tempfile::TempDir;
 
 const AT: &str = "2030-01-01T00:00:00Z";
@@ -22,16 +26,11 @@ fn pki() -> &'static Path {
         let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("policy_check_pki");
         let _ = fs::remove_dir_all(&dir);
         fs::create_dir_all(&dir).unwrap();
-        let out = Command::new("sh")
-            .arg("-c")
-            .arg(PKI_SCRIPT)
-            .current_dir(&dir)
-            .output()
-            .expect("run sh");
-        assert!(
-            out.status.success(),
-            "making the test PKI failed:\n{}",
-            String::from_utf8_lossy(&out.stderr)
+        run_ok(
+            Command::new("sh")
+                .arg("-c")
+                .arg(PKI_SCRIPT)
+                .current_dir(&dir),
         );
         dir
     })

@@ -96,22 +96,17 @@ fn granted_token_verifies_with_openssl() {
     let data = dir.path().join("content");
     std::fs::write(&data, content).unwrap();
     let p = pki();
-    let out = Command::new(support::openssl())
-        .args(["cms", "-verify", "-binary", "-inform", "DER", "-in"])
-        .arg(&p7s)
-        .arg("-content")
-        .arg(&data)
-        .arg("-CAfile")
-        .arg(p.dir.join("certs/aa/root.pem"))
-        .arg("-certfile")
-        .arg(p.chain("aa"))
-        .args(["-purpose", "any", "-out", "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    support::run_ok(
+        Command::new(support::openssl())
+            .args(["cms", "-verify", "-binary", "-inform", "DER", "-in"])
+            .arg(&p7s)
+            .arg("-content")
+            .arg(&data)
+            .arg("-CAfile")
+            .arg(p.dir.join("certs/aa/root.pem"))
+            .arg("-certfile")
+            .arg(p.chain("aa"))
+            .args(["-purpose", "any", "-out", "/dev/null"]),
     );
 }
 
@@ -183,12 +178,7 @@ async fn checkpoints_carry_a_token_or_say_why_not() {
     let dir = tempfile::tempdir().unwrap();
     let file = dir.path().join("checkpoint.p7s");
     std::fs::write(&file, &p7s).unwrap();
-    let out = readme_check(&file, &tsa_pki().ca());
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::cmd::assert_succeeded("README check", &readme_check(&file, &tsa_pki().ca()));
 
     let down = tsa_at(&format!("http://127.0.0.1:{}/", closed_port()));
     let (p7s, ts) = checkpoint_with(&down).await;

@@ -115,21 +115,16 @@ start() {
     else
         DBURL=sqlite://$DATA/emla.db
     fi
-    cat >"$CFG" <<EOF
-listen = ["127.0.0.1:0"]
-data_dir = "$DATA"
-database_url = "$DBURL"
-policy_dir = "$WORK/pki/policy"
-require_tls = false
-max_sessions = 200
+    {
+        emla_config "$DBURL" "$WORK/pki/policy"
+        cat <<EOF
 
 # Intake only: delivery is measured by bench/relay.
 [relay]
 enabled = false
 EOF
-    "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>"$RUN/serve.err" &
-    SERVER_PID=$!
-    wait_listening intake
+    } >"$CFG"
+    serve_emla intake
 }
 
 # stop_and_check EXPECTED BODIES: stops the gateway, then checks the store.

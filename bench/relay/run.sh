@@ -143,26 +143,21 @@ start_emla() {
         printf '\n[relay]\nmax_connections_per_destination = %s\n' "$CONN" >>"$policy/gateway.toml"
     fi
     mkdir -p "$DATA"
-    cat >"$CFG" <<EOF
-listen = ["127.0.0.1:0"]
-data_dir = "$DATA"
-database_url = "sqlite://$DATA/emla.db"
-policy_dir = "$policy"
-require_tls = false
-max_sessions = 200
+    {
+        emla_config "sqlite://$DATA/emla.db" "$policy"
+        cat <<EOF
 
 [relay]
 enabled = $relay
 poll_ms = $POLL_MS
 max_in_flight = $IN_FLIGHT
 EOF
+    } >"$CFG"
     if [[ ${2:-} == metrics ]]; then
         METRICS_PORT=$(free_port)
         printf '\n[metrics]\nlisten = "127.0.0.1:%s"\nmin_free_bytes = 1\n' "$METRICS_PORT" >>"$CFG"
     fi
-    "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>>"$RUN/serve.err" &
-    SERVER_PID=$!
-    wait_listening relay
+    serve_emla relay
 }
 
 stop_emla() {

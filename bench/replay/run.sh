@@ -74,22 +74,17 @@ RUN=$WORK/run
 DATA=$RUN/data
 CFG=$RUN/emla.toml
 mkdir -p "$DATA"
-cat >"$CFG" <<EOF
-listen = ["127.0.0.1:0"]
-data_dir = "$DATA"
-database_url = "sqlite://$DATA/emla.db"
-policy_dir = "$WORK/pki/policy"
-require_tls = false
-max_sessions = 200
+{
+    emla_config "sqlite://$DATA/emla.db" "$WORK/pki/policy"
+    cat <<EOF
 max_sessions_per_client = 200
 keep_rejected_bodies = true
 
 [relay]
 enabled = false
 EOF
-"$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>"$RUN/serve.err" &
-SERVER_PID=$!
-wait_listening replay
+} >"$CFG"
+serve_emla replay
 
 echo "== signing $N distinct messages and recording them ($ACCEPTED to be accepted, $REFUSED refused)" >&2
 started=$(date +%s.%N)

@@ -77,6 +77,15 @@ pub fn table_cell(text: &str, max: usize) -> String {
     }
 }
 
+/// `names` joined by `, `, or `none` when there is none.
+pub fn list_or_none<S: std::borrow::Borrow<str>>(names: &[S]) -> String {
+    if names.is_empty() {
+        "none".to_owned()
+    } else {
+        names.join(", ")
+    }
+}
+
 /// Lines of cells as an aligned table: columns separated by two spaces
 /// and padded to their widest cell (in characters), no trailing spaces.
 pub fn align(lines: &[Vec<String>]) -> String {

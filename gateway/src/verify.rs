@@ -8,6 +8,7 @@ use crate::smime::cms::{self, Signer};
 use crate::smime::mime::{self, Entity};
 use crate::smime::signature;
 use crate::smime::{self as smime, Form};
+use crate::text::list_or_none;
 use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
 use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProblem};
 use crate::wire;
@@ -469,11 +470,7 @@ fn sender_mismatch(from: &str, signer_certs: &[&CertInfo<'_>]) -> Reject {
         Reason::SenderMismatch,
         format!(
             "From: <{from}> is not an e-mail address of any signer certificate (they name: {})",
-            if names.is_empty() {
-                "none".to_string()
-            } else {
-                names.join(", ")
-            }
+            list_or_none(&names)
         ),
     )
 }

@@ -41,6 +41,39 @@ fn python() -> String {
     std::env::var("EMLA_TEST_PYTHON").unwrap_or_else(|_| "python3".into())
 }
 
+/// Calls `probe` every `pause` until it is done (`Ok`), for at most
+/// `limit`; then panics with what it last said was missing.
+pub fn eventually<T>(
+    limit: Duration,
+    pause: Duration,
+    mut probe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = std::time::Instant::now() + limit;
+    loop {
+        match probe() {
+            Ok(done) => return done,
+            Err(missing) => assert!(
+                std::time::Instant::now() < deadline,
+                "after {limit:?}: {missing}"
+            ),
+        }
+        std::thread::sleep(pause);
+    }
+}
+
+/// The `field` string of each element of the JSON array `list`, in order.
+pub fn field_strs<'a>(list: &'a serde_json::Value, field: &str) -> Vec<&'a str> {
+    list.as_array()
+        .unwrap_or_else(|| panic!("not an array: {list}"))
+        .iter()
+        .map(|e| {
+            e[field]
+                .as_str()
+                .unwrap_or_else(|| panic!("no {field}: {e}"))
+        })
+        .collect()
+}
+
 // ---------------------------------------------------------------------------
 // The test PKI
 // ---------------------------------------------------------------------------

@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use sqlx::{Connection, Row};
 
-use crate::support::{pki, support_dir};
+use crate::support::{pki, support_dir, ALICE, BOB};
 
 // ---------------------------------------------------------------------------
 // The gateway under test
@@ -642,6 +642,15 @@ impl Client {
     pub fn close(self) {
         let _ = self.stream.shutdown(Shutdown::Both);
     }
+}
+
+/// A second transaction as a client hides it in the data of a first (SMTP
+/// smuggling): MAIL FROM Alice, RCPT TO Bob, DATA and `message`
+/// dot-stuffed, without the final dot.
+pub fn smuggled_transaction(message: &[u8]) -> Vec<u8> {
+    let mut t = format!("MAIL FROM:<{ALICE}>\r\nRCPT TO:<{BOB}>\r\nDATA\r\n").into_bytes();
+    t.extend_from_slice(&dot_stuff(message));
+    t
 }
 
 /// Dot-stuffing (RFC 5321 4.5.2).

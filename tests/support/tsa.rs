@@ -22,16 +22,7 @@ pub struct TsaPki {
 }
 
 fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new(support::openssl())
-        .current_dir(dir)
-        .args(args)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_ok(Command::new(support::openssl()).current_dir(dir).args(args));
 }
 
 pub fn tsa_pki() -> &'static TsaPki {

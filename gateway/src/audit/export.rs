@@ -50,10 +50,11 @@ use sha2::{Digest, Sha256};
 
 use super::checkpoint::{self, Checkpoint};
 use super::cli::history;
+use super::show::History;
 use super::AuditError;
 use crate::clock::EvalTime;
 use crate::config::Config;
-use crate::policy::Policy;
+use crate::policy::{Authority, Policy};
 use crate::store::chain::AuditRow;
 use crate::store::{AuditKind, AuditRecord, Evidence, MessageRow, Store};
 use crate::trust::revocation::{Crl, Method, RevocationSet};
@@ -237,7 +238,7 @@ async fn archive(
     store: &Store,
     decision: Option<&AuditRecord>,
     raw: Option<&[u8]>,
-    authority: Option<&crate::policy::Authority>,
+    authority: Option<&Authority>,
 ) -> Result<Archive, AuditError> {
     let Some(evidence) = decision
         .and_then(AuditRecord::decision)
@@ -338,52 +339,12 @@ pub async fn export(
         .clone()
         .ok_or_else(|| AuditError::NotFound(format!("no message row for {id}")))?;
     let zip = check_out(&args.out)?;
-    let first_seq = h.events.iter().map(|e| e.seq).min();
-    let last_seq = h.events.iter().map(|e| e.seq).max();
-    let (Some(first_seq), Some(last_seq)) = (first_seq, last_seq) else {
-        return Err(AuditError::NotFound(format!(
-            "message {id} has no audit records (pruned?)"
-        )));
-    };
+    let (first_seq, last_seq) = record_span(&h)?;
     let proof = Proof::gather(store, policy, config, args, first_seq, last_seq).await?;
 
     let mut b = Bundle::default();
     let received = received_time(&m);
-
-    // The message and its re-verification.
-    let raw = if m.body_stored {
-        Some(store.read_body(&m.sha256).await?)
-    } else {
-        None
-    };
-
-    // The revocation data that decided the message, as archived at
-    // reception. The re-verification uses exactly that (the policy's CRL
-    // files of today left out); without it (recorded before evidence was
-    // archived), today's CRL files.
-    let authority = m
-        .authority
-        .as_deref()
-        .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
-    let archive = archive(store, h.decision_record(), raw.as_deref(), authority).await?;
-    let reverified = reverify(policy, &archive, raw.as_deref(), &m, received)?;
-    add_verification(
-        &mut b,
-        policy,
-        &id,
-        &m,
-        raw.as_deref(),
-        reverified.as_ref(),
-        &archive,
-    );
-
-    // Certificates of the sender's authority; the revocation data that
-    // decided (or, for older records, the CRLs loaded now).
-    let authority = authority.or_else(|| {
-        let id = reverified.as_ref().and_then(|v| v.authority.clone())?;
-        policy.authorities.iter().find(|x| x.id == id)
-    });
-    let has_untrusted = add_certs_and_revocation(&mut b, authority, &archive, raw.as_deref());
+    let message = add_message(&mut b, store, policy, &h, &m, received).await?;
 
     // The audit records and the proof.
     add_records(&mut b, &h.events, &proof.records);
@@ -403,22 +364,15 @@ pub async fn export(
     .await;
     let policy_files = super::bundle_policy::add(&mut b, store, &m).await?;
 
-    // Deliveries and receipts.
-    b.add("delivery.json", pretty(&h.queue));
-    let receipts: Vec<&AuditRecord> = h
-        .events
-        .iter()
-        .filter(|e| e.kind == AuditKind::ReceiptQueued)
-        .collect();
-    b.add("receipts.json", pretty(&receipts));
+    add_deliveries(&mut b, &h);
 
     // The check script and README.
     let signed = proof.signature.is_some() && !ca_pem.is_empty();
     let mut script = check_script(
         &id,
-        raw.is_some() && authority.is_some(),
-        &archive,
-        has_untrusted,
+        message.raw.is_some() && message.authority.is_some(),
+        &message.archive,
+        message.has_untrusted,
         received,
         &cp_name,
         signed,
@@ -438,8 +392,8 @@ pub async fn export(
             cp,
             first_seq,
             &script,
-            raw.is_some(),
-            &archive,
+            message.raw.is_some(),
+            &message.archive,
             &files,
         ),
     );
@@ -454,6 +408,89 @@ pub async fn export(
         cp.seq,
         proof.json.display()
     ))
+}
+
+/// The first and last audit record of the message.
+fn record_span(h: &History) -> Result<(i64, i64), AuditError> {
+    let first = h.events.iter().map(|e| e.seq).min();
+    let last = h.events.iter().map(|e| e.seq).max();
+    first.zip(last).ok_or_else(|| {
+        AuditError::NotFound(format!("message {} has no audit records (pruned?)", h.id))
+    })
+}
+
+/// The message's part of a bundle, as the check script and README need it.
+struct MessagePart<'p> {
+    /// The message as received, when its body is kept.
+    raw: Option<Vec<u8>>,
+    /// The revocation data that decided it.
+    archive: Archive,
+    /// The sender's authority, as recorded or as re-verified.
+    authority: Option<&'p Authority>,
+    /// Whether `certs/intermediates.pem` holds any certificate.
+    has_untrusted: bool,
+}
+
+/// Adds the message and its re-verification, the certificates of the
+/// sender's authority and the revocation data that decided it.
+async fn add_message<'p>(
+    b: &mut Bundle,
+    store: &Store,
+    policy: &'p Policy,
+    h: &History,
+    m: &MessageRow,
+    received: EvalTime,
+) -> Result<MessagePart<'p>, AuditError> {
+    let raw = if m.body_stored {
+        Some(store.read_body(&m.sha256).await?)
+    } else {
+        None
+    };
+
+    // The revocation data that decided the message, as archived at
+    // reception. The re-verification uses exactly that (the policy's CRL
+    // files of today left out); without it (recorded before evidence was
+    // archived), today's CRL files.
+    let authority = m
+        .authority
+        .as_deref()
+        .and_then(|a| policy.authorities.iter().find(|x| x.id == a));
+    let archive = archive(store, h.decision_record(), raw.as_deref(), authority).await?;
+    let reverified = reverify(policy, &archive, raw.as_deref(), m, received)?;
+    add_verification(
+        b,
+        policy,
+        &h.id,
+        m,
+        raw.as_deref(),
+        reverified.as_ref(),
+        &archive,
+    );
+
+    // Certificates of the sender's authority; the revocation data that
+    // decided (or, for older records, the CRLs loaded now).
+    let authority = authority.or_else(|| {
+        let id = reverified.as_ref().and_then(|v| v.authority.clone())?;
+        policy.authorities.iter().find(|x| x.id == id)
+    });
+    let has_untrusted = add_certs_and_revocation(b, authority, &archive, raw.as_deref());
+    Ok(MessagePart {
+        raw,
+        archive,
+        authority,
+        has_untrusted,
+    })
+}
+
+/// Adds the message's queue entries and the receipts queued for it.
+fn add_deliveries(b: &mut Bundle, h: &History) {
+    b.add("delivery.json", pretty(&h.queue));
+    let receipts: Vec<&AuditRecord> = h
+        .events
+        .iter()
+        .filter(|e| e.kind == AuditKind::ReceiptQueued)
+        .collect();
+    b.add("receipts.json", pretty(&receipts));
 }
 
 /// Whether `--out` names a zip archive; an error when it exists (a zip) or
@@ -687,7 +724,7 @@ fn add_verification(
 /// holds any certificate.
 fn add_certs_and_revocation(
     b: &mut Bundle,
-    authority: Option<&crate::policy::Authority>,
+    authority: Option<&Authority>,
     archive: &Archive,
     raw: Option<&[u8]>,
 ) -> bool {

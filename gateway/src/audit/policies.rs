@@ -264,26 +264,29 @@ mod tests {
 
     #[test]
     fn layout_resolves_names_as_the_policy_did() {
-        let p = version(&["routes.toml", "authorities/aa.toml", "../certs/aa/root.pem"]);
-        let (root, placed) = layout(&p, None).unwrap();
-        assert_eq!(root, "policy");
-        let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(
-            paths,
-            [
-                "policy/routes.toml",
-                "policy/authorities/aa.toml",
-                "certs/aa/root.pem"
-            ]
-        );
-        let deep = version(&["a.toml", "../../pki/ca.pem", "../c.pem"]);
-        let (root, placed) = layout(&deep, None).unwrap();
-        assert_eq!(root, "policy.d/policy");
-        let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
-        assert_eq!(
-            paths,
-            ["policy.d/policy/a.toml", "pki/ca.pem", "policy.d/c.pem"]
-        );
+        let cases: [(&[&str], &str, &[&str]); 2] = [
+            (
+                &["routes.toml", "authorities/aa.toml", "../certs/aa/root.pem"],
+                "policy",
+                &[
+                    "policy/routes.toml",
+                    "policy/authorities/aa.toml",
+                    "certs/aa/root.pem",
+                ],
+            ),
+            (
+                &["a.toml", "../../pki/ca.pem", "../c.pem"],
+                "policy.d/policy",
+                &["policy.d/policy/a.toml", "pki/ca.pem", "policy.d/c.pem"],
+            ),
+        ];
+        for (names, want_root, want_paths) in cases {
+            let p = version(names);
+            let (root, placed) = layout(&p, None).unwrap();
+            assert_eq!(root, want_root, "{names:?}");
+            let paths: Vec<&str> = placed.iter().map(|(p, _)| p.as_str()).collect();
+            assert_eq!(paths, want_paths, "{names:?}");
+        }
         for bad in ["/etc/ca.pem", "certs/../../x", "..", "./x"] {
             assert!(layout(&version(&[bad]), None).is_err(), "{bad}");
         }

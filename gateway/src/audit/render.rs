@@ -160,10 +160,14 @@ mod tests {
 
     #[test]
     fn csv_quotes_per_rfc4180() {
-        assert_eq!(csv_field("plain"), "plain");
-        assert_eq!(csv_field("a, b"), "\"a, b\"");
-        assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");
-        assert_eq!(csv_field("two\r\nlines"), "\"two\r\nlines\"");
+        for (field, want) in [
+            ("plain", "plain"),
+            ("a, b", "\"a, b\""),
+            ("say \"hi\"", "\"say \"\"hi\"\"\""),
+            ("two\r\nlines", "\"two\r\nlines\""),
+        ] {
+            assert_eq!(csv_field(field), want, "{field:?}");
+        }
         let mut r = row("m1", "x");
         r.kind = Some("mla-request".into());
         let out = csv(&[r]);

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::clock::EvalTime;
 use crate::config::Config;
 use crate::policy::{self, NextHop, TlsMode};
-use crate::relay::deliver::{Connection, RcptOutcome};
+use crate::relay::deliver::{Connection, Outgoing, RcptOutcome};
 use crate::smime::sign::SigningIdentity;
 use crate::store::{DeliveryState, QueueFilter, Store};
 
@@ -486,16 +486,14 @@ async fn submit(port: u16, s: &Scenario) -> String {
         Ok(c) => c,
         Err(e) => return e.reason,
     };
-    let outcome = conn
-        .send(
-            &s.from,
-            std::slice::from_ref(&s.to),
-            None,
-            b"",
-            &s.message,
-            timeout,
-        )
-        .await;
+    let mail = Outgoing {
+        from: &s.from,
+        recipients: std::slice::from_ref(&s.to),
+        dsn: None,
+        trace: b"",
+        message: &s.message,
+    };
+    let outcome = conn.send(&mail, timeout).await;
     conn.quit().await;
     match outcome.into_iter().next() {
         Some(RcptOutcome::Relayed { code, reply }) => format!("{code} {reply}"),

@@ -157,9 +157,14 @@ mod tests {
     }
     use Seen::{Cmd, Msg};
 
-    /// Runs `script` against a budget of `limits`: each step must end the
+    /// Runs `script` against a budget of [`limits`]: each step must end the
     /// session, or not, as it says.
-    fn run(limits: SessionLimits, script: &[(Seen, Option<Exceeded>)]) {
+    fn run(script: &[(Seen, Option<Exceeded>)]) {
+        run_with(limits(), script);
+    }
+
+    /// [`run`] under other limits.
+    fn run_with(limits: SessionLimits, script: &[(Seen, Option<Exceeded>)]) {
         let mut b = Budget::new(limits);
         for (i, (seen, want)) in script.iter().enumerate() {
             let got = match seen {
@@ -174,54 +179,45 @@ mod tests {
 
     #[test]
     fn error_replies_end_the_session_at_the_hard_limit() {
-        run(
-            limits(),
-            &[
-                (Cmd(RCPT, b"550 5.1.1 no\r\n"), None),
-                (Cmd(RCPT, b"250 2.1.5 ok\r\n"), None),
-                (Cmd(b"XYZZY\r\n", b"500 5.5.2 what\r\n"), None),
-                (
-                    Cmd(RCPT, b"451 4.3.0 later\r\n"),
-                    Some(Exceeded::HardErrorLimit),
-                ),
-            ],
-        );
+        run(&[
+            (Cmd(RCPT, b"550 5.1.1 no\r\n"), None),
+            (Cmd(RCPT, b"250 2.1.5 ok\r\n"), None),
+            (Cmd(b"XYZZY\r\n", b"500 5.5.2 what\r\n"), None),
+            (
+                Cmd(RCPT, b"451 4.3.0 later\r\n"),
+                Some(Exceeded::HardErrorLimit),
+            ),
+        ]);
     }
 
     #[test]
     fn an_accepted_message_resets_the_error_count() {
-        run(
-            limits(),
-            &[
-                (Cmd(RCPT, b"550 no\r\n"), None),
-                (Cmd(RCPT, b"550 no\r\n"), None),
-                (Msg(b"250 2.0.0 accepted\r\n"), None),
-                (Cmd(RCPT, b"550 no\r\n"), None),
-                (Cmd(RCPT, b"550 no\r\n"), None),
-                (
-                    Msg(b"550 5.7.1 refused\r\n"),
-                    Some(Exceeded::HardErrorLimit),
-                ),
-            ],
-        );
+        run(&[
+            (Cmd(RCPT, b"550 no\r\n"), None),
+            (Cmd(RCPT, b"550 no\r\n"), None),
+            (Msg(b"250 2.0.0 accepted\r\n"), None),
+            (Cmd(RCPT, b"550 no\r\n"), None),
+            (Cmd(RCPT, b"550 no\r\n"), None),
+            (
+                Msg(b"550 5.7.1 refused\r\n"),
+                Some(Exceeded::HardErrorLimit),
+            ),
+        ]);
     }
 
     #[test]
     fn junk_commands_count_as_errors_past_their_limit() {
         const OK: &[u8] = b"250 2.0.0 OK\r\n";
-        run(
-            limits(),
-            &[
-                (Cmd(b"NOOP\r\n", OK), None),
-                (Cmd(b"NOOP\r\n", OK), None),
-                (Cmd(b"noop\r\n", OK), None),
-                (Cmd(b"RSET\r\n", OK), None),
-                (
-                    Cmd(b"VRFY x\r\n", b"252 2.0.0 OK\r\n"),
-                    Some(Exceeded::HardErrorLimit),
-                ),
-            ],
-        );
+        run(&[
+            (Cmd(b"NOOP\r\n", OK), None),
+            (Cmd(b"NOOP\r\n", OK), None),
+            (Cmd(b"noop\r\n", OK), None),
+            (Cmd(b"RSET\r\n", OK), None),
+            (
+                Cmd(b"VRFY x\r\n", b"252 2.0.0 OK\r\n"),
+                Some(Exceeded::HardErrorLimit),
+            ),
+        ]);
         assert!(!is_junk(b"NOOPS\r\n"));
     }
 
@@ -231,7 +227,7 @@ mod tests {
             commands: 3,
             ..limits()
         };
-        run(
+        run_with(
             limits,
             &[
                 (Cmd(b"EHLO a\r\n", b"250 ok\r\n"), None),

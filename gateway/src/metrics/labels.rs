@@ -2,58 +2,28 @@
 
 use prometheus_client::encoding::EncodeLabelSet;
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct DecisionLabels {
-    pub reason: &'static str,
-    pub authority: String,
-    pub verdict: &'static str,
+/// Declares each `Name { label: type, … }` as a label set: its field names
+/// are the label names.
+macro_rules! label_sets {
+    ($($name:ident { $($label:ident: $ty:ty),* })*) => {
+        $(
+            #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+            pub struct $name {
+                $(pub $label: $ty),*
+            }
+        )*
+    };
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct ClassLabels {
-    pub class: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct RelayLabels {
-    pub next_hop: String,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct KindLabels {
-    pub kind: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct FetchLabels {
-    pub source: &'static str,
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabels {
-    pub outcome: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct LaneLabels {
-    pub lane: &'static str,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct QueueLabels {
-    pub status: String,
-    pub lane: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct CrlLabels {
-    pub authority: String,
-    pub source: String,
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct VersionLabels {
-    pub version: String,
+label_sets! {
+    DecisionLabels { reason: &'static str, authority: String, verdict: &'static str }
+    ClassLabels { class: &'static str }
+    RelayLabels { next_hop: String, outcome: &'static str }
+    KindLabels { kind: &'static str }
+    FetchLabels { source: &'static str, outcome: &'static str }
+    OutcomeLabels { outcome: &'static str }
+    LaneLabels { lane: &'static str }
+    QueueLabels { status: String, lane: String }
+    CrlLabels { authority: String, source: String }
+    VersionLabels { version: String }
 }

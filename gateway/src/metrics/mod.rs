@@ -24,7 +24,7 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::metrics::info::Info;
-use prometheus_client::registry::{Registry, Unit};
+use prometheus_client::registry::{Metric, Registry, Unit};
 
 use labels::{
     ClassLabels, CrlLabels, DecisionLabels, FetchLabels, KindLabels, LaneLabels, OutcomeLabels,
@@ -101,6 +101,28 @@ pub async fn timed<F: std::future::Future>(timer: Timer, f: F) -> F::Output {
     out
 }
 
+/// Registers each `name, unit => metric, help;` row (the unit `None` or
+/// a [`Unit`]): a clone of the handle the stages record into, as
+/// `emla_<name>`.
+macro_rules! register {
+    ($r:expr; $($name:literal, $unit:ident => $metric:expr, $help:literal;)*) => {
+        $(add(&mut $r, $name, $help, register!(@unit $unit), $metric.clone());)*
+    };
+    (@unit None) => {
+        None
+    };
+    (@unit $unit:ident) => {
+        Some(Unit::$unit)
+    };
+}
+
+fn add(r: &mut Registry, name: &str, help: &str, unit: Option<Unit>, metric: impl Metric) {
+    match unit {
+        Some(unit) => r.register_with_unit(name, help, unit, metric),
+        None => r.register(name, help, metric),
+    }
+}
+
 fn seconds() -> Histogram {
     // 1 ms … ~33 s: SMTP replies, checks and commits.
     Histogram::new(exponential_buckets(0.001, 2.0, 16))
@@ -140,96 +162,43 @@ impl Metrics {
     }
 
     fn register(&mut self) {
-        let r = &mut self.registry;
-        r.register(
-            "decisions",
-            "Decisions recorded, by reason, sender authority and verdict",
-            self.decisions.clone(),
-        );
-        r.register(
-            "smtp_replies",
-            "SMTP replies sent, by code class (2xx, 4xx, 5xx)",
-            self.smtp_replies.clone(),
-        );
-        r.register(
-            "relay_attempts",
-            "Delivery attempts, by next hop and outcome (the entry's state after it)",
-            self.relay_attempts.clone(),
-        );
-        r.register(
-            "receipts",
-            "Receipts and notices recorded for sending, by kind",
-            self.receipts.clone(),
-        );
-        r.register(
-            "revocation_fetches",
-            "CRL and OCSP downloads, by source and outcome",
-            self.revocation_fetches.clone(),
-        );
-        r.register(
-            "duty_alerts",
-            "Urgent-lane duty alerts, by outcome (sent, suppressed by the hourly cap)",
-            self.duty_alerts.clone(),
-        );
-        r.register_with_unit(
-            "data_reply",
-            "From the end of DATA to the reply",
-            Unit::Seconds,
-            self.data_to_reply.clone(),
-        );
-        r.register_with_unit(
-            "verify",
-            "Verification of one message",
-            Unit::Seconds,
-            self.verify.clone(),
-        );
-        r.register_with_unit(
-            "commit",
-            "The durable record of one decision",
-            Unit::Seconds,
-            self.commit.clone(),
-        );
-        r.register_with_unit(
-            "delivery",
-            "From acceptance to the next hop's 250, by lane",
-            Unit::Seconds,
-            self.delivery.clone(),
-        );
-        r.register("sessions", "SMTP sessions in use", self.sessions.clone());
-        r.register(
-            "sessions_per_client_max",
-            "The most SMTP sessions one client address holds",
-            self.sessions_per_client_max.clone(),
-        );
-        r.register(
-            "queue_depth",
-            "Queue entries not yet ended, by state and lane",
-            self.queue_depth.clone(),
-        );
-        r.register_with_unit(
-            "queue_oldest_age",
-            "Age of the oldest queue entry not yet ended (0: none)",
-            Unit::Seconds,
-            self.queue_oldest.clone(),
-        );
-        r.register_with_unit(
-            "crl_next_update",
-            "Seconds until each held CRL's nextUpdate (negative: stale)",
-            Unit::Seconds,
-            self.crl_next_update.clone(),
-        );
-        r.register_with_unit(
-            "checkpoint_age",
-            "Age of the last signed checkpoint (-1: none yet)",
-            Unit::Seconds,
-            self.checkpoint_age.clone(),
-        );
-        r.register(
-            "policy_info",
-            "The policy version in force (value 1)",
-            self.policy_info.clone(),
-        );
-        r.register(
+        register! { self.registry;
+            "decisions", None => self.decisions,
+                "Decisions recorded, by reason, sender authority and verdict";
+            "smtp_replies", None => self.smtp_replies,
+                "SMTP replies sent, by code class (2xx, 4xx, 5xx)";
+            "relay_attempts", None => self.relay_attempts,
+                "Delivery attempts, by next hop and outcome (the entry's state after it)";
+            "receipts", None => self.receipts,
+                "Receipts and notices recorded for sending, by kind";
+            "revocation_fetches", None => self.revocation_fetches,
+                "CRL and OCSP downloads, by source and outcome";
+            "duty_alerts", None => self.duty_alerts,
+                "Urgent-lane duty alerts, by outcome (sent, suppressed by the hourly cap)";
+            "data_reply", Seconds => self.data_to_reply,
+                "From the end of DATA to the reply";
+            "verify", Seconds => self.verify,
+                "Verification of one message";
+            "commit", Seconds => self.commit,
+                "The durable record of one decision";
+            "delivery", Seconds => self.delivery,
+                "From acceptance to the next hop's 250, by lane";
+            "sessions", None => self.sessions,
+                "SMTP sessions in use";
+            "sessions_per_client_max", None => self.sessions_per_client_max,
+                "The most SMTP sessions one client address holds";
+            "queue_depth", None => self.queue_depth,
+                "Queue entries not yet ended, by state and lane";
+            "queue_oldest_age", Seconds => self.queue_oldest,
+                "Age of the oldest queue entry not yet ended (0: none)";
+            "crl_next_update", Seconds => self.crl_next_update,
+                "Seconds until each held CRL's nextUpdate (negative: stale)";
+            "checkpoint_age", Seconds => self.checkpoint_age,
+                "Age of the last signed checkpoint (-1: none yet)";
+            "policy_info", None => self.policy_info,
+                "The policy version in force (value 1)";
+        }
+        self.registry.register(
             "build",
             "The running build",
             Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),

@@ -136,9 +136,9 @@ fn parse(
     };
     let label = ident.id.as_ref().map_or("?", |(id, _)| id.as_str());
     let pki = Pki::read(&top, &ctx, label, files, diags, notes);
-    let allowed_clients = read_clients(&top, &src, diags);
-    let receipts = read_receipts(&top, &src, diags);
-    let rejection_notices_per_hour = read_rejection_limit(&top, &src, diags);
+    let allowed_clients = read_clients(&top, diags);
+    let receipts = read_receipts(&top, diags);
+    let rejection_notices_per_hour = read_rejection_limit(&top, diags);
     let duty = top.string("duty", diags).filter(|(address, span)| {
         let ok = super::gateway::is_address(address);
         if !ok {
@@ -200,16 +200,7 @@ struct Identity {
 impl Identity {
     /// `id`, `country`, `name` and `domains`.
     fn read(top: &TableReader<'_, '_>, src: &Source, diags: &mut Vec<Diagnostic>) -> Identity {
-        let id = top.required_string("id", diags).filter(|(id, span)| {
-            let ok = is_id(id);
-            if !ok {
-                diags.push(src.diag(
-                    span,
-                    format!("invalid authority id {id:?}: use lower-case letters, digits and '-'"),
-                ));
-            }
-            ok
-        });
+        let id = required_id(top, "authority", diags);
         let country = top.required_string("country", diags).filter(|(cc, span)| {
             let ok = cc.len() == 2 && cc.bytes().all(|b| b.is_ascii_uppercase());
             if !ok {
@@ -331,41 +322,21 @@ fn revocation_sources(
             Err(why) => diags.push(src.diag(&span, format!("invalid CRL URL {url:?}: {why}"))),
         }
     }
-    let fetch_cdp = match top.string("fetch_crls", diags) {
-        None => false,
-        Some(v) => one_of(
-            src,
-            "fetch_crls",
-            &v,
-            &[("off", false), ("cdp", true)],
-            diags,
-        )
-        .unwrap_or(false),
-    };
-    let ocsp = match top.string("ocsp", diags) {
-        None => OcspMode::default(),
-        Some(v) => one_of(
-            src,
-            "ocsp",
-            &v,
-            &[
-                ("off", OcspMode::Off),
-                ("fallback", OcspMode::Fallback),
-                ("prefer", OcspMode::Prefer),
-            ],
-            diags,
-        )
-        .unwrap_or_default(),
-    };
+    let fetch_cdp = top
+        .choice("fetch_crls", &[("off", false), ("cdp", true)], diags)
+        .unwrap_or(false);
+    let ocsp_modes = [
+        ("off", OcspMode::Off),
+        ("fallback", OcspMode::Fallback),
+        ("prefer", OcspMode::Prefer),
+    ];
+    let ocsp = top.choice("ocsp", &ocsp_modes, diags).unwrap_or_default();
     (crl_urls, fetch_cdp, ocsp)
 }
 
 /// `allowed_clients`: the valid entries.
-fn read_clients(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> Vec<ipnet::IpNet> {
+fn read_clients(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Vec<ipnet::IpNet> {
+    let src = top.src();
     let mut allowed_clients = Vec::new();
     for (net, span) in top
         .string_list("allowed_clients", diags)
@@ -380,11 +351,8 @@ fn read_clients(
 }
 
 /// `receipts`: the receipt kinds sent (all when the key is absent).
-fn read_receipts(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> ReceiptKinds {
+fn read_receipts(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> ReceiptKinds {
+    let src = top.src();
     match top.string_list("receipts", diags) {
         None => ReceiptKinds::ALL,
         Some(list) => {
@@ -409,11 +377,8 @@ fn read_receipts(
 /// `rejection_notices_per_hour`: at most this many rejection notices per
 /// hour to the authority's senders (default
 /// [`REJECTION_NOTICES_PER_HOUR`]).
-fn read_rejection_limit(
-    top: &TableReader<'_, '_>,
-    src: &Source,
-    diags: &mut Vec<Diagnostic>,
-) -> u32 {
+fn read_rejection_limit(top: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> u32 {
+    let src = top.src();
     let Some((n, span)) = top.integer("rejection_notices_per_hour", diags) else {
         return REJECTION_NOTICES_PER_HOUR;
     };
@@ -464,6 +429,25 @@ pub(super) fn check_fetch_url(url: &str) -> Result<(), String> {
         return Err("expected a host and no user name or spaces".to_owned());
     }
     Ok(())
+}
+
+/// The required `id` of a `what` (authority, kind), reported when it is not
+/// an [`is_id`].
+pub(super) fn required_id(
+    t: &TableReader<'_, '_>,
+    what: &str,
+    diags: &mut Vec<Diagnostic>,
+) -> Option<At<String>> {
+    t.required_string("id", diags).filter(|(id, span)| {
+        let ok = is_id(id);
+        if !ok {
+            diags.push(t.src().diag(
+                span,
+                format!("invalid {what} id {id:?}: use lower-case letters, digits and '-'"),
+            ));
+        }
+        ok
+    })
 }
 
 /// Whether `s` is a valid authority id: `[a-z0-9-]+`.

@@ -8,6 +8,7 @@ use super::authority::AuthoritySpec;
 use super::files::Source;
 use super::routes::RouteSpec;
 use super::{Diagnostic, KindSettings, Matcher};
+use crate::text::list_or_none;
 
 /// What the authorities declare, for judging routes.
 #[derive(Default)]
@@ -40,13 +41,11 @@ pub(super) fn authorities(specs: &[AuthoritySpec], diags: &mut Vec<Diagnostic>) 
     for spec in specs {
         if let Some((id, span)) = &spec.id {
             match id_files.get(id.as_str()) {
-                Some(first) => diags.push(spec.src.diag(
-                    span,
-                    format!(
-                        "duplicate authority id {id:?} (already used in {})",
-                        first.src.path.display()
-                    ),
-                )),
+                Some(first) => {
+                    let file = first.src.path.display();
+                    let problem = format!("duplicate authority id {id:?} (already used in {file})");
+                    diags.push(spec.src.diag(span, problem));
+                }
                 None => {
                     id_files.insert(id, spec);
                     if let Some((cc, _)) = &spec.country {
@@ -62,13 +61,9 @@ pub(super) fn authorities(specs: &[AuthoritySpec], diags: &mut Vec<Diagnostic>) 
                         Some((id, _)) => format!("authority {id:?}"),
                         None => "another authority".to_owned(),
                     };
-                    diags.push(spec.src.diag(
-                        span,
-                        format!(
-                            "domain {domain:?} is already owned by {owner} ({})",
-                            first.src.path.display()
-                        ),
-                    ));
+                    let file = first.src.path.display();
+                    let problem = format!("domain {domain:?} is already owned by {owner} ({file})");
+                    diags.push(spec.src.diag(span, problem));
                 }
                 None => {
                     domain_files.insert(domain, spec);
@@ -115,11 +110,7 @@ pub(super) fn routes(
                     span,
                     format!(
                         "route {name:?} refers to unknown kind {id:?} (gateway.toml declares: {})",
-                        if known.is_empty() {
-                            "none".to_owned()
-                        } else {
-                            known.join(", ")
-                        }
+                        list_or_none(&known)
                     ),
                 ));
             }

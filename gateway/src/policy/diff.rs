@@ -13,9 +13,10 @@ use std::path::Path;
 use serde::Serialize;
 
 use super::{
-    Authority, Kind, KindSettings, Limits, Matcher, Policy, RelaySettings, Route, RouteAction,
-    TlsMode, UnknownKind,
+    Authority, Kind, KindSettings, Limits, Matcher, Named, Policy, RelaySettings, Route,
+    RouteAction, TlsMode,
 };
+use crate::text::list_or_none;
 use crate::trust::cert::CertInfo;
 
 /// Which part of the policy a change is in.
@@ -101,30 +102,16 @@ impl fmt::Display for Change {
 /// authorities by id, then routes in the new order.
 pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
     let mut out = Vec::new();
-    settings(
-        Section::Gateway,
-        &gateway_values(old),
-        &gateway_values(new),
-        &mut out,
-    );
-    settings(
-        Section::Limits,
-        &limit_values(&old.limits),
-        &limit_values(&new.limits),
-        &mut out,
-    );
-    settings(
-        Section::Relay,
-        &relay_values(&old.relay),
-        &relay_values(&new.relay),
-        &mut out,
-    );
-    settings(
-        Section::Kinds,
-        &kind_settings(&old.kinds),
-        &kind_settings(&new.kinds),
-        &mut out,
-    );
+    type Values = fn(&Policy) -> Vec<(&'static str, String)>;
+    let sections: [(Section, Values); 4] = [
+        (Section::Gateway, gateway_values),
+        (Section::Limits, |p| limit_values(&p.limits)),
+        (Section::Relay, |p| relay_values(&p.relay)),
+        (Section::Kinds, |p| kind_settings(&p.kinds)),
+    ];
+    for (section, values) in sections {
+        settings(section, &values(old), &values(new), &mut out);
+    }
     kinds(&old.kinds.kinds, &new.kinds.kinds, &mut out);
     authorities(old, new, &mut out);
     routes(&old.routes, &new.routes, &mut out);
@@ -132,13 +119,9 @@ pub fn diff(old: &Policy, new: &Policy) -> Vec<Change> {
 }
 
 fn kind_settings(k: &KindSettings) -> Vec<(&'static str, String)> {
-    let unknown = match k.unknown {
-        UnknownKind::Refuse => "refuse",
-        UnknownKind::NoKind => "no-kind",
-    };
     vec![
         ("trust_outer_header", k.trust_outer_header.to_string()),
-        ("unknown", unknown.to_owned()),
+        ("unknown", k.unknown.name().to_owned()),
     ]
 }
 
@@ -277,23 +260,9 @@ fn limit_values(l: &Limits) -> Vec<(&'static str, String)> {
         ("signing_time_skew_secs", secs(l.signing_time_skew)),
         ("min_rsa_bits", l.min_rsa_bits.to_string()),
         ("digests", digests.join(", ")),
-        (
-            "crl",
-            match l.crl {
-                super::CrlPolicy::HardFail => "hard-fail",
-                super::CrlPolicy::SoftFail => "soft-fail",
-            }
-            .to_owned(),
-        ),
+        ("crl", l.crl.name().to_owned()),
         ("require_email_eku", l.require_email_eku.to_string()),
-        (
-            "replay",
-            match l.replay {
-                super::Replay::SameId => "same-id",
-                super::Replay::Refuse => "refuse",
-            }
-            .to_owned(),
-        ),
+        ("replay", l.replay.name().to_owned()),
         (
             "replay_window_days",
             (l.replay_window.as_secs() / 86_400).to_string(),
@@ -414,11 +383,7 @@ fn authority(
             .filter(|k| a.receipts.contains(*k))
             .map(|k| k.name())
             .collect();
-        if names.is_empty() {
-            "none".to_owned()
-        } else {
-            names.join(", ")
-        }
+        list_or_none(&names)
     };
     scalar("receipts", receipts(old), receipts(new), out);
     scalar(
@@ -614,6 +579,13 @@ fn routes(old: &[Route], new: &[Route], out: &mut Vec<Change>) {
 mod tests {
     use super::*;
 
+    /// The changes `diff` finds from `old` to `new`, as printed.
+    fn printed<T>(diff: fn(&[T], &[T], &mut Vec<Change>), old: &[T], new: &[T]) -> Vec<String> {
+        let mut out = Vec::new();
+        diff(old, new, &mut out);
+        out.iter().map(|c| c.to_string()).collect()
+    }
+
     fn route(name: &str, to: &str) -> Route {
         Route {
             name: name.into(),
@@ -637,11 +609,8 @@ mod tests {
         d.kinds = vec!["extradition-request".into()];
         d.lane = Some(super::super::Lane::Urgent);
         let new = [c2, route("a", "DD"), d];
-        let mut out = Vec::new();
-        routes(&old, &new, &mut out);
-        let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
         assert_eq!(
-            text,
+            printed(routes, &old, &new),
             [
                 "route \"b\" removed (was: at position 2: from * to country:BB, relay)",
                 "route \"c\": kind: every kind -> mla-request",
@@ -699,11 +668,8 @@ mod tests {
             kind("mla-request", Some(super::super::Lane::Urgent)),
             kind("extradition-request", None),
         ];
-        let mut out = Vec::new();
-        kinds(&old, &new, &mut out);
-        let text: Vec<String> = out.iter().map(|c| c.to_string()).collect();
         assert_eq!(
-            text,
+            printed(kinds, &old, &new),
             [
                 "kind asylum removed (was: name asylum, header X-MLA-Type, values asylum)",
                 "kind mla-request: lane: none -> urgent",

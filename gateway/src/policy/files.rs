@@ -285,6 +285,18 @@ impl<'a, 'i> TableReader<'a, 'i> {
         }
     }
 
+    /// An enumerated value: the `T` that `key`'s string names, reported
+    /// (by [`one_of`]) when it names none.
+    pub fn choice<T: Copy>(
+        &self,
+        key: &str,
+        choices: &[(&str, T)],
+        diags: &mut Vec<Diagnostic>,
+    ) -> Option<T> {
+        let value = self.string(key, diags)?;
+        one_of(self.src(), key, &value, choices, diags)
+    }
+
     /// A required string value.
     pub fn required_string(&self, key: &str, diags: &mut Vec<Diagnostic>) -> Option<At<String>> {
         self.require(key, diags).string(key, diags)

@@ -4,9 +4,11 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::files::{io_reason, is_dns_name, one_of, At, FileSet, Source, TableReader};
+use super::files::{io_reason, is_dns_name, At, FileSet, Source, TableReader};
 use super::kind::{self, KindSettings};
-use super::{CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, RelaySettings, Replay};
+use super::{
+    CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, Named, RelaySettings, Replay,
+};
 use crate::clock::EvalTime;
 use crate::smime::sign::{PemFile, SigningIdentity};
 
@@ -382,23 +384,14 @@ fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Di
             limits.digests = digests;
         }
     }
-    if let Some(value) = t.string("crl", diags) {
-        let choices = [
-            ("hard-fail", CrlPolicy::HardFail),
-            ("soft-fail", CrlPolicy::SoftFail),
-        ];
-        if let Some(p) = one_of(src, "crl", &value, &choices, diags) {
-            limits.crl = p;
-        }
+    if let Some(p) = t.choice("crl", CrlPolicy::NAMES, diags) {
+        limits.crl = p;
     }
     if let Some((strict, _)) = t.boolean("require_email_eku", diags) {
         limits.require_email_eku = strict;
     }
-    if let Some(value) = t.string("replay", diags) {
-        let choices = [("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
-        if let Some(r) = one_of(src, "replay", &value, &choices, diags) {
-            limits.replay = r;
-        }
+    if let Some(r) = t.choice("replay", Replay::NAMES, diags) {
+        limits.replay = r;
     }
     if let Some(days) = positive("replay_window_days", diags) {
         limits.replay_window = Duration::from_secs(days * 86_400);

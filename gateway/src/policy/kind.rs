@@ -9,9 +9,9 @@
 
 use std::collections::HashMap;
 
-use super::authority::is_id;
-use super::files::{one_of, At, TableReader};
-use super::{Diagnostic, Lane};
+use super::authority::required_id;
+use super::files::{At, TableReader};
+use super::{Diagnostic, Lane, Named};
 
 /// Keys of one `[[kind]]`.
 const KIND_KEYS: &[&str] = &["id", "name", "header", "values", "subject", "lane"];
@@ -43,6 +43,13 @@ pub enum UnknownKind {
     Refuse,
     /// `no-kind`: judged as a message declaring no kind.
     NoKind,
+}
+
+impl super::Named for UnknownKind {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("refuse", UnknownKind::Refuse),
+        ("no-kind", UnknownKind::NoKind),
+    ];
 }
 
 /// The kinds and how they are read.
@@ -141,14 +148,8 @@ pub(super) fn parse(
         if let Some((b, _)) = t.boolean("trust_outer_header", diags) {
             out.trust_outer_header = b;
         }
-        if let Some(v) = t.string("unknown", diags) {
-            let choices = [
-                ("refuse", UnknownKind::Refuse),
-                ("no-kind", UnknownKind::NoKind),
-            ];
-            if let Some(u) = one_of(src, "unknown", &v, &choices, diags) {
-                out.unknown = u;
-            }
+        if let Some(u) = t.choice("unknown", UnknownKind::NAMES, diags) {
+            out.unknown = u;
         }
     }
     let mut ids: HashMap<String, usize> = HashMap::new();
@@ -178,16 +179,7 @@ pub(super) fn parse(
 fn parse_kind(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Option<At<Kind>> {
     let src = t.src();
     let before = diags.len();
-    let id = t.required_string("id", diags).filter(|(id, span)| {
-        let ok = is_id(id);
-        if !ok {
-            diags.push(src.diag(
-                span,
-                format!("invalid kind id {id:?}: use lower-case letters, digits and '-'"),
-            ));
-        }
-        ok
-    });
+    let id = required_id(t, "kind", diags);
     let name = t.string("name", diags);
     let header = t.string("header", diags).filter(|(h, span)| {
         let ok = !h.is_empty() && h.bytes().all(|b| b.is_ascii_graphic() && b != b':');
@@ -214,15 +206,11 @@ fn parse_kind(t: &TableReader<'_, '_>, diags: &mut Vec<Diagnostic>) -> Option<At
             "a [[kind]] needs a header field, a subject pattern or both",
         ));
     }
-    let lane = t.string("lane", diags).and_then(|v| {
-        one_of(
-            src,
-            "lane",
-            &v,
-            &[("normal", Lane::Normal), ("urgent", Lane::Urgent)],
-            diags,
-        )
-    });
+    let lane = t.choice(
+        "lane",
+        &[("normal", Lane::Normal), ("urgent", Lane::Urgent)],
+        diags,
+    );
     let (id, span) = id?;
     if diags.len() != before {
         return None;

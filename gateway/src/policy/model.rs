@@ -113,6 +113,34 @@ pub enum Replay {
     Refuse,
 }
 
+/// An enumerated policy value, by the names the policy files spell it
+/// with: read by [`TableReader::choice`](super::files::TableReader::choice),
+/// shown by [`diff`](super::diff).
+pub trait Named: Copy + PartialEq + 'static {
+    /// Every value with its name.
+    const NAMES: &'static [(&'static str, Self)];
+
+    /// This value's name.
+    fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, v)| *v == self)
+            .map_or("", |(n, _)| n)
+    }
+}
+
+impl Named for Replay {
+    const NAMES: &'static [(&'static str, Self)] =
+        &[("same-id", Replay::SameId), ("refuse", Replay::Refuse)];
+}
+
+impl Named for CrlPolicy {
+    const NAMES: &'static [(&'static str, Self)] = &[
+        ("hard-fail", CrlPolicy::HardFail),
+        ("soft-fail", CrlPolicy::SoftFail),
+    ];
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {

@@ -248,27 +248,20 @@ mod tests {
 
     #[test]
     fn kinds_route_differently() {
-        let mut extradition = route(
-            "extradition-via-mfa",
-            vec![Matcher::Authority("aa-moj".into())],
-            vec![Matcher::Country("BB".into())],
-            RouteAction::Relay,
-        );
+        let aa_moj = || vec![Matcher::Authority("aa-moj".into())];
+        let bb = || vec![Matcher::Country("BB".into())];
+        let mut extradition = route("extradition-via-mfa", aa_moj(), bb(), RouteAction::Relay);
         extradition.kinds = vec!["extradition-request".into()];
         extradition.to = vec![Matcher::Authority("bb-mfa".into())];
         let mut no_extradition = route(
             "extradition-not-central",
-            vec![Matcher::Authority("aa-moj".into())],
-            vec![Matcher::Country("BB".into())],
+            aa_moj(),
+            bb(),
             RouteAction::Reject,
         );
         no_extradition.kinds = vec!["extradition-request".into()];
-        let central = route(
-            "central",
-            vec![Matcher::Authority("aa-moj".into())],
-            vec![Matcher::Authority("bb-moj".into())],
-            RouteAction::Relay,
-        );
+        let bb_moj = vec![Matcher::Authority("bb-moj".into())];
+        let central = route("central", aa_moj(), bb_moj, RouteAction::Relay);
         let p = policy(vec![extradition, no_extradition, central]);
         let name = |d: RouteDecision<'_>| match d {
             RouteDecision::Relay { route, .. } => format!("relay {}", route.name),

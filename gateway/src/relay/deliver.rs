@@ -127,6 +127,23 @@ pub struct ConnectError {
     pub reason: String,
 }
 
+/// What one transaction sends: the envelope, the DSN parameters (passed
+/// on if the next hop offers DSN), the trace field, then the message
+/// exactly (it must end in CRLF).
+#[derive(Clone, Copy, Debug)]
+pub struct Outgoing<'a> {
+    /// MAIL FROM; empty for the null reverse-path.
+    pub from: &'a str,
+    /// RCPT TO.
+    pub recipients: &'a [String],
+    /// The DSN parameters the message came with.
+    pub dsn: Option<&'a Dsn>,
+    /// The `Received:` field put before the message.
+    pub trace: &'a [u8],
+    /// The message as stored.
+    pub message: &'a [u8],
+}
+
 /// An open SMTP session with a next hop, reusable for several messages.
 pub struct Connection {
     conn: AsyncSmtpConnection,
@@ -278,27 +295,16 @@ impl Connection {
         !self.conn.has_broken()
     }
 
-    /// One transaction: MAIL FROM `from`, RCPT TO each recipient, and, if
-    /// any was accepted, DATA with `trace` then `message` exactly (the
-    /// message must end in CRLF), passing `dsn` on if the next hop offers
-    /// DSN. Returns one outcome per recipient, in order.
-    pub async fn send(
-        &mut self,
-        from: &str,
-        recipients: &[String],
-        dsn: Option<&Dsn>,
-        trace: &[u8],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Vec<RcptOutcome> {
-        let dsn = dsn.filter(|_| self.dsn);
-        let sent = self.transaction(from, recipients, dsn, trace, message);
-        match tokio::time::timeout(timeout, sent).await {
+    /// One transaction for `mail`, within `timeout`: MAIL FROM, RCPT TO
+    /// each recipient, and, if any was accepted, DATA. Returns one outcome
+    /// per recipient, in order.
+    pub async fn send(&mut self, mail: &Outgoing<'_>, timeout: Duration) -> Vec<RcptOutcome> {
+        match tokio::time::timeout(timeout, self.transaction(mail)).await {
             Ok(outcomes) => outcomes,
             Err(_) => {
                 self.conn.abort().await;
                 let reply = format!("{}: no reply within {timeout:?}", self.hop);
-                recipients
+                mail.recipients
                     .iter()
                     .map(|_| RcptOutcome::Deferred {
                         code: None,
@@ -309,14 +315,10 @@ impl Connection {
         }
     }
 
-    async fn transaction(
-        &mut self,
-        from: &str,
-        recipients: &[String],
-        dsn: Option<&Dsn>,
-        trace: &[u8],
-        message: &[u8],
-    ) -> Vec<RcptOutcome> {
+    async fn transaction(&mut self, mail: &Outgoing<'_>) -> Vec<RcptOutcome> {
+        let (from, recipients) = (mail.from, mail.recipients);
+        let (trace, message) = (mail.trace, mail.message);
+        let dsn = mail.dsn.filter(|_| self.dsn);
         let all = |o: RcptOutcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
         // An empty sender is the null reverse-path of receipts and notices.
         let sender = match from {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::deliver::{ConnectError, Connection, RcptOutcome, TlsReport};
+use super::deliver::{ConnectError, Connection, Outgoing, RcptOutcome, TlsReport};
 use super::pool::Pool;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, NextHop, Policy};
@@ -245,16 +245,14 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
         }
         let Some(c) = conn.as_mut() else { continue };
         let trace = received_field(&policy, &entry);
-        let outcomes = c
-            .send(
-                &entry.mail_from,
-                &entry.delivery.recipients,
-                entry.dsn.as_ref(),
-                &trace,
-                &body,
-                timeout,
-            )
-            .await;
+        let mail = Outgoing {
+            from: &entry.mail_from,
+            recipients: &entry.delivery.recipients,
+            dsn: entry.dsn.as_ref(),
+            trace: &trace,
+            message: &body,
+        };
+        let outcomes = c.send(&mail, timeout).await;
         attempt.tls = Some(c.tls.clone());
         record(gw, &policy, &attempt, outcomes).await;
     }

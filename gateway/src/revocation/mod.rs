@@ -26,7 +26,9 @@ use tokio::sync::{watch, Notify};
 use crate::clock::EvalTime;
 use crate::config::RevocationConfig;
 use crate::policy::Policy;
-use crate::store::payload::{CrlFetchFailed, CrlUpdated, OcspFetchFailed, OcspUpdated};
+use crate::store::payload::{
+    CrlDownload, CrlFetchFailed, CrlUpdated, OcspFetchFailed, OcspUpdated,
+};
 use crate::store::{AuditEvent, Store};
 use crate::trust::http::{Http, HttpLimits};
 use crate::trust::ocsp;
@@ -243,7 +245,10 @@ impl Revocation {
         let mut state = self.st();
         let src = state.crls.entry(url.to_owned()).or_default();
         src.schedule.last_attempt = Some(now);
-        let authorities: Vec<String> = src.authorities.iter().cloned().collect();
+        let download = CrlDownload {
+            url: url.to_owned(),
+            authorities: src.authorities.iter().cloned().collect(),
+        };
         match result {
             Ok((crl, changed)) => {
                 src.last_success = Some(now);
@@ -267,8 +272,7 @@ impl Revocation {
                     AuditEvent::of(
                         None,
                         &CrlUpdated {
-                            url: url.to_owned(),
-                            authorities,
+                            download,
                             issuer: crl.issuer_text.clone(),
                             sha256: crl.sha256.clone(),
                             previous,
@@ -295,8 +299,7 @@ impl Revocation {
                 let event = AuditEvent::of(
                     None,
                     &CrlFetchFailed {
-                        url: url.to_owned(),
-                        authorities,
+                        download,
                         error: why.clone(),
                         failures,
                         held: src.sha256.clone(),

@@ -4,23 +4,24 @@
 //! receipt is never lost nor sent twice; read by the job that asks the TSA
 //! again ([`crate::receipts::hold`]).
 
-use sqlx::Row;
-
 use super::db::{on_pool, Db};
 use super::{Store, StoreError};
 
-/// One held receipt.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One held receipt, as its row reads.
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct Hold {
     /// The emla id the receipt gets once sent.
     pub receipt_id: String,
     /// The message it is a receipt of.
     pub original_id: String,
     /// When it was held (ms since the epoch).
+    #[sqlx(rename = "held_at")]
     pub held_at_ms: i64,
     /// When it goes out even without a token.
+    #[sqlx(rename = "deadline")]
     pub deadline_ms: i64,
     /// When the TSA is asked again.
+    #[sqlx(rename = "next_try")]
     pub next_try_ms: i64,
     /// How many times the TSA gave no token.
     pub tries: i64,
@@ -100,28 +101,14 @@ pub(super) use write_holds;
 impl Db {
     async fn due_holds(&self, now_ms: i64, limit: i64) -> Result<Vec<Hold>, sqlx::Error> {
         on_pool!(self, pool, d => {
-            let rows = sqlx::query(
+            sqlx::query_as(
                 "SELECT receipt_id, original_id, held_at, deadline, next_try, tries, body, receipt \
                  FROM receipt_holds WHERE next_try <= $1 ORDER BY next_try LIMIT $2",
             )
             .bind(now_ms)
             .bind(limit)
             .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(Hold {
-                        receipt_id: r.try_get("receipt_id")?,
-                        original_id: r.try_get("original_id")?,
-                        held_at_ms: r.try_get("held_at")?,
-                        deadline_ms: r.try_get("deadline")?,
-                        next_try_ms: r.try_get("next_try")?,
-                        tries: r.try_get("tries")?,
-                        body: r.try_get("body")?,
-                        receipt: r.try_get("receipt")?,
-                    })
-                })
-                .collect()
+            .await
         })
     }
 

@@ -159,11 +159,16 @@ mod tests {
 
     #[test]
     fn queries_normalise_like_keys() {
-        assert_eq!(address_key(" <Bob@B.example> "), "bob@b.example");
-        assert_eq!(address_key("@B.example"), "@b.example");
-        assert_eq!(address_key("b.example"), "@b.example");
-        assert_eq!(hex_key("0A:1b:FF"), "0a1bff");
-        assert_eq!(hex_key("0x0A1B"), "0a1b");
+        for (hex, want) in [("0A:1b:FF", "0a1bff"), ("0x0A1B", "0a1b")] {
+            assert_eq!(hex_key(hex), want, "{hex:?}");
+        }
+        for (query, want) in [
+            (" <Bob@B.example> ", "bob@b.example"),
+            ("@B.example", "@b.example"),
+            ("b.example", "@b.example"),
+        ] {
+            assert_eq!(address_key(query), want, "{query:?}");
+        }
     }
 
     #[test]

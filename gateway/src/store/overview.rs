@@ -31,11 +31,12 @@ pub const NONE: &str = "(none)";
 const DAY_MS: i64 = 86_400_000;
 
 /// Messages received on one UTC day from one authority.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct DayCount {
     /// Days since 1970-01-01 (UTC).
     pub day: i64,
     /// The sender's authority, [`NONE`] or [`OTHER`].
+    #[sqlx(rename = "who")]
     pub authority: String,
     /// Messages accepted.
     pub accepted: i64,
@@ -44,11 +45,12 @@ pub struct DayCount {
 }
 
 /// Refusals for one reason.
-#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, sqlx::FromRow)]
 pub struct ReasonCount {
     /// The reason code.
     pub reason: String,
     /// How many messages it refused.
+    #[sqlx(rename = "n")]
     pub count: i64,
 }
 
@@ -129,22 +131,12 @@ impl Db {
              GROUP BY 1, 2 ORDER BY 1, 2"
         );
         on_pool!(self, pool, d => {
-            let rows = sqlx::query(&sql)
+            sqlx::query_as(&sql)
                 .bind(from)
                 .bind(until)
                 .bind(TOP_AUTHORITIES)
                 .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(DayCount {
-                        day: r.try_get("day")?,
-                        authority: r.try_get("who")?,
-                        accepted: r.try_get("accepted")?,
-                        rejected: r.try_get("rejected")?,
-                    })
-                })
-                .collect()
+                .await
         })
     }
 
@@ -153,15 +145,12 @@ impl Db {
                    AND received_at >= $1 AND received_at < $2 \
                    GROUP BY reason ORDER BY n DESC, reason LIMIT $3";
         on_pool!(self, pool, d => {
-            let rows = sqlx::query(sql)
+            sqlx::query_as(sql)
                 .bind(from)
                 .bind(until)
                 .bind(TOP_REASONS)
                 .fetch_all(pool)
-                .await?;
-            rows.iter()
-                .map(|r| Ok(ReasonCount { reason: r.try_get("reason")?, count: r.try_get("n")? }))
-                .collect()
+                .await
         })
     }
 

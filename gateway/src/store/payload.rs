@@ -176,13 +176,21 @@ pub struct PolicyReloadFailed {
     pub problems: Vec<String>,
 }
 
-/// `crl.updated`: a downloaded CRL taken.
+/// The CRL download a `crl.*` event is about.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CrlUpdated {
-    /// Where it was downloaded from.
+pub struct CrlDownload {
+    /// Where it comes from.
     pub url: String,
     /// The authorities that use it.
     pub authorities: Vec<String>,
+}
+
+/// `crl.updated`: a downloaded CRL taken.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CrlUpdated {
+    /// The download.
+    #[serde(flatten)]
+    pub download: CrlDownload,
     /// Its issuer.
     pub issuer: String,
     /// SHA-256 of its DER.
@@ -200,10 +208,9 @@ pub struct CrlUpdated {
 /// `crl.fetch-failed`: a download refused or failed.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CrlFetchFailed {
-    /// Where it was to come from.
-    pub url: String,
-    /// The authorities that use it.
-    pub authorities: Vec<String>,
+    /// The download.
+    #[serde(flatten)]
+    pub download: CrlDownload,
     /// What went wrong.
     pub error: String,
     /// Failures in a row.

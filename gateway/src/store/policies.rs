@@ -4,13 +4,11 @@
 //! show`, evidence bundles). Contents are stored once per SHA-256; a
 //! version is the list of its files' names and hashes.
 
-use sqlx::Row;
-
 use super::db::{on_pool, Db};
 use super::{Store, StoreError};
 
 /// One file of an archived version.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
 pub struct ArchivedFile {
     /// Its name relative to the policy directory, as the version hashes it.
     pub name: String,
@@ -104,23 +102,14 @@ impl Db {
 
     async fn policy_files(&self, version: &str) -> Result<Vec<ArchivedFile>, sqlx::Error> {
         on_pool!(self, pool, d => {
-            let rows = sqlx::query(
+            sqlx::query_as(
                 "SELECT f.name, f.sha256, b.content FROM policy_files f \
                  JOIN policy_blobs b ON b.sha256 = f.sha256 \
                  WHERE f.version = $1 ORDER BY f.name",
             )
             .bind(version)
             .fetch_all(pool)
-            .await?;
-            rows.iter()
-                .map(|r| {
-                    Ok(ArchivedFile {
-                        name: r.try_get("name")?,
-                        sha256: r.try_get("sha256")?,
-                        content: r.try_get("content")?,
-                    })
-                })
-                .collect()
+            .await
         })
     }
 }

@@ -94,6 +94,12 @@ impl DeliveryState {
     }
 }
 
+impl fmt::Display for DeliveryState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A filter's value: a state's name, or an older name of it (then `note`
 /// says which name it is now).
 pub fn parse_filter(flag: &str, s: &str) -> Result<(DeliveryState, Option<String>), String> {
@@ -161,23 +167,16 @@ pub fn sql_names(states: &[DeliveryState]) -> String {
         .join(", ")
 }
 
-impl fmt::Display for DeliveryState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn names_round_trip_and_old_names_read() {
-        for s in DeliveryState::ALL {
-            assert_eq!(DeliveryState::parse(s.as_str()), Some(s));
-            let json = serde_json::to_string(&s).unwrap();
-            assert_eq!(json, format!("\"{s}\""));
-            assert_eq!(serde_json::from_str::<DeliveryState>(&json).unwrap(), s);
+        let all = DeliveryState::ALL;
+        crate::reason::assert_names_round_trip(&all, DeliveryState::as_str, DeliveryState::parse);
+        for s in all {
+            assert_eq!(format!("\"{s}\""), serde_json::to_string(&s).unwrap());
             // serde's aliases are the older names.
             for old in s.old_names() {
                 let json = format!("\"{old}\"");

@@ -339,27 +339,20 @@ mod tests {
 
     #[test]
     fn chain() {
-        let ok = chain_status(
-            &ChainCheck::Intact {
-                records: 3,
-                head: "ab".into(),
-            },
-            0,
-        );
-        assert!(
-            ok.contains("<strong>intact</strong>: 3 records, head ab"),
-            "{ok}"
-        );
-        let bad = chain_status(
-            &ChainCheck::Broken {
-                seq: 7,
-                problem: "<edited>".into(),
-            },
-            0,
-        );
-        assert!(
-            bad.contains("BROKEN</strong> at record 7: &lt;edited&gt;"),
-            "{bad}"
-        );
+        let intact = ChainCheck::Intact {
+            records: 3,
+            head: "ab".into(),
+        };
+        let broken = ChainCheck::Broken {
+            seq: 7,
+            problem: "<edited>".into(),
+        };
+        for (check, want) in [
+            (intact, "<strong>intact</strong>: 3 records, head ab"),
+            (broken, "BROKEN</strong> at record 7: &lt;edited&gt;"),
+        ] {
+            let html = chain_status(&check, 0);
+            assert!(html.contains(want), "{html}");
+        }
     }
 }

@@ -12,6 +12,7 @@ use serde_json::json;
 use super::auth::Auditor;
 use super::charts::{bars, stacked, Series};
 use super::html::{self, esc};
+use super::query::Pairs;
 use super::{error_response, json_body, respond, Body, HTML, JSON};
 use crate::revocation::cli::CrlRow;
 use crate::revocation::State;
@@ -377,12 +378,7 @@ impl super::Web {
     }
 
     /// `/` and `/overview?days=N`.
-    pub(super) async fn overview(
-        &self,
-        a: &Auditor,
-        pairs: &[(String, String)],
-        json: bool,
-    ) -> Response<Body> {
+    pub(super) async fn overview(&self, a: &Auditor, pairs: &Pairs, json: bool) -> Response<Body> {
         let days = match days(pairs) {
             Ok(d) => d,
             Err(e) => return error_response(StatusCode::BAD_REQUEST, a, json, "overview", &e),
@@ -415,12 +411,7 @@ impl super::Web {
     }
 
     /// `/queue?status=S`: the queue, newest first, read-only.
-    pub(super) async fn queue(
-        &self,
-        a: &Auditor,
-        pairs: &[(String, String)],
-        json: bool,
-    ) -> Response<Body> {
+    pub(super) async fn queue(&self, a: &Auditor, pairs: &Pairs, json: bool) -> Response<Body> {
         let status = match super::query::get(pairs, "status") {
             None => None,
             Some(s) => match crate::store::state::parse_filter("status", s) {

@@ -10,6 +10,9 @@
 
 use crate::audit::cli::{SearchArgs, VerdictArg, DEFAULT_LIMIT};
 
+/// A decoded query string: its `(name, value)` pairs, in order.
+pub type Pairs = [(String, String)];
+
 /// Parameters that are not filters: the output format, and the login's.
 const OTHER: [&str; 1] = ["format"];
 
