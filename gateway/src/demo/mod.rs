@@ -59,17 +59,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     });
     let web = web::prepare(dir, listen)?;
     let metrics = web::free_addr(listen.ip(), "the metrics listener")?;
-    let config_path = dir.join("emla.toml");
-    std::fs::write(
-        &config_path,
-        format!(
-            "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
-             data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
-             [relay]\npoll_ms = 100\n\n[metrics]\nlisten = \"{metrics}\"\n{evidence}{}",
-            web.toml
-        ),
-    )
-    .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    let config_path = write_config(dir, listen, metrics, &evidence, &web.toml)?;
     let config = Config::load(&config_path)?;
     let policy = policy::load(&policy_dir, EvalTime::now()).map_err(|diags| {
         let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
@@ -86,35 +76,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     let port = server.addrs.first().map(|a| a.port()).unwrap_or_default();
     let gw = server.shared.clone();
 
-    println!();
-    println!("emla demo — three authorities, one gateway, one counterpart mailbox");
-    println!(
-        "  gateway  127.0.0.1:{port}   (policy {})",
-        policy_dir.display()
-    );
-    println!(
-        "  mailbox  127.0.0.1:{}  (every authority's mail server; files in {})",
-        mailbox.port,
-        dir.join("mailbox").display()
-    );
-    println!(
-        "  PKI      {} (made now: a root CA, an issuing CA, CRLs and two officials per authority;",
-        dir.join("pki").display()
-    );
-    println!("           the gateway signs receipts with its own certificate)");
-    match &tsa {
-        Some(t) => println!(
-            "  TSA      {}  (RFC 3161, `openssl ts -reply`; its CA {}:\n           \
-             receipts and checkpoints carry its timestamp tokens)",
-            t.url,
-            t.ca.display()
-        ),
-        None => println!(
-            "  TSA      none: openssl was not found, so receipts and checkpoints carry no \
-             timestamp token"
-        ),
-    }
-    println!();
+    print_banner(dir, port, &policy_dir, mailbox.port, tsa.as_ref());
 
     let scenarios = scenarios(dir)?;
     let mut accepted = Vec::new();
@@ -160,6 +122,68 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
     let _ = std::io::stdout().flush();
 
     server.run_until_signalled().await
+}
+
+/// The demo gateway's `emla.toml`: plain SMTP on `listen`, the relay, the
+/// metrics listener, the TSA (if any) and the web view.
+fn write_config(
+    dir: &Path,
+    listen: SocketAddr,
+    metrics: SocketAddr,
+    evidence: &str,
+    web_toml: &str,
+) -> Result<PathBuf, String> {
+    let config_path = dir.join("emla.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "# The demo gateway (written by `emla demo`).\nlisten = [\"{listen}\"]\n\
+             data_dir = \"gateway\"\npolicy_dir = \"policy\"\nrequire_tls = false\n\n\
+             [relay]\npoll_ms = 100\n\n[metrics]\nlisten = \"{metrics}\"\n{evidence}{}",
+            web_toml
+        ),
+    )
+    .map_err(|e| format!("cannot write {}: {e}", config_path.display()))?;
+    Ok(config_path)
+}
+
+/// What the demo started, and where.
+fn print_banner(
+    dir: &Path,
+    port: u16,
+    policy_dir: &Path,
+    mailbox_port: u16,
+    tsa: Option<&tsa::DemoTsa>,
+) {
+    println!();
+    println!("emla demo — three authorities, one gateway, one counterpart mailbox");
+    println!(
+        "  gateway  127.0.0.1:{port}   (policy {})",
+        policy_dir.display()
+    );
+    println!(
+        "  mailbox  127.0.0.1:{}  (every authority's mail server; files in {})",
+        mailbox_port,
+        dir.join("mailbox").display()
+    );
+    println!(
+        "  PKI      {} (made now: a root CA, an issuing CA, CRLs and two officials per authority;",
+        dir.join("pki").display()
+    );
+    println!("           the gateway signs receipts with its own certificate)");
+    match tsa {
+        Some(t) => println!(
+            "  TSA      {}  (RFC 3161, `openssl ts -reply`; its CA {}:\n           \
+             receipts and checkpoints carry its timestamp tokens)",
+            t.url,
+            t.ca.display()
+        ),
+        None => println!(
+            "  TSA      none: openssl was not found, so receipts and checkpoints carry no \
+             timestamp token"
+        ),
+    }
+    println!();
 }
 
 /// Prints what became of the accepted messages (their queue entries) and
