@@ -46,7 +46,7 @@ wait_listening() {
 }
 
 # emla_config DBURL POLICY_DIR: the settings every benchmark's gateway shares (loopback, no
-# TLS, 200 sessions, data in $DATA), for the head of its configuration file.
+# TLS, 200 sessions, all of them from one client address if need be, data in $DATA), for the head of its configuration file.
 emla_config() {
     cat <<EOF
 listen = ["127.0.0.1:0"]
@@ -55,6 +55,7 @@ database_url = "$1"
 policy_dir = "$2"
 require_tls = false
 max_sessions = 200
+max_sessions_per_client = 200
 EOF
 }
 

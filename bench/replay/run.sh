@@ -77,7 +77,6 @@ mkdir -p "$DATA"
 {
     emla_config "sqlite://$DATA/emla.db" "$WORK/pki/policy"
     cat <<EOF
-max_sessions_per_client = 200
 keep_rejected_bodies = true
 
 [relay]
