@@ -559,10 +559,6 @@ fn check_sender<'p, 'm>(
     Ok((from, authority))
 }
 
-fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
-    mime::check_depth(entity, limit).map(drop).map_err(reject)
-}
-
 /// Refuses a message carrying, beside a CA certificate of the validated
 /// path, another certificate of the same name (a damaged copy, or a
 /// rival): clients that take the message's copy (OpenSSL does) would not
@@ -597,6 +593,10 @@ fn addresses_in(name: &str) -> Vec<String> {
         .filter(|w| matches!(w.split_once('@'), Some((l, d)) if !l.is_empty() && !d.is_empty()))
         .map(str::to_string)
         .collect()
+}
+
+fn check_depth(entity: &[u8], limit: usize) -> Result<(), Reject> {
+    mime::check_depth(entity, limit).map(drop).map_err(reject)
 }
 
 fn validate_signer(

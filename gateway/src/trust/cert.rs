@@ -189,7 +189,9 @@ impl std::ops::Deref for CertInfo<'_> {
 const FACTS_GENERATION: usize = 1024;
 
 /// Facts by [`facts_key`]; a hit counts only if its DER is the same.
-static FACTS: LazyLock<Mutex<Generations<(usize, [u8; 32]), Arc<CertFacts>>>> =
+type FactsMemo = Generations<(usize, [u8; 32]), Arc<CertFacts>>;
+
+static FACTS: LazyLock<Mutex<FactsMemo>> =
     LazyLock::new(|| Mutex::new(Generations::new(FACTS_GENERATION)));
 
 /// Where facts are looked up: the length and the last 32 bytes (within the
