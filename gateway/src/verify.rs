@@ -2,7 +2,9 @@
 //! and `emla verify` both call.
 
 use crate::clock::EvalTime;
-use crate::policy::{Authority, Declared, Kind, Lane, Limits, Policy, RouteDecision, UnknownKind};
+use crate::policy::{
+    Authority, Declared, Kind, KindSettings, Lane, Limits, Policy, RouteDecision, UnknownKind,
+};
 use crate::reason::Reason;
 use crate::smime::cms::{self, Signer};
 use crate::smime::mime::{self, Entity};
@@ -345,7 +347,8 @@ fn judge(
         (Ok(c), Some(Ok(s))) => signed_content(c, s.content, limits).ok(),
         _ => None,
     };
-    let kind = declared_kind(policy, &top, entity)?;
+    let signed_entity = entity.map(|raw| read_signed(&policy.kinds, raw));
+    let kind = declared_kind(policy, &top, signed_entity.as_ref())?;
     out.kind = kind.map(|k| k.id.clone());
     let route_sender = envelope.mail_from.unwrap_or(from);
     for rcpt in envelope.rcpt_to {
@@ -354,7 +357,21 @@ fn judge(
     }
 
     // Structure, then the signature container.
-    check_depth(raw, limits.max_mime_depth)?;
+    // What was parsed already of the tree is not parsed again.
+    let mut known: Vec<&Entity<'_>> = Vec::with_capacity(2);
+    known.extend(signed_entity.as_ref().and_then(|s| s.entity.as_ref()));
+    let mut top_parts = None;
+    if let Ok(c) = &container {
+        if let Some((parts, signature)) = &c.parsed {
+            top_parts = Some(parts.as_slice());
+            known.push(signature);
+        }
+    }
+    let known = mime::Known {
+        top_parts,
+        entities: &known,
+    };
+    mime::check_depth_known(&top, limits.max_mime_depth, &known).map_err(reject)?;
     let container = match &container {
         Ok(c) => c,
         Err(e) => return Err((Reason::from(e), e.to_string())),
@@ -367,12 +384,7 @@ fn judge(
     };
     let content = signed_content(container, signed.content, limits)?;
 
-    let certs: Vec<CertInfo<'_>> = signed
-        .certificates
-        .iter()
-        .map(|der| CertInfo::parse(der))
-        .collect::<Result<_, _>>()
-        .map_err(|e| reject(TrustError::MessageCert(e)))?;
+    let certs = &signed.parsed_certificates;
     if let Some(weak) = certs.iter().find_map(|c| c.weakness(limits.min_rsa_bits)) {
         return Err(reject(weak));
     }
@@ -402,16 +414,15 @@ fn judge(
             continue;
         }
         let mut rev = RevocationCheck::new(fetched, policy.limits.crl);
-        let validated =
-            validate_signer(policy, authority, cert, &signed.certificates, at, &mut rev);
+        let validated = validate_signer(policy, authority, cert, certs, at, &mut rev);
         out.revocation = rev.evidence;
         out.wanted.extend(rev.wants);
         out.path_cas.extend(rev.path_cas);
-        match validated.and_then(|path| same_copies(&certs, &path).map(|()| path)) {
+        match validated.and_then(|path| same_copies(certs, &path).map(|()| path)) {
             Ok(path) => {
                 out.signers[n].authority = Some(authority.id.clone());
                 out.signers[n].email = cert.emails.iter().find(|e| same_address(e, from)).cloned();
-                out.signers[n].chain = chain_subjects(cert, &path, authority);
+                out.signers[n].chain = path.chain.iter().map(|c| c.subject()).collect();
                 return Ok(format!(
                     "signed by <{from}> ({}), chain valid to authority {} ({})",
                     out.signers[n].key_algorithm, authority.id, authority.country
@@ -585,14 +596,12 @@ fn check_sender<'p, 'm>(
 /// rival): clients that take the message's copy (OpenSSL does) would not
 /// validate what emla validated with the policy's.
 fn same_copies(certs: &[CertInfo<'_>], path: &trust::ValidPath) -> Result<(), Reject> {
-    for der in &path.intermediates {
-        let Ok(ca) = CertInfo::parse(der) else {
-            continue;
-        };
+    let cas = path.chain.iter().skip(1).take(path.intermediates.len());
+    for ca in cas {
         let subject = &ca.cert.tbs_certificate.subject;
         if certs
             .iter()
-            .any(|c| &c.cert.tbs_certificate.subject == subject && c.der != der.as_slice())
+            .any(|c| &c.cert.tbs_certificate.subject == subject && c.der != ca.der.as_slice())
         {
             return Err((
                 Reason::UntrustedChain,
@@ -626,12 +635,11 @@ fn validate_signer(
     policy: &Policy,
     authority: &Authority,
     cert: &CertInfo<'_>,
-    message_certs: &[&[u8]],
+    message_certs: &[CertInfo<'_>],
     at: EvalTime,
     rev: &mut RevocationCheck<'_>,
 ) -> Result<trust::ValidPath, Reject> {
-    let path =
-        trust::validate(&authority.trust(), cert.der, message_certs, at, rev).map_err(reject)?;
+    let path = trust::validate(&authority.trust(), cert, message_certs, at, rev).map_err(reject)?;
     // RFC 8550 §4.4: no extKeyUsage, or one with emailProtection or
     // anyExtendedKeyUsage; `require_email_eku` demands emailProtection.
     let strict = policy.limits.require_email_eku;
@@ -654,25 +662,6 @@ fn validate_signer(
     Ok(path)
 }
 
-fn chain_subjects(
-    cert: &CertInfo<'_>,
-    path: &trust::ValidPath,
-    authority: &Authority,
-) -> Vec<String> {
-    let mut chain = vec![cert.subject()];
-    for der in &path.intermediates {
-        if let Ok(c) = CertInfo::parse(der) {
-            chain.push(c.subject());
-        }
-    }
-    if let Some(anchor) = path.anchor.and_then(|i| authority.anchor_certs.get(i)) {
-        if let Ok(c) = CertInfo::parse(anchor) {
-            chain.push(c.subject());
-        }
-    }
-    chain
-}
-
 /// Local parts compare exactly, domains case-insensitively.
 fn same_address(a: &str, b: &str) -> bool {
     match (a.rsplit_once('@'), b.rsplit_once('@')) {
@@ -685,32 +674,61 @@ fn same_address(a: &str, b: &str) -> bool {
 /// (those of the message inside, for a wrapped `message/rfc822`), else by
 /// the outer header when the policy trusts it. An unknown kind is refused
 /// unless the policy says to judge it as declaring none.
+/// The signed entity parsed (`None`: it does not parse), with what its
+/// header fields declare.
+struct SignedEntity<'a, 'p> {
+    entity: Option<Entity<'a>>,
+    declared: Declared<'p>,
+}
+
+/// Parses the signed entity `raw` once, for its kind and the depth check:
+/// the kind by its own header fields, or those of the message inside for a
+/// wrapped `message/rfc822`.
+fn read_signed<'a, 'p>(kinds: &'p KindSettings, raw: &'a [u8]) -> SignedEntity<'a, 'p> {
+    let of_fields = |m: &mail_parser::Message<'_>| {
+        if kinds.kinds.is_empty() {
+            return Declared::None;
+        }
+        kinds.declared(|name: &str| m.header_raw(name.to_owned()), m.subject())
+    };
+    let of_raw = |raw: &[u8]| {
+        if kinds.kinds.is_empty() {
+            return Declared::None;
+        }
+        mail_parser::MessageParser::new()
+            .parse_headers(raw)
+            .map_or(Declared::None, |m| of_fields(&m))
+    };
+    match Entity::parse_and(raw, |m| m.map(of_fields)) {
+        Ok((e, _)) if e.content_type == "message/rfc822" => SignedEntity {
+            declared: of_raw(e.body()),
+            entity: Some(e),
+        },
+        Ok((e, declared)) => SignedEntity {
+            declared: declared.unwrap_or_else(|| of_raw(raw)),
+            entity: Some(e),
+        },
+        Err(_) => SignedEntity {
+            entity: None,
+            declared: of_raw(raw),
+        },
+    }
+}
+
 fn declared_kind<'p>(
     policy: &'p Policy,
     top: &Entity<'_>,
-    signed: Option<&[u8]>,
+    signed: Option<&SignedEntity<'_, 'p>>,
 ) -> Result<Option<&'p Kind>, Reject> {
     let kinds = &policy.kinds;
     if kinds.kinds.is_empty() {
         return Ok(None);
     }
-    let declared_by = |raw: &[u8]| {
-        let entity = Entity::parse(raw).ok();
-        let raw = match &entity {
-            Some(e) if e.content_type == "message/rfc822" => e.body(),
-            _ => raw,
-        };
-        let parsed = mail_parser::MessageParser::new().parse_headers(raw);
-        let Some(m) = parsed else {
-            return Declared::None;
-        };
-        kinds.declared(|name: &str| m.header_raw(name.to_owned()), m.subject())
-    };
     let mut where_ = "signed";
-    let mut declared = signed.map_or(Declared::None, declared_by);
+    let mut declared = signed.map_or(Declared::None, |s| s.declared.clone());
     if declared == Declared::None && kinds.trust_outer_header {
         where_ = "outer";
-        declared = declared_by(top.raw);
+        declared = read_signed(kinds, top.raw).declared;
     }
     match declared {
         Declared::None => Ok(None),
@@ -831,7 +849,7 @@ fn check_signer(
                     "the contentType attribute does not match the signed content type".into(),
                 ));
             }
-            signature::verify_signature(cert.der, alg, attrs_der, sig_value).map_err(|e| {
+            signature::verify_signature_of(cert, alg, attrs_der, sig_value).map_err(|e| {
                 (
                     Reason::from(&e),
                     format!(
@@ -860,7 +878,7 @@ fn check_signer(
                 Form::Detached => signature::canonical(content),
                 Form::Opaque => content.into(),
             };
-            signature::verify_signature(cert.der, alg, &data, sig_value).map_err(|e| {
+            signature::verify_signature_of(cert, alg, &data, sig_value).map_err(|e| {
                 (
                     Reason::from(&e),
                     format!(

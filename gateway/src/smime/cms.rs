@@ -4,14 +4,19 @@
 //! certificates and signed attributes survive: signatures cover those exact
 //! bytes, and decoding a SET OF into the `cms` types re-sorts it.
 
+use std::sync::{LazyLock, Mutex};
+
 use cms::content_info::CmsVersion;
 use cms::signed_data::{SignerIdentifier, SignerInfo};
 use der::asn1::{ObjectIdentifier, OctetString};
 use der::Decode;
+use x509_cert::spki::AlgorithmIdentifierOwned;
 
-use super::signature::{MD5, SHA1, SHA256, SHA384, SHA512};
+use super::signature::{MD5, SHA1, SHA256_OID, SHA384_OID, SHA512_OID};
 use crate::asn1::{Reader, Tlv};
 use crate::reason::Reason;
+use crate::trust::cert::CertInfo;
+use crate::trust::memo::Generations;
 
 /// id-signedData.
 pub const ID_SIGNED_DATA: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.7.2");
@@ -154,6 +159,8 @@ pub struct SignedData<'a> {
     pub content: Option<&'a [u8]>,
     /// The certificate set, each certificate as encoded.
     pub certificates: Vec<&'a [u8]>,
+    /// The same certificates parsed, in the same order.
+    pub parsed_certificates: Vec<CertInfo<'a>>,
     /// digestAlgorithms, in encoded order.
     pub digest_algorithms: Vec<ObjectIdentifier>,
     /// The signers, in encoded order.
@@ -231,7 +238,8 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
     let digest_algorithms = parse_digest_algorithms(digests.value)?;
     let encap = field(&mut sd, 0x30, "encapContentInfo is not a SEQUENCE")?;
     let (content_type, content) = parse_encap(encap)?;
-    let certificates = parse_certificates(&mut sd)?;
+    let parsed_certificates = parse_certificates(&mut sd)?;
+    let certificates = parsed_certificates.iter().map(|c| c.der).collect();
     check_crls(&mut sd)?;
     let infos = field(&mut sd, 0x31, "SignedData signerInfos is not a SET")?;
     end(&sd, "trailing data in SignedData")?;
@@ -247,6 +255,7 @@ pub fn parse(der: &[u8]) -> Result<SignedData<'_>, CmsError> {
         content_type,
         content,
         certificates,
+        parsed_certificates,
         digest_algorithms,
         signers,
     })
@@ -287,8 +296,8 @@ fn end(r: &Reader<'_>, trailing: &str) -> Result<(), CmsError> {
     }
 }
 
-/// The certificates `[0]` of SignedData, if present, each as encoded.
-fn parse_certificates<'a>(sd: &mut Reader<'a>) -> Result<Vec<&'a [u8]>, CmsError> {
+/// The certificates `[0]` of SignedData, if present, parsed.
+fn parse_certificates<'a>(sd: &mut Reader<'a>) -> Result<Vec<CertInfo<'a>>, CmsError> {
     let mut certificates = Vec::new();
     if sd.peek_tag() != Some(0xa0) {
         return Ok(certificates);
@@ -306,18 +315,17 @@ fn parse_certificates<'a>(sd: &mut Reader<'a>) -> Result<Vec<&'a [u8]>, CmsError
                 problem: format!("is not an X.509 certificate but {}", describe(choice.tag)),
             });
         }
-        let cert =
-            x509_cert::Certificate::from_der(choice.raw).map_err(|e| CmsError::Certificate {
-                index,
-                problem: format!("does not parse as an X.509 certificate: {e}"),
-            })?;
-        let tbs = &cert.tbs_certificate;
+        let cert = CertInfo::parse(choice.raw).map_err(|e| CmsError::Certificate {
+            index,
+            problem: format!("does not parse as an X.509 certificate: {}", e.0),
+        })?;
+        let tbs = &cert.cert.tbs_certificate;
         if let Some(problem) =
             bad_name("subject", &tbs.subject).or_else(|| bad_name("issuer", &tbs.issuer))
         {
             return Err(CmsError::Certificate { index, problem });
         }
-        certificates.push(choice.raw);
+        certificates.push(cert);
     }
     Ok(certificates)
 }
@@ -424,15 +432,14 @@ fn parse_digest_algorithms(set: &[u8]) -> Result<Vec<ObjectIdentifier>, CmsError
         let alg = x509_cert::spki::AlgorithmIdentifierOwned::from_der(tlv.raw).map_err(|e| {
             CmsError::DigestAlgorithms(format!("holds something else than an algorithm: {e}"))
         })?;
-        match alg.oid.to_string().as_str() {
-            MD5 => return Err(CmsError::WeakDigest("MD5")),
-            SHA1 => return Err(CmsError::WeakDigest("SHA-1")),
-            SHA256 | SHA384 | SHA512 => {}
-            other => {
-                return Err(CmsError::DigestAlgorithms(format!(
+        if ![SHA256_OID, SHA384_OID, SHA512_OID].contains(&alg.oid) {
+            return Err(match alg.oid.to_string().as_str() {
+                MD5 => CmsError::WeakDigest("MD5"),
+                SHA1 => CmsError::WeakDigest("SHA-1"),
+                other => CmsError::DigestAlgorithms(format!(
                     "lists {other}, which is not a supported digest (SHA-256, SHA-384, SHA-512)"
-                )))
-            }
+                )),
+            });
         }
         out.push(alg.oid);
     }
@@ -507,7 +514,10 @@ fn parse_encap(encap: Tlv<'_>) -> Result<(ObjectIdentifier, Option<&[u8]>), CmsE
 }
 
 fn parse_signer(tlv: Tlv<'_>) -> Result<Signer, CmsError> {
-    let info = SignerInfo::from_der(tlv.raw).map_err(|e| malformed(format!("SignerInfo: {e}")))?;
+    let info = match signer_info_by_fields(tlv) {
+        Some(info) => info,
+        None => SignerInfo::from_der(tlv.raw).map_err(|e| malformed(format!("SignerInfo: {e}")))?,
+    };
     let mut r = Reader::new(tlv.value);
     r.read().map_err(malformed)?; // version
     r.read().map_err(malformed)?; // sid
@@ -520,6 +530,88 @@ fn parse_signer(tlv: Tlv<'_>) -> Result<Signer, CmsError> {
         None
     };
     Ok(Signer { info, signed_attrs })
+}
+
+/// Decoded values by their exact encoding, for the parts of a SignerInfo
+/// that every message of one signer repeats (a function of the bytes).
+struct Repeated {
+    sids: Generations<Vec<u8>, SignerIdentifier>,
+    algorithms: Generations<Vec<u8>, AlgorithmIdentifierOwned>,
+}
+
+static REPEATED: LazyLock<Mutex<Repeated>> = LazyLock::new(|| {
+    Mutex::new(Repeated {
+        sids: Generations::new(256),
+        algorithms: Generations::new(64),
+    })
+});
+
+/// `SignerInfo::from_der` field by field, the sid and the algorithms taken
+/// from [`REPEATED`] when seen before. `None` unless every field decodes
+/// and they come in the one order the plain layout has (version, sid,
+/// digestAlgorithm, \[0\] signedAttrs?, signatureAlgorithm, signature,
+/// \[1\] unsignedAttrs?): then the caller decodes it whole, which decides
+/// (and words the error) exactly as before.
+fn signer_info_by_fields(tlv: Tlv<'_>) -> Option<SignerInfo> {
+    use cms::signed_data::{SignedAttributes, UnsignedAttributes};
+    // The outer header must be DER too (minimal length), as `from_der` checks.
+    let mut outer = der::SliceReader::new(tlv.raw).ok()?;
+    let header = <der::Header as Decode>::decode(&mut outer).ok()?;
+    if u32::from(header.length) as usize != tlv.value.len() {
+        return None;
+    }
+    let mut r = Reader::new(tlv.value);
+    let version = CmsVersion::from_der(r.expect(0x02, "").ok()?.raw).ok()?;
+    let sid_der = r.read().ok()?.raw;
+    let digest_der = r.expect(0x30, "").ok()?.raw;
+    let signed = (r.peek_tag() == Some(0xa0))
+        .then(|| r.read())
+        .transpose()
+        .ok()?;
+    let sig_alg_der = r.expect(0x30, "").ok()?.raw;
+    let signature = OctetString::from_der(r.expect(0x04, "").ok()?.raw).ok()?;
+    let unsigned = (r.peek_tag() == Some(0xa1))
+        .then(|| r.read())
+        .transpose()
+        .ok()?;
+    if !r.is_empty() {
+        return None;
+    }
+    let as_set = |t: Tlv<'_>| [&[0x31][..], &t.raw[1..]].concat();
+    let signed_attrs = match signed {
+        Some(t) => Some(SignedAttributes::from_der(&as_set(t)).ok()?),
+        None => None,
+    };
+    let unsigned_attrs = match unsigned {
+        Some(t) => Some(UnsignedAttributes::from_der(&as_set(t)).ok()?),
+        None => None,
+    };
+    let mut repeated = REPEATED.lock().unwrap_or_else(|p| p.into_inner());
+    let sid = match repeated.sids.get(sid_der) {
+        Some(sid) => sid,
+        None => {
+            let sid = SignerIdentifier::from_der(sid_der).ok()?;
+            repeated.sids.insert(sid_der.to_vec(), sid.clone());
+            sid
+        }
+    };
+    let mut algorithm = |der: &[u8]| match repeated.algorithms.get(der) {
+        Some(alg) => Some(alg),
+        None => {
+            let alg = AlgorithmIdentifierOwned::from_der(der).ok()?;
+            repeated.algorithms.insert(der.to_vec(), alg.clone());
+            Some(alg)
+        }
+    };
+    Some(SignerInfo {
+        version,
+        sid,
+        digest_alg: algorithm(digest_der)?,
+        signed_attrs,
+        signature_algorithm: algorithm(sig_alg_der)?,
+        signature,
+        unsigned_attrs,
+    })
 }
 
 /// The signature value of a signer.

@@ -161,13 +161,23 @@ fn check_fields(head: &[u8]) -> Result<(), MimeError> {
 impl<'a> Entity<'a> {
     /// Parses the header section of `raw`.
     pub fn parse(raw: &'a [u8]) -> Result<Self, MimeError> {
+        Entity::parse_and(raw, |_| ()).map(|(e, ())| e)
+    }
+
+    /// [`Entity::parse`], also handing the parsed header section (`None`
+    /// for an empty one) to `f`, so a caller reading other fields need not
+    /// parse it again.
+    pub fn parse_and<T>(
+        raw: &'a [u8],
+        f: impl FnOnce(Option<&mail_parser::Message<'_>>) -> T,
+    ) -> Result<(Self, T), MimeError> {
         // An empty header section (RFC 2045 defaults: text/plain, us-ascii),
         // as s-nail writes for plain ASCII text.
         if let Some(rest) = raw
             .strip_prefix(b"\r\n".as_slice())
             .or_else(|| raw.strip_prefix(b"\n".as_slice()))
         {
-            return Ok(Entity {
+            let entity = Entity {
                 raw,
                 body_start: raw.len() - rest.len(),
                 content_type: "text/plain".to_string(),
@@ -175,7 +185,8 @@ impl<'a> Entity<'a> {
                 transfer_encoding: None,
                 from: Vec::new(),
                 from_names: Vec::new(),
-            });
+            };
+            return Ok((entity, f(None)));
         }
         let message = MessageParser::new()
             .parse_headers(raw)
@@ -185,11 +196,9 @@ impl<'a> Entity<'a> {
         check_fields(&raw[..body_start])?;
         let (content_type, params) = match message.content_type() {
             Some(ct) => (
-                format!(
-                    "{}/{}",
-                    ct.ctype().to_ascii_lowercase(),
-                    ct.subtype().unwrap_or("").to_ascii_lowercase()
-                ),
+                [ct.ctype(), "/", ct.subtype().unwrap_or("")]
+                    .concat()
+                    .to_ascii_lowercase(),
                 ct.attributes()
                     .unwrap_or(&[])
                     .iter()
@@ -222,7 +231,7 @@ impl<'a> Entity<'a> {
             }
         }
         let from_names = from_names.into_iter().map(str::to_string).collect();
-        Ok(Entity {
+        let entity = Entity {
             raw,
             body_start,
             content_type,
@@ -230,7 +239,8 @@ impl<'a> Entity<'a> {
             transfer_encoding,
             from,
             from_names,
-        })
+        };
+        Ok((entity, f(Some(&message))))
     }
 
     /// The body, as transmitted.
@@ -348,27 +358,70 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'
 /// Checks that MIME nesting (the entity itself counting as 1) stays within
 /// `limit`, walking multiparts and `message/rfc822` without decoding.
 pub fn check_depth(raw: &[u8], limit: usize) -> Result<usize, MimeError> {
-    fn walk(raw: &[u8], level: usize, limit: usize) -> Result<usize, MimeError> {
-        if level > limit {
-            return Err(MimeError::TooDeep { limit });
-        }
-        let entity = Entity::parse(raw)?;
-        let mut deepest = level;
-        if entity.is_multipart() {
-            for part in entity.parts()? {
-                deepest = deepest.max(walk(part, level + 1, limit)?);
-            }
-        } else if entity.content_type == "message/rfc822"
-            && !matches!(
-                entity.transfer_encoding.as_deref(),
-                Some("base64" | "quoted-printable")
-            )
-        {
-            deepest = deepest.max(walk(entity.body(), level + 1, limit)?);
-        }
-        Ok(deepest)
+    walk(raw, 1, limit, &[])
+}
+
+/// What a caller parsed already of an entity tree, for
+/// [`check_depth_known`].
+pub struct Known<'k, 'a> {
+    /// The top entity's parts ([`Entity::parts`] of it), if split.
+    pub top_parts: Option<&'k [&'a [u8]]>,
+    /// Entities parsed, found by their exact slice of the message.
+    pub entities: &'k [&'k Entity<'a>],
+}
+
+/// [`check_depth`] of an entity already parsed, not parsing again what
+/// `known` holds (parsing is a function of the bytes: the same result).
+pub fn check_depth_known(
+    entity: &Entity<'_>,
+    limit: usize,
+    known: &Known<'_, '_>,
+) -> Result<usize, MimeError> {
+    if limit < 1 {
+        return Err(MimeError::TooDeep { limit });
     }
-    walk(raw, 1, limit)
+    walk_entity(entity, 1, limit, known.top_parts, known.entities)
+}
+
+fn walk(raw: &[u8], level: usize, limit: usize, known: &[&Entity<'_>]) -> Result<usize, MimeError> {
+    if level > limit {
+        return Err(MimeError::TooDeep { limit });
+    }
+    match known.iter().find(|e| std::ptr::eq(e.raw, raw)) {
+        Some(e) => walk_entity(e, level, limit, None, known),
+        None => walk_entity(&Entity::parse(raw)?, level, limit, None, known),
+    }
+}
+
+fn walk_entity(
+    entity: &Entity<'_>,
+    level: usize,
+    limit: usize,
+    parts: Option<&[&[u8]]>,
+    known: &[&Entity<'_>],
+) -> Result<usize, MimeError> {
+    let mut deepest = level;
+    if entity.is_multipart() {
+        let split;
+        let parts = match parts {
+            Some(p) => p,
+            None => {
+                split = entity.parts()?;
+                split.as_slice()
+            }
+        };
+        for part in parts {
+            deepest = deepest.max(walk(part, level + 1, limit, known)?);
+        }
+    } else if entity.content_type == "message/rfc822"
+        && !matches!(
+            entity.transfer_encoding.as_deref(),
+            Some("base64" | "quoted-printable")
+        )
+    {
+        deepest = deepest.max(walk(entity.body(), level + 1, limit, known)?);
+    }
+    Ok(deepest)
 }
 
 /// Length of the header section, up to and including the blank line
@@ -515,6 +568,26 @@ mod tests {
         }
         assert_eq!(check_depth(&msg, 10), Ok(6));
         assert_eq!(check_depth(&msg, 5), Err(MimeError::TooDeep { limit: 5 }));
+        let top = Entity::parse(&msg).unwrap();
+        let parts = top.parts().unwrap();
+        let inner = Entity::parse(parts[0]).unwrap();
+        for limit in 0..8 {
+            for known in [
+                Known {
+                    top_parts: None,
+                    entities: &[],
+                },
+                Known {
+                    top_parts: Some(&parts),
+                    entities: &[&inner],
+                },
+            ] {
+                assert_eq!(
+                    check_depth_known(&top, limit, &known),
+                    check_depth(&msg, limit)
+                );
+            }
+        }
     }
 
     /// One row per variant: the reason code `verify` reports for it.

@@ -35,6 +35,9 @@ pub struct Envelope<'a> {
     /// Of a detached signature, the multipart/signed body's preamble and
     /// epilogue: text no signature covers (empty for an opaque one).
     pub outside: (&'a [u8], &'a [u8]),
+    /// Of a detached signature, the parts of the multipart/signed body and
+    /// the signature part parsed: the depth check need not do it again.
+    pub parsed: Option<(Vec<&'a [u8]>, Entity<'a>)>,
 }
 
 /// Which unsigned text of a multipart/signed body holds more than white
@@ -195,6 +198,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
         let [content, signature] = body.parts.as_slice() else {
             return Err(ExtractError::PartCount(body.parts.len()));
         };
+        let (content, signature) = (*content, *signature);
         let sig = Entity::parse(signature)?;
         if !SIGNATURE_TYPES.contains(&sig.content_type.as_str()) {
             return Err(ExtractError::SignaturePartType(sig.content_type));
@@ -205,6 +209,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
             detached_content: Some(content),
             cms_der,
             outside: (body.preamble, body.epilogue),
+            parsed: Some((body.parts, sig)),
         });
     }
     if MIME_TYPES.contains(&ct) {
@@ -222,6 +227,7 @@ pub fn extract<'a>(top: &Entity<'a>) -> Result<Envelope<'a>, ExtractError> {
             detached_content: None,
             cms_der,
             outside: (b"", b""),
+            parsed: None,
         });
     }
     Err(ExtractError::NotSmime(ct.to_string()))
@@ -248,17 +254,27 @@ fn decode_base64(body: &[u8]) -> Result<Vec<u8>, ExtractError> {
     const CHUNK: usize = 64 * 1024;
     let engine = base64::engine::general_purpose::STANDARD;
     let mut out = Vec::with_capacity(body.len() / 4 * 3);
-    let mut chunk = Vec::with_capacity(CHUNK);
-    for &b in body {
-        if matches!(b, b' ' | b'\t' | b'\r' | b'\n') {
-            continue;
+    let mut chunk = Vec::with_capacity(CHUNK.min(body.len()));
+    // Whole runs between white space are copied, not byte by byte.
+    let tabs = memchr::memchr(b'\t', body).is_some();
+    let mut rest = body;
+    while !rest.is_empty() {
+        let mut end = memchr::memchr3(b'\r', b'\n', b' ', rest).unwrap_or(rest.len());
+        if tabs {
+            end = memchr::memchr(b'\t', &rest[..end]).unwrap_or(end);
         }
-        chunk.push(b);
-        if chunk.len() == CHUNK {
-            engine
-                .decode_vec(&chunk, &mut out)
-                .map_err(ExtractError::Base64)?;
-            chunk.clear();
+        let mut run = &rest[..end];
+        rest = rest.get(end + 1..).unwrap_or_default();
+        while !run.is_empty() {
+            let take = (CHUNK - chunk.len()).min(run.len());
+            chunk.extend_from_slice(&run[..take]);
+            run = &run[take..];
+            if chunk.len() == CHUNK {
+                engine
+                    .decode_vec(&chunk, &mut out)
+                    .map_err(ExtractError::Base64)?;
+                chunk.clear();
+            }
         }
     }
     engine

@@ -8,7 +8,7 @@ use webpki::EndEntityCert;
 
 use super::cms::Signer;
 use crate::reason::Reason;
-use crate::trust::cert::{algorithm_name, oid_name, CertInfo, DigestAlg, KeyAlg};
+use crate::trust::cert::{algorithm_name, oid_name, CertFacts, CertInfo, DigestAlg, KeyAlg};
 use crate::trust::pss::{self, KeyParams};
 
 /// Why a SignerInfo's algorithms cannot be used.
@@ -89,21 +89,25 @@ pub(crate) const SHA1: &str = "1.3.14.3.2.26";
 pub(crate) const SHA256: &str = "2.16.840.1.101.3.4.2.1";
 pub(crate) const SHA384: &str = "2.16.840.1.101.3.4.2.2";
 pub(crate) const SHA512: &str = "2.16.840.1.101.3.4.2.3";
+pub(crate) const SHA256_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap(SHA256);
+pub(crate) const SHA384_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap(SHA384);
+pub(crate) const SHA512_OID: ObjectIdentifier = ObjectIdentifier::new_unwrap(SHA512);
 const MGF1: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.8");
 
 /// The digest algorithm a SignerInfo names, if the policy allows it.
 pub fn digest_alg(oid: &ObjectIdentifier, allowed: &[DigestAlg]) -> Result<DigestAlg, AlgError> {
-    let alg = match oid.to_string().as_str() {
-        MD5 => return Err(AlgError::Weak("the signature uses the MD5 digest".into())),
-        SHA1 => return Err(AlgError::Weak("the signature uses the SHA-1 digest".into())),
-        SHA256 => DigestAlg::Sha256,
-        SHA384 => DigestAlg::Sha384,
-        SHA512 => DigestAlg::Sha512,
-        other => {
-            return Err(AlgError::Weak(format!(
-                "digest algorithm {other} is not supported"
-            )))
-        }
+    let known = [
+        (SHA256_OID, DigestAlg::Sha256),
+        (SHA384_OID, DigestAlg::Sha384),
+        (SHA512_OID, DigestAlg::Sha512),
+    ];
+    let found = known.iter().find(|(o, _)| o == oid).map(|(_, a)| *a);
+    let Some(alg) = found else {
+        return Err(AlgError::Weak(match oid.to_string().as_str() {
+            MD5 => "the signature uses the MD5 digest".into(),
+            SHA1 => "the signature uses the SHA-1 digest".into(),
+            other => format!("digest algorithm {other} is not supported"),
+        }));
     };
     if !allowed.contains(&alg) {
         return Err(AlgError::Weak(format!(
@@ -399,6 +403,43 @@ fn spki_alg_oid(algorithm_identifier: &[u8]) -> Result<ObjectIdentifier, AlgErro
     let ai = x509_cert::spki::AlgorithmIdentifierOwned::from_der(algorithm_identifier)
         .map_err(|e| AlgError::Malformed(format!("AlgorithmIdentifier: {e}")))?;
     Ok(ai.oid)
+}
+
+/// [`verify_signature`] with the key of a certificate already parsed:
+/// what webpki's `EndEntityCert::verify_signature` does (the algorithm must
+/// be the key's; its failure is [`SignatureError::WrongValue`]) without
+/// parsing the certificate again. Anything unusual is left to webpki, to be
+/// reported as it reports it.
+pub fn verify_signature_of(
+    cert: &CertFacts,
+    alg: &dyn SignatureVerificationAlgorithm,
+    message: &[u8],
+    signature: &[u8],
+) -> Result<(), SignatureError> {
+    match spki_value_parts(&cert.spki_der) {
+        Some((key_alg, key))
+            if cert.webpki_parses && alg.public_key_alg_id().as_ref() == key_alg =>
+        {
+            alg.verify_signature(key, message, signature)
+                .map_err(|_| SignatureError::WrongValue)
+        }
+        _ => verify_signature(&cert.der, alg, message, signature),
+    }
+}
+
+/// The contents of the AlgorithmIdentifier and the key bits of a DER
+/// SubjectPublicKeyInfo, read as webpki reads them.
+fn spki_value_parts(spki: &[u8]) -> Option<(&[u8], &[u8])> {
+    use crate::asn1::Reader;
+    let mut outer = Reader::new(spki);
+    let seq = outer.expect(0x30, "SubjectPublicKeyInfo").ok()?;
+    let mut r = Reader::new(seq.value);
+    let alg = r.expect(0x30, "algorithm").ok()?;
+    let bits = r.expect(0x03, "subjectPublicKey").ok()?;
+    match (outer.is_empty() && r.is_empty(), bits.value) {
+        (true, [0, key @ ..]) => Some((alg.value, key)),
+        _ => None,
+    }
 }
 
 /// Verifies `signature` over `message` with the key of `cert`.

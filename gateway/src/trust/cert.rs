@@ -1,5 +1,8 @@
 //! What the gateway needs to know about one certificate.
 
+use std::sync::{Arc, LazyLock, Mutex};
+
+use super::memo::Generations;
 use super::TrustError;
 use der::asn1::ObjectIdentifier;
 use der::{Decode, Encode};
@@ -120,10 +123,12 @@ impl std::fmt::Display for KeyAlg {
     }
 }
 
-/// A parsed certificate with the facts verification and reports use.
-pub struct CertInfo<'a> {
+/// What verification and reports use of one certificate, parsed once per
+/// DER encoding: every message of an authority carries the same few
+/// certificates, and decoding one is a good part of a message's cost.
+pub struct CertFacts {
     /// The certificate as encoded.
-    pub der: &'a [u8],
+    pub der: Vec<u8>,
     /// The decoded certificate.
     pub cert: Certificate,
     /// rfc822Name SANs, as written.
@@ -141,11 +146,100 @@ pub struct CertInfo<'a> {
     /// The contents of the SubjectPublicKeyInfo's AlgorithmIdentifier
     /// (OID and parameters), as encoded.
     pub spki_alg: Vec<u8>,
+    /// SHA-256 of the DER.
+    pub sha256: [u8; 32],
+    /// DER of the subject Name (`None`: it does not re-encode).
+    pub subject_der: Option<Vec<u8>>,
+    /// DER of the issuer Name (`None`: it does not re-encode).
+    pub issuer_der: Option<Vec<u8>>,
+    /// DER of the SubjectPublicKeyInfo (empty if it does not re-encode).
+    pub spki_der: Vec<u8>,
+    /// No keyUsage, an unreadable one, or one allowing cRLSign: what
+    /// [`super::revocation::Crl::signed_by_cert`] accepts.
+    pub crl_sign: bool,
+    /// notBefore and notAfter, Unix seconds.
+    pub validity: (u64, u64),
+    /// The name of its refused signature algorithm, if it has one.
+    weak_signature: Option<&'static str>,
+    /// Whether webpki reads it as an end-entity certificate.
+    pub webpki_parses: bool,
+    subject: String,
+    issuer: String,
+    serial_hex: String,
+    sha256_hex: String,
+}
+
+/// A parsed certificate with the facts verification and reports use
+/// ([`CertFacts`], shared by every parse of the same DER).
+pub struct CertInfo<'a> {
+    /// The certificate as encoded.
+    pub der: &'a [u8],
+    facts: Arc<CertFacts>,
+}
+
+impl std::ops::Deref for CertInfo<'_> {
+    type Target = CertFacts;
+
+    fn deref(&self) -> &CertFacts {
+        &self.facts
+    }
+}
+
+/// Facts remembered per generation; two generations are kept.
+const FACTS_GENERATION: usize = 1024;
+
+/// Facts by [`facts_key`]; a hit counts only if its DER is the same.
+type FactsMemo = Generations<(usize, [u8; 32]), Arc<CertFacts>>;
+
+static FACTS: LazyLock<Mutex<FactsMemo>> =
+    LazyLock::new(|| Mutex::new(Generations::new(FACTS_GENERATION)));
+
+/// Where facts are looked up: the length and the last 32 bytes (within the
+/// signature, so they differ between certificates); cheaper than hashing
+/// the whole DER, which a hit compares anyway.
+fn facts_key(der: &[u8]) -> (usize, [u8; 32]) {
+    let mut tail = [0u8; 32];
+    let n = der.len().min(32);
+    tail[..n].copy_from_slice(&der[der.len() - n..]);
+    (der.len(), tail)
 }
 
 impl<'a> CertInfo<'a> {
-    /// Parses a DER certificate.
+    /// Parses a DER certificate (or finds it parsed already: the facts are
+    /// a function of the bytes alone; only successes are remembered).
     pub fn parse(der: &'a [u8]) -> Result<Self, CertError> {
+        let key = facts_key(der);
+        let cached = FACTS
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+            .filter(|f| f.der == der);
+        let facts = match cached {
+            Some(f) => f,
+            None => {
+                let sha256 = digest::digest(&digest::SHA256, der)
+                    .as_ref()
+                    .try_into()
+                    .expect("SHA-256 is 32 bytes");
+                let f = Arc::new(CertFacts::parse(der, sha256)?);
+                FACTS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, f.clone());
+                f
+            }
+        };
+        Ok(CertInfo { der, facts })
+    }
+
+    /// The shared facts.
+    pub fn facts(&self) -> &Arc<CertFacts> {
+        &self.facts
+    }
+}
+
+impl CertFacts {
+    fn parse(der: &[u8], sha256: [u8; 32]) -> Result<Self, CertError> {
         let cert = Certificate::from_der(der).map_err(CertError)?;
         let tbs = &cert.tbs_certificate;
         let mut emails = Vec::new();
@@ -160,10 +254,15 @@ impl<'a> CertInfo<'a> {
             Ok(Some((_, ski))) => Some(ski.0.as_bytes().to_vec()),
             _ => None,
         };
-        let signing_usage = match tbs.get::<KeyUsage>() {
+        let key_usage = tbs.get::<KeyUsage>();
+        let signing_usage = match &key_usage {
             Ok(Some((_, ku))) => Some(ku.digital_signature() || ku.non_repudiation()),
             Ok(None) => None,
             Err(_) => Some(false),
+        };
+        let crl_sign = match &key_usage {
+            Ok(Some((_, ku))) => ku.crl_sign(),
+            _ => true,
         };
         let (email_protection, any_eku) = match tbs.get::<ExtendedKeyUsage>() {
             Ok(Some((_, eku))) => (
@@ -175,9 +274,33 @@ impl<'a> CertInfo<'a> {
         };
         let key = key_alg(&cert);
         let spki_alg = alg_id_contents(&tbs.subject_public_key_info.algorithm);
-        Ok(CertInfo {
-            der,
-            cert,
+        let validity = (
+            tbs.validity.not_before.to_unix_duration().as_secs(),
+            tbs.validity.not_after.to_unix_duration().as_secs(),
+        );
+        let oid = cert.signature_algorithm.oid.to_string();
+        let weak_signature = WEAK_SIGNATURES
+            .iter()
+            .find(|(o, _)| *o == oid)
+            .map(|(_, name)| *name);
+        let webpki_parses = {
+            let der = rustls_pki_types::CertificateDer::from(der);
+            webpki::EndEntityCert::try_from(&der).is_ok()
+        };
+        Ok(CertFacts {
+            webpki_parses,
+            weak_signature,
+            der: der.to_vec(),
+            subject_der: tbs.subject.to_der().ok(),
+            issuer_der: tbs.issuer.to_der().ok(),
+            spki_der: tbs.subject_public_key_info.to_der().unwrap_or_default(),
+            subject: dn(&tbs.subject),
+            issuer: dn(&tbs.issuer),
+            serial_hex: hex::encode(tbs.serial_number.as_bytes()),
+            sha256_hex: hex::encode(sha256),
+            crl_sign,
+            validity,
+            sha256,
             emails,
             key,
             ski,
@@ -185,33 +308,43 @@ impl<'a> CertInfo<'a> {
             email_protection,
             any_eku,
             spki_alg,
+            cert,
         })
     }
 
     /// Subject DN (RFC 4514).
     pub fn subject(&self) -> String {
-        dn(&self.cert.tbs_certificate.subject)
+        self.subject.clone()
     }
 
     /// Issuer DN (RFC 4514).
     pub fn issuer(&self) -> String {
-        dn(&self.cert.tbs_certificate.issuer)
+        self.issuer.clone()
+    }
+
+    /// Subject DN (RFC 4514), borrowed.
+    pub fn subject_str(&self) -> &str {
+        &self.subject
+    }
+
+    /// Issuer DN (RFC 4514), borrowed.
+    pub fn issuer_str(&self) -> &str {
+        &self.issuer
     }
 
     /// Serial number, lower-case hex.
     pub fn serial_hex(&self) -> String {
-        hex::encode(self.cert.tbs_certificate.serial_number.as_bytes())
+        self.serial_hex.clone()
     }
 
     /// SHA-256 of the DER, lower-case hex.
     pub fn sha256_hex(&self) -> String {
-        hex::encode(ring::digest::digest(&ring::digest::SHA256, self.der))
+        self.sha256_hex.clone()
     }
 
     /// Why this certificate uses a refused algorithm, if it does.
     pub fn weakness(&self, min_rsa_bits: usize) -> Option<TrustError> {
-        let oid = self.cert.signature_algorithm.oid.to_string();
-        if let Some((_, name)) = WEAK_SIGNATURES.iter().find(|(o, _)| *o == oid) {
+        if let Some(name) = self.weak_signature {
             return Some(TrustError::WeakCertSignature {
                 subject: self.subject(),
                 algorithm: name,
@@ -234,9 +367,11 @@ impl<'a> CertInfo<'a> {
         use cms::signed_data::SignerIdentifier as Sid;
         match sid {
             Sid::IssuerAndSerialNumber(ias) => {
-                let tbs = &self.cert.tbs_certificate;
-                ias.serial_number == tbs.serial_number
-                    && ias.issuer.to_der().ok() == tbs.issuer.to_der().ok()
+                // Equal names encode equally: the encoding is needed only
+                // to tell apart names that differ as decoded.
+                ias.serial_number == self.cert.tbs_certificate.serial_number
+                    && (ias.issuer == self.cert.tbs_certificate.issuer
+                        || ias.issuer.to_der().ok() == self.issuer_der)
             }
             Sid::SubjectKeyIdentifier(ski) => self.ski.as_deref() == Some(ski.0.as_bytes()),
         }

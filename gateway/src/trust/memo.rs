@@ -7,7 +7,8 @@
 //! everything the answer depends on, so the result is the one the wrapped
 //! algorithm would give.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
+use std::hash::Hash;
 use std::sync::{LazyLock, Mutex};
 
 use rustls_pki_types::{AlgorithmIdentifier, InvalidSignature, SignatureVerificationAlgorithm};
@@ -37,6 +38,54 @@ impl Seen {
             self.previous = std::mem::take(&mut self.current);
         }
         self.current.insert(key);
+    }
+}
+
+/// A map bounded to two generations of `cap` entries: when the current
+/// one is full it becomes the previous one, and the older is dropped. An
+/// entry found in the previous generation moves to the current one.
+pub(crate) struct Generations<K, V> {
+    cap: usize,
+    current: HashMap<K, V>,
+    previous: HashMap<K, V>,
+}
+
+impl<K: Hash + Eq, V: Clone> Generations<K, V> {
+    /// An empty map of generations of `cap` entries.
+    pub(crate) fn new(cap: usize) -> Self {
+        Generations {
+            cap,
+            current: HashMap::new(),
+            previous: HashMap::new(),
+        }
+    }
+
+    /// The value for `key`, if held.
+    pub(crate) fn get<Q>(&mut self, key: &Q) -> Option<V>
+    where
+        K: std::borrow::Borrow<Q>,
+        Q: Hash + Eq + ?Sized,
+    {
+        if let Some(v) = self.current.get(key) {
+            return Some(v.clone());
+        }
+        let (key, v) = self.previous.remove_entry(key)?;
+        self.insert(key, v.clone());
+        Some(v)
+    }
+
+    /// Holds `value` for `key`.
+    pub(crate) fn insert(&mut self, key: K, value: V) {
+        if self.current.len() >= self.cap {
+            self.previous = std::mem::take(&mut self.current);
+        }
+        self.current.insert(key, value);
+    }
+
+    /// How many entries are held.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.current.len() + self.previous.len()
     }
 }
 
@@ -118,5 +167,26 @@ mod tests {
             s.insert(k);
         }
         assert!(s.current.len() + s.previous.len() <= 2 * GENERATION);
+    }
+
+    #[test]
+    fn generations_keep_what_is_used_and_stay_bounded() {
+        let mut g = Generations::new(4);
+        for i in 0..4u32 {
+            g.insert(i, i * 10);
+        }
+        g.insert(4, 40); // 0..4 become the previous generation
+        assert_eq!(g.get(&1), Some(10)); // and 1 moves back to the current
+        for i in 5..8u32 {
+            g.insert(i, i * 10);
+        }
+        // The current generation (4, 1, 5, 6) was full: 7 started a new one.
+        assert_eq!(g.get(&0), None);
+        assert_eq!(g.get(&1), Some(10));
+        assert!(g.len() <= 8);
+        for i in 0..1000u32 {
+            g.insert(i, i);
+        }
+        assert!(g.len() <= 8);
     }
 }

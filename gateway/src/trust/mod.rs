@@ -9,14 +9,15 @@ pub mod pss;
 pub mod revocation;
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock, Mutex};
 
 use rustls_pki_types::{CertificateDer, TrustAnchor};
 use webpki::{EndEntityCert, ExtendedKeyUsageValidator, KeyPurposeId, KeyPurposeIdIter, KeyUsage};
 
 use crate::clock::EvalTime;
 use crate::reason::Reason;
-use memo::Memo;
+use cert::{CertFacts, CertInfo};
+use memo::{Generations, Memo};
 use revocation::{Crl, CrlPolicy, OcspMode, RevocationSet, StatusEvidence, Want};
 
 /// Why a signer certificate's path or its revocation status is not
@@ -489,6 +490,8 @@ pub struct ValidPath {
     pub intermediates: Vec<Vec<u8>>,
     /// Index of the anchor in [`AuthorityTrust::anchor_certs`], when identified.
     pub anchor: Option<usize>,
+    /// The path's certificates parsed: signer, intermediates, anchor.
+    pub chain: Vec<Arc<CertFacts>>,
 }
 
 /// The revocation side of one validation: where data comes from, how
@@ -523,19 +526,140 @@ impl<'a> RevocationCheck<'a> {
 /// Validates `signer` against `authority`'s anchors at `at`, with
 /// intermediates from the message and the authority's configuration, then
 /// the revocation status of every certificate of the path ([`revocation`]).
+/// A path that validated before (the same certificates, the same trust
+/// inputs) is taken from [`PATHS`] while `at` is within the validity of its
+/// certificates; revocation is checked on every call.
 pub fn validate(
     authority: &AuthorityTrust<'_>,
-    signer: &[u8],
-    message_certs: &[&[u8]],
+    signer: &CertInfo<'_>,
+    message_certs: &[CertInfo<'_>],
     at: EvalTime,
     rev: &mut RevocationCheck<'_>,
 ) -> Result<ValidPath, TrustError> {
-    let signer_der = CertificateDer::from(signer);
+    let key = path_key(authority, signer, message_certs);
+    let t = at.unix();
+    let cached = PATHS
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .filter(|v| v.window.0 <= t && t <= v.window.1);
+    let path = match cached {
+        Some(path) => path,
+        None => {
+            let path = Arc::new(build_path(authority, signer, message_certs, at)?);
+            if path.chain.is_ok() {
+                PATHS
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(key, path.clone());
+            }
+            path
+        }
+    };
+    rev.path_cas.clone_from(&path.intermediates);
+    let chain = path.chain.clone()?;
+    let parsed: Vec<&CertFacts> = chain.iter().map(|c| &**c).collect();
+    let sources = revocation::Sources {
+        files: authority.crls,
+        fetched: rev.fetched,
+    };
+    let opts = revocation::Options {
+        crl_policy: rev.crl_policy,
+        ocsp: authority.ocsp,
+        fetch_cdp: authority.fetch_cdp,
+    };
+    revocation::check_path(
+        &parsed,
+        &sources,
+        opts,
+        at,
+        &mut rev.evidence,
+        &mut rev.wants,
+    )?;
+    Ok(ValidPath {
+        intermediates: path.intermediates.clone(),
+        anchor: Some(path.anchor),
+        chain,
+    })
+}
+
+/// A path webpki validated, with what the revocation check and the reports
+/// need of it.
+struct Validated {
+    /// Its intermediates (DER), signer side first.
+    intermediates: Vec<Vec<u8>>,
+    /// Index of its anchor in [`AuthorityTrust::anchor_certs`].
+    anchor: usize,
+    /// Signer, intermediates and anchor parsed, or why one does not parse.
+    chain: Result<Vec<Arc<CertFacts>>, TrustError>,
+    /// When every certificate whose validity webpki checks (all but the
+    /// anchor) is valid: notBefore..=notAfter, Unix seconds.
+    window: (u64, u64),
+}
+
+/// Validated paths per generation; two generations are kept.
+const PATH_GENERATION: usize = 512;
+
+/// Paths that validated, by [`path_key`]: only successes, so a path is
+/// reused exactly when webpki would validate it again (signatures, names,
+/// constraints and usages are functions of the bytes; the time is checked
+/// against the window).
+static PATHS: LazyLock<Mutex<Generations<[u8; 32], Arc<Validated>>>> =
+    LazyLock::new(|| Mutex::new(Generations::new(PATH_GENERATION)));
+
+/// SHA-256 of everything path validation reads besides the time: the
+/// signer, the message's certificates in order, and the authority's
+/// intermediates, anchors and anchor certificates.
+fn path_key(
+    authority: &AuthorityTrust<'_>,
+    signer: &CertInfo<'_>,
+    message_certs: &[CertInfo<'_>],
+) -> [u8; 32] {
+    let mut h = ring::digest::Context::new(&ring::digest::SHA256);
+    // Length-prefixed, so no two inputs share an encoding.
+    let mut part = |bytes: &[u8]| {
+        h.update(&(bytes.len() as u64).to_be_bytes());
+        h.update(bytes);
+    };
+    part(&signer.sha256);
+    for c in message_certs {
+        part(&c.sha256);
+    }
+    for group in [authority.intermediates, authority.anchor_certs] {
+        part(&(group.len() as u64).to_be_bytes());
+        for c in group {
+            // By the SHA-256 of its facts (found, not computed, once parsed).
+            match CertInfo::parse(c) {
+                Ok(info) => part(&info.sha256),
+                Err(_) => part(&[&[0u8][..], c.as_ref()].concat()),
+            }
+        }
+    }
+    part(&(authority.anchors.len() as u64).to_be_bytes());
+    for a in authority.anchors {
+        part(a.subject.as_ref());
+        part(a.subject_public_key_info.as_ref());
+        match &a.name_constraints {
+            Some(nc) => part(&[&[1u8][..], nc.as_ref()].concat()),
+            None => part(&[0]),
+        }
+    }
+    h.finish().as_ref().try_into().expect("SHA-256 is 32 bytes")
+}
+
+/// Path validation by webpki (without revocation) and the anchor it ended at.
+fn build_path(
+    authority: &AuthorityTrust<'_>,
+    signer: &CertInfo<'_>,
+    message_certs: &[CertInfo<'_>],
+    at: EvalTime,
+) -> Result<Validated, TrustError> {
+    let signer_der = CertificateDer::from(signer.der);
     let ee = EndEntityCert::try_from(&signer_der).map_err(TrustError::SignerCert)?;
     let mut intermediates: Vec<CertificateDer<'_>> = message_certs
         .iter()
-        .filter(|c| **c != signer)
-        .map(|c| CertificateDer::from(*c))
+        .filter(|c| c.der != signer.der)
+        .map(|c| CertificateDer::from(c.der))
         .collect();
     intermediates.extend(authority.intermediates.iter().cloned());
 
@@ -549,50 +673,51 @@ pub fn validate(
             // signer's own EKU is the caller's (`verify`), which sees the
             // whole picture.
             EmailEku,
-            // Revocation is checked below, against the issuers of this path.
+            // Revocation is checked afterwards, against the issuers of this path.
             None,
             None,
         )
         .map_err(|e| TrustError::from_webpki(e, authority))?;
 
     let anchor_subject = path.anchor().subject.as_ref();
-    let anchor = authority.anchor_certs.iter().position(|c| {
-        webpki::anchor_from_trusted_cert(c)
-            .map(|a| a.subject.as_ref() == anchor_subject)
-            .unwrap_or(false)
-    });
-    let valid = ValidPath {
-        intermediates: path
-            .intermediate_certificates()
-            .map(|c| c.der().to_vec())
-            .collect(),
-        anchor,
-    };
-    let anchor_der = anchor
-        .and_then(|i| authority.anchor_certs.get(i))
+    let anchor = authority
+        .anchor_certs
+        .iter()
+        .position(|c| {
+            webpki::anchor_from_trusted_cert(c)
+                .map(|a| a.subject.as_ref() == anchor_subject)
+                .unwrap_or(false)
+        })
         .ok_or(TrustError::UnidentifiedAnchor)?;
-    let mut chain: Vec<&[u8]> = vec![signer];
-    chain.extend(valid.intermediates.iter().map(Vec::as_slice));
-    chain.push(anchor_der);
-    rev.path_cas.clone_from(&valid.intermediates);
-    let sources = revocation::Sources {
-        files: authority.crls,
-        fetched: rev.fetched,
-    };
-    let opts = revocation::Options {
-        crl_policy: rev.crl_policy,
-        ocsp: authority.ocsp,
-        fetch_cdp: authority.fetch_cdp,
-    };
-    revocation::check_path(
-        &chain,
-        &sources,
-        opts,
-        at,
-        &mut rev.evidence,
-        &mut rev.wants,
-    )?;
-    Ok(valid)
+    let intermediates: Vec<Vec<u8>> = path
+        .intermediate_certificates()
+        .map(|c| c.der().to_vec())
+        .collect();
+    let mut chain = vec![signer.facts().clone()];
+    let mut window = signer.validity;
+    let parsed = intermediates
+        .iter()
+        .map(|der| CertInfo::parse(der).map(|c| c.facts().clone()))
+        .collect::<Result<Vec<_>, _>>()
+        .and_then(|cas| {
+            let anchor = CertInfo::parse(&authority.anchor_certs[anchor])?;
+            Ok((cas, anchor.facts().clone()))
+        })
+        .map_err(|e| TrustError::ChainCert(e.0.to_string()));
+    let chain = parsed.map(|(cas, anchor)| {
+        for ca in &cas {
+            window = (window.0.max(ca.validity.0), window.1.min(ca.validity.1));
+        }
+        chain.extend(cas);
+        chain.push(anchor);
+        chain
+    });
+    Ok(Validated {
+        intermediates,
+        anchor,
+        chain,
+        window,
+    })
 }
 
 /// A sentence saying what a rustls-webpki error means for the signer's

@@ -24,6 +24,7 @@ use x509_cert::ext::pkix::name::{DistributionPointName, GeneralName};
 use x509_cert::ext::pkix::{CrlDistributionPoints, CrlNumber, KeyUsage};
 use x509_cert::Certificate;
 
+use super::cert::CertFacts;
 use super::TrustError;
 use crate::clock::EvalTime;
 
@@ -104,6 +105,8 @@ pub struct Crl {
     /// Where it came from: a policy file or a URL.
     pub source: String,
     list: CertRevocationList<'static>,
+    /// thisUpdate and nextUpdate in RFC 3339, as evidence names them.
+    update_texts: (String, String),
     /// SPKIs (DER) its signature verified with.
     verified: Mutex<Vec<Vec<u8>>>,
 }
@@ -141,12 +144,18 @@ impl Crl {
         if list.issuing_distribution_point().is_some() {
             return Err(CrlError::Partitioned);
         }
+        let this_update = tbs.this_update.to_unix_duration().as_secs();
+        let next_update = next_update.to_unix_duration().as_secs();
         Ok(Crl {
+            update_texts: (
+                EvalTime::from_unix(this_update).to_rfc3339(),
+                EvalTime::from_unix(next_update).to_rfc3339(),
+            ),
             sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, &der)),
             issuer: tbs.issuer.to_der().unwrap_or_default(),
             issuer_text: super::cert::dn(&tbs.issuer),
-            this_update: tbs.this_update.to_unix_duration().as_secs(),
-            next_update: next_update.to_unix_duration().as_secs(),
+            this_update,
+            next_update,
             number,
             source,
             list,
@@ -192,15 +201,27 @@ impl Crl {
                 return false;
             }
         }
-        let spki = tbs.subject_public_key_info.to_der().unwrap_or_default();
+        self.verified_with(&tbs.subject_public_key_info.to_der().unwrap_or_default())
+    }
+
+    /// [`Crl::signed_by`] for a certificate's facts.
+    pub fn signed_by_facts(&self, ca: &CertFacts) -> bool {
+        ca.subject_der.as_deref() == Some(self.issuer.as_slice())
+            && ca.crl_sign
+            && self.verified_with(&ca.spki_der)
+    }
+
+    /// Whether the signature verifies with the DER SubjectPublicKeyInfo
+    /// `spki`; successes are remembered.
+    fn verified_with(&self, spki: &[u8]) -> bool {
         let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
-        if verified.contains(&spki) {
+        if verified.iter().any(|v| v.as_slice() == spki) {
             return true;
         }
-        if !signature_verifies(&self.der, &spki) {
+        if !signature_verifies(&self.der, spki) {
             return false;
         }
-        verified.push(spki);
+        verified.push(spki.to_vec());
         true
     }
 
@@ -320,16 +341,29 @@ pub use super::ocsp::{CertKey, CertStatus};
 
 /// The [`CertKey`] of the certificate with `serial` issued by `issuer`.
 pub fn cert_key(issuer: &Certificate, serial: &[u8]) -> CertKey {
-    use sha2::{Digest, Sha256};
     let tbs = &issuer.tbs_certificate;
+    key_of(
+        &tbs.subject.to_der().unwrap_or_default(),
+        &tbs.subject_public_key_info.to_der().unwrap_or_default(),
+        serial,
+    )
+}
+
+/// [`cert_key`] from the issuer's facts.
+fn cert_key_of(issuer: &CertFacts, serial: &[u8]) -> CertKey {
+    key_of(
+        issuer.subject_der.as_deref().unwrap_or_default(),
+        &issuer.spki_der,
+        serial,
+    )
+}
+
+fn key_of(subject: &[u8], spki: &[u8], serial: &[u8]) -> CertKey {
+    use sha2::{Digest, Sha256};
     let mut h = Sha256::new();
-    for part in [
-        tbs.subject.to_der().unwrap_or_default(),
-        tbs.subject_public_key_info.to_der().unwrap_or_default(),
-        serial.to_vec(),
-    ] {
+    for part in [subject, spki, serial] {
         h.update((part.len() as u64).to_be_bytes());
-        h.update(&part);
+        h.update(part);
     }
     CertKey(h.finalize().into())
 }
@@ -559,35 +593,29 @@ impl fmt::Display for NoStatus {
     }
 }
 
-/// Checks every certificate of `chain` (signer first, anchor last; the
+/// Checks every certificate of `chain` (parsed; signer first, anchor last; the
 /// anchor itself is not checked) against the revocation data of its issuer
 /// in the chain. What was used goes to `evidence`; what would have settled
 /// an unknown status goes to `wants`, for the caller to fetch and judge
 /// again.
 pub fn check_path(
-    chain: &[&[u8]],
+    chain: &[&CertFacts],
     sources: &Sources<'_>,
     opts: Options,
     at: EvalTime,
     evidence: &mut Vec<StatusEvidence>,
     wants: &mut Vec<Want>,
 ) -> Result<(), TrustError> {
-    let parsed: Vec<Certificate> = chain
-        .iter()
-        .map(|der| Certificate::from_der(der))
-        .collect::<Result<_, _>>()
-        .map_err(|e| TrustError::ChainCert(e.to_string()))?;
     let mut failure: Option<TrustError> = None;
-    for (i, pair) in parsed.windows(2).enumerate() {
-        let (cert, issuer) = (&pair[0], &pair[1]);
-        let outcome = status_of(cert, issuer, chain[i], chain[i + 1], sources, opts, at)?;
-        let tbs = &cert.tbs_certificate;
+    for pair in chain.windows(2) {
+        let (cert, issuer) = (pair[0], pair[1]);
+        let outcome = status_of(cert, issuer, sources, opts, at)?;
         let mut ev = StatusEvidence {
-            subject: super::cert::dn(&tbs.subject),
-            serial: hex::encode(tbs.serial_number.as_bytes()),
+            subject: cert.subject(),
+            serial: cert.serial_hex(),
             method: Method::None,
             sha256: None,
-            issuer: super::cert::dn(&tbs.issuer),
+            issuer: cert.issuer(),
             this_update: None,
             next_update: None,
             source: None,
@@ -598,8 +626,8 @@ pub fn check_path(
             Status::Crl(crl) => {
                 ev.method = Method::Crl;
                 ev.sha256 = Some(crl.sha256.clone());
-                ev.this_update = Some(EvalTime::from_unix(crl.this_update).to_rfc3339());
-                ev.next_update = Some(EvalTime::from_unix(crl.next_update).to_rfc3339());
+                ev.this_update = Some(crl.update_texts.0.clone());
+                ev.next_update = Some(crl.update_texts.1.clone());
                 ev.source = Some(crl.source.clone());
                 ev.der = Some(crl.der.clone());
             }
@@ -646,7 +674,7 @@ enum Status {
 /// The CRLs of `sources` that `issuer` signed, newest first.
 fn crls_signed_by<'s>(
     issuer_name: &[u8],
-    issuer: &Certificate,
+    issuer: &CertFacts,
     sources: &'s Sources<'_>,
 ) -> Vec<&'s Arc<Crl>> {
     let mut found: Vec<&Arc<Crl>> = sources
@@ -654,7 +682,7 @@ fn crls_signed_by<'s>(
         .iter()
         .filter(|c| c.issuer == issuer_name)
         .chain(sources.fetched.crls_for(issuer_name))
-        .filter(|c| c.signed_by_cert(issuer))
+        .filter(|c| c.signed_by_facts(issuer))
         .collect();
     found.sort_by(|a, b| {
         if a.newer_than(b) {
@@ -669,18 +697,17 @@ fn crls_signed_by<'s>(
 }
 
 fn status_of(
-    cert: &Certificate,
-    issuer: &Certificate,
-    cert_der: &[u8],
-    issuer_der: &[u8],
+    facts: &CertFacts,
+    issuer: &CertFacts,
     sources: &Sources<'_>,
     opts: Options,
     at: EvalTime,
 ) -> Result<Status, TrustError> {
+    let (cert, cert_der, issuer_der) = (&facts.cert, facts.der.as_slice(), issuer.der.as_slice());
     let tbs = &cert.tbs_certificate;
     let serial = tbs.serial_number.as_bytes();
-    let issuer_name = tbs.issuer.to_der().unwrap_or_default();
-    let candidates = crls_signed_by(&issuer_name, issuer, sources);
+    let issuer_name = facts.issuer_der.as_deref().unwrap_or_default();
+    let candidates = crls_signed_by(issuer_name, issuer, sources);
     let fresh = candidates.iter().find(|c| c.fresh_at(at)).copied();
 
     let by_crl = |crl: &Arc<Crl>| -> Result<Status, TrustError> {
@@ -697,7 +724,7 @@ fn status_of(
             _ => Ok(Status::Crl(crl.clone())),
         }
     };
-    let key = cert_key(issuer, serial);
+    let key = cert_key_of(issuer, serial);
     let answer = if opts.ocsp == OcspMode::Off {
         None
     } else {
