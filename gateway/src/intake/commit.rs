@@ -288,12 +288,17 @@ fn refused<'a>(
 /// in the same transaction as the refusal. The lane is the one its routes
 /// or its kind give.
 fn refused_alert(gw: &Service, policy: &crate::policy::Policy, record: &mut Record) {
+    let urgent = record.message.as_ref().is_some_and(|m| {
+        duty::refused_lane(policy, &m.mail_from, &m.rcpt_to, m.kind.as_deref()) == Lane::Urgent
+    });
+    // Copied only for an alert: `duty::add` appends to `record` while the
+    // alert still borrows the message.
+    if !urgent {
+        return;
+    }
     let Some(m) = record.message.clone() else {
         return;
     };
-    if duty::refused_lane(policy, &m.mail_from, &m.rcpt_to, m.kind.as_deref()) != Lane::Urgent {
-        return;
-    }
     let sending = m.authority.clone().or_else(|| {
         policy
             .authority_for_address(&m.mail_from)
