@@ -35,7 +35,7 @@ wait_listening() {
     local i
     PORT=
     for ((i = 0; i < 100; i++)); do
-        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/serve.out")
+        PORT=$(sed -n 's/^listening on 127\.0\.0\.1:\([0-9]*\)$/\1/p' "$RUN/serve.out" 2>/dev/null || true)
         [[ -n $PORT ]] && return 0
         kill -0 "$SERVER_PID" 2>/dev/null || break
         sleep 0.1
@@ -63,6 +63,8 @@ EOF
 # appended: a restart in the same run keeps the first log) and waits for it; sets
 # SERVER_PID and PORT, or exits.
 serve_emla() {
+    # Made first: the background job may open it after wait_listening's first read.
+    : >"$RUN/serve.out"
     "$EMLA" serve --config "$CFG" >"$RUN/serve.out" 2>>"$RUN/serve.err" &
     SERVER_PID=$!
     wait_listening "$1"
