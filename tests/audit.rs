@@ -800,7 +800,16 @@ async fn formats(backend: Backend) {
     let newest = &fx[N - 1];
     assert!(first.starts_with("2026-01-02 15:00:00  "), "{first}");
     assert!(first.contains(&newest.id));
-    assert!(first.ends_with(newest.authority.as_deref().unwrap()));
+    // The last two columns: the authority, then the kind (`-` for none).
+    let last: Vec<&str> = first.split_whitespace().rev().take(2).collect();
+    assert_eq!(
+        last,
+        [
+            newest.kind.unwrap_or("-"),
+            newest.authority.as_deref().unwrap()
+        ],
+        "{first}"
+    );
 
     // JSON: one array; rows carry time and cursor.
     let a = SearchArgs {

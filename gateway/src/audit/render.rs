@@ -6,8 +6,10 @@ use serde_json::{json, Value};
 use crate::store::MessageSummary;
 use crate::text::{align, table_cell, time_rfc3339, time_utc, visible};
 
-/// Header of the table and of the CSV, in column order.
-pub const TABLE_COLUMNS: [&str; 9] = [
+/// Header of the table, in column order. The CSV has the same columns
+/// but `kind`, which it gives among its extra columns (a stable order for
+/// existing consumers).
+pub const TABLE_COLUMNS: [&str; 10] = [
     "time (UTC)",
     "id",
     "verdict",
@@ -17,13 +19,15 @@ pub const TABLE_COLUMNS: [&str; 9] = [
     "to",
     "subject",
     "authority",
+    "kind",
 ];
 
 /// Widest `from`, `to` and `subject` cell in the table, in characters;
 /// longer values are cut with `…` (JSON and CSV carry them whole).
 pub const MAX_CELL: usize = 40;
 
-/// The table cells of a row, in [`TABLE_COLUMNS`] order, not yet cut.
+/// The cells a row has in the table and the CSV alike, in
+/// [`TABLE_COLUMNS`] order (all but `kind`), not yet cut.
 fn cells(m: &MessageSummary) -> [String; 9] {
     [
         time_utc(m.received_at),
@@ -49,7 +53,8 @@ pub fn table(rows: &[MessageSummary], more: bool) -> String {
     }
     let mut lines: Vec<Vec<String>> = vec![TABLE_COLUMNS.map(str::to_string).to_vec()];
     for r in rows {
-        let c = cells(r);
+        let mut c = cells(r).to_vec();
+        c.push(r.kind.clone().unwrap_or_else(|| "-".into()));
         lines.push(
             c.iter()
                 .enumerate()
@@ -111,7 +116,7 @@ pub fn csv_field(text: &str) -> String {
 /// CSV: a header record, then one record per row; records end with CRLF.
 pub fn csv(rows: &[MessageSummary]) -> String {
     let header: Vec<&str> = std::iter::once("time")
-        .chain(TABLE_COLUMNS[1..].iter().copied())
+        .chain(TABLE_COLUMNS[1..9].iter().copied())
         .chain(CSV_EXTRA_COLUMNS)
         .collect();
     let mut out = header.join(",");
@@ -189,15 +194,19 @@ mod tests {
     #[test]
     fn table_aligns_and_cuts() {
         let long = "é".repeat(60);
-        let out = table(&[row("m1", &long), row("m22", "short\tsubject")], true);
+        let mut first = row("m1", &long);
+        first.kind = Some("mla-request".into());
+        let out = table(&[first, row("m22", "short\tsubject")], true);
         let lines: Vec<&str> = out.lines().collect();
         assert_eq!(lines.len(), 4, "{out}");
-        let authority_at = lines[0].chars().count() - "authority".len();
-        assert!(lines[0].ends_with("  authority"), "{out}");
-        for l in &lines[1..3] {
+        let authority_at = lines[0].find("  authority").unwrap() + 2;
+        assert!(lines[0].ends_with("  authority  kind"), "{out}");
+        for (l, kind) in lines[1..3].iter().zip(["mla-request", "-"]) {
             let chars: Vec<char> = l.chars().collect();
-            let tail: String = chars[authority_at..].iter().collect();
-            assert_eq!(tail, "aa-moj", "{out}");
+            let tail: String = chars[lines[0][..authority_at].chars().count()..]
+                .iter()
+                .collect();
+            assert_eq!(tail, format!("aa-moj     {kind}"), "{out}");
         }
         assert!(lines[1].contains(&format!("{}…", "é".repeat(MAX_CELL - 1))));
         assert!(
