@@ -368,9 +368,13 @@ fn required_tls_validates_and_pinned_tls_checks_the_pin() {
     let (gw, srv, id, msg) = relay_one(&policy);
     assert_relayed_once(&sink, &srv, &id, &msg);
     assert_eq!(sink.envelope(1)["tls"], true);
-    let audit = gw.db().audit();
-    let d = audit.iter().find(|a| a.kind == "relay.delivered").unwrap();
-    let data: Value = serde_json::from_str(&d.data).unwrap();
+    // The sink has the message before the gateway records the next hop's 250.
+    let data: Value = eventually(Duration::from_secs(10), Duration::from_millis(50), || {
+        let audit = gw.db().audit();
+        let d = audit.iter().find(|a| a.kind == "relay.delivered");
+        d.map(|d| serde_json::from_str(&d.data).unwrap())
+            .ok_or_else(|| "no relay.delivered record".to_string())
+    });
     assert_eq!(data["tls"]["verification"], "validated", "{data:#}");
     drop(srv);
 
