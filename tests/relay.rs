@@ -1730,3 +1730,241 @@ fn wait_mode_sends_unstamped_after_the_maximum_wait() {
     drop(srv);
     gw.assert_audit_intact();
 }
+
+/// An encryption certificate and key of BB's central authority, made with
+/// openssl: `rsa` (2048 bits, keyEncipherment) or `ec` (P-256,
+/// keyAgreement), self-signed, valid for `days`.
+fn encryption_identity(name: &str, kind: &str, days: u32) -> (PathBuf, PathBuf) {
+    let dir = pki().dir.join(format!("enc-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    let (newkey, usage): (&[&str], &str) = match kind {
+        "rsa" => (
+            &["-newkey", "rsa:2048"],
+            "keyUsage=critical,keyEncipherment",
+        ),
+        _ => (
+            &["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"],
+            "keyUsage=critical,keyAgreement",
+        ),
+    };
+    let mut cmd = Command::new("openssl");
+    cmd.args(["req", "-x509", "-nodes"])
+        .args(newkey)
+        .args(["-subj", &format!("/CN=bb-moj {name}"), "-addext", usage])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .args(["-days", &days.to_string()]);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// `openssl cms -decrypt` of `msg` with `key` (and `cert`): the plaintext.
+fn openssl_decrypt(msg: &[u8], cert: &Path, key: &Path) -> Vec<u8> {
+    let input = pki().write_scratch("encrypted", msg);
+    let out = Command::new("openssl")
+        .args(["cms", "-decrypt", "-binary", "-in"])
+        .arg(&input)
+        .arg("-recip")
+        .arg(cert)
+        .arg("-inkey")
+        .arg(key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "openssl cms -decrypt failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+/// The certificate files as written in bb-moj.toml (paths relative to the
+/// policy directory work as absolute ones too).
+fn encrypt_lines(mode: &str, certs: &[&Path], cipher: &str) -> String {
+    let list: Vec<String> = certs
+        .iter()
+        .map(|c| format!("{:?}", c.display().to_string()))
+        .collect();
+    format!(
+        "encrypt = \"{mode}\"\nencryption_certificates = [{}]\nencryption_cipher = \"{cipher}\"\n",
+        list.join(", ")
+    )
+}
+
+/// Puts `lines` at the top of bb-moj.toml (before its first table).
+fn set_encryption(policy: &PolicyCopy, lines: &str) {
+    policy.edit(
+        "authorities/bb-moj.toml",
+        "id = \"bb-moj\"\n",
+        &format!("id = \"bb-moj\"\n{lines}"),
+    );
+}
+
+/// `encrypt = "when-certificate"` with an RSA and an EC certificate: the
+/// counterpart gets an `application/pkcs7-mime` message that either key
+/// decrypts (openssl cms) to exactly the signed message Alice sent, which
+/// still verifies; the attempt's audit record names the cipher and both
+/// certificates.
+#[test]
+fn relayed_mail_is_encrypted_to_the_counterparts_certificates() {
+    for cipher in ["aes-256-cbc", "aes-256-gcm"] {
+        let sink = Sink::start(&[]);
+        let (rsa_cert, rsa_key) = encryption_identity(&format!("rsa-{cipher}"), "rsa", 30);
+        let (ec_cert, ec_key) = encryption_identity(&format!("ec-{cipher}"), "ec", 30);
+        let policy = policy_to(sink.port, "tls = \"opportunistic\"");
+        set_encryption(
+            &policy,
+            &encrypt_lines("when-certificate", &[&rsa_cert, &ec_cert], cipher),
+        );
+        let (gw, srv, id, sent) = relay_one(&policy);
+        let got = sink.wait_for(1, Duration::from_secs(15));
+        assert_eq!(got.len(), 1, "{}", srv.stderr());
+        let text = String::from_utf8_lossy(&got[0]).into_owned();
+        let smime_type = if cipher == "aes-256-gcm" {
+            "authEnveloped-data"
+        } else {
+            "enveloped-data"
+        };
+        assert!(
+            text.contains(&format!(
+                "Content-Type: application/pkcs7-mime; smime-type={smime_type}"
+            )),
+            "{text}"
+        );
+        assert!(
+            header(&text, "From").is_some_and(|f| f.contains(ALICE)),
+            "{text}"
+        );
+        assert!(
+            find(&got[0], b"This is an S/MIME").is_none(),
+            "signed part in clear"
+        );
+        for (cert, key) in [(&rsa_cert, &rsa_key), (&ec_cert, &ec_key)] {
+            let plain = openssl_decrypt(&got[0], cert, key);
+            assert_eq!(
+                plain, sent,
+                "{cipher}: decrypted bytes differ from the sent message"
+            );
+            assert!(
+                openssl_verifies(&plain, "aa"),
+                "decrypted copy does not verify"
+            );
+        }
+        let (code, shown) = emla_cli(&["audit", "show", &id, "--json"], &gw.config);
+        assert_eq!(code, 0, "{shown}");
+        assert!(shown.contains("\"encrypted\": true"), "{shown}");
+        assert!(
+            shown.contains(&format!("\"cipher\": \"{cipher}\"")),
+            "{shown}"
+        );
+        drop(srv);
+        gw.assert_audit_intact();
+    }
+}
+
+/// `encrypt = "always"` and only an expired certificate: nothing reaches
+/// the counterpart, the entry is deferred saying why, and at the end of
+/// the queue lifetime it fails; `when-certificate` with the same expired
+/// certificate relays in clear and the record says why.
+#[test]
+fn always_without_a_valid_certificate_defers_then_fails_and_never_sends_in_clear() {
+    let sink = Sink::start(&[]);
+    let (short, _) = encryption_identity("short", "rsa", 1);
+    let policy = policy_to(sink.port, "tls = \"opportunistic\"");
+    policy.edit(
+        "gateway.toml",
+        "[relay]\n",
+        "[relay]\nqueue_lifetime_secs = 3\nurgent_queue_lifetime_secs = 1\n",
+    );
+    // An expired certificate is refused by the policy check (below), so
+    // `always` is tried with none at all.
+    set_encryption(&policy, "encrypt = \"always\"\n");
+    let (gw, srv, id, _) = relay_one(&policy);
+    let failed = wait_entry(&gw, Duration::from_secs(20), |e| e["status"] == "failed");
+    assert!(
+        failed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not sent in clear")),
+        "{failed:#}"
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(
+        sink.messages().is_empty(),
+        "sent although it could not be encrypted"
+    );
+    let (code, shown) = emla_cli(&["audit", "show", &id, "--json"], &gw.config);
+    assert_eq!(code, 0, "{shown}");
+    assert!(
+        shown.contains("no encryption certificate is valid now"),
+        "{shown}"
+    );
+    drop(srv);
+    gw.assert_audit_intact();
+
+    // A certificate expired at the evaluation time is refused where it is
+    // configured.
+    let checked = PolicyCopy::new();
+    set_encryption(
+        &checked,
+        &encrypt_lines("when-certificate", &[&short], "aes-256-cbc"),
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_emla"))
+        .args(["policy", "check"])
+        .arg(&checked.0)
+        .args(["--at", &days_from_now(3)])
+        .output()
+        .unwrap();
+    let out = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.contains("bb-moj.toml:") && out.contains("expired at"),
+        "the policy check names the expired certificate: {out}"
+    );
+}
+
+/// Receipts go through the same relay: those to a sender whose authority
+/// has `encrypt` set are encrypted to its certificates too, and decrypt to
+/// a receipt signed by the gateway.
+#[test]
+fn receipts_to_an_encrypting_authority_are_encrypted_too() {
+    let sink = Sink::start(&[]);
+    let (cert, key) = encryption_identity("aa-receipts", "rsa", 30);
+    let policy = policy_with_receipts(sink.port);
+    policy.edit(
+        "authorities/aa-moj.toml",
+        "id = \"aa-moj\"\n",
+        &format!(
+            "id = \"aa-moj\"\n{}",
+            encrypt_lines("always", &[&cert], "aes-256-cbc")
+        ),
+    );
+    let (gw, srv, _, sent) = relay_one(&policy);
+    let to_alice = delivered_to(&sink, ALICE, 2);
+    assert_eq!(to_alice.len(), 2, "{}", srv.stderr());
+    for (_, m) in &to_alice {
+        assert!(m.contains("smime-type=enveloped-data"), "{m}");
+        let plain = openssl_decrypt(m.as_bytes(), &cert, &key);
+        let text = String::from_utf8_lossy(&plain);
+        assert!(header(&text, "X-Emla-Receipt").is_some(), "{text}");
+        assert!(
+            openssl_verifies(&plain, "aa"),
+            "the decrypted receipt does not verify"
+        );
+    }
+    // Bob's authority has no `encrypt`: his copy goes as received.
+    let to_bob = delivered_to(&sink, BOB, 1);
+    assert!(to_bob[0].1.as_bytes().ends_with(&sent), "{}", to_bob[0].1);
+    drop(srv);
+    gw.assert_audit_intact();
+}

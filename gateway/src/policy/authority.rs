@@ -30,6 +30,9 @@ const KEYS: &[&str] = &[
     "receipts",
     "rejection_notices_per_hour",
     "duty",
+    "encrypt",
+    "encryption_certificates",
+    "encryption_cipher",
     "next_hop",
 ];
 
@@ -149,6 +152,7 @@ fn parse(
         }
         ok
     });
+    let encryption = super::encryption::read(&top, &ctx, files, diags, notes);
     let next_hop = top
         .require("next_hop", diags)
         .table("next_hop", "[next_hop]", NEXT_HOP_KEYS, diags)
@@ -174,6 +178,7 @@ fn parse(
                 receipts,
                 rejection_notices_per_hour,
                 duty: duty.as_ref().map(|(d, _)| d.clone()),
+                encryption,
             })
         }
         _ => None,

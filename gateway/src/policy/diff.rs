@@ -394,6 +394,20 @@ fn authority(
     );
     let duty = |a: &Authority| a.duty.clone().unwrap_or_else(|| "none".to_owned());
     scalar("duty", duty(old), duty(new), out);
+    let encrypt = |a: &Authority| {
+        super::EncryptMode::NAMES
+            .iter()
+            .find(|(_, m)| *m == a.encryption.mode)
+            .map_or("?", |(n, _)| n)
+            .to_owned()
+    };
+    scalar("encrypt", encrypt(old), encrypt(new), out);
+    scalar(
+        "encryption_cipher",
+        old.encryption.cipher.name().to_owned(),
+        new.encryption.cipher.name().to_owned(),
+        out,
+    );
 
     let members = |field: &'static str, a: Vec<String>, b: Vec<String>, out: &mut Vec<Change>| {
         members(&old.id, field, a, b, out)
@@ -412,6 +426,21 @@ fn authority(
         "intermediate",
         certs(&old.intermediates),
         certs(&new.intermediates),
+        out,
+    );
+    let encryption_certs = |a: &Authority| {
+        let ders: Vec<_> = a
+            .encryption
+            .certificates
+            .iter()
+            .map(|c| c.der.clone())
+            .collect();
+        certs(&ders)
+    };
+    members(
+        "encryption certificate",
+        encryption_certs(old),
+        encryption_certs(new),
         out,
     );
     members("crl_url", old.crl_urls.clone(), new.crl_urls.clone(), out);

@@ -6,6 +6,7 @@ mod authority;
 mod check;
 mod current;
 pub mod diff;
+mod encryption;
 mod files;
 mod gateway;
 mod kind;

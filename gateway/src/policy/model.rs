@@ -275,6 +275,94 @@ pub struct Authority {
     /// Where its duty officer is alerted about its urgent-lane mail
     /// (`duty`; UNTOC art. 18(13)), if anywhere.
     pub duty: Option<String>,
+    /// Whether mail relayed to it is S/MIME-encrypted, to which
+    /// certificates, with which content cipher.
+    pub encryption: Encryption,
+}
+
+/// How mail relayed to an authority is encrypted (`encrypt`,
+/// `encryption_certificates`, `encryption_cipher`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Encryption {
+    /// When to encrypt.
+    pub mode: EncryptMode,
+    /// The certificates to encrypt to (every one that is valid when the
+    /// message is relayed).
+    pub certificates: Vec<EncryptionCert>,
+    /// The content-encryption algorithm.
+    pub cipher: ContentCipher,
+}
+
+/// When mail relayed to an authority is encrypted (`encrypt`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum EncryptMode {
+    /// Never: relayed as received (TLS hop by hop only). The default.
+    #[default]
+    Never,
+    /// When it has a valid encryption certificate; in clear otherwise.
+    WhenCertificate,
+    /// Always: without a valid certificate the delivery is deferred, and
+    /// fails at the end of the queue lifetime; it is never sent in clear.
+    Always,
+}
+
+impl EncryptMode {
+    /// The names `encrypt` takes.
+    pub const NAMES: [(&'static str, EncryptMode); 3] = [
+        ("never", EncryptMode::Never),
+        ("when-certificate", EncryptMode::WhenCertificate),
+        ("always", EncryptMode::Always),
+    ];
+}
+
+/// The content-encryption algorithm of relayed mail (`encryption_cipher`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ContentCipher {
+    /// AES-256-CBC in an EnvelopedData (RFC 5652): what every S/MIME
+    /// client reads. The default.
+    #[default]
+    Aes256Cbc,
+    /// AES-256-GCM in an AuthEnvelopedData (RFC 5083, 5084).
+    Aes256Gcm,
+}
+
+impl ContentCipher {
+    /// The names `encryption_cipher` takes.
+    pub const NAMES: [(&'static str, ContentCipher); 2] = [
+        ("aes-256-cbc", ContentCipher::Aes256Cbc),
+        ("aes-256-gcm", ContentCipher::Aes256Gcm),
+    ];
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            ContentCipher::Aes256Cbc => "aes-256-cbc",
+            ContentCipher::Aes256Gcm => "aes-256-gcm",
+        }
+    }
+}
+
+/// An authority's encryption certificate, as checked when the policy was
+/// loaded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EncryptionCert {
+    /// The certificate.
+    pub der: CertificateDer<'static>,
+    /// Its subject, for logs and the audit record.
+    pub subject: String,
+    /// SHA-256 of the certificate, hex.
+    pub sha256: String,
+    /// Not valid before, seconds since the epoch.
+    pub not_before: u64,
+    /// Not valid after, seconds since the epoch.
+    pub not_after: u64,
+}
+
+impl EncryptionCert {
+    /// Whether it is valid at `now` (seconds since the epoch).
+    pub fn valid_at(&self, now: u64) -> bool {
+        self.not_before <= now && now <= self.not_after
+    }
 }
 
 /// A kind of signed message the gateway sends back to a sender.

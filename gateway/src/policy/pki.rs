@@ -169,37 +169,48 @@ impl Ctx<'_> {
     ) -> (Vec<CaCert>, bool) {
         let before = diags.len();
         let mut out = Vec::new();
+        for (shown, der, span) in self.load_certificates(key, paths, files, diags) {
+            if let Some(ca) = self.check_ca(role, &shown, der, &span, diags, notes) {
+                out.push(ca);
+            }
+        }
+        (out, diags.len() == before)
+    }
+
+    /// The certificates of the configured paths of `key`, each with the
+    /// file it came from and where its path was written; what cannot be
+    /// read or decoded is a diagnostic.
+    pub fn load_certificates(
+        &self,
+        key: &str,
+        paths: &[At<String>],
+        files: &mut FileSet,
+        diags: &mut Vec<Diagnostic>,
+    ) -> Vec<(String, CertificateDer<'static>, Range<usize>)> {
+        let mut out = Vec::new();
         for written in paths {
             let span = &written.1;
             for entry in self.expand(key, written, CERT_EXTS, diags) {
                 let Some(bytes) = self.read(key, &entry, span, files, diags) else {
                     continue;
                 };
-                let ders = match crate::pem::certificates(&bytes) {
-                    Ok(d) => d,
-                    Err(PemError::Syntax(e)) => {
-                        diags.push(self.src.diag(
-                            span,
-                            format!("cannot parse certificate in {:?}: {e}", entry.shown),
-                        ));
-                        continue;
-                    }
-                    Err(_) => {
-                        diags.push(
-                            self.src
-                                .diag(span, format!("{:?} holds no certificate", entry.shown)),
-                        );
-                        continue;
-                    }
-                };
-                for der in ders {
-                    if let Some(ca) = self.check_ca(role, &entry.shown, der, span, diags, notes) {
-                        out.push(ca);
-                    }
+                match crate::pem::certificates(&bytes) {
+                    Ok(ders) => out.extend(
+                        ders.into_iter()
+                            .map(|der| (entry.shown.clone(), der, span.clone())),
+                    ),
+                    Err(PemError::Syntax(e)) => diags.push(self.src.diag(
+                        span,
+                        format!("cannot parse certificate in {:?}: {e}", entry.shown),
+                    )),
+                    Err(_) => diags.push(
+                        self.src
+                            .diag(span, format!("{:?} holds no certificate", entry.shown)),
+                    ),
                 }
             }
         }
-        (out, diags.len() == before)
+        out
     }
 
     /// Checks one configured CA certificate. A self-signed version 1
@@ -256,19 +267,8 @@ impl Ctx<'_> {
             ));
             ok = false;
         }
-        let not_before = tbs.validity.not_before.to_unix_duration().as_secs();
-        let not_after = tbs.validity.not_after.to_unix_duration().as_secs();
-        let now = self.now.unix();
-        let outside = if now < not_before {
-            Some(("is not valid before", not_before))
-        } else if now > not_after {
-            Some(("expired at", not_after))
-        } else {
-            None
-        };
-        if let Some((problem, limit)) = outside {
-            let limit = EvalTime::from_unix(limit).to_rfc3339();
-            diags.push(self.src.diag(span, format!("{what} {problem} {limit}")));
+        if let Some(problem) = outside_validity(&cert, self.now) {
+            diags.push(self.src.diag(span, format!("{what} {problem}")));
             ok = false;
         }
         let usable = match role {
@@ -413,6 +413,25 @@ impl Ctx<'_> {
 }
 
 /// The trust anchor of an anchor certificate that passed [`Ctx::load_cas`].
+/// What is wrong with `cert`'s validity period at `now` ("expired at
+/// …", "is not valid before …"), if anything.
+pub(super) fn outside_validity(cert: &Certificate, now: EvalTime) -> Option<String> {
+    let validity = &cert.tbs_certificate.validity;
+    let not_before = validity.not_before.to_unix_duration().as_secs();
+    let not_after = validity.not_after.to_unix_duration().as_secs();
+    let (problem, limit) = if now.unix() < not_before {
+        ("is not valid before", not_before)
+    } else if now.unix() > not_after {
+        ("expired at", not_after)
+    } else {
+        return None;
+    };
+    Some(format!(
+        "{problem} {}",
+        EvalTime::from_unix(limit).to_rfc3339()
+    ))
+}
+
 pub(super) fn trust_anchor(ca: &CaCert) -> Option<TrustAnchor<'static>> {
     webpki::anchor_from_trusted_cert(&ca.der)
         .ok()

@@ -132,6 +132,7 @@ mod tests {
             receipts: crate::policy::ReceiptKinds::ALL,
             rejection_notices_per_hour: crate::policy::authority::REJECTION_NOTICES_PER_HOUR,
             duty: None,
+            encryption: Default::default(),
         }
     }
 

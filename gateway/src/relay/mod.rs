@@ -6,6 +6,7 @@
 
 pub mod admin;
 pub mod deliver;
+pub mod encrypt;
 pub mod pool;
 pub mod queue_id;
 pub mod worker;

@@ -10,6 +10,7 @@ use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
 use super::deliver::{ConnectError, Connection, Outgoing, RcptOutcome, TlsReport};
+use super::encrypt::{self, Prepared};
 use super::pool::Pool;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, NextHop, Policy};
@@ -209,6 +210,7 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
             hop: hop.key(),
             tls: None,
             original: None,
+            encryption: None,
             started: Instant::now(),
         };
         let next_hop = match hop {
@@ -228,6 +230,16 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
             }
         };
         attempt.original = Some(&body);
+        let prepared = outbound(&policy, &entry, &body);
+        attempt.encryption = prepared.report();
+        let message: &[u8] = match &prepared {
+            Prepared::Clear(_) => &body,
+            Prepared::Encrypted { message, .. } => message,
+            Prepared::Defer(why) => {
+                record(gw, &policy, &attempt, deferred_all(&entry, None, why)).await;
+                continue;
+            }
+        };
         if conn.as_ref().is_none_or(|c| !c.usable()) {
             match Connection::open(
                 next_hop,
@@ -250,7 +262,7 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
             recipients: &entry.delivery.recipients,
             dsn: entry.dsn.as_ref(),
             trace: &trace,
-            message: &body,
+            message,
         };
         let outcomes = c.send(&mail, timeout).await;
         attempt.tls = Some(c.tls.clone());
@@ -273,7 +285,25 @@ struct Attempt<'a> {
     tls: Option<TlsReport>,
     /// The message as stored, once read.
     original: Option<&'a [u8]>,
+    /// How it was encrypted, when its authority has `encrypt` set.
+    encryption: Option<crate::store::AttemptEncryption>,
     started: Instant,
+}
+
+/// What is sent of `body` for `entry`: encrypted when the recipients'
+/// authority says so.
+fn outbound(policy: &Policy, entry: &Claimed, body: &[u8]) -> Prepared {
+    let Some(authority) = policy
+        .authorities
+        .iter()
+        .find(|a| a.id == entry.delivery.authority)
+    else {
+        return Prepared::Clear(None);
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    encrypt::prepare(&authority.encryption, body, now)
 }
 
 fn deferred_all(entry: &Claimed, code: Option<u16>, why: &str) -> Vec<RcptOutcome> {
@@ -556,6 +586,7 @@ fn attempt_record(
         lane: Some(entry.delivery.lane),
         instance: Some(gw.config.instance_id.clone()),
         tls: attempt.tls.as_ref().map(TlsReport::to_record),
+        encryption: attempt.encryption.clone(),
         recipients: entry
             .delivery
             .recipients

@@ -46,9 +46,9 @@ pub use payload::Payload;
 pub use queue::{AttemptNote, Claimed, QueueFilter, QueueUpdate};
 pub use recorder::now_ms;
 pub use rows::{
-    Attempt, AttemptTls, AuditRecord, CheckpointData, CheckpointMail, CheckpointSigner, Decision,
-    Evidence, MessageRow, Outcome, QueueAction, QueueEntryHistory, QueueRow, RecipientOutcome,
-    Route, Signer, Verdict,
+    Attempt, AttemptEncryption, AttemptTls, AuditRecord, CheckpointData, CheckpointMail,
+    CheckpointSigner, ClearReason, Decision, Evidence, MessageRow, Outcome, QueueAction,
+    QueueEntryHistory, QueueRow, RecipientOutcome, Route, Signer, Verdict,
 };
 pub use search::{Cursor, MessageSummary, SearchQuery, SignerKey};
 pub use state::DeliveryState;

@@ -330,6 +330,10 @@ pub struct Attempt {
     pub instance: Option<String>,
     /// What the connection was protected with (`None`: no connection).
     pub tls: Option<AttemptTls>,
+    /// How the message was S/MIME-encrypted for the recipients' authority
+    /// (`None`: its authority has `encrypt = "never"`, or nothing was sent).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<AttemptEncryption>,
     /// Per recipient, what the next hop answered.
     pub recipients: Vec<RecipientOutcome>,
     /// The entry's state after it (records written before the state
@@ -357,6 +361,29 @@ pub struct AttemptTls {
     pub verification: Option<String>,
     /// SHA-256 of the next hop's certificate.
     pub peer_certificate_sha256: Option<String>,
+}
+
+/// How a relayed message was S/MIME-encrypted for the recipients'
+/// authority.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct AttemptEncryption {
+    /// Whether it was encrypted.
+    pub encrypted: bool,
+    /// The content-encryption algorithm (`aes-256-cbc`, `aes-256-gcm`).
+    pub cipher: Option<String>,
+    /// SHA-256 of each certificate it was encrypted to.
+    pub certificates: Vec<String>,
+    /// Why it went in clear although the authority has `encrypt` set.
+    pub clear: Option<ClearReason>,
+}
+
+/// Why a message went in clear to an authority with `encrypt` set.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClearReason {
+    /// `encrypt = "when-certificate"` and no certificate valid then.
+    NoValidCertificate,
 }
 
 /// One recipient's outcome in an attempt.
