@@ -321,7 +321,11 @@ fn weak_foreign_and_tampered_encryption_is_refused() {
             der[n - at] ^= 0x20;
         });
         let out = verify(edited).case(format!("cbc byte -{at}"));
-        let v = out.assert_reject_saying("decrypt-failed", &["intact signed message"]);
+        let v = out.assert_reject("decrypt-failed");
+        assert_eq!(
+            v["detail"], "the message does not decrypt to an intact signed message",
+            "{v:#}"
+        );
         assert!(v["encryption"]["problem"].is_string(), "{v:#}");
     }
 }
@@ -333,7 +337,7 @@ fn policy_check_reads_the_decryption_keys() {
     let gw = policy.0.join("gateway.toml");
     let check = || {
         let out = Command::new(env!("CARGO_BIN_EXE_emla"))
-            .args(["policy", "check", "--policy"])
+            .args(["policy", "check"])
             .arg(&policy.0)
             .output()
             .unwrap();
@@ -355,7 +359,7 @@ fn policy_check_reads_the_decryption_keys() {
     )
     .unwrap();
     let (code, out) = check();
-    assert_eq!(code, Some(2), "{out}");
+    assert_eq!(code, Some(1), "{out}");
     for needle in [
         "gateway.toml:15:7: decryption key \"../certs/aa/gateway-enc-rsa.key\": the private key does not belong to the certificate",
         "gateway.toml:18:15: decryption certificate \"../certs/aa/weak-enc.pem\": the certificate's RSA key has 1024 bits; at least 2048 are required",
@@ -382,6 +386,7 @@ fn an_encrypted_message_is_relayed_as_signed_recorded_and_exported() {
     let gw = Gateway::new(Opts {
         policy_dir: policy.0.clone(),
         relay: Some("poll_ms = 100\n".into()),
+        extra_toml: "\n[audit]\nallow_unsigned_checkpoints = true\n".into(),
         ..Opts::default()
     });
     let srv = gw.start();
@@ -458,9 +463,9 @@ fn an_encrypted_message_is_relayed_as_signed_recorded_and_exported() {
     };
     let (r, t) = send(srv.port, ALICE, &[BOB], &stranger.encrypt(&message));
     assert!(
-        r.text().starts_with("550 5.7.5 not-for-gateway"),
+        r.last().starts_with("550 5.7.5 not-for-gateway"),
         "{}\n{t}",
-        r.text()
+        r.last()
     );
     gw.assert_audit_intact();
 }

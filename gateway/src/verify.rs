@@ -386,7 +386,7 @@ fn opaque(
         Reason::TemporaryFailure | Reason::TooManyRecipients | Reason::TooLarge
     );
     match enc {
-        Some(e) if !e.authenticated && e.content_algorithm.is_some() && !signed && !of_envelope => {
+        Some(e) if e.opened && !e.authenticated && !signed && !of_envelope => {
             e.problem = Some(format!("{reason}: {detail}"));
             (
                 Reason::DecryptFailed,

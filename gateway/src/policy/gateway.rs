@@ -292,7 +292,7 @@ fn load_signing(
     };
     let (cert_bytes, key_bytes) = (cert_bytes?, key_bytes?);
     files.add(cert.clone(), &cert_bytes);
-    warn_if_readable_by_others(&key_path);
+    warn_if_readable_by_others(&key_path, "signing key");
     match SigningIdentity::from_pem(&cert_bytes, &key_bytes, &format!("signing_cert {cert:?}")) {
         Ok(id) => Some(id),
         Err((PemFile::Cert, e)) => {
@@ -342,7 +342,7 @@ fn parse_decryption(
             continue;
         };
         files.add(cert.clone(), &cert_bytes);
-        warn_if_readable_by_others(&dir.join(&key));
+        warn_if_readable_by_others(&dir.join(&key), "decryption key");
         match DecryptionKey::from_pem(&cert_bytes, &key_bytes, min_rsa_bits) {
             Ok(k) if out.iter().any(|o| o.id.sha256 == k.id.sha256) => diags.push(src.diag(
                 &cert_span,
@@ -363,14 +363,14 @@ fn parse_decryption(
 /// Logs a warning when the private key file is readable by other users
 /// (a warning only: the file's protection is the administrator's call,
 /// and a policy check by another user must still work).
-fn warn_if_readable_by_others(path: &Path) {
+fn warn_if_readable_by_others(path: &Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o004 != 0 {
                 tracing::warn!(
-                    "the signing key {} is readable by every user of this host; \
+                    "the {what} {} is readable by every user of this host; \
                      restrict it (chmod o-r)",
                     path.display()
                 );

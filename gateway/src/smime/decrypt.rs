@@ -222,9 +222,11 @@ impl DecryptionKey {
             .to_vec();
         let info = CertInfo::parse(&der).map_err(|e| cert_err(e.to_string()))?;
         let algorithm = match info.key {
-            KeyAlg::Rsa { bits } if bits < min_rsa_bits => return Err(cert_err(format!(
+            KeyAlg::Rsa { bits } if bits < min_rsa_bits => {
+                return Err(cert_err(format!(
                 "the certificate's RSA key has {bits} bits; at least {min_rsa_bits} are required"
-            ))),
+            )))
+            }
             KeyAlg::Rsa { .. } | KeyAlg::EcP256 | KeyAlg::EcP384 => info.key.to_string(),
             other => {
                 return Err(cert_err(format!(
@@ -352,6 +354,10 @@ pub struct EncryptionReport {
     /// `decrypt-failed` (the reply names none, so it is no oracle).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Whether the content-encryption key was had and the content
+    /// decrypted with it (whatever came out).
+    #[serde(skip)]
+    pub opened: bool,
     /// Whether the content encryption had its own integrity check (GCM):
     /// without one (CBC), the signature inside is the only one.
     #[serde(skip)]
@@ -574,6 +580,7 @@ fn open_cms(
         Found::Ktri(k) => key_transport(key, k, content.key_len(), report)?,
         Found::Kari(k, enc_key) => key_agreement(key, k, enc_key, report)?,
     };
+    report.opened = true;
     decrypt_content(&envelope, alg, content, &cek)
 }
 
