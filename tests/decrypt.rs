@@ -217,6 +217,26 @@ fn every_sender_tool_and_algorithm_is_decrypted_and_judged() {
         let outer = [head, case.encrypt(&entity)].concat();
         verify(outer).case(case.name).assert_accept();
     }
+    // Triple-wrapped (RFC 2634): signed, encrypted, signed again.
+    let (_, head, entity) = signed();
+    let encrypted = CASES[2].encrypt(&entity);
+    let outer = crlf(&sign(Tool::CmsDetached, "aa", "alice", &encrypted, &[]));
+    let v = verify([head.clone(), outer].concat())
+        .case("triple wrap")
+        .assert_accept();
+    let e = &v["encryption"];
+    assert_eq!(e["content_algorithm"], "aes-256-gcm", "{e:#}");
+    assert_eq!(
+        e["outer_signers"][0].as_str().map(|s| s.contains("Alice")),
+        Some(true),
+        "{e:#}"
+    );
+    assert_eq!(
+        e["decrypted_sha256"],
+        sha256_hex(&[head, entity].concat()),
+        "{e:#}"
+    );
+
     let (message, _, _) = signed();
     let v = verify(python_encrypt(&message, "gateway-enc-rsa"))
         .case("python")
@@ -455,6 +475,25 @@ fn an_encrypted_message_is_relayed_as_signed_recorded_and_exported() {
         assert_eq!(enc["received_sha256"], sha256_hex(encrypted));
     }
 
+    // s-nail configured to sign and encrypt: the certificate it encrypts
+    // to for Bob is the gateway's.
+    let (code, out) = snail_send(srv.port);
+    assert_eq!(code, Some(0), "s-nail:\n{out}");
+    let got = sink.wait_for(3, Duration::from_secs(30));
+    assert_eq!(got.len(), 3, "not delivered:\n{}", srv.stderr());
+    let delivered = &got[2];
+    assert!(
+        openssl_cms_verifies(delivered, "aa"),
+        "s-nail's relayed copy"
+    );
+    assert!(find(delivered, b"Request from s-nail").is_some());
+    let rec = gw.db().audit_of("message.accepted");
+    let data: Value = serde_json::from_str(&rec.last().unwrap().data).unwrap();
+    assert_eq!(
+        data["encryption"]["key_algorithm"], "rsaes-pkcs1-v1_5",
+        "{data:#}"
+    );
+
     // Refused over SMTP with its reply code.
     let (message, _, _) = signed();
     let stranger = Enc {
@@ -468,4 +507,45 @@ fn an_encrypted_message_is_relayed_as_signed_recorded_and_exported() {
         r.last()
     );
     gw.assert_audit_intact();
+}
+
+/// Signs and encrypts a message with s-nail as Alice to Bob, Bob's
+/// encryption certificate being the gateway's RSA one; sends it to `port`.
+fn snail_send(port: u16) -> (Option<i32>, String) {
+    let pki = pki();
+    // s-nail wants the private key followed by the certificate in one file.
+    let mut signer = std::fs::read(pki.key("aa", "alice")).unwrap();
+    signer.extend_from_slice(&std::fs::read(pki.cert("aa", "alice")).unwrap());
+    let signer = pki.write_scratch("snail-signer.pem", &signer);
+    let input = pki.write_scratch("snail-body.txt", b"Request from s-nail, case 2026/0042.\n");
+    let home = tempfile::tempdir().unwrap();
+    let out = run_with_timeout(
+        Command::new("s-nail")
+            .env("HOME", home.path())
+            .env("LC_ALL", "C.UTF-8")
+            .args([
+                "-:/",
+                "-v",
+                "-Sv15-compat",
+                "-Sttycharset=utf-8",
+                "-Snosave",
+            ])
+            .arg(format!("-Sfrom={ALICE}"))
+            .arg("-Shostname=client.test")
+            .arg("-Ssmime-sign")
+            .arg(format!("-Ssmime-sign-cert={}", signer.display()))
+            .arg(format!(
+                "-Ssmime-sign-include-certs={}",
+                pki.chain("aa").display()
+            ))
+            .arg(format!(
+                "-Ssmime-encrypt-{BOB}={}",
+                pki.cert("aa", "gateway-enc-rsa").display()
+            ))
+            .arg(format!("-Smta=smtp://127.0.0.1:{port}"))
+            .args(["-Ssmtp-auth=none", "-s", "MLA request 2026/0042", "-.", BOB]),
+        Some(&input),
+        Duration::from_secs(60),
+    );
+    (out.status.code(), output_text(&out))
 }

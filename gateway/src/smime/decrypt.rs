@@ -409,12 +409,55 @@ pub struct Opened {
 
 /// Whether `top` is an S/MIME encrypted entity (`application/pkcs7-mime`
 /// with `smime-type=enveloped-data` or `authEnveloped-data`).
+/// Without `smime-type` (optional, RFC 8551 §3.2.2; s-nail leaves it out),
+/// the CMS content type at the start of the body decides.
 pub fn is_encrypted(top: &Entity<'_>) -> bool {
-    MIME_TYPES.contains(&top.content_type.as_str())
-        && top
-            .param("smime-type")
-            .map(|s| s.to_ascii_lowercase())
-            .is_some_and(|t| t == "enveloped-data" || t == "authenveloped-data")
+    if !MIME_TYPES.contains(&top.content_type.as_str()) {
+        return false;
+    }
+    match top.param("smime-type").map(|s| s.to_ascii_lowercase()) {
+        Some(t) => t == "enveloped-data" || t == "authenveloped-data",
+        None => starts_encrypted(top),
+    }
+}
+
+/// Whether the (base64 or binary) CMS of `entity` begins as a ContentInfo
+/// of EnvelopedData or AuthEnvelopedData: its first bytes are decoded only.
+fn starts_encrypted(entity: &Entity<'_>) -> bool {
+    let body = entity.body();
+    let head: Vec<u8> = if entity.transfer_encoding.as_deref() == Some("base64") {
+        let chars: Vec<u8> = body
+            .iter()
+            .take(256)
+            .copied()
+            .filter(|c| !c.is_ascii_whitespace())
+            .take(64)
+            .collect();
+        use base64::Engine as _;
+        match base64::engine::general_purpose::STANDARD.decode(&chars) {
+            Ok(b) => b,
+            Err(_) => return false,
+        }
+    } else {
+        body.iter().take(48).copied().collect()
+    };
+    // SEQUENCE (any length form), then the OID of the content type.
+    let Some(rest) = head.strip_prefix(&[0x30]) else {
+        return false;
+    };
+    let skip = match rest.first() {
+        Some(&n) if n < 0x80 => 1,
+        Some(&0x80) => 1,
+        Some(&n) => 1 + usize::from(n & 0x7f),
+        None => return false,
+    };
+    let oid = rest.get(skip..).unwrap_or_default();
+    [OID_ENVELOPED, OID_AUTH_ENVELOPED].iter().any(|o| {
+        let der = o.as_bytes();
+        oid.first() == Some(&0x06)
+            && oid.get(1).map(|&l| usize::from(l)) == Some(der.len())
+            && oid.get(2..2 + der.len()) == Some(der)
+    })
 }
 
 /// Opens the encrypted entity `top` of the message `raw` with one of `keys`.
@@ -1050,6 +1093,25 @@ mod tests {
         let (reason, detail) = message(outer, other).unwrap_err();
         assert_eq!(reason, Reason::SenderMismatch);
         assert!(detail.contains("m@x.example"), "{detail}");
+    }
+
+    #[test]
+    fn without_smime_type_the_cms_content_type_decides() {
+        let entity = |b64: &str| {
+            format!(
+                "Content-Type: application/pkcs7-mime; name=smime.p7m\r\n\
+                 Content-Transfer-Encoding: base64\r\n\r\n{b64}\r\n"
+            )
+        };
+        // s-nail's EnvelopedData (definite length), OpenSSL's streamed
+        // SignedData (indefinite length).
+        let enveloped = entity("MIIP0AYJKoZIhvcNAQcDoIIPwTCCD70CAQAxggGUMIIBkAIBADB4MGAxCzAJBgNV");
+        let signed = entity("MIAGCSqGSIb3DQEHAqCAMIACAQExDzANBglghkgBZQMEAgEFADCABgkqhkiG9w0B");
+        assert!(is_encrypted(&Entity::parse(enveloped.as_bytes()).unwrap()));
+        assert!(!is_encrypted(&Entity::parse(signed.as_bytes()).unwrap()));
+        let typed =
+            "Content-Type: application/pkcs7-mime; smime-type=authEnveloped-data\r\n\r\nAAAA\r\n";
+        assert!(is_encrypted(&Entity::parse(typed.as_bytes()).unwrap()));
     }
 
     #[test]
