@@ -325,6 +325,11 @@ fn weak_foreign_and_tampered_encryption_is_refused() {
         .run()
         .case("no keys")
         .assert_reject_saying("not-for-gateway", &["no decryption certificate"]);
+    // Encrypted to the gateway, but not signed.
+    let plain = [head.clone(), text_body()].concat();
+    verify(CASES[2].encrypt(&plain))
+        .case("encrypted only")
+        .assert_reject("unsigned");
     // The last bytes of the DER are the GCM tag (no unauthAttrs follow).
     let intact = edited_gcm(&message, &head, |_| {});
     verify(intact).case("gcm intact").assert_accept();

@@ -909,7 +909,7 @@ fn x963_kdf(
 /// AES key unwrap (RFC 3394).
 fn aes_unwrap(kek: &[u8], wrapped: &[u8]) -> Result<Vec<u8>, DecryptError> {
     let bad = || DecryptError::Failed("the wrapped content-encryption key does not unwrap".into());
-    if wrapped.len() < 24 || wrapped.len() % 8 != 0 {
+    if wrapped.len() < 24 || !wrapped.len().is_multiple_of(8) {
         return Err(bad());
     }
     let aes = openssl::aes::AesKey::new_decrypt(kek).map_err(|_| bad())?;
