@@ -221,10 +221,10 @@ fn every_sender_tool_and_algorithm_is_decrypted_and_judged() {
     let (_, head, entity) = signed();
     let encrypted = CASES[2].encrypt(&entity);
     let outer = crlf(&sign(Tool::CmsDetached, "aa", "alice", &encrypted, &[]));
-    let v = verify([head.clone(), outer].concat())
-        .case("triple wrap")
-        .assert_accept();
+    let triple = [head.clone(), outer].concat();
+    let v = verify(triple.clone()).case("triple wrap").assert_accept();
     let e = &v["encryption"];
+    assert_eq!(e["received_sha256"], sha256_hex(&triple), "{e:#}");
     assert_eq!(e["content_algorithm"], "aes-256-gcm", "{e:#}");
     assert_eq!(
         e["outer_signers"][0].as_str().map(|s| s.contains("Alice")),

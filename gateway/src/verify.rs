@@ -313,23 +313,7 @@ fn open_encrypted(
     let Some(top) = Entity::parse(raw).ok().filter(decrypt::is_encrypted) else {
         return Ok(None);
     };
-    let opened = decrypt::open(&policy.gateway.decryption, &top, raw);
-    let report = out.encryption.insert(opened.report);
-    let inner = opened.content.map_err(reject)?;
-    let message = decrypt::message(raw, &inner)?;
-    wire::check_data(&message)
-        .map_err(|e| (e.problem.reason(), format!("the decrypted message: {e}")))?;
-    if Entity::parse(&message).is_ok_and(|e| decrypt::is_encrypted(&e)) {
-        return Err((
-            Reason::Malformed,
-            "the decrypted message is encrypted again; one layer of encryption is opened".into(),
-        ));
-    }
-    report.decrypted_sha256 = Some(hex::encode(ring::digest::digest(
-        &ring::digest::SHA256,
-        &message,
-    )));
-    Ok(Some(message))
+    open_entity(policy, &top, raw, out).map(Some)
 }
 
 /// Of a signed message whose signed content is itself encrypted (the
@@ -356,17 +340,35 @@ fn open_signed_encrypted(
     let Some(entity) = Entity::parse(content).ok().filter(decrypt::is_encrypted) else {
         return Ok(None);
     };
-    let opened = decrypt::open(&policy.gateway.decryption, &entity, content);
+    open_entity(policy, &entity, raw, out).map(Some)
+}
+
+/// Opens the encrypted `entity` of the message `outer` (as received): the
+/// decrypted signed message with the outer header fields it lacks,
+/// CRLF-clean and not encrypted again.
+fn open_entity(
+    policy: &Policy,
+    entity: &Entity<'_>,
+    outer: &[u8],
+    out: &mut Verdict,
+) -> Result<Vec<u8>, Reject> {
+    let opened = decrypt::open(&policy.gateway.decryption, entity, outer);
     let report = out.encryption.insert(opened.report);
     let inner = opened.content.map_err(reject)?;
-    let message = decrypt::message(raw, &inner)?;
+    let message = decrypt::message(outer, &inner)?;
     wire::check_data(&message)
         .map_err(|e| (e.problem.reason(), format!("the decrypted message: {e}")))?;
+    if Entity::parse(&message).is_ok_and(|e| decrypt::is_encrypted(&e)) {
+        return Err((
+            Reason::Malformed,
+            "the decrypted message is encrypted again; one layer of encryption is opened".into(),
+        ));
+    }
     report.decrypted_sha256 = Some(hex::encode(ring::digest::digest(
         &ring::digest::SHA256,
         &message,
     )));
-    Ok(Some(message))
+    Ok(message)
 }
 
 /// Under AES-CBC, which has no integrity check of its own, a changed

@@ -460,7 +460,9 @@ fn starts_encrypted(entity: &Entity<'_>) -> bool {
     })
 }
 
-/// Opens the encrypted entity `top` of the message `raw` with one of `keys`.
+/// Opens the encrypted entity `top` (the message itself, or the signed
+/// content of a triple wrap) of the message `raw`, as received, with one of
+/// `keys`.
 pub fn open(keys: &[std::sync::Arc<DecryptionKey>], top: &Entity<'_>, raw: &[u8]) -> Opened {
     let mut report = EncryptionReport {
         received_sha256: hex::encode(ring::digest::digest(&ring::digest::SHA256, raw)),
