@@ -1122,7 +1122,9 @@ fn readme(
          verdict    {verdict} ({reason}): {detail}\n\n\
          {body_note}\n\n\
          Files\n-----\n\
-         message.eml                 the message exactly as received (byte for byte)\n\
+         message.eml                 the message exactly as received (byte for byte); of one\n\
+         \x20                           that arrived encrypted, the decrypted signed message\n\
+         received-encrypted.eml      (encrypted only) the bytes as received; encryption.json: how\n\
          recorded.json               the message row recorded at reception (verdict, signers, ...)\n\
          verification.json / .txt    the recorded verdict, and emla verify re-run on message.eml\n\
          \x20                           as of the reception time under the policy in force at export\n\
