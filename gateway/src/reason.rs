@@ -70,11 +70,17 @@ pub enum Reason {
     /// The message declares a request kind the policy does not know
     /// (`[kinds] unknown = "refuse"`, the default).
     UnknownKind,
+    /// The message is encrypted, but to no decryption certificate of the
+    /// gateway (`[[decryption]]`): it cannot be judged.
+    NotForGateway,
+    /// The message is encrypted to the gateway but does not decrypt: a
+    /// wrong key, a changed ciphertext (GCM tag, CBC padding).
+    DecryptFailed,
 }
 
 impl Reason {
     /// Every code, in documentation order.
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 28] = [
         Reason::Ok,
         Reason::Unsigned,
         Reason::Malformed,
@@ -101,6 +107,8 @@ impl Reason {
         Reason::TemporaryFailure,
         Reason::Replay,
         Reason::UnknownKind,
+        Reason::NotForGateway,
+        Reason::DecryptFailed,
     ];
 
     /// The code as written in replies and logs, e.g. `bad-signature`.
@@ -132,6 +140,8 @@ impl Reason {
             Reason::TemporaryFailure => "temporary-failure",
             Reason::Replay => "replay",
             Reason::UnknownKind => "unknown-kind",
+            Reason::NotForGateway => "not-for-gateway",
+            Reason::DecryptFailed => "decrypt-failed",
         }
     }
 

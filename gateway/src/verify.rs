@@ -1,12 +1,15 @@
 //! The accept/reject decision for one message: the function the SMTP intake
 //! and `emla verify` both call.
 
+use std::sync::Arc;
+
 use crate::clock::EvalTime;
 use crate::policy::{
     Authority, Declared, Kind, KindSettings, Lane, Limits, Policy, RouteDecision, UnknownKind,
 };
 use crate::reason::Reason;
 use crate::smime::cms::{self, Signer};
+use crate::smime::decrypt::{self, EncryptionReport};
 use crate::smime::mime::{self, Entity};
 use crate::smime::signature;
 use crate::smime::{self as smime, Form};
@@ -96,6 +99,13 @@ pub struct Verdict {
     /// The CA certificates (DER) of the validated path below the anchor.
     #[serde(skip)]
     pub path_cas: Vec<Vec<u8>>,
+    /// How the message arrived encrypted, when it did.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<EncryptionReport>,
+    /// Of an encrypted message, the signed message found inside: what was
+    /// judged, and what is kept and relayed in place of the bytes received.
+    #[serde(skip)]
+    pub decrypted: Option<Arc<[u8]>>,
 }
 
 impl Verdict {
@@ -112,6 +122,8 @@ impl Verdict {
             evaluated_at: EvalTime::now().to_rfc3339(),
             wanted: Vec::new(),
             path_cas: Vec::new(),
+            encryption: None,
+            decrypted: None,
         }
     }
 
@@ -133,6 +145,18 @@ impl Verdict {
         let mut s = String::new();
         let verdict = if self.accepted() { "ACCEPT" } else { "REJECT" };
         let _ = writeln!(s, "{verdict} {}: {}", self.reason, self.detail);
+        if let Some(e) = &self.encryption {
+            let _ = writeln!(
+                s,
+                "encrypted {} to {}, {}, {}",
+                e.cms_type,
+                e.recipient
+                    .as_ref()
+                    .map_or("-".into(), |r| format!("{} serial {}", r.issuer, r.serial)),
+                e.key_algorithm.as_deref().unwrap_or("-"),
+                e.content_algorithm.as_deref().unwrap_or("-")
+            );
+        }
         if let Some(k) = &self.kind {
             let _ = writeln!(s, "kind {k}");
         }
@@ -234,16 +258,145 @@ pub fn verify(
         evaluated_at: at.to_rfc3339(),
         wanted: Vec::new(),
         path_cas: Vec::new(),
+        encryption: None,
+        decrypted: None,
     };
-    match judge(policy, fetched, raw, envelope, at, &mut verdict) {
+    // An encrypted message is opened first: the signed message inside is
+    // what is judged.
+    let judged = open_encrypted(policy, raw, &mut verdict).and_then(|inner| {
+        let message = inner.as_deref().unwrap_or(raw);
+        let mut detail = judge(policy, fetched, message, envelope, at, &mut verdict);
+        let mut inner = inner;
+        if inner.is_none() && detail.is_ok() {
+            // Triple-wrapped (RFC 2634): the outer signature verified; the
+            // signed message inside the encryption is judged too, and is
+            // what is relayed.
+            match open_signed_encrypted(policy, raw, &mut verdict) {
+                Ok(None) => {}
+                Ok(Some(wrapped)) => {
+                    let outer = std::mem::take(&mut verdict.signers);
+                    verdict.recipients.clear();
+                    verdict.revocation.clear();
+                    detail = judge(policy, fetched, &wrapped, envelope, at, &mut verdict);
+                    if let Some(e) = verdict.encryption.as_mut() {
+                        e.outer_signers = outer.into_iter().map(|s| s.subject).collect();
+                    }
+                    inner = Some(wrapped);
+                }
+                Err(e) => detail = Err(e),
+            }
+        }
+        verdict.decrypted = inner.map(Arc::from);
+        detail
+    });
+    match judged {
         Ok(detail) => verdict.detail = detail,
         Err((reason, detail)) => {
-            verdict.reason = reason;
-            verdict.detail = detail;
+            let signed = !verdict.signers.is_empty();
+            (verdict.reason, verdict.detail) =
+                opaque(verdict.encryption.as_mut(), signed, reason, detail);
             verdict.recipients.clear();
         }
     }
     verdict
+}
+
+/// Of an encrypted message (`None`: it is not one), the message to judge:
+/// the decrypted signed message with the outer header fields it lacks
+/// (see [`decrypt::message`]).
+fn open_encrypted(
+    policy: &Policy,
+    raw: &[u8],
+    out: &mut Verdict,
+) -> Result<Option<Vec<u8>>, Reject> {
+    // A top that does not parse is judge's to report.
+    let Some(top) = Entity::parse(raw).ok().filter(decrypt::is_encrypted) else {
+        return Ok(None);
+    };
+    open_entity(policy, &top, raw, out).map(Some)
+}
+
+/// Of a signed message whose signed content is itself encrypted (the
+/// middle layer of a triple wrap), the message to judge next: the signed
+/// message inside, with the outer header fields it lacks. `None`: the
+/// signed content is not encrypted.
+fn open_signed_encrypted(
+    policy: &Policy,
+    raw: &[u8],
+    out: &mut Verdict,
+) -> Result<Option<Vec<u8>>, Reject> {
+    let Ok(top) = Entity::parse(raw) else {
+        return Ok(None);
+    };
+    let Ok(container) = smime::extract(&top) else {
+        return Ok(None);
+    };
+    let signed = cms::parse(&container.cms_der).ok();
+    let content = match (container.detached_content, &signed) {
+        (Some(c), _) => c,
+        (None, Some(s)) => s.content.unwrap_or_default(),
+        (None, None) => return Ok(None),
+    };
+    let Some(entity) = Entity::parse(content).ok().filter(decrypt::is_encrypted) else {
+        return Ok(None);
+    };
+    open_entity(policy, &entity, raw, out).map(Some)
+}
+
+/// Opens the encrypted `entity` of the message `outer` (as received): the
+/// decrypted signed message with the outer header fields it lacks,
+/// CRLF-clean and not encrypted again.
+fn open_entity(
+    policy: &Policy,
+    entity: &Entity<'_>,
+    outer: &[u8],
+    out: &mut Verdict,
+) -> Result<Vec<u8>, Reject> {
+    let opened = decrypt::open(&policy.gateway.decryption, entity, outer);
+    let report = out.encryption.insert(opened.report);
+    let inner = opened.content.map_err(reject)?;
+    let message = decrypt::message(outer, &inner)?;
+    wire::check_data(&message)
+        .map_err(|e| (e.problem.reason(), format!("the decrypted message: {e}")))?;
+    if Entity::parse(&message).is_ok_and(|e| decrypt::is_encrypted(&e)) {
+        return Err((
+            Reason::Malformed,
+            "the decrypted message is encrypted again; one layer of encryption is opened".into(),
+        ));
+    }
+    report.decrypted_sha256 = Some(hex::encode(ring::digest::digest(
+        &ring::digest::SHA256,
+        &message,
+    )));
+    Ok(message)
+}
+
+/// Under AES-CBC, which has no integrity check of its own, a changed
+/// ciphertext decrypts to changed content: until a signature has verified,
+/// every refusal of what the content is (its padding, its structure, its
+/// header fields, its signature) answers `decrypt-failed` alike, so the
+/// replies are no padding or format oracle. The real reason stays in the
+/// record (`encryption.problem`).
+fn opaque(
+    enc: Option<&mut EncryptionReport>,
+    signed: bool,
+    reason: Reason,
+    detail: String,
+) -> Reject {
+    let of_envelope = matches!(
+        reason,
+        Reason::TemporaryFailure | Reason::TooManyRecipients | Reason::TooLarge
+    );
+    match enc {
+        Some(e) if e.opened && !e.authenticated && !signed && !of_envelope => {
+            e.problem = Some(format!("{reason}: {detail}"));
+            (
+                Reason::DecryptFailed,
+                "the message does not decrypt to an intact signed message".into(),
+            )
+        }
+        _ => (reason, detail),
+    }
 }
 
 /// Judges a recorded envelope alone, when the message itself was not kept:

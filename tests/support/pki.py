@@ -19,7 +19,13 @@ Layout (all PEM):
                                   holds the certificate then the issuing CA)
   certs/bb/gateway.pem, .key      a second gateway's (P-256, SAN
                                   postmaster@justice.bb.example)
+  certs/aa/gateway-enc-{rsa,p256,p384}.pem, .key  the gateway's decryption
+                                  certificates (keyEncipherment / keyAgreement)
+  certs/aa/stranger-enc.pem, .key an RSA encryption certificate the gateway
+                                  does not hold (mail encrypted to someone else)
+  certs/aa/weak-enc.pem, .key     RSA-1024 encryption certificate (policy check)
   policy/, policy-stale/, policy-nocrl/   policy directories (see below)
+  policy-decrypt/                 policy/ with [[decryption]] of gateway-enc-*
 
 Validity (relative to generation time): CAs now-1d..now+10y; officials
 now-1d..now+1y, except expired (now-400d..now-1d) and notyet (now+14d..now+400d).
@@ -100,6 +106,38 @@ def key_usage(sign=False, encipher=False, ca=False):
         encipher_only=False,
         decipher_only=False,
     )
+
+
+def enc_ku(agreement=False):
+    return x509.KeyUsage(
+        digital_signature=False,
+        content_commitment=False,
+        key_encipherment=not agreement,
+        data_encipherment=False,
+        key_agreement=agreement,
+        key_cert_sign=False,
+        crl_sign=False,
+        encipher_only=False,
+        decipher_only=False,
+    )
+
+
+DECRYPTION_KEYS = {
+    "gateway-enc-rsa": (rsa_key, False),
+    "gateway-enc-p256": (lambda: ec.generate_private_key(ec.SECP256R1()), True),
+    "gateway-enc-p384": (lambda: ec.generate_private_key(ec.SECP384R1()), True),
+    "stranger-enc": (rsa_key, False),
+    "weak-enc": (lambda: rsa_key(1024), False),
+}
+
+DECRYPTION_TOML = "".join(
+    f'''
+[[decryption]]
+certificate = "../certs/aa/{nm}.pem"
+key = "../certs/aa/{nm}.key"
+'''
+    for nm in ("gateway-enc-rsa", "gateway-enc-p256", "gateway-enc-p384")
+)
 
 
 def ca_ku():
@@ -553,11 +591,25 @@ def generate(out):
     write(f"{d_bb}/gateway.pem", pem_cert(cert) + pem_cert(bb_iss_cert))
     write(f"{d_bb}/gateway.key", pem_key(gw_key))
 
+    # The gateway's decryption certificates (inbound encrypted mail), and
+    # one of someone else.
+    for nm, (key, agreement) in DECRYPTION_KEYS.items():
+        enc_key = key()
+        cert = make_official(
+            "aa", iss_key, iss_cert, "emla gateway decryption", GATEWAY_EMAIL, enc_key,
+            ku=enc_ku(agreement),
+        )
+        write(f"{d}/{nm}.pem", pem_cert(cert))
+        write(f"{d}/{nm}.key", pem_key(enc_key))
+
     gen_algorithms(out, iss_key, iss_cert)
 
     write_policy(out, "policy", ["root.crl.pem", "issuing.crl.pem"])
     write_policy(out, "policy-stale", ["root.crl.pem", "issuing-stale.crl.pem"])
     write_policy(out, "policy-nocrl", ["root.crl.pem"])
+    write_policy(
+        out, "policy-decrypt", ["root.crl.pem", "issuing.crl.pem"], gateway_extra=DECRYPTION_TOML
+    )
     # As a real PKI is configured: only the root is trusted, the issuing CA
     # travels in each message, its CRL is listed all the same.
     write_policy(out, "policy-roots", ["root.crl.pem", "issuing.crl.pem"], intermediates=())

@@ -9,7 +9,11 @@
 //! README.txt                 what is in it and how to check it
 //! verify.sh                  the check commands of README.txt, as a script
 //! SHA256SUMS                 sha256sum -c SHA256SUMS
-//! message.eml                the message exactly as received (when kept)
+//! message.eml                the message exactly as received (when kept);
+//!                            of one that arrived encrypted, the decrypted
+//!                            signed message
+//! received-encrypted.eml     of one that arrived encrypted: the bytes as
+//! encryption.json            received, and how (gateway certificate, algorithms)
 //! recorded.json              the message row as recorded at reception
 //! verification.json / .txt   emla verify, re-run on message.eml at the
 //!                            reception time under the current policy
@@ -466,6 +470,7 @@ async fn add_message<'p>(
         reverified.as_ref(),
         &archive,
     );
+    add_received_encrypted(b, store, h).await?;
 
     // Certificates of the sender's authority; the revocation data that
     // decided (or, for older records, the CRLs loaded now).
@@ -716,6 +721,29 @@ fn add_verification(
     b.add("recorded.json", pretty(m));
     b.add("verification.json", pretty(&verification));
     b.add("verification.txt", vtext);
+}
+
+/// Of a message that arrived encrypted: `encryption.json` (how, to which
+/// gateway certificate) and, when kept, `received-encrypted.eml`, the bytes
+/// exactly as received. `message.eml` is then the decrypted signed message.
+async fn add_received_encrypted(
+    b: &mut Bundle,
+    store: &Store,
+    h: &History,
+) -> Result<(), AuditError> {
+    let Some(enc) = h
+        .decision_record()
+        .and_then(|r| r.decision())
+        .and_then(|d| d.encryption)
+    else {
+        return Ok(());
+    };
+    if enc.received_stored {
+        let bytes = store.read_body(&enc.received_sha256).await?;
+        b.add("received-encrypted.eml", bytes);
+    }
+    b.add("encryption.json", pretty(&enc));
+    Ok(())
 }
 
 /// `revocation/` (the archived evidence, CRLs and OCSP responses) and, for
@@ -1094,7 +1122,9 @@ fn readme(
          verdict    {verdict} ({reason}): {detail}\n\n\
          {body_note}\n\n\
          Files\n-----\n\
-         message.eml                 the message exactly as received (byte for byte)\n\
+         message.eml                 the message exactly as received (byte for byte); of one\n\
+         \x20                           that arrived encrypted, the decrypted signed message\n\
+         received-encrypted.eml      (encrypted only) the bytes as received; encryption.json: how\n\
          recorded.json               the message row recorded at reception (verdict, signers, ...)\n\
          verification.json / .txt    the recorded verdict, and emla verify re-run on message.eml\n\
          \x20                           as of the reception time under the policy in force at export\n\

@@ -105,6 +105,17 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         let verdict = crate::metrics::timed(crate::metrics::Timer::Verify, judged).await;
         admitted(&policy, session, &mail_from, verdict)
     };
+    // Of an encrypted message, the decrypted signed message is kept and
+    // relayed; the bytes as received are evidence (see `received_evidence`).
+    let (body, encrypted) = match verdict.decrypted.take() {
+        Some(plain) => (plain, Some(body)),
+        None => (body, None),
+    };
+    let received = if encrypted.is_some() {
+        body.len() as u64
+    } else {
+        received
+    };
     let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
     let replay_keys = if verdict.accepted() {
         ReplayKeys::of(&verdict.signers, &rcpt_to)
@@ -149,6 +160,10 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     let headers = Headers::of(&body, &gw.config.case_pattern);
     let auto_submitted = headers.auto_submitted;
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
+    let encrypted_kept = match received_evidence(gw, encrypted, keep_body, received_at_ms).await {
+        Ok(kept) => kept,
+        Err(reply) => return reply,
+    };
     let notice_policy = policy.clone();
     let (mut record, receipt) = Judged {
         id: &id,
@@ -169,6 +184,7 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         },
         policy,
         keep_body,
+        encrypted_kept,
         log_anchor,
     }
     .into_record();
@@ -429,6 +445,8 @@ struct Judged<'a> {
     policy: Arc<crate::policy::Policy>,
     /// Whether the body is kept.
     keep_body: bool,
+    /// Of an encrypted message, whether the bytes as received are kept.
+    encrypted_kept: bool,
     /// The log as it stood, when an acceptance receipt may be due.
     log_anchor: Option<crate::store::retention::LogAnchor>,
 }
@@ -466,6 +484,7 @@ impl Judged<'_> {
             signature_keys,
             policy,
             keep_body,
+            encrypted_kept: _,
             log_anchor: _,
         } = self;
         let record = Record {
@@ -537,6 +556,10 @@ impl Judged<'_> {
                 kind: verdict.kind.clone(),
                 policy_version: Some(self.policy.version.clone()),
                 body_stored: Some(self.keep_body),
+                encryption: verdict
+                    .encryption
+                    .as_ref()
+                    .map(|e| encryption_record(e, self.encrypted_kept)),
             })
             .unwrap_or_default(),
         }
@@ -629,6 +652,55 @@ fn signer_record(s: &crate::verify::SignerReport) -> Signer {
         signature_sha256: Some(s.signature_sha256.clone()),
         chain: s.chain.clone(),
         authority: s.authority.clone(),
+    }
+}
+
+/// Of an encrypted message whose body is kept, the bytes as received,
+/// stored before the record names them. `Ok(kept)`, or the reply when
+/// they cannot be stored.
+async fn received_evidence(
+    gw: &Service,
+    encrypted: Option<Arc<[u8]>>,
+    keep_body: bool,
+    received_at_ms: i64,
+) -> Result<bool, Reply> {
+    let Some(bytes) = encrypted.filter(|_| keep_body) else {
+        return Ok(false);
+    };
+    match gw.store.keep_evidence(bytes, received_at_ms).await {
+        Ok(_) => Ok(true),
+        Err(e) => Err(Reply::temporary(&format!(
+            "cannot keep the encrypted message as received ({e})"
+        ))),
+    }
+}
+
+/// How a message arrived encrypted, as the decision record holds it.
+fn encryption_record(
+    e: &crate::smime::decrypt::EncryptionReport,
+    received_stored: bool,
+) -> crate::store::rows::Encryption {
+    crate::store::rows::Encryption {
+        cms_type: e.cms_type.clone(),
+        recipient: e
+            .recipient
+            .as_ref()
+            .map(|r| crate::store::rows::EncryptionRecipient {
+                subject: r.subject.clone(),
+                issuer: r.issuer.clone(),
+                serial: r.serial.clone(),
+                ski: r.ski.clone(),
+                sha256: r.sha256.clone(),
+            }),
+        key_algorithm: e.key_algorithm.clone(),
+        content_algorithm: e.content_algorithm.clone(),
+        recipient_count: e.recipient_count,
+        received_sha256: e.received_sha256.clone(),
+        received_size: e.received_size,
+        received_stored,
+        decrypted_sha256: e.decrypted_sha256.clone(),
+        outer_signers: e.outer_signers.clone(),
+        problem: e.problem.clone(),
     }
 }
 

@@ -72,6 +72,8 @@ pub fn codes(reason: Reason) -> (u16, &'static str) {
         Reason::WeakAlgorithm => (550, "5.7.4"),
         Reason::Replay => (550, "5.7.0"),
         Reason::UnknownKind => (550, "5.7.0"),
+        // RFC 3463 X.7.5: the key is not available, or what it opens is invalid.
+        Reason::NotForGateway | Reason::DecryptFailed => (550, "5.7.5"),
         Reason::Unsigned
         | Reason::BadSignature
         | Reason::DigestMismatch

@@ -10,6 +10,7 @@ use super::{
     CrlPolicy, Diagnostic, DigestAlg, GatewaySettings, Limits, Named, RelaySettings, Replay,
 };
 use crate::clock::EvalTime;
+use crate::smime::decrypt::DecryptionKey;
 use crate::smime::sign::{PemFile, SigningIdentity};
 
 /// The file name inside the policy directory.
@@ -73,7 +74,7 @@ pub(super) fn parse(
         doc.get_ref(),
         0..0,
         "",
-        &["gateway", "limits", "relay", "kinds", "kind"],
+        &["gateway", "limits", "relay", "kinds", "kind", "decryption"],
         diags,
     );
     if let Some(t) = top.table("gateway", "[gateway]", GATEWAY_KEYS, diags) {
@@ -150,6 +151,7 @@ pub(super) fn parse(
     if let Some(t) = top.table("relay", "[relay]", RELAY_KEYS, diags) {
         parse_relay(&t, &mut relay, diags);
     }
+    gateway.decryption = parse_decryption(&top, dir, limits.min_rsa_bits, files, diags);
     let settings = top.table("kinds", "[kinds]", kind::SETTINGS_KEYS, diags);
     let kinds = kind::parse(&top, settings, diags);
     (gateway, limits, relay, kinds)
@@ -290,7 +292,7 @@ fn load_signing(
     };
     let (cert_bytes, key_bytes) = (cert_bytes?, key_bytes?);
     files.add(cert.clone(), &cert_bytes);
-    warn_if_readable_by_others(&key_path);
+    warn_if_readable_by_others(&key_path, "signing key");
     match SigningIdentity::from_pem(&cert_bytes, &key_bytes, &format!("signing_cert {cert:?}")) {
         Ok(id) => Some(id),
         Err((PemFile::Cert, e)) => {
@@ -304,17 +306,71 @@ fn load_signing(
     }
 }
 
+const DECRYPTION_KEYS: &[&str] = &["certificate", "key"];
+
+/// The `[[decryption]]` certificates and keys (several for a rollover:
+/// mail encrypted to any of them is opened). An expired certificate stays
+/// usable: mail encrypted to it before it expired still decrypts.
+fn parse_decryption(
+    top: &TableReader<'_, '_>,
+    dir: &Path,
+    min_rsa_bits: usize,
+    files: &mut FileSet,
+    diags: &mut Vec<Diagnostic>,
+) -> Vec<Arc<DecryptionKey>> {
+    let src = top.src();
+    let mut out: Vec<Arc<DecryptionKey>> = Vec::new();
+    for (table, header) in top.tables("decryption", diags).unwrap_or_default() {
+        let t = TableReader::new(src, table, header, "[[decryption]]", DECRYPTION_KEYS, diags);
+        let (Some((cert, cert_span)), Some((key, key_span))) = (
+            t.required_string("certificate", diags),
+            t.required_string("key", diags),
+        ) else {
+            continue;
+        };
+        let read = |name: &str, what: &str, span, diags: &mut Vec<Diagnostic>| {
+            std::fs::read(dir.join(name))
+                .map_err(|e| {
+                    let why = io_reason(&e);
+                    diags.push(src.diag(span, format!("cannot read {what} {name:?}: {why}")));
+                })
+                .ok()
+        };
+        let cert_bytes = read(&cert, "the decryption certificate", &cert_span, diags);
+        let key_bytes = read(&key, "the decryption key", &key_span, diags);
+        let (Some(cert_bytes), Some(key_bytes)) = (cert_bytes, key_bytes) else {
+            continue;
+        };
+        files.add(cert.clone(), &cert_bytes);
+        warn_if_readable_by_others(&dir.join(&key), "decryption key");
+        match DecryptionKey::from_pem(&cert_bytes, &key_bytes, min_rsa_bits) {
+            Ok(k) if out.iter().any(|o| o.id.sha256 == k.id.sha256) => diags.push(src.diag(
+                &cert_span,
+                format!("decryption certificate {cert:?} is listed twice"),
+            )),
+            Ok(k) => out.push(Arc::new(k)),
+            Err((PemFile::Cert, e)) => {
+                diags.push(src.diag(&cert_span, format!("decryption certificate {cert:?}: {e}")))
+            }
+            Err((PemFile::Key, e)) => {
+                diags.push(src.diag(&key_span, format!("decryption key {key:?}: {e}")))
+            }
+        }
+    }
+    out
+}
+
 /// Logs a warning when the private key file is readable by other users
 /// (a warning only: the file's protection is the administrator's call,
 /// and a policy check by another user must still work).
-fn warn_if_readable_by_others(path: &Path) {
+fn warn_if_readable_by_others(path: &Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
         if let Ok(meta) = std::fs::metadata(path) {
             if meta.permissions().mode() & 0o004 != 0 {
                 tracing::warn!(
-                    "the signing key {} is readable by every user of this host; \
+                    "the {what} {} is readable by every user of this host; \
                      restrict it (chmod o-r)",
                     path.display()
                 );

@@ -54,6 +54,9 @@ pub struct GatewaySettings {
     /// The gateway's own signing certificate and key (`signing_cert`,
     /// `signing_key`); `None`: receipts and checkpoint signatures are off.
     pub signing: Option<Arc<SigningIdentity>>,
+    /// The certificates and keys inbound encrypted mail is opened with
+    /// (`[[decryption]]`); empty: encrypted mail is `not-for-gateway`.
+    pub decryption: Vec<Arc<crate::smime::decrypt::DecryptionKey>>,
 }
 
 impl Default for GatewaySettings {
@@ -63,6 +66,7 @@ impl Default for GatewaySettings {
             hostname: "localhost".to_owned(),
             postmaster: "postmaster@localhost".to_owned(),
             signing: None,
+            decryption: Vec::new(),
         }
     }
 }

@@ -3,6 +3,7 @@
 
 pub mod check;
 pub mod cms;
+pub mod decrypt;
 pub mod mime;
 pub mod sign;
 pub mod signature;

@@ -251,6 +251,27 @@ impl Db {
         })
     }
 
+    /// Stores a row of `bodies` (see [`Store::keep_evidence`](super::Store::keep_evidence)).
+    pub async fn store_body(
+        &self,
+        sha256: &str,
+        data: &[u8],
+        at_ms: i64,
+    ) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool, d => {
+            sqlx::query(
+                "INSERT INTO bodies (sha256, data, stored_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (sha256) DO UPDATE SET stored_at = excluded.stored_at",
+            )
+            .bind(sha256)
+            .bind(data)
+            .bind(at_ms)
+            .execute(pool)
+            .await
+            .map(drop)
+        })
+    }
+
     /// A row of `revocation_data`: kind and bytes.
     pub async fn revocation_blob(
         &self,

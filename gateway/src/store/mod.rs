@@ -21,6 +21,7 @@ pub mod chain;
 pub(crate) mod db;
 pub mod decisions;
 mod error;
+mod evidence;
 mod files;
 pub mod holds;
 pub mod index;

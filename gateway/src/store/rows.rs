@@ -285,6 +285,59 @@ pub struct Decision {
     pub policy_version: Option<String>,
     /// Whether the body is kept.
     pub body_stored: Option<bool>,
+    /// Of a message that arrived S/MIME-encrypted: how, and to which
+    /// gateway certificate. `size` and `sha256` are then those of the
+    /// decrypted message, which is what is kept, judged and relayed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption: Option<Encryption>,
+}
+
+/// How an inbound message was encrypted (see
+/// [`EncryptionReport`](crate::smime::decrypt::EncryptionReport)).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Encryption {
+    /// `enveloped-data` or `authenveloped-data`.
+    pub cms_type: String,
+    /// The gateway decryption certificate it was opened with.
+    pub recipient: Option<EncryptionRecipient>,
+    /// Key transport or agreement, e.g. `rsaes-oaep-sha256`.
+    pub key_algorithm: Option<String>,
+    /// Content encryption, e.g. `aes-256-gcm`.
+    pub content_algorithm: Option<String>,
+    /// How many RecipientInfos the message has.
+    pub recipient_count: usize,
+    /// SHA-256 of the encrypted message exactly as received.
+    pub received_sha256: String,
+    /// Its size in bytes.
+    pub received_size: u64,
+    /// Whether those bytes are kept (`emla audit export` writes them).
+    pub received_stored: bool,
+    /// SHA-256 of the decrypted message.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub decrypted_sha256: Option<String>,
+    /// Of a triple-wrapped message, the outer signature's signers.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub outer_signers: Vec<String>,
+    /// Under AES-CBC, the real reason behind a `decrypt-failed` reply.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub problem: Option<String>,
+}
+
+/// A gateway decryption certificate as a decision record names it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct EncryptionRecipient {
+    /// Subject DN.
+    pub subject: String,
+    /// Issuer DN.
+    pub issuer: String,
+    /// Serial number, hex.
+    pub serial: String,
+    /// subjectKeyIdentifier, hex.
+    pub ski: Option<String>,
+    /// SHA-256 of the certificate.
+    pub sha256: String,
 }
 
 /// Where one recipient was routed (a
