@@ -3,7 +3,7 @@
 
 Usage: load.py --port PORT --sessions N --messages M [--host 127.0.0.1]
                [--from ADDR] [--to ADDR] [--timeout SECONDS] [--unique]
-               [--watch-pid PID] [--json FILE]
+               [--number-rcpt] [--watch-pid PID] [--json FILE]
                MESSAGE...
 
 Opens N concurrent SMTP sessions to HOST:PORT (127.0.0.1 only) and sends M
@@ -16,6 +16,11 @@ With --unique, each message gets its own first header line
 "Message-ID: <SEQ.RUN@load.test>", outside the signed content, so every
 message sent is byte-distinct (its own content-addressed body file at the
 gateway) while its signature still verifies.
+With --number-rcpt, each message's recipient gets a sequence number in
+front of its local part (RCPT TO:<SEQbob@...>, as smtp-source -N does): the
+gateway recognises a signature it accepted before for the same recipient as
+a replay (intake/replay.rs) and answers "250 already accepted" without
+recording it, so a load that repeats signed messages must vary the recipient.
 Each 250 reply counts as accepted; anything else is counted and reported.
 
 Prints one line of results (and writes them as JSON with --json): messages
@@ -77,13 +82,16 @@ async def reply(reader):
 
 
 class Run:
-    def __init__(self, total, payloads, envelope, unique):
+    def __init__(self, total, payloads, envelope, unique, number_rcpt=False):
+        """envelope: the MAIL/RCPT/DATA bytes, or a function of the recipient's
+        sequence number (None without number_rcpt) giving them."""
         self.total = total
         self.unique = unique
+        self.number_rcpt = number_rcpt
         self.run_id = f"{os.getpid()}.{time.time_ns()}"
         self.next = 0
         self.payloads = payloads
-        self.envelope = envelope
+        self.envelope = envelope if callable(envelope) else (lambda _seq: envelope)
         self.latencies = []
         self.accepted = 0
         self.refused = {}
@@ -95,8 +103,8 @@ class Run:
         self.next += 1
         payload = self.payloads[i % len(self.payloads)]
         if self.unique:
-            return f"Message-ID: <{i}.{self.run_id}@load.test>\r\n".encode() + payload
-        return payload
+            payload = f"Message-ID: <{i}.{self.run_id}@load.test>\r\n".encode() + payload
+        return self.envelope(i + 1 if self.number_rcpt else None), payload
 
 
 async def session(run, host, port):
@@ -110,8 +118,9 @@ async def session(run, host, port):
         if code != 250:
             raise ConnectionError(f"EHLO: {text}")
         perf = time.perf_counter
-        while (payload := run.take()) is not None:
-            writer.write(run.envelope)
+        while (taken := run.take()) is not None:
+            envelope, payload = taken
+            writer.write(envelope)
             codes = [(await reply(reader)) for _ in range(3)]
             if [c for c, _ in codes] != [250, 250, 354]:
                 run.refused[codes[-1][1]] = run.refused.get(codes[-1][1], 0) + 1
@@ -133,8 +142,10 @@ async def session(run, host, port):
 
 
 async def main_async(args, payloads):
-    envelope = (f"MAIL FROM:<{args.mail_from}>\r\nRCPT TO:<{args.rcpt}>\r\nDATA\r\n").encode()
-    run = Run(args.messages, payloads, envelope, args.unique)
+    def envelope(seq):
+        rcpt = args.rcpt if seq is None else f"{seq}{args.rcpt}"
+        return f"MAIL FROM:<{args.mail_from}>\r\nRCPT TO:<{rcpt}>\r\nDATA\r\n".encode()
+    run = Run(args.messages, payloads, envelope, args.unique, args.number_rcpt)
     watch0 = ticks(args.watch_pid) if args.watch_pid else None
     cpu0, t0 = os.times(), time.perf_counter()
     tasks = [asyncio.create_task(session(run, args.host, args.port)) for _ in range(args.sessions)]
@@ -179,6 +190,8 @@ def main():
     p.add_argument("--timeout", type=float, default=300.0)
     p.add_argument("--unique", action="store_true",
                    help="prepend a unique Message-ID header to every message")
+    p.add_argument("--number-rcpt", action="store_true",
+                   help="prepend a sequence number to the recipient of every message")
     p.add_argument("--watch-pid", type=int,
                    help="report the CPU ticks of this process over the run")
     p.add_argument("--json")

@@ -13,6 +13,11 @@
 #                each sent with its own Message-ID header (--unique, outside the
 #                signed content), so that every message is byte-distinct and
 #                writes and fsyncs its own body file.
+# Every load gives each message a recipient of its own (smtp-source -N,
+# load.py --number-rcpt: 1bob@, 2bob@, ...): the gateway answers a signature
+# it accepted before for the same recipient "250 already accepted" without
+# recording it (intake/replay.rs), so repeating one signed message to one
+# recipient would measure the replay check, not intake.
 # It reports messages/s, p50/p99/max DATA->250 latency (load.py), the server's
 # CPU (utime+stime of the emla process over the run, % of one core, and CPU ms
 # per message), the PostgreSQL server processes' CPU, the client's CPU and how
@@ -186,7 +191,7 @@ load_py() {
     start "$backend"
     local json=$OUT/$backend-$s-$name.json
     timeout "$RUN_TIMEOUT" "$PYTHON" "$HERE/load.py" --port "$PORT" --sessions "$s" --messages "$m" \
-        --timeout "$((RUN_TIMEOUT - 10))" --watch-pid "$SERVER_PID" --json "$json" "$@" >/dev/null || true
+        --timeout "$((RUN_TIMEOUT - 10))" --number-rcpt --watch-pid "$SERVER_PID" --json "$json" "$@" >/dev/null || true
     stop_and_check "$m" "$bodies"
     local vals
     local acc wall p50 p99 max sv pg busy ccpu
@@ -201,7 +206,7 @@ smtp_source() {
     before=$(snapshot)
     # GNU time: wall, user, sys of smtp-source.
     /usr/bin/time -f '%e %U %S' -o "$RUN/time" \
-        timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -F "$LF" -m "$m" -s "$s" -d -f "$FROM" -t "$RCPT" "127.0.0.1:$PORT" \
+        timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -N -F "$LF" -m "$m" -s "$s" -d -f "$FROM" -t "$RCPT" "127.0.0.1:$PORT" \
         >"$RUN/smtp-source.out" 2>&1 || true
     after=$(snapshot)
     times=$(tail -n 1 "$RUN/time")
@@ -241,7 +246,7 @@ if [[ $PERF == 1 ]]; then
     perf_pid=$!
     sleep 1
     timeout "$RUN_TIMEOUT" "$PYTHON" "$HERE/load.py" --port "$PORT" --sessions 20 --messages "$N" \
-        --timeout "$((RUN_TIMEOUT - 10))" --unique "$WORK"/msgs/crlf/*.eml >&2 || true
+        --timeout "$((RUN_TIMEOUT - 10))" --number-rcpt --unique "$WORK"/msgs/crlf/*.eml >&2 || true
     kill -INT "$perf_pid"
     wait "$perf_pid" || true
     stop_and_check "$N" "$N"

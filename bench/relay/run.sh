@@ -16,8 +16,12 @@
 #   emla-drain   the gateway restarted with the relay on: the time to empty
 #                that queue into the sink.
 # The load is Postfix's smtp-source, 20 sessions, the same signed message
-# (bench/intake/messages.py; LF file, smtp-source appends CRLF):
-#   smtp-source -F msg-lf.eml -m N -s 20 -d -f alice@justice.aa.example \
+# (bench/intake/messages.py; LF file, smtp-source appends CRLF), each to a
+# recipient of its own (-N: 1bob@, 2bob@, ...; emla's replay check, keyed on
+# the signature and the recipient, would answer every repeat of one signed
+# message to one recipient "250 already accepted" and relay it no more);
+# Postfix gets exactly the same load:
+#   smtp-source -N -F msg-lf.eml -m N -s 20 -d -f alice@justice.aa.example \
 #       -t bob@justice.bb.example 127.0.0.1:PORT
 # The time runs from the start of the load until `smtp-sink -c` has counted
 # the N-th message (bench/relay/drive.py polls its counter every 10 ms).
@@ -242,7 +246,8 @@ f, e, rc = r["sink_final"], r["end_to_end_s"], r["load_rc"]
 print("ok" if f == n and e is not None and rc == 0 else f"sink counted {f} of {n}" + ("" if e is not None else " (timed out)") + ("" if rc == 0 else f"; smtp-source exit {rc}"))' "$1" "$N"
 }
 
-load_cmd() { echo timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -F "$LF" -m "$N" -s "$SESSIONS" -d -f "$FROM" -t "$RCPT" "127.0.0.1:$1"; }
+# -N: a new recipient per message, so that no message is a replay (see the head).
+load_cmd() { echo timeout "$RUN_TIMEOUT" "$SMTP_SOURCE" -N -F "$LF" -m "$N" -s "$SESSIONS" -d -f "$FROM" -t "$RCPT" "127.0.0.1:$1"; }
 
 # finish_emla REP SIDE JSON LOG: after a load on emla, stops the gateway and the sink,
 # records the line with the sink's and the gateway's checks, and keeps the gateway's log.
@@ -368,7 +373,7 @@ for side in ("emla", "emla-metrics", "postfix"):
         med[side] = statistics.median(v)
         print(f"- {side}: median end-to-end **{med[side]:.0f} msg/s** over {len(v)} runs ({', '.join(f'{x:.0f}' for x in v)})")
 if "emla" in med and "postfix" in med:
-    print(f"- **emla / Postfix = {med['emla'] / med['postfix']:.2f}** (goal >= 1.0)")
+    print(f"- **emla / Postfix = {med['emla'] / med['postfix']:.2f}** (goal >= 2.0)")
 if "emla" in med and "emla-metrics" in med:
     print(f"- **metrics on / off = {med['emla-metrics'] / med['emla']:.3f}** (goal >= 0.97)")
 EOF

@@ -6,30 +6,33 @@
 
 use super::chain;
 use super::kind::AuditKind;
-use super::recorder::Prepared;
+use super::recorder::{Prepared, PreparedMessage};
 
-/// One method per section of the write transaction, for one record.
+/// One method per section of the write transaction, for all the records
+/// of a batch: each section inserts its rows with a few multi-row
+/// statements ([`pieces`]), not one statement per row.
 pub(super) trait Batch {
-    /// The CRLs and OCSP responses the record used (already archived ones
+    /// The CRLs and OCSP responses the records used (already archived ones
     /// are left as they are).
-    async fn revocation_data(&mut self, rec: &Prepared, now_ms: i64) -> Result<(), sqlx::Error>;
+    async fn revocation_data(&mut self, batch: &[Prepared], now_ms: i64)
+        -> Result<(), sqlx::Error>;
 
-    /// The message rows (the record's and the gateway's own outgoing ones):
+    /// The message rows (the records' and the gateway's own outgoing ones):
     /// body (when kept in the database), row, sender, recipient and signer
     /// keys.
-    async fn messages(&mut self, rec: &Prepared) -> Result<(), sqlx::Error>;
+    async fn messages(&mut self, batch: &[Prepared]) -> Result<(), sqlx::Error>;
 
     /// The audit records, chained after `seq` and `prev`, which are moved on.
     async fn events(
         &mut self,
-        rec: &Prepared,
+        batch: &[Prepared],
         now_ms: i64,
         seq: &mut i64,
         prev: &mut String,
     ) -> Result<(), sqlx::Error>;
 
     /// The new queue rows.
-    async fn queue(&mut self, rec: &Prepared, now_ms: i64) -> Result<(), sqlx::Error>;
+    async fn queue(&mut self, batch: &[Prepared], now_ms: i64) -> Result<(), sqlx::Error>;
 
     /// The changes to queue rows.
     async fn queue_updates(&mut self, rec: &Prepared, now_ms: i64) -> Result<(), sqlx::Error>;
@@ -38,32 +41,88 @@ pub(super) trait Batch {
     async fn holds(&mut self, rec: &Prepared) -> Result<(), sqlx::Error>;
 }
 
+/// Row counts of the multi-row statements: a batch's rows go in pieces of
+/// these sizes (largest first), so that a connection caches a few prepared
+/// statements per table rather than one per batch size. 64 rows of the
+/// widest table (`messages`, 25 columns) bind 1 600 values, well within
+/// both backends' limits (SQLite 32 766, PostgreSQL 65 535).
+const PIECE_ROWS: [usize; 4] = [64, 16, 4, 1];
+
+/// `rows` cut into pieces of [`PIECE_ROWS`] sizes, in order.
+pub(super) fn pieces<T>(mut rows: &[T]) -> Vec<&[T]> {
+    let mut out = Vec::new();
+    for size in PIECE_ROWS {
+        while rows.len() >= size {
+            let (piece, rest) = rows.split_at(size);
+            out.push(piece);
+            rows = rest;
+        }
+    }
+    out
+}
+
+/// `INSERT INTO {table} ({columns}) VALUES ($1, …), (…){tail}` for `rows`
+/// rows of the comma-separated `columns`.
+pub(super) fn insert_sql(table: &str, columns: &str, rows: usize, tail: &str) -> String {
+    let width = columns.split(',').count();
+    let mut sql = format!("INSERT INTO {table} ({columns}) VALUES ");
+    for r in 0..rows {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for c in 0..width {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            sql.push_str(&format!("${}", r * width + c + 1));
+        }
+        sql.push(')');
+    }
+    sql.push_str(tail);
+    sql
+}
+
+/// Inserts the rows of the slice `$rows` into `$table`'s `$columns` on
+/// transaction `$tx`, in [`pieces`]; `$bind` binds one row `$row` to the
+/// query `$q` and gives the query back.
+macro_rules! insert_rows {
+    ($tx:expr, $table:expr, $columns:expr, $tail:expr, $rows:expr, |$q:ident, $row:pat_param| $bind:expr) => {{
+        for piece in pieces($rows) {
+            let sql = insert_sql($table, $columns, piece.len(), $tail);
+            let mut $q = sqlx::query(&sql);
+            for $row in piece {
+                $q = $bind;
+            }
+            $q.execute(&mut **$tx).await?;
+        }
+    }};
+}
+
+const MESSAGE_INSERT_COLUMNS: &str = "id, received_at, sha256, size, client_ip, helo, \
+     tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, subject, message_id, \
+     date, verdict, reason, detail, signers, authority, policy_version, body_stored, case_ref, \
+     dsn, kind";
+
 /// Implements [`Batch`] for the transactions of backend `$db`.
 macro_rules! batch_sections {
     ($db:ty) => {
         impl Batch for sqlx::Transaction<'_, $db> {
             async fn revocation_data(
                 &mut self,
-                rec: &Prepared,
+                batch: &[Prepared],
                 now_ms: i64,
             ) -> Result<(), sqlx::Error> {
-                for b in &rec.revocation {
-                    sqlx::query(
-                        "INSERT INTO revocation_data (sha256, kind, data, first_used_at) \
-                         VALUES ($1, $2, $3, $4) ON CONFLICT (sha256) DO NOTHING",
-                    )
-                    .bind(&b.sha256)
-                    .bind(&b.kind)
-                    .bind(&b.der[..])
-                    .bind(now_ms)
-                    .execute(&mut **self)
-                    .await?;
-                }
+                let blobs: Vec<_> = batch.iter().flat_map(|rec| &rec.revocation).collect();
+                insert_rows!(self, "revocation_data", "sha256, kind, data, first_used_at",
+                    " ON CONFLICT (sha256) DO NOTHING", &blobs,
+                    |q, b| q.bind(&b.sha256).bind(&b.kind).bind(&b.der[..]).bind(now_ms));
                 Ok(())
             }
 
-            async fn messages(&mut self, rec: &Prepared) -> Result<(), sqlx::Error> {
-                for m in rec.message.iter().chain(&rec.outgoing) {
+            async fn messages(&mut self, batch: &[Prepared]) -> Result<(), sqlx::Error> {
+                let rows: Vec<&PreparedMessage> = batch
+                    .iter()
+                    .flat_map(|rec| rec.message.iter().chain(&rec.outgoing))
+                    .collect();
+                for m in &rows {
                     let r = &m.record;
                     if let Some(data) = &m.body_row {
                         // Updating an existing row locks it: retention's
@@ -78,94 +137,89 @@ macro_rules! batch_sections {
                         .execute(&mut **self)
                         .await?;
                     }
-                    sqlx::query(
-                        "INSERT INTO messages (id, received_at, sha256, size, client_ip, helo, \
-                         tls_version, tls_cipher, mail_from, rcpt_to, header_from, header_to, \
-                         subject, message_id, date, verdict, reason, detail, signers, authority, \
-                         policy_version, body_stored, case_ref, dsn, kind) VALUES ($1, $2, $3, \
-                         $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19, \
-                         $20, $21, $22, $23, $24, $25)",
-                    )
-                    .bind(&r.id)
-                    .bind(r.received_at_ms)
-                    .bind(&r.sha256)
-                    .bind(m.size)
-                    .bind(&r.session.client_ip)
-                    .bind(&r.session.helo)
-                    .bind(&r.session.tls_version)
-                    .bind(&r.session.tls_cipher)
-                    .bind(&r.mail_from)
-                    .bind(&m.rcpt_to_json)
-                    .bind(&r.headers.header_from)
-                    .bind(&r.headers.header_to)
-                    .bind(&r.headers.subject)
-                    .bind(&r.headers.message_id)
-                    .bind(&r.headers.date)
-                    .bind(m.verdict.as_str())
-                    .bind(r.reason.as_str())
-                    .bind(&r.detail)
-                    .bind(&m.signers_json)
-                    .bind(&r.authority)
-                    .bind(&r.policy_version)
-                    .bind(m.body_stored)
-                    .bind(&r.case_ref)
-                    .bind(r.dsn.as_ref().and_then(|d| serde_json::to_string(d).ok()))
-                    .bind(&r.kind)
-                    .execute(&mut **self)
-                    .await?;
-                    for (table, keys) in [
-                        ("message_senders", &m.sender_keys),
-                        ("message_recipients", &m.recipient_keys),
-                    ] {
-                        for key in keys {
-                            sqlx::query(&format!(
-                                "INSERT INTO {table} (address, received_at, message_id) \
-                                 VALUES ($1, $2, $3)"
-                            ))
-                            .bind(key)
-                            .bind(r.received_at_ms)
-                            .bind(&r.id)
-                            .execute(&mut **self)
-                            .await?;
-                        }
-                    }
-                    for (sha256, serial) in &m.signer_keys {
-                        sqlx::query(
-                            "INSERT INTO message_signers (sha256, serial, received_at, message_id) \
-                             VALUES ($1, $2, $3, $4)",
-                        )
-                        .bind(sha256)
-                        .bind(serial)
-                        .bind(r.received_at_ms)
-                        .bind(&r.id)
-                        .execute(&mut **self)
-                        .await?;
-                    }
-                    for key in &r.signature_keys {
-                        // Two sessions may race with the same message: the
-                        // first key stays, the batch never fails for it.
-                        sqlx::query(
-                            "INSERT INTO accepted_signatures (replay_key, message_id, received_at) \
-                             VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-                        )
-                        .bind(key)
-                        .bind(&r.id)
-                        .bind(r.received_at_ms)
-                        .execute(&mut **self)
-                        .await?;
-                    }
                 }
+                insert_rows!(self, "messages", MESSAGE_INSERT_COLUMNS, "", &rows, |q, m| {
+                    let r = &m.record;
+                    q.bind(&r.id)
+                        .bind(r.received_at_ms)
+                        .bind(&r.sha256)
+                        .bind(m.size)
+                        .bind(&r.session.client_ip)
+                        .bind(&r.session.helo)
+                        .bind(&r.session.tls_version)
+                        .bind(&r.session.tls_cipher)
+                        .bind(&r.mail_from)
+                        .bind(&m.rcpt_to_json)
+                        .bind(&r.headers.header_from)
+                        .bind(&r.headers.header_to)
+                        .bind(&r.headers.subject)
+                        .bind(&r.headers.message_id)
+                        .bind(&r.headers.date)
+                        .bind(m.verdict.as_str())
+                        .bind(r.reason.as_str())
+                        .bind(&r.detail)
+                        .bind(&m.signers_json)
+                        .bind(&r.authority)
+                        .bind(&r.policy_version)
+                        .bind(m.body_stored)
+                        .bind(&r.case_ref)
+                        .bind(r.dsn.as_ref().and_then(|d| serde_json::to_string(d).ok()))
+                        .bind(&r.kind)
+                });
+                // (key, received_at, message id) of each index table.
+                let keys = |of: fn(&PreparedMessage) -> &[String]| -> Vec<(&str, i64, &str)> {
+                    rows.iter()
+                        .flat_map(|m| {
+                            of(m).iter().map(|k| {
+                                (k.as_str(), m.record.received_at_ms, m.record.id.as_str())
+                            })
+                        })
+                        .collect()
+                };
+                for (table, keys) in [
+                    ("message_senders", keys(|m| &m.sender_keys)),
+                    ("message_recipients", keys(|m| &m.recipient_keys)),
+                ] {
+                    insert_rows!(self, table, "address, received_at, message_id", "", &keys,
+                        |q, (key, at, id)| q.bind(*key).bind(*at).bind(*id));
+                }
+                let signers: Vec<(&(String, String), i64, &str)> = rows
+                    .iter()
+                    .flat_map(|m| {
+                        m.signer_keys
+                            .iter()
+                            .map(|k| (k, m.record.received_at_ms, m.record.id.as_str()))
+                    })
+                    .collect();
+                insert_rows!(self, "message_signers", "sha256, serial, received_at, message_id",
+                    "", &signers,
+                    |q, ((sha256, serial), at, id)| q.bind(sha256).bind(serial).bind(*at).bind(*id));
+                let replay: Vec<(&str, i64, &str)> = rows
+                    .iter()
+                    .flat_map(|m| {
+                        m.record.signature_keys.iter().map(|k| {
+                            (k.as_str(), m.record.received_at_ms, m.record.id.as_str())
+                        })
+                    })
+                    .collect();
+                // Two sessions may race with the same message: the first
+                // key stays, the batch never fails for it.
+                insert_rows!(self, "accepted_signatures", "replay_key, message_id, received_at",
+                    " ON CONFLICT DO NOTHING", &replay,
+                    |q, (key, at, id)| q.bind(*key).bind(*id).bind(*at));
                 Ok(())
             }
 
             async fn events(
                 &mut self,
-                rec: &Prepared,
+                batch: &[Prepared],
                 now_ms: i64,
                 seq: &mut i64,
                 prev: &mut String,
             ) -> Result<(), sqlx::Error> {
-                for ev in &rec.events {
+                // (seq, event, prev_hash, hash), chained in order.
+                let mut rows = Vec::new();
+                for ev in batch.iter().flat_map(|rec| &rec.events) {
                     *seq += 1;
                     let hash = chain::record_hash(&chain::canonical(
                         prev,
@@ -175,19 +229,19 @@ macro_rules! batch_sections {
                         ev.message_id.as_deref(),
                         &ev.data_json,
                     ));
-                    sqlx::query(
-                        "INSERT INTO audit (seq, at, message_id, kind, data, prev_hash, hash) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-                    )
-                    .bind(*seq)
-                    .bind(now_ms)
-                    .bind(&ev.message_id)
-                    .bind(ev.kind.as_str())
-                    .bind(&ev.data_json)
-                    .bind(&*prev)
-                    .bind(&hash)
-                    .execute(&mut **self)
-                    .await?;
+                    rows.push((*seq, ev, std::mem::replace(prev, hash.clone()), hash));
+                }
+                insert_rows!(self, "audit", "seq, at, message_id, kind, data, prev_hash, hash", "",
+                    &rows, |q, (seq, ev, prev_hash, hash)| {
+                        q.bind(*seq)
+                            .bind(now_ms)
+                            .bind(&ev.message_id)
+                            .bind(ev.kind.as_str())
+                            .bind(&ev.data_json)
+                            .bind(prev_hash)
+                            .bind(hash)
+                    });
+                for (seq, ev, _, _) in &rows {
                     let checkpoint = (ev.kind == AuditKind::AuditCheckpoint)
                         .then(|| crate::store::CheckpointData::parse(&ev.data_json))
                         .flatten();
@@ -199,30 +253,24 @@ macro_rules! batch_sections {
                             .execute(&mut **self)
                             .await?;
                     }
-                    *prev = hash;
                 }
                 Ok(())
             }
 
-            async fn queue(&mut self, rec: &Prepared, now_ms: i64) -> Result<(), sqlx::Error> {
-                for q in &rec.queue {
-                    sqlx::query(
-                        "INSERT INTO queue (message_id, next_hop, authority, route, lane, \
-                         recipients, next_attempt_at, created_at, status) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-                    )
-                    .bind(&q.entry.message_id)
-                    .bind(&q.entry.next_hop)
-                    .bind(&q.entry.authority)
-                    .bind(&q.entry.route)
-                    .bind(q.entry.lane.as_str())
-                    .bind(&q.recipients_json)
-                    .bind(now_ms)
-                    .bind(now_ms)
-                    .bind(super::DeliveryState::Accepted.as_str())
-                    .execute(&mut **self)
-                    .await?;
-                }
+            async fn queue(&mut self, batch: &[Prepared], now_ms: i64) -> Result<(), sqlx::Error> {
+                let rows: Vec<_> = batch.iter().flat_map(|rec| &rec.queue).collect();
+                insert_rows!(self, "queue", "message_id, next_hop, authority, route, lane, \
+                     recipients, next_attempt_at, created_at, status", "", &rows, |q, e| {
+                        q.bind(&e.entry.message_id)
+                            .bind(&e.entry.next_hop)
+                            .bind(&e.entry.authority)
+                            .bind(&e.entry.route)
+                            .bind(e.entry.lane.as_str())
+                            .bind(&e.recipients_json)
+                            .bind(now_ms)
+                            .bind(now_ms)
+                            .bind(super::DeliveryState::Accepted.as_str())
+                    });
                 Ok(())
             }
 
@@ -265,3 +313,26 @@ macro_rules! batch_sections {
 
 batch_sections!(sqlx::Sqlite);
 batch_sections!(sqlx::Postgres);
+
+#[cfg(test)]
+mod tests {
+    use super::{insert_sql, pieces};
+
+    #[test]
+    fn pieces_use_few_sizes_and_keep_the_order() {
+        let rows: Vec<usize> = (0..151).collect();
+        let sizes: Vec<usize> = pieces(&rows).iter().map(|p| p.len()).collect();
+        assert_eq!(sizes, vec![64, 64, 16, 4, 1, 1, 1]);
+        let again: Vec<usize> = pieces(&rows).concat();
+        assert_eq!(again, rows);
+        assert!(pieces::<u8>(&[]).is_empty());
+    }
+
+    #[test]
+    fn insert_sql_numbers_the_placeholders_row_by_row() {
+        assert_eq!(
+            insert_sql("t", "a, b", 2, " ON CONFLICT DO NOTHING"),
+            "INSERT INTO t (a, b) VALUES ($1, $2), ($3, $4) ON CONFLICT DO NOTHING"
+        );
+    }
+}

@@ -34,8 +34,9 @@ static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("../migrati
 /// The database, whichever backend the URL names.
 #[derive(Clone, Debug)]
 pub enum Db {
-    /// `sqlite://PATH`, with the turn its writers take.
-    Sqlite(SqlitePool, WriteTurn),
+    /// `sqlite://PATH`, with the turn its writers take and the connection
+    /// that claims queue entries ([`Db::claims`]).
+    Sqlite(SqlitePool, WriteTurn, SqlitePool),
     /// `postgres://…` or `postgresql://…`.
     Postgres(PgPool),
 }
@@ -81,7 +82,7 @@ pub(super) const POSTGRES: Dialect = Dialect {
 macro_rules! on_pool {
     ($db:expr, $pool:ident, $d:ident => $body:expr) => {
         match $db {
-            Db::Sqlite($pool, _) => {
+            Db::Sqlite($pool, ..) => {
                 #[allow(unused_variables)]
                 let $d = &$crate::store::db::SQLITE;
                 $body
@@ -159,8 +160,26 @@ impl Db {
     /// Hold the guard until the transaction has committed.
     pub(super) async fn write_turn(&self) -> Option<tokio::sync::MutexGuard<'_, ()>> {
         match self {
-            Db::Sqlite(_, turn) => Some(turn.0.lock().await),
+            Db::Sqlite(_, turn, _) => Some(turn.0.lock().await),
             Db::Postgres(_) => None,
+        }
+    }
+
+    /// The database as the relay's claims write it. On SQLite a connection
+    /// with `synchronous = NORMAL`: a claim's commit is not fsynced (it was
+    /// one fsync per claim, holding the write turn the group commit waits
+    /// for). Nothing relies on a claim surviving a power loss: the WAL is
+    /// sequential, so the synchronous commit of a delivery's record (which
+    /// follows its claim) makes the claim durable too, and a claim lost with
+    /// the machine only leaves its entry unclaimed, as the restart's
+    /// release would. A process crash loses nothing either way (the page
+    /// cache keeps it). On PostgreSQL, where instances on other machines
+    /// share the queue and a lost claim could let two of them deliver one
+    /// entry, claims stay synchronous.
+    pub(super) fn claims(&self) -> Db {
+        match self {
+            Db::Sqlite(_, turn, claims) => Db::Sqlite(claims.clone(), turn.clone(), claims.clone()),
+            Db::Postgres(_) => self.clone(),
         }
     }
 
@@ -187,18 +206,27 @@ impl Db {
                     })?;
                 }
             }
+            // Claims need not reach the disk before the next synchronous
+            // commit (see `Db::claims`): no fsync of their own.
+            let claims = pool_options(1)
+                .test_before_acquire(false)
+                .connect_lazy_with(options.clone().synchronous(SqliteSynchronous::Normal));
+            // No ping before each use: a SQLite connection is a file, not a
+            // peer that may have gone away, and the ping was a round trip to
+            // sqlx's connection thread per transaction and per read.
             let pool = pool_options(4)
+                .test_before_acquire(false)
                 .connect_with(options)
                 .await
                 .map_err(|e| connect_error(url, e))?;
-            Db::Sqlite(pool, WriteTurn::default())
+            Db::Sqlite(pool, WriteTurn::default(), claims)
         } else {
             return Err(StoreError::Config(format!(
                 "database_url {url:?}: expected sqlite://PATH, postgres:// or postgresql://"
             )));
         };
         let migrated = match &db {
-            Db::Sqlite(pool, _) => SQLITE_MIGRATIONS.run(pool).await,
+            Db::Sqlite(pool, ..) => SQLITE_MIGRATIONS.run(pool).await,
             Db::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
         };
         migrated.map_err(|e| match e {
@@ -208,9 +236,10 @@ impl Db {
         Ok(db)
     }
 
-    /// Writes a batch in one transaction: per record, the message row, its
-    /// audit events chained after the current head, its queue rows; then the
-    /// new head. Returns the number of audit records appended.
+    /// Writes a batch in one transaction: the message rows, the audit
+    /// events chained after the current head (in record order), the queue
+    /// rows, the queue and hold changes; then the new head. Returns the
+    /// number of audit records appended.
     pub async fn write_batch(&self, batch: &[Prepared], now_ms: i64) -> Result<u64, sqlx::Error> {
         let _turn = self.write_turn().await;
         on_pool!(self, pool, d => {
@@ -219,12 +248,12 @@ impl Db {
             let mut seq: i64 = head.try_get("seq")?;
             let mut prev: String = head.try_get("hash")?;
             let first = seq;
-            for rec in batch {
-                tx.revocation_data(rec, now_ms).await?;
-                tx.messages(rec).await?;
-                tx.events(rec, now_ms, &mut seq, &mut prev).await?;
-                tx.queue(rec, now_ms).await?;
-            }
+            // Section by section for the whole batch (multi-row inserts):
+            // every message row before the queue rows that refer to it.
+            tx.revocation_data(batch, now_ms).await?;
+            tx.messages(batch).await?;
+            tx.events(batch, now_ms, &mut seq, &mut prev).await?;
+            tx.queue(batch, now_ms).await?;
             for rec in batch {
                 tx.queue_updates(rec, now_ms).await?;
                 tx.holds(rec).await?;

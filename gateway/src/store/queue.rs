@@ -153,7 +153,7 @@ impl Db {
         limit: i64,
     ) -> Result<Vec<Claimed>, sqlx::Error> {
         let _turn = self.write_turn().await;
-        on_pool!(self, pool, d => {
+        on_pool!(&self.claims(), pool, d => {
             let mut tx = pool.begin().await?;
             let ids: Vec<i64> = sqlx::query_scalar(&format!(
                 "UPDATE queue SET claimed_by = $1, lease_until = $2 WHERE id IN (\
