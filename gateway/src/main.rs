@@ -89,6 +89,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The data keys of bodies encrypted at rest (`[storage]`): list, rotate.
+    Keys {
+        /// Configuration file naming the database and the key-encryption key.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Certificate revocation lists: what is held and downloaded, download now.
     Crl {
         /// Configuration file (default: the embedded default).
@@ -97,6 +108,15 @@ enum Command {
         #[command(subcommand)]
         command: emla::revocation::cli::CrlCommand,
     },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The data keys: id, when made, which one seals new bodies.
+    List,
+    /// Add a data key that seals new bodies from now on; bodies sealed
+    /// before stay readable under their own keys.
+    Rotate,
 }
 
 #[derive(Subcommand)]
@@ -353,6 +373,11 @@ fn main() -> ExitCode {
         } => run_audit_export(&args),
         Command::Queue { config, command } => run_queue(config, &command),
         Command::Crl { config, command } => run_crl(config, &command),
+        Command::Keys {
+            config,
+            json,
+            command,
+        } => run_keys(config, json, &command),
         Command::Audit {
             command: AuditCommand::Search(args),
         } => run_audit_search(&args),
@@ -387,9 +412,7 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
             config.data_dir.display()
         )));
     }
-    Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
-        .await
-        .map_err(Failure::store)
+    Store::open_config(config).await.map_err(Failure::store)
 }
 
 fn run_serve(config: Option<PathBuf>) -> Outcome {
@@ -788,6 +811,46 @@ fn run_crl(config: Option<PathBuf>, command: &emla::revocation::cli::CrlCommand)
         .map_err(Failure::config)?;
     print!("{text}");
     Ok(ExitCode::from(code))
+}
+
+fn run_keys(config: Option<PathBuf>, json: bool, command: &KeysCommand) -> Outcome {
+    let config = load_config(config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        let text = match command {
+            KeysCommand::Rotate => {
+                let id = store.rotate_data_key().await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::json!({ "id": id }))
+                } else {
+                    format!(
+                        "data key {id} added: it seals new bodies (a running gateway takes it \
+                         within {} s); bodies sealed before stay readable\n",
+                        emla::store::keys::REFRESH.as_secs()
+                    )
+                }
+            }
+            KeysCommand::List => {
+                let keys = store.data_keys().await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::to_string(&keys).unwrap_or_default())
+                } else if keys.is_empty() {
+                    "no data keys: bodies are stored in clear ([storage] encrypt_bodies)\n".into()
+                } else {
+                    let mut t = String::from("ID  CREATED\n");
+                    for k in &keys {
+                        let mark = if k.current { "  current" } else { "" };
+                        let at = emla::text::time_rfc3339(k.created_at);
+                        t += &format!("{:<3} {at}{mark}\n", k.id);
+                    }
+                    t
+                }
+            }
+        };
+        print!("{text}");
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn audit_output(result: Result<String, emla::audit::AuditError>) -> Outcome {
