@@ -18,14 +18,20 @@ mod sink;
 #[path = "support/smtp.rs"]
 mod smtp;
 mod support;
+#[macro_use]
+#[path = "support/testdb.rs"]
+mod testdb;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+use emla::config::{BodyStorage, KekSource, StorageConfig};
+use emla::store::{MessageRecord, Record, Store, StoreError};
 use sink::*;
 use smtp::*;
 use support::*;
+use testdb::{Backend, TestDb};
 
 /// The first bytes of a sealed body (`emla::store::seal::MAGIC`).
 const MAGIC: &[u8] = b"\0EMLAENC";
@@ -223,7 +229,7 @@ fn sealed_end_to_end(db: Option<&str>, in_db: bool) {
         assert!(row.body_stored);
         // Header, the body, one tag per 64 KiB segment.
         let size = sealed_size(&gw, &row.sha256, in_db);
-        assert_eq!(size, 21 + msg.len() + 16 * (msg.len() / 65536 + 1), "{id}");
+        assert_eq!(size, 21 + msg.len() + 16 * msg.len().div_ceil(65536), "{id}");
         assert_eq!(&exported_message(&gw, id), msg, "export writes the plaintext");
     }
     if in_db {
@@ -389,7 +395,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     let (code, out) = serve_refused(&wrong);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("does not unwrap data key 1"), "{out}");
-    let (code, out) = emla_cli(&["audit", "export", &id, "--out", "/nonexistent/x"], &wrong);
+    let (code, out) = emla_cli(&["audit", "export", id.as_str(), "--out", "/nonexistent/x"], &wrong);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("does not unwrap data key 1"), "{out}");
     // No KEK file, and none configured while bodies are sealed.
@@ -404,7 +410,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&none, none_text).unwrap();
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("b");
-    let (code, out) = emla_cli(&["audit", "export", &id, "--out", out_dir.to_str().unwrap()], &none);
+    let (code, out) = emla_cli(&["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()], &none);
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains(&format!("body {sha} is sealed at rest (data key 1)"))
@@ -419,7 +425,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&path, &bytes).unwrap();
     let out_dir = work.path().join("c");
     let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", out_dir.to_str().unwrap()],
+        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -432,7 +438,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&path, &bytes[..21 + 65536 + 16]).unwrap();
     let out_dir = work.path().join("d");
     let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", out_dir.to_str().unwrap()],
+        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -445,7 +451,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::copy(gw.body_path(&sha256_hex(&other)), &path).unwrap();
     let out_dir = work.path().join("e");
     let (code, out) = emla_cli(
-        &["audit", "export", &id, "--out", out_dir.to_str().unwrap()],
+        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -465,3 +471,91 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     });
     drop(srv);
 }
+
+// ---------------------------------------------------------------------------
+// The store alone, on both backends
+// ---------------------------------------------------------------------------
+
+/// An accepted message `id` with its body, as the intake records it.
+fn record_of(id: &str, raw: &[u8]) -> Record {
+    Record {
+        message: Some(MessageRecord {
+            id: id.into(),
+            received_at_ms: 1_767_225_600_000,
+            sha256: sha256_hex(raw),
+            size: raw.len() as u64,
+            session: Default::default(),
+            mail_from: ALICE.into(),
+            rcpt_to: vec![BOB.into()],
+            headers: Default::default(),
+            reason: emla::Reason::Ok,
+            detail: String::new(),
+            signers: serde_json::json!([]),
+            authority: Some("aa-moj".into()),
+            policy_version: "p1".into(),
+            case_ref: None,
+            kind: None,
+            signature_keys: Vec::new(),
+            body: Some(raw.into()),
+            dsn: None,
+        }),
+        ..Record::default()
+    }
+}
+
+/// Sealed in files and in the `bodies` table: read back in clear across a
+/// rotation, refused with another KEK, named without one.
+async fn sealed_store(backend: Backend) {
+    let db = TestDb::new(backend).await;
+    let kek = kek_file(db.dir.path(), "kek", 0x5a);
+    let sealed = StorageConfig {
+        encrypt_bodies: true,
+        kek: Some(KekSource::File(kek.clone())),
+    };
+    for (n, bodies) in [BodyStorage::Files, BodyStorage::Database].into_iter().enumerate() {
+        let data = db.dir.path().join(format!("data{n}"));
+        let store = Store::open_sealed(&db.url, &data, bodies, &sealed).await.unwrap();
+        let old = format!("old body {n} {}", marker("store")).into_bytes();
+        store.record(record_of(&format!("old{n}"), &old)).await.unwrap();
+        let id = store.rotate_data_key().await.unwrap();
+        let new = format!("new body {n} {}", marker("store")).into_bytes();
+        store.record(record_of(&format!("new{n}"), &new)).await.unwrap();
+        assert_eq!(store.read_body(&sha256_hex(&old)).await.unwrap(), old);
+        assert_eq!(store.read_body(&sha256_hex(&new)).await.unwrap(), new);
+        let keys = store.data_keys().await.unwrap();
+        let ids: Vec<(u32, bool)> = keys.iter().map(|k| (k.id, k.current)).collect();
+        assert_eq!(ids.last(), Some(&(id, true)), "{keys:?}");
+        assert!(ids.iter().filter(|(_, c)| *c).count() == 1, "{keys:?}");
+        if bodies == BodyStorage::Files {
+            let file = std::fs::read(store.body_path(&sha256_hex(&new)).unwrap()).unwrap();
+            assert!(file.starts_with(MAGIC));
+            let mut streamed = Vec::new();
+            let sha = sha256_hex(&old);
+            let mut r = store.body_file_reader(&sha).await.unwrap();
+            std::io::Read::read_to_end(&mut r, &mut streamed).unwrap();
+            assert_eq!(streamed, old, "the streaming reader opens it too");
+        }
+        drop(store);
+
+        // Another KEK: refused at open, naming the key.
+        let other = StorageConfig {
+            encrypt_bodies: true,
+            kek: Some(KekSource::File(kek_file(db.dir.path(), "other", 0x01))),
+        };
+        let e = Store::open_sealed(&db.url, &data, bodies, &other).await.unwrap_err();
+        assert!(matches!(e, StoreError::Config(_)), "{e}");
+        assert!(e.to_string().contains("does not unwrap data key 1"), "{e}");
+        // No KEK: opens, and says which body it cannot read and why.
+        let clear = Store::open_with(&db.url, &data, bodies).await.unwrap();
+        let e = clear.read_body(&sha256_hex(&old)).await.unwrap_err();
+        assert!(
+            e.to_string().contains("is sealed at rest (data key ")
+                && e.to_string().contains(&sha256_hex(&old)),
+            "{e}"
+        );
+        drop(clear);
+    }
+    db.drop_db().await;
+}
+
+both!(sealed_store);

@@ -83,6 +83,7 @@ pub fn prepare(data_dir: &Path) -> Result<(), StoreError> {
 
 /// Durably stores `bytes` under their hash, which must be `sha256`.
 /// Returns the file's path. Blocking: run it on a blocking thread.
+#[cfg(test)]
 pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
     store_body_sealed(data_dir, sha256, bytes, None)
 }

@@ -73,11 +73,15 @@ fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
         .map_err(|e| format!("[storage] cannot read the key-encryption key {}: {e}", path.display()))
 }
 
-/// 32 bytes as given: raw (a file of exactly 32 bytes), or 64 hex digits,
-/// or base64, surrounding white space ignored.
+/// 32 bytes as given: raw (a file of exactly 32 bytes, not all text), or
+/// 64 hex digits, or base64, surrounding white space ignored. A 32-letter
+/// text is no raw key: it would be a passphrase, not a random key.
 fn parse_key(bytes: &[u8]) -> Result<[u8; KEY_LEN], String> {
+    let text = |b: &u8| b.is_ascii_graphic() || b.is_ascii_whitespace();
     if let Ok(raw) = <[u8; KEY_LEN]>::try_from(bytes) {
-        return Ok(raw);
+        if !raw.iter().all(text) {
+            return Ok(raw);
+        }
     }
     let text = bytes.trim_ascii();
     let decoded = if text.len() == 2 * KEY_LEN && text.iter().all(u8::is_ascii_hexdigit) {
@@ -146,7 +150,7 @@ impl Sealing {
         let rows = db.data_keys().await.map_err(read_err)?;
         let mut keys = Vec::with_capacity(rows.len());
         for (id, _, wrapped) in rows {
-            keys.push(self.kek.unwrap(id, &wrapped).ok_or_else(|| {
+            keys.push(self.kek.unwrap_key(id, &wrapped).ok_or_else(|| {
                 StoreError::Config(format!(
                     "the key-encryption key ({}) does not unwrap data key {id}: it is not the \
                      KEK that wrapped the keys of this database, or the row was altered",
@@ -203,7 +207,7 @@ impl Sealing {
             let key: [u8; KEY_LEN] = seal::random().map_err(|e| StoreError::Bug(e.to_string()))?;
             let wrapped = self
                 .kek
-                .wrap(next, &key)
+                .wrap_key(next, &key)
                 .map_err(|e| StoreError::Bug(e.to_string()))?;
             let added = db
                 .insert_data_key(next, &wrapped, super::now_ms())
@@ -290,6 +294,8 @@ mod tests {
     fn keks_are_read_raw_hex_or_base64_and_named_when_wrong() {
         let raw = [7u8; 32];
         assert_eq!(parse_key(&raw).unwrap(), raw);
+        let e = parse_key(b"a passphrase of 32 letters, long").unwrap_err();
+        assert!(e.contains("found 32 bytes"), "{e}");
         let hex = format!("{}\n", hex::encode(raw));
         assert_eq!(parse_key(hex.as_bytes()).unwrap(), raw);
         let b64 = base64::engine::general_purpose::STANDARD.encode(raw);
@@ -304,9 +310,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let hex = hex::encode([3u8; 32]);
         std::fs::write(dir.path().join("kek"), &hex).unwrap();
-        let wrapped = |k: Kek| k.wrap(1, &[9; 32]).unwrap();
+        let wrapped = |k: Kek| k.wrap_key(1, &[9; 32]).unwrap();
         let by_file = wrapped(load_kek(&KekSource::File(dir.path().join("kek"))).unwrap());
-        assert!(Kek::new(&[3; 32]).unwrap(1, &by_file).is_some());
+        assert!(Kek::new(&[3; 32]).unwrap_key(1, &by_file).is_some());
         let e = load_kek(&KekSource::File(dir.path().join("none"))).err().unwrap();
         assert!(e.contains("cannot read the key-encryption key"), "{e}");
         let e = load_kek(&KekSource::Env("EMLA_TEST_NO_SUCH_KEK".into()))

@@ -523,13 +523,13 @@ impl Store {
     /// A message row ready for the writer, its body (if kept) on disk.
     async fn prepare(&self, mut m: MessageRecord) -> Result<PreparedMessage, StoreError> {
         let mut body_row = None;
-        let seal = match (&self.inner.sealing, &m.body) {
+        let sealing_key = match (&self.inner.sealing, &m.body) {
             (Some(s), Some(_)) => s.sealing_key(&self.inner.db).await?,
             _ => None,
         };
         let body_stored = match m.body.take() {
             Some(body) if self.inner.bodies == BodyStorage::Database => {
-                body_row = Some(match seal {
+                body_row = Some(match sealing_key {
                     Some(key) => seal_row(key, body, &m.sha256).await?,
                     None => body,
                 });
@@ -539,7 +539,7 @@ impl Store {
                 let dir = self.inner.data_dir.clone();
                 let sha = m.sha256.clone();
                 tokio::task::spawn_blocking(move || {
-                    files::store_body_sealed(&dir, &sha, &body, seal.as_ref())
+                    files::store_body_sealed(&dir, &sha, &body, sealing_key.as_ref())
                 })
                 .await
                 .map_err(|e| StoreError::Bug(format!("writing the body: {e}")))??;

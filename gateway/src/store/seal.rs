@@ -9,7 +9,8 @@
 //!          64 KiB of plaintext (the last: 0..=64 KiB), then its 16-byte tag
 //! ```
 //!
-//! Every segment but the last holds exactly one segment size of plaintext.
+//! Every segment but the last holds exactly one segment size of plaintext;
+//! the last holds 1 to 64 KiB (none only for an empty body).
 //! The counter in the nonce detects reordered, swapped or dropped segments;
 //! the last flag detects a body cut at a segment boundary; the header as
 //! associated data ties each segment to its key id and nonce prefix. A
@@ -17,7 +18,7 @@
 //! store checks the plaintext's SHA-256 against the body's name.
 //!
 //! The data keys are wrapped by the key-encryption key with AES-256-GCM
-//! too ([`wrap`]); [`keys`](super::keys) keeps them.
+//! too ([`Kek::wrap_key`]); [`keys`](super::keys) keeps them.
 
 use std::collections::BTreeMap;
 use std::io::{self, Read, Write};
@@ -443,7 +444,7 @@ impl<R: Read> Read for OpenReader<R> {
 
 /// `plain` sealed under `key`, in one piece.
 pub fn seal_to_vec(key: &Arc<DataKey>, plain: &[u8]) -> io::Result<Vec<u8>> {
-    let segments = plain.len() / (1 << SEGMENT_LOG2) + 1;
+    let segments = plain.len().div_ceil(1 << SEGMENT_LOG2).max(1);
     let out = Vec::with_capacity(HEADER_LEN + plain.len() + segments * TAG_LEN);
     let mut w = SealWriter::new(out, key.clone())?;
     w.write_all(plain)?;
@@ -476,7 +477,7 @@ impl Kek {
     }
 
     /// Data key `key`, named `id`, wrapped: nonce (12) | AES-256-GCM | tag.
-    pub fn wrap(&self, id: u32, key: &[u8; KEY_LEN]) -> io::Result<Vec<u8>> {
+    pub fn wrap_key(&self, id: u32, key: &[u8; KEY_LEN]) -> io::Result<Vec<u8>> {
         let nonce: [u8; NONCE_LEN] = random()?;
         let mut out = key.to_vec();
         self.0
@@ -493,7 +494,7 @@ impl Kek {
 
     /// Data key `id` from its wrapped form (`None`: this KEK did not wrap
     /// it, or the bytes were altered).
-    pub fn unwrap(&self, id: u32, wrapped: &[u8]) -> Option<DataKey> {
+    pub fn unwrap_key(&self, id: u32, wrapped: &[u8]) -> Option<DataKey> {
         if wrapped.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
             return None;
         }
@@ -515,7 +516,7 @@ mod tests {
 
     const SEG: usize = 1 << SEGMENT_LOG2;
 
-    fn ring(ids: &[u32]) -> Keyring {
+    fn keyring(ids: &[u32]) -> Keyring {
         Keyring::new(ids.iter().map(|&id| DataKey::new(id, &[id as u8; 32])))
     }
 
@@ -524,7 +525,7 @@ mod tests {
     }
 
     fn sealed(len: usize) -> (Keyring, Vec<u8>, Vec<u8>) {
-        let keys = ring(&[1, 2]);
+        let keys = keyring(&[1, 2]);
         let plain = body(len);
         let out = seal_to_vec(keys.current().unwrap(), &plain).unwrap();
         (keys, plain, out)
@@ -536,7 +537,7 @@ mod tests {
             let (keys, plain, out) = sealed(len);
             assert!(is_sealed(&out));
             assert_eq!(key_id(&out).unwrap().unwrap(), 2);
-            let segments = len / SEG + 1;
+            let segments = len.div_ceil(SEG).max(1);
             assert_eq!(out.len(), HEADER_LEN + len + segments * TAG_LEN, "{len}");
             assert_eq!(open_to_vec(&out, &keys).unwrap(), plain, "{len}");
             // Read in small, odd steps as a stream.
@@ -556,7 +557,7 @@ mod tests {
 
     #[test]
     fn writes_in_any_steps_give_a_body_that_opens() {
-        let keys = ring(&[7]);
+        let keys = keyring(&[7]);
         let plain = body(3 * SEG + 5);
         let mut w = SealWriter::new(Vec::new(), keys.current().unwrap().clone()).unwrap();
         for chunk in plain.chunks(4093) {
@@ -568,7 +569,7 @@ mod tests {
 
     #[test]
     fn the_same_body_seals_differently_each_time() {
-        let keys = ring(&[1]);
+        let keys = keyring(&[1]);
         let k = keys.current().unwrap();
         assert_ne!(
             seal_to_vec(k, b"same").unwrap(),
@@ -669,10 +670,10 @@ mod tests {
         let wrong = Keyring::new([DataKey::new(2, &[9; 32])]);
         let e = open_to_vec(&out, &wrong).unwrap_err();
         assert!(matches!(e, SealError::Tampered { segment: 0 }), "{e}");
-        let e = open_to_vec(&out, &ring(&[1])).unwrap_err();
+        let e = open_to_vec(&out, &keyring(&[1])).unwrap_err();
         assert!(matches!(e, SealError::UnknownKey(2)), "{e}");
         assert!(e.to_string().contains("data key 2"), "{e}");
-        let e = open_to_vec(b"Subject: plain\r\n\r\n", &ring(&[1])).unwrap_err();
+        let e = open_to_vec(b"Subject: plain\r\n\r\n", &keyring(&[1])).unwrap_err();
         assert!(matches!(e, SealError::Header(_)), "{e}");
         assert!(key_id(b"Subject: plain\r\n\r\n").is_none());
     }
@@ -680,19 +681,19 @@ mod tests {
     #[test]
     fn data_keys_unwrap_only_with_their_kek_and_id() {
         let kek = Kek::new(&[5; 32]);
-        let wrapped = kek.wrap(3, &[8; 32]).unwrap();
+        let wrapped = kek.wrap_key(3, &[8; 32]).unwrap();
         assert_eq!(wrapped.len(), 60);
-        let k = kek.unwrap(3, &wrapped).unwrap();
+        let k = kek.unwrap_key(3, &wrapped).unwrap();
         assert_eq!(k.id(), 3);
         let keys = Keyring::new([k]);
         let check = Keyring::new([DataKey::new(3, &[8; 32])]);
         let sealed = seal_to_vec(keys.current().unwrap(), b"x").unwrap();
         assert_eq!(open_to_vec(&sealed, &check).unwrap(), b"x");
-        assert!(Kek::new(&[6; 32]).unwrap(3, &wrapped).is_none());
-        assert!(kek.unwrap(4, &wrapped).is_none(), "moved to another id");
+        assert!(Kek::new(&[6; 32]).unwrap_key(3, &wrapped).is_none());
+        assert!(kek.unwrap_key(4, &wrapped).is_none(), "moved to another id");
         let mut bad = wrapped.clone();
         bad[20] ^= 1;
-        assert!(kek.unwrap(3, &bad).is_none());
-        assert!(kek.unwrap(3, &wrapped[1..]).is_none());
+        assert!(kek.unwrap_key(3, &bad).is_none());
+        assert!(kek.unwrap_key(3, &wrapped[1..]).is_none());
     }
 }
