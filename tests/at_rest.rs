@@ -184,14 +184,20 @@ fn exported_message(gw: &Gateway, id: &str) -> Vec<u8> {
 fn sealed_size(gw: &Gateway, sha256: &str, in_db: bool) -> usize {
     if !in_db {
         let stored = std::fs::read(gw.body_path(sha256)).unwrap();
-        assert!(stored.starts_with(MAGIC), "{sha256}: the file is not sealed");
+        assert!(
+            stored.starts_with(MAGIC),
+            "{sha256}: the file is not sealed"
+        );
         return stored.len();
     }
     // Hex, in SQL: the header starts with NUL.
     let head = if gw.database_url().starts_with("sqlite:") {
         format!("LOWER(HEX(SUBSTR(data, 1, 8))) = '{}'", hex::encode(MAGIC))
     } else {
-        format!("encode(substring(data from 1 for 8), 'hex') = '{}'", hex::encode(MAGIC))
+        format!(
+            "encode(substring(data from 1 for 8), 'hex') = '{}'",
+            hex::encode(MAGIC)
+        )
     };
     let sql = format!(
         "SELECT CAST(COALESCE(SUM(LENGTH(data)), 0) AS BIGINT) FROM bodies WHERE sha256 = '{sha256}' AND {head}"
@@ -233,7 +239,11 @@ fn sealed_end_to_end(db: Option<&str>, in_db: bool) {
         assert!(row.body_stored);
         // Header, the body, one tag per 64 KiB segment.
         let size = sealed_size(&gw, &row.sha256, in_db);
-        assert_eq!(size, 21 + msg.len() + 16 * msg.len().div_ceil(65536), "{id}");
+        assert_eq!(
+            size,
+            21 + msg.len() + 16 * msg.len().div_ceil(65536),
+            "{id}"
+        );
         let exported = exported_message(&gw, id);
         assert_eq!(&exported, msg, "export writes the plaintext");
     }
@@ -265,14 +275,22 @@ fn sqlite_database_bodies_hold_no_plaintext() {
 
 #[test]
 fn postgres_database_bodies_hold_no_plaintext() {
-    assert!(postgres_available(), "PostgreSQL at {}", postgres_admin_url());
+    assert!(
+        postgres_available(),
+        "PostgreSQL at {}",
+        postgres_admin_url()
+    );
     let pg = PgDb::create();
     sealed_end_to_end(Some(&pg.url), true);
 }
 
 #[test]
 fn postgres_with_files_holds_no_plaintext() {
-    assert!(postgres_available(), "PostgreSQL at {}", postgres_admin_url());
+    assert!(
+        postgres_available(),
+        "PostgreSQL at {}",
+        postgres_admin_url()
+    );
     let pg = PgDb::create();
     sealed_end_to_end(Some(&pg.url), false);
 }
@@ -324,8 +342,14 @@ fn bodies_sealed_before_and_after_a_rotation_are_both_relayed_and_exported() {
     let (code, out) = emla_cli(&["keys", "list"], &gw.config);
     assert_eq!(code, 0, "{out}");
     let lines: Vec<&str> = out.lines().collect();
-    assert!(lines[1].starts_with("1 ") && !lines[1].contains("current"), "{out}");
-    assert!(lines[2].starts_with("2 ") && lines[2].ends_with("current"), "{out}");
+    assert!(
+        lines[1].starts_with("1 ") && !lines[1].contains("current"),
+        "{out}"
+    );
+    assert!(
+        lines[2].starts_with("2 ") && lines[2].ends_with("current"),
+        "{out}"
+    );
 
     let srv = gw.start();
     let after = marked_message(&marker("after"));
@@ -395,7 +419,11 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
         p
     };
     let by_env = variant("env.toml", "kek_env = \"EMLA_TEST_KEK\"");
-    let (code, out) = emla_env(&["keys", "list"], &by_env, &[("EMLA_TEST_KEK", hex_kek.trim())]);
+    let (code, out) = emla_env(
+        &["keys", "list"],
+        &by_env,
+        &[("EMLA_TEST_KEK", hex_kek.trim())],
+    );
     assert_eq!(code, 0, "{out}");
     assert!(out.contains("current"), "{out}");
     let (code, out) = emla_env(&["keys", "list"], &by_env, &[]);
@@ -425,14 +453,20 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     let (code, out) = serve_refused(&wrong);
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("does not unwrap data key 1"), "{out}");
-    let (code, out) = emla_cli(&["audit", "export", id.as_str(), "--out", "/nonexistent/x"], &wrong);
+    let (code, out) = emla_cli(
+        &["audit", "export", id.as_str(), "--out", "/nonexistent/x"],
+        &wrong,
+    );
     assert_eq!(code, 2, "{out}");
     assert!(out.contains("does not unwrap data key 1"), "{out}");
     // No KEK file, and none configured while bodies are sealed.
     let missing = variant("missing.toml", "kek_file = \"/nonexistent/kek\"");
     let (code, out) = serve_refused(&missing);
     assert_eq!(code, 2, "{out}");
-    assert!(out.contains("cannot read the key-encryption key /nonexistent/kek"), "{out}");
+    assert!(
+        out.contains("cannot read the key-encryption key /nonexistent/kek"),
+        "{out}"
+    );
     let none = variant("none.toml", "");
     let none_text = std::fs::read_to_string(&none)
         .unwrap()
@@ -440,7 +474,16 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&none, none_text).unwrap();
     let work = tempfile::tempdir().unwrap();
     let out_dir = work.path().join("b");
-    let (code, out) = emla_cli(&["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()], &none);
+    let (code, out) = emla_cli(
+        &[
+            "audit",
+            "export",
+            id.as_str(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
+        &none,
+    );
     assert_ne!(code, 0, "{out}");
     assert!(
         out.contains(&format!("body {sha} is sealed at rest (data key 1)"))
@@ -455,7 +498,13 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&path, &bytes).unwrap();
     let out_dir = work.path().join("c");
     let (code, out) = emla_cli(
-        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            id.as_str(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -468,7 +517,13 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::write(&path, &bytes[..21 + 65536 + 16]).unwrap();
     let out_dir = work.path().join("d");
     let (code, out) = emla_cli(
-        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            id.as_str(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -481,7 +536,13 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     std::fs::copy(gw.body_path(&sha256_hex(&other)), &path).unwrap();
     let out_dir = work.path().join("e");
     let (code, out) = emla_cli(
-        &["audit", "export", id.as_str(), "--out", out_dir.to_str().unwrap()],
+        &[
+            "audit",
+            "export",
+            id.as_str(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
         &gw.config,
     );
     assert_ne!(code, 0, "{out}");
@@ -542,14 +603,25 @@ async fn sealed_store(backend: Backend) {
         encrypt_bodies: true,
         kek: Some(KekSource::File(kek.clone())),
     };
-    for (n, bodies) in [BodyStorage::Files, BodyStorage::Database].into_iter().enumerate() {
+    for (n, bodies) in [BodyStorage::Files, BodyStorage::Database]
+        .into_iter()
+        .enumerate()
+    {
         let data = db.dir.path().join(format!("data{n}"));
-        let store = Store::open_sealed(&db.url, &data, bodies, &sealed).await.unwrap();
+        let store = Store::open_sealed(&db.url, &data, bodies, &sealed)
+            .await
+            .unwrap();
         let old = format!("old body {n} {}", marker("store")).into_bytes();
-        store.record(record_of(&format!("old{n}"), &old)).await.unwrap();
+        store
+            .record(record_of(&format!("old{n}"), &old))
+            .await
+            .unwrap();
         let id = store.rotate_data_key().await.unwrap();
         let new = format!("new body {n} {}", marker("store")).into_bytes();
-        store.record(record_of(&format!("new{n}"), &new)).await.unwrap();
+        store
+            .record(record_of(&format!("new{n}"), &new))
+            .await
+            .unwrap();
         assert_eq!(store.read_body(&sha256_hex(&old)).await.unwrap(), old);
         assert_eq!(store.read_body(&sha256_hex(&new)).await.unwrap(), new);
         let keys = store.data_keys().await.unwrap();
@@ -572,7 +644,9 @@ async fn sealed_store(backend: Backend) {
             encrypt_bodies: true,
             kek: Some(KekSource::File(kek_file(db.dir.path(), "other", 0x01))),
         };
-        let e = Store::open_sealed(&db.url, &data, bodies, &other).await.unwrap_err();
+        let e = Store::open_sealed(&db.url, &data, bodies, &other)
+            .await
+            .unwrap_err();
         assert!(matches!(e, StoreError::Config(_)), "{e}");
         assert!(e.to_string().contains("does not unwrap data key 1"), "{e}");
         // No KEK: opens, and says which body it cannot read and why.

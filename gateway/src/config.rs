@@ -138,9 +138,11 @@ fn storage_config(
     let kek = sources.pop();
     let encrypt_bodies = s.encrypt_bodies.unwrap_or(false);
     if encrypt_bodies && kek.is_none() {
-        return Err("[storage] encrypt_bodies = true needs a key-encryption key: \
+        return Err(
+            "[storage] encrypt_bodies = true needs a key-encryption key: \
                     kek_file, kek_env or kek_credential"
-            .into());
+                .into(),
+        );
     }
     Ok(StorageConfig {
         encrypt_bodies,
@@ -867,15 +869,24 @@ mod tests {
         };
         assert_eq!(load("").unwrap().storage, StorageConfig::default());
         let e = load("encrypt_bodies = true\n").unwrap_err();
-        assert!(e.contains("encrypt_bodies = true needs a key-encryption key"), "{e}");
+        assert!(
+            e.contains("encrypt_bodies = true needs a key-encryption key"),
+            "{e}"
+        );
         let e = load("kek_env = \"K\"\nkek_credential = \"k\"\n").unwrap_err();
-        assert!(e.contains("exactly one of kek_file, kek_env, kek_credential"), "{e}");
+        assert!(
+            e.contains("exactly one of kek_file, kek_env, kek_credential"),
+            "{e}"
+        );
         let c = load("encrypt_bodies = true\nkek_file = \"kek\"\n").unwrap();
         assert!(c.storage.encrypt_bodies);
         assert_eq!(c.storage.kek, Some(KekSource::File(dir.path().join("kek"))));
         let c = load("kek_credential = \"emla-kek\"\n").unwrap();
         assert!(!c.storage.encrypt_bodies, "reads sealed bodies, seals none");
-        assert_eq!(c.storage.kek, Some(KekSource::Credential("emla-kek".into())));
+        assert_eq!(
+            c.storage.kek,
+            Some(KekSource::Credential("emla-kek".into()))
+        );
     }
 
     #[test]

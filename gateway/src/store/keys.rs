@@ -69,8 +69,12 @@ pub fn load_kek(source: &KekSource) -> Result<Kek, String> {
 }
 
 fn read_secret(path: &Path) -> Result<Vec<u8>, String> {
-    std::fs::read(path)
-        .map_err(|e| format!("[storage] cannot read the key-encryption key {}: {e}", path.display()))
+    std::fs::read(path).map_err(|e| {
+        format!(
+            "[storage] cannot read the key-encryption key {}: {e}",
+            path.display()
+        )
+    })
 }
 
 /// 32 bytes as given: raw (a file of exactly 32 bytes, not all text), or
@@ -313,7 +317,9 @@ mod tests {
         let wrapped = |k: Kek| k.wrap_key(1, &[9; 32]).unwrap();
         let by_file = wrapped(load_kek(&KekSource::File(dir.path().join("kek"))).unwrap());
         assert!(Kek::new(&[3; 32]).unwrap_key(1, &by_file).is_some());
-        let e = load_kek(&KekSource::File(dir.path().join("none"))).err().unwrap();
+        let e = load_kek(&KekSource::File(dir.path().join("none")))
+            .err()
+            .unwrap();
         assert!(e.contains("cannot read the key-encryption key"), "{e}");
         let e = load_kek(&KekSource::Env("EMLA_TEST_NO_SUCH_KEK".into()))
             .err()

@@ -789,9 +789,8 @@ impl Store {
         let path = self
             .body_path(sha256)
             .ok_or_else(|| StoreError::Bug(format!("{sha256:?} is not a SHA-256 in hex")))?;
-        let unavailable = |e: std::io::Error| {
-            StoreError::Unavailable(format!("reading {}: {e}", path.display()))
-        };
+        let unavailable =
+            |e: std::io::Error| StoreError::Unavailable(format!("reading {}: {e}", path.display()));
         let mut file = std::fs::File::open(&path).map_err(unavailable)?;
         let mut head = Vec::with_capacity(seal::HEADER_LEN);
         (&mut file)

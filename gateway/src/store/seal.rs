@@ -223,7 +223,10 @@ impl Header {
             return bad("it does not start with the magic \\0EMLAENC".into());
         }
         if b[8] != VERSION {
-            return bad(format!("format version {}, this emla reads {VERSION}", b[8]));
+            return bad(format!(
+                "format version {}, this emla reads {VERSION}",
+                b[8]
+            ));
         }
         if !(10..=24).contains(&b[9]) {
             return bad(format!("segment size 2^{} is out of range", b[9]));
@@ -389,8 +392,8 @@ impl<R: Read> OpenReader<R> {
         }
         // ring zeroes a buffer that does not open: keep a full last
         // segment's ciphertext to tell a cut body from an altered one.
-        let spare = (last && self.buf.len() == self.header.segment + TAG_LEN)
-            .then(|| self.buf.clone());
+        let spare =
+            (last && self.buf.len() == self.header.segment + TAG_LEN).then(|| self.buf.clone());
         let aad = self.header.bytes;
         let opened = self
             .key
@@ -620,7 +623,10 @@ mod tests {
             let mut bad = out.clone();
             bad[at] ^= 0x40;
             let e = open_to_vec(&bad, &keys).unwrap_err();
-            assert!(matches!(e, SealError::Header(ref m) if m.contains(what)), "{e}");
+            assert!(
+                matches!(e, SealError::Header(ref m) if m.contains(what)),
+                "{e}"
+            );
         }
         let mut other_key = out.clone();
         other_key[13] = 1; // key id 2 -> 1: a key the keyring holds
