@@ -167,16 +167,66 @@ fn assert_no_plaintext(gw: &Gateway, marker: &str, id: &str) {
     );
 }
 
-/// `emla audit export ID` into a new directory: the bundle's message.eml.
-fn exported_message(gw: &Gateway, id: &str) -> Vec<u8> {
+/// `emla audit export ID --config CONFIG` into a new directory: the
+/// bundle's message.eml, or the output of the failed command (which then
+/// wrote no message.eml).
+fn export(config: &Path, id: &str) -> Result<Vec<u8>, String> {
     let work = tempfile::tempdir().unwrap();
     let bundle = work.path().join("bundle");
     let (code, out) = emla_cli(
         &["audit", "export", id, "--out", bundle.to_str().unwrap()],
-        &gw.config,
+        config,
     );
-    assert_eq!(code, 0, "{out}");
-    std::fs::read(bundle.join("message.eml")).unwrap()
+    let message = std::fs::read(bundle.join("message.eml")).ok();
+    match (code, message) {
+        (0, Some(m)) => Ok(m),
+        (0, None) => panic!("no message.eml: {out}"),
+        (_, None) => Err(out),
+        (_, Some(_)) => panic!("failed, but wrote message.eml: {out}"),
+    }
+}
+
+/// The message.eml `emla audit export ID` writes.
+fn exported_message(gw: &Gateway, id: &str) -> Vec<u8> {
+    export(&gw.config, id).unwrap_or_else(|out| panic!("export failed: {out}"))
+}
+
+/// The output of `emla audit export ID`, which must fail.
+fn export_fails(config: &Path, id: &str) -> String {
+    export(config, id).map(|_| ()).unwrap_err()
+}
+
+/// The message among `got` that was relayed as emla id `id`.
+fn relayed_as<'a>(got: &'a [Vec<u8>], id: &str) -> &'a [u8] {
+    got.iter()
+        .find(|m| find(m, format!(" id {id}").as_bytes()).is_some())
+        .unwrap_or_else(|| panic!("{id} not relayed"))
+}
+
+/// A sealing gateway whose next hop (the returned port) is down, after it
+/// accepted one marked message and was killed: the message waits in the
+/// queue. Also its KEK file and emla id.
+fn one_queued(
+    tag: &str,
+) -> (
+    u16,
+    PolicyCopy,
+    tempfile::TempDir,
+    PathBuf,
+    Gateway,
+    String,
+    Vec<u8>,
+) {
+    let port = free_port();
+    let policy = policy_to(port);
+    let keys = tempfile::tempdir().unwrap();
+    let kek = kek_file(keys.path(), "kek", 0x17);
+    let gw = sealing_gateway(&policy, &kek, None, false);
+    let mut srv = gw.start();
+    let msg = marked_message(&marker(tag));
+    let id = swaks_send(srv.port, &msg);
+    srv.kill();
+    (port, policy, keys, kek, gw, id, msg)
 }
 
 /// The size of the stored (sealed) body `sha256`, its file or its
@@ -224,14 +274,8 @@ fn sealed_end_to_end(db: Option<&str>, in_db: bool) {
 
     let got = sink.wait_for(2, Duration::from_secs(30));
     assert_eq!(got.len(), 2, "not relayed:\n{}", srv.stderr());
-    let by_id = |id: &str| {
-        got.iter()
-            .find(|m| find(m, format!(" id {id}").as_bytes()).is_some())
-            .unwrap_or_else(|| panic!("{id} not relayed"))
-            .clone()
-    };
-    assert_relayed_exactly(&by_id(&id1), &first, &id1);
-    assert_relayed_exactly(&by_id(&id2), &second, &id2);
+    assert_relayed_exactly(relayed_as(&got, &id1), &first, &id1);
+    assert_relayed_exactly(relayed_as(&got, &id2), &second, &id2);
 
     for (id, msg) in [(&id1, &first), (&id2, &second)] {
         let row = gw.db().message(id).unwrap();
@@ -324,17 +368,8 @@ fn header_key_id(sealed: &[u8]) -> u32 {
 
 #[test]
 fn bodies_sealed_before_and_after_a_rotation_are_both_relayed_and_exported() {
-    // The next hop is down: the first message waits in the queue across
-    // the rotation.
-    let port = free_port();
-    let policy = policy_to(port);
-    let keys = tempfile::tempdir().unwrap();
-    let kek = kek_file(keys.path(), "kek", 0x17);
-    let gw = sealing_gateway(&policy, &kek, None, false);
-    let mut srv = gw.start();
-    let before = marked_message(&marker("before"));
-    let id1 = swaks_send(srv.port, &before);
-    srv.kill();
+    // The first message waits in the queue across the rotation.
+    let (port, _policy, _keys, _, gw, id1, before) = one_queued("before");
 
     let (code, out) = emla_cli(&["keys", "rotate"], &gw.config);
     assert_eq!(code, 0, "{out}");
@@ -362,11 +397,7 @@ fn bodies_sealed_before_and_after_a_rotation_are_both_relayed_and_exported() {
     let got = sink.wait_for(2, Duration::from_secs(30));
     assert_eq!(got.len(), 2, "not relayed:\n{}", srv.stderr());
     for (id, msg) in [(&id1, &before), (&id2, &after)] {
-        let m = got
-            .iter()
-            .find(|m| find(m, format!(" id {id}").as_bytes()).is_some())
-            .unwrap_or_else(|| panic!("{id} not relayed"));
-        assert_relayed_exactly(m, msg, id);
+        assert_relayed_exactly(relayed_as(&got, id), msg, id);
         assert_eq!(&exported_message(&gw, id), msg);
     }
     gw.assert_audit_intact();
@@ -398,15 +429,7 @@ fn serve_refused(config: &Path) -> (i32, String) {
 
 #[test]
 fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
-    let port = free_port();
-    let policy = policy_to(port);
-    let keys = tempfile::tempdir().unwrap();
-    let kek = kek_file(keys.path(), "kek", 0x01);
-    let gw = sealing_gateway(&policy, &kek, None, false);
-    let mut srv = gw.start();
-    let msg = marked_message(&marker("errors"));
-    let id = swaks_send(srv.port, &msg);
-    srv.kill();
+    let (port, _policy, keys, kek, gw, id, msg) = one_queued("errors");
     let sha = sha256_hex(&msg);
 
     // The same KEK from a variable and from a systemd credential.
@@ -472,19 +495,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
         .unwrap()
         .replace("encrypt_bodies = true", "encrypt_bodies = false");
     std::fs::write(&none, none_text).unwrap();
-    let work = tempfile::tempdir().unwrap();
-    let out_dir = work.path().join("b");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            id.as_str(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        &none,
-    );
-    assert_ne!(code, 0, "{out}");
+    let out = export_fails(&none, &id);
     assert!(
         out.contains(&format!("body {sha} is sealed at rest (data key 1)"))
             && out.contains("no key-encryption key is configured"),
@@ -496,18 +507,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     let mut bytes = std::fs::read(&path).unwrap();
     bytes[21 + 65536 + 16 + 100] ^= 0x04;
     std::fs::write(&path, &bytes).unwrap();
-    let out_dir = work.path().join("c");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            id.as_str(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_ne!(code, 0, "{out}");
+    let out = export_fails(&gw.config, &id);
     assert!(
         out.contains(&format!("body {sha} (sealed at rest)"))
             && out.contains("segment 1 does not authenticate"),
@@ -515,18 +515,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     );
     // Cut after its first segment.
     std::fs::write(&path, &bytes[..21 + 65536 + 16]).unwrap();
-    let out_dir = work.path().join("d");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            id.as_str(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_ne!(code, 0, "{out}");
+    let out = export_fails(&gw.config, &id);
     assert!(out.contains("truncated: segment 1 is missing"), "{out}");
     // Another sealed body under this body's name: opens, but to the wrong
     // hash.
@@ -534,18 +523,7 @@ fn wrong_or_missing_keys_and_altered_bodies_get_clear_errors() {
     let other = marked_message(&marker("other"));
     swaks_send(srv.port, &other);
     std::fs::copy(gw.body_path(&sha256_hex(&other)), &path).unwrap();
-    let out_dir = work.path().join("e");
-    let (code, out) = emla_cli(
-        &[
-            "audit",
-            "export",
-            id.as_str(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ],
-        &gw.config,
-    );
-    assert_ne!(code, 0, "{out}");
+    let out = export_fails(&gw.config, &id);
     assert!(out.contains("swapped for another body"), "{out}");
     // The relay defers rather than send what does not open.
     let sink = Sink::start_on(port, &[]);
