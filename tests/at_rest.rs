@@ -594,6 +594,10 @@ async fn sealed_store(backend: Backend) {
             .record(record_of(&format!("old{n}"), &old))
             .await
             .unwrap();
+        // A second instance on the same database, opened before the rotation.
+        let peer = Store::open_sealed(&db.url, &data, bodies, &sealed)
+            .await
+            .unwrap();
         let id = store.rotate_data_key().await.unwrap();
         let new = format!("new body {n} {}", marker("store")).into_bytes();
         store
@@ -602,6 +606,9 @@ async fn sealed_store(backend: Backend) {
             .unwrap();
         assert_eq!(store.read_body(&sha256_hex(&old)).await.unwrap(), old);
         assert_eq!(store.read_body(&sha256_hex(&new)).await.unwrap(), new);
+        // It learns the new key when a body names it.
+        assert_eq!(peer.read_body(&sha256_hex(&new)).await.unwrap(), new);
+        drop(peer);
         let keys = store.data_keys().await.unwrap();
         let ids: Vec<(u32, bool)> = keys.iter().map(|k| (k.id, k.current)).collect();
         assert_eq!(ids.last(), Some(&(id, true)), "{keys:?}");
