@@ -369,7 +369,7 @@ fn header_key_id(sealed: &[u8]) -> u32 {
 #[test]
 fn bodies_sealed_before_and_after_a_rotation_are_both_relayed_and_exported() {
     // The first message waits in the queue across the rotation.
-    let (port, _policy, _keys, _, gw, id1, before) = one_queued("before");
+    let (port, _policy, keys, kek, gw, id1, before) = one_queued("before");
 
     let (code, out) = emla_cli(&["keys", "rotate"], &gw.config);
     assert_eq!(code, 0, "{out}");
@@ -401,6 +401,23 @@ fn bodies_sealed_before_and_after_a_rotation_are_both_relayed_and_exported() {
         assert_eq!(&exported_message(&gw, id), msg);
     }
     gw.assert_audit_intact();
+    drop(srv);
+
+    // A new KEK: both keys wrapped anew; the old KEK no longer opens the
+    // store, the new one reads both bodies.
+    let new_kek = kek_file(keys.path(), "new-kek", 0x18);
+    let new_path = new_kek.to_str().unwrap();
+    let (code, out) = emla_cli(&["keys", "rewrap", "--new-kek-file", new_path], &gw.config);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("2 data key(s) wrapped"), "{out}");
+    let (code, out) = emla_cli(&["keys", "list"], &gw.config);
+    assert_eq!(code, 2, "{out}");
+    assert!(out.contains("does not unwrap data key 1"), "{out}");
+    let config = std::fs::read_to_string(&gw.config).unwrap();
+    let old_path = kek.to_str().unwrap();
+    std::fs::write(&gw.config, config.replace(old_path, new_path)).unwrap();
+    assert_eq!(exported_message(&gw, &id1), before);
+    assert_eq!(exported_message(&gw, &id2), after);
 }
 
 /// `emla ARGS --config CONFIG` with environment `env`: exit code, output.

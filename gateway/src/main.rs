@@ -117,6 +117,16 @@ enum KeysCommand {
     /// Add a data key that seals new bodies from now on; bodies sealed
     /// before stay readable under their own keys.
     Rotate,
+    /// Wrap every data key under a new key-encryption key (the configured
+    /// one must unwrap them); then configure the new one everywhere.
+    Rewrap {
+        /// The new KEK's file (32 bytes, 64 hex digits or base64).
+        #[arg(long = "new-kek-file", conflicts_with = "new_kek_env")]
+        new_kek_file: Option<PathBuf>,
+        /// The environment variable holding the new KEK (hex or base64).
+        #[arg(long = "new-kek-env")]
+        new_kek_env: Option<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -828,6 +838,28 @@ fn run_keys(config: Option<PathBuf>, json: bool, command: &KeysCommand) -> Outco
                         "data key {id} added: it seals new bodies (a running gateway takes it \
                          within {} s); bodies sealed before stay readable\n",
                         emla::store::keys::REFRESH.as_secs()
+                    )
+                }
+            }
+            KeysCommand::Rewrap {
+                new_kek_file,
+                new_kek_env,
+            } => {
+                use emla::config::KekSource;
+                let source = match (new_kek_file, new_kek_env) {
+                    (Some(f), None) => KekSource::File(f.clone()),
+                    (None, Some(v)) => KekSource::Env(v.clone()),
+                    _ => return Err(Failure::config("give --new-kek-file or --new-kek-env")),
+                };
+                let kek = emla::store::keys::load_kek(&source).map_err(Failure::config)?;
+                let n = store.rewrap_data_keys(&kek).await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::json!({ "rewrapped": n }))
+                } else {
+                    format!(
+                        "{n} data key(s) wrapped under the new key-encryption key ({source}): \
+                         configure it in [storage] and restart every instance, the old one \
+                         no longer opens the store\n"
                     )
                 }
             }

@@ -227,6 +227,30 @@ impl Sealing {
         ))
     }
 
+    /// Wraps every data key anew under `new`, in one transaction (this
+    /// KEK must unwrap them all); returns how many. From then on only `new`
+    /// opens the store.
+    pub async fn rewrap(&self, db: &Db, new: &Kek) -> Result<usize, StoreError> {
+        let rows = db.data_keys().await.map_err(read_err)?;
+        let mut rewrapped = Vec::with_capacity(rows.len());
+        for (id, _, wrapped) in rows {
+            let key = self.kek.unwrap_bytes(id, &wrapped).ok_or_else(|| {
+                StoreError::Config(format!(
+                    "the key-encryption key ({}) does not unwrap data key {id}",
+                    self.source
+                ))
+            })?;
+            let again = new
+                .wrap_key(id, &key)
+                .map_err(|e| StoreError::Bug(e.to_string()))?;
+            rewrapped.push((id, again));
+        }
+        db.replace_wrapped(&rewrapped)
+            .await
+            .map_err(|e| StoreError::sqlx("wrapping the data keys anew", e))?;
+        Ok(rewrapped.len())
+    }
+
     /// The data keys, oldest first.
     pub async fn list(&self, db: &Db) -> Result<Vec<KeyInfo>, StoreError> {
         let ring = self.reload(db).await?;
@@ -265,6 +289,21 @@ impl Db {
                     Ok((id, r.try_get("created_at")?, r.try_get("wrapped")?))
                 })
                 .collect()
+        })
+    }
+
+    /// Sets the wrapped form of each key `(id, wrapped)`, all or none.
+    async fn replace_wrapped(&self, keys: &[(u32, Vec<u8>)]) -> Result<(), sqlx::Error> {
+        on_pool!(self, pool, d => {
+            let mut tx = pool.begin().await?;
+            for (id, wrapped) in keys {
+                sqlx::query("UPDATE data_keys SET wrapped = $1 WHERE id = $2")
+                    .bind(wrapped)
+                    .bind(i64::from(*id))
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await
         })
     }
 

@@ -812,6 +812,12 @@ impl Store {
         self.sealing()?.add_key(&self.inner.db).await
     }
 
+    /// Wraps every data key under the KEK `new` instead (`emla keys
+    /// rewrap`); returns how many.
+    pub async fn rewrap_data_keys(&self, new: &seal::Kek) -> Result<usize, StoreError> {
+        self.sealing()?.rewrap(&self.inner.db, new).await
+    }
+
     /// The data keys (`emla keys list`), oldest first.
     pub async fn data_keys(&self) -> Result<Vec<keys::KeyInfo>, StoreError> {
         self.sealing()?.list(&self.inner.db).await

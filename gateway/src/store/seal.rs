@@ -498,6 +498,12 @@ impl Kek {
     /// Data key `id` from its wrapped form (`None`: this KEK did not wrap
     /// it, or the bytes were altered).
     pub fn unwrap_key(&self, id: u32, wrapped: &[u8]) -> Option<DataKey> {
+        self.unwrap_bytes(id, wrapped)
+            .map(|bytes| DataKey::new(id, &bytes))
+    }
+
+    /// [`Kek::unwrap_key`], the key's bytes (to wrap them under another KEK).
+    pub fn unwrap_bytes(&self, id: u32, wrapped: &[u8]) -> Option<[u8; KEY_LEN]> {
         if wrapped.len() != NONCE_LEN + KEY_LEN + TAG_LEN {
             return None;
         }
@@ -508,8 +514,7 @@ impl Kek {
             .0
             .open_in_place(nonce, Aad::from(wrap_aad(id)), &mut buf)
             .ok()?;
-        let bytes: [u8; KEY_LEN] = plain.try_into().ok()?;
-        Some(DataKey::new(id, &bytes))
+        plain.try_into().ok()
     }
 }
 
