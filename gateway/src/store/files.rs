@@ -88,9 +88,10 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
     store_body_sealed(data_dir, sha256, bytes, None)
 }
 
-/// [`store_body`], the file sealed under `seal` when given (see
-/// [`seal`](super::seal)); the name stays the plaintext's hash. A file
-/// already there in clear is sealed anew.
+/// Durably stores `bytes` under their hash, which must be `sha256`, the
+/// file sealed under `seal` when given (see [`seal`](super::seal)): the
+/// name stays the plaintext's hash, and a file already there in clear is
+/// sealed anew. Returns the file's path. Blocking.
 pub fn store_body_sealed(
     data_dir: &Path,
     sha256: &str,
