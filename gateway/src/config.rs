@@ -54,6 +54,8 @@ pub struct Config {
     /// Files under the data directory, or rows of the database (so that
     /// instances sharing a PostgreSQL database can relay each other's mail).
     pub body_storage: BodyStorage,
+    /// Bodies encrypted at rest and their key-encryption key (`[storage]`).
+    pub storage: StorageConfig,
     /// How the case reference is found in a message's `Subject:` when it has
     /// no `X-MLA-Reference` header field (`case_pattern`, a regular expression).
     pub case_pattern: CaseRefPattern,
@@ -75,6 +77,77 @@ pub struct Config {
     pub metrics: Option<MetricsConfig>,
     /// `log_format`: human-readable lines or one JSON object per event.
     pub log_format: LogFormat,
+}
+
+/// `[storage]`: bodies encrypted at rest (see
+/// [`store::keys`](crate::store::keys) and `docs/at-rest.md`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StorageConfig {
+    /// Seal every body stored from now on (`encrypt_bodies`).
+    pub encrypt_bodies: bool,
+    /// Where the key-encryption key comes from; without one, sealed bodies
+    /// cannot be read.
+    pub kek: Option<KekSource>,
+}
+
+/// Where the key-encryption key is read (32 bytes: raw in a file, or 64
+/// hex digits or base64, in a file or a variable).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum KekSource {
+    /// `kek_file = PATH`.
+    File(PathBuf),
+    /// `kek_env = NAME`: an environment variable of the gateway.
+    Env(String),
+    /// `kek_credential = NAME`: `$CREDENTIALS_DIRECTORY/NAME`, as systemd's
+    /// `LoadCredential=` / `LoadCredentialEncrypted=` provide it.
+    Credential(String),
+}
+
+impl std::fmt::Display for KekSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            KekSource::File(p) => write!(f, "kek_file {}", p.display()),
+            KekSource::Env(n) => write!(f, "kek_env {n}"),
+            KekSource::Credential(n) => write!(f, "kek_credential {n}"),
+        }
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct StorageFile {
+    encrypt_bodies: Option<bool>,
+    kek_file: Option<PathBuf>,
+    kek_env: Option<String>,
+    kek_credential: Option<String>,
+}
+
+fn storage_config(
+    s: StorageFile,
+    rel: impl Fn(PathBuf) -> PathBuf,
+) -> Result<StorageConfig, String> {
+    let mut sources = Vec::new();
+    sources.extend(s.kek_file.map(|p| KekSource::File(rel(p))));
+    sources.extend(s.kek_env.map(KekSource::Env));
+    sources.extend(s.kek_credential.map(KekSource::Credential));
+    if sources.len() > 1 {
+        return Err("[storage] names more than one key-encryption key: \
+                    give exactly one of kek_file, kek_env, kek_credential"
+            .into());
+    }
+    let kek = sources.pop();
+    let encrypt_bodies = s.encrypt_bodies.unwrap_or(false);
+    if encrypt_bodies && kek.is_none() {
+        return Err(
+            "[storage] encrypt_bodies = true needs a key-encryption key: \
+                    kek_file, kek_env or kek_credential"
+                .into(),
+        );
+    }
+    Ok(StorageConfig {
+        encrypt_bodies,
+        kek,
+    })
 }
 
 /// `[metrics]`: plain HTTP for a scrape network: `/metrics`, `/healthz`,
@@ -522,6 +595,7 @@ struct File {
     shutdown_grace_secs: Option<u64>,
     keep_rejected_bodies: Option<bool>,
     body_storage: Option<String>,
+    storage: Option<StorageFile>,
     case_pattern: Option<String>,
     relay: Option<RelayFile>,
     audit_web: Option<AuditWebFile>,
@@ -583,6 +657,7 @@ impl Config {
         }
         let session_limits = session_limits?;
         let body_storage = body_storage(f.body_storage.as_deref())?;
+        let storage = storage_config(f.storage.unwrap_or_default(), rel)?;
         let case_pattern = match f.case_pattern {
             Some(p) => CaseRefPattern::new(&p)?,
             None => CaseRefPattern::default(),
@@ -606,6 +681,7 @@ impl Config {
             shutdown_grace: Duration::from_secs(f.shutdown_grace_secs.unwrap_or(30)),
             keep_rejected_bodies: f.keep_rejected_bodies.unwrap_or(false),
             body_storage,
+            storage,
             case_pattern,
             relay,
             audit_web,
@@ -781,6 +857,36 @@ mod tests {
         assert_eq!(c.listen, vec!["127.0.0.1:2525".parse().unwrap()]);
         assert!(!c.require_tls);
         assert!(c.database_url.starts_with("sqlite://"));
+    }
+
+    #[test]
+    fn storage_needs_exactly_one_kek_to_encrypt() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("emla.toml");
+        let load = |storage: &str| {
+            std::fs::write(&p, format!("require_tls = false\n[storage]\n{storage}")).unwrap();
+            Config::load(&p)
+        };
+        assert_eq!(load("").unwrap().storage, StorageConfig::default());
+        let e = load("encrypt_bodies = true\n").unwrap_err();
+        assert!(
+            e.contains("encrypt_bodies = true needs a key-encryption key"),
+            "{e}"
+        );
+        let e = load("kek_env = \"K\"\nkek_credential = \"k\"\n").unwrap_err();
+        assert!(
+            e.contains("exactly one of kek_file, kek_env, kek_credential"),
+            "{e}"
+        );
+        let c = load("encrypt_bodies = true\nkek_file = \"kek\"\n").unwrap();
+        assert!(c.storage.encrypt_bodies);
+        assert_eq!(c.storage.kek, Some(KekSource::File(dir.path().join("kek"))));
+        let c = load("kek_credential = \"emla-kek\"\n").unwrap();
+        assert!(!c.storage.encrypt_bodies, "reads sealed bodies, seals none");
+        assert_eq!(
+            c.storage.kek,
+            Some(KekSource::Credential("emla-kek".into()))
+        );
     }
 
     #[test]

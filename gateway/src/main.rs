@@ -89,6 +89,17 @@ enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// The data keys of bodies encrypted at rest (`[storage]`): list, rotate.
+    Keys {
+        /// Configuration file naming the database and the key-encryption key.
+        #[arg(long, global = true)]
+        config: Option<PathBuf>,
+        /// Print JSON instead of text.
+        #[arg(long, global = true)]
+        json: bool,
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
     /// Certificate revocation lists: what is held and downloaded, download now.
     Crl {
         /// Configuration file (default: the embedded default).
@@ -96,6 +107,25 @@ enum Command {
         config: Option<PathBuf>,
         #[command(subcommand)]
         command: emla::revocation::cli::CrlCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// The data keys: id, when made, which one seals new bodies.
+    List,
+    /// Add a data key that seals new bodies from now on; bodies sealed
+    /// before stay readable under their own keys.
+    Rotate,
+    /// Wrap every data key under a new key-encryption key (the configured
+    /// one must unwrap them); then configure the new one everywhere.
+    Rewrap {
+        /// The new KEK's file (32 bytes, 64 hex digits or base64).
+        #[arg(long = "new-kek-file", conflicts_with = "new_kek_env")]
+        new_kek_file: Option<PathBuf>,
+        /// The environment variable holding the new KEK (hex or base64).
+        #[arg(long = "new-kek-env")]
+        new_kek_env: Option<String>,
     },
 }
 
@@ -353,6 +383,11 @@ fn main() -> ExitCode {
         } => run_audit_export(&args),
         Command::Queue { config, command } => run_queue(config, &command),
         Command::Crl { config, command } => run_crl(config, &command),
+        Command::Keys {
+            config,
+            json,
+            command,
+        } => run_keys(config, json, &command),
         Command::Audit {
             command: AuditCommand::Search(args),
         } => run_audit_search(&args),
@@ -387,9 +422,7 @@ async fn open_store(config: &Config) -> Result<Store, Failure> {
             config.data_dir.display()
         )));
     }
-    Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
-        .await
-        .map_err(Failure::store)
+    Store::open_config(config).await.map_err(Failure::store)
 }
 
 fn run_serve(config: Option<PathBuf>) -> Outcome {
@@ -788,6 +821,68 @@ fn run_crl(config: Option<PathBuf>, command: &emla::revocation::cli::CrlCommand)
         .map_err(Failure::config)?;
     print!("{text}");
     Ok(ExitCode::from(code))
+}
+
+fn run_keys(config: Option<PathBuf>, json: bool, command: &KeysCommand) -> Outcome {
+    let config = load_config(config)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let store = open_store(&config).await?;
+        let text = match command {
+            KeysCommand::Rotate => {
+                let id = store.rotate_data_key().await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::json!({ "id": id }))
+                } else {
+                    format!(
+                        "data key {id} added: it seals new bodies (a running gateway takes it \
+                         within {} s); bodies sealed before stay readable\n",
+                        emla::store::keys::REFRESH.as_secs()
+                    )
+                }
+            }
+            KeysCommand::Rewrap {
+                new_kek_file,
+                new_kek_env,
+            } => {
+                use emla::config::KekSource;
+                let source = match (new_kek_file, new_kek_env) {
+                    (Some(f), None) => KekSource::File(f.clone()),
+                    (None, Some(v)) => KekSource::Env(v.clone()),
+                    _ => return Err(Failure::config("give --new-kek-file or --new-kek-env")),
+                };
+                let kek = emla::store::keys::load_kek(&source).map_err(Failure::config)?;
+                let n = store.rewrap_data_keys(&kek).await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::json!({ "rewrapped": n }))
+                } else {
+                    format!(
+                        "{n} data key(s) wrapped under the new key-encryption key ({source}): \
+                         configure it in [storage] and restart every instance, the old one \
+                         no longer opens the store\n"
+                    )
+                }
+            }
+            KeysCommand::List => {
+                let keys = store.data_keys().await.map_err(Failure::store)?;
+                if json {
+                    format!("{}\n", serde_json::to_string(&keys).unwrap_or_default())
+                } else if keys.is_empty() {
+                    "no data keys: bodies are stored in clear ([storage] encrypt_bodies)\n".into()
+                } else {
+                    let mut t = String::from("ID  CREATED\n");
+                    for k in &keys {
+                        let mark = if k.current { "  current" } else { "" };
+                        let at = emla::text::time_rfc3339(k.created_at);
+                        t += &format!("{:<3} {at}{mark}\n", k.id);
+                    }
+                    t
+                }
+            }
+        };
+        print!("{text}");
+        Ok(ExitCode::SUCCESS)
+    })
 }
 
 fn audit_output(result: Result<String, emla::audit::AuditError>) -> Outcome {

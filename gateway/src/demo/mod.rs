@@ -65,7 +65,7 @@ pub async fn run(dir: &Path, listen: SocketAddr) -> Result<(), String> {
         let lines: Vec<String> = diags.iter().map(|d| d.to_string()).collect();
         format!("the demo policy does not load:\n{}", lines.join("\n"))
     })?;
-    let store = Store::open_with(&config.database_url, &config.data_dir, config.body_storage)
+    let store = Store::open_config(&config)
         .await
         .map_err(|e| e.to_string())?;
     let server = crate::server::start(config, store, None, policy)

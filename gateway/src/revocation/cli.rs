@@ -142,13 +142,9 @@ pub async fn run(
                     Ok(reply) => return Err(format!("the gateway refused: {reply}")),
                     // No gateway running: fetch from this process.
                     Err(_) => {
-                        let store = Store::open_with(
-                            &config.database_url,
-                            &config.data_dir,
-                            config.body_storage,
-                        )
-                        .await
-                        .map_err(|e| e.to_string())?;
+                        let store = Store::open_config(config)
+                            .await
+                            .map_err(|e| e.to_string())?;
                         let rev = Revocation::open(&config.data_dir, &config.revocation);
                         rev.refresh(policy, &store, true)
                             .await

@@ -83,7 +83,21 @@ pub fn prepare(data_dir: &Path) -> Result<(), StoreError> {
 
 /// Durably stores `bytes` under their hash, which must be `sha256`.
 /// Returns the file's path. Blocking: run it on a blocking thread.
+#[cfg(test)]
 pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf, StoreError> {
+    store_body_sealed(data_dir, sha256, bytes, None)
+}
+
+/// Durably stores `bytes` under their hash, which must be `sha256`, the
+/// file sealed under `seal` when given (see [`seal`](super::seal)): the
+/// name stays the plaintext's hash, and a file already there in clear is
+/// sealed anew. Returns the file's path. Blocking.
+pub fn store_body_sealed(
+    data_dir: &Path,
+    sha256: &str,
+    bytes: &[u8],
+    seal: Option<&std::sync::Arc<super::seal::DataKey>>,
+) -> Result<PathBuf, StoreError> {
     let path = body_path(data_dir, sha256).ok_or_else(|| {
         StoreError::Bug(format!(
             "refusing to store a body: sha256 {sha256:?} is not 64 lowercase hex digits"
@@ -99,7 +113,7 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
         |what: &str, e: io::Error| StoreError::Unavailable(format!("{what} for {sha256}: {e}"));
     // Not there, or not ours to touch (another owner): a fresh copy, same
     // bytes, is renamed over it.
-    if touch(&path).is_ok() {
+    if (seal.is_none() || starts_sealed(&path)) && touch(&path).is_ok() {
         return Ok(path);
     }
     let dir = path.parent().expect("body path has a parent");
@@ -108,7 +122,7 @@ pub fn store_body(data_dir: &Path, sha256: &str, bytes: &[u8]) -> Result<PathBuf
         sync_dir(&messages_dir(data_dir)).map_err(|e| unavailable("syncing messages/", e))?;
     }
     let tmp = dir.join(temp_name(sha256));
-    let written = write_synced(&tmp, bytes).and_then(|()| fs::rename(&tmp, &path));
+    let written = write_synced(&tmp, bytes, seal).and_then(|()| fs::rename(&tmp, &path));
     if let Err(e) = written {
         let _ = fs::remove_file(&tmp);
         return Err(unavailable("writing the body", e));
@@ -221,10 +235,29 @@ fn put_back(aside: &Path, path: &Path) -> io::Result<()> {
     sync_dir(path.parent().expect("body path has a parent"))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> io::Result<()> {
+fn write_synced(
+    path: &Path,
+    bytes: &[u8],
+    seal: Option<&std::sync::Arc<super::seal::DataKey>>,
+) -> io::Result<()> {
     let mut f = crate::fsutil::create_private(path)?;
-    f.write_all(bytes)?;
+    match seal {
+        None => f.write_all(bytes)?,
+        Some(key) => {
+            let mut w = super::seal::SealWriter::new(&mut f, key.clone())?;
+            w.write_all(bytes)?;
+            w.finish()?;
+        }
+    }
     f.sync_all()
+}
+
+/// Whether the file at `path` is a sealed body (false: absent or in clear).
+fn starts_sealed(path: &Path) -> bool {
+    let mut head = [0u8; super::seal::MAGIC.len()];
+    File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut head))
+        .is_ok_and(|()| super::seal::is_sealed(&head))
 }
 
 fn sync_dir(dir: &Path) -> io::Result<()> {

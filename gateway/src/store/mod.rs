@@ -26,6 +26,7 @@ mod files;
 pub mod holds;
 pub mod index;
 pub mod jobs;
+pub mod keys;
 pub mod kind;
 pub mod ops;
 pub mod overview;
@@ -36,6 +37,7 @@ mod recorder;
 pub mod replay;
 pub mod retention;
 pub mod rows;
+pub mod seal;
 pub mod search;
 pub mod state;
 
@@ -280,6 +282,8 @@ struct Inner {
     db: Db,
     data_dir: PathBuf,
     bodies: BodyStorage,
+    /// With a KEK configured: bodies sealed at rest (see [`keys`]).
+    sealing: Option<keys::Sealing>,
     writer: mpsc::Sender<Job>,
     counters: Arc<Counters>,
     /// SHA-256s of revocation data known to be in `revocation_data`.
@@ -350,8 +354,27 @@ impl Store {
         data_dir: &Path,
         bodies: BodyStorage,
     ) -> Result<Store, StoreError> {
+        let clear = crate::config::StorageConfig::default();
+        Self::open_sealed(database_url, data_dir, bodies, &clear).await
+    }
+
+    /// The store `config` names, bodies kept and sealed as it says.
+    pub async fn open_config(config: &crate::config::Config) -> Result<Store, StoreError> {
+        let (url, dir) = (&config.database_url, &config.data_dir);
+        Self::open_sealed(url, dir, config.body_storage, &config.storage).await
+    }
+
+    /// [`Store::open_with`], bodies sealed at rest as `storage` says: its
+    /// KEK must unwrap every data key (else [`StoreError::Config`]).
+    pub async fn open_sealed(
+        database_url: &str,
+        data_dir: &Path,
+        bodies: BodyStorage,
+        storage: &crate::config::StorageConfig,
+    ) -> Result<Store, StoreError> {
         files::prepare(data_dir)?;
         let db = Db::open(database_url).await?;
+        let sealing = keys::Sealing::open(&db, storage).await?;
         let counters = Arc::new(Counters::default());
         let writer = recorder::spawn(db.clone(), counters.clone());
         Ok(Store {
@@ -359,6 +382,7 @@ impl Store {
                 db,
                 data_dir: data_dir.to_path_buf(),
                 bodies,
+                sealing,
                 writer,
                 counters,
                 archived: Mutex::new(Archived::default()),
@@ -500,17 +524,26 @@ impl Store {
     /// A message row ready for the writer, its body (if kept) on disk.
     async fn prepare(&self, mut m: MessageRecord) -> Result<PreparedMessage, StoreError> {
         let mut body_row = None;
+        let sealing_key = match (&self.inner.sealing, &m.body) {
+            (Some(s), Some(_)) => s.sealing_key(&self.inner.db).await?,
+            _ => None,
+        };
         let body_stored = match m.body.take() {
             Some(body) if self.inner.bodies == BodyStorage::Database => {
-                body_row = Some(body);
+                body_row = Some(match sealing_key {
+                    Some(key) => seal_row(key, body, &m.sha256).await?,
+                    None => body,
+                });
                 true
             }
             Some(body) => {
                 let dir = self.inner.data_dir.clone();
                 let sha = m.sha256.clone();
-                tokio::task::spawn_blocking(move || files::store_body(&dir, &sha, &body))
-                    .await
-                    .map_err(|e| StoreError::Bug(format!("writing the body: {e}")))??;
+                tokio::task::spawn_blocking(move || {
+                    files::store_body_sealed(&dir, &sha, &body, sealing_key.as_ref())
+                })
+                .await
+                .map_err(|e| StoreError::Bug(format!("writing the body: {e}")))??;
                 true
             }
             None => false,
@@ -676,9 +709,15 @@ impl Store {
         Ok(Some(QueueEntryHistory { entry, events }))
     }
 
-    /// The raw message with this SHA-256, as stored (the `bodies` table
-    /// first when bodies are kept in the database, then the file).
+    /// The raw message with this SHA-256, as received (the `bodies` table
+    /// first when bodies are kept in the database, then the file), opened
+    /// if sealed at rest.
     pub async fn read_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
+        let stored = self.read_stored_body(sha256).await?;
+        self.unseal(sha256, stored).await
+    }
+
+    async fn read_stored_body(&self, sha256: &str) -> Result<Vec<u8>, StoreError> {
         if self.inner.bodies == BodyStorage::Database {
             let row = named("reading a message body", self.inner.db.body(sha256)).await?;
             if let Some(data) = row {
@@ -691,6 +730,108 @@ impl Store {
         tokio::fs::read(&path)
             .await
             .map_err(|e| StoreError::Unavailable(format!("reading {}: {e}", path.display())))
+    }
+
+    /// `stored`, the body named `sha256`, opened if it is sealed, and then
+    /// checked against its name (a sealed file swapped for another opens).
+    async fn unseal(&self, sha256: &str, stored: Vec<u8>) -> Result<Vec<u8>, StoreError> {
+        let Some(id) = seal::key_id(&stored) else {
+            return Ok(stored);
+        };
+        let keys = self.keyring_of(sha256, id).await?;
+        let sha = sha256.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let plain = seal::open_to_vec(&stored, &keys).map_err(|e| body_error(&sha, &e))?;
+            let actual = hex::encode(ring::digest::digest(&ring::digest::SHA256, &plain));
+            if actual != sha {
+                return Err(StoreError::Bug(format!(
+                    "body {sha} (sealed at rest) opens to a message whose SHA-256 is {actual}: \
+                     the file or row was swapped for another body"
+                )));
+            }
+            Ok(plain)
+        })
+        .await
+        .map_err(|e| StoreError::Bug(format!("opening a body: {e}")))?
+    }
+
+    /// The keyring to open the body `sha256`, whose header says `id` (or
+    /// why it is unreadable); a body already read is not reread.
+    async fn keyring_of(
+        &self,
+        sha256: &str,
+        id: Result<u32, seal::SealError>,
+    ) -> Result<Arc<seal::Keyring>, StoreError> {
+        let id = id.map_err(|e| body_error(sha256, &e))?;
+        let Some(sealing) = &self.inner.sealing else {
+            return Err(StoreError::Config(format!(
+                "body {sha256} is sealed at rest (data key {id}) but no key-encryption key \
+                 is configured: [storage] kek_file, kek_env or kek_credential"
+            )));
+        };
+        let keys = sealing.keyring_for(&self.inner.db, id).await?;
+        if keys.get(id).is_none() {
+            return Err(body_error(sha256, &seal::SealError::UnknownKey(id)));
+        }
+        Ok(keys)
+    }
+
+    /// A reader of the stored file of body `sha256` that opens it if it is
+    /// sealed: for streaming a body from disk. Its reads fail (carrying a
+    /// [`seal::SealError`]) at the first segment that does not
+    /// authenticate; unlike [`Store::read_body`] it does not check the
+    /// plaintext's hash, which the reader must (it is only known at the
+    /// end). Blocking reads: use it on a blocking thread.
+    pub async fn body_file_reader(
+        &self,
+        sha256: &str,
+    ) -> Result<Box<dyn std::io::Read + Send>, StoreError> {
+        use std::io::Read as _;
+        let path = self
+            .body_path(sha256)
+            .ok_or_else(|| StoreError::Bug(format!("{sha256:?} is not a SHA-256 in hex")))?;
+        let unavailable =
+            |e: std::io::Error| StoreError::Unavailable(format!("reading {}: {e}", path.display()));
+        let mut file = std::fs::File::open(&path).map_err(unavailable)?;
+        let mut head = Vec::with_capacity(seal::HEADER_LEN);
+        (&mut file)
+            .take(seal::HEADER_LEN as u64)
+            .read_to_end(&mut head)
+            .map_err(unavailable)?;
+        let whole = std::io::Cursor::new(head.clone()).chain(file);
+        let Some(id) = seal::key_id(&head) else {
+            return Ok(Box::new(whole));
+        };
+        let keys = self.keyring_of(sha256, id).await?;
+        let reader = seal::OpenReader::new(whole, &keys).map_err(|e| body_error(sha256, &e))?;
+        Ok(Box::new(reader))
+    }
+
+    /// Adds a data key that seals new bodies from now on (`emla keys
+    /// rotate`); older keys stay for reading. Returns its id.
+    pub async fn rotate_data_key(&self) -> Result<u32, StoreError> {
+        self.sealing()?.add_key(&self.inner.db).await
+    }
+
+    /// Wraps every data key under the KEK `new` instead (`emla keys
+    /// rewrap`); returns how many.
+    pub async fn rewrap_data_keys(&self, new: &seal::Kek) -> Result<usize, StoreError> {
+        self.sealing()?.rewrap(&self.inner.db, new).await
+    }
+
+    /// The data keys (`emla keys list`), oldest first.
+    pub async fn data_keys(&self) -> Result<Vec<keys::KeyInfo>, StoreError> {
+        self.sealing()?.list(&self.inner.db).await
+    }
+
+    fn sealing(&self) -> Result<&keys::Sealing, StoreError> {
+        self.inner.sealing.as_ref().ok_or_else(|| {
+            StoreError::Config(
+                "no key-encryption key is configured: [storage] kek_file, kek_env or \
+                 kek_credential"
+                    .into(),
+            )
+        })
     }
 
     /// What the writer has done since this store was opened.
@@ -730,6 +871,30 @@ pub fn new_message_id(hostname: &str) -> String {
         t.second(),
         hex::encode(rnd)
     )
+}
+
+/// `body` sealed under `key` for the `bodies` table (off the async
+/// workers: a large body is CPU work).
+async fn seal_row(
+    key: Arc<seal::DataKey>,
+    body: Arc<[u8]>,
+    sha256: &str,
+) -> Result<Arc<[u8]>, StoreError> {
+    let sealed = tokio::task::spawn_blocking(move || seal::seal_to_vec(&key, &body))
+        .await
+        .map_err(|e| StoreError::Bug(format!("sealing the body: {e}")))?;
+    sealed
+        .map(Arc::from)
+        .map_err(|e| StoreError::Unavailable(format!("sealing body {sha256}: {e}")))
+}
+
+/// Why the sealed body `sha256` cannot be opened, as a store error.
+fn body_error(sha256: &str, e: &seal::SealError) -> StoreError {
+    let text = format!("body {sha256} (sealed at rest): {e}");
+    match e {
+        seal::SealError::Io(_) => StoreError::Unavailable(text),
+        _ => StoreError::Bug(text),
+    }
 }
 
 /// What a database call gives, its error named by what the store was
