@@ -17,16 +17,27 @@ impl Store {
         received_at_ms: i64,
     ) -> Result<String, StoreError> {
         let sha = hex::encode(ring::digest::digest(&ring::digest::SHA256, &bytes));
+        // Sealed like the bodies when they are ([storage] encrypt_bodies).
+        let key = match &self.inner.sealing {
+            Some(s) => s.sealing_key(&self.inner.db).await?,
+            None => None,
+        };
         if self.inner.bodies == BodyStorage::Database {
-            let stored = self.inner.db.store_body(&sha, &bytes, received_at_ms);
+            let row = match key {
+                Some(key) => super::seal_row(key, bytes, &sha).await?,
+                None => bytes,
+            };
+            let stored = self.inner.db.store_body(&sha, &row, received_at_ms);
             named("storing evidence bytes", stored).await?;
             return Ok(sha);
         }
         let dir = self.inner.data_dir.clone();
         let name = sha.clone();
-        tokio::task::spawn_blocking(move || files::store_body(&dir, &name, &bytes).map(drop))
-            .await
-            .map_err(|e| StoreError::Bug(format!("writing evidence bytes: {e}")))??;
+        tokio::task::spawn_blocking(move || {
+            files::store_body_sealed(&dir, &name, &bytes, key.as_ref()).map(drop)
+        })
+        .await
+        .map_err(|e| StoreError::Bug(format!("writing evidence bytes: {e}")))??;
         Ok(sha)
     }
 }
