@@ -9,8 +9,10 @@ use crate::reason::Reason;
 use crate::smime::cms::{self, Signer};
 use crate::smime::mime::{self, Entity};
 use crate::smime::signature;
+use crate::smime::skeleton::{self, SkeletonError};
 use crate::smime::{self as smime, Form};
 use crate::text::list_or_none;
+use crate::trust::cert::DigestAlg;
 use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
 use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProblem};
 use crate::wire;
@@ -223,6 +225,19 @@ pub fn verify(
     envelope: &Envelope<'_>,
     at: EvalTime,
 ) -> Verdict {
+    verify_with(policy, fetched, raw, envelope, at, None)
+}
+
+/// [`verify`] of `raw`, or of a spooled message's skeleton with the signed
+/// content in its file (`spooled`).
+fn verify_with(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    raw: &[u8],
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+    spooled: Option<&InFile<'_>>,
+) -> Verdict {
     let mut verdict = Verdict {
         reason: Reason::Ok,
         detail: String::new(),
@@ -235,7 +250,7 @@ pub fn verify(
         wanted: Vec::new(),
         path_cas: Vec::new(),
     };
-    match judge(policy, fetched, raw, envelope, at, &mut verdict) {
+    match judge(policy, fetched, raw, envelope, at, &mut verdict, spooled) {
         Ok(detail) => verdict.detail = detail,
         Err((reason, detail)) => {
             verdict.reason = reason;
@@ -244,6 +259,132 @@ pub fn verify(
         }
     }
     verdict
+}
+
+/// [`verify`] of a message spooled to the file at `path` (a large one,
+/// received over SMTP: its lines end in CRLF), in bounded memory.
+pub fn verify_spooled(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    path: &std::path::Path,
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> Verdict {
+    let read = std::fs::File::open(path).and_then(|f| {
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    });
+    let (file, len) = match read {
+        Ok(opened) => opened,
+        Err(e) => {
+            return refused(
+                Reason::TemporaryFailure,
+                format!("cannot read the spooled message: {e}"),
+                at,
+            )
+        }
+    };
+    if len > policy.limits.max_message_size {
+        let limit = policy.limits.max_message_size;
+        return refused(
+            Reason::TooLarge,
+            format!("message is {len} bytes, the limit is {limit}"),
+            at,
+        );
+    }
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, &file);
+    let skeleton = match skeleton::read(&mut input, policy.limits.max_header_size) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = match &e {
+                SkeletonError::TooLarge(_) => Reason::TooLarge,
+                SkeletonError::Line(_) => Reason::Malformed,
+                SkeletonError::Io(_) => Reason::TemporaryFailure,
+            };
+            return refused(reason, e.to_string(), at);
+        }
+    };
+    let in_file = skeleton
+        .signed
+        .as_ref()
+        .map(|range| InFile { file: &file, range });
+    verify_with(
+        policy,
+        fetched,
+        &skeleton.raw,
+        envelope,
+        at,
+        in_file.as_ref(),
+    )
+}
+
+/// A verdict refusing for `reason` before the message was judged.
+fn refused(reason: Reason, detail: String, at: EvalTime) -> Verdict {
+    let mut verdict = Verdict::rejected(reason, detail);
+    verdict.evaluated_at = at.to_rfc3339();
+    verdict
+}
+
+/// The signed content of a spooled `multipart/signed`: where it lies in
+/// the file, with its SHA-256 taken while the skeleton was read.
+struct InFile<'a> {
+    file: &'a std::fs::File,
+    range: &'a skeleton::SignedRange,
+}
+
+impl InFile<'_> {
+    fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// The digest of the range: the SHA-256 already taken, another
+    /// algorithm's read again from the file in chunks.
+    fn digest(&self, alg: DigestAlg) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if alg == DigestAlg::Sha256 {
+            return Ok(self.range.sha256.clone());
+        }
+        let mut ctx = ring::digest::Context::new(alg.ring());
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut at = self.range.start;
+        while at < self.range.end {
+            let want = buf.len().min((self.range.end - at) as usize);
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            ctx.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(ctx.finish().as_ref().to_vec())
+    }
+
+    /// The bytes of the range, when they may be held ([`skeleton::MAX_HELD`]).
+    fn bytes(&self) -> Result<Vec<u8>, Reject> {
+        use std::os::unix::fs::FileExt;
+        if self.len() > skeleton::MAX_HELD as u64 {
+            return Err((
+                Reason::TooLarge,
+                format!(
+                    "a signature without signed attributes covers the content itself; over {}                      bytes of it ({}) are more than the gateway verifies in memory",
+                    skeleton::MAX_HELD,
+                    self.len()
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; self.len() as usize];
+        self.file
+            .read_exact_at(&mut buf, self.range.start)
+            .map_err(|e| unreadable(&e))?;
+        Ok(buf)
+    }
+}
+
+fn unreadable(e: &std::io::Error) -> Reject {
+    (
+        Reason::TemporaryFailure,
+        format!("cannot read the spooled message: {e}"),
+    )
 }
 
 /// Judges a recorded envelope alone, when the message itself was not kept:
@@ -333,6 +474,7 @@ fn judge(
     envelope: &Envelope<'_>,
     at: EvalTime,
     out: &mut Verdict,
+    spooled: Option<&InFile<'_>>,
 ) -> Result<String, Reject> {
     let limits = &policy.limits;
     check_limits(limits, raw, envelope)?;
@@ -401,7 +543,11 @@ fn judge(
                     format!("signer {n}: its certificate is not included in the message"),
                 )
             })?;
-        let report = check_signer(signer, cert, &signed, content, container.form, policy, at)?;
+        let covered = match spooled {
+            Some(f) if container.form == Form::Detached => Covered::InFile(f),
+            _ => Covered::Bytes(content),
+        };
+        let report = check_signer(signer, cert, &signed, &covered, container.form, policy, at)?;
         out.signers.push(report);
         signer_certs.push(cert);
     }
@@ -780,12 +926,18 @@ fn route(
     }
 }
 
+/// The content a signature covers: in memory, or in a spooled file.
+enum Covered<'a> {
+    Bytes(&'a [u8]),
+    InFile(&'a InFile<'a>),
+}
+
 /// Digest, signature and signing-time checks of one SignerInfo.
 fn check_signer(
     signer: &Signer,
     cert: &CertInfo<'_>,
     signed: &cms::SignedData<'_>,
-    content: &[u8],
+    covered: &Covered<'_>,
     form: Form,
     policy: &Policy,
     at: EvalTime,
@@ -829,9 +981,13 @@ fn check_signer(
                     "signed attributes lack messageDigest".to_string(),
                 )
             })?;
-            let actual = match form {
-                Form::Detached => signature::digest_canonical(digest, content),
-                Form::Opaque => signature::digest_plain(digest, content),
+            let actual = match (covered, form) {
+                (Covered::Bytes(content), Form::Detached) => {
+                    signature::digest_canonical(digest, content)
+                }
+                (Covered::Bytes(content), Form::Opaque) => signature::digest_plain(digest, content),
+                // Spooled lines all end in CRLF: canonical as they are.
+                (Covered::InFile(f), _) => f.digest(digest).map_err(|e| unreadable(&e))?,
             };
             if expected != actual.as_slice() {
                 return Err((
@@ -874,6 +1030,14 @@ fn check_signer(
             }
         }
         None => {
+            let held;
+            let content = match covered {
+                Covered::Bytes(content) => *content,
+                Covered::InFile(f) => {
+                    held = f.bytes()?;
+                    held.as_slice()
+                }
+            };
             let data = match form {
                 Form::Detached => signature::canonical(content),
                 Form::Opaque => content.into(),

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mail_parser::MessageParser;
 
-use super::handler::Transaction;
+use super::handler::{Data, Transaction};
 use super::replay::ReplayKeys;
 use super::reply::Reply;
 use super::Service;
@@ -18,7 +18,7 @@ use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::payload::MessageDuplicate;
 use crate::store::{
-    AuditEvent, AuditKind, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
+    AuditEvent, AuditKind, Body, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
@@ -30,7 +30,7 @@ use crate::verify::{self, Envelope, Verdict};
 async fn judge(
     gw: &Arc<Service>,
     policy: &Arc<crate::policy::Policy>,
-    body: &Arc<[u8]>,
+    body: &Body,
     mail_from: &str,
     rcpt_to: &[String],
 ) -> Verdict {
@@ -48,7 +48,13 @@ async fn judge(
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
                 rcpt_to: &rcpt_to,
             };
-            verify::verify(&policy, &fetched, &body, &envelope, EvalTime::now())
+            let at = EvalTime::now();
+            match &body {
+                Body::Bytes(bytes) => verify::verify(&policy, &fetched, bytes, &envelope, at),
+                Body::Spooled(s) => {
+                    verify::verify_spooled(&policy, &fetched, s.path(), &envelope, at)
+                }
+            }
         })
     };
     let mut judged = once().await;
@@ -84,12 +90,24 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         dsn,
         postmaster: _,
         body,
+        spool_error,
         received,
         too_large,
         malformed,
         policy,
     } = tx;
-    let body: Arc<[u8]> = body.into();
+    let body = match body {
+        Data::Memory(bytes) => Body::Bytes(bytes.into()),
+        // The spool file's fsync is blocking: off the async workers.
+        spooled => match tokio::task::spawn_blocking(move || finish_data(spooled)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Reply::temporary(&format!("cannot spool the message ({e})")),
+            Err(e) => return Reply::temporary(&format!("cannot spool the message ({e})")),
+        },
+    };
+    if let Some(why) = spool_error {
+        return Reply::temporary(&why);
+    }
     let mut verdict = if too_large {
         Verdict::rejected(
             Reason::TooLarge,
@@ -105,7 +123,10 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         let verdict = crate::metrics::timed(crate::metrics::Timer::Verify, judged).await;
         admitted(&policy, session, &mail_from, verdict)
     };
-    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let sha256 = match &body {
+        Body::Bytes(bytes) => hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes)),
+        Body::Spooled(s) => s.sha256().to_owned(),
+    };
     let replay_keys = if verdict.accepted() {
         ReplayKeys::of(&verdict.signers, &rcpt_to)
     } else {
@@ -146,7 +167,16 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else {
         None
     };
-    let headers = Headers::of(&body, &gw.config.case_pattern);
+    let headers = match &body {
+        Body::Bytes(bytes) => Headers::of(bytes, &gw.config.case_pattern),
+        Body::Spooled(s) => {
+            let max = policy.limits.max_header_size;
+            let head = s
+                .open()
+                .and_then(|f| crate::smime::mime::read_head(&f, max));
+            Headers::of(&head.unwrap_or_default(), &gw.config.case_pattern)
+        }
+    };
     let auto_submitted = headers.auto_submitted;
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
     let notice_policy = policy.clone();
@@ -184,6 +214,14 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         crate::receipts::hold::stamp_or_hold(notice, &mut record, gw.tsa.as_ref()).await;
     }
     record_and_reply(gw, &id, &verdict, record).await
+}
+
+/// The bytes DATA received, a spool file flushed and fsynced. Blocking.
+pub(super) fn finish_data(data: Data) -> std::io::Result<Body> {
+    Ok(match data {
+        Data::Memory(bytes) => Body::Bytes(bytes.into()),
+        Data::Spool(w) => Body::Spooled(Arc::new(w.finish()?)),
+    })
 }
 
 /// Records the decision (with what it sends) and replies: `250` only once
@@ -420,7 +458,7 @@ struct Judged<'a> {
     dsn: crate::envelope::Dsn,
     /// Bytes received.
     size: u64,
-    body: Arc<[u8]>,
+    body: Body,
     sha256: String,
     headers: Headers,
     verdict: &'a Verdict,

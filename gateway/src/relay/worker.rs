@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::deliver::{ConnectError, Connection, Outgoing, RcptOutcome, TlsReport};
+use super::deliver::{ConnectError, Connection, Message, Outgoing, RcptOutcome, TlsReport};
 use super::pool::Pool;
 use crate::config::RelayConfig;
 use crate::policy::{CurrentPolicy, NextHop, Policy};
@@ -18,7 +18,7 @@ use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
     Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, DeliveryState,
-    QueueUpdate, RecipientOutcome, Record, Store,
+    QueueUpdate, RecipientOutcome, Record, Store, StoredBody,
 };
 
 /// Most entries claimed at once.
@@ -219,7 +219,7 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
                 continue;
             }
         };
-        let body = match gw.store.read_body(&entry.sha256).await {
+        let (body, head) = match stored(gw, &entry.sha256, &policy).await {
             Ok(body) => body,
             Err(e) => {
                 let why = format!("cannot read the stored message: {e}");
@@ -227,7 +227,11 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
                 continue;
             }
         };
-        attempt.original = Some(&body);
+        attempt.original = Some(match (&head, &body) {
+            (Some(head), _) => head.as_slice(),
+            (None, StoredBody::Bytes(b)) => b.as_slice(),
+            (None, StoredBody::File(_)) => &[][..],
+        });
         if conn.as_ref().is_none_or(|c| !c.usable()) {
             match Connection::open(
                 next_hop,
@@ -250,7 +254,10 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
             recipients: &entry.delivery.recipients,
             dsn: entry.dsn.as_ref(),
             trace: &trace,
-            message: &body,
+            message: match &body {
+                StoredBody::Bytes(b) => Message::Bytes(b),
+                StoredBody::File(r) => Message::File(&r.file, r.len),
+            },
         };
         let outcomes = c.send(&mail, timeout).await;
         attempt.tls = Some(c.tls.clone());
@@ -262,6 +269,26 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
             extra.quit().await;
         }
     }
+}
+
+/// The stored message of a queue entry, with its header section when it
+/// is streamed from its file (what notices about it need of it).
+async fn stored(
+    gw: &Worker,
+    sha256: &str,
+    policy: &crate::policy::Policy,
+) -> Result<(StoredBody, Option<Vec<u8>>), crate::store::StoreError> {
+    let body = gw.store.open_stored_body(sha256).await?;
+    let head = match &body {
+        StoredBody::Bytes(_) => None,
+        StoredBody::File(r) => {
+            let max = policy.limits.max_header_size;
+            Some(crate::smime::mime::read_head(&r.file, max).map_err(|e| {
+                crate::store::StoreError::Unavailable(format!("reading the stored message: {e}"))
+            })?)
+        }
+    };
+    Ok((body, head))
 }
 
 /// One delivery attempt of one queue entry.

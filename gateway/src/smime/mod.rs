@@ -6,6 +6,7 @@ pub mod cms;
 pub mod mime;
 pub mod sign;
 pub mod signature;
+pub mod skeleton;
 pub mod tsa;
 
 use std::fmt;
