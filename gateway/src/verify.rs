@@ -261,6 +261,33 @@ fn verify_with(
     verdict
 }
 
+/// [`verify_data`] of the message in the file at `path`; a file larger
+/// than [`IN_MEMORY_MAX`](crate::store::IN_MEMORY_MAX) is judged as the
+/// gateway judges a spooled message, in bounded memory: its lines checked
+/// in one streaming pass, then [`verify_spooled`].
+pub fn verify_file(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    path: &std::path::Path,
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> std::io::Result<Verdict> {
+    let len = std::fs::metadata(path)?.len();
+    if len <= crate::store::IN_MEMORY_MAX {
+        let raw = std::fs::read(path)?;
+        return Ok(verify_data(policy, fetched, &raw, envelope, at));
+    }
+    let file = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+    match wire::check_reader(file)? {
+        Err(e)
+            if e.problem.reason() == Reason::Smuggling || len <= policy.limits.max_message_size =>
+        {
+            Ok(refused(e.problem.reason(), e.to_string(), at))
+        }
+        _ => Ok(verify_spooled(policy, fetched, path, envelope, at)),
+    }
+}
+
 /// [`verify`] of a message spooled to the file at `path` (a large one,
 /// received over SMTP: its lines end in CRLF), in bounded memory.
 pub fn verify_spooled(
