@@ -135,7 +135,7 @@ for size in $SIZES; do
     CFG=$RUN/emla.toml
     mkdir -p "$DATA"
     SINK_PORT=$(free_port)
-    policy=$RUN/policy
+    policy=$WORK/pki/policy-run-$size # beside policy/, so ../certs paths resolve
     cp -r "$WORK/pki/policy" "$policy"
     sed -i "s|^url = \"smtp://127.0.0.1:2626\"|url = \"smtp://127.0.0.1:$SINK_PORT\"|" "$policy/authorities/bb-moj.toml"
     sed -i 's/^max_message_size = .*/max_message_size = 2147483648/' "$policy/gateway.toml"
@@ -161,7 +161,7 @@ if size >= 1 << 30 and r["above_idle_kib"] >= 64 * 1024:
     print(f"large: {name}: peak RSS {r['above_idle_kib']} KiB above idle misses the goal (< 64 MiB)", file=sys.stderr)
     sys.exit(1)
 EOF
-    rm -rf "$RUN" "$WORK/msg.eml"
+    rm -rf "$RUN" "$policy" "$WORK/msg.eml"
 done
 echo "disk sequential write (dd 1 GiB, fdatasync): $disk" >>"$OUT/results.md"
 cat "$OUT/results.md"
