@@ -208,7 +208,7 @@ fn record_of(f: &Fixture) -> Record {
         case_ref: f.case_ref.clone(),
         kind: f.kind.map(str::to_owned),
         signature_keys: Vec::new(),
-        body: accepted.then(|| Arc::from(raw.clone())),
+        body: accepted.then(|| Arc::<[u8]>::from(raw.clone()).into()),
         dsn: None,
     };
     let event = AuditEvent {

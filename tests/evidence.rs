@@ -253,7 +253,7 @@ fn accepted_record(
             case_ref: None,
             kind: None,
             signature_keys: Vec::new(),
-            body: Some(Arc::from(raw)),
+            body: Some(Arc::<[u8]>::from(raw).into()),
             dsn: None,
         }),
         events: vec![AuditEvent {

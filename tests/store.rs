@@ -85,7 +85,7 @@ fn message(id: &str, body: Option<&[u8]>) -> MessageRecord {
         case_ref: None,
         kind: None,
         signature_keys: Vec::new(),
-        body: body.map(Arc::from),
+        body: body.map(|b| Arc::<[u8]>::from(b).into()),
         dsn: None,
     }
 }
@@ -261,7 +261,7 @@ async fn refuses_inconsistent_records(backend: Backend) {
     // The body does not hash to the recorded sha256.
     let mut bad = accepted("m1");
     let m = bad.message.as_mut().unwrap();
-    m.body = Some(Arc::from(&b"something else"[..]));
+    m.body = Some(Arc::<[u8]>::from(&b"something else"[..]).into());
     m.size = 14;
     let e = store.record(bad).await.unwrap_err();
     assert!(

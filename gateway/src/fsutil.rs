@@ -34,6 +34,12 @@ pub fn create_private(path: &Path) -> io::Result<File> {
 /// Writes `bytes` to `path` through a temporary file in the same
 /// directory, fsynced, renamed into place, and the directory fsynced.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    atomically(path, |f| f.write_all(bytes))
+}
+
+/// A new file at `path` whose bytes `fill` writes, whole or absent after a
+/// crash.
+fn atomically(path: &Path, fill: impl FnOnce(&mut File) -> io::Result<()>) -> io::Result<()> {
     static COUNTER: AtomicU64 = AtomicU64::new(0);
     let dir = path.parent().unwrap_or(Path::new("."));
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
@@ -41,7 +47,7 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
     let tmp = dir.join(format!(".{name}.{}.{n}.tmp", std::process::id()));
     let written = (|| {
         let mut f = create_private(&tmp)?;
-        f.write_all(bytes)?;
+        fill(&mut f)?;
         f.sync_all()?;
         fs::rename(&tmp, path)?;
         File::open(dir)?.sync_all()
@@ -50,6 +56,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> io::Result<()> {
         let _ = fs::remove_file(&tmp);
     }
     written
+}
+
+/// Copies the file `from` to `path` as [`write_atomic`] writes bytes:
+/// through a temporary file, fsynced, renamed, the directory fsynced.
+pub fn copy_atomic(from: &Path, path: &Path) -> io::Result<()> {
+    let mut src = File::open(from)?;
+    atomically(path, |f| io::copy(&mut src, f).map(drop))
 }
 
 #[cfg(test)]

@@ -938,7 +938,6 @@ fn run_verify(
 ) -> Outcome {
     let at = eval_time(at)?;
     let policy = load_policy(&policy_dir, at)?;
-    let raw = read_message(&message)?;
     let envelope = Envelope {
         mail_from: mail_from.as_deref(),
         rcpt_to: &rcpt,
@@ -950,7 +949,15 @@ fn run_verify(
         }
         None => Default::default(),
     };
-    let verdict = verify::verify_data(&policy, &fetched, &raw, &envelope, at);
+    // A file is judged in bounded memory, as the gateway judges DATA.
+    let verdict = if message.as_os_str() == "-" {
+        let raw = read_message(&message)?;
+        verify::verify_data(&policy, &fetched, &raw, &envelope, at)
+    } else {
+        verify::verify_file(&policy, &fetched, &message, &envelope, at).map_err(|e| {
+            Failure::config(format!("cannot read message {}: {e}", message.display()))
+        })?
+    };
     if json {
         println!("{}", verdict.to_json());
     } else {

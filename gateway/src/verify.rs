@@ -12,8 +12,10 @@ use crate::smime::cms::{self, Signer};
 use crate::smime::decrypt::{self, EncryptionReport};
 use crate::smime::mime::{self, Entity};
 use crate::smime::signature;
+use crate::smime::skeleton::{self, SkeletonError};
 use crate::smime::{self as smime, Form};
 use crate::text::list_or_none;
+use crate::trust::cert::DigestAlg;
 use crate::trust::revocation::{RevocationSet, StatusEvidence, Want};
 use crate::trust::{self, cert::CertInfo, RevocationCheck, TrustError, UsageProblem};
 use crate::wire;
@@ -247,6 +249,19 @@ pub fn verify(
     envelope: &Envelope<'_>,
     at: EvalTime,
 ) -> Verdict {
+    verify_with(policy, fetched, raw, envelope, at, None)
+}
+
+/// [`verify`] of `raw`, or of a spooled message's skeleton with the signed
+/// content in its file (`spooled`).
+fn verify_with(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    raw: &[u8],
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+    spooled: Option<&InFile<'_>>,
+) -> Verdict {
     let mut verdict = Verdict {
         reason: Reason::Ok,
         detail: String::new(),
@@ -265,7 +280,18 @@ pub fn verify(
     // what is judged.
     let judged = open_encrypted(policy, raw, &mut verdict).and_then(|inner| {
         let message = inner.as_deref().unwrap_or(raw);
-        let mut detail = judge(policy, fetched, message, envelope, at, &mut verdict);
+        // The file holds the signed content of the message as received
+        // only; a decrypted one is judged in memory.
+        let in_file = if inner.is_some() { None } else { spooled };
+        let mut detail = judge(
+            policy,
+            fetched,
+            message,
+            envelope,
+            at,
+            &mut verdict,
+            in_file,
+        );
         let mut inner = inner;
         if inner.is_none() && detail.is_ok() {
             // Triple-wrapped (RFC 2634): the outer signature verified; the
@@ -277,7 +303,7 @@ pub fn verify(
                     let outer = std::mem::take(&mut verdict.signers);
                     verdict.recipients.clear();
                     verdict.revocation.clear();
-                    detail = judge(policy, fetched, &wrapped, envelope, at, &mut verdict);
+                    detail = judge(policy, fetched, &wrapped, envelope, at, &mut verdict, None);
                     if let Some(e) = verdict.encryption.as_mut() {
                         e.outer_signers = outer.into_iter().map(|s| s.subject).collect();
                     }
@@ -399,6 +425,159 @@ fn opaque(
     }
 }
 
+/// [`verify_data`] of the message in the file at `path`; a file larger
+/// than [`IN_MEMORY_MAX`](crate::store::IN_MEMORY_MAX) is judged as the
+/// gateway judges a spooled message, in bounded memory: its lines checked
+/// in one streaming pass, then [`verify_spooled`].
+pub fn verify_file(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    path: &std::path::Path,
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> std::io::Result<Verdict> {
+    let len = std::fs::metadata(path)?.len();
+    if len <= crate::store::IN_MEMORY_MAX {
+        let raw = std::fs::read(path)?;
+        return Ok(verify_data(policy, fetched, &raw, envelope, at));
+    }
+    let file = std::io::BufReader::with_capacity(256 * 1024, std::fs::File::open(path)?);
+    match wire::check_reader(file)? {
+        Err(e)
+            if e.problem.reason() == Reason::Smuggling || len <= policy.limits.max_message_size =>
+        {
+            Ok(refused(e.problem.reason(), e.to_string(), at))
+        }
+        _ => Ok(verify_spooled(policy, fetched, path, envelope, at)),
+    }
+}
+
+/// [`verify`] of a message spooled to the file at `path` (a large one,
+/// received over SMTP: its lines end in CRLF), in bounded memory.
+pub fn verify_spooled(
+    policy: &Policy,
+    fetched: &RevocationSet,
+    path: &std::path::Path,
+    envelope: &Envelope<'_>,
+    at: EvalTime,
+) -> Verdict {
+    let read = std::fs::File::open(path).and_then(|f| {
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    });
+    let (file, len) = match read {
+        Ok(opened) => opened,
+        Err(e) => {
+            return refused(
+                Reason::TemporaryFailure,
+                format!("cannot read the spooled message: {e}"),
+                at,
+            )
+        }
+    };
+    if len > policy.limits.max_message_size {
+        let limit = policy.limits.max_message_size;
+        return refused(
+            Reason::TooLarge,
+            format!("message is {len} bytes, the limit is {limit}"),
+            at,
+        );
+    }
+    let mut input = std::io::BufReader::with_capacity(256 * 1024, &file);
+    let skeleton = match skeleton::read(&mut input, policy.limits.max_header_size) {
+        Ok(s) => s,
+        Err(e) => {
+            let reason = match &e {
+                SkeletonError::TooLarge(_) => Reason::TooLarge,
+                SkeletonError::Line(_) => Reason::Malformed,
+                SkeletonError::Io(_) => Reason::TemporaryFailure,
+            };
+            return refused(reason, e.to_string(), at);
+        }
+    };
+    let in_file = skeleton
+        .signed
+        .as_ref()
+        .map(|range| InFile { file: &file, range });
+    verify_with(
+        policy,
+        fetched,
+        &skeleton.raw,
+        envelope,
+        at,
+        in_file.as_ref(),
+    )
+}
+
+/// A verdict refusing for `reason` before the message was judged.
+fn refused(reason: Reason, detail: String, at: EvalTime) -> Verdict {
+    let mut verdict = Verdict::rejected(reason, detail);
+    verdict.evaluated_at = at.to_rfc3339();
+    verdict
+}
+
+/// The signed content of a spooled `multipart/signed`: where it lies in
+/// the file, with its SHA-256 taken while the skeleton was read.
+struct InFile<'a> {
+    file: &'a std::fs::File,
+    range: &'a skeleton::SignedRange,
+}
+
+impl InFile<'_> {
+    fn len(&self) -> u64 {
+        self.range.end - self.range.start
+    }
+
+    /// The digest of the range: the SHA-256 already taken, another
+    /// algorithm's read again from the file in chunks.
+    fn digest(&self, alg: DigestAlg) -> std::io::Result<Vec<u8>> {
+        use std::os::unix::fs::FileExt;
+        if alg == DigestAlg::Sha256 {
+            return Ok(self.range.sha256.clone());
+        }
+        let mut ctx = ring::digest::Context::new(alg.ring());
+        let mut buf = vec![0u8; 256 * 1024];
+        let mut at = self.range.start;
+        while at < self.range.end {
+            let want = buf.len().min((self.range.end - at) as usize);
+            let n = self.file.read_at(&mut buf[..want], at)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::UnexpectedEof.into());
+            }
+            ctx.update(&buf[..n]);
+            at += n as u64;
+        }
+        Ok(ctx.finish().as_ref().to_vec())
+    }
+
+    /// The bytes of the range, when they may be held ([`skeleton::MAX_HELD`]).
+    fn bytes(&self) -> Result<Vec<u8>, Reject> {
+        use std::os::unix::fs::FileExt;
+        if self.len() > skeleton::MAX_HELD as u64 {
+            return Err((
+                Reason::TooLarge,
+                format!(
+                    "a signature without signed attributes covers the content itself; over {}                      bytes of it ({}) are more than the gateway verifies in memory",
+                    skeleton::MAX_HELD,
+                    self.len()
+                ),
+            ));
+        }
+        let mut buf = vec![0u8; self.len() as usize];
+        self.file
+            .read_exact_at(&mut buf, self.range.start)
+            .map_err(|e| unreadable(&e))?;
+        Ok(buf)
+    }
+}
+
+fn unreadable(e: &std::io::Error) -> Reject {
+    (
+        Reason::TemporaryFailure,
+        format!("cannot read the spooled message: {e}"),
+    )
+}
+
 /// Judges a recorded envelope alone, when the message itself was not kept:
 /// the sender's authority and each recipient's route, nothing a signature
 /// decides. `sender` is MAIL FROM, or `From:` for the null reverse-path;
@@ -486,6 +665,7 @@ fn judge(
     envelope: &Envelope<'_>,
     at: EvalTime,
     out: &mut Verdict,
+    spooled: Option<&InFile<'_>>,
 ) -> Result<String, Reject> {
     let limits = &policy.limits;
     check_limits(limits, raw, envelope)?;
@@ -554,7 +734,11 @@ fn judge(
                     format!("signer {n}: its certificate is not included in the message"),
                 )
             })?;
-        let report = check_signer(signer, cert, &signed, content, container.form, policy, at)?;
+        let covered = match spooled {
+            Some(f) if container.form == Form::Detached => Covered::InFile(f),
+            _ => Covered::Bytes(content),
+        };
+        let report = check_signer(signer, cert, &signed, &covered, container.form, policy, at)?;
         out.signers.push(report);
         signer_certs.push(cert);
     }
@@ -933,12 +1117,18 @@ fn route(
     }
 }
 
+/// The content a signature covers: in memory, or in a spooled file.
+enum Covered<'a> {
+    Bytes(&'a [u8]),
+    InFile(&'a InFile<'a>),
+}
+
 /// Digest, signature and signing-time checks of one SignerInfo.
 fn check_signer(
     signer: &Signer,
     cert: &CertInfo<'_>,
     signed: &cms::SignedData<'_>,
-    content: &[u8],
+    covered: &Covered<'_>,
     form: Form,
     policy: &Policy,
     at: EvalTime,
@@ -982,9 +1172,13 @@ fn check_signer(
                     "signed attributes lack messageDigest".to_string(),
                 )
             })?;
-            let actual = match form {
-                Form::Detached => signature::digest_canonical(digest, content),
-                Form::Opaque => signature::digest_plain(digest, content),
+            let actual = match (covered, form) {
+                (Covered::Bytes(content), Form::Detached) => {
+                    signature::digest_canonical(digest, content)
+                }
+                (Covered::Bytes(content), Form::Opaque) => signature::digest_plain(digest, content),
+                // Spooled lines all end in CRLF: canonical as they are.
+                (Covered::InFile(f), _) => f.digest(digest).map_err(|e| unreadable(&e))?,
             };
             if expected != actual.as_slice() {
                 return Err((
@@ -1027,6 +1221,14 @@ fn check_signer(
             }
         }
         None => {
+            let held;
+            let content = match covered {
+                Covered::Bytes(content) => *content,
+                Covered::InFile(f) => {
+                    held = f.bytes()?;
+                    held.as_slice()
+                }
+            };
             let data = match form {
                 Form::Detached => signature::canonical(content),
                 Form::Opaque => content.into(),

@@ -122,6 +122,67 @@ pub fn check_data(data: &[u8]) -> Result<(), WireError> {
     other.map_or(Ok(()), Err)
 }
 
+/// [`check_data`] of a message read from `input` to its end, in bounded
+/// memory (a buffer, not a line, at a time).
+pub fn check_reader(mut input: impl std::io::BufRead) -> std::io::Result<Result<(), WireError>> {
+    let mut other: Option<WireError> = None;
+    let mut line = 1;
+    let (mut len, mut prev_cr, mut bare_cr, mut nul) = (0usize, false, false, false);
+    loop {
+        let buf = input.fill_buf()?;
+        if buf.is_empty() {
+            break;
+        }
+        let (seg, done) = match memchr::memchr(b'\n', buf) {
+            Some(i) => (&buf[..i], true),
+            None => (buf, false),
+        };
+        // A CR is bare unless an LF follows it at once.
+        bare_cr |= (prev_cr && !seg.is_empty())
+            || memchr::memchr_iter(b'\r', seg).any(|i| i + 1 < seg.len());
+        nul |= memchr::memchr(0, seg).is_some();
+        let cr_last = seg.last().map_or(prev_cr, |&b| b == b'\r');
+        len += seg.len();
+        let used = seg.len() + usize::from(done);
+        prev_cr = cr_last;
+        if done {
+            let ending = if !cr_last {
+                Some(WireProblem::BareLf)
+            } else {
+                bare_cr.then_some(WireProblem::BareCr)
+            };
+            if let Some(problem) = ending {
+                return Ok(Err(WireError { problem, line }));
+            }
+            let problem = (len + 1 > MAX_TEXT_LINE)
+                .then_some(WireProblem::LineTooLong)
+                .or(nul.then_some(WireProblem::Nul));
+            if let Some(problem) = problem {
+                other.get_or_insert(WireError { problem, line });
+            }
+            line += 1;
+            (len, prev_cr, bare_cr, nul) = (0, false, false, false);
+        }
+        input.consume(used);
+    }
+    if len > 0 {
+        // A last line without its end: judged with the CRLF a client adds.
+        if bare_cr || prev_cr {
+            return Ok(Err(WireError {
+                problem: WireProblem::BareCr,
+                line,
+            }));
+        }
+        let problem = (len + 2 > MAX_TEXT_LINE)
+            .then_some(WireProblem::LineTooLong)
+            .or(nul.then_some(WireProblem::Nul));
+        if let Some(problem) = problem {
+            other.get_or_insert(WireError { problem, line });
+        }
+    }
+    Ok(other.map_or(Ok(()), Err))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -169,5 +230,39 @@ mod tests {
             check_data(&big).unwrap_err().problem,
             WireProblem::LineTooLong
         );
+    }
+
+    #[test]
+    fn the_streamed_check_is_the_whole_check() {
+        let long = [vec![b'y'; 999], b"\r\n".to_vec()].concat();
+        let at_limit = [vec![b'y'; 998], b"\r\n".to_vec()].concat();
+        let mut cases: Vec<Vec<u8>> = [
+            &b"a\r\nb\r\n"[..],
+            b"a\r\nlast line without end",
+            b"",
+            b"a\r\nn\0ul\r\nb\nc\r\n",
+            b"a\r\nends in CR\r",
+            b"\n",
+            b"\r\n\r",
+            b"x\r\ry\r\n",
+            b"x\ry\r\n",
+            b"\0",
+        ]
+        .iter()
+        .map(|c| c.to_vec())
+        .collect();
+        cases.extend([
+            long.clone(),
+            at_limit.clone(),
+            [&at_limit[..], b"a\rb"].concat(),
+        ]);
+        cases.push(at_limit[..998].to_vec());
+        cases.push(long[..999].to_vec());
+        for case in &cases {
+            for cap in [1, 2, 3, 7, 4096] {
+                let streamed = check_reader(std::io::BufReader::with_capacity(cap, &case[..]));
+                assert_eq!(streamed.unwrap(), check_data(case), "{case:?} at {cap}");
+            }
+        }
     }
 }

@@ -515,7 +515,7 @@ async fn submit(port: u16, s: &Scenario) -> String {
         recipients: std::slice::from_ref(&s.to),
         dsn: None,
         trace: b"",
-        message: &s.message,
+        message: crate::relay::deliver::Message::Bytes(&s.message),
     };
     let outcome = conn.send(&mail, timeout).await;
     conn.quit().await;

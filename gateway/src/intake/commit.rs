@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use mail_parser::MessageParser;
 
-use super::handler::Transaction;
+use super::handler::{Data, Transaction};
 use super::replay::ReplayKeys;
 use super::reply::Reply;
 use super::Service;
@@ -18,7 +18,7 @@ use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::payload::MessageDuplicate;
 use crate::store::{
-    AuditEvent, AuditKind, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
+    AuditEvent, AuditKind, Body, Decision, Lane, MessageRecord, QueueEntry, Record, RevocationBlob,
     Route, SessionInfo, Signer,
 };
 use crate::verify::{self, Envelope, Verdict};
@@ -30,7 +30,7 @@ use crate::verify::{self, Envelope, Verdict};
 async fn judge(
     gw: &Arc<Service>,
     policy: &Arc<crate::policy::Policy>,
-    body: &Arc<[u8]>,
+    body: &Body,
     mail_from: &str,
     rcpt_to: &[String],
 ) -> Verdict {
@@ -48,7 +48,13 @@ async fn judge(
                 mail_from: (!mail_from.is_empty()).then_some(mail_from.as_str()),
                 rcpt_to: &rcpt_to,
             };
-            verify::verify(&policy, &fetched, &body, &envelope, EvalTime::now())
+            let at = EvalTime::now();
+            match &body {
+                Body::Bytes(bytes) => verify::verify(&policy, &fetched, bytes, &envelope, at),
+                Body::Spooled(s) => {
+                    verify::verify_spooled(&policy, &fetched, s.path(), &envelope, at)
+                }
+            }
         })
     };
     let mut judged = once().await;
@@ -84,12 +90,24 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         dsn,
         postmaster: _,
         body,
+        spool_error,
         received,
         too_large,
         malformed,
         policy,
     } = tx;
-    let body: Arc<[u8]> = body.into();
+    let body = match body {
+        Data::Memory(bytes) => Body::Bytes(bytes.into()),
+        // The spool file's fsync is blocking: off the async workers.
+        spooled => match tokio::task::spawn_blocking(move || finish_data(spooled)).await {
+            Ok(Ok(body)) => body,
+            Ok(Err(e)) => return Reply::temporary(&format!("cannot spool the message ({e})")),
+            Err(e) => return Reply::temporary(&format!("cannot spool the message ({e})")),
+        },
+    };
+    if let Some(why) = spool_error {
+        return Reply::temporary(&why);
+    }
     let mut verdict = if too_large {
         Verdict::rejected(
             Reason::TooLarge,
@@ -108,15 +126,18 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     // Of an encrypted message, the decrypted signed message is kept and
     // relayed; the bytes as received are evidence (see `received_evidence`).
     let (body, encrypted) = match verdict.decrypted.take() {
-        Some(plain) => (plain, Some(body)),
+        Some(plain) => (Body::Bytes(plain), Some(body)),
         None => (body, None),
     };
     let received = if encrypted.is_some() {
-        body.len() as u64
+        body.len()
     } else {
         received
     };
-    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &body));
+    let sha256 = match &body {
+        Body::Bytes(bytes) => hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes)),
+        Body::Spooled(s) => s.sha256().to_owned(),
+    };
     let replay_keys = if verdict.accepted() {
         ReplayKeys::of(&verdict.signers, &rcpt_to)
     } else {
@@ -157,7 +178,16 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
     } else {
         None
     };
-    let headers = Headers::of(&body, &gw.config.case_pattern);
+    let headers = match &body {
+        Body::Bytes(bytes) => Headers::of(bytes, &gw.config.case_pattern),
+        Body::Spooled(s) => {
+            let max = policy.limits.max_header_size;
+            let head = s
+                .open()
+                .and_then(|f| crate::smime::mime::read_head(&f, max));
+            Headers::of(&head.unwrap_or_default(), &gw.config.case_pattern)
+        }
+    };
     let auto_submitted = headers.auto_submitted;
     let keep_body = accepted || (gw.config.keep_rejected_bodies && !too_large);
     let encrypted_kept = match received_evidence(gw, encrypted, keep_body, received_at_ms).await {
@@ -200,6 +230,14 @@ pub async fn finish(gw: &Arc<Service>, session: &SessionInfo, tx: Transaction) -
         crate::receipts::hold::stamp_or_hold(notice, &mut record, gw.tsa.as_ref()).await;
     }
     record_and_reply(gw, &id, &verdict, record).await
+}
+
+/// The bytes DATA received, a spool file flushed and fsynced. Blocking.
+pub(super) fn finish_data(data: Data) -> std::io::Result<Body> {
+    Ok(match data {
+        Data::Memory(bytes) => Body::Bytes(bytes.into()),
+        Data::Spool(w) => Body::Spooled(Arc::new(w.finish()?)),
+    })
 }
 
 /// Records the decision (with what it sends) and replies: `250` only once
@@ -436,7 +474,7 @@ struct Judged<'a> {
     dsn: crate::envelope::Dsn,
     /// Bytes received.
     size: u64,
-    body: Arc<[u8]>,
+    body: Body,
     sha256: String,
     headers: Headers,
     verdict: &'a Verdict,
@@ -660,12 +698,25 @@ fn signer_record(s: &crate::verify::SignerReport) -> Signer {
 /// they cannot be stored.
 async fn received_evidence(
     gw: &Service,
-    encrypted: Option<Arc<[u8]>>,
+    encrypted: Option<Body>,
     keep_body: bool,
     received_at_ms: i64,
 ) -> Result<bool, Reply> {
-    let Some(bytes) = encrypted.filter(|_| keep_body) else {
+    let Some(body) = encrypted.filter(|_| keep_body) else {
         return Ok(false);
+    };
+    // A spooled encrypted message was decryptable, so it is within the
+    // CMS bound of a skeleton (32 MiB): taken whole.
+    let bytes: Arc<[u8]> = match body {
+        Body::Bytes(bytes) => bytes,
+        Body::Spooled(s) => match tokio::fs::read(s.path()).await {
+            Ok(b) => b.into(),
+            Err(e) => {
+                return Err(Reply::temporary(&format!(
+                    "cannot read the spooled message ({e})"
+                )))
+            }
+        },
     };
     match gw.store.keep_evidence(bytes, received_at_ms).await {
         Ok(_) => Ok(true),

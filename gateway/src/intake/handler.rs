@@ -54,7 +54,9 @@ pub struct Transaction {
     /// For the postmaster: kept, not judged ([`super::postmaster`]).
     pub postmaster: bool,
     /// The message, dot-unstuffed, as received (empty when too large).
-    pub body: Vec<u8>,
+    pub body: Data,
+    /// Why the spool file could not be written (the client retries).
+    pub spool_error: Option<String>,
     /// Bytes received, counted even past the limit.
     pub received: u64,
     /// The size limit was exceeded.
@@ -63,6 +65,30 @@ pub struct Transaction {
     pub malformed: Option<String>,
     /// The policy the transaction was judged under.
     pub policy: Arc<Policy>,
+}
+
+/// A message's bytes as DATA received them: in memory up to
+/// [`IN_MEMORY_MAX`](crate::store::IN_MEMORY_MAX), past it in a spool file.
+pub enum Data {
+    /// Held in memory.
+    Memory(Vec<u8>),
+    /// Written to `DATA_DIR/spool/` as received, not yet fsynced.
+    Spool(Box<crate::store::BodyWriter>),
+}
+
+impl Data {
+    /// Bytes received and kept.
+    pub fn len(&self) -> u64 {
+        match self {
+            Data::Memory(b) => b.len() as u64,
+            Data::Spool(w) => w.len(),
+        }
+    }
+
+    /// Whether nothing was kept.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Per-session state behind the `mailin` state machine.
@@ -74,6 +100,9 @@ pub struct Intake {
     /// The postmaster's mailbox, where `RCPT TO:<postmaster>` is kept;
     /// without it, postmaster is an address like any other.
     pub postmaster_box: Option<crate::config::PostmasterConfig>,
+    /// Where a large message is spooled; without it, every message is
+    /// held in memory.
+    pub spool: Option<crate::store::Store>,
     require_tls: bool,
     ip: IpAddr,
     current_policy: Box<dyn Fn() -> Arc<Policy> + Send + Sync>,
@@ -85,6 +114,8 @@ pub struct Intake {
     /// The command the session parsed for `mailin`'s stand-in line.
     staged: Option<Staged>,
     body: Vec<u8>,
+    writer: Option<crate::store::BodyWriter>,
+    spool_error: Option<String>,
     received: u64,
     too_large: bool,
     in_data: bool,
@@ -107,6 +138,7 @@ impl Intake {
             },
             tls_active: false,
             postmaster_box: None,
+            spool: None,
             require_tls,
             ip,
             current_policy,
@@ -117,6 +149,8 @@ impl Intake {
             postmaster: false,
             staged: None,
             body: Vec::new(),
+            writer: None,
+            spool_error: None,
             received: 0,
             too_large: false,
             in_data: false,
@@ -243,6 +277,7 @@ impl Intake {
         self.policy = None;
         self.in_data = false;
         self.body = Vec::new();
+        self.writer = None;
     }
 }
 
@@ -439,6 +474,8 @@ impl Intake {
         }
         self.in_data = true;
         self.body = Vec::with_capacity(64 * 1024);
+        self.writer = None;
+        self.spool_error = None;
         self.received = 0;
         self.too_large = false;
         self.malformed = None;
@@ -456,10 +493,39 @@ impl Intake {
             // Memory stays bounded: past the limit bytes are only counted.
             self.too_large = true;
             self.body = Vec::new();
+            self.writer = None;
+        } else if self.spool_error.is_some() {
+            // Only counted: the client is told to retry.
+        } else if let Some(w) = &mut self.writer {
+            if let Err(e) = w.write(buf) {
+                self.spooling_failed(&e);
+            }
+        } else if self.body.len() + buf.len() > crate::store::IN_MEMORY_MAX as usize
+            && self.spool.is_some()
+        {
+            // Past the in-memory threshold: what came so far goes first.
+            // Buffered writes to the page cache; the fsync waits for the end.
+            let head = std::mem::take(&mut self.body);
+            let created = self.spool.as_ref().map(|s| s.spool(&head));
+            match created {
+                Some(Ok(mut w)) => match w.write(buf) {
+                    Ok(()) => self.writer = Some(w),
+                    Err(e) => self.spooling_failed(&e),
+                },
+                Some(Err(e)) => self.spooling_failed(&e),
+                None => {}
+            }
         } else {
             self.body.extend_from_slice(buf);
         }
         Ok(())
+    }
+
+    fn spooling_failed(&mut self, e: &io::Error) {
+        tracing::error!(error = %e, "cannot spool a message being received");
+        self.spool_error = Some(format!("cannot spool the message ({e})"));
+        self.writer = None;
+        self.body = Vec::new();
     }
 
     /// See [`Handler`].
@@ -473,7 +539,11 @@ impl Intake {
             rcpt_to: std::mem::take(&mut self.rcpt_to),
             dsn: std::mem::take(&mut self.dsn),
             postmaster: std::mem::take(&mut self.postmaster),
-            body: std::mem::take(&mut self.body),
+            body: match self.writer.take() {
+                Some(w) => Data::Spool(Box::new(w)),
+                None => Data::Memory(std::mem::take(&mut self.body)),
+            },
+            spool_error: self.spool_error.take(),
             received: self.received,
             too_large: self.too_large,
             malformed: self.malformed.take(),

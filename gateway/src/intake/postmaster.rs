@@ -14,7 +14,7 @@ use super::Service;
 use crate::config::PostmasterConfig;
 use crate::reason::Reason;
 use crate::store::payload::{PostmasterKept, RefusedFor, SmtpRejected};
-use crate::store::{AuditEvent, SessionInfo};
+use crate::store::{AuditEvent, Body, SessionInfo};
 
 /// Whether `to` (a parsed forward-path) is the postmaster of the gateway
 /// called `hostname`; the address it is kept under.
@@ -98,33 +98,50 @@ pub async fn keep(gw: &Service, session: &SessionInfo, tx: Transaction) -> Reply
         let event = AuditEvent::of(None, &refused);
         return super::session::recorded(gw, event, Reply::reject(reason, &detail)).await;
     }
-    if let Some(why) = full(cfg, tx.body.len() as u64) {
+    if let Some(why) = &tx.spool_error {
+        return Reply::temporary(why);
+    }
+    if let Some(why) = full(cfg, tx.body.len()) {
         return full_reply(&why);
     }
     let id = crate::store::new_message_id(&tx.policy.gateway.hostname);
     let path = cfg.dir.join(format!("{id}.eml"));
-    let sha256 = hex::encode(ring::digest::digest(&ring::digest::SHA256, &tx.body));
     let size = tx.body.len();
     let (dir, file, body) = (cfg.dir.clone(), path.clone(), tx.body);
     let written = tokio::task::spawn_blocking(move || {
         std::fs::create_dir_all(&dir)?;
-        crate::fsutil::write_atomic(&file, &body)
+        match super::commit::finish_data(body)? {
+            Body::Bytes(bytes) => {
+                crate::fsutil::write_atomic(&file, &bytes)?;
+                Ok(hex::encode(ring::digest::digest(
+                    &ring::digest::SHA256,
+                    &bytes,
+                )))
+            }
+            Body::Spooled(s) => {
+                crate::fsutil::copy_atomic(s.path(), &file)?;
+                Ok(s.sha256().to_owned())
+            }
+        }
     })
     .await;
-    if let Err(e) = written
+    let sha256 = match written
         .map_err(|e| e.to_string())
-        .and_then(|r| r.map_err(|e| e.to_string()))
+        .and_then(|r: std::io::Result<String>| r.map_err(|e| e.to_string()))
     {
-        tracing::error!(error = %e, "cannot keep postmaster mail");
-        return Reply::temporary(&format!("cannot keep the message now ({e})"));
-    }
+        Ok(sha256) => sha256,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot keep postmaster mail");
+            return Reply::temporary(&format!("cannot keep the message now ({e})"));
+        }
+    };
     let kept_as = PostmasterKept {
         session: session.clone(),
         mail_from: tx.mail_from.clone(),
         rcpt_to: tx.rcpt_to.clone(),
         id: id.clone(),
         file: path.display().to_string(),
-        size: size as u64,
+        size,
         sha256,
     };
     let event = AuditEvent::of(None, &kept_as);

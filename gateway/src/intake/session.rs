@@ -106,6 +106,10 @@ enum End {
 /// One line read from the client.
 enum Line {
     Ok(Vec<u8>),
+    /// Lines of DATA with nothing to refuse and no final dot, dot-unstuffed
+    /// and joined: passed to the handler at once, not line by line through
+    /// `mailin` (whose DATA state only unstuffs them).
+    Data(Vec<u8>),
     /// Longer than allowed; consumed up to its end.
     TooLong,
     Eof,
@@ -128,6 +132,7 @@ pub async fn run<S>(
     };
     let mut intake = Intake::new(peer.ip(), gw.config.require_tls, policy_source);
     intake.postmaster_box = Some(gw.config.postmaster.clone());
+    intake.spool = Some(gw.store.clone());
     let state = Arc::new(Mutex::new(intake));
     let mut builder = SessionBuilder::new(gw.policy().gateway.hostname.clone());
     if gw.tls.is_some() {
@@ -307,7 +312,7 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
         MAX_COMMAND_LINE
     };
     let line = tokio::select! {
-        r = tokio::time::timeout(timeout, read_line(io, max, &mut lp.partial)) => r,
+        r = tokio::time::timeout(timeout, read_line(io, max, &mut lp.partial, in_data)) => r,
         _ = shutdown.changed(), if !stopping => return Step::Again,
     };
     match line {
@@ -340,6 +345,10 @@ async fn next_line<S: AsyncRead + AsyncWrite + Unpin>(
             Step::Again
         }
         Ok(Ok(Line::Ok(line))) => Step::Go((line, in_data)),
+        Ok(Ok(Line::Data(lines))) => {
+            let _ = state.lock().data(&lines);
+            Step::Again
+        }
     }
 }
 
@@ -616,16 +625,26 @@ struct Partial {
 
 /// Reads one line (through `\n`), at most `max` bytes; longer lines are
 /// consumed and reported, so memory stays bounded. Cancellation-safe: what
-/// was consumed from `io` is kept in `partial`.
+/// was consumed from `io` is kept in `partial`. In DATA (`data`), the
+/// complete lines already buffered that need no reply are taken together
+/// ([`Line::Data`]).
 async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
     io: &mut Io<S>,
     max: usize,
     partial: &mut Partial,
+    data: bool,
 ) -> std::io::Result<Line> {
     loop {
         let buf = io.fill_buf().await?;
         if buf.is_empty() {
             return Ok(Line::Eof);
+        }
+        if data && partial.line.is_empty() && !partial.too_long {
+            let (lines, used) = plain_data_lines(buf, max);
+            if used > 0 {
+                io.consume(used);
+                return Ok(Line::Data(lines));
+            }
         }
         let (chunk, done) = match memchr::memchr(b'\n', buf) {
             Some(i) => (&buf[..=i], true),
@@ -648,6 +667,26 @@ async fn read_line<S: AsyncRead + AsyncWrite + Unpin>(
             });
         }
     }
+}
+
+/// The complete lines at the start of `buf` that the DATA state would only
+/// unstuff (no final dot, nothing [`wire::text_line`] refuses, at most
+/// `max` bytes each), unstuffed and joined, with the bytes they took.
+fn plain_data_lines(buf: &[u8], max: usize) -> (Vec<u8>, usize) {
+    let mut lines = Vec::new();
+    let mut used = 0;
+    while let Some(i) = memchr::memchr(b'\n', &buf[used..]) {
+        let line = &buf[used..used + i + 1];
+        if line.len() > max || line == b".\r\n" || wire::text_line(line).is_some() {
+            break;
+        }
+        if lines.is_empty() {
+            lines.reserve(buf.len() - used);
+        }
+        lines.extend_from_slice(line.strip_prefix(b".").unwrap_or(line));
+        used += line.len();
+    }
+    (lines, used)
 }
 
 /// Whether a command line (CRLF excluded) holds a control character other
@@ -744,5 +783,18 @@ mod tests {
         }
         assert_eq!(verb(b"ehlo x\r\n"), "EHLO");
         assert_eq!(verb(b"HELP\r\n"), "HELP");
+    }
+
+    #[test]
+    fn plain_data_lines_stop_where_a_line_needs_more() {
+        let (lines, used) = plain_data_lines(b"a\r\n..b\r\n.c\r\n.\r\nafter\r\n", 1000);
+        assert_eq!(
+            (lines.as_slice(), used),
+            (b"a\r\n.b\r\nc\r\n".as_slice(), 12)
+        );
+        for stop in [&b"x\n"[..], b"x\0\r\n", b"x\ry\r\n", b"partial"] {
+            assert_eq!(plain_data_lines(stop, 1000).1, 0, "{stop:?}");
+        }
+        assert_eq!(plain_data_lines(b"0123456789\r\n", 5).1, 0);
     }
 }

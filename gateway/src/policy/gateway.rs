@@ -379,12 +379,23 @@ fn warn_if_readable_by_others(path: &Path, what: &str) {
     }
 }
 
+/// The largest `max_message_size` a policy may set.
+pub const MAX_MESSAGE_SIZE: u64 = 2 << 30;
+
 /// Fills `limits` from the `[limits]` table.
 fn parse_limits(t: &TableReader<'_, '_>, limits: &mut Limits, diags: &mut Vec<Diagnostic>) {
     let src = t.src();
     let positive = |key: &str, diags: &mut Vec<Diagnostic>| positive(t, key, diags);
-    if let Some(n) = positive("max_message_size", diags) {
-        limits.max_message_size = n;
+    if let Some((n, span)) = t.integer("max_message_size", diags) {
+        // Large messages are spooled and streamed (docs/large-messages.md);
+        // 2 GiB is what e-CODEX/Domibus carries.
+        match u64::try_from(n) {
+            Ok(n) if (1..=MAX_MESSAGE_SIZE).contains(&n) => limits.max_message_size = n,
+            _ => diags.push(src.diag(
+                &span,
+                format!("max_message_size must be from 1 to {MAX_MESSAGE_SIZE} (2 GiB), found {n}"),
+            )),
+        }
     }
     let counts: [(&str, &mut usize); 3] = [
         ("max_recipients", &mut limits.max_recipients),
@@ -562,6 +573,18 @@ retry_max_secs = 0
         assert_eq!(l.crl, CrlPolicy::HardFail);
         assert!(!l.require_email_eku);
         assert!(!l.allow_unsigned_text);
+    }
+
+    #[test]
+    fn max_message_size_may_be_2_gib() {
+        let (_, l, d) = run("[limits]\nmax_message_size = 2147483648\n");
+        assert!(d.is_empty(), "{d:?}");
+        assert_eq!(l.max_message_size, 2 << 30);
+        let (_, l, d) = run("[limits]\nmax_message_size = 2147483649\n");
+        assert_eq!(l.max_message_size, 26_214_400);
+        assert!(format!("{d:?}").contains("from 1 to 2147483648"), "{d:?}");
+        let (_, _, d) = run("[limits]\nmax_message_size = 0\n");
+        assert!(format!("{d:?}").contains("from 1 to"), "{d:?}");
     }
 
     #[test]

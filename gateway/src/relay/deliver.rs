@@ -6,7 +6,11 @@
 //! certificate, reports nothing per recipient and gives up on a whole
 //! transaction at the first refused RCPT.
 
+use std::pin::Pin;
 use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use lettre::transport::smtp::client::{AsyncSmtpConnection, Certificate, TlsParameters};
@@ -141,12 +145,26 @@ pub struct Outgoing<'a> {
     /// The `Received:` field put before the message.
     pub trace: &'a [u8],
     /// The message as stored.
-    pub message: &'a [u8],
+    pub message: Message<'a>,
+}
+
+/// The stored message a transaction sends.
+#[derive(Clone, Copy, Debug)]
+pub enum Message<'a> {
+    /// In memory.
+    Bytes(&'a [u8]),
+    /// A large one: its file (read from the start), of `len` bytes, sent
+    /// in chunks.
+    File(&'a std::fs::File, u64),
 }
 
 /// An open SMTP session with a next hop, reusable for several messages.
 pub struct Connection {
     conn: AsyncSmtpConnection,
+    /// Set when a streamed message cannot be read on: the connection then
+    /// fails its next write, so the next hop never gets the final dot of a
+    /// cut message.
+    poison: Arc<AtomicBool>,
     hop: String,
     /// Whether the next hop offers DSN (RFC 3461): lettre's `ServerInfo`
     /// keeps only the extensions it knows, so emla asks again itself.
@@ -190,11 +208,12 @@ impl Connection {
             code,
             reason: format!("{name}: {what}"),
         };
-        let mut conn = connect(hop, &client_id, timeout, &name).await?;
+        let (mut conn, poison) = connect(hop, &client_id, timeout, &name).await?;
         let params = match &hop.tls {
             TlsMode::Opportunistic if !conn.can_starttls() => {
                 return Ok(Connection {
                     conn,
+                    poison,
                     hop: name,
                     dsn: false,
                     tls: TlsReport {
@@ -256,6 +275,7 @@ impl Connection {
         };
         Ok(Connection {
             conn,
+            poison,
             hop: name,
             dsn: false,
             tls: TlsReport {
@@ -272,9 +292,11 @@ impl Connection {
         timeout: Duration,
         name: &str,
     ) -> Result<Connection, ConnectError> {
-        let conn = connect(hop, &ClientId::Domain(hello.to_owned()), timeout, name).await?;
+        let (conn, poison) =
+            connect(hop, &ClientId::Domain(hello.to_owned()), timeout, name).await?;
         Ok(Connection {
             conn,
+            poison,
             hop: name.to_owned(),
             dsn: false,
             tls: TlsReport {
@@ -317,7 +339,13 @@ impl Connection {
 
     async fn transaction(&mut self, mail: &Outgoing<'_>) -> Vec<RcptOutcome> {
         let (from, recipients) = (mail.from, mail.recipients);
-        let (trace, message) = (mail.trace, mail.message);
+        let trace = mail.trace;
+        let eight_bit = match mail.message {
+            Message::Bytes(b) => !(trace.is_ascii() && b.is_ascii()),
+            // Not read twice to find out: BODY=8BITMIME is harmless on
+            // 7-bit text (RFC 6152).
+            Message::File(..) => true,
+        };
         let dsn = mail.dsn.filter(|_| self.dsn);
         let all = |o: RcptOutcome| recipients.iter().map(|_| o.clone()).collect::<Vec<_>>();
         // An empty sender is the null reverse-path of receipts and notices.
@@ -334,7 +362,7 @@ impl Connection {
             },
         };
         let mut params = Vec::new();
-        if !(trace.is_ascii() && message.is_ascii())
+        if eight_bit
             && self
                 .conn
                 .server_info()
@@ -396,15 +424,24 @@ impl Connection {
                 .map(|o| o.unwrap_or_else(|| outcome.clone()))
                 .collect();
         }
-        // lettre ends the data with CRLF . CRLF itself: the message's own
-        // final CRLF is that first CRLF, so the bytes arrive unchanged.
-        let body = message.strip_suffix(b"\r\n").unwrap_or(message);
-        // One buffer, one write: a small first segment would wait for the
-        // peer's delayed ACK (Nagle), some 40 ms per message.
-        let mut data = Vec::with_capacity(trace.len() + body.len());
-        data.extend_from_slice(trace);
-        data.extend_from_slice(body);
-        let result = match self.conn.message(&data).await {
+        let sent = match mail.message {
+            Message::Bytes(message) => {
+                // lettre ends the data with CRLF . CRLF itself: the message's own
+                // final CRLF is that first CRLF, so the bytes arrive unchanged.
+                let body = message.strip_suffix(b"\r\n").unwrap_or(message);
+                // One buffer, one write: a small first segment would wait for the
+                // peer's delayed ACK (Nagle), some 40 ms per message.
+                let mut data = Vec::with_capacity(trace.len() + body.len());
+                data.extend_from_slice(trace);
+                data.extend_from_slice(body);
+                self.conn.message(&data).await
+            }
+            Message::File(file, len) => {
+                let chunks = Chunks::new(file, len, trace, self.poison.clone());
+                self.conn.message_iter(chunks).await
+            }
+        };
+        let result = match sent {
             Ok(r) => RcptOutcome::Relayed {
                 code: u16::from(r.code()),
                 reply: r.message().collect::<Vec<_>>().join(" "),
@@ -440,13 +477,147 @@ impl Connection {
     }
 }
 
+/// A stored message file as lettre's `message_iter` takes it: the trace
+/// field, then the file in chunks, without its final CRLF (lettre's
+/// CRLF . CRLF ends it), so memory stays at one chunk whatever the size.
+/// lettre dot-stuffs across chunks. A read that fails sets `poison`: the
+/// connection's next write fails, so the cut message gets no final dot.
+struct Chunks<'a> {
+    file: &'a std::fs::File,
+    /// Bytes of the file still to send, its final CRLF excluded.
+    left: u64,
+    trace: Option<&'a [u8]>,
+    poison: Arc<AtomicBool>,
+}
+
+impl<'a> Chunks<'a> {
+    const CHUNK: usize = 256 * 1024;
+
+    fn new(file: &'a std::fs::File, len: u64, trace: &'a [u8], poison: Arc<AtomicBool>) -> Self {
+        use std::os::unix::fs::FileExt;
+        // The final CRLF is lettre's to send, as for a message in memory.
+        let mut end = [0u8; 2];
+        let crlf = len >= 2 && file.read_exact_at(&mut end, len - 2).is_ok() && &end == b"\r\n";
+        Chunks {
+            file,
+            left: if crlf { len - 2 } else { len },
+            trace: Some(trace),
+            poison,
+        }
+    }
+
+    fn read(&mut self) -> std::io::Result<Vec<u8>> {
+        use std::io::Read;
+        let head = self.trace.take().unwrap_or_default();
+        let want = Self::CHUNK.min(usize::try_from(self.left).unwrap_or(usize::MAX));
+        let mut chunk = Vec::with_capacity(head.len() + want);
+        chunk.extend_from_slice(head);
+        let mut file = self.file;
+        let got = blocking(|| (&mut file).take(want as u64).read_to_end(&mut chunk))?;
+        if got < want {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "the stored message is shorter than its size",
+            ));
+        }
+        self.left -= got as u64;
+        Ok(chunk)
+    }
+}
+
+impl Iterator for Chunks<'_> {
+    type Item = Vec<u8>;
+
+    fn next(&mut self) -> Option<Vec<u8>> {
+        if self.left == 0 && self.trace.is_none() {
+            return None;
+        }
+        match self.read() {
+            Ok(chunk) => Some(chunk),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot read the stored message being relayed");
+                self.poison.store(true, Ordering::SeqCst);
+                None
+            }
+        }
+    }
+}
+
+/// Runs the file read `f` where blocking is allowed: on a multi-threaded
+/// runtime, with the worker handed over (`block_in_place`).
+fn blocking<T>(f: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
+/// The TCP stream under a connection, failing every write once `poison`
+/// is set (see [`Chunks`]).
+#[derive(Debug)]
+struct Guarded {
+    tcp: tokio::net::TcpStream,
+    poison: Arc<AtomicBool>,
+}
+
+impl Guarded {
+    fn poisoned(&self) -> bool {
+        self.poison.load(Ordering::SeqCst)
+    }
+}
+
+fn cut() -> std::io::Error {
+    std::io::Error::other("the message being sent could not be read to its end")
+}
+
+impl tokio::io::AsyncRead for Guarded {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for Guarded {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if self.poisoned() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.get_mut().tcp).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.poisoned() {
+            return Poll::Ready(Err(cut()));
+        }
+        Pin::new(&mut self.get_mut().tcp).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().tcp).poll_shutdown(cx)
+    }
+}
+
+impl lettre::transport::smtp::client::AsyncTokioStream for Guarded {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.tcp.peer_addr()
+    }
+}
+
 /// A plain-text session with `hop`, greeted and EHLO'd within `timeout`.
 async fn connect(
     hop: &NextHop,
     client_id: &ClientId,
     timeout: Duration,
     name: &str,
-) -> Result<AsyncSmtpConnection, ConnectError> {
+) -> Result<(AsyncSmtpConnection, Arc<AtomicBool>), ConnectError> {
     let deferred = |reason: String| ConnectError {
         permanent: false,
         code: None,
@@ -460,8 +631,14 @@ async fn connect(
         // MAIL); without this each waits for the peer's delayed ACK.
         tcp.set_nodelay(true)
             .map_err(|e| deferred(format!("cannot set TCP_NODELAY: {e}")))?;
-        AsyncSmtpConnection::connect_with_transport(Box::new(tcp), client_id)
+        let poison = Arc::new(AtomicBool::new(false));
+        let stream = Guarded {
+            tcp,
+            poison: poison.clone(),
+        };
+        AsyncSmtpConnection::connect_with_transport(Box::new(stream), client_id)
             .await
+            .map(|c| (c, poison))
             .map_err(|e| ConnectError {
                 permanent: e.is_permanent(),
                 code: e.status().map(u16::from),

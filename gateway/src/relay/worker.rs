@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{watch, Notify, Semaphore};
 use tokio::task::JoinSet;
 
-use super::deliver::{ConnectError, Connection, Outgoing, RcptOutcome, TlsReport};
+use super::deliver::{ConnectError, Connection, Message, Outgoing, RcptOutcome, TlsReport};
 use super::encrypt::{self, Prepared};
 use super::pool::Pool;
 use crate::config::RelayConfig;
@@ -19,7 +19,7 @@ use crate::receipts::duty;
 use crate::receipts::notify::{self, Original};
 use crate::store::{
     Attempt as AttemptData, AttemptNote, AuditEvent, AuditKind, Claimed, DeliveryState,
-    QueueUpdate, RecipientOutcome, Record, Store,
+    QueueUpdate, RecipientOutcome, Record, Store, StoredBody,
 };
 
 /// Most entries claimed at once.
@@ -221,7 +221,7 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
                 continue;
             }
         };
-        let body = match gw.store.read_body(&entry.sha256).await {
+        let (body, head) = match stored(gw, &entry.sha256, &policy).await {
             Ok(body) => body,
             Err(e) => {
                 let why = format!("cannot read the stored message: {e}");
@@ -229,16 +229,21 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
                 continue;
             }
         };
-        attempt.original = Some(&body);
-        let prepared = outbound(&policy, &entry, &body);
+        attempt.original = Some(match (&head, &body) {
+            (Some(head), _) => head.as_slice(),
+            (None, StoredBody::Bytes(b)) => b.as_slice(),
+            (None, StoredBody::File(_)) => &[][..],
+        });
+        let prepared = outbound(gw, &policy, &entry, &body).await;
         attempt.encryption = prepared.report();
-        let message: &[u8] = match &prepared {
-            Prepared::Clear(_) => &body,
-            Prepared::Encrypted { message, .. } => message,
-            Prepared::Defer(why) => {
+        let message = match (&prepared, &body) {
+            (Prepared::Encrypted { message, .. }, _) => Message::Bytes(message),
+            (Prepared::Defer(why), _) => {
                 record(gw, &policy, &attempt, deferred_all(&entry, None, why)).await;
                 continue;
             }
+            (Prepared::Clear(_), StoredBody::Bytes(b)) => Message::Bytes(b),
+            (Prepared::Clear(_), StoredBody::File(r)) => Message::File(&r.file, r.len),
         };
         if conn.as_ref().is_none_or(|c| !c.usable()) {
             match Connection::open(
@@ -276,6 +281,26 @@ async fn deliver_chunk(gw: &Worker, pool: &Pool, hop: &Hop, entries: Vec<Claimed
     }
 }
 
+/// The stored message of a queue entry, with its header section when it
+/// is streamed from its file (what notices about it need of it).
+async fn stored(
+    gw: &Worker,
+    sha256: &str,
+    policy: &crate::policy::Policy,
+) -> Result<(StoredBody, Option<Vec<u8>>), crate::store::StoreError> {
+    let body = gw.store.open_stored_body(sha256).await?;
+    let head = match &body {
+        StoredBody::Bytes(_) => None,
+        StoredBody::File(r) => {
+            let max = policy.limits.max_header_size;
+            Some(crate::smime::mime::read_head(&r.file, max).map_err(|e| {
+                crate::store::StoreError::Unavailable(format!("reading the stored message: {e}"))
+            })?)
+        }
+    };
+    Ok((body, head))
+}
+
 /// One delivery attempt of one queue entry.
 struct Attempt<'a> {
     entry: &'a Claimed,
@@ -291,14 +316,30 @@ struct Attempt<'a> {
 }
 
 /// What is sent of `body` for `entry`: encrypted when the recipients'
-/// authority says so.
-fn outbound(policy: &Policy, entry: &Claimed, body: &[u8]) -> Prepared {
+/// authority says so (a body streamed from its file is then read whole).
+async fn outbound(gw: &Worker, policy: &Policy, entry: &Claimed, body: &StoredBody) -> Prepared {
     let Some(authority) = policy
         .authorities
         .iter()
         .find(|a| a.id == entry.delivery.authority)
+        .filter(|a| a.encryption.mode != crate::policy::EncryptMode::Never)
     else {
         return Prepared::Clear(None);
+    };
+    let whole;
+    let body = match body {
+        StoredBody::Bytes(b) => b.as_slice(),
+        StoredBody::File(_) => match gw.store.read_body(&entry.sha256).await {
+            Ok(b) => {
+                whole = b;
+                whole.as_slice()
+            }
+            Err(e) => {
+                return Prepared::Defer(format!(
+                    "cannot read the stored message to encrypt it: {e}"
+                ))
+            }
+        },
     };
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)

@@ -438,6 +438,26 @@ pub fn header_len(raw: &[u8]) -> usize {
     raw.len()
 }
 
+/// The header section of the message in `file` (read from its start, the
+/// file's cursor left alone), no further than `max` bytes: a longer one is
+/// cut there.
+pub fn read_head(file: &std::fs::File, max: usize) -> std::io::Result<Vec<u8>> {
+    use std::os::unix::fs::FileExt;
+    let mut head = vec![0u8; max.saturating_add(4).min(1 << 30)];
+    let mut got = 0;
+    while got < head.len() {
+        match file.read_at(&mut head[got..], got as u64)? {
+            0 => break,
+            n => got += n,
+        }
+        if header_len(&head[..got]) < got {
+            break;
+        }
+    }
+    head.truncate(header_len(&head[..got]));
+    Ok(head)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

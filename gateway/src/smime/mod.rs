@@ -7,6 +7,7 @@ pub mod decrypt;
 pub mod mime;
 pub mod sign;
 pub mod signature;
+pub mod skeleton;
 pub mod tsa;
 
 use std::fmt;

@@ -276,6 +276,205 @@ fn aside_name(sha256: &str) -> String {
     temp_name(sha256).replace(".tmp", ".prune")
 }
 
+/// `DATA_DIR/spool`: message bodies being received, too large to hold in
+/// memory (see [`BodyWriter`]).
+pub fn spool_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("spool")
+}
+
+/// Creates `DATA_DIR/spool/` and removes what a stopped process left in it
+/// (messages it had not yet answered `250` for: their clients retry). A
+/// file of a process still running (another instance sharing the data
+/// directory) is left alone. Returns how many were removed. Blocking.
+pub fn clean_spool(data_dir: &Path) -> io::Result<u64> {
+    let dir = spool_dir(data_dir);
+    if !dir.is_dir() {
+        crate::fsutil::private_dir(&dir)?;
+        return Ok(0);
+    }
+    let mut removed = 0;
+    for e in fs::read_dir(&dir)? {
+        let path = e?.path();
+        let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        let pid = name.split('.').next().and_then(|p| p.parse::<u32>().ok());
+        let alive = pid
+            .is_some_and(|p| p != std::process::id() && Path::new(&format!("/proc/{p}")).exists());
+        if name.ends_with(".spool") && !alive && fs::remove_file(&path).is_ok() {
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// A body being received, written to `DATA_DIR/spool/` as it arrives,
+/// with its SHA-256 and length taken along the way. Dropped unfinished,
+/// it removes its file.
+pub struct BodyWriter {
+    file: io::BufWriter<File>,
+    path: PathBuf,
+    sha256: Sha256,
+    len: u64,
+}
+
+impl BodyWriter {
+    /// Writes go to the kernel in pieces of this size.
+    const BUFFER: usize = 256 * 1024;
+
+    /// A new spool file under `data_dir`, holding `head` already.
+    pub fn create(data_dir: &Path, head: &[u8]) -> io::Result<BodyWriter> {
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let path = spool_dir(data_dir).join(format!("{}.{n}.spool", std::process::id()));
+        let file = crate::fsutil::create_private(&path)?;
+        let mut w = BodyWriter {
+            file: io::BufWriter::with_capacity(Self::BUFFER, file),
+            path,
+            sha256: Sha256::new(),
+            len: 0,
+        };
+        w.write(head)?;
+        Ok(w)
+    }
+
+    /// Appends `bytes`.
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.sha256.update(bytes);
+        self.len += bytes.len() as u64;
+        self.file.write_all(bytes)
+    }
+
+    /// Bytes written so far.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether nothing was written.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Flushes and fsyncs the file: the body as received, durable once
+    /// [`store_spooled`] has renamed it into place. Blocking.
+    pub fn finish(mut self) -> io::Result<Spooled> {
+        self.file.flush()?;
+        self.file.get_ref().sync_all()?;
+        let path = std::mem::take(&mut self.path);
+        let sha256 = hex::encode(std::mem::take(&mut self.sha256).finalize());
+        Ok(Spooled {
+            path,
+            sha256,
+            len: self.len,
+        })
+    }
+}
+
+impl Drop for BodyWriter {
+    fn drop(&mut self) {
+        if !self.path.as_os_str().is_empty() {
+            let _ = fs::remove_file(&self.path);
+        }
+    }
+}
+
+/// A received body in the spool, fsynced: its path, SHA-256 and length.
+/// Removed when dropped, unless [`store_spooled`] moved it into place.
+#[derive(Debug)]
+pub struct Spooled {
+    path: PathBuf,
+    sha256: String,
+    len: u64,
+}
+
+impl Spooled {
+    /// Where it is.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Its SHA-256, lowercase hex.
+    pub fn sha256(&self) -> &str {
+        &self.sha256
+    }
+
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Opens it for reading.
+    pub fn open(&self) -> io::Result<File> {
+        File::open(&self.path)
+    }
+}
+
+impl Drop for Spooled {
+    fn drop(&mut self) {
+        let _ = fs::remove_file(&self.path);
+    }
+}
+
+/// Durably stores the spooled body `spooled` under its hash, as
+/// [`store_body`] stores bytes, by renaming the spool file into place (the
+/// same file system); the spool copy is gone afterwards. Blocking.
+pub fn store_spooled(data_dir: &Path, spooled: &Spooled) -> Result<PathBuf, StoreError> {
+    let sha256 = spooled.sha256();
+    let path = body_path(data_dir, sha256).ok_or_else(|| {
+        StoreError::Bug(format!(
+            "refusing to store a body: sha256 {sha256:?} is not 64 lowercase hex digits"
+        ))
+    })?;
+    let unavailable =
+        |what: &str, e: io::Error| StoreError::Unavailable(format!("{what} for {sha256}: {e}"));
+    if touch(&path).is_ok() {
+        return Ok(path);
+    }
+    let dir = path.parent().expect("body path has a parent");
+    if !dir.is_dir() {
+        fs::create_dir_all(dir).map_err(|e| unavailable("creating the body directory", e))?;
+        sync_dir(&messages_dir(data_dir)).map_err(|e| unavailable("syncing messages/", e))?;
+    }
+    // A hard link, not a rename: the spool file stays the caller's (its
+    // drop removes it), and a second store of the same body finds it.
+    match fs::hard_link(&spooled.path, &path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(unavailable("moving the spooled body into place", e)),
+    }
+    File::open(&path)
+        .and_then(|f| f.set_modified(std::time::SystemTime::now()))
+        .map_err(|e| unavailable("touching the body", e))?;
+    sync_dir(dir).map_err(|e| unavailable("syncing the body directory", e))?;
+    Ok(path)
+}
+
+/// A stored body opened for reading, as [`open_body`] gives it.
+pub struct BodyReader {
+    /// The file, at its start.
+    pub file: File,
+    /// Its length.
+    pub len: u64,
+}
+
+/// Opens the body file with this hash for reading (streamed by the relay
+/// and by verification, never read whole). Blocking.
+pub fn open_body(data_dir: &Path, sha256: &str) -> io::Result<BodyReader> {
+    let path = body_path(data_dir, sha256).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{sha256:?} is not a SHA-256 in hex"),
+        )
+    })?;
+    let file = File::open(&path)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+    let len = file.metadata()?.len();
+    Ok(BodyReader { file, len })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -43,6 +43,7 @@ pub mod state;
 
 pub use crate::policy::Lane;
 pub use error::StoreError;
+pub use files::{open_body, BodyReader, BodyWriter, Spooled};
 pub use jobs::{ExclusiveJob, JobLock};
 pub use kind::{AuditKind, RemEvent};
 pub use payload::Payload;
@@ -132,9 +133,60 @@ pub struct MessageRecord {
     pub signature_keys: Vec<String>,
     /// The raw bytes to keep (always for accepted messages; for rejected
     /// ones only when configured). `None`: only the hash is kept.
-    pub body: Option<Arc<[u8]>>,
+    pub body: Option<Body>,
     /// The DSN parameters its client gave, if any.
     pub dsn: Option<crate::envelope::Dsn>,
+}
+
+/// A message's raw bytes: in memory, or, for a large one, in the spool
+/// file it was received into (see [`BodyWriter`]).
+#[derive(Clone, Debug)]
+pub enum Body {
+    /// Held in memory.
+    Bytes(Arc<[u8]>),
+    /// In `DATA_DIR/spool/`, fsynced.
+    Spooled(Arc<Spooled>),
+}
+
+impl Body {
+    /// Its length in bytes.
+    pub fn len(&self) -> u64 {
+        match self {
+            Body::Bytes(b) => b.len() as u64,
+            Body::Spooled(s) => s.len(),
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The bytes when in memory.
+    pub fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            Body::Bytes(b) => Some(b),
+            Body::Spooled(_) => None,
+        }
+    }
+}
+
+impl From<Arc<[u8]>> for Body {
+    fn from(b: Arc<[u8]>) -> Body {
+        Body::Bytes(b)
+    }
+}
+
+impl From<Vec<u8>> for Body {
+    fn from(b: Vec<u8>) -> Body {
+        Body::Bytes(b.into())
+    }
+}
+
+impl From<&[u8]> for Body {
+    fn from(b: &[u8]) -> Body {
+        Body::Bytes(b.into())
+    }
 }
 
 /// One delivery to make: a message to one next hop, for some recipients.
@@ -373,6 +425,17 @@ impl Store {
         storage: &crate::config::StorageConfig,
     ) -> Result<Store, StoreError> {
         files::prepare(data_dir)?;
+        // Not fatal: a reader of the store (an auditor's CLI) may not write
+        // there; a gateway that cannot spool answers large messages 451.
+        match files::clean_spool(data_dir) {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(removed = n, "removed spool files of unanswered messages"),
+            Err(e) => tracing::warn!(
+                dir = %files::spool_dir(data_dir).display(),
+                error = %e,
+                "cannot prepare the spool directory"
+            ),
+        }
         let db = Db::open(database_url).await?;
         let sealing = keys::Sealing::open(&db, storage).await?;
         let counters = Arc::new(Counters::default());
@@ -528,15 +591,35 @@ impl Store {
             (Some(s), Some(_)) => s.sealing_key(&self.inner.db).await?,
             _ => None,
         };
-        let body_stored = match m.body.take() {
-            Some(body) if self.inner.bodies == BodyStorage::Database => {
+        // A spooled body that is sealed, or kept in the `bodies` table, is
+        // taken whole (see docs/large-messages.md).
+        let body = match m.body.take() {
+            Some(Body::Spooled(spooled))
+                if sealing_key.is_some() || self.inner.bodies == BodyStorage::Database =>
+            {
+                let bytes = tokio::fs::read(spooled.path()).await.map_err(|e| {
+                    StoreError::Unavailable(format!("reading the spooled body: {e}"))
+                })?;
+                Some(Body::Bytes(bytes.into()))
+            }
+            other => other,
+        };
+        let body_stored = match body {
+            Some(Body::Bytes(body)) if self.inner.bodies == BodyStorage::Database => {
                 body_row = Some(match sealing_key {
                     Some(key) => seal_row(key, body, &m.sha256).await?,
                     None => body,
                 });
                 true
             }
-            Some(body) => {
+            Some(Body::Spooled(spooled)) => {
+                let dir = self.inner.data_dir.clone();
+                tokio::task::spawn_blocking(move || files::store_spooled(&dir, &spooled))
+                    .await
+                    .map_err(|e| StoreError::Bug(format!("writing the body: {e}")))??;
+                true
+            }
+            Some(Body::Bytes(body)) => {
                 let dir = self.inner.data_dir.clone();
                 let sha = m.sha256.clone();
                 tokio::task::spawn_blocking(move || {
@@ -853,6 +936,52 @@ impl Store {
     pub fn body_path(&self, sha256: &str) -> Option<PathBuf> {
         files::body_path(&self.inner.data_dir, sha256)
     }
+
+    /// A new spool file for a body being received, holding `head` already.
+    /// Blocking (a file create and a write).
+    pub fn spool(&self, head: &[u8]) -> std::io::Result<BodyWriter> {
+        BodyWriter::create(&self.inner.data_dir, head)
+    }
+
+    /// The stored body with this SHA-256: its bytes when it is small
+    /// ([`IN_MEMORY_MAX`]) or kept in the database, else the file opened
+    /// for streaming.
+    pub async fn open_stored_body(&self, sha256: &str) -> Result<StoredBody, StoreError> {
+        // A sealed body, or one in the `bodies` table, is read whole and
+        // opened (streaming through seal::OpenReader is yet to come).
+        if self.inner.bodies == BodyStorage::Database || self.inner.sealing.is_some() {
+            return self.read_body(sha256).await.map(StoredBody::Bytes);
+        }
+        let (dir, sha) = (self.inner.data_dir.clone(), sha256.to_owned());
+        let opened = tokio::task::spawn_blocking(move || -> std::io::Result<StoredBody> {
+            let mut r = files::open_body(&dir, &sha)?;
+            if r.len > IN_MEMORY_MAX {
+                return Ok(StoredBody::File(r));
+            }
+            let mut bytes = Vec::with_capacity(r.len as usize);
+            std::io::Read::read_to_end(&mut r.file, &mut bytes)?;
+            Ok(StoredBody::Bytes(bytes))
+        });
+        opened
+            .await
+            .map_err(|e| StoreError::Bug(format!("reading a body: {e}")))?
+            .map_err(|e: std::io::Error| {
+                StoreError::Unavailable(format!("reading the stored message: {e}"))
+            })
+    }
+}
+
+/// Bodies up to this size are held in memory from DATA to the relay;
+/// larger ones are spooled to disk while received and streamed from the
+/// file (see docs/large-messages.md).
+pub const IN_MEMORY_MAX: u64 = 1 << 20;
+
+/// A stored body as [`Store::open_stored_body`] gives it.
+pub enum StoredBody {
+    /// Small, or from the database: the bytes.
+    Bytes(Vec<u8>),
+    /// Large: the file, to stream.
+    File(BodyReader),
 }
 
 /// A unique, sortable message id: reception time and 64 random bits.
@@ -945,8 +1074,18 @@ fn validate(record: &Record) -> Result<(), String> {
                 m.id, m.sha256
             ));
         }
+        if let Some(Body::Spooled(s)) = &m.body {
+            if s.sha256() != m.sha256 {
+                return Err(format!(
+                    "message {}: sha256 {} but the spooled body hashes to {}",
+                    m.id,
+                    m.sha256,
+                    s.sha256()
+                ));
+            }
+        }
         if let Some(body) = &m.body {
-            if body.len() as u64 != m.size {
+            if body.len() != m.size {
                 return Err(format!(
                     "message {}: size {} but the body has {} bytes",
                     m.id,
