@@ -290,6 +290,27 @@ pub struct Multipart<'a> {
     pub epilogue: &'a [u8],
 }
 
+/// What follows `--boundary` on a delimiter line (`rest`): whether the
+/// delimiter closes, and how long the rest of its line is (`--`, transport
+/// padding, the line break; none only for a closing one at the end).
+/// `None`: not a delimiter of this boundary.
+pub(super) fn delimiter_rest(rest: &[u8]) -> Option<(bool, usize)> {
+    let closing = rest.starts_with(b"--");
+    let after = if closing { &rest[2..] } else { rest };
+    // Only transport padding may follow a delimiter on its line.
+    let pad = after
+        .iter()
+        .take_while(|&&c| c == b' ' || c == b'\t')
+        .count();
+    let eol = match &after[pad..] {
+        [b'\r', b'\n', ..] => 2,
+        [b'\n', ..] => 1,
+        [] if closing => 0,
+        _ => return None,
+    };
+    Some((closing, usize::from(closing) * 2 + pad + eol))
+}
+
 /// Splits a multipart body into its parts (RFC 2046 §5.1.1). Each part runs
 /// from after its delimiter line to before the line break that precedes the
 /// next delimiter: that line break belongs to the delimiter.
@@ -306,19 +327,9 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'
         if at != 0 && body[at - 1] != b'\n' {
             continue; // not at a line start: part of the content
         }
-        let rest = &body[at + delimiter.len()..];
-        let closing = rest.starts_with(b"--");
-        let after = if closing { &rest[2..] } else { rest };
-        // Only transport padding may follow a delimiter on its line.
-        let pad = after
-            .iter()
-            .take_while(|&&c| c == b' ' || c == b'\t')
-            .count();
-        let eol = match &after[pad..] {
-            [b'\r', b'\n', ..] => 2,
-            [b'\n', ..] => 1,
-            [] if closing => 0,
-            _ => continue, // a longer boundary that merely starts the same way
+        // None: a longer boundary that merely starts the same way.
+        let Some((closing, tail)) = delimiter_rest(&body[at + delimiter.len()..]) else {
+            continue;
         };
         let start = current.take();
         let mut end = at;
@@ -334,7 +345,7 @@ pub fn split_multipart<'a>(body: &'a [u8], boundary: &str) -> Result<Multipart<'
                 preamble.get_or_insert(&body[..end]);
             }
         }
-        let line_end = at + delimiter.len() + usize::from(closing) * 2 + pad + eol;
+        let line_end = at + delimiter.len() + tail;
         if closing {
             if parts.is_empty() {
                 return Err(MimeError::NoParts {

@@ -113,17 +113,7 @@ enum Mode {
 /// whether it is the closing one.
 fn delimiter(line: &[u8], boundary: &[u8]) -> Option<bool> {
     let rest = line.strip_prefix(b"--")?.strip_prefix(boundary)?;
-    let closing = rest.starts_with(b"--");
-    let after = if closing { &rest[2..] } else { rest };
-    let pad = after
-        .iter()
-        .take_while(|&&c| c == b' ' || c == b'\t')
-        .count();
-    match &after[pad..] {
-        b"\r\n" | b"\n" => Some(closing),
-        [] if closing => Some(true),
-        _ => None,
-    }
+    super::mime::delimiter_rest(rest).map(|(closing, _)| closing)
 }
 
 /// The walk's state.
